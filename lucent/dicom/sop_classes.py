@@ -21,10 +21,26 @@ TABLE_1: tuple[SopClass, ...] = (
     SopClass("1.2.840.10008.5.1.4.1.1.1", "Computed Radiography Image Storage", True),
     SopClass("1.2.840.10008.5.1.4.1.1.1.1", "Digital X-Ray Image Storage - For Presentation", True),
     SopClass("1.2.840.10008.5.1.4.1.1.1.1.1", "Digital X-Ray Image Storage - For Processing", True),
-    SopClass("1.2.840.10008.5.1.4.1.1.1.2", "Digital Mammography X-Ray Image Storage - For Presentation", True),
-    SopClass("1.2.840.10008.5.1.4.1.1.1.2.1", "Digital Mammography X-Ray Image Storage - For Processing", True),
-    SopClass("1.2.840.10008.5.1.4.1.1.1.3", "Digital Intra-Oral X-Ray Image Storage - For Presentation", True),
-    SopClass("1.2.840.10008.5.1.4.1.1.1.3.1", "Digital Intra-Oral X-Ray Image Storage - For Processing", True),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.1.2",
+        "Digital Mammography X-Ray Image Storage - For Presentation",
+        True,
+    ),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.1.2.1",
+        "Digital Mammography X-Ray Image Storage - For Processing",
+        True,
+    ),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.1.3",
+        "Digital Intra-Oral X-Ray Image Storage - For Presentation",
+        True,
+    ),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.1.3.1",
+        "Digital Intra-Oral X-Ray Image Storage - For Processing",
+        True,
+    ),
     SopClass("1.2.840.10008.5.1.4.1.1.2", "CT Image Storage", True),
     SopClass("1.2.840.10008.5.1.4.1.1.2.1", "Enhanced CT Image Storage", True),
     SopClass("1.2.840.10008.5.1.4.1.1.3.1", "Ultrasound Multi-frame Image Storage", True),
@@ -35,10 +51,26 @@ TABLE_1: tuple[SopClass, ...] = (
     SopClass("1.2.840.10008.5.1.4.1.1.6.1", "Ultrasound Image Storage", True),
     SopClass("1.2.840.10008.5.1.4.1.1.6.2", "Enhanced US Volume Storage", True),
     SopClass("1.2.840.10008.5.1.4.1.1.7", "Secondary Capture Image Storage", True),
-    SopClass("1.2.840.10008.5.1.4.1.1.7.1", "Multi-frame Single Bit Secondary Capture Image Storage", True),
-    SopClass("1.2.840.10008.5.1.4.1.1.7.2", "Multi-frame Grayscale Byte Secondary Capture Image Storage", True),
-    SopClass("1.2.840.10008.5.1.4.1.1.7.3", "Multi-frame Grayscale Word Secondary Capture Image Storage", True),
-    SopClass("1.2.840.10008.5.1.4.1.1.7.4", "Multi-frame True Color Secondary Capture Image Storage", True),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.7.1",
+        "Multi-frame Single Bit Secondary Capture Image Storage",
+        True,
+    ),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.7.2",
+        "Multi-frame Grayscale Byte Secondary Capture Image Storage",
+        True,
+    ),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.7.3",
+        "Multi-frame Grayscale Word Secondary Capture Image Storage",
+        True,
+    ),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.7.4",
+        "Multi-frame True Color Secondary Capture Image Storage",
+        True,
+    ),
     SopClass("1.2.840.10008.5.1.4.1.1.9.1.1", "12-lead ECG Waveform Storage", False),
     SopClass("1.2.840.10008.5.1.4.1.1.9.1.2", "General ECG Waveform Storage", False),
     SopClass("1.2.840.10008.5.1.4.1.1.9.1.3", "Ambulatory ECG Waveform Storage", False),
@@ -48,11 +80,19 @@ TABLE_1: tuple[SopClass, ...] = (
     SopClass("1.2.840.10008.5.1.4.1.1.9.4.2", "General Audio Waveform Storage", False),
     SopClass("1.2.840.10008.5.1.4.1.1.9.5.1", "Arterial Pulse Waveform Storage", False),
     SopClass("1.2.840.10008.5.1.4.1.1.9.6.1", "Respiratory Waveform Storage", False),
-    SopClass("1.2.840.10008.5.1.4.1.1.11.1", "Grayscale Softcopy Presentation State Storage", False),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.11.1", "Grayscale Softcopy Presentation State Storage", False
+    ),
     SopClass("1.2.840.10008.5.1.4.1.1.11.2", "Color Softcopy Presentation State Storage", False),
-    SopClass("1.2.840.10008.5.1.4.1.1.11.3", "Pseudo-Color Softcopy Presentation State Storage", False),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.11.3", "Pseudo-Color Softcopy Presentation State Storage", False
+    ),
     SopClass("1.2.840.10008.5.1.4.1.1.11.4", "Blending Softcopy Presentation State Storage", False),
-    SopClass("1.2.840.10008.5.1.4.1.1.11.5", "XA/XRF Grayscale Softcopy Presentation State Storage", False),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.11.5",
+        "XA/XRF Grayscale Softcopy Presentation State Storage",
+        False,
+    ),
     SopClass("1.2.840.10008.5.1.4.1.1.12.1", "X-Ray Angiographic Image Storage", True),
     SopClass("1.2.840.10008.5.1.4.1.1.12.1.1", "Enhanced XA Image Storage", True),
     SopClass("1.2.840.10008.5.1.4.1.1.12.2", "X-Ray Radiofluoroscopic Image Storage", True),
@@ -72,11 +112,17 @@ TABLE_1: tuple[SopClass, ...] = (
     SopClass("1.2.840.10008.5.1.4.1.1.77.1.1.1", "Video Endoscopic Image Storage", True),
     SopClass("1.2.840.10008.5.1.4.1.1.77.1.2", "VL Microscopic Image Storage", True),
     SopClass("1.2.840.10008.5.1.4.1.1.77.1.2.1", "Video Microscopic Image Storage", True),
-    SopClass("1.2.840.10008.5.1.4.1.1.77.1.3", "VL Slide-Coordinates Microscopic Image Storage", True),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.77.1.3", "VL Slide-Coordinates Microscopic Image Storage", True
+    ),
     SopClass("1.2.840.10008.5.1.4.1.1.77.1.4", "VL Photographic Image Storage", True),
     SopClass("1.2.840.10008.5.1.4.1.1.77.1.4.1", "Video Photographic Image Storage", True),
-    SopClass("1.2.840.10008.5.1.4.1.1.77.1.5.1", "Ophthalmic Photography 8 Bit Image Storage", True),
-    SopClass("1.2.840.10008.5.1.4.1.1.77.1.5.2", "Ophthalmic Photography 16 Bit Image Storage", True),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.77.1.5.1", "Ophthalmic Photography 8 Bit Image Storage", True
+    ),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.77.1.5.2", "Ophthalmic Photography 16 Bit Image Storage", True
+    ),
     SopClass("1.2.840.10008.5.1.4.1.1.77.1.5.3", "Stereometric Relationship Storage", False),
     SopClass("1.2.840.10008.5.1.4.1.1.77.1.5.4", "Ophthalmic Tomography Image Storage", True),
     SopClass("1.2.840.10008.5.1.4.1.1.77.1.6", "VL Whole Slide Microscopy Image Storage", True),
@@ -88,8 +134,14 @@ TABLE_1: tuple[SopClass, ...] = (
     SopClass("1.2.840.10008.5.1.4.1.1.78.6", "Spectacle Prescription Report Storage", False),
     SopClass("1.2.840.10008.5.1.4.1.1.78.7", "Ophthalmic Axial Measurements Storage", False),
     SopClass("1.2.840.10008.5.1.4.1.1.78.8", "Intraocular Lens Calculations Storage", False),
-    SopClass("1.2.840.10008.5.1.4.1.1.79.1", "Macular Grid Thickness and Volume Report Storage", False),
-    SopClass("1.2.840.10008.5.1.4.1.1.80.1", "Ophthalmic Visual Field Static Perimetry Measurements Storage", False),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.79.1", "Macular Grid Thickness and Volume Report Storage", False
+    ),
+    SopClass(
+        "1.2.840.10008.5.1.4.1.1.80.1",
+        "Ophthalmic Visual Field Static Perimetry Measurements Storage",
+        False,
+    ),
     SopClass("1.2.840.10008.5.1.4.1.1.88.11", "Basic Text SR Storage", False),
     SopClass("1.2.840.10008.5.1.4.1.1.88.22", "Enhanced SR Storage", False),
     SopClass("1.2.840.10008.5.1.4.1.1.88.33", "Comprehensive SR Storage", False),

@@ -1,0 +1,261 @@
+"""Read and check one received SOP Instance before import (Conformance 4.1.3.2).
+
+Pure functions over bytes: no I/O, no database. ``parse`` never raises on bad input; it
+returns a ``Refusal`` with the DICOM status and a reason a person can act on. Known traps it
+guards against: pydicom inflates deflated data without a size limit, and ``dcmread`` can
+raise raw ``struct.error``/``EOFError`` on a few bytes of junk.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.tag import Tag
+
+from lucent.dicom import sop_classes, transfer_syntaxes
+from lucent.net import status
+
+PIXEL_TAGS = (Tag(0x7FE00010), Tag(0x7FE00008), Tag(0x7FE00009))
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    reason: str
+    # Whatever identifying values could be read, so the placeholder lands under the right
+    # patient/study (or under "unknown").
+    ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Parsed:
+    """A readable instance: its data set (pixel values not decoded), bytes and pixel span."""
+
+    dataset: Dataset
+    file_bytes: bytes
+    transfer_syntax: str
+    pixel_start: int  # offset of the pixel data value within file_bytes (0 if none)
+    pixel_end: int
+    transcoded: bool = False
+    ids: dict[str, str] = field(default_factory=dict)
+
+
+def inflate_bounded(data: bytes, limit: int) -> bytes:
+    """Inflate a raw-deflate stream, refusing output larger than ``limit`` bytes."""
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = d.decompress(data, limit + 1)
+    if len(out) > limit or d.unconsumed_tail:
+        raise ValueError(f"inflated data exceeds the limit of {limit // (1024 * 1024)} MB")
+    out += d.flush()
+    if len(out) > limit:
+        raise ValueError(f"inflated data exceeds the limit of {limit // (1024 * 1024)} MB")
+    return out
+
+
+def _read_ids(ds: Dataset) -> dict[str, str]:
+    ids: dict[str, str] = {}
+    for key in (
+        "PatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "SOPClassUID",
+    ):
+        try:
+            value = ds.get(key)
+            if value not in (None, ""):
+                ids[key] = str(value)[:256]
+        except Exception:  # a malformed value must not hide the others
+            continue
+    return ids
+
+
+def _split_meta(data: bytes) -> tuple[FileMetaDataset, int]:
+    """Parse preamble + file meta; return it and where the data set starts."""
+    bio = io.BytesIO(data)
+    ds = dcmread(bio, stop_before_pixels=True, specific_tags=[Tag(0x00020010)])
+    meta = ds.file_meta
+    # The meta group length tells exactly where the data set begins.
+    start = 132 + 12 + int(meta.FileMetaInformationGroupLength)
+    return meta, start
+
+
+def parse(
+    data: bytes,
+    *,
+    max_inflated: int,
+    expected_sop_class: str | None = None,
+    expected_sop_instance: str | None = None,
+) -> Parsed | Refusal:
+    """Decode a Part-10 byte string (preamble, meta, data set) and validate it."""
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return Refusal(status.CANNOT_UNDERSTAND, "not a DICOM Part 10 stream (no DICM prefix)")
+    try:
+        meta, start = _split_meta(data)
+        ts = str(meta.TransferSyntaxUID)
+    except Exception as exc:
+        return Refusal(status.CANNOT_UNDERSTAND, f"file meta information unreadable: {exc}")
+    transcoded = False
+    if ts == transfer_syntaxes.DEFLATED_LE:
+        # Store inflated as Explicit VR Little Endian: pixel-identical, and the metadata can
+        # be kept apart from the pixels (which a deflated stream would mix).
+        try:
+            body = inflate_bounded(data[start:], max_inflated)
+        except (ValueError, zlib.error) as exc:
+            return Refusal(status.CANNOT_INFLATE, f"deflated data set rejected: {exc}")
+        meta.TransferSyntaxUID = transfer_syntaxes.EXPLICIT_LE
+        head = io.BytesIO()
+        head.write(data[:128] + b"DICM")
+        write_file_meta_info(head, meta, enforce_standard=False)
+        data = head.getvalue() + body
+        ts = transfer_syntaxes.EXPLICIT_LE
+        transcoded = True
+    try:
+        ds = dcmread(io.BytesIO(data), force=True)
+        # Touch every top-level element's raw form: reveals truncation now, not later.
+        pixel_start = pixel_end = 0
+        for tag in list(ds.keys()):
+            raw = ds.get_item(tag)
+            if raw is None:
+                continue
+            length = getattr(raw, "length", 0)
+            value = getattr(raw, "value", None)
+            undefined = getattr(raw, "is_undefined_length", False) or length == 0xFFFFFFFF
+            if not undefined and value is not None and isinstance(value, bytes | bytearray):
+                if len(value) != length:
+                    return Refusal(
+                        status.CANNOT_UNDERSTAND,
+                        f"element {tag} is truncated ({len(value)} of {length} bytes)",
+                        _read_ids(ds),
+                    )
+                if length % 2:
+                    return Refusal(
+                        status.INVALID_ENCODING,
+                        f"element {tag} has odd length {length} (PS3.5 7.1.1 requires even)",
+                        _read_ids(ds),
+                    )
+            if tag in PIXEL_TAGS and value is not None:
+                pixel_start = raw.value_tell
+                pixel_end = pixel_start + len(value)
+    except Exception as exc:
+        return Refusal(
+            status.CANNOT_UNDERSTAND, f"data set unreadable: {type(exc).__name__}: {exc}"
+        )
+    ids = _read_ids(ds)
+    problem = validate(ds, ts, pixel_end - pixel_start, expected_sop_class, expected_sop_instance)
+    if problem is not None:
+        return Refusal(problem[0], problem[1], ids)
+    return Parsed(ds, data, ts, pixel_start, pixel_end, transcoded, ids)
+
+
+def _get(ds: Dataset, keyword: str) -> Any:
+    try:
+        return ds.get(keyword)
+    except Exception:
+        return None
+
+
+def validate(
+    ds: Dataset,
+    ts: str,
+    pixel_length: int,
+    expected_sop_class: str | None,
+    expected_sop_instance: str | None,
+) -> tuple[int, str] | None:
+    """Required attributes, valid UIDs, SOP class agreement and a consistent Image Pixel module."""
+    for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        value = _get(ds, kw)
+        if value in (None, ""):
+            return status.DATASET_MISSING_ATTRIBUTE, f"required attribute {kw} is missing"
+        text = str(value)
+        if len(text) > 64 or not _UID.match(text):
+            return status.DATASET_INVALID_VALUE, f"{kw} '{text[:80]}' is not a valid UID"
+    patient_id = _get(ds, "PatientID")
+    if patient_id is None:
+        return status.DATASET_MISSING_ATTRIBUTE, "required attribute PatientID is missing"
+    try:
+        _ = str(ds.PatientName) if "PatientName" in ds else ""
+    except Exception as exc:
+        return status.DATASET_INVALID_VALUE, f"PatientName cannot be decoded: {exc}"
+    sop_class = str(ds.SOPClassUID)
+    if expected_sop_class and sop_class != expected_sop_class:
+        return (
+            status.DATASET_MISMATCH,
+            f"SOP Class UID {sop_class} in the data set differs from {expected_sop_class} "
+            "it was sent as",
+        )
+    if expected_sop_instance and str(ds.SOPInstanceUID) != expected_sop_instance:
+        return (
+            status.DATASET_MISMATCH,
+            "SOP Instance UID in the data set differs from the one in the C-STORE request",
+        )
+    has_pixels = pixel_length > 0
+    if sop_classes.requires_pixels(sop_class) and not has_pixels:
+        return status.DATASET_MISMATCH, "image SOP class without Pixel Data (Image Pixel module)"
+    if has_pixels:
+        return _check_pixel_module(ds, ts, pixel_length)
+    return None
+
+
+def _check_pixel_module(ds: Dataset, ts: str, pixel_length: int) -> tuple[int, str] | None:
+    values: dict[str, int] = {}
+    for kw in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel"):
+        v = _get(ds, kw)
+        if v is None or v == "":
+            return status.DATASET_MISSING_ATTRIBUTE, f"Image Pixel module: {kw} is missing"
+        try:
+            values[kw] = int(v)
+        except (TypeError, ValueError):
+            return status.DATASET_INVALID_VALUE, f"Image Pixel module: {kw} is not a number"
+    if "PixelData" in ds:
+        for kw in ("BitsStored", "PixelRepresentation", "PhotometricInterpretation"):
+            if _get(ds, kw) in (None, ""):
+                return status.DATASET_MISSING_ATTRIBUTE, f"Image Pixel module: {kw} is missing"
+        stored, high = _get(ds, "BitsStored"), _get(ds, "HighBit")
+        if int(stored) > values["BitsAllocated"] or int(stored) < 1:
+            return status.DATASET_INVALID_VALUE, "BitsStored is larger than BitsAllocated"
+        if high is not None and int(high) >= values["BitsAllocated"]:
+            return status.DATASET_INVALID_VALUE, "HighBit does not fit in BitsAllocated"
+    rows, cols, bits, spp = (
+        values["Rows"],
+        values["Columns"],
+        values["BitsAllocated"],
+        values["SamplesPerPixel"],
+    )
+    if rows <= 0 or cols <= 0 or bits not in (1, 8, 16, 32, 64) or spp not in (1, 3, 4):
+        return (
+            status.DATASET_INVALID_VALUE,
+            f"Image Pixel module values out of range (Rows={rows}, Columns={cols}, "
+            f"BitsAllocated={bits}, SamplesPerPixel={spp})",
+        )
+    frames_value = _get(ds, "NumberOfFrames")
+    try:
+        frames = int(frames_value) if frames_value not in (None, "") else 1
+    except (TypeError, ValueError):
+        return status.DATASET_INVALID_VALUE, "NumberOfFrames is not a number"
+    if frames < 1:
+        return status.DATASET_INVALID_VALUE, "NumberOfFrames must be at least 1"
+    if transfer_syntaxes.is_encapsulated(ts):
+        return None
+    pixels = rows * cols * frames * spp
+    expected = (pixels + 7) // 8 if bits == 1 else pixels * (bits // 8)
+    photometric = str(_get(ds, "PhotometricInterpretation") or "")
+    if photometric.startswith("YBR_FULL_422"):
+        expected = expected * 2 // 3
+    if pixel_length not in (expected, expected + (expected % 2)):
+        return (
+            status.DATASET_PIXEL_INCONSISTENT,
+            f"pixel data is {pixel_length} bytes but Rows×Columns×Frames×Samples×Bits say "
+            f"{expected} ({rows}×{cols}×{frames}×{spp}×{bits} bit)",
+        )
+    return None

@@ -1,0 +1,47 @@
+"""DICOM status codes we send and read, with their meaning (PS3.4 Annex B/C, Conformance 4.2).
+
+Statuses are values, not exceptions: the ingest path returns one and the DIMSE handler sends
+it as is, so a code maps 1:1 to what the peer sees.
+"""
+
+from __future__ import annotations
+
+SUCCESS = 0x0000
+# Refused: Out of Resources (A700-A7FF) — nothing was written.
+OUT_OF_RESOURCES = 0xA700
+OUT_OF_RESOURCES_QUOTA = 0xA701
+# Error: Data Set does not match SOP Class (A900-A9FF).
+DATASET_MISMATCH = 0xA900
+DATASET_MISSING_ATTRIBUTE = 0xA901
+DATASET_INVALID_VALUE = 0xA902
+DATASET_PIXEL_INCONSISTENT = 0xA903
+DUPLICATE_REJECTED = 0xA910
+# Error: Cannot understand (C000-CFFF).
+CANNOT_UNDERSTAND = 0xC000
+CANNOT_INFLATE = 0xC001
+INVALID_ENCODING = 0xC002
+PROCESSING_FAILURE = 0xC0FF
+# Query/Retrieve (PS3.4 C.4).
+QR_OUT_OF_RESOURCES_MATCHES = 0xA701
+QR_OUT_OF_RESOURCES_SUBOPS = 0xA702
+QR_MOVE_DESTINATION_UNKNOWN = 0xA801
+QR_IDENTIFIER_MISMATCH = 0xA900
+QR_UNABLE_TO_PROCESS = 0xC000
+QR_CANCEL = 0xFE00
+QR_SUBOPS_WARNING = 0xB000
+PENDING = 0xFF00
+PENDING_WARNING = 0xFF01
+NOT_AUTHORIZED = 0x0124  # Refused: Not Authorized (PS3.7 C.4.1.2)
+
+
+def category(status: int) -> str:
+    """The status class a peer reads: success, pending, cancel, warning, failure."""
+    if status == SUCCESS:
+        return "success"
+    if status in (PENDING, PENDING_WARNING):
+        return "pending"
+    if status == QR_CANCEL:
+        return "cancel"
+    if status == 0x0001 or 0xB000 <= status <= 0xBFFF:
+        return "warning"
+    return "failure"

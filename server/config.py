@@ -1,0 +1,244 @@
+"""Typed server settings read from one commented TOML file.
+
+The sample in ``resources/lucent-server.sample.toml`` is the documentation: it is copied as
+the config on first start, and a test checks that every field here appears in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "resources" / "lucent-server.sample.toml"
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
+_UID_ROOT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.?$")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used, with the key and the reason."""
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    data_dir: str = ""
+    uid_root: str = "1.2.826.0.1.3680043.10.1455."
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class IndexSection:
+    database_url: str = ""
+
+
+@dataclass(frozen=True)
+class ArchiveSection:
+    path: str = ""
+    key_file: str = ""
+    min_free_mb: int = 1024
+    duplicate_policy: str = "replace"
+    max_inflated_mb: int = 1024
+
+
+@dataclass(frozen=True)
+class DimseSection:
+    bind_address: str = "0.0.0.0"
+    max_pdu: int = 16384
+    workers: int = 0
+    network_timeout: float = 60
+    dimse_timeout: float = 30
+    acse_timeout: float = 30
+    restrict_query_retrieve: bool = True
+    implementation_class_uid: str = "1.2.826.0.1.3680043.10.1455.1.0.1"
+    implementation_version_name: str = "LUCENT_010"
+
+
+@dataclass(frozen=True)
+class PoolSection:
+    name: str = "DEFAULT"
+    ae_title: str = "LUCENT"
+    port: int = 11112
+
+
+@dataclass(frozen=True)
+class ApiSection:
+    bind_address: str = "127.0.0.1"
+    port: int = 8750
+    tls_cert: str = ""
+    tls_key: str = ""
+    session_minutes: int = 720
+    basic_auth_cache_seconds: int = 300
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All server settings; paths are resolved by the properties below."""
+
+    server: ServerSection = field(default_factory=ServerSection)
+    index: IndexSection = field(default_factory=IndexSection)
+    archive: ArchiveSection = field(default_factory=ArchiveSection)
+    dimse: DimseSection = field(default_factory=DimseSection)
+    pools: tuple[PoolSection, ...] = (PoolSection(),)
+    api: ApiSection = field(default_factory=ApiSection)
+    source: Path | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        if self.server.data_dir:
+            return Path(self.server.data_dir).expanduser()
+        return Path(platformdirs.user_data_dir("lucent", appauthor=False))
+
+    @property
+    def archive_dir(self) -> Path:
+        return (
+            Path(self.archive.path).expanduser() if self.archive.path else self.data_dir / "archive"
+        )
+
+    @property
+    def key_file(self) -> Path:
+        if self.archive.key_file:
+            return Path(self.archive.key_file).expanduser()
+        return self.data_dir / "keys" / "master.keys"
+
+    @property
+    def database_url(self) -> str:
+        return self.index.database_url or f"sqlite:///{self.data_dir / 'index.sqlite3'}"
+
+    @property
+    def worker_count(self) -> int:
+        return self.dimse.workers if self.dimse.workers > 0 else max(1, os.cpu_count() or 1)
+
+    def pool(self, name: str) -> PoolSection:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+_SECTIONS: dict[str, type] = {
+    "server": ServerSection,
+    "index": IndexSection,
+    "archive": ArchiveSection,
+    "dimse": DimseSection,
+    "api": ApiSection,
+}
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"[{where}] unknown setting '{key}'")
+        default = known[key].default
+        expected = type(default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"[{where}] {key} must be {expected.__name__}, got {type(value).__name__}"
+            )
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def parse(data: dict[str, Any], source: Path | None = None) -> Settings:
+    """Build and validate settings from a parsed TOML document."""
+    kwargs: dict[str, Any] = {"source": source}
+    for key, value in data.items():
+        if key == "pools":
+            if not isinstance(value, list) or not value:
+                raise ConfigError("[[pools]] must list at least one data pool")
+            kwargs["pools"] = tuple(_build(PoolSection, p, "pools") for p in value)
+        elif key in _SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"[{key}] must be a table")
+            kwargs[key] = _build(_SECTIONS[key], value, key)
+        else:
+            raise ConfigError(f"unknown section [{key}]")
+    settings = Settings(**kwargs)
+    validate(settings)
+    return settings
+
+
+def validate(s: Settings) -> None:
+    """Reject values a clinic admin could set by mistake, with the key in the message."""
+    if not 4096 <= s.dimse.max_pdu <= 131072:
+        raise ConfigError("[dimse] max_pdu must be between 4096 and 131072 (Conformance 4.2.3.3)")
+    if s.archive.duplicate_policy not in ("replace", "keep", "reject"):
+        raise ConfigError("[archive] duplicate_policy must be 'replace', 'keep' or 'reject'")
+    if s.archive.min_free_mb < 0 or s.archive.max_inflated_mb <= 0:
+        raise ConfigError("[archive] min_free_mb must be >= 0 and max_inflated_mb > 0")
+    if not _UID_ROOT.match(s.server.uid_root) or len(s.server.uid_root) > 40:
+        raise ConfigError("[server] uid_root must be a dotted numeric UID prefix of <= 40 chars")
+    if not _UID_ROOT.match(s.dimse.implementation_class_uid.rstrip(".")):
+        raise ConfigError("[dimse] implementation_class_uid is not a valid UID")
+    if not 1 <= len(s.dimse.implementation_version_name) <= 16:
+        raise ConfigError("[dimse] implementation_version_name must be 1-16 characters")
+    if s.server.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("[server] log_level must be DEBUG, INFO, WARNING or ERROR")
+    names: set[str] = set()
+    ports: set[int] = set()
+    for p in s.pools:
+        if not _AE_TITLE.match(p.ae_title) or not p.ae_title.strip():
+            raise ConfigError(f"[[pools]] '{p.name}': ae_title must be 1-16 printable characters")
+        if not 0 <= p.port <= 65535:
+            raise ConfigError(f"[[pools]] '{p.name}': port out of range")
+        if p.name in names:
+            raise ConfigError(f"[[pools]] pool name '{p.name}' used twice")
+        if p.port and p.port in ports:
+            raise ConfigError(f"[[pools]] port {p.port} used by two pools")
+        names.add(p.name)
+        ports.add(p.port)
+    if (s.api.tls_cert == "") != (s.api.tls_key == ""):
+        raise ConfigError("[api] tls_cert and tls_key must be set together")
+    if not is_loopback(s.api.bind_address) and not s.api.tls_cert:
+        raise ConfigError(
+            f"[api] refusing to bind {s.api.bind_address} without TLS: set tls_cert and tls_key "
+            "or bind to 127.0.0.1"
+        )
+
+
+def is_loopback(address: str) -> bool:
+    return address in ("127.0.0.1", "::1", "localhost") or address.startswith("127.")
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir("lucent", appauthor=False)) / "server.toml"
+
+
+def load(path: Path | None = None) -> Settings:
+    """Load the config, creating it from the commented sample when it does not exist yet."""
+    path = path or default_config_path()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(SAMPLE_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return parse(data, source=path)
+
+
+def documented_keys(sample: Path = SAMPLE_CONFIG) -> set[str]:
+    """Every 'section.key' the sample config sets (used by the documentation test)."""
+    data = tomllib.loads(sample.read_text(encoding="utf-8"))
+    keys: set[str] = set()
+    for section, table in data.items():
+        rows = table if isinstance(table, list) else [table]
+        for row in rows:
+            keys.update(f"{section}.{k}" for k in row)
+    return keys
+
+
+def setting_keys() -> set[str]:
+    """Every 'section.key' the Settings object knows."""
+    keys = {f"{name}.{f.name}" for name, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
+    keys.update(f"pools.{f.name}" for f in dataclasses.fields(PoolSection))
+    return keys

@@ -1,0 +1,229 @@
+"""ServerContext: owns index, archive and keys; ``store()`` is the ONE ingest path.
+
+C-STORE, STOW-RS and imports all call ``store()``. Order of a store (Conformance 4.1.3.1,
+4.1.3.2): free-space check → parse and validate → seal metadata and pixel data apart →
+durable writes → index commit → status. A 0000 status therefore always means both the blobs
+and the index row survive a kill -9.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from lucent.dicom import instance as dicom_instance
+from lucent.dicom import transfer_syntaxes
+from lucent.net import status
+from server.archive import crypto
+from server.archive.storage import FileSystemStorage, new_key
+from server.config import Settings
+from server.index import db
+from server.index.models import Instance
+from server.index.records import InstanceRecord, record_instance, record_placeholder
+
+log = logging.getLogger("lucent.store")
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    status: int
+    reason: str = ""
+    sop_instance_uid: str = ""
+    action: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == status.SUCCESS
+
+
+class ArchiveReadError(Exception):
+    """An indexed object could not be read back (missing blob or failed authentication)."""
+
+
+class ServerContext:
+    """Per-process handle on the archive and the index; safe to use from many threads."""
+
+    def __init__(self, settings: Settings, *, migrate: bool = False) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = db.make_engine(settings.database_url)
+        if migrate:
+            db.migrate(self.engine)
+        self.Session = db.sessions(self.engine)
+        self.WriteSession = db.writer_sessions(self.engine)
+        self.storage = FileSystemStorage(settings.archive_dir)
+        self.keys = crypto.KeyRing.load_or_create(settings.key_file)
+        self._check_key_location()
+
+    def _check_key_location(self) -> None:
+        archive = self.settings.archive_dir.resolve()
+        key = self.settings.key_file.resolve()
+        if archive in key.parents:
+            raise crypto.KeyError_(
+                f"the key file {key} must not live inside the archive folder {archive}"
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ ingest
+    def store(
+        self,
+        data: bytes,
+        *,
+        pool: str,
+        source: str = "",
+        expected_sop_class: str | None = None,
+        expected_sop_instance: str | None = None,
+    ) -> StoreResult:
+        """Validate, seal and index one Part-10 byte string; return the DICOM status."""
+        try:
+            return self._store(data, pool, source, expected_sop_class, expected_sop_instance)
+        except Exception as exc:  # never let one instance take the listener down
+            log.exception("store failed")
+            return StoreResult(status.PROCESSING_FAILURE, f"internal error: {exc}")
+
+    def _store(
+        self,
+        data: bytes,
+        pool: str,
+        source: str,
+        expected_sop_class: str | None,
+        expected_sop_instance: str | None,
+    ) -> StoreResult:
+        min_free = self.settings.archive.min_free_mb * 1024 * 1024
+        if self.storage.free_bytes() - 2 * len(data) < min_free:
+            return StoreResult(
+                status.OUT_OF_RESOURCES,
+                f"archive disk has less than {self.settings.archive.min_free_mb} MB free",
+            )
+        parsed = dicom_instance.parse(
+            data,
+            max_inflated=self.settings.archive.max_inflated_mb * 1024 * 1024,
+            expected_sop_class=expected_sop_class,
+            expected_sop_instance=expected_sop_instance,
+        )
+        if isinstance(parsed, dicom_instance.Refusal):
+            self._placeholder(parsed, pool, source)
+            return StoreResult(parsed.status, parsed.reason, parsed.ids.get("SOPInstanceUID", ""))
+        return self._archive(parsed, pool, source)
+
+    def _archive(self, parsed: dicom_instance.Parsed, pool: str, source: str) -> StoreResult:
+        raw = parsed.file_bytes
+        start, end = parsed.pixel_start, parsed.pixel_end
+        meta_key = new_key("m")
+        pixel_key = new_key("p") if end > start else None
+        if pixel_key:
+            self.storage.put(meta_key, crypto.seal(self.keys, raw[:start] + raw[end:]))
+            self.storage.put(pixel_key, crypto.seal(self.keys, raw[start:end]))
+        else:
+            self.storage.put(meta_key, crypto.seal(self.keys, raw))
+        ds = parsed.dataset
+        lossy = parsed.transfer_syntax in transfer_syntaxes.LOSSY or (
+            str(ds.get("LossyImageCompression", "")) == "01"
+        )
+        rec = InstanceRecord(
+            dataset=ds,
+            transfer_syntax=parsed.transfer_syntax,
+            lossy=lossy,
+            meta_key=meta_key,
+            pixel_key=pixel_key,
+            pixel_offset=start,
+            size=len(raw),
+            sha256=hashlib.sha256(raw).hexdigest(),
+            pool=pool,
+            source_ae=source,
+        )
+        outcome = self._commit(rec)
+        for key in outcome.obsolete_keys:
+            self.storage.delete(key)
+        sop_uid = str(ds.SOPInstanceUID)
+        if outcome.action == "rejected-duplicate":
+            return StoreResult(
+                status.DUPLICATE_REJECTED,
+                "an instance with this SOP Instance UID is already archived",
+                sop_uid,
+                outcome.action,
+            )
+        return StoreResult(status.SUCCESS, "", sop_uid, outcome.action)
+
+    def _commit(self, rec: InstanceRecord):  # type: ignore[no-untyped-def]
+        """Commit the index row; retry races between workers creating the same parents."""
+        for attempt in range(8):
+            try:
+                with self.WriteSession() as session, session.begin():
+                    return record_instance(session, rec, self.settings.archive.duplicate_policy)
+            except (IntegrityError, OperationalError) as exc:
+                if attempt == 7:
+                    for key in (rec.meta_key, rec.pixel_key):
+                        if key:
+                            self.storage.delete(key)
+                    raise
+                log.debug("index commit retry %d: %s", attempt + 1, exc)
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _placeholder(self, refusal: dicom_instance.Refusal, pool: str, source: str) -> None:
+        log.warning("refused instance from %s: %s (0x%04X)", source, refusal.reason, refusal.status)
+        for attempt in range(5):
+            try:
+                with self.WriteSession() as session, session.begin():
+                    record_placeholder(
+                        session,
+                        ds=None,
+                        ids=refusal.ids,
+                        status=refusal.status,
+                        reason=refusal.reason,
+                        pool=pool,
+                        source_ae=source,
+                    )
+                return
+            except (IntegrityError, OperationalError):
+                if attempt == 4:
+                    log.exception("could not record placeholder")
+                time.sleep(0.01 * (attempt + 1))
+
+    # ------------------------------------------------------------------ reading
+    def instance_bytes(self, inst: Instance) -> bytes:
+        """The decrypted Part-10 bytes of an archived instance, reassembled."""
+        try:
+            meta = crypto.open_(self.keys, self.storage.get(inst.meta_key))
+            if not inst.pixel_key:
+                return meta
+            pixels = crypto.open_(self.keys, self.storage.get(inst.pixel_key))
+        except (OSError, crypto.IntegrityError) as exc:
+            raise ArchiveReadError(f"instance {inst.sop_instance_uid}: {exc}") from exc
+        start = inst.pixel_offset
+        return meta[:start] + pixels + meta[start:]
+
+    def find_instance(self, sop_uid: str) -> Instance | None:
+        with self.Session() as session:
+            return session.scalars(
+                select(Instance).where(Instance.sop_instance_uid == sop_uid)
+            ).first()
+
+    def sweep_orphans(self) -> int:
+        """Remove blobs that no index row references (a crash between write and commit).
+
+        Run at start-up, before any listener accepts data, so nothing in flight is touched.
+        """
+        removed = self.storage.sweep_temporary()
+        with self.Session() as session:
+            referenced = set(session.scalars(select(Instance.meta_key)))
+            referenced.update(
+                k for k in session.scalars(select(Instance.pixel_key)) if k is not None
+            )
+        for key in list(self.storage.keys()):
+            if key not in referenced:
+                self.storage.delete(key)
+                removed += 1
+        return removed
+
+    def archive_root(self) -> Path:
+        return self.settings.archive_dir

@@ -1,0 +1,307 @@
+"""Writing the index: one committed transaction per received instance or placeholder.
+
+Kept apart from queries so the ingest path reads top to bottom: find-or-create patient,
+study, series; insert or replace the instance; remove a placeholder the instance supersedes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydicom.dataset import Dataset
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from server.index.models import Event, Instance, Patient, Placeholder, Series, Study
+
+UNKNOWN_PATIENT_ID = "UNKNOWN"
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def text(ds: Dataset, keyword: str, limit: int = 256) -> str:
+    """A value as display text ('' when absent or undecodable), multi-values joined by '\\'."""
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)[:limit]
+    return str(value)[:limit]
+
+
+def fold_name(name: str) -> str:
+    """Case-folded alphabetic name for case-insensitive matching."""
+    return name.split("=", 1)[0].upper()
+
+
+def _integer(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except Exception:
+        return None
+
+
+def _floats(ds: Dataset, keyword: str) -> list[float] | None:
+    try:
+        value = ds.get(keyword)
+        if value in (None, ""):
+            return None
+        seq = value if isinstance(value, list | tuple) or hasattr(value, "__iter__") else [value]
+        if isinstance(value, str | bytes):
+            seq = [value]
+        return [float(v) for v in seq]
+    except Exception:
+        return None
+
+
+_GEOMETRY_KEYWORDS = (
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "WindowCenter",
+    "WindowWidth",
+)
+_TEXT_KEYWORDS = (
+    "PhotometricInterpretation",
+    "RescaleType",
+    "AcquisitionTime",
+    "ContentTime",
+    "AcquisitionDate",
+    "ContentDate",
+    "ImageType",
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
+    "FrameTime",
+)
+_INT_KEYWORDS = (
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "PlanarConfiguration",
+)
+
+
+def display_attributes(ds: Dataset) -> dict[str, Any]:
+    """What the viewer needs without decrypting metadata: geometry, rescale, window, timing."""
+    attrs: dict[str, Any] = {}
+    for kw in _GEOMETRY_KEYWORDS:
+        v = _floats(ds, kw)
+        if v is not None:
+            attrs[kw] = v
+    for kw in _TEXT_KEYWORDS:
+        v = text(ds, kw)
+        if v:
+            attrs[kw] = v
+    for kw in _INT_KEYWORDS:
+        iv = _integer(ds, kw)
+        if iv is not None:
+            attrs[kw] = iv
+    return attrs
+
+
+@dataclass
+class InstanceRecord:
+    """Everything the index stores about one accepted instance."""
+
+    dataset: Dataset
+    transfer_syntax: str
+    lossy: bool
+    meta_key: str
+    pixel_key: str | None
+    pixel_offset: int
+    size: int
+    sha256: str
+    pool: str
+    source_ae: str
+
+
+def upsert_patient(session: Session, ds: Dataset | None, ids: dict[str, str]) -> Patient:
+    patient_id = (ids.get("PatientID") or "").strip() or UNKNOWN_PATIENT_ID
+    issuer = text(ds, "IssuerOfPatientID", 64) if ds is not None else ""
+    patient = session.scalars(
+        select(Patient).where(Patient.patient_id == patient_id, Patient.issuer == issuer)
+    ).first()
+    name = ids.get("PatientName", "")
+    if patient is None:
+        patient = Patient(
+            patient_id=patient_id,
+            issuer=issuer,
+            name=name,
+            name_folded=fold_name(name),
+            birth_date=ids.get("PatientBirthDate", "")[:8],
+            sex=text(ds, "PatientSex", 16) if ds is not None else "",
+            created_at=now(),
+        )
+        session.add(patient)
+        session.flush()
+    elif ds is not None and name and name != patient.name:
+        # Newest demographics win, as in most PACS (a corrected name replaces a typo).
+        patient.name = name
+        patient.name_folded = fold_name(name)
+    return patient
+
+
+def _upsert_study(session: Session, patient: Patient, ds: Dataset, pool: str) -> Study:
+    uid = str(ds.StudyInstanceUID)
+    study = session.scalars(select(Study).where(Study.study_uid == uid)).first()
+    stamp = now()
+    if study is None:
+        study = Study(
+            patient_pk=patient.id,
+            study_uid=uid,
+            study_id=text(ds, "StudyID", 16),
+            study_date=text(ds, "StudyDate", 8),
+            study_time=text(ds, "StudyTime", 16),
+            description=text(ds, "StudyDescription"),
+            accession_number=text(ds, "AccessionNumber", 16),
+            referring_physician=text(ds, "ReferringPhysicianName", 324),
+            requesting_service=text(ds, "RequestingService"),
+            pool=pool,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        session.add(study)
+        session.flush()
+    else:
+        study.updated_at = stamp
+    return study
+
+
+def _upsert_series(session: Session, study: Study, ds: Dataset) -> Series:
+    uid = str(ds.SeriesInstanceUID)
+    series = session.scalars(select(Series).where(Series.series_uid == uid)).first()
+    stamp = now()
+    if series is None:
+        series = Series(
+            study_pk=study.id,
+            series_uid=uid,
+            modality=text(ds, "Modality", 16),
+            series_number=_integer(ds, "SeriesNumber"),
+            description=text(ds, "SeriesDescription"),
+            body_part=text(ds, "BodyPartExamined", 16),
+            frame_of_reference_uid=text(ds, "FrameOfReferenceUID", 64),
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        session.add(series)
+        session.flush()
+    else:
+        series.updated_at = stamp
+    return series
+
+
+@dataclass
+class Outcome:
+    """What recording did: 'stored', 'replaced', 'kept-existing' or 'rejected-duplicate'."""
+
+    action: str
+    obsolete_keys: list[str]
+
+
+def record_instance(session: Session, rec: InstanceRecord, duplicate_policy: str) -> Outcome:
+    """Insert the instance (and its parents) or apply the duplicate policy. Caller commits."""
+    ds = rec.dataset
+    sop_uid = str(ds.SOPInstanceUID)
+    existing = session.scalars(select(Instance).where(Instance.sop_instance_uid == sop_uid)).first()
+    if existing is not None and duplicate_policy != "replace":
+        action = "kept-existing" if duplicate_policy == "keep" else "rejected-duplicate"
+        _event(session, f"duplicate-{action}", sop_uid, rec)
+        return Outcome(action, [k for k in (rec.meta_key, rec.pixel_key) if k])
+    ids = {
+        "PatientID": text(ds, "PatientID", 64),
+        "PatientName": text(ds, "PatientName", 324),
+        "PatientBirthDate": text(ds, "PatientBirthDate", 8),
+    }
+    patient = upsert_patient(session, ds, ids)
+    study = _upsert_study(session, patient, ds, rec.pool)
+    series = _upsert_series(session, study, ds)
+    values = dict(
+        series_pk=series.id,
+        sop_class_uid=str(ds.SOPClassUID),
+        transfer_syntax_uid=rec.transfer_syntax,
+        instance_number=_integer(ds, "InstanceNumber"),
+        rows=_integer(ds, "Rows"),
+        columns=_integer(ds, "Columns"),
+        frames=_integer(ds, "NumberOfFrames") or 1,
+        lossy=rec.lossy,
+        attrs=display_attributes(ds),
+        meta_key=rec.meta_key,
+        pixel_key=rec.pixel_key,
+        pixel_offset=rec.pixel_offset,
+        size=rec.size,
+        sha256=rec.sha256,
+        pool=rec.pool,
+        source_ae=rec.source_ae,
+        received_at=now(),
+    )
+    obsolete: list[str] = []
+    if existing is None:
+        session.add(Instance(sop_instance_uid=sop_uid, **values))
+        action = "stored"
+    else:
+        obsolete = [k for k in (existing.meta_key, existing.pixel_key) if k]
+        for key, value in values.items():
+            setattr(existing, key, value)
+        action = "replaced"
+        _event(session, "duplicate-replaced", sop_uid, rec)
+    # A valid copy supersedes an earlier refusal of the same instance.
+    session.execute(delete(Placeholder).where(Placeholder.sop_instance_uid == sop_uid))
+    return Outcome(action, obsolete)
+
+
+def record_placeholder(
+    session: Session,
+    *,
+    ds: Dataset | None,
+    ids: dict[str, str],
+    status: int,
+    reason: str,
+    pool: str,
+    source_ae: str,
+) -> Placeholder:
+    """Record a refused instance as 'non-conformant data' under its patient (or UNKNOWN)."""
+    patient = upsert_patient(session, None, ids)
+    sop_uid = ids.get("SOPInstanceUID", "")[:64]
+    existing = None
+    if sop_uid:
+        existing = session.scalars(
+            select(Placeholder).where(Placeholder.sop_instance_uid == sop_uid)
+        ).first()
+    if existing is None:
+        existing = Placeholder(patient_pk=patient.id)
+        session.add(existing)
+    existing.study_uid = ids.get("StudyInstanceUID", "")[:64]
+    existing.series_uid = ids.get("SeriesInstanceUID", "")[:64]
+    existing.sop_instance_uid = sop_uid
+    existing.sop_class_uid = ids.get("SOPClassUID", "")[:64]
+    existing.status = status
+    existing.reason = reason[:2000]
+    existing.pool = pool
+    existing.source_ae = source_ae[:64]
+    existing.received_at = now()
+    return existing
+
+
+def _event(session: Session, kind: str, sop_uid: str, rec: InstanceRecord) -> None:
+    session.add(
+        Event(
+            at=now(),
+            kind=kind,
+            detail={"sop_instance_uid": sop_uid, "source_ae": rec.source_ae, "pool": rec.pool},
+        )
+    )
