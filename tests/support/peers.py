@@ -531,7 +531,9 @@ class DcmQrScp(_Peer):
 
     One storage area for ``aet`` that anybody may query and store into; ``peers`` maps a
     symbolic name to (AET, host, port) of move destinations (e.g. our Store SCP). Runs in
-    single-process mode so stop() is clean and the index file has one writer.
+    its default fork-per-association mode: DCMTK 3.6.7's ``--single-process`` mode crashes
+    (SIGSEGV) when the first association is released. stop() signals the whole process
+    group, so forked children go too.
     """
 
     name = "dcmqrscp"
@@ -544,7 +546,7 @@ class DcmQrScp(_Peer):
         host: str = LOOPBACK,
         nodelay: bool = True,
         max_pdu: int = MAX_PDU,
-        single_process: bool = True,
+        single_process: bool = False,
         extra_args: Sequence[str] = (),
         workdir: str | os.PathLike[str] | None = None,
     ) -> None:
