@@ -213,7 +213,7 @@ def dicom_echo_ok(
 # --------------------------------------------------------------------------- processes
 
 
-class _Peer:
+class Peer:
     """Common life cycle: own temp folder, one child process in its own session, clean stop.
 
     The child gets its own session (process group) so that stop() can signal everything it
@@ -317,7 +317,7 @@ class _Peer:
         self.stop()
 
 
-class StoreScp(_Peer):
+class StoreScp(Peer):
     """DCMTK ``storescp`` writing every received instance as a plain file into ``output_dir``.
 
     The reference receiver of the ingest benchmark: no index, no encryption. ``+xa``
@@ -378,7 +378,7 @@ class StoreScp(_Peer):
         return dicom_echo_ok(self.host, self.port, self.aet)
 
 
-class Orthanc(_Peer):
+class Orthanc(Peer):
     """Debian's Orthanc started from a generated JSON config in its own folder.
 
     Loopback only (``RemoteAccessAllowed`` false), own SQLite index and storage, no plugins,
@@ -526,7 +526,7 @@ class Orthanc(_Peer):
         return dicom_echo_ok(self.host, self.port, self.aet)
 
 
-class DcmQrScp(_Peer):
+class DcmQrScp(Peer):
     """DCMTK ``dcmqrscp``: a second, differently behaving PACS (case-sensitive matching).
 
     One storage area for ``aet`` that anybody may query and store into; ``peers`` maps a
