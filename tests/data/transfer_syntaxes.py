@@ -17,7 +17,7 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -437,3 +437,33 @@ def probe_video(path: Path) -> dict[str, object]:
         "height": int(stream["height"]),
         "frames": int(stream["nb_read_frames"]),
     }
+
+
+def write_storescu_config(path: Path | str, pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """A DCMTK association profile proposing exactly these (SOP class, transfer syntax) pairs.
+
+    Plain `storescu` proposes only uncompressed syntaxes (plus one per -x option, and none
+    exists for JPEG Lossless Process 14), and converts or fails otherwise. With this profile it
+    sends every sample in its own transfer syntax. Returns the storescu arguments to use:
+    ``storescu <these> HOST PORT FILE...``. At most 128 pairs (one presentation context each).
+    """
+    path = Path(path)
+    unique = list(dict.fromkeys(pairs))
+    if len(unique) > 128:
+        raise ValueError("a DICOM association has at most 128 presentation contexts")
+    syntaxes = list(dict.fromkeys(ts for _, ts in unique))
+    lines = ["[[TransferSyntaxes]]"]
+    for i, ts in enumerate(syntaxes, start=1):
+        lines += [f"[TS{i}]", f"TransferSyntax1 = {ts}"]
+    lines.append("[[PresentationContexts]]")
+    lines.append("[Lucent]")
+    for i, (sop, ts) in enumerate(unique, start=1):
+        lines.append(f"PresentationContext{i} = {sop}\\TS{syntaxes.index(ts) + 1}")
+    lines += ["[[Profiles]]", "[Lucent]", "PresentationContexts = Lucent"]
+    path.write_text("\n".join(lines) + "\n")
+    return ["-xf", str(path), "Lucent"]
+
+
+def storescu_config_for(samples: Iterable[TsSample], path: Path | str) -> list[str]:
+    """write_storescu_config for a set of samples (e.g. all of build_transfer_syntax_set)."""
+    return write_storescu_config(path, ((s.sop_class_uid, s.transfer_syntax) for s in samples))
