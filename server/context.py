@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,14 @@ from server.archive.storage import FileSystemStorage, new_key
 from server.config import Settings
 from server.index import db
 from server.index.models import Instance
-from server.index.records import InstanceRecord, record_instance, record_placeholder
+from server.index.records import (
+    InstanceRecord,
+    Outcome,
+    ParentCache,
+    insert_known_series,
+    record_instance,
+    record_placeholder,
+)
 
 log = logging.getLogger("lucent.store")
 
@@ -58,6 +66,7 @@ class ServerContext:
         self.Session = db.sessions(self.engine)
         self.WriteSession = db.writer_sessions(self.engine)
         self.storage = FileSystemStorage(settings.archive_dir)
+        self._parents = ParentCache()
         self.keys = crypto.KeyRing.load_or_create(settings.key_file)
         self._check_key_location()
 
@@ -117,11 +126,17 @@ class ServerContext:
     def _archive(self, parsed: dicom_instance.Parsed, pool: str, source: str) -> StoreResult:
         raw = parsed.file_bytes
         start, end = parsed.pixel_start, parsed.pixel_end
-        meta_key = new_key("m")
-        pixel_key = new_key("p") if end > start else None
+        base = secrets.token_hex(16)
+        meta_key = new_key("m", base)
+        pixel_key = new_key("p", base) if end > start else None
         if pixel_key:
-            self.storage.put(meta_key, crypto.seal(self.keys, raw[:start] + raw[end:]))
-            self.storage.put(pixel_key, crypto.seal(self.keys, raw[start:end]))
+            view = memoryview(raw)
+            self.storage.put_all(
+                [
+                    (meta_key, crypto.seal(self.keys, raw[:start] + raw[end:])),
+                    (pixel_key, crypto.seal(self.keys, view[start:end])),
+                ]
+            )
         else:
             self.storage.put(meta_key, crypto.seal(self.keys, raw))
         ds = parsed.dataset
@@ -153,12 +168,23 @@ class ServerContext:
             )
         return StoreResult(status.SUCCESS, "", sop_uid, outcome.action)
 
-    def _commit(self, rec: InstanceRecord):  # type: ignore[no-untyped-def]
+    def _commit(self, rec: InstanceRecord) -> Outcome:
         """Commit the index row; retry races between workers creating the same parents."""
+        series_uid = str(rec.dataset.SeriesInstanceUID)
+        series_pk = self._parents.series.get(series_uid)
+        if series_pk is not None:
+            try:
+                with self.WriteSession() as session, session.begin():
+                    return insert_known_series(session, rec, series_pk)
+            except IntegrityError:
+                self._parents.forget(series_uid)  # duplicate or vanished series: full path
         for attempt in range(8):
             try:
                 with self.WriteSession() as session, session.begin():
-                    return record_instance(session, rec, self.settings.archive.duplicate_policy)
+                    outcome = record_instance(session, rec, self.settings.archive.duplicate_policy)
+                if outcome.series_pk is not None:
+                    self._parents.remember(series_uid, outcome.series_pk)
+                return outcome
             except (IntegrityError, OperationalError) as exc:
                 if attempt == 7:
                     for key in (rec.meta_key, rec.pixel_key):

@@ -91,7 +91,7 @@ class KeyRing:
         os.replace(tmp, self.path)
 
 
-def seal(ring: KeyRing, plaintext: bytes) -> bytes:
+def seal(ring: KeyRing, plaintext: bytes | memoryview) -> bytes:
     """Encrypt one object under a fresh data key wrapped by the active master key."""
     key_id = ring.active.encode()
     data_key = AESGCM.generate_key(bit_length=256)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -24,58 +25,80 @@ class StorageArea(Protocol):
     def keys(self) -> Iterator[str]: ...
 
 
-def new_key(kind: str) -> str:
-    """A fresh storage key: 128 random bits plus a one-letter kind ('m' metadata, 'p' pixels)."""
-    return f"{secrets.token_hex(16)}.{kind}"
+def new_key(kind: str, base: str | None = None) -> str:
+    """A storage key: 128 random bits plus a one-letter kind ('m' metadata, 'p' pixels).
+
+    Parts of one instance share ``base`` so they land in one folder (one folder fsync).
+    """
+    return f"{base or secrets.token_hex(16)}.{kind}"
 
 
 class FileSystemStorage:
-    """Objects under ``root/ab/cd/<key>``; two levels keep folders small at millions of files."""
+    """Objects under ``root/ab/<key>``: 256 folders, created once, so a write never pays a
+    mkdir; ext4/NTFS/APFS index large folders, so millions of objects stay fast."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        for i in range(256):
+            (root / f"{i:02x}").mkdir(exist_ok=True)
+        self._dir_fds: dict[Path, int] = {}
+        self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
         if not _KEY.match(key):
             raise ValueError(f"invalid storage key {key!r}")
-        return self.root / key[:2] / key[2:4] / key
+        return self.root / key[:2] / key
 
     def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        folder = path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"{key}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(folder)
+        self.put_all([(key, data)])
+
+    def put_all(self, items: list[tuple[str, bytes]]) -> None:
+        """Write several objects durably; each folder is fsynced once after the renames."""
+        folders: set[Path] = set()
+        for key, data in items:
+            path = self._path(key)
+            folder = path.parent
+            folders.add(folder)
+            tmp = folder / f"{key}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        for folder in folders:
+            self._fsync_dir(folder)
+
+    def _fsync_dir(self, folder: Path) -> None:
+        """Make the rename durable; folder descriptors are kept open (open is costly)."""
+        if os.name != "posix":
+            return
+        with self._lock:
+            fd = self._dir_fds.get(folder)
+            if fd is None:
+                fd = self._dir_fds[folder] = os.open(folder, os.O_RDONLY)
+        os.fsync(fd)
 
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
     def delete(self, key: str) -> None:
-        try:
-            self._path(key).unlink()
-        except FileNotFoundError:
-            pass
+        self._path(key).unlink(missing_ok=True)
 
     def keys(self) -> Iterator[str]:
-        for path in self.root.glob("*/*/*"):
+        for path in self.root.glob("*/*"):
             if _KEY.match(path.name):
                 yield path.name
 
     def sweep_temporary(self) -> int:
         """Remove half-written objects left by a crash; returns how many."""
         count = 0
-        for path in self.root.glob("*/*/*.tmp"):
+        for path in self.root.glob("*/*.tmp"):
             path.unlink(missing_ok=True)
             count += 1
         return count
@@ -83,13 +106,3 @@ class FileSystemStorage:
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

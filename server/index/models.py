@@ -120,7 +120,7 @@ class Placeholder(Base):
     patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
     study_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
     series_uid: Mapped[str] = mapped_column(String(64), default="")
-    sop_instance_uid: Mapped[str] = mapped_column(String(64), default="")
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
     sop_class_uid: Mapped[str] = mapped_column(String(64), default="")
     status: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(Text)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from server.index.models import Event, Instance, Patient, Placeholder, Series, Study
@@ -211,6 +211,62 @@ class Outcome:
 
     action: str
     obsolete_keys: list[str]
+    series_pk: int | None = None
+
+
+class ParentCache:
+    """Series UID → series row id, per process: most instances join a series already seen.
+
+    A stale entry (series deleted meanwhile) makes the insert fail its foreign key, and the
+    caller falls back to the full path, so the cache can never attach an instance wrongly.
+    """
+
+    def __init__(self, size: int = 20000) -> None:
+        self.size = size
+        self.series: dict[str, int] = {}
+
+    def remember(self, series_uid: str, pk: int) -> None:
+        if len(self.series) >= self.size:
+            self.series.clear()
+        self.series[series_uid] = pk
+
+    def forget(self, series_uid: str) -> None:
+        self.series.pop(series_uid, None)
+
+
+def _instance_values(rec: InstanceRecord, series_pk: int) -> dict[str, Any]:
+    ds = rec.dataset
+    return dict(
+        series_pk=series_pk,
+        sop_class_uid=str(ds.SOPClassUID),
+        transfer_syntax_uid=rec.transfer_syntax,
+        instance_number=_integer(ds, "InstanceNumber"),
+        rows=_integer(ds, "Rows"),
+        columns=_integer(ds, "Columns"),
+        frames=_integer(ds, "NumberOfFrames") or 1,
+        lossy=rec.lossy,
+        attrs=display_attributes(ds),
+        meta_key=rec.meta_key,
+        pixel_key=rec.pixel_key,
+        pixel_offset=rec.pixel_offset,
+        size=rec.size,
+        sha256=rec.sha256,
+        pool=rec.pool,
+        source_ae=rec.source_ae,
+        received_at=now(),
+    )
+
+
+def insert_known_series(session: Session, rec: InstanceRecord, series_pk: int) -> Outcome:
+    """Fast path: a new instance of a series this process has seen. Raises IntegrityError
+    for a duplicate SOP Instance UID or a vanished series; the caller then takes the full
+    path."""
+    sop_uid = str(rec.dataset.SOPInstanceUID)
+    session.execute(
+        insert(Instance).values(sop_instance_uid=sop_uid, **_instance_values(rec, series_pk))
+    )
+    session.execute(delete(Placeholder).where(Placeholder.sop_instance_uid == sop_uid))
+    return Outcome("stored", [])
 
 
 def record_instance(session: Session, rec: InstanceRecord, duplicate_policy: str) -> Outcome:
@@ -230,25 +286,7 @@ def record_instance(session: Session, rec: InstanceRecord, duplicate_policy: str
     patient = upsert_patient(session, ds, ids)
     study = _upsert_study(session, patient, ds, rec.pool)
     series = _upsert_series(session, study, ds)
-    values = dict(
-        series_pk=series.id,
-        sop_class_uid=str(ds.SOPClassUID),
-        transfer_syntax_uid=rec.transfer_syntax,
-        instance_number=_integer(ds, "InstanceNumber"),
-        rows=_integer(ds, "Rows"),
-        columns=_integer(ds, "Columns"),
-        frames=_integer(ds, "NumberOfFrames") or 1,
-        lossy=rec.lossy,
-        attrs=display_attributes(ds),
-        meta_key=rec.meta_key,
-        pixel_key=rec.pixel_key,
-        pixel_offset=rec.pixel_offset,
-        size=rec.size,
-        sha256=rec.sha256,
-        pool=rec.pool,
-        source_ae=rec.source_ae,
-        received_at=now(),
-    )
+    values = _instance_values(rec, series.id)
     obsolete: list[str] = []
     if existing is None:
         session.add(Instance(sop_instance_uid=sop_uid, **values))
@@ -261,7 +299,7 @@ def record_instance(session: Session, rec: InstanceRecord, duplicate_policy: str
         _event(session, "duplicate-replaced", sop_uid, rec)
     # A valid copy supersedes an earlier refusal of the same instance.
     session.execute(delete(Placeholder).where(Placeholder.sop_instance_uid == sop_uid))
-    return Outcome(action, obsolete)
+    return Outcome(action, obsolete, series.id)
 
 
 def record_placeholder(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 01:42:11.981431
+Create Date: 2026-11-24
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ def upgrade() -> None:
     with op.batch_alter_table("placeholders", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_placeholders_patient_pk"), ["patient_pk"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_placeholders_sop_instance_uid"), ["sop_instance_uid"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_placeholders_study_uid"), ["study_uid"], unique=False)
 
@@ -231,6 +234,7 @@ def downgrade() -> None:
     op.drop_table("sessions")
     with op.batch_alter_table("placeholders", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_placeholders_study_uid"))
+        batch_op.drop_index(batch_op.f("ix_placeholders_sop_instance_uid"))
         batch_op.drop_index(batch_op.f("ix_placeholders_patient_pk"))
 
     op.drop_table("placeholders")

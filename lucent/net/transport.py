@@ -1,0 +1,81 @@
+"""Socket behaviour pynetdicom lacks: TCP_NODELAY, a PDU length cap and a faster receive.
+
+- Nagle's algorithm costs ~45 ms per DIMSE message on loopback (measured: DCMTK storescu →
+  storescp 21 instances/s with Nagle, ~800/s without). pynetdicom never sets TCP_NODELAY,
+  so every socket we open or accept gets it here.
+- pynetdicom reads a PDU by the length the peer claims, unchecked: a PDU claiming 4 GB makes
+  it buffer until memory runs out. We refuse a PDU longer than ``max_pdu_limit`` and the
+  association is aborted (DUL sees a closed transport, Evt17).
+- pynetdicom receives in 4 KiB ``recv`` calls appended to a bytearray; ``recv_into`` a
+  preallocated buffer is several times cheaper for 16–128 KiB PDUs.
+
+``install()`` patches pynetdicom once per process; it is idempotent.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from pynetdicom import transport
+
+_state: dict[str, Any] = {"installed": False, "limit": 1 << 20}
+
+
+def set_nodelay(sock: socket.socket) -> None:
+    """Turn Nagle off on a TCP socket (a no-op on anything else)."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass
+
+
+class PduTooLarge(OSError):
+    """The peer announced a PDU longer than we accept."""
+
+
+def _recv(self: transport.AssociationSocket, nr_bytes: int) -> bytearray:
+    if nr_bytes > _state["limit"]:
+        raise PduTooLarge(
+            f"peer announced a PDU of {nr_bytes} bytes; limit is {_state['limit']} bytes"
+        )
+    sock = self.socket
+    assert sock is not None
+    buf = bytearray(nr_bytes)
+    view = memoryview(buf)
+    got = 0
+    while got < nr_bytes:
+        n = sock.recv_into(view[got:], nr_bytes - got)
+        if n == 0:
+            return buf[:got]  # connection closed: DUL notices the short read
+        got += n
+    return buf
+
+
+def install(max_pdu: int = 131072) -> None:
+    """Patch pynetdicom's sockets for this process (idempotent).
+
+    ``max_pdu`` is the largest P-DATA PDU we accept; association PDUs may exceed it (many
+    presentation contexts), so the cap is at least 1 MiB.
+    """
+    _state["limit"] = max(1 << 20, max_pdu + 6)
+    if _state["installed"]:
+        return
+    original_create = transport.AssociationSocket._create_socket
+
+    def _create_socket(self: transport.AssociationSocket, address: Any) -> socket.socket:
+        sock = original_create(self, address)
+        set_nodelay(sock)
+        return sock
+
+    original_get_request = transport.AssociationServer.get_request
+
+    def get_request(self: transport.AssociationServer) -> tuple[socket.socket, Any]:
+        client, address = original_get_request(self)
+        set_nodelay(client)
+        return client, address
+
+    transport.AssociationSocket._create_socket = _create_socket  # type: ignore[method-assign]
+    transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]
+    transport.AssociationServer.get_request = get_request  # type: ignore[method-assign]
+    _state["installed"] = True

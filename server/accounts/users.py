@@ -1,0 +1,112 @@
+"""Users and login sessions: Argon2id password hashes, random bearer tokens stored hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import select
+from sqlalchemy.orm import Session as DbSession
+
+from server.index.models import Session, User
+from server.index.records import now
+
+ROLES = ("administrator", "clinic-it", "radiologist", "referring-physician", "guest")
+_hasher = PasswordHasher()  # argon2-cffi defaults: Argon2id, RFC 9106 low-memory profile
+# Verified against when the user does not exist, so timing does not reveal user names.
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+class AccountError(ValueError):
+    """A refused account operation, with a message safe to show the caller."""
+
+
+def normalise(username: str) -> str:
+    """User names compare case-insensitively (the FAQ records that case once mattered)."""
+    return username.strip().casefold()
+
+
+def create_user(
+    db: DbSession,
+    username: str,
+    password: str,
+    *,
+    role: str = "radiologist",
+    display_name: str = "",
+    email: str = "",
+) -> User:
+    name = normalise(username)
+    if not name or len(name) > 128:
+        raise AccountError("user name must be 1-128 characters")
+    if role not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    if len(password) < 8:
+        raise AccountError("password must be at least 8 characters")
+    if db.scalars(select(User).where(User.username == name)).first() is not None:
+        raise AccountError(f"user '{name}' already exists")
+    user = User(
+        username=name,
+        display_name=display_name or username.strip(),
+        email=email,
+        password_hash=_hasher.hash(password),
+        role=role,
+        enabled=True,
+        created_at=now(),
+    )
+    db.add(user)
+    db.flush()
+    return user
+
+
+def authenticate(db: DbSession, username: str, password: str) -> User | None:
+    """The enabled user with this password, or None (same cost whether or not they exist)."""
+    user = db.scalars(select(User).where(User.username == normalise(username))).first()
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return None
+    if user is None or not user.enabled:
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def open_session(db: DbSession, user: User, minutes: int) -> str:
+    """A new bearer token (256 random bits); only its hash is stored."""
+    token = secrets.token_urlsafe(32)
+    stamp = now()
+    db.add(
+        Session(
+            token_hash=token_hash(token),
+            user_pk=user.id,
+            created_at=stamp,
+            expires_at=stamp + timedelta(minutes=minutes),
+            revoked=False,
+        )
+    )
+    return token
+
+
+def user_for_token(db: DbSession, token: str) -> User | None:
+    row = db.scalars(select(Session).where(Session.token_hash == token_hash(token))).first()
+    if row is None or row.revoked or row.expires_at < now() or not row.user.enabled:
+        return None
+    return row.user
+
+
+def revoke(db: DbSession, token: str) -> None:
+    row = db.scalars(select(Session).where(Session.token_hash == token_hash(token))).first()
+    if row is not None:
+        row.revoked = True
+
+
+def count_users(db: DbSession) -> int:
+    return len(list(db.scalars(select(User.id))))

@@ -1,0 +1,108 @@
+"""FastAPI app factory: the local API the desktop apps use, plus DICOMweb under /dicom-web."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from sqlalchemy import select
+
+from lucent.api import schemas
+from server.accounts import users
+from server.api import archive_routes, dicomweb
+from server.api.auth import BasicCache, Caller, get_caller, require_admin
+from server.context import ServerContext
+from server.index.models import RemoteNode
+
+auth_router = APIRouter(prefix="/api/v1", tags=["auth"])
+nodes_router = APIRouter(prefix="/api/v1/nodes", tags=["remote nodes"])
+
+
+@auth_router.post("/auth/login", response_model=schemas.LoginResponse)
+def login(body: schemas.LoginRequest, request: Request) -> schemas.LoginResponse:
+    ctx: ServerContext = request.app.state.ctx
+    minutes = ctx.settings.api.session_minutes
+    with ctx.Session() as db, db.begin():
+        user = users.authenticate(db, body.username, body.password)
+        if user is None:
+            # One message for unknown user and wrong password: do not reveal who exists.
+            raise HTTPException(401, "wrong user name or password")
+        token = users.open_session(db, user, minutes)
+        return schemas.LoginResponse(
+            token=token, expires_in=minutes * 60, username=user.username, role=user.role
+        )
+
+
+@auth_router.post("/auth/logout", status_code=204)
+def logout(request: Request, _: Caller = Depends(get_caller)) -> None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        ctx: ServerContext = request.app.state.ctx
+        with ctx.Session() as db, db.begin():
+            users.revoke(db, header[7:].strip())
+
+
+@auth_router.get("/auth/me", response_model=schemas.UserInfo)
+def me(request: Request, caller: Caller = Depends(get_caller)) -> schemas.UserInfo:
+    return schemas.UserInfo(
+        username=caller.username, display_name=caller.username, role=caller.role
+    )
+
+
+def _node_out(n: RemoteNode) -> schemas.RemoteNodeOut:
+    return schemas.RemoteNodeOut(
+        id=n.id,
+        name=n.name,
+        ae_title=n.ae_title,
+        host=n.host,
+        port=n.port,
+        query_retrieve=n.query_retrieve,
+        store_target=n.store_target,
+        storage_commitment=n.storage_commitment,
+        tls=n.tls,
+        timeout=n.timeout,
+    )
+
+
+@nodes_router.get("", response_model=list[schemas.RemoteNodeOut])
+def list_nodes(request: Request, _: Caller = Depends(get_caller)) -> list[schemas.RemoteNodeOut]:
+    ctx: ServerContext = request.app.state.ctx
+    with ctx.Session() as db:
+        return [_node_out(n) for n in db.scalars(select(RemoteNode).order_by(RemoteNode.name))]
+
+
+@nodes_router.post("", response_model=schemas.RemoteNodeOut, status_code=201)
+def add_node(
+    body: schemas.RemoteNodeIn, request: Request, _: Caller = Depends(require_admin)
+) -> schemas.RemoteNodeOut:
+    ctx: ServerContext = request.app.state.ctx
+    with ctx.Session() as db, db.begin():
+        if db.scalars(select(RemoteNode).where(RemoteNode.name == body.name)).first():
+            raise HTTPException(409, f"a node named '{body.name}' exists")
+        node = RemoteNode(**body.model_dump())
+        db.add(node)
+        db.flush()
+        return _node_out(node)
+
+
+@nodes_router.delete("/{node_id}", status_code=204)
+def delete_node(node_id: int, request: Request, _: Caller = Depends(require_admin)) -> None:
+    ctx: ServerContext = request.app.state.ctx
+    with ctx.Session() as db, db.begin():
+        node = db.get(RemoteNode, node_id)
+        if node is None:
+            raise HTTPException(404, "no such node")
+        db.delete(node)
+
+
+def create_app(ctx: ServerContext) -> FastAPI:
+    app = FastAPI(
+        title="Lucent server API",
+        version="1",
+        description="Local API of the Lucent server; DICOMweb (QIDO/WADO/STOW) under /dicom-web.",
+    )
+    app.state.ctx = ctx
+    app.state.basic_cache = BasicCache(ctx.settings.api.basic_auth_cache_seconds)
+    app.include_router(auth_router)
+    app.include_router(archive_routes.router)
+    app.include_router(nodes_router)
+    app.include_router(dicomweb.router)
+    return app

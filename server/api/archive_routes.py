@@ -1,0 +1,375 @@
+"""/api/v1: patients → studies → series → instances, instance files, frames and volumes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from sqlalchemy import select
+
+from lucent.api import schemas
+from lucent.dicom import pixels
+from server.api.auth import Caller, get_caller
+from server.context import ArchiveReadError, ServerContext
+from server.index import queries
+from server.index.models import Instance, Patient, Series, Study
+
+router = APIRouter(prefix="/api/v1", tags=["archive"])
+
+
+def ctx_of(request: Request) -> ServerContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+def filter_params(
+    patient_name: str = Query("", description="wildcards * and ?"),
+    case_insensitive: bool = Query(True, description="match names regardless of case"),
+    patient_id: str = "",
+    birth_date: str = Query("", description="YYYYMMDD or range A-B"),
+    study_date: str = Query("", description="YYYYMMDD, YYYY-MM-DD or range A-B"),
+    modality: str = Query("", description="one or more, separated by , or \\"),
+    accession_number: str = "",
+    description: str = Query("", description="study description, wildcards allowed"),
+    study_uid: str = "",
+    pool: str = "",
+) -> queries.Filter:
+    return queries.Filter(
+        patient_name=patient_name,
+        name_case_insensitive=case_insensitive,
+        patient_id=patient_id,
+        birth_date=birth_date,
+        study_date=study_date,
+        modality=modality,
+        accession_number=accession_number,
+        description=description,
+        study_uid=study_uid,
+        pool=pool,
+    )
+
+
+@router.get("/pools", response_model=list[schemas.Pool])
+def list_pools(request: Request, _: Caller = Depends(get_caller)) -> list[schemas.Pool]:
+    return [
+        schemas.Pool(name=p.name, ae_title=p.ae_title, port=p.port)
+        for p in ctx_of(request).settings.pools
+    ]
+
+
+@router.get("/patients", response_model=schemas.Page[schemas.PatientOut])
+def list_patients(
+    request: Request,
+    f: queries.Filter = Depends(filter_params),
+    offset: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000),
+    _: Caller = Depends(get_caller),
+) -> schemas.Page[schemas.PatientOut]:
+    with ctx_of(request).Session() as db:
+        rows = queries.patients(db, f, offset, limit)
+        items = [
+            schemas.PatientOut(
+                patient_id=r.patient.patient_id,
+                issuer=r.patient.issuer,
+                name=r.patient.name,
+                birth_date=r.patient.birth_date,
+                sex=r.patient.sex,
+                study_count=r.study_count,
+                non_conformant=r.non_conformant,
+            )
+            for r in rows
+        ]
+    return schemas.Page[schemas.PatientOut](items=items, offset=offset, limit=limit)
+
+
+def study_out(r: queries.StudyRow) -> schemas.StudyOut:
+    s, p = r.study, r.patient
+    return schemas.StudyOut(
+        study_uid=s.study_uid,
+        patient_id=p.patient_id,
+        patient_name=p.name,
+        birth_date=p.birth_date,
+        study_date=s.study_date,
+        study_time=s.study_time,
+        description=s.description,
+        accession_number=s.accession_number,
+        referring_physician=s.referring_physician,
+        study_id=s.study_id,
+        modalities=r.modalities,
+        series_count=r.series_count,
+        instance_count=r.instance_count,
+        pool=s.pool,
+        non_conformant=r.non_conformant,
+    )
+
+
+@router.get("/studies", response_model=schemas.Page[schemas.StudyOut])
+def list_studies(
+    request: Request,
+    f: queries.Filter = Depends(filter_params),
+    offset: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000),
+    include_placeholders: bool = Query(True, description="list non-conformant data entries"),
+    _: Caller = Depends(get_caller),
+) -> schemas.Page[schemas.StudyOut]:
+    with ctx_of(request).Session() as db:
+        items = [study_out(r) for r in queries.studies(db, f, offset, limit)]
+        total = queries.count_studies(db, f)
+        if include_placeholders and offset == 0:
+            items.extend(_placeholder_studies(db, f, {i.study_uid for i in items}))
+    return schemas.Page[schemas.StudyOut](items=items, offset=offset, limit=limit, total=total)
+
+
+def _placeholder_studies(db: Any, f: queries.Filter, shown: set[str]) -> list[schemas.StudyOut]:
+    """Refused instances whose study was never archived appear as their own entry."""
+    if f.study_date or f.modality or f.accession_number or f.description:
+        return []
+    out: dict[str, schemas.StudyOut] = {}
+    archived = set(db.scalars(select(Study.study_uid)))
+    for ph in queries.placeholders(db, f):
+        key = ph.study_uid or f"unknown:{ph.id}"
+        if ph.study_uid in shown or ph.study_uid in archived or key in out:
+            continue
+        out[key] = schemas.StudyOut(
+            study_uid=ph.study_uid,
+            patient_id=ph.patient.patient_id,
+            patient_name=ph.patient.name,
+            birth_date=ph.patient.birth_date,
+            study_date="",
+            study_time="",
+            description="non-conformant data",
+            accession_number="",
+            referring_physician="",
+            study_id="",
+            modalities=[],
+            series_count=0,
+            instance_count=0,
+            pool=ph.pool,
+            non_conformant=1,
+            placeholder=True,
+            reason=ph.reason,
+        )
+    return list(out.values())
+
+
+@router.get("/placeholders", response_model=list[schemas.PlaceholderOut])
+def list_placeholders(
+    request: Request,
+    f: queries.Filter = Depends(filter_params),
+    _: Caller = Depends(get_caller),
+) -> list[schemas.PlaceholderOut]:
+    with ctx_of(request).Session() as db:
+        return [
+            schemas.PlaceholderOut(
+                patient_id=ph.patient.patient_id,
+                patient_name=ph.patient.name,
+                study_uid=ph.study_uid,
+                series_uid=ph.series_uid,
+                sop_instance_uid=ph.sop_instance_uid,
+                sop_class_uid=ph.sop_class_uid,
+                status=ph.status,
+                reason=ph.reason,
+                pool=ph.pool,
+                source_ae=ph.source_ae,
+                received_at=ph.received_at,
+            )
+            for ph in queries.placeholders(db, f)
+        ]
+
+
+@router.get("/studies/{study_uid}/series", response_model=list[schemas.SeriesOut])
+def list_series(
+    study_uid: str, request: Request, _: Caller = Depends(get_caller)
+) -> list[schemas.SeriesOut]:
+    with ctx_of(request).Session() as db:
+        if db.scalars(select(Study.id).where(Study.study_uid == study_uid)).first() is None:
+            raise HTTPException(404, f"study {study_uid} not found")
+        return [
+            schemas.SeriesOut(
+                series_uid=s.series_uid,
+                study_uid=study_uid,
+                modality=s.modality,
+                series_number=s.series_number,
+                description=s.description,
+                body_part=s.body_part,
+                frame_of_reference_uid=s.frame_of_reference_uid,
+                instance_count=n,
+            )
+            for s, n in queries.series(db, study_uid)
+        ]
+
+
+def instance_out(i: Instance) -> schemas.InstanceOut:
+    return schemas.InstanceOut(
+        sop_instance_uid=i.sop_instance_uid,
+        sop_class_uid=i.sop_class_uid,
+        transfer_syntax_uid=i.transfer_syntax_uid,
+        instance_number=i.instance_number,
+        rows=i.rows,
+        columns=i.columns,
+        frames=i.frames,
+        lossy=i.lossy,
+        size=i.size,
+        sha256=i.sha256,
+        received_at=i.received_at,
+        attrs=i.attrs or {},
+    )
+
+
+@router.get("/series/{series_uid}/instances", response_model=list[schemas.InstanceOut])
+def list_instances(
+    series_uid: str, request: Request, _: Caller = Depends(get_caller)
+) -> list[schemas.InstanceOut]:
+    with ctx_of(request).Session() as db:
+        if db.scalars(select(Series.id).where(Series.series_uid == series_uid)).first() is None:
+            raise HTTPException(404, f"series {series_uid} not found")
+        return [instance_out(i) for i in queries.instances(db, series_uid)]
+
+
+def load_instance(ctx: ServerContext, sop_uid: str) -> tuple[Instance, bytes]:
+    inst = ctx.find_instance(sop_uid)
+    if inst is None:
+        raise HTTPException(404, f"instance {sop_uid} not found")
+    try:
+        return inst, ctx.instance_bytes(inst)
+    except ArchiveReadError as exc:
+        raise HTTPException(500, f"archive object unreadable: {exc}") from exc
+
+
+@router.get("/instances/{sop_uid}", response_model=schemas.InstanceOut)
+def get_instance(
+    sop_uid: str, request: Request, _: Caller = Depends(get_caller)
+) -> schemas.InstanceOut:
+    inst = ctx_of(request).find_instance(sop_uid)
+    if inst is None:
+        raise HTTPException(404, f"instance {sop_uid} not found")
+    return instance_out(inst)
+
+
+@router.get("/instances/{sop_uid}/file", response_class=Response)
+def get_instance_file(sop_uid: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
+    """The instance as a DICOM Part-10 file, decrypted."""
+    _, data = load_instance(ctx_of(request), sop_uid)
+    return Response(data, media_type="application/dicom")
+
+
+def npy(arr: np.ndarray) -> Response:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return Response(buf.getvalue(), media_type="application/x-npy")
+
+
+@router.get("/instances/{sop_uid}/frames/{number}", response_class=Response)
+def get_frame(
+    sop_uid: str, number: int, request: Request, _: Caller = Depends(get_caller)
+) -> Response:
+    """Frame ``number`` (1-based, as in DICOMweb) as decoded stored values in .npy format."""
+    _, data = load_instance(ctx_of(request), sop_uid)
+    ds = pixels.read(data)
+    if "PixelData" not in ds:
+        raise HTTPException(404, "instance has no pixel data")
+    try:
+        return npy(pixels.decode_frame(ds, number - 1))
+    except IndexError as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+def _sorted_slices(found: list[Instance]) -> tuple[list[Instance], float | None]:
+    """Sort along the slice normal (IOP × IOP); fall back to instance number."""
+    iop = next((i.attrs.get("ImageOrientationPatient") for i in found if i.attrs), None)
+    if iop and len(iop) == 6 and all(i.attrs.get("ImagePositionPatient") for i in found):
+        normal = np.cross(np.array(iop[:3]), np.array(iop[3:]))
+        keyed = sorted(found, key=lambda i: float(np.dot(normal, i.attrs["ImagePositionPatient"])))
+        pos = [float(np.dot(normal, i.attrs["ImagePositionPatient"])) for i in keyed]
+        gaps = np.diff(pos)
+        spacing = float(np.median(gaps)) if len(gaps) else None
+        return keyed, spacing
+    return sorted(found, key=lambda i: (i.instance_number or 0, i.id)), None
+
+
+def _series_instances(ctx: ServerContext, series_uid: str) -> list[Instance]:
+    with ctx.Session() as db:
+        found = [
+            i for i in queries.instances(db, series_uid) if i.rows and i.columns and i.pixel_key
+        ]
+    if not found:
+        raise HTTPException(404, f"series {series_uid} has no image instances")
+    return found
+
+
+@router.get("/series/{series_uid}/geometry", response_model=schemas.VolumeGeometry)
+def get_geometry(
+    series_uid: str, request: Request, _: Caller = Depends(get_caller)
+) -> schemas.VolumeGeometry:
+    found = _series_instances(ctx_of(request), series_uid)
+    ordered, spacing = _sorted_slices([i for i in found if i.frames == 1] or found[:1])
+    first = ordered[0]
+    a: dict[str, Any] = first.attrs or {}
+    slopes = {
+        (i.attrs.get("RescaleSlope", [1.0])[0], i.attrs.get("RescaleIntercept", [0.0])[0])
+        for i in ordered
+    }
+    wc, ww = a.get("WindowCenter"), a.get("WindowWidth")
+    bits = int(a.get("BitsAllocated", 16))
+    signed = int(a.get("PixelRepresentation", 0)) == 1
+    dtype = {8: "uint8", 16: "int16" if signed else "uint16", 32: "int32" if signed else "uint32"}
+    return schemas.VolumeGeometry(
+        series_uid=series_uid,
+        rows=int(first.rows or 0),
+        columns=int(first.columns or 0),
+        slices=[
+            schemas.SliceGeometry(
+                sop_instance_uid=i.sop_instance_uid,
+                image_position=i.attrs.get("ImagePositionPatient"),
+                rescale_slope=float(i.attrs.get("RescaleSlope", [1.0])[0]),
+                rescale_intercept=float(i.attrs.get("RescaleIntercept", [0.0])[0]),
+            )
+            for i in ordered
+        ],
+        image_orientation=a.get("ImageOrientationPatient"),
+        pixel_spacing=a.get("PixelSpacing"),
+        slice_spacing=spacing,
+        dtype=dtype.get(bits, "float32"),
+        window_center=float(wc[0]) if wc else None,
+        window_width=float(ww[0]) if ww else None,
+        photometric=str(a.get("PhotometricInterpretation", "MONOCHROME2")),
+        uniform_rescale=len(slopes) == 1,
+    )
+
+
+@router.get("/series/{series_uid}/volume", response_class=Response)
+def get_volume(series_uid: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
+    """All single-frame slices as one (slices, rows, cols) array of stored values, .npy.
+
+    Order and geometry are those of ``/geometry``; rescale is per slice there.
+    """
+    ctx = ctx_of(request)
+    found = _series_instances(ctx, series_uid)
+    ordered, _ = _sorted_slices([i for i in found if i.frames == 1] or found[:1])
+    rows, cols = ordered[0].rows, ordered[0].columns
+    volume: np.ndarray | None = None
+    for k, inst in enumerate(ordered):
+        if (inst.rows, inst.columns) != (rows, cols):
+            raise HTTPException(409, "series mixes image sizes; fetch frames instead")
+        frame = pixels.decode_frame(pixels.read(ctx.instance_bytes(inst)), 0)
+        if volume is None:
+            volume = np.empty((len(ordered), *frame.shape), dtype=frame.dtype)
+        volume[k] = frame
+    assert volume is not None
+    return npy(volume)
+
+
+@router.get("/status")
+def server_status(request: Request, _: Caller = Depends(get_caller)) -> dict[str, Any]:
+    ctx = ctx_of(request)
+    with ctx.Session() as db:
+        counts = {
+            "patients": len(list(db.scalars(select(Patient.id)))),
+            "studies": len(list(db.scalars(select(Study.id)))),
+            "instances": len(list(db.scalars(select(Instance.id)))),
+        }
+    return {
+        "pools": [p.name for p in ctx.settings.pools],
+        "free_mb": ctx.storage.free_bytes() // (1024 * 1024),
+        **counts,
+    }

@@ -1,0 +1,151 @@
+"""`lucent-server`: run the server, create an administrator, rotate the archive key."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from server import config as config_mod
+from server.accounts import users
+from server.archive import crypto
+from server.context import ServerContext
+
+log = logging.getLogger("lucent.server")
+
+
+def _settings(path: str | None) -> tuple[config_mod.Settings, Path]:
+    cfg_path = Path(path).expanduser() if path else config_mod.default_config_path()
+    return config_mod.load(cfg_path), cfg_path
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from server.api.app import create_app
+    from server.dimse.listener import WorkerPool, check_ports_free
+
+    settings, cfg_path = _settings(args.config)
+    logging.basicConfig(
+        level=settings.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s [main] %(name)s: %(message)s",
+    )
+    ctx = ServerContext(settings, migrate=True)
+    removed = ctx.sweep_orphans()
+    if removed:
+        log.warning("removed %d unreferenced archive objects left by an earlier crash", removed)
+    check_ports_free(settings)
+    if args.first_run_admin:
+        with ctx.Session() as db, db.begin():
+            if users.count_users(db) == 0:
+                password = secrets.token_urlsafe(12)
+                users.create_user(db, "admin", password, role="administrator")
+                print(
+                    "\nCreated the first administrator (shown once, change it after login):\n"
+                    f"  user: admin\n  password: {password}\n",
+                    flush=True,
+                )
+    workers = WorkerPool(cfg_path, settings.worker_count)
+    workers.start()
+    scheme = "https" if settings.api.tls_cert else "http"
+    print(f"Lucent server running (config: {cfg_path})", flush=True)
+    print(
+        f"  API:       {scheme}://{settings.api.bind_address}:{settings.api.port}/api/v1",
+        flush=True,
+    )
+    print(f"  DICOMweb:  {scheme}://{settings.api.bind_address}:{settings.api.port}/dicom-web")
+    for pool in settings.pools:
+        print(f"  DICOM:     pool {pool.name}: AE {pool.ae_title} on port {pool.port}", flush=True)
+    print(f"  Data:      {settings.data_dir}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        uvicorn.run(
+            create_app(ctx),
+            host=settings.api.bind_address,
+            port=settings.api.port,
+            ssl_certfile=settings.api.tls_cert or None,
+            ssl_keyfile=settings.api.tls_key or None,
+            log_level="warning",
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        workers.stop()
+        ctx.close()
+    return 0
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    settings, _ = _settings(args.config)
+    if not args.password_stdin:
+        print("error: pass the password on standard input with --password-stdin", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\r\n")
+    ctx = ServerContext(settings, migrate=True)
+    try:
+        with ctx.Session() as db, db.begin():
+            users.create_user(db, args.username, password, role="administrator")
+    except users.AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        ctx.close()
+    print(f"administrator '{users.normalise(args.username)}' created")
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    settings, _ = _settings(args.config)
+    ring = crypto.KeyRing.load_or_create(settings.key_file)
+    key_id = ring.rotate()
+    print(f"new master key '{key_id}' is active; older keys stay in {settings.key_file}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings, path = _settings(args.config)
+    print(
+        f"{path}: OK ({len(settings.pools)} pool(s), index {settings.database_url.split(':')[0]})"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lucent-server", description=__doc__)
+    parser.add_argument("--config", help="config file (default: the user config dir)")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="start the DICOM listeners and the API (default)")
+    run.add_argument("--config", dest="config_sub")
+    run.add_argument(
+        "--first-run-admin",
+        action="store_true",
+        help="create an 'admin' user with a random password when no user exists, print it once",
+    )
+    admin = sub.add_parser("create-admin", help="create an administrator non-interactively")
+    admin.add_argument("--config", dest="config_sub")
+    admin.add_argument("--username", required=True)
+    admin.add_argument("--password-stdin", action="store_true")
+    rot = sub.add_parser("rotate-key", help="add a new archive master key and make it active")
+    rot.add_argument("--config", dest="config_sub")
+    chk = sub.add_parser("check-config", help="validate the config file")
+    chk.add_argument("--config", dest="config_sub")
+    args = parser.parse_args(argv)
+    if getattr(args, "config_sub", None):
+        args.config = args.config_sub
+    commands = {
+        None: cmd_run,
+        "run": cmd_run,
+        "create-admin": cmd_create_admin,
+        "rotate-key": cmd_rotate_key,
+        "check-config": cmd_check_config,
+    }
+    if args.command is None:
+        args.first_run_admin = False
+    try:
+        return commands[args.command](args)
+    except (config_mod.ConfigError, crypto.KeyError_, OSError) as exc:
+        print(f"lucent-server: {exc}", file=sys.stderr)
+        return 2

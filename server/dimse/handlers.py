@@ -1,0 +1,211 @@
+"""DIMSE service handlers, bound with their arguments (pynetdicom qrscp style).
+
+Store SCP: every caller (Conformance 4.2.3.5). Query/Retrieve SCP: only configured remote
+nodes when ``restrict_query_retrieve`` is on (a secure default; the reference product has
+no Q/R SCP at all).
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pynetdicom import build_context, evt
+from pynetdicom.events import Event
+from sqlalchemy import select
+
+from lucent.net import status
+from server.config import PoolSection
+from server.context import ArchiveReadError, ServerContext
+from server.dimse import identifiers
+from server.index import queries
+from server.index.models import Instance, RemoteNode
+
+log = logging.getLogger("lucent.dimse")
+
+PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."
+
+
+def _status(code: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]
+    return ds
+
+
+def handle_echo(event: Event) -> int:
+    return status.SUCCESS
+
+
+def handle_store(event: Event, ctx: ServerContext, pool: PoolSection) -> Dataset | int:
+    """C-STORE: the raw encoded data set goes straight into the one ingest path."""
+    req = event.request
+    result = ctx.store(
+        event.encoded_dataset(include_meta=True),
+        pool=pool.name,
+        source=event.assoc.requestor.ae_title,
+        expected_sop_class=str(req.AffectedSOPClassUID),
+        expected_sop_instance=str(req.AffectedSOPInstanceUID),
+    )
+    if result.ok:
+        return status.SUCCESS
+    return _status(result.status, result.reason)
+
+
+def _peer_allowed(event: Event, ctx: ServerContext) -> RemoteNode | None | bool:
+    """The remote node the caller is, True if Q/R is open to all, or None if refused."""
+    ae_title = event.assoc.requestor.ae_title.strip()
+    address = event.assoc.requestor.address
+    with ctx.Session() as session:
+        nodes = list(session.scalars(select(RemoteNode).where(RemoteNode.ae_title == ae_title)))
+    for node in nodes:
+        if node.query_retrieve and _same_host(node.host, address):
+            return node
+    if not ctx.settings.dimse.restrict_query_retrieve:
+        return True
+    log.warning("Q/R refused for %s at %s: not a configured remote node", ae_title, address)
+    return None
+
+
+def _same_host(configured: str, address: str) -> bool:
+    try:
+        peer = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if peer.version == 6 and peer.ipv4_mapped:  # type: ignore[union-attr]
+        peer = peer.ipv4_mapped  # type: ignore[union-attr]
+    try:
+        infos = socket.getaddrinfo(configured, None)
+    except OSError:
+        return False
+    return any(ipaddress.ip_address(i[4][0].split("%", 1)[0]) == peer for i in infos)
+
+
+def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset | None]]:
+    if _peer_allowed(event, ctx) is None:
+        yield _status(status.NOT_AUTHORIZED, "calling AE is not a configured remote node"), None
+        return
+    identifier = event.identifier
+    level = identifiers.level_of(identifier)
+    patient_root = str(event.request.AffectedSOPClassUID).startswith(PATIENT_ROOT_PREFIX)
+    if level not in identifiers.UNIQUE_KEY or (level == "PATIENT" and not patient_root):
+        yield _status(status.QR_IDENTIFIER_MISMATCH, f"bad QueryRetrieveLevel {level}"), None
+        return
+    f = identifiers.to_filter(identifier)
+    try:
+        with ctx.Session() as session:
+            matches = queries.find(session, level, f)
+    except Exception as exc:
+        log.exception("C-FIND failed")
+        yield _status(status.QR_UNABLE_TO_PROCESS, str(exc)), None
+        return
+    ae_title = event.assoc.acceptor.ae_title
+    for match in matches:
+        if event.is_cancelled:
+            yield status.QR_CANCEL, None
+            return
+        yield status.PENDING, identifiers.response(identifier, match, ae_title)
+    yield status.SUCCESS, None
+
+
+def _selected(event: Event, ctx: ServerContext) -> tuple[list[Instance] | None, Dataset | None]:
+    identifier = event.identifier
+    patient_root = str(event.request.AffectedSOPClassUID).startswith(PATIENT_ROOT_PREFIX)
+    problem = identifiers.check_retrieve_identifier(identifier, patient_root)
+    if problem:
+        return None, _status(status.QR_IDENTIFIER_MISMATCH, problem)
+    f = identifiers.to_filter(identifier)
+    with ctx.Session() as session:
+        return queries.instances_for(session, identifiers.level_of(identifier), f), None
+
+
+def _load(ctx: ServerContext, inst: Instance) -> Dataset | None:
+    try:
+        return dcmread(io.BytesIO(ctx.instance_bytes(inst)))
+    except (ArchiveReadError, Exception) as exc:
+        log.error("cannot read %s for retrieve: %s", inst.sop_instance_uid, exc)
+        return None
+
+
+def _contexts(found: list[Instance]) -> list[Any]:
+    """Presentation contexts for the sub-association: each class in its stored syntax."""
+    by_class: dict[str, set[str]] = {}
+    for inst in found:
+        by_class.setdefault(inst.sop_class_uid, set()).add(inst.transfer_syntax_uid)
+    out = []
+    for sop_class, syntaxes in list(by_class.items())[:120]:
+        out.append(build_context(sop_class, sorted(syntaxes)))
+    return out
+
+
+def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
+    if _peer_allowed(event, ctx) is None:
+        yield None, None  # pynetdicom answers A801; we also log the refusal
+        return
+    destination = event.move_destination
+    dest = destination.decode() if isinstance(destination, bytes) else str(destination)
+    with ctx.Session() as session:
+        node = session.scalars(
+            select(RemoteNode).where(RemoteNode.ae_title == dest.strip())
+        ).first()
+    if node is None:
+        log.warning("C-MOVE to unknown destination %r", dest)
+        yield None, None
+        return
+    found, error = _selected(event, ctx)
+    if error is not None or found is None:
+        # One pseudo sub-operation whose failure status ends the C-MOVE with it.
+        yield node.host, node.port
+        yield 1
+        yield error, None
+        return
+    yield node.host, node.port, {"contexts": _contexts(found) or None}
+    yield len(found)
+    for inst in found:
+        if event.is_cancelled:
+            yield status.QR_CANCEL, None
+            return
+        ds = _load(ctx, inst)
+        if ds is None:
+            yield status.QR_UNABLE_TO_PROCESS, None
+            continue
+        yield status.PENDING, ds
+
+
+def handle_get(event: Event, ctx: ServerContext) -> Iterator[Any]:
+    if _peer_allowed(event, ctx) is None:
+        yield 1
+        yield _status(status.NOT_AUTHORIZED, "calling AE is not a configured remote node"), None
+        return
+    found, error = _selected(event, ctx)
+    if error is not None or found is None:
+        yield 1
+        yield error, None
+        return
+    yield len(found)
+    for inst in found:
+        if event.is_cancelled:
+            yield status.QR_CANCEL, None
+            return
+        ds = _load(ctx, inst)
+        if ds is None:
+            yield status.QR_UNABLE_TO_PROCESS, None
+            continue
+        yield status.PENDING, ds
+
+
+def bindings(ctx: ServerContext, pool: PoolSection) -> list[Any]:
+    return [
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_C_STORE, handle_store, [ctx, pool]),
+        (evt.EVT_C_FIND, handle_find, [ctx]),
+        (evt.EVT_C_MOVE, handle_move, [ctx]),
+        (evt.EVT_C_GET, handle_get, [ctx]),
+    ]

@@ -1,0 +1,159 @@
+"""C-FIND / C-MOVE / C-GET identifiers ↔ index filters and match responses (PS3.4 C.4, C.6)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from server.index.queries import Filter, Match
+
+# Identifier keyword -> Filter field (matching keys we support).
+_MATCH_KEYS: dict[str, str] = {
+    "PatientName": "patient_name",
+    "PatientID": "patient_id",
+    "PatientBirthDate": "birth_date",
+    "StudyDate": "study_date",
+    "StudyTime": "study_time",
+    "AccessionNumber": "accession_number",
+    "StudyDescription": "description",
+    "ReferringPhysicianName": "referring_physician",
+    "StudyInstanceUID": "study_uid",
+    "StudyID": "study_id",
+    "ModalitiesInStudy": "modality",
+    "Modality": "modality",
+    "SeriesInstanceUID": "series_uid",
+    "SeriesNumber": "series_number",
+    "SeriesDescription": "series_description",
+    "SOPInstanceUID": "sop_instance_uid",
+    "SOPClassUID": "sop_class_uid",
+    "InstanceNumber": "instance_number",
+}
+
+UNIQUE_KEY = {
+    "PATIENT": "PatientID",
+    "STUDY": "StudyInstanceUID",
+    "SERIES": "SeriesInstanceUID",
+    "IMAGE": "SOPInstanceUID",
+}
+
+
+def _value(ds: Dataset, keyword: str) -> str:
+    try:
+        value = ds.get(keyword)
+    except Exception:
+        return ""
+    if value is None:
+        return ""
+    if type(value).__name__ == "MultiValue" or isinstance(value, list):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def to_filter(identifier: Dataset, *, case_insensitive_names: bool = False) -> Filter:
+    """Matching keys of an identifier as a Filter (empty values match everything).
+
+    DICOM PN matching is case-sensitive unless the SCU asks otherwise; we default to that
+    for DIMSE peers and offer case-insensitive matching through the API.
+    """
+    f = Filter(name_case_insensitive=case_insensitive_names)
+    for keyword, attr in _MATCH_KEYS.items():
+        if keyword in identifier:
+            value = _value(identifier, keyword)
+            if value and value != "*":
+                setattr(f, attr, value)
+    return f
+
+
+def level_of(identifier: Dataset) -> str:
+    return _value(identifier, "QueryRetrieveLevel").upper()
+
+
+def check_retrieve_identifier(identifier: Dataset, model_is_patient_root: bool) -> str | None:
+    """Why a C-MOVE/C-GET identifier is not acceptable (None when it is)."""
+    level = level_of(identifier)
+    if level not in UNIQUE_KEY or (level == "PATIENT" and not model_is_patient_root):
+        return f"QueryRetrieveLevel '{level}' is not valid for this information model"
+    if not _value(identifier, UNIQUE_KEY[level]):
+        return f"{UNIQUE_KEY[level]} is required at {level} level"
+    return None
+
+
+def _getters() -> dict[str, Callable[[Match], Any]]:
+    def st(attr: str) -> Callable[[Match], Any]:
+        return lambda m: getattr(m.study, attr) if m.study else ""
+
+    def se(attr: str) -> Callable[[Match], Any]:
+        return lambda m: getattr(m.series, attr) if m.series else ""
+
+    def inst(attr: str) -> Callable[[Match], Any]:
+        return lambda m: getattr(m.instance, attr) if m.instance else ""
+
+    return {
+        "PatientName": lambda m: m.patient.name,
+        "PatientID": lambda m: m.patient.patient_id,
+        "PatientBirthDate": lambda m: m.patient.birth_date,
+        "PatientSex": lambda m: m.patient.sex,
+        "IssuerOfPatientID": lambda m: m.patient.issuer,
+        "NumberOfPatientRelatedStudies": lambda m: m.counts.get("studies", ""),
+        "StudyInstanceUID": st("study_uid"),
+        "StudyDate": st("study_date"),
+        "StudyTime": st("study_time"),
+        "StudyDescription": st("description"),
+        "AccessionNumber": st("accession_number"),
+        "ReferringPhysicianName": st("referring_physician"),
+        "RequestingService": st("requesting_service"),
+        "StudyID": st("study_id"),
+        "ModalitiesInStudy": lambda m: m.counts.get("modalities", ""),
+        "NumberOfStudyRelatedSeries": lambda m: m.counts.get("series", ""),
+        "NumberOfStudyRelatedInstances": lambda m: (
+            m.counts.get("instances", "") if m.series is None else ""
+        ),
+        "SeriesInstanceUID": se("series_uid"),
+        "Modality": se("modality"),
+        "SeriesNumber": lambda m: m.series.series_number if m.series else "",
+        "SeriesDescription": se("description"),
+        "BodyPartExamined": se("body_part"),
+        "NumberOfSeriesRelatedInstances": lambda m: (
+            m.counts.get("instances", "") if m.series is not None else ""
+        ),
+        "SOPInstanceUID": inst("sop_instance_uid"),
+        "SOPClassUID": inst("sop_class_uid"),
+        "InstanceNumber": lambda m: m.instance.instance_number if m.instance else "",
+        "Rows": lambda m: m.instance.rows if m.instance else "",
+        "Columns": lambda m: m.instance.columns if m.instance else "",
+        "NumberOfFrames": lambda m: m.instance.frames if m.instance else "",
+        "InstanceAvailability": lambda m: "ONLINE",
+    }
+
+
+GETTERS = _getters()
+
+
+def response(identifier: Dataset, match: Match, retrieve_ae: str) -> Dataset:
+    """Answer every key the SCU asked for; keys we do not keep are returned empty."""
+    out = Dataset()
+    out.SpecificCharacterSet = "ISO_IR 192"
+    for elem in identifier:
+        keyword = elem.keyword
+        if not keyword or keyword == "SpecificCharacterSet":
+            continue
+        if keyword == "QueryRetrieveLevel":
+            out.QueryRetrieveLevel = level_of(identifier)
+            continue
+        if keyword == "RetrieveAETitle":
+            out.RetrieveAETitle = retrieve_ae
+            continue
+        getter = GETTERS.get(keyword)
+        value = getter(match) if getter else None
+        if value in (None, ""):
+            if elem.VR == "SQ":
+                setattr(out, keyword, [])
+            else:
+                setattr(out, keyword, None)
+            continue
+        if keyword == "ModalitiesInStudy" and isinstance(value, list):
+            value = value or None
+        setattr(out, keyword, value)
+    return out

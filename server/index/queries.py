@@ -1,0 +1,381 @@
+"""Reading the index with C-FIND-like matching, shared by the API, QIDO-RS and the C-FIND SCP.
+
+Matching follows PS3.4 C.2.2.2: single value, wildcard (``*``, ``?``), range (``A-B``,
+``A-``, ``-B``) for dates, list of UIDs (``\\``-separated) and universal matching (empty).
+Names can be matched case-insensitively (the FAQ: some PACS find "Schmidt" but not
+"schmidt"; we offer both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from server.index.models import Instance, Patient, Placeholder, Series, Study
+
+
+@dataclass
+class Filter:
+    """Search keys; empty strings mean universal matching."""
+
+    patient_name: str = ""
+    name_case_insensitive: bool = True
+    patient_id: str = ""
+    birth_date: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    modality: str = ""
+    accession_number: str = ""
+    description: str = ""
+    referring_physician: str = ""
+    study_uid: str = ""
+    study_id: str = ""
+    series_uid: str = ""
+    series_number: str = ""
+    series_description: str = ""
+    sop_instance_uid: str = ""
+    sop_class_uid: str = ""
+    instance_number: str = ""
+    pool: str = ""
+    pools: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _like(pattern: str) -> str:
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def match_text(
+    column: InstrumentedAttribute[str] | ColumnElement[str], value: str, *, fold: bool = False
+) -> ColumnElement[bool] | None:
+    """Single-value or wildcard matching of a string attribute."""
+    if value in ("", "*"):
+        return None
+    if fold:
+        value = value.upper()
+        column = func.upper(column)
+    if "*" in value or "?" in value:
+        return column.like(_like(value), escape="\\")
+    return column == value
+
+
+def match_uid_list(column: InstrumentedAttribute[str], value: str) -> ColumnElement[bool] | None:
+    if not value:
+        return None
+    uids = [u.strip() for u in value.split("\\") if u.strip()]
+    return column.in_(uids) if len(uids) > 1 else column == uids[0]
+
+
+def match_range(column: InstrumentedAttribute[str], value: str) -> ColumnElement[bool] | None:
+    """DA/TM range matching; also accepts ISO dates with dashes (2024-01-31)."""
+    if not value:
+        return None
+    value = value.strip()
+    if len(value) == 10 and value[4] == "-" and value[7] == "-":
+        return column == value.replace("-", "")
+    if "-" in value:
+        low, _, high = value.partition("-")
+        low, high = low.replace(":", "").strip(), high.replace(":", "").strip()
+        clauses = []
+        if low:
+            clauses.append(column >= low)
+        if high:
+            # '20240131' must include the whole day/time prefix: compare with a high sentinel.
+            clauses.append(column <= high + "\uffff")
+        return and_(*clauses) if clauses else None
+    return match_text(column, value)
+
+
+def _name_clause(f: Filter) -> ColumnElement[bool] | None:
+    if not f.patient_name or f.patient_name == "*":
+        return None
+    if f.name_case_insensitive:
+        pattern = f.patient_name.split("=", 1)[0]
+        if "*" not in pattern and "?" not in pattern:
+            # Prefix-friendly: 'schmidt' finds 'SCHMIDT^ANNA' as clinic users expect.
+            pattern = pattern + "*" if "^" not in pattern else pattern
+        return match_text(Patient.name_folded, pattern.upper())
+    return match_text(Patient.name, f.patient_name)
+
+
+def _clauses(f: Filter) -> list[ColumnElement[bool]]:
+    candidates = [
+        _name_clause(f),
+        match_text(Patient.patient_id, f.patient_id),
+        match_range(Patient.birth_date, f.birth_date),
+        match_range(Study.study_date, f.study_date),
+        match_range(Study.study_time, f.study_time),
+        match_text(Study.accession_number, f.accession_number),
+        match_text(Study.description, f.description, fold=True),
+        match_text(Study.referring_physician, f.referring_physician, fold=True),
+        match_uid_list(Study.study_uid, f.study_uid),
+        match_text(Study.study_id, f.study_id),
+        match_text(Study.pool, f.pool),
+    ]
+    if f.pools is not None:
+        candidates.append(Study.pool.in_(f.pools))
+    if f.modality:
+        mods = [m for m in f.modality.replace(",", "\\").split("\\") if m]
+        sub = select(Series.study_pk).where(Series.modality.in_(mods))
+        candidates.append(Study.id.in_(sub))
+    return [c for c in candidates if c is not None]
+
+
+def _series_clauses(f: Filter) -> list[ColumnElement[bool]]:
+    candidates = [
+        match_uid_list(Series.series_uid, f.series_uid),
+        match_text(Series.description, f.series_description, fold=True),
+    ]
+    if f.modality:
+        mods = [m for m in f.modality.replace(",", "\\").split("\\") if m]
+        candidates.append(Series.modality.in_(mods))
+    if f.series_number:
+        try:
+            candidates.append(Series.series_number == int(f.series_number))
+        except ValueError:
+            candidates.append(Series.id < 0)
+    return [c for c in candidates if c is not None]
+
+
+def _instance_clauses(f: Filter) -> list[ColumnElement[bool]]:
+    candidates = [
+        match_uid_list(Instance.sop_instance_uid, f.sop_instance_uid),
+        match_uid_list(Instance.sop_class_uid, f.sop_class_uid),
+    ]
+    if f.instance_number:
+        try:
+            candidates.append(Instance.instance_number == int(f.instance_number))
+        except ValueError:
+            candidates.append(Instance.id < 0)
+    return [c for c in candidates if c is not None]
+
+
+@dataclass
+class StudyRow:
+    study: Study
+    patient: Patient
+    modalities: list[str]
+    series_count: int
+    instance_count: int
+    non_conformant: int
+
+
+def studies(session: Session, f: Filter, offset: int = 0, limit: int = 100) -> list[StudyRow]:
+    stmt: Select[Any] = (
+        select(Study, Patient)
+        .join(Patient, Study.patient_pk == Patient.id)
+        .where(*_clauses(f))
+        .order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    rows = session.execute(stmt).all()
+    ids = [s.id for s, _ in rows]
+    counts = _study_counts(session, ids)
+    return [
+        StudyRow(study, patient, *counts.get(study.id, ([], 0, 0, 0))) for study, patient in rows
+    ]
+
+
+def count_studies(session: Session, f: Filter) -> int:
+    stmt = (
+        select(func.count(Study.id))
+        .join(Patient, Study.patient_pk == Patient.id)
+        .where(*_clauses(f))
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def _study_counts(session: Session, ids: list[int]) -> dict[int, tuple[list[str], int, int, int]]:
+    if not ids:
+        return {}
+    out: dict[int, tuple[list[str], int, int, int]] = {}
+    series_rows = session.execute(
+        select(Series.study_pk, Series.modality, func.count(Instance.id))
+        .join(Instance, Instance.series_pk == Series.id, isouter=True)
+        .where(Series.study_pk.in_(ids))
+        .group_by(Series.id)
+    ).all()
+    for study_pk, modality, n in series_rows:
+        mods, n_series, n_inst, nc = out.get(study_pk, ([], 0, 0, 0))
+        if modality and modality not in mods:
+            mods = [*mods, modality]
+        out[study_pk] = (mods, n_series + 1, n_inst + int(n), nc)
+    uid_by_pk = dict(session.execute(select(Study.id, Study.study_uid).where(Study.id.in_(ids))))
+    ph = session.execute(
+        select(Placeholder.study_uid, func.count(Placeholder.id))
+        .where(Placeholder.study_uid.in_(list(uid_by_pk.values())))
+        .group_by(Placeholder.study_uid)
+    ).all()
+    pk_by_uid = {v: k for k, v in uid_by_pk.items()}
+    for study_uid, n in ph:
+        pk = pk_by_uid[study_uid]
+        mods, n_series, n_inst, _ = out.get(pk, ([], 0, 0, 0))
+        out[pk] = (mods, n_series, n_inst, int(n))
+    return out
+
+
+@dataclass
+class PatientRow:
+    patient: Patient
+    study_count: int
+    non_conformant: int
+
+
+def patients(session: Session, f: Filter, offset: int = 0, limit: int = 100) -> list[PatientRow]:
+    study_clauses = [c for c in _clauses(f) if c is not None]
+    patient_only = Filter(
+        patient_name=f.patient_name,
+        name_case_insensitive=f.name_case_insensitive,
+        patient_id=f.patient_id,
+        birth_date=f.birth_date,
+    )
+    stmt = select(Patient).where(*_clauses(patient_only))
+    if len(study_clauses) > len(_clauses(patient_only)):
+        # Study-level keys given: only patients with a matching study.
+        stmt = stmt.where(
+            Patient.id.in_(
+                select(Study.patient_pk)
+                .join(Patient, Study.patient_pk == Patient.id)
+                .where(*study_clauses)
+            )
+        )
+    stmt = stmt.order_by(Patient.name_folded, Patient.patient_id).offset(offset).limit(limit)
+    found = list(session.scalars(stmt))
+    ids = [p.id for p in found]
+    n_studies = dict(
+        session.execute(
+            select(Study.patient_pk, func.count(Study.id))
+            .where(Study.patient_pk.in_(ids))
+            .group_by(Study.patient_pk)
+        ).all()
+    )
+    n_ph = dict(
+        session.execute(
+            select(Placeholder.patient_pk, func.count(Placeholder.id))
+            .where(Placeholder.patient_pk.in_(ids))
+            .group_by(Placeholder.patient_pk)
+        ).all()
+    )
+    return [PatientRow(p, int(n_studies.get(p.id, 0)), int(n_ph.get(p.id, 0))) for p in found]
+
+
+def series(session: Session, study_uid: str, f: Filter | None = None) -> list[tuple[Series, int]]:
+    f = f or Filter()
+    stmt = (
+        select(Series, func.count(Instance.id))
+        .join(Study, Series.study_pk == Study.id)
+        .join(Instance, Instance.series_pk == Series.id, isouter=True)
+        .where(Study.study_uid == study_uid, *_series_clauses(f))
+        .group_by(Series.id)
+        .order_by(Series.series_number, Series.id)
+    )
+    return [(s, int(n)) for s, n in session.execute(stmt).all()]
+
+
+def instances(session: Session, series_uid: str, f: Filter | None = None) -> list[Instance]:
+    f = f or Filter()
+    stmt = (
+        select(Instance)
+        .join(Series, Instance.series_pk == Series.id)
+        .where(Series.series_uid == series_uid, *_instance_clauses(f))
+        .order_by(Instance.instance_number, Instance.id)
+    )
+    return list(session.scalars(stmt))
+
+
+@dataclass
+class Match:
+    """One C-FIND / QIDO match at any level, with its parents."""
+
+    patient: Patient
+    study: Study | None = None
+    series: Series | None = None
+    instance: Instance | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def find(session: Session, level: str, f: Filter, limit: int = 10000) -> list[Match]:
+    """Hierarchical matching for C-FIND and QIDO-RS at PATIENT/STUDY/SERIES/IMAGE level."""
+    level = level.upper()
+    if level == "PATIENT":
+        return [
+            Match(r.patient, counts={"studies": r.study_count})
+            for r in patients(session, f, 0, limit)
+        ]
+    if level == "STUDY":
+        return [
+            Match(
+                r.patient,
+                r.study,
+                counts={
+                    "series": r.series_count,
+                    "instances": r.instance_count,
+                    "modalities": r.modalities,  # type: ignore[dict-item]
+                },
+            )
+            for r in studies(session, f, 0, limit)
+        ]
+    base = (
+        select(Series, Study, Patient)
+        .join(Study, Series.study_pk == Study.id)
+        .join(Patient, Study.patient_pk == Patient.id)
+        .where(*_clauses(f), *_series_clauses(f))
+    )
+    if level == "SERIES":
+        rows = session.execute(base.order_by(Series.id).limit(limit)).all()
+        ids = [s.id for s, _, _ in rows]
+        n = dict(
+            session.execute(
+                select(Instance.series_pk, func.count(Instance.id))
+                .where(Instance.series_pk.in_(ids))
+                .group_by(Instance.series_pk)
+            ).all()
+        )
+        return [Match(p, st, se, counts={"instances": int(n.get(se.id, 0))}) for se, st, p in rows]
+    if level in ("IMAGE", "INSTANCE"):
+        stmt = (
+            select(Instance, Series, Study, Patient)
+            .join(Series, Instance.series_pk == Series.id)
+            .join(Study, Series.study_pk == Study.id)
+            .join(Patient, Study.patient_pk == Patient.id)
+            .where(*_clauses(f), *_series_clauses(f), *_instance_clauses(f))
+            .order_by(Instance.instance_number, Instance.id)
+            .limit(limit)
+        )
+        return [Match(p, st, se, i) for i, se, st, p in session.execute(stmt).all()]
+    raise ValueError(f"unknown query level {level!r}")
+
+
+def instances_for(session: Session, level: str, f: Filter) -> list[Instance]:
+    """Instances a C-MOVE/C-GET/WADO request selects (level keys must be given)."""
+    stmt = (
+        select(Instance)
+        .join(Series, Instance.series_pk == Series.id)
+        .join(Study, Series.study_pk == Study.id)
+        .join(Patient, Study.patient_pk == Patient.id)
+        .where(*_clauses(f), *_series_clauses(f), *_instance_clauses(f))
+        .order_by(Series.series_number, Instance.instance_number, Instance.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def placeholders(session: Session, f: Filter, limit: int = 1000) -> list[Placeholder]:
+    stmt = select(Placeholder).join(Patient, Placeholder.patient_pk == Patient.id)
+    clauses = [
+        _name_clause(f),
+        match_text(Patient.patient_id, f.patient_id),
+        match_uid_list(Placeholder.study_uid, f.study_uid),  # type: ignore[arg-type]
+    ]
+    stmt = stmt.where(*[c for c in clauses if c is not None])
+    if f.pools is not None:
+        stmt = stmt.where(Placeholder.pool.in_(f.pools))
+    return list(session.scalars(stmt.order_by(Placeholder.received_at.desc()).limit(limit)))
+
+
+def or_all(clauses: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    return or_(*clauses)
