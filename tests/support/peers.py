@@ -10,6 +10,7 @@ algorithm costs ~45 ms per DIMSE message on loopback (issue 2, section 5).
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import json
@@ -266,10 +267,13 @@ class Peer:
                 )
             try:
                 self._wait_ready(timeout)
-                return self
             except PeerError as exc:
                 last = exc
                 self._terminate()
+                continue
+            # it runs in its own session, so it would outlive an interrupted test run
+            atexit.register(self.stop)
+            return self
         raise PeerError(f"{self.name} did not start: {last}\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 20) -> str:
@@ -301,6 +305,7 @@ class Peer:
 
     def stop(self) -> None:
         """Stop the peer (SIGTERM, then SIGKILL) and remove its folder if we created it."""
+        atexit.unregister(self.stop)
         self._terminate()
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)

@@ -9,6 +9,7 @@ binaries run as the ``postgres`` system user (``runuser``) in a folder that user
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
@@ -199,6 +200,7 @@ class TemporaryPostgres:
             else:
                 raise PeerError(f"PostgreSQL did not start: {last}")
             self.create_database(self.dbname)
+            atexit.register(self.stop)  # never leave a postmaster behind an interrupted run
         except BaseException:
             self.stop()
             raise
@@ -230,6 +232,7 @@ class TemporaryPostgres:
 
     def stop(self) -> None:
         """Stop the server at once (the data is thrown away) and delete its folder."""
+        atexit.unregister(self.stop)
         if self.root is None:
             return
         if (self.data_dir / "postmaster.pid").exists():
