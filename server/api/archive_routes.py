@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lucent.api import schemas
 from lucent.dicom import pixels
@@ -364,9 +364,8 @@ def server_status(request: Request, _: Caller = Depends(get_caller)) -> dict[str
     ctx = ctx_of(request)
     with ctx.Session() as db:
         counts = {
-            "patients": len(list(db.scalars(select(Patient.id)))),
-            "studies": len(list(db.scalars(select(Study.id)))),
-            "instances": len(list(db.scalars(select(Instance.id)))),
+            name: int(db.scalar(select(func.count(model.id))) or 0)
+            for name, model in (("patients", Patient), ("studies", Study), ("instances", Instance))
         }
     return {
         "pools": [p.name for p in ctx.settings.pools],

@@ -6,6 +6,7 @@ validated, sealed and indexed exactly like a C-STORE.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import secrets
@@ -98,10 +99,8 @@ def _identifier(
             for field in value.split(","):
                 kw = _keyword(field.strip())
                 if kw and kw != "all":
-                    try:
+                    with contextlib.suppress(AttributeError, ValueError):
                         setattr(ident, kw, None)
-                    except (AttributeError, ValueError):
-                        pass
         else:
             kw = _keyword(param)
             try:
@@ -256,9 +255,11 @@ def _metadata(request: Request, found: list[Instance]) -> Response:
             f"/instances/{ds.SOPInstanceUID}"
         )
 
-        def bulk(elem: Any, uri: str = uri) -> str:
+        frames = ",".join(str(i + 1) for i in range(pixels.frame_count(ds)))
+
+        def bulk(elem: Any, uri: str = uri, frames: str = frames) -> str:
             if elem.tag == 0x7FE00010:
-                return f"{uri}/frames/{','.join(str(i + 1) for i in range(pixels.frame_count(ds)))}"
+                return f"{uri}/frames/{frames}"
             return f"{uri}/bulk/{elem.tag:08X}"
 
         out.append(ds.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=bulk))

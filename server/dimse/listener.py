@@ -108,6 +108,7 @@ def start_listeners(settings: Settings, ctx: ServerContext) -> tuple[AE, list[An
             target=server.serve_forever, name=f"dimse-{pool.name}", daemon=True
         )
         thread.start()
+        ae._servers.append(server)  # as AE.start_server does, so shutdown() can find it
         servers.append(server)
         log.info(
             "pool %s: AE %s listening on %s:%d (pid %d)",

@@ -205,7 +205,9 @@ def _study_counts(session: Session, ids: list[int]) -> dict[int, tuple[list[str]
         if modality and modality not in mods:
             mods = [*mods, modality]
         out[study_pk] = (mods, n_series + 1, n_inst + int(n), nc)
-    uid_by_pk = dict(session.execute(select(Study.id, Study.study_uid).where(Study.id.in_(ids))))
+    uid_by_pk = dict(
+        session.execute(select(Study.id, Study.study_uid).where(Study.id.in_(ids))).tuples().all()
+    )
     ph = session.execute(
         select(Placeholder.study_uid, func.count(Placeholder.id))
         .where(Placeholder.study_uid.in_(list(uid_by_pk.values())))
@@ -252,14 +254,18 @@ def patients(session: Session, f: Filter, offset: int = 0, limit: int = 100) -> 
             select(Study.patient_pk, func.count(Study.id))
             .where(Study.patient_pk.in_(ids))
             .group_by(Study.patient_pk)
-        ).all()
+        )
+        .tuples()
+        .all()
     )
     n_ph = dict(
         session.execute(
             select(Placeholder.patient_pk, func.count(Placeholder.id))
             .where(Placeholder.patient_pk.in_(ids))
             .group_by(Placeholder.patient_pk)
-        ).all()
+        )
+        .tuples()
+        .all()
     )
     return [PatientRow(p, int(n_studies.get(p.id, 0)), int(n_ph.get(p.id, 0))) for p in found]
 
@@ -334,7 +340,9 @@ def find(session: Session, level: str, f: Filter, limit: int = 10000) -> list[Ma
                 select(Instance.series_pk, func.count(Instance.id))
                 .where(Instance.series_pk.in_(ids))
                 .group_by(Instance.series_pk)
-            ).all()
+            )
+            .tuples()
+            .all()
         )
         return [Match(p, st, se, counts={"instances": int(n.get(se.id, 0))}) for se, st, p in rows]
     if level in ("IMAGE", "INSTANCE"):

@@ -1,0 +1,168 @@
+"""Typed client of the Lucent server API: the only way the desktop apps reach the server."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+
+from lucent.api import schemas
+
+
+class ApiError(Exception):
+    """The server refused a request; ``status`` is the HTTP status, ``detail`` its reason."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class SessionExpired(ApiError):
+    """401: the token expired or was revoked; the app should show its login dialog again."""
+
+
+@dataclass
+class Volume:
+    """A series as one array of stored values (slices, rows, cols) plus its geometry."""
+
+    array: np.ndarray
+    geometry: schemas.VolumeGeometry
+
+    def modality_values(self) -> np.ndarray:
+        """Apply each slice's rescale (HU for CT)."""
+        out = self.array.astype(np.float32)
+        for k, s in enumerate(self.geometry.slices):
+            if s.rescale_slope != 1 or s.rescale_intercept != 0:
+                out[k] = out[k] * s.rescale_slope + s.rescale_intercept
+        return out
+
+
+class LucentClient:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8750",
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        verify: bool | str = True,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, verify=verify)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LucentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, path, headers=self._headers(), **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = str(response.json().get("detail", response.text))
+            except ValueError:
+                detail = response.text
+            cls = SessionExpired if response.status_code == 401 else ApiError
+            raise cls(response.status_code, detail)
+        return response
+
+    def _get(self, path: str, **params: Any) -> Any:
+        clean = {k: v for k, v in params.items() if v not in (None, "")}
+        return self._request("GET", path, params=clean).json()
+
+    # ------------------------------------------------------------------ auth
+    def login(self, username: str, password: str) -> schemas.LoginResponse:
+        body = schemas.LoginRequest(username=username, password=password).model_dump()
+        result = schemas.LoginResponse.model_validate(
+            self._request("POST", "/api/v1/auth/login", json=body).json()
+        )
+        self.token = result.token
+        return result
+
+    def logout(self) -> None:
+        self._request("POST", "/api/v1/auth/logout")
+        self.token = None
+
+    def me(self) -> schemas.UserInfo:
+        return schemas.UserInfo.model_validate(self._get("/api/v1/auth/me"))
+
+    # ------------------------------------------------------------------ archive
+    def pools(self) -> list[schemas.Pool]:
+        return [schemas.Pool.model_validate(p) for p in self._get("/api/v1/pools")]
+
+    def patients(self, offset: int = 0, limit: int = 100, **filters: Any) -> list[schemas.PatientOut]:
+        page = self._get("/api/v1/patients", offset=offset, limit=limit, **filters)
+        return [schemas.PatientOut.model_validate(p) for p in page["items"]]
+
+    def studies_page(
+        self, offset: int = 0, limit: int = 100, **filters: Any
+    ) -> schemas.Page[schemas.StudyOut]:
+        page = self._get("/api/v1/studies", offset=offset, limit=limit, **filters)
+        return schemas.Page[schemas.StudyOut].model_validate(page)
+
+    def studies(self, offset: int = 0, limit: int = 100, **filters: Any) -> list[schemas.StudyOut]:
+        return self.studies_page(offset, limit, **filters).items
+
+    def series(self, study_uid: str) -> list[schemas.SeriesOut]:
+        return [
+            schemas.SeriesOut.model_validate(s)
+            for s in self._get(f"/api/v1/studies/{study_uid}/series")
+        ]
+
+    def instances(self, series_uid: str) -> list[schemas.InstanceOut]:
+        return [
+            schemas.InstanceOut.model_validate(i)
+            for i in self._get(f"/api/v1/series/{series_uid}/instances")
+        ]
+
+    def instance(self, sop_uid: str) -> schemas.InstanceOut:
+        return schemas.InstanceOut.model_validate(self._get(f"/api/v1/instances/{sop_uid}"))
+
+    def instance_file(self, sop_uid: str) -> bytes:
+        return self._request("GET", f"/api/v1/instances/{sop_uid}/file").content
+
+    def frame(self, sop_uid: str, number: int = 1) -> np.ndarray:
+        data = self._request("GET", f"/api/v1/instances/{sop_uid}/frames/{number}").content
+        return np.load(io.BytesIO(data), allow_pickle=False)
+
+    def geometry(self, series_uid: str) -> schemas.VolumeGeometry:
+        return schemas.VolumeGeometry.model_validate(
+            self._get(f"/api/v1/series/{series_uid}/geometry")
+        )
+
+    def volume(self, series_uid: str) -> Volume:
+        geometry = self.geometry(series_uid)
+        data = self._request("GET", f"/api/v1/series/{series_uid}/volume").content
+        return Volume(np.load(io.BytesIO(data), allow_pickle=False), geometry)
+
+    def placeholders(self, **filters: Any) -> list[schemas.PlaceholderOut]:
+        return [
+            schemas.PlaceholderOut.model_validate(p)
+            for p in self._get("/api/v1/placeholders", **filters)
+        ]
+
+    def status(self) -> dict[str, Any]:
+        return self._get("/api/v1/status")  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ remote nodes
+    def nodes(self) -> list[schemas.RemoteNodeOut]:
+        return [schemas.RemoteNodeOut.model_validate(n) for n in self._get("/api/v1/nodes")]
+
+    def add_node(self, node: schemas.RemoteNodeIn) -> schemas.RemoteNodeOut:
+        response = self._request("POST", "/api/v1/nodes", json=node.model_dump())
+        return schemas.RemoteNodeOut.model_validate(response.json())
+
+    def delete_node(self, node_id: int) -> None:
+        self._request("DELETE", f"/api/v1/nodes/{node_id}")

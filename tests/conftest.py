@@ -1,0 +1,33 @@
+"""Shared fixtures: our server as a real subprocess on free loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lucent.api.client import LucentClient
+from tests.support.lucent import LucentServer
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LucentServer]:
+    """One server per xdist worker, shared by tests that only add data."""
+    with LucentServer(tmp_path_factory.mktemp("lucent-server")) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def api(server: LucentServer) -> Iterator[LucentClient]:
+    client = server.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[LucentServer]:
+    """A server of the test's own (for crash, config and policy tests)."""
+    srv = LucentServer(tmp_path / "srv")
+    yield srv
+    srv.stop()
