@@ -32,6 +32,8 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
+            # DICOM matching is case-sensitive unless asked otherwise (PostgreSQL LIKE is too).
+            cur.execute("PRAGMA case_sensitive_like=ON")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.close()
 
