@@ -119,6 +119,14 @@ class ServerContext:
             expected_sop_instance=expected_sop_instance,
         )
         if isinstance(parsed, dicom_instance.Refusal):
+            # File the placeholder under what the C-STORE request said when the data set
+            # itself lacks (or garbles) its identity.
+            ids = dict(parsed.ids)
+            if expected_sop_instance and "SOPInstanceUID" not in ids:
+                ids["SOPInstanceUID"] = expected_sop_instance
+            if expected_sop_class and "SOPClassUID" not in ids:
+                ids["SOPClassUID"] = expected_sop_class
+            parsed = dicom_instance.Refusal(parsed.status, parsed.reason, ids)
             self._placeholder(parsed, pool, source)
             return StoreResult(parsed.status, parsed.reason, parsed.ids.get("SOPInstanceUID", ""))
         return self._archive(parsed, pool, source)

@@ -102,7 +102,9 @@ class LucentClient:
     def pools(self) -> list[schemas.Pool]:
         return [schemas.Pool.model_validate(p) for p in self._get("/api/v1/pools")]
 
-    def patients(self, offset: int = 0, limit: int = 100, **filters: Any) -> list[schemas.PatientOut]:
+    def patients(
+        self, offset: int = 0, limit: int = 100, **filters: Any
+    ) -> list[schemas.PatientOut]:
         page = self._get("/api/v1/patients", offset=offset, limit=limit, **filters)
         return [schemas.PatientOut.model_validate(p) for p in page["items"]]
 

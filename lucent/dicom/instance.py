@@ -48,15 +48,26 @@ class Parsed:
     ids: dict[str, str] = field(default_factory=dict)
 
 
+# Above this size an inflated data set must not be more than MAX_RATIO times what was sent:
+# real deflated DICOM shrinks 2-20x, a deflate bomb ~1000x.
+RATIO_FLOOR = 16 * 1024 * 1024
+MAX_RATIO = 200
+
+
 def inflate_bounded(data: bytes, limit: int) -> bytes:
-    """Inflate a raw-deflate stream, refusing output larger than ``limit`` bytes."""
+    """Inflate a raw-deflate stream, refusing bombs: output over ``limit`` bytes, or over
+    RATIO_FLOOR and MAX_RATIO times the input."""
+    cap = min(limit, max(RATIO_FLOOR, MAX_RATIO * len(data)))
     d = zlib.decompressobj(-zlib.MAX_WBITS)
-    out = d.decompress(data, limit + 1)
-    if len(out) > limit or d.unconsumed_tail:
-        raise ValueError(f"inflated data exceeds the limit of {limit // (1024 * 1024)} MB")
+    out = d.decompress(data, cap + 1)
+    if len(out) > cap or d.unconsumed_tail:
+        raise ValueError(
+            f"inflates beyond {cap // (1024 * 1024)} MB from {len(data)} bytes "
+            f"(limit {limit // (1024 * 1024)} MB, ratio {MAX_RATIO}:1): deflate bomb refused"
+        )
     out += d.flush()
-    if len(out) > limit:
-        raise ValueError(f"inflated data exceeds the limit of {limit // (1024 * 1024)} MB")
+    if len(out) > cap:
+        raise ValueError(f"inflated data exceeds {cap // (1024 * 1024)} MB")
     return out
 
 
@@ -152,6 +163,8 @@ def parse(
             status.CANNOT_UNDERSTAND, f"data set unreadable: {type(exc).__name__}: {exc}"
         )
     ids = _read_ids(ds)
+    if not ids and not any(t in ds for t in PIXEL_TAGS):
+        return Refusal(status.CANNOT_UNDERSTAND, "no DICOM attributes could be recognised")
     problem = validate(ds, ts, pixel_end - pixel_start, expected_sop_class, expected_sop_instance)
     if problem is not None:
         return Refusal(problem[0], problem[1], ids)

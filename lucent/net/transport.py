@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
@@ -24,10 +25,8 @@ _state: dict[str, Any] = {"installed": False, "limit": 1 << 20}
 
 def set_nodelay(sock: socket.socket) -> None:
     """Turn Nagle off on a TCP socket (a no-op on anything else)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):
-        pass
 
 
 class PduTooLarge(OSError):

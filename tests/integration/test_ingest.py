@@ -118,9 +118,9 @@ def test_name_search_is_case_insensitive_on_request(
     assert storescu("127.0.0.1", server.port, server.ae_title, [path]).returncode == 0
     assert [p.patient_id for p in api.patients(patient_name="schmidt")] == ["CASE-1"]
     assert api.patients(patient_name="schmidt*", case_insensitive=False) == []
-    assert [p.patient_id for p in api.patients(patient_name="Schm?dt*", case_insensitive=False)] == [
-        "CASE-1"
-    ]
+    assert [
+        p.patient_id for p in api.patients(patient_name="Schm?dt*", case_insensitive=False)
+    ] == ["CASE-1"]
     assert api.studies(patient_name="SCHMIDT", study_date="20000101-")[0].patient_id == "CASE-1"
 
 
@@ -151,9 +151,18 @@ def test_simultaneous_associations_lose_nothing(
             samples.write(ds, folder / f"{i}.dcm")
         procs.append(
             subprocess.Popen(
-                [dcmtk_tool("storescu"), "-aec", server.ae_title, "+sd", "127.0.0.1",
-                 str(server.port), str(folder)],
-                env=dicom_env(True), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                [
+                    dcmtk_tool("storescu"),
+                    "-aec",
+                    server.ae_title,
+                    "+sd",
+                    "127.0.0.1",
+                    str(server.port),
+                    str(folder),
+                ],
+                env=dicom_env(True),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
             )  # fmt: skip
         )
     for p in procs:

@@ -100,8 +100,13 @@ class LucentServer:
 
     def start(self, timeout: float = 60.0) -> Self:
         if not self._admin_created:
-            done = self.cli("create-admin", "--username", ADMIN_USER, "--password-stdin",
-                            stdin=ADMIN_PASSWORD + "\n")
+            done = self.cli(
+                "create-admin",
+                "--username",
+                ADMIN_USER,
+                "--password-stdin",
+                stdin=ADMIN_PASSWORD + "\n",
+            )
             if done.returncode != 0 and "already exists" not in done.stderr:
                 raise RuntimeError(f"create-admin failed: {done.stderr}")
             self._admin_created = True
@@ -118,8 +123,7 @@ class LucentServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log_tail()}")
             if self._api_up() and all(
-                dicom_echo_ok("127.0.0.1", int(p["port"]), str(p["ae_title"]))
-                for p in self.pools
+                dicom_echo_ok("127.0.0.1", int(p["port"]), str(p["ae_title"])) for p in self.pools
             ):
                 return self
             time.sleep(0.3)

@@ -1,0 +1,162 @@
+"""Bad input, kill -9 durability and encryption at rest, against the real server."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from lucent.api.client import LucentClient
+from tests.data import bad_inputs, samples
+from tests.integration.dicom_io import dataset_bytes, storescu
+from tests.support.lucent import LucentServer
+from tests.support.peers import dcmtk_tool, dicom_echo_ok, dicom_env
+
+
+@pytest.mark.parametrize("case", bad_inputs.all_bad_inputs(), ids=lambda c: c.name)
+def test_bad_input_gets_status_and_placeholder(
+    case: bad_inputs.BadInput, server: LucentServer, api: LucentClient
+) -> None:
+    status = bad_inputs.send_raw_c_store(case, "127.0.0.1", server.port, called_ae=server.ae_title)
+    assert status is not None, "no C-STORE response"
+    assert bad_inputs.status_matches(status, case.status), f"0x{status:04X} for {case.name}"
+    # A placeholder with the reason appears under its patient (or UNKNOWN).
+    patient = case.patient_id or "UNKNOWN"
+    entries = api.placeholders(patient_id=patient)
+    assert entries, f"no placeholder for {case.name}"
+    assert all(e.reason for e in entries)
+    if case.sop_instance_uid and case.status == "A900":
+        assert any(e.sop_instance_uid == case.sop_instance_uid for e in entries)
+    # The server keeps serving.
+    assert dicom_echo_ok("127.0.0.1", server.port, server.ae_title)
+
+
+def test_placeholders_are_listed_as_non_conformant_studies(
+    server: LucentServer, api: LucentClient
+) -> None:
+    case = bad_inputs.pixel_data_too_short()
+    bad_inputs.send_raw_c_store(case, "127.0.0.1", server.port, called_ae=server.ae_title)
+    assert case.patient_id
+    entries = [s for s in api.studies(patient_id=case.patient_id) if s.placeholder]
+    assert entries and entries[0].description == "non-conformant data"
+    assert "pixel data" in entries[0].reason.lower()
+
+
+def test_pdu_claiming_4gb_is_refused_and_server_survives(server: LucentServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(bad_inputs.associate_rq_claiming_4gb(server.ae_title))
+        sock.sendall(b"\0" * 65536)
+        sock.settimeout(10)
+        try:
+            data = sock.recv(100)
+        except (ConnectionResetError, TimeoutError):
+            data = b""
+        # Either an A-ABORT/close, never an acceptance.
+        assert not data.startswith(b"\x02")
+    assert dicom_echo_ok("127.0.0.1", server.port, server.ae_title)
+
+
+def test_storage_holds_no_plaintext(
+    server: LucentServer, api: LucentClient, tmp_path: Path
+) -> None:
+    name = "Plaintextcanary^Zelda"
+    ds = samples.make_instance(
+        "1.2.840.10008.5.1.4.1.1.2", patient_id="CANARY-77", patient_name=name
+    )
+    path = samples.write(ds, tmp_path / "canary.dcm")
+    assert storescu("127.0.0.1", server.port, server.ae_title, [path]).returncode == 0
+    pixel_run = bytes(ds.PixelData[256:320])
+    archive = server.data_dir / "archive"
+    blobs = [p for p in archive.rglob("*") if p.is_file()]
+    assert blobs
+    for blob in blobs:
+        data = blob.read_bytes()
+        assert b"Plaintextcanary" not in data and b"CANARY-77" not in data
+        assert pixel_run not in data
+    # Still readable through the API.
+    assert api.instance_file(str(ds.SOPInstanceUID))
+    # The key file is 0600 and outside the archive folder.
+    key = server.data_dir / "keys" / "master.keys"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert archive not in key.parents
+
+
+def test_kill9_mid_send_keeps_every_acknowledged_instance(tmp_path: Path) -> None:
+    files = samples.write_ct_series(tmp_path / "ct", n=500, rows=256, cols=256)
+    srv = LucentServer(tmp_path / "srv", workers=2)
+    srv.start()
+    proc = subprocess.Popen(
+        [dcmtk_tool("storescu"), "-v", "-aec", srv.ae_title, "127.0.0.1", str(srv.port),
+         *[str(f) for f in files]],
+        env=dicom_env(True), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    time.sleep(1.5)
+    srv.kill()
+    out, _ = proc.communicate(timeout=120)
+    # storescu -v prints "Sending file: X" then "Received Store Response (Success)".
+    acked: list[Path] = []
+    current: Path | None = None
+    for line in out.splitlines():
+        if "Sending file:" in line:
+            current = Path(line.split("Sending file:", 1)[1].strip())
+        elif "Received Store Response (Success)" in line and current is not None:
+            acked.append(current)
+    assert 0 < len(acked) < len(files), f"kill landed at {len(acked)} of {len(files)}"
+    srv.start()
+    try:
+        api = srv.client()
+        for f in acked:
+            uid = str(dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+            stored = api.instance_file(uid)
+            assert (
+                hashlib.sha256(dataset_bytes(stored)).digest()
+                == hashlib.sha256(dataset_bytes(f.read_bytes())).digest()
+            )
+        # Nothing half-written is visible: every listed instance reads back completely.
+        listed = api.studies()
+        total = 0
+        for study in listed:
+            for series in api.series(study.study_uid):
+                for inst in api.instances(series.series_uid):
+                    data = api.instance_file(inst.sop_instance_uid)
+                    assert hashlib.sha256(data).hexdigest() == inst.sha256
+                    total += 1
+        assert total >= len(acked)
+        # No orphan or temporary objects remain after the restart sweep.
+        blobs = [p for p in (srv.data_dir / "archive").rglob("*") if p.is_file()]
+        assert not [b for b in blobs if b.name.endswith(".tmp")]
+        assert len(blobs) == 2 * total
+    finally:
+        srv.stop()
+
+
+def test_disk_space_threshold_refuses_with_a700(tmp_path: Path) -> None:
+    srv = LucentServer(tmp_path / "srv", settings={"archive": {"min_free_mb": 10**9}})
+    srv.start()
+    try:
+        ds = samples.make_instance("1.2.840.10008.5.1.4.1.1.7")
+        path = samples.write(ds, tmp_path / "x.dcm")
+        status = bad_inputs.send_raw_c_store(path, "127.0.0.1", srv.port, called_ae=srv.ae_title)
+        assert status is not None and 0xA700 <= status <= 0xA7FF
+        assert not [p for p in (srv.data_dir / "archive").rglob("*") if p.is_file()]
+    finally:
+        srv.stop()
+
+
+def test_duplicate_policy_replace_is_recorded(
+    server: LucentServer, api: LucentClient, tmp_path: Path
+) -> None:
+    ds = samples.make_instance("1.2.840.10008.5.1.4.1.1.7", patient_id="DUP-1")
+    path = samples.write(ds, tmp_path / "first.dcm")
+    assert storescu("127.0.0.1", server.port, server.ae_title, [path]).returncode == 0
+    ds.SeriesDescription = "second copy"
+    samples.write(ds, path)
+    assert storescu("127.0.0.1", server.port, server.ae_title, [path]).returncode == 0
+    stored = dcmread(io.BytesIO(api.instance_file(str(ds.SOPInstanceUID))))
+    assert stored.SeriesDescription == "second copy"
