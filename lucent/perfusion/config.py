@@ -1,0 +1,108 @@
+"""Settings of one perfusion analysis.
+
+Every threshold a neuroradiologist may want to change lives here, with the literature
+value as default (issue 6; seed FAQ "VEOcore Perfusion Analysis").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+Method = Literal["osvd", "ssvd", "tikhonov"]
+
+
+@dataclass(frozen=True)
+class PerfusionConfig:
+    """Typed settings; ``from_dict`` accepts the same keys (CLI, server job payload)."""
+
+    # --- input assembly ---
+    min_time_points: int = 10
+    """Fewer frames per slice cannot sample a bolus passage: refuse."""
+    max_matrix: int = 256
+    """Bin in-plane by an integer factor until rows/cols <= this. 512² CTP pixels (~0.45 mm)
+    are noise-dominated; RAPID-class products compute on a 256² grid for the same reason."""
+
+    # --- motion ---
+    motion_correction: bool = True
+    motion_apply_min_mm: float = 0.5
+    """Frames displaced less than this are not resampled (saves interpolation blur/time)."""
+    severe_motion_mm: float = 3.0
+    """Displacement from the reference (or framewise displacement / 2) flagged as severe."""
+
+    # --- preprocessing ---
+    smoothing_mm: float = 1.0
+    """In-plane Gaussian sigma applied to the source frames before concentration."""
+    pca_denoise: bool = True
+    """Keep only temporal principal components above the noise (MP-PCA, Veraart 2016)."""
+    ct_brain_hu: tuple[float, float] = (-5.0, 85.0)
+    ct_csf_max_hu: float = 12.0
+    """Baseline HU at or below this is CSF: excluded from tissue (core false positives)."""
+    vessel_cbv: float = 8.0
+    """CBV (ml/100 g) above this is a vessel, not tissue (excluded from statistics/volumes)."""
+    dsc_skip_frames: int = 2
+    """DSC: first frames are not in T1 steady state; never used as baseline."""
+
+    # --- AIF / VOF ---
+    aif_voxels: int = 6
+    vof_voxels: int = 6
+    pve_correction: bool = True
+    """Scale the AIF so its area matches the VOF (partial-volume correction, e.g. Knutsson 2010)."""
+    max_pve_scale: float = 4.0
+
+    # --- deconvolution ---
+    method: Method = "osvd"
+    oi_threshold: float = 0.095
+    """Oscillation index threshold of oSVD (Wu et al., MRM 2003)."""
+    ssvd_threshold: float = 0.2
+    """Relative singular-value threshold of standard SVD (Ostergaard 1996: 20 %)."""
+    tikhonov_lambda: float = 0.1
+    """Relative Tikhonov regularisation (fraction of the largest singular value)."""
+    hematocrit_large: float = 0.45
+    hematocrit_small: float = 0.25
+    density_g_per_ml: float = 1.04
+    leakage_correction: bool = True
+    """DSC only: Boxerman-Weisskoff (AJNR 2006) correction of contrast leakage."""
+
+    # --- segmentation ---
+    threshold_core: float = 0.3
+    """CT core: rCBF below this fraction of healthy contralateral tissue (RAPID: 30 %)."""
+    threshold_adc: float = 620.0
+    """MR core: ADC <= this (x10^-6 mm²/s) when DWI is given."""
+    threshold_tmax: float = 6.0
+    threshold_tmax_severe: float = 10.0
+    """Numerator of the hypoperfusion intensity ratio (Tmax>10 s / Tmax>6 s)."""
+    min_island_ml: float = 0.5
+    """Connected components smaller than this are removed and reported (FAQ: 1-2 mL
+    lesions can vanish during mask generation)."""
+    min_coverage_mm: float = 40.0
+    min_slices: int = 8
+    """Below either, volumes and DEFUSE-3 are marked not reliable (FAQ: 4-slice scanners)."""
+
+    # --- DEFUSE-3 (Albers et al., NEJM 2018) ---
+    defuse3_core_max_ml: float = 70.0
+    defuse3_ratio_min: float = 1.8
+    defuse3_mismatch_min_ml: float = 15.0
+
+    # --- QC ---
+    bolus_low_ct_hu: float = 100.0
+    bolus_low_mr_r2: float = 10.0
+    min_peak_to_noise: float = 5.0
+    truncation_fraction: float = 0.35
+    """Bolus truncated if the last frame still holds more than this fraction of the peak."""
+
+    # --- output ---
+    write_dicom: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PerfusionConfig:
+        """Build from a plain mapping, rejecting unknown keys (typos must not pass silently)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown perfusion setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

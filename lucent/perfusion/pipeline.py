@@ -1,0 +1,363 @@
+"""The whole analysis: DICOM in, maps, segmentation, QC, DICOM and JSON out.
+
+Stages are timed (issue 6: per-stage timings in result.json), report progress and can be
+cancelled between stages (ARCHITECTURE: long work runs as a job with progress).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from scipy import ndimage
+
+from . import aif as aif_mod
+from .config import PerfusionConfig
+from .coregister import coregister, to_sitk
+from .maps import MAP_UNITS, compute_maps
+from .mask import brain_mask, tissue_mask
+from .model import PerfusionSeries, Refusal, RefusalCode
+from .motion import MotionReport, correct_motion
+from .qc import bolus_flags, hemisphere_stats
+from .segmentation import hemispheres, segment, summarise
+from .series import assemble, load_volume
+from .signal import (
+    detect_baseline,
+    leakage_correct,
+    resample_to_grid,
+    pca_denoise,
+    to_concentration,
+    uniform_grid,
+)
+
+VERSION = "0.1.0"
+STAGES = (
+    "load",
+    "motion",
+    "timing",
+    "mask",
+    "concentration",
+    "aif",
+    "deconvolution",
+    "coregistration",
+    "segmentation",
+    "qc",
+    "output",
+)
+
+Progress = Callable[[float, str], None]
+
+
+class CancelToken(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass
+class PerfusionResult:
+    """Everything one analysis produced; ``to_dict`` is result.json."""
+
+    series: PerfusionSeries
+    maps: dict[str, np.ndarray]
+    brain: np.ndarray
+    tissue: np.ndarray
+    core: np.ndarray
+    hypo: np.ndarray
+    summary: dict[str, Any]
+    inputs: dict[str, Any]
+    motion: MotionReport | None
+    qc: dict[str, Any]
+    timings: dict[str, float]
+    baseline_image: np.ndarray
+    grid_start_s: float
+    dt: float
+    warnings: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    coregistration: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.series
+        return {
+            "status": "ok",
+            "software": {"name": "lucent-perfusion", "version": VERSION},
+            "input": {
+                "modality": s.modality,
+                "series_instance_uids": s.series_uids,
+                "timing_source": s.timing_source,
+                "frames": int(s.shape[0]),
+                "slices": int(s.shape[1]),
+                "matrix": [int(s.shape[2]), int(s.shape[3])],
+                "bin_factor": s.bin_factor,
+                "voxel_mm": [round(v, 4) for v in s.spacing],
+                "coverage_mm": round(s.spacing[0] * s.shape[1], 2),
+                "echo_time_s": s.echo_time_s,
+                "sampling_interval_s": round(self.dt, 4),
+                **self.inputs,
+            },
+            "volumes": self.summary,
+            "qc": self.qc,
+            "motion": None if self.motion is None else self.motion.to_dict(),
+            "coregistration": self.coregistration,
+            "map_units": MAP_UNITS,
+            "warnings": self.warnings,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "outputs": self.outputs,
+        }
+
+
+def _dilate2d(mask: np.ndarray, it: int) -> np.ndarray:
+    st = np.zeros((3, 3, 3), bool)
+    st[1] = ndimage.generate_binary_structure(2, 1)
+    return ndimage.binary_dilation(mask, structure=st, iterations=it)
+
+
+def analyse(
+    inputs: str | Path | Sequence[str | Path],
+    *,
+    config: PerfusionConfig | None = None,
+    dwi: str | Path | Sequence[str | Path] | None = None,
+    out_dir: str | Path | None = None,
+    progress: Progress | None = None,
+    cancel: CancelToken | None = None,
+) -> PerfusionResult | Refusal:
+    """Run the whole analysis; a refusal (not an exception) when the input is unusable."""
+    config = config or PerfusionConfig()
+    timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(name: str) -> Iterator[None]:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(name)
+        if progress is not None:
+            progress(STAGES.index(name) / len(STAGES), name)
+        t0 = time.perf_counter()
+        yield
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+    try:
+        return _run(inputs, config, dwi, out_dir, stage, timings, progress)
+    except Cancelled as exc:
+        return Refusal(RefusalCode.CANCELLED, f"cancelled before stage {exc}")
+
+
+def _run(
+    inputs: str | Path | Sequence[str | Path],
+    config: PerfusionConfig,
+    dwi: str | Path | Sequence[str | Path] | None,
+    out_dir: str | Path | None,
+    stage: Callable[[str], Any],
+    timings: dict[str, float],
+    progress: Progress | None,
+) -> PerfusionResult | Refusal:
+    with stage("load"):
+        series = assemble(inputs, config)
+    if isinstance(series, Refusal):
+        return series
+    warnings = list(series.warnings)
+    modality = series.modality
+    skip = config.dsc_skip_frames if modality == "MR" else 0
+    frames = series.frames
+    motion: MotionReport | None = None
+    with stage("motion"):
+        if config.motion_correction and frames.shape[0] > 1:
+            motion = correct_motion(
+                frames,
+                series.spacing,
+                modality,
+                reference=min(skip, frames.shape[0] - 1),
+                apply_min_mm=config.motion_apply_min_mm,
+                severe_mm=config.severe_motion_mm,
+            )
+    with stage("timing"):
+        grid, dt = uniform_grid(series.times)
+        frames = resample_to_grid(frames, series.times, grid)
+        series.frames = frames
+    n_k, n_z, n_y, n_x = frames.shape
+    with stage("mask"):
+        pre = frames[skip : skip + 3].mean(axis=0)
+        brain = brain_mask(pre, modality, series.spacing[1], config.ct_brain_hu)
+        if brain.sum() < 100:
+            return Refusal(
+                RefusalCode.UNSUPPORTED,
+                "no brain found in the perfusion images (is this a head perfusion?)",
+            )
+        mean_curve = frames[:, brain].mean(axis=1)
+        baseline = detect_baseline(mean_curve, modality, skip)
+        warnings.extend(baseline.warnings)
+        base_img = frames[baseline.start : baseline.end].mean(axis=0)
+        tissue = tissue_mask(brain, base_img, modality, config.ct_csf_max_hu)
+    with stage("concentration"):
+        search = _dilate2d(brain, 1)
+        idx = np.nonzero(search)
+        curves = frames[:, search].T.copy()  # (n, K)
+        conc, _s0 = to_concentration(curves, baseline, modality, series.echo_time_s)
+        del curves
+    with stage("aif"):
+        try:
+            in_brain = brain[idx]
+            coords = np.stack(idx, axis=1)
+            fns = aif_mod.select(
+                conc[in_brain],
+                coords[in_brain],
+                config.aif_voxels,
+                config.vof_voxels,
+                config.pve_correction,
+                config.max_pve_scale,
+            )
+        except ValueError as exc:
+            return Refusal(RefusalCode.NO_BOLUS, f"no bolus: {exc}")
+        warnings.extend(fns.warnings)
+        # denoising after AIF selection: arteries are a few voxels wide
+        noise_sd = float(np.median(conc[:, baseline.start : baseline.end].std(axis=1)))
+        if config.pca_denoise and baseline.end - baseline.start >= 3:
+            conc, n_components = pca_denoise(conc, noise_sd)
+            warnings_pca = n_components
+        else:
+            warnings_pca = None
+        sigma = config.smoothing_mm / series.spacing[1]
+        if sigma > 0.3:
+            # normalised convolution inside the brain: no mixing with skull or air
+            vol = np.zeros((n_z, n_y, n_x), np.float32)
+            weight = ndimage.gaussian_filter(search.astype(np.float32), (0, sigma, sigma))
+            weight[weight < 1e-3] = 1.0
+            for k in range(n_k):
+                vol[idx] = conc[:, k]
+                conc[:, k] = (
+                    ndimage.gaussian_filter(vol, (0, sigma, sigma), truncate=3.0)[idx] / weight[idx]
+                )
+        k2 = None
+        if modality == "MR" and config.leakage_correction:
+            conc, k2 = leakage_correct(conc, dt)
+    with stage("deconvolution"):
+        flat, _dec = compute_maps(conc, fns.aif, dt, config)
+        maps: dict[str, np.ndarray] = {}
+        for name, values in flat.items():
+            vol = np.zeros((n_z, n_y, n_x), np.float32)
+            vol[idx] = values
+            vol[~brain] = 0
+            maps[name] = vol
+        maps["ttp"] = np.where(brain, maps["ttp"] + np.float32(grid[0]), 0).astype(np.float32)
+        vessels = maps["cbv"] > config.vessel_cbv
+        for v in fns.aif_voxels + fns.vof_voxels:
+            vessels[v] = True
+        tissue &= ~vessels
+    adc = None
+    coreg = None
+    with stage("coregistration"):
+        if dwi is not None:
+            loaded = load_volume(dwi)
+            if isinstance(loaded, Refusal):
+                warnings.append(f"DWI not used: {loaded.reason}")
+            else:
+                vol, geo = loaded
+                fixed = to_sitk(
+                    base_img,
+                    series.origin,
+                    series.row_dir,
+                    series.col_dir,
+                    series.normal,
+                    series.spacing,
+                )
+                moving = to_sitk(
+                    vol,
+                    geo["origin"],
+                    geo["row_dir"],
+                    geo["col_dir"],  # type: ignore[arg-type]
+                    geo["normal"],
+                    geo["spacing"],
+                )  # type: ignore[arg-type]
+                result = coregister(fixed, moving)
+                adc = result.resampled
+                coreg = result.to_dict()
+    with stage("segmentation"):
+        seg = segment(maps, tissue, brain, series.row_dir, series.voxel_ml, config, adc)
+        coverage = series.spacing[0] * n_z
+        summary = summarise(seg, series.voxel_ml, n_z, coverage, config)
+    with stage("qc"):
+        brain_curve = conc[brain[idx]].mean(axis=0)
+        stats, flags = bolus_flags(
+            fns.aif, brain_curve, (baseline.start, baseline.end), modality, config
+        )
+        if motion is not None and motion.severe:
+            flags.append({"code": "severe_motion", "reason": motion.reason})
+        if not summary["volumes_reliable"]:
+            flags.append({"code": "coverage", "reason": summary["reliability_reason"]})
+        low, low_side, _ = hemispheres(brain, series.row_dir)
+        qc = {
+            "flags": flags,
+            "bolus": stats,
+            "baseline_frames": [baseline.start, baseline.end],
+            "bolus_arrival_s": round(float(grid[0] + baseline.arrival_index * dt), 2),
+            "curves": {
+                **fns.to_dict(dt, float(grid[0])),
+                "brain_mean": [round(float(v), 4) for v in brain_curve],
+            },
+            "flowstats": hemisphere_stats(maps, tissue, low, low_side),
+            "noise_sd": round(noise_sd, 4),
+            "pca_components": warnings_pca,
+            "leakage_k2_median": None if k2 is None else round(float(np.median(k2)), 6),
+        }
+    result = PerfusionResult(
+        series=series,
+        maps=maps,
+        brain=brain,
+        tissue=tissue,
+        core=seg.core,
+        hypo=seg.hypo,
+        summary=summary,
+        inputs={"dwi": dwi is not None and adc is not None},
+        motion=motion,
+        qc=qc,
+        timings=timings,
+        baseline_image=base_img,
+        grid_start_s=float(grid[0]),
+        dt=dt,
+        warnings=warnings,
+        coregistration=coreg,
+    )
+    if out_dir is not None:
+        with stage("output"):
+            write_outputs(result, Path(out_dir), config)
+    if progress is not None:
+        progress(1.0, "done")
+    return result
+
+
+def write_outputs(result: PerfusionResult, out_dir: Path, config: PerfusionConfig) -> None:
+    """result.json plus, when configured, the DICOM objects (Conformance 8.1.3)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if config.write_dicom:
+        from .dicom_out import write_dicom
+
+        result.outputs = [str(p.relative_to(out_dir)) for p in write_dicom(result, out_dir)]
+    result.timings.setdefault("output", 0.0)
+    text = json.dumps(_clean(result.to_dict()), indent=2, allow_nan=False, default=_json_default)
+    (out_dir / "result.json").write_text(text)
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no inf/NaN: they become null."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(type(value))

@@ -1,0 +1,511 @@
+"""Assemble a 4D perfusion acquisition from a folder of DICOM files.
+
+Seed Conformance Table 3: CT Image, Enhanced CT, MR Image and Enhanced MR are processable;
+frame timing comes from Acquisition Time (0008,0032), Content Time (0008,0033) or GE's
+Mid Scan Time (0019,xx24, creator GEMS_ACQU_01); we also accept Trigger Time and Temporal
+Position. Anything we cannot analyse is returned as a ``Refusal`` with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from .config import PerfusionConfig
+from .model import PerfusionSeries, Refusal, RefusalCode
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
+PROCESSABLE = {CT_IMAGE: "CT", ENHANCED_CT: "CT", MR_IMAGE: "MR", ENHANCED_MR: "MR"}
+"""Seed Conformance Table 3 (VEOcore stand alone)."""
+
+TIMING_SOURCES = (
+    "acquisition_time",
+    "content_time",
+    "ge_mid_scan_time",
+    "trigger_time",
+    "temporal_position",
+)
+"""Tried in this order; the first one that orders every slice's frames strictly wins."""
+
+GE_CREATOR = "GEMS_ACQU_01"
+
+
+@dataclass
+class FrameRef:
+    """One 2D frame of a (single- or multi-frame) instance, with what assembly needs."""
+
+    path: Path
+    frame: int | None
+    series_uid: str
+    modality: str
+    for_uid: str
+    rows: int
+    cols: int
+    iop: np.ndarray
+    ipp: np.ndarray
+    pixel_spacing: tuple[float, float]
+    thickness: float
+    slope: float
+    intercept: float
+    echo_time_s: float | None
+    times: dict[str, float | None] = field(default_factory=dict)
+    header: Dataset | None = None
+
+
+def _tm_seconds(value: object) -> float | None:
+    """DICOM TM 'HHMMSS.FFFFFF' (or with colons) to seconds since midnight."""
+    if value is None:
+        return None
+    text = str(value).strip().replace(":", "")
+    if len(text) < 2 or not text[:2].isdigit():
+        return None
+    try:
+        hh = int(text[0:2])
+        mm = int(text[2:4]) if len(text) >= 4 else 0
+        ss = float(text[4:]) if len(text) > 4 else 0.0
+    except ValueError:
+        return None
+    return hh * 3600 + mm * 60 + ss
+
+
+def _da_days(value: object) -> float:
+    text = str(value or "").strip()
+    try:
+        return float(_dt.date(int(text[0:4]), int(text[4:6]), int(text[6:8])).toordinal())
+    except (ValueError, IndexError):
+        return 0.0
+
+
+def _dt_seconds(value: object) -> float | None:
+    """DICOM DT (YYYYMMDDHHMMSS.FFFFFF) to seconds on an absolute scale."""
+    text = str(value or "").strip()
+    if len(text) < 8:
+        return None
+    days = _da_days(text[:8])
+    tm = _tm_seconds(text[8:14] + text[14:].split("+")[0].split("-")[0]) if len(text) > 8 else 0
+    return days * 86400 + (tm or 0.0)
+
+
+def _float(value: object, default: float | None = None) -> float | None:
+    try:
+        if value is None or value == "":
+            return default
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+def _ge_mid_scan(ds: Dataset) -> float | None:
+    """GE Mid Scan Time (0019,xx24) in the GEMS_ACQU_01 private block."""
+    try:
+        block = ds.private_block(0x0019, GE_CREATOR)
+        return _float(block[0x24].value)
+    except (KeyError, ValueError):
+        return None
+
+
+def _instance_times(ds: Dataset) -> dict[str, float | None]:
+    """Every timing candidate of a single-frame instance, in seconds."""
+    day = _da_days(ds.get("AcquisitionDate") or ds.get("ContentDate") or ds.get("StudyDate"))
+    acq = _tm_seconds(ds.get("AcquisitionTime"))
+    if acq is None and ds.get("AcquisitionDateTime"):
+        acq_abs = _dt_seconds(ds.get("AcquisitionDateTime"))
+    else:
+        acq_abs = None if acq is None else day * 86400 + acq
+    content = _tm_seconds(ds.get("ContentTime"))
+    content_day = _da_days(ds.get("ContentDate") or ds.get("AcquisitionDate"))
+    trigger = _float(ds.get("TriggerTime"))
+    position = _float(ds.get("TemporalPositionIdentifier"))
+    resolution_ms = _float(ds.get("TemporalResolution")) or _float(ds.get("RepetitionTime"))
+    return {
+        "acquisition_time": acq_abs,
+        "content_time": None if content is None else content_day * 86400 + content,
+        "ge_mid_scan_time": _ge_mid_scan(ds),
+        "trigger_time": None if trigger is None else trigger / 1000.0,
+        "temporal_position": (
+            None
+            if position is None or resolution_ms is None
+            else (position - 1) * resolution_ms / 1000.0
+        ),
+    }
+
+
+def _frames_of(path: Path, ds: Dataset) -> list[FrameRef]:
+    """Frames of one instance (single-frame or Enhanced CT/MR multi-frame)."""
+    sop = str(ds.get("SOPClassUID", ""))
+    modality = PROCESSABLE[sop]
+    echo = _float(ds.get("EchoTime"))
+    common = {
+        "path": path,
+        "series_uid": str(ds.get("SeriesInstanceUID", "")),
+        "modality": modality,
+        "for_uid": str(ds.get("FrameOfReferenceUID", "")),
+        "rows": int(ds.Rows),
+        "cols": int(ds.Columns),
+    }
+    if sop in (CT_IMAGE, MR_IMAGE):
+        iop = ds.get("ImageOrientationPatient")
+        ipp = ds.get("ImagePositionPatient")
+        spacing = ds.get("PixelSpacing")
+        if iop is None or ipp is None or spacing is None:
+            return []
+        return [
+            FrameRef(
+                frame=None,
+                iop=np.asarray(iop, float),
+                ipp=np.asarray(ipp, float),
+                pixel_spacing=(float(spacing[0]), float(spacing[1])),
+                thickness=_float(ds.get("SliceThickness"), 0.0) or 0.0,
+                slope=_float(ds.get("RescaleSlope"), 1.0) or 1.0,
+                intercept=_float(ds.get("RescaleIntercept"), 0.0) or 0.0,
+                echo_time_s=None if echo is None else echo / 1000.0,
+                times=_instance_times(ds),
+                header=ds,
+                **common,  # type: ignore[arg-type]
+            )
+        ]
+    # Enhanced CT / MR: per-frame functional groups override shared ones (PS3.3 C.7.6.16).
+    shared = ds.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence", [])
+    out: list[FrameRef] = []
+    for i, item in enumerate(per_frame):
+
+        def pick(seq: str, item: Dataset = item) -> Dataset | None:
+            for group in (item, shared):
+                if seq in group and len(group[seq].value):
+                    return group[seq].value[0]  # type: ignore[no-any-return]
+            return None
+
+        pos, ori, meas = (
+            pick("PlanePositionSequence"),
+            pick("PlaneOrientationSequence"),
+            pick("PixelMeasuresSequence"),
+        )
+        if pos is None or ori is None or meas is None:
+            return []
+        content = pick("FrameContentSequence") or Dataset()
+        transform = pick("PixelValueTransformationSequence") or Dataset()
+        echo_item = pick("MREchoSequence")
+        frame_echo = _float(echo_item.get("EffectiveEchoTime")) if echo_item else echo
+        acq = _dt_seconds(content.get("FrameAcquisitionDateTime"))
+        ref = _dt_seconds(content.get("FrameReferenceDateTime"))
+        index = content.get("DimensionIndexValues")
+        temporal = _float(content.get("TemporalPositionIndex"))
+        resolution_ms = _float(ds.get("TemporalResolution"))
+        out.append(
+            FrameRef(
+                frame=i,
+                iop=np.asarray(ori.ImageOrientationPatient, float),
+                ipp=np.asarray(pos.ImagePositionPatient, float),
+                pixel_spacing=(float(meas.PixelSpacing[0]), float(meas.PixelSpacing[1])),
+                thickness=_float(meas.get("SliceThickness"), 0.0) or 0.0,
+                slope=_float(transform.get("RescaleSlope"), 1.0) or 1.0,
+                intercept=_float(transform.get("RescaleIntercept"), 0.0) or 0.0,
+                echo_time_s=None if frame_echo is None else frame_echo / 1000.0,
+                times={
+                    "acquisition_time": acq,
+                    "content_time": ref,
+                    "ge_mid_scan_time": None,
+                    "trigger_time": _float(
+                        (pick("CardiacSynchronizationSequence") or Dataset()).get(
+                            "NominalCardiacTriggerDelayTime"
+                        )
+                    ),
+                    "temporal_position": (
+                        None
+                        if temporal is None or resolution_ms is None
+                        else (temporal - 1) * resolution_ms / 1000.0
+                    ),
+                },
+                header=ds,
+                **common,  # type: ignore[arg-type]
+            )
+        )
+        del index
+    return out
+
+
+def read_headers(paths: Iterable[Path]) -> tuple[list[FrameRef], int]:
+    """Headers of every processable frame; returns (frames, number of other files)."""
+    frames: list[FrameRef] = []
+    ignored = 0
+    for path in paths:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, AttributeError, EOFError):
+            ignored += 1
+            continue
+        if str(ds.get("SOPClassUID", "")) not in PROCESSABLE or "Rows" not in ds:
+            ignored += 1
+            continue
+        frames.extend(_frames_of(path, ds))
+    return frames, ignored
+
+
+def list_files(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Every file under the given folders/files (hidden files skipped)."""
+    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(
+                f for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith(".")
+            )
+        elif p.is_file():
+            out.append(p)
+    return out
+
+
+def _cluster(values: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Group 1D values closer than ``tol``; returns (centres, label per value)."""
+    order = np.argsort(values)
+    labels = np.empty(len(values), int)
+    centres: list[float] = []
+    current: list[float] = []
+    for idx in order:
+        v = values[idx]
+        if current and v - current[-1] > tol:
+            centres.append(float(np.mean(current)))
+            current = []
+        current.append(float(v))
+        labels[idx] = len(centres)
+    centres.append(float(np.mean(current)))
+    return np.asarray(centres), labels
+
+
+def _geometry_key(f: FrameRef) -> tuple[object, ...]:
+    return (
+        f.modality,
+        f.for_uid,
+        f.rows,
+        f.cols,
+        tuple(np.round(f.iop, 3)),
+        tuple(np.round(f.pixel_spacing, 3)),
+        round(f.thickness, 2),
+    )
+
+
+def examine(frames: Sequence[FrameRef]) -> list[tuple[float, list[FrameRef], str]]:
+    """Candidate perfusion acquisitions with a confidence, best first.
+
+    Like 3D Slicer's DICOMPlugin.examine(): series sharing geometry are merged (a perfusion
+    may arrive as several series), and a group is perfusion-like when slice positions repeat.
+    """
+    groups: dict[tuple[object, ...], list[FrameRef]] = defaultdict(list)
+    for f in frames:
+        groups[_geometry_key(f)].append(f)
+    out: list[tuple[float, list[FrameRef], str]] = []
+    for members in groups.values():
+        normal = np.cross(members[0].iop[:3], members[0].iop[3:])
+        dist = np.array([float(np.dot(f.ipp, normal)) for f in members])
+        centres, _ = _cluster(dist, 0.05)
+        repeats = len(members) / len(centres)
+        confidence = min(1.0, (repeats - 1) / 9.0) if repeats > 1 else 0.0
+        why = f"{len(members)} frames at {len(centres)} slice positions"
+        out.append((confidence, members, why))
+    out.sort(key=lambda x: (x[0], len(x[1])), reverse=True)
+    return out
+
+
+def _read_pixels(f: FrameRef, cache: dict[Path, np.ndarray]) -> np.ndarray:
+    if f.frame is None:
+        arr = pydicom.dcmread(f.path).pixel_array
+    else:
+        if f.path not in cache:
+            cache.clear()
+            cache[f.path] = pydicom.dcmread(f.path).pixel_array
+        arr = cache[f.path][f.frame]
+    return arr.astype(np.float32) * np.float32(f.slope) + np.float32(f.intercept)
+
+
+def _bin(img: np.ndarray, b: int) -> np.ndarray:
+    if b == 1:
+        return img
+    y, x = img.shape[0] // b * b, img.shape[1] // b * b
+    return img[:y, :x].reshape(y // b, b, x // b, b).mean(axis=(1, 3), dtype=np.float32)
+
+
+def assemble(
+    inputs: str | Path | Sequence[str | Path], config: PerfusionConfig | None = None
+) -> PerfusionSeries | Refusal:
+    """Read, recognise and assemble a perfusion acquisition, or say why not."""
+    config = config or PerfusionConfig()
+    files = list_files(inputs)
+    frames, ignored = read_headers(files)
+    if not frames:
+        return Refusal(
+            RefusalCode.NO_IMAGES,
+            f"no CT/MR images among {len(files)} file(s) ({ignored} not processable): "
+            "perfusion needs CT Image, Enhanced CT, MR Image or Enhanced MR (Table 3)",
+        )
+    candidates = examine(frames)
+    confidence, members, why = candidates[0]
+    if confidence <= 0.0:
+        return Refusal(
+            RefusalCode.NOT_PERFUSION,
+            f"not a perfusion series: {why}; every slice position was imaged once, "
+            "a perfusion acquisition images the same positions repeatedly over time",
+        )
+    f0 = members[0]
+    normal = np.cross(f0.iop[:3], f0.iop[3:])
+    dist = np.array([float(np.dot(f.ipp, normal)) for f in members])
+    centres, labels = _cluster(dist, 0.05)
+    per_slice: list[list[FrameRef]] = [[] for _ in centres]
+    for f, lab in zip(members, labels, strict=True):
+        per_slice[lab].append(f)
+    counts = [len(s) for s in per_slice]
+    n_z = len(centres)
+    if min(counts) != max(counts):
+        short = [i for i, c in enumerate(counts) if c < max(counts)]
+        return Refusal(
+            RefusalCode.INCOMPLETE,
+            f"incomplete: slice positions have {min(counts)} to {max(counts)} time points "
+            f"(short: slice(s) {short[:5]}); an image is missing - check that the whole series "
+            "was sent",
+        )
+    n_t = counts[0]
+    if n_t < config.min_time_points:
+        return Refusal(
+            RefusalCode.TOO_FEW_TIME_POINTS,
+            f"too few time points: {n_t} per slice, at least {config.min_time_points} needed "
+            "to sample the passage of the bolus",
+        )
+    # in-plane geometry must be the same at every time point of a slice (no table move)
+    for s in per_slice:
+        inplane = np.array([[np.dot(f.ipp, f0.iop[:3]), np.dot(f.ipp, f0.iop[3:])] for f in s])
+        if np.ptp(inplane, axis=0).max() > 0.5:
+            return Refusal(
+                RefusalCode.INCONSISTENT_GEOMETRY,
+                "inconsistent geometry: the in-plane position of a slice changes over time",
+            )
+    gaps = np.diff(centres)
+    if n_z > 1 and (gaps.max() - gaps.min()) > 0.1 * max(gaps.mean(), 1e-6):
+        return Refusal(
+            RefusalCode.INCONSISTENT_GEOMETRY,
+            f"inconsistent geometry: slice spacing varies from {gaps.min():.2f} to "
+            f"{gaps.max():.2f} mm",
+        )
+    # timing: first source that orders every slice's frames strictly
+    warnings: list[str] = []
+    source = None
+    for name in TIMING_SOURCES:
+        ok = True
+        for s in per_slice:
+            values = [f.times.get(name) for f in s]
+            if any(v is None for v in values) or len(set(values)) != len(values):
+                ok = False
+                break
+        if ok:
+            source = name
+            break
+        if any(f.times.get(name) is not None for f in members):
+            warnings.append(f"{name} present but does not order the frames; not used")
+    if source is None:
+        return Refusal(
+            RefusalCode.MISSING_TIMING,
+            "missing timing: no Acquisition Time, Content Time, GE Mid Scan Time, Trigger Time "
+            "or Temporal Position orders the frames of each slice",
+        )
+    for s in per_slice:
+        s.sort(key=lambda f: f.times[source])  # type: ignore[arg-type,return-value]
+    times = np.array(
+        [[float(s[t].times[source]) for s in per_slice] for t in range(n_t)]  # type: ignore[arg-type]
+    )
+    if source in ("acquisition_time", "content_time"):
+        # a series crossing midnight without dates: unwrap
+        times = np.where(times - times.min() > 43200, times - 86400, times)
+    times -= times.min()
+    intervals = np.diff(times, axis=0)
+    dt = float(np.median(intervals))
+    if dt <= 0 or not math.isfinite(dt):
+        return Refusal(RefusalCode.MISSING_TIMING, "missing timing: frame times do not advance")
+    if intervals.max() > 1.7 * dt:
+        k = int(np.argmax(intervals.max(axis=1)))
+        warnings.append(
+            f"gap of {intervals.max():.1f} s after frame {k} (median interval {dt:.1f} s): "
+            "time point missing or variable sampling; interpolated to a uniform grid"
+        )
+    # grid
+    b = max(1, math.ceil(max(f0.rows, f0.cols) / max(config.max_matrix, 1)))
+    row_dir, col_dir = f0.iop[:3], f0.iop[3:]
+    if np.dot(normal, per_slice[-1][0].ipp - per_slice[0][0].ipp) < 0:
+        normal = -normal
+    dz = float(abs(np.mean(gaps))) if n_z > 1 else (f0.thickness or 1.0)
+    dy, dx = f0.pixel_spacing  # PixelSpacing = (row spacing, column spacing)
+    origin = per_slice[0][0].ipp + (b - 1) / 2.0 * (row_dir * dx + col_dir * dy)
+    ny, nx = f0.rows // b, f0.cols // b
+    data = np.empty((n_t, n_z, ny, nx), np.float32)
+    cache: dict[Path, np.ndarray] = {}
+    for z, s in enumerate(per_slice):
+        for t, f in enumerate(s):
+            data[t, z] = _bin(_read_pixels(f, cache), b)
+    echo = f0.echo_time_s
+    if f0.modality == "MR" and not echo:
+        return Refusal(
+            RefusalCode.UNSUPPORTED,
+            "MR perfusion without Echo Time: cannot convert signal to ΔR2*",
+        )
+    headers = [s[0].header for s in per_slice]
+    return PerfusionSeries(
+        frames=data,
+        times=times,
+        modality=f0.modality,
+        spacing=(dz, dy * b, dx * b),
+        origin=origin,
+        row_dir=row_dir,
+        col_dir=col_dir,
+        normal=normal,
+        timing_source=source,
+        echo_time_s=echo if f0.modality == "MR" else None,
+        slice_headers=[h for h in headers if h is not None],
+        bin_factor=b,
+        series_uids=sorted({f.series_uid for f in members}),
+        warnings=warnings,
+    )
+
+
+def load_volume(
+    inputs: str | Path | Sequence[str | Path],
+) -> tuple[np.ndarray, dict[str, object]] | Refusal:
+    """A static 3D series (DWI/ADC, FLAIR) as (Z, Y, X) float32 and its geometry."""
+    frames, _ = read_headers(list_files(inputs))
+    if not frames:
+        return Refusal(RefusalCode.NO_IMAGES, "no CT/MR images in the DWI/FLAIR input")
+    groups = examine(frames)
+    members = max((g[1] for g in groups), key=len)
+    f0 = members[0]
+    normal = np.cross(f0.iop[:3], f0.iop[3:])
+    members = sorted(members, key=lambda f: float(np.dot(f.ipp, normal)))
+    dist = np.array([float(np.dot(f.ipp, normal)) for f in members])
+    centres, labels = _cluster(dist, 0.05)
+    firsts: dict[int, FrameRef] = {}
+    for f, lab in zip(members, labels, strict=True):
+        firsts.setdefault(int(lab), f)
+    cache: dict[Path, np.ndarray] = {}
+    vol = np.stack([_read_pixels(firsts[k], cache) for k in range(len(centres))])
+    gaps = np.diff(centres)
+    geometry = {
+        "origin": firsts[0].ipp,
+        "row_dir": f0.iop[:3],
+        "col_dir": f0.iop[3:],
+        "normal": normal,
+        "spacing": (
+            float(np.mean(gaps)) if len(gaps) else (f0.thickness or 1.0),
+            f0.pixel_spacing[0],
+            f0.pixel_spacing[1],
+        ),
+    }
+    return vol, geometry
