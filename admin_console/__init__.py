@@ -1,0 +1,1 @@
+"""Lucent admin_console (PySide6 desktop app; reaches the server only through lucent.api.client)."""

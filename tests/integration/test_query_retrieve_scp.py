@@ -1,0 +1,158 @@
+"""Our Query/Retrieve SCP driven by DCMTK findscu, movescu and getscu."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from lucent.api import schemas
+from lucent.api.client import LucentClient
+from tests.data import samples
+from tests.integration.dicom_io import storescu
+from tests.support.lucent import LucentServer
+from tests.support.peers import StoreScp, dcmtk_tool, dicom_env
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.fixture(scope="module")
+def study(server: LucentServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    folder = tmp_path_factory.mktemp("qr")
+    study_uid, series_uid = generate_uid(), generate_uid()
+    files = []
+    for i in range(3):
+        ds = samples.make_instance(
+            CT, patient_id="QR-1", patient_name="Müller^Jürgen", study_uid=study_uid,
+            series_uid=series_uid, instance_number=i + 1,
+        )  # fmt: skip
+        ds.AccessionNumber = "ACC-QR-1"
+        files.append(samples.write(ds, folder / f"{i}.dcm"))
+    assert storescu("127.0.0.1", server.port, server.ae_title, files).returncode == 0
+    return {"study": study_uid, "series": series_uid, "files": files}
+
+
+@pytest.fixture(scope="module")
+def nodes(api: LucentClient) -> Iterator[None]:
+    added = [
+        api.add_node(
+            schemas.RemoteNodeIn(name=f"qr-{aet}", ae_title=aet, host="127.0.0.1", port=104)
+        )
+        for aet in ("FINDSCU", "MOVESCU", "GETSCU")
+    ]
+    yield
+    for n in added:
+        api.delete_node(n.id)
+
+
+def _tool(name: str, server: LucentServer, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [dcmtk_tool(name), "-v", "-aet", name.upper(), "-aec", server.ae_title, *args,
+         "127.0.0.1", str(server.port)],
+        capture_output=True, text=True, env=dicom_env(True), timeout=120,
+    )  # fmt: skip
+
+
+def test_find_study_level_returns_requested_keys(
+    server: LucentServer, study: dict[str, object], nodes: None
+) -> None:
+    done = _tool(
+        "findscu", server, "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=QR-1",
+        "-k", "PatientName", "-k", "StudyInstanceUID", "-k", "AccessionNumber",
+        "-k", "NumberOfStudyRelatedInstances", "-k", "ModalitiesInStudy",
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert str(study["study"]) in out
+    assert "ACC-QR-1" in out
+    assert "Müller^Jürgen" in out or "M\\xfcller" in out or "Mller" in out
+    assert "[3 ]" in out or "[3]" in out  # NumberOfStudyRelatedInstances
+
+
+def test_find_series_and_image_levels(
+    server: LucentServer, study: dict[str, object], nodes: None
+) -> None:
+    done = _tool(
+        "findscu", server, "-S", "-k", "QueryRetrieveLevel=SERIES",
+        "-k", f"StudyInstanceUID={study['study']}", "-k", "SeriesInstanceUID", "-k", "Modality",
+    )  # fmt: skip
+    assert str(study["series"]) in done.stdout + done.stderr
+    done = _tool(
+        "findscu", server, "-S", "-k", "QueryRetrieveLevel=IMAGE",
+        "-k", f"StudyInstanceUID={study['study']}", "-k", f"SeriesInstanceUID={study['series']}",
+        "-k", "SOPInstanceUID",
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    for f in study["files"]:  # type: ignore[attr-defined]
+        assert str(dcmread(f).SOPInstanceUID) in out
+
+
+def test_patient_root_find(server: LucentServer, study: dict[str, object], nodes: None) -> None:
+    done = _tool(
+        "findscu", server, "-P", "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=QR-*",
+        "-k", "PatientName",
+    )  # fmt: skip
+    assert "QR-1" in done.stdout + done.stderr
+
+
+def test_unknown_caller_is_refused(server: LucentServer, study: dict[str, object]) -> None:
+    done = subprocess.run(
+        [dcmtk_tool("findscu"), "-v", "-aet", "STRANGER", "-aec", server.ae_title, "-S",
+         "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=QR-1", "-k", "StudyInstanceUID",
+         "127.0.0.1", str(server.port)],
+        capture_output=True, text=True, env=dicom_env(True), timeout=60,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert str(study["study"]) not in out
+    assert "0x124" in out  # Refused: Not Authorized (PS3.7 C.4.1.2.x general status)
+
+
+def test_move_study_to_configured_destination(
+    server: LucentServer, api: LucentClient, study: dict[str, object], nodes: None,
+    tmp_path: Path,
+) -> None:
+    with StoreScp(tmp_path / "dest", aet="DESTSCP") as dest:
+        node = api.add_node(
+            schemas.RemoteNodeIn(name="dest", ae_title="DESTSCP", host="127.0.0.1",
+                                 port=dest.port, query_retrieve=False)
+        )
+        try:
+            done = _tool(
+                "movescu", server, "-S", "-aem", "DESTSCP", "-k", "QueryRetrieveLevel=STUDY",
+                "-k", f"StudyInstanceUID={study['study']}",
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr[-2000:]
+            received = {str(dcmread(f).SOPInstanceUID) for f in dest.files()}
+            sent = {str(dcmread(f).SOPInstanceUID) for f in study["files"]}  # type: ignore[attr-defined]
+            assert received == sent
+            unknown = _tool(
+                "movescu", server, "-S", "-aem", "NOWHERE", "-k", "QueryRetrieveLevel=STUDY",
+                "-k", f"StudyInstanceUID={study['study']}",
+            )  # fmt: skip
+            assert "a801" in (unknown.stdout + unknown.stderr).lower() or "MoveDestinationUnknown" in (
+                unknown.stdout + unknown.stderr
+            )
+        finally:
+            api.delete_node(node.id)
+
+
+def test_get_series(
+    server: LucentServer, study: dict[str, object], nodes: None, tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "got"
+    out_dir.mkdir()
+    done = _tool(
+        "getscu", server, "-S", "-od", str(out_dir), "-k", "QueryRetrieveLevel=SERIES",
+        "-k", f"StudyInstanceUID={study['study']}", "-k", f"SeriesInstanceUID={study['series']}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = sorted(p for p in out_dir.iterdir())
+    assert len(got) == 3
+    originals = {str(dcmread(f).SOPInstanceUID): f for f in study["files"]}  # type: ignore[attr-defined]
+    for p in got:
+        ds = dcmread(p)
+        assert ds.PixelData == dcmread(originals[str(ds.SOPInstanceUID)]).PixelData

@@ -1,0 +1,53 @@
+"""Validation before import (Conformance 4.1.3.2) on bytes, without a network."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from lucent.dicom import instance
+from lucent.net import status
+from tests.data import bad_inputs, samples
+
+
+def _parse(data: bytes, **kw: object) -> instance.Parsed | instance.Refusal:
+    return instance.parse(data, max_inflated=256 * 1024 * 1024, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("case", bad_inputs.all_bad_inputs(), ids=lambda c: c.name)
+def test_bad_inputs_are_refused_with_their_status_class(case: bad_inputs.BadInput) -> None:
+    result = _parse(
+        case.part10(),
+        expected_sop_class=case.sop_class_uid,
+        expected_sop_instance=case.sop_instance_uid or None,
+    )
+    assert isinstance(result, instance.Refusal), case.name
+    assert bad_inputs.status_matches(result.status, case.status), (case.name, result)
+    assert result.reason
+
+
+def test_valid_instance_reports_pixel_span() -> None:
+    ds = samples.make_instance("1.2.840.10008.5.1.4.1.1.2")
+    data = bad_inputs.BadInput("ok", "", "", bad_inputs.encode(ds), ds.SOPClassUID,
+                               ds.SOPInstanceUID).part10()
+    parsed = _parse(data, expected_sop_class=ds.SOPClassUID)
+    assert isinstance(parsed, instance.Parsed)
+    assert data[parsed.pixel_start : parsed.pixel_end] == ds.PixelData
+
+
+def test_inflate_refuses_bombs_and_accepts_normal_data() -> None:
+    normal = bytes(range(256)) * 4096
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    packed = c.compress(normal) + c.flush()
+    assert instance.inflate_bounded(packed, 1 << 30) == normal
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    bomb = c.compress(b"\0" * (64 * 1024 * 1024)) + c.flush()
+    with pytest.raises(ValueError, match="bomb"):
+        instance.inflate_bounded(bomb, 1 << 30)
+
+
+def test_status_codes_are_in_their_dicom_ranges() -> None:
+    assert 0xA700 <= status.OUT_OF_RESOURCES <= 0xA7FF
+    assert 0xA900 <= status.DATASET_MISMATCH <= 0xA9FF
+    assert 0xC000 <= status.CANNOT_UNDERSTAND <= 0xCFFF
