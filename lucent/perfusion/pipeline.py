@@ -325,8 +325,9 @@ def _run(
         coregistration=coreg,
     )
     if out_dir is not None:
-        with stage("output"):
-            write_outputs(result, Path(out_dir), config)
+        if progress is not None:
+            progress(STAGES.index("output") / len(STAGES), "output")
+        write_outputs(result, Path(out_dir), config)
     if progress is not None:
         progress(1.0, "done")
     return result
@@ -335,11 +336,13 @@ def _run(
 def write_outputs(result: PerfusionResult, out_dir: Path, config: PerfusionConfig) -> None:
     """result.json plus, when configured, the DICOM objects (Conformance 8.1.3)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     if config.write_dicom:
         from .dicom_out import write_dicom
 
         result.outputs = [str(p.relative_to(out_dir)) for p in write_dicom(result, out_dir)]
-    result.timings.setdefault("output", 0.0)
+    result.outputs.append("result.json")
+    result.timings["output"] = time.perf_counter() - t0
     text = json.dumps(_clean(result.to_dict()), indent=2, allow_nan=False, default=_json_default)
     (out_dir / "result.json").write_text(text)
 

@@ -1,0 +1,88 @@
+"""``lucent-perfusion analyse INPUT_DIR --out OUTPUT_DIR`` (issue 6, "Command line").
+
+Runs the whole analysis on a folder of DICOM files without the server, writes the result
+DICOM objects and result.json; a non-perfusion input exits 2 with the reason (also written
+to result.json so a caller has one place to look).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import PerfusionConfig
+from .model import Refusal
+from .pipeline import analyse
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 2, 64
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lucent-perfusion", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("analyse", aliases=["analyze"], help="analyse a folder of DICOM files")
+    a.add_argument("input", type=Path, help="folder (or file) with the perfusion series")
+    a.add_argument("--out", type=Path, required=True, help="output folder")
+    a.add_argument("--dwi", type=Path, help="folder with the ADC map of the same patient")
+    a.add_argument("--threshold-core", type=float, help="rCBF fraction for CT core (0.3)")
+    a.add_argument("--threshold-tmax", type=float, help="Tmax (s) for hypoperfusion (6)")
+    a.add_argument("--threshold-adc", type=float, help="ADC (x10^-6 mm²/s) for MR core (620)")
+    a.add_argument("--min-island-ml", type=float, help="remove smaller islands (0.5 mL)")
+    a.add_argument("--method", choices=["osvd", "ssvd", "tikhonov"], help="deconvolution")
+    a.add_argument("--no-motion-correction", action="store_true")
+    a.add_argument("--no-dicom", action="store_true", help="write result.json only")
+    a.add_argument("--config", type=Path, help="JSON file with PerfusionConfig keys")
+    a.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PerfusionConfig:
+    values: dict[str, object] = {}
+    if args.config:
+        values.update(json.loads(args.config.read_text()))
+    for key in ("threshold_core", "threshold_tmax", "threshold_adc", "min_island_ml", "method"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if args.no_motion_correction:
+        values["motion_correction"] = False
+    if args.no_dicom:
+        values["write_dicom"] = False
+    return PerfusionConfig.from_dict(values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except (ValueError, OSError, json.JSONDecodeError) as exc:
+        print(f"lucent-perfusion: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.input.exists():
+        print(f"lucent-perfusion: {args.input} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+
+    def progress(fraction: float, stage: str) -> None:
+        if not args.quiet:
+            print(f"[{fraction:4.0%}] {stage}", file=sys.stderr)
+
+    result = analyse(args.input, config=config, dwi=args.dwi, out_dir=args.out, progress=progress)
+    if isinstance(result, Refusal):
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
+        print(f"lucent-perfusion: refused ({result.code}): {result.reason}", file=sys.stderr)
+        return EXIT_REFUSED
+    v = result.summary
+    if not args.quiet:
+        print(
+            f"core {v['core_ml']} mL, hypoperfusion {v['hypoperfusion_ml']} mL, mismatch "
+            f"{v['mismatch_ml']} mL, ratio {v['mismatch_ratio']}, DEFUSE-3 {v['defuse3']['verdict']}"
+        )
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""Result DICOM objects.
+
+- Secondary Capture series (seed Conformance 8.1.3): modality of the input, RGB 8 bit,
+  Planar Configuration 0, Window 128/255, Pixel Spacing 1\\1, Conversion Type SYN, and the
+  8.1.1 attributes (patient/study copied from the input, series date/time = now).
+- The maps as quantitative objects: highdicom Parametric Map (float pixels, real-world value
+  mapping with UCUM units, the true geometry of the perfusion grid).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sr.coding import Code
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from .maps import MAP_UNITS
+from .render import render_map, render_overlay, render_report
+
+if TYPE_CHECKING:
+    from .pipeline import PerfusionResult
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+MANUFACTURER = "Lucent"
+SOFTWARE_VERSION = "lucent-perfusion 0.1.0"
+COPIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
+    "StudyDescription", "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName",
+    "InstitutionName", "SpecificCharacterSet",
+)  # fmt: skip
+"""Conformance 8.1.1: attributes every created object carries."""
+
+MAP_DISPLAY = {
+    "cbf": ("CBF", 0.0, 80.0, "rainbow"),
+    "cbv": ("CBV", 0.0, 6.0, "rainbow"),
+    "mtt": ("MTT", 0.0, 16.0, "rainbow"),
+    "tmax": ("Tmax", 0.0, 12.0, "tmax"),
+    "ttp": ("TTP", 0.0, 60.0, "rainbow"),
+}
+UCUM = {"ml/100g/min": "mL/min/(100.g)", "ml/100g": "mL/(100.g)", "s": "s"}
+
+
+def _common(ref: Dataset, modality: str, series_uid: str, number: int, description: str, now: _dt.datetime) -> Dataset:
+    ds = Dataset()
+    for key in COPIED:
+        if key in ref:
+            setattr(ds, key, ref.data_element(key).value)  # type: ignore[union-attr]
+    ds.SpecificCharacterSet = ref.get("SpecificCharacterSet", "ISO_IR 192")
+    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID",
+                "StudyDescription", "StudyDate", "StudyTime", "AccessionNumber"):  # fmt: skip
+        if key not in ds:
+            setattr(ds, key, "")
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = number
+    ds.SeriesDescription = description
+    ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = date
+    ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = time
+    ds.Modality = modality
+    ds.Manufacturer = MANUFACTURER
+    ds.SoftwareVersions = SOFTWARE_VERSION
+    ds.PerformingPhysicianName = "LUCENT^PERFUSION"
+    ds.FrameOfReferenceUID = ref.get("FrameOfReferenceUID", generate_uid())
+    return ds
+
+
+def _save(ds: Dataset, path: Path) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = meta
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def secondary_capture(base: Dataset, rgb: np.ndarray, instance: int, derivation: str) -> Dataset:
+    """One RGB SC image, attributes as Conformance 8.1.3 lists them."""
+    ds = Dataset()
+    ds.update(base)
+    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.SOPInstanceUID = generate_uid()
+    ds.InstanceNumber = instance
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.ConversionType = "SYN"
+    ds.DerivationDescription = derivation
+    ds.BurnedInAnnotation = "NO"
+    ds.Rows, ds.Columns = int(rgb.shape[0]), int(rgb.shape[1])
+    ds.PhotometricInterpretation = "RGB"
+    ds.SamplesPerPixel = 3
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelRepresentation = 0
+    ds.PlanarConfiguration = 0
+    ds.WindowCenter, ds.WindowWidth = 128, 255
+    ds.PixelSpacing = [1.0, 1.0]
+    ds.PixelData = np.ascontiguousarray(rgb, np.uint8).tobytes()
+    return ds
+
+
+def _series(result: PerfusionResult, number: int, description: str, now: _dt.datetime) -> Dataset:
+    ref = result.series.slice_headers[0]
+    return _common(ref, result.series.modality, generate_uid(), number, description, now)
+
+
+def write_dicom(result: PerfusionResult, out_dir: Path) -> list[Path]:
+    """Write every result object under ``out_dir``; file names are our own counters."""
+    now = _dt.datetime.now()
+    out_dir = out_dir / "dicom"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    counter = iter(range(1, 1_000_000))
+    n_z = result.maps["cbf"].shape[0]
+    brain = result.brain
+
+    def save(ds: Dataset) -> None:
+        paths.append(_save(ds, out_dir / f"R{next(counter):05d}.dcm"))
+
+    # colour maps, one SC series per map
+    for k, (name, (label, vmin, vmax, table)) in enumerate(MAP_DISPLAY.items()):
+        base = _series(result, 9001 + k, f"Perfusion {label} (colour)", now)
+        for z in range(n_z):
+            rgb = render_map(result.maps[name][z], vmin, vmax, table,
+                             f"{label}  slice {z + 1}/{n_z}", MAP_UNITS[name], brain[z])  # fmt: skip
+            save(secondary_capture(base, rgb, z + 1, f"{label} map, oSVD"))
+    # overlays
+    lo, hi = (0.0, 80.0) if result.series.modality == "CT" else (
+        0.0, float(np.percentile(result.baseline_image[brain], 99)) if brain.any() else 1.0)
+    base = _series(result, 9010, "Perfusion core/hypoperfusion overlay", now)
+    vols = result.summary
+    legend = [f"core {vols['core_ml']:.1f} mL ({vols['core_source']})",
+              f"Tmax > 6 s {vols['hypoperfusion_ml']:.1f} mL"]  # fmt: skip
+    for z in range(n_z):
+        rgb = render_overlay(result.baseline_image[z], (lo, hi),
+                             [(result.hypo[z] & ~result.core[z], (0, 200, 0)), (result.core[z], (230, 0, 200))],
+                             f"Core / hypoperfusion  slice {z + 1}/{n_z}", legend)  # fmt: skip
+        save(secondary_capture(base, rgb, z + 1, "segmentation overlay"))
+    # summary and QC pages
+    base = _series(result, 9020, "Perfusion summary and QC", now)
+    for i, page in enumerate(summary_pages(result)):
+        save(secondary_capture(base, page, i + 1, "perfusion summary"))
+    # quantitative maps
+    for k, name in enumerate(MAP_DISPLAY):
+        try:
+            save(parametric_map(result, name, 9030 + k))
+        except (ValueError, TypeError, AttributeError) as exc:  # pragma: no cover - defensive
+            result.warnings.append(f"parametric map {name} not written: {exc}")
+    return paths
+
+
+def summary_pages(result: PerfusionResult) -> list[np.ndarray]:
+    """Summary (volumes, DEFUSE-3), qcontrol_bolus, qcontrol_flowstats, motion report."""
+    v, qc = result.summary, result.qc
+    d3 = v["defuse3"]
+    ratio = "infinite" if v["mismatch_ratio_infinite"] else (
+        "n/a" if v["mismatch_ratio"] is None else f"{v['mismatch_ratio']:.2f}")
+    lines = [
+        f"Core ({v['core_source']}): {v['core_ml']:.1f} mL",
+        f"Hypoperfusion (Tmax > 6 s): {v['hypoperfusion_ml']:.1f} mL",
+        f"Mismatch volume: {v['mismatch_ml']:.1f} mL    Mismatch ratio: {ratio}",
+        f"Hypoperfusion intensity ratio (Tmax>10 s / Tmax>6 s): {v['hypoperfusion_intensity_ratio']}",
+        f"DEFUSE-3 imaging criteria: {d3['verdict'].replace('_', ' ')}",
+        *[f"  failed: {c}" for c in d3["failed_criteria"]],
+        "" if v["volumes_reliable"] else f"NOT RELIABLE: {v['reliability_reason']}",
+        f"Islands removed: core {v['islands_removed']['core']['count']} "
+        f"({v['islands_removed']['core']['volume_ml']} mL), hypoperfusion "
+        f"{v['islands_removed']['hypoperfusion']['count']} "
+        f"({v['islands_removed']['hypoperfusion']['volume_ml']} mL)",
+        "QC:",
+        *([f"  {f['reason']}" for f in qc["flags"]] or ["  no warnings"]),
+        "Research use: check the maps against the source images before relying on them.",
+    ]
+    pages = [render_report("Perfusion summary", lines)]
+    curves = qc["curves"]
+    plot = [("AIF", curves["aif"], (255, 80, 80))]
+    if curves["vof"] is not None:
+        plot.append(("VOF", curves["vof"], (80, 160, 255)))
+    scale = max(max(curves["aif"]), 1e-9) / max(max(curves["brain_mean"]), 1e-9)
+    plot.append((f"brain mean x{scale:.0f}", [c * scale for c in curves["brain_mean"]], (80, 220, 80)))
+    b = qc["bolus"]
+    pages.append(render_report("qcontrol_bolus", [
+        f"AIF peak {b['aif']['peak']:.1f}, peak-to-noise {b['aif']['peak_to_noise']}",
+        f"Brain peak {b['brain']['peak']:.2f}, peak-to-noise {b['brain']['peak_to_noise']}",
+        f"AIF voxels (z,y,x): {curves['aif_voxels_zyx'][:4]}  PVE scale {curves['pve_scale']}",
+        f"Bolus arrival {qc['bolus_arrival_s']} s, baseline frames {qc['baseline_frames']}",
+    ], plot, curves["time_s"]))  # fmt: skip
+    stats = qc["flowstats"]
+    rows = []
+    for name, entry in stats.items():
+        left, right = entry.get("left"), entry.get("right")
+        fmt = (lambda e: "-" if not e else f"{e['median']:.2f} [{e['p10']:.2f}-{e['p90']:.2f}]")
+        rows.append(f"{name.upper():5s} left {fmt(left):28s} right {fmt(right):28s} "
+                    f"L/R {entry.get('left_right_ratio', '-')}")  # fmt: skip
+    pages.append(render_report("qcontrol_flowstats (median [p10-p90] per hemisphere)",
+                               [*rows, f"reference CBF (healthy contralateral): {v['reference_cbf']}"]))
+    if result.motion is not None:
+        m = result.motion
+        pages.append(render_report("Motion correction report", [
+            f"max displacement {m.max_displacement_mm:.2f} mm, max framewise displacement "
+            f"{m.max_fd_mm:.2f} mm, frames resampled: {len(m.corrected_frames)}",
+            m.reason or "no severe motion",
+        ], [("displacement (mm)", m.displacement_mm, (255, 200, 0)),
+            ("framewise displacement (mm)", m.framewise_displacement_mm, (0, 200, 255))],
+            None, "frame"))  # fmt: skip
+    return pages
+
+
+def parametric_map(result: PerfusionResult, name: str, number: int) -> Dataset:
+    """One map as a highdicom Parametric Map on the perfusion grid (true geometry)."""
+    s = result.series
+    values = np.ascontiguousarray(result.maps[name], np.float32)
+    unit = MAP_UNITS[name]
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label=name.upper(),
+        lut_explanation=f"{name.upper()} ({unit})",
+        unit=Code(UCUM[unit], "UCUM", unit),
+        value_range=(float(values.min()), float(values.max()) or 1.0),
+        slope=1.0,
+        intercept=0.0,
+    )
+    positions = [hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT,
+                                          [float(v) for v in s.slice_position(z)])
+                 for z in range(values.shape[0])]  # fmt: skip
+    label, vmin, vmax, _ = MAP_DISPLAY[name]
+    pm = hd.pm.ParametricMap(
+        source_images=s.slice_headers,
+        pixel_array=values,
+        series_instance_uid=generate_uid(),
+        series_number=number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name="lucent-perfusion",
+        software_versions=SOFTWARE_VERSION,
+        device_serial_number="0",
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        voi_lut_transformations=[
+            hd.VOILUTTransformation(window_center=(vmin + vmax) / 2, window_width=vmax - vmin)
+        ],
+        content_label=label.upper(),
+        content_description=f"{label} map",
+        pixel_measures=hd.PixelMeasuresSequence(
+            pixel_spacing=[s.spacing[1], s.spacing[2]],
+            slice_thickness=s.spacing[0],
+            spacing_between_slices=s.spacing[0],
+        ),
+        plane_orientation=hd.PlaneOrientationSequence(
+            hd.CoordinateSystemNames.PATIENT, [*map(float, s.row_dir), *map(float, s.col_dir)]
+        ),
+        plane_positions=positions,
+    )
+    pm.SeriesDescription = f"Perfusion {label} (quantitative)"
+    return pm

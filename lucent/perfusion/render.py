@@ -1,0 +1,146 @@
+"""Rendering of result pages as RGB arrays (colour maps with colour bar, overlays, reports).
+
+These become Secondary Capture images (seed Conformance 8.1.3): what the reader sees on any
+PACS viewer, so every page carries its title, units and scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+BACKGROUND = (0, 0, 0)
+FOREGROUND = (235, 235, 235)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def colour_table(name: str) -> np.ndarray:
+    """(256, 3) uint8 lookup table; 'rainbow' for flow/volume maps, 'tmax' green-yellow-red."""
+    x = np.linspace(0, 1, 256)
+    if name == "tmax":
+        stops = [(0.0, (0, 0, 0)), (0.2, (0, 90, 160)), (0.4, (0, 200, 80)),
+                 (0.6, (240, 240, 0)), (0.8, (255, 120, 0)), (1.0, (220, 0, 0))]  # fmt: skip
+    else:
+        stops = [(0.0, (0, 0, 0)), (0.15, (0, 0, 180)), (0.35, (0, 160, 255)),
+                 (0.55, (0, 220, 0)), (0.75, (255, 230, 0)), (1.0, (255, 0, 0))]  # fmt: skip
+    pos = [s[0] for s in stops]
+    lut = np.stack([np.interp(x, pos, [s[1][c] for s in stops]) for c in range(3)], axis=1)
+    return lut.astype(np.uint8)
+
+
+def _upscale(img: np.ndarray, min_size: int) -> np.ndarray:
+    factor = max(1, int(np.ceil(min_size / max(img.shape[:2]))))
+    return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1) if factor > 1 else img
+
+
+def render_map(
+    values: np.ndarray,
+    vmin: float,
+    vmax: float,
+    table: str,
+    title: str,
+    unit: str,
+    mask: np.ndarray | None = None,
+    min_size: int = 512,
+) -> np.ndarray:
+    """A colour map with a labelled colour bar on the right."""
+    lut = colour_table(table)
+    norm = np.clip((values - vmin) / max(vmax - vmin, 1e-9), 0, 1)
+    rgb = lut[(norm * 255).astype(np.uint8)]
+    if mask is not None:
+        rgb[~mask] = 0
+    rgb = _upscale(rgb, min_size)
+    h, w = rgb.shape[:2]
+    bar_w = 110
+    canvas = Image.new("RGB", (w + bar_w, h + 40), BACKGROUND)
+    canvas.paste(Image.fromarray(rgb), (0, 40))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((8, 8), title, fill=FOREGROUND, font=_font(20))
+    top, bottom = 60, h + 20
+    bar = np.linspace(255, 0, bottom - top).astype(np.uint8)
+    bar_rgb = np.repeat(lut[bar][:, None, :], 24, axis=1)
+    canvas.paste(Image.fromarray(bar_rgb), (w + 12, top))
+    small = _font(14)
+    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = int(bottom - frac * (bottom - top))
+        value = vmin + frac * (vmax - vmin)
+        draw.line([(w + 36, y), (w + 42, y)], fill=FOREGROUND)
+        draw.text((w + 45, y - 8), f"{value:g}", fill=FOREGROUND, font=small)
+    draw.text((w + 10, top - 18), unit, fill=FOREGROUND, font=small)
+    return np.asarray(canvas)
+
+
+def render_overlay(
+    base: np.ndarray,
+    window: tuple[float, float],
+    layers: Sequence[tuple[np.ndarray, tuple[int, int, int]]],
+    title: str,
+    legend: Sequence[str],
+    min_size: int = 512,
+) -> np.ndarray:
+    """Segmentations drawn semi-transparently on the grey source image."""
+    lo, hi = window
+    grey = (np.clip((base - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    for mask, colour in layers:
+        rgb[mask] = 0.45 * rgb[mask] + 0.55 * np.asarray(colour, np.float32)
+    img = _upscale(rgb.astype(np.uint8), min_size)
+    h, w = img.shape[:2]
+    canvas = Image.new("RGB", (w, h + 40 + 22 * len(legend)), BACKGROUND)
+    canvas.paste(Image.fromarray(img), (0, 40))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((8, 8), title, fill=FOREGROUND, font=_font(20))
+    for i, (text, (_mask, colour)) in enumerate(zip(legend, layers, strict=True)):
+        y = h + 44 + 22 * i
+        draw.rectangle([8, y + 2, 24, y + 16], fill=colour)
+        draw.text((32, y), text, fill=FOREGROUND, font=_font(14))
+    return np.asarray(canvas)
+
+
+def render_report(
+    title: str,
+    lines: Sequence[str],
+    curves: Sequence[tuple[str, Sequence[float], tuple[int, int, int]]] = (),
+    x_values: Sequence[float] | None = None,
+    x_label: str = "time (s)",
+    size: tuple[int, int] = (1024, 768),
+) -> np.ndarray:
+    """A text page with an optional line plot (time curves, motion traces)."""
+    w, h = size
+    canvas = Image.new("RGB", size, BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((16, 12), title, fill=FOREGROUND, font=_font(26))
+    font = _font(16)
+    y = 56
+    for line in lines:
+        draw.text((16, y), line, fill=FOREGROUND, font=font)
+        y += 22
+    if curves:
+        x0, y0, x1, y1 = 70, max(y + 20, h // 2), w - 30, h - 50
+        draw.rectangle([x0, y0, x1, y1], outline=(120, 120, 120))
+        all_y = np.concatenate([np.asarray(c[1], float) for c in curves])
+        lo, hi = float(min(all_y.min(), 0)), float(all_y.max()) or 1.0
+        n = max(len(c[1]) for c in curves)
+        xs = np.asarray(x_values if x_values is not None else np.arange(n), float)
+        xlo, xhi = float(xs.min()), float(xs.max()) if xs.max() > xs.min() else float(xs.min() + 1)
+        for k, (name, values, colour) in enumerate(curves):
+            v = np.asarray(values, float)
+            px = x0 + (xs[: len(v)] - xlo) / (xhi - xlo) * (x1 - x0)
+            py = y1 - (v - lo) / max(hi - lo, 1e-9) * (y1 - y0)
+            draw.line(list(zip(px.tolist(), py.tolist(), strict=True)), fill=colour, width=2)
+            draw.text((x1 - 200, y0 + 8 + 20 * k), name, fill=colour, font=font)
+        small = _font(13)
+        draw.text((x0, y1 + 8), f"{xlo:g}", fill=FOREGROUND, font=small)
+        draw.text((x1 - 40, y1 + 8), f"{xhi:g}", fill=FOREGROUND, font=small)
+        draw.text(((x0 + x1) // 2 - 30, y1 + 8), x_label, fill=FOREGROUND, font=small)
+        draw.text((8, y0), f"{hi:.3g}", fill=FOREGROUND, font=small)
+        draw.text((8, y1 - 14), f"{lo:.3g}", fill=FOREGROUND, font=small)
+    return np.asarray(canvas)
