@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import toeplitz
 
-LEVELS: tuple[float, ...] = tuple(float(v) for v in np.geomspace(0.001, 0.8, 30))
+LEVELS: tuple[float, ...] = tuple(float(v) for v in np.geomspace(0.0003, 0.8, 34))
 """Candidate relative singular-value thresholds, from least to most truncation."""
 
 

@@ -103,12 +103,12 @@ def correct_motion(
                 reg = sitk.ImageRegistrationMethod()
                 reg.SetMetricAsCorrelation()
                 reg.SetMetricSamplingStrategy(reg.RANDOM)
-                reg.SetMetricSamplingPercentage(0.5 if level == 0 else 0.25, 7)
+                reg.SetMetricSamplingPercentage(0.3 if level == 0 else 0.1, 7)
                 reg.SetInterpolator(sitk.sitkLinear)
                 reg.SetOptimizerAsRegularStepGradientDescent(
                     learningRate=2.0 if level == 0 else 0.5,
                     minStep=0.01,
-                    numberOfIterations=50,
+                    numberOfIterations=40 if level == 0 else 15,
                     relaxationFactor=0.5,
                     gradientMagnitudeTolerance=1e-6,
                 )

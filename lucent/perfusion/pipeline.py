@@ -114,6 +114,15 @@ class PerfusionResult:
         }
 
 
+def _aif_onset(aif: np.ndarray, start: int) -> int:
+    """First frame of the arterial bolus: walking back from the peak to < 5 % of it."""
+    peak = int(np.argmax(aif))
+    i = peak
+    while i > start and aif[i] >= 0.05 * aif[peak]:
+        i -= 1
+    return max(i, start + 2)
+
+
 def _dilate2d(mask: np.ndarray, it: int) -> np.ndarray:
     st = np.zeros((3, 3, 3), bool)
     st[1] = ndimage.generate_binary_structure(2, 1)
@@ -213,6 +222,20 @@ def _run(
                 config.pve_correction,
                 config.max_pve_scale,
             )
+            # arteries enhance before the brain average: end the baseline before the AIF rises,
+            # otherwise its first enhanced frames raise S0 and shrink every curve's area
+            aif_end = _aif_onset(fns.aif_raw, baseline.start)
+            if aif_end < baseline.end:
+                baseline.end = aif_end
+                conc -= conc[:, baseline.start : baseline.end].mean(axis=1, keepdims=True)
+                fns = aif_mod.select(
+                    conc[in_brain],
+                    coords[in_brain],
+                    config.aif_voxels,
+                    config.vof_voxels,
+                    config.pve_correction,
+                    config.max_pve_scale,
+                )
         except ValueError as exc:
             return Refusal(RefusalCode.NO_BOLUS, f"no bolus: {exc}")
         warnings.extend(fns.warnings)
