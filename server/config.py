@@ -77,6 +77,23 @@ class ApiSection:
 
 
 @dataclass(frozen=True)
+class PacsSection:
+    """PACS connectivity as SCU (Conformance 4.2.1, 4.2.2, 4.2.4, 4.2.5)."""
+
+    calling_ae_title: str = ""
+    max_results: int = 1024
+    job_threads: int = 2
+    move_retries: int = 3
+    retry_backoff_seconds: float = 2.0
+    store_retries: int = 2
+    instances_per_association: int = 1000
+    commitment_wait_seconds: float = 10.0
+    commitment_retry_seconds: float = 600.0
+    commitment_max_attempts: int = 3
+    tls_ca_file: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     """All server settings; paths are resolved by the properties below."""
 
@@ -86,6 +103,7 @@ class Settings:
     dimse: DimseSection = field(default_factory=DimseSection)
     pools: tuple[PoolSection, ...] = (PoolSection(),)
     api: ApiSection = field(default_factory=ApiSection)
+    pacs: PacsSection = field(default_factory=PacsSection)
     source: Path | None = None
 
     @property
@@ -127,6 +145,7 @@ _SECTIONS: dict[str, type] = {
     "archive": ArchiveSection,
     "dimse": DimseSection,
     "api": ApiSection,
+    "pacs": PacsSection,
 }
 
 
@@ -196,6 +215,10 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"[[pools]] port {p.port} used by two pools")
         names.add(p.name)
         ports.add(p.port)
+    if s.pacs.max_results < 1 or s.pacs.job_threads < 1 or s.pacs.instances_per_association < 1:
+        raise ConfigError("[pacs] max_results, job_threads, instances_per_association must be >= 1")
+    if s.pacs.calling_ae_title and not _AE_TITLE.match(s.pacs.calling_ae_title):
+        raise ConfigError("[pacs] calling_ae_title must be 1-16 printable characters")
     if (s.api.tls_cert == "") != (s.api.tls_key == ""):
         raise ConfigError("[api] tls_cert and tls_key must be set together")
     if not is_loopback(s.api.bind_address) and not s.api.tls_cert:
