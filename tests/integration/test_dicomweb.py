@@ -33,8 +33,14 @@ def mr(server: LucentServer, tmp_path_factory: pytest.TempPathFactory) -> list:
     study, series = generate_uid(), generate_uid()
     out = []
     for i in range(2):
-        ds = samples.make_instance(MR, patient_id="WEB-1", patient_name="Web^Walter",
-                                   study_uid=study, series_uid=series, instance_number=i + 1)
+        ds = samples.make_instance(
+            MR,
+            patient_id="WEB-1",
+            patient_name="Web^Walter",
+            study_uid=study,
+            series_uid=series,
+            instance_number=i + 1,
+        )
         out.append(ds)
         samples.write(ds, folder / f"{i}.dcm")
     files = sorted(folder.iterdir())
@@ -91,8 +97,10 @@ def test_stow_bad_instance_is_reported_failed(server: LucentServer, api: LucentC
     r = httpx.post(
         f"{server.api_url}/dicom-web/studies",
         content=body,
-        headers={"Authorization": f"Bearer {api.token}",
-                 "Content-Type": 'multipart/related; type="application/dicom"; boundary=XX'},
+        headers={
+            "Authorization": f"Bearer {api.token}",
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=XX',
+        },
     )
     assert r.status_code == 409
     failed = r.json()["00081198"]["Value"][0]
@@ -105,7 +113,11 @@ def test_basic_auth_and_no_anonymous_access(server: LucentServer, mr: list) -> N
     assert httpx.get(url, auth=(ADMIN_USER, "wrong-password")).status_code == 401
     ok = httpx.get(url, auth=(ADMIN_USER.upper(), ADMIN_PASSWORD), params={"PatientID": "WEB-1"})
     assert ok.status_code == 200 and ok.json()
-    for path in ("/api/v1/studies", "/api/v1/patients", f"/api/v1/instances/{mr[0].SOPInstanceUID}/file"):
+    for path in (
+        "/api/v1/studies",
+        "/api/v1/patients",
+        f"/api/v1/instances/{mr[0].SOPInstanceUID}/file",
+    ):
         assert httpx.get(server.api_url + path).status_code == 401
 
 

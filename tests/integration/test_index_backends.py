@@ -53,9 +53,13 @@ def test_server_on_postgres_stores_and_queries(pg_url: str, tmp_path: Path) -> N
         study = generate_uid()
         files = [
             samples.write(
-                samples.make_instance("1.2.840.10008.5.1.4.1.1.2", patient_id="PG-1",
-                                      patient_name="Łukasz^Żółć", study_uid=study,
-                                      instance_number=i + 1),
+                samples.make_instance(
+                    "1.2.840.10008.5.1.4.1.1.2",
+                    patient_id="PG-1",
+                    patient_name="Łukasz^Żółć",
+                    study_uid=study,
+                    instance_number=i + 1,
+                ),
                 tmp_path / f"{i}.dcm",
             )
             for i in range(5)

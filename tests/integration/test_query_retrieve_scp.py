@@ -112,13 +112,21 @@ def test_unknown_caller_is_refused(server: LucentServer, study: dict[str, object
 
 
 def test_move_study_to_configured_destination(
-    server: LucentServer, api: LucentClient, study: dict[str, object], nodes: None,
+    server: LucentServer,
+    api: LucentClient,
+    study: dict[str, object],
+    nodes: None,
     tmp_path: Path,
 ) -> None:
     with StoreScp(tmp_path / "dest", aet="DESTSCP") as dest:
         node = api.add_node(
-            schemas.RemoteNodeIn(name="dest", ae_title="DESTSCP", host="127.0.0.1",
-                                 port=dest.port, query_retrieve=False)
+            schemas.RemoteNodeIn(
+                name="dest",
+                ae_title="DESTSCP",
+                host="127.0.0.1",
+                port=dest.port,
+                query_retrieve=False,
+            )
         )
         try:
             done = _tool(
@@ -133,9 +141,9 @@ def test_move_study_to_configured_destination(
                 "movescu", server, "-S", "-aem", "NOWHERE", "-k", "QueryRetrieveLevel=STUDY",
                 "-k", f"StudyInstanceUID={study['study']}",
             )  # fmt: skip
-            assert "a801" in (unknown.stdout + unknown.stderr).lower() or "MoveDestinationUnknown" in (
+            assert "a801" in (
                 unknown.stdout + unknown.stderr
-            )
+            ).lower() or "MoveDestinationUnknown" in (unknown.stdout + unknown.stderr)
         finally:
             api.delete_node(node.id)
 

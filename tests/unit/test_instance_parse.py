@@ -29,8 +29,9 @@ def test_bad_inputs_are_refused_with_their_status_class(case: bad_inputs.BadInpu
 
 def test_valid_instance_reports_pixel_span() -> None:
     ds = samples.make_instance("1.2.840.10008.5.1.4.1.1.2")
-    data = bad_inputs.BadInput("ok", "", "", bad_inputs.encode(ds), ds.SOPClassUID,
-                               ds.SOPInstanceUID).part10()
+    data = bad_inputs.BadInput(
+        "ok", "", "", bad_inputs.encode(ds), ds.SOPClassUID, ds.SOPInstanceUID
+    ).part10()
     parsed = _parse(data, expected_sop_class=ds.SOPClassUID)
     assert isinstance(parsed, instance.Parsed)
     assert data[parsed.pixel_start : parsed.pixel_end] == ds.PixelData

@@ -1,0 +1,191 @@
+"""Job queue of the API process: retrieves, sends and commitments with progress and cancel.
+
+Jobs run in a small thread pool of the API process, never on a DICOM listener thread (a
+C-MOVE waits on the network, not the CPU). State lives in the index (``pacs_jobs``) so the
+apps see progress through the API; cancel flags live in memory. Jobs left "queued" or
+"running" by a previous process are marked "interrupted" at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import update
+
+from server.context import ServerContext
+from server.index.pacs_models import Job
+
+log = logging.getLogger("lucent.jobs")
+
+FINAL_STATES = ("done", "failed", "cancelled", "interrupted", "partial")
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class Outcome:
+    """What a job runner returns: the final state and a sentence for the job list."""
+
+    state: str
+    message: str = ""
+    status: int | None = None
+
+
+class JobControl:
+    """Handed to a runner: report progress (throttled DB writes), see cancel requests."""
+
+    def __init__(self, queue: JobQueue, job_id: int) -> None:
+        self.queue = queue
+        self.job_id = job_id
+        self.cancel = threading.Event()
+        self._last_write = 0.0
+        self._pending: dict[str, Any] = {}
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel.is_set()
+
+    def update(self, *, force: bool = False, **fields: Any) -> None:
+        """Set job columns (progress, total, completed, failed, warning, message, attempts)."""
+        self._pending.update(fields)
+        t = time.monotonic()
+        if not force and t - self._last_write < 0.25:
+            return
+        self._last_write = t
+        values, self._pending = self._pending, {}
+        if values:
+            self.queue.write(self.job_id, **values)
+
+    def flush(self) -> None:
+        self.update(force=True)
+
+
+Runner = Callable[[JobControl], Outcome]
+
+
+class JobQueue:
+    def __init__(self, ctx: ServerContext, threads: int = 2) -> None:
+        self.ctx = ctx
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="job")
+        self._controls: dict[int, JobControl] = {}
+        self._lock = threading.Lock()
+        self._mark_interrupted()
+
+    def _mark_interrupted(self) -> None:
+        with self.ctx.Session() as db, db.begin():
+            db.execute(
+                update(Job)
+                .where(Job.state.in_(("queued", "running")))
+                .values(state="interrupted", message="the server stopped while this job ran")
+            )
+
+    def write(self, job_id: int, **values: Any) -> None:
+        for attempt in range(5):
+            try:
+                with self.ctx.Session() as db, db.begin():
+                    db.execute(update(Job).where(Job.id == job_id).values(**values))
+                return
+            except Exception:  # noqa: BLE001 - SQLite busy under load: try again
+                if attempt == 4:
+                    log.exception("could not update job %d", job_id)
+                time.sleep(0.05 * (attempt + 1))
+
+    def submit(
+        self,
+        kind: str,
+        runner: Runner,
+        *,
+        node_id: int | None = None,
+        node_name: str = "",
+        pool: str = "",
+        params: dict[str, Any] | None = None,
+        created_by: str = "",
+    ) -> int:
+        """Record a queued job and run it in the pool; returns the job id at once."""
+        with self.ctx.Session() as db, db.begin():
+            job = Job(
+                kind=kind,
+                state="queued",
+                node_id=node_id,
+                node_name=node_name,
+                pool=pool,
+                params=params or {},
+                progress=0.0,
+                completed=0,
+                failed=0,
+                warning=0,
+                attempts=0,
+                message="",
+                created_by=created_by,
+                created_at=now(),
+            )
+            db.add(job)
+            db.flush()
+            job_id = job.id
+        control = JobControl(self, job_id)
+        with self._lock:
+            self._controls[job_id] = control
+        self._pool.submit(self._run, control, runner)
+        return job_id
+
+    def _run(self, control: JobControl, runner: Runner) -> None:
+        job_id = control.job_id
+        if control.cancelled:
+            self.write(job_id, state="cancelled", message="cancelled before it started",
+                       finished_at=now())  # fmt: skip
+            return
+        self.write(job_id, state="running", started_at=now())
+        try:
+            outcome = runner(control)
+        except Exception as exc:  # noqa: BLE001 - a job must always end with a state
+            log.exception("job %d failed", job_id)
+            outcome = Outcome("failed", f"internal error: {exc}")
+        control.flush()
+        values: dict[str, Any] = {
+            "state": outcome.state,
+            "message": outcome.message,
+            "finished_at": now(),
+        }
+        if outcome.status is not None:
+            values["status"] = outcome.status
+        if outcome.state == "done":
+            values["progress"] = 1.0
+        self.write(job_id, **values)
+        with self._lock:
+            self._controls.pop(job_id, None)
+
+    def cancel(self, job_id: int) -> bool:
+        """Ask a queued or running job to stop; False when it is not running here."""
+        with self._lock:
+            control = self._controls.get(job_id)
+        if control is None:
+            return False
+        control.cancel.set()
+        return True
+
+    def running(self) -> list[int]:
+        with self._lock:
+            return list(self._controls)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for control in self._controls.values():
+                control.cancel.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)

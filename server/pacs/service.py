@@ -1,0 +1,619 @@
+"""Server-side PACS orchestration: node C-ECHO, multi-PACS query, retrieve, send, commitment.
+
+Everything network-bound runs in the API process: queries in a short-lived thread per node
+(4.2.1.6: a failing PACS ends only its own query), retrieves/sends/commitments as jobs of
+:class:`server.jobs.queue.JobQueue`. Nothing here runs on a DICOM listener thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from lucent.net import commitment, scu
+from lucent.net import status as dimse_status
+from server.context import ServerContext
+from server.index import queries
+from server.index.models import Instance, RemoteNode
+from server.index.pacs_models import CommitmentRequest, NodeOptions, SentInstance
+from server.jobs.queue import JobControl, JobQueue, Outcome, now
+from server.pacs import records
+
+log = logging.getLogger("lucent.pacs")
+
+
+class PacsError(Exception):
+    """A request the service cannot start; ``http`` is the status the API answers with."""
+
+    def __init__(self, http: int, message: str) -> None:
+        super().__init__(message)
+        self.http = http
+        self.message = message
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A remote node and its PACS options, detached from any session."""
+
+    id: int
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    query_retrieve: bool
+    store_target: bool
+    storage_commitment: bool
+    tls: bool
+    timeout: float
+    propose_compressed: bool = False
+    commitment_mode: str = "same"
+    commitment_wait: float = 10.0
+    dimse_timeout: float = 30.0
+    retries: int = 3
+
+
+def _store_retryable(code: int | None) -> bool:
+    """C-STORE failures worth another attempt: lost connection, out of resources."""
+    return code is None or 0xA700 <= code <= 0xA7FF
+
+
+class PacsService:
+    def __init__(self, ctx: ServerContext, *, start_watcher: bool = True) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings.pacs
+        self.jobs = JobQueue(ctx, self.settings.job_threads)
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        if start_watcher:
+            self._watcher = threading.Thread(
+                target=self._watch_commitments, name="commitment-retry", daemon=True
+            )
+            self._watcher.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.jobs.shutdown()
+
+    # ------------------------------------------------------------------ nodes
+    @property
+    def calling_ae(self) -> str:
+        return self.settings.calling_ae_title or self.ctx.settings.pools[0].ae_title
+
+    def node(self, node_id: int) -> NodeView:
+        with self.ctx.Session() as db:
+            node = db.get(RemoteNode, node_id)
+            if node is None:
+                raise PacsError(404, f"no remote node with id {node_id}")
+            opts = db.scalars(select(NodeOptions).where(NodeOptions.node_pk == node_id)).first()
+            extra: dict[str, Any] = {}
+            if opts is not None:
+                extra = {
+                    "propose_compressed": opts.propose_compressed,
+                    "commitment_mode": opts.commitment_mode,
+                    "commitment_wait": opts.commitment_wait,
+                    "dimse_timeout": opts.dimse_timeout,
+                    "retries": opts.retries,
+                }
+            else:
+                extra = {
+                    "commitment_wait": self.settings.commitment_wait_seconds,
+                    "retries": self.settings.move_retries,
+                }
+            return NodeView(
+                id=node.id,
+                name=node.name,
+                ae_title=node.ae_title,
+                host=node.host,
+                port=node.port,
+                query_retrieve=node.query_retrieve,
+                store_target=node.store_target,
+                storage_commitment=node.storage_commitment,
+                tls=node.tls,
+                timeout=node.timeout,
+                **extra,
+            )
+
+    def set_options(self, node_id: int, **values: Any) -> NodeView:
+        if "commitment_mode" in values and values["commitment_mode"] not in commitment.MODES:
+            raise PacsError(422, f"commitment_mode must be one of {', '.join(commitment.MODES)}")
+        with self.ctx.Session() as db, db.begin():
+            if db.get(RemoteNode, node_id) is None:
+                raise PacsError(404, f"no remote node with id {node_id}")
+            opts = db.scalars(select(NodeOptions).where(NodeOptions.node_pk == node_id)).first()
+            if opts is None:
+                opts = NodeOptions(
+                    node_pk=node_id,
+                    propose_compressed=False,
+                    commitment_mode="same",
+                    commitment_wait=self.settings.commitment_wait_seconds,
+                    dimse_timeout=30.0,
+                    retries=self.settings.move_retries,
+                )
+                db.add(opts)
+            for key, value in values.items():
+                if value is not None:
+                    setattr(opts, key, value)
+        return self.node(node_id)
+
+    def peer(self, node: NodeView) -> scu.Peer:
+        d = self.ctx.settings.dimse
+        return scu.Peer(
+            ae_title=node.ae_title,
+            host=node.host,
+            port=node.port,
+            calling_ae=self.calling_ae,
+            timeout=node.timeout,
+            dimse_timeout=node.dimse_timeout,
+            network_timeout=max(d.network_timeout, node.dimse_timeout),
+            max_pdu=d.max_pdu,
+            tls=node.tls,
+            tls_ca_file=self.settings.tls_ca_file,
+            implementation_class_uid=d.implementation_class_uid,
+            implementation_version_name=d.implementation_version_name,
+        )
+
+    def echo(self, node_id: int) -> scu.EchoResult:
+        return scu.echo(self.peer(self.node(node_id)))
+
+    # ------------------------------------------------------------------ query
+    def query(
+        self,
+        node_ids: Sequence[int],
+        level: str,
+        keys: dict[str, str],
+        *,
+        case_insensitive: bool = False,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """Query several PACS at once; results merged, STUDY level grouped by patient."""
+        level = level.upper()
+        if level not in scu.LEVEL_KEYS:
+            raise PacsError(422, "level must be STUDY, SERIES or IMAGE")
+        if not node_ids:
+            raise PacsError(422, "name at least one node to query")
+        nodes = [self.node(i) for i in node_ids]
+        limit = min(limit or self.settings.max_results, self.settings.max_results)
+
+        def one(node: NodeView) -> tuple[NodeView, scu.FindResult]:
+            if not node.query_retrieve:
+                return node, scu.FindResult(
+                    outcome="failed", message="this node is not configured as a Q/R source"
+                )
+            return node, scu.find(
+                self.peer(node), level, keys, limit=limit, case_insensitive=case_insensitive
+            )
+
+        with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
+            results = list(pool.map(one, nodes))
+        return merge(level, results)
+
+    # ------------------------------------------------------------------ retrieve
+    def retrieve(
+        self,
+        node_id: int,
+        *,
+        study_uid: str,
+        series_uid: str = "",
+        sop_instance_uid: str = "",
+        pool: str = "",
+        created_by: str = "",
+    ) -> int:
+        """C-MOVE into one of our pools: our Store SCP is the move destination (4.2.2)."""
+        node = self.node(node_id)
+        if not node.query_retrieve:
+            raise PacsError(409, f"node '{node.name}' is not a query/retrieve source")
+        try:
+            target = self.ctx.settings.pool(pool or self.ctx.settings.pools[0].name)
+        except KeyError as exc:
+            raise PacsError(404, f"no data pool named '{pool}'") from exc
+        try:
+            identifier = scu.move_identifier(study_uid, series_uid, sop_instance_uid)
+        except ValueError as exc:
+            raise PacsError(422, str(exc)) from exc
+        peer = self.peer(node)
+        retries = node.retries
+        backoff = self.settings.retry_backoff_seconds
+
+        def run(control: JobControl) -> Outcome:
+            def on_progress(p: scu.MoveProgress) -> None:
+                control.update(
+                    total=p.total,
+                    completed=p.completed,
+                    failed=p.failed,
+                    warning=p.warning,
+                    progress=round(p.fraction, 4),
+                )
+
+            def on_retry(attempt: int, res: scu.MoveResult, delay: float) -> None:
+                control.update(
+                    force=True,
+                    attempts=attempt,
+                    message=f"{res.message}; retry {attempt}/{retries} in {delay:g} s",
+                )
+
+            control.update(force=True, attempts=1, message=f"C-MOVE to {target.ae_title}")
+            res = scu.move_with_retries(
+                peer,
+                identifier,
+                target.ae_title,
+                retries=retries,
+                backoff=backoff,
+                on_progress=on_progress,
+                on_retry=on_retry,
+                cancel=control.cancel,
+            )
+            control.update(force=True, attempts=res.attempts)
+            if res.cancelled:
+                return Outcome("cancelled", res.message, res.status)
+            if res.ok:
+                return Outcome("done", res.message, res.status)
+            if res.status == dimse_status.QR_SUBOPS_WARNING:
+                return Outcome("partial", res.message, res.status)
+            return Outcome("failed", f"{res.message} after {res.attempts} attempt(s)", res.status)
+
+        return self.jobs.submit(
+            "retrieve",
+            run,
+            node_id=node.id,
+            node_name=node.name,
+            pool=target.name,
+            params={
+                "study_uid": study_uid,
+                "series_uid": series_uid,
+                "sop_instance_uid": sop_instance_uid,
+                "level": str(identifier.QueryRetrieveLevel),
+            },
+            created_by=created_by,
+        )
+
+    # ------------------------------------------------------------------ send
+    def _select(
+        self, study_uid: str, series_uid: str, sop_instance_uids: Sequence[str]
+    ) -> list[Instance]:
+        f = queries.Filter(
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_instance_uid="\\".join(sop_instance_uids),
+        )
+        level = "IMAGE" if sop_instance_uids else "SERIES" if series_uid else "STUDY"
+        with self.ctx.Session() as db:
+            return queries.instances_for(db, level, f)
+
+    def send(
+        self,
+        node_id: int,
+        *,
+        study_uid: str = "",
+        series_uid: str = "",
+        sop_instance_uids: Sequence[str] = (),
+        commit: bool | None = None,
+        created_by: str = "",
+    ) -> int:
+        """C-STORE to a store target (4.2.4), then storage commitment when enabled (4.2.5)."""
+        node = self.node(node_id)
+        if not node.store_target:
+            raise PacsError(409, f"node '{node.name}' is not a store target")
+        if not (study_uid or series_uid or sop_instance_uids):
+            raise PacsError(422, "name a study, a series or instances to send")
+        found = self._select(study_uid, series_uid, sop_instance_uids)
+        if not found:
+            raise PacsError(404, "nothing in the archive matches")
+        do_commit = node.storage_commitment if commit is None else commit
+        items = [
+            scu.Outgoing(
+                i.sop_class_uid,
+                i.sop_instance_uid,
+                i.transfer_syntax_uid,
+                (lambda inst=i: self.ctx.instance_bytes(inst)),
+            )
+            for i in found
+        ]
+
+        def run(control: JobControl) -> Outcome:
+            return self._run_send(control, node, items, do_commit)
+
+        return self.jobs.submit(
+            "send",
+            run,
+            node_id=node.id,
+            node_name=node.name,
+            params={
+                "study_uid": study_uid,
+                "series_uid": series_uid,
+                "sop_instance_uids": list(sop_instance_uids)[:1000],
+                "instances": len(items),
+                "commit": do_commit,
+            },
+            created_by=created_by,
+        )
+
+    def _run_send(
+        self, control: JobControl, node: NodeView, items: list[scu.Outgoing], do_commit: bool
+    ) -> Outcome:
+        peer = self.peer(node)
+        total = len(items)
+        final: dict[str, scu.StoreOutcome] = {}
+        attempts: dict[str, int] = {}
+        todo = list(items)
+        retries = self.settings.store_retries
+        control.update(force=True, total=total, attempts=1)
+        last_error = ""
+        for attempt in range(retries + 1):
+            if attempt:
+                delay = min(60.0, self.settings.retry_backoff_seconds * 2 ** (attempt - 1))
+                control.update(force=True, attempts=attempt + 1,
+                               message=f"{len(todo)} instance(s) to retry in {delay:g} s")  # fmt: skip
+                if control.cancel.wait(delay):
+                    break
+            for chunk in scu.iter_chunks(todo, self.settings.instances_per_association):
+                if control.cancelled:
+                    break
+
+                def on_result(o: scu.StoreOutcome) -> None:
+                    final[o.sop_instance_uid] = o
+                    attempts[o.sop_instance_uid] = attempt + 1
+                    done = [x for x in final.values() if x.ok]
+                    control.update(
+                        completed=len(done),
+                        failed=sum(1 for x in final.values() if not x.ok),
+                        warning=sum(1 for x in done if x.status != 0),
+                        progress=round(len(final) / total, 4),
+                    )
+
+                try:
+                    scu.store(
+                        peer,
+                        chunk,
+                        compressed=node.propose_compressed,
+                        on_result=on_result,
+                        cancel=control.cancel,
+                    )
+                except (scu.AssociationError, ValueError) as exc:
+                    last_error = exc.message if isinstance(exc, scu.AssociationError) else str(exc)
+                    for it in chunk:
+                        if it.sop_instance_uid not in final or not final[it.sop_instance_uid].ok:
+                            final[it.sop_instance_uid] = scu.StoreOutcome(
+                                it.sop_instance_uid, it.sop_class_uid, None, last_error
+                            )
+                            attempts[it.sop_instance_uid] = attempt + 1
+            todo = [
+                it
+                for it in items
+                if it.sop_instance_uid not in final
+                or (
+                    not final[it.sop_instance_uid].ok
+                    and _store_retryable(final[it.sop_instance_uid].status)
+                )
+            ]
+            if not todo or control.cancelled:
+                break
+        self._record_sent(control.job_id, node.id, final, attempts)
+        ok = [o for o in final.values() if o.ok]
+        failed = total - len(ok)
+        control.update(force=True, completed=len(ok), failed=failed)
+        if control.cancelled:
+            return Outcome("cancelled", f"cancelled after {len(ok)} of {total} instance(s)")
+        message = f"{len(ok)} of {total} instance(s) stored on {node.name}"
+        if failed:
+            reasons = {o.message or f"0x{o.status or 0:04X}" for o in final.values() if not o.ok}
+            message += f"; {failed} failed: " + "; ".join(sorted(reasons)[:3])
+        if do_commit and ok:
+            refs = [commitment.Reference(o.sop_class_uid, o.sop_instance_uid) for o in ok]
+            control.update(force=True, message=message + "; requesting storage commitment")
+            res = self.request_commitment(node, refs, job_pk=control.job_id)
+            message += f"; storage commitment: {res.message}"
+        if not ok:
+            return Outcome("failed", message or last_error)
+        return Outcome("partial" if failed else "done", message)
+
+    def _record_sent(
+        self,
+        job_pk: int,
+        node_id: int,
+        final: dict[str, scu.StoreOutcome],
+        attempts: dict[str, int],
+    ) -> None:
+        t = now()
+        with self.ctx.Session() as db, db.begin():
+            db.add_all(
+                SentInstance(
+                    job_pk=job_pk,
+                    node_id=node_id,
+                    sop_instance_uid=o.sop_instance_uid,
+                    sop_class_uid=o.sop_class_uid,
+                    status=o.status,
+                    reason=o.message,
+                    transfer_syntax_uid=o.sent_transfer_syntax,
+                    transcoded=o.transcoded,
+                    attempts=attempts.get(uid, 1),
+                    at=t,
+                )
+                for uid, o in final.items()
+            )
+
+    # ------------------------------------------------------------------ commitment
+    def commit(self, node_id: int, sop_instance_uids: Sequence[str], created_by: str = "") -> int:
+        """A storage commitment request on its own (for instances sent earlier)."""
+        node = self.node(node_id)
+        found = self._select("", "", sop_instance_uids)
+        if not found:
+            raise PacsError(404, "none of these instances is in the archive")
+        refs = [commitment.Reference(i.sop_class_uid, i.sop_instance_uid) for i in found]
+
+        def run(control: JobControl) -> Outcome:
+            control.update(force=True, total=len(refs), attempts=1)
+            res = self.request_commitment(node, refs, job_pk=control.job_id)
+            return Outcome("done" if res.ok else "failed", res.message, res.status)
+
+        return self.jobs.submit(
+            "commit",
+            run,
+            node_id=node.id,
+            node_name=node.name,
+            params={"instances": len(refs)},
+            created_by=created_by,
+        )
+
+    def request_commitment(
+        self,
+        node: NodeView,
+        refs: Sequence[commitment.Reference],
+        *,
+        job_pk: int | None = None,
+        attempt: int = 1,
+    ) -> commitment.RequestResult:
+        """N-ACTION and (ways 1/3) wait; the request row exists before the N-ACTION goes out,
+        so a way-2 report that races in through our listener finds it (4.2.5, 5)."""
+        uid = commitment.new_transaction_uid(self.ctx.settings.server.uid_root)
+        retry_at = now() + timedelta(seconds=self.settings.commitment_retry_seconds)
+        with self.ctx.Session() as db, db.begin():
+            records.create_request(
+                db,
+                transaction_uid=uid,
+                node_id=node.id,
+                node_name=node.name,
+                job_pk=job_pk,
+                mode=node.commitment_mode,
+                attempt=attempt,
+                refs=refs,
+                retry_at=retry_at,
+            )
+        res = commitment.request(
+            self.peer(node),
+            refs,
+            transaction_uid=uid,
+            mode=node.commitment_mode,
+            wait=node.commitment_wait,
+            on_report=lambda report: records.record_report(self.ctx, report),
+            answered=lambda: records.is_answered(self.ctx, uid),
+        )
+        with self.ctx.Session() as db, db.begin():
+            req = db.scalars(
+                select(CommitmentRequest).where(CommitmentRequest.transaction_uid == uid)
+            ).one()
+            if req.state == "pending":
+                req.message = res.message
+        if records.is_answered(self.ctx, uid):
+            res.message = "N-ACTION accepted; commitment report received"
+        return res
+
+    def retry_commitments(self) -> int:
+        """Send again what got no report in time; expire after the last attempt (4.2.5.3)."""
+        t = now()
+        with self.ctx.Session() as db:
+            due = list(
+                db.scalars(
+                    select(CommitmentRequest).where(
+                        CommitmentRequest.state == "pending", CommitmentRequest.retry_at <= t
+                    )
+                )
+            )
+            work = [
+                (
+                    r.id,
+                    r.node_id,
+                    r.job_pk,
+                    r.attempt,
+                    [
+                        commitment.Reference(i.sop_class_uid, i.sop_instance_uid)
+                        for i in r.items
+                        if i.state == "pending"
+                    ],
+                )
+                for r in due
+            ]
+        sent = 0
+        for req_id, node_id, job_pk, attempt, refs in work:
+            with self.ctx.Session() as db, db.begin():
+                req = db.get(CommitmentRequest, req_id)
+                if req is None or req.state != "pending":
+                    continue
+                if attempt >= self.settings.commitment_max_attempts or node_id is None:
+                    req.state = "expired"
+                    req.retry_at = None
+                    req.message = f"no commitment report after {attempt} request(s)"
+                    continue
+                req.state = "superseded"
+                req.retry_at = None
+            try:
+                node = self.node(node_id)
+            except PacsError:
+                continue
+            if refs:
+                self.request_commitment(node, refs, job_pk=job_pk, attempt=attempt + 1)
+                sent += 1
+        return sent
+
+    def _watch_commitments(self) -> None:
+        interval = max(0.5, min(10.0, self.settings.commitment_retry_seconds / 4))
+        while not self._stop.wait(interval):
+            try:
+                self.retry_commitments()
+            except Exception:  # noqa: BLE001 - keep the watcher alive
+                log.exception("commitment retry failed")
+
+
+# ---------------------------------------------------------------------- merging
+
+
+def merge(level: str, results: Sequence[tuple[NodeView, scu.FindResult]]) -> dict[str, Any]:
+    """Per-node status plus merged rows; STUDY level grouped by patient (4.2.1.4)."""
+    nodes_out = []
+    rows: list[dict[str, Any]] = []
+    unique = scu.UNIQUE_KEY[level]
+    by_uid: dict[str, dict[str, Any]] = {}
+    for node, res in results:
+        nodes_out.append(
+            {
+                "node_id": node.id,
+                "node": node.name,
+                "outcome": res.outcome,
+                "status": res.status,
+                "message": res.message,
+                "count": len(res.rows),
+                "warnings": res.warnings,
+                "truncated": res.outcome == "truncated",
+                "case_sensitive": res.case_sensitive,
+                "hidden_matches_possible": res.hidden_matches_possible,
+                "case_note": res.case_note,
+                "elapsed_ms": res.elapsed_ms,
+            }
+        )
+        for row in res.rows:
+            key = row.get(unique, "")
+            if key and key in by_uid:
+                by_uid[key]["nodes"].append(node.name)
+                continue
+            merged = {"attrs": row, "nodes": [node.name], "node_ids": [node.id]}
+            if key:
+                by_uid[key] = merged
+            rows.append(merged)
+    out: dict[str, Any] = {"level": level, "nodes": nodes_out, "rows": [], "patients": []}
+    if level != "STUDY":
+        out["rows"] = rows
+        return out
+    patients: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        a = r["attrs"]
+        pkey = (a.get("PatientID", ""), a.get("PatientName", "").upper())
+        p = patients.setdefault(
+            pkey,
+            {
+                "patient_id": a.get("PatientID", ""),
+                "patient_name": a.get("PatientName", ""),
+                "birth_date": a.get("PatientBirthDate", ""),
+                "studies": [],
+            },
+        )
+        p["studies"].append(r)
+    for p in patients.values():
+        p["studies"].sort(key=lambda s: s["attrs"].get("StudyDate", ""), reverse=True)
+    out["patients"] = sorted(patients.values(), key=lambda p: p["patient_name"].upper())
+    return out
