@@ -168,3 +168,94 @@ class LucentClient:
 
     def delete_node(self, node_id: int) -> None:
         self._request("DELETE", f"/api/v1/nodes/{node_id}")
+
+    # ------------------------------------------------------------------ PACS (issue 3)
+    def update_node(self, node_id: int, node: schemas.RemoteNodeIn) -> schemas.RemoteNodeOut:
+        response = self._request("PUT", f"/api/v1/nodes/{node_id}", json=node.model_dump())
+        return schemas.RemoteNodeOut.model_validate(response.json())
+
+    def echo_node(self, node_id: int) -> schemas.EchoOut:
+        response = self._request("POST", f"/api/v1/nodes/{node_id}/echo")
+        return schemas.EchoOut.model_validate(response.json())
+
+    def node_options(self, node_id: int) -> schemas.NodeOptionsOut:
+        return schemas.NodeOptionsOut.model_validate(
+            self._get(f"/api/v1/pacs/nodes/{node_id}/options")
+        )
+
+    def set_node_options(self, node_id: int, **options: Any) -> schemas.NodeOptionsOut:
+        body = schemas.NodeOptionsIn(**options).model_dump()
+        response = self._request("PUT", f"/api/v1/pacs/nodes/{node_id}/options", json=body)
+        return schemas.NodeOptionsOut.model_validate(response.json())
+
+    def pacs_query(
+        self,
+        node_ids: list[int],
+        level: str = "STUDY",
+        *,
+        case_insensitive: bool = False,
+        limit: int | None = None,
+        **keys: str,
+    ) -> schemas.PacsQueryOut:
+        body = schemas.PacsQueryIn(
+            node_ids=node_ids,
+            level=level,
+            keys=keys,
+            case_insensitive=case_insensitive,
+            limit=limit,
+        ).model_dump()
+        response = self._request("POST", "/api/v1/pacs/query", json=body)
+        return schemas.PacsQueryOut.model_validate(response.json())
+
+    def retrieve(self, node_id: int, study_uid: str, **kwargs: str) -> schemas.JobOut:
+        body = schemas.RetrieveIn(node_id=node_id, study_uid=study_uid, **kwargs).model_dump()
+        response = self._request("POST", "/api/v1/pacs/retrieve", json=body)
+        return schemas.JobOut.model_validate(response.json())
+
+    def send(self, node_id: int, **kwargs: Any) -> schemas.JobOut:
+        body = schemas.SendIn(node_id=node_id, **kwargs).model_dump()
+        response = self._request("POST", "/api/v1/pacs/send", json=body)
+        return schemas.JobOut.model_validate(response.json())
+
+    def request_commitment(self, node_id: int, sop_instance_uids: list[str]) -> schemas.JobOut:
+        body = schemas.CommitIn(node_id=node_id, sop_instance_uids=sop_instance_uids).model_dump()
+        response = self._request("POST", "/api/v1/pacs/commit", json=body)
+        return schemas.JobOut.model_validate(response.json())
+
+    def jobs(self, kind: str = "", state: str = "", limit: int = 100) -> list[schemas.JobOut]:
+        return [
+            schemas.JobOut.model_validate(j)
+            for j in self._get("/api/v1/jobs", kind=kind, state=state, limit=limit)
+        ]
+
+    def job(self, job_id: int) -> schemas.JobOut:
+        return schemas.JobOut.model_validate(self._get(f"/api/v1/jobs/{job_id}"))
+
+    def cancel_job(self, job_id: int) -> schemas.JobOut:
+        response = self._request("POST", f"/api/v1/jobs/{job_id}/cancel")
+        return schemas.JobOut.model_validate(response.json())
+
+    def wait_job(self, job_id: int, timeout: float = 120.0, poll: float = 0.1) -> schemas.JobOut:
+        """Poll a job until it has finished (or raise TimeoutError)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if job.finished:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.state} after {timeout:g} s")
+            time.sleep(poll)
+
+    def job_instances(self, job_id: int) -> list[schemas.SentInstanceOut]:
+        return [
+            schemas.SentInstanceOut.model_validate(i)
+            for i in self._get(f"/api/v1/jobs/{job_id}/instances")
+        ]
+
+    def commitments(self, **filters: Any) -> list[schemas.CommitmentOut]:
+        return [
+            schemas.CommitmentOut.model_validate(c)
+            for c in self._get("/api/v1/pacs/commitments", **filters)
+        ]

@@ -155,3 +155,147 @@ class RemoteNodeOut(RemoteNodeIn):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+# ---------------------------------------------------------------------- PACS connectivity
+# (issue 3; Conformance 4.2.1, 4.2.2, 4.2.4, 4.2.5)
+
+
+class EchoOut(BaseModel):
+    ok: bool
+    status: int | None = None
+    kind: str = Field(description="ok, refused, timeout, unknown-host, rejected, aborted, status")
+    message: str
+    elapsed_ms: float
+
+
+class NodeOptionsIn(BaseModel):
+    propose_compressed: bool | None = None
+    commitment_mode: str | None = Field(None, description="same | incoming | reopen")
+    commitment_wait: float | None = Field(None, ge=0, le=3600)
+    dimse_timeout: float | None = Field(None, gt=0, le=3600)
+    retries: int | None = Field(None, ge=0, le=20)
+
+
+class NodeOptionsOut(BaseModel):
+    node_id: int
+    propose_compressed: bool
+    commitment_mode: str
+    commitment_wait: float
+    dimse_timeout: float
+    retries: int
+
+
+class PacsQueryIn(BaseModel):
+    node_ids: list[int]
+    level: str = "STUDY"
+    keys: dict[str, str] = Field(default_factory=dict, description="DICOM keyword -> match")
+    case_insensitive: bool = False
+    limit: int | None = Field(None, ge=1)
+
+
+class PacsNodeResult(BaseModel):
+    node_id: int
+    node: str
+    outcome: str
+    status: int | None = None
+    message: str = ""
+    count: int = 0
+    warnings: int = 0
+    truncated: bool = False
+    case_sensitive: bool | None = None
+    hidden_matches_possible: bool = False
+    case_note: str = ""
+    elapsed_ms: float = 0.0
+
+
+class PacsMatch(BaseModel):
+    attrs: dict[str, str]
+    nodes: list[str]
+    node_ids: list[int]
+
+
+class PacsPatient(BaseModel):
+    patient_id: str
+    patient_name: str
+    birth_date: str
+    studies: list[PacsMatch]
+
+
+class PacsQueryOut(BaseModel):
+    level: str
+    nodes: list[PacsNodeResult]
+    rows: list[PacsMatch] = Field(default_factory=list)
+    patients: list[PacsPatient] = Field(default_factory=list)
+
+
+class RetrieveIn(BaseModel):
+    node_id: int
+    study_uid: str
+    series_uid: str = ""
+    sop_instance_uid: str = ""
+    pool: str = ""
+
+
+class SendIn(BaseModel):
+    node_id: int
+    study_uid: str = ""
+    series_uid: str = ""
+    sop_instance_uids: list[str] = Field(default_factory=list)
+    commit: bool | None = Field(None, description="None = as configured for the node")
+
+
+class CommitIn(BaseModel):
+    node_id: int
+    sop_instance_uids: list[str]
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    state: str
+    node_id: int | None
+    node_name: str
+    pool: str
+    params: dict[str, object]
+    progress: float
+    total: int | None
+    completed: int
+    failed: int
+    warning: int
+    attempts: int
+    status: int | None
+    message: str
+    created_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled", "interrupted", "partial")
+
+
+class SentInstanceOut(BaseModel):
+    sop_instance_uid: str
+    sop_class_uid: str
+    status: int | None
+    reason: str
+    transfer_syntax_uid: str
+    transcoded: bool
+    attempts: int
+    at: datetime
+
+
+class CommitmentOut(BaseModel):
+    transaction_uid: str
+    node_id: int | None
+    node_name: str
+    request_state: str
+    attempt: int
+    sop_instance_uid: str
+    sop_class_uid: str
+    state: str = Field(description="pending | committed | failed")
+    failure_reason: int | None = None
+    failure_text: str = ""
+    updated_at: datetime

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from lucent.api import schemas
 from server.accounts import users
-from server.api import archive_routes, dicomweb
+from server.api import archive_routes, dicomweb, pacs_routes
 from server.api.auth import BasicCache, Caller, get_caller, require_admin
 from server.context import ServerContext
 from server.index.models import RemoteNode
@@ -83,6 +83,25 @@ def add_node(
         return _node_out(node)
 
 
+@nodes_router.put("/{node_id}", response_model=schemas.RemoteNodeOut)
+def update_node(
+    node_id: int, body: schemas.RemoteNodeIn, request: Request, _: Caller = Depends(require_admin)
+) -> schemas.RemoteNodeOut:
+    """Edit a node (issue 3: "editable through the API")."""
+    ctx: ServerContext = request.app.state.ctx
+    with ctx.Session() as db, db.begin():
+        node = db.get(RemoteNode, node_id)
+        if node is None:
+            raise HTTPException(404, "no such node")
+        clash = db.scalars(select(RemoteNode).where(RemoteNode.name == body.name)).first()
+        if clash is not None and clash.id != node_id:
+            raise HTTPException(409, f"a node named '{body.name}' exists")
+        for key, value in body.model_dump().items():
+            setattr(node, key, value)
+        db.flush()
+        return _node_out(node)
+
+
 @nodes_router.delete("/{node_id}", status_code=204)
 def delete_node(node_id: int, request: Request, _: Caller = Depends(require_admin)) -> None:
     ctx: ServerContext = request.app.state.ctx
@@ -105,4 +124,5 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.include_router(archive_routes.router)
     app.include_router(nodes_router)
     app.include_router(dicomweb.router)
+    app.include_router(pacs_routes.router)
     return app

@@ -201,6 +201,29 @@ def handle_get(event: Event, ctx: ServerContext) -> Iterator[Any]:
         yield status.PENDING, ds
 
 
+def handle_commitment_report(event: Event, ctx: ServerContext) -> tuple[int, Dataset | None]:
+    """N-EVENT-REPORT of a Storage Commitment SCP on a new association (Conformance 4.1.2.5
+    way 2): record committed/failed instances in the index; no network work here."""
+    from lucent.net.commitment import parse_report
+    from server.pacs.records import record_report
+
+    try:
+        report = parse_report(event.event_information)
+        updated = record_report(ctx, report)
+    except Exception:
+        log.exception("could not record a storage commitment report")
+        return 0x0110, None  # Processing failure
+    log.info(
+        "storage commitment report %s from %s: %d committed, %d failed (%d recorded)",
+        report.transaction_uid,
+        event.assoc.requestor.ae_title,
+        len(report.committed),
+        len(report.failed),
+        updated,
+    )
+    return status.SUCCESS, None
+
+
 def bindings(ctx: ServerContext, pool: PoolSection) -> list[Any]:
     return [
         (evt.EVT_C_ECHO, handle_echo),
@@ -208,4 +231,5 @@ def bindings(ctx: ServerContext, pool: PoolSection) -> list[Any]:
         (evt.EVT_C_FIND, handle_find, [ctx]),
         (evt.EVT_C_MOVE, handle_move, [ctx]),
         (evt.EVT_C_GET, handle_get, [ctx]),
+        (evt.EVT_N_EVENT_REPORT, handle_commitment_report, [ctx]),
     ]

@@ -22,6 +22,7 @@ from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
@@ -89,6 +90,11 @@ def build_ae(settings: Settings) -> AE:
         PatientRootQueryRetrieveInformationModelGet,
     ):
         ae.add_supported_context(model, transfer_syntaxes.ACCEPTED[:4])
+    # Storage Commitment Push Model, SCU role: a commitment SCP may open a new association
+    # to us to deliver the N-EVENT-REPORT (Conformance 4.1.2.5 way 2, 4.2.5.4).
+    ae.add_supported_context(
+        StorageCommitmentPushModel, transfer_syntaxes.ACCEPTED[:4], scu_role=True, scp_role=True
+    )
     return ae
 
 

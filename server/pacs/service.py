@@ -348,17 +348,17 @@ class PacsService:
         for attempt in range(retries + 1):
             if attempt:
                 delay = min(60.0, self.settings.retry_backoff_seconds * 2 ** (attempt - 1))
-                control.update(force=True, attempts=attempt + 1,
-                               message=f"{len(todo)} instance(s) to retry in {delay:g} s")  # fmt: skip
+                note = f"{len(todo)} instance(s) to retry in {delay:g} s"
+                control.update(force=True, attempts=attempt + 1, message=note)
                 if control.cancel.wait(delay):
                     break
             for chunk in scu.iter_chunks(todo, self.settings.instances_per_association):
                 if control.cancelled:
                     break
 
-                def on_result(o: scu.StoreOutcome) -> None:
+                def on_result(o: scu.StoreOutcome, n: int = attempt + 1) -> None:
                     final[o.sop_instance_uid] = o
-                    attempts[o.sop_instance_uid] = attempt + 1
+                    attempts[o.sop_instance_uid] = n
                     done = [x for x in final.values() if x.ok]
                     control.update(
                         completed=len(done),

@@ -1,0 +1,316 @@
+"""PACS connectivity API: node C-ECHO, multi-PACS query, retrieve, send, jobs, commitment.
+
+Issue 3 / Conformance 4.2.1, 4.2.2, 4.2.4, 4.2.5. The service (and its job threads) is made
+on first use, in the API process.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from sqlalchemy import select
+
+from lucent.api import schemas
+from lucent.net import commitment
+from server.api.auth import Caller, get_caller, require_admin
+from server.context import ServerContext
+from server.index.pacs_models import CommitmentItem, CommitmentRequest, Job, SentInstance
+from server.pacs.service import NodeView, PacsError, PacsService
+
+_services: list[PacsService] = []
+_lock = threading.Lock()
+
+
+def _close_all() -> None:
+    with _lock:
+        while _services:
+            _services.pop().close()
+
+
+router = APIRouter(prefix="/api/v1", tags=["pacs"], on_shutdown=[_close_all])
+
+
+def service(request: Request) -> PacsService:
+    state = request.app.state
+    svc = getattr(state, "pacs", None)
+    if svc is None:
+        with _lock:
+            svc = getattr(state, "pacs", None)
+            if svc is None:
+                ctx: ServerContext = state.ctx
+                svc = PacsService(ctx)
+                state.pacs = svc
+                _services.append(svc)
+    return svc  # type: ignore[no-any-return]
+
+
+def _fail(exc: PacsError) -> HTTPException:
+    return HTTPException(exc.http, exc.message)
+
+
+def _job_out(j: Job) -> schemas.JobOut:
+    return schemas.JobOut(
+        id=j.id,
+        kind=j.kind,
+        state=j.state,
+        node_id=j.node_id,
+        node_name=j.node_name,
+        pool=j.pool,
+        params=j.params or {},
+        progress=j.progress,
+        total=j.total,
+        completed=j.completed,
+        failed=j.failed,
+        warning=j.warning,
+        attempts=j.attempts,
+        status=j.status,
+        message=j.message,
+        created_by=j.created_by,
+        created_at=j.created_at,
+        started_at=j.started_at,
+        finished_at=j.finished_at,
+    )
+
+
+def _get_job(svc: PacsService, job_id: int) -> schemas.JobOut:
+    with svc.ctx.Session() as db:
+        job = db.get(Job, job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id}")
+        return _job_out(job)
+
+
+def _options_out(n: NodeView) -> schemas.NodeOptionsOut:
+    return schemas.NodeOptionsOut(
+        node_id=n.id,
+        propose_compressed=n.propose_compressed,
+        commitment_mode=n.commitment_mode,
+        commitment_wait=n.commitment_wait,
+        dimse_timeout=n.dimse_timeout,
+        retries=n.retries,
+    )
+
+
+# ---------------------------------------------------------------------- nodes
+
+
+@router.post("/nodes/{node_id}/echo", response_model=schemas.EchoOut)
+def echo_node(
+    node_id: int, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+) -> schemas.EchoOut:
+    """C-ECHO test with one clear message per failure (refused, timeout, rejected and why)."""
+    try:
+        r = svc.echo(node_id)
+    except PacsError as exc:
+        raise _fail(exc) from exc
+    return schemas.EchoOut(
+        ok=r.ok, status=r.status, kind=r.kind, message=r.message, elapsed_ms=r.elapsed_ms
+    )
+
+
+@router.get("/pacs/nodes/{node_id}/options", response_model=schemas.NodeOptionsOut)
+def get_options(
+    node_id: int, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+) -> schemas.NodeOptionsOut:
+    try:
+        return _options_out(svc.node(node_id))
+    except PacsError as exc:
+        raise _fail(exc) from exc
+
+
+@router.put("/pacs/nodes/{node_id}/options", response_model=schemas.NodeOptionsOut)
+def put_options(
+    node_id: int,
+    body: schemas.NodeOptionsIn,
+    svc: PacsService = Depends(service),
+    _: Caller = Depends(require_admin),
+) -> schemas.NodeOptionsOut:
+    try:
+        return _options_out(svc.set_options(node_id, **body.model_dump()))
+    except PacsError as exc:
+        raise _fail(exc) from exc
+
+
+# ---------------------------------------------------------------------- query
+
+
+@router.post("/pacs/query", response_model=schemas.PacsQueryOut)
+def pacs_query(
+    body: schemas.PacsQueryIn, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+) -> Any:
+    """C-FIND on several PACS at once; one failing PACS does not end the others (4.2.1.6)."""
+    try:
+        return svc.query(
+            body.node_ids,
+            body.level,
+            body.keys,
+            case_insensitive=body.case_insensitive,
+            limit=body.limit,
+        )
+    except PacsError as exc:
+        raise _fail(exc) from exc
+
+
+# ---------------------------------------------------------------------- jobs
+
+
+@router.post("/pacs/retrieve", response_model=schemas.JobOut, status_code=202)
+def retrieve(
+    body: schemas.RetrieveIn,
+    svc: PacsService = Depends(service),
+    caller: Caller = Depends(get_caller),
+) -> schemas.JobOut:
+    try:
+        job_id = svc.retrieve(
+            body.node_id,
+            study_uid=body.study_uid,
+            series_uid=body.series_uid,
+            sop_instance_uid=body.sop_instance_uid,
+            pool=body.pool,
+            created_by=caller.username,
+        )
+    except PacsError as exc:
+        raise _fail(exc) from exc
+    return _get_job(svc, job_id)
+
+
+@router.post("/pacs/send", response_model=schemas.JobOut, status_code=202)
+def send(
+    body: schemas.SendIn, svc: PacsService = Depends(service), caller: Caller = Depends(get_caller)
+) -> schemas.JobOut:
+    try:
+        job_id = svc.send(
+            body.node_id,
+            study_uid=body.study_uid,
+            series_uid=body.series_uid,
+            sop_instance_uids=body.sop_instance_uids,
+            commit=body.commit,
+            created_by=caller.username,
+        )
+    except PacsError as exc:
+        raise _fail(exc) from exc
+    return _get_job(svc, job_id)
+
+
+@router.post("/pacs/commit", response_model=schemas.JobOut, status_code=202)
+def commit(
+    body: schemas.CommitIn,
+    svc: PacsService = Depends(service),
+    caller: Caller = Depends(get_caller),
+) -> schemas.JobOut:
+    try:
+        job_id = svc.commit(body.node_id, body.sop_instance_uids, created_by=caller.username)
+    except PacsError as exc:
+        raise _fail(exc) from exc
+    return _get_job(svc, job_id)
+
+
+@router.get("/jobs", response_model=list[schemas.JobOut])
+def list_jobs(
+    kind: str = "",
+    state: str = "",
+    limit: int = 100,
+    svc: PacsService = Depends(service),
+    _: Caller = Depends(get_caller),
+) -> list[schemas.JobOut]:
+    stmt = select(Job).order_by(Job.id.desc()).limit(max(1, min(limit, 1000)))
+    if kind:
+        stmt = stmt.where(Job.kind == kind)
+    if state:
+        stmt = stmt.where(Job.state == state)
+    with svc.ctx.Session() as db:
+        return [_job_out(j) for j in db.scalars(stmt)]
+
+
+@router.get("/jobs/{job_id}", response_model=schemas.JobOut)
+def get_job(
+    job_id: int, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+) -> schemas.JobOut:
+    return _get_job(svc, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=schemas.JobOut)
+def cancel_job(
+    job_id: int, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+) -> schemas.JobOut:
+    """Cancel a queued or running job; a running C-MOVE gets a C-CANCEL (4.2.2)."""
+    job = _get_job(svc, job_id)
+    if job.finished:
+        raise HTTPException(409, f"job {job_id} has already finished ({job.state})")
+    if not svc.jobs.cancel(job_id):
+        raise HTTPException(409, f"job {job_id} is not running in this server process")
+    return _get_job(svc, job_id)
+
+
+@router.get("/jobs/{job_id}/instances", response_model=list[schemas.SentInstanceOut])
+def job_instances(
+    job_id: int, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+) -> list[schemas.SentInstanceOut]:
+    """Per-instance C-STORE results of a send job (4.2.4)."""
+    with svc.ctx.Session() as db:
+        rows = db.scalars(
+            select(SentInstance).where(SentInstance.job_pk == job_id).order_by(SentInstance.id)
+        )
+        return [
+            schemas.SentInstanceOut(
+                sop_instance_uid=r.sop_instance_uid,
+                sop_class_uid=r.sop_class_uid,
+                status=r.status,
+                reason=r.reason,
+                transfer_syntax_uid=r.transfer_syntax_uid,
+                transcoded=r.transcoded,
+                attempts=r.attempts,
+                at=r.at,
+            )
+            for r in rows
+        ]
+
+
+@router.get("/pacs/commitments", response_model=list[schemas.CommitmentOut])
+def commitments(
+    node_id: int | None = None,
+    sop_instance_uid: str = "",
+    job_id: int | None = None,
+    transaction_uid: str = "",
+    limit: int = 1000,
+    svc: PacsService = Depends(service),
+    _: Caller = Depends(get_caller),
+) -> list[schemas.CommitmentOut]:
+    """Commitment state per instance, newest request first (4.2.5, 5.1.2)."""
+    stmt = (
+        select(CommitmentItem, CommitmentRequest)
+        .join(CommitmentRequest, CommitmentItem.request_pk == CommitmentRequest.id)
+        .order_by(CommitmentRequest.id.desc(), CommitmentItem.id)
+        .limit(max(1, min(limit, 10000)))
+    )
+    if node_id is not None:
+        stmt = stmt.where(CommitmentRequest.node_id == node_id)
+    if job_id is not None:
+        stmt = stmt.where(CommitmentRequest.job_pk == job_id)
+    if sop_instance_uid:
+        stmt = stmt.where(CommitmentItem.sop_instance_uid == sop_instance_uid)
+    if transaction_uid:
+        stmt = stmt.where(CommitmentRequest.transaction_uid == transaction_uid)
+    with svc.ctx.Session() as db:
+        return [
+            schemas.CommitmentOut(
+                transaction_uid=req.transaction_uid,
+                node_id=req.node_id,
+                node_name=req.node_name,
+                request_state=req.state,
+                attempt=req.attempt,
+                sop_instance_uid=item.sop_instance_uid,
+                sop_class_uid=item.sop_class_uid,
+                state=item.state,
+                failure_reason=item.failure_reason,
+                failure_text=(
+                    commitment.failure_text(item.failure_reason)
+                    if item.failure_reason is not None
+                    else ""
+                ),
+                updated_at=item.updated_at,
+            )
+            for item, req in db.execute(stmt).all()
+        ]
