@@ -1,0 +1,1 @@
+"""PACS connectivity orchestration (issue 3): queries, retrieve/send/commitment jobs."""
