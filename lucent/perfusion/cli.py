@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quiet:
         print(
             f"core {v['core_ml']} mL, hypoperfusion {v['hypoperfusion_ml']} mL, mismatch "
-            f"{v['mismatch_ml']} mL, ratio {v['mismatch_ratio']}, DEFUSE-3 {v['defuse3']['verdict']}"
+            f"{v['mismatch_ml']} mL, ratio {v['mismatch_ratio']}, "
+            f"DEFUSE-3 {v['defuse3']['verdict']}"
         )
     return EXIT_OK
 

@@ -29,10 +29,20 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 MANUFACTURER = "Lucent"
 SOFTWARE_VERSION = "lucent-perfusion 0.1.0"
 COPIED = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
-    "StudyDescription", "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName",
-    "InstitutionName", "SpecificCharacterSet",
-)  # fmt: skip
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyID",
+    "StudyDescription",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "InstitutionName",
+    "SpecificCharacterSet",
+)
 """Conformance 8.1.1: attributes every created object carries."""
 
 MAP_DISPLAY = {
@@ -45,14 +55,25 @@ MAP_DISPLAY = {
 UCUM = {"ml/100g/min": "mL/min/(100.g)", "ml/100g": "mL/(100.g)", "s": "s"}
 
 
-def _common(ref: Dataset, modality: str, series_uid: str, number: int, description: str, now: _dt.datetime) -> Dataset:
+def _common(
+    ref: Dataset, modality: str, series_uid: str, number: int, description: str, now: _dt.datetime
+) -> Dataset:
     ds = Dataset()
     for key in COPIED:
         if key in ref:
             setattr(ds, key, ref.data_element(key).value)  # type: ignore[union-attr]
     ds.SpecificCharacterSet = ref.get("SpecificCharacterSet", "ISO_IR 192")
-    for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID",
-                "StudyDescription", "StudyDate", "StudyTime", "AccessionNumber"):  # fmt: skip
+    for key in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyID",
+        "StudyDescription",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+    ):
         if key not in ds:
             setattr(ds, key, "")
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
@@ -124,20 +145,36 @@ def write_dicom(result: PerfusionResult, out_dir: Path) -> list[Path]:
     for k, (name, (label, vmin, vmax, table)) in enumerate(MAP_DISPLAY.items()):
         base = _series(result, 9001 + k, f"Perfusion {label} (colour)", now)
         for z in range(n_z):
-            rgb = render_map(result.maps[name][z], vmin, vmax, table,
-                             f"{label}  slice {z + 1}/{n_z}", MAP_UNITS[name], brain[z])  # fmt: skip
+            rgb = render_map(
+                result.maps[name][z],
+                vmin,
+                vmax,
+                table,
+                f"{label}  slice {z + 1}/{n_z}",
+                MAP_UNITS[name],
+                brain[z],
+            )
             save(secondary_capture(base, rgb, z + 1, f"{label} map, oSVD"))
     # overlays
-    lo, hi = (0.0, 80.0) if result.series.modality == "CT" else (
-        0.0, float(np.percentile(result.baseline_image[brain], 99)) if brain.any() else 1.0)
+    lo, hi = (
+        (0.0, 80.0)
+        if result.series.modality == "CT"
+        else (0.0, float(np.percentile(result.baseline_image[brain], 99)) if brain.any() else 1.0)
+    )
     base = _series(result, 9010, "Perfusion core/hypoperfusion overlay", now)
     vols = result.summary
-    legend = [f"core {vols['core_ml']:.1f} mL ({vols['core_source']})",
-              f"Tmax > 6 s {vols['hypoperfusion_ml']:.1f} mL"]  # fmt: skip
+    legend = [
+        f"core {vols['core_ml']:.1f} mL ({vols['core_source']})",
+        f"Tmax > 6 s {vols['hypoperfusion_ml']:.1f} mL",
+    ]
     for z in range(n_z):
-        rgb = render_overlay(result.baseline_image[z], (lo, hi),
-                             [(result.hypo[z] & ~result.core[z], (0, 200, 0)), (result.core[z], (230, 0, 200))],
-                             f"Core / hypoperfusion  slice {z + 1}/{n_z}", legend)  # fmt: skip
+        rgb = render_overlay(
+            result.baseline_image[z],
+            (lo, hi),
+            [(result.hypo[z] & ~result.core[z], (0, 200, 0)), (result.core[z], (230, 0, 200))],
+            f"Core / hypoperfusion  slice {z + 1}/{n_z}",
+            legend,
+        )
         save(secondary_capture(base, rgb, z + 1, "segmentation overlay"))
     # summary and QC pages
     base = _series(result, 9020, "Perfusion summary and QC", now)
@@ -156,13 +193,17 @@ def summary_pages(result: PerfusionResult) -> list[np.ndarray]:
     """Summary (volumes, DEFUSE-3), qcontrol_bolus, qcontrol_flowstats, motion report."""
     v, qc = result.summary, result.qc
     d3 = v["defuse3"]
-    ratio = "infinite" if v["mismatch_ratio_infinite"] else (
-        "n/a" if v["mismatch_ratio"] is None else f"{v['mismatch_ratio']:.2f}")
+    ratio = (
+        "infinite"
+        if v["mismatch_ratio_infinite"]
+        else ("n/a" if v["mismatch_ratio"] is None else f"{v['mismatch_ratio']:.2f}")
+    )
     lines = [
         f"Core ({v['core_source']}): {v['core_ml']:.1f} mL",
         f"Hypoperfusion (Tmax > 6 s): {v['hypoperfusion_ml']:.1f} mL",
         f"Mismatch volume: {v['mismatch_ml']:.1f} mL    Mismatch ratio: {ratio}",
-        f"Hypoperfusion intensity ratio (Tmax>10 s / Tmax>6 s): {v['hypoperfusion_intensity_ratio']}",
+        "Hypoperfusion intensity ratio (Tmax>10 s / Tmax>6 s): "
+        f"{v['hypoperfusion_intensity_ratio']}",
         f"DEFUSE-3 imaging criteria: {d3['verdict'].replace('_', ' ')}",
         *[f"  failed: {c}" for c in d3["failed_criteria"]],
         "" if v["volumes_reliable"] else f"NOT RELIABLE: {v['reliability_reason']}",
@@ -180,33 +221,61 @@ def summary_pages(result: PerfusionResult) -> list[np.ndarray]:
     if curves["vof"] is not None:
         plot.append(("VOF", curves["vof"], (80, 160, 255)))
     scale = max(max(curves["aif"]), 1e-9) / max(max(curves["brain_mean"]), 1e-9)
-    plot.append((f"brain mean x{scale:.0f}", [c * scale for c in curves["brain_mean"]], (80, 220, 80)))
+    plot.append(
+        (f"brain mean x{scale:.0f}", [c * scale for c in curves["brain_mean"]], (80, 220, 80))
+    )
     b = qc["bolus"]
-    pages.append(render_report("qcontrol_bolus", [
-        f"AIF peak {b['aif']['peak']:.1f}, peak-to-noise {b['aif']['peak_to_noise']}",
-        f"Brain peak {b['brain']['peak']:.2f}, peak-to-noise {b['brain']['peak_to_noise']}",
-        f"AIF voxels (z,y,x): {curves['aif_voxels_zyx'][:4]}  PVE scale {curves['pve_scale']}",
-        f"Bolus arrival {qc['bolus_arrival_s']} s, baseline frames {qc['baseline_frames']}",
-    ], plot, curves["time_s"]))  # fmt: skip
+    pages.append(
+        render_report(
+            "qcontrol_bolus",
+            [
+                f"AIF peak {b['aif']['peak']:.1f}, peak-to-noise {b['aif']['peak_to_noise']}",
+                f"Brain peak {b['brain']['peak']:.2f}, peak-to-noise {b['brain']['peak_to_noise']}",
+                f"AIF voxels (z,y,x): {curves['aif_voxels_zyx'][:4]}",
+                f"AIF partial-volume scale (VOF area / AIF area): {curves['pve_scale']}",
+                f"Bolus arrival {qc['bolus_arrival_s']} s, baseline frames {qc['baseline_frames']}",
+            ],
+            plot,
+            curves["time_s"],
+        )
+    )
     stats = qc["flowstats"]
     rows = []
     for name, entry in stats.items():
         left, right = entry.get("left"), entry.get("right")
-        fmt = (lambda e: "-" if not e else f"{e['median']:.2f} [{e['p10']:.2f}-{e['p90']:.2f}]")
-        rows.append(f"{name.upper():5s} left {fmt(left):28s} right {fmt(right):28s} "
-                    f"L/R {entry.get('left_right_ratio', '-')}")  # fmt: skip
-    pages.append(render_report("qcontrol_flowstats (median [p10-p90] per hemisphere)",
-                               [*rows, f"reference CBF (healthy contralateral): {v['reference_cbf']}"]))
+        rows.append(
+            f"{name.upper():5s} left {_fmt(left):28s} right {_fmt(right):28s} "
+            f"L/R {entry.get('left_right_ratio', '-')}"
+        )
+    pages.append(
+        render_report(
+            "qcontrol_flowstats (median [p10-p90] per hemisphere)",
+            [*rows, f"reference CBF (healthy contralateral): {v['reference_cbf']}"],
+        )
+    )
     if result.motion is not None:
         m = result.motion
-        pages.append(render_report("Motion correction report", [
-            f"max displacement {m.max_displacement_mm:.2f} mm, max framewise displacement "
-            f"{m.max_fd_mm:.2f} mm, frames resampled: {len(m.corrected_frames)}",
-            m.reason or "no severe motion",
-        ], [("displacement (mm)", m.displacement_mm, (255, 200, 0)),
-            ("framewise displacement (mm)", m.framewise_displacement_mm, (0, 200, 255))],
-            None, "frame"))  # fmt: skip
+        pages.append(
+            render_report(
+                "Motion correction report",
+                [
+                    f"max displacement {m.max_displacement_mm:.2f} mm, max framewise displacement "
+                    f"{m.max_fd_mm:.2f} mm, frames resampled: {len(m.corrected_frames)}",
+                    m.reason or "no severe motion",
+                ],
+                [
+                    ("displacement (mm)", m.displacement_mm, (255, 200, 0)),
+                    ("framewise displacement (mm)", m.framewise_displacement_mm, (0, 200, 255)),
+                ],
+                None,
+                "frame",
+            )
+        )
     return pages
+
+
+def _fmt(e: dict[str, float] | None) -> str:
+    return "-" if not e else f"{e['median']:.2f} [{e['p10']:.2f}-{e['p90']:.2f}]"
 
 
 def parametric_map(result: PerfusionResult, name: str, number: int) -> Dataset:
@@ -222,9 +291,12 @@ def parametric_map(result: PerfusionResult, name: str, number: int) -> Dataset:
         slope=1.0,
         intercept=0.0,
     )
-    positions = [hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT,
-                                          [float(v) for v in s.slice_position(z)])
-                 for z in range(values.shape[0])]  # fmt: skip
+    positions = [
+        hd.PlanePositionSequence(
+            hd.CoordinateSystemNames.PATIENT, [float(v) for v in s.slice_position(z)]
+        )
+        for z in range(values.shape[0])
+    ]
     label, vmin, vmax, _ = MAP_DISPLAY[name]
     pm = hd.pm.ParametricMap(
         source_images=s.slice_headers,

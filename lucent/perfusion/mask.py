@@ -58,6 +58,11 @@ def brain_mask(
     else:
         thr = otsu(baseline_image[baseline_image > 0]) if (baseline_image > 0).any() else 0.0
         candidate = baseline_image > 0.5 * thr
+        head = _fill_slices(baseline_image > 0.25 * thr)
+        dark = head & ~candidate  # skull: dark on T2*-weighted EPI
+        enclosed = np.stack([ndimage.binary_fill_holes(d) & ~d for d in dark])
+        if enclosed.sum() > 0.2 * candidate.sum():
+            candidate &= enclosed
     opened = ndimage.binary_opening(candidate, structure=struct3)
     brain = _largest_component(opened)
     brain = ndimage.binary_dilation(brain, structure=struct3) & candidate

@@ -70,19 +70,22 @@ def correct_motion(
 ) -> MotionReport:
     """Register every frame of (T, Z, Y, X) rigidly to ``frames[reference]``, in place.
 
-    Registration runs on a coarse pyramid (in-plane <= 128 px), metric = correlation on
+    Registration runs on a coarse pyramid (in-plane <= 80 px), metric = correlation on
     intensities clipped to soft tissue/bone (CT) so the enhancing vessels do not steer it;
     each frame starts from the previous frame's estimate because motion is continuous.
     """
     n_t, n_z, n_y, n_x = frames.shape
     lo, hi = (-100.0, 100.0) if modality == "CT" else (0.0, float(np.percentile(frames[0], 99.5)))
-    shrink_fine = max(1, math.ceil(max(n_y, n_x) / 128))
-    shrink_coarse = max(shrink_fine * 2, math.ceil(max(n_y, n_x) / 64))
+    shrink_fine = max(1, math.ceil(max(n_y, n_x) / 80))
+    shrink_coarse = max(shrink_fine * 2, math.ceil(max(n_y, n_x) / 40))
 
     def prep(vol: np.ndarray) -> sitk.Image:
         return _image(np.clip(vol, lo, hi).astype(np.float32), spacing)
 
     levels = [shrink_coarse, shrink_fine]
+    # a thin slab of thick slices carries too little through-plane information: estimating
+    # tilt and z-shift from it drifts (and then edges of the skull leak into the brain)
+    in_plane_only = n_z * spacing[0] < 60.0 or n_z < 12
     fixed_full = prep(frames[reference])
     fixed = [sitk.Shrink(fixed_full, [f, f, 1]) for f in levels]
     report = MotionReport(reference_frame=reference)
@@ -103,16 +106,18 @@ def correct_motion(
                 reg = sitk.ImageRegistrationMethod()
                 reg.SetMetricAsCorrelation()
                 reg.SetMetricSamplingStrategy(reg.RANDOM)
-                reg.SetMetricSamplingPercentage(0.3 if level == 0 else 0.1, 7)
+                reg.SetMetricSamplingPercentage(0.25 if level == 0 else 0.15, 7)
                 reg.SetInterpolator(sitk.sitkLinear)
                 reg.SetOptimizerAsRegularStepGradientDescent(
                     learningRate=2.0 if level == 0 else 0.5,
                     minStep=0.01,
-                    numberOfIterations=40 if level == 0 else 15,
+                    numberOfIterations=30 if level == 0 else 20,
                     relaxationFactor=0.5,
                     gradientMagnitudeTolerance=1e-6,
                 )
                 reg.SetOptimizerScalesFromPhysicalShift()
+                if in_plane_only:
+                    reg.SetOptimizerWeights([0.0, 0.0, 1.0, 1.0, 1.0, 0.0])
                 candidate = sitk.Euler3DTransform(transform)
                 reg.SetInitialTransform(candidate, inPlace=True)
                 try:

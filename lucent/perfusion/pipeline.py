@@ -30,8 +30,8 @@ from .series import assemble, load_volume
 from .signal import (
     detect_baseline,
     leakage_correct,
-    resample_to_grid,
     pca_denoise,
+    resample_to_grid,
     to_concentration,
     uniform_grid,
 )
@@ -112,6 +112,10 @@ class PerfusionResult:
             "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
             "outputs": self.outputs,
         }
+
+
+_PLANE = np.zeros((3, 3, 3), bool)
+_PLANE[1] = ndimage.generate_binary_structure(2, 1)
 
 
 def _aif_onset(aif: np.ndarray, start: int) -> int:
@@ -212,7 +216,9 @@ def _run(
         del curves
     with stage("aif"):
         try:
-            in_brain = brain[idx]
+            # AIF/VOF search away from the brain edge (residual motion, skull partial volume)
+            inner = ndimage.binary_erosion(brain, structure=_PLANE) if brain.sum() > 1000 else brain
+            in_brain = inner[idx]
             coords = np.stack(idx, axis=1)
             fns = aif_mod.select(
                 conc[in_brain],

@@ -71,7 +71,7 @@ def bolus_flags(
         flags.append(
             {
                 "code": "short_baseline",
-                "reason": f"only {baseline[1] - baseline[0]} pre-bolus frame(s): the baseline is noisy",
+                "reason": f"only {baseline[1] - baseline[0]} pre-bolus frame(s): noisy baseline",
             }
         )
     if aif_s["peak_to_noise"] < 3 * config.min_peak_to_noise:

@@ -26,11 +26,23 @@ def colour_table(name: str) -> np.ndarray:
     """(256, 3) uint8 lookup table; 'rainbow' for flow/volume maps, 'tmax' green-yellow-red."""
     x = np.linspace(0, 1, 256)
     if name == "tmax":
-        stops = [(0.0, (0, 0, 0)), (0.2, (0, 90, 160)), (0.4, (0, 200, 80)),
-                 (0.6, (240, 240, 0)), (0.8, (255, 120, 0)), (1.0, (220, 0, 0))]  # fmt: skip
+        stops = [
+            (0.0, (0, 0, 0)),
+            (0.2, (0, 90, 160)),
+            (0.4, (0, 200, 80)),
+            (0.6, (240, 240, 0)),
+            (0.8, (255, 120, 0)),
+            (1.0, (220, 0, 0)),
+        ]
     else:
-        stops = [(0.0, (0, 0, 0)), (0.15, (0, 0, 180)), (0.35, (0, 160, 255)),
-                 (0.55, (0, 220, 0)), (0.75, (255, 230, 0)), (1.0, (255, 0, 0))]  # fmt: skip
+        stops = [
+            (0.0, (0, 0, 0)),
+            (0.15, (0, 0, 180)),
+            (0.35, (0, 160, 255)),
+            (0.55, (0, 220, 0)),
+            (0.75, (255, 230, 0)),
+            (1.0, (255, 0, 0)),
+        ]
     pos = [s[0] for s in stops]
     lut = np.stack([np.interp(x, pos, [s[1][c] for s in stops]) for c in range(3)], axis=1)
     return lut.astype(np.uint8)

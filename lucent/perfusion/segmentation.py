@@ -133,10 +133,7 @@ def summarise(
         failed.append(f"mismatch ratio {ratio:.2f} < {config.defuse3_ratio_min:g}")
     if mismatch < config.defuse3_mismatch_min_ml:
         failed.append(f"mismatch volume {mismatch:.1f} mL < {config.defuse3_mismatch_min_ml:g} mL")
-    if not reliable:
-        verdict = "not_assessable"
-    else:
-        verdict = "met" if not failed else "not_met"
+    verdict = "not_assessable" if not reliable else ("met" if not failed else "not_met")
     return {
         "core_ml": round(core, 2),
         "hypoperfusion_ml": round(hypo, 2),

@@ -297,7 +297,11 @@ def generate(spec: PhantomSpec, out_dir: str | Path | None = None) -> Phantom:
     uids = {"study": generate_uid(), "series": generate_uid(), "for": generate_uid()}
     template = _header(spec, uids)
     n_files = spec.n_times * spec.n_slices
-    names = rng.permutation(n_files) if spec.shuffle else np.arange(n_files)
+    names = (
+        np.random.default_rng(spec.seed + 99).permutation(n_files)
+        if spec.shuffle
+        else np.arange(n_files)
+    )
     c0 = -(spec.matrix - 1) / 2 * px
     # Noise-free CT is stored in 0.01 HU steps (-310..345 HU: air and bone clipped): integer HU is
     # +-0.29 HU of quantisation noise, which already makes oSVD truncate (not noise-free).
