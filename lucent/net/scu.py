@@ -483,7 +483,7 @@ def find(
         return result
     try:
         assoc = associate(
-            peer, [build_context(StudyRootQueryRetrieveInformationModelFind, UNCOMPRESSED)]
+            peer, [build_context(StudyRootQueryRetrieveInformationModelFind, list(UNCOMPRESSED))]
         )
     except AssociationError as exc:
         result.outcome, result.message = "no-association", exc.message
@@ -662,7 +662,7 @@ def move(
     progress = MoveProgress()
     try:
         assoc = associate(
-            peer, [build_context(StudyRootQueryRetrieveInformationModelMove, UNCOMPRESSED)]
+            peer, [build_context(StudyRootQueryRetrieveInformationModelMove, list(UNCOMPRESSED))]
         )
     except AssociationError as exc:
         return MoveResult(None, exc.message, progress)
@@ -699,6 +699,8 @@ def move(
     if final is None:
         return MoveResult(None, "the C-MOVE ended without a final status", progress)
     code = int(final.Status)
+    if "NumberOfRemainingSuboperations" not in final:
+        progress.remaining = 0  # final responses may omit it (PS3.4 C.4.2.1.6)
     if on_progress is not None:
         on_progress(progress)
     failed_uids: list[str] = []

@@ -68,6 +68,10 @@ class PacsService:
     def __init__(self, ctx: ServerContext, *, start_watcher: bool = True) -> None:
         self.ctx = ctx
         self.settings = ctx.settings.pacs
+        # pynetdicom logs every DIMSE message at INFO: too much for a server log (and slow).
+        pynetdicom_log = logging.getLogger("pynetdicom")
+        if pynetdicom_log.getEffectiveLevel() < logging.WARNING:
+            pynetdicom_log.setLevel(logging.WARNING)
         self.jobs = JobQueue(ctx, self.settings.job_threads)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
