@@ -44,6 +44,7 @@ STAGES = (
     "mask",
     "concentration",
     "aif",
+    "denoise",
     "deconvolution",
     "coregistration",
     "segmentation",
@@ -245,6 +246,7 @@ def _run(
         except ValueError as exc:
             return Refusal(RefusalCode.NO_BOLUS, f"no bolus: {exc}")
         warnings.extend(fns.warnings)
+    with stage("denoise"):
         # denoising after AIF selection: arteries are a few voxels wide
         noise_sd = float(np.median(conc[:, baseline.start : baseline.end].std(axis=1)))
         if config.pca_denoise and baseline.end - baseline.start >= 3:
