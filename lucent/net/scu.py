@@ -126,9 +126,9 @@ def _diagnose_connect(peer: Peer) -> AssociationError:
         except OSError as exc:
             return AssociationError("unreachable", f"cannot connect to {peer.address}: {exc}")
     return AssociationError(
-        "timeout",
-        f"{peer.address} accepted TCP but did not answer the association request within "
-        f"{peer.timeout:g} s",
+        "aborted",
+        f"{peer.address} accepts TCP connections but aborted or did not answer the "
+        f"association request within {peer.timeout:g} s (is it a DICOM port?)",
     )
 
 
@@ -169,6 +169,8 @@ def associate(
             tls_args=tls_args,
             evt_handlers=evt_handlers,
         )
+    except socket.gaierror as exc:
+        raise AssociationError("unknown-host", f"cannot resolve host '{peer.host}': {exc}") from exc
     except (OSError, ValueError) as exc:
         raise AssociationError("unreachable", f"cannot connect to {peer.address}: {exc}") from exc
     if assoc.is_established:
@@ -187,14 +189,12 @@ def associate(
             "rejected",
             f"association rejected by {peer.address} ({result}, {source}): {reason}{hint}",
         )
-    if assoc.is_aborted:
-        if not assoc.accepted_contexts and assoc.rejected_contexts:
-            raise AssociationError(
-                "rejected",
-                f"{peer.address} accepted none of the proposed presentation contexts "
-                "(SOP class / transfer syntax not supported there)",
-            )
-        raise AssociationError("aborted", f"{peer.address} aborted the association request")
+    if not assoc.accepted_contexts and assoc.rejected_contexts:
+        raise AssociationError(
+            "rejected",
+            f"{peer.address} accepted none of the proposed presentation contexts "
+            "(SOP class / transfer syntax not supported there)",
+        )
     raise _diagnose_connect(peer)
 
 
@@ -354,16 +354,17 @@ def _find_on(
 ) -> list[dict[str, str]]:
     """Run one C-FIND on an open association; apply the 4.2.1.6 table to each response."""
     got: list[dict[str, str]] = []
-    responses = assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)
+    msg_id = _next_msg_id(assoc)
+    responses = assoc.send_c_find(
+        identifier, StudyRootQueryRetrieveInformationModelFind, msg_id=msg_id
+    )
     cancelled_by_us = False
-    msg_id = None
     for rsp_status, rsp_identifier in responses:
         if rsp_status is None or "Status" not in rsp_status:
             result.outcome = "failed"
             result.message = "the association was aborted or the C-FIND timed out"
             return got
         code = int(rsp_status.Status)
-        msg_id = msg_id or rsp_status.get("MessageIDBeingRespondedTo")
         if code in (status.PENDING, status.PENDING_WARNING):
             if code == status.PENDING_WARNING:
                 result.warnings += 1  # 4.2.1.6: FF01 - returned values not overridden
@@ -378,14 +379,14 @@ def _find_on(
                 result.rows.append(row)
             got.append(row)
             over_limit = len(result.rows) >= limit
-            if (over_limit or (cancel is not None and cancel.is_set())) and msg_id is not None:
+            if over_limit or (cancel is not None and cancel.is_set()):
                 cancelled_by_us = True
                 result.outcome = "truncated" if over_limit else "cancelled"
                 if over_limit:
                     result.message = f"stopped at the limit of {limit} results"
                 with contextlib.suppress(Exception):
                     assoc.send_c_cancel(
-                        int(msg_id), query_model=StudyRootQueryRetrieveInformationModelFind
+                        msg_id, query_model=StudyRootQueryRetrieveInformationModelFind
                     )
             continue
         result.status = code
@@ -406,6 +407,13 @@ def _find_on(
         )
         return got
     return got
+
+
+def _next_msg_id(assoc: Association) -> int:
+    """A fresh Message ID per request on an association (needed to C-CANCEL it)."""
+    n = int(getattr(assoc, "_lucent_msg_id", 0)) % 65535 + 1
+    assoc._lucent_msg_id = n  # type: ignore[attr-defined]
+    return n
 
 
 def find_status_text(code: int) -> str:
@@ -670,8 +678,9 @@ def move(
     final: Dataset | None = None
     last_identifier: Dataset | None = None
     try:
+        msg_id = _next_msg_id(assoc)
         responses = assoc.send_c_move(
-            identifier, destination, StudyRootQueryRetrieveInformationModelMove
+            identifier, destination, StudyRootQueryRetrieveInformationModelMove, msg_id=msg_id
         )
         for rsp, rsp_identifier in responses:
             if rsp is None or "Status" not in rsp:
@@ -687,7 +696,7 @@ def move(
                     cancel_sent = True
                     with contextlib.suppress(Exception):
                         assoc.send_c_cancel(
-                            int(rsp.MessageIDBeingRespondedTo),
+                            msg_id,
                             query_model=StudyRootQueryRetrieveInformationModelMove,
                         )
                 continue

@@ -1,0 +1,305 @@
+"""Failure statuses no real PACS emits on demand, from a small scripted pynetdicom peer.
+
+Only for those cases (issue 3): C-FIND A700, A900, Cxxx, FE00, FF01 (Conformance 4.2.1.6);
+C-MOVE A701, A702, A801, A900, Cxxx, FE00, B000 with retries and backoff (4.2.2.6), and a
+C-CANCEL during a slow C-MOVE; storage commitment ways 1 and 3 of 4.1.2.5 (Orthanc only does
+way 2). Everything else is tested against Orthanc and dcmqrscp.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE, build_context, evt
+from pynetdicom.sop_class import (
+    StorageCommitmentPushModel,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+
+from lucent.net import commitment, scu
+from tests.support.peers import free_port
+
+UNCOMPRESSED = list(scu.UNCOMPRESSED)
+FAIL_STORE = 0xFFFF  # script marker: a sub-operation that fails
+
+
+def _tiny(fail: bool = False) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = ("1.2.3.999." if fail else "1.2.3.1.") + str(time.monotonic_ns())
+    ds.PatientName = "Tiny^Sub"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+class ScriptedPeer:
+    """A pynetdicom SCP whose answers are scripted per test (statuses, delays, reports)."""
+
+    def __init__(self, aet: str = "SCRIPTED", host: str = "127.0.0.1") -> None:
+        self.aet = aet
+        self.host = host
+        self.port = free_port(host)
+        self.find_script: list[tuple[int, Dataset | None]] = []
+        self.move_scripts: list[list[int]] = []
+        self.move_calls = 0
+        self.move_delay = 0.0
+        self.cancelled = threading.Event()
+        self.commit_mode = "same"  # same | reopen: where the N-EVENT-REPORT goes
+        self.failed_uids: set[str] = set()
+        self._pending_report: Dataset | None = None
+        self._server: Any = None
+
+    # ---- handlers
+    def _find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        yield from self.find_script
+
+    def _move(self, event: Any) -> Iterator[Any]:
+        """Pending entries store a tiny CT into this same AE (a real sub-operation);
+        FAIL_STORE makes that sub-operation fail; any other code ends the C-MOVE with it."""
+        script = self.move_scripts[min(self.move_calls, len(self.move_scripts) - 1)]
+        self.move_calls += 1
+        yield self.host, self.port, {"contexts": [build_context(CTImageStorage)]}
+        yield sum(1 for code in script if code != 0x0000)  # pynetdicom reads this many
+        for code in script:
+            if self.move_delay:
+                time.sleep(self.move_delay)
+            if event.is_cancelled:
+                self.cancelled.set()
+                yield 0xFE00, None
+                return
+            if code in (0xFF00, FAIL_STORE):
+                yield 0xFF00, _tiny(fail=code == FAIL_STORE)
+            elif code != 0x0000:
+                yield code, None
+                return
+
+    def _store(self, event: Any) -> int:
+        return 0xA700 if event.dataset.SOPInstanceUID.startswith("1.2.3.999.") else 0x0000
+
+    def _report(self, info: Dataset) -> Dataset:
+        ok, failed = [], []
+        for item in info.ReferencedSOPSequence:
+            (failed if item.ReferencedSOPInstanceUID in self.failed_uids else ok).append(item)
+        out = Dataset()
+        out.TransactionUID = info.TransactionUID
+        out.ReferencedSOPSequence = ok
+        if failed:
+            for item in failed:
+                item.FailureReason = 0x0112
+            out.FailedSOPSequence = failed
+        return out
+
+    def _action(self, event: Any) -> tuple[int, None]:
+        report = self._report(event.action_information)
+        if self.commit_mode == "same":
+
+            def later() -> None:
+                time.sleep(0.1)
+                event.assoc.send_n_event_report(
+                    report, 2 if "FailedSOPSequence" in report else 1,
+                    StorageCommitmentPushModel, commitment.PUSH_MODEL_INSTANCE,
+                )  # fmt: skip
+
+            threading.Thread(target=later, daemon=True).start()
+        else:
+            self._pending_report = report
+        return 0x0000, None
+
+    def _established(self, event: Any) -> None:
+        report, self._pending_report = self._pending_report, None
+        if report is None or self.commit_mode != "reopen":
+            return
+
+        def later() -> None:
+            time.sleep(0.1)
+            event.assoc.send_n_event_report(
+                report, 1, StorageCommitmentPushModel, commitment.PUSH_MODEL_INSTANCE
+            )
+
+        threading.Thread(target=later, daemon=True).start()
+
+    def start(self) -> ScriptedPeer:
+        ae = AE(self.aet)
+        ae.add_supported_context(Verification)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind, UNCOMPRESSED)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove, UNCOMPRESSED)
+        ae.add_supported_context(StorageCommitmentPushModel, UNCOMPRESSED)
+        ae.add_supported_context(CTImageStorage, UNCOMPRESSED)
+        ae.add_requested_context(CTImageStorage)
+        handlers = [
+            (evt.EVT_C_FIND, self._find),
+            (evt.EVT_C_MOVE, self._move),
+            (evt.EVT_C_STORE, self._store),
+            (evt.EVT_N_ACTION, self._action),
+            (evt.EVT_ESTABLISHED, self._established),
+        ]
+        self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+
+    def peer(self, **kwargs: Any) -> scu.Peer:
+        return scu.Peer(self.aet, self.host, self.port, timeout=5, dimse_timeout=10, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def scripted() -> Iterator[ScriptedPeer]:
+    peer = ScriptedPeer().start()
+    yield peer
+    peer.stop()
+
+
+def _match(name: str) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.PatientName = name
+    ds.StudyInstanceUID = f"1.2.3.{abs(hash(name)) % 10000}"
+    return ds
+
+
+# --------------------------------------------------------------------------- C-FIND 4.2.1.6
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [(0xA700, "failed"), (0xA900, "failed"), (0xC001, "failed"), (0xFE00, "cancelled")],
+)
+def test_find_failure_statuses_end_the_query(
+    scripted: ScriptedPeer, code: int, outcome: str
+) -> None:
+    scripted.find_script = [(0xFF00, _match("A^B")), (code, None)]
+    result = scu.find(scripted.peer(), "STUDY", {"PatientName": "*"})
+    assert result.outcome == outcome
+    assert result.status == code
+    assert f"0x{code:04X}" in result.message or outcome == "cancelled"
+    assert [r["PatientName"] for r in result.rows] == ["A^B"]  # what came before is kept
+
+
+def test_find_pending_warning_keeps_values(scripted: ScriptedPeer) -> None:
+    scripted.find_script = [(0xFF01, _match("A^B")), (0xFF00, _match("C^D")), (0x0000, None)]
+    result = scu.find(scripted.peer(), "STUDY", {})
+    assert result.outcome == "success" and result.warnings == 1
+    assert len(result.rows) == 2
+
+
+def test_find_limit_sends_cancel(scripted: ScriptedPeer) -> None:
+    scripted.find_script = [(0xFF00, _match(f"N{i}^X")) for i in range(20)] + [(0, None)]
+    result = scu.find(scripted.peer(), "STUDY", {}, limit=5)
+    assert result.outcome == "truncated" and len(result.rows) == 5
+
+
+# --------------------------------------------------------------------------- C-MOVE 4.2.2.6
+
+
+@pytest.mark.parametrize("code", [0xA701, 0xA702, 0xA801, 0xA900, 0xC000, 0xFE00, 0xB000])
+def test_move_failures_are_retried_with_backoff(scripted: ScriptedPeer, code: int) -> None:
+    # B000 is what the SCP reports itself when a sub-operation failed
+    scripted.move_scripts = [[0xFF00, FAIL_STORE] if code == 0xB000 else [0xFF00, code]]
+    scripted.move_calls = 0
+    waits: list[float] = []
+    result = scu.move_with_retries(
+        scripted.peer(),
+        scu.move_identifier("1.2.3"),
+        "LUCENT",
+        retries=2,
+        backoff=0.5,
+        sleep=waits.append,
+    )
+    assert result.status == code and not result.ok
+    assert result.attempts == 3 and scripted.move_calls == 3
+    assert waits == [0.5, 1.0]  # exponential backoff
+    assert scu.move_status_text(code) in result.message
+
+
+def test_move_succeeds_on_retry(scripted: ScriptedPeer) -> None:
+    scripted.move_scripts = [[0xA702], [0xFF00, 0xFF00, 0x0000]]
+    scripted.move_calls = 0
+    result = scu.move_with_retries(
+        scripted.peer(), scu.move_identifier("1.2.3"), "LUCENT", retries=3, sleep=lambda s: None
+    )
+    assert result.ok and result.attempts == 2
+
+
+def test_move_connection_failure_is_retried() -> None:
+    dead = scu.Peer("NOBODY", "127.0.0.1", free_port(), timeout=2)
+    result = scu.move_with_retries(
+        dead, scu.move_identifier("1.2.3"), "LUCENT", retries=1, sleep=lambda s: None
+    )
+    assert result.status is None and result.attempts == 2
+    assert "refused" in result.message
+
+
+def test_move_cancel_sends_c_cancel(scripted: ScriptedPeer) -> None:
+    scripted.move_scripts = [[0xFF00] * 50 + [0x0000]]
+    scripted.move_calls = 0
+    scripted.move_delay = 0.05
+    scripted.cancelled.clear()
+    cancel = threading.Event()
+    seen: list[float] = []
+
+    def progress(p: scu.MoveProgress) -> None:
+        seen.append(p.fraction)
+        if len(seen) == 3:
+            cancel.set()
+
+    try:
+        result = scu.move_with_retries(
+            scripted.peer(), scu.move_identifier("1.2.3"), "LUCENT",
+            on_progress=progress, cancel=cancel, sleep=lambda s: None,
+        )  # fmt: skip
+    finally:
+        scripted.move_delay = 0.0
+    assert result.cancelled and result.status == 0xFE00 and result.attempts == 1
+    assert scripted.cancelled.is_set()  # the peer saw the C-CANCEL
+    assert seen[0] < seen[-1] < 1.0
+
+
+# --------------------------------------------------------------------------- commitment
+
+
+REFS = [
+    commitment.Reference("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.1"),
+    commitment.Reference("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.2"),
+]
+
+
+def test_commitment_way1_report_on_same_association(scripted: ScriptedPeer) -> None:
+    scripted.commit_mode = "same"
+    scripted.failed_uids = {"1.2.3.4.2"}
+    res = commitment.request(scripted.peer(), REFS, mode="same", wait=5)
+    assert res.ok and res.report is not None
+    assert [r.sop_instance_uid for r in res.report.committed] == ["1.2.3.4.1"]
+    assert [(r.sop_instance_uid, why) for r, why in res.report.failed] == [("1.2.3.4.2", 0x0112)]
+
+
+def test_commitment_way3_report_on_another_association(scripted: ScriptedPeer) -> None:
+    scripted.commit_mode = "reopen"
+    scripted.failed_uids = set()
+    res = commitment.request(scripted.peer(), REFS, mode="reopen", wait=5)
+    assert res.ok and res.report is not None
+    assert len(res.report.committed) == 2 and not res.report.failed
+
+
+def test_commitment_no_report_in_time(scripted: ScriptedPeer) -> None:
+    scripted.commit_mode = "incoming"  # keeps the report: nothing arrives on our association
+    res = commitment.request(scripted.peer(), REFS, mode="same", wait=0.3)
+    assert res.ok and res.report is None and "no report" in res.message
+
+
+def test_echo_failures_have_clear_messages(scripted: ScriptedPeer) -> None:
+    assert scu.echo(scripted.peer()).ok
+    refused = scu.echo(scu.Peer("X", "127.0.0.1", free_port(), timeout=2))
+    assert refused.kind == "refused" and "connection refused" in refused.message
+    unknown = scu.echo(scu.Peer("X", "no-such-host.invalid", 104, timeout=2))
+    assert unknown.kind == "unknown-host"
