@@ -31,6 +31,7 @@ STAGES = (
     "mask",
     "concentration",
     "aif",
+    "denoise",
     "deconvolution",
     "coregistration",
     "segmentation",
