@@ -250,12 +250,13 @@ def deflate_bomb(inflated_size: int = BOMB_INFLATED_SIZE) -> BadInput:
     A CT whose Rows x Columns match a zero-filled Pixel Data of ``inflated_size`` bytes, so
     a server that inflates without a limit (pydicom does) allocates it all before any check.
     """
-    side = int((inflated_size // 2) ** 0.5)
+    cols = 4096
+    rows = max(1, inflated_size // (2 * cols))
     ds = _ct()
-    ds.Rows = ds.Columns = side
+    ds.Rows, ds.Columns = rows, cols
     del ds.PixelData
     head = encode(ds)  # explicit VR LE, everything before Pixel Data
-    pixel_len = side * side * 2
+    pixel_len = rows * cols * 2
     pixel_header = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OW", 0, pixel_len)
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate (PS3.5 A.5)
     parts = [comp.compress(head + pixel_header)]

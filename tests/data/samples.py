@@ -1527,33 +1527,45 @@ def charset_files() -> dict[Path, str]:
     return {by_name[name]: expected for name, expected in CHARSET_NAMES.items()}
 
 
-# Generated samples for Conformance 6 character sets pydicom ships no file for. The name is
-# encoded by pydicom's codec for that Specific Character Set.
-GENERATED_CHARSETS: dict[str, tuple[str | list[str], str]] = {
-    "latin2": ("ISO_IR 101", "Wałęsa^Lech"),
-    "latin3": ("ISO_IR 109", "Borġ^Ġużeppi"),
-    "latin4": ("ISO_IR 110", "Šķēle^Andris"),
-    "latin5": ("ISO_IR 148", "Öztürk^Gülşen"),
-    "thai": ("ISO_IR 166", "สมชาย^ใจดี"),
-    "katakana": ("ISO_IR 13", "ﾔﾏﾀﾞ^ﾀﾛｳ"),
-    "jisx0212": (["", "ISO 2022 IR 159"], "Çàñ^Ğül"),
-    "gb2312": (["", "ISO 2022 IR 58"], "Wang^XiaoDong=王^小东"),
-    "gbk": ("GBK", "Wang^XiaoDong=王^小東"),
-    "utf8": ("ISO_IR 192", "Müller^José=ミュラー^ホセ"),
+# Generated samples for the Conformance-6 character sets pydicom ships no file for:
+# label -> (Specific Character Set, expected decoded name, raw value bytes or None). With raw
+# None pydicom's encoder writes the name; otherwise the bytes are written verbatim.
+_GB2312_RAW = (  # PS3.5 Example K.2-1 style: ESC $ ) A designates GB 2312 into G1 per component
+    b"Wang^XiaoDong=\x1b$)A" + "王".encode("gb2312") + b"^\x1b$)A" + "小东".encode("gb2312")
+)
+GENERATED_CHARSETS: dict[str, tuple[str | list[str], str, bytes | None]] = {
+    "latin2": ("ISO_IR 101", "Wałęsa^Lech", None),
+    "latin3": ("ISO_IR 109", "Borġ^Ġużeppi", None),
+    "latin4": ("ISO_IR 110", "Šķēle^Andris", None),
+    "latin5": ("ISO_IR 148", "Öztürk^Gülşen", None),
+    "thai": ("ISO_IR 166", "สมชาย^ใจดี", None),
+    "katakana": ("ISO_IR 13", "ﾔﾏﾀﾞ^ﾀﾛｳ", None),
+    "jisx0212": (["", "ISO 2022 IR 159"], "Çàñ^Ğül", None),
+    "gb2312": (["", "ISO 2022 IR 58"], "Wang^XiaoDong=王^小东", _GB2312_RAW),
+    "gbk": ("GBK", "Wang^XiaoDong=王^小東", None),
+    "utf8": ("ISO_IR 192", "Müller^José=ミュラー^ホセ", None),
 }
+
+# pydicom 3.0 leaves the ESC $ ) A sequences in names decoded from ISO 2022 IR 58 (it returns
+# "Wang^XiaoDong=\x1b$)A王^\x1b$)A小东"): whoever decodes names for the index must strip them.
+PYDICOM_MISDECODES: frozenset[str] = frozenset({"gb2312"})
 
 
 def write_charset_set(directory: Path | str) -> dict[Path, str]:
     """SC instances whose names use the remaining Conformance-6 sets → expected decoded name."""
     directory = Path(directory)
     out: dict[Path, str] = {}
-    for label, (charset, name) in GENERATED_CHARSETS.items():
+    for label, (charset, name, raw) in GENERATED_CHARSETS.items():
         ds = make_instance(_SC, patient_id=f"CHARSET-{label.upper()}", patient_name="x")
         ds.SpecificCharacterSet = charset
-        ds.PatientName = name
+        ds.PatientName = raw if raw is not None else name
         ds.StudyDescription = name.split("^")[0]
         out[write(ds, directory / f"charset_{label}.dcm")] = name
     return out
+
+
+# pydicom test files that pass our checks but are deliberately odd; not "must accept".
+_PYDICOM_DELIBERATELY_ODD = ("bad", "mismatch", "truncated", "padded", "delimiter", "no_meta")
 
 
 def _is_acceptable(path: Path) -> bool:
@@ -1606,31 +1618,35 @@ def _valid_uid(uid: str) -> bool:
 
 
 @functools.cache
-def _pydicom_test_files() -> tuple[Path, ...]:
+def _pydicom_test_files(unique: bool) -> tuple[Path, ...]:
     from pydicom.data import get_testdata_files
 
     seen: set[str] = set()
     keep: list[Path] = []
-    for name in sorted(get_testdata_files("**/*.dcm")):
+    for name in sorted(get_testdata_files("**/*")):
         path = Path(name)
+        if path.suffix in (".py", ".gz", ".bz2", ".json", ".txt", ".xml") or not path.is_file():
+            continue
+        if any(word in path.name.lower() for word in _PYDICOM_DELIBERATELY_ODD):
+            continue
         if not _is_acceptable(path):
             continue
         uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
-        if uid in seen:  # several files share one SOP Instance UID: keep the first
+        if unique and uid in seen:  # several files share one SOP Instance UID: keep the first
             continue
         seen.add(uid)
         keep.append(path)
     return tuple(keep)
 
 
-def pydicom_test_files() -> list[Path]:
+def pydicom_test_files(*, unique: bool = True) -> list[Path]:
     """pydicom's bundled files that are valid storage instances we must accept, one per UID.
 
     Many files share an SOP Instance UID (the same image in several transfer syntaxes); with
     the archive's default replace policy only the last one would survive, so we keep only the
     first of each UID and every path here can be compared byte-for-byte after ingest.
     """
-    return list(_pydicom_test_files())
+    return list(_pydicom_test_files(unique))
 
 
 def iter_instances(paths: Iterable[Path]) -> Iterable[Dataset]:

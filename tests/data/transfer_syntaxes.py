@@ -306,7 +306,8 @@ def _video(out: Path, ts: str, tmp: Path) -> TsSample:
     )
     if ts in ("1.2.840.10008.1.2.4.105", "1.2.840.10008.1.2.4.106"):
         ds.StereoPairsPresent = "YES"
-    ds.PixelData = encapsulate([data + (b"\x00" if len(data) % 2 else b"")])
+    # One fragment holds the whole stream; the Basic Offset Table is empty (PS3.5 8.2.5ff).
+    ds.PixelData = encapsulate([data + (b"\x00" if len(data) % 2 else b"")], has_bot=False)
     ds["PixelData"].VR = "OB"
     ds.file_meta = file_meta_for(ds, ts)
     write(ds, out)
@@ -415,7 +416,7 @@ def video_stream(path: Path) -> bytes:
     from pydicom.encaps import generate_fragments
 
     ds = pydicom.dcmread(path)
-    return b"".join(generate_fragments(ds.PixelData))
+    return b"".join(list(generate_fragments(ds.PixelData))[1:])  # [0] is the offset table
 
 
 def probe_video(path: Path) -> dict[str, object]:
