@@ -159,6 +159,7 @@ def associate(
     if peer.tls:
         tls_ctx = ssl.create_default_context(cafile=peer.tls_ca_file or None)
         tls_args = (tls_ctx, peer.host)
+    started = time.monotonic()
     try:
         assoc = ae.associate(
             peer.host,
@@ -188,6 +189,12 @@ def associate(
         raise AssociationError(
             "rejected",
             f"association rejected by {peer.address} ({result}, {source}): {reason}{hint}",
+        )
+    if time.monotonic() - started >= peer.timeout * 0.9:
+        raise AssociationError(
+            "timeout",
+            f"no answer from {peer.address} within {peer.timeout:g} s "
+            "(host down, firewall, or a port that is not DICOM)",
         )
     if not assoc.accepted_contexts and assoc.rejected_contexts:
         raise AssociationError(

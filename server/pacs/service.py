@@ -125,7 +125,8 @@ class PacsService:
             )
 
     def set_options(self, node_id: int, **values: Any) -> NodeView:
-        if "commitment_mode" in values and values["commitment_mode"] not in commitment.MODES:
+        mode = values.get("commitment_mode")
+        if mode is not None and mode not in commitment.MODES:
             raise PacsError(422, f"commitment_mode must be one of {', '.join(commitment.MODES)}")
         with self.ctx.Session() as db, db.begin():
             if db.get(RemoteNode, node_id) is None:
