@@ -1,0 +1,99 @@
+"""DCMTK dcmqrscp as a second, differently behaving PACS: case-sensitive name matching.
+
+The FAQ case: on such a PACS "schmidt" finds nothing and "Schmidt" does. Our case-insensitive
+search queries the spellings we can derive and says that others may be hidden (issue 3).
+Also: association rejected for an unknown called AE title, and a SERIES level C-MOVE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from pydicom.uid import CTImageStorage, generate_uid
+
+from lucent.api import schemas
+from lucent.api.client import LucentClient
+from tests.data import samples
+from tests.support.lucent import LucentServer
+from tests.support.peers import DcmQrScp, free_port
+
+
+@dataclass
+class Env:
+    server: LucentServer
+    api: LucentClient
+    qr: DcmQrScp
+    node: schemas.RemoteNodeOut
+    study: str
+    series: str
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    work = tmp_path_factory.mktemp("pacs-dcmqrscp")
+    port = free_port()
+    server = LucentServer(
+        work / "lucent", workers=1, pools=[{"name": "DEFAULT", "ae_title": "LUCENT", "port": port}]
+    )
+    qr = DcmQrScp(peers={"lucent": ("LUCENT", "127.0.0.1", port)}, workdir=work / "qr")
+    study, series = generate_uid(), generate_uid()
+    files = [
+        samples.write(
+            samples.make_instance(
+                CTImageStorage,
+                patient_id="PAT-QR",
+                patient_name="Schmidt^Anna",
+                study_uid=study,
+                series_uid=series,
+                instance_number=i + 1,
+            ),
+            work / f"qr{i}.dcm",
+        )  # fmt: skip
+        for i in range(3)
+    ]
+    with server, qr:
+        qr.add_files(files)
+        api = server.client()
+        node = api.add_node(
+            schemas.RemoteNodeIn(
+                name="dcmqrscp", ae_title=qr.aet, host="127.0.0.1", port=qr.port, timeout=5
+            )
+        )
+        yield Env(server, api, qr, node, study, series)
+        api.close()
+
+
+def test_echo_rejected_for_unknown_called_ae(env: Env) -> None:
+    assert env.api.echo_node(env.node.id).ok
+    wrong = env.api.add_node(
+        schemas.RemoteNodeIn(
+            name="wrong-ae", ae_title="NOTHERE", host="127.0.0.1", port=env.qr.port
+        )
+    )
+    result = env.api.echo_node(wrong.id)
+    assert not result.ok and result.kind == "rejected"
+    assert "Called AE" in result.message or "called AE" in result.message
+
+
+def test_case_sensitive_pacs_finds_nothing_for_lower_case(env: Env) -> None:
+    out = env.api.pacs_query([env.node.id], "STUDY", PatientName="schmidt*")
+    assert out.nodes[0].outcome == "success" and out.patients == []
+
+
+def test_case_insensitive_search_finds_it_and_warns(env: Env) -> None:
+    out = env.api.pacs_query([env.node.id], "STUDY", PatientName="schmidt*", case_insensitive=True)
+    assert [s.attrs["StudyInstanceUID"] for p in out.patients for s in p.studies] == [env.study]
+    result = out.nodes[0]
+    assert result.case_sensitive is True and result.hidden_matches_possible
+    assert "case-sensitively" in result.case_note and "'Schmidt*'" in result.case_note
+
+
+def test_retrieve_series_from_dcmqrscp(env: Env) -> None:
+    job = env.api.wait_job(
+        env.api.retrieve(env.node.id, env.study, series_uid=env.series).id, timeout=60
+    )
+    assert job.state == "done", job.message
+    assert job.completed == 3 and job.params["level"] == "SERIES"
+    assert len(env.api.instances(env.series)) == 3
