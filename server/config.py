@@ -64,6 +64,7 @@ class PoolSection:
     name: str = "DEFAULT"
     ae_title: str = "LUCENT"
     port: int = 11112
+    retention_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,46 @@ class PacsSection:
 
 
 @dataclass(frozen=True)
+class AccountsSection:
+    """Login, sessions, devices, PINs and share links (issue 4; FAQ login/PIN/devices)."""
+
+    idle_minutes: float = 30.0
+    max_failures: int = 5
+    address_max_failures: int = 20
+    lockout_seconds: float = 30.0
+    lockout_max_seconds: float = 3600.0
+    device_approval: str = "automatic"
+    pin_login: bool = False
+    pin_minutes: float = 10.0
+    pin_attempts: int = 3
+    reset_minutes: float = 30.0
+    share_max_days: float = 30.0
+    share_pin_attempts: int = 5
+    public_url: str = ""
+    retention_interval_minutes: float = 60.0
+
+
+@dataclass(frozen=True)
+class SmtpSection:
+    """Outgoing mail for login PINs and password resets."""
+
+    host: str = ""
+    port: int = 25
+    starttls: bool = False
+    username: str = ""
+    password: str = ""
+    sender: str = "lucent@localhost"
+
+
+@dataclass(frozen=True)
+class AuditSection:
+    """Audit trail (PS3.15 A.5)."""
+
+    source_id: str = "LUCENT"
+    data_access: bool = True
+
+
+@dataclass(frozen=True)
 class Settings:
     """All server settings; paths are resolved by the properties below."""
 
@@ -104,6 +145,9 @@ class Settings:
     pools: tuple[PoolSection, ...] = (PoolSection(),)
     api: ApiSection = field(default_factory=ApiSection)
     pacs: PacsSection = field(default_factory=PacsSection)
+    accounts: AccountsSection = field(default_factory=AccountsSection)
+    smtp: SmtpSection = field(default_factory=SmtpSection)
+    audit: AuditSection = field(default_factory=AuditSection)
     source: Path | None = None
 
     @property
@@ -146,6 +190,9 @@ _SECTIONS: dict[str, type] = {
     "dimse": DimseSection,
     "api": ApiSection,
     "pacs": PacsSection,
+    "accounts": AccountsSection,
+    "smtp": SmtpSection,
+    "audit": AuditSection,
 }
 
 
@@ -219,6 +266,14 @@ def validate(s: Settings) -> None:
         raise ConfigError("[pacs] max_results, job_threads, instances_per_association must be >= 1")
     if s.pacs.calling_ae_title and not _AE_TITLE.match(s.pacs.calling_ae_title):
         raise ConfigError("[pacs] calling_ae_title must be 1-16 printable characters")
+    if s.accounts.device_approval not in ("automatic", "first-device", "manual"):
+        raise ConfigError(
+            "[accounts] device_approval must be 'automatic', 'first-device' or 'manual'"
+        )
+    if s.accounts.max_failures < 1 or s.accounts.pin_attempts < 1:
+        raise ConfigError("[accounts] max_failures and pin_attempts must be >= 1")
+    if any(p.retention_days < 0 for p in s.pools):
+        raise ConfigError("[[pools]] retention_days must be >= 0 (0 = keep forever)")
     if (s.api.tls_cert == "") != (s.api.tls_key == ""):
         raise ConfigError("[api] tls_cert and tls_key must be set together")
     if not is_loopback(s.api.bind_address) and not s.api.tls_cert:
