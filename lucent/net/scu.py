@@ -26,6 +26,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, build_context
+from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import PresentationContext
@@ -134,6 +135,10 @@ def _diagnose_connect(peer: Peer) -> AssociationError:
 
 def _make_ae(peer: Peer) -> AE:
     transport.install()
+    # pynetdicom pretty-prints every identifier for its debug log even when debug is off:
+    # ~1 ms per C-FIND match, three times findscu's cost for a 1000-study list.
+    _pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
+    _pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
     ae = AE(ae_title=peer.calling_ae)
     if peer.implementation_class_uid:
         ae.implementation_class_uid = peer.implementation_class_uid
