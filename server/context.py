@@ -65,6 +65,7 @@ class ServerContext:
             db.migrate(self.engine)
         self.Session = db.sessions(self.engine)
         self.WriteSession = db.writer_sessions(self.engine)
+        self._immediate = self.engine.execution_options(sqlite_immediate=True)
         self.storage = FileSystemStorage(settings.archive_dir)
         self._parents = ParentCache()
         self.keys = crypto.KeyRing.load_or_create(settings.key_file)
@@ -182,8 +183,8 @@ class ServerContext:
         series_pk = self._parents.series.get(series_uid)
         if series_pk is not None:
             try:
-                with self.WriteSession() as session, session.begin():
-                    return insert_known_series(session, rec, series_pk)
+                with self._immediate.begin() as conn:
+                    return insert_known_series(conn, rec, series_pk)
             except IntegrityError:
                 self._parents.forget(series_uid)  # duplicate or vanished series: full path
         for attempt in range(8):

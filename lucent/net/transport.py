@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -110,7 +111,8 @@ def install(max_pdu: int = 131072) -> None:
     transport.AssociationSocket._create_socket = _create_socket  # type: ignore[method-assign]
     transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]
     transport.AssociationServer.get_request = get_request  # type: ignore[method-assign]
-    clock = _AdaptiveClock()
-    dul.time = clock  # type: ignore[attr-defined]
-    association.time = clock  # type: ignore[attr-defined]
+    if os.environ.get("LUCENT_PLAIN_POLL") != "1":
+        clock = _AdaptiveClock()
+        dul.time = clock  # type: ignore[attr-defined]
+        association.time = clock  # type: ignore[attr-defined]
     _state["installed"] = True

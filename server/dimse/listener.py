@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,9 @@ def worker_main(config_path: str, index: int) -> None:
         format=f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s",
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    switch = os.environ.get("LUCENT_SWITCH_INTERVAL")
+    if switch:
+        sys.setswitchinterval(float(switch))
     ctx = ServerContext(settings)
     ae, servers = start_listeners(settings, ctx)
     stop = threading.Event()

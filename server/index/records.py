@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Connection, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from server.index.models import Event, Instance, Patient, Placeholder, Series, Study
@@ -257,15 +257,21 @@ def _instance_values(rec: InstanceRecord, series_pk: int) -> dict[str, Any]:
     )
 
 
-def insert_known_series(session: Session, rec: InstanceRecord, series_pk: int) -> Outcome:
-    """Fast path: a new instance of a series this process has seen. Raises IntegrityError
-    for a duplicate SOP Instance UID or a vanished series; the caller then takes the full
-    path."""
+_INSERT_INSTANCE = insert(Instance)
+_DELETE_PLACEHOLDER = delete(Placeholder).where(
+    Placeholder.sop_instance_uid == bindparam("sop_uid")
+)
+
+
+def insert_known_series(conn: Connection, rec: InstanceRecord, series_pk: int) -> Outcome:
+    """Fast path: a new instance of a series this process has seen, as two Core statements
+    (no ORM unit of work). Raises IntegrityError for a duplicate SOP Instance UID or a
+    vanished series; the caller then takes the full path."""
     sop_uid = str(rec.dataset.SOPInstanceUID)
-    session.execute(
-        insert(Instance).values(sop_instance_uid=sop_uid, **_instance_values(rec, series_pk))
+    conn.execute(
+        _INSERT_INSTANCE, [{"sop_instance_uid": sop_uid, **_instance_values(rec, series_pk)}]
     )
-    session.execute(delete(Placeholder).where(Placeholder.sop_instance_uid == sop_uid))
+    conn.execute(_DELETE_PLACEHOLDER, {"sop_uid": sop_uid})
     return Outcome("stored", [])
 
 
