@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -113,5 +114,5 @@ class FileSystemStorage:
         return count
 
     def free_bytes(self) -> int:
-        st = os.statvfs(self.root)
-        return st.f_bavail * st.f_frsize
+        """Free space for us on the archive's disk (shutil works on Windows and macOS too)."""
+        return shutil.disk_usage(self.root).free
