@@ -1,0 +1,1 @@
+"""PySide6 windows, panels and workers: the only place that imports Qt."""

@@ -1,0 +1,1 @@
+"""VTK pipelines that follow the model (MPR, thick-slab MIP); no Qt imports here."""
