@@ -61,9 +61,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  DICOM:     pool {pool.name}: AE {pool.ae_title} on port {pool.port}", flush=True)
     print(f"  Data:      {settings.data_dir}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    app = create_app(ctx)
+    # perfusion (issue 6): watch the index for complete perfusion series in this process
+    from server.api import perfusion_routes
+
+    perfusion_routes.start(app)
     try:
         uvicorn.run(
-            create_app(ctx),
+            app,
             host=settings.api.bind_address,
             port=settings.api.port,
             ssl_certfile=settings.api.tls_cert or None,

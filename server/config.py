@@ -135,6 +135,25 @@ class AuditSection:
 
 
 @dataclass(frozen=True)
+class PerfusionSection:
+    """Automatic stroke perfusion evaluation (issue 6, "Server integration")."""
+
+    auto_start: bool = True
+    quiet_seconds: float = 60.0
+    scan_seconds: float = 2.0
+    min_confidence: float = 0.5
+    max_concurrent: int = 1
+    lookback_minutes: float = 60.0
+    work_dir: str = ""
+    send_to_node: str = ""
+    method: str = "osvd"
+    threshold_core: float = 0.3
+    threshold_tmax: float = 6.0
+    min_island_ml: float = 0.5
+    keep_work_files: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     """All server settings; paths are resolved by the properties below."""
 
@@ -148,6 +167,7 @@ class Settings:
     accounts: AccountsSection = field(default_factory=AccountsSection)
     smtp: SmtpSection = field(default_factory=SmtpSection)
     audit: AuditSection = field(default_factory=AuditSection)
+    perfusion: PerfusionSection = field(default_factory=PerfusionSection)
     source: Path | None = None
 
     @property
@@ -193,6 +213,7 @@ _SECTIONS: dict[str, type] = {
     "accounts": AccountsSection,
     "smtp": SmtpSection,
     "audit": AuditSection,
+    "perfusion": PerfusionSection,
 }
 
 
@@ -274,6 +295,12 @@ def validate(s: Settings) -> None:
         raise ConfigError("[accounts] max_failures and pin_attempts must be >= 1")
     if any(p.retention_days < 0 for p in s.pools):
         raise ConfigError("[[pools]] retention_days must be >= 0 (0 = keep forever)")
+    if s.perfusion.max_concurrent < 1 or s.perfusion.scan_seconds <= 0:
+        raise ConfigError("[perfusion] max_concurrent must be >= 1 and scan_seconds > 0")
+    if s.perfusion.quiet_seconds < 0 or not 0 <= s.perfusion.min_confidence <= 1:
+        raise ConfigError("[perfusion] quiet_seconds must be >= 0, min_confidence in 0..1")
+    if s.perfusion.method not in ("osvd", "ssvd", "tikhonov"):
+        raise ConfigError("[perfusion] method must be 'osvd', 'ssvd' or 'tikhonov'")
     if (s.api.tls_cert == "") != (s.api.tls_key == ""):
         raise ConfigError("[api] tls_cert and tls_key must be set together")
     if not is_loopback(s.api.bind_address) and not s.api.tls_cert:

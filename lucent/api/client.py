@@ -259,3 +259,50 @@ class LucentClient:
             schemas.CommitmentOut.model_validate(c)
             for c in self._get("/api/v1/pacs/commitments", **filters)
         ]
+
+    # ------------------------------------------------------------------ perfusion (issue 6)
+    def examine_perfusion(self, series_uid: str) -> schemas.PerfusionExamineOut:
+        """Is this series perfusion? Confidence 0..1 and the reason."""
+        return schemas.PerfusionExamineOut.model_validate(
+            self._get(f"/api/v1/perfusion/examine/{series_uid}")
+        )
+
+    def start_perfusion(self, series_uid: str) -> schemas.PerfusionRunOut:
+        response = self._request("POST", "/api/v1/perfusion/runs", json={"series_uid": series_uid})
+        return schemas.PerfusionRunOut.model_validate(response.json())
+
+    def perfusion_runs(
+        self, series_uid: str = "", state: str = "", limit: int = 100
+    ) -> list[schemas.PerfusionRunOut]:
+        return [
+            schemas.PerfusionRunOut.model_validate(r)
+            for r in self._get(
+                "/api/v1/perfusion/runs", series_uid=series_uid, state=state, limit=limit
+            )
+        ]
+
+    def perfusion_run(self, run_id: int) -> schemas.PerfusionRunOut:
+        return schemas.PerfusionRunOut.model_validate(self._get(f"/api/v1/perfusion/runs/{run_id}"))
+
+    def cancel_perfusion(self, run_id: int) -> schemas.PerfusionRunOut:
+        response = self._request("POST", f"/api/v1/perfusion/runs/{run_id}/cancel")
+        return schemas.PerfusionRunOut.model_validate(response.json())
+
+    def perfusion_result(self, run_id: int) -> dict[str, Any]:
+        """result.json of a finished run (volumes, DEFUSE-3, AIF/VOF, QC, timings)."""
+        return dict(self._get(f"/api/v1/perfusion/runs/{run_id}/result"))
+
+    def wait_perfusion(
+        self, run_id: int, timeout: float = 300.0, poll: float = 0.5
+    ) -> schemas.PerfusionRunOut:
+        """Poll a run until it has finished (or raise TimeoutError)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.perfusion_run(run_id)
+            if run.finished:
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"perfusion run {run_id} still {run.state} after {timeout:g} s")
+            time.sleep(poll)

@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 class LoginRequest(BaseModel):
     username: str
     password: str
+    device_id: str = Field("", description="stable random identity of this device (IT FAQ)")
+    device_name: str = ""
 
 
 class LoginResponse(BaseModel):
@@ -18,6 +20,8 @@ class LoginResponse(BaseModel):
     expires_in: int = Field(description="seconds until the session expires")
     username: str
     role: str
+    pin_required: bool = Field(False, description="a PIN was mailed; POST it to /auth/pin")
+    challenge: str = ""
 
 
 class UserInfo(BaseModel):
@@ -299,3 +303,49 @@ class CommitmentOut(BaseModel):
     failure_reason: int | None = None
     failure_text: str = ""
     updated_at: datetime
+
+
+# ---------------------------------------------------------------------- perfusion (issue 6)
+
+
+class PerfusionStartIn(BaseModel):
+    series_uid: str = Field(description="Series Instance UID of the perfusion series")
+
+
+class PerfusionExamineOut(BaseModel):
+    """Recognition of a series as perfusion (examine() with a confidence, 0..1)."""
+
+    series_uid: str
+    confidence: float
+    modality: str
+    slice_positions: int
+    time_points: int
+    reason: str
+
+
+class PerfusionRunOut(BaseModel):
+    id: int
+    series_uid: str
+    study_uid: str
+    pool: str
+    job_id: int | None
+    state: str = Field(
+        description="queued | running | done | refused | failed | cancelled | superseded | "
+        "interrupted"
+    )
+    trigger: str = Field(description="auto | manual | restart")
+    confidence: float
+    recognition: str
+    instances: int
+    progress: float = 0.0
+    message: str = ""
+    result_series_uids: list[str] = []
+    stored: int = 0
+    send_job_ids: list[int] = []
+    created_by: str = ""
+    created_at: datetime
+    finished_at: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in ("queued", "running")

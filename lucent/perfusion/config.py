@@ -93,6 +93,9 @@ class PerfusionConfig:
 
     # --- output ---
     write_dicom: bool = True
+    uid_root: str = ""
+    """Organisation UID root for result objects (server: ``[server] uid_root``); empty =
+    pydicom's root."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

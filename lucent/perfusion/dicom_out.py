@@ -19,6 +19,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from lucent.dicom.uids import make_uid
+
 from .maps import MAP_UNITS
 from .render import render_map, render_overlay, render_report
 
@@ -52,6 +54,14 @@ MAP_DISPLAY = {
     "tmax": ("Tmax", 0.0, 12.0, "tmax"),
     "ttp": ("TTP", 0.0, 60.0, "rainbow"),
 }
+
+
+def new_uid(root: str = "") -> str:
+    """A UID under the configured organisation root (server: ``[server] uid_root``);
+    pydicom's root when none is configured (stand-alone CLI)."""
+    return make_uid(root) if root else str(generate_uid())
+
+
 UCUM = {"ml/100g/min": "mL/min/(100.g)", "ml/100g": "mL/(100.g)", "s": "s"}
 
 
@@ -100,12 +110,14 @@ def _save(ds: Dataset, path: Path) -> Path:
     return path
 
 
-def secondary_capture(base: Dataset, rgb: np.ndarray, instance: int, derivation: str) -> Dataset:
+def secondary_capture(
+    base: Dataset, rgb: np.ndarray, instance: int, derivation: str, uid_root: str = ""
+) -> Dataset:
     """One RGB SC image, attributes as Conformance 8.1.3 lists them."""
     ds = Dataset()
     ds.update(base)
     ds.SOPClassUID = SECONDARY_CAPTURE
-    ds.SOPInstanceUID = generate_uid()
+    ds.SOPInstanceUID = new_uid(uid_root)
     ds.InstanceNumber = instance
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.ConversionType = "SYN"
@@ -123,13 +135,18 @@ def secondary_capture(base: Dataset, rgb: np.ndarray, instance: int, derivation:
     return ds
 
 
-def _series(result: PerfusionResult, number: int, description: str, now: _dt.datetime) -> Dataset:
+def _series(
+    result: PerfusionResult, number: int, description: str, now: _dt.datetime, uid_root: str
+) -> Dataset:
     ref = result.series.slice_headers[0]
-    return _common(ref, result.series.modality, generate_uid(), number, description, now)
+    return _common(ref, result.series.modality, new_uid(uid_root), number, description, now)
 
 
-def write_dicom(result: PerfusionResult, out_dir: Path) -> list[Path]:
-    """Write every result object under ``out_dir``; file names are our own counters."""
+def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> list[Path]:
+    """Write every result object under ``out_dir``; file names are our own counters.
+
+    Every new UID is made under ``uid_root`` (the organisation root of the server config).
+    """
     now = _dt.datetime.now()
     out_dir = out_dir / "dicom"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +160,7 @@ def write_dicom(result: PerfusionResult, out_dir: Path) -> list[Path]:
 
     # colour maps, one SC series per map
     for k, (name, (label, vmin, vmax, table)) in enumerate(MAP_DISPLAY.items()):
-        base = _series(result, 9001 + k, f"Perfusion {label} (colour)", now)
+        base = _series(result, 9001 + k, f"Perfusion {label} (colour)", now, uid_root)
         for z in range(n_z):
             rgb = render_map(
                 result.maps[name][z],
@@ -154,14 +171,14 @@ def write_dicom(result: PerfusionResult, out_dir: Path) -> list[Path]:
                 MAP_UNITS[name],
                 brain[z],
             )
-            save(secondary_capture(base, rgb, z + 1, f"{label} map, oSVD"))
+            save(secondary_capture(base, rgb, z + 1, f"{label} map, oSVD", uid_root))
     # overlays
     lo, hi = (
         (0.0, 80.0)
         if result.series.modality == "CT"
         else (0.0, float(np.percentile(result.baseline_image[brain], 99)) if brain.any() else 1.0)
     )
-    base = _series(result, 9010, "Perfusion core/hypoperfusion overlay", now)
+    base = _series(result, 9010, "Perfusion core/hypoperfusion overlay", now, uid_root)
     vols = result.summary
     legend = [
         f"core {vols['core_ml']:.1f} mL ({vols['core_source']})",
@@ -175,15 +192,15 @@ def write_dicom(result: PerfusionResult, out_dir: Path) -> list[Path]:
             f"Core / hypoperfusion  slice {z + 1}/{n_z}",
             legend,
         )
-        save(secondary_capture(base, rgb, z + 1, "segmentation overlay"))
+        save(secondary_capture(base, rgb, z + 1, "segmentation overlay", uid_root))
     # summary and QC pages
-    base = _series(result, 9020, "Perfusion summary and QC", now)
+    base = _series(result, 9020, "Perfusion summary and QC", now, uid_root)
     for i, page in enumerate(summary_pages(result)):
-        save(secondary_capture(base, page, i + 1, "perfusion summary"))
+        save(secondary_capture(base, page, i + 1, "perfusion summary", uid_root))
     # quantitative maps
     for k, name in enumerate(MAP_DISPLAY):
         try:
-            save(parametric_map(result, name, 9030 + k))
+            save(parametric_map(result, name, 9030 + k, uid_root))
         except (ValueError, TypeError, AttributeError) as exc:  # pragma: no cover - defensive
             result.warnings.append(f"parametric map {name} not written: {exc}")
     return paths
@@ -278,7 +295,7 @@ def _fmt(e: dict[str, float] | None) -> str:
     return "-" if not e else f"{e['median']:.2f} [{e['p10']:.2f}-{e['p90']:.2f}]"
 
 
-def parametric_map(result: PerfusionResult, name: str, number: int) -> Dataset:
+def parametric_map(result: PerfusionResult, name: str, number: int, uid_root: str = "") -> Dataset:
     """One map as a highdicom Parametric Map on the perfusion grid (true geometry)."""
     s = result.series
     values = np.ascontiguousarray(result.maps[name], np.float32)
@@ -301,9 +318,9 @@ def parametric_map(result: PerfusionResult, name: str, number: int) -> Dataset:
     pm = hd.pm.ParametricMap(
         source_images=s.slice_headers,
         pixel_array=values,
-        series_instance_uid=generate_uid(),
+        series_instance_uid=new_uid(uid_root),
         series_number=number,
-        sop_instance_uid=generate_uid(),
+        sop_instance_uid=new_uid(uid_root),
         instance_number=1,
         manufacturer=MANUFACTURER,
         manufacturer_model_name="lucent-perfusion",

@@ -371,7 +371,9 @@ def write_outputs(result: PerfusionResult, out_dir: Path, config: PerfusionConfi
     if config.write_dicom:
         from .dicom_out import write_dicom
 
-        result.outputs = [str(p.relative_to(out_dir)) for p in write_dicom(result, out_dir)]
+        result.outputs = [
+            str(p.relative_to(out_dir)) for p in write_dicom(result, out_dir, config.uid_root)
+        ]
     result.outputs.append("result.json")
     result.timings["output"] = time.perf_counter() - t0
     text = json.dumps(_clean(result.to_dict()), indent=2, allow_nan=False, default=_json_default)

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from lucent.api import schemas
 from server.accounts import users
-from server.api import archive_routes, dicomweb, pacs_routes
+from server.api import archive_routes, dicomweb, pacs_routes, perfusion_routes
 from server.api.auth import BasicCache, Caller, get_caller, require_admin
 from server.context import ServerContext
 from server.index.models import RemoteNode
@@ -125,4 +125,5 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.include_router(nodes_router)
     app.include_router(dicomweb.router)
     app.include_router(pacs_routes.router)
+    app.include_router(perfusion_routes.router)
     return app

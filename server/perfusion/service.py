@@ -1,0 +1,554 @@
+"""Perfusion evaluations as jobs: recognise complete series, run, store, send.
+
+Issue 6, "Server integration"; ARCHITECTURE "Data flow" (jobs: perfusion when a series
+completes). Where things run:
+
+- DICOM listener processes only store. Completeness is read from the index by a scanner
+  thread of the main (API) process: it follows new ``instances`` rows by their primary key
+  (a watermark, no full scans) and calls a series complete when its newest instance is older
+  than ``[perfusion] quiet_seconds`` (like Orthanc's "stable series").
+- Evaluations are jobs of the server's job queue (:class:`server.jobs.queue.JobQueue`, kind
+  "perfusion", ``max_concurrent`` at a time). The job thread only exports, waits and
+  stores; the CPU-heavy analysis runs in a worker *process* (``lucent-perfusion analyse``),
+  never on a listener thread or the API event loop. Cancel terminates the process.
+- New images of a series under evaluation abort it (state "superseded") and a new
+  evaluation starts when the series is quiet again (seed FAQ, VEOcore).
+- Results go into the archive through ``ServerContext.store()`` (the one ingest path) with
+  UIDs under ``[server] uid_root``, and optionally to a PACS through the PACS service's send
+  job (its C-STORE SCU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import pydicom
+from sqlalchemy import func, select, update
+
+from server.context import ServerContext
+from server.index.models import Instance, RemoteNode, Series, Study
+from server.index.pacs_models import Job
+from server.index.perfusion_models import PerfusionRun
+from server.index.records import now
+from server.jobs.queue import JobControl, JobQueue, Outcome
+from server.perfusion.recognise import Examination, InstanceInfo, examine
+
+log = logging.getLogger("lucent.perfusion")
+
+KIND = "perfusion"
+SOURCE_AE = "LUCENT-PERFUSION"
+_PROGRESS = re.compile(r"^\[\s*(\d+)%\]\s+(\S+)")
+# job progress: export 0-10 %, analysis 10-85 %, storing 85-100 %
+_EXPORT, _ANALYSE = 0.10, 0.75
+
+
+class PerfusionError(Exception):
+    """A request the service cannot start; ``http`` is the status the API answers with."""
+
+    def __init__(self, http: int, message: str) -> None:
+        super().__init__(message)
+        self.http = http
+        self.message = message
+
+
+class Sender(Protocol):
+    """What the service needs of the PACS service: its send job (C-STORE SCU)."""
+
+    def send(self, node_id: int, *, series_uid: str = "", created_by: str = "") -> int: ...
+
+
+class PerfusionJobs(JobQueue):
+    """The server's job queue, with its own worker threads (``max_concurrent``).
+
+    Only jobs of kind "perfusion" (and their runs) are marked interrupted at start: the
+    PACS queue owns the others.
+    """
+
+    def _mark_interrupted(self) -> None:
+        with self.ctx.Session() as db, db.begin():
+            db.execute(
+                update(Job)
+                .where(Job.kind == KIND, Job.state.in_(("queued", "running")))
+                .values(state="interrupted", message="the server stopped while this job ran")
+            )
+            db.execute(
+                update(PerfusionRun)
+                .where(PerfusionRun.state.in_(("queued", "running")))
+                .values(state="interrupted", message="the server stopped during the evaluation")
+            )
+
+
+@dataclass
+class _Watched:
+    last_received: datetime
+    max_pk: int
+
+
+class PerfusionService:
+    """Scanner + runner of perfusion evaluations in the main server process."""
+
+    def __init__(
+        self, ctx: ServerContext, sender: Sender | None = None, *, start_scanner: bool = True
+    ) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings.perfusion
+        self.sender = sender
+        self.jobs = PerfusionJobs(ctx, self.settings.max_concurrent)
+        self._lock = threading.Lock()
+        self._active: dict[int, tuple[int, int]] = {}  # series pk -> (run id, job id)
+        self._superseded: set[int] = set()
+        self._watch: dict[int, _Watched] = {}
+        self._watermark = self._initial_watermark()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if start_scanner:
+            self._thread = threading.Thread(
+                target=self._scan_loop, name="perfusion-scan", daemon=True
+            )
+            self._thread.start()
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        self._stop.set()
+        self.jobs.shutdown()
+
+    @property
+    def work_root(self) -> Path:
+        if self.settings.work_dir:
+            return Path(self.settings.work_dir).expanduser()
+        return self.ctx.settings.data_dir / "perfusion"
+
+    def _initial_watermark(self) -> int:
+        """Look back ``lookback_minutes`` so series received just before a restart count."""
+        since = now() - timedelta(minutes=self.settings.lookback_minutes)
+        with self.ctx.Session() as db:
+            first = db.scalar(select(func.min(Instance.id)).where(Instance.received_at >= since))
+            if first is not None:
+                return int(first) - 1
+            return int(db.scalar(select(func.max(Instance.id))) or 0)
+
+    # ------------------------------------------------------------------ scanning
+    def _scan_loop(self) -> None:
+        while not self._stop.wait(self.settings.scan_seconds):
+            try:
+                self.scan_once()
+            except Exception:  # noqa: BLE001 - the scanner must survive a busy index
+                log.exception("perfusion scan failed")
+
+    def scan_once(self, at: datetime | None = None) -> list[int]:
+        """One pass: follow new instances, abort superseded runs, start complete series.
+
+        Returns the ids of the runs started.
+        """
+        at = at or now()
+        with self.ctx.Session() as db:
+            rows = db.execute(
+                select(
+                    Instance.series_pk,
+                    func.max(Instance.id),
+                    func.max(Instance.received_at),
+                )
+                .where(Instance.id > self._watermark)
+                .group_by(Instance.series_pk)
+            ).all()
+        for series_pk, max_pk, last in rows:
+            self._watermark = max(self._watermark, int(max_pk))
+            w = self._watch.get(series_pk)
+            self._watch[series_pk] = _Watched(
+                max(last, w.last_received) if w else last, max(int(max_pk), w.max_pk if w else 0)
+            )
+            with self._lock:
+                active = self._active.get(series_pk)
+            if active is not None:
+                self._supersede(series_pk, *active)
+        started: list[int] = []
+        quiet = timedelta(seconds=self.settings.quiet_seconds)
+        for series_pk, w in list(self._watch.items()):
+            if at - w.last_received < quiet:
+                continue
+            del self._watch[series_pk]
+            run_id = self._on_complete(series_pk, w.max_pk)
+            if run_id is not None:
+                started.append(run_id)
+        return started
+
+    def _supersede(self, series_pk: int, run_id: int, job_id: int) -> None:
+        log.info("new images for the series of perfusion run %d: aborting it", run_id)
+        with self._lock:
+            self._superseded.add(run_id)
+            self._active.pop(series_pk, None)
+        with self.ctx.Session() as db, db.begin():
+            db.execute(
+                update(PerfusionRun)
+                .where(PerfusionRun.id == run_id)
+                .values(
+                    state="superseded",
+                    message="new images of the series arrived during the evaluation; it "
+                    "restarts when the series is complete again",
+                    finished_at=now(),
+                )
+            )
+        self.jobs.cancel(job_id)
+
+    def _on_complete(self, series_pk: int, max_pk: int) -> int | None:
+        with self.ctx.Session() as db:
+            series = db.get(Series, series_pk)
+            if series is None or series.modality not in ("CT", "MR"):
+                return None
+            latest = db.scalars(
+                select(PerfusionRun)
+                .where(PerfusionRun.series_uid == series.series_uid)
+                .order_by(PerfusionRun.id.desc())
+                .limit(1)
+            ).first()
+        restart = latest is not None and latest.state == "superseded"
+        if latest is not None and not restart and latest.last_instance_pk >= max_pk:
+            return None  # this content was evaluated already (e.g. found again after a restart)
+        if not restart and not self.settings.auto_start:
+            return None
+        exam = self.examine_series(series_pk)
+        if not restart and exam.confidence < self.settings.min_confidence:
+            if exam.confidence > 0:
+                log.info(
+                    "series %s: perfusion confidence %.2f below the minimum: %s",
+                    series.series_uid,
+                    exam.confidence,
+                    exam.reason,
+                )
+            return None
+        with self._lock:
+            if series_pk in self._active:
+                return None
+        return self._submit(series_pk, exam, "restart" if restart else "auto", "")
+
+    def examine_series(self, series_pk: int) -> Examination:
+        """examine() on the index rows of a series (no blob is decrypted)."""
+        with self.ctx.Session() as db:
+            rows = db.execute(
+                select(
+                    Instance.sop_class_uid,
+                    Instance.rows,
+                    Instance.columns,
+                    Instance.frames,
+                    Instance.attrs,
+                ).where(Instance.series_pk == series_pk)
+            ).all()
+        return examine(InstanceInfo(r[0], r[1], r[2], r[3] or 1, r[4] or {}) for r in rows)
+
+    # ------------------------------------------------------------------ starting
+    def start(self, series_uid: str, created_by: str = "") -> int:
+        """Manual start through the API; returns the run id."""
+        with self.ctx.Session() as db:
+            series = db.scalars(select(Series).where(Series.series_uid == series_uid)).first()
+            if series is None:
+                raise PerfusionError(404, f"no series {series_uid} in the archive")
+            series_pk = series.id
+        with self._lock:
+            active = self._active.get(series_pk)
+        if active is not None:
+            raise PerfusionError(409, f"an evaluation of this series is running (run {active[0]})")
+        exam = self.examine_series(series_pk)
+        if not exam.is_perfusion:
+            raise PerfusionError(422, f"not a perfusion series: {exam.reason}")
+        return self._submit(series_pk, exam, "manual", created_by)
+
+    def _submit(self, series_pk: int, exam: Examination, trigger: str, created_by: str) -> int:
+        with self.ctx.Session() as db, db.begin():
+            series = db.get(Series, series_pk)
+            assert series is not None
+            study = db.get(Study, series.study_pk)
+            count, max_pk = db.execute(
+                select(func.count(Instance.id), func.max(Instance.id)).where(
+                    Instance.series_pk == series_pk
+                )
+            ).one()
+            run = PerfusionRun(
+                series_uid=series.series_uid,
+                study_uid=study.study_uid if study else "",
+                pool=study.pool if study else self.ctx.settings.pools[0].name,
+                state="queued",
+                trigger=trigger,
+                confidence=exam.confidence,
+                recognition=exam.reason,
+                instances=int(count or 0),
+                last_instance_pk=int(max_pk or 0),
+                result_series_uids=[],
+                send_job_ids=[],
+                stored=0,
+                message="",
+                created_by=created_by,
+                created_at=now(),
+            )
+            db.add(run)
+            db.flush()
+            run_id, series_uid, pool = run.id, run.series_uid, run.pool
+
+        def runner(control: JobControl) -> Outcome:
+            return self._run(control, run_id, series_pk, pool)
+
+        with self._lock:
+            # reserve the series before the job can start and finish
+            self._active[series_pk] = (run_id, -1)
+        job_id = self.jobs.submit(
+            KIND,
+            runner,
+            pool=pool,
+            params={"series_uid": series_uid, "run_id": run_id, "trigger": trigger},
+            created_by=created_by,
+        )
+        with self._lock:
+            if self._active.get(series_pk) == (run_id, -1):
+                self._active[series_pk] = (run_id, job_id)
+        with self.ctx.Session() as db, db.begin():
+            db.execute(update(PerfusionRun).where(PerfusionRun.id == run_id).values(job_id=job_id))
+        log.info(
+            "perfusion run %d (job %d, %s) for series %s: %s",
+            run_id,
+            job_id,
+            trigger,
+            series_uid,
+            exam.reason,
+        )
+        return run_id
+
+    def cancel(self, run_id: int) -> bool:
+        """Cancel a queued or running evaluation; False when it is not active here."""
+        with self.ctx.Session() as db:
+            run = db.get(PerfusionRun, run_id)
+            if run is None or run.job_id is None:
+                return False
+            job_id = run.job_id
+        if not self.jobs.cancel(job_id):
+            return False
+        with self.ctx.Session() as db, db.begin():
+            db.execute(
+                update(PerfusionRun)
+                .where(PerfusionRun.id == run_id, PerfusionRun.state == "queued")
+                .values(state="cancelled", message="cancelled before it started", finished_at=now())
+            )
+        with self._lock:
+            for pk, (rid, _) in list(self._active.items()):
+                if rid == run_id:
+                    self._active.pop(pk)
+        return True
+
+    # ------------------------------------------------------------------ running
+    def _set_run(self, run_id: int, **values: Any) -> None:
+        with self.ctx.Session() as db, db.begin():
+            stmt = update(PerfusionRun).where(PerfusionRun.id == run_id)
+            if "state" in values:  # never overwrite the scanner's "superseded"
+                stmt = stmt.where(PerfusionRun.state != "superseded")
+            db.execute(stmt.values(**values))
+
+    def _engine_config(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "method": s.method,
+            "threshold_core": s.threshold_core,
+            "threshold_tmax": s.threshold_tmax,
+            "min_island_ml": s.min_island_ml,
+            "uid_root": self.ctx.settings.server.uid_root,
+        }
+
+    def _run(self, control: JobControl, run_id: int, series_pk: int, pool: str) -> Outcome:
+        work = self.work_root / f"run-{run_id}"
+        try:
+            outcome, state, extra = self._evaluate(control, run_id, series_pk, pool, work)
+        except Exception as exc:  # noqa: BLE001 - the run must end with a state
+            log.exception("perfusion run %d failed", run_id)
+            outcome, state, extra = Outcome("failed", f"internal error: {exc}"), "failed", {}
+        finally:
+            with self._lock:
+                for pk, (rid, _) in list(self._active.items()):
+                    if rid == run_id:
+                        self._active.pop(pk)
+            if not self.settings.keep_work_files:
+                shutil.rmtree(work, ignore_errors=True)
+        with self._lock:
+            superseded = run_id in self._superseded
+            self._superseded.discard(run_id)
+        if superseded:
+            outcome = Outcome(
+                "cancelled",
+                "aborted: new images of the series arrived; a new "
+                "evaluation starts when the series is complete again",
+            )
+        else:
+            self._set_run(run_id, state=state, message=outcome.message, finished_at=now(), **extra)
+        return outcome
+
+    def _evaluate(
+        self, control: JobControl, run_id: int, series_pk: int, pool: str, work: Path
+    ) -> tuple[Outcome, str, dict[str, Any]]:
+        self._set_run(run_id, state="running")
+        cancelled = (Outcome("cancelled", "cancelled"), "cancelled", {})
+        in_dir, out_dir = work / "input", work / "output"
+        shutil.rmtree(work, ignore_errors=True)
+        in_dir.mkdir(parents=True, mode=0o700)
+        work.chmod(0o700)
+        with self.ctx.Session() as db:
+            instances = list(
+                db.scalars(
+                    select(Instance).where(Instance.series_pk == series_pk).order_by(Instance.id)
+                )
+            )
+        total = len(instances)
+        control.update(force=True, total=total, message=f"exporting {total} image(s)")
+        for k, inst in enumerate(instances):
+            if control.cancelled:
+                return cancelled
+            # file names are our own counters (never a UID)
+            (in_dir / f"{k:06d}.dcm").write_bytes(self.ctx.instance_bytes(inst))
+            control.update(progress=round(_EXPORT * (k + 1) / max(total, 1), 4))
+        config_path = work / "config.json"
+        config_path.write_text(json.dumps(self._engine_config()))
+        code, tail = self._analyse_in_process(control, in_dir, out_dir, config_path)
+        if code is None:
+            return cancelled
+        result_path = out_dir / "result.json"
+        if code not in (0, 2) or not result_path.exists():
+            reason = tail[-1] if tail else f"exit status {code}"
+            return Outcome("failed", f"analysis failed: {reason}"), "failed", {}
+        result: dict[str, Any] = json.loads(result_path.read_text())
+        if code == 2:
+            msg = f"not analysed ({result.get('code')}): {result.get('reason')}"
+            return Outcome("failed", msg), "refused", {"result": result}
+        if control.cancelled:
+            return cancelled
+        # results into the archive through the one ingest path
+        files = sorted((out_dir / "dicom").glob("*.dcm"))
+        control.update(force=True, message=f"storing {len(files)} result object(s)")
+        stored, failures = 0, []
+        series_uids: list[str] = []
+        for k, f in enumerate(files):
+            data = f.read_bytes()
+            res = self.ctx.store(data, pool=pool, source=SOURCE_AE)
+            if res.ok:
+                stored += 1
+                uid = str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID)
+                if uid not in series_uids:
+                    series_uids.append(uid)
+            else:
+                failures.append(f"{f.name}: 0x{res.status:04X} {res.reason}")
+            control.update(
+                progress=round(_EXPORT + _ANALYSE + 0.15 * (k + 1) / max(len(files), 1), 4),
+                completed=stored,
+                failed=len(failures),
+            )
+        result["archive"] = {
+            "stored": stored,
+            "failed": len(failures),
+            "series_instance_uids": series_uids,
+        }
+        v = result.get("volumes", {})
+        message = (
+            f"core {v.get('core_ml')} mL, hypoperfusion {v.get('hypoperfusion_ml')} mL, "
+            f"mismatch ratio {v.get('mismatch_ratio')}; {stored} object(s) stored"
+        )
+        send_ids = self._send(series_uids, result)
+        if send_ids:
+            message += f"; sent with job(s) {', '.join(map(str, send_ids))}"
+        extra = {
+            "result": result,
+            "result_series_uids": series_uids,
+            "stored": stored,
+            "send_job_ids": send_ids,
+        }
+        if failures:
+            return Outcome("partial", message + "; " + "; ".join(failures[:3])), "done", extra
+        return Outcome("done", message), "done", extra
+
+    def _analyse_in_process(
+        self, control: JobControl, in_dir: Path, out_dir: Path, config_path: Path
+    ) -> tuple[int | None, list[str]]:
+        """``lucent-perfusion analyse`` in a worker process; None when cancelled."""
+        cmd = [
+            sys.executable,
+            "-m",
+            "lucent.perfusion.cli",
+            "analyse",
+            str(in_dir),
+            "--out",
+            str(out_dir),
+            "--config",
+            str(config_path),
+        ]
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        tail: deque[str] = deque(maxlen=20)
+
+        def read() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                line = line.rstrip()
+                m = _PROGRESS.match(line)
+                if m:
+                    fraction = int(m.group(1)) / 100.0
+                    control.update(
+                        progress=round(_EXPORT + _ANALYSE * fraction, 4),
+                        message=f"analysis: {m.group(2)}",
+                    )
+                elif line:
+                    tail.append(line)
+
+        reader = threading.Thread(target=read, name="perfusion-stderr", daemon=True)
+        reader.start()
+        try:
+            while proc.poll() is None:
+                if control.cancel.wait(0.2):
+                    proc.terminate()
+                    try:
+                        proc.wait(10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                    return None, list(tail)
+        finally:
+            reader.join(5)
+        return proc.returncode, list(tail)
+
+    def _send(self, series_uids: list[str], result: dict[str, Any]) -> list[int]:
+        """Results to the configured PACS node through the PACS service's send job."""
+        name = self.settings.send_to_node
+        if not name or not series_uids:
+            return []
+        if self.sender is None:
+            result.setdefault("warnings", []).append("results not sent: no PACS service")
+            return []
+        with self.ctx.Session() as db:
+            node = db.scalars(select(RemoteNode).where(RemoteNode.name == name)).first()
+            node_id = node.id if node else None
+        if node_id is None:
+            result.setdefault("warnings", []).append(f"results not sent: no remote node '{name}'")
+            return []
+        ids: list[int] = []
+        for uid in series_uids:
+            try:
+                ids.append(self.sender.send(node_id, series_uid=uid, created_by="perfusion"))
+            except Exception as exc:  # noqa: BLE001 - PacsError and the like: report, go on
+                result.setdefault("warnings", []).append(f"results not sent: {exc}")
+                break
+        return ids
+
+
+def wait_until(predicate: Any, timeout: float, poll: float = 0.1) -> bool:
+    """Small helper for tests and shutdown: poll ``predicate`` until true or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return bool(predicate())

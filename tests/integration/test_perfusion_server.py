@@ -1,0 +1,158 @@
+"""Perfusion in the real server (issue 6, "Server integration").
+
+The phantom CT perfusion series is sent with DCMTK storescu to a real ``lucent-server``
+subprocess with a short quiet time. The server must recognise it, start an evaluation on
+its own, abort and restart it when more images of the series arrive (seed FAQ), store the
+Secondary Capture and Parametric Map series through the one ingest path with UIDs under
+the configured root, and serve the result JSON through the API.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from lucent.api.client import ApiError, LucentClient
+from tests.data import phantom as P
+from tests.integration.dicom_io import storescu
+from tests.support.lucent import LucentServer
+
+UID_ROOT = "1.2.826.0.1.3680043.10.1455.77."
+SC = "1.2.840.10008.5.1.4.1.1.7"
+PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"
+FIRST_PART = 25  # time points sent before the rest
+
+
+@dataclass
+class Env:
+    server: LucentServer
+    api: LucentClient
+    phantom: P.Phantom
+    series_uid: str
+    study_uid: str
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("perfusion-server")
+    ph = P.generate(P.PhantomSpec(), tmp / "phantom")
+    first = pydicom.dcmread(ph.paths[0], stop_before_pixels=True)
+    server = LucentServer(
+        tmp / "server",
+        workers=1,
+        settings={
+            "server": {"uid_root": UID_ROOT},
+            "perfusion": {"quiet_seconds": 2.0, "scan_seconds": 0.3},
+        },
+    ).start()
+    api = server.client()
+    try:
+        yield Env(server, api, ph, str(first.SeriesInstanceUID), str(first.StudyInstanceUID))
+    finally:
+        api.close()
+        server.kill()
+
+
+def _wait(predicate, timeout: float, what: str, server: LucentServer):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}\n{server.log_tail()}")
+
+
+def _send(env: Env, paths: list[Path]) -> None:
+    done = storescu("127.0.0.1", env.server.port, env.server.ae_title, paths)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_automatic_start_restart_on_new_images_and_results_in_archive(env: Env) -> None:
+    n_z = env.phantom.spec.n_slices
+    paths = env.phantom.paths
+    _send(env, paths[: FIRST_PART * n_z])
+    # complete after the quiet time -> recognised -> started without any API call
+    first = _wait(
+        lambda: env.api.perfusion_runs(series_uid=env.series_uid),
+        60,
+        "the automatic start",
+        env.server,
+    )[-1]
+    assert first.trigger == "auto" and first.confidence == 1.0
+    assert first.instances == FIRST_PART * n_z
+    # the rest of the series arrives while (or after) the first evaluation runs
+    _send(env, paths[FIRST_PART * n_z :])
+
+    def final_run():  # type: ignore[no-untyped-def]
+        runs = env.api.perfusion_runs(series_uid=env.series_uid)
+        full = [r for r in runs if r.instances == len(paths) and r.finished]
+        return full[0] if full else None
+
+    run = _wait(final_run, 240, "the evaluation of the whole series", env.server)
+    assert run.state == "done", (run.message, env.server.log_tail())
+    assert run.progress == 1.0
+    earlier = env.api.perfusion_run(first.id)
+    # FAQ: new images during an evaluation abort it; a new one starts once complete again
+    # (if the first evaluation had already finished, the new images start another one)
+    assert earlier.state in ("superseded", "done"), earlier
+    if earlier.state == "superseded":
+        assert run.trigger == "restart"
+
+    # result JSON: volumes against the phantom truth (noise-free: issue's 10 %)
+    result = env.api.perfusion_result(run.id)
+    assert result["status"] == "ok"
+    v = result["volumes"]
+    truth = env.phantom.volumes_ml
+    assert v["core_ml"] == pytest.approx(truth["core"], rel=0.10)
+    assert v["hypoperfusion_ml"] == pytest.approx(truth["hypoperfusion"], rel=0.10)
+    assert v["defuse3"]["verdict"] == "met"
+    assert result["input"]["frames"] == env.phantom.spec.n_times
+    assert result["archive"]["failed"] == 0 and result["archive"]["stored"] == run.stored > 0
+
+    # the SC and Parametric Map series are in the archive, in the source study, our UIDs
+    listed = {s.series_uid: s for s in env.api.series(env.study_uid)}
+    assert set(run.result_series_uids) <= set(listed)
+    classes: set[str] = set()
+    for uid in run.result_series_uids:
+        assert uid.startswith(UID_ROOT)
+        instances = env.api.instances(uid)
+        assert instances
+        classes.update(i.sop_class_uid for i in instances)
+        assert all(i.sop_instance_uid.startswith(UID_ROOT) for i in instances)
+    assert SC in classes and PARAMETRIC_MAP in classes
+    # the job is in the server's one job list, with kind "perfusion"
+    job = env.api.job(run.job_id or 0)
+    assert job.kind == "perfusion" and job.state == "done"
+
+    # our own results are not mistaken for perfusion
+    sc_series = next(u for u in run.result_series_uids if listed[u].description.endswith("(colour)"))
+    assert env.api.examine_perfusion(sc_series).confidence == 0.0
+    with pytest.raises(ApiError) as refused:
+        env.api.start_perfusion(sc_series)
+    assert refused.value.status == 422 and "not a perfusion series" in refused.value.detail
+
+
+def test_manual_start_cancel_and_examine(env: Env) -> None:
+    exam = env.api.examine_perfusion(env.series_uid)
+    assert exam.confidence == 1.0 and exam.modality == "CT"
+    assert exam.slice_positions == env.phantom.spec.n_slices
+    assert exam.time_points == env.phantom.spec.n_times
+    run = env.api.start_perfusion(env.series_uid)
+    assert run.trigger == "manual" and run.state in ("queued", "running")
+    with pytest.raises(ApiError) as busy:
+        env.api.start_perfusion(env.series_uid)
+    assert busy.value.status == 409
+    cancelled = env.api.cancel_perfusion(run.id)
+    assert cancelled.id == run.id
+    final = env.api.wait_perfusion(run.id, timeout=60)
+    assert final.state == "cancelled", final
+    assert env.api.job(run.job_id or 0).state == "cancelled"
+    with pytest.raises(ApiError) as none:
+        env.api.perfusion_result(run.id)
+    assert none.value.status == 404
