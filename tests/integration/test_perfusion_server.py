@@ -131,7 +131,8 @@ def test_automatic_start_restart_on_new_images_and_results_in_archive(env: Env) 
     assert job.kind == "perfusion" and job.state == "done"
 
     # our own results are not mistaken for perfusion
-    sc_series = next(u for u in run.result_series_uids if listed[u].description.endswith("(colour)"))
+    colour = [u for u in run.result_series_uids if listed[u].description.endswith("(colour)")]
+    sc_series = colour[0]
     assert env.api.examine_perfusion(sc_series).confidence == 0.0
     with pytest.raises(ApiError) as refused:
         env.api.start_perfusion(sc_series)
