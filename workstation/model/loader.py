@@ -204,3 +204,56 @@ def fetch_volume_array(client: LucentClient, series_uid: str) -> np.ndarray:
 def load_document(client: LucentClient, sop_uid: str) -> Any:
     """An SR or encapsulated PDF instance as a data set (read by the document views)."""
     return pipeline.read_part10(client.instance_file(sop_uid))
+
+
+def store(client: LucentClient, ds: Any) -> None:
+    """Send a data set we created (GSPS) into the archive through STOW-RS (DICOMweb).
+
+    LucentClient has no store method yet (see the report); this reuses its session and
+    token, and the server routes STOW-RS through the one ingest path (ServerContext.store).
+    """
+    import uuid
+
+    from lucent.api.client import ApiError
+
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    boundary = uuid.uuid4().hex
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + buf.getvalue()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    headers = {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json",
+    }
+    if client.token:
+        headers["Authorization"] = f"Bearer {client.token}"
+    response = client._http.post(  # noqa: SLF001
+        f"{client.base_url}/dicom-web/studies", content=body, headers=headers
+    )
+    if response.status_code >= 300:
+        raise ApiError(response.status_code, response.text[:300])
+
+
+def presentation_states(client: LucentClient, data: SeriesData) -> list[Any]:
+    """GSPS instances of the study that reference this series' images (Conformance 8.1.4)."""
+    from workstation.model import gsps
+
+    if data.study is None:
+        return []
+    sops = {s.sop_instance_uid for s in data.slices}
+    found = []
+    for se in client.series(data.study.study_uid):
+        if se.modality != "PR":
+            continue
+        for inst in client.instances(se.series_uid):
+            if inst.sop_class_uid != gsps.GSPS_CLASS:
+                continue
+            state = gsps.read(pipeline.read_part10(client.instance_file(inst.sop_instance_uid)))
+            if sops.intersection(state.referenced) or any(
+                a.sop_instance_uid in sops for a in state.annotations
+            ):
+                found.append(state)
+    return found

@@ -9,6 +9,7 @@ subscribe to ``changed``; the model never calls Qt.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,6 +92,9 @@ class Viewport:
         self.annotations: list[Annotation] = []
         self.window_set = False
         self.use_voi_lut = False
+        # How pixel-arrival events reach this model: the Qt layer routes them to the GUI
+        # thread (the loader runs in workers); tests without Qt call straight through.
+        self.dispatch: Callable[[Callable[[], None]], None] = lambda fn: fn()
         self.changed = Event()
         self._lut_key: tuple[object, ...] | None = None
         self._lut: np.ndarray | None = None
@@ -111,6 +115,9 @@ class Viewport:
         self.changed.emit()
 
     def _on_loaded(self, index: int) -> None:
+        self.dispatch(lambda: self._on_loaded_here(index))
+
+    def _on_loaded_here(self, index: int) -> None:
         if index == self.index:
             self._adopt_window()
             self.changed.emit()

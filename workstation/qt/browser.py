@@ -1,0 +1,237 @@
+"""Study browser panel: search with a visible "filter active" state, presets, tree, hiding.
+
+FAQ: an empty search field shows all records; a forgotten filter is the classic "where are
+my studies" call, so an active filter turns the bar orange and names itself, with one-click
+"Clear filter". Series rows can be dragged into a viewport or double-clicked to open.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QMimeData, Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from lucent.api import schemas
+from lucent.api.client import LucentClient
+from workstation.model import browser
+from workstation.qt.viewport import SERIES_MIME
+
+ROLE = Qt.ItemDataRole.UserRole
+
+
+class _Tree(QTreeWidget):
+    """A tree whose series rows carry their UID as drag data for the viewports."""
+
+    def mimeData(self, items: list[QTreeWidgetItem]) -> QMimeData:  # noqa: N802
+        mime = QMimeData()
+        for it in items:
+            data = it.data(0, ROLE)
+            if isinstance(data, schemas.SeriesOut):
+                mime.setData(SERIES_MIME, data.series_uid.encode())
+                break
+        return mime
+
+
+class BrowserPanel(QWidget):
+    open_series = Signal(object, object)  # SeriesOut, StudyOut
+
+    def __init__(
+        self, client: LucentClient, hidden: browser.HiddenStore, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.client = client
+        self.hidden = hidden
+        self.filter = browser.Filter()
+        self.studies: list[schemas.StudyOut] = []
+        self.show_hidden = False
+
+        self.search = QLineEdit(placeholderText="Search name, patient ID or accession (* ?)")
+        self.search.setClearButtonEnabled(True)
+        self.dates = QComboBox()
+        self.dates.addItems(list(browser.DATE_PRESETS))
+        self.modality = QLineEdit(placeholderText="Modality")
+        self.modality.setMaximumWidth(80)
+        self.clear_button = QPushButton("Clear filter")
+        self.filter_label = QLabel("")
+        self.filter_label.setStyleSheet("color: black; background: #ffb000; padding: 2px;")
+        self.filter_label.hide()
+        self.hidden_box = QCheckBox("Show hidden data")
+        self.tree = _Tree()
+        self.tree.setHeaderLabels(["Patient / Study / Series", "ID", "Date", "Modality", "Images"])
+        self.tree.setSortingEnabled(True)
+        self.tree.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.tree.setDragEnabled(True)
+        self.tree.setColumnWidth(0, 260)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+
+        row1 = QHBoxLayout()
+        row1.addWidget(self.search, 1)
+        row1.addWidget(self.modality)
+        row1.addWidget(self.dates)
+        row2 = QHBoxLayout()
+        row2.addWidget(self.filter_label, 1)
+        row2.addWidget(self.clear_button)
+        row2.addWidget(self.hidden_box)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(row1)
+        lay.addLayout(row2)
+        lay.addWidget(self.tree, 1)
+
+        self._debounce = QTimer(self, singleShot=True, interval=250)
+        self._debounce.timeout.connect(self.refresh)
+        self.search.textChanged.connect(self._changed)
+        self.modality.textChanged.connect(self._changed)
+        self.dates.currentTextChanged.connect(self._changed)
+        self.clear_button.clicked.connect(self.clear_filter)
+        self.hidden_box.toggled.connect(self._toggle_hidden)
+        self.tree.itemExpanded.connect(self._expand)
+        self.tree.itemDoubleClicked.connect(self._double_clicked)
+        self.tree.customContextMenuRequested.connect(self._menu)
+
+    # ------------------------------------------------------------------ filter
+    def _changed(self) -> None:
+        self.filter.text = self.search.text()
+        self.filter.modality = self.modality.text()
+        self.filter.date_preset = self.dates.currentText()
+        self._show_filter_state()
+        self._debounce.start()
+
+    def _show_filter_state(self) -> None:
+        active = self.filter.active
+        self.filter_label.setText(self.filter.describe())
+        self.filter_label.setVisible(active)
+        self.clear_button.setEnabled(active)
+        self.search.setStyleSheet("background: #fff2cc;" if active else "")
+
+    def clear_filter(self) -> None:
+        """One click: empty every field and show all records again (FAQ)."""
+        for w in (self.search, self.modality, self.dates):
+            w.blockSignals(True)
+        self.search.clear()
+        self.modality.clear()
+        self.dates.setCurrentIndex(0)
+        for w in (self.search, self.modality, self.dates):
+            w.blockSignals(False)
+        self.filter.clear()
+        self._show_filter_state()
+        self.refresh()
+
+    def _toggle_hidden(self, on: bool) -> None:
+        self.show_hidden = on
+        self.refresh()
+
+    # ------------------------------------------------------------------ tree
+    def refresh(self) -> None:
+        self._debounce.stop()
+        self.studies = browser.search(self.client, self.filter)
+        self._fill()
+
+    def _fill(self) -> None:
+        self.tree.setSortingEnabled(False)
+        self.tree.clear()
+        for row in browser.group(self.studies, self.hidden, self.show_hidden):
+            pit = QTreeWidgetItem(
+                [browser.format_name(row.name), row.patient_id, browser.format_date(
+                    row.birth_date), "", str(sum(s.instance_count for s in row.studies))]
+            )  # fmt: skip
+            self.tree.addTopLevelItem(pit)
+            for s in row.studies:
+                if s.placeholder:
+                    sit = QTreeWidgetItem(["⚠ non-conformant data", "", "", "", ""])
+                    sit.setToolTip(0, s.reason)
+                    sit.setText(0, f"⚠ non-conformant data: {s.reason}")
+                    sit.setForeground(0, Qt.GlobalColor.darkRed)
+                    pit.addChild(sit)
+                    continue
+                sit = QTreeWidgetItem(
+                    [s.description or "(no description)", s.accession_number,
+                     browser.format_date(s.study_date), ",".join(s.modalities),
+                     str(s.instance_count)]
+                )  # fmt: skip
+                if s.study_uid in self.hidden.studies:
+                    sit.setForeground(0, Qt.GlobalColor.gray)
+                sit.setData(0, ROLE, s)
+                sit.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.ShowIndicator)
+                pit.addChild(sit)
+            pit.setExpanded(True)
+        self.tree.setSortingEnabled(True)
+
+    def _expand(self, item: QTreeWidgetItem) -> None:
+        study = item.data(0, ROLE)
+        if not isinstance(study, schemas.StudyOut) or item.childCount():
+            return
+        for se in browser.visible_series(
+            self.client.series(study.study_uid), self.hidden, self.show_hidden
+        ):
+            it = QTreeWidgetItem(
+                [f"{se.series_number or ''} {se.description or '(series)'}".strip(), "", "",
+                 se.modality, str(se.instance_count)]
+            )  # fmt: skip
+            it.setData(0, ROLE, se)
+            it.setData(1, ROLE, study)
+            if se.series_uid in self.hidden.series:
+                it.setForeground(0, Qt.GlobalColor.gray)
+            item.addChild(it)
+
+    def _double_clicked(self, item: QTreeWidgetItem) -> None:
+        data = item.data(0, ROLE)
+        if isinstance(data, schemas.SeriesOut):
+            self.open_series.emit(data, item.data(1, ROLE))
+
+    def series_item(self, series_uid: str) -> tuple[schemas.SeriesOut, schemas.StudyOut] | None:
+        for i in range(self.tree.topLevelItemCount()):
+            pit = self.tree.topLevelItem(i)
+            for j in range(pit.childCount()):
+                sit = pit.child(j)
+                self._expand(sit)
+                for k in range(sit.childCount()):
+                    se = sit.child(k).data(0, ROLE)
+                    if isinstance(se, schemas.SeriesOut) and se.series_uid == series_uid:
+                        return se, sit.data(0, ROLE)
+        return None
+
+    def visible_study_uids(self) -> list[str]:
+        out = []
+        for i in range(self.tree.topLevelItemCount()):
+            pit = self.tree.topLevelItem(i)
+            for j in range(pit.childCount()):
+                s = pit.child(j).data(0, ROLE)
+                if isinstance(s, schemas.StudyOut):
+                    out.append(s.study_uid)
+        return out
+
+    def _menu(self, pos: object) -> None:
+        item = self.tree.itemAt(pos)  # type: ignore[arg-type]
+        if item is None:
+            return
+        data = item.data(0, ROLE)
+        menu = QMenu(self)
+        if isinstance(data, schemas.StudyOut):
+            hidden = data.study_uid in self.hidden.studies
+            act = menu.addAction("Unhide study" if hidden else "Hide study")
+            act.triggered.connect(lambda: self.hide_study(data.study_uid, not hidden))
+        elif isinstance(data, schemas.SeriesOut):
+            hidden = data.series_uid in self.hidden.series
+            act = menu.addAction("Unhide series" if hidden else "Hide series")
+            act.triggered.connect(lambda: self.hide_series(data.series_uid, not hidden))
+        menu.popup(self.tree.viewport().mapToGlobal(pos))  # type: ignore[arg-type]
+
+    def hide_study(self, uid: str, hidden: bool = True) -> None:
+        self.hidden.hide_study(uid, hidden)
+        self._fill()
+
+    def hide_series(self, uid: str, hidden: bool = True) -> None:
+        self.hidden.hide_series(uid, hidden)
+        self._fill()

@@ -1,0 +1,315 @@
+"""Main window: study browser | viewer grid, toolbar, progress with cancel in the status bar.
+
+Series load in a worker thread (issue 5, ARCHITECTURE: never on the GUI thread) with the
+displayed slice first; the status bar shows progress and a Cancel button.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTextBrowser,
+    QToolBar,
+    QWidget,
+)
+
+from lucent.api import schemas
+from lucent.api.client import LucentClient, SessionExpired
+from workstation.model import browser, gsps, loader
+from workstation.model.pipeline import CT_PRESETS
+from workstation.model.series import SeriesData
+from workstation.model.viewer import Layout
+from workstation.qt.browser import BrowserPanel
+from workstation.qt.viewer import ViewerArea
+
+LAYOUTS = ["1x1", "1x2", "2x1", "2x2", "2x3", "3x3", "4x4"]
+
+
+class _Signals(QObject):
+    progress = Signal(int, int)
+    described = Signal(object)
+    finished = Signal(object)
+    failed = Signal(str)
+
+
+class LoadJob(QRunnable):
+    """describe → first slice → rest, then any GSPS that references the series."""
+
+    def __init__(
+        self, client: LucentClient, series: schemas.SeriesOut, study: schemas.StudyOut | None
+    ) -> None:
+        super().__init__()
+        self.client, self.series, self.study = client, series, study
+        self.signals = _Signals()
+        self.cancel = threading.Event()
+        self.data: SeriesData | None = None
+        self.states: list[gsps.PresentationState] = []
+
+    def run(self) -> None:
+        try:
+            self.data = loader.describe(self.client, self.series, self.study)
+            self.signals.described.emit(self.data)
+            if self.data.kind == "image":
+                loader.load(
+                    self.client, self.data, 0, self.signals.progress.emit, self.cancel.is_set
+                )
+                self.states = loader.presentation_states(self.client, self.data)
+            else:
+                self.data.documents = [
+                    loader.load_document(self.client, d.sop_instance_uid)
+                    for d in self.data.documents
+                ]
+            self.signals.finished.emit(self)
+        except loader.LoadCancelled:
+            self.signals.failed.emit("loading cancelled")
+        except SessionExpired:
+            self.signals.failed.emit("session expired: please log in again")
+        except Exception as exc:  # a broken series must not take the workstation down
+            self.signals.failed.emit(f"could not load series: {exc}")
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, client: LucentClient, hidden: browser.HiddenStore) -> None:
+        super().__init__()
+        self.setWindowTitle("Lucent Workstation")
+        self.client = client
+        self.layout_model = Layout()
+        self.viewer = ViewerArea(self.layout_model)
+        self.browser = BrowserPanel(client, hidden)
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(2)
+        self.jobs: list[LoadJob] = []
+        self.loaded: dict[str, SeriesData] = {}
+        self.documents = QTextBrowser()
+        self.documents.hide()
+
+        split = QSplitter()
+        split.addWidget(self.browser)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.viewer)
+        right.addWidget(self.documents)
+        split.addWidget(right)
+        split.setStretchFactor(1, 3)
+        split.setSizes([380, 1100])
+        self.setCentralWidget(split)
+
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(240)
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.hide()
+        self.cancel_button.clicked.connect(self.cancel_loading)
+        self.status_label = QLabel("")
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.progress)
+        self.statusBar().addPermanentWidget(self.cancel_button)
+
+        self.browser.open_series.connect(
+            lambda se, st: self.open_series(se, st, self.layout_model.active)
+        )
+        self.viewer.series_dropped.connect(self._dropped)
+        self._toolbar()
+
+    # ------------------------------------------------------------------ toolbar
+    def _toolbar(self) -> None:
+        tb = QToolBar("Tools")
+        self.addToolBar(tb)
+
+        def action(text: str, fn: Any, key: str = "", checkable: bool = False) -> QAction:
+            a = QAction(text, self)
+            if key:
+                a.setShortcut(QKeySequence(key))
+            a.setCheckable(checkable)
+            a.triggered.connect(fn)
+            tb.addAction(a)
+            return a
+
+        for name in LAYOUTS:
+            r, c = (int(v) for v in name.split("x"))
+            action(name, lambda _=False, r=r, c=c: self.layout_model.set_grid(r, c))
+        tb.addSeparator()
+        for tool, label in (("wl", "W/L"), ("pan", "Pan"), ("zoom", "Zoom"),
+                            ("scroll", "Scroll"), ("distance", "Distance"), ("angle", "Angle"),
+                            ("rect", "Rect ROI"), ("ellipse", "Ellipse ROI"), ("text", "Text"),
+                            ("arrow", "Arrow")):  # fmt: skip
+            action(label, lambda _=False, t=tool: self.viewer.set_tool(t))
+        tb.addSeparator()
+        for name, (c, w) in CT_PRESETS.items():
+            action(name, lambda _=False, c=c, w=w: self._active().set_window(c, w))
+        tb.addSeparator()
+        action("Invert", lambda: self._active().toggle_invert())
+        action("Reset", lambda: self._active().reset_view())
+        self.ref_action = action("Ref lines", self._toggle_ref, checkable=True)
+        self.ref_action.setChecked(True)
+        self.sync_action = action("Sync", self._toggle_sync, checkable=True)
+        self.sync_action.setChecked(True)
+        action("GSPS W/L", self._apply_gsps_window)
+        action("Save GSPS", self.save_gsps, "Ctrl+S")
+        action("MPR", self.open_mpr, "Ctrl+M")
+        action("Help", self._help)
+
+    def _help(self) -> None:
+        w = self.viewer.active_widget()
+        w.show_help = not w.show_help
+        w.update()
+
+    def _active(self) -> Any:
+        return self.layout_model.active_viewport()
+
+    def _toggle_ref(self, on: bool) -> None:
+        self.layout_model.show_reference_lines = on
+        self.layout_model.changed.emit()
+
+    def _toggle_sync(self, on: bool) -> None:
+        self.layout_model.sync_scroll = on
+
+    # ------------------------------------------------------------------ loading
+    def _dropped(self, index: int, uid: str) -> None:
+        found = self.browser.series_item(uid)
+        if found:
+            self.open_series(found[0], found[1], index)
+
+    def open_series(
+        self, series: schemas.SeriesOut, study: schemas.StudyOut | None, index: int
+    ) -> LoadJob | None:
+        """Show a series in viewport ``index``; pixels arrive in the background."""
+        if series.series_uid in self.loaded:
+            self.layout_model.viewports[index].set_series(self.loaded[series.series_uid])
+            self._apply_states(index, self.loaded[series.series_uid])
+            return None
+        job = LoadJob(self.client, series, study)
+        widget = self.viewer.widgets[index]
+        job.signals.described.connect(lambda data: self._described(index, data))
+        job.signals.progress.connect(lambda done, total: self._progress(widget, done, total))
+        job.signals.finished.connect(lambda j: self._finished(index, j))
+        job.signals.failed.connect(lambda msg: self._failed(widget, msg))
+        self.jobs.append(job)
+        self.progress.setValue(0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.status_label.setText(f"loading {series.description or series.series_uid}")
+        self.pool.start(job)
+        return job
+
+    def _described(self, index: int, data: SeriesData) -> None:
+        if data.kind == "image":
+            self.layout_model.viewports[index].set_series(data)
+
+    def _progress(self, widget: Any, done: int, total: int) -> None:
+        self.progress.setMaximum(total)
+        self.progress.setValue(done)
+        widget.loading_text = "" if done >= total else f"loading {done}/{total}"
+        widget.update()
+
+    def _finished(self, index: int, job: LoadJob) -> None:
+        data = job.data
+        assert data is not None
+        self.jobs = [j for j in self.jobs if j is not job]
+        self.viewer.widgets[index].loading_text = ""
+        if data.kind == "image":
+            self.loaded[data.uid] = data
+            data.states = job.states  # type: ignore[attr-defined]
+            self._apply_states(index, data)
+        else:
+            self._show_documents(data)
+        if not self.jobs:
+            self.progress.hide()
+            self.cancel_button.hide()
+        self.status_label.setText(f"{data.series.description}: {len(data)} images")
+
+    def _apply_states(self, index: int, data: SeriesData) -> None:
+        vp = self.layout_model.viewports[index]
+        for state in getattr(data, "states", []):
+            for a in state.annotations:
+                if a not in vp.annotations:
+                    vp.annotations.append(a)
+        vp.changed.emit()
+
+    def _apply_gsps_window(self) -> None:
+        """The GSPS window on request (issue 5: "its W/L on request")."""
+        vp = self._active()
+        for state in getattr(vp.series, "states", []):
+            if state.window:
+                vp.set_window(*state.window)
+                return
+
+    def _failed(self, widget: Any, message: str) -> None:
+        widget.loading_text = ""
+        self.progress.hide()
+        self.cancel_button.hide()
+        self.status_label.setText(message)
+
+    def cancel_loading(self) -> None:
+        for job in self.jobs:
+            job.cancel.set()
+
+    def _show_documents(self, data: SeriesData) -> None:
+        """Basic/Enhanced text SR as a readable document; encapsulated PDF in QtPdf."""
+        from workstation.qt.documents import pdf_widget, sr_html
+
+        html = []
+        for ds in data.documents:
+            if "EncapsulatedDocument" in ds:
+                w = pdf_widget(bytes(ds.EncapsulatedDocument))
+                if w is not None:
+                    w.setWindowTitle(str(ds.get("DocumentTitle", "PDF")))
+                    w.resize(800, 1000)
+                    w.show()
+                    self._pdf = w
+                    continue
+                html.append("<p>PDF document (QtPdf not available)</p>")
+            else:
+                html.append(sr_html(ds))
+        self.documents.setHtml("<hr>".join(html))
+        self.documents.show()
+
+    # ------------------------------------------------------------------ GSPS, MPR
+    def save_gsps(self) -> str:
+        """Save the active viewport's own annotations as a GSPS into the archive (8.1.4)."""
+        from pydicom.uid import generate_uid
+
+        vp = self._active()
+        data = vp.series
+        mine = [a for a in vp.annotations if a.source == "user"]
+        if data is None or not mine:
+            self.status_label.setText("nothing to save: draw a measurement first")
+            return ""
+        heads = {}
+        for a in mine:
+            if a.sop_instance_uid not in heads:
+                heads[a.sop_instance_uid] = loader.pipeline.read_part10(
+                    self.client.instance_file(a.sop_instance_uid)
+                )
+        sop = generate_uid()
+        ds = gsps.build(
+            list(heads.values()), mine, series_uid=generate_uid(), sop_uid=sop,
+            window=(vp.center, vp.width),
+        )  # fmt: skip
+        try:
+            loader.store(self.client, ds)
+        except Exception as exc:
+            QMessageBox.warning(self, "Save GSPS", f"could not store the presentation state: {exc}")
+            return ""
+        self.status_label.setText(f"saved presentation state {sop}")
+        return sop
+
+    def open_mpr(self) -> QWidget | None:
+        from workstation.qt.mpr import MprWindow
+
+        vp = self._active()
+        if vp.series is None or vp.series.volume is None:
+            self.status_label.setText("MPR needs a loaded CT/MR volume")
+            return None
+        self._mpr = MprWindow(vp.series)
+        self._mpr.show()
+        return self._mpr
