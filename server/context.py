@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from lucent.dicom import instance as dicom_instance
 from lucent.dicom import transfer_syntaxes
 from lucent.net import status
+from server.accounts.quotas import QuotaGuard
 from server.archive import crypto
 from server.archive.storage import FileSystemStorage, new_key
 from server.config import Settings
@@ -70,6 +71,7 @@ class ServerContext:
         self._parents = ParentCache()
         self.keys = crypto.KeyRing.load_or_create(settings.key_file)
         self._check_key_location()
+        self.quotas = QuotaGuard(self.WriteSession)  # accounts: quota per user/group/pool
 
     def _check_key_location(self) -> None:
         archive = self.settings.archive_dir.resolve()
@@ -91,10 +93,21 @@ class ServerContext:
         source: str = "",
         expected_sop_class: str | None = None,
         expected_sop_instance: str | None = None,
+        owner: int | None = None,
     ) -> StoreResult:
-        """Validate, seal and index one Part-10 byte string; return the DICOM status."""
+        """Validate, seal and index one Part-10 byte string; return the DICOM status.
+
+        ``owner`` is the user storing through the API (STOW, imports): quotas of that user,
+        their groups and the pool are checked before anything is written (issue 4, A701).
+        """
         try:
-            return self._store(data, pool, source, expected_sop_class, expected_sop_instance)
+            with self.quotas.admit(pool, owner, len(data)) as refusal:
+                if refusal is not None:
+                    return StoreResult(status.OUT_OF_RESOURCES_QUOTA, refusal)
+                result = self._store(data, pool, source, expected_sop_class, expected_sop_instance)
+                if result.ok and owner is not None:
+                    self.quotas.record_owner(result.sop_instance_uid, owner, len(data))
+                return result
         except Exception as exc:  # never let one instance take the listener down
             log.exception("store failed")
             return StoreResult(status.PROCESSING_FAILURE, f"internal error: {exc}")

@@ -11,10 +11,10 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
+from server.accounts.rights import ROLES  # noqa: E402
 from server.index.models import Session, User
 from server.index.records import now
 
-ROLES = ("administrator", "clinic-it", "radiologist", "referring-physician", "guest")
 _hasher = PasswordHasher()  # argon2-cffi defaults: Argon2id, RFC 9106 low-memory profile
 # Verified against when the user does not exist, so timing does not reveal user names.
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
@@ -110,3 +110,35 @@ def revoke(db: DbSession, token: str) -> None:
 
 def count_users(db: DbSession) -> int:
     return len(list(db.scalars(select(User.id))))
+
+
+def find(db: DbSession, username: str) -> User | None:
+    return db.scalars(select(User).where(User.username == normalise(username))).first()
+
+
+def check_password(user: User, password: str) -> bool:
+    try:
+        return _hasher.verify(user.password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def set_password(user: User, password: str) -> None:
+    """Issue 4 "password change": at least 8 characters, not the user name."""
+    if len(password) < 8:
+        raise AccountError("password must be at least 8 characters")
+    if normalise(password) == user.username:
+        raise AccountError("password must not be the user name")
+    user.password_hash = _hasher.hash(password)
+
+
+def hash_secret(secret: str) -> str:
+    """Argon2id hash of a short secret (login PIN, share-link PIN)."""
+    return _hasher.hash(secret)
+
+
+def check_secret(hashed: str, secret: str) -> bool:
+    try:
+        return _hasher.verify(hashed, secret)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False

@@ -6,45 +6,21 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from sqlalchemy import select
 
 from lucent.api import schemas
-from server.accounts import users
-from server.api import archive_routes, dicomweb, pacs_routes, perfusion_routes
-from server.api.auth import BasicCache, Caller, get_caller, require_admin
+from server.accounts.retention import RetentionThread
+from server.api import (
+    account_routes,
+    archive_routes,
+    audit_routes,
+    dicomweb,
+    pacs_routes,
+    perfusion_routes,
+    share_routes,
+)
+from server.api.auth import BasicCache, Caller, authorize, get_caller, require_admin
 from server.context import ServerContext
 from server.index.models import RemoteNode
 
-auth_router = APIRouter(prefix="/api/v1", tags=["auth"])
 nodes_router = APIRouter(prefix="/api/v1/nodes", tags=["remote nodes"])
-
-
-@auth_router.post("/auth/login", response_model=schemas.LoginResponse)
-def login(body: schemas.LoginRequest, request: Request) -> schemas.LoginResponse:
-    ctx: ServerContext = request.app.state.ctx
-    minutes = ctx.settings.api.session_minutes
-    with ctx.Session() as db, db.begin():
-        user = users.authenticate(db, body.username, body.password)
-        if user is None:
-            # One message for unknown user and wrong password: do not reveal who exists.
-            raise HTTPException(401, "wrong user name or password")
-        token = users.open_session(db, user, minutes)
-        return schemas.LoginResponse(
-            token=token, expires_in=minutes * 60, username=user.username, role=user.role
-        )
-
-
-@auth_router.post("/auth/logout", status_code=204)
-def logout(request: Request, _: Caller = Depends(get_caller)) -> None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        ctx: ServerContext = request.app.state.ctx
-        with ctx.Session() as db, db.begin():
-            users.revoke(db, header[7:].strip())
-
-
-@auth_router.get("/auth/me", response_model=schemas.UserInfo)
-def me(request: Request, caller: Caller = Depends(get_caller)) -> schemas.UserInfo:
-    return schemas.UserInfo(
-        username=caller.username, display_name=caller.username, role=caller.role
-    )
 
 
 def _node_out(n: RemoteNode) -> schemas.RemoteNodeOut:
@@ -117,13 +93,19 @@ def create_app(ctx: ServerContext) -> FastAPI:
         title="Lucent server API",
         version="1",
         description="Local API of the Lucent server; DICOMweb (QIDO/WADO/STOW) under /dicom-web.",
+        # Accounts: every route passes the rights check of server.accounts.rights.POLICY.
+        dependencies=[Depends(authorize)],
     )
     app.state.ctx = ctx
     app.state.basic_cache = BasicCache(ctx.settings.api.basic_auth_cache_seconds)
-    app.include_router(auth_router)
+    app.include_router(account_routes.router)
+    app.include_router(audit_routes.router)
+    app.include_router(share_routes.router)
     app.include_router(archive_routes.router)
     app.include_router(nodes_router)
     app.include_router(dicomweb.router)
     app.include_router(pacs_routes.router)
     app.include_router(perfusion_routes.router)
+    if ctx.settings.accounts.retention_interval_minutes > 0:
+        app.router.on_startup.append(lambda: RetentionThread(ctx).start())
     return app

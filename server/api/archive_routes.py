@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from lucent.api import schemas
 from lucent.dicom import pixels
-from server.api.auth import Caller, get_caller
+from server.api.auth import Caller, get_caller, hidden_uids, readable_pools
 from server.context import ArchiveReadError, ServerContext
 from server.index import queries
 from server.index.models import Instance, Patient, Series, Study
@@ -24,6 +24,7 @@ def ctx_of(request: Request) -> ServerContext:
 
 
 def filter_params(
+    request: Request,
     patient_name: str = Query("", description="wildcards * and ?"),
     case_insensitive: bool = Query(True, description="match names regardless of case"),
     patient_id: str = "",
@@ -46,6 +47,7 @@ def filter_params(
         description=description,
         study_uid=study_uid,
         pool=pool,
+        pools=readable_pools(request),  # accounts: narrowed to the pools the caller may read
     )
 
 
@@ -113,7 +115,12 @@ def list_studies(
     _: Caller = Depends(get_caller),
 ) -> schemas.Page[schemas.StudyOut]:
     with ctx_of(request).Session() as db:
-        items = [study_out(r) for r in queries.studies(db, f, offset, limit)]
+        hidden = hidden_uids(request, "study")  # accounts: per-user hidden studies
+        items = [
+            study_out(r)
+            for r in queries.studies(db, f, offset, limit)
+            if r.study.study_uid not in hidden
+        ]
         total = queries.count_studies(db, f)
         if include_placeholders and offset == 0:
             items.extend(_placeholder_studies(db, f, {i.study_uid for i in items}))
@@ -184,6 +191,7 @@ def list_series(
     with ctx_of(request).Session() as db:
         if db.scalars(select(Study.id).where(Study.study_uid == study_uid)).first() is None:
             raise HTTPException(404, f"study {study_uid} not found")
+        hidden = hidden_uids(request, "series")  # accounts: per-user hidden series
         return [
             schemas.SeriesOut(
                 series_uid=s.series_uid,
@@ -196,6 +204,7 @@ def list_series(
                 instance_count=n,
             )
             for s, n in queries.series(db, study_uid)
+            if s.series_uid not in hidden
         ]
 
 

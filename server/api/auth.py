@@ -1,8 +1,11 @@
-"""Who is calling: bearer tokens on every route, HTTP Basic for DICOMweb clients.
+"""Who is calling and what they may do: bearer sessions, HTTP Basic for DICOMweb, rights.
 
 Basic credentials are verified with Argon2 once and then remembered for a short time as an
 HMAC of (user, password) under a per-process secret, so DICOMweb clients that send Basic on
 every request do not pay the password hash each time (as Orthanc allows Basic auth).
+
+``authorize`` is an app-wide dependency: every request to a route is checked against
+``server.accounts.rights.POLICY`` (issue 4: "Every API route checks rights").
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -17,10 +21,14 @@ from dataclasses import dataclass
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
 
-from server.accounts import users
+from server.accounts import audit, login, rights, throttle, users
 from server.context import ServerContext
+from server.index.account_models import HiddenItem
+from server.index.models import Instance, Series, Study
 
+log = logging.getLogger("lucent.auth")
 _bearer = HTTPBearer(auto_error=False)
 
 
@@ -29,6 +37,8 @@ class Caller:
     user_id: int
     username: str
     role: str
+    session_pk: int | None = None
+    address: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -61,6 +71,11 @@ class BasicCache:
                 self._entries.clear()
             self._entries[self._key(username, password)] = (time.monotonic() + self.ttl, caller)
 
+    def clear(self) -> None:
+        """Forget every remembered credential (password change, user disabled, revocation)."""
+        with self._lock:
+            self._entries.clear()
+
 
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(
@@ -70,24 +85,37 @@ def _unauthorized(detail: str) -> HTTPException:
     )
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
 def get_caller(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
 ) -> Caller:
+    cached = getattr(request.state, "caller", None)
+    if isinstance(cached, Caller):
+        return cached
     ctx: ServerContext = request.app.state.ctx
     header = request.headers.get("authorization", "")
     if header[:6].lower() == "basic ":
-        return _basic(request, header[6:])
-    if credentials is None:
-        raise _unauthorized("authentication required")
-    with ctx.Session() as db:
-        user = users.user_for_token(db, credentials.credentials)
-        if user is None:
-            raise _unauthorized("session expired or invalid; log in again")
-        return Caller(user.id, user.username, user.role)
+        caller = _basic(request, header[6:])
+    else:
+        if credentials is None:
+            raise _unauthorized("authentication required")
+        with ctx.WriteSession() as db, db.begin():
+            info = login.check_session(db, ctx.settings, credentials.credentials)
+        if isinstance(info, str):
+            raise _unauthorized(info)
+        caller = Caller(
+            info.user_pk, info.username, info.role, info.session_pk, client_address(request)
+        )
+    request.state.caller = caller
+    return caller
 
 
 def _basic(request: Request, encoded: str) -> Caller:
+    """HTTP Basic for DICOMweb peers; refused where the clinic login needs PIN or devices."""
     ctx: ServerContext = request.app.state.ctx
     cache: BasicCache = request.app.state.basic_cache
     try:
@@ -97,11 +125,33 @@ def _basic(request: Request, encoded: str) -> Caller:
     cached = cache.get(username, password)
     if cached is not None:
         return cached
-    with ctx.Session() as db, db.begin():
+    address = client_address(request)
+    user_key, addr_key = throttle.keys(username, address)
+    accounts = ctx.settings.accounts
+    with ctx.WriteSession() as db, db.begin():
+        wait = throttle.locked_for(db, user_key, addr_key)
+        if wait:
+            raise HTTPException(
+                429,
+                f"too many failed logins; try again in {wait} seconds",
+                headers={"Retry-After": str(wait)},
+            )
         user = users.authenticate(db, username, password)
         if user is None:
-            raise _unauthorized("wrong user name or password")
-        caller = Caller(user.id, user.username, user.role)
+            throttle.fail(db, accounts, user_key, addr_key)
+        else:
+            needs_pin = accounts.pin_login or login.security(db, user).pin_login
+            if needs_pin or accounts.device_approval != "automatic":
+                raise _unauthorized("this account must log in with PIN or an approved device")
+            caller = Caller(user.id, user.username, user.role, None, address)
+    if user is None:
+        audit.record(
+            ctx.WriteSession,
+            audit.Entry(
+                "login", audit.MINOR_FAILURE, users.normalise(username), address, [], "Basic"
+            ),
+        )
+        raise _unauthorized(login.WRONG_CREDENTIALS)
     cache.put(username, password, caller)
     return caller
 
@@ -110,3 +160,169 @@ def require_admin(caller: Caller = Depends(get_caller)) -> Caller:
     if not caller.is_admin:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "administrator rights required")
     return caller
+
+
+# ------------------------------------------------------------------ rights
+def known_pools(ctx: ServerContext) -> list[str]:
+    return [p.name for p in ctx.settings.pools]
+
+
+def access(request: Request, caller: Caller) -> rights.PoolAccess:
+    cached = getattr(request.state, "access", None)
+    if isinstance(cached, rights.PoolAccess):
+        return cached
+    ctx: ServerContext = request.app.state.ctx
+    with ctx.Session() as db:
+        result = rights.pool_access(db, caller.user_id, caller.role, known_pools(ctx))
+    request.state.access = result
+    return result
+
+
+def readable_pools(request: Request) -> list[str] | None:
+    """Pools the caller may read (None = all); set by ``authorize`` for listing routes."""
+    value = getattr(request.state, "read_pools", None)
+    return list(value) if value is not None else None
+
+
+def _pool_of(ctx: ServerContext, params: dict[str, str]) -> tuple[str | None, str]:
+    """The pool of the object a path names, and that object's study UID (for audit)."""
+    with ctx.Session() as db:
+        sop = params.get("sop_uid") or params.get("sop")
+        if sop:
+            row = db.execute(
+                select(Instance.pool, Study.study_uid)
+                .join(Series, Instance.series_pk == Series.id)
+                .join(Study, Series.study_pk == Study.id)
+                .where(Instance.sop_instance_uid == sop)
+            ).first()
+            return (row[0], row[1]) if row else (None, "")
+        series = params.get("series_uid") or params.get("series")
+        if series:
+            row = db.execute(
+                select(Study.pool, Study.study_uid)
+                .join(Series, Series.study_pk == Study.id)
+                .where(Series.series_uid == series)
+            ).first()
+            return (row[0], row[1]) if row else (None, "")
+        study = params.get("study_uid") or params.get("study")
+        if study:
+            found = db.scalars(select(Study.pool).where(Study.study_uid == study)).first()
+            return found, study
+    return None, ""
+
+
+def authorize(request: Request) -> None:
+    """App-wide dependency: find the route's rule and enforce it (deny by default)."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    rule = rights.rule_for(request.method, path)
+    if rule is not None and rule.kind == "public":
+        return
+    caller = get_caller(request, _credentials(request))
+    if rule is None:
+        log.warning("no access rule for %s %s: administrators only", request.method, path)
+        if caller.role != "administrator":
+            raise HTTPException(403, "this function has no access rule yet (administrators only)")
+        return
+    if rule.kind == "user":
+        return
+    if rule.kind == "capability":
+        if not rights.role_allows(caller.role, rule.right):
+            _forbidden(request, caller, rule.right)
+        return
+    if not rights.role_allows(caller.role, rule.right):
+        _forbidden(request, caller, rule.right)
+    ctx: ServerContext = request.app.state.ctx
+    acc = access(request, caller)
+    if rule.kind == "any-pool":
+        if not acc.any(rule.right):
+            _forbidden(request, caller, rule.right)
+        _audit_access(request, caller, rule, "")
+        return
+    if rule.right == "import":
+        target = ctx.settings.pools[0].name  # STOW stores into the first pool
+        if not acc.allows(target, "import"):
+            _forbidden(request, caller, "import")
+        return
+    params = dict(request.path_params)
+    pool_name, study_uid = _pool_of(ctx, params)
+    if pool_name is not None:
+        if not acc.allows(pool_name, rule.right):
+            # Not 403: do not confirm that an object exists in a pool the caller cannot see.
+            raise HTTPException(404, "not found")
+        _audit_access(request, caller, rule, study_uid)
+        return
+    asked = request.query_params.get("pool", "")
+    if asked and asked in known_pools(ctx) and not acc.allows(asked, rule.right):
+        _forbidden(request, caller, rule.right)
+    allowed = acc.pools_with(rule.right, known_pools(ctx))
+    if allowed is not None and not allowed:
+        _forbidden(request, caller, rule.right)
+    request.state.read_pools = allowed
+    _audit_access(request, caller, rule, params.get("study_uid", params.get("study", "")))
+
+
+def _credentials(request: Request) -> HTTPAuthorizationCredentials | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return HTTPAuthorizationCredentials(scheme="Bearer", credentials=value.strip())
+    return None
+
+
+def _forbidden(request: Request, caller: Caller, right: str) -> None:
+    _audit_refusal(request.app.state.ctx, caller, request, right)
+    raise HTTPException(403, f"your account lacks the '{right}' right for this")
+
+
+def _audit_refusal(ctx: ServerContext, caller: Caller, request: Request, right: str) -> None:
+    audit.record(
+        ctx.WriteSession,
+        audit.Entry(
+            "refused",
+            audit.MINOR_FAILURE,
+            caller.username,
+            caller.address,
+            [],
+            f"{request.method} {request.url.path}: needs '{right}'",
+        ),
+    )
+
+
+def _audit_access(request: Request, caller: Caller, rule: rights.Rule, study_uid: str) -> None:
+    """Data access (query, view, download) as PS3.15 A.5 Query / Instances Accessed / Export."""
+    ctx: ServerContext = request.app.state.ctx
+    if not rule.audit or not ctx.settings.audit.data_access:
+        return
+    objects = [{"type": "study", "id": study_uid}] if study_uid else []
+    if rule.audit == "query" and not study_uid:
+        objects = [{"type": "query", "id": str(request.url.query)[:200]}]
+    audit.record(
+        ctx.WriteSession,
+        audit.Entry(
+            rule.audit,
+            audit.SUCCESS,
+            caller.username,
+            caller.address,
+            objects,
+            f"{request.method} {request.url.path}",
+        ),
+    )
+
+
+def hidden_uids(request: Request, level: str) -> set[str]:
+    """UIDs this caller has hidden (FAQ "Show hidden data"); empty with ?show_hidden=true."""
+    caller = getattr(request.state, "caller", None)
+    if not isinstance(caller, Caller):
+        return set()
+    if request.query_params.get("show_hidden", "").lower() in ("1", "true", "yes"):
+        return set()
+    ctx: ServerContext = request.app.state.ctx
+    with ctx.Session() as db:
+        return set(
+            db.scalars(
+                select(HiddenItem.uid).where(
+                    HiddenItem.user_pk == caller.user_id, HiddenItem.level == level
+                )
+            )
+        )

@@ -7,6 +7,7 @@ validated, sealed and indexed exactly like a C-STORE.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import re
 import secrets
@@ -23,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from lucent.dicom import pixels
 from lucent.net import status
 from server.api.archive_routes import ctx_of, load_instance
-from server.api.auth import Caller, get_caller
+from server.api.auth import Caller, get_caller, readable_pools
 from server.context import ServerContext
 from server.dimse import identifiers
 from server.index import queries
@@ -116,6 +117,8 @@ def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> 
     for kw, value in fixed.items():
         setattr(ident, kw, value)
     f = identifiers.to_filter(ident, case_insensitive_names=opts["fuzzy"])
+    if (allowed := readable_pools(request)) is not None:  # accounts: pools the caller may read
+        f = dataclasses.replace(f, pools=allowed)
     with ctx.Session() as db:
         matches = queries.find(db, level, f, limit=opts["offset"] + opts["limit"])
     base = str(request.base_url).rstrip("/") + "/dicom-web"
@@ -388,7 +391,11 @@ async def _stow(request: Request, study: str | None) -> Response:
             failed.append(item)
             continue
         outcome = await run_in_threadpool(
-            ctx.store, data, pool=ctx.settings.pools[0].name, source="STOW-RS"
+            ctx.store,
+            data,
+            pool=ctx.settings.pools[0].name,
+            source="STOW-RS",
+            owner=_caller.user_id if (_caller := getattr(request.state, "caller", None)) else None,
         )
         if outcome.ok:
             inst = ctx.find_instance(outcome.sop_instance_uid)

@@ -1,0 +1,113 @@
+"""Deleting studies: by a user with the delete right, or by the retention sweep per pool.
+
+FAQ: "Timestamp for automatic deletion"; issue 4: "Retention: per data pool, automatic
+deletion after a configured time; a deletion is audited and leaves no blob behind". The
+index rows go first (one transaction), then the blobs; a crash in between leaves only
+unreferenced blobs, which ``ServerContext.sweep_orphans`` removes at the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from server.accounts import audit
+from server.accounts.clock import now
+from server.index.account_models import HiddenItem, InstanceOwner, ShareLink
+from server.index.models import Instance, Patient, Placeholder, Series, Study
+
+log = logging.getLogger("lucent.retention")
+
+
+def delete_study(ctx: Any, study_uid: str, *, user: str, address: str, event: str) -> int:
+    """Remove one study (rows, then blobs); returns the number of instances removed."""
+    with ctx.WriteSession() as db, db.begin():
+        study = db.scalars(select(Study).where(Study.study_uid == study_uid)).first()
+        if study is None:
+            return -1
+        series_pks = list(db.scalars(select(Series.id).where(Series.study_pk == study.id)))
+        series_uids = list(db.scalars(select(Series.series_uid).where(Series.study_pk == study.id)))
+        insts = list(db.scalars(select(Instance).where(Instance.series_pk.in_(series_pks))))
+        keys = [k for i in insts for k in (i.meta_key, i.pixel_key) if k]
+        sops = [i.sop_instance_uid for i in insts]
+        patient_pk, pool = study.patient_pk, study.pool
+        db.execute(delete(InstanceOwner).where(InstanceOwner.sop_instance_uid.in_(sops)))
+        db.execute(delete(Instance).where(Instance.series_pk.in_(series_pks)))
+        db.execute(delete(Series).where(Series.id.in_(series_pks)))
+        db.execute(
+            delete(HiddenItem).where(
+                ((HiddenItem.level == "study") & (HiddenItem.uid == study_uid))
+                | ((HiddenItem.level == "series") & HiddenItem.uid.in_(series_uids))
+            )
+        )
+        db.execute(update(ShareLink).where(ShareLink.study_uid == study_uid).values(revoked=True))
+        db.delete(study)
+        db.flush()
+        others = db.scalars(select(Study.id).where(Study.patient_pk == patient_pk)).first()
+        pending = db.scalars(
+            select(Placeholder.id).where(Placeholder.patient_pk == patient_pk)
+        ).first()
+        if others is None and pending is None:
+            patient = db.get(Patient, patient_pk)
+            if patient is not None:
+                db.delete(patient)
+    for key in keys:
+        ctx.storage.delete(key)
+    for uid in series_uids:  # the ingest path caches series primary keys
+        ctx._parents.forget(uid)
+    audit.record(
+        ctx.WriteSession,
+        audit.Entry(
+            event,
+            audit.SUCCESS,
+            user,
+            address,
+            [{"type": "study", "id": study_uid}, {"type": "pool", "id": pool}],
+            f"{len(sops)} instance(s) deleted",
+        ),
+    )
+    return len(sops)
+
+
+def sweep(ctx: Any) -> list[str]:
+    """Delete every study older than its pool's ``retention_days`` (by last update)."""
+    deleted: list[str] = []
+    for pool in ctx.settings.pools:
+        if pool.retention_days <= 0:
+            continue
+        cutoff = now() - timedelta(days=pool.retention_days)
+        with ctx.Session() as db:
+            uids = list(
+                db.scalars(
+                    select(Study.study_uid).where(
+                        Study.pool == pool.name, Study.updated_at < cutoff
+                    )
+                )
+            )
+        for uid in uids:
+            if delete_study(ctx, uid, user="retention", address="", event="retention") >= 0:
+                deleted.append(uid)
+    if deleted:
+        log.info("retention removed %d study(ies)", len(deleted))
+    return deleted
+
+
+class RetentionThread(threading.Thread):
+    """Runs ``sweep`` every ``retention_interval_minutes`` while the server runs."""
+
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(name="retention", daemon=True)
+        self.ctx = ctx
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        interval = self.ctx.settings.accounts.retention_interval_minutes * 60
+        while not self.stop_event.wait(interval):
+            try:
+                sweep(self.ctx)
+            except Exception:  # keep sweeping on the next round
+                log.exception("retention sweep failed")

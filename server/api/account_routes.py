@@ -1,0 +1,645 @@
+"""/api/v1 accounts: login with PIN and devices, own sessions and password, users, groups,
+pool grants, devices, quotas, hidden data, study deletion and retention (issue 4).
+
+Access to each route is decided by ``server.accounts.rights.POLICY`` through the app-wide
+``authorize`` dependency; the handlers here only do the work and write the audit trail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from sqlalchemy import delete, select
+
+from lucent.api import account_schemas as acs
+from lucent.api import schemas
+from server.accounts import audit, login, rights, users
+from server.accounts import retention as retention_mod
+from server.accounts.clock import now
+from server.api.auth import Caller, client_address, get_caller
+from server.context import ServerContext
+from server.index.account_models import (
+    Device,
+    GroupMember,
+    HiddenItem,
+    LoginSession,
+    PoolGrant,
+    Quota,
+    UserGroup,
+)
+from server.index.models import User
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"])
+
+
+def ctx_of(request: Request) -> ServerContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+def _answer(outcome: login.Outcome) -> schemas.LoginResponse:
+    if outcome.status >= 400:
+        headers = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after else None
+        raise HTTPException(outcome.status, outcome.detail, headers=headers)
+    return schemas.LoginResponse(
+        token=outcome.token,
+        expires_in=outcome.expires_in,
+        username=outcome.username,
+        role=outcome.role,
+        pin_required=outcome.pin_required,
+        challenge=outcome.challenge,
+    )
+
+
+def _note(ctx: ServerContext, event: str, caller: Caller, objects: list[Any], detail: str) -> None:
+    audit.record(
+        ctx.WriteSession,
+        audit.Entry(event, audit.SUCCESS, caller.username, caller.address, objects, detail),
+    )
+
+
+def _forget_basic(request: Request) -> None:
+    cache = getattr(request.app.state, "basic_cache", None)
+    if cache is not None:
+        cache.clear()
+
+
+# ------------------------------------------------------------------ login and own account
+@router.post("/auth/login", response_model=schemas.LoginResponse)
+def login_route(body: schemas.LoginRequest, request: Request) -> schemas.LoginResponse:
+    """Password step. Unknown user and wrong password get the same answer (issue 4)."""
+    ctx = ctx_of(request)
+    return _answer(
+        login.login(
+            ctx.WriteSession,
+            ctx.settings,
+            body.username,
+            body.password,
+            client_address(request),
+            body.device_id,
+            body.device_name,
+        )
+    )
+
+
+@router.post("/auth/pin", response_model=schemas.LoginResponse)
+def pin_route(body: acs.PinRequest, request: Request) -> schemas.LoginResponse:
+    """Second step: the PIN mailed to the clinic address (FAQ)."""
+    ctx = ctx_of(request)
+    return _answer(
+        login.confirm_pin(
+            ctx.WriteSession, ctx.settings, body.challenge, body.pin, client_address(request)
+        )
+    )
+
+
+@router.post("/auth/logout", status_code=204)
+def logout(request: Request, caller: Caller = Depends(get_caller)) -> None:
+    header = request.headers.get("authorization", "")
+    ctx = ctx_of(request)
+    if header.lower().startswith("bearer "):
+        with ctx.WriteSession() as db, db.begin():
+            login.revoke_token(db, header[7:].strip())
+    _note(ctx, "logout", caller, [], "")
+
+
+@router.get("/auth/me", response_model=schemas.UserInfo)
+def me(request: Request, caller: Caller = Depends(get_caller)) -> schemas.UserInfo:
+    with ctx_of(request).Session() as db:
+        user = db.get(User, caller.user_id)
+        display = user.display_name if user else caller.username
+    return schemas.UserInfo(username=caller.username, display_name=display, role=caller.role)
+
+
+@router.post("/auth/password", status_code=204)
+def change_password(
+    body: acs.PasswordChange, request: Request, caller: Caller = Depends(get_caller)
+) -> None:
+    """Change one's own password; every other session of the account ends."""
+    ctx = ctx_of(request)
+    with ctx.WriteSession() as db, db.begin():
+        user = db.get(User, caller.user_id)
+        assert user is not None
+        if not users.check_password(user, body.old_password):
+            raise HTTPException(400, "the current password is not correct")
+        try:
+            users.set_password(user, body.new_password)
+        except users.AccountError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        login.security(db, user).password_changed_at = now()
+        for row in db.scalars(
+            select(LoginSession).where(
+                LoginSession.user_pk == user.id, LoginSession.id != (caller.session_pk or -1)
+            )
+        ):
+            row.revoked = True
+    _forget_basic(request)
+    _note(ctx, "user-change", caller, [{"type": "user", "id": caller.username}], "password changed")
+
+
+@router.get("/auth/sessions", response_model=list[acs.SessionOut])
+def my_sessions(request: Request, caller: Caller = Depends(get_caller)) -> list[acs.SessionOut]:
+    with ctx_of(request).Session() as db:
+        rows = db.scalars(
+            select(LoginSession).where(
+                LoginSession.user_pk == caller.user_id,
+                LoginSession.revoked.is_(False),
+                LoginSession.expires_at > now(),
+            )
+        )
+        out = []
+        for r in rows:
+            device = db.get(Device, r.device_pk) if r.device_pk else None
+            out.append(
+                acs.SessionOut(
+                    id=r.id,
+                    created_at=r.created_at,
+                    last_seen_at=r.last_seen_at,
+                    expires_at=r.expires_at,
+                    address=r.address,
+                    device=device.name if device else "",
+                    current=r.id == caller.session_pk,
+                )
+            )
+        return out
+
+
+@router.post("/auth/password-reset", status_code=202)
+def request_reset(body: acs.ResetRequest, request: Request) -> dict[str, str]:
+    """Mail a single-use reset link; the same answer whether or not the user exists."""
+    ctx = ctx_of(request)
+    base = ctx.settings.accounts.public_url or str(request.base_url).rstrip("/")
+    login.request_reset(
+        ctx.WriteSession, ctx.settings, body.username, base, client_address(request)
+    )
+    return {"detail": "if the account exists and has an e-mail address, a link was sent"}
+
+
+@router.post("/auth/password-reset/confirm", status_code=204)
+def confirm_reset(body: acs.ResetConfirm, request: Request) -> None:
+    outcome = login.confirm_reset(
+        ctx_of(request).WriteSession, body.token, body.new_password, client_address(request)
+    )
+    if outcome.status >= 400:
+        raise HTTPException(outcome.status, outcome.detail)
+    _forget_basic(request)
+
+
+# ------------------------------------------------------------------ users
+def _grants(db: Any, *, user_pk: int | None = None, group_pk: int | None = None) -> dict:
+    stmt = select(PoolGrant)
+    stmt = (
+        stmt.where(PoolGrant.user_pk == user_pk)
+        if user_pk is not None
+        else stmt.where(PoolGrant.group_pk == group_pk)
+    )
+    return {g.pool: sorted(rights.parse_rights(g.rights)) for g in db.scalars(stmt)}
+
+
+def _set_grants(
+    db: Any,
+    grants: dict[str, list[str]],
+    *,
+    user_pk: int | None = None,
+    group_pk: int | None = None,
+) -> None:
+    for granted in grants.values():
+        bad = set(granted) - set(rights.POOL_RIGHTS)
+        if bad:
+            raise HTTPException(
+                422, f"unknown right(s) {sorted(bad)}; use {', '.join(rights.POOL_RIGHTS)}"
+            )
+    if user_pk is not None:
+        db.execute(delete(PoolGrant).where(PoolGrant.user_pk == user_pk))
+    else:
+        db.execute(delete(PoolGrant).where(PoolGrant.group_pk == group_pk))
+    for pool_name, granted in grants.items():
+        if granted:
+            db.add(
+                PoolGrant(
+                    user_pk=user_pk, group_pk=group_pk, pool=pool_name, rights=",".join(granted)
+                )
+            )
+
+
+def _user_out(db: Any, user: User) -> acs.UserOut:
+    groups = db.scalars(
+        select(UserGroup.name)
+        .join(GroupMember, GroupMember.group_pk == UserGroup.id)
+        .where(GroupMember.user_pk == user.id)
+    )
+    return acs.UserOut(
+        username=user.username,
+        display_name=user.display_name,
+        email=user.email,
+        role=user.role,
+        enabled=user.enabled,
+        pin_login=login.security(db, user).pin_login,
+        groups=sorted(groups),
+        grants=_grants(db, user_pk=user.id),
+    )
+
+
+def _user(db: Any, username: str) -> User:
+    user = users.find(db, username)
+    if user is None:
+        raise HTTPException(404, f"no user '{username}'")
+    return user
+
+
+@router.get("/users", response_model=list[acs.UserOut])
+def list_users(request: Request) -> list[acs.UserOut]:
+    with ctx_of(request).WriteSession() as db, db.begin():
+        return [_user_out(db, u) for u in db.scalars(select(User).order_by(User.username))]
+
+
+@router.post("/users", response_model=acs.UserOut, status_code=201)
+def create_user(
+    body: acs.UserIn, request: Request, caller: Caller = Depends(get_caller)
+) -> acs.UserOut:
+    ctx = ctx_of(request)
+    with ctx.WriteSession() as db, db.begin():
+        try:
+            user = users.create_user(
+                db,
+                body.username,
+                body.password,
+                role=body.role,
+                display_name=body.display_name,
+                email=body.email,
+            )
+        except users.AccountError as exc:
+            raise HTTPException(409 if "exists" in str(exc) else 422, str(exc)) from exc
+        login.security(db, user).pin_login = body.pin_login
+        _set_grants(db, body.grants, user_pk=user.id)
+        db.flush()
+        out = _user_out(db, user)
+    _note(ctx, "roles-change", caller, [{"type": "user", "id": out.username}], "user created")
+    return out
+
+
+@router.get("/users/{username}", response_model=acs.UserOut)
+def get_user(username: str, request: Request) -> acs.UserOut:
+    with ctx_of(request).WriteSession() as db, db.begin():
+        return _user_out(db, _user(db, username))
+
+
+@router.patch("/users/{username}", response_model=acs.UserOut)
+def patch_user(
+    username: str, body: acs.UserPatch, request: Request, caller: Caller = Depends(get_caller)
+) -> acs.UserOut:
+    ctx = ctx_of(request)
+    with ctx.WriteSession() as db, db.begin():
+        user = _user(db, username)
+        if body.role is not None:
+            if body.role not in rights.ROLES:
+                raise HTTPException(422, f"role must be one of {', '.join(rights.ROLES)}")
+            user.role = body.role
+        if body.display_name is not None:
+            user.display_name = body.display_name
+        if body.email is not None:
+            user.email = body.email
+        if body.pin_login is not None:
+            login.security(db, user).pin_login = body.pin_login
+        if body.password is not None:
+            try:
+                users.set_password(user, body.password)
+            except users.AccountError as exc:
+                raise HTTPException(422, str(exc)) from exc
+        if body.enabled is not None:
+            user.enabled = body.enabled
+        if body.enabled is False or body.password is not None or body.role is not None:
+            login.revoke_user_sessions(db, user.id)
+        db.flush()
+        out = _user_out(db, user)
+    _forget_basic(request)
+    changed = ", ".join(
+        k for k, v in body.model_dump().items() if v is not None and k != "password"
+    )
+    if body.password is not None:
+        changed += ", password" if changed else "password"
+    _note(ctx, "user-change", caller, [{"type": "user", "id": out.username}], changed)
+    return out
+
+
+@router.put("/users/{username}/grants", response_model=acs.UserOut)
+def put_user_grants(
+    username: str,
+    body: dict[str, list[str]],
+    request: Request,
+    caller: Caller = Depends(get_caller),
+) -> acs.UserOut:
+    ctx = ctx_of(request)
+    with ctx.WriteSession() as db, db.begin():
+        user = _user(db, username)
+        _set_grants(db, body, user_pk=user.id)
+        db.flush()
+        out = _user_out(db, user)
+    _note(ctx, "roles-change", caller, [{"type": "user", "id": out.username}], f"grants {body}")
+    return out
+
+
+@router.post("/users/{username}/sessions/revoke")
+def revoke_sessions(
+    username: str, request: Request, caller: Caller = Depends(get_caller)
+) -> dict[str, int]:
+    """Admin kill: every session of the account ends at once."""
+    ctx = ctx_of(request)
+    with ctx.WriteSession() as db, db.begin():
+        count = login.revoke_user_sessions(db, _user(db, username).id)
+    _forget_basic(request)
+    _note(ctx, "user-change", caller, [{"type": "user", "id": username}], "sessions revoked")
+    return {"revoked": count}
+
+
+@router.post("/users/{username}/unlock", status_code=204)
+def unlock_user(username: str, request: Request, caller: Caller = Depends(get_caller)) -> None:
+    from server.accounts import throttle
+
+    ctx = ctx_of(request)
+    with ctx.WriteSession() as db, db.begin():
+        throttle.clear(db, throttle.keys(username, "")[0])
+    _note(ctx, "user-change", caller, [{"type": "user", "id": username}], "lockout cleared")
+
+
+# ------------------------------------------------------------------ groups
+def _group(db: Any, name: str) -> UserGroup:
+    group = db.scalars(select(UserGroup).where(UserGroup.name == name)).first()
+    if group is None:
+        raise HTTPException(404, f"no group '{name}'")
+    return group
+
+
+def _group_out(db: Any, g: UserGroup) -> acs.GroupOut:
+    members = db.scalars(
+        select(User.username)
+        .join(GroupMember, GroupMember.user_pk == User.id)
+        .where(GroupMember.group_pk == g.id)
+    )
+    return acs.GroupOut(
+        name=g.name,
+        description=g.description,
+        members=sorted(members),
+        grants=_grants(db, group_pk=g.id),
+    )
+
+
+@router.get("/groups", response_model=list[acs.GroupOut])
+def list_groups(request: Request) -> list[acs.GroupOut]:
+    with ctx_of(request).Session() as db:
+        return [_group_out(db, g) for g in db.scalars(select(UserGroup).order_by(UserGroup.name))]
+
+
+@router.post("/groups", response_model=acs.GroupOut, status_code=201)
+def create_group(
+    body: acs.GroupIn, request: Request, caller: Caller = Depends(get_caller)
+) -> acs.GroupOut:
+    ctx = ctx_of(request)
+    with ctx.WriteSession() as db, db.begin():
+        if db.scalars(select(UserGroup).where(UserGroup.name == body.name)).first():
+            raise HTTPException(409, f"a group named '{body.name}' exists")
+        group = UserGroup(name=body.name, description=body.description)
+        db.add(group)
+        db.flush()
+        out = _group_out(db, group)
+    _note(ctx, "roles-change", caller, [{"type": "user", "id": body.name}], "group created")
+    return out
+
+
+@router.put("/groups/{name}/members", response_model=acs.GroupOut)
+def put_members(
+    name: str, body: list[str], request: Request, caller: Caller = Depends(get_caller)
+) -> acs.GroupOut:
+    ctx = ctx_of(request)
+    with ctx.WriteSession() as db, db.begin():
+        group = _group(db, name)
+        pks = [_user(db, u).id for u in body]
+        db.execute(delete(GroupMember).where(GroupMember.group_pk == group.id))
+        for pk in sorted(set(pks)):
+            db.add(GroupMember(group_pk=group.id, user_pk=pk))
+        db.flush()
+        out = _group_out(db, group)
+    _note(ctx, "roles-change", caller, [{"type": "user", "id": name}], f"members {out.members}")
+    return out
+
+
+@router.put("/groups/{name}/grants", response_model=acs.GroupOut)
+def put_group_grants(
+    name: str,
+    body: dict[str, list[str]],
+    request: Request,
+    caller: Caller = Depends(get_caller),
+) -> acs.GroupOut:
+    ctx = ctx_of(request)
+    with ctx.WriteSession() as db, db.begin():
+        group = _group(db, name)
+        _set_grants(db, body, group_pk=group.id)
+        db.flush()
+        out = _group_out(db, group)
+    _note(ctx, "roles-change", caller, [{"type": "user", "id": name}], f"grants {body}")
+    return out
+
+
+@router.delete("/groups/{name}", status_code=204)
+def delete_group(name: str, request: Request, caller: Caller = Depends(get_caller)) -> None:
+    ctx = ctx_of(request)
+    with ctx.WriteSession() as db, db.begin():
+        group = _group(db, name)
+        db.execute(delete(GroupMember).where(GroupMember.group_pk == group.id))
+        db.execute(delete(PoolGrant).where(PoolGrant.group_pk == group.id))
+        db.execute(delete(Quota).where(Quota.kind == "group", Quota.subject == name))
+        db.delete(group)
+    _note(ctx, "roles-change", caller, [{"type": "user", "id": name}], "group deleted")
+
+
+# ------------------------------------------------------------------ devices
+def _device_out(db: Any, d: Device) -> acs.DeviceOut:
+    owner = db.get(User, d.user_pk)
+    return acs.DeviceOut(
+        id=d.id,
+        username=owner.username if owner else "",
+        name=d.name,
+        status=d.status,
+        created_at=d.created_at,
+        decided_by=d.decided_by,
+        last_seen_at=d.last_seen_at,
+    )
+
+
+@router.get("/devices", response_model=list[acs.DeviceOut])
+def list_devices(request: Request, status: str = "") -> list[acs.DeviceOut]:
+    with ctx_of(request).Session() as db:
+        stmt = select(Device).order_by(Device.id)
+        if status:
+            stmt = stmt.where(Device.status == status)
+        return [_device_out(db, d) for d in db.scalars(stmt)]
+
+
+def _decide(request: Request, device_id: int, status: str, caller: Caller) -> acs.DeviceOut:
+    ctx = ctx_of(request)
+    with ctx.WriteSession() as db, db.begin():
+        device = db.get(Device, device_id)
+        if device is None:
+            raise HTTPException(404, "no such device")
+        login.decide_device(db, device, status, caller.username)
+        out = _device_out(db, device)
+    _note(
+        ctx,
+        "device",
+        caller,
+        [{"type": "device", "id": str(device_id)}, {"type": "user", "id": out.username}],
+        f"device {status}",
+    )
+    return out
+
+
+@router.post("/devices/{device_id}/approve", response_model=acs.DeviceOut)
+def approve_device(
+    device_id: int, request: Request, caller: Caller = Depends(get_caller)
+) -> acs.DeviceOut:
+    return _decide(request, device_id, "approved", caller)
+
+
+@router.post("/devices/{device_id}/revoke", response_model=acs.DeviceOut)
+def revoke_device(
+    device_id: int, request: Request, caller: Caller = Depends(get_caller)
+) -> acs.DeviceOut:
+    """Block a device; its sessions end at once (issue 4)."""
+    return _decide(request, device_id, "revoked", caller)
+
+
+@router.patch("/devices/{device_id}", response_model=acs.DeviceOut)
+def rename_device(
+    device_id: int, body: acs.DevicePatch, request: Request, caller: Caller = Depends(get_caller)
+) -> acs.DeviceOut:
+    ctx = ctx_of(request)
+    with ctx.WriteSession() as db, db.begin():
+        device = db.get(Device, device_id)
+        if device is None:
+            raise HTTPException(404, "no such device")
+        device.name = body.name[:128]
+        out = _device_out(db, device)
+    _note(ctx, "device", caller, [{"type": "device", "id": str(device_id)}], "device renamed")
+    return out
+
+
+# ------------------------------------------------------------------ quotas
+def _quota_out(db: Any, q: Quota) -> acs.QuotaOut:
+    from server.accounts.quotas import usage
+
+    return acs.QuotaOut(
+        kind=q.kind,
+        subject=q.subject,
+        limit_bytes=q.limit_bytes,
+        used_bytes=usage(db, q.kind, q.subject),
+    )
+
+
+@router.get("/quotas", response_model=list[acs.QuotaOut])
+def list_quotas(request: Request) -> list[acs.QuotaOut]:
+    with ctx_of(request).Session() as db:
+        return [_quota_out(db, q) for q in db.scalars(select(Quota).order_by(Quota.id))]
+
+
+@router.put("/quotas", response_model=list[acs.QuotaOut])
+def put_quota(
+    body: acs.QuotaIn, request: Request, caller: Caller = Depends(get_caller)
+) -> list[acs.QuotaOut]:
+    """Set (or with ``limit_mb: null`` remove) the quota of a user, group or pool (FAQ)."""
+    ctx = ctx_of(request)
+    if body.kind not in ("user", "group", "pool"):
+        raise HTTPException(422, "kind must be user, group or pool")
+    subject = users.normalise(body.subject) if body.kind == "user" else body.subject
+    with ctx.WriteSession() as db, db.begin():
+        row = db.scalars(
+            select(Quota).where(Quota.kind == body.kind, Quota.subject == subject)
+        ).first()
+        if body.limit_mb is None:
+            if row is not None:
+                db.delete(row)
+        elif row is None:
+            db.add(Quota(kind=body.kind, subject=subject, limit_bytes=int(body.limit_mb * 2**20)))
+        else:
+            row.limit_bytes = int(body.limit_mb * 2**20)
+    ctx.quotas.forget_cache()
+    _note(ctx, "config-change", caller, [], f"quota {body.kind} {subject} = {body.limit_mb} MB")
+    return list_quotas(request)
+
+
+@router.get("/quota", response_model=list[acs.QuotaOut])
+def my_quota(request: Request, caller: Caller = Depends(get_caller)) -> list[acs.QuotaOut]:
+    """The caller's own storage space and that of their groups."""
+    with ctx_of(request).Session() as db:
+        names = list(
+            db.scalars(
+                select(UserGroup.name)
+                .join(GroupMember, GroupMember.group_pk == UserGroup.id)
+                .where(GroupMember.user_pk == caller.user_id)
+            )
+        )
+        rows = db.scalars(
+            select(Quota).where(
+                ((Quota.kind == "user") & (Quota.subject == caller.username))
+                | ((Quota.kind == "group") & Quota.subject.in_(names))
+            )
+        )
+        return [_quota_out(db, q) for q in rows]
+
+
+# ------------------------------------------------------------------ hidden data
+@router.get("/hidden", response_model=list[acs.HiddenOut])
+def list_hidden(request: Request, caller: Caller = Depends(get_caller)) -> list[acs.HiddenOut]:
+    """FAQ "Show hidden data": what this user has hidden, to restore."""
+    with ctx_of(request).Session() as db:
+        rows = db.scalars(
+            select(HiddenItem).where(HiddenItem.user_pk == caller.user_id).order_by(HiddenItem.id)
+        )
+        return [acs.HiddenOut(level=r.level, uid=r.uid, hidden_at=r.hidden_at) for r in rows]
+
+
+@router.post("/hidden", status_code=204)
+def hide(body: acs.HiddenIn, request: Request, caller: Caller = Depends(get_caller)) -> None:
+    if body.level not in ("study", "series"):
+        raise HTTPException(422, "level must be study or series")
+    with ctx_of(request).WriteSession() as db, db.begin():
+        exists = db.scalars(
+            select(HiddenItem).where(
+                HiddenItem.user_pk == caller.user_id,
+                HiddenItem.level == body.level,
+                HiddenItem.uid == body.uid,
+            )
+        ).first()
+        if exists is None:
+            db.add(
+                HiddenItem(user_pk=caller.user_id, level=body.level, uid=body.uid, hidden_at=now())
+            )
+
+
+@router.delete("/hidden", status_code=204)
+def unhide(
+    request: Request, level: str = "", uid: str = "", caller: Caller = Depends(get_caller)
+) -> None:
+    """Restore one hidden item (level and uid), or all of them (no parameters)."""
+    with ctx_of(request).WriteSession() as db, db.begin():
+        stmt = delete(HiddenItem).where(HiddenItem.user_pk == caller.user_id)
+        if uid:
+            stmt = stmt.where(HiddenItem.uid == uid)
+        if level:
+            stmt = stmt.where(HiddenItem.level == level)
+        db.execute(stmt)
+
+
+# ------------------------------------------------------------------ deletion, retention
+@router.delete("/studies/{study_uid}", status_code=204)
+def delete_study(study_uid: str, request: Request, caller: Caller = Depends(get_caller)) -> None:
+    """Delete a study and its blobs (needs the delete right on its pool); audited 110105."""
+    removed = retention_mod.delete_study(
+        ctx_of(request), study_uid, user=caller.username, address=caller.address, event="delete"
+    )
+    if removed < 0:
+        raise HTTPException(404, f"study {study_uid} not found")
+
+
+@router.post("/retention/run", response_model=acs.RetentionOut)
+def run_retention(request: Request) -> acs.RetentionOut:
+    return acs.RetentionOut(deleted_studies=retention_mod.sweep(ctx_of(request)))

@@ -1,0 +1,81 @@
+"""Helpers for the accounts tests: the real app in-process (ASGI), with its own data folder.
+
+No test functions here; test modules import ``make_app``/``AppUnderTest`` from this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+
+from server import config
+from server.accounts import clock, users
+from server.api.app import create_app
+from server.context import ServerContext
+
+ADMIN = ("admin", "correct-horse-battery")
+PASSWORD = "a-long-enough-password"
+
+
+class AppUnderTest:
+    def __init__(self, ctx: ServerContext, client: TestClient) -> None:
+        self.ctx = ctx
+        self.http = client
+
+    def login(self, username: str, password: str = PASSWORD, **extra: Any) -> httpx.Response:
+        return self.http.post(
+            "/api/v1/auth/login", json={"username": username, "password": password, **extra}
+        )
+
+    def token(self, username: str, password: str = PASSWORD) -> dict[str, str]:
+        r = self.login(username, password)
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
+
+    def admin(self) -> dict[str, str]:
+        return self.token(*ADMIN)
+
+    def add_user(self, name: str, role: str, grants: dict[str, list[str]] | None = None,
+                 **extra: Any) -> None:
+        r = self.http.post(
+            "/api/v1/users",
+            headers=self.admin(),
+            json={"username": name, "password": PASSWORD, "role": role,
+                  "grants": grants or {}, **extra},
+        )
+        assert r.status_code == 201, r.text
+
+    def store(self, data: bytes, pool: str = "DEFAULT", owner: int | None = None) -> int:
+        return self.ctx.store(data, pool=pool, source="TEST", owner=owner).status
+
+
+@contextmanager
+def make_app(
+    workdir: Path,
+    sections: dict[str, dict[str, Any]] | None = None,
+    pools: list[dict[str, Any]] | None = None,
+) -> Iterator[AppUnderTest]:
+    data: dict[str, Any] = {
+        "server": {"data_dir": str(workdir / "data")},
+        "archive": {"min_free_mb": 1},
+        "accounts": {"retention_interval_minutes": 0.0},
+    }
+    for name, values in (sections or {}).items():
+        data.setdefault(name, {}).update(values)
+    data["pools"] = pools or [{"name": "DEFAULT", "ae_title": "LUCENT", "port": 0}]
+    settings = config.parse(data)
+    ctx = ServerContext(settings, migrate=True)
+    with ctx.WriteSession() as db, db.begin():
+        users.create_user(db, ADMIN[0], ADMIN[1], role="administrator")
+    clock.reset()
+    try:
+        with TestClient(create_app(ctx)) as client:
+            yield AppUnderTest(ctx, client)
+    finally:
+        clock.reset()
+        ctx.close()
