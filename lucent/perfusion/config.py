@@ -54,6 +54,13 @@ class PerfusionConfig:
     method: Method = "osvd"
     oi_threshold: float = 0.095
     """Oscillation index threshold of oSVD (Wu et al., MRM 2003)."""
+    oi_adaptive: bool = True
+    """Lower the OI threshold when the contrast-to-noise ratio is low (``maps.adaptive_oi``)."""
+    oi_cnr_ref: float = 100.0
+    """CNR (peak of the mean brain curve / voxel noise SD) at and above which ``oi_threshold``
+    applies unchanged."""
+    oi_min: float = 0.02
+    """Lowest adaptive OI threshold."""
     ssvd_threshold: float = 0.2
     """Relative singular-value threshold of standard SVD (Ostergaard 1996: 20 %)."""
     tikhonov_lambda: float = 0.1

@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +20,7 @@ from scipy import ndimage
 from . import aif as aif_mod
 from .config import PerfusionConfig
 from .coregister import coregister, to_sitk
-from .maps import MAP_UNITS, compute_maps
+from .maps import MAP_UNITS, adaptive_oi, compute_maps
 from .mask import brain_mask, tissue_mask
 from .model import PerfusionSeries, Refusal, RefusalCode
 from .motion import MotionReport, correct_motion
@@ -249,6 +249,8 @@ def _run(
     with stage("denoise"):
         # denoising after AIF selection: arteries are a few voxels wide
         noise_sd = float(np.median(conc[:, baseline.start : baseline.end].std(axis=1)))
+        # contrast-to-noise of the mean brain curve sets the oSVD regularisation (see below)
+        cnr = float(conc[brain[idx]].mean(axis=0).max()) / max(noise_sd, 1e-9)
         if config.pca_denoise and baseline.end - baseline.start >= 3:
             conc, n_components = pca_denoise(conc, noise_sd)
             warnings_pca = n_components
@@ -269,7 +271,8 @@ def _run(
         if modality == "MR" and config.leakage_correction:
             conc, k2 = leakage_correct(conc, dt)
     with stage("deconvolution"):
-        flat, _dec = compute_maps(conc, fns.aif, dt, config)
+        oi = adaptive_oi(config, cnr)
+        flat, _dec = compute_maps(conc, fns.aif, dt, replace(config, oi_threshold=oi))
         maps: dict[str, np.ndarray] = {}
         for name, values in flat.items():
             vol = np.zeros((n_z, n_y, n_x), np.float32)
@@ -334,6 +337,8 @@ def _run(
             },
             "flowstats": hemisphere_stats(maps, tissue, low, low_side),
             "noise_sd": round(noise_sd, 4),
+            "cnr": round(cnr, 2),
+            "oi_threshold": round(oi, 4),
             "pca_components": warnings_pca,
             "leakage_k2_median": None if k2 is None else round(float(np.median(k2)), 6),
         }
