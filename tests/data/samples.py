@@ -184,13 +184,18 @@ def set_pixels(
     bits_stored: int,
     signed: bool = False,
     photometric: str | None = None,
+    samples: int | None = None,
 ) -> Dataset:
     """Fill the Image Pixel module (PS3.3 C.7.6.3) consistently with ``arr`` (native LE).
 
     Shape conventions as pydicom: (frames?, rows, cols, samples?). Frames > 1 sets
     Number of Frames; colour data is written colour-by-pixel (Planar Configuration 0).
+    A 3-D array is ambiguous (frames of grey or one colour image): pass ``samples`` or set
+    Number of Frames first; otherwise a last axis of 3 means colour.
     """
-    samples = 3 if (arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] == 3 and not _mf(ds))) else 1
+    if samples is None:
+        colour = arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] == 3 and not _mf(ds))
+        samples = 3 if colour else 1
     frames = arr.shape[0] if (arr.ndim == 4 or (arr.ndim == 3 and samples == 1)) else 1
     rows, cols = (arr.shape[-3], arr.shape[-2]) if samples == 3 else (arr.shape[-2], arr.shape[-1])
     ds.SamplesPerPixel = samples
@@ -1320,6 +1325,7 @@ def make_instance(
                 bits_allocated=spec.bits_allocated,
                 bits_stored=spec.bits_stored,
                 signed=spec.signed,
+                samples=spec.samples,
             )
         elif sop_class_uid.startswith(_WAVEFORM_PREFIX):
             _waveform(ds, ctx)
