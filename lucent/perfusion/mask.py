@@ -75,4 +75,9 @@ def tissue_mask(
     """Brain minus CSF (CT: baseline HU <= csf_max_hu), the domain of core/volumes."""
     if modality == "CT":
         return brain & (baseline_image > csf_max_hu)
-    return brain.copy()
+    # DSC: the hole-filled mask holds skull, air pockets and CSF. Dark baseline voxels give
+    # noise-dominated ΔR2*; CSF is bright on T2*-weighted EPI and has no perfusion.
+    if not brain.any():
+        return brain.copy()
+    median = float(np.median(baseline_image[brain]))
+    return brain & (baseline_image >= 0.6 * median) & (baseline_image <= 1.4 * median)

@@ -213,13 +213,18 @@ def _run(
         search = _dilate2d(brain, 1)
         idx = np.nonzero(search)
         curves = frames[:, search].T.copy()  # (n, K)
-        conc, _s0 = to_concentration(curves, baseline, modality, series.echo_time_s)
+        conc, s0 = to_concentration(curves, baseline, modality, series.echo_time_s)
         del curves
     with stage("aif"):
         try:
             # AIF/VOF search away from the brain edge (residual motion, skull partial volume)
             inner = ndimage.binary_erosion(brain, structure=_PLANE) if brain.sum() > 1000 else brain
             in_brain = inner[idx]
+            if modality == "MR":
+                # DSC: ΔR2* = -ln(S/S0)/TE of a low-signal voxel (skull, air, partial volume at
+                # the edge) is noise-dominated and can out-score every artery at SNR 40: only
+                # voxels with at least half the median brain baseline signal may be AIF/VOF.
+                in_brain &= s0 >= 0.5 * float(np.median(s0[brain[idx]]))
             coords = np.stack(idx, axis=1)
             fns = aif_mod.select(
                 conc[in_brain],
