@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from server import config
@@ -23,9 +24,10 @@ PASSWORD = "a-long-enough-password"
 
 
 class AppUnderTest:
-    def __init__(self, ctx: ServerContext, client: TestClient) -> None:
+    def __init__(self, ctx: ServerContext, client: TestClient, app: FastAPI) -> None:
         self.ctx = ctx
         self.http = client
+        self.app = app
 
     def login(self, username: str, password: str = PASSWORD, **extra: Any) -> httpx.Response:
         return self.http.post(
@@ -40,13 +42,19 @@ class AppUnderTest:
     def admin(self) -> dict[str, str]:
         return self.token(*ADMIN)
 
-    def add_user(self, name: str, role: str, grants: dict[str, list[str]] | None = None,
-                 **extra: Any) -> None:
+    def add_user(
+        self, name: str, role: str, grants: dict[str, list[str]] | None = None, **extra: Any
+    ) -> None:
         r = self.http.post(
             "/api/v1/users",
             headers=self.admin(),
-            json={"username": name, "password": PASSWORD, "role": role,
-                  "grants": grants or {}, **extra},
+            json={
+                "username": name,
+                "password": PASSWORD,
+                "role": role,
+                "grants": grants or {},
+                **extra,
+            },
         )
         assert r.status_code == 201, r.text
 
@@ -74,8 +82,21 @@ def make_app(
         users.create_user(db, ADMIN[0], ADMIN[1], role="administrator")
     clock.reset()
     try:
-        with TestClient(create_app(ctx)) as client:
-            yield AppUnderTest(ctx, client)
+        fastapi_app = create_app(ctx)
+        with TestClient(fastapi_app) as client:
+            yield AppUnderTest(ctx, client, fastapi_app)
     finally:
         clock.reset()
         ctx.close()
+
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def ct_bytes(tmp: Path, **kwargs: Any) -> bytes:
+    """One small CT image as Part-10 bytes (tests/data/samples.py generator)."""
+    from tests.data.samples import make_instance, write
+
+    ds = make_instance(CT, rows=kwargs.pop("rows", 32), cols=kwargs.pop("cols", 32), **kwargs)
+    path = write(ds, tmp / f"{ds.SOPInstanceUID}.dcm")
+    return path.read_bytes()
