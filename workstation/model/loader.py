@@ -183,8 +183,13 @@ def fetch_volume_array(client: LucentClient, series_uid: str) -> np.ndarray:
                 bio = io.BytesIO(bytes(buf))
                 try:
                     version = npy_format.read_magic(bio)
-                    shape, fortran, dtype = npy_format._read_array_header(bio, version)  # noqa: SLF001
-                except ValueError:
+                    read_header = (
+                        npy_format.read_array_header_1_0
+                        if version == (1, 0)
+                        else npy_format.read_array_header_2_0
+                    )
+                    shape, fortran, dtype = read_header(bio)
+                except (ValueError, EOFError):
                     continue  # header not complete yet
                 array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
                 view = memoryview(array.reshape(-1).view(np.uint8))

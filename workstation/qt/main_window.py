@@ -192,7 +192,7 @@ class MainWindow(QMainWindow):
         job.signals.described.connect(lambda data: self._described(index, data))
         job.signals.progress.connect(lambda done, total: self._progress(widget, done, total))
         job.signals.finished.connect(lambda j: self._finished(index, j))
-        job.signals.failed.connect(lambda msg: self._failed(widget, msg))
+        job.signals.failed.connect(lambda msg: self._failed(widget, msg, job))
         self.jobs.append(job)
         self.progress.setValue(0)
         self.progress.show()
@@ -243,7 +243,8 @@ class MainWindow(QMainWindow):
                 vp.set_window(*state.window)
                 return
 
-    def _failed(self, widget: Any, message: str) -> None:
+    def _failed(self, widget: Any, message: str, job: LoadJob) -> None:
+        self.jobs = [j for j in self.jobs if j is not job]
         widget.loading_text = ""
         self.progress.hide()
         self.cancel_button.hide()

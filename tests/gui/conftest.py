@@ -1,0 +1,92 @@
+"""GUI tests: each pytest process (xdist worker) gets its own Xvfb, started before Qt.
+
+`make test` runs `pytest -n 2` without xvfb-run, so the display is ours to start:
+`Xvfb -displayfd` picks a free display number itself (no race between workers). Mesa
+software GL (LIBGL_ALWAYS_SOFTWARE) serves VTK. Without Xvfb we fall back to Qt's offscreen
+platform: the stack viewports draw with QPainter and need no GL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def _start_xvfb() -> subprocess.Popen[bytes] | None:
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        return None
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        [exe, "-displayfd", str(w), "-screen", "0", "1920x1080x24", "-nolisten", "tcp"],
+        pass_fds=(w,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    os.close(w)
+    with os.fdopen(r) as pipe:
+        number = pipe.readline().strip()
+    if not number or proc.poll() is not None:
+        proc.kill()
+        return None
+    os.environ["DISPLAY"] = f":{number}"
+    return proc
+
+
+def _xcb_works() -> bool:
+    """Qt's xcb plugin needs libxcb-icccm4/-keysyms1/-cursor0; probe in a child process
+    (a failed platform plugin aborts the process, which must not be pytest's)."""
+    probe = "from PySide6.QtWidgets import QApplication; QApplication([])"
+    env = {**os.environ, "QT_QPA_PLATFORM": "xcb"}
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                              timeout=60)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def gui_display() -> Iterator[str]:
+    """DISPLAY of our own Xvfb (or "offscreen"); must exist before the QApplication."""
+    os.environ["LIBGL_ALWAYS_SOFTWARE"] = "1"
+    os.environ.setdefault("QT_QUICK_BACKEND", "software")
+    proc = _start_xvfb()
+    if proc is not None and not _xcb_works():
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc = None
+    if proc is not None:
+        os.environ["QT_QPA_PLATFORM"] = "xcb"
+        yield os.environ["DISPLAY"]
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    else:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+        yield "offscreen"
+
+
+@pytest.fixture(scope="session")
+def qapp_cls(gui_display: str) -> type:
+    """pytest-qt builds its QApplication from this: depending on the display orders them."""
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
