@@ -85,6 +85,8 @@ def register_device(
             db.scalars(select(Device.id).where(Device.user_pk == user.id).limit(1)).first()
             is not None
         )
+        if user.role == "administrator" and policy == "manual":
+            policy = "first-device"  # somebody must be able to approve the first device
         approve = policy == "automatic" or (policy == "first-device" and not has_other)
         device = Device(
             user_pk=user.id,
@@ -149,6 +151,10 @@ def check_session(db: DbSession, settings: Settings, token: str) -> SessionInfo 
     if row is None:
         return "session invalid; log in again"
     stamp = now()
+    if row.device_pk is not None:
+        device = db.get(Device, row.device_pk)
+        if device is None or device.status != "approved":
+            return "this device is no longer approved; contact your clinic IT"
     if row.revoked:
         return "session ended (logged out or revoked); log in again"
     if row.expires_at <= stamp:
@@ -159,10 +165,6 @@ def check_session(db: DbSession, settings: Settings, token: str) -> SessionInfo 
     user = db.get(User, row.user_pk)
     if user is None or not user.enabled:
         return "account disabled; contact your clinic IT"
-    if row.device_pk is not None:
-        device = db.get(Device, row.device_pk)
-        if device is None or device.status != "approved":
-            return "this device is no longer approved; contact your clinic IT"
     # Touch at most every few seconds (not a write per request), well inside the idle time.
     if (stamp - row.last_seen_at).total_seconds() > min(30.0, idle / 4 if idle else 30.0):
         row.last_seen_at = stamp
@@ -178,7 +180,11 @@ def revoke_token(db: DbSession, token: str) -> None:
 def revoke_user_sessions(db: DbSession, user_pk: int) -> int:
     result = db.execute(
         update(LoginSession)
-        .where(LoginSession.user_pk == user_pk, LoginSession.revoked.is_(False))
+        .where(
+            LoginSession.user_pk == user_pk,
+            LoginSession.revoked.is_(False),
+            LoginSession.expires_at > now(),
+        )
         .values(revoked=True)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -40,7 +40,9 @@ class AppUnderTest:
         return {"Authorization": f"Bearer {r.json()['token']}"}
 
     def admin(self) -> dict[str, str]:
-        return self.token(*ADMIN)
+        r = self.login(*ADMIN, device_id="admin-console", device_name="console")
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
 
     def add_user(
         self, name: str, role: str, grants: dict[str, list[str]] | None = None, **extra: Any
