@@ -100,7 +100,6 @@ def test_window_level_gives_the_predicted_grey_values(qtbot, window, api, scene,
             got = _sample(shot, tr, x, y)
             assert tuple(got) == (expected[y, x],) * 3, (center, width, x)
     # Scrolling by wheel changes the slice; the image follows.
-    qtbot.mouseClick(widget, __import__("PySide6.QtCore").QtCore.Qt.MouseButton.MiddleButton)
     from PySide6.QtCore import QPoint, QPointF, Qt
     from PySide6.QtGui import QWheelEvent
 
@@ -244,7 +243,9 @@ def test_filter_then_clear_shows_all_again(qtbot, window, api, scene, artifacts)
     qtbot.waitUntil(lambda: set(panel.visible_study_uids()) == anna, timeout=10000)
     assert panel.filter_label.isVisible() and "Filter active" in panel.filter_label.text()
     _save(win, artifacts, "workstation_filter_active.png")
-    qtbot.mouseClick(panel.clear_button, __import__("PySide6.QtCore").QtCore.Qt.MouseButton.LeftButton)
+    from PySide6.QtCore import Qt
+
+    qtbot.mouseClick(panel.clear_button, Qt.MouseButton.LeftButton)
     assert panel.search.text() == "" and not panel.filter_label.isVisible()
     assert set(panel.visible_study_uids()) == everything
     # Hide a study; "Show hidden data" restores it (FAQ).
