@@ -55,6 +55,7 @@ class DimseSection:
     dimse_timeout: float = 30
     acse_timeout: float = 30
     restrict_query_retrieve: bool = True
+    fast_store: bool = True
     implementation_class_uid: str = "1.2.826.0.1.3680043.10.1455.1.0.1"
     implementation_version_name: str = "LUCENT_010"
 

@@ -30,6 +30,7 @@ from typing import Any
 from pynetdicom import association, dul, transport
 
 _state: dict[str, Any] = {"installed": False, "limit": 1 << 20}
+_original_ready = transport.AssociationSocket.ready
 
 
 def set_nodelay(sock: socket.socket) -> None:
@@ -42,7 +43,43 @@ class PduTooLarge(OSError):
     """The peer announced a PDU longer than we accept."""
 
 
+_pushed: dict[int, bytearray] = {}
+_pushed_lock = threading.Lock()
+
+
+def push_back(sock: socket.socket, data: bytes) -> None:
+    """Bytes already read from ``sock`` that pynetdicom must read first (a hand-over of an
+    association whose A-ASSOCIATE-RQ we inspected)."""
+    with _pushed_lock:
+        _pushed[id(sock)] = bytearray(data)
+
+
+def _take_pushed(sock: socket.socket, n: int) -> bytearray | None:
+    if not _pushed:
+        return None
+    with _pushed_lock:
+        buf = _pushed.get(id(sock))
+        if buf is None:
+            return None
+        out = buf[:n]
+        del buf[:n]
+        if not buf:
+            del _pushed[id(sock)]
+        return out
+
+
+def _ready(self: transport.AssociationSocket) -> bool:
+    if self.socket is not None and _pushed and id(self.socket) in _pushed:
+        return True
+    return bool(_original_ready.fget(self))  # type: ignore[union-attr]
+
+
 def _recv(self: transport.AssociationSocket, nr_bytes: int) -> bytearray:
+    head = _take_pushed(self.socket, nr_bytes) if self.socket is not None else None
+    if head is not None:
+        if len(head) == nr_bytes:
+            return head
+        return head + _recv(self, nr_bytes - len(head))
     if nr_bytes > _state["limit"]:
         raise PduTooLarge(
             f"peer announced a PDU of {nr_bytes} bytes; limit is {_state['limit']} bytes"
@@ -110,6 +147,7 @@ def install(max_pdu: int = 131072) -> None:
 
     transport.AssociationSocket._create_socket = _create_socket  # type: ignore[method-assign]
     transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]
+    transport.AssociationSocket.ready = property(_ready)  # type: ignore[method-assign,assignment]
     transport.AssociationServer.get_request = get_request  # type: ignore[method-assign]
     if os.environ.get("LUCENT_PLAIN_POLL") != "1":
         clock = _AdaptiveClock()

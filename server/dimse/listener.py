@@ -8,6 +8,7 @@ each instance is one atomic write plus one committed transaction (ServerContext.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -37,6 +38,7 @@ from server import config as config_mod
 from server.config import Settings
 from server.context import ServerContext
 from server.dimse import handlers
+from server.dimse.fast_store import StoreAcceptor
 
 log = logging.getLogger("lucent.dimse")
 
@@ -99,23 +101,62 @@ def build_ae(settings: Settings) -> AE:
     return ae
 
 
+class HandoffServer(ThreadedAssociationServer):
+    """pynetdicom server without a socket of its own: the fast-path acceptor hands it the
+    associations it does not serve itself (Query/Retrieve, commitment, negotiation)."""
+
+    def server_bind(self) -> None:
+        pass
+
+    def server_activate(self) -> None:
+        pass
+
+
+def listening_socket(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if REUSE_PORT:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((address, port))
+    sock.listen(128)
+    return sock
+
+
 def start_listeners(settings: Settings, ctx: ServerContext) -> tuple[AE, list[Any]]:
     """Bind every pool's port in this process and serve in background threads."""
     transport.install(settings.dimse.max_pdu)
     ae = build_ae(settings)
-    servers = []
+    servers: list[Any] = []
+    storage = set(storage_class_uids())
     for pool in settings.pools:
-        server = ae.make_server(
-            (settings.dimse.bind_address, pool.port),
-            ae_title=pool.ae_title,
-            evt_handlers=handlers.bindings(ctx, pool),
-            server_class=ReusePortServer,
-        )
+        address = (settings.dimse.bind_address, pool.port)
+        if settings.dimse.fast_store:
+            handoff = ae.make_server(
+                address,
+                ae_title=pool.ae_title,
+                evt_handlers=handlers.bindings(ctx, pool),
+                server_class=HandoffServer,
+            )
+            server: Any = StoreAcceptor(
+                settings, ctx, pool, listening_socket(*address), handoff, storage
+            )
+            servers.append(handoff)
+        else:
+            server = ae.make_server(
+                address,
+                ae_title=pool.ae_title,
+                evt_handlers=handlers.bindings(ctx, pool),
+                server_class=ReusePortServer,
+            )
         thread = threading.Thread(
             target=server.serve_forever, name=f"dimse-{pool.name}", daemon=True
         )
         thread.start()
-        ae._servers.append(server)  # as AE.start_server does, so shutdown() can find it
+        if not settings.dimse.fast_store:
+            ae._servers.append(server)  # as AE.start_server does, so shutdown() can find it
         servers.append(server)
         log.info(
             "pool %s: AE %s listening on %s:%d (pid %d)",
@@ -165,7 +206,8 @@ def worker_main(config_path: str, index: int) -> None:
         if os.getppid() == 1:  # the supervisor died (kill -9): do not linger as an orphan
             break
     for server in servers:
-        server.shutdown()
+        with contextlib.suppress(ValueError, OSError):
+            server.shutdown()
     ctx.close()
 
 

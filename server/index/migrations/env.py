@@ -5,9 +5,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from server.index import account_models  # noqa: F401  (accounts tables, migration 0003)
-from server.index import pacs_models  # noqa: F401  (PACS tables, migration 0002)
-from server.index import perfusion_models  # noqa: F401  (perfusion, migration 0004)
+from server.index import (
+    account_models,  # noqa: F401  (accounts tables, migration 0003)
+    pacs_models,  # noqa: F401  (PACS tables, migration 0002)
+    perfusion_models,  # noqa: F401  (perfusion, migration 0004)
+)
 from server.index.models import Base
 
 config = context.config

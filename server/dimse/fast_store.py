@@ -1,0 +1,256 @@
+"""Store SCP fast path: storage-only associations served without pynetdicom's reactors.
+
+pynetdicom costs ~3 ms of CPU per received instance (PDU objects, queues and polling threads
+per association), as much as our whole ingest path. Most associations a clinic server sees
+carry only Storage and Verification, so this acceptor reads the A-ASSOCIATE-RQ itself and,
+when nothing else is proposed, serves the association on one thread with plain socket reads
+(PS3.8 upper layer, PS3.7 C-STORE/C-ECHO). Any other association — Query/Retrieve, storage
+commitment, role selection, user identity — is handed to pynetdicom with the request bytes
+pushed back onto the socket, so behaviour there is unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+from typing import Any
+
+from lucent.dicom import transfer_syntaxes
+from lucent.net import status as st
+from lucent.net import transport
+from lucent.net import upper_layer as ul
+from server.config import PoolSection, Settings
+from server.context import ServerContext
+
+log = logging.getLogger("lucent.dimse")
+
+VERIFICATION = "1.2.840.10008.1.1"
+C_STORE_RQ, C_STORE_RSP, C_ECHO_RQ, C_ECHO_RSP = 0x0001, 0x8001, 0x0030, 0x8030
+ASSOCIATION_PDU_LIMIT = 1 << 20
+
+
+class Abort(Exception):
+    """End the association with an A-ABORT; the message says why (logged)."""
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise ConnectionError("peer closed the connection")
+        got += k
+    return buf
+
+
+def _read_pdu(sock: socket.socket, limit: int) -> tuple[int, bytearray, bytes]:
+    header = bytes(_recv_exact(sock, 6))
+    pdu_type, _, length = struct.unpack(">BBL", header)
+    if pdu_type not in (1, 2, 3, 4, 5, 6, 7):
+        raise Abort(f"unknown PDU type 0x{pdu_type:02X}")
+    if length > limit:
+        raise Abort(f"PDU announces {length} bytes; limit is {limit}")
+    return pdu_type, _recv_exact(sock, length), header
+
+
+class StoreAcceptor:
+    """Accepts on one pool's listening socket; one thread per association."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ctx: ServerContext,
+        pool: PoolSection,
+        listener: socket.socket,
+        handoff: Any,
+        storage_classes: set[str],
+    ) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.pool = pool
+        self.listener = listener
+        self.handoff = handoff
+        self.abstract = storage_classes | {VERIFICATION}
+        self.pdu_limit = max(settings.dimse.max_pdu, ASSOCIATION_PDU_LIMIT) + 6
+        self._stop = threading.Event()
+
+    def serve_forever(self) -> None:
+        self.listener.settimeout(0.5)
+        while not self._stop.is_set():
+            try:
+                sock, address = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            transport.set_nodelay(sock)
+            threading.Thread(
+                target=self._serve, args=(sock, address), daemon=True, name="store-assoc"
+            ).start()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self.listener.close()
+
+    # ----------------------------------------------------------------- one association
+    def _serve(self, sock: socket.socket, address: Any) -> None:
+        handed_off = False
+        try:
+            sock.settimeout(self.settings.dimse.acse_timeout)
+            pdu_type, body, header = _read_pdu(sock, ASSOCIATION_PDU_LIMIT)
+            if pdu_type != ul.A_ASSOCIATE_RQ:
+                raise Abort("association must start with A-ASSOCIATE-RQ")
+            raw = header + bytes(body)
+            try:
+                req = ul.parse_associate_rq(raw)
+            except ul.ProtocolError as exc:
+                sock.sendall(ul.associate_rj(1, 1, 2))  # rejected-permanent, protocol version
+                raise Abort(str(exc)) from exc
+            if self._needs_full_stack(req):
+                transport.push_back(sock, raw)
+                sock.settimeout(None)
+                self.handoff.process_request(sock, address)
+                handed_off = True
+                return
+            self._run(sock, req)
+        except Abort as exc:
+            log.warning("association from %s aborted: %s", address[0], exc)
+            with contextlib.suppress(OSError):
+                sock.sendall(ul.abort(2, 0))
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            log.info("association from %s ended: %s", address[0], exc)
+        except Exception:
+            log.exception("association from %s failed", address[0])
+            with contextlib.suppress(OSError):
+                sock.sendall(ul.abort(2, 0))
+        finally:
+            if not handed_off:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _needs_full_stack(self, req: ul.AssociateRequest) -> bool:
+        if req.other_user_items:
+            return True
+        return any(c.abstract_syntax not in self.abstract for c in req.contexts)
+
+    def _run(self, sock: socket.socket, req: ul.AssociateRequest) -> None:
+        accepted: dict[int, tuple[str, str]] = {}
+        results = []
+        for c in req.contexts:
+            chosen = next(
+                (ts for ts in transfer_syntaxes.ACCEPTED if ts in c.transfer_syntaxes), None
+            )
+            if chosen is None:
+                results.append((c.id, ul.TRANSFER_NOT_SUPPORTED, ""))
+            else:
+                results.append((c.id, ul.ACCEPTANCE, chosen))
+                accepted[c.id] = (c.abstract_syntax, chosen)
+        d = self.settings.dimse
+        sock.sendall(
+            ul.associate_ac(
+                req,
+                results,
+                max_pdu=d.max_pdu,
+                implementation_class_uid=d.implementation_class_uid,
+                implementation_version=d.implementation_version_name,
+            )
+        )
+        sock.settimeout(d.network_timeout)
+        stored = 0
+        command = bytearray()
+        data: list[bytes] = []
+        pending: dict[int, bytes] | None = None
+        pending_ctx = 0
+        while True:
+            pdu_type, body, _ = _read_pdu(sock, self.pdu_limit)
+            if pdu_type == ul.A_RELEASE_RQ:
+                sock.sendall(ul.release_rp())
+                log.info(
+                    "%s released after %d instance(s) into %s",
+                    req.calling_ae,
+                    stored,
+                    self.pool.name,
+                )
+                return
+            if pdu_type == ul.A_ABORT:
+                log.info("%s aborted the association", req.calling_ae)
+                return
+            if pdu_type != ul.P_DATA_TF:
+                raise Abort(f"unexpected PDU type 0x{pdu_type:02X} during the association")
+            for ctx_id, control, fragment in ul.iter_pdvs(memoryview(body)):
+                if ctx_id not in accepted:
+                    raise Abort(f"PDV on presentation context {ctx_id}, which was not accepted")
+                if control & 1:  # command fragment
+                    command += fragment
+                    if not control & 2:
+                        continue
+                    pending = ul.parse_command(bytes(command))
+                    pending_ctx = ctx_id
+                    command.clear()
+                    field = ul.command_uint(pending, 0x00000100)
+                    has_data = ul.command_uint(pending, 0x00000800) != 0x0101
+                    if field == C_ECHO_RQ:
+                        self._echo(sock, pending, ctx_id)
+                        pending = None
+                    elif field != C_STORE_RQ:
+                        raise Abort(f"DIMSE command 0x{field or 0:04X} not supported here")
+                    elif not has_data:
+                        raise Abort("C-STORE-RQ without a data set")
+                else:  # data fragment
+                    if pending is None or ctx_id != pending_ctx:
+                        raise Abort("data set fragment without a C-STORE-RQ")
+                    data.append(bytes(fragment))
+                    if control & 2:
+                        self._store(sock, req, pending, ctx_id, accepted[ctx_id][1], data)
+                        stored += 1
+                        pending, data = None, []
+
+    def _echo(self, sock: socket.socket, cmd: dict[int, bytes], ctx_id: int) -> None:
+        msg_id = ul.command_uint(cmd, 0x00000110) or 0
+        rsp = ul.response(C_ECHO_RSP, msg_id, st.SUCCESS, sop_class=VERIFICATION)
+        sock.sendall(ul.p_data(ctx_id, rsp, command=True))
+
+    def _store(
+        self,
+        sock: socket.socket,
+        req: ul.AssociateRequest,
+        cmd: dict[int, bytes],
+        ctx_id: int,
+        transfer_syntax: str,
+        data: list[bytes],
+    ) -> None:
+        sop_class = ul.command_uid(cmd, 0x00000002)
+        sop_instance = ul.command_uid(cmd, 0x00001000)
+        msg_id = ul.command_uint(cmd, 0x00000110) or 0
+        d = self.settings.dimse
+        meta = ul.file_meta(
+            sop_class,
+            sop_instance,
+            transfer_syntax,
+            d.implementation_class_uid,
+            d.implementation_version_name,
+            req.calling_ae,
+        )
+        result = self.ctx.store(
+            meta + b"".join(data),
+            pool=self.pool.name,
+            source=req.calling_ae,
+            expected_sop_class=sop_class,
+            expected_sop_instance=sop_instance,
+        )
+        rsp = ul.response(
+            C_STORE_RSP,
+            msg_id,
+            result.status,
+            sop_class=sop_class,
+            sop_instance=sop_instance,
+            error_comment="" if result.ok else result.reason,
+        )
+        sock.sendall(ul.p_data(ctx_id, rsp, command=True))
