@@ -11,7 +11,7 @@ run: setup
 
 test: setup
 	$(VENV)/ruff check lucent server workstation admin_console tests bench
-	$(VENV)/python -m pytest -n 2 -q tests
+	$(VENV)/python -m pytest -n 2 --dist loadfile -q tests
 
 lint: setup
 	$(VENV)/ruff check .
