@@ -12,7 +12,9 @@ import hashlib
 import logging
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import Engine, select
@@ -51,6 +53,10 @@ class StoreResult:
         return self.status == status.SUCCESS
 
 
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 class ArchiveReadError(Exception):
     """An indexed object could not be read back (missing blob or failed authentication)."""
 
@@ -69,6 +75,7 @@ class ServerContext:
         self._immediate = self.engine.execution_options(sqlite_immediate=True)
         self.storage = FileSystemStorage(settings.archive_dir)
         self._parents = ParentCache()
+        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-digest")
         self.keys = crypto.KeyRing.load_or_create(settings.key_file)
         self._check_key_location()
         self.quotas = QuotaGuard(self.WriteSession)  # accounts: quota per user/group/pool
@@ -151,12 +158,15 @@ class ServerContext:
         base = secrets.token_hex(16)
         meta_key = new_key("m", base)
         pixel_key = new_key("p", base) if end > start else None
+        # The digest, and each part's sealing and durable write, run side by side: hashlib
+        # and file I/O release the GIL, so a large instance costs little more than its fsync.
+        digest = self._io.submit(_sha256_hex, raw)
         if pixel_key:
             view = memoryview(raw)
             self.storage.put_all(
                 [
-                    (meta_key, crypto.seal(self.keys, raw[:start] + raw[end:])),
-                    (pixel_key, crypto.seal(self.keys, view[start:end])),
+                    (meta_key, partial(crypto.seal, self.keys, raw[:start] + raw[end:])),
+                    (pixel_key, partial(crypto.seal, self.keys, view[start:end])),
                 ]
             )
         else:
@@ -173,7 +183,7 @@ class ServerContext:
             pixel_key=pixel_key,
             pixel_offset=start,
             size=len(raw),
-            sha256=hashlib.sha256(raw).hexdigest(),
+            sha256=digest.result(),
             pool=pool,
             source_ae=source,
         )

@@ -12,7 +12,7 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -56,7 +56,7 @@ class FileSystemStorage:
     def put(self, key: str, data: bytes) -> None:
         self.put_all([(key, data)])
 
-    def put_all(self, items: list[tuple[str, bytes]]) -> None:
+    def put_all(self, items: list[tuple[str, bytes | Callable[[], bytes]]]) -> None:
         """Write several objects durably; each folder is fsynced once after the renames.
 
         The objects are written and flushed in parallel (fsync releases the GIL), so an
@@ -71,7 +71,9 @@ class FileSystemStorage:
             self._fsync_dir(folder)
 
     @staticmethod
-    def _write_durable(path: Path, data: bytes) -> None:
+    def _write_durable(path: Path, data: bytes | Callable[[], bytes]) -> None:
+        if callable(data):  # produced (sealed) on this writer thread, in parallel
+            data = data()
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:

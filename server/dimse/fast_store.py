@@ -165,7 +165,7 @@ class StoreAcceptor:
         sock.settimeout(d.network_timeout)
         stored = 0
         command = bytearray()
-        data: list[bytes] = []
+        data: list[memoryview] = []
         pending: dict[int, bytes] | None = None
         pending_ctx = 0
         while True:
@@ -206,7 +206,7 @@ class StoreAcceptor:
                 else:  # data fragment
                     if pending is None or ctx_id != pending_ctx:
                         raise Abort("data set fragment without a C-STORE-RQ")
-                    data.append(bytes(fragment))
+                    data.append(fragment)  # a view into the PDU buffer: joined once below
                     if control & 2:
                         self._store(sock, req, pending, ctx_id, accepted[ctx_id][1], data)
                         stored += 1
@@ -224,7 +224,7 @@ class StoreAcceptor:
         cmd: dict[int, bytes],
         ctx_id: int,
         transfer_syntax: str,
-        data: list[bytes],
+        data: list[memoryview],
     ) -> None:
         sop_class = ul.command_uid(cmd, 0x00000002)
         sop_instance = ul.command_uid(cmd, 0x00001000)
@@ -239,7 +239,7 @@ class StoreAcceptor:
             req.calling_ae,
         )
         result = self.ctx.store(
-            meta + b"".join(data),
+            b"".join([meta, *data]),
             pool=self.pool.name,
             source=req.calling_ae,
             expected_sop_class=sop_class,
