@@ -48,7 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     f"  user: admin\n  password: {password}\n",
                     flush=True,
                 )
-    workers = WorkerPool(cfg_path, settings.worker_count)
+    workers = WorkerPool(cfg_path, settings)
     workers.start()
     scheme = "https" if settings.api.tls_cert else "http"
     print(f"Lucent server running (config: {cfg_path})", flush=True)

@@ -66,7 +66,7 @@ class StoreAcceptor:
         settings: Settings,
         ctx: ServerContext,
         pool: PoolSection,
-        listener: socket.socket,
+        listener: socket.socket | None,
         handoff: Any,
         storage_classes: set[str],
     ) -> None:
@@ -79,7 +79,20 @@ class StoreAcceptor:
         self.pdu_limit = max(settings.dimse.max_pdu, ASSOCIATION_PDU_LIMIT) + 6
         self._stop = threading.Event()
 
+    def serve_connection(self, sock: socket.socket) -> None:
+        """Serve one connection accepted elsewhere (the supervisor's round robin)."""
+        transport.set_nodelay(sock)
+        try:
+            address = sock.getpeername()
+        except OSError:
+            sock.close()
+            return
+        threading.Thread(
+            target=self._serve, args=(sock, address), daemon=True, name="store-assoc"
+        ).start()
+
     def serve_forever(self) -> None:
+        assert self.listener is not None
         self.listener.settimeout(0.5)
         while not self._stop.is_set():
             try:
@@ -97,7 +110,8 @@ class StoreAcceptor:
 
     def shutdown(self) -> None:
         self._stop.set()
-        self.listener.close()
+        if self.listener is not None:
+            self.listener.close()
 
     # ----------------------------------------------------------------- one association
     def _serve(self, sock: socket.socket, address: Any) -> None:

@@ -14,8 +14,8 @@ import multiprocessing as mp
 import os
 import signal
 import socket
-import sys
 import threading
+from multiprocessing import reduction
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +125,19 @@ def listening_socket(address: str, port: int) -> socket.socket:
     return sock
 
 
-def start_listeners(settings: Settings, ctx: ServerContext) -> tuple[AE, list[Any]]:
-    """Bind every pool's port in this process and serve in background threads."""
+def start_listeners(
+    settings: Settings, ctx: ServerContext, *, dispatched: bool = False
+) -> tuple[AE, list[Any], list[StoreAcceptor]]:
+    """Serve every pool in this process, in background threads.
+
+    ``dispatched``: the supervisor accepts connections and hands them to this worker (fast
+    path, balanced over workers); otherwise this process binds the pool ports itself
+    (SO_REUSEPORT, shared with the other workers).
+    """
     transport.install(settings.dimse.max_pdu)
     ae = build_ae(settings)
     servers: list[Any] = []
+    acceptors: list[StoreAcceptor] = []
     storage = set(storage_class_uids())
     for pool in settings.pools:
         address = (settings.dimse.bind_address, pool.port)
@@ -140,10 +148,15 @@ def start_listeners(settings: Settings, ctx: ServerContext) -> tuple[AE, list[An
                 evt_handlers=handlers.bindings(ctx, pool),
                 server_class=HandoffServer,
             )
-            server: Any = StoreAcceptor(
-                settings, ctx, pool, listening_socket(*address), handoff, storage
-            )
+            listener = None if dispatched else listening_socket(*address)
+            acceptor = StoreAcceptor(settings, ctx, pool, listener, handoff, storage)
+            acceptors.append(acceptor)
             servers.append(handoff)
+            if listener is not None:
+                threading.Thread(
+                    target=acceptor.serve_forever, name=f"dimse-{pool.name}", daemon=True
+                ).start()
+                servers.append(acceptor)
         else:
             server = ae.make_server(
                 address,
@@ -151,22 +164,20 @@ def start_listeners(settings: Settings, ctx: ServerContext) -> tuple[AE, list[An
                 evt_handlers=handlers.bindings(ctx, pool),
                 server_class=ReusePortServer,
             )
-        thread = threading.Thread(
-            target=server.serve_forever, name=f"dimse-{pool.name}", daemon=True
-        )
-        thread.start()
-        if not settings.dimse.fast_store:
+            threading.Thread(
+                target=server.serve_forever, name=f"dimse-{pool.name}", daemon=True
+            ).start()
             ae._servers.append(server)  # as AE.start_server does, so shutdown() can find it
-        servers.append(server)
+            servers.append(server)
         log.info(
-            "pool %s: AE %s listening on %s:%d (pid %d)",
+            "pool %s: AE %s on %s:%d (pid %d)",
             pool.name,
             pool.ae_title,
             settings.dimse.bind_address,
             pool.port,
             os.getpid(),
         )
-    return ae, servers
+    return ae, servers, acceptors
 
 
 def check_ports_free(settings: Settings) -> None:
@@ -186,7 +197,19 @@ def check_ports_free(settings: Settings) -> None:
                 ) from exc
 
 
-def worker_main(config_path: str, index: int) -> None:
+def _receive_connections(handles: Any, acceptors: list[StoreAcceptor]) -> None:
+    """Take the connections the supervisor hands over and serve each on its own thread."""
+    while True:
+        try:
+            pool_index = handles.recv()
+            fd = reduction.recv_handle(handles)
+        except (EOFError, OSError):
+            return
+        sock = socket.socket(fileno=fd)
+        acceptors[pool_index].serve_connection(sock)
+
+
+def worker_main(config_path: str, index: int, handles: Any = None) -> None:
     """Entry point of one DICOM worker process."""
     settings = config_mod.load(Path(config_path))
     logging.basicConfig(
@@ -194,11 +217,13 @@ def worker_main(config_path: str, index: int) -> None:
         format=f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s",
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    switch = os.environ.get("LUCENT_SWITCH_INTERVAL")
-    if switch:
-        sys.setswitchinterval(float(switch))
     ctx = ServerContext(settings)
-    ae, servers = start_listeners(settings, ctx)
+    ae, servers, acceptors = start_listeners(settings, ctx, dispatched=handles is not None)
+    if handles is not None:
+        threading.Thread(
+            target=_receive_connections, args=(handles, acceptors), daemon=True,
+            name="dimse-handover",
+        ).start()  # fmt: skip
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -212,38 +237,106 @@ def worker_main(config_path: str, index: int) -> None:
 
 
 class WorkerPool:
-    """Starts and supervises the DICOM worker processes; restarts one that dies."""
+    """Starts and supervises the DICOM worker processes; restarts one that dies.
 
-    def __init__(self, config_path: Path, count: int) -> None:
+    With the fast path, the supervisor owns the listening sockets and hands each accepted
+    connection to the next worker in turn (round robin): SO_REUSEPORT's hashing often put
+    three of four associations on one worker of two, leaving a core idle.
+    """
+
+    def __init__(self, config_path: Path, settings: Settings) -> None:
         self.config_path = str(config_path)
-        self.count = count if REUSE_PORT else 1
+        self.settings = settings
+        self.dispatch = settings.dimse.fast_store
+        count = settings.worker_count
+        self.count = count if (REUSE_PORT or self.dispatch) else 1
         self._ctx = mp.get_context("spawn")
         self.processes: list[Any] = []
+        self._pipes: list[Any] = []
+        self._locks = [threading.Lock() for _ in range(self.count)]
+        self._next = 0
         self._stop = threading.Event()
-        self._monitor: threading.Thread | None = None
+        self._listeners: list[socket.socket] = []
 
     def _spawn(self, index: int) -> Any:
+        handles = None
+        if self.dispatch:
+            # duplex: a socketpair, which can carry file descriptors (SCM_RIGHTS)
+            receive, send = self._ctx.Pipe(duplex=True)
+            handles = receive
+            if index < len(self._pipes):
+                self._pipes[index] = send
+            else:
+                self._pipes.append(send)
         proc = self._ctx.Process(
-            target=worker_main, args=(self.config_path, index), name=f"lucent-dimse-{index}"
+            target=worker_main,
+            args=(self.config_path, index, handles),
+            name=f"lucent-dimse-{index}",
         )
         proc.daemon = True
         proc.start()
+        if handles is not None:
+            handles.close()
         return proc
 
     def start(self) -> None:
+        if self.dispatch:
+            d = self.settings.dimse
+            self._listeners = [
+                listening_socket(d.bind_address, p.port) for p in self.settings.pools
+            ]
         self.processes = [self._spawn(i) for i in range(self.count)]
-        self._monitor = threading.Thread(target=self._watch, daemon=True, name="dimse-watch")
-        self._monitor.start()
+        threading.Thread(target=self._watch, daemon=True, name="dimse-watch").start()
+        for index, listener in enumerate(self._listeners):
+            threading.Thread(
+                target=self._accept, args=(index, listener), daemon=True, name="dimse-accept"
+            ).start()
+
+    def _accept(self, pool_index: int, listener: socket.socket) -> None:
+        listener.settimeout(0.5)
+        while not self._stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            try:
+                self._hand_over(pool_index, conn)
+            finally:
+                conn.close()  # the worker holds its own duplicate now
+
+    def _hand_over(self, pool_index: int, conn: socket.socket) -> None:
+        for _ in range(self.count):
+            i = self._next % self.count
+            self._next += 1
+            proc = self.processes[i]
+            if not proc.is_alive():
+                continue
+            try:
+                with self._locks[i]:
+                    self._pipes[i].send(pool_index)
+                    reduction.send_handle(self._pipes[i], conn.fileno(), proc.pid)
+                return
+            except OSError as exc:
+                log.warning("could not hand a connection to worker %d: %s", i, exc)
+        log.error("no DICOM worker available; connection dropped")
 
     def _watch(self) -> None:
         while not self._stop.wait(1.0):
             for i, proc in enumerate(self.processes):
                 if not proc.is_alive() and not self._stop.is_set():
                     log.error("DICOM worker %d exited (%s); restarting", i, proc.exitcode)
-                    self.processes[i] = self._spawn(i)
+                    with self._locks[i]:
+                        self.processes[i] = self._spawn(i)
 
     def stop(self) -> None:
         self._stop.set()
+        for listener in self._listeners:
+            with contextlib.suppress(OSError):
+                listener.close()
         for proc in self.processes:
             if proc.is_alive():
                 proc.terminate()
