@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
-from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -12,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from server.accounts.rights import ROLES  # noqa: E402
-from server.index.models import Session, User
+from server.index.models import User
 from server.index.records import now
 
 _hasher = PasswordHasher()  # argon2-cffi defaults: Argon2id, RFC 9106 low-memory profile
@@ -73,39 +71,6 @@ def authenticate(db: DbSession, username: str, password: str) -> User | None:
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     return user
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def open_session(db: DbSession, user: User, minutes: int) -> str:
-    """A new bearer token (256 random bits); only its hash is stored."""
-    token = secrets.token_urlsafe(32)
-    stamp = now()
-    db.add(
-        Session(
-            token_hash=token_hash(token),
-            user_pk=user.id,
-            created_at=stamp,
-            expires_at=stamp + timedelta(minutes=minutes),
-            revoked=False,
-        )
-    )
-    return token
-
-
-def user_for_token(db: DbSession, token: str) -> User | None:
-    row = db.scalars(select(Session).where(Session.token_hash == token_hash(token))).first()
-    if row is None or row.revoked or row.expires_at < now() or not row.user.enabled:
-        return None
-    return row.user
-
-
-def revoke(db: DbSession, token: str) -> None:
-    row = db.scalars(select(Session).where(Session.token_hash == token_hash(token))).first()
-    if row is not None:
-        row.revoked = True
 
 
 def count_users(db: DbSession) -> int:

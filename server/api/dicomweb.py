@@ -288,6 +288,16 @@ def instance_metadata(
     return _metadata(request, _select(ctx_of(request), study, series, sop))
 
 
+def _image(request: Request, study: str, series: str, sop: str, missing_status: int) -> Dataset:
+    """The decrypted instance, which must carry pixel data (else ``missing_status``)."""
+    found = _select(ctx_of(request), study, series, sop)
+    _, data = load_instance(ctx_of(request), found[0].sop_instance_uid)
+    ds = dcmread(io.BytesIO(data))
+    if "PixelData" not in ds:
+        raise HTTPException(missing_status, "instance has no pixel data")
+    return ds
+
+
 @router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}")
 def wado_frames(
     study: str,
@@ -298,11 +308,7 @@ def wado_frames(
     _: Caller = Depends(get_caller),
 ) -> Response:
     """Frames as application/octet-stream (native, decompressed when stored compressed)."""
-    found = _select(ctx_of(request), study, series, sop)
-    _, data = load_instance(ctx_of(request), found[0].sop_instance_uid)
-    ds = dcmread(io.BytesIO(data))
-    if "PixelData" not in ds:
-        raise HTTPException(404, "instance has no pixel data")
+    ds = _image(request, study, series, sop, 404)
     try:
         numbers = [int(n) for n in frames.split(",") if n.strip()]
     except ValueError as exc:
@@ -324,11 +330,7 @@ def wado_frames(
 def wado_rendered(
     study: str, series: str, sop: str, request: Request, _: Caller = Depends(get_caller)
 ) -> Response:
-    found = _select(ctx_of(request), study, series, sop)
-    _, data = load_instance(ctx_of(request), found[0].sop_instance_uid)
-    ds = dcmread(io.BytesIO(data))
-    if "PixelData" not in ds:
-        raise HTTPException(406, "instance has no pixel data to render")
+    ds = _image(request, study, series, sop, 406)
     img = Image.fromarray(pixels.render(ds, 0))
     buf = io.BytesIO()
     fmt = "JPEG" if "image/jpeg" in request.headers.get("accept", "") else "PNG"

@@ -145,6 +145,20 @@ def _contexts(found: list[Instance]) -> list[Any]:
     return out
 
 
+def _sub_operations(event: Event, ctx: ServerContext, found: list[Instance]) -> Iterator[Any]:
+    """The C-STORE sub-operations of a C-MOVE or C-GET, one instance at a time (memory
+    stays flat however large the study), honouring C-CANCEL."""
+    for inst in found:
+        if event.is_cancelled:
+            yield status.QR_CANCEL, None
+            return
+        ds = _load(ctx, inst)
+        if ds is None:
+            yield status.QR_UNABLE_TO_PROCESS, None
+            continue
+        yield status.PENDING, ds
+
+
 def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
     if _peer_allowed(event, ctx) is None:
         yield None, None  # pynetdicom answers A801; we also log the refusal
@@ -168,15 +182,7 @@ def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
         return
     yield node.host, node.port, {"contexts": _contexts(found) or None}
     yield len(found)
-    for inst in found:
-        if event.is_cancelled:
-            yield status.QR_CANCEL, None
-            return
-        ds = _load(ctx, inst)
-        if ds is None:
-            yield status.QR_UNABLE_TO_PROCESS, None
-            continue
-        yield status.PENDING, ds
+    yield from _sub_operations(event, ctx, found)
 
 
 def handle_get(event: Event, ctx: ServerContext) -> Iterator[Any]:
@@ -190,15 +196,7 @@ def handle_get(event: Event, ctx: ServerContext) -> Iterator[Any]:
         yield error, None
         return
     yield len(found)
-    for inst in found:
-        if event.is_cancelled:
-            yield status.QR_CANCEL, None
-            return
-        ds = _load(ctx, inst)
-        if ds is None:
-            yield status.QR_UNABLE_TO_PROCESS, None
-            continue
-        yield status.PENDING, ds
+    yield from _sub_operations(event, ctx, found)
 
 
 def handle_commitment_report(event: Event, ctx: ServerContext) -> tuple[int, Dataset | None]:

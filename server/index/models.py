@@ -157,19 +157,6 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
-class Session(Base):
-    __tablename__ = "sessions"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    user_pk: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-    expires_at: Mapped[datetime] = mapped_column(DateTime)
-    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
-
-    user: Mapped[User] = relationship()
-
-
 class RemoteNode(Base):
     """A configured DICOM peer: may query/retrieve from us, and is a C-MOVE destination."""
 
