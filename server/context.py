@@ -260,6 +260,15 @@ class ServerContext:
         start = inst.pixel_offset
         return meta[:start] + pixels + meta[start:]
 
+    def pixel_bytes(self, inst: Instance) -> bytes:
+        """The decrypted Pixel Data value alone (its own sealed object; no metadata read)."""
+        if not inst.pixel_key:
+            raise ArchiveReadError(f"instance {inst.sop_instance_uid} has no pixel data")
+        try:
+            return crypto.open_(self.keys, self.storage.get(inst.pixel_key))
+        except (OSError, crypto.IntegrityError) as exc:
+            raise ArchiveReadError(f"instance {inst.sop_instance_uid}: {exc}") from exc
+
     def find_instance(self, sop_uid: str) -> Instance | None:
         with self.Session() as session:
             return session.scalars(

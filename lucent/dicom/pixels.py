@@ -107,3 +107,34 @@ def render(ds: Dataset, index: int = 0) -> np.ndarray:
     values = modality_lut(ds, frame)
     center, width = default_window(ds, values)
     return window_to_8bit(values, center, width, invert=photometric == "MONOCHROME1")
+
+
+def native_frame(
+    data: bytes,
+    rows: int,
+    columns: int,
+    bits_allocated: int,
+    bits_stored: int,
+    signed: bool,
+    big_endian: bool = False,
+) -> np.ndarray:
+    """One native single-sample frame from the Pixel Data value alone, as pydicom decodes
+    it: bits above Bits Stored masked off (unsigned) or sign-extended (signed).
+
+    Lets the server assemble a volume from the pixel objects without parsing each data set.
+    """
+    if bits_allocated not in (8, 16, 32):
+        raise ValueError(f"BitsAllocated {bits_allocated} has no native numpy layout")
+    kind = "i" if signed else "u"
+    order = ">" if big_endian and bits_allocated > 8 else "<"
+    dtype = np.dtype(f"{order}{kind}{bits_allocated // 8}")
+    count = rows * columns
+    arr = np.frombuffer(data, dtype=dtype, count=count).reshape(rows, columns)
+    arr = arr.astype(dtype.newbyteorder("="), copy=True)
+    if 0 < bits_stored < bits_allocated:
+        if signed:
+            shift = bits_allocated - bits_stored
+            arr = (arr << shift) >> shift
+        else:
+            arr &= (1 << bits_stored) - 1
+    return arr
