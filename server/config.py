@@ -56,6 +56,10 @@ class DimseSection:
     acse_timeout: float = 30
     restrict_query_retrieve: bool = True
     fast_store: bool = True
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca_file: str = ""
+    tls_require_client_cert: bool = True
     implementation_class_uid: str = "1.2.826.0.1.3680043.10.1455.1.0.1"
     implementation_version_name: str = "LUCENT_010"
 
@@ -65,6 +69,7 @@ class PoolSection:
     name: str = "DEFAULT"
     ae_title: str = "LUCENT"
     port: int = 11112
+    tls_port: int = 0
     retention_days: int = 0
 
 
@@ -282,8 +287,16 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"[[pools]] pool name '{p.name}' used twice")
         if p.port and p.port in ports:
             raise ConfigError(f"[[pools]] port {p.port} used by two pools")
+        if p.tls_port and (p.tls_port in ports or p.tls_port == p.port):
+            raise ConfigError(f"[[pools]] '{p.name}': tls_port {p.tls_port} already in use")
+        if p.tls_port and not s.dimse.tls_cert:
+            raise ConfigError(
+                f"[[pools]] '{p.name}': tls_port needs [dimse] tls_cert and tls_key"
+            )
         names.add(p.name)
         ports.add(p.port)
+        if p.tls_port:
+            ports.add(p.tls_port)
     if s.pacs.max_results < 1 or s.pacs.job_threads < 1 or s.pacs.instances_per_association < 1:
         raise ConfigError("[pacs] max_results, job_threads, instances_per_association must be >= 1")
     if s.pacs.calling_ae_title and not _AE_TITLE.match(s.pacs.calling_ae_title):
@@ -302,6 +315,12 @@ def validate(s: Settings) -> None:
         raise ConfigError("[perfusion] quiet_seconds must be >= 0, min_confidence in 0..1")
     if s.perfusion.method not in ("osvd", "ssvd", "tikhonov"):
         raise ConfigError("[perfusion] method must be 'osvd', 'ssvd' or 'tikhonov'")
+    if (s.dimse.tls_cert == "") != (s.dimse.tls_key == ""):
+        raise ConfigError("[dimse] tls_cert and tls_key must be set together")
+    if s.dimse.tls_require_client_cert and s.dimse.tls_cert and not s.dimse.tls_ca_file:
+        raise ConfigError(
+            "[dimse] tls_require_client_cert needs tls_ca_file (the trusted peer certificates)"
+        )
     if (s.api.tls_cert == "") != (s.api.tls_key == ""):
         raise ConfigError("[api] tls_cert and tls_key must be set together")
     if not is_loopback(s.api.bind_address) and not s.api.tls_cert:

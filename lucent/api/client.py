@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 
 from lucent.api import schemas
+from lucent.api.account_client import AccountsApi
 
 
 class ApiError(Exception):
@@ -41,7 +42,7 @@ class Volume:
         return out
 
 
-class LucentClient:
+class LucentClient(AccountsApi):
     def __init__(
         self,
         base_url: str = "http://127.0.0.1:8750",
