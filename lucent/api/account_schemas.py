@@ -170,3 +170,11 @@ class AuditVerifyOut(BaseModel):
 
 class RetentionOut(BaseModel):
     deleted_studies: list[str]
+
+
+class RevokedOut(BaseModel):
+    revoked: int = Field(description="how many sessions ended")
+
+
+class AcceptedOut(BaseModel):
+    detail: str

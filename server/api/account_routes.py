@@ -164,15 +164,17 @@ def my_sessions(request: Request, caller: Caller = Depends(get_caller)) -> list[
         return out
 
 
-@router.post("/auth/password-reset", status_code=202)
-def request_reset(body: acs.ResetRequest, request: Request) -> dict[str, str]:
+@router.post("/auth/password-reset", status_code=202, response_model=acs.AcceptedOut)
+def request_reset(body: acs.ResetRequest, request: Request) -> acs.AcceptedOut:
     """Mail a single-use reset link; the same answer whether or not the user exists."""
     ctx = ctx_of(request)
     base = ctx.settings.accounts.public_url or str(request.base_url).rstrip("/")
     login.request_reset(
         ctx.WriteSession, ctx.settings, body.username, base, client_address(request)
     )
-    return {"detail": "if the account exists and has an e-mail address, a link was sent"}
+    return acs.AcceptedOut(
+        detail="if the account exists and has an e-mail address, a link was sent"
+    )
 
 
 @router.post("/auth/password-reset/confirm", status_code=204)
@@ -339,17 +341,17 @@ def put_user_grants(
     return out
 
 
-@router.post("/users/{username}/sessions/revoke")
+@router.post("/users/{username}/sessions/revoke", response_model=acs.RevokedOut)
 def revoke_sessions(
     username: str, request: Request, caller: Caller = Depends(get_caller)
-) -> dict[str, int]:
+) -> acs.RevokedOut:
     """Admin kill: every session of the account ends at once."""
     ctx = ctx_of(request)
     with ctx.WriteSession() as db, db.begin():
         count = login.revoke_user_sessions(db, _user(db, username).id)
     _forget_basic(request)
     _note(ctx, "user-change", caller, [{"type": "user", "id": username}], "sessions revoked")
-    return {"revoked": count}
+    return acs.RevokedOut(revoked=count)
 
 
 @router.post("/users/{username}/unlock", status_code=204)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from lucent.api.client import ApiError
 from server.accounts import clock
 from tests.integration.test_accounts_support import ct_bytes, make_app
 
@@ -21,12 +24,10 @@ def test_pool_quota_refuses_with_a701_and_writes_nothing(tmp_path: Path) -> None
         one = ct_bytes(tmp_path)
         assert app.store(one) == 0
         limit_mb = (len(one) * 1.5) / 2**20
-        r = app.http.put(
-            "/api/v1/quotas",
-            headers=app.admin(),
-            json={"kind": "pool", "subject": "DEFAULT", "limit_mb": limit_mb},
-        )
-        assert r.status_code == 200 and r.json()[0]["used_bytes"] == len(one)
+        admin = app.admin_client()
+        [quota] = admin.set_quota("pool", "DEFAULT", limit_mb)
+        assert quota.used_bytes == len(one) and quota.limit_bytes == int(limit_mb * 2**20)
+        assert admin.quotas() == [quota]
         blobs = _blobs(app)
         result = app.ctx.store(ct_bytes(tmp_path), pool="DEFAULT", source="TEST")
         assert result.status == A701 and "quota" in result.reason
@@ -37,11 +38,7 @@ def test_pool_quota_refuses_with_a701_and_writes_nothing(tmp_path: Path) -> None
             from server.index.models import Instance
 
             assert db.scalar(select(func.count(Instance.id))) == 1
-        app.http.put(
-            "/api/v1/quotas",
-            headers=app.admin(),
-            json={"kind": "pool", "subject": "DEFAULT", "limit_mb": None},
-        )
+        assert admin.set_quota("pool", "DEFAULT", None) == []
         assert app.store(ct_bytes(tmp_path)) == 0
 
 
@@ -60,18 +57,15 @@ def _stow(app, headers, data: bytes):  # type: ignore[no-untyped-def]
 
 def test_user_and_group_quota_on_stow_gives_507(tmp_path: Path) -> None:
     with make_app(tmp_path) as app:
-        admin = app.admin()
+        admin = app.admin_client()
         app.add_user("kim", "radiologist", {"DEFAULT": ["read", "import"]})
         h = app.token("kim")
         one = ct_bytes(tmp_path)
         assert _stow(app, h, one).status_code == 200
         limit_mb = (len(one) * 1.5) / 2**20
-        app.http.put(
-            "/api/v1/quotas", headers=admin,
-            json={"kind": "user", "subject": "Kim", "limit_mb": limit_mb},
-        )  # fmt: skip
-        mine = app.http.get("/api/v1/quota", headers=h).json()
-        assert mine[0]["subject"] == "kim" and mine[0]["used_bytes"] > 0
+        admin.set_quota("user", "Kim", limit_mb)
+        [mine] = app.client("kim").my_quota()
+        assert mine.subject == "kim" and mine.used_bytes > 0
         blobs = _blobs(app)
         r = _stow(app, h, ct_bytes(tmp_path))
         assert r.status_code == 507
@@ -79,13 +73,15 @@ def test_user_and_group_quota_on_stow_gives_507(tmp_path: Path) -> None:
         # admin stores are not the user's: only the user's own data counts
         assert app.store(ct_bytes(tmp_path)) == 0
         # group quota
-        app.http.put("/api/v1/quotas", headers=admin,
-                     json={"kind": "user", "subject": "kim", "limit_mb": None})  # fmt: skip
-        app.http.post("/api/v1/groups", headers=admin, json={"name": "radiology"})
-        app.http.put("/api/v1/groups/radiology/members", headers=admin, json=["kim"])
-        group_quota = {"kind": "group", "subject": "radiology", "limit_mb": limit_mb}
-        app.http.put("/api/v1/quotas", headers=admin, json=group_quota)
+        admin.set_quota("user", "kim", None)
+        assert admin.create_group("radiology").members == []
+        assert admin.set_group_members("radiology", ["Kim"]).members == ["kim"]
+        admin.set_quota("group", "radiology", limit_mb)
+        assert [q.kind for q in app.client("kim").my_quota()] == ["group"]
         assert _stow(app, h, ct_bytes(tmp_path)).status_code == 507
+        admin.delete_group("radiology")  # its quota goes with it
+        assert admin.groups() == [] and admin.quotas() == []
+        assert _stow(app, h, ct_bytes(tmp_path)).status_code == 200
 
 
 def test_retention_deletes_old_studies_with_their_blobs_and_audits(tmp_path: Path) -> None:
@@ -96,14 +92,10 @@ def test_retention_deletes_old_studies_with_their_blobs_and_audits(tmp_path: Pat
     with make_app(tmp_path, pools=pools) as app:
         assert app.store(ct_bytes(tmp_path, study_uid="1.2.826.7.1"), pool="SHORT") == 0
         assert app.store(ct_bytes(tmp_path, study_uid="1.2.826.7.2"), pool="KEEP") == 0
-        admin = app.admin()
-        assert app.http.post("/api/v1/retention/run", headers=admin).json() == {
-            "deleted_studies": []
-        }
+        assert app.admin_client().run_retention().deleted_studies == []
         clock.advance(8 * 86400)
         admin = app.admin()
-        r = app.http.post("/api/v1/retention/run", headers=admin)
-        assert r.json() == {"deleted_studies": ["1.2.826.7.1"]}
+        assert app.admin_client().run_retention().deleted_studies == ["1.2.826.7.1"]
         uids = [
             s["study_uid"] for s in app.http.get("/api/v1/studies", headers=admin).json()["items"]
         ]
@@ -117,21 +109,26 @@ def test_retention_deletes_old_studies_with_their_blobs_and_audits(tmp_path: Pat
                 k for i in db.scalars(select(Instance)) for k in (i.meta_key, i.pixel_key) if k
             }
         assert set(app.ctx.storage.keys()) == referenced  # no blob left behind
-        events = app.http.get("/api/v1/audit", headers=admin, params={"event_id": "110105"}).json()
-        assert events[-1]["user"] == "retention"
-        assert {"type": "study", "id": "1.2.826.7.1"} in events[-1]["objects"]
+        events = app.admin_client().audit(event_id="110105")
+        assert events[-1].user == "retention"
+        assert {"type": "study", "id": "1.2.826.7.1"} in events[-1].objects
 
 
 def test_delete_needs_the_delete_right_and_is_audited(tmp_path: Path) -> None:
     with make_app(tmp_path) as app:
         app.store(ct_bytes(tmp_path, study_uid="1.2.826.8.1"))
         app.add_user("lea", "radiologist", {"DEFAULT": ["read", "delete"]})
-        h = app.token("lea")  # radiologists may not delete, whatever the grant
-        assert app.http.delete("/api/v1/studies/1.2.826.8.1", headers=h).status_code == 403
-        admin = app.admin()
-        assert app.http.delete("/api/v1/studies/1.2.826.8.1", headers=admin).status_code == 204
+        with pytest.raises(ApiError) as refused:  # radiologists may not delete, whatever the grant
+            app.client("lea").delete_study("1.2.826.8.1")
+        assert refused.value.status == 403
+        admin = app.admin_client()
+        admin.delete_study("1.2.826.8.1")
         assert list(app.ctx.storage.keys()) == []
-        assert app.http.delete("/api/v1/studies/1.2.826.8.1", headers=admin).status_code == 404
+        with pytest.raises(ApiError) as gone:
+            admin.delete_study("1.2.826.8.1")
+        assert gone.value.status == 404
+        [event] = admin.audit(event_id="110105", object_id="1.2.826.8.1")
+        assert event.user == "admin" and event.action == "D"
 
 
 def test_hidden_studies_and_series_per_user(tmp_path: Path) -> None:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from lucent.api.client import ApiError, SessionExpired
 from server.accounts import clock
 from tests.integration.test_accounts_support import ADMIN, PASSWORD, make_app
 
 
 def _events(app, **params):  # type: ignore[no-untyped-def]
-    return app.http.get("/api/v1/audit", headers=app.admin(), params=params).json()
+    return app.admin_client().audit(**params)
 
 
 def test_names_are_case_insensitive_and_refusals_do_not_reveal_users(tmp_path: Path) -> None:
@@ -44,9 +47,9 @@ def test_lockout_with_back_off_for_real_and_unknown_names(tmp_path: Path) -> Non
         r = app.login("alice")
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 60
         alerts = _events(app, event_id="110113")
-        assert any(e["detail"] == "login locked" and e["user"] == "alice" for e in alerts)
+        assert any(e.detail == "login locked" and e.user == "alice" for e in alerts)
         failures = _events(app, event_id="110114", outcome=4)
-        assert {e["user"] for e in failures} >= {"alice", "ghost"}
+        assert {e.user for e in failures} >= {"alice", "ghost"}
 
 
 def test_lockout_per_client_address(tmp_path: Path) -> None:
@@ -78,13 +81,13 @@ def test_session_expiry_idle_logoff_logout_and_admin_kill(tmp_path: Path) -> Non
         h = app.token("carol")
         assert app.http.post("/api/v1/auth/logout", headers=h).status_code == 204
         assert app.http.get("/api/v1/auth/me", headers=h).status_code == 401
-        h1, h2 = app.token("carol"), app.token("carol")
-        sessions = app.http.get("/api/v1/auth/sessions", headers=h1).json()
-        assert len(sessions) == 2 and sum(s["current"] for s in sessions) == 1
-        r = app.http.post("/api/v1/users/carol/sessions/revoke", headers=app.admin())
-        assert r.json() == {"revoked": 2}
-        assert app.http.get("/api/v1/auth/me", headers=h1).status_code == 401
-        assert app.http.get("/api/v1/auth/me", headers=h2).status_code == 401
+        c1, c2 = app.client("carol"), app.client("carol")
+        sessions = c1.my_sessions()
+        assert len(sessions) == 2 and sum(s.current for s in sessions) == 1
+        assert app.admin_client().revoke_user_sessions("carol") == 2
+        for c in (c1, c2):
+            with pytest.raises(SessionExpired):
+                c.me()
 
 
 def test_tokens_are_long_and_stored_only_as_hashes(tmp_path: Path) -> None:
@@ -100,21 +103,14 @@ def test_tokens_are_long_and_stored_only_as_hashes(tmp_path: Path) -> None:
 def test_password_change_ends_other_sessions(tmp_path: Path) -> None:
     with make_app(tmp_path) as app:
         app.add_user("dave", "guest")
-        h1, h2 = app.token("dave"), app.token("dave")
-        r = app.http.post(
-            "/api/v1/auth/password",
-            headers=h1,
-            json={"old_password": "wrong", "new_password": "another-long-one"},
-        )
-        assert r.status_code == 400
-        r = app.http.post(
-            "/api/v1/auth/password",
-            headers=h1,
-            json={"old_password": PASSWORD, "new_password": "another-long-one"},
-        )
-        assert r.status_code == 204
-        assert app.http.get("/api/v1/auth/me", headers=h1).status_code == 200
-        assert app.http.get("/api/v1/auth/me", headers=h2).status_code == 401
+        c1, c2 = app.client("dave"), app.client("dave")
+        with pytest.raises(ApiError) as refused:
+            c1.change_password("wrong", "another-long-one")
+        assert refused.value.status == 400 and "current password" in refused.value.detail
+        c1.change_password(PASSWORD, "another-long-one")
+        assert c1.me().username == "dave"
+        with pytest.raises(SessionExpired):
+            c2.me()
         assert app.login("dave").status_code == 401
         assert app.login("dave", "another-long-one").status_code == 200
 
@@ -134,30 +130,30 @@ def test_device_policy_automatic(tmp_path: Path) -> None:
 def test_device_policy_first_device_then_approval_and_revocation(tmp_path: Path) -> None:
     with make_app(tmp_path, {"accounts": {"device_approval": "first-device"}}) as app:
         app.add_user("frank", "radiologist")
-        admin = app.admin()
+        admin = app.admin_client()
         assert app.login("frank").status_code == 403  # identity required
         first = _device_login(app, "frank", "phone")
         assert first.status_code == 200
         second = _device_login(app, "frank", "tablet")
         assert second.status_code == 403 and "not approved" in second.json()["detail"]
-        pending = app.http.get("/api/v1/devices", headers=admin, params={"status": "pending"})
-        [device] = pending.json()
-        assert device["username"] == "frank" and device["name"] == "frank's tablet"
-        r = app.http.post(f"/api/v1/devices/{device['id']}/approve", headers=admin)
-        assert r.json()["status"] == "approved"
-        tablet = _device_login(app, "frank", "tablet")
-        assert tablet.status_code == 200
-        h = {"Authorization": f"Bearer {tablet.json()['token']}"}
-        assert app.http.get("/api/v1/auth/me", headers=h).status_code == 200
-        app.http.post(f"/api/v1/devices/{device['id']}/revoke", headers=admin)
-        r = app.http.get("/api/v1/auth/me", headers=h)
-        assert r.status_code == 401 and "device" in r.json()["detail"]
+        [device] = admin.devices(status="pending")
+        assert device.username == "frank" and device.name == "frank's tablet"
+        assert admin.approve_device(device.id).status == "approved"
+        assert admin.rename_device(device.id, "ward tablet").name == "ward tablet"
+        tablet = app.client()
+        assert tablet.login_device("frank", PASSWORD, "tablet").token
+        assert tablet.me().username == "frank"
+        assert admin.revoke_device(device.id).status == "revoked"
+        with pytest.raises(SessionExpired) as ended:
+            tablet.me()
+        assert "device" in ended.value.detail
         assert _device_login(app, "frank", "tablet").status_code == 403
         # a wrong password on a pending device says "wrong password", not "device"
         r = app.login("frank", "bad-password", device_id="laptop")
         assert r.status_code == 401
         decisions = _events(app, event_id="110113")
-        assert any(e["detail"] == "device revoked" for e in decisions)
+        assert any(e.detail == "device revoked" for e in decisions)
+        assert any(e.detail == "device renamed" for e in decisions)
 
 
 def test_device_policy_manual(tmp_path: Path) -> None:
@@ -165,9 +161,10 @@ def test_device_policy_manual(tmp_path: Path) -> None:
         app.add_user("gina", "radiologist")
         r = _device_login(app, "gina", "phone")
         assert r.status_code == 403 and "not approved" in r.json()["detail"]
-        [device] = app.http.get("/api/v1/devices", headers=app.admin()).json()[-1:]
-        assert device["status"] == "pending"
-        app.http.post(f"/api/v1/devices/{device['id']}/approve", headers=app.admin())
+        admin = app.admin_client()
+        [device] = admin.devices()[-1:]
+        assert device.status == "pending"
+        admin.approve_device(device.id)
         assert _device_login(app, "gina", "phone").status_code == 200
 
 
@@ -175,8 +172,8 @@ def test_audit_chain_detects_an_altered_record(tmp_path: Path) -> None:
     with make_app(tmp_path) as app:
         app.add_user("hank", "radiologist")
         app.login("hank", "wrong-password")
-        admin = app.admin()
-        assert app.http.get("/api/v1/audit/verify", headers=admin).json()["intact"] is True
+        admin = app.admin_client()
+        assert admin.audit_verify().intact is True
         path = tmp_path / "data" / "index.sqlite3"
         db = sqlite3.connect(path)
         try:
@@ -189,8 +186,8 @@ def test_audit_chain_detects_an_altered_record(tmp_path: Path) -> None:
         db.execute("UPDATE audit_records SET user = 'someone' WHERE id = 2")
         db.commit()
         db.close()
-        result = app.http.get("/api/v1/audit/verify", headers=admin).json()
-        assert result["intact"] is False and result["broken_at"] == 2
+        result = admin.audit_verify()
+        assert result.intact is False and result.broken_at == 2
 
 
 def test_audit_export_is_dicom_audit_xml(tmp_path: Path) -> None:
@@ -198,8 +195,7 @@ def test_audit_export_is_dicom_audit_xml(tmp_path: Path) -> None:
 
     with make_app(tmp_path) as app:
         app.login("nobody", "wrong-password")
-        r = app.http.get("/api/v1/audit/export", headers=app.admin(), params={"event_id": "110114"})
-        root = ET.fromstring(r.content)
+        root = ET.fromstring(app.admin_client().audit_export(event_id="110114"))
         messages = root.findall("AuditMessage")
         assert len(messages) >= 2
         failed = messages[0]

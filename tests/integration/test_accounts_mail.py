@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from lucent.api.client import ApiError, SessionExpired
 from server.accounts import clock
 from tests.integration.test_accounts_support import PASSWORD, make_app
 
@@ -60,20 +61,21 @@ def test_pin_login_by_mail(tmp_path: Path, smtp: tuple[Inbox, int]) -> None:
     sections = {"smtp": {"host": "127.0.0.1", "port": port}, "accounts": {"pin_attempts": 3}}
     with make_app(tmp_path, sections) as app:
         app.add_user("ines", "radiologist", email="ines@clinic.example", pin_login=True)
-        first = app.login("ines")
-        assert first.status_code == 200
-        body = first.json()
-        assert body["pin_required"] and body["token"] == "" and body["challenge"]
+        api = app.client()
+        first = api.login_device("ines", PASSWORD, "ines-phone", "Ines' phone")
+        assert first.pin_required and first.token == "" and first.challenge
+        assert api.token is None  # no session before the PIN
         pin = _pin(inbox, "ines@clinic.example")
         wrong = "000000" if pin != "000000" else "111111"
-        r = app.http.post("/api/v1/auth/pin", json={"challenge": body["challenge"], "pin": wrong})
-        assert r.status_code == 401 and "2 attempt(s) left" in r.json()["detail"]
-        r = app.http.post("/api/v1/auth/pin", json={"challenge": body["challenge"], "pin": pin})
-        assert r.status_code == 200 and r.json()["token"]
-        h = {"Authorization": f"Bearer {r.json()['token']}"}
-        assert app.http.get("/api/v1/auth/me", headers=h).json()["username"] == "ines"
+        with pytest.raises(ApiError) as refused:
+            api.confirm_pin(first.challenge, wrong)
+        assert refused.value.status == 401 and "2 attempt(s) left" in refused.value.detail
+        assert api.confirm_pin(first.challenge, pin).token
+        assert api.me().username == "ines"
+        [session] = api.my_sessions()
+        assert session.current and session.device == "Ines' phone"
         # single use
-        r = app.http.post("/api/v1/auth/pin", json={"challenge": body["challenge"], "pin": pin})
+        r = app.http.post("/api/v1/auth/pin", json={"challenge": first.challenge, "pin": pin})
         assert r.status_code == 401
         # attempt limit: three wrong PINs void it, even the right one afterwards
         challenge = app.login("ines").json()["challenge"]
@@ -92,11 +94,9 @@ def test_pin_login_by_mail(tmp_path: Path, smtp: tuple[Inbox, int]) -> None:
         count = len(inbox.mails)
         assert app.login("ines", "wrong-password").status_code == 401
         assert len(inbox.mails) == count
-        events = app.http.get(
-            "/api/v1/audit", headers=app.admin(), params={"user": "ines", "event_id": "110114"}
-        ).json()
-        assert any(e["detail"] == "PIN accepted" for e in events)
-        assert any(e["detail"] == "PIN expired; log in again" for e in events)
+        events = app.admin_client().audit(user="ines", event_id="110114")
+        assert any(e.detail == "PIN accepted" for e in events)
+        assert any(e.detail == "PIN expired; log in again" for e in events)
 
 
 def test_pin_for_everyone_from_settings(tmp_path: Path, smtp: tuple[Inbox, int]) -> None:
@@ -118,20 +118,24 @@ def test_password_reset_by_mailed_single_use_link(tmp_path: Path, smtp: tuple[In
     inbox, port = smtp
     with make_app(tmp_path, {"smtp": {"host": "127.0.0.1", "port": port}}) as app:
         app.add_user("jon", "guest", email="jon@clinic.example")
-        old = app.token("jon")
+        old = app.client("jon")
+        api = app.client()
         same = app.http.post("/api/v1/auth/password-reset", json={"username": "nobody"})
         r = app.http.post("/api/v1/auth/password-reset", json={"username": "JON"})
         assert r.status_code == same.status_code == 202 and r.json() == same.json()
         token = re.search(r"Reset token: (\S+)", inbox.last_body("jon@clinic.example"))
         assert token and len(inbox.mails) == 1
-        confirm = {"token": token.group(1), "new_password": "brand-new-password"}
-        assert app.http.post("/api/v1/auth/password-reset/confirm", json=confirm).status_code == 204
-        assert app.http.post("/api/v1/auth/password-reset/confirm", json=confirm).status_code == 400
+        api.confirm_password_reset(token.group(1), "brand-new-password")
+        with pytest.raises(ApiError) as used:
+            api.confirm_password_reset(token.group(1), "brand-new-password")
+        assert used.value.status == 400
         assert app.login("jon", PASSWORD).status_code == 401
         assert app.login("jon", "brand-new-password").status_code == 200
-        assert app.http.get("/api/v1/auth/me", headers=old).status_code == 401
+        with pytest.raises(SessionExpired):
+            old.me()
         # expiry
-        app.http.post("/api/v1/auth/password-reset", json={"username": "jon"})
+        accepted = api.request_password_reset("jon")
+        assert accepted.detail == api.request_password_reset("nobody").detail
         token = re.search(r"Reset token: (\S+)", inbox.last_body("jon@clinic.example"))
         assert token
         clock.advance(31 * 60)

@@ -14,6 +14,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from lucent.api.client import LucentClient
 from server import config
 from server.accounts import clock, users
 from server.api.app import create_app
@@ -28,6 +29,21 @@ class AppUnderTest:
         self.ctx = ctx
         self.http = client
         self.app = app
+
+    def client(self, username: str | None = None, password: str = PASSWORD) -> LucentClient:
+        """The typed client the apps use, over this in-process app; logged in if a name is
+        given (the admin gets a device identity, as the admin console would send)."""
+        api = LucentClient("http://testserver")
+        api._http.close()
+        api._http = self.http  # same ASGI transport; each client keeps its own token
+        if username == ADMIN[0]:
+            api.login_device(username, ADMIN[1], "admin-console", "console")
+        elif username is not None:
+            api.login(username, password)
+        return api
+
+    def admin_client(self) -> LucentClient:
+        return self.client(ADMIN[0])
 
     def login(self, username: str, password: str = PASSWORD, **extra: Any) -> httpx.Response:
         return self.http.post(
@@ -47,18 +63,8 @@ class AppUnderTest:
     def add_user(
         self, name: str, role: str, grants: dict[str, list[str]] | None = None, **extra: Any
     ) -> None:
-        r = self.http.post(
-            "/api/v1/users",
-            headers=self.admin(),
-            json={
-                "username": name,
-                "password": PASSWORD,
-                "role": role,
-                "grants": grants or {},
-                **extra,
-            },
-        )
-        assert r.status_code == 201, r.text
+        created = self.admin_client().create_user(name, PASSWORD, role, grants=grants, **extra)
+        assert created.username == name.casefold() and created.role == role
 
     def store(self, data: bytes, pool: str = "DEFAULT", owner: int | None = None) -> int:
         return self.ctx.store(data, pool=pool, source="TEST", owner=owner).status

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lucent.api.client import LucentClient
 from tests.integration.test_accounts_support import ct_bytes
 from tests.support.lucent import ADMIN_PASSWORD, ADMIN_USER, LucentServer
 
@@ -119,6 +120,13 @@ def _admin(server: LucentServer) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
+def _api(server: LucentServer) -> LucentClient:
+    """The typed client, logged in as the administrator (creates and revokes links)."""
+    api = LucentClient(server.api_url)
+    api.login(ADMIN_USER, ADMIN_PASSWORD)
+    return api
+
+
 def _stow(server: LucentServer, headers: dict[str, str], data: bytes) -> None:
     b = "sharebnd"
     body = f"--{b}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data
@@ -147,12 +155,14 @@ def _bright_square(tmp: Path, study: str) -> bytes:
 
 def test_share_link_in_chromium(server: LucentServer, browser: Browser, tmp_path: Path) -> None:
     admin = _admin(server)
+    api = _api(server)
     _stow(server, admin, _bright_square(tmp_path, "1.2.826.55.1"))
     _stow(server, admin, _bright_square(tmp_path, "1.2.826.55.2"))
-    r = httpx.post(f"{server.api_url}/api/v1/shares", headers=admin,
-                   json={"study_uid": "1.2.826.55.1", "expires_hours": 1})  # fmt: skip
-    assert r.status_code == 201, r.text
-    link, pin = r.json()["url"], r.json()["pin"]
+    created = api.create_share("1.2.826.55.1", expires_hours=1, note="second opinion")
+    link, pin = created.url, created.pin
+    [listed] = [s for s in api.shares() if s.id == created.id]
+    assert listed.study_uid == "1.2.826.55.1" and listed.note == "second opinion"
+    assert not listed.revoked and listed.views == 0
     token = link.rsplit("/", 1)[1]
     assert len(token) >= 43  # >= 256 bits
 
@@ -186,9 +196,8 @@ def test_share_link_in_chromium(server: LucentServer, browser: Browser, tmp_path
         "fetch('/dicom-web/studies/1.2.826.55.2', {credentials: 'same-origin'}).then(r => r.status)"
     )
     assert status == 401
-    r = httpx.post(f"{server.api_url}/api/v1/shares", headers=admin,
-                   json={"study_uid": "1.2.826.55.2", "expires_hours": 1})  # fmt: skip
-    other = r.json()["url"].rsplit("/", 1)[1]
+    second = api.create_share("1.2.826.55.2", expires_hours=1)
+    other = second.url.rsplit("/", 1)[1]
     status = browser.eval(f"fetch('/share/{other}/content').then(r => r.status)")
     assert status == 401
     # the content of the shared link is exactly that study: one image
@@ -198,14 +207,15 @@ def test_share_link_in_chromium(server: LucentServer, browser: Browser, tmp_path
     assert count == 1
 
     # a revoked (withdrawn) link is refused at once, cookie or not
-    share_id = r.json()["id"]
-    httpx.delete(f"{server.api_url}/api/v1/shares/{share_id}", headers=admin)
+    api.revoke_share(second.id)
     browser.goto(f"{server.api_url}/share/{other}")
     assert "withdrawn" in browser.eval("document.getElementById('problem').textContent")
+    assert {s.id: s.revoked for s in api.shares()}[second.id] is True
+    assert {s.id: s.views for s in api.shares()}[created.id] == 1
 
-    events = httpx.get(f"{server.api_url}/api/v1/audit", headers=admin,
-                       params={"user": "share-link"}).json()  # fmt: skip
-    assert any(e["outcome"] == 4 for e in events) and any(e["outcome"] == 0 for e in events)
+    events = api.audit(user="share-link")
+    assert any(e.outcome == 4 for e in events) and any(e.outcome == 0 for e in events)
+    api.close()
 
 
 def test_expired_link_is_refused(server: LucentServer, browser: Browser, tmp_path: Path) -> None:
