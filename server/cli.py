@@ -1,4 +1,5 @@
-"""`lucent-server`: run the server, create an administrator, rotate the archive key."""
+"""`lucent-server`: run the server, create an administrator, rotate the archive key, make a
+self-signed TLS certificate for a test install."""
 
 from __future__ import annotations
 
@@ -110,6 +111,34 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_cert(args: argparse.Namespace) -> int:
+    """Self-signed pair for the API and DICOM TLS (issue 4); needs no config file."""
+    from server.accounts import certs
+
+    out = Path(args.out).expanduser()
+    existing = [p for p in (out / "lucent.crt", out / "lucent.key") if p.exists()]
+    if existing and not args.force:
+        print(f"error: {existing[0]} exists; pass --force to replace it", file=sys.stderr)
+        return 1
+    try:
+        pair = certs.make_self_signed(out, args.host, days=args.days)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cert, key = pair.cert.resolve(), pair.key.resolve()
+    print(
+        f"certificate: {cert}\nkey:         {key} (mode 0600)\n"
+        f"names:       {', '.join(pair.hosts)}\nvalid until: {pair.not_after:%Y-%m-%d}\n\n"
+        "Add to the server config:\n"
+        f'  [api]\n  tls_cert = "{cert}"\n  tls_key = "{key}"\n'
+        f'  [dimse]\n  tls_cert = "{cert}"\n  tls_key = "{key}"\n\n'
+        "Clients trust it by using the certificate file as their CA file "
+        "(LucentClient(verify=...), DCMTK +cf).",
+        flush=True,
+    )
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings, path = _settings(args.config)
     print(
@@ -137,6 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     rot.add_argument("--config", dest="config_sub")
     chk = sub.add_parser("check-config", help="validate the config file")
     chk.add_argument("--config", dest="config_sub")
+    cert = sub.add_parser(
+        "make-cert", help="create a self-signed certificate and key for API and DICOM TLS"
+    )
+    cert.add_argument("--out", required=True, help="folder for lucent.crt and lucent.key")
+    cert.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="a host name or address peers use (repeatable); localhost, 127.0.0.1, ::1 always",
+    )
+    cert.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    cert.add_argument("--force", action="store_true", help="replace an existing pair")
     args = parser.parse_args(argv)
     if getattr(args, "config_sub", None):
         args.config = args.config_sub
@@ -146,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "create-admin": cmd_create_admin,
         "rotate-key": cmd_rotate_key,
         "check-config": cmd_check_config,
+        "make-cert": cmd_make_cert,
     }
     if args.command is None:
         args.first_run_admin = False
