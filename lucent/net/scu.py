@@ -36,7 +36,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from lucent.net import status, transport
+from lucent.net import status, tls, transport
 
 log = logging.getLogger("lucent.scu")
 
@@ -83,6 +83,8 @@ class Peer:
     max_pdu: int = DEFAULT_MAX_PDU
     tls: bool = False
     tls_ca_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
     implementation_class_uid: str = ""
     implementation_version_name: str = ""
 
@@ -126,11 +128,49 @@ def _diagnose_connect(peer: Peer) -> AssociationError:
             )
         except OSError as exc:
             return AssociationError("unreachable", f"cannot connect to {peer.address}: {exc}")
+        if peer.tls:
+            problem = _tls_problem(peer, probe)
+            if problem is not None:
+                return problem
     return AssociationError(
         "aborted",
         f"{peer.address} accepts TCP connections but aborted or did not answer the "
         f"association request within {peer.timeout:g} s (is it a DICOM port?)",
     )
+
+
+def _tls_context(peer: Peer) -> ssl.SSLContext:
+    try:
+        return tls.client_context(peer.tls_ca_file, peer.tls_cert, peer.tls_key)
+    except tls.TlsConfigError as exc:
+        raise AssociationError("tls", str(exc)) from exc
+
+
+def _tls_problem(peer: Peer, sock: socket.socket) -> AssociationError | None:
+    """Repeat the handshake on a probe connection to say why TLS failed (pynetdicom only
+    logs it): untrusted certificate, wrong host name, our certificate refused, no TLS there."""
+    try:
+        with _tls_context(peer).wrap_socket(sock, server_hostname=peer.host) as wrapped:
+            wrapped.do_handshake()
+            wrapped.settimeout(1.0)
+            wrapped.recv(1)  # a peer that refuses our certificate closes here (TLS 1.3)
+    except ssl.SSLCertVerificationError as exc:
+        return AssociationError(
+            "tls", f"TLS: the certificate of {peer.address} is not trusted: {exc.verify_message}"
+        )
+    except ssl.SSLError as exc:
+        return AssociationError(
+            "tls",
+            f"TLS handshake with {peer.address} failed ({exc.reason or exc}): is TLS enabled "
+            "there, and does it trust our certificate?",
+        )
+    except TimeoutError:
+        return None
+    except OSError as exc:
+        return AssociationError(
+            "tls", f"TLS connection to {peer.address} closed during the handshake: {exc}"
+        )
+    return None
 
 
 def _make_ae(peer: Peer) -> AE:
@@ -162,8 +202,7 @@ def associate(
     ae = _make_ae(peer)
     tls_args = None
     if peer.tls:
-        tls_ctx = ssl.create_default_context(cafile=peer.tls_ca_file or None)
-        tls_args = (tls_ctx, peer.host)
+        tls_args = (_tls_context(peer), peer.host)
     started = time.monotonic()
     try:
         assoc = ae.associate(

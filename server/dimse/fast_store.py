@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 import threading
 from typing import Any
 
 from lucent.dicom import transfer_syntaxes
 from lucent.net import status as st
-from lucent.net import transport
+from lucent.net import tls, transport
 from lucent.net import upper_layer as ul
 from server.config import PoolSection, Settings
 from server.context import ServerContext
@@ -69,8 +70,10 @@ class StoreAcceptor:
         listener: socket.socket | None,
         handoff: Any,
         storage_classes: set[str],
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
+        self.tls_context = tls_context
         self.ctx = ctx
         self.pool = pool
         self.listener = listener
@@ -118,6 +121,8 @@ class StoreAcceptor:
         handed_off = False
         try:
             sock.settimeout(self.settings.dimse.acse_timeout)
+            if self.tls_context is not None:
+                sock = self._handshake(sock, address)
             pdu_type, body, header = _read_pdu(sock, ASSOCIATION_PDU_LIMIT)
             if pdu_type != ul.A_ASSOCIATE_RQ:
                 raise Abort("association must start with A-ASSOCIATE-RQ")
@@ -148,6 +153,29 @@ class StoreAcceptor:
             if not handed_off:
                 with contextlib.suppress(OSError):
                     sock.close()
+
+    def _handshake(self, sock: socket.socket, address: Any) -> ssl.SSLSocket:
+        """TLS before any DICOM byte (PS3.15 B.1); a caller without a trusted certificate
+        never reaches the association (logged with the reason)."""
+        assert self.tls_context is not None
+        try:
+            wrapped = self.tls_context.wrap_socket(sock, server_side=True)
+        except ssl.SSLError as exc:
+            log.warning(
+                "TLS connection from %s to pool %s refused: %s",
+                address[0],
+                self.pool.name,
+                exc.reason or exc,
+            )
+            raise ConnectionError("TLS handshake failed") from exc
+        log.info(
+            "TLS %s from %s (certificate '%s') on pool %s",
+            wrapped.version(),
+            address[0],
+            tls.peer_subject(wrapped) or "none",
+            self.pool.name,
+        )
+        return wrapped
 
     def _needs_full_stack(self, req: ul.AssociateRequest) -> bool:
         if req.other_user_items:

@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import ssl
 import threading
 from multiprocessing import reduction
 from pathlib import Path
@@ -33,9 +34,9 @@ from pynetdicom.sop_class import (
 from pynetdicom.transport import ThreadedAssociationServer
 
 from lucent.dicom import sop_classes, transfer_syntaxes
-from lucent.net import transport
+from lucent.net import tls, transport
 from server import config as config_mod
-from server.config import Settings
+from server.config import PoolSection, Settings
 from server.context import ServerContext
 from server.dimse import handlers
 from server.dimse.fast_store import StoreAcceptor
@@ -125,6 +126,26 @@ def listening_socket(address: str, port: int) -> socket.socket:
     return sock
 
 
+def endpoints(settings: Settings) -> list[tuple[PoolSection, int, bool]]:
+    """Every listening port: (pool, port, speaks TLS). The supervisor and the workers use
+    this order to agree on which acceptor a handed-over connection belongs to."""
+    out: list[tuple[PoolSection, int, bool]] = []
+    for pool in settings.pools:
+        out.append((pool, pool.port, False))
+        if pool.tls_port:
+            out.append((pool, pool.tls_port, True))
+    return out
+
+
+def server_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    d = settings.dimse
+    if not d.tls_cert:
+        return None
+    return tls.server_context(
+        d.tls_cert, d.tls_key, d.tls_ca_file, require_client_cert=d.tls_require_client_cert
+    )
+
+
 def start_listeners(
     settings: Settings, ctx: ServerContext, *, dispatched: bool = False
 ) -> tuple[AE, list[Any], list[StoreAcceptor]]:
@@ -136,22 +157,29 @@ def start_listeners(
     """
     transport.install(settings.dimse.max_pdu)
     ae = build_ae(settings)
+    tls_context = server_tls_context(settings)
     servers: list[Any] = []
     acceptors: list[StoreAcceptor] = []
+    handoffs: dict[str, Any] = {}
     storage = set(storage_class_uids())
-    for pool in settings.pools:
-        address = (settings.dimse.bind_address, pool.port)
+    for pool, port, secure in endpoints(settings):
+        address = (settings.dimse.bind_address, port)
+        context = tls_context if secure else None
         if settings.dimse.fast_store:
-            handoff = ae.make_server(
-                address,
-                ae_title=pool.ae_title,
-                evt_handlers=handlers.bindings(ctx, pool),
-                server_class=HandoffServer,
-            )
+            handoff = handoffs.get(pool.name)
+            if handoff is None:
+                handoff = handoffs[pool.name] = ae.make_server(
+                    address,
+                    ae_title=pool.ae_title,
+                    evt_handlers=handlers.bindings(ctx, pool),
+                    server_class=HandoffServer,
+                )
+                servers.append(handoff)
             listener = None if dispatched else listening_socket(*address)
-            acceptor = StoreAcceptor(settings, ctx, pool, listener, handoff, storage)
+            acceptor = StoreAcceptor(
+                settings, ctx, pool, listener, handoff, storage, tls_context=context
+            )
             acceptors.append(acceptor)
-            servers.append(handoff)
             if listener is not None:
                 threading.Thread(
                     target=acceptor.serve_forever, name=f"dimse-{pool.name}", daemon=True
@@ -163,6 +191,7 @@ def start_listeners(
                 ae_title=pool.ae_title,
                 evt_handlers=handlers.bindings(ctx, pool),
                 server_class=ReusePortServer,
+                ssl_context=context,
             )
             threading.Thread(
                 target=server.serve_forever, name=f"dimse-{pool.name}", daemon=True
@@ -170,11 +199,12 @@ def start_listeners(
             ae._servers.append(server)  # as AE.start_server does, so shutdown() can find it
             servers.append(server)
         log.info(
-            "pool %s: AE %s on %s:%d (pid %d)",
+            "pool %s: AE %s on %s:%d%s (pid %d)",
             pool.name,
             pool.ae_title,
             settings.dimse.bind_address,
-            pool.port,
+            port,
+            " (DICOM TLS)" if secure else "",
             os.getpid(),
         )
     return ae, servers, acceptors
@@ -184,17 +214,20 @@ def check_ports_free(settings: Settings) -> None:
     """Refuse to start when another program holds a pool port.
 
     SO_REUSEPORT would otherwise let a stale server silently share connections with us.
+    Unusable TLS files are reported here too, before any worker starts.
     """
-    for pool in settings.pools:
+    try:
+        server_tls_context(settings)
+    except tls.TlsConfigError as exc:
+        raise OSError(f"[dimse] DICOM TLS: {exc}") from exc
+    for pool, port, _ in endpoints(settings):
         family = socket.AF_INET6 if ":" in settings.dimse.bind_address else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind((settings.dimse.bind_address, pool.port))
+                probe.bind((settings.dimse.bind_address, port))
             except OSError as exc:
-                raise OSError(
-                    f"pool {pool.name}: port {pool.port} is in use ({exc.strerror})"
-                ) from exc
+                raise OSError(f"pool {pool.name}: port {port} is in use ({exc.strerror})") from exc
 
 
 def _receive_connections(handles: Any, acceptors: list[StoreAcceptor]) -> None:
@@ -283,7 +316,7 @@ class WorkerPool:
         if self.dispatch:
             d = self.settings.dimse
             self._listeners = [
-                listening_socket(d.bind_address, p.port) for p in self.settings.pools
+                listening_socket(d.bind_address, port) for _, port, _ in endpoints(self.settings)
             ]
         self.processes = [self._spawn(i) for i in range(self.count)]
         threading.Thread(target=self._watch, daemon=True, name="dimse-watch").start()

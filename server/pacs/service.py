@@ -159,7 +159,9 @@ class PacsService:
             network_timeout=max(d.network_timeout, node.dimse_timeout),
             max_pdu=d.max_pdu,
             tls=node.tls,
-            tls_ca_file=self.settings.tls_ca_file,
+            tls_ca_file=self.settings.tls_ca_file or d.tls_ca_file,
+            tls_cert=d.tls_cert,
+            tls_key=d.tls_key,
             implementation_class_uid=d.implementation_class_uid,
             implementation_version_name=d.implementation_version_name,
         )
