@@ -12,10 +12,16 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from lucent.api.client import LucentClient
+from tests.gui import scenes
+from tests.integration.dicom_io import storescu
+from tests.support.lucent import LucentServer
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
@@ -90,3 +96,26 @@ def qapp_cls(gui_display: str) -> type:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def scene(server: LucentServer, tmp_path_factory: pytest.TempPathFactory) -> scenes.Scene:
+    sc = scenes.build(tmp_path_factory.mktemp("gui-scene"), uuid.uuid4().hex[:6].upper())
+    done = storescu("127.0.0.1", server.port, server.ae_title, sc.files)
+    assert done.returncode == 0, done.stderr
+    return sc
+
+
+@pytest.fixture
+def window(qtbot, api: LucentClient, scene: scenes.Scene, tmp_path: Path) -> Iterator[object]:  # noqa: ANN001
+    from workstation.model.browser import HiddenStore
+    from workstation.qt.main_window import MainWindow
+
+    win = MainWindow(api, HiddenStore(tmp_path / "hidden.json"))
+    qtbot.addWidget(win)
+    win.resize(1400, 900)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.cancel_loading()
+    win.pool.waitForDone(20000)

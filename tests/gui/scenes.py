@@ -20,6 +20,8 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 CR = "1.2.840.10008.5.1.4.1.1.1"
 N = 64
 SPACING = 0.5
+VOLUME_N, VOLUME_SLICES, VOLUME_Z0 = 48, 21, 30.0
+BOX_I, BOX_J, BOX_K = (14, 20), (28, 34), (8, 12)  # inclusive voxel ranges of the box
 
 
 @dataclass
@@ -28,6 +30,7 @@ class Scene:
     axial: list[Dataset] = field(default_factory=list)
     coronal: list[Dataset] = field(default_factory=list)
     cr: list[Dataset] = field(default_factory=list)
+    volume: list[Dataset] = field(default_factory=list)
     gsps: Dataset | None = None
     suffix: str = ""
 
@@ -38,12 +41,22 @@ def ct_pixels(k: int) -> np.ndarray:
     return (hu + 1024).astype(np.int16)
 
 
+def volume_pixels(k: int) -> np.ndarray:
+    """Stored values of MPR volume slice k: air (HU -1000) with the bright box (HU 2000)."""
+    arr = np.full((VOLUME_N, VOLUME_N), -1000 + 1024, np.int16)
+    if BOX_K[0] <= k <= BOX_K[1]:
+        arr[BOX_J[0] : BOX_J[1] + 1, BOX_I[0] : BOX_I[1] + 1] = 2000 + 1024
+    return arr
+
+
 def _ct(study: str, series: str, frame: str, k: int, iop: list[float], ipp: list[float],
-        desc: str, number: int, name: str, pid: str) -> Dataset:  # fmt: skip
+        desc: str, number: int, name: str, pid: str,
+        pixels: np.ndarray | None = None) -> Dataset:  # fmt: skip
+    px = ct_pixels(k) if pixels is None else pixels
     ds = make_instance(CT, patient_id=pid, patient_name=name, study_uid=study,
                        series_uid=series, frame_of_reference_uid=frame, series_number=number,
-                       instance_number=k + 1, rows=N, cols=N)  # fmt: skip
-    set_pixels(ds, ct_pixels(k), bits_allocated=16, bits_stored=16, signed=True)
+                       instance_number=k + 1, rows=px.shape[0], cols=px.shape[1])  # fmt: skip
+    set_pixels(ds, px, bits_allocated=16, bits_stored=16, signed=True)
     ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = -1024, 1, "HU"
     ds.WindowCenter, ds.WindowWidth = 40, 400
     ds.ImageOrientationPatient = iop
@@ -73,6 +86,13 @@ def build(directory: Path, suffix: str) -> Scene:
         sc.coronal.append(_ct(study, co_uid, frame, k, [1, 0, 0, 0, 0, -1],
                               [-half, -4.0 + 2.5 * k, 20.0], "Coronal", 2, anna,
                               f"GA{suffix}"))  # fmt: skip
+    # MPR volume: 21 axial slices z = 30…50 mm, 48×48 pixels of 0.5 mm from (0, 0); air with
+    # a bone-bright box at x 7…10, y 14…17, z 38…42 mm (voxels i 14–20, j 28–34, k 8–12).
+    vol_uid, vol_frame = generate_uid(), generate_uid()
+    for k in range(VOLUME_SLICES):
+        sc.volume.append(_ct(study, vol_uid, vol_frame, k, [1, 0, 0, 0, 1, 0],
+                             [0.0, 0.0, VOLUME_Z0 + k], "Volume", 3, anna, f"GA{suffix}",
+                             pixels=volume_pixels(k)))  # fmt: skip
     cr_study, cr_series = generate_uid(), generate_uid()
     for k, lossy in enumerate((False, True)):
         ds = make_instance(CR, patient_id=f"GB{suffix}", patient_name=bernd, study_uid=cr_study,
@@ -95,7 +115,7 @@ def build(directory: Path, suffix: str) -> Scene:
         ds.file_meta = file_meta_for(ds)
         sc.cr.append(ds)
     sc.gsps = _highdicom_gsps(sc.axial[3])
-    for i, ds in enumerate([*sc.axial, *sc.coronal, *sc.cr, sc.gsps]):
+    for i, ds in enumerate([*sc.axial, *sc.coronal, *sc.volume, *sc.cr, sc.gsps]):
         sc.files.append(write(ds, directory / f"{i:03d}.dcm"))
     return sc
 

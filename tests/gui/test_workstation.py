@@ -6,79 +6,17 @@ main window. Screenshots of the main screens go to tests/artifacts/.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from lucent.api.client import LucentClient
 from lucent.dicom import pixels as lucent_pixels
 from tests.gui import scenes
-from tests.integration.dicom_io import storescu
-from tests.support.lucent import LucentServer
+from tests.gui.helpers import grab as _grab
+from tests.gui.helpers import open_series as _open
+from tests.gui.helpers import sample as _sample
+from tests.gui.helpers import save as _save
 
 YELLOW = (255, 220, 0)
-
-
-@pytest.fixture(scope="session")
-def scene(server: LucentServer, tmp_path_factory: pytest.TempPathFactory) -> scenes.Scene:
-    sc = scenes.build(tmp_path_factory.mktemp("gui-scene"), uuid.uuid4().hex[:6].upper())
-    done = storescu("127.0.0.1", server.port, server.ae_title, sc.files)
-    assert done.returncode == 0, done.stderr
-    return sc
-
-
-@pytest.fixture
-def window(qtbot, api: LucentClient, scene: scenes.Scene, tmp_path: Path) -> Iterator[object]:  # noqa: ANN001
-    from workstation.model.browser import HiddenStore
-    from workstation.qt.main_window import MainWindow
-
-    win = MainWindow(api, HiddenStore(tmp_path / "hidden.json"))
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.cancel_loading()
-    win.pool.waitForDone(20000)
-
-
-def _series(api: LucentClient, scene: scenes.Scene, description: str) -> tuple[object, object]:
-    patient = "Anna" if description in ("Axial", "Coronal") else "Bernd"
-    name = f"Guitest{scene.suffix}^{patient}"
-    (study,) = [s for s in api.studies(patient_name=name) if not s.placeholder]
-    (se,) = [s for s in api.series(study.study_uid) if s.description == description]
-    return se, study
-
-
-def _open(qtbot, win, api, scene, description: str, index: int = 0):  # noqa: ANN001, ANN202
-    se, study = _series(api, scene, description)
-    win.open_series(se, study, index)
-    vp = win.layout_model.viewports[index]
-    qtbot.waitUntil(lambda: vp.series is not None and vp.series.uid == se.series_uid, timeout=30000)
-    qtbot.waitUntil(lambda: vp.series.complete and not win.jobs, timeout=60000)
-    return vp
-
-
-def _grab(widget) -> np.ndarray:  # noqa: ANN001
-    """The widget as the screen shows it: (h, w, 3) uint8."""
-    from PySide6.QtGui import QImage
-
-    img = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
-    ptr = img.constBits()
-    arr = np.frombuffer(ptr, np.uint8, img.sizeInBytes()).reshape(img.height(), img.bytesPerLine())
-    return arr[:, : img.width() * 3].reshape(img.height(), img.width(), 3).copy()
-
-
-def _sample(shot: np.ndarray, tr, x: float, y: float) -> np.ndarray:  # noqa: ANN001
-    u, v = tr.to_widget(x, y)
-    return shot[int(round(v)), int(round(u))]
-
-
-def _save(widget, artifacts: Path, name: str) -> None:  # noqa: ANN001
-    widget.grab().save(str(artifacts / name))
 
 
 def test_window_level_gives_the_predicted_grey_values(qtbot, window, api, scene, artifacts) -> None:  # noqa: ANN001

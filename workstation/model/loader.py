@@ -103,6 +103,7 @@ def load(
         order, array = (volume_fetch or _fetch_volume(client))(data.uid)
         check()
         data.volume = array
+        data.volume_order = list(order)
         template = frames[0]
         for j, sop in enumerate(order):
             for k in by_sop.get(sop, []):

@@ -139,6 +139,7 @@ class SeriesData:
     documents: list[Any] = field(default_factory=list)  # SR/PDF data sets
     frames: dict[int, Frame] = field(default_factory=dict)
     volume: np.ndarray | None = None  # stored values (slices, rows, cols) when uniform
+    volume_order: list[str] = field(default_factory=list)  # SOP UID of each volume slice
     loaded: Event = field(default_factory=Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

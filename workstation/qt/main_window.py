@@ -32,6 +32,7 @@ from workstation.model.viewer import Layout
 from workstation.qt.browser import BrowserPanel
 from workstation.qt.viewer import ViewerArea
 
+MIP_SLAB_MM = 10.0  # thick-slab MIP default (vessels, nodules)
 LAYOUTS = ["1x1", "1x2", "2x1", "2x2", "2x3", "3x3", "4x4"]
 
 
@@ -155,7 +156,8 @@ class MainWindow(QMainWindow):
         self.sync_action.setChecked(True)
         action("GSPS W/L", self._apply_gsps_window)
         action("Save GSPS", self.save_gsps, "Ctrl+S")
-        action("MPR", self.open_mpr, "Ctrl+M")
+        self.mpr_action = action("MPR", lambda: self.open_mpr(), "Ctrl+M")
+        self.mip_action = action("MIP", lambda: self.open_mpr(MIP_SLAB_MM), "Ctrl+Shift+M")
         action("Help", self._help)
 
     def _help(self) -> None:
@@ -304,13 +306,21 @@ class MainWindow(QMainWindow):
         self.status_label.setText(f"saved presentation state {sop}")
         return sop
 
-    def open_mpr(self) -> QWidget | None:
+    def open_mpr(self, slab_mm: float = 0.0) -> QWidget | None:
+        """MPR (and thick-slab MIP with ``slab_mm``) of the active viewport's volume."""
+        from workstation.model.volume import volume_of
         from workstation.qt.mpr import MprWindow
 
         vp = self._active()
-        if vp.series is None or vp.series.volume is None:
-            self.status_label.setText("MPR needs a loaded CT/MR volume")
+        if vp.series is None:
+            self.status_label.setText("MPR: open a CT/MR series first")
             return None
-        self._mpr = MprWindow(vp.series)
-        self._mpr.show()
-        return self._mpr
+        grid = volume_of(vp.series)
+        if isinstance(grid, str):
+            self.status_label.setText(grid)
+            return None
+        self.mpr_window = MprWindow(
+            grid, vp.series.series.description, (vp.center, vp.width), slab_mm
+        )
+        self.mpr_window.show()
+        return self.mpr_window

@@ -1,97 +1,207 @@
-"""MPR window: axial, coronal, sagittal planes of a loaded volume, thick-slab MIP on request."""
+"""MPR window: axial, coronal, sagittal and oblique planes of a volume, thick-slab MIP.
+
+VTK reslices (workstation.render.mpr); each plane is drawn like a stack image (numpy W/L →
+QImage → QPainter, nearest neighbour), so what you see is what the pipeline predicts and no
+GL context is needed. Every plane passes through one crosshair point: a click moves it,
+the wheel scrolls a plane along its normal, and the other planes appear as coloured lines.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QImage, QPainter, QPaintEvent, QWheelEvent
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QImage,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QPen,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QVBoxLayout,
+    QWidget,
+)
 
+from workstation.model.geometry import ImagePlane, reference_line
 from workstation.model.pipeline import Display, Frame, render
-from workstation.model.series import SeriesData
-from workstation.render.mpr import Reslicer
+from workstation.model.volume import VIEWS, MprState, VolumeGrid
+from workstation.render.mpr import SLAB_MODES, Reslicer
+
+VIEW_COLOURS = {
+    "axial": QColor(255, 60, 60),
+    "coronal": QColor(60, 200, 60),
+    "sagittal": QColor(70, 130, 255),
+    "oblique": QColor(230, 0, 230),
+}
 
 
 class PlaneView(QWidget):
-    """One resliced plane, W/L from the series' viewport; wheel moves the plane."""
+    """One resliced plane of the shared MprState."""
 
-    def __init__(self, window: MprWindow, orientation: str) -> None:
+    def __init__(self, window: MprWindow, view: str) -> None:
         super().__init__(window)
         self.window_ = window
-        self.orientation = orientation
-        self.position = 0.0
+        self.view = view
+        self.plane: ImagePlane | None = None
+        self.values: np.ndarray | None = None
         self.image: np.ndarray | None = None
+        self._press: QPointF | None = None
+        self._dragged = False
         self.setMinimumSize(200, 200)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
 
+    # ------------------------------------------------------------------ pixels
     def refresh(self) -> None:
-        w = self.window_
-        values = w.reslicer.slice(self.orientation, self.position, w.slab.value(), w.mode())
-        frame = Frame(stored=values.astype(w.volume_dtype), slope=w.slope, intercept=w.intercept)
-        self.image = np.ascontiguousarray(render(frame, Display(w.center, w.width)))
+        st = self.window_.state
+        self.plane = st.plane(self.view)
+        slab = st.slab_mm
+        self.values = self.window_.reslicer.plane(self.plane, slab, st.mode)
+        frame = Frame(stored=self.values, slope=st.grid.slope, intercept=st.grid.intercept)
+        self.image = np.ascontiguousarray(render(frame, Display(st.center, st.width)))
         self.update()
 
-    def wheelEvent(self, e: QWheelEvent) -> None:  # noqa: N802
-        self.position += (1 if e.angleDelta().y() > 0 else -1) * min(self.window_.spacing)
-        self.refresh()
+    def scale(self) -> float:
+        if self.plane is None:
+            return 1.0
+        return min(self.width() / self.plane.cols, self.height() / self.plane.rows)
 
+    def to_widget(self, x: float, y: float) -> tuple[float, float]:
+        """Image pixel (centre at integer x, y) → widget coordinates."""
+        assert self.plane is not None
+        s = self.scale()
+        ox = (self.width() - self.plane.cols * s) / 2
+        oy = (self.height() - self.plane.rows * s) / 2
+        return ox + (x + 0.5) * s, oy + (y + 0.5) * s
+
+    def to_image(self, u: float, v: float) -> tuple[float, float]:
+        assert self.plane is not None
+        s = self.scale()
+        ox = (self.width() - self.plane.cols * s) / 2
+        oy = (self.height() - self.plane.rows * s) / 2
+        return (u - ox) / s - 0.5, (v - oy) / s - 0.5
+
+    # ------------------------------------------------------------------ painting
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         p = QPainter(self)
         p.fillRect(self.rect(), Qt.GlobalColor.black)
-        if self.image is not None:
+        st = self.window_.state
+        if self.image is not None and self.plane is not None:
             h, w = self.image.shape
-            fmt = QImage.Format.Format_Grayscale8
-            img = QImage(self.image.data, w, h, self.image.strides[0], fmt)
-            s = min(self.width() / w, self.height() / h)
-            p.translate((self.width() - w * s) / 2, (self.height() - h * s) / 2)
+            img = QImage(self.image.data, w, h, self.image.strides[0],
+                         QImage.Format.Format_Grayscale8)  # fmt: skip
+            s = self.scale()
+            x0, y0 = self.to_widget(-0.5, -0.5)
+            p.save()
+            p.translate(x0, y0)
             p.scale(s, s)
             p.drawImage(0, 0, img)
-            p.resetTransform()
-        p.setPen(Qt.GlobalColor.yellow)
-        p.drawText(8, 16, f"{self.orientation}  {self.position:.1f} mm")
+            p.restore()
+            for other in VIEWS:
+                if other == self.view or other not in self.window_.shown:
+                    continue
+                seg = reference_line(self.plane, st.plane(other))
+                if seg is None:
+                    continue
+                p.setPen(QPen(VIEW_COLOURS[other], 1))
+                a, b = self.to_widget(*seg[0]), self.to_widget(*seg[1])
+                p.drawLine(QPointF(*a), QPointF(*b))
+        p.setPen(VIEW_COLOURS[self.view])
+        p.setFont(QFont("DejaVu Sans", 9))
+        label = f"{self.view}  {st.position(self.view):.1f} mm"
+        if self.view == "oblique":
+            label += f"  tilt {st.oblique_deg:.0f}°"
+        if st.slab_mm > 0:
+            label += f"\nslab {st.slab_mm:.1f} mm {'MIP' if st.mode == 'max' else st.mode}"
+        p.drawText(self.rect().adjusted(6, 4, -6, -4), int(Qt.AlignmentFlag.AlignLeft), label)
+        p.setPen(QColor(230, 230, 230))
+        p.drawText(self.rect().adjusted(6, 4, -6, -4),
+                   int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom),
+                   f"W {st.width:.0f}  L {st.center:.0f}")  # fmt: skip
         p.end()
+
+    # ------------------------------------------------------------------ input
+    def wheelEvent(self, e: QWheelEvent) -> None:  # noqa: N802
+        self.window_.state.scroll(self.view, -1 if e.angleDelta().y() > 0 else 1)
+
+    def keyPressEvent(self, e: QKeyEvent) -> None:  # noqa: N802
+        k = e.key()
+        if k in (Qt.Key.Key_Up, Qt.Key.Key_Down, Qt.Key.Key_PageUp, Qt.Key.Key_PageDown):
+            step = 10 if k in (Qt.Key.Key_PageUp, Qt.Key.Key_PageDown) else 1
+            up = k in (Qt.Key.Key_Up, Qt.Key.Key_PageUp)
+            self.window_.state.scroll(self.view, -step if up else step)
+        else:
+            super().keyPressEvent(e)
+
+    def mousePressEvent(self, e: QMouseEvent) -> None:  # noqa: N802
+        self.setFocus()
+        self._press, self._dragged = e.position(), False
+
+    def mouseMoveEvent(self, e: QMouseEvent) -> None:  # noqa: N802
+        if self._press is None:
+            return
+        d = e.position() - self._press
+        if not self._dragged and abs(d.x()) + abs(d.y()) < 3:
+            return
+        self._dragged = True
+        self._press = e.position()
+        st = self.window_.state
+        st.set_window(st.center + d.y() * st.width / 400, st.width + d.x() * st.width / 200)
+
+    def mouseReleaseEvent(self, e: QMouseEvent) -> None:  # noqa: N802
+        """A click (no drag) moves the crosshair point there; the other planes follow."""
+        if self._press is not None and not self._dragged and self.plane is not None:
+            x, y = self.to_image(e.position().x(), e.position().y())
+            self.window_.state.set_centre(self.plane.to_world(x, y))
+        self._press = None
 
 
 class MprWindow(QWidget):
-    def __init__(self, data: SeriesData) -> None:
+    """Four planes of one volume in a 2×2 grid, with slab thickness/mode and oblique tilt."""
+
+    def __init__(self, grid: VolumeGrid, title: str = "", window: tuple[float, float] = (40, 400),
+                 slab_mm: float = 0.0) -> None:  # fmt: skip
         super().__init__()
-        assert data.volume is not None
-        self.setWindowTitle(f"MPR — {data.series.description}")
-        s0 = data.slices[0]
-        gap = 1.0
-        if len(data.slices) > 1 and data.slices[0].plane and data.slices[1].plane:
-            gap = abs(data.slices[1].plane.distance(data.slices[0].plane.position)) or 1.0
-        self.spacing = (gap, s0.spacing.row, s0.spacing.col)
-        self.reslicer = Reslicer(data.volume, self.spacing)
-        self.volume_dtype = data.volume.dtype
-        first = data.frame(0)
-        self.slope = first.slope if first else 1.0
-        self.intercept = first.intercept if first else 0.0
-        self.center, self.width = first.default_window() if first else (40.0, 400.0)
-        self.slab = QSpinBox(suffix=" mm slab", maximum=200)
+        self.setWindowTitle(f"MPR — {title}" if title else "MPR")
+        self.state = MprState(grid, center=window[0], width=window[1], slab_mm=slab_mm)
+        self.reslicer = Reslicer(grid)
+        self.slab = QDoubleSpinBox(suffix=" mm", maximum=500.0, decimals=1, singleStep=1.0)
+        self.slab.setValue(slab_mm)
+        self.slab.setToolTip("Thick slab along each plane's normal (0 = thin MPR)")
         self.modes = QComboBox()
-        self.modes.addItems(["max", "mean", "min"])
+        self.modes.addItems(list(SLAB_MODES))
+        self.tilt = QDoubleSpinBox(suffix=" °", minimum=-90.0, maximum=90.0, decimals=1)
+        self.tilt.setValue(self.state.oblique_deg)
+        self.tilt.setToolTip("Oblique plane: axial tilted about the left-right axis")
         bar = QHBoxLayout()
-        bar.addWidget(QLabel("Thick slab:"))
-        bar.addWidget(self.slab)
-        bar.addWidget(self.modes)
+        for w in (QLabel("Slab:"), self.slab, self.modes, QLabel("Oblique tilt:"), self.tilt):
+            bar.addWidget(w)
         bar.addStretch(1)
-        views = QHBoxLayout()
-        ext = self.reslicer.extent_mm
-        self.views = [PlaneView(self, o) for o in ("axial", "coronal", "sagittal")]
-        for v, pos in zip(self.views, (ext[2] / 2, ext[1] / 2, ext[0] / 2), strict=True):
-            v.position = pos
-            views.addWidget(v)
+        bar.addWidget(QLabel("click: crosshair · wheel/↑↓: move plane · drag: W/L"))
+        grid_lay = QGridLayout()
+        self.views = {v: PlaneView(self, v) for v in VIEWS}
+        self.shown = set(VIEWS)
+        for n, v in enumerate(VIEWS):
+            grid_lay.addWidget(self.views[v], n // 2, n % 2)
         lay = QVBoxLayout(self)
         lay.addLayout(bar)
-        lay.addLayout(views, 1)
-        self.slab.valueChanged.connect(self.refresh)
-        self.modes.currentTextChanged.connect(self.refresh)
-        self.resize(1200, 450)
+        lay.addLayout(grid_lay, 1)
+        self.slab.valueChanged.connect(lambda v: self.state.set_slab(v, self.modes.currentText()))
+        self.modes.currentTextChanged.connect(lambda m: self.state.set_slab(self.slab.value(), m))
+        self.tilt.valueChanged.connect(self.state.set_oblique)
+        self.state.changed.connect(self.refresh)
+        self.resize(1000, 900)
         self.refresh()
 
-    def mode(self) -> str:
-        return self.modes.currentText()
-
     def refresh(self) -> None:
-        for v in self.views:
+        for v in self.views.values():
             v.refresh()

@@ -42,7 +42,9 @@ HELP_TEXT = """Keyboard
   1–8              CT presets (brain, subdural, stroke, bone, lung, soft tissue, liver, mediast.)
   I invert   R reset   H/V flip   , . rotate
   D distance  A angle  E ellipse  B rectangle  T text  W arrow  Esc: W/L tool
-  Del delete last annotation   C cine   F1 this help"""
+  Del delete last annotation   C cine   F1 this help
+  Ctrl+M MPR (axial/coronal/sagittal/oblique)   Ctrl+Shift+M thick-slab MIP
+  Ctrl+S save GSPS"""
 
 
 class ViewportWidget(QWidget):

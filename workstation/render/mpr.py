@@ -1,89 +1,79 @@
 """MPR and thick-slab MIP with VTK's vtkImageReslice (issue 5: "via VTK reslice").
 
-The volume stays in numpy (the series' stored values, shared, not copied); VTK reslices it
-along axial/coronal/sagittal/oblique axes and optionally combines a slab (max = MIP, mean).
-The result comes back as a numpy image so the same W/L pipeline and viewport draw it.
-No Qt here; VTK runs without a render window.
+The volume stays in numpy (the series' stored values, shared with VTK, not copied). VTK
+reslices it on the output plane that ``workstation.model.volume.MprState`` defines in
+patient space, and combines a slab along the normal when asked (max = MIP, mean, min).
+The result comes back as a numpy image so the viewer's W/L pipeline draws it, exactly as it
+draws stack images. No Qt here and no render window: reslicing needs no GL.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-import vtk
-from vtk.util import numpy_support
+from vtkmodules.util import numpy_support
+from vtkmodules.vtkCommonDataModel import vtkImageData
+from vtkmodules.vtkCommonMath import vtkMatrix4x4
+from vtkmodules.vtkImagingCore import vtkImageReslice
 
-# Reslice axes as (x-axis, y-axis) in volume index space (i = column, j = row, k = slice).
-ORIENTATIONS = {
-    "axial": ((1, 0, 0), (0, 1, 0)),
-    "coronal": ((1, 0, 0), (0, 0, 1)),
-    "sagittal": ((0, 1, 0), (0, 0, 1)),
-}
+from workstation.model.geometry import ImagePlane
+from workstation.model.volume import VolumeGrid
+
+SLAB_MODES = ("max", "mean", "min")
 
 
-@dataclass
 class Reslicer:
-    """A (slices, rows, cols) volume with its voxel spacing (mm): z, y, x."""
+    """One vtkImageReslice over a VolumeGrid; ``plane()`` returns the pixels of a plane."""
 
-    volume: np.ndarray
-    spacing: tuple[float, float, float]
-
-    def __post_init__(self) -> None:
-        vol = np.ascontiguousarray(self.volume)
-        self._keep = vol
-        image = vtk.vtkImageData()
+    def __init__(self, grid: VolumeGrid) -> None:
+        self.grid = grid
+        vol = np.ascontiguousarray(grid.array)
+        self._keep = vol  # VTK borrows this memory (deep=False)
         k, j, i = vol.shape
+        image = vtkImageData()
         image.SetDimensions(i, j, k)
-        image.SetSpacing(self.spacing[2], self.spacing[1], self.spacing[0])
-        arr = numpy_support.numpy_to_vtk(vol.reshape(-1), deep=False)
-        image.GetPointData().SetScalars(arr)
+        image.SetSpacing(*grid.spacing)
+        image.SetOrigin(0.0, 0.0, 0.0)
+        image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(vol.reshape(-1), deep=False))
         self.image = image
-        self.reslice = vtk.vtkImageReslice()
+        self.reslice = vtkImageReslice()
         self.reslice.SetInputData(image)
         self.reslice.SetOutputDimensionality(2)
         self.reslice.SetInterpolationModeToLinear()
+        self.reslice.SetOutputOrigin(0.0, 0.0, 0.0)
+        # Outside the volume: the lowest value (air), not a bright 0 for signed CT.
+        self.reslice.SetBackgroundLevel(float(vol.min()))
 
-    @property
-    def extent_mm(self) -> tuple[float, float, float]:
-        k, j, i = self.volume.shape
-        return ((i - 1) * self.spacing[2], (j - 1) * self.spacing[1], (k - 1) * self.spacing[0])
-
-    def slice(
-        self,
-        orientation: str,
-        position_mm: float,
-        slab_mm: float = 0.0,
-        mode: str = "max",
-        axes: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None,
+    def plane(
+        self, plane: ImagePlane, slab_mm: float = 0.0, mode: str = "max", sampling: float = 0.0
     ) -> np.ndarray:
-        """One resliced plane at ``position_mm`` along its normal; a slab when slab_mm > 0.
+        """Values on ``plane`` (rows, cols); a slab of ``slab_mm`` centred on it when > 0.
 
-        ``axes`` overrides the orientation (oblique MPR: two orthonormal in-plane vectors).
+        The slab samples the normal every ``sampling`` mm (default: the finest voxel
+        spacing), so a structure thinner than a slice still reaches the MIP.
         """
-        xa, ya = axes or ORIENTATIONS[orientation]
-        x, y = np.asarray(xa, float), np.asarray(ya, float)
+        rot = self.grid.rotation
+        x = rot @ plane.row_dir
+        y = rot @ plane.col_dir
         n = np.cross(x, y)
-        centre = np.asarray(self.extent_mm) / 2
-        along = n if n.sum() >= 0 else -n  # position counts up the volume's own axis
-        origin = centre + along * (position_mm - float(np.dot(centre, along)))
-        m = vtk.vtkMatrix4x4()
+        o = rot @ (plane.position - self.grid.origin)
+        m = vtkMatrix4x4()
         for r in range(3):
-            m.SetElement(r, 0, x[r])
-            m.SetElement(r, 1, y[r])
-            m.SetElement(r, 2, n[r])
-            m.SetElement(r, 3, origin[r])
+            m.SetElement(r, 0, float(x[r]))
+            m.SetElement(r, 1, float(y[r]))
+            m.SetElement(r, 2, float(n[r]))
+            m.SetElement(r, 3, float(o[r]))
         self.reslice.SetResliceAxes(m)
-        step = min(self.spacing)
-        self.reslice.SetOutputSpacing(step, step, step)
+        dz = sampling or float(min(self.grid.spacing))
+        self.reslice.SetOutputSpacing(plane.col_spacing, plane.row_spacing, dz)
+        self.reslice.SetOutputExtent(0, plane.cols - 1, 0, plane.rows - 1, 0, 0)
         if slab_mm > 0:
-            self.reslice.SetSlabNumberOfSlices(max(1, int(round(slab_mm / step))))
-            {"max": self.reslice.SetSlabModeToMax, "mean": self.reslice.SetSlabModeToMean,
-             "min": self.reslice.SetSlabModeToMin}[mode]()  # fmt: skip
+            if mode not in SLAB_MODES:
+                raise ValueError(f"slab mode {mode!r}: one of {SLAB_MODES}")
+            self.reslice.SetSlabNumberOfSlices(max(1, int(round(slab_mm / dz)) + 1))
+            getattr(self.reslice, f"SetSlabModeTo{mode.capitalize()}")()
         else:
             self.reslice.SetSlabNumberOfSlices(1)
         self.reslice.Update()
         out = self.reslice.GetOutput()
-        dims = out.GetDimensions()
         flat = numpy_support.vtk_to_numpy(out.GetPointData().GetScalars())
-        return flat.reshape(dims[1], dims[0]).copy()
+        return flat.reshape(plane.rows, plane.cols).copy()
