@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 
-SYSTEM_PACKAGES=(dcmtk orthanc postgresql ffmpeg xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 chromium libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xkb1)
+SYSTEM_PACKAGES=(dcmtk orthanc postgresql ffmpeg xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 chromium libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xkb1 rsyslog rsyslog-gnutls)
 
 missing=()
 for p in "${SYSTEM_PACKAGES[@]}"; do

@@ -62,6 +62,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  DICOM:     pool {pool.name}: AE {pool.ae_title} on port {pool.port}", flush=True)
     print(f"  Data:      {settings.data_dir}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    forwarder = None
+    if settings.audit.syslog_host:  # IHE ATNA: RFC 5424 over TLS to the audit repository
+        from server.accounts.syslog import AuditForwarder
+
+        forwarder = AuditForwarder(
+            ctx.Session, settings.audit, settings.data_dir / "audit-forward.json"
+        )
+        forwarder.start()
+        print(
+            f"  Audit:     syslog over TLS to "
+            f"{settings.audit.syslog_host}:{settings.audit.syslog_port}",
+            flush=True,
+        )
     app = create_app(ctx)
     # perfusion (issue 6): watch the index for complete perfusion series in this process
     from server.api import perfusion_routes
@@ -79,6 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if forwarder is not None:
+            forwarder.stop()
         workers.stop()
         ctx.close()
     return 0

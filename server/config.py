@@ -94,6 +94,7 @@ class PacsSection:
     retry_backoff_seconds: float = 2.0
     store_retries: int = 2
     instances_per_association: int = 1000
+    store_associations: int = 2
     commitment_wait_seconds: float = 10.0
     commitment_retry_seconds: float = 600.0
     commitment_max_attempts: int = 3
@@ -134,10 +135,17 @@ class SmtpSection:
 
 @dataclass(frozen=True)
 class AuditSection:
-    """Audit trail (PS3.15 A.5)."""
+    """Audit trail (PS3.15 A.5); optional forwarding as RFC 5424 syslog over TLS (RFC 5425)
+    to an audit record repository (IHE ATNA)."""
 
     source_id: str = "LUCENT"
     data_access: bool = True
+    syslog_host: str = ""
+    syslog_port: int = 6514
+    syslog_ca_file: str = ""
+    syslog_cert: str = ""
+    syslog_key: str = ""
+    syslog_retry_max_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -290,13 +298,13 @@ def validate(s: Settings) -> None:
         if p.tls_port and (p.tls_port in ports or p.tls_port == p.port):
             raise ConfigError(f"[[pools]] '{p.name}': tls_port {p.tls_port} already in use")
         if p.tls_port and not s.dimse.tls_cert:
-            raise ConfigError(
-                f"[[pools]] '{p.name}': tls_port needs [dimse] tls_cert and tls_key"
-            )
+            raise ConfigError(f"[[pools]] '{p.name}': tls_port needs [dimse] tls_cert and tls_key")
         names.add(p.name)
         ports.add(p.port)
         if p.tls_port:
             ports.add(p.tls_port)
+    if not 1 <= s.pacs.store_associations <= 16:
+        raise ConfigError("[pacs] store_associations must be between 1 and 16")
     if s.pacs.max_results < 1 or s.pacs.job_threads < 1 or s.pacs.instances_per_association < 1:
         raise ConfigError("[pacs] max_results, job_threads, instances_per_association must be >= 1")
     if s.pacs.calling_ae_title and not _AE_TITLE.match(s.pacs.calling_ae_title):
@@ -323,6 +331,10 @@ def validate(s: Settings) -> None:
         )
     if (s.api.tls_cert == "") != (s.api.tls_key == ""):
         raise ConfigError("[api] tls_cert and tls_key must be set together")
+    if (s.audit.syslog_cert == "") != (s.audit.syslog_key == ""):
+        raise ConfigError("[audit] syslog_cert and syslog_key must be set together")
+    if s.audit.syslog_host and not 0 < s.audit.syslog_port < 65536:
+        raise ConfigError("[audit] syslog_port must be between 1 and 65535")
     if not is_loopback(s.api.bind_address) and not s.api.tls_cert:
         raise ConfigError(
             f"[api] refusing to bind {s.api.bind_address} without TLS: set tls_cert and tls_key "

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from xml.etree import ElementTree as ET
@@ -85,6 +86,9 @@ EVENTS: dict[str, tuple[str, str, str]] = {
 GENESIS = "0" * 64
 # Held from reading the chain's end until the commit, so two writers never fork the chain.
 _lock = threading.RLock()
+# Called (without arguments) after records are committed, e.g. to wake the syslog sender.
+# They must not block: they run on the request path.
+listeners: list[Callable[[], None]] = []
 
 
 @dataclass
@@ -145,6 +149,11 @@ def record(session_factory: object, *entries: Entry) -> None:
     with _lock, session_factory() as db, db.begin():  # type: ignore[operator]
         for entry in entries:
             _append(db, entry)
+    for wake in list(listeners):
+        try:
+            wake()
+        except Exception:  # a listener must never fail the audited action
+            logging.getLogger("lucent.audit").exception("audit listener failed")
 
 
 @dataclass(frozen=True)
