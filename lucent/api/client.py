@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from lucent.api import schemas
+from lucent.api import account_schemas, schemas
 from lucent.api.account_client import AccountsApi
 
 
@@ -69,7 +69,8 @@ class LucentClient(AccountsApi):
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self._http.request(method, path, headers=self._headers(), **kwargs)
+        headers = {**self._headers(), **kwargs.pop("headers", {})}
+        response = self._http.request(method, path, headers=headers, **kwargs)
         if response.status_code >= 400:
             try:
                 detail = str(response.json().get("detail", response.text))
@@ -118,10 +119,12 @@ class LucentClient(AccountsApi):
     def studies(self, offset: int = 0, limit: int = 100, **filters: Any) -> list[schemas.StudyOut]:
         return self.studies_page(offset, limit, **filters).items
 
-    def series(self, study_uid: str) -> list[schemas.SeriesOut]:
+    def series(self, study_uid: str, show_hidden: bool = False) -> list[schemas.SeriesOut]:
+        """Series of a study; ``show_hidden`` includes those this user has hidden (FAQ)."""
+        params = {"show_hidden": "true"} if show_hidden else {}
         return [
             schemas.SeriesOut.model_validate(s)
-            for s in self._get(f"/api/v1/studies/{study_uid}/series")
+            for s in self._get(f"/api/v1/studies/{study_uid}/series", **params)
         ]
 
     def instances(self, series_uid: str) -> list[schemas.InstanceOut]:
@@ -149,6 +152,26 @@ class LucentClient(AccountsApi):
         geometry = self.geometry(series_uid)
         data = self._request("GET", f"/api/v1/series/{series_uid}/volume").content
         return Volume(np.load(io.BytesIO(data), allow_pickle=False), geometry)
+
+    def rendered(self, study_uid: str, series_uid: str, sop_uid: str) -> bytes:
+        """WADO-RS rendered first frame as PNG (8-bit, default window): thumbnails."""
+        path = f"/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/rendered"
+        return self._request("GET", path, headers={"Accept": "image/png"}).content
+
+    # ------------------------------------------------------------------ hidden data (FAQ)
+    def hidden_items(self) -> list[account_schemas.HiddenOut]:
+        """What this user has hidden; /studies and /series leave these out unless asked."""
+        return [account_schemas.HiddenOut.model_validate(h) for h in self._get("/api/v1/hidden")]
+
+    def hide(self, level: str, uid: str) -> None:
+        """Hide a study or series (``level`` "study" | "series") for this user only."""
+        body = account_schemas.HiddenIn(level=level, uid=uid).model_dump()
+        self._request("POST", "/api/v1/hidden", json=body)
+
+    def unhide(self, level: str = "", uid: str = "") -> None:
+        """Restore one hidden item, or everything this user has hidden (no arguments)."""
+        params = {k: v for k, v in (("level", level), ("uid", uid)) if v}
+        self._request("DELETE", "/api/v1/hidden", params=params)
 
     def placeholders(self, **filters: Any) -> list[schemas.PlaceholderOut]:
         return [

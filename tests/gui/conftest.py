@@ -107,11 +107,10 @@ def scene(server: LucentServer, tmp_path_factory: pytest.TempPathFactory) -> sce
 
 
 @pytest.fixture
-def window(qtbot, api: LucentClient, scene: scenes.Scene, tmp_path: Path) -> Iterator[object]:  # noqa: ANN001
-    from workstation.model.browser import HiddenStore
+def window(qtbot, api: LucentClient, scene: scenes.Scene) -> Iterator[object]:  # noqa: ANN001
     from workstation.qt.main_window import MainWindow
 
-    win = MainWindow(api, HiddenStore(tmp_path / "hidden.json"))
+    win = MainWindow(api)
     qtbot.addWidget(win)
     win.resize(1400, 900)
     win.show()

@@ -130,10 +130,9 @@ def test_distance_in_mm_and_gsps_round_trip(qtbot, window, api, scene, artifacts
     sop = win.save_gsps()
     assert sop
     # Reopen in a fresh window: the GSPS comes back with the same graphics.
-    from workstation.model.browser import HiddenStore
     from workstation.qt.main_window import MainWindow
 
-    win2 = MainWindow(api, HiddenStore(None))
+    win2 = MainWindow(api)
     qtbot.addWidget(win2)
     win2.resize(1000, 800)
     win2.show()
@@ -186,9 +185,35 @@ def test_filter_then_clear_shows_all_again(qtbot, window, api, scene, artifacts)
     qtbot.mouseClick(panel.clear_button, Qt.MouseButton.LeftButton)
     assert panel.search.text() == "" and not panel.filter_label.isVisible()
     assert set(panel.visible_study_uids()) == everything
-    # Hide a study; "Show hidden data" restores it (FAQ).
+    # Hide a study: the server keeps it per user (FAQ); "Show hidden data" restores it.
     (one,) = anna
-    panel.hide_study(one)
-    assert one not in panel.visible_study_uids()
-    panel.hidden_box.setChecked(True)
-    assert one in panel.visible_study_uids()
+    try:
+        panel.hide_study(one)
+        assert one not in panel.visible_study_uids()
+        assert [(h.level, h.uid) for h in api.hidden_items()] == [("study", one)]
+        name = f"Guitest{scene.suffix}^Anna"
+        assert api.studies(patient_name=name) == []  # the server itself leaves it out
+        from workstation.qt.main_window import MainWindow
+
+        other = MainWindow(api)  # another workstation of the same user
+        qtbot.addWidget(other)
+        other.browser.refresh()
+        assert one not in other.browser.visible_study_uids()
+        panel.hidden_box.setChecked(True)
+        assert one in panel.visible_study_uids()
+        item = panel.study_item(one)
+        assert item is not None and item.foreground(0).color() == Qt.GlobalColor.gray
+        panel.hide_study(one, hidden=False)
+        assert api.hidden_items() == []
+        panel.hidden_box.setChecked(False)
+        assert one in panel.visible_study_uids()
+        # A series: hidden from the study's series list, back with show_hidden.
+        se = [s for s in api.series(one) if s.description == "Coronal"][0]
+        panel.hide_series(se.series_uid)
+        assert se.series_uid not in [s.series_uid for s in api.series(one)]
+        assert se.series_uid in [s.series_uid for s in api.series(one, show_hidden=True)]
+        panel.hidden_box.setChecked(True)
+        panel.restore_all()
+        assert api.hidden_items() == []
+    finally:
+        api.unhide()  # the scene is shared with the other tests

@@ -3,16 +3,14 @@
 FAQ: "Make sure that the search field is empty. By deleting the filter entry, all records
 will be displayed again" — so ``Filter.active`` drives a visible "filter active" state and
 ``clear()`` is one click. Names match case-insensitively (the FAQ's "schmidt"/"Schmidt").
-FAQ: hidden studies/series come back with "Show hidden data" in the settings; the server has
-no per-user hide yet, so the list lives in a small JSON file per server and user.
+FAQ: hidden studies/series come back with "Show hidden data" in the settings; the server keeps
+the per-user list (/api/v1/hidden), so hiding follows the user to every workstation.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lucent.api import schemas
@@ -81,35 +79,42 @@ class Filter:
 
 
 class HiddenStore:
-    """Per-user hidden study/series UIDs, persisted as JSON (until the server has an API)."""
+    """This user's hidden studies/series, kept by the server (/api/v1/hidden, FAQ).
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+    The server leaves hidden items out of /studies and /series for this user on every
+    device; "Show hidden data" asks with ``show_hidden`` and restores items one by one.
+    The sets mirror the server so rows can be greyed without another request.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
         self.studies: set[str] = set()
         self.series: set[str] = set()
-        if path is not None and path.exists():
-            try:
-                raw = json.loads(path.read_text())
-                self.studies = set(raw.get("studies", []))
-                self.series = set(raw.get("series", []))
-            except (OSError, ValueError):
-                pass
+        self.reload()
 
-    def _save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"studies": sorted(self.studies), "series": sorted(self.series)}))
-        tmp.replace(self.path)
+    def reload(self) -> None:
+        items = self.client.hidden_items()
+        self.studies = {h.uid for h in items if h.level == "study"}
+        self.series = {h.uid for h in items if h.level == "series"}
+
+    def _set(self, level: str, uid: str, hidden: bool) -> None:
+        if hidden:
+            self.client.hide(level, uid)
+        else:
+            self.client.unhide(level, uid)
+        target = self.studies if level == "study" else self.series
+        (target.add if hidden else target.discard)(uid)
 
     def hide_study(self, uid: str, hidden: bool = True) -> None:
-        (self.studies.add if hidden else self.studies.discard)(uid)
-        self._save()
+        self._set("study", uid, hidden)
 
     def hide_series(self, uid: str, hidden: bool = True) -> None:
-        (self.series.add if hidden else self.series.discard)(uid)
-        self._save()
+        self._set("series", uid, hidden)
+
+    def restore_all(self) -> None:
+        """Unhide everything this user has hidden."""
+        self.client.unhide()
+        self.studies, self.series = set(), set()
 
 
 @dataclass
@@ -148,11 +153,17 @@ def visible_series(
     return [s for s in series if show_hidden or s.series_uid not in hidden.series]
 
 
-def search(client: Any, flt: Filter, limit: int = 500) -> list[schemas.StudyOut]:
-    """Run the filter's queries and merge (one query when no text is typed)."""
+def search(
+    client: Any, flt: Filter, limit: int = 500, show_hidden: bool = False
+) -> list[schemas.StudyOut]:
+    """Run the filter's queries and merge (one query when no text is typed).
+
+    The server leaves this user's hidden studies out unless ``show_hidden`` is set.
+    """
     out: list[schemas.StudyOut] = []
+    extra = {"show_hidden": "true"} if show_hidden else {}
     for q in flt.queries():
-        out.extend(client.studies(limit=limit, **q))
+        out.extend(client.studies(limit=limit, **q, **extra))
     return out
 
 

@@ -6,14 +6,12 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
 from lucent.api.client import SessionExpired
-from workstation.model.browser import HiddenStore
 
 
 def server_up(url: str) -> bool:
@@ -38,12 +36,6 @@ def ensure_server(url: str) -> subprocess.Popen[bytes] | None:
     return proc
 
 
-def hidden_store(settings: QSettings, server: str, user: str) -> HiddenStore:
-    base = Path(settings.fileName()).parent
-    safe = "".join(ch if ch.isalnum() else "_" for ch in f"{server}_{user}")
-    return HiddenStore(base / "hidden" / f"{safe}.json")
-
-
 def run(argv: list[str]) -> int:
     from workstation.qt.login import LoginDialog
     from workstation.qt.main_window import MainWindow
@@ -55,9 +47,7 @@ def run(argv: list[str]) -> int:
     if dialog.exec() != LoginDialog.DialogCode.Accepted or dialog.client is None:
         return 1
     client = dialog.client
-    window = MainWindow(
-        client, hidden_store(settings, client.base_url, str(settings.value("user", "")))
-    )
+    window = MainWindow(client)
     window.resize(1600, 1000)
     window.show()
     try:

@@ -47,11 +47,12 @@ class BrowserPanel(QWidget):
     open_series = Signal(object, object)  # SeriesOut, StudyOut
 
     def __init__(
-        self, client: LucentClient, hidden: browser.HiddenStore, parent: QWidget | None = None
-    ) -> None:
+        self, client: LucentClient, hidden: browser.HiddenStore | None = None,
+        parent: QWidget | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(parent)
         self.client = client
-        self.hidden = hidden
+        self.hidden = hidden or browser.HiddenStore(client)
         self.filter = browser.Filter()
         self.studies: list[schemas.StudyOut] = []
         self.show_hidden = False
@@ -135,7 +136,9 @@ class BrowserPanel(QWidget):
     # ------------------------------------------------------------------ tree
     def refresh(self) -> None:
         self._debounce.stop()
-        self.studies = browser.search(self.client, self.filter)
+        if self.show_hidden:
+            self.hidden.reload()
+        self.studies = browser.search(self.client, self.filter, show_hidden=self.show_hidden)
         self._fill()
 
     def _fill(self) -> None:
@@ -173,7 +176,8 @@ class BrowserPanel(QWidget):
         if not isinstance(study, schemas.StudyOut) or item.childCount():
             return
         for se in browser.visible_series(
-            self.client.series(study.study_uid), self.hidden, self.show_hidden
+            self.client.series(study.study_uid, show_hidden=self.show_hidden), self.hidden,
+            self.show_hidden,
         ):
             it = QTreeWidgetItem(
                 [f"{se.series_number or ''} {se.description or '(series)'}".strip(), "", "",
@@ -202,6 +206,15 @@ class BrowserPanel(QWidget):
                         return se, sit.data(0, ROLE)
         return None
 
+    def study_item(self, study_uid: str) -> QTreeWidgetItem | None:
+        for i in range(self.tree.topLevelItemCount()):
+            pit = self.tree.topLevelItem(i)
+            for j in range(pit.childCount()):
+                s = pit.child(j).data(0, ROLE)
+                if isinstance(s, schemas.StudyOut) and s.study_uid == study_uid:
+                    return pit.child(j)
+        return None
+
     def visible_study_uids(self) -> list[str]:
         out = []
         for i in range(self.tree.topLevelItemCount()):
@@ -218,6 +231,8 @@ class BrowserPanel(QWidget):
             return
         data = item.data(0, ROLE)
         menu = QMenu(self)
+        if self.show_hidden and (self.hidden.studies or self.hidden.series):
+            menu.addAction("Restore all hidden data").triggered.connect(self.restore_all)
         if isinstance(data, schemas.StudyOut):
             hidden = data.study_uid in self.hidden.studies
             act = menu.addAction("Unhide study" if hidden else "Hide study")
@@ -229,9 +244,14 @@ class BrowserPanel(QWidget):
         menu.popup(self.tree.viewport().mapToGlobal(pos))  # type: ignore[arg-type]
 
     def hide_study(self, uid: str, hidden: bool = True) -> None:
+        """Hide (or restore) a study for this user on the server, then show the new list."""
         self.hidden.hide_study(uid, hidden)
-        self._fill()
+        self.refresh()
 
     def hide_series(self, uid: str, hidden: bool = True) -> None:
         self.hidden.hide_series(uid, hidden)
-        self._fill()
+        self.refresh()
+
+    def restore_all(self) -> None:
+        self.hidden.restore_all()
+        self.refresh()

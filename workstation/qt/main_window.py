@@ -80,7 +80,7 @@ class LoadJob(QRunnable):
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, client: LucentClient, hidden: browser.HiddenStore) -> None:
+    def __init__(self, client: LucentClient, hidden: browser.HiddenStore | None = None) -> None:
         super().__init__()
         self.setWindowTitle("Lucent Workstation")
         self.client = client

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
+from types import SimpleNamespace
 
 from lucent.api import schemas
 from workstation.model import browser
@@ -39,12 +39,33 @@ def test_date_presets() -> None:
     assert f.queries(today) == [{"study_date": "20240304-20240310", "modality": "CT"}]
 
 
-def test_hidden_data_persists_and_show_hidden_restores(tmp_path: Path) -> None:
-    path = tmp_path / "hidden.json"
-    store = browser.HiddenStore(path)
+class _HiddenRoutes:
+    """The three /api/v1/hidden calls of LucentClient, kept in memory (model logic only;
+    the GUI test runs the same against the real server)."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], object] = {}
+
+    def hidden_items(self) -> list[object]:
+        return list(self.items.values())
+
+    def hide(self, level: str, uid: str) -> None:
+        self.items[(level, uid)] = SimpleNamespace(level=level, uid=uid)
+
+    def unhide(self, level: str = "", uid: str = "") -> None:
+        for key in list(self.items):
+            if (not level or key[0] == level) and (not uid or key[1] == uid):
+                del self.items[key]
+
+
+def test_hidden_data_lives_on_the_server_and_show_hidden_restores() -> None:
+    routes = _HiddenRoutes()
+    store = browser.HiddenStore(routes)
     store.hide_study("1.2.3")
     store.hide_series("1.2.3.4")
-    again = browser.HiddenStore(path)
+    assert set(routes.items) == {("study", "1.2.3"), ("series", "1.2.3.4")}
+    again = browser.HiddenStore(routes)  # another workstation of the same user
+    assert again.studies == {"1.2.3"} and again.series == {"1.2.3.4"}
     studies = [_study("1.2.3", "A^B"), _study("1.2.4", "A^B"), _study("", "X^Y", placeholder=True,
                reason="no pixel data")]  # fmt: skip
     rows = browser.group(studies, again, show_hidden=False)
@@ -54,7 +75,9 @@ def test_hidden_data_persists_and_show_hidden_restores(tmp_path: Path) -> None:
     rows = browser.group(studies, again, show_hidden=True)
     assert "1.2.3" in [s.study_uid for r in rows for s in r.studies]
     again.hide_study("1.2.3", hidden=False)
-    assert "1.2.3" not in browser.HiddenStore(path).studies
+    assert "1.2.3" not in browser.HiddenStore(routes).studies
+    again.restore_all()
+    assert routes.items == {} and not again.series
 
 
 def test_format() -> None:
