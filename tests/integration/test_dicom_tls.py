@@ -175,7 +175,7 @@ def test_scu_sends_to_a_tls_peer_and_explains_an_untrusted_one(
         tmp_path / "in",
         aet="TLSPACS",
         extra_args=["+tls", str(peer_pair.key), str(peer_pair.cert), "+cf",
-                    str(pki.ca.ca_file), "-rc"],
+                    str(pki.ca.ca_file), "-rc", "-v"],
         workdir=tmp_path / "peer",
     ) as peer:  # fmt: skip
         node = api.add_node(
@@ -188,14 +188,22 @@ def test_scu_sends_to_a_tls_peer_and_explains_an_untrusted_one(
             echo = api.echo_node(node.id)
             assert echo.ok, echo.message
             uid = generate_uid()
-            f = samples.write(
-                samples.make_instance(CT, patient_id="TLS-S", study_uid=uid), tmp_path / "s.dcm"
-            )
-            stored = _dcmtk("storescu", tls_server, pki.client, trust=pki.ca.ca_file, files=[f])
+            files = [
+                samples.write(
+                    samples.make_instance(CT, patient_id="TLS-S", study_uid=uid,
+                                          instance_number=i),
+                    tmp_path / f"s{i}.dcm",
+                )
+                for i in range(1, 5)
+            ]  # fmt: skip
+            stored = _dcmtk("storescu", tls_server, pki.client, trust=pki.ca.ca_file, files=files)
             assert stored.returncode == 0, stored.stderr
+            before = peer.log_path.read_text().count("Association Received")
             job = api.wait_job(api.send(node.id, study_uid=uid, commit=False).id)
-            assert job.state == "done", job
-            assert len(peer.files()) == 1
+            assert job.state == "done" and job.completed == 4, job
+            assert len(peer.files()) == 4
+            # [pacs] store_associations = 2 (default): the job used two associations at once
+            assert peer.log_path.read_text().count("Association Received") - before == 2
         finally:
             api.delete_node(node.id)
 
