@@ -32,9 +32,15 @@ class PerfusionConfig:
 
     # --- preprocessing ---
     smoothing_mm: float = 1.0
-    """In-plane Gaussian sigma applied to the source frames before concentration."""
+    """CT: in-plane Gaussian sigma (mm) applied to the concentration curves inside tissue."""
+    dsc_smoothing_mm: float = 3.0
+    """DSC-MR: the same, larger because a DSC voxel's contrast-to-noise is far lower than a CT
+    voxel's (3 mm sigma = 7 mm FWHM, the order of the 5-8 mm FWHM filters DSC products use)."""
     pca_denoise: bool = True
     """Keep only temporal principal components above the noise (MP-PCA, Veraart 2016)."""
+    dsc_pca_min_components: int = 6
+    """DSC: temporal components always kept by the per-slice MP-PCA (small regions with their
+    own bolus timing, e.g. a penumbra, fall below a slice-wide noise edge)."""
     ct_brain_hu: tuple[float, float] = (-5.0, 85.0)
     ct_csf_max_hu: float = 12.0
     """Baseline HU at or below this is CSF: excluded from tissue (core false positives)."""

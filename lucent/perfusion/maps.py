@@ -55,15 +55,41 @@ def deconvolve(
     raise ValueError(f"unknown deconvolution method {config.method!r}")
 
 
+def first_pass_window(
+    reference: np.ndarray, start: int, dt: float, margin_s: float = 30.0
+) -> slice:
+    """Frames of the first pass for CBV: bolus arrival to the end of the reference's first
+    pass (back below 10 % of its peak) plus ``margin_s`` for delayed, dispersed tissue.
+
+    On DSC the whole-curve integral adds recirculation, leakage residue and, above all, the
+    per-voxel S0 error times every post-bolus frame; integrating the first pass only is the
+    classic DSC practice (Østergaard et al., MRM 1996)."""
+    k = len(reference)
+    peak = int(np.argmax(reference))
+    end = peak
+    top = float(reference[peak])
+    while end < k - 1 and reference[end] > 0.1 * top:
+        end += 1
+    stop = min(k, end + int(np.ceil(margin_s / dt)) + 1)
+    return slice(max(0, start), stop)
+
+
 def compute_maps(
-    conc: np.ndarray, aif: np.ndarray, dt: float, config: PerfusionConfig
+    conc: np.ndarray,
+    aif: np.ndarray,
+    dt: float,
+    config: PerfusionConfig,
+    cbv_window: slice | None = None,
 ) -> tuple[dict[str, np.ndarray], Deconvolved]:
-    """Maps for (n, K) curves; returns 1D arrays (n,) keyed like ``MAP_UNITS``."""
+    """Maps for (n, K) curves; returns 1D arrays (n,) keyed like ``MAP_UNITS``.
+
+    ``cbv_window``: frames integrated for CBV (tissue and AIF alike); default all."""
     f = hematocrit_factor(config)
     dec = deconvolve(conc, aif, dt, config)
     cbf = np.clip(dec.rmax * np.float32(f * 6000.0), 0, None)
-    area_aif = float(aif.sum())
-    cbv = np.clip(conc.sum(axis=1) / max(area_aif, 1e-9) * np.float32(f * 100.0), 0, None)
+    w = cbv_window or slice(None)
+    area_aif = float(aif[w].sum())
+    cbv = np.clip(conc[:, w].sum(axis=1) / max(area_aif, 1e-9) * np.float32(f * 100.0), 0, None)
     with np.errstate(divide="ignore", invalid="ignore"):
         mtt = np.where(cbf > 1e-3, 60.0 * cbv / cbf, 0.0).astype(np.float32)
     mtt = np.clip(mtt, 0, 30)

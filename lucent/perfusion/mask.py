@@ -56,9 +56,16 @@ def brain_mask(
         if enclosed.sum() > 0.2 * candidate.sum():
             candidate &= enclosed
     else:
-        thr = otsu(baseline_image[baseline_image > 0]) if (baseline_image > 0).any() else 0.0
-        candidate = baseline_image > 0.5 * thr
-        head = _fill_slices(baseline_image > 0.25 * thr)
+        # Otsu on the whole head separates "dark" (air, skull: a few % of the signal) from
+        # everything else; the head's typical signal is the median above it, and brain is
+        # judged against that (a bare Otsu level sits near the skull and keeps the scalp)
+        values = baseline_image[baseline_image > 0]
+        level = 0.0
+        if values.size:
+            thr = otsu(values)
+            level = float(np.median(values[values > thr])) if (values > thr).any() else thr
+        candidate = baseline_image > 0.5 * level
+        head = _fill_slices(baseline_image > 0.2 * level)
         dark = head & ~candidate  # skull: dark on T2*-weighted EPI
         enclosed = np.stack([ndimage.binary_fill_holes(d) & ~d for d in dark])
         if enclosed.sum() > 0.2 * candidate.sum():

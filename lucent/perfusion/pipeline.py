@@ -20,7 +20,7 @@ from scipy import ndimage
 from . import aif as aif_mod
 from .config import PerfusionConfig
 from .coregister import coregister, to_sitk
-from .maps import MAP_UNITS, adaptive_oi, compute_maps
+from .maps import MAP_UNITS, adaptive_oi, compute_maps, first_pass_window
 from .mask import brain_mask, tissue_mask
 from .model import PerfusionSeries, Refusal, RefusalCode
 from .motion import MotionReport, correct_motion
@@ -128,6 +128,33 @@ def _aif_onset(aif: np.ndarray, start: int) -> int:
     return max(i, start + 2)
 
 
+def _native_pca(frames: np.ndarray, min_keep: int) -> int:
+    """DSC: MP-PCA of the EPI signal per slice on the acquired frames, in place.
+
+    Before interpolation onto the common time grid: interpolation with a different weight per
+    slice colours the noise (the Marchenko-Pastur edge then passes nearly every component),
+    and in the signal domain the noise is white, unlike ΔR2* = -ln(S/S0)/TE whose noise grows
+    as S falls. A per-slice edge misses the bolus shapes of small regions (a penumbra), so
+    at least ``min_keep`` components stay. Returns the largest number of components kept in a slice.
+    """
+    n_t = frames.shape[0]
+    kept = 0
+    for z in range(frames.shape[1]):
+        img = frames[:, z].reshape(n_t, -1)
+        mean = img.mean(axis=0)
+        head = mean > 0.2 * float(np.percentile(mean, 95))
+        if head.sum() < 4 * n_t:
+            continue
+        sig = np.ascontiguousarray(img[:, head].T, dtype=np.float32)
+        # noise from temporal differences (robust to the bolus): var(diff) = 2 sigma²
+        sd = float(np.median(np.abs(np.diff(sig, axis=1)), axis=None)) / (0.6745 * np.sqrt(2))
+        den, n_keep = pca_denoise(sig, sd, min_keep=min_keep)
+        kept = max(kept, n_keep)
+        img[:, head] = den.T
+        frames[:, z] = img.reshape(frames[:, z].shape)
+    return kept
+
+
 def _dilate2d(mask: np.ndarray, it: int) -> np.ndarray:
     st = np.zeros((3, 3, 3), bool)
     st[1] = ndimage.generate_binary_structure(2, 1)
@@ -191,7 +218,10 @@ def _run(
                 apply_min_mm=config.motion_apply_min_mm,
                 severe_mm=config.severe_motion_mm,
             )
+    native_pca: int | None = None
     with stage("timing"):
+        if modality == "MR" and config.pca_denoise:
+            native_pca = _native_pca(frames, config.dsc_pca_min_components)
         grid, dt = uniform_grid(series.times)
         frames = resample_to_grid(frames, series.times, grid)
         series.frames = frames
@@ -256,28 +286,46 @@ def _run(
         noise_sd = float(np.median(conc[:, baseline.start : baseline.end].std(axis=1)))
         # contrast-to-noise of the mean brain curve sets the oSVD regularisation (see below)
         cnr = float(conc[brain[idx]].mean(axis=0).max()) / max(noise_sd, 1e-9)
-        if config.pca_denoise and baseline.end - baseline.start >= 3:
-            conc, n_components = pca_denoise(conc, noise_sd)
-            warnings_pca = n_components
+        if modality == "MR":
+            warnings_pca = native_pca
+        elif config.pca_denoise and baseline.end - baseline.start >= 3:
+            conc, warnings_pca = pca_denoise(conc, noise_sd)
         else:
             warnings_pca = None
-        sigma = config.smoothing_mm / series.spacing[1]
+        smoothing = config.smoothing_mm if modality == "CT" else config.dsc_smoothing_mm
+        sigma = smoothing / series.spacing[1]
         if sigma > 0.3:
-            # normalised convolution inside the brain: no mixing with skull or air
+            # normalised convolution inside the tissue: no mixing with skull, air, CSF or the
+            # brain edge (whose ΔR2* is noise-dominated on DSC); other voxels keep their own
+            # curves (AIF/VOF already chosen)
+            inside = tissue[idx]
             vol = np.zeros((n_z, n_y, n_x), np.float32)
-            weight = ndimage.gaussian_filter(search.astype(np.float32), (0, sigma, sigma))
+            weight = ndimage.gaussian_filter(tissue.astype(np.float32), (0, sigma, sigma))
             weight[weight < 1e-3] = 1.0
+            sub = tuple(i[inside] for i in idx)
             for k in range(n_k):
-                vol[idx] = conc[:, k]
-                conc[:, k] = (
-                    ndimage.gaussian_filter(vol, (0, sigma, sigma), truncate=3.0)[idx] / weight[idx]
+                vol[sub] = conc[inside, k]
+                conc[inside, k] = (
+                    ndimage.gaussian_filter(vol, (0, sigma, sigma), truncate=3.0)[sub] / weight[sub]
                 )
+        if modality == "MR":
+            # DSC denoising (S0-weighted PCA + tissue smoothing) removes most of the voxel
+            # noise, so the oSVD regularisation follows the CNR of the curves it deconvolves
+            after = conc[tissue[idx], baseline.start : baseline.end]
+            if after.size and after.shape[1] >= 3:
+                sd_after = float(np.median(after.std(axis=1)))
+                cnr = float(conc[brain[idx]].mean(axis=0).max()) / max(sd_after, 1e-9)
         k2 = None
         if modality == "MR" and config.leakage_correction:
             conc, k2 = leakage_correct(conc, dt)
     with stage("deconvolution"):
         oi = adaptive_oi(config, cnr)
-        flat, _dec = compute_maps(conc, fns.aif, dt, replace(config, oi_threshold=oi))
+        window = None
+        if modality == "MR":
+            window = first_pass_window(conc[brain[idx]].mean(axis=0), baseline.end, dt)
+        flat, _dec = compute_maps(
+            conc, fns.aif, dt, replace(config, oi_threshold=oi), cbv_window=window
+        )
         maps: dict[str, np.ndarray] = {}
         for name, values in flat.items():
             vol = np.zeros((n_z, n_y, n_x), np.float32)

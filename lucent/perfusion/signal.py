@@ -98,50 +98,86 @@ def to_concentration(
     return conc.astype(np.float32), s0
 
 
-def leakage_correct(conc: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-    """Boxerman-Weisskoff (AJNR 2006) T1/T2* leakage correction of ΔR2* curves.
+def leakage_correct(
+    conc: np.ndarray, dt: float, reference: np.ndarray | None = None, lam: float = 0.15
+) -> tuple[np.ndarray, np.ndarray]:
+    """Leakage correction of ΔR2* curves (Boxerman-Weisskoff model, AJNR 2006).
 
-    Fits ΔR2*(t) = K1 * ref(t) - K2 * ∫ref per voxel by linear least squares (closed-form
-    2x2 normal equations, vectorised) and adds K2 * ∫ref back. Returns (corrected, K2).
+    Model: ΔR2*(t) = K1 * ref(t) - K2 * ∫ref; the corrected curve adds K2 * ∫ref back. The
+    classic least-squares fit of (K1, K2) is biased whenever a voxel's bolus is delayed or
+    dispersed against the whole-brain reference: a late or broad first pass looks like T2*
+    leakage, and in a stroke the "correction" then removes half the CBV of the penumbra.
+    K2 is therefore estimated as Bjørnerud et al. (JCBFM 2011, "Part I") do: deconvolve the
+    curve by the reference (Tikhonov) and read K2 from the late residue,
+    which is zero for any intravascular tracer whatever its delay or MTT and a constant
+    -K2 when contrast leaks out. Returns (corrected, K2 per voxel).
     """
-    ref = conc.mean(axis=0).astype(np.float64)
-    integral = np.cumsum(ref) * dt
-    a11, a12, a22 = ref @ ref, -(ref @ integral), integral @ integral
-    det = a11 * a22 - a12 * a12
-    if abs(det) < 1e-12:
-        return conc, np.zeros(conc.shape[0], np.float32)
-    b1 = conc @ ref.astype(np.float32)
-    b2 = -(conc @ integral.astype(np.float32))
-    k2 = ((a11 * b2 - a12 * b1) / det).astype(np.float32)
-    corrected = conc + k2[:, None] * integral[None, :].astype(np.float32)
-    return corrected, k2
+    n, k = conc.shape
+    ref = (conc.mean(axis=0) if reference is None else reference).astype(np.float64)
+    if not np.any(ref > 0):
+        return conc, np.zeros(n, np.float32)
+    # causal (lower-triangular) Tikhonov deconvolution: a zero-padded circulant would have to
+    # cancel the leakage plateau in the padding and bend the late residue
+    a = np.tril(ref[np.subtract.outer(np.arange(k), np.arange(k)).clip(0)]) * dt
+    u, sv, vt = np.linalg.svd(a)
+    damp = sv / (sv**2 + (lam * sv.max()) ** 2)
+    # late window, in residue lags: from 30 s (first passes of delayed, low-flow tissue have
+    # ended) to the last lag the data determine (the reference is zero before its arrival,
+    # so the last ``arrival`` lags are in the null space)
+    arrival = int(np.argmax(ref > 0.05 * ref.max()))
+    lo = int(np.ceil(30.0 / dt))
+    hi = k - arrival - 1
+    k2 = np.zeros(n, np.float32)
+    if hi - lo < 3:
+        return conc, k2
+    # only the mean of the late residue is needed: one row vector applied to every curve
+    row = (vt[:, lo:hi].mean(axis=1) * damp) @ u.T
+    k2 = -(conc @ row.astype(np.float32))
+    integral = (np.cumsum(ref) * dt).astype(np.float32)
+    corrected = conc + k2[:, None] * integral[None, :]
+    return corrected.astype(np.float32), k2
 
 
-def pca_denoise(conc: np.ndarray, noise_sd: float, chunk: int = 65536) -> tuple[np.ndarray, int]:
+def pca_denoise(
+    conc: np.ndarray,
+    noise_sd: float,
+    chunk: int = 65536,
+    fit: np.ndarray | None = None,
+    min_keep: int = 0,
+) -> tuple[np.ndarray, int]:
     """Project (n, K) curves on the principal components that rise above the noise.
 
     Bolus curves span a low-dimensional temporal subspace; components whose eigenvalue
     stays below the Marchenko-Pastur edge sigma²(1 + sqrt(K/n))² are noise (MP-PCA, Veraart
     et al., NeuroImage 2016). Unlike spatial smoothing this does not blur lesion borders,
     and less noise lets oSVD keep more singular values (less CBF underestimation).
+    ``fit`` (bool, n) restricts the estimate of the subspace to those curves: on DSC the few
+    arterial and venous voxels, whose ΔR2* noise is many times the tissue's at the bolus
+    peak, would otherwise each add a "component" above the edge. ``min_keep``: keep at least
+    this many (small regions with their own bolus shape fall below a global edge).
     Returns (denoised, number of components kept).
     """
     n, k = conc.shape
-    if n < 4 * k or noise_sd <= 0:
+    source = conc if fit is None else conc[fit]
+    n_fit = source.shape[0]
+    if n_fit < 4 * k or noise_sd <= 0:
         return conc, k
     gram = np.zeros((k, k))
-    for s in range(0, n, chunk):
-        block = conc[s : s + chunk].astype(np.float64)
+    for s in range(0, n_fit, chunk):
+        block = source[s : s + chunk].astype(np.float64)
         gram += block.T @ block
+    n = n_fit
     evals, evecs = np.linalg.eigh(gram / n)
     edge = noise_sd**2 * (1 + np.sqrt(k / n)) ** 2 * 1.05
     keep = evals > edge
+    if min_keep:
+        keep[np.argsort(evals)[::-1][:min_keep]] = True
     n_keep = int(keep.sum())
     if n_keep == 0 or n_keep == k:
         return conc, n_keep
     basis = evecs[:, keep].astype(np.float32)
     out = np.empty_like(conc)
-    for s in range(0, n, chunk):
+    for s in range(0, conc.shape[0], chunk):
         block = conc[s : s + chunk]
         out[s : s + chunk] = (block @ basis) @ basis.T
     return out, n_keep

@@ -15,6 +15,7 @@ from lucent.perfusion.cli import main
 from lucent.perfusion.deconvolution import osvd, osvd_reference, ssvd
 from lucent.perfusion.pipeline import PerfusionResult
 from lucent.perfusion.series import assemble
+from lucent.perfusion.signal import leakage_correct
 from tests.data import phantom as P
 
 FAST = PerfusionConfig(motion_correction=False)
@@ -217,24 +218,81 @@ def test_low_bolus_and_truncation_flags(tmp_path: Path) -> None:
     assert any(f["code"] == "bolus_truncated" for f in r.qc["flags"])
 
 
+DSC_SPEC = P.PhantomSpec(
+    modality="MR", aif_peak=150.0, te_ms=40.0, noise=20.0, slice_timing=True, dt=1.5, n_times=45
+)
+"""DSC at 1.5 T: TE 40 ms, Rician SNR 20 (issue 6); the AIF dose gives a grey-matter peak
+signal drop of ~20 % (checked below): the low, conservative end of clinical DSC; the classic
+simulations at SNR 20 use 40 % (Østergaard et al. 1996, Wu et al. 2003)."""
+
+
+@pytest.fixture(scope="module")
+def dsc(tmp_path_factory: pytest.TempPathFactory) -> tuple[P.Phantom, PerfusionResult]:
+    return _run(tmp_path_factory.mktemp("dsc"), DSC_SPEC)
+
+
+def test_dsc_phantom_contrast_is_clinical() -> None:
+    curves, _ = P._curves(DSC_SPEC)
+    drop = 1 - np.exp(-DSC_SPEC.te_ms / 1000 * curves[P.GM0].max())
+    assert 0.15 < drop < 0.45, drop
+
+
+def test_dsc_mr_with_slice_timing_and_leakage(dsc: tuple[P.Phantom, PerfusionResult]) -> None:
+    """What the engine reaches today at SNR 20 (measured r: CBF 0.88, CBV 0.83, Tmax 0.89)."""
+    ph, r = dsc
+    s = r.series
+    assert s.modality == "MR" and s.echo_time_s == pytest.approx(0.040)
+    assert all(ph.labels[tuple(v)] == P.ARTERY for v in r.qc["curves"]["aif_voxels_zyx"])
+    sel = ph.tissue & r.tissue
+    assert sel.sum() > 0.95 * ph.tissue.sum()  # scalp and skull out of the DSC brain mask
+    rs = {n: np.corrcoef(r.maps[n][sel], ph.truth[n][sel])[0, 1] for n in ("cbf", "cbv", "tmax")}
+    assert min(rs.values()) > 0.8, rs
+    assert r.summary["hypoperfusion_ml"] == pytest.approx(ph.volumes_ml["hypoperfusion"], rel=0.10)
+    assert r.summary["defuse3"]["verdict"] == "met"
+    assert r.qc["leakage_k2_median"] is not None
+
+
 @pytest.mark.xfail(
     reason=(
-        "DSC at SNR 40: AIF now in the artery (low-signal voxels excluded), but white-matter "
-        "Tmax noise (CNR ~1.5) still needs DSC-specific denoising; open"
+        "issue 6 target at DSC SNR 20: r > 0.9 for CBF/CBV/Tmax and core within 10 %; the "
+        "engine reaches r 0.88/0.83/0.89 and core -17 % (per-voxel CBV noise from the S0 "
+        "estimate of ~11 baseline frames; local-patch MP-PCA is the next step); open"
     ),
     strict=False,
 )
-def test_dsc_mr_with_slice_timing_and_leakage(tmp_path: Path) -> None:
-    spec = P.PhantomSpec(
-        modality="MR", aif_peak=60.0, noise=40.0, slice_timing=True, dt=1.5, n_times=45
-    )
-    ph, r = _run(tmp_path, spec)
-    s = r.series
-    assert s.modality == "MR" and s.echo_time_s == pytest.approx(0.025)
+def test_dsc_mr_meets_issue_accuracy_target(dsc: tuple[P.Phantom, PerfusionResult]) -> None:
+    ph, r = dsc
     sel = ph.tissue & r.tissue
-    assert np.corrcoef(r.maps["tmax"][sel], ph.truth["tmax"][sel])[0, 1] > 0.8
-    assert r.summary["hypoperfusion_ml"] == pytest.approx(ph.volumes_ml["hypoperfusion"], rel=0.25)
-    assert r.qc["leakage_k2_median"] is not None
+    rs = {n: np.corrcoef(r.maps[n][sel], ph.truth[n][sel])[0, 1] for n in ("cbf", "cbv", "tmax")}
+    assert min(rs.values()) > 0.9, rs
+    assert r.summary["core_ml"] == pytest.approx(ph.volumes_ml["core"], rel=0.10)
+    assert r.summary["hypoperfusion_ml"] == pytest.approx(ph.volumes_ml["hypoperfusion"], rel=0.10)
+
+
+def test_dsc_noise_free_leakage_correction_keeps_delayed_cbv(tmp_path: Path) -> None:
+    """Classic Boxerman-Weisskoff fitting halves the CBV of delayed, dispersed tissue."""
+    config = replace(FAST, dsc_smoothing_mm=0.0)  # no partial volume of a thin GM ribbon
+    ph, r = _run(tmp_path, replace(DSC_SPEC, noise=0.0), config)
+    for label in (P.PEN_GM, P.PEN_WM, P.GM0 + 3, P.WM0):
+        sel = (ph.labels == label) & r.tissue
+        est, true = np.median(r.maps["cbv"][sel]), np.median(ph.truth["cbv"][sel])
+        assert abs(est / true - 1) < 0.10, (label, est, true)
+    assert abs(r.qc["leakage_k2_median"]) < 1e-4
+
+
+def test_leakage_correction_recovers_known_k2() -> None:
+    t = np.arange(60.0)
+    s = np.clip(t - 10, 0, None)
+    ref = (s**3 * np.exp(-s / 1.5)).astype(np.float32)
+    ref /= ref.max() / 10
+    integral = np.cumsum(ref)
+    delayed = np.interp(t - 4, t, ref)  # a delayed, intact-BBB voxel
+    leaky = ref - 0.02 * integral  # T1-dominant leakage (K2 = 0.02)
+    curves = np.stack([ref, delayed, leaky]).astype(np.float32)
+    corrected, k2 = leakage_correct(curves, 1.0, reference=ref)
+    assert k2[0] == pytest.approx(0.0, abs=2e-3) and k2[1] == pytest.approx(0.0, abs=2e-3)
+    assert k2[2] == pytest.approx(0.02, rel=0.15)
+    assert corrected[2].sum() == pytest.approx(ref.sum(), rel=0.10)
 
 
 def test_dwi_core_from_adc(tmp_path: Path) -> None:
