@@ -7,7 +7,8 @@ my studies" call, so an active filter turns the bar orange and names itself, wit
 
 from __future__ import annotations
 
-from PySide6.QtCore import QMimeData, Qt, QTimer, Signal
+from PySide6.QtCore import QMimeData, QObject, QRunnable, QSize, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -25,9 +26,44 @@ from PySide6.QtWidgets import (
 from lucent.api import schemas
 from lucent.api.client import LucentClient
 from workstation.model import browser
+from workstation.model.thumbnails import ThumbnailCache
 from workstation.qt.viewport import SERIES_MIME
 
 ROLE = Qt.ItemDataRole.UserRole
+THUMB = 64  # thumbnail edge in the tree, px
+
+
+class _ThumbSignals(QObject):
+    done = Signal(object)  # the ThumbnailJob, with .image set (QImage or None)
+
+
+class ThumbnailJob(QRunnable):
+    """Fetch (through the cache) and scale one series thumbnail off the GUI thread.
+
+    QImage is reentrant, so decoding and scaling happen here too; only the QPixmap/QIcon
+    is made on the GUI thread.
+    """
+
+    def __init__(self, client: LucentClient, cache: ThumbnailCache,
+                 series: schemas.SeriesOut) -> None:  # fmt: skip
+        super().__init__()
+        self.client, self.cache, self.series = client, cache, series
+        self.signals = _ThumbSignals()
+        self.image: QImage | None = None
+
+    def run(self) -> None:
+        image = None
+        try:
+            png = self.cache.fetch(self.client, self.series)
+            if png:
+                img = QImage.fromData(png)
+                if not img.isNull():
+                    image = img.scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio,
+                                       Qt.TransformationMode.SmoothTransformation)  # fmt: skip
+        except Exception:  # a thumbnail is a nicety: never an error dialog
+            image = None
+        self.image = image
+        self.signals.done.emit(self)
 
 
 class _Tree(QTreeWidget):
@@ -56,6 +92,11 @@ class BrowserPanel(QWidget):
         self.filter = browser.Filter()
         self.studies: list[schemas.StudyOut] = []
         self.show_hidden = False
+        self.thumbnails = ThumbnailCache()
+        self.thumb_pool = QThreadPool(self)
+        self.thumb_pool.setMaxThreadCount(2)
+        self._series_items: dict[str, QTreeWidgetItem] = {}
+        self._thumb_jobs: list[ThumbnailJob] = []
 
         self.search = QLineEdit(placeholderText="Search name, patient ID or accession (* ?)")
         self.search.setClearButtonEnabled(True)
@@ -74,6 +115,7 @@ class BrowserPanel(QWidget):
         self.tree.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.tree.setDragEnabled(True)
         self.tree.setColumnWidth(0, 260)
+        self.tree.setIconSize(QSize(THUMB, THUMB))
         self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
 
         row1 = QHBoxLayout()
@@ -143,6 +185,7 @@ class BrowserPanel(QWidget):
 
     def _fill(self) -> None:
         self.tree.setSortingEnabled(False)
+        self._series_items = {}
         self.tree.clear()
         for row in browser.group(self.studies, self.hidden, self.show_hidden):
             pit = QTreeWidgetItem(
@@ -188,6 +231,26 @@ class BrowserPanel(QWidget):
             if se.series_uid in self.hidden.series:
                 it.setForeground(0, Qt.GlobalColor.gray)
             item.addChild(it)
+            self._series_items[se.series_uid] = it
+            self._request_thumbnail(se)
+
+    # ------------------------------------------------------------------ thumbnails
+    def _request_thumbnail(self, series: schemas.SeriesOut) -> None:
+        job = ThumbnailJob(self.client, self.thumbnails, series)
+        job.signals.done.connect(self._thumbnail_ready)
+        self._thumb_jobs.append(job)  # keep the signals object alive until it reports
+        self.thumb_pool.start(job)
+
+    def _thumbnail_ready(self, job: ThumbnailJob) -> None:
+        """GUI thread (queued signal): put the icon on the row if it still exists."""
+        self._thumb_jobs = [j for j in self._thumb_jobs if j is not job]
+        item = self._series_items.get(job.series.series_uid)
+        if item is None or job.image is None:
+            return
+        item.setIcon(0, QIcon(QPixmap.fromImage(job.image)))
+
+    def series_tree_item(self, series_uid: str) -> QTreeWidgetItem | None:
+        return self._series_items.get(series_uid)
 
     def _double_clicked(self, item: QTreeWidgetItem) -> None:
         data = item.data(0, ROLE)
