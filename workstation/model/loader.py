@@ -19,7 +19,15 @@ import numpy as np
 from lucent.api import schemas
 from lucent.api.client import LucentClient
 from workstation.model import pipeline
-from workstation.model.series import SeriesData, Slice, slices_from_instances, viewable
+from workstation.model.series import (
+    SeriesData,
+    Slice,
+    apply_frame_attributes,
+    frame_attributes,
+    slices_from_instances,
+    sort_slices,
+    viewable,
+)
 
 Progress = Callable[[int, int], None]
 Cancelled = Callable[[], bool]
@@ -38,6 +46,16 @@ def describe(
     kinds = {viewable(i.sop_class_uid) for i in instances}
     kind = "image" if slices else ("sr" if "sr" in kinds else "pdf" if "pdf" in kinds else "")
     data = SeriesData(series, study, slices, kind=kind or "none")
+    enhanced = [i for i in instances if i.frames > 1 and viewable(i.sop_class_uid) == "image"]
+    for inst in enhanced:
+        # Multi-frame: geometry per frame lives in the functional groups inside the file;
+        # the file is needed for the pixels anyway, so read it once and keep it for load().
+        ds = pipeline.read_part10(client.instance_file(inst.sop_instance_uid))
+        if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
+            apply_frame_attributes(slices, inst.sop_instance_uid, frame_attributes(ds))
+        data.prefetched[inst.sop_instance_uid] = ds
+    if enhanced:
+        data.slices = sort_slices(slices)
     if not slices:
         data.documents = [i for i in instances if viewable(i.sop_class_uid) in ("sr", "pdf")]
     return data
@@ -58,9 +76,27 @@ def _uniform(slices: list[Slice]) -> bool:
     ) and len({s.sop_instance_uid for s in slices}) == len(slices)
 
 
-def load_instance_frames(client: LucentClient, sop_uid: str) -> tuple[Any, list[pipeline.Frame]]:
-    ds = pipeline.read_part10(client.instance_file(sop_uid))
+def load_instance_frames(
+    client: LucentClient, sop_uid: str, data: SeriesData | None = None
+) -> tuple[Any, list[pipeline.Frame]]:
+    ds = data.prefetched.pop(sop_uid, None) if data is not None else None
+    if ds is None:
+        ds = pipeline.read_part10(client.instance_file(sop_uid))
     return ds, pipeline.frames_from_dataset(ds)
+
+
+def _frame_for(s: Slice, frame: pipeline.Frame) -> pipeline.Frame:
+    """A frame with its own rescale/window when the functional groups gave it one."""
+    import dataclasses
+
+    a = s.attrs
+    changes: dict[str, Any] = {}
+    if a.get("RescaleSlope") and frame.slope == 1.0 and frame.intercept == 0.0:
+        changes["slope"] = float(a["RescaleSlope"][0])
+        changes["intercept"] = float((a.get("RescaleIntercept") or [0.0])[0])
+    if not frame.windows and _windows(a):
+        changes["windows"] = _windows(a)
+    return dataclasses.replace(frame, **changes) if changes else frame
 
 
 def load(
@@ -93,9 +129,9 @@ def load(
     for k, s in enumerate(data.slices):
         by_sop.setdefault(s.sop_instance_uid, []).append(k)
 
-    head, frames = load_instance_frames(client, data.slices[first].sop_instance_uid)
+    head, frames = load_instance_frames(client, data.slices[first].sop_instance_uid, data)
     for k in by_sop[data.slices[first].sop_instance_uid]:
-        data.put(k, frames[data.slices[k].frame])
+        data.put(k, _frame_for(data.slices[k], frames[data.slices[k].frame]))
         tick()
     check()
 
@@ -129,10 +165,10 @@ def load(
 
     def one(sop: str) -> None:
         check()
-        _, fr = load_instance_frames(client, sop)
+        _, fr = load_instance_frames(client, sop, data)
         for k in by_sop[sop]:
             f = data.slices[k].frame
-            data.put(k, fr[min(f, len(fr) - 1)])
+            data.put(k, _frame_for(data.slices[k], fr[min(f, len(fr) - 1)]))
             tick()
 
     with ThreadPoolExecutor(max_workers=threads) as pool:

@@ -118,6 +118,11 @@ def slices_from_instances(instances: list[schemas.InstanceOut]) -> list[Slice]:
                     int(inst.columns or 0),
                 )
             )
+    return sort_slices(out)
+
+
+def sort_slices(out: list[Slice]) -> list[Slice]:
+    """Along the common normal when every slice has a parallel plane, else by number."""
     planes = [s.plane for s in out]
     if out and all(p is not None for p in planes):
         n0 = planes[0].normal  # type: ignore[union-attr]
@@ -126,6 +131,73 @@ def slices_from_instances(instances: list[schemas.InstanceOut]) -> list[Slice]:
             return out
     out.sort(key=lambda s: (s.instance_number or 0, s.sop_instance_uid, s.frame))
     return out
+
+
+def _item(group: Any, keyword: str) -> Any:
+    seq = group.get(keyword) if group is not None else None
+    return seq[0] if seq else None
+
+
+def _values(item: Any, keyword: str) -> list[float] | None:
+    value = item.get(keyword) if item is not None else None
+    if value is None or value == "":
+        return None
+    try:
+        seq = value if hasattr(value, "__iter__") and not isinstance(value, str) else [value]
+        return [float(v) for v in seq]
+    except (TypeError, ValueError):
+        return None
+
+
+# Functional group macro → the attributes it carries (PS3.3 C.7.6.16.2).
+_FUNCTIONAL_GROUPS = {
+    "PlanePositionSequence": ("ImagePositionPatient",),
+    "PlaneOrientationSequence": ("ImageOrientationPatient",),
+    "PixelMeasuresSequence": ("PixelSpacing", "SliceThickness", "SpacingBetweenSlices"),
+    "PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept"),
+    "FrameVOILUTSequence": ("WindowCenter", "WindowWidth"),
+}
+
+
+def frame_attributes(ds: Any) -> list[dict[str, Any]]:
+    """Per frame of an enhanced multi-frame image: geometry, rescale and window attributes
+    from the Shared, then Per-Frame Functional Groups (per-frame values win), PS3.3 C.7.6.16.
+
+    Enhanced CT/MR carry Image Position/Orientation and Pixel Spacing only there, so without
+    this every frame would lack a plane: no reference lines, no slice position, no mm.
+    """
+    n = int(ds.get("NumberOfFrames") or 1)
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    per = ds.get("PerFrameFunctionalGroupsSequence") or []
+    out: list[dict[str, Any]] = []
+    for f in range(n):
+        attrs: dict[str, Any] = {}
+        for group in (shared, per[f] if f < len(per) else None):
+            for macro, keywords in _FUNCTIONAL_GROUPS.items():
+                item = _item(group, macro)
+                for kw in keywords:
+                    v = _values(item, kw)
+                    if v is not None:
+                        attrs[kw] = v
+            pvt = _item(group, "PixelValueTransformationSequence")
+            if pvt is not None and pvt.get("RescaleType"):
+                attrs["RescaleType"] = str(pvt.RescaleType)
+        out.append(attrs)
+    return out
+
+
+def apply_frame_attributes(slices: list[Slice], sop_instance_uid: str,
+                           per_frame: list[dict[str, Any]]) -> None:  # fmt: skip
+    """Give each frame-slice of one instance its own plane, spacing and attributes."""
+    for s in slices:
+        if s.sop_instance_uid != sop_instance_uid or s.frame >= len(per_frame):
+            continue
+        extra = per_frame[s.frame]
+        if not extra:
+            continue
+        s.attrs = {**s.attrs, **extra}
+        s.plane = _plane(s.attrs, s.rows, s.cols)
+        s.spacing = Spacing.from_attrs(s.attrs)
 
 
 @dataclass
@@ -140,6 +212,7 @@ class SeriesData:
     frames: dict[int, Frame] = field(default_factory=dict)
     volume: np.ndarray | None = None  # stored values (slices, rows, cols) when uniform
     volume_order: list[str] = field(default_factory=list)  # SOP UID of each volume slice
+    prefetched: dict[str, Any] = field(default_factory=dict)  # SOP UID → data set, read once
     loaded: Event = field(default_factory=Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
