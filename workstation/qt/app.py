@@ -47,7 +47,8 @@ def run(argv: list[str]) -> int:
     if dialog.exec() != LoginDialog.DialogCode.Accepted or dialog.client is None:
         return 1
     client = dialog.client
-    window = MainWindow(client)
+    # [gsps] send_node: the PACS every saved presentation state also goes to ("" = none).
+    window = MainWindow(client, gsps_send_node=str(settings.value("gsps/send_node", "")))
     window.resize(1600, 1000)
     window.show()
     try:

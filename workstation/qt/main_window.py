@@ -80,8 +80,16 @@ class LoadJob(QRunnable):
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, client: LucentClient, hidden: browser.HiddenStore | None = None) -> None:
+    def __init__(
+        self,
+        client: LucentClient,
+        hidden: browser.HiddenStore | None = None,
+        gsps_send_node: str = "",
+    ) -> None:
         super().__init__()
+        # Name of the store node (PACS) every saved GSPS also goes to; "" = archive only.
+        self.gsps_send_node = gsps_send_node
+        self.send_jobs: list[schemas.JobOut] = []
         self.setWindowTitle("Lucent Workstation")
         self.client = client
         self.layout_model = Layout()
@@ -156,6 +164,7 @@ class MainWindow(QMainWindow):
         self.sync_action.setChecked(True)
         action("GSPS W/L", self._apply_gsps_window)
         action("Save GSPS", self.save_gsps, "Ctrl+S")
+        action("Save GSPS → PACS", self.save_and_send_gsps, "Ctrl+Shift+S")
         self.mpr_action = action("MPR", lambda: self.open_mpr(), "Ctrl+M")
         self.mip_action = action("MIP", lambda: self.open_mpr(MIP_SLAB_MM), "Ctrl+Shift+M")
         action("Help", self._help)
@@ -304,7 +313,70 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Save GSPS", f"could not store the presentation state: {exc}")
             return ""
         self.status_label.setText(f"saved presentation state {sop}")
+        if self.gsps_send_node:
+            self.send_to_pacs([sop], self.gsps_send_node)
         return sop
+
+    def save_and_send_gsps(self) -> str:
+        """Ctrl+Shift+S: save, then send to a store node chosen now (Conformance 8.1.4)."""
+        from PySide6.QtWidgets import QInputDialog
+
+        try:
+            names = [n.name for n in self.client.nodes() if n.store_target]
+        except Exception as exc:
+            self.status_label.setText(f"cannot list PACS nodes: {exc}")
+            return ""
+        if not names:
+            self.status_label.setText("no store node configured on the server")
+            return ""
+        name = self.gsps_send_node if self.gsps_send_node in names else ""
+        if not name:
+            name, ok = QInputDialog.getItem(self, "Send GSPS", "Send to:", names, 0, False)
+            if not ok:
+                return ""
+        remembered, self.gsps_send_node = self.gsps_send_node, ""
+        sop = self.save_gsps()
+        self.gsps_send_node = remembered
+        if sop:
+            self.send_to_pacs([sop], name)
+        return sop
+
+    def send_to_pacs(self, sop_uids: list[str], node_name: str) -> schemas.JobOut | None:
+        """Send instances through the server's send job (the server does the C-STORE)."""
+        try:
+            node = next((n for n in self.client.nodes() if n.name == node_name), None)
+            if node is None:
+                self.status_label.setText(f"PACS node {node_name!r} is not configured")
+                return None
+            job = self.client.send(node.id, sop_instance_uids=sop_uids)
+        except Exception as exc:
+            self.status_label.setText(f"could not send to {node_name}: {exc}")
+            return None
+        self.send_jobs.append(job)
+        self.status_label.setText(f"sending presentation state to {node_name} (job {job.id})")
+        self._watch_job(job.id, node_name)
+        return job
+
+    def _watch_job(self, job_id: int, node_name: str) -> None:
+        """Poll the send job on a timer (never blocks the GUI) and report its outcome."""
+        from PySide6.QtCore import QTimer
+
+        timer = QTimer(self)
+        timer.setInterval(500)
+
+        def poll() -> None:
+            try:
+                job = self.client.job(job_id)
+            except Exception:
+                timer.stop()
+                return
+            if job.finished:
+                timer.stop()
+                word = "sent to" if job.state == "done" else f"{job.state} sending to"
+                self.status_label.setText(f"presentation state {word} {node_name}")
+
+        timer.timeout.connect(poll)
+        timer.start()
 
     def open_mpr(self, slab_mm: float = 0.0) -> QWidget | None:
         """MPR (and thick-slab MIP with ``slab_mm``) of the active viewport's volume."""
