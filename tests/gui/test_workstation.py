@@ -217,3 +217,31 @@ def test_filter_then_clear_shows_all_again(qtbot, window, api, scene, artifacts)
         assert api.hidden_items() == []
     finally:
         api.unhide()  # the scene is shared with the other tests
+
+
+def test_expired_session_asks_to_log_in_again_and_carries_on(qtbot, window, api, scene) -> None:  # noqa: ANN001
+    """A revoked/expired token: the browser asks for the password (login_again) instead of
+    failing, the shared client gets the new token and the list fills."""
+    win = window
+    good = api.token
+    asked: list[str] = []
+
+    def login_again() -> str | None:
+        asked.append("login")
+        return good
+
+    win.login_again = login_again
+    try:
+        api.token = "expired-token"
+        win.browser.search.setText(f"Guitest{scene.suffix}^Anna")
+        win.browser.refresh()
+        assert asked == ["login"] and api.token == good
+        anna = {s.study_uid for s in api.studies(patient_name=f"Guitest{scene.suffix}^Anna")}
+        assert set(win.browser.visible_study_uids()) == anna
+        # Cancelled login: no loop, a clear message, the token stays as it was.
+        win.login_again = lambda: None
+        api.token = "expired-token"
+        win.browser.refresh()
+        assert "session expired" in win.status_label.text()
+    finally:
+        api.token = good

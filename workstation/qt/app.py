@@ -11,8 +11,6 @@ import httpx
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
-from lucent.api.client import SessionExpired
-
 
 def server_up(url: str) -> bool:
     try:
@@ -51,12 +49,5 @@ def run(argv: list[str]) -> int:
     window = MainWindow(client, gsps_send_node=str(settings.value("gsps/send_node", "")))
     window.resize(1600, 1000)
     window.show()
-    try:
-        window.browser.refresh()
-    except SessionExpired:
-        again = LoginDialog(settings, "Your session expired; please log in again.")
-        if again.exec() != LoginDialog.DialogCode.Accepted or again.client is None:
-            return 1
-        window.client = window.browser.client = again.client
-        window.browser.refresh()
+    window.browser.refresh()  # an expired session asks for the password (MainWindow)
     return int(app.exec())

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from lucent.api import schemas
-from lucent.api.client import LucentClient
+from lucent.api.client import LucentClient, SessionExpired
 from workstation.model import browser
 from workstation.model.thumbnails import ThumbnailCache
 from workstation.qt.viewport import SERIES_MIME
@@ -81,6 +81,7 @@ class _Tree(QTreeWidget):
 
 class BrowserPanel(QWidget):
     open_series = Signal(object, object)  # SeriesOut, StudyOut
+    session_expired = Signal()
 
     def __init__(
         self, client: LucentClient, hidden: browser.HiddenStore | None = None,
@@ -178,9 +179,13 @@ class BrowserPanel(QWidget):
     # ------------------------------------------------------------------ tree
     def refresh(self) -> None:
         self._debounce.stop()
-        if self.show_hidden:
-            self.hidden.reload()
-        self.studies = browser.search(self.client, self.filter, show_hidden=self.show_hidden)
+        try:
+            if self.show_hidden:
+                self.hidden.reload()
+            self.studies = browser.search(self.client, self.filter, show_hidden=self.show_hidden)
+        except SessionExpired:
+            self.session_expired.emit()  # the main window asks for the password again
+            return
         self._fill()
 
     def _fill(self) -> None:

@@ -127,6 +127,8 @@ class MainWindow(QMainWindow):
             lambda se, st: self.open_series(se, st, self.layout_model.active)
         )
         self.viewer.series_dropped.connect(self._dropped)
+        self.browser.session_expired.connect(self._session_expired)
+        self._relogging = False
         self._toolbar()
 
     # ------------------------------------------------------------------ toolbar
@@ -260,6 +262,42 @@ class MainWindow(QMainWindow):
         self.progress.hide()
         self.cancel_button.hide()
         self.status_label.setText(message)
+        if message.startswith("session expired") and self.handle_expired():
+            self.status_label.setText("logged in again: open the series once more")
+
+    # ------------------------------------------------------------------ session
+    def login_again(self) -> str | None:
+        """The login dialog with the reason; returns the new token (None: cancelled)."""
+        from PySide6.QtCore import QSettings
+
+        from workstation.qt.login import LoginDialog
+
+        dialog = LoginDialog(
+            QSettings("Lucent", "Workstation"), "Your session expired; please log in again."
+        )
+        if dialog.exec() == LoginDialog.DialogCode.Accepted and dialog.client is not None:
+            return dialog.client.token
+        return None
+
+    def handle_expired(self) -> bool:
+        """Expired or revoked session: log in again and keep every panel's client working
+        (they share this client, so only its token changes); False when the user cancels."""
+        if self._relogging:
+            return False
+        self._relogging = True
+        try:
+            token = self.login_again()
+        finally:
+            self._relogging = False
+        if not token:
+            self.status_label.setText("session expired: log in again to continue")
+            return False
+        self.client.token = token
+        return True
+
+    def _session_expired(self) -> None:
+        if self.handle_expired():
+            self.browser.refresh()
 
     def cancel_loading(self) -> None:
         for job in self.jobs:
