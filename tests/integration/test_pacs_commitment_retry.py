@@ -1,0 +1,122 @@
+"""Storage commitment retry (Conformance 4.2.5.3): no report in time → N-ACTION again after
+``commitment_retry_seconds``; after ``commitment_max_attempts`` the request expires.
+
+Runs the PACS service in-process on a real SQLite index against the scripted pynetdicom
+commitment SCP (no real PACS withholds reports on demand).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from server import config
+from server.context import ServerContext
+from server.index.models import RemoteNode
+from server.index.pacs_models import CommitmentRequest
+from server.pacs.service import PacsService
+from tests.integration.test_pacs_scripted import REFS, ScriptedPeer
+
+RETRY_SECONDS = 0.4
+
+
+class CountingPeer(ScriptedPeer):
+    """The scripted SCP, counting the N-ACTION requests it receives."""
+
+    def __init__(self) -> None:
+        super().__init__(aet="COMMITSCP")
+        self.actions = 0
+
+    def _action(self, event: Any) -> tuple[int, None]:
+        self.actions += 1
+        return super()._action(event)
+
+
+@pytest.fixture()
+def peer() -> Iterator[CountingPeer]:
+    p = CountingPeer().start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture()
+def service(tmp_path: Path, peer: CountingPeer) -> Iterator[tuple[PacsService, int]]:
+    settings = config.parse(
+        {
+            "server": {"data_dir": str(tmp_path / "data")},
+            "archive": {"min_free_mb": 1},
+            "pacs": {"commitment_retry_seconds": RETRY_SECONDS, "commitment_max_attempts": 2},
+        }
+    )
+    ctx = ServerContext(settings, migrate=True)
+    svc = PacsService(ctx, start_watcher=False)
+    with ctx.Session() as db, db.begin():
+        node = RemoteNode(
+            name="commit-scp", ae_title=peer.aet, host=peer.host, port=peer.port,
+            store_target=True, storage_commitment=True, timeout=10.0,
+        )  # fmt: skip
+        db.add(node)
+        db.flush()
+        node_id = node.id
+    svc.set_options(node_id, commitment_mode="same", commitment_wait=0.3)
+    yield svc, node_id
+    svc.close()
+    ctx.close()
+
+
+def _requests(svc: PacsService) -> list[tuple[int, str]]:
+    with svc.ctx.Session() as db:
+        rows = db.scalars(select(CommitmentRequest).order_by(CommitmentRequest.id))
+        return [(r.attempt, r.state) for r in rows]
+
+
+def _item_states(svc: PacsService) -> dict[str, str]:
+    with svc.ctx.Session() as db:
+        req = db.scalars(
+            select(CommitmentRequest).order_by(CommitmentRequest.id.desc()).limit(1)
+        ).one()
+        return {i.sop_instance_uid: i.state for i in req.items}
+
+
+def test_unanswered_request_is_sent_again_and_then_committed(
+    service: tuple[PacsService, int], peer: CountingPeer
+) -> None:
+    svc, node_id = service
+    peer.commit_mode = "incoming"  # the SCP keeps its report: nothing arrives in time
+    res = svc.request_commitment(svc.node(node_id), REFS)
+    assert res.ok and res.report is None
+    assert _requests(svc) == [(1, "pending")]
+    assert svc.retry_commitments() == 0  # not due yet
+    assert peer.actions == 1
+
+    time.sleep(RETRY_SECONDS + 0.2)
+    peer.commit_mode = "same"  # now the SCP answers on the association
+    peer.failed_uids = {REFS[1].sop_instance_uid}
+    assert svc.retry_commitments() == 1
+    assert peer.actions == 2
+    assert _requests(svc) == [(1, "superseded"), (2, "answered")]
+    assert _item_states(svc) == {
+        REFS[0].sop_instance_uid: "committed",
+        REFS[1].sop_instance_uid: "failed",
+    }
+
+
+def test_request_expires_after_the_last_attempt(
+    service: tuple[PacsService, int], peer: CountingPeer
+) -> None:
+    svc, node_id = service
+    peer.commit_mode = "incoming"
+    svc.request_commitment(svc.node(node_id), [REFS[0]])
+    for _ in range(3):
+        time.sleep(RETRY_SECONDS + 0.2)
+        svc.retry_commitments()
+    assert peer.actions == 2  # commitment_max_attempts = 2: no third N-ACTION
+    assert _requests(svc) == [(1, "superseded"), (2, "expired")]
+    with svc.ctx.Session() as db:
+        last = db.scalars(select(CommitmentRequest).order_by(CommitmentRequest.id.desc())).first()
+        assert last is not None and "no commitment report after 2 request(s)" in last.message
