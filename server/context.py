@@ -78,7 +78,8 @@ class ServerContext:
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-digest")
         self.keys = crypto.KeyRing.load_or_create(settings.key_file)
         self._check_key_location()
-        self.quotas = QuotaGuard(self.WriteSession)  # accounts: quota per user/group/pool
+        # accounts: quota per user/group/pool, admission shared by all processes (issue 4)
+        self.quotas = QuotaGuard(self.WriteSession, self.Session, settings.data_dir)
 
     def _check_key_location(self) -> None:
         archive = self.settings.archive_dir.resolve()

@@ -4,16 +4,22 @@ account / group"); checked in ``ServerContext.store`` before anything is written
 A refusal is DICOM 0xA701 (Out of Resources, A700 range) on C-STORE and HTTP 507 on STOW-RS.
 Data stored through the API by a user (STOW, imports) counts against that user and their
 groups (``instance_owners``); everything in a pool counts against the pool's quota, which is
-the one that applies to C-STORE from modalities. A reservation held under a lock covers the
-instance until its index row is committed, so parallel stores cannot overshoot together.
+the one that applies to C-STORE from modalities. The Store SCP runs in several worker
+processes, so admission is one atomic check-and-reserve across processes (``_Ledger``); the
+reservation covers the instance until its index row is committed, so parallel stores in
+any process cannot overshoot together.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -23,26 +29,98 @@ from server.index.account_models import GroupMember, InstanceOwner, Quota, UserG
 from server.index.models import Instance, User
 
 
-class QuotaGuard:
-    """Admission control for one process; usage is read from the index when a quota applies."""
+class _Ledger:
+    """Quota reservations shared by every process of this server (the DICOM workers and the
+    API): a small SQLite file in the data folder. ``BEGIN IMMEDIATE`` makes check-and-reserve
+    one atomic step across processes; each row names its process, so a worker killed in the
+    middle of a store leaves no reservation behind for longer than the next admission.
+    """
 
-    def __init__(self, session_factory: Any) -> None:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        with closing(self._connect()) as con:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS reservations (token TEXT NOT NULL, kind TEXT NOT NULL,"
+                " subject TEXT NOT NULL, size INTEGER NOT NULL, pid INTEGER NOT NULL,"
+                " at REAL NOT NULL)"
+            )
+            con.execute("CREATE INDEX IF NOT EXISTS ix_subject ON reservations (kind, subject)")
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        return con
+
+    def connection(self) -> sqlite3.Connection:
+        """One connection per thread and process (never one inherited through fork)."""
+        held = getattr(self._local, "held", None)
+        if held is None or held[0] != os.getpid():
+            held = (os.getpid(), self._connect())
+            self._local.held = held
+        return held[1]  # type: ignore[no-any-return]
+
+    @staticmethod
+    def purge_stale(con: sqlite3.Connection) -> None:
+        """Drop reservations of processes that died and any older than an hour."""
+        con.execute("DELETE FROM reservations WHERE at < ?", (time.time() - 3600,))
+        for (pid,) in con.execute("SELECT DISTINCT pid FROM reservations").fetchall():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                con.execute("DELETE FROM reservations WHERE pid = ?", (pid,))
+            except PermissionError:
+                pass  # alive, someone else's
+
+
+class QuotaGuard:
+    """Admission control for all processes; usage is read from the index when a quota applies.
+
+    A store is admitted only if, for every quota that applies, the bytes in the index plus
+    the bytes reserved by stores still under way (in any process) plus its own size fit.
+    Its reservation is released after its index row is committed, so it is never counted
+    zero times in between — at worst twice, for a moment, which can only refuse, not admit.
+    """
+
+    def __init__(
+        self, session_factory: Any, reader: Any = None, data_dir: Path | None = None
+    ) -> None:
         self._sessions = session_factory
-        self._lock = threading.Lock()
+        self._reader = reader or session_factory
+        self._ledger = _Ledger(data_dir / "quota-reservations.sqlite3") if data_dir else None
+        self._marker = data_dir / "quotas.changed" if data_dir else None
+        self._lock = threading.Lock()  # only without a data folder: one process, threads
         self._pending: dict[tuple[str, str], int] = {}
-        self._any: tuple[float, bool] = (0.0, False)
+        self._any: tuple[object, bool] | None = None
+
+    def _stamp(self) -> object:
+        if self._marker is None:
+            return int(time.monotonic() / 2.0)  # no shared marker: look again every 2 s
+        try:
+            st = self._marker.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _quotas_exist(self) -> bool:
-        stamp, known = self._any
-        if time.monotonic() - stamp < 2.0:
-            return known
-        with self._sessions() as db:
+        """Cheap per store: the index is asked again only when a quota was changed (by any
+        process: ``forget_cache`` replaces the marker file, every process stats it)."""
+        stamp = self._stamp()
+        if self._any is not None and self._any[0] == stamp:
+            return self._any[1]
+        with self._reader() as db:
             known = db.scalars(select(Quota.id).limit(1)).first() is not None
-        self._any = (time.monotonic(), known)
+        self._any = (stamp, known)
         return known
 
     def forget_cache(self) -> None:
-        self._any = (0.0, False)
+        """Call after quotas change: every process re-reads them at its next store."""
+        self._any = None
+        if self._marker is not None:
+            tmp = self._marker.with_name(f"{self._marker.name}.{os.getpid()}.tmp")
+            tmp.write_text(secrets.token_hex(8))
+            os.replace(tmp, self._marker)  # a new inode: no mtime-resolution blind spot
 
     def _subjects(self, db: Any, pool: str, owner: int | None) -> list[tuple[str, str, int, int]]:
         """(kind, subject, limit, used) for every quota that applies to this store."""
@@ -74,26 +152,68 @@ class QuotaGuard:
             out.append(("group", name, rows[("group", name)], int(used or 0)))
         return out
 
+    @staticmethod
+    def _refusal(kind: str, subject: str, limit: int) -> str:
+        mb = limit / (1024 * 1024)
+        return (
+            f"storage quota of {kind} '{subject}' ({mb:.1f} MB) would be exceeded; "
+            "ask your clinic IT for more space or delete data"
+        )
+
     @contextmanager
     def admit(self, pool: str, owner: int | None, size: int) -> Iterator[str | None]:
         """Yield a refusal reason, or None with ``size`` reserved until the block ends."""
         if not self._quotas_exist():
             yield None
             return
-        with self._lock:
-            with self._sessions() as db:
+        if self._ledger is None:
+            with self._admit_local(pool, owner, size) as reason:
+                yield reason
+            return
+        con = self._ledger.connection()
+        token = secrets.token_hex(16)
+        reason: str | None = None
+        con.execute("BEGIN IMMEDIATE")  # the cross-process admission lock
+        try:
+            self._ledger.purge_stale(con)
+            # read the index under the lock: a release (after its commit) cannot slip between
+            with self._reader() as db:
                 subjects = self._subjects(db, pool, owner)
             for kind, subject, limit, used in subjects:
-                pending = self._pending.get((kind, subject), 0)
-                if used + pending + size > limit:
-                    mb = limit / (1024 * 1024)
-                    reason = (
-                        f"storage quota of {kind} '{subject}' ({mb:.1f} MB) would be exceeded; "
-                        "ask your clinic IT for more space or delete data"
-                    )
+                (pending,) = con.execute(
+                    "SELECT COALESCE(SUM(size), 0) FROM reservations WHERE kind=? AND subject=?",
+                    (kind, subject),
+                ).fetchone()
+                if used + int(pending) + size > limit:
+                    reason = self._refusal(kind, subject, limit)
                     break
             else:
-                reason = None
+                con.executemany(
+                    "INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?)",
+                    [(token, k, s, size, os.getpid(), time.time()) for k, s, _, _ in subjects],
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        try:
+            yield reason
+        finally:
+            if reason is None and subjects:
+                con.execute("DELETE FROM reservations WHERE token = ?", (token,))
+
+    @contextmanager
+    def _admit_local(self, pool: str, owner: int | None, size: int) -> Iterator[str | None]:
+        """Without a data folder (one process only): reservations in memory."""
+        with self._lock:
+            with self._reader() as db:
+                subjects = self._subjects(db, pool, owner)
+            reason = None
+            for kind, subject, limit, used in subjects:
+                if used + self._pending.get((kind, subject), 0) + size > limit:
+                    reason = self._refusal(kind, subject, limit)
+                    break
+            else:
                 for kind, subject, _, _ in subjects:
                     self._pending[(kind, subject)] = self._pending.get((kind, subject), 0) + size
         try:

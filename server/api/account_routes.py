@@ -451,6 +451,7 @@ def delete_group(name: str, request: Request, caller: Caller = Depends(get_calle
         db.execute(delete(PoolGrant).where(PoolGrant.group_pk == group.id))
         db.execute(delete(Quota).where(Quota.kind == "group", Quota.subject == name))
         db.delete(group)
+    ctx.quotas.forget_cache()  # its quota went with it
     _note(ctx, "roles-change", caller, [{"type": "user", "id": name}], "group deleted")
 
 
