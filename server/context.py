@@ -47,6 +47,8 @@ class StoreResult:
     reason: str = ""
     sop_instance_uid: str = ""
     action: str = ""
+    study_uid: str = ""
+    patient_id: str = ""
 
     @property
     def ok(self) -> bool:
@@ -199,7 +201,14 @@ class ServerContext:
                 sop_uid,
                 outcome.action,
             )
-        return StoreResult(status.SUCCESS, "", sop_uid, outcome.action)
+        return StoreResult(
+            status.SUCCESS,
+            "",
+            sop_uid,
+            outcome.action,
+            study_uid=str(ds.StudyInstanceUID),
+            patient_id=str(ds.get("PatientID", "") or ""),
+        )
 
     def _commit(self, rec: InstanceRecord) -> Outcome:
         """Commit the index row; retry races between workers creating the same parents."""

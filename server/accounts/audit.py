@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from xml.etree import ElementTree as ET
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session as DbSession
 
 from server.accounts.clock import now
@@ -75,6 +75,8 @@ EVENTS: dict[str, tuple[str, str, str]] = {
     "export": ("110106", "", "R"),
     "import": ("110107", "", "C"),
     "send": ("110104", "", "R"),
+    "receive": ("110104", "", "C"),
+    "node-auth": ("110113", "110126", "E"),
     "delete": ("110105", "", "D"),
     "share-create": ("110113", "110135", "C"),
     "share-use": ("110103", "", "R"),
@@ -190,7 +192,8 @@ def search(
     if event_id:
         stmt = stmt.where(AuditRecord.event_id == event_id)
     if user:
-        stmt = stmt.where(AuditRecord.user == user.casefold())
+        # user names are stored casefolded, AE titles of DICOM callers as sent
+        stmt = stmt.where(func.lower(AuditRecord.user) == user.casefold())
     if outcome is not None:
         stmt = stmt.where(AuditRecord.outcome == outcome)
     if since is not None:

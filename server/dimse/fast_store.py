@@ -24,7 +24,8 @@ from lucent.net import status as st
 from lucent.net import tls, transport
 from lucent.net import upper_layer as ul
 from server.config import PoolSection, Settings
-from server.context import ServerContext
+from server.context import ServerContext, StoreResult
+from server.dimse import audit_trail
 
 log = logging.getLogger("lucent.dimse")
 
@@ -138,7 +139,7 @@ class StoreAcceptor:
                 self.handoff.process_request(sock, address)
                 handed_off = True
                 return
-            self._run(sock, req)
+            self._run(sock, req, address)
         except Abort as exc:
             log.warning("association from %s aborted: %s", address[0], exc)
             with contextlib.suppress(OSError):
@@ -161,12 +162,11 @@ class StoreAcceptor:
         try:
             wrapped = self.tls_context.wrap_socket(sock, server_side=True)
         except ssl.SSLError as exc:
+            reason = str(exc.reason or exc)
             log.warning(
-                "TLS connection from %s to pool %s refused: %s",
-                address[0],
-                self.pool.name,
-                exc.reason or exc,
+                "TLS connection from %s to pool %s refused: %s", address[0], self.pool.name, reason
             )
+            audit_trail.tls_refused(self.ctx, str(address[0]), self.pool.name, reason)
             raise ConnectionError("TLS handshake failed") from exc
         log.info(
             "TLS %s from %s (certificate '%s') on pool %s",
@@ -182,7 +182,16 @@ class StoreAcceptor:
             return True
         return any(c.abstract_syntax not in self.abstract for c in req.contexts)
 
-    def _run(self, sock: socket.socket, req: ul.AssociateRequest) -> None:
+    def _run(self, sock: socket.socket, req: ul.AssociateRequest, address: Any) -> None:
+        received = audit_trail.Received(req.calling_ae, str(address[0]), self.pool.name)
+        try:
+            self._associate(sock, req, received)
+        finally:
+            received.flush(self.ctx)
+
+    def _associate(
+        self, sock: socket.socket, req: ul.AssociateRequest, received: audit_trail.Received
+    ) -> None:
         accepted: dict[int, tuple[str, str]] = {}
         results = []
         for c in req.contexts:
@@ -250,7 +259,9 @@ class StoreAcceptor:
                         raise Abort("data set fragment without a C-STORE-RQ")
                     data.append(fragment)  # a view into the PDU buffer: joined once below
                     if control & 2:
-                        self._store(sock, req, pending, ctx_id, accepted[ctx_id][1], data)
+                        received.add(
+                            self._store(sock, req, pending, ctx_id, accepted[ctx_id][1], data)
+                        )
                         stored += 1
                         pending, data = None, []
 
@@ -267,7 +278,7 @@ class StoreAcceptor:
         ctx_id: int,
         transfer_syntax: str,
         data: list[memoryview],
-    ) -> None:
+    ) -> StoreResult:
         sop_class = ul.command_uid(cmd, 0x00000002)
         sop_instance = ul.command_uid(cmd, 0x00001000)
         msg_id = ul.command_uint(cmd, 0x00000110) or 0
@@ -296,3 +307,4 @@ class StoreAcceptor:
             error_comment="" if result.ok else result.reason,
         )
         sock.sendall(ul.p_data(ctx_id, rsp, command=True))
+        return result

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from lucent.net import status
 from server.config import PoolSection
 from server.context import ArchiveReadError, ServerContext
-from server.dimse import identifiers
+from server.dimse import audit_trail, identifiers
 from server.index import queries
 from server.index.models import Instance, RemoteNode
 
@@ -54,9 +54,39 @@ def handle_store(event: Event, ctx: ServerContext, pool: PoolSection) -> Dataset
         expected_sop_class=str(req.AffectedSOPClassUID),
         expected_sop_instance=str(req.AffectedSOPInstanceUID),
     )
+    _received(event, pool).add(result)
     if result.ok:
         return status.SUCCESS
     return _status(result.status, result.reason)
+
+
+def _caller(event: Event) -> tuple[str, str]:
+    return event.assoc.requestor.ae_title.strip(), str(event.assoc.requestor.address)
+
+
+def _received(event: Event, pool: PoolSection) -> audit_trail.Received:
+    """The per-association audit collector (written when the connection closes)."""
+    assoc = event.assoc
+    received = getattr(assoc, "_lucent_received", None)
+    if received is None:
+        received = audit_trail.Received(*_caller(event), pool.name)
+        assoc._lucent_received = received  # type: ignore[attr-defined]
+    return received
+
+
+def handle_closed(event: Event, ctx: ServerContext) -> None:
+    received = getattr(event.assoc, "_lucent_received", None)
+    if received is not None:
+        received.flush(ctx)
+
+
+def _query_text(identifier: Dataset) -> str:
+    """The matching keys a caller sent, for the audit record ('' values are return keys)."""
+    parts = []
+    for elem in identifier:
+        if elem.VR != "SQ" and elem.value not in (None, "", b""):
+            parts.append(f"{elem.keyword or elem.tag}={elem.value}")
+    return " ".join(parts)
 
 
 def _peer_allowed(event: Event, ctx: ServerContext) -> RemoteNode | None | bool:
@@ -71,6 +101,9 @@ def _peer_allowed(event: Event, ctx: ServerContext) -> RemoteNode | None | bool:
     if not ctx.settings.dimse.restrict_query_retrieve:
         return True
     log.warning("Q/R refused for %s at %s: not a configured remote node", ae_title, address)
+    audit_trail.refused(
+        ctx, ae_title, str(address), "Query/Retrieve refused: not a configured remote node"
+    )
     return None
 
 
@@ -107,6 +140,7 @@ def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset
         yield _status(status.QR_UNABLE_TO_PROCESS, str(exc)), None
         return
     ae_title = event.assoc.acceptor.ae_title
+    audit_trail.query(ctx, *_caller(event), level, _query_text(identifier), len(matches))
     for match in matches:
         if event.is_cancelled:
             yield status.QR_CANCEL, None
@@ -182,6 +216,7 @@ def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
         return
     yield node.host, node.port, {"contexts": _contexts(found) or None}
     yield len(found)
+    _audit_retrieve(event, ctx, "C-MOVE", f"{dest.strip()} ({node.host}:{node.port})", found)
     yield from _sub_operations(event, ctx, found)
 
 
@@ -196,7 +231,21 @@ def handle_get(event: Event, ctx: ServerContext) -> Iterator[Any]:
         yield error, None
         return
     yield len(found)
+    _audit_retrieve(event, ctx, "C-GET", "the caller", found)
     yield from _sub_operations(event, ctx, found)
+
+
+def _audit_retrieve(
+    event: Event, ctx: ServerContext, operation: str, destination: str, found: list[Instance]
+) -> None:
+    value = event.identifier.get("StudyInstanceUID", "")
+    studies = [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+    if not any(studies):  # retrieve by series/instance: name the studies from the index
+        with ctx.Session() as session:
+            studies = queries.study_uids_of(session, [i.series_pk for i in found])
+    audit_trail.retrieve(
+        ctx, *_caller(event), operation, destination, [s for s in studies if s], len(found)
+    )
 
 
 def handle_commitment_report(event: Event, ctx: ServerContext) -> tuple[int, Dataset | None]:
@@ -230,4 +279,5 @@ def bindings(ctx: ServerContext, pool: PoolSection) -> list[Any]:
         (evt.EVT_C_MOVE, handle_move, [ctx]),
         (evt.EVT_C_GET, handle_get, [ctx]),
         (evt.EVT_N_EVENT_REPORT, handle_commitment_report, [ctx]),
+        (evt.EVT_CONN_CLOSE, handle_closed, [ctx]),
     ]

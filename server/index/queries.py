@@ -387,3 +387,16 @@ def placeholders(session: Session, f: Filter, limit: int = 1000) -> list[Placeho
 
 def or_all(clauses: list[ColumnElement[bool]]) -> ColumnElement[bool]:
     return or_(*clauses)
+
+
+def study_uids_of(session: Session, series_pks: list[int]) -> list[str]:
+    """Study Instance UIDs of the given series (audit records of retrievals)."""
+    if not series_pks:
+        return []
+    rows = session.execute(
+        select(Study.study_uid)
+        .join(Series, Series.study_pk == Study.id)
+        .where(Series.id.in_(set(series_pks)))
+        .distinct()
+    )
+    return [r[0] for r in rows]

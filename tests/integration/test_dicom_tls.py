@@ -106,6 +106,10 @@ def test_trusted_client_certificate_echoes_and_stores(
     stored = api.studies(patient_id="TLS-1")
     assert [s.study_uid for s in stored] == [study_uid]
     assert sum(len(api.instances(se.series_uid)) for se in api.series(study_uid)) == 3
+    # IHE ATNA: one "DICOM Instances Transferred" (110104, action C) record for the study
+    received = [r for r in api.audit(event_id="110104", object_id=study_uid) if r.action == "C"]
+    assert len(received) == 1, received
+    assert received[0].user == "STORESCU" and "3 instance(s) received" in received[0].detail
 
 
 @pytest.mark.parametrize("who", ["plain", "anonymous", "stranger", "no-trust"])
@@ -135,6 +139,16 @@ def test_plain_port_still_serves_and_tls_is_logged(tls_server: LucentServer, pki
     log = tls_server.log_path.read_text(errors="replace")
     assert "(certificate 'modality.test')" in log
     assert "refused" in log
+
+
+def test_refused_tls_peers_are_audited(
+    tls_server: LucentServer, api: LucentClient, pki: Pki
+) -> None:
+    assert _dcmtk("echoscu", tls_server, pki.stranger, trust=pki.ca.ca_file).returncode != 0
+    alerts = api.audit(event_id="110113")
+    node_auth = [r for r in alerts if r.event_type == "110126"]  # Node Authentication
+    assert node_auth and node_auth[0].outcome == 4 and "TLS" in node_auth[0].detail
+    assert api.audit_verify().intact
 
 
 def test_query_over_tls_goes_through_the_full_stack(

@@ -165,3 +165,22 @@ def test_get_series(
     for p in got:
         ds = dcmread(p)
         assert ds.PixelData == dcmread(originals[str(ds.SOPInstanceUID)]).PixelData
+
+
+def test_network_access_is_audited(
+    server: LucentServer, api: LucentClient, study: dict[str, object], nodes: None
+) -> None:
+    """IHE ATNA for the DIMSE side: receipt, queries, retrievals and refusals by remote
+    nodes appear in the audit trail with the caller's AE title and address."""
+    uid = str(study["study"])
+    received = [r for r in api.audit(event_id="110104", object_id=uid) if r.action == "C"]
+    assert len(received) == 1 and "3 instance(s) received" in received[0].detail
+    assert received[0].address == "127.0.0.1"
+    queries = api.audit(event_id="110112", user="FINDSCU")
+    assert any("PatientID=QR-1" in q.objects[0]["id"] for q in queries), queries
+    sent = [r for r in api.audit(event_id="110104", object_id=uid) if r.action == "R"]
+    assert {r.user for r in sent} >= {"MOVESCU", "GETSCU"}, sent
+    assert any("C-MOVE of 3 instance(s) to DESTSCP" in r.detail for r in sent)
+    refused = api.audit(event_id="110113", user="STRANGER")
+    assert refused and "not a configured remote node" in refused[0].detail
+    assert api.audit_verify().intact

@@ -1,0 +1,131 @@
+"""Audit records for DICOM network activity (PS3.15 A.5, IHE ATNA secure node).
+
+The API audits its own routes; these are the DIMSE counterparts: instances received per
+association and study ("DICOM Instances Transferred", action C), queries and retrievals by
+remote nodes, refused Q/R callers and refused TLS peers. Records are written once per
+association or operation, never per instance, so ingest speed is unaffected; a failure to
+write one is logged and never fails the DICOM operation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from server.accounts import audit
+from server.context import ServerContext, StoreResult
+
+log = logging.getLogger("lucent.dimse")
+
+
+def _record(ctx: ServerContext, *entries: audit.Entry) -> None:
+    if not entries:
+        return
+    try:
+        audit.record(ctx.WriteSession, *entries)
+    except Exception:  # noqa: BLE001 - auditing must never break a DICOM operation
+        log.exception("could not write DICOM audit record(s)")
+
+
+@dataclass
+class Received:
+    """Instances stored on one association, grouped per study."""
+
+    calling_ae: str
+    address: str
+    pool: str
+    studies: dict[str, tuple[str, int]] = field(default_factory=dict)
+    refused: int = 0
+
+    def add(self, result: StoreResult) -> None:
+        if not result.ok or not result.study_uid:
+            self.refused += 1
+            return
+        patient, count = self.studies.get(result.study_uid, (result.patient_id, 0))
+        self.studies[result.study_uid] = (patient, count + 1)
+
+    def flush(self, ctx: ServerContext) -> None:
+        """One record per study, at the end of the association."""
+        entries = [
+            audit.Entry(
+                "receive",
+                audit.SUCCESS,
+                self.calling_ae,
+                self.address,
+                [{"type": "study", "id": uid}, {"type": "patient", "id": patient}],
+                f"{count} instance(s) received into pool {self.pool}",
+            )
+            for uid, (patient, count) in self.studies.items()
+        ]
+        if self.refused:
+            entries.append(
+                audit.Entry(
+                    "receive",
+                    audit.MINOR_FAILURE,
+                    self.calling_ae,
+                    self.address,
+                    [{"type": "pool", "id": self.pool}],
+                    f"{self.refused} instance(s) refused (see placeholders)",
+                )
+            )
+        self.studies.clear()
+        self.refused = 0
+        _record(ctx, *entries)
+
+
+def query(ctx: ServerContext, calling_ae: str, address: str, level: str, keys: str, n: int) -> None:
+    if not ctx.settings.audit.data_access:
+        return
+    _record(
+        ctx,
+        audit.Entry(
+            "query",
+            audit.SUCCESS,
+            calling_ae,
+            address,
+            [{"type": "query", "id": keys[:200]}],
+            f"C-FIND at {level} level: {n} match(es)",
+        ),
+    )
+
+
+def retrieve(
+    ctx: ServerContext,
+    calling_ae: str,
+    address: str,
+    operation: str,
+    destination: str,
+    studies: Iterable[str],
+    count: int,
+) -> None:
+    objects = [{"type": "study", "id": uid} for uid in sorted(set(studies))][:50]
+    _record(
+        ctx,
+        audit.Entry(
+            "send",
+            audit.SUCCESS,
+            calling_ae,
+            address,
+            objects,
+            f"{operation} of {count} instance(s) to {destination}",
+        ),
+    )
+
+
+def refused(ctx: ServerContext, calling_ae: str, address: str, what: str) -> None:
+    _record(ctx, audit.Entry("refused", audit.MINOR_FAILURE, calling_ae, address, [], what))
+
+
+def tls_refused(ctx: ServerContext, address: str, pool: str, reason: str) -> None:
+    _record(
+        ctx,
+        audit.Entry(
+            "node-auth",
+            audit.MINOR_FAILURE,
+            "",
+            address,
+            [{"type": "pool", "id": pool}],
+            f"DICOM TLS handshake refused: {reason}",
+        ),
+    )
