@@ -7,6 +7,7 @@ workstation can call them on what it downloads.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from pydicom import dcmread
@@ -138,3 +139,149 @@ def native_frame(
         else:
             arr &= (1 << bits_stored) - 1
     return arr
+
+
+# --------------------------------------------------------------------------- overlays
+
+OVERLAY_GROUPS = tuple(range(0x6000, 0x6020, 2))  # the 16 repeating groups (PS3.5 7.6)
+
+
+@dataclass(frozen=True)
+class OverlayPlane:
+    """One overlay plane (PS3.3 C.9.2 Overlay Plane, C.9.3 Multi-frame Overlay).
+
+    ``bits`` is (frames, rows, cols) bool in the overlay's own grid; ``origin`` is Overlay
+    Origin (60xx,0050), 1-based (row, column) of the image pixel under overlay pixel (1, 1);
+    ``first_frame`` is Image Frame Origin (60xx,0051), 1-based; ``all_frames`` is True when
+    the plane has no Number of Frames in Overlay (60xx,0015) and so applies to every frame.
+    """
+
+    group: int
+    bits: np.ndarray
+    origin: tuple[int, int] = (1, 1)
+    kind: str = "G"  # Overlay Type (60xx,0040): G graphics, R ROI
+    label: str = ""
+    first_frame: int = 1
+    all_frames: bool = True
+    embedded: bool = False
+
+
+def _int(ds: Dataset, tag: tuple[int, int], default: int) -> int:
+    elem = ds.get(tag)
+    if elem is None or elem.value in (None, ""):
+        return default
+    value = elem.value
+    if isinstance(value, list | tuple) or (
+        hasattr(value, "__iter__") and not isinstance(value, str | bytes)
+    ):
+        value = list(value)[0]
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _raw_words(ds: Dataset) -> np.ndarray | None:
+    """Native Pixel Data as unsigned words (frames, rows, cols), bits above Bits Stored kept.
+
+    pydicom masks those bits away in ``pixel_array``, but the retired embedded overlays
+    (PS3.5 8.1.2 before 2004: Overlay Bits Allocated > 1) live exactly there.
+    """
+    if "PixelData" not in ds or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return None
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is not None and ts.is_encapsulated:
+        return None
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    if bits not in (8, 16, 32):
+        return None
+    order = ">" if ts is not None and not ts.is_little_endian and bits > 8 else "<"
+    rows, cols, n = int(ds.Rows), int(ds.Columns), frame_count(ds)
+    count = rows * cols * n
+    data = ds.PixelData
+    if len(data) < count * bits // 8:
+        return None
+    arr = np.frombuffer(data, np.dtype(f"{order}u{bits // 8}"), count=count)
+    return arr.reshape(n, rows, cols)
+
+
+def overlay_planes(ds: Dataset) -> list[OverlayPlane]:
+    """Every overlay plane of an image: Overlay Data (60xx,3000) through pydicom's
+    ``overlay_array`` (Bits Allocated 1, Bit Position 0), and the retired embedded form whose
+    bit sits at Overlay Bit Position (60xx,0102) of each Pixel Data word.
+
+    A plane that cannot be read is skipped: a broken overlay must never hide the image.
+    """
+    planes: list[OverlayPlane] = []
+    words: np.ndarray | None = None
+    for g in OVERLAY_GROUPS:
+        if (g, 0x0010) not in ds and (g, 0x3000) not in ds:
+            continue
+        rows = _int(ds, (g, 0x0010), int(ds.get("Rows", 0) or 0))
+        cols = _int(ds, (g, 0x0011), int(ds.get("Columns", 0) or 0))
+        origin_elem = ds.get((g, 0x0050))
+        origin = (1, 1)
+        if origin_elem is not None and origin_elem.value not in (None, ""):
+            try:
+                r, c = list(origin_elem.value)[:2]
+                origin = (int(r), int(c))
+            except (TypeError, ValueError):
+                origin = (1, 1)
+        kind = str(ds.get((g, 0x0040)).value if (g, 0x0040) in ds else "G").strip() or "G"
+        label = str(ds.get((g, 0x1500)).value if (g, 0x1500) in ds else "").strip()
+        n_frames_elem = ds.get((g, 0x0015))
+        all_frames = n_frames_elem is None or n_frames_elem.value in (None, "")
+        first = _int(ds, (g, 0x0051), 1)
+        embedded = (g, 0x3000) not in ds
+        try:
+            if not embedded:
+                bits = np.asarray(ds.overlay_array(g)).astype(bool)
+            else:
+                position = _int(ds, (g, 0x0102), -1)
+                if words is None:
+                    words = _raw_words(ds)
+                stored = int(ds.get("BitsStored", 16) or 16)
+                if words is None or not stored <= position < words.dtype.itemsize * 8:
+                    continue
+                # Embedded planes share the image grid: same rows, columns and frames.
+                bits = ((words >> position) & 1).astype(bool)
+                if (rows, cols) != bits.shape[1:]:
+                    continue
+        except Exception:  # noqa: BLE001 - unreadable plane: show the image without it
+            continue
+        if bits.ndim == 2:
+            bits = bits[np.newaxis]
+        planes.append(OverlayPlane(g, bits, origin, kind, label, first, all_frames and
+                                   not (embedded and bits.shape[0] > 1), embedded))  # fmt: skip
+    return planes
+
+
+def overlay_masks(ds: Dataset, frames: int | None = None) -> np.ndarray | None:
+    """All overlay planes OR-ed into one (frames, rows, cols) bool mask in the image grid.
+
+    Each plane is placed at its Overlay Origin (clipped at every edge, origins may be
+    negative) and on the image frames it belongs to (PS3.3 C.9.3.1.1: overlay frame f goes on
+    image frame Image Frame Origin + f - 1). None when the image has no overlay.
+    """
+    planes = overlay_planes(ds)
+    if not planes:
+        return None
+    n = frame_count(ds) if frames is None else frames
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    out = np.zeros((n, rows, cols), bool)
+    for plane in planes:
+        r0, c0 = plane.origin[0] - 1, plane.origin[1] - 1
+        _, h, w = plane.bits.shape
+        top, left = max(0, r0), max(0, c0)
+        bottom, right = min(rows, r0 + h), min(cols, c0 + w)
+        if bottom <= top or right <= left:
+            continue
+        src = plane.bits[:, top - r0 : bottom - r0, left - c0 : right - c0]
+        if plane.all_frames:
+            out[:, top:bottom, left:right] |= src[0]
+            continue
+        for f in range(src.shape[0]):
+            k = plane.first_frame - 1 + f
+            if 0 <= k < n:
+                out[k, top:bottom, left:right] |= src[f]
+    return out

@@ -2,6 +2,8 @@
 
 * "Guitest^Anna": CT axial (8 slices, 64×64, 0.5 mm pixels, z = 0…7 mm) and a coronal series
   in the same Frame of Reference, plus a highdicom GSPS on axial slice 3.
+  "Volume" (air with a bright box, for MPR/MIP/3D) and "Overlay" (3 slices, each with an
+  overlay plane (60xx,3000) whose line sits on a row that depends on the slice).
 * "Guitest^Bernd": CR MONOCHROME1, one image lossy ("01", 10:1), one not.
 """
 
@@ -31,6 +33,7 @@ class Scene:
     coronal: list[Dataset] = field(default_factory=list)
     cr: list[Dataset] = field(default_factory=list)
     volume: list[Dataset] = field(default_factory=list)
+    overlay: list[Dataset] = field(default_factory=list)
     gsps: Dataset | None = None
     suffix: str = ""
 
@@ -47,6 +50,35 @@ def volume_pixels(k: int) -> np.ndarray:
     if BOX_K[0] <= k <= BOX_K[1]:
         arr[BOX_J[0] : BOX_J[1] + 1, BOX_I[0] : BOX_I[1] + 1] = 2000 + 1024
     return arr
+
+
+OVERLAY_N, OVERLAY_SLICES = 32, 3
+
+
+def overlay_line(k: int) -> tuple[int, tuple[int, int], tuple[int, int]]:
+    """Where slice k's overlay draws: (image row of its line, its columns (first, last)
+    inclusive, the (row, col) of the orientation dot below the line's left end)."""
+    row = 10 + 3 * k
+    return row, (4, 27), (row + 3, 4)
+
+
+def add_overlay_plane(ds: Dataset, k: int) -> None:
+    """Overlay Plane (PS3.3 C.9.2) in group 6000: 4 × 24 bits placed at (row+1, 5)."""
+    from pydicom.pixels.utils import pack_bits
+
+    row, (c0, c1), (dr, dc) = overlay_line(k)
+    bits = np.zeros((4, c1 - c0 + 1), np.uint8)
+    bits[0, :] = 1
+    bits[dr - row, dc - c0] = 1
+    ds.add_new(0x60000010, "US", bits.shape[0])
+    ds.add_new(0x60000011, "US", bits.shape[1])
+    ds.add_new(0x60000022, "LO", "GUI test overlay")
+    ds.add_new(0x60000040, "CS", "G")
+    ds.add_new(0x60000050, "SS", [row + 1, c0 + 1])  # 1-based (row, column)
+    ds.add_new(0x60000100, "US", 1)
+    ds.add_new(0x60000102, "US", 0)
+    packed = pack_bits(bits.ravel())
+    ds.add_new(0x60003000, "OW", packed + b"\0" * (len(packed) % 2))
 
 
 def _ct(study: str, series: str, frame: str, k: int, iop: list[float], ipp: list[float],
@@ -93,6 +125,13 @@ def build(directory: Path, suffix: str) -> Scene:
         sc.volume.append(_ct(study, vol_uid, vol_frame, k, [1, 0, 0, 0, 1, 0],
                              [0.0, 0.0, VOLUME_Z0 + k], "Volume", 3, anna, f"GA{suffix}",
                              pixels=volume_pixels(k)))  # fmt: skip
+    ov_uid, ov_frame = generate_uid(), generate_uid()
+    for k in range(OVERLAY_SLICES):
+        px = np.full((OVERLAY_N, OVERLAY_N), 1024, np.int16)  # HU 0 everywhere
+        ds = _ct(study, ov_uid, ov_frame, k, [1, 0, 0, 0, 1, 0], [0.0, 0.0, 100.0 + k],
+                 "Overlay", 4, anna, f"GA{suffix}", pixels=px)  # fmt: skip
+        add_overlay_plane(ds, k)
+        sc.overlay.append(ds)
     cr_study, cr_series = generate_uid(), generate_uid()
     for k, lossy in enumerate((False, True)):
         ds = make_instance(CR, patient_id=f"GB{suffix}", patient_name=bernd, study_uid=cr_study,
@@ -115,7 +154,8 @@ def build(directory: Path, suffix: str) -> Scene:
         ds.file_meta = file_meta_for(ds)
         sc.cr.append(ds)
     sc.gsps = _highdicom_gsps(sc.axial[3])
-    for i, ds in enumerate([*sc.axial, *sc.coronal, *sc.volume, *sc.cr, sc.gsps]):
+    for i, ds in enumerate([*sc.axial, *sc.coronal, *sc.volume, *sc.overlay, *sc.cr,
+                             sc.gsps]):
         sc.files.append(write(ds, directory / f"{i:03d}.dcm"))
     return sc
 

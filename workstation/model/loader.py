@@ -135,7 +135,9 @@ def load(
         tick()
     check()
 
-    if _uniform(data.slices):
+    # Overlay planes (60xx) travel only in the files, not in the volume endpoint's stored
+    # values: a series whose first image has one is read file by file so none is lost.
+    if _uniform(data.slices) and not any(f.overlay is not None for f in frames):
         order, array = (volume_fetch or _fetch_volume(client))(data.uid)
         check()
         data.volume = array

@@ -217,7 +217,7 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
                 windows=windows,
                 voi_function=str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper(),
                 voi_lut=voi,
-                overlay=None if overlay is None else overlay[min(k, len(overlay) - 1)],
+                overlay=None if overlay is None or not overlay[k].any() else overlay[k],
                 bits_stored=int(ds.get("BitsStored", 8) or 8),
             )
         )
@@ -225,32 +225,11 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
 
 
 def _overlay_mask(ds: Dataset, frames: int) -> np.ndarray | None:
-    """All 60xx overlay planes OR-ed into one boolean mask per frame (PS3.3 C.9.2)."""
-    masks: list[np.ndarray] = []
-    for group in range(0x6000, 0x6020, 2):
-        if (group, 0x3000) not in ds:
-            continue
-        try:
-            plane = np.asarray(ds.overlay_array(group)).astype(bool)
-        except Exception:  # an unreadable overlay must not hide the image
-            continue
-        origin = ds.get((group, 0x0050))
-        r0, c0 = (int(origin.value[0]) - 1, int(origin.value[1]) - 1) if origin else (0, 0)
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        if plane.ndim == 2:
-            plane = plane[np.newaxis]
-        full = np.zeros((plane.shape[0], rows, cols), bool)
-        h = max(0, min(plane.shape[1], rows - r0))
-        w = max(0, min(plane.shape[2], cols - c0))
-        full[:, r0 : r0 + h, c0 : c0 + w] = plane[:, :h, :w]
-        masks.append(full)
-    if not masks:
-        return None
-    depth = max(m.shape[0] for m in masks)
-    out = np.zeros((depth, *masks[0].shape[1:]), bool)
-    for m in masks:
-        out[: m.shape[0]] |= m
-    return out
+    """All 60xx overlay planes (Overlay Data, embedded bits, multi-frame overlays) as one
+    boolean mask per image frame (PS3.3 C.9.2/C.9.3); lucent.dicom.pixels does the work."""
+    from lucent.dicom.pixels import overlay_masks
+
+    return overlay_masks(ds, frames)
 
 
 def read_part10(data: bytes) -> Dataset:
@@ -289,6 +268,7 @@ class Display:
     width: float
     invert: bool = False
     use_voi_lut: bool = False
+    overlays: bool = True  # overlay planes (60xx) shown; the user toggles them (key O)
 
 
 def _grey_8bit(frame: Frame, values: np.ndarray, display: Display) -> np.ndarray:
@@ -326,7 +306,7 @@ def render(frame: Frame, display: Display, lut: np.ndarray | None = None) -> np.
         out = frame.stored
         if display.invert:
             out = 255 - out
-        if frame.overlay is not None:
+        if frame.overlay is not None and display.overlays:
             out = out.copy()
             out[frame.overlay] = 255
         return out
@@ -338,9 +318,9 @@ def render(frame: Frame, display: Display, lut: np.ndarray | None = None) -> np.
         out = lut[unsigned]
     else:
         out = _grey_8bit(frame, frame.modality_values(), display)
-    if frame.overlay is not None:
+    if frame.overlay is not None and display.overlays:
         out = out.copy() if not out.flags.writeable else out
-        out[frame.overlay] = 255
+        out[frame.overlay] = 255  # drawn on top in full white, after MONOCHROME1 inversion
     return out
 
 

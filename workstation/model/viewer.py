@@ -92,6 +92,7 @@ class Viewport:
         self.annotations: list[Annotation] = []
         self.window_set = False
         self.use_voi_lut = False
+        self.show_overlays = True  # DICOM overlay planes (60xx) on top of the image
         # How pixel-arrival events reach this model: the Qt layer routes them to the GUI
         # thread (the loader runs in workers); tests without Qt call straight through.
         self.dispatch: Callable[[Callable[[], None]], None] = lambda fn: fn()
@@ -169,7 +170,7 @@ class Viewport:
         self.set_window(self.center + dy * step, self.width + dx * step)
 
     def display(self) -> Display:
-        return Display(self.center, self.width, self.invert, self.use_voi_lut)
+        return Display(self.center, self.width, self.invert, self.use_voi_lut, self.show_overlays)
 
     def rendered(self) -> np.ndarray | None:
         """8-bit display pixels of the current slice; one LUT per window, reused when scrolling."""
@@ -214,6 +215,15 @@ class Viewport:
         else:
             self.flip_v = not self.flip_v
         self.changed.emit()
+
+    def toggle_overlays(self) -> None:
+        """Overlay planes can hide anatomy under them: the reader switches them off and on."""
+        self.show_overlays = not self.show_overlays
+        self.changed.emit()
+
+    def has_overlay(self) -> bool:
+        frame = self.frame()
+        return frame is not None and frame.overlay is not None
 
     def toggle_invert(self) -> None:
         self.invert = not self.invert

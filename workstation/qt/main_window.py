@@ -159,6 +159,7 @@ class MainWindow(QMainWindow):
             action(name, lambda _=False, c=c, w=w: self._active().set_window(c, w))
         tb.addSeparator()
         action("Invert", lambda: self._active().toggle_invert())
+        action("Overlays", lambda: self._active().toggle_overlays())  # key O in a viewport
         action("Reset", lambda: self._active().reset_view())
         self.ref_action = action("Ref lines", self._toggle_ref, checkable=True)
         self.ref_action.setChecked(True)

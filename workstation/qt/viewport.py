@@ -40,7 +40,7 @@ HELP_TEXT = """Keyboard
   Left drag        window/level (or the selected tool)
   Right drag       zoom        Middle drag  pan
   1–8              CT presets (brain, subdural, stroke, bone, lung, soft tissue, liver, mediast.)
-  I invert   R reset   H/V flip   , . rotate
+  I invert   R reset   H/V flip   , . rotate   O overlay planes on/off
   D distance  A angle  E ellipse  B rectangle  T text  W arrow  Esc: W/L tool
   Del delete last annotation   C cine   F1 this help
   Ctrl+M MPR (axial/coronal/sagittal/oblique)   Ctrl+Shift+M thick-slab MIP
@@ -188,6 +188,8 @@ class ViewportWidget(QWidget):
             thick = s.attrs.get("SliceThickness")
             if thick:
                 bl.append(f"Thk {float(thick[0]):.1f} mm")  # type: ignore[index]
+        if vp.has_overlay():
+            bl.append("Overlay on (O)" if vp.show_overlays else "Overlay hidden (O)")
         tr = vp.transform(w, h)
         br = [f"W {vp.width:.0f}  L {vp.center:.0f}"]
         if tr is not None:
@@ -311,6 +313,8 @@ class ViewportWidget(QWidget):
             vp.set_window(*presets[k - K.Key_1])
         elif k == K.Key_I:
             vp.toggle_invert()
+        elif k == K.Key_O:
+            vp.toggle_overlays()
         elif k == K.Key_R:
             vp.reset_view()
         elif k == K.Key_H:
