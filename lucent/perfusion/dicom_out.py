@@ -23,6 +23,7 @@ from lucent.dicom.uids import make_uid
 
 from .maps import MAP_UNITS
 from .render import render_map, render_overlay, render_report
+from .sr import structured_report
 
 if TYPE_CHECKING:
     from .pipeline import PerfusionResult
@@ -203,6 +204,10 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
             save(parametric_map(result, name, 9030 + k, uid_root))
         except (ValueError, TypeError, AttributeError) as exc:  # pragma: no cover - defensive
             result.warnings.append(f"parametric map {name} not written: {exc}")
+    # the summary as an Enhanced SR (volumes, DEFUSE-3, QC, AIF/VOF), own series
+    sr = structured_report(result, new_uid(uid_root), new_uid(uid_root), 9040)
+    sr.SoftwareVersions = SOFTWARE_VERSION
+    save(sr)
     return paths
 
 

@@ -13,7 +13,8 @@ completes). Where things run:
   never on a listener thread or the API event loop. Cancel terminates the process.
 - New images of a series under evaluation abort it (state "superseded") and a new
   evaluation starts when the series is quiet again (seed FAQ, VEOcore).
-- Results go into the archive through ``ServerContext.store()`` (the one ingest path) with
+- Results (every object the engine writes: SC pages, Parametric Maps and the Enhanced SR
+  summary) go into the archive through ``ServerContext.store()`` (the one ingest path) with
   UIDs under ``[server] uid_root``, and optionally to a PACS through the PACS service's send
   job (its C-STORE SCU).
 """
@@ -432,14 +433,18 @@ class PerfusionService:
         control.update(force=True, message=f"storing {len(files)} result object(s)")
         stored, failures = 0, []
         series_uids: list[str] = []
+        sr_series = None
         for k, f in enumerate(files):
             data = f.read_bytes()
             res = self.ctx.store(data, pool=pool, source=SOURCE_AE)
             if res.ok:
                 stored += 1
-                uid = str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID)
+                head = pydicom.dcmread(f, stop_before_pixels=True)
+                uid = str(head.SeriesInstanceUID)
                 if uid not in series_uids:
                     series_uids.append(uid)
+                if head.get("Modality") == "SR":
+                    sr_series = uid
             else:
                 failures.append(f"{f.name}: 0x{res.status:04X} {res.reason}")
             control.update(
@@ -451,6 +456,7 @@ class PerfusionService:
             "stored": stored,
             "failed": len(failures),
             "series_instance_uids": series_uids,
+            "summary_sr_series_instance_uid": sr_series,
         }
         v = result.get("volumes", {})
         message = (

@@ -25,6 +25,7 @@ from tests.support.lucent import LucentServer
 UID_ROOT = "1.2.826.0.1.3680043.10.1455.77."
 SC = "1.2.840.10008.5.1.4.1.1.7"
 PARAMETRIC_MAP = "1.2.840.10008.5.1.4.1.1.30"
+ENHANCED_SR = "1.2.840.10008.5.1.4.1.1.88.22"
 FIRST_PART = 25  # time points sent before the rest
 
 
@@ -125,7 +126,12 @@ def test_automatic_start_restart_on_new_images_and_results_in_archive(env: Env) 
         assert instances
         classes.update(i.sop_class_uid for i in instances)
         assert all(i.sop_instance_uid.startswith(UID_ROOT) for i in instances)
-    assert SC in classes and PARAMETRIC_MAP in classes
+    assert SC in classes and PARAMETRIC_MAP in classes and ENHANCED_SR in classes
+    # the Enhanced SR summary is its own series in the source study
+    sr_uid = result["archive"]["summary_sr_series_instance_uid"]
+    assert sr_uid in run.result_series_uids and listed[sr_uid].modality == "SR"
+    assert [i.sop_class_uid for i in env.api.instances(sr_uid)] == [ENHANCED_SR]
+    assert env.api.examine_perfusion(sr_uid).confidence == 0.0
     # the job is in the server's one job list, with kind "perfusion"
     job = env.api.job(run.job_id or 0)
     assert job.kind == "perfusion" and job.state == "done"

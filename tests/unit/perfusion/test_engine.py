@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from lucent.perfusion.deconvolution import osvd, osvd_reference, ssvd
 from lucent.perfusion.pipeline import PerfusionResult
 from lucent.perfusion.series import assemble
 from lucent.perfusion.signal import leakage_correct
+from lucent.perfusion.sr import summary_content
 from tests.data import phantom as P
 
 FAST = PerfusionConfig(motion_correction=False)
@@ -99,6 +102,9 @@ def test_large_core_fails_defuse3(tmp_path: Path) -> None:
     assert v["defuse3"]["verdict"] == "not_met"
     failed = " ".join(v["defuse3"]["failed_criteria"])
     assert "core" in failed and "mismatch ratio" in failed
+    items = _sr_items(summary_content(r))
+    assert items["DEFUSE-3 verdict"] == ["not met"]
+    assert items["DEFUSE-3 criterion failed"] == v["defuse3"]["failed_criteria"]
 
 
 def test_fft_osvd_equals_textbook_svd_loop() -> None:
@@ -209,6 +215,10 @@ def test_small_coverage_marks_volumes_not_reliable(tmp_path: Path) -> None:
     assert not v["volumes_reliable"] and v["defuse3"]["verdict"] == "not_assessable"
     assert "4 slices" in v["reliability_reason"]
     assert r.maps["cbf"].shape[0] == 4  # maps still produced
+    items = _sr_items(summary_content(r))
+    assert items["Volumes reliable"] == ["no"]
+    assert items["Reason volumes not reliable"] == [v["reliability_reason"]]
+    assert any(f.startswith("coverage:") for f in items["Quality control flag"])  # type: ignore[union-attr]
 
 
 def test_low_bolus_and_truncation_flags(tmp_path: Path) -> None:
@@ -309,14 +319,17 @@ def test_dwi_core_from_adc(tmp_path: Path) -> None:
 # ---------- command line and DICOM output ----------
 
 
-def test_cli_writes_result_json_and_secondary_captures(tmp_path: Path) -> None:
-    P.generate(P.PhantomSpec(n_slices=8, noise=1.0), tmp_path / "in")
+@pytest.fixture(scope="module")
+def cli_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One CLI run shared by the output tests (a full analysis takes seconds)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    P.generate(P.PhantomSpec(n_slices=8, noise=1.0), tmp / "in")
     rc = main(
         [
             "analyse",
-            str(tmp_path / "in"),
+            str(tmp / "in"),
             "--out",
-            str(tmp_path / "out"),
+            str(tmp / "out"),
             "--quiet",
             "--threshold-core",
             "0.3",
@@ -324,6 +337,11 @@ def test_cli_writes_result_json_and_secondary_captures(tmp_path: Path) -> None:
         ]
     )
     assert rc == 0
+    return tmp
+
+
+def test_cli_writes_result_json_and_secondary_captures(cli_out: Path) -> None:
+    tmp_path = cli_out
     doc = json.loads((tmp_path / "out" / "result.json").read_text())
     assert doc["status"] == "ok"
     for key in (
@@ -352,6 +370,77 @@ def test_cli_writes_result_json_and_secondary_captures(tmp_path: Path) -> None:
         assert d.pixel_array.shape[2] == 3
     cbf = next(d for d in pm if d.ContentLabel == "CBF")
     assert cbf.pixel_array.dtype == np.float32 and cbf.NumberOfFrames == 8
+
+
+def _sr_items(ds: pydicom.Dataset) -> dict[str, list[object]]:
+    """Concept meaning -> values (NUM, TEXT) of every item in an SR content tree."""
+    found: dict[str, list[object]] = {}
+
+    def walk(items: pydicom.Sequence) -> None:
+        for item in items:
+            name = item.ConceptNameCodeSequence[0].CodeMeaning
+            if item.ValueType == "NUM":
+                value: object = float(item.MeasuredValueSequence[0].NumericValue)
+            elif item.ValueType == "TEXT":
+                value = str(item.TextValue)
+            else:
+                value = item.ValueType
+            found.setdefault(name, []).append(value)
+            if "ContentSequence" in item:
+                walk(item.ContentSequence)
+
+    walk(ds.ContentSequence)
+    return found
+
+
+def test_cli_writes_enhanced_sr_summary(cli_out: Path) -> None:
+    doc = json.loads((cli_out / "out" / "result.json").read_text())
+    v = doc["volumes"]
+    paths = [cli_out / "out" / p for p in doc["outputs"] if p.endswith(".dcm")]
+    srs = [p for p in paths if pydicom.dcmread(p).Modality == "SR"]
+    assert len(srs) == 1
+    ds = pydicom.dcmread(srs[0])
+    src = pydicom.dcmread(next((cli_out / "in").iterdir()), stop_before_pixels=True)
+    others = {pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID for p in paths}
+    # SR Document General module: same study, own series, flags, content date/time, evidence
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.22"
+    assert ds.StudyInstanceUID == src.StudyInstanceUID and ds.PatientID == src.PatientID
+    assert ds.SeriesInstanceUID != src.SeriesInstanceUID
+    assert sum(u == ds.SeriesInstanceUID for u in others) == 1  # no other output in its series
+    assert (ds.CompletionFlag, ds.VerificationFlag) == ("COMPLETE", "UNVERIFIED")
+    assert len(ds.ContentDate) == 8 and ds.ContentTime
+    evidence = ds.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == src.StudyInstanceUID
+    ref = evidence.ReferencedSeriesSequence[0]
+    assert ref.SeriesInstanceUID == src.SeriesInstanceUID and len(ref.ReferencedSOPSequence) == 8
+    items = _sr_items(ds)
+    assert items["Ischemic core volume"] == [pytest.approx(v["core_ml"])]
+    assert items["Hypoperfusion volume"] == [pytest.approx(v["hypoperfusion_ml"])]
+    assert items["Mismatch volume"] == [pytest.approx(v["mismatch_ml"])]
+    assert items["Mismatch ratio"] == [pytest.approx(v["mismatch_ratio"])]
+    assert items["Hypoperfusion intensity ratio"] == [
+        pytest.approx(v["hypoperfusion_intensity_ratio"])
+    ]
+    assert items["DEFUSE-3 verdict"] == [v["defuse3"]["verdict"]] == ["met"]
+    assert items["Volumes reliable"] == ["yes"]
+    assert items["Quality control flag"] == ["none"]
+    aif = doc["qc"]["curves"]["aif_voxels_zyx"]
+    assert items["Selected voxels (z, y, x) on the perfusion grid"][0].startswith(
+        "({},{},{})".format(*aif[0])
+    )
+    assert "SCOORD" in items["Selected voxel location"]
+    # DCMTK parses it without errors and prints the volumes
+    dsrdump = shutil.which("dsrdump")
+    if dsrdump is None:
+        pytest.skip("DCMTK dsrdump not installed")
+    out = subprocess.run([dsrdump, str(srs[0])], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert not [line for line in out.stderr.splitlines() if line.startswith(("E:", "F:"))]
+    assert "Enhanced SR Document" in out.stdout and "Completion Flag     : COMPLETE" in out.stdout
+    assert f'"Ischemic core volume")="{v["core_ml"]:g}" (mL,UCUM' in out.stdout
+    assert f'"Hypoperfusion volume")="{v["hypoperfusion_ml"]:g}" (mL,UCUM' in out.stdout
+    assert f'"Mismatch volume")="{v["mismatch_ml"]:g}" (mL,UCUM' in out.stdout
+    assert '"DEFUSE-3 verdict")="met"' in out.stdout
 
 
 def test_cli_non_perfusion_exits_non_zero_with_reason(
