@@ -8,6 +8,8 @@ platform: the stack viewports draw with QPainter and need no GL.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import shutil
 import subprocess
@@ -26,6 +28,15 @@ from tests.support.lucent import LucentServer
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
+def _die_with_parent() -> None:
+    """Runs in the Xvfb child: SIGTERM it when this pytest process ends (Linux prctl)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _start_xvfb() -> subprocess.Popen[bytes] | None:
     exe = shutil.which("Xvfb")
     if exe is None:
@@ -37,6 +48,7 @@ def _start_xvfb() -> subprocess.Popen[bytes] | None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     os.close(w)
     with os.fdopen(r) as pipe:
@@ -46,6 +58,12 @@ def _start_xvfb() -> subprocess.Popen[bytes] | None:
         return None
     os.environ["DISPLAY"] = f":{number}"
     return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Fallback where PR_SET_PDEATHSIG is missing: at interpreter exit, after the tests."""
+    if proc.poll() is None:
+        proc.terminate()
 
 
 def _xcb_works() -> bool:
@@ -74,14 +92,22 @@ def gui_display() -> Iterator[str]:
     if proc is not None:
         os.environ["QT_QPA_PLATFORM"] = "xcb"
         yield os.environ["DISPLAY"]
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        # Not terminated here: the QApplication outlives the session fixtures, and once a
+        # native GL window (VTK) has made Qt open an Xlib connection, losing the X server
+        # makes Xlib exit(1) the whole pytest run. Xvfb gets SIGTERM when this process ends.
+        if not sys.platform.startswith("linux"):
+            atexit.register(_stop, proc)
     else:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
         yield "offscreen"
+
+
+@pytest.fixture
+def needs_x(gui_display: str) -> None:
+    """Native VTK windows (QVTKRenderWindowInteractor) need an X server; under Xvfb they run."""
+    if gui_display == "offscreen":
+        pytest.skip("no X server (Xvfb missing or Qt xcb plugin unusable): Qt's offscreen "
+                    "platform has no native window for QVTKRenderWindowInteractor")  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -170,6 +170,7 @@ class MainWindow(QMainWindow):
         action("Save GSPS → PACS", self.save_and_send_gsps, "Ctrl+Shift+S")
         self.mpr_action = action("MPR", lambda: self.open_mpr(), "Ctrl+M")
         self.mip_action = action("MIP", lambda: self.open_mpr(MIP_SLAB_MM), "Ctrl+Shift+M")
+        self.volume_action = action("3D", lambda: self.open_3d(), "Ctrl+3")
         action("Help", self._help)
 
     def _help(self) -> None:
@@ -435,3 +436,20 @@ class MainWindow(QMainWindow):
         )
         self.mpr_window.show()
         return self.mpr_window
+
+    def open_3d(self, preset: str = "Bone") -> QWidget | None:
+        """Volume rendering (VTK in Qt) of the active viewport's CT/MR volume."""
+        from workstation.model.volume import volume_of
+        from workstation.qt.volume3d import VolumeWindow
+
+        vp = self._active()
+        if vp.series is None:
+            self.status_label.setText("3D: open a CT/MR series first")
+            return None
+        grid = volume_of(vp.series)
+        if isinstance(grid, str):
+            self.status_label.setText(grid.replace("MPR", "3D"))
+            return None
+        self.volume_window = VolumeWindow(grid, vp.series.series.description, preset)
+        self.volume_window.show()
+        return self.volume_window

@@ -44,6 +44,7 @@ HELP_TEXT = """Keyboard
   D distance  A angle  E ellipse  B rectangle  T text  W arrow  Esc: W/L tool
   Del delete last annotation   C cine   F1 this help
   Ctrl+M MPR (axial/coronal/sagittal/oblique)   Ctrl+Shift+M thick-slab MIP
+  Ctrl+3 3D volume rendering (bone, soft tissue, MIP; drag rotates, R resets)
   Ctrl+S save GSPS"""
 
 
