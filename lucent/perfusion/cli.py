@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("input", type=Path, help="folder (or file) with the perfusion series")
     a.add_argument("--out", type=Path, required=True, help="output folder")
     a.add_argument("--dwi", type=Path, help="folder with the ADC map of the same patient")
+    a.add_argument(
+        "--flair", type=Path, help="folder with a FLAIR series (coregistered, overlay pages)"
+    )
     a.add_argument("--threshold-core", type=float, help="rCBF fraction for CT core (0.3)")
     a.add_argument("--threshold-tmax", type=float, help="Tmax (s) for hypoperfusion (6)")
     a.add_argument("--threshold-adc", type=float, help="ADC (x10^-6 mm²/s) for MR core (620)")
@@ -69,7 +72,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.quiet:
             print(f"[{fraction:4.0%}] {stage}", file=sys.stderr)
 
-    result = analyse(args.input, config=config, dwi=args.dwi, out_dir=args.out, progress=progress)
+    for name in ("dwi", "flair"):
+        extra = getattr(args, name)
+        if extra is not None and not extra.exists():
+            print(f"lucent-perfusion: {extra} does not exist", file=sys.stderr)
+            return EXIT_USAGE
+    result = analyse(
+        args.input,
+        config=config,
+        dwi=args.dwi,
+        flair=args.flair,
+        out_dir=args.out,
+        progress=progress,
+    )
     if isinstance(result, Refusal):
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "result.json").write_text(json.dumps(result.to_dict(), indent=2))

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from scipy import ndimage
 
 from lucent.dicom.uids import make_uid
 
@@ -194,6 +196,10 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
             legend,
         )
         save(secondary_capture(base, rgb, z + 1, "segmentation overlay", uid_root))
+    if result.flair is not None:
+        # FLAIR on the perfusion grid with outlines: the reader checks the coregistration
+        # (seed FAQ: it can fail) and sees the lesions against FLAIR in one picture
+        write_flair_overlay(result, now, uid_root, save)
     # summary and QC pages
     base = _series(result, 9020, "Perfusion summary and QC", now, uid_root)
     for i, page in enumerate(summary_pages(result)):
@@ -209,6 +215,42 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
     sr.SoftwareVersions = SOFTWARE_VERSION
     save(sr)
     return paths
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def write_flair_overlay(
+    result: PerfusionResult, now: _dt.datetime, uid_root: str, save: Callable[[Dataset], None]
+) -> None:
+    """SC series: coregistered FLAIR with the perfusion brain, hypoperfusion and core outlines."""
+    assert result.flair is not None
+    flair = result.flair
+    n_z = flair.shape[0]
+    inside = flair[result.brain] if result.brain.any() else flair.ravel()
+    window = (0.0, float(np.percentile(inside, 99.5)) * 1.2 or 1.0)
+    reg = (result.coregistration or {}).get("flair", {})
+    base = _series(result, 9011, "Perfusion on FLAIR (coregistered)", now, uid_root)
+    legend = [
+        "perfusion brain outline (check the fit)",
+        f"Tmax > 6 s {result.summary['hypoperfusion_ml']:.1f} mL",
+        f"core {result.summary['core_ml']:.1f} mL",
+    ]
+    for z in range(n_z):
+        rgb = render_overlay(
+            flair[z],
+            window,
+            [
+                (_outline(result.brain[z]), (255, 220, 0)),
+                (_outline(result.hypo[z]), (0, 200, 0)),
+                (_outline(result.core[z]), (230, 0, 200)),
+            ],
+            f"FLAIR  slice {z + 1}/{n_z}  shift {reg.get('translation_mm')} mm  "
+            f"rotation {reg.get('rotation_deg')}°",
+            legend,
+        )
+        save(secondary_capture(base, rgb, z + 1, "FLAIR coregistered, overlay", uid_root))
 
 
 def summary_pages(result: PerfusionResult) -> list[np.ndarray]:

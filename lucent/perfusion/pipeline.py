@@ -84,6 +84,9 @@ class PerfusionResult:
     warnings: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     coregistration: dict[str, Any] | None = None
+    """Per coregistered series ("dwi", "flair"): rigid transform and similarity (result.json)."""
+    flair: np.ndarray | None = None
+    """FLAIR resampled onto the perfusion grid (overlay pages), when one was given."""
 
     def to_dict(self) -> dict[str, Any]:
         s = self.series
@@ -161,6 +164,41 @@ def _dilate2d(mask: np.ndarray, it: int) -> np.ndarray:
     return ndimage.binary_dilation(mask, structure=st, iterations=it)
 
 
+def _coregistered(
+    path: str | Path | Sequence[str | Path],
+    key: str,
+    label: str,
+    series: PerfusionSeries,
+    base_img: np.ndarray,
+    report: dict[str, Any],
+    warnings: list[str],
+) -> np.ndarray | None:
+    """Load a static series (DWI/ADC, FLAIR), register it rigidly to the perfusion baseline
+    and return it on the perfusion grid; the transform goes into ``report[key]``.
+
+    A series that cannot be read is a warning, not a refusal: perfusion maps stand alone.
+    """
+    loaded = load_volume(path)
+    if isinstance(loaded, Refusal):
+        warnings.append(f"{label} not used: {loaded.reason}")
+        return None
+    vol, geo = loaded
+    fixed = to_sitk(
+        base_img, series.origin, series.row_dir, series.col_dir, series.normal, series.spacing
+    )
+    moving = to_sitk(
+        vol,
+        np.asarray(geo["origin"]),
+        np.asarray(geo["row_dir"]),
+        np.asarray(geo["col_dir"]),
+        np.asarray(geo["normal"]),
+        geo["spacing"],  # type: ignore[arg-type]
+    )
+    result = coregister(fixed, moving)
+    report[key] = result.to_dict()
+    return result.resampled
+
+
 def analyse(
     inputs: str | Path | Sequence[str | Path],
     *,
@@ -169,6 +207,7 @@ def analyse(
     out_dir: str | Path | None = None,
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
+    flair: str | Path | Sequence[str | Path] | None = None,
 ) -> PerfusionResult | Refusal:
     """Run the whole analysis; a refusal (not an exception) when the input is unusable."""
     config = config or PerfusionConfig()
@@ -185,7 +224,7 @@ def analyse(
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
     try:
-        return _run(inputs, config, dwi, out_dir, stage, timings, progress)
+        return _run(inputs, config, dwi, flair, out_dir, stage, timings, progress)
     except Cancelled as exc:
         return Refusal(RefusalCode.CANCELLED, f"cancelled before stage {exc}")
 
@@ -194,6 +233,7 @@ def _run(
     inputs: str | Path | Sequence[str | Path],
     config: PerfusionConfig,
     dwi: str | Path | Sequence[str | Path] | None,
+    flair: str | Path | Sequence[str | Path] | None,
     out_dir: str | Path | None,
     stage: Callable[[str], Any],
     timings: dict[str, float],
@@ -337,34 +377,13 @@ def _run(
         for v in fns.aif_voxels + fns.vof_voxels:
             vessels[v] = True
         tissue &= ~vessels
-    adc = None
-    coreg = None
+    coreg: dict[str, Any] = {}
     with stage("coregistration"):
+        adc = flair_img = None
         if dwi is not None:
-            loaded = load_volume(dwi)
-            if isinstance(loaded, Refusal):
-                warnings.append(f"DWI not used: {loaded.reason}")
-            else:
-                vol, geo = loaded
-                fixed = to_sitk(
-                    base_img,
-                    series.origin,
-                    series.row_dir,
-                    series.col_dir,
-                    series.normal,
-                    series.spacing,
-                )
-                moving = to_sitk(
-                    vol,
-                    geo["origin"],
-                    geo["row_dir"],
-                    geo["col_dir"],  # type: ignore[arg-type]
-                    geo["normal"],
-                    geo["spacing"],
-                )  # type: ignore[arg-type]
-                result = coregister(fixed, moving)
-                adc = result.resampled
-                coreg = result.to_dict()
+            adc = _coregistered(dwi, "dwi", "DWI", series, base_img, coreg, warnings)
+        if flair is not None:
+            flair_img = _coregistered(flair, "flair", "FLAIR", series, base_img, coreg, warnings)
     with stage("segmentation"):
         seg = segment(maps, tissue, brain, series.row_dir, series.voxel_ml, config, adc)
         coverage = series.spacing[0] * n_z
@@ -403,7 +422,7 @@ def _run(
         core=seg.core,
         hypo=seg.hypo,
         summary=summary,
-        inputs={"dwi": dwi is not None and adc is not None},
+        inputs={"dwi": adc is not None, "flair": flair_img is not None},
         motion=motion,
         qc=qc,
         timings=timings,
@@ -411,7 +430,8 @@ def _run(
         grid_start_s=float(grid[0]),
         dt=dt,
         warnings=warnings,
-        coregistration=coreg,
+        coregistration=coreg or None,
+        flair=flair_img,
     )
     if out_dir is not None:
         if progress is not None:

@@ -65,6 +65,7 @@ CONCEPTS = {
     "source": _c("LP-135", "Source image"),
     "pve": _c("LP-136", "Partial-volume scale of the AIF"),
     "warning": _c("LP-140", "Warning"),
+    "coreg": _c("LP-141", "Rigid coregistration to perfusion"),
 }
 """Concept names of the document (private scheme; meanings are what dsrdump prints)."""
 
@@ -181,6 +182,14 @@ def summary_content(result: PerfusionResult) -> hd.sr.ContainerContentItem:
     ]
     if curves["vof_voxels_zyx"]:
         children.append(_container("vof", _function_items(result, curves["vof_voxels_zyx"])))
+    for name, reg in (result.coregistration or {}).items():
+        children.append(
+            _text(
+                "coreg",
+                f"{name.upper()}: translation {reg['translation_mm']} mm, rotation "
+                f"{reg['rotation_deg']} deg, Mattes MI {reg['mattes_mi']}",
+            )
+        )
     children.extend(_text("warning", w) for w in result.warnings)
     root = hd.sr.ContainerContentItem(ROOT)
     root.ContentSequence = hd.sr.ContentSequence(children)

@@ -87,18 +87,30 @@ class Phantom:
 
 
 def _coords(
-    spec: PhantomSpec, shift: tuple[float, float, float] = (0, 0, 0)
+    spec: PhantomSpec, shift: tuple[float, float, float] = (0, 0, 0), rotation_deg: float = 0.0
 ) -> tuple[np.ndarray, ...]:
+    """Anatomy coordinates of the voxel centres for a head moved by R(rotation) then +shift.
+
+    The rotation is about the patient z axis through the grid centre, counter-clockwise from
+    +x towards +y (the ITK Euler3D convention), so a registration of the moved head onto the
+    unmoved one recovers exactly ``shift`` and ``rotation_deg``.
+    """
     px = spec.fov_mm / spec.matrix
     c = (np.arange(spec.matrix) - (spec.matrix - 1) / 2) * px
     z = (np.arange(spec.n_slices) - (spec.n_slices - 1) / 2) * spec.slice_mm
     zz, yy, xx = np.meshgrid(z, c, c, indexing="ij")
-    return zz - shift[2], yy - shift[1], xx - shift[0]
+    zz, yy, xx = zz - shift[2], yy - shift[1], xx - shift[0]
+    if rotation_deg:
+        a = np.radians(rotation_deg)  # anatomy at R^-1 q
+        xx, yy = np.cos(a) * xx + np.sin(a) * yy, -np.sin(a) * xx + np.cos(a) * yy
+    return zz, yy, xx
 
 
-def make_labels(spec: PhantomSpec, shift: tuple[float, float, float] = (0, 0, 0)) -> np.ndarray:
-    """Anatomy as labels on the voxel grid (analytic, so motion is an exact shift)."""
-    zz, yy, xx = _coords(spec, shift)
+def make_labels(
+    spec: PhantomSpec, shift: tuple[float, float, float] = (0, 0, 0), rotation_deg: float = 0.0
+) -> np.ndarray:
+    """Anatomy as labels on the voxel grid (analytic, so motion is an exact shift/rotation)."""
+    zz, yy, xx = _coords(spec, shift, rotation_deg)
     scale = np.sqrt(np.clip(1 - (zz / 95.0) ** 2, 0.2, 1))
     a, b = 62.0 * scale, 80.0 * scale
 
@@ -354,20 +366,53 @@ def write_adc(
     phantom: Phantom, out_dir: str | Path, shift_mm: tuple[float, float, float] = (0, 0, 0)
 ) -> list[Path]:
     """An ADC map (x10^-6 mm²/s) of the same patient: core 500, tissue ~800, CSF 3000."""
-    spec = phantom.spec
-    labels = make_labels(spec, shift_mm)
     adc = np.zeros(N_LABELS)
     adc[[SCALP, ARTERY, VEIN]] = 900
     adc[CSF] = 3000
     for lab in TISSUE:
         adc[lab] = 820 if lab in (CORE_GM, CORE_WM) else 800
     adc[[CORE_GM, CORE_WM]] = 480
+    return _write_static(phantom.spec, out_dir, adc, "ADC", 7, "ADC", shift_mm)
+
+
+def write_flair(
+    phantom: Phantom,
+    out_dir: str | Path,
+    shift_mm: tuple[float, float, float] = (0, 0, 0),
+    rotation_deg: float = 0.0,
+    matrix: int = 128,
+    n_slices: int = 12,
+) -> list[Path]:
+    """A FLAIR series of the same patient, moved by a known rigid transform, on its own grid
+    (finer in-plane, more slices): CSF dark, grey matter brighter than white, bright scalp."""
+    flair = np.zeros(N_LABELS)
+    flair[SCALP], flair[SKULL], flair[CSF] = 700, 40, 60
+    for lab in TISSUE:
+        gm = lab in (GM0, GM0 + 1, GM0 + 2, GM0 + 3, PEN_GM, CORE_GM)
+        flair[lab] = 520 if gm else 380
+    flair[[ARTERY, VEIN]] = 150  # flow voids
+    spec = replace(phantom.spec, matrix=matrix, n_slices=n_slices)
+    return _write_static(spec, out_dir, flair, "FLAIR", 8, "FL", shift_mm, rotation_deg)
+
+
+def _write_static(
+    spec: PhantomSpec,
+    out_dir: str | Path,
+    values: np.ndarray,
+    description: str,
+    number: int,
+    prefix: str,
+    shift_mm: tuple[float, float, float],
+    rotation_deg: float = 0.0,
+) -> list[Path]:
+    """One 3D MR series of label values (ADC, FLAIR) on the grid of ``spec``."""
+    labels = make_labels(spec, shift_mm, rotation_deg)
     spec_mr = replace(spec, modality="MR", timing_tag="none", n_times=1)
     uids = {"study": generate_uid(), "series": generate_uid(), "for": generate_uid()}
     template = _header(spec_mr, uids)
-    template.SeriesDescription = "ADC"
-    template.ImageType = ["DERIVED", "PRIMARY", "ADC"]
-    template.SeriesNumber = 7
+    template.SeriesDescription = description
+    template.ImageType = ["DERIVED", "PRIMARY", description]
+    template.SeriesNumber = number
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     px = spec.fov_mm / spec.matrix
@@ -379,13 +424,13 @@ def write_adc(
         ds.SOPInstanceUID = generate_uid()
         ds.InstanceNumber = z + 1
         ds.ImagePositionPatient = [c0, c0, (z - (spec.n_slices - 1) / 2) * spec.slice_mm]
-        ds.PixelData = adc[labels[z]].astype(np.uint16).tobytes()
+        ds.PixelData = values[labels[z]].astype(np.uint16).tobytes()
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = ds.SOPClassUID
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.file_meta = meta
-        path = out / f"ADC{z:03d}.dcm"
+        path = out / f"{prefix}{z:03d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths

@@ -316,6 +316,37 @@ def test_dwi_core_from_adc(tmp_path: Path) -> None:
     assert r.coregistration is not None
 
 
+@pytest.mark.parametrize(
+    ("shift", "rotation"), [((3.0, -2.0, 4.0), 5.0), ((-6.0, 4.0, -2.5), -12.0)]
+)
+def test_flair_coregistration_recovers_known_transform(
+    tmp_path: Path, shift: tuple[float, float, float], rotation: float
+) -> None:
+    """FLAIR on its own finer grid, moved by a known rigid transform, through ``--flair``."""
+    ph = P.generate(P.PhantomSpec(), tmp_path / "ctp")
+    P.write_flair(ph, tmp_path / "flair", shift, rotation)
+    argv = ["analyse", str(tmp_path / "ctp"), "--out", str(tmp_path / "out"), "--quiet"]
+    rc = main([*argv, "--no-motion-correction", "--flair", str(tmp_path / "flair")])
+    assert rc == 0
+    doc = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert doc["input"]["flair"] is True and doc["input"]["dwi"] is False
+    reg = doc["coregistration"]["flair"]
+    np.testing.assert_allclose(reg["translation_mm"], shift, atol=1.0)
+    np.testing.assert_allclose(reg["rotation_deg"], [0.0, 0.0, rotation], atol=1.0)
+    heads = [
+        pydicom.dcmread(tmp_path / "out" / p, stop_before_pixels=True)
+        for p in doc["outputs"]
+        if p.endswith(".dcm")
+    ]
+    overlay = [d for d in heads if d.SeriesDescription == "Perfusion on FLAIR (coregistered)"]
+    assert len(overlay) == ph.spec.n_slices
+    sr = next(d for d in heads if d.Modality == "SR")
+    assert any(
+        t.startswith("FLAIR: translation")
+        for t in _sr_items(sr)["Rigid coregistration to perfusion"]
+    )  # type: ignore[union-attr]
+
+
 # ---------- command line and DICOM output ----------
 
 
