@@ -3,7 +3,8 @@
 * "Guitest^Anna": CT axial (8 slices, 64×64, 0.5 mm pixels, z = 0…7 mm) and a coronal series
   in the same Frame of Reference, plus a highdicom GSPS on axial slice 3.
   "Volume" (air with a bright box, for MPR/MIP/3D) and "Overlay" (3 slices, each with an
-  overlay plane (60xx,3000) whose line sits on a row that depends on the slice).
+  overlay plane (60xx,3000) whose line sits on a row that depends on the slice), and an
+  "Enhanced CT" multi-frame whose geometry lives only in its functional groups.
 * "Guitest^Bernd": CR MONOCHROME1, one image lossy ("01", 10:1), one not.
 """
 
@@ -34,6 +35,7 @@ class Scene:
     cr: list[Dataset] = field(default_factory=list)
     volume: list[Dataset] = field(default_factory=list)
     overlay: list[Dataset] = field(default_factory=list)
+    enhanced: Dataset | None = None
     gsps: Dataset | None = None
     suffix: str = ""
 
@@ -79,6 +81,58 @@ def add_overlay_plane(ds: Dataset, k: int) -> None:
     ds.add_new(0x60000102, "US", 0)
     packed = pack_bits(bits.ravel())
     ds.add_new(0x60003000, "OW", packed + b"\0" * (len(packed) % 2))
+
+
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+ENH_ROWS, ENH_COLS, ENH_SPACING = 32, 40, (0.6, 0.8)  # Pixel Spacing: row, column (mm)
+ENH_ORIGIN = (-16.0, -10.0)  # x, y of pixel (0, 0) in every frame
+ENH_Z = [12.0, 8.0, 10.0, 14.0]  # per-frame z, out of order on purpose
+
+
+def enhanced_hu(frame: int) -> int:
+    """Each frame one HU value, so the pixels tell which file frame is on screen."""
+    return -150 + 100 * frame
+
+
+def _enhanced_ct(study: str, frame_uid: str, name: str, pid: str) -> Dataset:
+    """Enhanced CT (PS3.3 A.38): geometry, rescale and window only in the functional groups."""
+    from pydicom.sequence import Sequence
+
+    def item(**kw: object) -> Dataset:
+        d = Dataset()
+        for k, v in kw.items():
+            setattr(d, k, v)
+        return d
+
+    ds = make_instance(ENHANCED_CT, patient_id=pid, patient_name=name, study_uid=study,
+                       series_uid=generate_uid(), frame_of_reference_uid=frame_uid,
+                       series_number=5, instance_number=1, rows=ENH_ROWS,
+                       cols=ENH_COLS)  # fmt: skip
+    ds.NumberOfFrames = len(ENH_Z)
+    px = np.stack([np.full((ENH_ROWS, ENH_COLS), enhanced_hu(f) + 1024, np.int16)
+                   for f in range(len(ENH_Z))])  # fmt: skip
+    set_pixels(ds, px, bits_allocated=16, bits_stored=16, signed=True)
+    for kw in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+               "SliceThickness", "RescaleIntercept", "RescaleSlope", "WindowCenter",
+               "WindowWidth", "SliceLocation"):  # fmt: skip
+        if kw in ds:
+            del ds[kw]
+    ds.SharedFunctionalGroupsSequence = Sequence([item(
+        PixelMeasuresSequence=Sequence([item(PixelSpacing=list(ENH_SPACING), SliceThickness=2.0)]),
+        PlaneOrientationSequence=Sequence([item(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])]),
+        PixelValueTransformationSequence=Sequence([item(RescaleSlope=1, RescaleIntercept=-1024,
+                                                        RescaleType="HU")]),
+        FrameVOILUTSequence=Sequence([item(WindowCenter=40, WindowWidth=400)]),
+    )])  # fmt: skip
+    ds.PerFrameFunctionalGroupsSequence = Sequence([
+        item(PlanePositionSequence=Sequence([item(
+            ImagePositionPatient=[ENH_ORIGIN[0], ENH_ORIGIN[1], z])]))
+        for z in ENH_Z
+    ])  # fmt: skip
+    ds.SeriesDescription = "Enhanced CT"
+    ds.StudyDescription = "GUI test CT"
+    ds.file_meta = file_meta_for(ds)
+    return ds
 
 
 def _ct(study: str, series: str, frame: str, k: int, iop: list[float], ipp: list[float],
@@ -132,6 +186,8 @@ def build(directory: Path, suffix: str) -> Scene:
                  "Overlay", 4, anna, f"GA{suffix}", pixels=px)  # fmt: skip
         add_overlay_plane(ds, k)
         sc.overlay.append(ds)
+    # Enhanced CT in the axial series' Frame of Reference: the coronal planes cut its frames.
+    sc.enhanced = _enhanced_ct(study, frame, anna, f"GA{suffix}")
     cr_study, cr_series = generate_uid(), generate_uid()
     for k, lossy in enumerate((False, True)):
         ds = make_instance(CR, patient_id=f"GB{suffix}", patient_name=bernd, study_uid=cr_study,
@@ -154,8 +210,8 @@ def build(directory: Path, suffix: str) -> Scene:
         ds.file_meta = file_meta_for(ds)
         sc.cr.append(ds)
     sc.gsps = _highdicom_gsps(sc.axial[3])
-    for i, ds in enumerate([*sc.axial, *sc.coronal, *sc.volume, *sc.overlay, *sc.cr,
-                             sc.gsps]):
+    for i, ds in enumerate([*sc.axial, *sc.coronal, *sc.volume, *sc.overlay, sc.enhanced,
+                             *sc.cr, sc.gsps]):
         sc.files.append(write(ds, directory / f"{i:03d}.dcm"))
     return sc
 
