@@ -43,10 +43,9 @@ def noisy(tmp_path_factory: pytest.TempPathFactory) -> tuple[P.Phantom, Perfusio
     return _run(tmp_path_factory.mktemp("noisy"), P.PhantomSpec(noise=1.0, seed=3))
 
 
-def test_noise_free_maps_within_10_percent_for_every_delay(
-    noise_free: tuple[P.Phantom, PerfusionResult],
-) -> None:
-    ph, r = noise_free
+def _assert_noise_free_accuracy(ph: P.Phantom, r: PerfusionResult) -> None:
+    """Issue 6 "Proof", noise-free: CBF/CBV/MTT medians within 10 %, Tmax within 1 s, for
+    grey and white matter at every delay 0-3 s."""
     for sector in range(4):
         for label in (P.GM0 + sector, P.WM0 + sector):
             sel = (ph.labels == label) & r.tissue
@@ -56,6 +55,28 @@ def test_noise_free_maps_within_10_percent_for_every_delay(
                 assert abs(est / true - 1) < 0.10, (name, label, est, true)
             tmax_err = abs(np.median(r.maps["tmax"][sel]) - np.median(ph.truth["tmax"][sel]))
             assert tmax_err <= 1.0, (label, tmax_err)
+
+
+def test_noise_free_maps_within_10_percent_for_every_delay(
+    noise_free: tuple[P.Phantom, PerfusionResult],
+) -> None:
+    _assert_noise_free_accuracy(*noise_free)
+
+
+@pytest.mark.xfail(
+    reason=(
+        "box residue, noise-free (issue 6 criterion): CBF is the peak of a truncated "
+        "(band-limited) residue, which overshoots a short plateau (Gibbs ripples of both "
+        "edges; measured GM +8 %, WM MTT 4.8 s +29 % with oSVD OI 0.095 choosing almost no "
+        "truncation), and the peak of a flat plateau lies mid-box (Tmax +1.5-3 s vs the "
+        "onset). Lower OI thresholds (0.02-0.07) do not help (+15-33 %); a Lanczos/Hann "
+        "window fixes box CBF (+1-6 %) but costs exponential CBF 25 %. Open."
+    ),
+    strict=True,
+)
+def test_noise_free_box_residue_within_10_percent_for_every_delay(tmp_path: Path) -> None:
+    ph, r = _run(tmp_path, P.PhantomSpec(residue="box"), PerfusionConfig())
+    _assert_noise_free_accuracy(ph, r)
 
 
 def test_noise_free_volumes_and_defuse3(noise_free: tuple[P.Phantom, PerfusionResult]) -> None:
