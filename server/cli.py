@@ -35,9 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s [main] %(name)s: %(message)s",
     )
     ctx = ServerContext(settings, migrate=True)
-    removed = ctx.sweep_orphans()
-    if removed:
-        log.warning("removed %d unreferenced archive objects left by an earlier crash", removed)
+    ctx.recover()  # re-index what a crash left unindexed, remove deleted/half-written objects
     check_ports_free(settings)
     if args.first_run_admin:
         with ctx.Session() as db, db.begin():
@@ -118,6 +116,28 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild_index(args: argparse.Namespace) -> int:
+    """Re-index every archive object the index lacks (e.g. after restoring an empty or older
+    database next to the archive). The server must be stopped: its ports must be free."""
+    from server.dimse.listener import check_ports_free
+
+    settings, _ = _settings(args.config)
+    try:
+        check_ports_free(settings)
+    except OSError as exc:
+        print(f"error: stop the server first ({exc})", file=sys.stderr)
+        return 1
+    ctx = ServerContext(settings, migrate=True)
+    try:
+        report = ctx.recover()
+    finally:
+        ctx.close()
+    print(f"{report.recovered} instance(s) re-indexed, {report.removed} object(s) removed")
+    for reason, count in sorted(report.reasons.items()):
+        print(f"  removed ({reason}): {count}")
+    return 0
+
+
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     settings, _ = _settings(args.config)
     ring = crypto.KeyRing.load_or_create(settings.key_file)
@@ -177,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     admin.add_argument("--config", dest="config_sub")
     admin.add_argument("--username", required=True)
     admin.add_argument("--password-stdin", action="store_true")
+    rebuild = sub.add_parser(
+        "rebuild-index", help="re-index archive objects the index lacks (server stopped)"
+    )
+    rebuild.add_argument("--config", dest="config_sub")
     rot = sub.add_parser("rotate-key", help="add a new archive master key and make it active")
     rot.add_argument("--config", dest="config_sub")
     chk = sub.add_parser("check-config", help="validate the config file")
@@ -201,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": cmd_run,
         "create-admin": cmd_create_admin,
         "rotate-key": cmd_rotate_key,
+        "rebuild-index": cmd_rebuild_index,
         "check-config": cmd_check_config,
         "make-cert": cmd_make_cert,
     }

@@ -24,7 +24,7 @@ from lucent.dicom import instance as dicom_instance
 from lucent.dicom import transfer_syntaxes
 from lucent.net import status
 from server.accounts.quotas import QuotaGuard
-from server.archive import crypto
+from server.archive import crypto, recovery
 from server.archive.storage import FileSystemStorage, new_key
 from server.config import Settings
 from server.index import db
@@ -74,7 +74,10 @@ class ServerContext:
             db.migrate(self.engine)
         self.Session = db.sessions(self.engine)
         self.WriteSession = db.writer_sessions(self.engine)
-        self._immediate = self.engine.execution_options(sqlite_immediate=True)
+        # Ingest rows commit without a WAL fsync: their blobs are durable and self-describing,
+        # so start-up recovery rebuilds any row a power loss took (server.archive.recovery).
+        self.IngestSession = db.ingest_sessions(self.engine)
+        self._immediate = db.ingest_engine(self.engine)
         self.storage = FileSystemStorage(settings.archive_dir)
         self._parents = ParentCache()
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-digest")
@@ -114,7 +117,9 @@ class ServerContext:
             with self.quotas.admit(pool, owner, len(data)) as refusal:
                 if refusal is not None:
                     return StoreResult(status.OUT_OF_RESOURCES_QUOTA, refusal)
-                result = self._store(data, pool, source, expected_sop_class, expected_sop_instance)
+                result = self._store(
+                    data, pool, source, expected_sop_class, expected_sop_instance, owner
+                )
                 if result.ok and owner is not None:
                     self.quotas.record_owner(result.sop_instance_uid, owner, len(data))
                 return result
@@ -129,6 +134,7 @@ class ServerContext:
         source: str,
         expected_sop_class: str | None,
         expected_sop_instance: str | None,
+        owner: int | None = None,
     ) -> StoreResult:
         min_free = self.settings.archive.min_free_mb * 1024 * 1024
         if self.storage.free_bytes() - 2 * len(data) < min_free:
@@ -153,14 +159,17 @@ class ServerContext:
             parsed = dicom_instance.Refusal(parsed.status, parsed.reason, ids)
             self._placeholder(parsed, pool, source)
             return StoreResult(parsed.status, parsed.reason, parsed.ids.get("SOPInstanceUID", ""))
-        return self._archive(parsed, pool, source)
+        return self._archive(parsed, pool, source, owner)
 
-    def _archive(self, parsed: dicom_instance.Parsed, pool: str, source: str) -> StoreResult:
+    def _archive(
+        self, parsed: dicom_instance.Parsed, pool: str, source: str, owner: int | None = None
+    ) -> StoreResult:
         raw = parsed.file_bytes
         start, end = parsed.pixel_start, parsed.pixel_end
         base = secrets.token_hex(16)
         meta_key = new_key("m", base)
         pixel_key = new_key("p", base) if end > start else None
+        label = recovery.Label(pool, source, start, pixel_key is not None, owner).encode()
         # The digest, and each part's sealing and durable write, run side by side: hashlib
         # and file I/O release the GIL, so a large instance costs little more than its fsync.
         digest = self._io.submit(_sha256_hex, raw)
@@ -168,12 +177,12 @@ class ServerContext:
             view = memoryview(raw)
             self.storage.put_all(
                 [
-                    (meta_key, partial(crypto.seal, self.keys, raw[:start] + raw[end:])),
+                    (meta_key, partial(crypto.seal, self.keys, raw[:start] + raw[end:], label)),
                     (pixel_key, partial(crypto.seal, self.keys, view[start:end])),
                 ]
             )
         else:
-            self.storage.put(meta_key, crypto.seal(self.keys, raw))
+            self.storage.put(meta_key, crypto.seal(self.keys, raw, label))
         ds = parsed.dataset
         lossy = parsed.transfer_syntax in transfer_syntaxes.LOSSY or (
             str(ds.get("LossyImageCompression", "")) == "01"
@@ -222,7 +231,7 @@ class ServerContext:
                 self._parents.forget(series_uid)  # duplicate or vanished series: full path
         for attempt in range(8):
             try:
-                with self.WriteSession() as session, session.begin():
+                with self.IngestSession() as session, session.begin():
                     outcome = record_instance(session, rec, self.settings.archive.duplicate_policy)
                 if outcome.series_pk is not None:
                     self._parents.remember(series_uid, outcome.series_pk)
@@ -285,22 +294,10 @@ class ServerContext:
                 select(Instance).where(Instance.sop_instance_uid == sop_uid)
             ).first()
 
-    def sweep_orphans(self) -> int:
-        """Remove blobs that no index row references (a crash between write and commit).
-
-        Run at start-up, before any listener accepts data, so nothing in flight is touched.
-        """
-        removed = self.storage.sweep_temporary()
-        with self.Session() as session:
-            referenced = set(session.scalars(select(Instance.meta_key)))
-            referenced.update(
-                k for k in session.scalars(select(Instance.pixel_key)) if k is not None
-            )
-        for key in list(self.storage.keys()):
-            if key not in referenced:
-                self.storage.delete(key)
-                removed += 1
-        return removed
+    def recover(self) -> recovery.Report:
+        """Re-index or remove archive objects no index row references (start-up, and
+        ``rebuild-index``): see ``server.archive.recovery``."""
+        return recovery.recover(self)
 
     def archive_root(self) -> Path:
         return self.settings.archive_dir

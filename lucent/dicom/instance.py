@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from pydicom.tag import Tag
 from lucent.dicom import sop_classes, transfer_syntaxes
 from lucent.net import status
 
-PIXEL_TAGS = (Tag(0x7FE00010), Tag(0x7FE00008), Tag(0x7FE00009))
+PIXEL_TAGS = frozenset((0x7FE00010, 0x7FE00008, 0x7FE00009))  # plain ints: cheap lookups
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
@@ -91,14 +92,50 @@ def _read_ids(ds: Dataset) -> dict[str, str]:
     return ids
 
 
-def _split_meta(data: bytes) -> tuple[FileMetaDataset, int]:
-    """Parse preamble + file meta; return it and where the data set starts."""
-    bio = io.BytesIO(data)
-    ds = dcmread(bio, stop_before_pixels=True, specific_tags=[Tag(0x00020010)])
-    meta = ds.file_meta
-    # The meta group length tells exactly where the data set begins.
-    start = 132 + 12 + int(meta.FileMetaInformationGroupLength)
-    return meta, start
+_LONG_VRS = frozenset(
+    (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
+)
+_TS_TAG = 0x00020010
+
+
+def _split_meta(data: bytes) -> tuple[str, int]:
+    """Walk the file meta group (always explicit VR little endian, PS3.10 7.1) by hand.
+
+    Returns the Transfer Syntax UID and where the data set starts: the first element that is
+    not group 0002, as pydicom decides it too. A plain walk costs microseconds where a second
+    ``dcmread`` cost a sixth of a millisecond per received instance.
+    """
+    pos, end = 132, len(data)
+    ts = None
+    while pos + 8 <= end:
+        group, element = struct.unpack_from("<HH", data, pos)
+        if group != 0x0002:
+            break
+        vr = data[pos + 4 : pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > end:
+                raise ValueError("file meta element header truncated")
+            length = struct.unpack_from("<L", data, pos + 8)[0]
+            value_at = pos + 12
+        else:
+            if not vr.isalpha() or not vr.isupper():
+                raise ValueError(f"file meta element (0002,{element:04X}) has no explicit VR")
+            length = struct.unpack_from("<H", data, pos + 6)[0]
+            value_at = pos + 8
+        if length == 0xFFFFFFFF or value_at + length > end:
+            raise ValueError(f"file meta element (0002,{element:04X}) runs past the data")
+        if (group << 16) | element == _TS_TAG:
+            ts = data[value_at : value_at + length].rstrip(b"\x00 ").decode("ascii")
+        pos = value_at + length
+    if not ts:
+        raise ValueError("Transfer Syntax UID (0002,0010) is missing")
+    return ts, pos
+
+
+def _meta_dataset(data: bytes) -> FileMetaDataset:
+    """The file meta as a pydicom data set, for the rare path that rewrites it (deflate)."""
+    ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=[Tag(0x00020010)])
+    return ds.file_meta
 
 
 def parse(
@@ -112,9 +149,8 @@ def parse(
     if len(data) < 132 or data[128:132] != b"DICM":
         return Refusal(status.CANNOT_UNDERSTAND, "not a DICOM Part 10 stream (no DICM prefix)")
     try:
-        meta, start = _split_meta(data)
-        ts = str(meta.TransferSyntaxUID)
-    except Exception as exc:
+        ts, start = _split_meta(data)
+    except (ValueError, UnicodeDecodeError, struct.error) as exc:
         return Refusal(status.CANNOT_UNDERSTAND, f"file meta information unreadable: {exc}")
     transcoded = False
     if ts == transfer_syntaxes.DEFLATED_LE:
@@ -122,8 +158,11 @@ def parse(
         # be kept apart from the pixels (which a deflated stream would mix).
         try:
             body = inflate_bounded(data[start:], max_inflated)
+            meta = _meta_dataset(data[:start])
         except (ValueError, zlib.error) as exc:
             return Refusal(status.CANNOT_INFLATE, f"deflated data set rejected: {exc}")
+        except Exception as exc:
+            return Refusal(status.CANNOT_UNDERSTAND, f"file meta information unreadable: {exc}")
         meta.TransferSyntaxUID = transfer_syntaxes.EXPLICIT_LE
         head = io.BytesIO()
         head.write(data[:128] + b"DICM")
@@ -155,7 +194,7 @@ def parse(
                         f"element {tag} has odd length {length} (PS3.5 7.1.1 requires even)",
                         _read_ids(ds),
                     )
-            if tag in PIXEL_TAGS and value is not None:
+            if int(tag) in PIXEL_TAGS and value is not None:
                 pixel_start = raw.value_tell
                 pixel_end = pixel_start + len(value)
     except Exception as exc:

@@ -2,8 +2,9 @@
 
 FAQ: "Timestamp for automatic deletion"; issue 4: "Retention: per data pool, automatic
 deletion after a configured time; a deletion is audited and leaves no blob behind". The
-index rows go first (one transaction), then the blobs; a crash in between leaves only
-unreferenced blobs, which ``ServerContext.sweep_orphans`` removes at the next start.
+index rows go first, in one fully synced transaction that also writes a tombstone per
+archive object; then the blobs go, then the tombstones. A crash in between leaves
+unreferenced blobs with tombstones, which start-up recovery removes rather than re-indexes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from sqlalchemy import delete, select, update
 from server.accounts import audit
 from server.accounts.clock import now
 from server.index.account_models import HiddenItem, InstanceOwner, ShareLink
-from server.index.models import Instance, Patient, Placeholder, Series, Study
+from server.index.models import (
+    ArchiveTombstone,
+    Instance,
+    Patient,
+    Placeholder,
+    Series,
+    Study,
+)
 
 log = logging.getLogger("lucent.retention")
 
@@ -46,6 +54,9 @@ def delete_study(ctx: Any, study_uid: str, *, user: str, address: str, event: st
         )
         db.execute(update(ShareLink).where(ShareLink.study_uid == study_uid).values(revoked=True))
         db.delete(study)
+        stamp = now()
+        bases = {k.split(".")[0] for k in keys}
+        db.add_all(ArchiveTombstone(base=b, created_at=stamp) for b in bases)
         db.flush()
         others = db.scalars(select(Study.id).where(Study.patient_pk == patient_pk)).first()
         pending = db.scalars(
@@ -57,6 +68,7 @@ def delete_study(ctx: Any, study_uid: str, *, user: str, address: str, event: st
                 db.delete(patient)
     for key in keys:
         ctx.storage.delete(key)
+    _clear_tombstones(ctx, keys)
     for uid in series_uids:  # the ingest path caches series primary keys
         ctx._parents.forget(uid)
     audit.record(
@@ -111,3 +123,15 @@ class RetentionThread(threading.Thread):
                 sweep(self.ctx)
             except Exception:  # keep sweeping on the next round
                 log.exception("retention sweep failed")
+
+
+def _clear_tombstones(ctx: Any, keys: list[str]) -> None:
+    """The blobs are gone: their tombstones are no longer needed (start-up clears leftovers)."""
+    bases = sorted({k.split(".")[0] for k in keys})
+    try:
+        with ctx.WriteSession() as db, db.begin():
+            for i in range(0, len(bases), 500):
+                chunk = bases[i : i + 500]
+                db.execute(delete(ArchiveTombstone).where(ArchiveTombstone.base.in_(chunk)))
+    except Exception:  # harmless: recovery at the next start removes them
+        log.warning("could not clear %d archive tombstone(s)", len(bases), exc_info=True)

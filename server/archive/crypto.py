@@ -5,7 +5,13 @@ key whose id is written in the object header, so master keys can be rotated and 
 sealed under an older key stay readable. The header is authenticated as associated data.
 Layout (Orthanc object-storage EncryptionHelpers follow the same idea)::
 
-    b"LCA1" | u8 len(key_id) | key_id | wrap_nonce(12) | wrapped_key(32+16) | nonce(12) | ct+tag
+    b"LCA2" | u8 len(key_id) | key_id | u16 len(label) | label | wrap_nonce(12)
+            | wrapped_key(32+16) | nonce(12) | ct+tag
+
+The label is authenticated but not encrypted: it carries no patient data, only what is
+needed to re-index an object without the database (pool, sender, pixel offset), so the
+archive can rebuild its index after a crash or the loss of the database. Objects written in
+the older ``LCA1`` layout (no label) stay readable.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-MAGIC = b"LCA1"
+MAGIC = b"LCA2"
+MAGIC_V1 = b"LCA1"
 _NONCE = 12
 _WRAPPED = 32 + 16
 
@@ -91,43 +98,86 @@ class KeyRing:
         os.replace(tmp, self.path)
 
 
-def seal(ring: KeyRing, plaintext: bytes | memoryview) -> bytes:
-    """Encrypt one object under a fresh data key wrapped by the active master key."""
+def seal(ring: KeyRing, plaintext: bytes | memoryview, label: bytes = b"") -> bytes:
+    """Encrypt one object under a fresh data key wrapped by the active master key.
+
+    ``label`` (at most 64 KiB, no patient data) is stored in clear and authenticated.
+    """
+    if len(label) > 0xFFFF:
+        raise ValueError("archive object label is limited to 65535 bytes")
     key_id = ring.active.encode()
     data_key = AESGCM.generate_key(bit_length=256)
     wrap_nonce = os.urandom(_NONCE)
     wrapped = AESGCM(ring.keys[ring.active]).encrypt(wrap_nonce, data_key, key_id)
-    header = MAGIC + struct.pack("B", len(key_id)) + key_id + wrap_nonce + wrapped
+    header = (
+        MAGIC
+        + struct.pack("B", len(key_id))
+        + key_id
+        + struct.pack("<H", len(label))
+        + label
+        + wrap_nonce
+        + wrapped
+    )
     nonce = os.urandom(_NONCE)
     return header + nonce + AESGCM(data_key).encrypt(nonce, plaintext, header)
 
 
+@dataclass(frozen=True)
+class _Header:
+    key_id: str
+    label: bytes
+    wrap_nonce: bytes
+    wrapped: bytes
+    end: int  # where the header (the associated data) ends
+
+
+def _header(blob: bytes) -> _Header:
+    magic = blob[:4]
+    if magic not in (MAGIC, MAGIC_V1):
+        raise IntegrityError("not a Lucent archive object")
+    try:
+        n = blob[4]
+        key_id = blob[5 : 5 + n].decode()
+        pos = 5 + n
+        label = b""
+        if magic == MAGIC:
+            (size,) = struct.unpack_from("<H", blob, pos)
+            label = bytes(blob[pos + 2 : pos + 2 + size])
+            pos += 2 + size
+        wrap_nonce = blob[pos : pos + _NONCE]
+        wrapped = blob[pos + _NONCE : pos + _NONCE + _WRAPPED]
+    except (IndexError, UnicodeDecodeError, struct.error) as exc:
+        raise IntegrityError("archive object header is damaged") from exc
+    end = pos + _NONCE + _WRAPPED
+    if len(blob) < end + _NONCE + 16:
+        raise IntegrityError("archive object is truncated")
+    return _Header(key_id, label, wrap_nonce, wrapped, end)
+
+
 def header_key_id(blob: bytes) -> str:
     """The master key id an object was sealed with (for rotation reports)."""
-    if blob[:4] != MAGIC:
-        raise IntegrityError("not a Lucent archive object")
-    n = blob[4]
-    return blob[5 : 5 + n].decode()
+    return _header(blob).key_id
+
+
+def open_labelled(ring: KeyRing, blob: bytes) -> tuple[bytes, bytes]:
+    """Decrypt and authenticate one object; returns (label, plaintext).
+
+    Raises IntegrityError on any tampering, truncation or unknown master key.
+    """
+    h = _header(blob)
+    master = ring.keys.get(h.key_id)
+    if master is None:
+        raise IntegrityError(f"archive object sealed with unknown master key '{h.key_id}'")
+    header = blob[: h.end]
+    nonce = blob[h.end : h.end + _NONCE]
+    body = blob[h.end + _NONCE :]
+    try:
+        data_key = AESGCM(master).decrypt(h.wrap_nonce, h.wrapped, h.key_id.encode())
+        return h.label, AESGCM(data_key).decrypt(nonce, body, header)
+    except Exception as exc:  # cryptography raises InvalidTag
+        raise IntegrityError("archive object failed authentication") from exc
 
 
 def open_(ring: KeyRing, blob: bytes) -> bytes:
     """Decrypt and authenticate one object; raises IntegrityError on any tampering."""
-    try:
-        key_id = header_key_id(blob)
-        n = len(key_id.encode())
-        pos = 5 + n
-        wrap_nonce = blob[pos : pos + _NONCE]
-        wrapped = blob[pos + _NONCE : pos + _NONCE + _WRAPPED]
-        header = blob[: pos + _NONCE + _WRAPPED]
-        nonce = blob[len(header) : len(header) + _NONCE]
-        body = blob[len(header) + _NONCE :]
-    except (IndexError, UnicodeDecodeError) as exc:
-        raise IntegrityError("archive object header is damaged") from exc
-    master = ring.keys.get(key_id)
-    if master is None:
-        raise IntegrityError(f"archive object sealed with unknown master key '{key_id}'")
-    try:
-        data_key = AESGCM(master).decrypt(wrap_nonce, wrapped, key_id.encode())
-        return AESGCM(data_key).decrypt(nonce, body, header)
-    except Exception as exc:  # cryptography raises InvalidTag
-        raise IntegrityError("archive object failed authentication") from exc
+    return open_labelled(ring, blob)[1]

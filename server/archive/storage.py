@@ -24,6 +24,7 @@ class StorageArea(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
     def delete(self, key: str) -> None: ...
+    def exists(self, key: str) -> bool: ...
     def keys(self) -> Iterator[str]: ...
 
 
@@ -101,6 +102,9 @@ class FileSystemStorage:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
 
     def keys(self) -> Iterator[str]:
         for path in self.root.glob("*/*"):

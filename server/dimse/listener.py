@@ -112,6 +112,11 @@ class HandoffServer(ThreadedAssociationServer):
     def server_activate(self) -> None:
         pass
 
+    def shutdown(self) -> None:
+        """Close only: ``serve_forever`` never ran here, so BaseServer.shutdown() would wait
+        forever for it to stop, and SIGTERM would hang the worker until it is killed."""
+        self.server_close()
+
 
 def listening_socket(address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET

@@ -16,7 +16,9 @@ def make_engine(url: str) -> Engine:
     """Create the engine; SQLite gets WAL, a busy timeout and full fsync on commit.
 
     WAL lets the API read while DICOM workers write; ``synchronous=FULL`` makes a committed
-    row survive power loss, which is what a 0000 C-STORE status promises.
+    row survive power loss. The ingest path alone commits with ``synchronous=NORMAL`` (see
+    ``ingest_sessions``): its rows survive a kill -9 as soon as they are committed, and after a
+    power loss start-up recovery re-indexes them from their fsynced, self-describing blobs.
     """
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -31,6 +33,7 @@ def make_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
+            _record.info["synchronous"] = "FULL"
             cur.execute("PRAGMA foreign_keys=ON")
             # DICOM matching is case-sensitive unless asked otherwise (PostgreSQL LIKE is too).
             cur.execute("PRAGMA case_sensitive_like=ON")
@@ -41,7 +44,14 @@ def make_engine(url: str) -> Engine:
         def _begin(conn):  # type: ignore[no-untyped-def]
             # Writers take the lock up front: a deferred transaction that read first fails at
             # once with SQLITE_BUSY when another process committed meanwhile (WAL snapshot).
-            immediate = conn.get_execution_options().get("sqlite_immediate", False)
+            options = conn.get_execution_options()
+            # The safety level can only change outside a transaction, so it is set here, and
+            # only when it differs from what this pooled connection last used.
+            wanted = "NORMAL" if options.get("sqlite_fast_commit", False) else "FULL"
+            if conn.info.get("synchronous") != wanted:
+                conn.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+                conn.info["synchronous"] = wanted
+            immediate = options.get("sqlite_immediate", False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
@@ -56,6 +66,17 @@ def sessions(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
 def writer_sessions(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
     """Sessions for the ingest path: on SQLite they take the write lock at BEGIN."""
     return sessionmaker(engine.execution_options(sqlite_immediate=True), expire_on_commit=False)
+
+
+def ingest_engine(engine: Engine) -> Engine:
+    """The engine view the ingest path commits through: write lock at BEGIN and, on SQLite,
+    ``synchronous=NORMAL``, so the lock is not held across a WAL fsync. Only rows that start-up
+    recovery can rebuild from the archive (``server.archive.recovery``) go through it."""
+    return engine.execution_options(sqlite_immediate=True, sqlite_fast_commit=True)
+
+
+def ingest_sessions(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
+    return sessionmaker(ingest_engine(engine), expire_on_commit=False)
 
 
 def alembic_config(url: str) -> Config:

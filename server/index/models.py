@@ -111,6 +111,19 @@ class Instance(Base):
     series: Mapped[Series] = relationship(back_populates="instances")
 
 
+class ArchiveTombstone(Base):
+    """An archive object whose index rows were deleted but whose blobs may still exist.
+
+    Written in the same (fully synced) transaction as the deletion and cleared once the blobs
+    are gone, so start-up recovery removes those blobs instead of re-indexing them.
+    """
+
+    __tablename__ = "archive_tombstones"
+
+    base: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class Placeholder(Base):
     """'Non-conformant data' entry: something arrived and was refused (Conformance 4.1.3.2)."""
 
