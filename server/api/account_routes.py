@@ -18,6 +18,7 @@ from server.accounts import audit, login, rights, users
 from server.accounts import retention as retention_mod
 from server.accounts.clock import now
 from server.api.auth import Caller, client_address, get_caller
+from server.api.params import RowId
 from server.context import ServerContext
 from server.index.account_models import (
     Device,
@@ -498,14 +499,14 @@ def _decide(request: Request, device_id: int, status: str, caller: Caller) -> ac
 
 @router.post("/devices/{device_id}/approve", response_model=acs.DeviceOut)
 def approve_device(
-    device_id: int, request: Request, caller: Caller = Depends(get_caller)
+    device_id: RowId, request: Request, caller: Caller = Depends(get_caller)
 ) -> acs.DeviceOut:
     return _decide(request, device_id, "approved", caller)
 
 
 @router.post("/devices/{device_id}/revoke", response_model=acs.DeviceOut)
 def revoke_device(
-    device_id: int, request: Request, caller: Caller = Depends(get_caller)
+    device_id: RowId, request: Request, caller: Caller = Depends(get_caller)
 ) -> acs.DeviceOut:
     """Block a device; its sessions end at once (issue 4)."""
     return _decide(request, device_id, "revoked", caller)
@@ -513,7 +514,7 @@ def revoke_device(
 
 @router.patch("/devices/{device_id}", response_model=acs.DeviceOut)
 def rename_device(
-    device_id: int, body: acs.DevicePatch, request: Request, caller: Caller = Depends(get_caller)
+    device_id: RowId, body: acs.DevicePatch, request: Request, caller: Caller = Depends(get_caller)
 ) -> acs.DeviceOut:
     ctx = ctx_of(request)
     with ctx.WriteSession() as db, db.begin():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from sqlalchemy import select
 
@@ -17,6 +19,7 @@ from server.api import (
     share_routes,
 )
 from server.api.auth import BasicCache, Caller, authorize, get_caller, require_admin
+from server.api.params import RowId
 from server.context import ServerContext
 from server.index.models import RemoteNode
 
@@ -45,11 +48,30 @@ def list_nodes(request: Request, _: Caller = Depends(get_caller)) -> list[schema
         return [_node_out(n) for n in db.scalars(select(RemoteNode).order_by(RemoteNode.name))]
 
 
+#: Longest association/connection timeout a node may have (as NodeOptionsIn.dimse_timeout).
+MAX_NODE_TIMEOUT = 3600.0
+
+
+def _checked(body: schemas.RemoteNodeIn) -> schemas.RemoteNodeIn:
+    """What the schema leaves open but an association needs (found with the API fuzzer).
+
+    Node timeouts were taken as sent: 1e300 s or NaN broke pynetdicom's socket setup (the
+    C-ECHO then reported a misleading "aborted"), a negative or NaN one made it wait 30 s
+    for a silent host, and one of days held the synchronous C-ECHO request for days.
+    """
+    if not (math.isfinite(body.timeout) and 0 < body.timeout <= MAX_NODE_TIMEOUT):
+        raise HTTPException(422, f"timeout must be more than 0 and at most {MAX_NODE_TIMEOUT:g} s")
+    if not body.host.strip():
+        raise HTTPException(422, "host must not be empty")
+    return body
+
+
 @nodes_router.post("", response_model=schemas.RemoteNodeOut, status_code=201)
 def add_node(
     body: schemas.RemoteNodeIn, request: Request, _: Caller = Depends(require_admin)
 ) -> schemas.RemoteNodeOut:
     ctx: ServerContext = request.app.state.ctx
+    _checked(body)
     with ctx.Session() as db, db.begin():
         if db.scalars(select(RemoteNode).where(RemoteNode.name == body.name)).first():
             raise HTTPException(409, f"a node named '{body.name}' exists")
@@ -61,10 +83,11 @@ def add_node(
 
 @nodes_router.put("/{node_id}", response_model=schemas.RemoteNodeOut)
 def update_node(
-    node_id: int, body: schemas.RemoteNodeIn, request: Request, _: Caller = Depends(require_admin)
+    node_id: RowId, body: schemas.RemoteNodeIn, request: Request, _: Caller = Depends(require_admin)
 ) -> schemas.RemoteNodeOut:
     """Edit a node (issue 3: "editable through the API")."""
     ctx: ServerContext = request.app.state.ctx
+    _checked(body)
     with ctx.Session() as db, db.begin():
         node = db.get(RemoteNode, node_id)
         if node is None:
@@ -79,7 +102,7 @@ def update_node(
 
 
 @nodes_router.delete("/{node_id}", status_code=204)
-def delete_node(node_id: int, request: Request, _: Caller = Depends(require_admin)) -> None:
+def delete_node(node_id: RowId, request: Request, _: Caller = Depends(require_admin)) -> None:
     ctx: ServerContext = request.app.state.ctx
     with ctx.Session() as db, db.begin():
         node = db.get(RemoteNode, node_id)

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from lucent.api import schemas
 from lucent.dicom import pixels
 from server.api.auth import Caller, get_caller, hidden_uids, readable_pools
+from server.api.params import Offset, uid_list
 from server.context import ArchiveReadError, ServerContext
 from server.index import queries
 from server.index.models import Instance, Patient, Series, Study
@@ -48,7 +49,7 @@ def filter_params(
         modality=modality,
         accession_number=accession_number,
         description=description,
-        study_uid=study_uid,
+        study_uid=uid_list(study_uid),
         pool=pool,
         pools=readable_pools(request),  # accounts: narrowed to the pools the caller may read
     )
@@ -66,7 +67,7 @@ def list_pools(request: Request, _: Caller = Depends(get_caller)) -> list[schema
 def list_patients(
     request: Request,
     f: queries.Filter = Depends(filter_params),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
     limit: int = Query(100, ge=1, le=1000),
     _: Caller = Depends(get_caller),
 ) -> schemas.Page[schemas.PatientOut]:
@@ -112,7 +113,7 @@ def study_out(r: queries.StudyRow) -> schemas.StudyOut:
 def list_studies(
     request: Request,
     f: queries.Filter = Depends(filter_params),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
     limit: int = Query(100, ge=1, le=1000),
     include_placeholders: bool = Query(True, description="list non-conformant data entries"),
     _: Caller = Depends(get_caller),

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from lucent.api import account_schemas as acs
 from server.accounts import audit
 from server.api.auth import Caller, get_caller
+from server.api.params import Offset
 from server.context import ServerContext
 from server.index.account_models import AuditRecord
 
@@ -77,11 +78,11 @@ def list_audit(
     request: Request,
     event_id: str = Query("", description="e.g. 110114 User Authentication"),
     user: str = "",
-    outcome: int | None = Query(None, description="0 success, 4, 8, 12 failures"),
+    outcome: int | None = Query(None, ge=0, le=255, description="0 success, 4, 8, 12 failures"),
     since: datetime | None = None,
     until: datetime | None = None,
     object_id: str = Query("", description="a study UID, user name, device id ..."),
-    offset: int = Query(0, ge=0),
+    offset: Offset = 0,
     limit: int = Query(200, ge=1, le=5000),
     caller: Caller = Depends(get_caller),
 ) -> list[acs.AuditOut]:

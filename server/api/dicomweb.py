@@ -25,6 +25,7 @@ from lucent.dicom import pixels
 from lucent.net import status
 from server.api.archive_routes import ctx_of, load_instance
 from server.api.auth import Caller, get_caller, readable_pools
+from server.api.params import MAX_OFFSET, single_uid, uid_list
 from server.context import ServerContext
 from server.dimse import identifiers
 from server.index import queries
@@ -91,9 +92,9 @@ def _identifier(
     for param, value in request.query_params.multi_items():
         p = param.lower()
         if p == "limit":
-            opts["limit"] = max(1, min(int(value), 10000))
+            opts["limit"] = max(1, min(_number(param, value), 10000))
         elif p == "offset":
-            opts["offset"] = max(0, int(value))
+            opts["offset"] = max(0, min(_number(param, value), MAX_OFFSET))
         elif p == "fuzzymatching":
             opts["fuzzy"] = value.lower() == "true"
         elif p == "includefield":
@@ -111,12 +112,26 @@ def _identifier(
     return ident, opts
 
 
+def _number(param: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise HTTPException(400, f"{param} must be a whole number") from exc
+
+
 def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> Response:
     ctx = ctx_of(request)
     ident, opts = _identifier(request, keys, level)
-    for kw, value in fixed.items():
-        setattr(ident, kw, value)
+    for kw, value in fixed.items():  # UIDs from the path: one object each
+        setattr(ident, kw, single_uid(value, kw))
     f = identifiers.to_filter(ident, case_insensitive_names=opts["fuzzy"])
+    # UID-list query keys: empty entries dropped (a list of blanks is no restriction).
+    f = dataclasses.replace(
+        f,
+        study_uid=uid_list(f.study_uid),
+        series_uid=uid_list(f.series_uid),
+        sop_instance_uid=uid_list(f.sop_instance_uid),
+    )
     if (allowed := readable_pools(request)) is not None:  # accounts: pools the caller may read
         f = dataclasses.replace(f, pools=allowed)
     with ctx.Session() as db:
@@ -171,8 +186,19 @@ def qido_instances(
 
 
 # ---------------------------------------------------------------------------- WADO-RS
-def _select(ctx: ServerContext, study: str, series: str = "", sop: str = "") -> list[Instance]:
-    f = queries.Filter(study_uid=study, series_uid=series, sop_instance_uid=sop)
+def _select(request: Request, study: str, series: str = "", sop: str = "") -> list[Instance]:
+    """The instances a WADO path names: one study (series, instance), each UID exactly one
+    object, and only in the pools the caller may read. (A backslash once turned a path UID
+    into a UID list, which reached studies of pools the caller cannot read: the rights check
+    looks the path UID up as one UID, found nothing, and let the listing narrowing apply,
+    which this query did not.)"""
+    ctx = ctx_of(request)
+    f = queries.Filter(
+        study_uid=single_uid(study, "study"),
+        series_uid=single_uid(series, "series") if series else "",
+        sop_instance_uid=single_uid(sop, "instance") if sop else "",
+        pools=readable_pools(request),
+    )
     with ctx.Session() as db:
         found = queries.instances_for(db, "IMAGE", f)
     if not found:
@@ -228,21 +254,21 @@ def _retrieve(request: Request, found: list[Instance]) -> Response:
 
 @router.get("/studies/{study}")
 def wado_study(study: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
-    return _retrieve(request, _select(ctx_of(request), study))
+    return _retrieve(request, _select(request, study))
 
 
 @router.get("/studies/{study}/series/{series}")
 def wado_series(
     study: str, series: str, request: Request, _: Caller = Depends(get_caller)
 ) -> Response:
-    return _retrieve(request, _select(ctx_of(request), study, series))
+    return _retrieve(request, _select(request, study, series))
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}")
 def wado_instance(
     study: str, series: str, sop: str, request: Request, _: Caller = Depends(get_caller)
 ) -> Response:
-    return _retrieve(request, _select(ctx_of(request), study, series, sop))
+    return _retrieve(request, _select(request, study, series, sop))
 
 
 def _metadata(request: Request, found: list[Instance]) -> Response:
@@ -271,26 +297,26 @@ def _metadata(request: Request, found: list[Instance]) -> Response:
 
 @router.get("/studies/{study}/metadata")
 def study_metadata(study: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
-    return _metadata(request, _select(ctx_of(request), study))
+    return _metadata(request, _select(request, study))
 
 
 @router.get("/studies/{study}/series/{series}/metadata")
 def series_metadata(
     study: str, series: str, request: Request, _: Caller = Depends(get_caller)
 ) -> Response:
-    return _metadata(request, _select(ctx_of(request), study, series))
+    return _metadata(request, _select(request, study, series))
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/metadata")
 def instance_metadata(
     study: str, series: str, sop: str, request: Request, _: Caller = Depends(get_caller)
 ) -> Response:
-    return _metadata(request, _select(ctx_of(request), study, series, sop))
+    return _metadata(request, _select(request, study, series, sop))
 
 
 def _image(request: Request, study: str, series: str, sop: str, missing_status: int) -> Dataset:
     """The decrypted instance, which must carry pixel data (else ``missing_status``)."""
-    found = _select(ctx_of(request), study, series, sop)
+    found = _select(request, study, series, sop)
     _, data = load_instance(ctx_of(request), found[0].sop_instance_uid)
     ds = dcmread(io.BytesIO(data))
     if "PixelData" not in ds:

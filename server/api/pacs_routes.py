@@ -15,6 +15,7 @@ from sqlalchemy import select
 from lucent.api import schemas
 from lucent.net import commitment
 from server.api.auth import Caller, get_caller, require_admin
+from server.api.params import OptionalRowId, RowId, row_id_or_404
 from server.context import ServerContext
 from server.index.pacs_models import CommitmentItem, CommitmentRequest, Job, SentInstance
 from server.pacs.service import NodeView, PacsError, PacsService
@@ -98,7 +99,7 @@ def _options_out(n: NodeView) -> schemas.NodeOptionsOut:
 
 @router.post("/nodes/{node_id}/echo", response_model=schemas.EchoOut)
 def echo_node(
-    node_id: int, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+    node_id: RowId, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
 ) -> schemas.EchoOut:
     """C-ECHO test with one clear message per failure (refused, timeout, rejected and why)."""
     try:
@@ -112,7 +113,7 @@ def echo_node(
 
 @router.get("/pacs/nodes/{node_id}/options", response_model=schemas.NodeOptionsOut)
 def get_options(
-    node_id: int, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+    node_id: RowId, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
 ) -> schemas.NodeOptionsOut:
     try:
         return _options_out(svc.node(node_id))
@@ -122,7 +123,7 @@ def get_options(
 
 @router.put("/pacs/nodes/{node_id}/options", response_model=schemas.NodeOptionsOut)
 def put_options(
-    node_id: int,
+    node_id: RowId,
     body: schemas.NodeOptionsIn,
     svc: PacsService = Depends(service),
     _: Caller = Depends(require_admin),
@@ -141,6 +142,8 @@ def pacs_query(
     body: schemas.PacsQueryIn, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
 ) -> Any:
     """C-FIND on several PACS at once; one failing PACS does not end the others (4.2.1.6)."""
+    for node_id in body.node_ids:
+        row_id_or_404(node_id, "remote node with id")
     try:
         return svc.query(
             body.node_ids,
@@ -162,6 +165,7 @@ def retrieve(
     svc: PacsService = Depends(service),
     caller: Caller = Depends(get_caller),
 ) -> schemas.JobOut:
+    row_id_or_404(body.node_id, "remote node with id")
     try:
         job_id = svc.retrieve(
             body.node_id,
@@ -180,6 +184,7 @@ def retrieve(
 def send(
     body: schemas.SendIn, svc: PacsService = Depends(service), caller: Caller = Depends(get_caller)
 ) -> schemas.JobOut:
+    row_id_or_404(body.node_id, "remote node with id")
     try:
         job_id = svc.send(
             body.node_id,
@@ -200,6 +205,7 @@ def commit(
     svc: PacsService = Depends(service),
     caller: Caller = Depends(get_caller),
 ) -> schemas.JobOut:
+    row_id_or_404(body.node_id, "remote node with id")
     try:
         job_id = svc.commit(body.node_id, body.sop_instance_uids, created_by=caller.username)
     except PacsError as exc:
@@ -226,14 +232,14 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobOut)
 def get_job(
-    job_id: int, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+    job_id: RowId, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
 ) -> schemas.JobOut:
     return _get_job(svc, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=schemas.JobOut)
 def cancel_job(
-    job_id: int, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+    job_id: RowId, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
 ) -> schemas.JobOut:
     """Cancel a queued or running job; a running C-MOVE gets a C-CANCEL (4.2.2)."""
     job = _get_job(svc, job_id)
@@ -246,7 +252,7 @@ def cancel_job(
 
 @router.get("/jobs/{job_id}/instances", response_model=list[schemas.SentInstanceOut])
 def job_instances(
-    job_id: int, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+    job_id: RowId, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
 ) -> list[schemas.SentInstanceOut]:
     """Per-instance C-STORE results of a send job (4.2.4)."""
     with svc.ctx.Session() as db:
@@ -270,9 +276,9 @@ def job_instances(
 
 @router.get("/pacs/commitments", response_model=list[schemas.CommitmentOut])
 def commitments(
-    node_id: int | None = None,
+    node_id: OptionalRowId = None,
     sop_instance_uid: str = "",
-    job_id: int | None = None,
+    job_id: OptionalRowId = None,
     transaction_uid: str = "",
     limit: int = 1000,
     svc: PacsService = Depends(service),

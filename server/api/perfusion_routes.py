@@ -18,6 +18,7 @@ from sqlalchemy import select
 from lucent.api import schemas
 from server.api import pacs_routes
 from server.api.auth import Caller, get_caller
+from server.api.params import RowId
 from server.index.models import Series
 from server.index.pacs_models import Job
 from server.index.perfusion_models import PerfusionRun
@@ -158,14 +159,14 @@ def list_runs(
 
 @router.get("/runs/{run_id}", response_model=schemas.PerfusionRunOut)
 def get_run(
-    run_id: int, svc: PerfusionService = Depends(service), _: Caller = Depends(get_caller)
+    run_id: RowId, svc: PerfusionService = Depends(service), _: Caller = Depends(get_caller)
 ) -> schemas.PerfusionRunOut:
     return _run_out(svc, _get_run(svc, run_id))
 
 
 @router.post("/runs/{run_id}/cancel", response_model=schemas.PerfusionRunOut)
 def cancel_run(
-    run_id: int, svc: PerfusionService = Depends(service), _: Caller = Depends(get_caller)
+    run_id: RowId, svc: PerfusionService = Depends(service), _: Caller = Depends(get_caller)
 ) -> schemas.PerfusionRunOut:
     run = _get_run(svc, run_id)
     if run.state not in ("queued", "running"):
@@ -177,7 +178,7 @@ def cancel_run(
 
 @router.get("/runs/{run_id}/result")
 def run_result(
-    run_id: int, svc: PerfusionService = Depends(service), _: Caller = Depends(get_caller)
+    run_id: RowId, svc: PerfusionService = Depends(service), _: Caller = Depends(get_caller)
 ) -> dict[str, Any]:
     """result.json of the run (or the refusal with its reason)."""
     run = _get_run(svc, run_id)

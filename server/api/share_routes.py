@@ -29,6 +29,7 @@ from server.accounts import audit, users
 from server.accounts.clock import now
 from server.accounts.login import digest, new_token
 from server.api.auth import Caller, access, client_address, get_caller
+from server.api.params import RowId
 from server.context import ServerContext
 from server.index.account_models import ShareLink, ShareSession
 from server.index.models import Instance, Series, Study
@@ -128,7 +129,7 @@ def list_shares(request: Request, caller: Caller = Depends(get_caller)) -> list[
 
 
 @router.delete("/api/v1/shares/{share_id}", status_code=204)
-def revoke_share(share_id: int, request: Request, caller: Caller = Depends(get_caller)) -> None:
+def revoke_share(share_id: RowId, request: Request, caller: Caller = Depends(get_caller)) -> None:
     ctx = _ctx(request)
     with ctx.WriteSession() as db, db.begin():
         link = db.get(ShareLink, share_id)
