@@ -30,11 +30,59 @@ class Deconvolved:
     threshold: np.ndarray
 
 
-def _peaks(r: np.ndarray, dt: float, circular: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Max and (parabolically refined) time of max of each residue; circular wrap to < 0."""
-    n, length = r.shape
-    k = np.argmax(r, axis=1)
+PLATEAU_LEVEL = 0.9
+"""The top of a residue: where its (Hann-smoothed) value is at least this fraction of its max."""
+PLATEAU_MAX_PSF = 1.0
+"""Only a deconvolution this sharp (top width of its point spread function, in samples) shows
+plateau ripple; a more truncated one returns a rounded, ripple-free top."""
+TMAX_PLATEAU = (1.5, 0.5)
+"""A top wider than a * psf + b samples starts at the bolus arrival: Tmax is its start."""
+CBF_PLATEAU = (2.0, 1.0)
+"""A top wider than a * psf + b samples is flat (plug flow): CBF is its mean, not its max."""
+
+
+def _crossing(s: np.ndarray, start: np.ndarray, level: np.ndarray, step: int) -> np.ndarray:
+    """Fractional index where ``s`` leaves ``level`` walking from ``start`` by ``step``."""
+    n, length = s.shape
     rows = np.arange(n)
+    idx = np.arange(length)[None, :]
+    if step < 0:
+        out = (s < level[:, None]) & (idx < start[:, None])
+        last = np.where(out.any(axis=1), length - 1 - np.argmax(out[:, ::-1], axis=1), -1)
+        inner = np.minimum(last + 1, length - 1)
+        lo = s[rows, np.maximum(last, 0)]
+    else:
+        out = (s < level[:, None]) & (idx > start[:, None])
+        last = np.where(out.any(axis=1), np.argmax(out, axis=1), length)
+        inner = np.maximum(last - 1, 0)
+        lo = s[rows, np.minimum(last, length - 1)]
+    hi = s[rows, inner]
+    frac = np.clip((hi - level) / np.where(hi > lo, hi - lo, 1.0), 0.0, 1.0)
+    edge = (last < 0) | (last >= length)
+    return np.where(edge, inner, inner + step * frac)
+
+
+def _peaks(
+    r: np.ndarray, dt: float, circular: bool, bandwidth: np.ndarray | float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Peak of each residue (CBF) and Tmax, the time of that peak; lags past 3/4 wrap to < 0.
+
+    CBF is the maximum of the residue and Tmax the time of that maximum (RAPID), refined
+    by a parabola when the peak is rounded. A flat residue (plug flow, a box: every point of
+    its plateau is a maximum) has no such point: a truncated deconvolution leaves ripple on
+    the plateau (both edges ring), which puts the arg-max anywhere on it and lifts the max
+    above the plateau (box-residue phantom: CBF +40 %, Tmax +3 s). ``bandwidth`` (kept
+    frequency bins of the length-L spectrum) gives the deconvolution's resolution: its point
+    spread function is ~0.26 L / bandwidth samples wide at 90 % of its height. When that is
+    sharp (``PLATEAU_MAX_PSF``) and the top of the residue (``PLATEAU_LEVEL``, after a
+    [1/4, 1/2, 1/4] Hann smoothing of sample-to-sample ripple) is much wider, the top is a
+    plateau: Tmax is its start, the bolus arrival (``TMAX_PLATEAU``: for a sharp residue that
+    start is its peak anyway), and, when it is wider still (``CBF_PLATEAU``: an exponential's
+    top is narrow), CBF is its mean level, over which the ripple averages out.
+    """
+    n, length = r.shape
+    rows = np.arange(n)
+    k = np.argmax(r, axis=1)
     y0 = r[rows, k]
     if circular:
         ym, yp = r[rows, (k - 1) % length], r[rows, (k + 1) % length]
@@ -44,10 +92,32 @@ def _peaks(r: np.ndarray, dt: float, circular: bool) -> tuple[np.ndarray, np.nda
     # refine only rounded peaks; at a sharp bolus onset a parabola would invent a shift
     rounded = (den < 0) & (ym > 0.5 * y0) & (yp > 0.5 * y0)
     delta = np.where(rounded, 0.5 * (ym - yp) / np.where(rounded, den, -1), 0.0)
-    delta = np.clip(delta, -0.5, 0.5)
-    pos = k.astype(np.float64) + delta
+    pos = k.astype(np.float64) + np.clip(delta, -0.5, 0.5)
     if circular:
         pos = np.where(k > length - length // 4, pos - length, pos)
+    if bandwidth is not None:
+        # lags -L/4 .. 3L/4 of a circular residue (tissue ahead of the AIF), else 0 .. L
+        shift = length // 4 if circular else 0
+        x = np.roll(r, shift, axis=1) if shift else r
+        ext = np.concatenate(
+            [x[:, -1:] if circular else x[:, :1], x, x[:, :1] if circular else x[:, -1:]], axis=1
+        )
+        s = 0.5 * ext[:, 1:-1] + 0.25 * (ext[:, :-2] + ext[:, 2:])
+        ks = np.argmax(s, axis=1)
+        level = PLATEAU_LEVEL * s[rows, ks]
+        start = _crossing(s, ks, level, -1)
+        end = _crossing(s, ks, level, +1)
+        width = end - start
+        psf = 0.26 * length / np.maximum(np.asarray(bandwidth, np.float64), 1.0)
+        sharp = psf <= PLATEAU_MAX_PSF
+        plateau = sharp & (width > TMAX_PLATEAU[0] * psf + TMAX_PLATEAU[1])
+        pos = np.where(plateau, start - shift, pos)
+        flat = sharp & (width > CBF_PLATEAU[0] * psf + CBF_PLATEAU[1])
+        if flat.any():
+            idx = np.arange(length)[None, :]
+            top = (idx >= np.ceil(start)[:, None]) & (idx <= np.floor(end)[:, None])
+            mean = (x * top).sum(axis=1) / np.maximum(top.sum(axis=1), 1)
+            y0 = np.where(flat, mean, y0)
     return y0.astype(np.float32), np.clip(pos * dt, 0, None).astype(np.float32)
 
 
@@ -95,14 +165,14 @@ def osvd(
             continue
         seen.add(key)
         inv = np.where(keep, 1.0 / np.where(keep, spec, 1.0), 0.0).astype(np.complex64)
-        filters.append((level, inv))
+        filters.append((level, inv, int(np.nonzero(keep)[0].max()) + 1))
     rmax = np.zeros(n, np.float32)
     tmax = np.zeros(n, np.float32)
     chosen = np.full(n, filters[-1][0], np.float32)
     for s in range(0, n, chunk):
         cf = np.fft.rfft(conc[s : s + chunk].astype(np.float32), length, axis=1)
         todo = np.arange(cf.shape[0])
-        for i, (level, inv) in enumerate(filters):
+        for i, (level, inv, bins) in enumerate(filters):
             r = np.fft.irfft(cf[todo] * inv, length, axis=1)
             if i < len(filters) - 1:
                 ok = oscillation_index(r) <= oi_threshold
@@ -110,7 +180,7 @@ def osvd(
                 ok = np.ones(len(todo), bool)
             if ok.any():
                 idx = s + todo[ok]
-                rmax[idx], tmax[idx] = _peaks(r[ok], dt, circular=True)
+                rmax[idx], tmax[idx] = _peaks(r[ok], dt, circular=True, bandwidth=bins)
                 chosen[idx] = level
             todo = todo[~ok]
             if len(todo) == 0:
@@ -127,11 +197,13 @@ def tikhonov(
     spec = np.fft.rfft(aif_kernel(aif, dt), length)
     reg = (lam * np.abs(spec).max()) ** 2
     filt = (np.conj(spec) / (np.abs(spec) ** 2 + reg)).astype(np.complex64)
+    passed = np.nonzero(np.abs(spec) ** 2 >= reg)[0]
+    bins = int(passed.max()) + 1 if len(passed) else 1
     rmax = np.zeros(n, np.float32)
     tmax = np.zeros(n, np.float32)
     for s in range(0, n, chunk):
         r = np.fft.irfft(np.fft.rfft(conc[s : s + chunk], length, axis=1) * filt, length, axis=1)
-        rmax[s : s + chunk], tmax[s : s + chunk] = _peaks(r, dt, circular=True)
+        rmax[s : s + chunk], tmax[s : s + chunk] = _peaks(r, dt, True, bins)
     return Deconvolved(rmax, tmax, np.full(n, lam, np.float32))
 
 
@@ -146,7 +218,8 @@ def ssvd(conc: np.ndarray, aif: np.ndarray, dt: float, threshold: float = 0.2) -
     w = np.where(s >= threshold * s.max(), 1.0 / s, 0.0)
     pinv = (vt.T * w) @ u.T
     r = conc.astype(np.float32) @ pinv.T.astype(np.float32)
-    rmax, tmax = _peaks(r, dt, circular=False)
+    # k kept singular vectors of a K x K convolution are ~k/2 frequencies
+    rmax, tmax = _peaks(r, dt, False, max(1.0, float((w > 0).sum()) / 2))
     return Deconvolved(rmax, tmax, np.full(len(conc), threshold, np.float32))
 
 
@@ -171,6 +244,7 @@ def osvd_reference(
     """
     n, k = conc.shape
     u, s, vt = np.linalg.svd(block_circulant(aif, dt))
+    mag = np.abs(np.fft.rfft(aif_kernel(aif, dt), 2 * k))
     rmax = np.zeros(n, np.float32)
     tmax = np.zeros(n, np.float32)
     chosen = np.zeros(n, np.float32)
@@ -184,6 +258,7 @@ def osvd_reference(
             r = vt.T @ (w * utc)
             if oscillation_index(r[None, :])[0] <= oi_threshold:
                 break
-        m, t = _peaks(r[None, :], dt, circular=True)
+        bins = int(np.nonzero(mag >= level * mag.max())[0].max()) + 1
+        m, t = _peaks(r[None, :], dt, True, bins)
         rmax[v], tmax[v], chosen[v] = m[0], t[0], level
     return Deconvolved(rmax, tmax, chosen)
