@@ -16,6 +16,8 @@ from typing import Any
 
 import platformdirs
 
+from lucent.net import upper_layer
+
 SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "resources" / "lucent-server.sample.toml"
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
 _UID_ROOT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.?$")
@@ -60,8 +62,8 @@ class DimseSection:
     tls_key: str = ""
     tls_ca_file: str = ""
     tls_require_client_cert: bool = True
-    implementation_class_uid: str = "1.2.826.0.1.3680043.10.1455.1.0.1"
-    implementation_version_name: str = "LUCENT_010"
+    implementation_class_uid: str = upper_layer.IMPLEMENTATION_CLASS_UID
+    implementation_version_name: str = upper_layer.IMPLEMENTATION_VERSION
 
 
 @dataclass(frozen=True)

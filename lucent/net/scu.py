@@ -16,6 +16,7 @@ import io
 import logging
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,6 +26,9 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
 from pynetdicom import AE, build_context
 from pynetdicom import _config as _pynetdicom_config
@@ -37,7 +41,8 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from lucent.net import status, tls, transport
+from lucent.net import direct, status, tls, transport
+from lucent.net import upper_layer as ul
 
 log = logging.getLogger("lucent.scu")
 
@@ -453,7 +458,8 @@ def _row(ds: Dataset) -> dict[str, str]:
 
 
 def _find_on(
-    assoc: Association,
+    assoc: direct.DirectAssociation,
+    query: _Query,
     identifier: Dataset,
     limit: int,
     cancel: threading.Event | None,
@@ -464,23 +470,20 @@ def _find_on(
 ) -> list[dict[str, str]]:
     """Run one C-FIND on an open association; apply the 4.2.1.6 table to each response."""
     got: list[dict[str, str]] = []
-    msg_id = _next_msg_id(assoc)
-    responses = assoc.send_c_find(
-        identifier, StudyRootQueryRetrieveInformationModelFind, msg_id=msg_id
-    )
+    msg_id = assoc.next_message_id()
     cancelled_by_us = False
-    for rsp_status, rsp_identifier in responses:
-        if rsp_status is None or "Status" not in rsp_status:
-            result.outcome = "failed"
-            result.message = "the association was aborted or the C-FIND timed out"
-            return got
-        code = int(rsp_status.Status)
+    answers = assoc.c_find(
+        query.context_id, StudyRootQueryRetrieveInformationModelFind, query.encode(identifier),
+        msg_id,
+    )  # fmt: skip
+    for answer in answers:
+        code = answer.status
         if code in (status.PENDING, status.PENDING_WARNING):
             if code == status.PENDING_WARNING:
                 result.warnings += 1  # 4.2.1.6: FF01 - returned values not overridden
-            if cancelled_by_us or rsp_identifier is None:
+            if cancelled_by_us or answer.identifier is None:
                 continue
-            row = _row(rsp_identifier)
+            row = query.row(answer.identifier)
             if tag:
                 row["_variant"] = tag
             key = row.get(unique) or f"#{len(seen)}"
@@ -494,10 +497,7 @@ def _find_on(
                 result.outcome = "truncated" if over_limit else "cancelled"
                 if over_limit:
                     result.message = f"stopped at the limit of {limit} results"
-                with contextlib.suppress(Exception):
-                    assoc.send_c_cancel(
-                        msg_id, query_model=StudyRootQueryRetrieveInformationModelFind
-                    )
+                assoc.c_cancel(query.context_id, msg_id)
             continue
         result.status = code
         if code == status.SUCCESS:
@@ -511,12 +511,152 @@ def _find_on(
             return got
         # 4.2.1.6: A700, A900, Cxxx (and any other failure) end the current query.
         result.outcome = "failed"
-        comment = str(rsp_status.get("ErrorComment", "") or "")
+        comment = answer.comment
         result.message = f"{find_status_text(code)} (0x{code:04X})" + (
             f": {comment}" if comment else ""
         )
         return got
     return got
+
+
+@dataclass(frozen=True)
+class _Query:
+    """The negotiated C-FIND context: how identifiers are written and read on it."""
+
+    context_id: int
+    transfer_syntax: str
+
+    @property
+    def implicit(self) -> bool:
+        return self.transfer_syntax == IMPLICIT_LE
+
+    @property
+    def little(self) -> bool:
+        return self.transfer_syntax != EXPLICIT_BE
+
+    def encode(self, ds: Dataset) -> bytes:
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = self.little, self.implicit
+        write_dataset(fp, ds)
+        return fp.getvalue()
+
+    def row(self, data: bytes) -> dict[str, str]:
+        if self.little:
+            fast = _row_from_bytes(data, self.implicit)
+            if fast is not None:
+                return fast
+        ds = read_dataset(io.BytesIO(data), self.implicit, self.little)
+        return _row(ds)
+
+
+_EXPLICIT_LONG = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC",
+                            b"UN", b"UR", b"UT", b"UV"))  # fmt: skip
+_TAG_INFO: dict[int, tuple[str, str | None]] = {}
+
+
+def _tag_info(tag: int) -> tuple[str, str | None]:
+    info = _TAG_INFO.get(tag)
+    if info is None:
+        info = _TAG_INFO[tag] = (keyword_for_tag(tag), dictionary_vr_or_none(tag))
+    return info
+
+
+def _row_from_bytes(data: bytes, implicit: bool) -> dict[str, str] | None:
+    """``_row`` straight from a little-endian identifier's bytes, or None when it holds
+    anything but plain text values in a single-codec character set (then pydicom decodes).
+
+    C-FIND answers are a dozen short text elements; building a pydicom Dataset for each
+    cost more than the network round trip of the whole answer.
+    """
+    values: list[tuple[str, str, bytes]] = []
+    charset = ""
+    pos, end = 0, len(data)
+    unpack = struct.unpack_from
+    while pos < end:
+        if pos + 8 > end:
+            return None
+        group, elem = unpack("<HH", data, pos)
+        tag = (group << 16) | elem
+        if implicit:
+            (length,) = unpack("<L", data, pos + 4)
+            keyword, vr = _tag_info(tag)
+            start = pos + 8
+        else:
+            vr_raw = data[pos + 4 : pos + 6]
+            if vr_raw in _EXPLICIT_LONG:
+                if pos + 12 > end:
+                    return None
+                (length,) = unpack("<L", data, pos + 8)
+                start = pos + 12
+            else:
+                (length,) = unpack("<H", data, pos + 6)
+                start = pos + 8
+            keyword, vr = _tag_info(tag)[0], vr_raw.decode("ascii", "replace")
+        if length == 0xFFFFFFFF or start + length > end:
+            return None
+        value = data[start : start + length]
+        pos = start + length
+        if tag == 0x00080005:
+            charset = value.decode("ascii", "replace").strip(" \x00")
+        if tag == 0x00080052 or not keyword or group == 0x0000:
+            continue
+        if vr not in _TEXT_VRS:
+            return None  # binary, sequence or unknown: let pydicom decode
+        values.append((keyword, vr, value))
+    codec = _CODECS.get(charset)
+    if codec is None or "\\" in charset:
+        return None
+    out: dict[str, str] = {}
+    for keyword, vr, value in values:
+        text = value.decode(codec if vr in _TEXT_SPECIFIC else "ascii", "replace")
+        if vr in ("LT", "ST", "UT"):
+            out[keyword] = text.rstrip(" \x00")
+        else:
+            out[keyword] = "\\".join(v.strip(" \x00") for v in text.split("\\"))
+    return out
+
+
+def _open_find(peer: Peer) -> tuple[direct.DirectAssociation, _Query]:
+    """A query association on our own socket reader (``lucent.net.direct``)."""
+    transport.install()
+    contexts = [ul.PresentationContext(1, StudyRootQueryRetrieveInformationModelFind,
+                                       list(UNCOMPRESSED))]  # fmt: skip
+    try:
+        assoc = direct.DirectAssociation.request(
+            peer.host,
+            peer.port,
+            called_ae=peer.ae_title,
+            calling_ae=peer.calling_ae,
+            contexts=contexts,
+            max_pdu=peer.max_pdu,
+            implementation_class_uid=peer.implementation_class_uid or ul.IMPLEMENTATION_CLASS_UID,
+            implementation_version=peer.implementation_version_name or ul.IMPLEMENTATION_VERSION,
+            connect_timeout=peer.timeout,
+            network_timeout=peer.dimse_timeout,
+            tls_context=_tls_context(peer) if peer.tls else None,
+        )
+    except direct.DirectError as exc:
+        if exc.kind == "rejected":
+            raise _rejected(peer, exc.message) from exc
+        raise _diagnose_connect(peer) from exc
+    ts = assoc.accepted(1)
+    if ts is None:
+        assoc.release()
+        raise AssociationError(
+            "rejected",
+            f"{peer.address} accepted none of the proposed presentation contexts "
+            "(SOP class / transfer syntax not supported there)",
+        )
+    return assoc, _Query(1, ts)
+
+
+def _rejected(peer: Peer, reason: str) -> AssociationError:
+    hint = ""
+    if "called ae" in reason.lower():
+        hint = f" — check the AE title '{peer.ae_title}' configured for this node"
+    elif "calling ae" in reason.lower():
+        hint = f" — the PACS does not know our AE title '{peer.calling_ae}'; register it there"
+    return AssociationError("rejected", f"association rejected by {peer.address}: {reason}{hint}")
 
 
 def _next_msg_id(assoc: Association) -> int:
@@ -600,9 +740,7 @@ def find(
         result.outcome, result.message = "failed", str(exc)
         return result
     try:
-        assoc = associate(
-            peer, [build_context(StudyRootQueryRetrieveInformationModelFind, list(UNCOMPRESSED))]
-        )
+        assoc, query = _open_find(peer)
     except AssociationError as exc:
         result.outcome, result.message = "no-association", exc.message
         result.elapsed_ms = _ms(start)
@@ -612,19 +750,22 @@ def find(
     try:
         name = str(keys.get("PatientName", "") or "")
         if not (case_insensitive and any(ch.isalpha() for ch in name)):
-            _find_on(assoc, identifier, limit, cancel, result, seen, unique)
+            _find_on(assoc, query, identifier, limit, cancel, result, seen, unique)
         else:
             per_variant: dict[str, list[dict[str, str]]] = {}
             for variant in name_variants(name):
                 identifier.PatientName = variant
                 per_variant[variant] = _find_on(
-                    assoc, identifier, limit, cancel, result, seen, unique, tag=variant
+                    assoc, query, identifier, limit, cancel, result, seen, unique, tag=variant
                 )
                 if not result.ok or result.outcome == "truncated":
                     break
             _judge_case(name, per_variant, result)
-    finally:
-        _release(assoc)
+        assoc.release()
+    except direct.DirectError as exc:
+        assoc.abort()
+        result.outcome = "failed"
+        result.message = f"the C-FIND on {peer.address} ended: {exc.message}"
     result.elapsed_ms = _ms(start)
     return result
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -45,6 +46,32 @@ class PduTooLarge(OSError):
 
 _pushed: dict[int, bytearray] = {}
 _pushed_lock = threading.Lock()
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytearray:
+    """Exactly ``n`` bytes (ConnectionError when the peer closes first)."""
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise ConnectionError("the peer closed the connection")
+        got += k
+    return buf
+
+
+def read_pdu(sock: socket.socket, limit: int) -> tuple[int, bytearray, bytes]:
+    """One PDU for our own upper layer readers: (type, body, 6-byte header).
+
+    The claimed length is checked against ``limit`` before anything is allocated."""
+    header = bytes(recv_exact(sock, 6))
+    pdu_type, _, length = struct.unpack(">BBL", header)
+    if pdu_type not in (1, 2, 3, 4, 5, 6, 7):
+        raise ValueError(f"unknown PDU type 0x{pdu_type:02X}")
+    if length > limit:
+        raise ValueError(f"PDU announces {length} bytes; limit is {limit}")
+    return pdu_type, recv_exact(sock, length), header
 
 
 def push_back(sock: socket.socket, data: bytes) -> None:

@@ -1,8 +1,9 @@
-"""The few DICOM Upper Layer PDUs and DIMSE commands a storage association needs (PS3.8, PS3.7).
+"""The few DICOM Upper Layer PDUs and DIMSE commands our fast paths need (PS3.8, PS3.7).
 
 Pure encoding/decoding, no sockets. The Store SCP's fast path uses it for associations that
-only carry Verification and Storage; everything else goes to pynetdicom. Field layouts:
-PS3.8 9.3 (PDUs and items), PS3.7 9.3.1 (C-STORE), 9.3.5 (C-ECHO), E.1 (command encoding).
+only carry Verification and Storage (everything else goes to pynetdicom), and the C-FIND SCU
+(``lucent.net.direct``) for its side of an association. Field layouts: PS3.8 9.3 (PDUs and
+items), PS3.7 9.3.1 (C-STORE), 9.1.2 (C-FIND), 9.3.5 (C-ECHO), E.1 (command encoding).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from dataclasses import dataclass, field
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
+#: Our Implementation Class UID and Version Name (PS3.7 D.3.3.2), the defaults of [dimse].
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1455.1.0.1"
+IMPLEMENTATION_VERSION = "LUCENT_010"
 
 A_ASSOCIATE_RQ, A_ASSOCIATE_AC, A_ASSOCIATE_RJ = 0x01, 0x02, 0x03
 P_DATA_TF, A_RELEASE_RQ, A_RELEASE_RP, A_ABORT = 0x04, 0x05, 0x06, 0x07
@@ -141,6 +145,82 @@ def associate_ac(
     return struct.pack(">BBL", A_ASSOCIATE_AC, 0, len(body)) + body
 
 
+def associate_rq(
+    called_ae: str,
+    calling_ae: str,
+    contexts: list[PresentationContext],
+    *,
+    max_pdu: int,
+    implementation_class_uid: str,
+    implementation_version: str,
+) -> bytes:
+    """A-ASSOCIATE-RQ proposing ``contexts`` (PS3.8 9.3.2)."""
+    items = _item(0x10, APPLICATION_CONTEXT.encode())
+    for c in contexts:
+        sub = _item(0x30, c.abstract_syntax.encode())
+        sub += b"".join(_item(0x40, ts.encode()) for ts in c.transfer_syntaxes)
+        items += _item(0x20, struct.pack(">BBBB", c.id, 0, 0, 0) + sub)
+    user = _item(0x51, struct.pack(">L", max_pdu))
+    user += _item(0x52, implementation_class_uid.encode())
+    if implementation_version:
+        user += _item(0x55, implementation_version.encode()[:16])
+    items += _item(0x50, user)
+    body = struct.pack(">HH", 1, 0) + _ae(called_ae) + _ae(calling_ae) + b"\0" * 32 + items
+    return struct.pack(">BBL", A_ASSOCIATE_RQ, 0, len(body)) + body
+
+
+@dataclass
+class AssociateAccept:
+    """What an A-ASSOCIATE-AC settled: per context id (result, transfer syntax); the
+    acceptor's maximum PDU length (0 = unlimited)."""
+
+    contexts: dict[int, tuple[int, str]]
+    max_pdu: int = 0
+
+
+def parse_associate_ac(pdu: bytes) -> AssociateAccept:
+    """Decode an A-ASSOCIATE-AC PDU (including its 6-byte header)."""
+    if len(pdu) < 74 or pdu[0] != A_ASSOCIATE_AC:
+        raise ProtocolError("not an A-ASSOCIATE-AC")
+    out = AssociateAccept({})
+    pos = 74
+    while pos + 4 <= len(pdu):
+        item_type = pdu[pos]
+        (length,) = struct.unpack(">H", pdu[pos + 2 : pos + 4])
+        body = pdu[pos + 4 : pos + 4 + length]
+        if len(body) != length:
+            raise ProtocolError("A-ASSOCIATE-AC item runs past the PDU")
+        if item_type == 0x21 and length >= 4:
+            ts = ""
+            if length >= 8 and body[4] == 0x40:
+                (ts_len,) = struct.unpack(">H", body[6:8])
+                ts = _uid(body[8 : 8 + ts_len])
+            out.contexts[body[0]] = (body[2], ts)
+        elif item_type == 0x50:
+            probe = AssociateRequest("", "", [])
+            _parse_user_info(body, probe)
+            out.max_pdu = probe.max_pdu
+        pos += 4 + length
+    return out
+
+
+#: A-ASSOCIATE-RJ reasons by (source, reason), PS3.8 9.3.4.
+REJECT_REASONS = {
+    (1, 1): "no reason given",
+    (1, 2): "application context name not supported",
+    (1, 3): "Calling AE title not recognised",
+    (1, 7): "Called AE title not recognised",
+    (2, 1): "no reason given (ACSE)",
+    (2, 2): "protocol version not supported",
+    (3, 1): "temporary congestion",
+    (3, 2): "local limit exceeded",
+}
+
+
+def release_rq() -> bytes:
+    return struct.pack(">BBLL", A_RELEASE_RQ, 0, 4, 0)
+
+
 def associate_rj(result: int, source: int, reason: int) -> bytes:
     return struct.pack(">BBLBBBB", A_ASSOCIATE_RJ, 0, 4, 0, result, source, reason)
 
@@ -157,6 +237,18 @@ def p_data(context_id: int, payload: bytes, *, command: bool, last: bool = True)
     header = (1 if command else 0) | (2 if last else 0)
     pdv = struct.pack(">LBB", len(payload) + 2, context_id, header) + payload
     return struct.pack(">BBL", P_DATA_TF, 0, len(pdv)) + pdv
+
+
+def p_data_fragments(
+    context_id: int, payload: bytes, *, command: bool, max_pdu: int
+) -> list[bytes]:
+    """``payload`` as P-DATA-TF PDUs that each fit the receiver's maximum PDU length."""
+    room = max(max_pdu - 6, 64) if max_pdu else len(payload) or 1
+    chunks = [payload[i : i + room] for i in range(0, len(payload), room)] or [b""]
+    return [
+        p_data(context_id, chunk, command=command, last=i == len(chunks) - 1)
+        for i, chunk in enumerate(chunks)
+    ]
 
 
 def iter_pdvs(body: memoryview) -> list[tuple[int, int, memoryview]]:
@@ -207,6 +299,16 @@ def _element(tag: int, value: bytes) -> bytes:
     if len(value) % 2:
         value += b"\0" if tag in (0x00000002, 0x00001000) else b" "
     return struct.pack("<HHL", tag >> 16, tag & 0xFFFF, len(value)) + value
+
+
+def command_set(elements: list[tuple[int, bytes]]) -> bytes:
+    """A command set from (tag, value) pairs in tag order, with its group length."""
+    body = b"".join(_element(tag, value) for tag, value in elements)
+    return _element(0x00000000, struct.pack("<L", len(body))) + body
+
+
+def us(value: int) -> bytes:
+    return struct.pack("<H", value)
 
 
 def response(

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import socket
 import ssl
-import struct
 import threading
 from typing import Any
 
@@ -38,26 +37,11 @@ class Abort(Exception):
     """End the association with an A-ABORT; the message says why (logged)."""
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytearray:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if k == 0:
-            raise ConnectionError("peer closed the connection")
-        got += k
-    return buf
-
-
 def _read_pdu(sock: socket.socket, limit: int) -> tuple[int, bytearray, bytes]:
-    header = bytes(_recv_exact(sock, 6))
-    pdu_type, _, length = struct.unpack(">BBL", header)
-    if pdu_type not in (1, 2, 3, 4, 5, 6, 7):
-        raise Abort(f"unknown PDU type 0x{pdu_type:02X}")
-    if length > limit:
-        raise Abort(f"PDU announces {length} bytes; limit is {limit}")
-    return pdu_type, _recv_exact(sock, length), header
+    try:
+        return transport.read_pdu(sock, limit)
+    except ValueError as exc:  # unknown PDU type or over the limit
+        raise Abort(str(exc)) from exc
 
 
 class StoreAcceptor:

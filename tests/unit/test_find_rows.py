@@ -56,3 +56,20 @@ def test_raw_rows_match_pydicom(path: str, implicit: bool) -> None:
         got = scu._row(decode(io.BytesIO(raw), implicit, True))
     assert got == expected
     assert got["ModalitiesInStudy"] == "CT\\MR" and "QueryRetrieveLevel" not in got
+    # The byte-level reader the direct C-FIND association uses: the same rows, or None
+    # (pydicom's path) for ISO 2022 code extensions, and the same result through _Query.row.
+    direct = scu._row_from_bytes(raw, implicit)
+    assert direct is None or direct == expected
+    syntax = scu.IMPLICIT_LE if implicit else scu.EXPLICIT_LE
+    assert scu._Query(1, syntax).row(raw) == expected
+
+
+def test_raw_rows_fall_back_for_sequences_and_binary_values() -> None:
+    ident = Dataset()
+    ident.PatientName = "Seq^Case"
+    ident.ReferencedStudySequence = [Dataset()]
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, False
+    write_dataset(out, ident)
+    assert scu._row_from_bytes(out.getvalue(), False) is None
+    assert scu._Query(1, scu.EXPLICIT_LE).row(out.getvalue()) == {"PatientName": "Seq^Case"}
