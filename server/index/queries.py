@@ -67,6 +67,8 @@ def match_uid_list(column: InstrumentedAttribute[str], value: str) -> ColumnElem
     if not value:
         return None
     uids = [u.strip() for u in value.split("\\") if u.strip()]
+    if not uids:  # "\\" or blanks only: a list of empty values matches everything
+        return None
     return column.in_(uids) if len(uids) > 1 else column == uids[0]
 
 
