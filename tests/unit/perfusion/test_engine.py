@@ -280,7 +280,7 @@ def test_dsc_phantom_contrast_is_clinical() -> None:
 
 
 def test_dsc_mr_with_slice_timing_and_leakage(dsc: tuple[P.Phantom, PerfusionResult]) -> None:
-    """What the engine reaches today at SNR 20 (measured r: CBF 0.88, CBV 0.83, Tmax 0.89)."""
+    """DSC with per-slice timing and leakage correction: AIF, brain mask, volumes."""
     ph, r = dsc
     s = r.series
     assert s.modality == "MR" and s.echo_time_s == pytest.approx(0.040)
@@ -294,21 +294,31 @@ def test_dsc_mr_with_slice_timing_and_leakage(dsc: tuple[P.Phantom, PerfusionRes
     assert r.qc["leakage_k2_median"] is not None
 
 
-@pytest.mark.xfail(
-    reason=(
-        "issue 6 target at DSC SNR 20: r > 0.9 for CBF/CBV/Tmax and core within 10 %; the "
-        "engine reaches r 0.88/0.83/0.89 and core -17 % (per-voxel CBV noise from the S0 "
-        "estimate of ~11 baseline frames; local-patch MP-PCA is the next step); open"
-    ),
-    strict=False,
-)
 def test_dsc_mr_meets_issue_accuracy_target(dsc: tuple[P.Phantom, PerfusionResult]) -> None:
+    """Issue 6 at DSC SNR 20: r > 0.9 for CBF, CBV and Tmax (was 0.88/0.81/0.88 with a
+    Gaussian blur; the curve-similarity filter keeps the cortical ribbon and the lesion
+    apart: measured 0.96/0.93/0.91 here, >= 0.91 on seeds 1-6)."""
     ph, r = dsc
     sel = ph.tissue & r.tissue
     rs = {n: np.corrcoef(r.maps[n][sel], ph.truth[n][sel])[0, 1] for n in ("cbf", "cbv", "tmax")}
     assert min(rs.values()) > 0.9, rs
-    assert r.summary["core_ml"] == pytest.approx(ph.volumes_ml["core"], rel=0.10)
     assert r.summary["hypoperfusion_ml"] == pytest.approx(ph.volumes_ml["hypoperfusion"], rel=0.10)
+
+
+@pytest.mark.xfail(
+    reason=(
+        "issue 6 target at DSC SNR 20: rCBF core within 10 %; measured -15 % (seed 1; -20 % "
+        "mean, -29 % worst over seeds 1-6; the Gaussian blur gave -13 %/-16 %/-21 %). The "
+        "core and penumbra are well apart (core rCBF <= 0.3 inside, penumbra >= 0.45), but "
+        "at this CNR oSVD truncates hard (OI 0.035): normal CBF comes out ~45 % low and the "
+        "core's long, low residue ~30 % high, so rim voxels of the core sit at rCBF 0.25-0.3. "
+        "Open; MR core from DWI (ADC) is unaffected"
+    ),
+    strict=True,
+)
+def test_dsc_mr_rcbf_core_within_10_percent(dsc: tuple[P.Phantom, PerfusionResult]) -> None:
+    ph, r = dsc
+    assert r.summary["core_ml"] == pytest.approx(ph.volumes_ml["core"], rel=0.10)
 
 
 def test_dsc_noise_free_leakage_correction_keeps_delayed_cbv(tmp_path: Path) -> None:
