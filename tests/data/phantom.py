@@ -107,10 +107,17 @@ def _coords(
 
 
 def make_labels(
-    spec: PhantomSpec, shift: tuple[float, float, float] = (0, 0, 0), rotation_deg: float = 0.0
+    spec: PhantomSpec,
+    shift: tuple[float, float, float] = (0, 0, 0),
+    rotation_deg: float = 0.0,
+    supersample: int = 1,
 ) -> np.ndarray:
-    """Anatomy as labels on the voxel grid (analytic, so motion is an exact shift/rotation)."""
-    zz, yy, xx = _coords(spec, shift, rotation_deg)
+    """Anatomy as labels on the voxel grid (analytic, so motion is an exact shift/rotation).
+
+    ``supersample`` > 1: labels of the sub-voxel centres of a grid that many times finer
+    in-plane, shape (Z, Y * s, X * s), for partial-volume averaging (``_render``)."""
+    fine = replace(spec, matrix=spec.matrix * supersample)
+    zz, yy, xx = _coords(fine, shift, rotation_deg)
     scale = np.sqrt(np.clip(1 - (zz / 95.0) ** 2, 0.2, 1))
     a, b = 62.0 * scale, 80.0 * scale
 
@@ -136,7 +143,7 @@ def make_labels(
     lab[pen & is_gm], lab[pen & ~is_gm] = PEN_GM, PEN_WM
     lab[core & is_gm], lab[core & ~is_gm] = CORE_GM, CORE_WM
     lab[vent] = CSF
-    px = spec.fov_mm / spec.matrix
+    px = spec.fov_mm / spec.matrix  # vessels keep their size on a supersampled grid
     art = (np.abs(xx - 22) < px * 1.01) & (np.abs(yy - 40) < px * 1.01)
     vein = (np.abs(xx) < px * 1.01) & (np.abs(yy + b - 6 * scale) < px * 1.01)
     lab[art & brain] = ARTERY
@@ -284,6 +291,18 @@ def _set_time(ds: Dataset, spec: PhantomSpec, seconds: float, t: int) -> None:
         raise ValueError(tag)
 
 
+MOTION_SUPERSAMPLE = 4
+"""In-plane sub-voxels per voxel side when a phantom moves (partial volume, see ``generate``)."""
+
+
+def _voxel_mean(img: np.ndarray, factor: int) -> np.ndarray:
+    """Mean of each factor x factor block of a supersampled slice: the voxel's value."""
+    if factor == 1:
+        return img
+    h, w = img.shape[0] // factor, img.shape[1] // factor
+    return img.reshape(h, factor, w, factor).mean(axis=(1, 3))
+
+
 def generate(spec: PhantomSpec, out_dir: str | Path | None = None) -> Phantom:
     """Build the phantom and, with ``out_dir``, write it as one DICOM file per frame and slice."""
     labels = make_labels(spec)
@@ -304,7 +323,14 @@ def generate(spec: PhantomSpec, out_dir: str | Path | None = None) -> Phantom:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
-    moved = make_labels(spec, spec.motion_mm) if any(spec.motion_mm) else labels
+    # A moving head is imaged with partial volume: a voxel integrates the anatomy it covers.
+    # Point-sampled labels shift by whole voxels only (a 5 mm move on 3.75 mm pixels jumps
+    # edges by 1 or 2 pixels), which no rigid transform reproduces and registration turns
+    # into a spurious ~1 degree rotation. Motion phantoms are therefore rendered from labels
+    # on a 4x finer in-plane grid, averaged back to the voxels, for every frame alike.
+    factor = MOTION_SUPERSAMPLE if any(spec.motion_mm) else 1
+    still = make_labels(spec, supersample=factor) if factor > 1 else labels
+    moved = make_labels(spec, spec.motion_mm, supersample=factor) if any(spec.motion_mm) else still
     base = _base(spec)
     uids = {"study": generate_uid(), "series": generate_uid(), "for": generate_uid()}
     template = _header(spec, uids)
@@ -325,18 +351,18 @@ def generate(spec: PhantomSpec, out_dir: str | Path | None = None) -> Phantom:
     for t in range(spec.n_times):
         if t == spec.drop_time_point:
             continue
-        lab_t = moved if t >= spec.motion_from else labels
+        lab_t = moved if t >= spec.motion_from else still
         for z in range(spec.n_slices):
             if spec.drop_instance == (t, z):
                 continue
             conc = curves[:, t, z]
             if spec.modality == "CT":
-                img = (base + conc)[lab_t[z]]
+                img = _voxel_mean((base + conc)[lab_t[z]], factor)
                 if spec.noise:
                     img = img + rng.normal(0, spec.noise, img.shape)
                 stored = np.clip(np.rint((img - intercept) / slope), 0, 65535).astype(np.uint16)
             else:
-                s = (base * np.exp(-spec.te_ms / 1000.0 * conc))[lab_t[z]]
+                s = _voxel_mean((base * np.exp(-spec.te_ms / 1000.0 * conc))[lab_t[z]], factor)
                 if spec.noise:
                     sigma = 1000.0 / spec.noise
                     s = np.hypot(s + rng.normal(0, sigma, s.shape), rng.normal(0, sigma, s.shape))

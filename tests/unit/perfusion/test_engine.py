@@ -235,10 +235,14 @@ def test_motion_of_5_mm_is_corrected_and_flagged(tmp_path: Path) -> None:
     ph, r = _run(tmp_path, spec, PerfusionConfig())
     m = r.motion
     assert m is not None and m.severe
-    assert abs(m.translation_mm[-1][0] - 5.0) < 1.0  # moving-image shift recovered
     assert any(f["code"] == "severe_motion" for f in r.qc["flags"])
-    # residual in-plane rotation drift after a 5 mm jump inflates Tmax>6 s (known, see report)
-    assert r.summary["hypoperfusion_ml"] == pytest.approx(ph.volumes_ml["hypoperfusion"], rel=0.3)
+    # the moving-image shift is recovered, with no spurious rotation (was ~0.9 degrees with
+    # point-sampled phantom frames and a soft-tissue window; the phantom now renders a moving
+    # head with partial volume, motion.py registers air/scalp/bone edges on every voxel)
+    shifts = np.array(m.translation_mm[spec.motion_from :])
+    np.testing.assert_allclose(shifts, [[5.0, 0.0, 0.0]] * len(shifts), atol=0.25)
+    assert np.abs(m.rotation_deg).max() < 0.25
+    assert r.summary["hypoperfusion_ml"] == pytest.approx(ph.volumes_ml["hypoperfusion"], rel=0.10)
 
 
 def test_small_coverage_marks_volumes_not_reliable(tmp_path: Path) -> None:
