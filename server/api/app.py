@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from sqlalchemy import select
@@ -63,7 +65,25 @@ def _checked(body: schemas.RemoteNodeIn) -> schemas.RemoteNodeIn:
         raise HTTPException(422, f"timeout must be more than 0 and at most {MAX_NODE_TIMEOUT:g} s")
     if not body.host.strip():
         raise HTTPException(422, "host must not be empty")
+    if not valid_host(body.host.strip()):
+        raise HTTPException(
+            422, f"host '{body.host[:80]}' is not an IP address or a valid host name (RFC 1123)"
+        )
     return body
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def valid_host(host: str) -> bool:
+    """An IPv4/IPv6 literal (brackets allowed) or an RFC 1123 host name."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(_HOST_LABEL.match(label) for label in name.split("."))
 
 
 @nodes_router.post("", response_model=schemas.RemoteNodeOut, status_code=201)

@@ -629,3 +629,29 @@ def test_remote_node_timeout_must_be_usable(target: Target, timeout: float) -> N
         timeout=30,
     )
     assert r.status_code == 422 and "timeout" in r.text, r.text
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [("__not_in_enum__", False), ("pacs host", False), ("-pacs.example", False),
+     ("a" * 64 + ".example", False), ("pacs-01.radiology.example.org", True),
+     ("10.0.0.7", True), ("fe80::1", True), ("[::1]", True), ("PACS.", True)],
+)  # fmt: skip
+def test_remote_node_host_must_be_an_address_or_host_name(
+    target: Target, host: str, ok: bool
+) -> None:
+    """The negative fuzzer filed a node at '__not_in_enum__'; such a name can only fail
+    later, at a C-ECHO or a send, with a resolver error instead of a clear refusal now."""
+    node = {"name": f"h-{host[:20]}", "ae_title": "H", "host": host, "port": 104}
+    r = httpx.post(
+        f"{target.base_url}/api/v1/nodes", headers=target.admin_headers(), json=node, timeout=30
+    )
+    if ok:
+        assert r.status_code == 201, r.text
+        httpx.delete(
+            f"{target.base_url}/api/v1/nodes/{r.json()['id']}",
+            headers=target.admin_headers(),
+            timeout=30,
+        )
+    else:
+        assert r.status_code == 422 and "host" in r.text, r.text
