@@ -21,7 +21,6 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from lucent.dicom import instance as dicom_instance
-from lucent.dicom import transfer_syntaxes
 from lucent.net import status
 from server.accounts.quotas import QuotaGuard
 from server.archive import crypto, recovery
@@ -184,13 +183,10 @@ class ServerContext:
         else:
             self.storage.put(meta_key, crypto.seal(self.keys, raw, label))
         ds = parsed.dataset
-        lossy = parsed.transfer_syntax in transfer_syntaxes.LOSSY or (
-            str(ds.get("LossyImageCompression", "")) == "01"
-        )
         rec = InstanceRecord(
             dataset=ds,
             transfer_syntax=parsed.transfer_syntax,
-            lossy=lossy,
+            lossy=parsed.lossy,
             meta_key=meta_key,
             pixel_key=pixel_key,
             pixel_offset=start,

@@ -48,6 +48,13 @@ class Parsed:
     transcoded: bool = False
     ids: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def lossy(self) -> bool:
+        """Lossy-compressed now or at any time before (Lossy Image Compression "01")."""
+        return self.transfer_syntax in transfer_syntaxes.LOSSY or (
+            str(self.dataset.get("LossyImageCompression", "")) == "01"
+        )
+
 
 # Above this size an inflated data set must not be more than MAX_RATIO times what was sent:
 # real deflated DICOM shrinks 2-20x, a deflate bomb ~1000x.

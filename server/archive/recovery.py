@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from lucent.dicom import instance as dicom_instance
-from lucent.dicom import transfer_syntaxes
 from server.archive import crypto
 from server.index.models import ArchiveTombstone, Instance
 from server.index.records import InstanceRecord, now, record_instance
@@ -173,8 +172,7 @@ def _reindex(ctx: ServerContext, base: str, kinds: set[str]) -> str | None:
     rec = InstanceRecord(
         dataset=ds,
         transfer_syntax=parsed.transfer_syntax,
-        lossy=parsed.transfer_syntax in transfer_syntaxes.LOSSY
-        or str(ds.get("LossyImageCompression", "")) == "01",
+        lossy=parsed.lossy,
         meta_key=f"{base}.m",
         pixel_key=pixel_key,
         pixel_offset=label.pixel_offset if pixel_key else 0,
