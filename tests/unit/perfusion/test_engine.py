@@ -312,11 +312,18 @@ def test_dsc_mr_meets_issue_accuracy_target(dsc: tuple[P.Phantom, PerfusionResul
 @pytest.mark.xfail(
     reason=(
         "issue 6 target at DSC SNR 20: rCBF core within 10 %; measured -15 % (seed 1; -20 % "
-        "mean, -29 % worst over seeds 1-6; the Gaussian blur gave -13 %/-16 %/-21 %). The "
-        "core and penumbra are well apart (core rCBF <= 0.3 inside, penumbra >= 0.45), but "
-        "at this CNR oSVD truncates hard (OI 0.035): normal CBF comes out ~45 % low and the "
-        "core's long, low residue ~30 % high, so rim voxels of the core sit at rCBF 0.25-0.3. "
-        "Open; MR core from DWI (ADC) is unaffected"
+        "mean, -29 % worst over seeds 1-6). Not the reference (contralateral Tmax < 4 s "
+        "median = white matter; penumbra rCBF comes out unbiased at 0.6) nor the truth count "
+        "(whole point-sampled voxels on both sides, no partial volume in this phantom). The "
+        "core's true rCBF 0.1 comes out at median 0.19 (p90 0.36), from three causes of "
+        "similar size: (1) the AIF's peak frames lie in the Rician noise floor (dR2* clipped "
+        "at -ln(1e-3)/TE) and oSVD truncates hard, so normal CBF is 0.57 of truth but the "
+        "core's broad residue 0.83: rCBF 0.146 even on noise-free curves; (2) the similarity "
+        "filter's 3x3 patches straddle the core edge, rim voxels draw 26 % of their weight "
+        "from the penumbra (rim CBF +60-75 %, penumbra Tmax); (3) residual, spatially "
+        "correlated noise lifts the residue maximum of the low-flow core by ~20 %. The true "
+        "AIF shape alone gains 2-3 points; centre-weighted patches or a second filter pass "
+        "~3-4 points but drop the Tmax r below 0.9. Open; MR core from DWI (ADC) is unaffected"
     ),
     strict=True,
 )
