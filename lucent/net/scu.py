@@ -19,7 +19,9 @@ import ssl
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +32,9 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
-from pynetdicom import AE, build_context
+from pynetdicom import AE, build_context, dsutils
 from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
@@ -553,6 +554,12 @@ _EXPLICIT_LONG = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"S
                             b"UN", b"UR", b"UT", b"UV"))  # fmt: skip
 _TAG_INFO: dict[int, tuple[str, str | None]] = {}
 
+# How ``_row_from_bytes`` treats an element: leave it out, ASCII text, text in the Specific
+# Character Set, free text in it (LT/ST/UT: one value, leading spaces kept); None: pydicom.
+_SKIP, _ASCII, _SPECIFIC, _FREE = 0, 1, 2, 3
+#: Element header bytes (tag, or tag + VR when explicit) -> (keyword, kind, long length).
+_HEADERS: dict[bytes, tuple[str, int | None, bool]] = {}
+
 
 def _tag_info(tag: int) -> tuple[str, str | None]:
     info = _TAG_INFO.get(tag)
@@ -561,92 +568,107 @@ def _tag_info(tag: int) -> tuple[str, str | None]:
     return info
 
 
+def _header_info(key: bytes) -> tuple[str, int | None, bool]:
+    """What an element header means for a row, cached: an answer repeats the same dozen
+    headers, so the dictionary look-ups happen once per process, not once per element."""
+    info = _HEADERS.get(key)
+    if info is not None:
+        return info
+    group, elem = struct.unpack_from("<HH", key)
+    tag = (group << 16) | elem
+    keyword, vr = _tag_info(tag)
+    long_length = False
+    if len(key) == 6:  # explicit VR: the VR is in the stream
+        long_length = key[4:6] in _EXPLICIT_LONG
+        vr = key[4:6].decode("ascii", "replace")
+    kind: int | None
+    if tag == 0x00080052 or not keyword or group == 0x0000:
+        kind = _SKIP
+    elif vr not in _TEXT_VRS:
+        kind = None  # binary, sequence or unknown: let pydicom decode
+    elif vr in ("LT", "ST", "UT"):
+        kind = _FREE
+    elif vr in _TEXT_SPECIFIC:
+        kind = _SPECIFIC
+    else:
+        kind = _ASCII
+    info = _HEADERS[key] = (keyword, kind, long_length)
+    return info
+
+
 def _row_from_bytes(data: bytes, implicit: bool) -> dict[str, str] | None:
     """``_row`` straight from a little-endian identifier's bytes, or None when it holds
     anything but plain text values in a single-codec character set (then pydicom decodes).
 
     C-FIND answers are a dozen short text elements; building a pydicom Dataset for each
-    cost more than the network round trip of the whole answer.
+    cost more than the network round trip of the whole answer. One pass: elements come in
+    ascending tag order, so Specific Character Set (0008,0005) precedes every value it
+    governs; a data set that breaks that order goes to pydicom.
     """
-    values: list[tuple[str, str, bytes]] = []
-    charset = ""
+    out: dict[str, str] = {}
+    codec = "latin-1"
+    specific_seen = False
     pos, end = 0, len(data)
     unpack = struct.unpack_from
+    head = 4 if implicit else 6
+    headers = _HEADERS
     while pos < end:
         if pos + 8 > end:
             return None
-        group, elem = unpack("<HH", data, pos)
-        tag = (group << 16) | elem
+        key = bytes(data[pos : pos + head])
+        info = headers.get(key) or _header_info(key)
+        keyword, kind, long_length = info
         if implicit:
             (length,) = unpack("<L", data, pos + 4)
-            keyword, vr = _tag_info(tag)
             start = pos + 8
+        elif long_length:
+            if pos + 12 > end:
+                return None
+            (length,) = unpack("<L", data, pos + 8)
+            start = pos + 12
         else:
-            vr_raw = data[pos + 4 : pos + 6]
-            if vr_raw in _EXPLICIT_LONG:
-                if pos + 12 > end:
-                    return None
-                (length,) = unpack("<L", data, pos + 8)
-                start = pos + 12
-            else:
-                (length,) = unpack("<H", data, pos + 6)
-                start = pos + 8
-            keyword, vr = _tag_info(tag)[0], vr_raw.decode("ascii", "replace")
-        if length == 0xFFFFFFFF or start + length > end:
-            return None
-        value = data[start : start + length]
+            (length,) = unpack("<H", data, pos + 6)
+            start = pos + 8
         pos = start + length
-        if tag == 0x00080005:
-            charset = value.decode("ascii", "replace").strip(" \x00")
-        if tag == 0x00080052 or not keyword or group == 0x0000:
+        if length == 0xFFFFFFFF or pos > end:
+            return None
+        if key[:4] == b"\x08\x00\x05\x00":  # Specific Character Set
+            charset = data[start:pos].decode("ascii", "replace").strip(" \x00")
+            found = _CODECS.get(charset)
+            if found is None or "\\" in charset or specific_seen:
+                return None  # ISO 2022 extensions, unknown, or after the values it governs
+            codec = found
+        if kind == _SKIP:
             continue
-        if vr not in _TEXT_VRS:
-            return None  # binary, sequence or unknown: let pydicom decode
-        values.append((keyword, vr, value))
-    codec = _CODECS.get(charset)
-    if codec is None or "\\" in charset:
-        return None
-    out: dict[str, str] = {}
-    for keyword, vr, value in values:
-        text = value.decode(codec if vr in _TEXT_SPECIFIC else "ascii", "replace")
-        if vr in ("LT", "ST", "UT"):
-            out[keyword] = text.rstrip(" \x00")
+        if kind is None:
+            return None
+        if not length:
+            out[keyword] = ""
+            continue
+        if kind == _ASCII:
+            text = data[start:pos].decode("ascii", "replace")
         else:
-            out[keyword] = "\\".join(v.strip(" \x00") for v in text.split("\\"))
+            specific_seen = True
+            text = data[start:pos].decode(codec, "replace")
+            if kind == _FREE:
+                out[keyword] = text.rstrip(" \x00")
+                continue
+        if "\\" in text:
+            out[keyword] = "\\".join([v.strip(" \x00") for v in text.split("\\")])
+        else:
+            out[keyword] = text.strip(" \x00")
     return out
 
 
 def _open_find(peer: Peer) -> tuple[direct.DirectAssociation, _Query]:
     """A query association on our own socket reader (``lucent.net.direct``)."""
-    transport.install()
     contexts = [ul.PresentationContext(1, StudyRootQueryRetrieveInformationModelFind,
                                        list(UNCOMPRESSED))]  # fmt: skip
-    try:
-        assoc = direct.DirectAssociation.request(
-            peer.host,
-            peer.port,
-            called_ae=peer.ae_title,
-            calling_ae=peer.calling_ae,
-            contexts=contexts,
-            max_pdu=peer.max_pdu,
-            implementation_class_uid=peer.implementation_class_uid or ul.IMPLEMENTATION_CLASS_UID,
-            implementation_version=peer.implementation_version_name or ul.IMPLEMENTATION_VERSION,
-            connect_timeout=peer.timeout,
-            network_timeout=peer.dimse_timeout,
-            tls_context=_tls_context(peer) if peer.tls else None,
-        )
-    except direct.DirectError as exc:
-        if exc.kind == "rejected":
-            raise _rejected(peer, exc.message) from exc
-        raise _diagnose_connect(peer) from exc
+    assoc = _open_direct(peer, contexts)
     ts = assoc.accepted(1)
     if ts is None:
         assoc.release()
-        raise AssociationError(
-            "rejected",
-            f"{peer.address} accepted none of the proposed presentation contexts "
-            "(SOP class / transfer syntax not supported there)",
-        )
+        raise _none_accepted(peer)
     return assoc, _Query(1, ts)
 
 
@@ -1079,21 +1101,39 @@ def store_contexts(
     return contexts
 
 
-def _accepted(assoc: Association) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for cx in assoc.accepted_contexts:
-        out.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
-    return out
+@dataclass(frozen=True)
+class _StoreContexts:
+    """What the peer accepted for a send: syntaxes per SOP class, context per (class, syntax)."""
+
+    by_class: dict[str, set[str]]
+    context_for: dict[tuple[str, str], int]
+
+    @classmethod
+    def of(
+        cls, assoc: direct.DirectAssociation, proposed: Sequence[ul.PresentationContext]
+    ) -> _StoreContexts:
+        by_class: dict[str, set[str]] = {}
+        context_for: dict[tuple[str, str], int] = {}
+        for cx in proposed:
+            ts = assoc.accepted(cx.id)
+            if ts is None:
+                continue
+            by_class.setdefault(cx.abstract_syntax, set()).add(ts)
+            context_for.setdefault((cx.abstract_syntax, ts), cx.id)
+        return cls(by_class, context_for)
 
 
-def _prepare(item: Outgoing, accepted: set[str]) -> tuple[Dataset | None, str, bool, str]:
+def _prepare(
+    item: Outgoing, raw: bytes, accepted: set[str]
+) -> tuple[Dataset | None, str, bool, str]:
     """Pick the syntax to send in and transcode when the peer accepts only another one.
 
-    Returns (dataset, syntax, transcoded, error). Native ↔ native conversion is done by
-    pynetdicom on encode; compressed → native uses pydicom's decoders; native → RLE uses
-    pydicom's RLE encoder.
+    Returns (dataset, syntax, transcoded, error). Native ↔ native conversion happens when
+    the data set is encoded in the chosen syntax; compressed → native uses pydicom's
+    decoders; native → RLE uses pydicom's RLE encoder. The SOP Instance UID stays: the
+    change of transfer syntax is lossless (PS3.5 8.2, 10), and a new UID would make the
+    peer hold an instance we never recorded (and storage commitment ask for the old one).
     """
-    raw = item.load()
     ds = dcmread(io.BytesIO(raw))
     own = item.transfer_syntax_uid
     if own in accepted:
@@ -1102,7 +1142,7 @@ def _prepare(item: Outgoing, accepted: set[str]) -> tuple[Dataset | None, str, b
     own_uid = UID(own)
     if own_uid.is_compressed and native:
         try:
-            ds.decompress()
+            ds.decompress(generate_instance_uid=False)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-instance error
             return None, "", False, f"cannot decompress {own} for a peer that wants native: {exc}"
         target = native[0]
@@ -1113,7 +1153,7 @@ def _prepare(item: Outgoing, accepted: set[str]) -> tuple[Dataset | None, str, b
         return ds, native[0], native[0] != own, ""
     if not own_uid.is_compressed and RLE_LOSSLESS in accepted and "PixelData" in ds:
         try:
-            ds.compress(RLE_LOSSLESS)
+            ds.compress(RLE_LOSSLESS, generate_instance_uid=False)
         except Exception as exc:  # noqa: BLE001
             return None, "", False, f"cannot encode RLE Lossless: {exc}"
         return ds, RLE_LOSSLESS, True, ""
@@ -1137,6 +1177,84 @@ def _set_syntax(ds: Dataset, ts: str) -> None:
         ds.is_little_endian = uid.is_little_endian  # type: ignore[attr-defined]
 
 
+def _encode(ds: Dataset, syntax: str) -> bytes | None:
+    """The data set (without file meta) in ``syntax``, as pynetdicom's send_c_store encoded
+    it (Deflated: the explicit little endian bytes, deflated)."""
+    uid = UID(syntax)
+    return dsutils.encode(ds, uid.is_implicit_VR, uid.is_little_endian, uid.is_deflated)
+
+
+def _open_direct(peer: Peer, contexts: list[ul.PresentationContext]) -> direct.DirectAssociation:
+    """An association on our own socket (``lucent.net.direct``), plain or TLS, or
+    AssociationError with the reason (rejection text, or a fresh connect diagnosis)."""
+    try:
+        return direct.DirectAssociation.request(
+            peer.host,
+            peer.port,
+            called_ae=peer.ae_title,
+            calling_ae=peer.calling_ae,
+            contexts=contexts,
+            max_pdu=peer.max_pdu,
+            implementation_class_uid=peer.implementation_class_uid or ul.IMPLEMENTATION_CLASS_UID,
+            implementation_version=peer.implementation_version_name or ul.IMPLEMENTATION_VERSION,
+            connect_timeout=peer.timeout,
+            network_timeout=peer.dimse_timeout,
+            tls_context=_tls_context(peer) if peer.tls else None,
+        )
+    except direct.DirectError as exc:
+        if exc.kind == "rejected":
+            raise _rejected(peer, exc.message) from exc
+        raise _diagnose_connect(peer) from exc
+
+
+def _none_accepted(peer: Peer) -> AssociationError:
+    return AssociationError(
+        "rejected",
+        f"{peer.address} accepted none of the proposed presentation contexts "
+        "(SOP class / transfer syntax not supported there)",
+    )
+
+
+#: Instances read (and decrypted) ahead of the one being sent.
+PREFETCH = 2
+
+
+def _prefetched(
+    items: Sequence[Outgoing], wanted: Callable[[Outgoing], bool]
+) -> Iterator[tuple[Outgoing, bytes | Exception | None]]:
+    """``items`` with their bytes, read by one helper thread up to PREFETCH ahead.
+
+    Reading and decrypting the next instance overlaps with sending this one (file reads
+    and AES-GCM release the GIL). A load that fails yields its exception; an item that is
+    not ``wanted`` (the peer takes no context for it) yields None and is never read. When
+    the caller stops early, what was queued is dropped and at most one read is waited for.
+    """
+    pending: deque[tuple[Outgoing, Future[bytes] | None]] = deque()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="store-read")
+    source = iter(items)
+
+    def queue_next() -> None:
+        for item in source:
+            pending.append((item, pool.submit(item.load) if wanted(item) else None))
+            return
+
+    try:
+        for _ in range(PREFETCH + 1):
+            queue_next()
+        while pending:
+            item, future = pending.popleft()
+            queue_next()
+            got: bytes | Exception | None = None
+            if future is not None:
+                try:
+                    got = future.result()
+                except Exception as exc:  # noqa: BLE001 - an unreadable object: per instance
+                    got = exc
+            yield item, got
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def store(
     peer: Peer,
     items: Sequence[Outgoing],
@@ -1148,75 +1266,96 @@ def store(
     """C-STORE SCU: send ``items`` on one association (Conformance 4.2.4).
 
     Raises AssociationError when no association could be opened; per-instance failures are
-    values in the returned list (and passed to ``on_result`` as they happen).
+    values in the returned list (and passed to ``on_result`` as they happen). Runs on our
+    own socket (``lucent.net.direct``, TLS too): archived bytes go out as they are stored,
+    and the next instances are read while this one is on the wire.
     """
     if not items:
         return []
-    assoc = associate(peer, store_contexts(items, compressed))
-    accepted = _accepted(assoc)
+    proposed = [
+        ul.PresentationContext(
+            2 * i + 1, str(cx.abstract_syntax), [str(ts) for ts in cx.transfer_syntax]
+        )
+        for i, cx in enumerate(store_contexts(items, compressed))
+    ]
+    assoc = _open_direct(peer, proposed)
+    accepted = _StoreContexts.of(assoc, proposed)
+    if not accepted.context_for:
+        assoc.release()
+        raise _none_accepted(peer)
     outcomes: list[StoreOutcome] = []
+    reads = _prefetched(items, lambda it: it.sop_class_uid in accepted.by_class)
     try:
-        for item in items:
+        for item, raw in reads:
             if cancel is not None and cancel.is_set():
                 break
-            outcome = _store_one(assoc, item, accepted.get(item.sop_class_uid, set()))
+            outcome = _store_one(assoc, item, raw, accepted)
             outcomes.append(outcome)
             if on_result is not None:
                 on_result(outcome)
-            if not assoc.is_established:
+            if not assoc.is_open:
                 break
     finally:
-        _release(assoc)
+        reads.close()  # stop reading ahead now, not when the generator is collected
+        if assoc.is_open:
+            assoc.release()
+        else:
+            assoc.abort()
     return outcomes
 
 
-def _store_one(assoc: Association, item: Outgoing, accepted: set[str]) -> StoreOutcome:
-    if not accepted:
+def _store_one(
+    assoc: direct.DirectAssociation,
+    item: Outgoing,
+    raw: bytes | Exception | None,
+    accepted: _StoreContexts,
+) -> StoreOutcome:
+    syntaxes = accepted.by_class.get(item.sop_class_uid, set())
+    if not syntaxes or raw is None:
         return StoreOutcome(
             item.sop_instance_uid,
             item.sop_class_uid,
             None,
             f"the peer does not accept SOP class {item.sop_class_uid}",
         )
-    if item.transfer_syntax_uid in accepted:
+    if isinstance(raw, Exception):
+        return StoreOutcome(item.sop_instance_uid, item.sop_class_uid, None, f"cannot read: {raw}")
+    syntax, transcoded = item.transfer_syntax_uid, False
+    offset = _dataset_offset(raw) if syntax in syntaxes else None
+    payload: bytes | memoryview
+    if offset is not None:
+        payload = memoryview(raw)[offset:]  # as archived: no decode, no re-encode
+    else:
         try:
-            raw = item.load()
-            offset = _dataset_offset(raw)
+            ds, syntax, transcoded, error = _prepare(item, raw, syntaxes)
         except Exception as exc:  # noqa: BLE001 - unreadable archive object
             return StoreOutcome(
                 item.sop_instance_uid, item.sop_class_uid, None, f"cannot read: {exc}"
             )
-        if offset is not None:
-            rsp = _send_raw(assoc, item, memoryview(raw)[offset:])
-            return _outcome(item, rsp, item.transfer_syntax_uid, False)
+        if ds is None:
+            return StoreOutcome(item.sop_instance_uid, item.sop_class_uid, None, error)
+        encoded = _encode(ds, syntax)
+        if encoded is None:
+            return StoreOutcome(
+                item.sop_instance_uid, item.sop_class_uid, None,
+                f"cannot encode the data set in {syntax}", syntax, transcoded,
+            )  # fmt: skip
+        payload = encoded
+    context_id = accepted.context_for[(item.sop_class_uid, syntax)]
     try:
-        ds, syntax, transcoded, error = _prepare(item, accepted)
-    except Exception as exc:  # noqa: BLE001 - unreadable archive object
-        return StoreOutcome(item.sop_instance_uid, item.sop_class_uid, None, f"cannot read: {exc}")
-    if ds is None:
-        return StoreOutcome(item.sop_instance_uid, item.sop_class_uid, None, error)
-    try:
-        rsp = assoc.send_c_store(ds)
-    except (ValueError, AttributeError, RuntimeError) as exc:
-        return StoreOutcome(item.sop_instance_uid, item.sop_class_uid, None, str(exc), syntax)
-    return _outcome(item, rsp, syntax, transcoded)
-
-
-def _outcome(item: Outgoing, rsp: Dataset | None, syntax: str, transcoded: bool) -> StoreOutcome:
-    if rsp is None or "Status" not in rsp:
+        answer = assoc.c_store(
+            context_id, item.sop_class_uid, item.sop_instance_uid, payload,
+            assoc.next_message_id(),
+        )  # fmt: skip
+    except direct.DirectError as exc:
         return StoreOutcome(
-            item.sop_instance_uid,
-            item.sop_class_uid,
-            None,
-            "no C-STORE response (association aborted or timed out)",
-            syntax,
-            transcoded,
-        )
-    code = int(rsp.Status)
-    comment = str(rsp.get("ErrorComment", "") or "")
+            item.sop_instance_uid, item.sop_class_uid, None,
+            f"no C-STORE response ({exc.message})", syntax, transcoded,
+        )  # fmt: skip
     return StoreOutcome(
-        item.sop_instance_uid, item.sop_class_uid, code, comment, syntax, transcoded
-    )
+        item.sop_instance_uid, item.sop_class_uid, answer.status, answer.comment, syntax,
+        transcoded,
+    )  # fmt: skip
 
 
 def _dataset_offset(raw: bytes) -> int | None:
@@ -1226,35 +1365,6 @@ def _dataset_offset(raw: bytes) -> int | None:
     if raw[136:138] != b"UL":
         return None
     return 144 + int.from_bytes(raw[140:144], "little")
-
-
-def _send_raw(assoc: Association, item: Outgoing, payload: memoryview) -> Dataset | None:
-    """C-STORE of already encoded data set bytes in their stored syntax (no decode/encode).
-
-    pynetdicom's send_c_store always re-encodes a Dataset; sending the archived bytes as they
-    are keeps a send at DCMTK speed. Same message sequence as send_c_store.
-    """
-    context = assoc._get_valid_context(
-        item.sop_class_uid, item.transfer_syntax_uid, "scu", allow_conversion=False
-    )
-    req = C_STORE()
-    req.MessageID = 1
-    req.Priority = 2
-    req.AffectedSOPClassUID = item.sop_class_uid
-    req.AffectedSOPInstanceUID = item.sop_instance_uid
-    req.DataSet = io.BytesIO(payload)
-    assoc._reactor_checkpoint.clear()
-    while not assoc._is_paused:
-        time.sleep(0.0001)
-    try:
-        assoc.dimse.send_msg(req, int(context.context_id or 0))
-        _, rsp = assoc.dimse.get_msg(block=True)
-    finally:
-        assoc._reactor_checkpoint.set()
-    if rsp is None:
-        assoc._handle_no_response()
-        return None
-    return assoc._check_received_status(rsp)  # type: ignore[arg-type]
 
 
 def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:

@@ -291,6 +291,61 @@ def command_uint(cmd: dict[int, bytes], tag: int) -> int | None:
     raise ProtocolError(f"command element {tag:08X} has length {len(raw)}")
 
 
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The fields of a DIMSE response command set an SCU acts on (PS3.7 E.1, 9.3)."""
+
+    command_field: int
+    responded_id: int | None  # Message ID Being Responded To (0000,0120)
+    status: int | None
+    comment: str  # Error Comment (0000,0902)
+    has_data: bool  # Command Data Set Type (0000,0800) other than 0101
+
+
+def parse_response(data: bytes | bytearray) -> Response:
+    """A response command set, walked once for the five fields an SCU needs.
+
+    ``parse_command`` builds a dict of every element; a C-FIND listing reads one response
+    per match, so this walker reads only what it uses and copies nothing else."""
+    command_field = responded_id = status = None
+    data_set_type = 0x0101
+    comment = b""
+    pos, end = 0, len(data)
+    unpack = struct.unpack_from
+    while pos + 8 <= end:
+        group, elem, length = unpack("<HHL", data, pos)
+        start = pos + 8
+        pos = start + length
+        if group != 0x0000 or pos > end:
+            raise ProtocolError("malformed DIMSE command set")
+        if elem in (0x0100, 0x0120, 0x0800, 0x0900):
+            if length == 2:
+                (value,) = unpack("<H", data, start)
+            elif length == 4:
+                (value,) = unpack("<L", data, start)
+            else:
+                raise ProtocolError(f"command element (0000,{elem:04X}) has length {length}")
+            if elem == 0x0100:
+                command_field = value
+            elif elem == 0x0120:
+                responded_id = value
+            elif elem == 0x0800:
+                data_set_type = value
+            else:
+                status = value
+        elif elem == 0x0902:
+            comment = bytes(data[start:pos])
+    if command_field is None:
+        raise ProtocolError("DIMSE command set without a Command Field")
+    return Response(
+        command_field,
+        responded_id,
+        status,
+        comment.rstrip(b"\0 ").decode("latin-1"),
+        data_set_type != 0x0101,
+    )
+
+
 def command_uid(cmd: dict[int, bytes], tag: int) -> str:
     return _uid(cmd.get(tag, b""))
 

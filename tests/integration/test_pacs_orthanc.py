@@ -269,7 +269,11 @@ def test_send_transcodes_for_a_peer_that_wants_uncompressed(env: Env, tmp_path: 
             "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2",
         )  # fmt: skip
         [received] = list(out.iterdir())
-        assert not dcmread(received).file_meta.TransferSyntaxUID.is_compressed
+        got = dcmread(received)
+        assert not got.file_meta.TransferSyntaxUID.is_compressed
+        # a lossless change of syntax keeps the instance's identity (pydicom would make a
+        # new UID by default, and the peer would then hold an instance we never recorded)
+        assert got.SOPInstanceUID == ds.SOPInstanceUID == result.sop_instance_uid
     finally:
         proc.terminate()
         proc.wait(10)
