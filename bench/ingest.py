@@ -152,8 +152,15 @@ class OurServer(Peer):
     stop_timeout = 30.0
     start_attempts = 1
 
-    def __init__(self, *, max_pdu: int = 131072, workers: int = 0, nodelay: bool = True) -> None:
-        super().__init__(None, LOOPBACK)
+    def __init__(
+        self,
+        *,
+        max_pdu: int = 131072,
+        workers: int = 0,
+        nodelay: bool = True,
+        workdir: Path | None = None,
+    ) -> None:
+        super().__init__(workdir, LOOPBACK)
         self.nodelay = nodelay
         self.aet = OUR_AET
         self.api_port = 0
@@ -251,22 +258,37 @@ class Row:
     ratio: str = ""
 
 
+_WORK: list[Path] = []  # this run's scratch folder, set by main()
+
+
+def _workdir(name: str) -> Path:
+    """A fresh folder for one target run, removed only when the whole benchmark ends.
+
+    Deleting a row's thousands of files just before the next row starts would bill that
+    row for them: ext4 without a journal (this kind of machine) scans past every inode
+    freed in the last 5-10 s on each file it creates, which measured 40 us per create
+    when quiet and 215-395 us right after a large delete.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=_WORK[0] if _WORK else None))
+    return folder
+
+
 @contextmanager
 def _storescp(nodelay: bool) -> Iterator[tuple[StoreScp, Callable[[int, int], str]]]:
-    with StoreScp(max_pdu=131072, nodelay=nodelay) as scp:
+    with StoreScp(max_pdu=131072, nodelay=nodelay, workdir=_workdir("storescp")) as scp:
         yield scp, lambda count, sent: f"{len(scp.files())}/{count} files"
 
 
 @contextmanager
 def _orthanc(nodelay: bool) -> Iterator[tuple[Orthanc, Callable[[int, int], str]]]:
-    with Orthanc(aet="ORTHANC", nodelay=nodelay) as orthanc:
+    with Orthanc(aet="ORTHANC", nodelay=nodelay, workdir=_workdir("orthanc")) as orthanc:
         yield orthanc, lambda count, sent: f"{orthanc.count_instances()}/{count} /statistics"
 
 
 @contextmanager
 def _ours(nodelay: bool) -> Iterator[tuple[OurServer, Callable[[int, int], str]]]:
     # Our server sets TCP_NODELAY on its own sockets; `nodelay` only shapes its environment.
-    server = OurServer(nodelay=nodelay)
+    server = OurServer(nodelay=nodelay, workdir=_workdir("lucent"))
     try:
         server.start(timeout=90)
     except PeerError as exc:
@@ -414,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     targets = [(n, f) for n, f in TARGETS if keys[n] in wanted]
 
     tmp = Path(tempfile.mkdtemp(prefix="lucent-bench-ingest-"))
+    _WORK[:] = [tmp]
     try:
         data = args.data or tmp / "data"
         files = sorted(data.glob("*.dcm")) if data.is_dir() else []

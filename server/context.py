@@ -32,6 +32,7 @@ from server.index.records import (
     InstanceRecord,
     Outcome,
     ParentCache,
+    display_attributes,
     insert_known_series,
     record_instance,
     record_placeholder,
@@ -94,6 +95,7 @@ class ServerContext:
             )
 
     def close(self) -> None:
+        self.storage.close()
         self.engine.dispose()
 
     # ------------------------------------------------------------------ ingest
@@ -165,7 +167,9 @@ class ServerContext:
     ) -> StoreResult:
         raw = parsed.file_bytes
         start, end = parsed.pixel_start, parsed.pixel_end
-        base = secrets.token_hex(16)
+        # Image objects go into files prepared ahead (no file creation while the sender
+        # waits, see server.archive.storage); the rare objects without pixels are new files.
+        base = self.storage.reserve() if end > start else secrets.token_hex(16)
         meta_key = new_key("m", base)
         pixel_key = new_key("p", base) if end > start else None
         label = recovery.Label(pool, source, start, pixel_key is not None, owner).encode()
@@ -174,15 +178,22 @@ class ServerContext:
         digest = self._io.submit(_sha256_hex, raw)
         if pixel_key:
             view = memoryview(raw)
-            self.storage.put_all(
+            durable = self.storage.start_put_all(
                 [
                     (meta_key, partial(crypto.seal, self.keys, raw[:start] + raw[end:], label)),
                     (pixel_key, partial(crypto.seal, self.keys, view[start:end])),
-                ]
+                ],
+                reserved=True,
             )
         else:
-            self.storage.put(meta_key, crypto.seal(self.keys, raw, label))
+            durable = self.storage.start_put_all(
+                [(meta_key, partial(crypto.seal, self.keys, raw, label))]
+            )
         ds = parsed.dataset
+        try:  # the index values are worked out while the disk flushes
+            attrs = display_attributes(ds)
+        finally:
+            durable()
         rec = InstanceRecord(
             dataset=ds,
             transfer_syntax=parsed.transfer_syntax,
@@ -194,6 +205,7 @@ class ServerContext:
             sha256=digest.result(),
             pool=pool,
             source_ae=source,
+            attrs=attrs,
         )
         outcome = self._commit(rec)
         for key in outcome.obsolete_keys:

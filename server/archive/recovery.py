@@ -101,9 +101,11 @@ def recover(ctx: ServerContext) -> Report:
     Run before any listener accepts data, so nothing in flight is touched.
     """
     report = Report()
-    swept = ctx.storage.sweep_temporary()
-    if swept:
-        report.removed_because("half-written", swept)
+    half_written, unused = ctx.storage.sweep_temporary()
+    if half_written:
+        report.removed_because("half-written", half_written)
+    if unused:  # files prepared for stores that never came: routine after a kill -9
+        log.info("archive recovery: %d prepared but unused file(s) removed", unused)
     with ctx.Session() as session:
         referenced = set(session.scalars(select(Instance.meta_key)))
         referenced.update(k for k in session.scalars(select(Instance.pixel_key)) if k is not None)

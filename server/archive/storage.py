@@ -1,23 +1,41 @@
 """Where sealed objects live: a small StorageArea interface and its filesystem implementation.
 
 Keys are our own random ids, never a UID or any received string (architecture guide).
-Writes are atomic and durable: temp file, fsync, rename, fsync of the folder; a crash leaves
-either the whole object or a ``.tmp`` file that start-up sweeps away.
+Two durable write paths, both crash-safe:
+
+- ``put``/``put_all``: temp file, fsync, rename, fsync of the folder; a crash leaves either
+  the whole object or a ``.tmp`` file that start-up sweeps away.
+- ``reserve`` + ``put_all(..., reserved=True)`` (the ingest path): a background thread
+  creates empty files under fresh random keys ahead of need and makes their names durable
+  (one folder fsync per batch), so a C-STORE opens an existing file, writes and fdatasyncs
+  it: no inode creation, rename or folder fsync while the sender waits. Creating a file
+  costs 40 us of kernel CPU on a quiet ext4 and 200-400 us after other files were deleted
+  nearby (no-journal ext4 scans past recently freed inodes); the whole write path went
+  from ~0.73 to ~0.35 ms per object. A reserved object is only ever referenced by the
+  index after its write is durable; after a crash, an empty one (never written) is swept,
+  and a partly written one fails authentication and is removed by recovery — the sealed
+  format, not a rename, is what makes it all-or-nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import secrets
 import shutil
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 _KEY = re.compile(r"^[0-9a-f]{32}\.[a-z]$")
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation in os.write
+RESERVED_KINDS = ("m", "p")  # a reserved base has a metadata and a pixel object
+log = logging.getLogger("lucent.archive")
 
 
 class StorageArea(Protocol):
@@ -40,7 +58,7 @@ class FileSystemStorage:
     """Objects under ``root/ab/<key>``: 256 folders, created once, so a write never pays a
     mkdir; ext4/NTFS/APFS index large folders, so millions of objects stay fast."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, spares: int = 32) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         for i in range(256):
@@ -48,6 +66,11 @@ class FileSystemStorage:
         self._dir_fds: dict[Path, int] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="archive-write")
+        self._spare_target = spares
+        self._spares: deque[str] = deque()
+        self._spares_low = threading.Event()
+        self._spare_maker: threading.Thread | None = None
+        self._closed = threading.Event()
 
     def _path(self, key: str) -> Path:
         if not _KEY.match(key):
@@ -57,35 +80,135 @@ class FileSystemStorage:
     def put(self, key: str, data: bytes) -> None:
         self.put_all([(key, data)])
 
-    def put_all(self, items: list[tuple[str, bytes | Callable[[], bytes]]]) -> None:
-        """Write several objects durably; each folder is fsynced once after the renames.
+    def put_all(
+        self, items: list[tuple[str, bytes | Callable[[], bytes]]], *, reserved: bool = False
+    ) -> None:
+        """Write several objects durably (see ``start_put_all``)."""
+        self.start_put_all(items, reserved=reserved)()
 
-        The objects are written and flushed in parallel (fsync releases the GIL), so an
-        instance's metadata and pixel objects cost one disk flush of latency, not two.
+    def start_put_all(
+        self, items: list[tuple[str, bytes | Callable[[], bytes]]], *, reserved: bool = False
+    ) -> Callable[[], None]:
+        """Start writing objects; the returned function waits until all are durable.
+
+        The objects are produced (a callable seals on the writer thread), written and
+        flushed in parallel (sealing and fsync release the GIL), so an instance's metadata
+        and pixel objects cost one disk flush of latency, and the caller can do its own
+        work meanwhile. New objects: each folder is fsynced once after the renames.
+        ``reserved``: the keys come from ``reserve()``; their files exist, empty, with
+        durable names, so no folder needs a flush.
         """
         paths = [self._path(key) for key, _ in items]
-        if len(items) > 1:
-            list(self._pool.map(self._write_durable, paths, [d for _, d in items]))
-        else:
-            self._write_durable(paths[0], items[0][1])
-        for folder in {p.parent for p in paths}:
-            self._fsync_dir(folder)
+        write = self._write_reserved if reserved else self._write_durable
+        futures = [
+            self._pool.submit(write, path, data)
+            for path, (_, data) in zip(paths, items, strict=True)
+        ]
+
+        def finish() -> None:
+            created = [future.result() for future in futures]
+            for folder in {p.parent for p, new in zip(paths, created, strict=True) if new}:
+                self._fsync_dir(folder)
+
+        return finish
+
+    # ------------------------------------------------------------------ reserved objects
+    def reserve(self) -> str:
+        """A fresh base whose ``.m`` and ``.p`` files exist, empty, with durable names.
+
+        Taken from the spares a background thread keeps ready; made on the spot when none
+        is (the first store of a process, or a burst faster than the thread).
+        """
+        if self._spare_maker is None:
+            with self._lock:
+                if self._spare_maker is None and not self._closed.is_set():
+                    self._spare_maker = threading.Thread(
+                        target=self._make_spares_forever, daemon=True, name="archive-spares"
+                    )
+                    self._spare_maker.start()
+        try:
+            base = self._spares.popleft()
+        except IndexError:
+            base = self._make_spares(1)[0]
+        if len(self._spares) < self._spare_target // 2:
+            self._spares_low.set()
+        return base
+
+    def _make_spares(self, count: int) -> list[str]:
+        """Create ``count`` empty pairs in one random folder, then fsync that folder once."""
+        prefix = secrets.token_hex(1)
+        bases = [prefix + secrets.token_hex(15) for _ in range(count)]
+        folder = self.root / prefix
+        for base in bases:
+            for kind in RESERVED_KINDS:
+                fd = os.open(
+                    folder / f"{base}.{kind}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o600
+                )
+                os.close(fd)
+        self._fsync_dir(folder)
+        return bases
+
+    def _make_spares_forever(self) -> None:
+        while not self._closed.is_set():
+            self._spares_low.wait(1.0)
+            self._spares_low.clear()
+            while not self._closed.is_set() and len(self._spares) < self._spare_target:
+                try:
+                    batch = self._make_spares(min(16, self._spare_target - len(self._spares)))
+                except OSError as exc:  # disk full, folder gone: stores make their own
+                    log.warning("could not prepare archive files: %s", exc)
+                    break
+                self._spares.extend(batch)
+
+    def close(self) -> None:
+        """Stop preparing files and remove the unused ones (a crash leaves them to the
+        start-up sweep)."""
+        self._closed.set()
+        self._spares_low.set()
+        if self._spare_maker is not None:
+            self._spare_maker.join(timeout=10)
+        while self._spares:
+            base = self._spares.popleft()
+            for kind in RESERVED_KINDS:
+                with contextlib.suppress(OSError):
+                    self._path(f"{base}.{kind}").unlink()
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            for fd in self._dir_fds.values():
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._dir_fds.clear()
 
     @staticmethod
-    def _write_durable(path: Path, data: bytes | Callable[[], bytes]) -> None:
+    def _write_durable(path: Path, data: bytes | Callable[[], bytes]) -> bool:
+        """Temp file, fsync, rename; True: the folder needs an fsync."""
         if callable(data):  # produced (sealed) on this writer thread, in parallel
             data = data()
         tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _BINARY, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
+            _write_all_and_sync(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        return True
+
+    @classmethod
+    def _write_reserved(cls, path: Path, data: bytes | Callable[[], bytes]) -> bool:
+        """Fill a reserved (existing, empty) file in place; False: no folder fsync needed."""
+        if callable(data):
+            data = data()
+        try:
+            fd = os.open(path, os.O_WRONLY | _BINARY)
+        except FileNotFoundError:  # swept by a concurrent recovery: write it anew
+            return cls._write_durable(path, data)
+        try:
+            if os.fstat(fd).st_size:
+                raise FileExistsError(f"archive object {path.name} is already written")
+            _write_all_and_sync(fd, data)
+        finally:
+            os.close(fd)
+        return False
 
     def _fsync_dir(self, folder: Path) -> None:
         """Make the rename durable; folder descriptors are kept open (open is costly)."""
@@ -107,18 +230,41 @@ class FileSystemStorage:
         return self._path(key).is_file()
 
     def keys(self) -> Iterator[str]:
+        """Every written object (reserved files still empty are not objects yet)."""
         for path in self.root.glob("*/*"):
-            if _KEY.match(path.name):
+            if _KEY.match(path.name) and _size(path) > 0:
                 yield path.name
 
-    def sweep_temporary(self) -> int:
-        """Remove half-written objects left by a crash; returns how many."""
-        count = 0
-        for path in self.root.glob("*/*.tmp"):
-            path.unlink(missing_ok=True)
-            count += 1
-        return count
+    def sweep_temporary(self) -> tuple[int, int]:
+        """Remove what a crash left: (half-written temp files, reserved files never written).
+
+        Only while no process of this server is storing (start-up, ``rebuild-index``).
+        """
+        half = unused = 0
+        for path in self.root.glob("*/*"):
+            if path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+                half += 1
+            elif _KEY.match(path.name) and _size(path) == 0:
+                path.unlink(missing_ok=True)
+                unused += 1
+        return half, unused
 
     def free_bytes(self) -> int:
         """Free space for us on the archive's disk (shutil works on Windows and macOS too)."""
         return shutil.disk_usage(self.root).free
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
+
+
+def _write_all_and_sync(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)

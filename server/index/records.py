@@ -128,6 +128,7 @@ class InstanceRecord:
     sha256: str
     pool: str
     source_ae: str
+    attrs: dict[str, Any] | None = None  # display_attributes(dataset), when known already
 
 
 def upsert_patient(session: Session, ds: Dataset | None, ids: dict[str, str]) -> Patient:
@@ -245,7 +246,7 @@ def _instance_values(rec: InstanceRecord, series_pk: int) -> dict[str, Any]:
         columns=_integer(ds, "Columns"),
         frames=_integer(ds, "NumberOfFrames") or 1,
         lossy=rec.lossy,
-        attrs=display_attributes(ds),
+        attrs=rec.attrs if rec.attrs is not None else display_attributes(ds),
         meta_key=rec.meta_key,
         pixel_key=rec.pixel_key,
         pixel_offset=rec.pixel_offset,

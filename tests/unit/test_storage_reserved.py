@@ -1,0 +1,67 @@
+"""Reserved archive files (the ingest write path): prepared ahead, filled once, swept after a
+crash, removed on a clean close — on a real filesystem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.archive.storage import RESERVED_KINDS, FileSystemStorage, new_key
+
+
+def _files(root: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in root.glob("*/*") if p.is_file()}
+
+
+def test_reserved_pair_is_filled_in_place_and_only_written_objects_are_keys(
+    tmp_path: Path,
+) -> None:
+    store = FileSystemStorage(tmp_path / "archive", spares=4)
+    base = store.reserve()
+    names = {f"{base}.{kind}" for kind in RESERVED_KINDS}
+    assert names <= set(_files(store.root))  # both exist before any data arrives
+    assert all(_files(store.root)[n] == 0 for n in names)
+    assert list(store.keys()) == []  # empty reserved files are not objects
+    store.put_all(
+        [(new_key("m", base), b"meta"), (new_key("p", base), lambda: b"pixels")], reserved=True
+    )
+    assert store.get(f"{base}.m") == b"meta" and store.get(f"{base}.p") == b"pixels"
+    assert sorted(store.keys()) == sorted(names)
+    assert not list(store.root.glob("*/*.tmp"))  # written in place, no temp file
+    # A reserved file is filled once: a second write must not overwrite an object.
+    with pytest.raises(FileExistsError):
+        store.put_all([(f"{base}.m", b"other")], reserved=True)
+    assert store.get(f"{base}.m") == b"meta"
+    store.close()
+
+
+def test_close_removes_unused_reserved_files_and_keeps_objects(tmp_path: Path) -> None:
+    store = FileSystemStorage(tmp_path / "archive", spares=8)
+    base = store.reserve()
+    store.put_all([(f"{base}.m", b"m"), (f"{base}.p", b"p")], reserved=True)
+    store.reserve()  # taken but never written: a store that failed after reserving
+    store.close()
+    left = _files(store.root)
+    assert {n for n, size in left.items() if size} == {f"{base}.m", f"{base}.p"}
+    assert len([n for n, size in left.items() if not size]) == 2  # only the taken pair
+
+
+def test_sweep_after_a_crash_counts_temp_and_unused_files(tmp_path: Path) -> None:
+    store = FileSystemStorage(tmp_path / "archive", spares=0)
+    written, unused = store.reserve(), store.reserve()
+    store.put_all([(f"{written}.m", b"m"), (f"{written}.p", b"p")], reserved=True)
+    (store.root / written[:2] / f"{new_key('m')}.tmp").write_bytes(b"half")
+    # A new process (start-up recovery) finds what the crashed one left.
+    half_written, never_written = FileSystemStorage(store.root).sweep_temporary()
+    assert (half_written, never_written) == (1, 2)
+    assert set(_files(store.root)) == {f"{written}.m", f"{written}.p"}
+    assert not (store.root / unused[:2] / f"{unused}.m").exists()
+
+
+def test_a_reserved_file_swept_meanwhile_is_written_anew(tmp_path: Path) -> None:
+    store = FileSystemStorage(tmp_path / "archive", spares=0)
+    base = store.reserve()
+    FileSystemStorage(store.root).sweep_temporary()  # e.g. rebuild-index in another process
+    store.put_all([(f"{base}.m", b"m"), (f"{base}.p", b"p")], reserved=True)
+    assert store.get(f"{base}.m") == b"m" and store.get(f"{base}.p") == b"p"
