@@ -12,7 +12,6 @@ import hashlib
 import logging
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -80,7 +79,6 @@ class ServerContext:
         self._immediate = db.ingest_engine(self.engine)
         self.storage = FileSystemStorage(settings.archive_dir)
         self._parents = ParentCache()
-        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store-digest")
         self.keys = crypto.KeyRing.load_or_create(settings.key_file)
         self._check_key_location()
         # accounts: quota per user/group/pool, admission shared by all processes (issue 4)
@@ -173,9 +171,9 @@ class ServerContext:
         meta_key = new_key("m", base)
         pixel_key = new_key("p", base) if end > start else None
         label = recovery.Label(pool, source, start, pixel_key is not None, owner).encode()
-        # The digest, and each part's sealing and durable write, run side by side: hashlib
-        # and file I/O release the GIL, so a large instance costs little more than its fsync.
-        digest = self._io.submit(_sha256_hex, raw)
+        # Each part is sealed and written on a writer thread while this one hashes and works
+        # out the index values: sealing, hashing and file I/O release the GIL, so a large
+        # instance costs little more than its fsync.
         if pixel_key:
             view = memoryview(raw)
             durable = self.storage.start_put_all(
@@ -190,7 +188,8 @@ class ServerContext:
                 [(meta_key, partial(crypto.seal, self.keys, raw, label))]
             )
         ds = parsed.dataset
-        try:  # the index values are worked out while the disk flushes
+        try:
+            digest = _sha256_hex(raw)
             attrs = display_attributes(ds)
         finally:
             durable()
@@ -202,7 +201,7 @@ class ServerContext:
             pixel_key=pixel_key,
             pixel_offset=start,
             size=len(raw),
-            sha256=digest.result(),
+            sha256=digest,
             pool=pool,
             source_ae=source,
             attrs=attrs,
