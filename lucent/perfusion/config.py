@@ -94,6 +94,17 @@ class PerfusionConfig:
     # --- segmentation ---
     threshold_core: float = 0.3
     """CT core: rCBF below this fraction of healthy contralateral tissue (RAPID: 30 %)."""
+    reference: Literal["homologous", "contralateral_median"] = "homologous"
+    """Healthy reference of rCBF. "homologous": per voxel, the healthy tissue at its mirror
+    position across the detected mid-sagittal plane (grey matter against grey matter);
+    "contralateral_median": one median over healthy contralateral tissue, a grey/white
+    mixture that lands on whichever tissue is the majority (``segmentation`` docstring)."""
+    reference_smoothing_mm: float = 5.0
+    """In-plane Gaussian sigma of the homologous reference: averages noise and the mm-scale
+    asymmetry of gyri while staying within a tissue class."""
+    min_midline_symmetry: float = 0.8
+    """Below this left-right symmetry of the brain image, the mid-sagittal plane is not
+    trusted: the brain's centroid column is used and QC warns."""
     threshold_adc: float = 620.0
     """MR core: ADC <= this (x10^-6 mm²/s) when DWI is given."""
     threshold_tmax: float = 6.0

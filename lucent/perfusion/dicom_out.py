@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import highdicom as hd
 import numpy as np
@@ -314,7 +314,7 @@ def summary_pages(result: PerfusionResult) -> list[np.ndarray]:
     pages.append(
         render_report(
             "qcontrol_flowstats (median [p10-p90] per hemisphere)",
-            [*rows, f"reference CBF (healthy contralateral): {v['reference_cbf']}"],
+            [*rows, _reference_line(v)],
         )
     )
     if result.motion is not None:
@@ -336,6 +336,19 @@ def summary_pages(result: PerfusionResult) -> list[np.ndarray]:
             )
         )
     return pages
+
+
+def _reference_line(volumes: dict[str, Any]) -> str:
+    """How rCBF was referenced, for the flow-statistics page."""
+    ref = volumes.get("reference") or {}
+    if ref.get("method") == "homologous":
+        mid = ref.get("midline", {})
+        return (
+            f"reference CBF: mirror-image healthy tissue (median {volumes['reference_cbf']} in "
+            f"hypoperfused tissue), midline {mid.get('angle_deg', 0)} deg, symmetry "
+            f"{mid.get('symmetry', 0)}"
+        )
+    return f"reference CBF (healthy contralateral): {volumes['reference_cbf']}"
 
 
 def _fmt(e: dict[str, float] | None) -> str:

@@ -459,7 +459,17 @@ def _run(
         if flair is not None:
             flair_img = _coregistered(flair, "flair", "FLAIR", series, base_img, coreg, warnings)
     with stage("segmentation"):
-        seg = segment(maps, tissue, brain, series.row_dir, series.voxel_ml, config, adc)
+        seg = segment(
+            maps,
+            tissue,
+            brain,
+            series.row_dir,
+            series.voxel_ml,
+            config,
+            adc,
+            baseline=base_img,
+            pixel_mm=series.spacing[1],
+        )
         coverage = series.spacing[0] * n_z
         summary = summarise(seg, series.voxel_ml, n_z, coverage, config)
     with stage("qc"):
@@ -472,6 +482,11 @@ def _run(
         if not summary["volumes_reliable"]:
             flags.append({"code": "coverage", "reason": summary["reliability_reason"]})
         low, low_side, _ = hemispheres(brain, series.row_dir)
+        if seg.low is not None:
+            low = seg.low
+        midline = seg.reference.get("midline", {})
+        if midline and not midline.get("detected", True):
+            flags.append({"code": "midline", "reason": midline.get("reason", "")})
         qc = {
             "flags": flags,
             "bolus": stats,
