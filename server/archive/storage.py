@@ -172,12 +172,8 @@ class FileSystemStorage:
             for kind in RESERVED_KINDS:
                 with contextlib.suppress(OSError):
                     self._path(f"{base}.{kind}").unlink()
-        self._pool.shutdown(wait=True)
-        with self._lock:
-            for fd in self._dir_fds.values():
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._dir_fds.clear()
+        # The writer threads and folder descriptors stay: a store still in flight while the
+        # process stops must finish (and answer) normally.
 
     @staticmethod
     def _write_durable(path: Path, data: bytes | Callable[[], bytes]) -> bool:
