@@ -212,12 +212,18 @@ class DirectAssociation:
                 (0x00001000, sop_instance.encode()),
             ]
         )
-        self._send_message(context_id, command, dataset)
-        rsp, _ = self._receive_message()
-        if rsp.command_field != C_STORE_RSP or rsp.responded_id != message_id:
-            raise DirectError("aborted", "the peer answered C-STORE with another message")
-        if rsp.status is None:
-            raise DirectError("aborted", "C-STORE-RSP without a status")
+        try:
+            self._send_message(context_id, command, dataset)
+            rsp, _ = self._receive_message()
+            if rsp.command_field != C_STORE_RSP or rsp.responded_id != message_id:
+                raise DirectError("aborted", "the peer answered C-STORE with another message")
+            if rsp.status is None:
+                raise DirectError("aborted", "C-STORE-RSP without a status")
+        except DirectError:
+            # A late or missing answer leaves the association in an unknown state; like a
+            # DIMSE timeout in pynetdicom, it is not used again (the caller aborts it).
+            self._open = False
+            raise
         return StoreAnswer(rsp.status, rsp.comment)
 
     # ------------------------------------------------------------------ I/O

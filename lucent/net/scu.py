@@ -1215,8 +1215,9 @@ def _none_accepted(peer: Peer) -> AssociationError:
     )
 
 
-#: Instances read (and decrypted) ahead of the one being sent.
-PREFETCH = 2
+#: Instances read (and decrypted) ahead of the one being sent: one hides a read behind a
+#: send; more would only hold more (possibly very large) instances in memory per lane.
+PREFETCH = 1
 
 
 def _prefetched(
@@ -1224,8 +1225,8 @@ def _prefetched(
 ) -> Iterator[tuple[Outgoing, bytes | Exception | None]]:
     """``items`` with their bytes, read by one helper thread up to PREFETCH ahead.
 
-    Reading and decrypting the next instance overlaps with sending this one (file reads
-    and AES-GCM release the GIL). A load that fails yields its exception; an item that is
+    Reading the next instance (a file read, which releases the GIL, and its decryption)
+    overlaps with sending this one. A load that fails yields its exception; an item that is
     not ``wanted`` (the peer takes no context for it) yields None and is never read. When
     the caller stops early, what was queued is dropped and at most one read is waited for.
     """
@@ -1239,7 +1240,7 @@ def _prefetched(
             return
 
     try:
-        for _ in range(PREFETCH + 1):
+        for _ in range(max(PREFETCH, 1)):
             queue_next()
         while pending:
             item, future = pending.popleft()

@@ -59,6 +59,16 @@ class NodeView:
     retries: int = 3
 
 
+def _count(tally: dict[str, int], outcome: scu.StoreOutcome, sign: int) -> None:
+    """Add (or take back) one outcome in a send's running counts."""
+    if outcome.ok:
+        tally["ok"] += sign
+        if outcome.status != 0:
+            tally["warning"] += sign
+    else:
+        tally["failed"] += sign
+
+
 def _store_retryable(code: int | None) -> bool:
     """C-STORE failures worth another attempt: lost connection, out of resources."""
     return code is None or 0xA700 <= code <= 0xA7FF
@@ -353,6 +363,9 @@ class PacsService:
         control.update(force=True, total=total, attempts=1)
         last_error = ""
         lock = threading.Lock()
+        # Running counts for the progress: recounting every outcome per instance made a
+        # large send quadratic (10 000 instances: 50 million steps on the lane threads).
+        tally = {"ok": 0, "failed": 0, "warning": 0}
         for attempt in range(retries + 1):
             if attempt:
                 delay = min(60.0, self.settings.retry_backoff_seconds * 2 ** (attempt - 1))
@@ -363,13 +376,16 @@ class PacsService:
 
             def on_result(o: scu.StoreOutcome, n: int = attempt + 1) -> None:
                 with lock:
+                    previous = final.get(o.sop_instance_uid)
+                    if previous is not None:  # a retry replaces the earlier outcome
+                        _count(tally, previous, -1)
+                    _count(tally, o, +1)
                     final[o.sop_instance_uid] = o
                     attempts[o.sop_instance_uid] = n
-                    done = [x for x in final.values() if x.ok]
                     control.update(
-                        completed=len(done),
-                        failed=sum(1 for x in final.values() if not x.ok),
-                        warning=sum(1 for x in done if x.status != 0),
+                        completed=tally["ok"],
+                        failed=tally["failed"],
+                        warning=tally["warning"],
                         progress=round(len(final) / total, 4),
                     )
 
@@ -392,9 +408,12 @@ class PacsService:
                             for it in chunk:
                                 uid = it.sop_instance_uid
                                 if uid not in final or not final[uid].ok:
+                                    if uid in final:
+                                        _count(tally, final[uid], -1)
                                     final[uid] = scu.StoreOutcome(
                                         uid, it.sop_class_uid, None, error
                                     )
+                                    _count(tally, final[uid], +1)
                                     attempts[uid] = n
                 return error
 

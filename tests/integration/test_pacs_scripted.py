@@ -2,8 +2,10 @@
 
 Only for those cases (issue 3): C-FIND A700, A900, Cxxx, FE00, FF01 (Conformance 4.2.1.6);
 C-MOVE A701, A702, A801, A900, Cxxx, FE00, B000 with retries and backoff (4.2.2.6), and a
-C-CANCEL during a slow C-MOVE; storage commitment ways 1 and 3 of 4.1.2.5 (Orthanc only does
-way 2). Everything else is tested against Orthanc and dcmqrscp.
+C-CANCEL during a slow C-MOVE; C-STORE failure and warning statuses, a peer that aborts
+mid-send and one that takes only some SOP classes (4.2.4); storage commitment ways 1 and 3
+of 4.1.2.5 (Orthanc only does way 2). Everything else is tested against Orthanc, dcmqrscp
+and storescp.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.filebase import DicomBytesIO
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE, build_context, evt
 from pynetdicom.sop_class import (
     StorageCommitmentPushModel,
@@ -29,6 +32,7 @@ from tests.support.peers import free_port
 
 UNCOMPRESSED = list(scu.UNCOMPRESSED)
 FAIL_STORE = 0xFFFF  # script marker: a sub-operation that fails
+ABORT = -1  # script marker: the peer aborts the association instead of answering
 
 
 def _tiny(fail: bool = False) -> Dataset:
@@ -55,6 +59,7 @@ class ScriptedPeer:
         self.cancelled = threading.Event()
         self.commit_mode = "same"  # same | reopen: where the N-EVENT-REPORT goes
         self.failed_uids: set[str] = set()
+        self.store_statuses: dict[str, int] = {}  # SOP Instance UID -> status; ABORT aborts
         self._pending_report: Dataset | None = None
         self._server: Any = None
 
@@ -83,7 +88,11 @@ class ScriptedPeer:
                 return
 
     def _store(self, event: Any) -> int:
-        return 0xA700 if event.dataset.SOPInstanceUID.startswith("1.2.3.999.") else 0x0000
+        uid = str(event.dataset.SOPInstanceUID)
+        code = self.store_statuses.get(uid, 0xA700 if uid.startswith("1.2.3.999.") else 0x0000)
+        if code == ABORT:
+            event.assoc.abort()
+        return code
 
     def _report(self, info: Dataset) -> Dataset:
         ok, failed = [], []
@@ -263,6 +272,61 @@ def test_move_cancel_sends_c_cancel(scripted: ScriptedPeer) -> None:
     assert result.cancelled and result.status == 0xFE00 and result.attempts == 1
     assert scripted.cancelled.is_set()  # the peer saw the C-CANCEL
     assert seen[0] < seen[-1] < 1.0
+
+
+# --------------------------------------------------------------------------- C-STORE 4.2.4
+
+
+def _part10(ds: Dataset) -> bytes:
+    out = DicomBytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _outgoing(ds: Dataset, sop_class: str = CTImageStorage) -> scu.Outgoing:
+    raw = _part10(ds)
+    return scu.Outgoing(sop_class, str(ds.SOPInstanceUID), ExplicitVRLittleEndian, lambda: raw)
+
+
+@pytest.mark.parametrize("code", [0xA700, 0xA900, 0xC000, 0xB000, 0x0122])
+def test_store_status_is_recorded_per_instance(scripted: ScriptedPeer, code: int) -> None:
+    sets = [_tiny(), _tiny(), _tiny()]
+    scripted.store_statuses = {str(sets[1].SOPInstanceUID): code}
+    outcomes = scu.store(scripted.peer(), [_outgoing(ds) for ds in sets])
+    assert [o.status for o in outcomes] == [0x0000, code, 0x0000]  # the send goes on
+    assert outcomes[1].ok == (code == 0xB000)  # B000: warning, stored with coercion
+    assert [o.sop_instance_uid for o in outcomes] == [str(ds.SOPInstanceUID) for ds in sets]
+
+
+def test_store_abort_ends_the_send_with_the_reason(scripted: ScriptedPeer) -> None:
+    sets = [_tiny(), _tiny(), _tiny()]
+    scripted.store_statuses = {str(sets[1].SOPInstanceUID): ABORT}
+    outcomes = scu.store(scripted.peer(), [_outgoing(ds) for ds in sets])
+    assert [o.status for o in outcomes] == [0x0000, None]  # the third is left for a retry
+    assert "no C-STORE response" in outcomes[1].message
+    assert "aborted" in outcomes[1].message
+
+
+def test_store_class_the_peer_does_not_take(scripted: ScriptedPeer) -> None:
+    """The peer accepts CT but not MR: the MR instance fails alone and is never read."""
+    reads: list[str] = []
+    mr = _tiny()
+    raw = _part10(mr)
+
+    def load() -> bytes:
+        reads.append("mr")
+        return raw
+
+    items = [
+        _outgoing(_tiny()),
+        scu.Outgoing(MRImageStorage, str(mr.SOPInstanceUID), ExplicitVRLittleEndian, load),
+        _outgoing(_tiny()),
+    ]
+    outcomes = scu.store(scripted.peer(), items)
+    assert [o.status for o in outcomes] == [0x0000, None, 0x0000]
+    assert "does not accept SOP class" in outcomes[1].message and not reads
+    with pytest.raises(scu.AssociationError, match="accepted none"):
+        scu.store(scripted.peer(), [items[1]])
 
 
 # --------------------------------------------------------------------------- commitment

@@ -73,3 +73,41 @@ def test_raw_rows_fall_back_for_sequences_and_binary_values() -> None:
     write_dataset(out, ident)
     assert scu._row_from_bytes(out.getvalue(), False) is None
     assert scu._Query(1, scu.EXPLICIT_LE).row(out.getvalue()) == {"PatientName": "Seq^Case"}
+
+
+def test_character_set_after_its_values_goes_to_pydicom() -> None:
+    """The one-pass reader decodes with the character set it has seen; a data set that names
+    it only after a value it governs (out of tag order) is left to pydicom, which reads the
+    whole data set first."""
+    name = "Müller^Jörg".encode("iso8859_15")
+    raw = (
+        b"\x08\x00\x50\x00SH\x02\x00A1"  # Accession Number, before the character set
+        + b"\x10\x00\x10\x00PN" + len(name).to_bytes(2, "little") + name
+        + b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100"
+    )  # fmt: skip
+    assert scu._row_from_bytes(raw, False) is None
+    ordered = (
+        b"\x08\x00\x05\x00CS\x0a\x00ISO_IR 100"
+        + b"\x08\x00\x50\x00SH\x02\x00A1"
+        + b"\x10\x00\x10\x00PN" + len(name).to_bytes(2, "little") + name
+    )  # fmt: skip
+    assert scu._row_from_bytes(ordered, False) == {
+        "SpecificCharacterSet": "ISO_IR 100",
+        "AccessionNumber": "A1",
+        "PatientName": "Müller^Jörg",
+    }
+
+
+def test_multi_values_and_empty_values_read_like_pydicom() -> None:
+    ident = Dataset()
+    ident.ModalitiesInStudy = ["CT", "MR", "PT"]
+    ident.StudyDescription = ""
+    ident.OtherPatientIDs = ["A", "B2 "]
+    ident.StudyComments = "  keeps leading spaces"
+    for implicit in (True, False):
+        out = DicomBytesIO()
+        out.is_little_endian, out.is_implicit_VR = True, implicit
+        write_dataset(out, ident)
+        raw = out.getvalue()
+        expected = _converted(decode(io.BytesIO(raw), implicit, True))
+        assert scu._row_from_bytes(raw, implicit) == expected
