@@ -120,6 +120,11 @@ class DirectAssociation:
         except ssl.SSLError as exc:
             sock.close()
             raise DirectError("tls", f"TLS handshake with {host}:{port} failed: {exc}") from exc
+        except TimeoutError as exc:
+            sock.close()
+            raise DirectError(
+                "timeout", f"{host}:{port} did not answer the association request"
+            ) from exc
         except (OSError, ValueError) as exc:
             sock.close()
             raise DirectError(

@@ -1204,6 +1204,12 @@ def _open_direct(peer: Peer, contexts: list[ul.PresentationContext]) -> direct.D
     except direct.DirectError as exc:
         if exc.kind == "rejected":
             raise _rejected(peer, exc.message) from exc
+        if exc.kind == "timeout":  # as ``associate`` says it; a probe would wait again
+            raise AssociationError(
+                "timeout",
+                f"no answer from {peer.address} within {peer.timeout:g} s "
+                "(host down, firewall, or a port that is not DICOM)",
+            ) from exc
         raise _diagnose_connect(peer) from exc
 
 

@@ -3,19 +3,23 @@
 The send path writes the archived data set bytes as they are, cut into P-DATA fragments of
 the peer's maximum PDU length: a bit-preserving ``storescp`` with a small PDU shows that the
 bytes arrive unchanged. A ``storescp`` that takes only Implicit VR Little Endian makes us
-transcode (same SOP Instance UID). Load failures and a stopped send stay per instance.
+transcode (same SOP Instance UID). Load failures and a stopped send stay per instance; a
+silent port and an untrusted TLS peer are explained (TLS runs on the same association).
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from lucent.net import scu
 from tests.data import samples
+from tests.support.certs import Authority
 from tests.support.peers import StoreScp
 
 
@@ -104,3 +108,46 @@ def test_cancel_stops_after_the_instance_on_the_wire(tmp_path: Path) -> None:
         )
         count = len(peer.files())
     assert len(outcomes) == 1 and outcomes[0].ok and count == 1
+
+
+def test_silent_port_is_a_timeout_with_the_address(tmp_path: Path) -> None:
+    [path] = _series(tmp_path / "src", 1)
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(4)
+        peer = scu.Peer("MUTE", "127.0.0.1", mute.getsockname()[1], timeout=1.0)
+        with pytest.raises(scu.AssociationError) as err:
+            scu.store(peer, [_outgoing(path)])
+    assert err.value.kind == "timeout" and "within 1 s" in err.value.message
+
+
+def test_tls_peer_we_do_not_trust_is_explained_and_a_trusted_one_is_served(
+    tmp_path: Path,
+) -> None:
+    ours = Authority(tmp_path / "pki")
+    client = ours.issue("client", "lucent.test")
+    trusted = ours.issue("pacs", "pacs.test")
+    stranger = Authority(tmp_path / "stranger", "Stranger CA").issue("evil", "evil.test")
+    files = _series(tmp_path / "src", 2)
+    tls = {"tls": True, "tls_ca_file": str(ours.ca_file), "tls_cert": str(client.cert),
+           "tls_key": str(client.key)}  # fmt: skip
+    with StoreScp(
+        tmp_path / "in", aet="TLSPACS", workdir=tmp_path / "p",
+        extra_args=["+tls", str(trusted.key), str(trusted.cert), "+cf", str(ours.ca_file)],
+    ) as peer:  # fmt: skip
+        outcomes = scu.store(
+            scu.Peer("TLSPACS", peer.host, peer.port, **tls),  # type: ignore[arg-type]
+            [_outgoing(f) for f in files],
+        )
+        assert [o.status for o in outcomes] == [0, 0] and len(peer.files()) == 2
+    with StoreScp(
+        tmp_path / "in2", aet="EVIL", workdir=tmp_path / "p2",
+        extra_args=["+tls", str(stranger.key), str(stranger.cert), "-ic"],
+    ) as evil:  # fmt: skip
+        with pytest.raises(scu.AssociationError) as err:
+            scu.store(
+                scu.Peer("EVIL", evil.host, evil.port, **tls),  # type: ignore[arg-type]
+                [_outgoing(files[0])],
+            )
+        assert not evil.files()
+    assert err.value.kind == "tls" and "not trusted" in err.value.message
