@@ -5,6 +5,14 @@ moment), then the highest and narrowest peaks (cf. Mouridsen et al., MRM 2006). 
 largest area among later-peaking voxels (a sinus is large enough to be free of partial
 volume). Partial-volume correction scales the AIF so its area matches the VOF's (tracer
 conservation: both see the whole bolus; e.g. Knutsson et al., MRM 2010).
+
+DSC saturation: at the bolus peak an artery's (and a sinus's) signal falls into the noise
+floor, where the magnitude signal reads the Rician floor, not the tissue: ΔR2* there is
+meaningless (after denoising it was clipped at -ln(1e-3)/TE, a flat spike the peak/width
+score preferred) and normal-tissue CBF came out ~half of truth. Frames whose signal lies
+within a few noise SDs of zero are therefore *missing*: the score ignores them and the
+selected mean curve is reconstructed there by a gamma-variate fit to its unsaturated first
+pass (a standard remedy, e.g. Calamante et al., MRM 2004; Bleeker et al., MRM 2011).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.optimize import least_squares
 
 
 @dataclass
@@ -24,6 +33,8 @@ class InputFunctions:
     vof_voxels: list[tuple[int, int, int]]
     pve_scale: float
     warnings: list[str] = field(default_factory=list)
+    reconstructed: dict[str, list[int]] = field(default_factory=dict)
+    """Frames of the AIF / VOF that were saturated and replaced by a gamma-variate fit."""
 
     def to_dict(self, dt: float, t0: float) -> dict[str, Any]:
         n = len(self.aif)
@@ -35,7 +46,75 @@ class InputFunctions:
             "aif_voxels_zyx": [list(v) for v in self.aif_voxels],
             "vof_voxels_zyx": [list(v) for v in self.vof_voxels],
             "pve_scale": round(self.pve_scale, 4),
+            "saturated_frames_reconstructed": self.reconstructed,
         }
+
+
+def gamma_variate(t: np.ndarray, a: float, t0: float, alpha: float, beta: float) -> np.ndarray:
+    """A (t - t0)^alpha exp(-(t - t0) / beta) for t > t0, else 0 (first-pass bolus shape)."""
+    s = np.clip(t - t0, 0.0, None)
+    return a * s**alpha * np.exp(-s / beta)
+
+
+def fill_saturated(curve: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """Replace the missing (``~valid``) frames of a first-pass bolus by a gamma-variate fit.
+
+    Fitted frames: the valid ones from the bolus onset to where the curve, after its last
+    missing frame, has fallen below 30 % of its largest valid value (recirculation after
+    that is not gamma-shaped). Returns (curve, indices replaced); unchanged when nothing is
+    missing, when fewer than two frames above 10 % of the valid maximum sample the rise or
+    the fall (the peak would be invented), or when the fit fails: the missing frames then
+    keep their measured (floor-level, underestimated) values.
+    """
+    out = curve.astype(np.float64).copy()
+    miss = np.nonzero(~valid)[0]
+    if len(miss) == 0:
+        return curve, []
+    k = len(curve)
+    t = np.arange(k, dtype=np.float64)
+    top = float(np.max(np.where(valid, out, -np.inf)))
+    if not np.isfinite(top) or top <= 0:
+        return curve, []
+    first, last = int(miss[0]), int(miss[-1])
+    onset = first
+    while onset > 0 and (not valid[onset - 1] or out[onset - 1] > 0.05 * top):
+        onset -= 1
+    stop = last + 1
+    while stop < k - 1 and (not valid[stop] or out[stop] > 0.3 * top):
+        stop += 1
+    fit = np.zeros(k, bool)
+    fit[max(onset - 1, 0) : stop + 1] = True
+    fit &= valid
+    # a gamma variate is determined only with both edges sampled: without a measured rise,
+    # any later, lower, broader bolus fits the tail as well (the fit would invent the peak)
+    rising = int((valid[onset:first] & (out[onset:first] >= 0.1 * top)).sum())
+    falling = int((valid[last + 1 : stop + 1] & (out[last + 1 : stop + 1] >= 0.1 * top)).sum())
+    if rising < 2 or falling < 2 or fit.sum() < 5:
+        return curve, []
+    tf, yf = t[fit], out[fit]
+    centre = 0.5 * (first + last)
+    t0_init = max(float(onset) - 0.5, 0.0)
+    beta0 = max((centre - t0_init) / 3.0, 0.3)
+    shape0 = gamma_variate(np.array([centre]), 1.0, t0_init, 3.0, beta0)[0]
+    # the missing frames hold at least the largest valid value: initial height above it
+    a0 = 1.5 * top / max(shape0, 1e-12)
+
+    def resid(p: np.ndarray) -> np.ndarray:
+        return gamma_variate(tf, p[0], p[1], p[2], p[3]) - yf
+
+    try:
+        sol = least_squares(
+            resid,
+            [a0, t0_init, 3.0, beta0],
+            bounds=([0.0, t0_init - 3.0, 0.5, 0.1], [np.inf, float(first), 12.0, 20.0]),
+        )
+    except (ValueError, FloatingPointError):
+        return curve, []
+    if not sol.success:
+        return curve, []
+    model = gamma_variate(t, *sol.x)
+    out[miss] = model[miss]
+    return out.astype(curve.dtype), [int(i) for i in miss]
 
 
 def select(
@@ -45,19 +124,31 @@ def select(
     n_vof: int = 6,
     pve_correction: bool = True,
     max_pve_scale: float = 4.0,
+    valid: np.ndarray | None = None,
 ) -> InputFunctions:
-    """Pick AIF/VOF from (n, K) concentration curves of brain voxels at ``coords`` (n, 3)."""
+    """Pick AIF/VOF from (n, K) concentration curves of brain voxels at ``coords`` (n, 3).
+
+    ``valid`` (n, K): False where a frame is saturated (DSC signal in the noise floor); such
+    frames are left out of the score and reconstructed in the selected curves."""
     n, k = conc.shape
     t = np.arange(k, dtype=np.float32)
-    auc = conc.sum(axis=1)
-    peak = conc.max(axis=1)
+    if valid is not None:
+        # ranking: a saturated frame counts as the largest valid value of its curve (it is at
+        # least that; its clipped or floor-level value is not a measurement)
+        vmax = np.where(valid, conc, -np.inf).max(axis=1)
+        vmax = np.where(np.isfinite(vmax), vmax, 0.0)
+        conc_rank = np.where(valid, conc, vmax[:, None]).astype(np.float32)
+    else:
+        conc_rank = conc
+    auc = conc_rank.sum(axis=1)
+    peak = conc_rank.max(axis=1)
     warnings: list[str] = []
     keep = max(50, int(0.02 * n))
     top = np.argsort(auc)[::-1][: min(keep, n)]
     top = top[(auc[top] > 0) & (peak[top] > 0)]
     if len(top) < n_aif:
         raise ValueError("no enhancing voxels: bolus not visible")
-    sub = conc[top]
+    sub = conc_rank[top]
     pos = np.clip(sub, 0, None)
     fm = (pos * t).sum(axis=1) / np.maximum(pos.sum(axis=1), 1e-9)
     early = fm <= np.percentile(fm, 30)
@@ -67,7 +158,21 @@ def select(
     width = auc[top][cand] / np.maximum(peak[top][cand], 1e-9)
     score = peak[top][cand] / np.maximum(width, 1e-3)
     chosen = cand[np.argsort(score)[::-1][:n_aif]]
-    aif_raw = sub[chosen].mean(axis=0)
+    reconstructed: dict[str, list[int]] = {}
+
+    def mean_curve(rows: np.ndarray, name: str) -> np.ndarray:
+        """Mean measured curve of ``rows`` (indices into ``top``); frames saturated in any
+        of them are reconstructed from the others by a gamma-variate fit."""
+        curve = conc[top[rows]].mean(axis=0)
+        if valid is None:
+            return curve
+        ok = valid[top[rows]].all(axis=0)
+        curve, filled = fill_saturated(curve, ok)
+        if filled:
+            reconstructed[name] = filled
+        return curve
+
+    aif_raw = mean_curve(chosen, "aif")
     aif_fm = float(np.median(fm[chosen]))
     aif_ttp = int(np.argmax(aif_raw))
     # VOF: later, large area
@@ -77,7 +182,7 @@ def select(
     scale = 1.0
     if len(late) >= 1:
         vof_idx = late[np.argsort(auc[top][late])[::-1][:n_vof]]
-        vof = sub[vof_idx].mean(axis=0)
+        vof = mean_curve(vof_idx, "vof")
         if pve_correction:
             ratio = float(vof.sum() / max(aif_raw.sum(), 1e-9))
             if ratio > 1.0:
@@ -98,4 +203,5 @@ def select(
         vof_voxels=[tuple(int(c) for c in coords[top[i]]) for i in vof_idx],  # type: ignore[misc]
         pve_scale=scale,
         warnings=warnings,
+        reconstructed=reconstructed,
     )

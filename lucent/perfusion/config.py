@@ -69,6 +69,10 @@ class PerfusionConfig:
     pve_correction: bool = True
     """Scale the AIF so its area matches the VOF (partial-volume correction, e.g. Knutsson 2010)."""
     max_pve_scale: float = 4.0
+    dsc_aif_floor_sd: float = 3.0
+    """DSC: AIF/VOF frames whose signal is below this many noise SDs are saturated (the
+    magnitude signal reads the Rician floor, ~1.25 SD, not the tissue): they are left out
+    of the AIF score and reconstructed by a gamma-variate fit (``aif`` docstring)."""
 
     # --- deconvolution ---
     method: Method = "osvd"

@@ -177,6 +177,21 @@ def _local_pca(frames: np.ndarray, min_keep: int, block: int) -> None:
         frames[:, z] = np.where(wsum > 0, acc / np.maximum(wsum, 1e-9), img)
 
 
+def _signal_noise_sd(frames: np.ndarray) -> float:
+    """Noise SD of (T, Z, Y, X) magnitude frames: median over slices of the robust
+    temporal-difference estimate in the head (var(diff) = 2 sigma², robust to the bolus)."""
+    sds = []
+    for z in range(frames.shape[1]):
+        img = frames[:, z].reshape(frames.shape[0], -1)
+        mean = img.mean(axis=0)
+        head = mean > 0.2 * float(np.percentile(mean, 95))
+        if head.sum() < 10:
+            continue
+        d = np.abs(np.diff(img[:, head], axis=0))
+        sds.append(float(np.median(d)) / (0.6745 * np.sqrt(2)))
+    return float(np.median(sds)) if sds else 0.0
+
+
 def _native_pca(frames: np.ndarray, min_keep: int) -> int:
     """DSC: MP-PCA of the EPI signal per slice on the acquired frames, in place.
 
@@ -306,7 +321,15 @@ def _run(
             )
     native_pca: int | None = None
     local: np.ndarray | None = None
+    raw: np.ndarray | None = None
+    saturated: np.ndarray | None = None
     with stage("timing"):
+        if modality == "MR":
+            # the AIF is read from the acquired signal: MP-PCA fitted by tissue distorts an
+            # artery's deep, narrow dip; frames in the Rician floor are marked saturated
+            raw = frames.copy()
+            floor = config.dsc_aif_floor_sd * _signal_noise_sd(raw)
+            saturated = (raw < floor).astype(np.float32)
         if modality == "MR" and config.pca_denoise:
             if config.dsc_filter == "tips" and config.dsc_local_pca_block > 0:
                 local = frames.copy()
@@ -316,6 +339,10 @@ def _run(
         frames = resample_to_grid(frames, series.times, grid)
         if local is not None:
             local = resample_to_grid(local, series.times, grid)
+        if raw is not None and saturated is not None:
+            raw = resample_to_grid(raw, series.times, grid)
+            # a grid frame interpolated from a saturated acquired frame is saturated too
+            saturated = resample_to_grid(saturated, series.times, grid) > 1e-3
         series.frames = frames
     n_k, n_z, n_y, n_x = frames.shape
     with stage("mask"):
@@ -342,6 +369,13 @@ def _run(
                 local[:, search].T.copy(), baseline, modality, series.echo_time_s
             )
             del local
+        conc_aif, aif_valid = conc, None
+        if raw is not None and saturated is not None:
+            conc_aif, _ = to_concentration(
+                raw[:, search].T.copy(), baseline, modality, series.echo_time_s
+            )
+            aif_valid = ~saturated[:, search].T
+            del raw, saturated
         del curves
     with stage("aif"):
         try:
@@ -354,31 +388,34 @@ def _run(
                 # voxels with at least half the median brain baseline signal may be AIF/VOF.
                 in_brain &= s0 >= 0.5 * float(np.median(s0[brain[idx]]))
             coords = np.stack(idx, axis=1)
-            fns = aif_mod.select(
-                conc[in_brain],
-                coords[in_brain],
-                config.aif_voxels,
-                config.vof_voxels,
-                config.pve_correction,
-                config.max_pve_scale,
-            )
+
+            def pick() -> aif_mod.InputFunctions:
+                return aif_mod.select(
+                    conc_aif[in_brain],
+                    coords[in_brain],
+                    config.aif_voxels,
+                    config.vof_voxels,
+                    config.pve_correction,
+                    config.max_pve_scale,
+                    valid=None if aif_valid is None else aif_valid[in_brain],
+                )
+
+            fns = pick()
             # arteries enhance before the brain average: end the baseline before the AIF rises,
             # otherwise its first enhanced frames raise S0 and shrink every curve's area
             aif_end = _aif_onset(fns.aif_raw, baseline.start)
             if aif_end < baseline.end:
                 baseline.end = aif_end
                 conc -= conc[:, baseline.start : baseline.end].mean(axis=1, keepdims=True)
-                fns = aif_mod.select(
-                    conc[in_brain],
-                    coords[in_brain],
-                    config.aif_voxels,
-                    config.vof_voxels,
-                    config.pve_correction,
-                    config.max_pve_scale,
-                )
+                if conc_aif is not conc:
+                    conc_aif -= conc_aif[:, baseline.start : baseline.end].mean(
+                        axis=1, keepdims=True
+                    )
+                fns = pick()
         except ValueError as exc:
             return Refusal(RefusalCode.NO_BOLUS, f"no bolus: {exc}")
         warnings.extend(fns.warnings)
+        conc_aif = conc  # free the raw-signal curves (MR)
     with stage("denoise"):
         # denoising after AIF selection: arteries are a few voxels wide
         noise_sd = float(np.median(conc[:, baseline.start : baseline.end].std(axis=1)))

@@ -13,6 +13,7 @@ import pydicom
 import pytest
 
 from lucent.perfusion import PerfusionConfig, Refusal, RefusalCode, analyse
+from lucent.perfusion.aif import fill_saturated, gamma_variate
 from lucent.perfusion.cli import main
 from lucent.perfusion.deconvolution import _peaks, osvd, osvd_reference, ssvd
 from lucent.perfusion.pipeline import PerfusionResult
@@ -377,25 +378,55 @@ def test_dsc_mr_meets_issue_accuracy_target(dsc: tuple[P.Phantom, PerfusionResul
 
 @pytest.mark.xfail(
     reason=(
-        "issue 6 target at DSC SNR 20: rCBF core within 10 %; measured -15 % (seed 1; -20 % "
-        "mean, -29 % worst over seeds 1-6). Not the reference (contralateral Tmax < 4 s "
-        "median = white matter; penumbra rCBF comes out unbiased at 0.6) nor the truth count "
-        "(whole point-sampled voxels on both sides, no partial volume in this phantom). The "
-        "core's true rCBF 0.1 comes out at median 0.19 (p90 0.36), from three causes of "
-        "similar size: (1) the AIF's peak frames lie in the Rician noise floor (dR2* clipped "
-        "at -ln(1e-3)/TE) and oSVD truncates hard, so normal CBF is 0.57 of truth but the "
-        "core's broad residue 0.83: rCBF 0.146 even on noise-free curves; (2) the similarity "
-        "filter's 3x3 patches straddle the core edge, rim voxels draw 26 % of their weight "
-        "from the penumbra (rim CBF +60-75 %, penumbra Tmax); (3) residual, spatially "
-        "correlated noise lifts the residue maximum of the low-flow core by ~20 %. The true "
-        "AIF shape alone gains 2-3 points; centre-weighted patches or a second filter pass "
-        "~3-4 points but drop the Tmax r below 0.9. Open; MR core from DWI (ADC) is unaffected"
+        "issue 6 target at DSC SNR 20: rCBF core within 10 %; measured -12 % (seed 1; was "
+        "-15 %). Now the AIF is read from the acquired signal with its saturated (noise-floor) "
+        "frames left out of the score (normal CBF 0.50/0.58 -> 0.67/0.78 of truth, GM/WM) and "
+        "the reference is homologous. The rest, as measured before: the core's true rCBF 0.1 "
+        "comes out near 0.19 because (1) the AIF peak frames are still floor-level readings "
+        "(a gamma-variate fit needs a sampled rise: at 1.5 s sampling the phantom bolus has "
+        "none, so it is not attempted) and oSVD underestimates the narrow normal residue more "
+        "than the core's broad one; (2) the similarity filter's 3x3 patches straddle the core "
+        "edge (rim CBF +60-75 %); (3) residual correlated noise lifts the low-flow residue "
+        "maximum ~20 %. On the grey-matter-majority phantom the DSC core is -4 %. MR core "
+        "from DWI (ADC) is unaffected"
     ),
     strict=True,
 )
 def test_dsc_mr_rcbf_core_within_10_percent(dsc: tuple[P.Phantom, PerfusionResult]) -> None:
     ph, r = dsc
     assert r.summary["core_ml"] == pytest.approx(ph.volumes_ml["core"], rel=0.10)
+
+
+def test_dsc_normal_tissue_absolute_cbf_with_saturated_aif(
+    dsc: tuple[P.Phantom, PerfusionResult],
+) -> None:
+    """At SNR 20 the arterial peak frames lie in the Rician floor. Read from the denoised,
+    clipped curves they made a flat spike the AIF score preferred: normal CBF 0.50 (GM) /
+    0.58 (WM) of truth. Read from the acquired signal, saturated frames out of the score:
+    0.67 / 0.78 measured (oSVD at this CNR still underestimates)."""
+    ph, r = dsc
+    for first in (P.GM0, P.WM0):
+        sel = np.isin(ph.labels, range(first, first + 4)) & r.tissue
+        ratio = np.median(r.maps["cbf"][sel]) / np.median(ph.truth["cbf"][sel])
+        assert 0.6 < ratio < 1.1, (first, ratio)
+    assert "saturated_frames_reconstructed" in r.qc["curves"]
+
+
+def test_saturated_aif_frames_are_reconstructed_only_when_both_edges_are_sampled() -> None:
+    """DSC AIF peak frames in the noise floor: a gamma-variate fit to the unsaturated first
+    pass restores the peak when the rise and the fall are sampled; with no measured rise it
+    leaves the frames alone instead of inventing a peak."""
+    t = np.arange(60.0)
+    true = gamma_variate(t, 1.0, 10.0, 3.0, 2.0)
+    true *= 100.0 / true.max()
+    valid = true < 60.0  # the top of the bolus is saturated
+    measured = np.where(valid, true, 25.0).astype(np.float32)  # floor-level readings
+    filled, frames = fill_saturated(measured, valid)
+    assert frames == np.nonzero(~valid)[0].tolist()
+    np.testing.assert_allclose(filled[~valid], true[~valid], rtol=0.05)
+    no_rise = valid & (t > 15)
+    same, frames = fill_saturated(measured, no_rise | (t < 12))
+    assert frames == [] and np.array_equal(same, measured)
 
 
 def test_dsc_noise_free_leakage_correction_keeps_delayed_cbv(tmp_path: Path) -> None:
