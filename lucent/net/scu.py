@@ -2,8 +2,10 @@
 
 Every call opens its own association (4.2.1.4, 4.2.2.4: "a new association whenever the user
 initiates ..."), with the peer's own timeouts, over IPv4 or IPv6 (the reference product is
-IPv4-only; we do both), with TCP_NODELAY (``transport.install``). Failures are values with a
-reason a person can act on: refused, timeout, unknown host, association rejected (and why).
+IPv4-only; we do both), with TCP_NODELAY. Failures are values with a reason a person can act
+on: refused, timeout, unknown host, association rejected (and why). C-FIND and C-STORE run on
+our own association (``lucent.net.direct``, plain or TLS); C-ECHO and C-MOVE on pynetdicom
+(``transport.install`` adds TCP_NODELAY there).
 
 Storage commitment lives in :mod:`lucent.net.commitment`.
 """
@@ -561,10 +563,17 @@ _SKIP, _ASCII, _SPECIFIC, _FREE = 0, 1, 2, 3
 _HEADERS: dict[bytes, tuple[str, int | None, bool]] = {}
 
 
+#: The caches above stop growing here: a peer choosing tags (private ones, VRs) must not
+#: make a long-running server hold an entry for each.
+_CACHE_LIMIT = 8192
+
+
 def _tag_info(tag: int) -> tuple[str, str | None]:
     info = _TAG_INFO.get(tag)
     if info is None:
-        info = _TAG_INFO[tag] = (keyword_for_tag(tag), dictionary_vr_or_none(tag))
+        info = (keyword_for_tag(tag), dictionary_vr_or_none(tag))
+        if len(_TAG_INFO) < _CACHE_LIMIT:
+            _TAG_INFO[tag] = info
     return info
 
 
@@ -592,7 +601,9 @@ def _header_info(key: bytes) -> tuple[str, int | None, bool]:
         kind = _SPECIFIC
     else:
         kind = _ASCII
-    info = _HEADERS[key] = (keyword, kind, long_length)
+    info = (keyword, kind, long_length)
+    if len(_HEADERS) < _CACHE_LIMIT:
+        _HEADERS[key] = info
     return info
 
 
