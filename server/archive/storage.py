@@ -207,7 +207,8 @@ class FileSystemStorage:
         return False
 
     def _fsync_dir(self, folder: Path) -> None:
-        """Make the rename durable; folder descriptors are kept open (open is costly)."""
+        """Make new names in a folder durable (renames, prepared files); folder descriptors
+        are kept open (open is costly)."""
         if os.name != "posix":
             return
         with self._lock:
