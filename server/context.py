@@ -8,10 +8,12 @@ and the index row survive a kill -9.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,7 +25,7 @@ from lucent.dicom import instance as dicom_instance
 from lucent.net import status
 from server.accounts.quotas import QuotaGuard
 from server.archive import crypto, recovery
-from server.archive.storage import FileSystemStorage, new_key
+from server.archive.storage import RESERVED_KINDS, FileSystemStorage, new_key
 from server.config import Settings
 from server.index import db
 from server.index.models import Instance
@@ -56,6 +58,19 @@ class StoreResult:
 
 def _sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class _PixelWrite:
+    """A pixel object being sealed and written ahead of the parse; ``durable`` waits."""
+
+    base: str
+    span: tuple[int, int]
+    durable: Callable[[], None]
 
 
 class ArchiveReadError(Exception):
@@ -141,58 +156,104 @@ class ServerContext:
                 status.OUT_OF_RESOURCES,
                 f"archive disk has less than {self.settings.archive.min_free_mb} MB free",
             )
-        parsed = dicom_instance.parse(
-            data,
-            max_inflated=self.settings.archive.max_inflated_mb * 1024 * 1024,
-            expected_sop_class=expected_sop_class,
-            expected_sop_instance=expected_sop_instance,
+        framed = dicom_instance.frame(
+            data, max_inflated=self.settings.archive.max_inflated_mb * 1024 * 1024
         )
+        if isinstance(framed, dicom_instance.Refusal):
+            return self._refuse(framed, pool, source, expected_sop_class, expected_sop_instance)
+        # The pixel object (nearly all of the bytes) is sealed and flushed while the data set
+        # is parsed and validated: the walk's span is a hint, checked against the parse below.
+        early: _PixelWrite | None = None
+        hint = framed.pixel_hint
+        if hint is not None and hint[1] > hint[0]:
+            early = self._start_pixels(framed.data, hint)
+        parsed = dicom_instance.parse_framed(framed, expected_sop_class, expected_sop_instance)
         if isinstance(parsed, dicom_instance.Refusal):
-            # File the placeholder under what the C-STORE request said when the data set
-            # itself lacks (or garbles) its identity.
-            ids = dict(parsed.ids)
-            if expected_sop_instance and "SOPInstanceUID" not in ids:
-                ids["SOPInstanceUID"] = expected_sop_instance
-            if expected_sop_class and "SOPClassUID" not in ids:
-                ids["SOPClassUID"] = expected_sop_class
-            parsed = dicom_instance.Refusal(parsed.status, parsed.reason, ids)
-            self._placeholder(parsed, pool, source)
-            return StoreResult(parsed.status, parsed.reason, parsed.ids.get("SOPInstanceUID", ""))
-        return self._archive(parsed, pool, source, owner)
+            if early is not None:
+                self._abandon(early)
+            return self._refuse(parsed, pool, source, expected_sop_class, expected_sop_instance)
+        if early is not None and early.span != (parsed.pixel_start, parsed.pixel_end):
+            log.info("pixel span hint %s differs from the parse: written again", early.span)
+            self._abandon(early)
+            early = None
+        return self._archive(parsed, pool, source, owner, early)
+
+    def _refuse(
+        self,
+        refusal: dicom_instance.Refusal,
+        pool: str,
+        source: str,
+        expected_sop_class: str | None,
+        expected_sop_instance: str | None,
+    ) -> StoreResult:
+        # File the placeholder under what the C-STORE request said when the data set itself
+        # lacks (or garbles) its identity.
+        ids = dict(refusal.ids)
+        if expected_sop_instance and "SOPInstanceUID" not in ids:
+            ids["SOPInstanceUID"] = expected_sop_instance
+        if expected_sop_class and "SOPClassUID" not in ids:
+            ids["SOPClassUID"] = expected_sop_class
+        refusal = dicom_instance.Refusal(refusal.status, refusal.reason, ids)
+        self._placeholder(refusal, pool, source)
+        return StoreResult(refusal.status, refusal.reason, ids.get("SOPInstanceUID", ""))
+
+    def _start_pixels(self, raw: bytes, span: tuple[int, int]) -> _PixelWrite:
+        """Seal and write the Pixel Data value into a prepared object (see
+        server.archive.storage); without its metadata object it is never indexed, and
+        recovery removes it after a crash."""
+        base = self.storage.reserve()
+        start, end = span
+        pixels = memoryview(raw)[start:end]
+        durable = self.storage.start_put_all(
+            [(new_key("p", base), partial(crypto.seal, self.keys, pixels))], reserved=True
+        )
+        return _PixelWrite(base, span, durable)
+
+    def _abandon(self, write: _PixelWrite) -> None:
+        """Remove an instance's objects once their writes are over (refused, or failed)."""
+        with contextlib.suppress(Exception):
+            write.durable()
+        for kind in RESERVED_KINDS:
+            self.storage.delete(new_key(kind, write.base))
 
     def _archive(
-        self, parsed: dicom_instance.Parsed, pool: str, source: str, owner: int | None = None
+        self,
+        parsed: dicom_instance.Parsed,
+        pool: str,
+        source: str,
+        owner: int | None,
+        early: _PixelWrite | None,
     ) -> StoreResult:
         raw = parsed.file_bytes
         start, end = parsed.pixel_start, parsed.pixel_end
-        # Image objects go into files prepared ahead (no file creation while the sender
-        # waits, see server.archive.storage); the rare objects without pixels are new files.
-        base = self.storage.reserve() if end > start else secrets.token_hex(16)
+        if end > start:
+            pixel_write = early or self._start_pixels(raw, (start, end))
+            base, wait_pixels = pixel_write.base, pixel_write.durable
+        else:  # the rare objects without pixels are new files (not prepared ones)
+            pixel_write, base, wait_pixels = None, secrets.token_hex(16), _nothing
         meta_key = new_key("m", base)
-        pixel_key = new_key("p", base) if end > start else None
+        pixel_key = new_key("p", base) if pixel_write else None
         label = recovery.Label(pool, source, start, pixel_key is not None, owner).encode()
-        # Each part is sealed and written on a writer thread while this one hashes and works
-        # out the index values: sealing, hashing and file I/O release the GIL, so a large
-        # instance costs little more than its fsync.
-        if pixel_key:
-            view = memoryview(raw)
-            durable = self.storage.start_put_all(
-                [
-                    (meta_key, partial(crypto.seal, self.keys, raw[:start] + raw[end:], label)),
-                    (pixel_key, partial(crypto.seal, self.keys, view[start:end])),
-                ],
-                reserved=True,
-            )
-        else:
-            durable = self.storage.start_put_all(
-                [(meta_key, partial(crypto.seal, self.keys, raw, label))]
-            )
-        ds = parsed.dataset
+        # The metadata is sealed and written on a writer thread too, while this one hashes
+        # and works out the index values: sealing, hashing and file I/O release the GIL.
         try:
-            digest = _sha256_hex(raw)
-            attrs = display_attributes(ds)
-        finally:
-            durable()
+            wait_meta = self.storage.start_put_all(
+                [(meta_key, partial(crypto.seal, self.keys, raw[:start] + raw[end:], label))],
+                reserved=pixel_write is not None,
+            )
+            ds = parsed.dataset
+            try:
+                digest = _sha256_hex(raw)
+                attrs = display_attributes(ds)
+            finally:
+                wait_meta()
+                wait_pixels()
+        except BaseException:
+            if pixel_write is not None:
+                self._abandon(pixel_write)
+            else:
+                self.storage.delete(meta_key)
+            raise
         rec = InstanceRecord(
             dataset=ds,
             transfer_syntax=parsed.transfer_syntax,

@@ -20,10 +20,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import Tag
 
-from lucent.dicom import sop_classes, transfer_syntaxes
+from lucent.dicom import sop_classes, transfer_syntaxes, walk
 from lucent.net import status
 
-PIXEL_TAGS = frozenset((0x7FE00010, 0x7FE00008, 0x7FE00009))  # plain ints: cheap lookups
+PIXEL_TAGS = walk.PIXEL_TAGS  # plain ints: cheap lookups
+# What ingest reads values from: pydicom's data set, or the walked top level (same values).
+DataSet = Dataset | walk.TopLevel
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
@@ -40,7 +42,7 @@ class Refusal:
 class Parsed:
     """A readable instance: its data set (pixel values not decoded), bytes and pixel span."""
 
-    dataset: Dataset
+    dataset: DataSet
     file_bytes: bytes
     transfer_syntax: str
     pixel_start: int  # offset of the pixel data value within file_bytes (0 if none)
@@ -79,7 +81,7 @@ def inflate_bounded(data: bytes, limit: int) -> bytes:
     return out
 
 
-def _read_ids(ds: Dataset) -> dict[str, str]:
+def _read_ids(ds: DataSet) -> dict[str, str]:
     ids: dict[str, str] = {}
     for key in (
         "PatientID",
@@ -99,9 +101,6 @@ def _read_ids(ds: Dataset) -> dict[str, str]:
     return ids
 
 
-_LONG_VRS = frozenset(
-    (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
-)
 _TS_TAG = 0x00020010
 
 
@@ -119,7 +118,7 @@ def _split_meta(data: bytes) -> tuple[str, int]:
         if group != 0x0002:
             break
         vr = data[pos + 4 : pos + 6]
-        if vr in _LONG_VRS:
+        if vr in walk.LONG_VRS:
             if pos + 12 > end:
                 raise ValueError("file meta element header truncated")
             length = struct.unpack_from("<L", data, pos + 8)[0]
@@ -145,14 +144,23 @@ def _meta_dataset(data: bytes) -> FileMetaDataset:
     return ds.file_meta
 
 
-def parse(
-    data: bytes,
-    *,
-    max_inflated: int,
-    expected_sop_class: str | None = None,
-    expected_sop_instance: str | None = None,
-) -> Parsed | Refusal:
-    """Decode a Part-10 byte string (preamble, meta, data set) and validate it."""
+@dataclass(frozen=True)
+class Framed:
+    """A Part-10 stream split into file meta and data set, inflated when it came deflated."""
+
+    data: bytes
+    transfer_syntax: str
+    transcoded: bool
+    # Where the Pixel Data value lies by a one-pass header walk ((0, 0): none; None: the walk
+    # was unsure). A hint for starting the pixel write early; ``parse_framed`` is the authority.
+    pixel_hint: walk.Span | None
+    # The walked elements when every one was in order and well formed: read without dcmread.
+    top: walk.TopLevel | None = None
+
+
+def frame(data: bytes, *, max_inflated: int) -> Framed | Refusal:
+    """Check the preamble and file meta, inflate a deflated data set (bounded) and walk the
+    top-level headers for the pixel span: everything before the full parse."""
     if len(data) < 132 or data[128:132] != b"DICM":
         return Refusal(status.CANNOT_UNDERSTAND, "not a DICOM Part 10 stream (no DICM prefix)")
     try:
@@ -174,9 +182,57 @@ def parse(
         head = io.BytesIO()
         head.write(data[:128] + b"DICM")
         write_file_meta_info(head, meta, enforce_standard=False)
+        start = head.tell()
         data = head.getvalue() + body
         ts = transfer_syntaxes.EXPLICIT_LE
         transcoded = True
+    walked = walk.walk(data, start, ts)
+    if walked is None:
+        return Framed(data, ts, transcoded, None)
+    return Framed(data, ts, transcoded, walked[0], walked[1])
+
+
+def parse(
+    data: bytes,
+    *,
+    max_inflated: int,
+    expected_sop_class: str | None = None,
+    expected_sop_instance: str | None = None,
+) -> Parsed | Refusal:
+    """Decode a Part-10 byte string (preamble, meta, data set) and validate it."""
+    framed = frame(data, max_inflated=max_inflated)
+    if isinstance(framed, Refusal):
+        return framed
+    return parse_framed(framed, expected_sop_class, expected_sop_instance)
+
+
+def parse_framed(
+    framed: Framed, expected_sop_class: str | None = None, expected_sop_instance: str | None = None
+) -> Parsed | Refusal:
+    """Read the whole data set (pixel values left undecoded) and validate it."""
+    data, ts, transcoded = framed.data, framed.transfer_syntax, framed.transcoded
+    if framed.top is not None and framed.pixel_hint is not None:
+        # Every top-level element walked in order, whole and even: nothing for the loop
+        # below to find, and the values come from pydicom's converters without a dcmread.
+        ds: DataSet = framed.top
+        pixel_start, pixel_end = framed.pixel_hint
+    else:
+        parsed = _read_whole(data)
+        if isinstance(parsed, Refusal):
+            return parsed
+        ds, pixel_start, pixel_end = parsed
+    ids = _read_ids(ds)
+    if not ids and not any(t in ds for t in PIXEL_TAGS):
+        return Refusal(status.CANNOT_UNDERSTAND, "no DICOM attributes could be recognised")
+    problem = validate(ds, ts, pixel_end - pixel_start, expected_sop_class, expected_sop_instance)
+    if problem is not None:
+        return Refusal(problem[0], problem[1], ids)
+    return Parsed(ds, data, ts, pixel_start, pixel_end, transcoded, ids)
+
+
+def _read_whole(data: bytes) -> tuple[Dataset, int, int] | Refusal:
+    """dcmread the data set and check every top-level element's length (the slow path, for
+    what the header walk left to pydicom)."""
     try:
         ds = dcmread(io.BytesIO(data), force=True)
         # Touch every top-level element's raw form: reveals truncation now, not later.
@@ -208,16 +264,10 @@ def parse(
         return Refusal(
             status.CANNOT_UNDERSTAND, f"data set unreadable: {type(exc).__name__}: {exc}"
         )
-    ids = _read_ids(ds)
-    if not ids and not any(t in ds for t in PIXEL_TAGS):
-        return Refusal(status.CANNOT_UNDERSTAND, "no DICOM attributes could be recognised")
-    problem = validate(ds, ts, pixel_end - pixel_start, expected_sop_class, expected_sop_instance)
-    if problem is not None:
-        return Refusal(problem[0], problem[1], ids)
-    return Parsed(ds, data, ts, pixel_start, pixel_end, transcoded, ids)
+    return ds, pixel_start, pixel_end
 
 
-def _get(ds: Dataset, keyword: str) -> Any:
+def _get(ds: DataSet, keyword: str) -> Any:
     try:
         return ds.get(keyword)
     except Exception:
@@ -225,7 +275,7 @@ def _get(ds: Dataset, keyword: str) -> Any:
 
 
 def validate(
-    ds: Dataset,
+    ds: DataSet,
     ts: str,
     pixel_length: int,
     expected_sop_class: str | None,
@@ -266,7 +316,7 @@ def validate(
     return None
 
 
-def _check_pixel_module(ds: Dataset, ts: str, pixel_length: int) -> tuple[int, str] | None:
+def _check_pixel_module(ds: DataSet, ts: str, pixel_length: int) -> tuple[int, str] | None:
     values: dict[str, int] = {}
     for kw in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel"):
         v = _get(ds, kw)

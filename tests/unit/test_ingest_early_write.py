@@ -1,0 +1,82 @@
+"""Ingest writes the pixel object while it parses (server.context): a refused instance must
+leave nothing behind, and a wrong pixel-span hint must be written again, not stored wrong.
+Real SQLite index, real archive folder, no network."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lucent.dicom import instance, walk
+from lucent.net import status
+from server import config
+from server.context import ServerContext
+from tests.data import bad_inputs, samples
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Iterator[ServerContext]:
+    context = ServerContext(
+        config.parse({"server": {"data_dir": str(tmp_path / "srv")}}), migrate=True
+    )
+    yield context
+    context.close()
+
+
+def _files(ctx: ServerContext) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in ctx.storage.root.glob("*/*") if p.is_file()}
+
+
+def _spare_files(ctx: ServerContext) -> set[str]:
+    return {f"{base}.{kind}" for base in ctx.storage._spares for kind in ("m", "p")}
+
+
+def _part10(sop_class: str = CT) -> tuple[bytes, str]:
+    ds = samples.make_instance(CT)
+    data = bad_inputs.BadInput(
+        "ok", "", "", bad_inputs.encode(ds), sop_class, ds.SOPInstanceUID
+    ).part10()
+    return data, ds.SOPInstanceUID
+
+
+def test_a_refused_instance_leaves_no_object_and_no_prepared_file(ctx: ServerContext) -> None:
+    data, uid = _part10()
+    ok = ctx.store(data, pool="DEFAULT", expected_sop_class=CT, expected_sop_instance=uid)
+    assert ok.ok
+    stored = {name for name, size in _files(ctx).items() if size}
+    assert len(stored) == 2  # metadata and pixel objects
+    # The pixel object of this one is written before the SOP class check refuses it.
+    data, uid = _part10()
+    refused = ctx.store(data, pool="DEFAULT", expected_sop_class="1.2.840.10008.5.1.4.1.1.4")
+    assert status.category(refused.status) == "failure" and refused.status >> 8 == 0xA9
+    files = _files(ctx)
+    assert {name for name, size in files.items() if size} == stored
+    assert {name for name, size in files.items() if not size} <= _spare_files(ctx)
+    assert len(list(ctx.storage.keys())) == 2
+
+
+def test_a_wrong_span_hint_is_written_again_from_the_parse(
+    ctx: ServerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, uid = _part10()
+    real = walk.walk
+
+    def off_by_two(data: bytes, pos: int, ts: str) -> tuple[walk.Span, None] | None:
+        walked = real(data, pos, ts)
+        assert walked is not None
+        (start, end), _ = walked
+        return (start + 2, end), None  # no TopLevel: the full parse decides the span
+
+    monkeypatch.setattr(instance.walk, "walk", off_by_two)
+    result = ctx.store(data, pool="DEFAULT", expected_sop_class=CT, expected_sop_instance=uid)
+    assert result.ok
+    inst = ctx.find_instance(uid)
+    assert inst is not None
+    assert ctx.instance_bytes(inst) == data
+    files = _files(ctx)
+    assert {name for name, size in files.items() if size} == {inst.meta_key, inst.pixel_key}
+    assert {name for name, size in files.items() if not size} <= _spare_files(ctx)
