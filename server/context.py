@@ -1,9 +1,11 @@
 """ServerContext: owns index, archive and keys; ``store()`` is the ONE ingest path.
 
 C-STORE, STOW-RS and imports all call ``store()``. Order of a store (Conformance 4.1.3.1,
-4.1.3.2): free-space check → parse and validate → seal metadata and pixel data apart →
-durable writes → index commit → status. A 0000 status therefore always means both the blobs
-and the index row survive a kill -9.
+4.1.3.2): free-space check → header walk → the pixel object is sealed and written while the
+data set is parsed and validated → the metadata object (which alone makes the pair an
+instance recovery would index) is written only once the instance is accepted → both durable
+→ index commit → status. A 0000 status therefore always means both the blobs and the index
+row survive a kill -9, and a refused instance leaves nothing (its pixel object is removed).
 """
 
 from __future__ import annotations
