@@ -4,9 +4,11 @@ The same N CT instances (512x512 int16, ~0.5 MB) are sent by DCMTK ``storescu`` 
 association and with four parallel associations (TCP_NODELAY=1), and once with defaults
 (Nagle on) with one association, to (a) our server (encryption and indexing on), (b) DCMTK
 ``storescp`` writing plain files, (c) Debian's Orthanc with its default SQLite index, all
-in the same run on loopback. Every target is started fresh for every mode so no row pays
-for (or profits from) the previous one. Prints one table: instances/s, MB/s, ours/peer and
-each receiver's peak memory (RSS of the process and its children, sampled every 50 ms).
+in the same run on loopback; our server runs once more with ``archive.sync_writes`` off,
+like for like with storescp, which never fsyncs. Every target is started fresh for every
+mode so no row pays for (or profits from) the previous one. Prints one table: instances/s,
+MB/s, ours/peer and each receiver's peak memory (RSS of the process and its children,
+sampled every 50 ms).
 
 Usage: ``.venv/bin/python bench/ingest.py [--count N] [--quick] [--data DIR]``
 """
@@ -159,9 +161,11 @@ class OurServer(Peer):
         workers: int = 0,
         nodelay: bool = True,
         workdir: Path | None = None,
+        sync_writes: bool = True,
     ) -> None:
         super().__init__(workdir, LOOPBACK)
         self.nodelay = nodelay
+        self.sync_writes = sync_writes
         self.aet = OUR_AET
         self.api_port = 0
         self.max_pdu = max_pdu
@@ -182,6 +186,7 @@ class OurServer(Peer):
         doc["dimse"]["max_pdu"] = self.max_pdu
         doc["dimse"]["workers"] = self.workers
         doc["archive"]["min_free_mb"] = 256
+        doc["archive"]["sync_writes"] = self.sync_writes
         pool = doc["pools"][0]
         pool["ae_title"], pool["port"] = self.aet, self.port
         doc["api"]["port"] = self.api_port
@@ -286,9 +291,11 @@ def _orthanc(nodelay: bool) -> Iterator[tuple[Orthanc, Callable[[int, int], str]
 
 
 @contextmanager
-def _ours(nodelay: bool) -> Iterator[tuple[OurServer, Callable[[int, int], str]]]:
+def _ours(
+    nodelay: bool, sync_writes: bool = True
+) -> Iterator[tuple[OurServer, Callable[[int, int], str]]]:
     # Our server sets TCP_NODELAY on its own sockets; `nodelay` only shapes its environment.
-    server = OurServer(nodelay=nodelay, workdir=_workdir("lucent"))
+    server = OurServer(nodelay=nodelay, workdir=_workdir("lucent"), sync_writes=sync_writes)
     try:
         server.start(timeout=90)
     except PeerError as exc:
@@ -303,8 +310,17 @@ def _ours(nodelay: bool) -> Iterator[tuple[OurServer, Callable[[int, int], str]]
         server.stop()
 
 
+def _ours_unsynced(nodelay: bool) -> Any:
+    return _ours(nodelay, sync_writes=False)
+
+
+OURS, UNSYNCED = "ours (lucent-server)", "ours, sync_writes off"
 TARGETS: list[tuple[str, Callable[[bool], Any]]] = [
-    ("ours (lucent-server)", _ours),
+    (OURS, _ours),
+    # storescp never fsyncs; Orthanc 1.10 does ("SyncStorageArea": true, its default). This
+    # row runs our whole path (encryption, index) without the flushes: like for like with
+    # storescp, and the difference to the row above is what durability costs here.
+    (UNSYNCED, _ours_unsynced),
     ("DCMTK storescp", _storescp),
     ("Orthanc (SQLite)", _orthanc),
 ]
@@ -346,13 +362,21 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 
 
 def print_table(rows: list[Row], header: list[str]) -> None:
-    ours = {r.mode: r for r in rows if r.target.startswith("ours") and r.per_s}
+    ours = {r.mode: r for r in rows if r.target == OURS and r.per_s}
+    peers = {(r.target, r.mode): r.per_s for r in rows if r.per_s}
     for row in rows:
         mine = ours.get(row.mode)
         if row.target.startswith("ours") or not mine or not row.per_s:
             row.ratio = "—"
         else:
             row.ratio = f"{mine.per_s / row.per_s:.2f}×"  # type: ignore[operator]
+        if row.target == UNSYNCED and row.per_s and not row.note:
+            versus = [
+                f"{row.per_s / rate:.2f}× {name.split()[-1] if 'DCMTK' in name else 'Orthanc'}"
+                for name in ("DCMTK storescp", "Orthanc (SQLite)")
+                if (rate := peers.get((name, row.mode)))
+            ]
+            row.note = ("no fsync: " + ", ".join(versus)) if versus else "no fsync"
     cols = ["target", "mode", "inst/s", "MB/s", "ours/peer", "peak RSS MB", "arrived", "note"]
     cells = [
         [
@@ -383,7 +407,9 @@ def print_table(rows: list[Row], header: list[str]) -> None:
     for c in cells:
         print(line(c))
     print(
-        "ours/peer = our instances/s ÷ this peer's, same mode. 'Nagle on': no TCP_NODELAY for "
+        "ours/peer = our instances/s (durable writes, the first row) ÷ this peer's, same mode; "
+        "storescp writes without fsync, Orthanc 1.10 fsyncs each file. "
+        "'Nagle on': no TCP_NODELAY for "
         "storescu, storescp and Orthanc (DCMTK defaults); our server sets it on its sockets "
         "regardless. Peak RSS sums the process and its children (shared pages of forked "
         "workers count once per process)."
@@ -425,13 +451,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="reuse/keep the generated files here")
     parser.add_argument(
         "--targets",
-        default="ours,storescp,orthanc",
-        help="comma-separated subset of ours,storescp,orthanc",
+        default="ours,ours-nosync,storescp,orthanc",
+        help="comma-separated subset of ours,ours-nosync,storescp,orthanc",
     )
     args = parser.parse_args(argv)
     count = 100 if args.quick and args.count == 500 else args.count
     wanted = {t.strip() for t in args.targets.split(",")}
-    keys = {"ours (lucent-server)": "ours", "DCMTK storescp": "storescp"}
+    keys = {OURS: "ours", UNSYNCED: "ours-nosync", "DCMTK storescp": "storescp"}
     keys["Orthanc (SQLite)"] = "orthanc"
     targets = [(n, f) for n, f in TARGETS if keys[n] in wanted]
 
@@ -451,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         unavailable: dict[str, str] = {}
         for mode in MODES:
             for name, factory in targets:
+                if name == UNSYNCED and not mode.nodelay:
+                    continue  # the Nagle row is about TCP, not the disk
                 if name in unavailable:
                     rows.append(Row(name, mode.label, note=unavailable[name]))
                     continue

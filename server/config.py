@@ -46,6 +46,7 @@ class ArchiveSection:
     min_free_mb: int = 1024
     duplicate_policy: str = "replace"
     max_inflated_mb: int = 1024
+    sync_writes: bool = True
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,7 @@ class ServerContext:
         # so start-up recovery rebuilds any row a power loss took (server.archive.recovery).
         self.IngestSession = db.ingest_sessions(self.engine)
         self._immediate = db.ingest_engine(self.engine)
-        self.storage = FileSystemStorage(settings.archive_dir)
+        self.storage = FileSystemStorage(settings.archive_dir, sync=settings.archive.sync_writes)
         self._parents = ParentCache()
         self.keys = crypto.KeyRing.load_or_create(settings.key_file)
         self._check_key_location()

@@ -58,8 +58,11 @@ class FileSystemStorage:
     """Objects under ``root/ab/<key>``: 256 folders, created once, so a write never pays a
     mkdir; ext4/NTFS/APFS index large folders, so millions of objects stay fast."""
 
-    def __init__(self, root: Path, *, spares: int = 32) -> None:
+    def __init__(self, root: Path, *, spares: int = 32, sync: bool = True) -> None:
+        """``sync=False`` skips every fdatasync/fsync (config ``archive.sync_writes``): objects
+        still survive a kill -9 (the page cache is the kernel's), not a power loss."""
         self.root = root
+        self._sync = sync
         root.mkdir(parents=True, exist_ok=True)
         for i in range(256):
             (root / f"{i:02x}").mkdir(exist_ok=True)
@@ -175,33 +178,31 @@ class FileSystemStorage:
         # The writer threads and folder descriptors stay: a store still in flight while the
         # process stops must finish (and answer) normally.
 
-    @staticmethod
-    def _write_durable(path: Path, data: bytes | Callable[[], bytes]) -> bool:
+    def _write_durable(self, path: Path, data: bytes | Callable[[], bytes]) -> bool:
         """Temp file, fsync, rename; True: the folder needs an fsync."""
         if callable(data):  # produced (sealed) on this writer thread, in parallel
             data = data()
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _BINARY, 0o600)
         try:
-            _write_all_and_sync(fd, data)
+            _write_all(fd, data, self._sync)
         finally:
             os.close(fd)
         os.replace(tmp, path)
         return True
 
-    @classmethod
-    def _write_reserved(cls, path: Path, data: bytes | Callable[[], bytes]) -> bool:
+    def _write_reserved(self, path: Path, data: bytes | Callable[[], bytes]) -> bool:
         """Fill a reserved (existing, empty) file in place; False: no folder fsync needed."""
         if callable(data):
             data = data()
         try:
             fd = os.open(path, os.O_WRONLY | _BINARY)
         except FileNotFoundError:  # swept by a concurrent recovery: write it anew
-            return cls._write_durable(path, data)
+            return self._write_durable(path, data)
         try:
             if os.fstat(fd).st_size:
                 raise FileExistsError(f"archive object {path.name} is already written")
-            _write_all_and_sync(fd, data)
+            _write_all(fd, data, self._sync)
         finally:
             os.close(fd)
         return False
@@ -209,7 +210,7 @@ class FileSystemStorage:
     def _fsync_dir(self, folder: Path) -> None:
         """Make new names in a folder durable (renames, prepared files); folder descriptors
         are kept open (open is costly)."""
-        if os.name != "posix":
+        if os.name != "posix" or not self._sync:
             return
         with self._lock:
             fd = self._dir_fds.get(folder)
@@ -259,9 +260,10 @@ def _size(path: Path) -> int:
         return -1
 
 
-def _write_all_and_sync(fd: int, data: bytes | bytearray | memoryview) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview, sync: bool) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
-    os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
+    if sync:
+        os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)

@@ -3,6 +3,7 @@ crash, removed on a clean close — on a real filesystem."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,22 @@ def test_a_reserved_file_swept_meanwhile_is_written_anew(tmp_path: Path) -> None
     FileSystemStorage(store.root).sweep_temporary()  # e.g. rebuild-index in another process
     store.put_all([(f"{base}.m", b"m"), (f"{base}.p", b"p")], reserved=True)
     assert store.get(f"{base}.m") == b"m" and store.get(f"{base}.p") == b"p"
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_sync_writes_setting_decides_whether_objects_are_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool
+) -> None:
+    """``archive.sync_writes``: every object and folder flushed before a store is answered,
+    or none (battery-backed caches); the objects are the same either way."""
+    store = FileSystemStorage(tmp_path / "archive", spares=0, sync=sync)
+    base = store.reserve()
+    flushes: list[int] = []
+    monkeypatch.setattr(os, "fdatasync", lambda fd: flushes.append(fd), raising=False)
+    monkeypatch.setattr(os, "fsync", lambda fd: flushes.append(fd))
+    store.put_all([(f"{base}.m", b"meta"), (f"{base}.p", b"pixels")], reserved=True)
+    store.put(new_key("m"), b"no pixels: temp file and rename")
+    assert len(flushes) == (4 if sync else 0)  # two reserved, one new object and its folder
+    assert store.get(f"{base}.p") == b"pixels"
+    assert len(list(store.keys())) == 3
+    store.close()
