@@ -89,6 +89,13 @@ class FileSystemStorage:
         """Write several objects durably (see ``start_put_all``)."""
         self.start_put_all(items, reserved=reserved)()
 
+    def put_here(self, key: str, data: bytes, *, reserved: bool = False) -> None:
+        """Write one object durably on the calling thread (small objects: a hand-over to a
+        writer thread costs more than the write)."""
+        path = self._path(key)
+        if (self._write_reserved if reserved else self._write_durable)(path, data):
+            self._fsync_dir(path.parent)
+
     def start_put_all(
         self, items: list[tuple[str, bytes | Callable[[], bytes]]], *, reserved: bool = False
     ) -> Callable[[], None]:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
+from types import TracebackType
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import sessionmaker
+
+if os.name == "posix":
+    import fcntl
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -56,6 +62,53 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class CommitLock:
+    """Serialises ingest commits of every thread and process on one SQLite index.
+
+    SQLite's busy handler polls a held write lock with sleeps of 1, 2, 5, 10 ... ms; with
+    several associations over several worker processes those sleeps, not work, set the
+    pace. A blocked ``flock`` wakes the moment the lock is free. PostgreSQL locks rows and
+    needs none of this (``path=None``: a no-op).
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+        if path is not None and os.name == "posix":
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        if self._fd is not None:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._threads.release()
+                raise
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def commit_lock(engine: Engine) -> CommitLock:
+    """The ingest commit lock for this engine's database (a file beside a SQLite index)."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return CommitLock(Path(str(url.database) + ".ingest-lock"))
+    return CommitLock(None)
 
 
 def sessions(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
