@@ -12,7 +12,9 @@ through lucent.net.transport):
   (measured: the 1001-study listing 85 -> 210 ms for us, 147 -> 270 ms for findscu with
   and without that one key). Only the same-keys row measures the SCU.
 - C-MOVE of a 500-instance CT series from Orthanc: into our pool (retrieve job through the
-  API, encryption and indexing on) vs DCMTK ``movescu`` into DCMTK ``storescp`` (plain files).
+  API, encryption and indexing on) vs DCMTK ``movescu`` into DCMTK ``storescp`` (plain files,
+  never fsynced), and into a second server of ours with ``archive.sync_writes`` off, like for
+  like with storescp.
 - C-STORE of the same 500 instances to Orthanc: ours (send job through the API, reading and
   decrypting from our archive; ``[pacs] store_associations`` as configured, default 2) vs
   DCMTK ``storescu`` from plain files (one association), alternated ``--store-repeat`` times,
@@ -131,10 +133,21 @@ def main() -> int:
         pools=[{"name": "DEFAULT", "ae_title": "LUCENT", "port": our_port}],
         settings={"server": {"log_level": "WARNING"}, "pacs": {"store_retries": 0}},
     )
+    # The same server without archive flushes (archive.sync_writes off): storescp, the
+    # DCMTK side of the C-MOVE row, never fsyncs; the difference is what durability costs.
+    unsynced_port = free_port()
+    unsynced = LucentServer(
+        work / "lucent-unsynced",
+        workers=0,
+        max_pdu=131072,
+        pools=[{"name": "DEFAULT", "ae_title": "LUCENTNS", "port": unsynced_port}],
+        settings={"server": {"log_level": "WARNING"}, "archive": {"sync_writes": False}},
+    )
     rows: list[tuple[str, str, str, str]] = []
     with StoreScp(aet="STORESCP") as storescp:
         modalities = {
             "lucent": ["LUCENT", "127.0.0.1", our_port],
+            "lucentns": ["LUCENTNS", "127.0.0.1", unsynced_port],
             "storescp": ["STORESCP", "127.0.0.1", storescp.port],
             "movescu": ["MOVESCU", "127.0.0.1", free_port()],  # Orthanc wants a known caller
             "findscu": ["FINDSCU", "127.0.0.1", free_port()],
@@ -197,6 +210,24 @@ def main() -> int:
             label = f"C-MOVE {args.count} instances"
             rows.append((label, "ours (job -> our pool)", f"{t_move:.2f} s",
                          f"{t_move / t_movescu:.2f}x"))  # fmt: skip
+            with unsynced:
+                api_ns = unsynced.client()
+                node_ns = api_ns.add_node(
+                    schemas.RemoteNodeIn(
+                        name="orthanc", ae_title=orthanc.aet, host="127.0.0.1", port=orthanc.port
+                    )
+                )
+                t = time.perf_counter()
+                job = api_ns.wait_job(
+                    api_ns.retrieve(node_ns.id, study_uid, series_uid=series_uid).id,
+                    timeout=600,
+                    poll=0.02,
+                )
+                t_move_ns = time.perf_counter() - t
+                assert job.state == "done" and job.completed == args.count, job
+                api_ns.close()
+            rows.append((label, "ours, sync_writes off", f"{t_move_ns:.2f} s",
+                         f"{t_move_ns / t_movescu:.2f}x"))  # fmt: skip
             rows.append((label, "DCMTK movescu -> storescp", f"{t_movescu:.2f} s", ""))
 
             # ---------------------------------------------------------------- C-STORE
