@@ -125,24 +125,22 @@ def main() -> int:
     first = dcmread(ct_files[0], stop_before_pixels=True)
     study_uid, series_uid = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
 
-    our_port = free_port()
-    server = LucentServer(
-        work / "lucent",
-        workers=0,
-        max_pdu=131072,
-        pools=[{"name": "DEFAULT", "ae_title": "LUCENT", "port": our_port}],
-        settings={"server": {"log_level": "WARNING"}, "pacs": {"store_retries": 0}},
-    )
+    def lucent(folder: str, ae_title: str, sync_writes: bool) -> tuple[LucentServer, int]:
+        port = free_port()
+        settings = {
+            "server": {"log_level": "WARNING"},
+            "pacs": {"store_retries": 0},
+            "archive": {"sync_writes": sync_writes},
+        }
+        pools = [{"name": "DEFAULT", "ae_title": ae_title, "port": port}]
+        return LucentServer(
+            work / folder, workers=0, max_pdu=131072, pools=pools, settings=settings
+        ), port
+
+    server, our_port = lucent("lucent", "LUCENT", True)
     # The same server without archive flushes (archive.sync_writes off): storescp, the
     # DCMTK side of the C-MOVE row, never fsyncs; the difference is what durability costs.
-    unsynced_port = free_port()
-    unsynced = LucentServer(
-        work / "lucent-unsynced",
-        workers=0,
-        max_pdu=131072,
-        pools=[{"name": "DEFAULT", "ae_title": "LUCENTNS", "port": unsynced_port}],
-        settings={"server": {"log_level": "WARNING"}, "archive": {"sync_writes": False}},
-    )
+    unsynced, unsynced_port = lucent("lucent-unsynced", "LUCENTNS", False)
     rows: list[tuple[str, str, str, str]] = []
     with StoreScp(aet="STORESCP") as storescp:
         modalities = {
