@@ -11,10 +11,12 @@ run: setup
 
 test: setup
 	$(VENV)/ruff check lucent server workstation admin_console tests bench
+	$(VENV)/ruff format --check lucent server workstation admin_console tests bench
 	$(VENV)/python -m pytest -n 2 --dist loadfile -q tests
 
 lint: setup
 	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
 
 bench-ingest: setup
 	$(VENV)/python bench/ingest.py

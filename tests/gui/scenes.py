@@ -210,8 +210,9 @@ def build(directory: Path, suffix: str) -> Scene:
         ds.file_meta = file_meta_for(ds)
         sc.cr.append(ds)
     sc.gsps = _highdicom_gsps(sc.axial[3])
-    for i, ds in enumerate([*sc.axial, *sc.coronal, *sc.volume, *sc.overlay, sc.enhanced,
-                             *sc.cr, sc.gsps]):
+    for i, ds in enumerate(
+        [*sc.axial, *sc.coronal, *sc.volume, *sc.overlay, sc.enhanced, *sc.cr, sc.gsps]
+    ):
         sc.files.append(write(ds, directory / f"{i:03d}.dcm"))
     return sc
 

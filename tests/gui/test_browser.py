@@ -15,8 +15,9 @@ from tests.gui import scenes
 from tests.gui.helpers import find_series, grab, save
 
 
-def test_series_thumbnail_shows_the_middle_image(qtbot, window: Any, api: Any, scene: scenes.Scene,
-                                                 artifacts: Path) -> None:  # noqa: ANN001
+def test_series_thumbnail_shows_the_middle_image(
+    qtbot, window: Any, api: Any, scene: scenes.Scene, artifacts: Path
+) -> None:  # noqa: ANN001
     panel = window.browser
     panel.search.setText(f"Guitest{scene.suffix}^Anna")
     panel.refresh()
@@ -33,7 +34,7 @@ def test_series_thumbnail_shows_the_middle_image(qtbot, window: Any, api: Any, s
     rect = panel.tree.visualItemRect(item)
     band = shot[rect.top() : rect.bottom() + 1]
     # The thumbnail is the only near-black block in the row: find its bounding box.
-    dark = (band.max(axis=2) < 30)
+    dark = band.max(axis=2) < 30
     cols = np.nonzero(dark.sum(axis=0) > 20)[0]
     rows = np.nonzero(dark.sum(axis=1) > 20)[0]
     assert len(cols) and len(rows), "no thumbnail drawn in the series row"

@@ -22,8 +22,9 @@ from workstation.model.geometry import slice_position
 YELLOW = (255, 220, 0)
 
 
-def test_enhanced_ct_frames_use_their_own_geometry(qtbot, window, api, scene,
-                                                   artifacts: Path) -> None:  # noqa: ANN001
+def test_enhanced_ct_frames_use_their_own_geometry(
+    qtbot, window, api, scene, artifacts: Path
+) -> None:  # noqa: ANN001
     win = window
     win.layout_model.set_grid(1, 2)
     vp = open_series(qtbot, win, api, scene, "Enhanced CT", 0)
@@ -50,8 +51,9 @@ def test_enhanced_ct_frames_use_their_own_geometry(qtbot, window, api, scene,
         assert tuple(sample(shot, tr, 20, 25)) == (grey,) * 3, (k, f)
         # The reference line: on row 10 (± 1 px on screen), not 2 rows away.
         u, v = tr.to_widget(20, line_row)
-        column = [tuple(int(c) for c in shot[r, round(u)]) for r in range(round(v) - 1,
-                                                                          round(v) + 2)]
+        column = [
+            tuple(int(c) for c in shot[r, round(u)]) for r in range(round(v) - 1, round(v) + 2)
+        ]
         assert YELLOW in column, (k, column)
         u, v = tr.to_widget(20, line_row + 2)
         assert tuple(shot[round(v), round(u)]) == (grey,) * 3

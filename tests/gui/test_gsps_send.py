@@ -17,11 +17,18 @@ from tests.support.peers import StoreScp
 GSPS_CLASS = "1.2.840.10008.5.1.4.1.1.11.1"
 
 
-def test_saved_gsps_is_sent_to_the_configured_pacs(qtbot, window: Any, api: Any,
-                                                   scene: scenes.Scene, tmp_path: Path) -> None:  # noqa: ANN001
+def test_saved_gsps_is_sent_to_the_configured_pacs(
+    qtbot, window: Any, api: Any, scene: scenes.Scene, tmp_path: Path
+) -> None:  # noqa: ANN001
     with StoreScp(tmp_path / "pacs", aet="GSPSPACS", workdir=tmp_path / "peer") as pacs:
-        peer = schemas.RemoteNodeIn(name="gsps-pacs", ae_title="GSPSPACS", host="127.0.0.1",
-                                    port=pacs.port, query_retrieve=False, store_target=True)
+        peer = schemas.RemoteNodeIn(
+            name="gsps-pacs",
+            ae_title="GSPSPACS",
+            host="127.0.0.1",
+            port=pacs.port,
+            query_retrieve=False,
+            store_target=True,
+        )
         node = api.add_node(peer)
         try:
             win = window

@@ -34,8 +34,9 @@ def _open_mpr(qtbot: Any, win: Any, api: Any, scene: scenes.Scene, mip: bool = F
     return mpr
 
 
-def test_mpr_planes_show_the_box_where_geometry_predicts(qtbot, window, api, scene,
-                                                         artifacts: Path) -> None:  # noqa: ANN001
+def test_mpr_planes_show_the_box_where_geometry_predicts(
+    qtbot, window, api, scene, artifacts: Path
+) -> None:  # noqa: ANN001
     mpr = _open_mpr(qtbot, window, api, scene)
     mpr.state.set_centre(BOX)
     for name in ("axial", "coronal", "sagittal", "oblique"):
@@ -54,8 +55,10 @@ def test_mpr_planes_show_the_box_where_geometry_predicts(qtbot, window, api, sce
     assert _pixel(cor, np.array([9.2, 15.5, 43.5])) == (0, 0, 0)
     # The other planes are drawn as lines: the sagittal plane x = 8.5 as a blue vertical
     # on the axial view, the coronal plane y = 15.5 as a green vertical on the sagittal one.
-    for view, point, colour in ((mpr.views["axial"], np.array([8.5, 5.0, 40.0]), BLUE),
-                                (mpr.views["sagittal"], np.array([8.5, 15.5, 45.0]), GREEN)):
+    for view, point, colour in (
+        (mpr.views["axial"], np.array([8.5, 5.0, 40.0]), BLUE),
+        (mpr.views["sagittal"], np.array([8.5, 15.5, 45.0]), GREEN),
+    ):
         shot = grab(view)
         u, v = view.to_widget(*view.plane.to_pixel(point))
         row = [tuple(int(c) for c in px) for px in shot[int(v), int(u) - 2 : int(u) + 3]]
@@ -66,8 +69,9 @@ def test_mpr_planes_show_the_box_where_geometry_predicts(qtbot, window, api, sce
     save_screen(qtbot, mpr, artifacts, "workstation_mpr.png")
 
 
-def test_thick_slab_mip_shows_the_box_a_thin_plane_misses(qtbot, window, api, scene,
-                                                          artifacts: Path) -> None:  # noqa: ANN001
+def test_thick_slab_mip_shows_the_box_a_thin_plane_misses(
+    qtbot, window, api, scene, artifacts: Path
+) -> None:  # noqa: ANN001
     mpr = _open_mpr(qtbot, window, api, scene)
     above = BOX + np.array([0.7, 0.7, 4.0])  # axial plane z = 44: 2 mm above the box
     mpr.state.set_centre(BOX + np.array([0.0, 0.0, 4.0]))  # crosshair lines off ``above``
@@ -86,8 +90,9 @@ def test_thick_slab_mip_shows_the_box_a_thin_plane_misses(qtbot, window, api, sc
     save_screen(qtbot, mip, artifacts, "workstation_mip.png")
 
 
-def test_oblique_plane_at_45_degrees_reaches_the_box(qtbot, window, api, scene,
-                                                     artifacts: Path) -> None:  # noqa: ANN001
+def test_oblique_plane_at_45_degrees_reaches_the_box(
+    qtbot, window, api, scene, artifacts: Path
+) -> None:  # noqa: ANN001
     mpr = _open_mpr(qtbot, window, api, scene)
     mpr.tilt.setValue(45.0)
     ydir = np.array([0.0, np.sqrt(0.5), np.sqrt(0.5)])  # screen down: posterior-superior

@@ -14,8 +14,9 @@ from tests.gui.helpers import grab, open_series, sample, save
 WHITE = (255, 255, 255)
 
 
-def test_overlay_pixels_appear_at_the_predicted_place_and_toggle(qtbot, window, api, scene,
-                                                                 artifacts: Path) -> None:  # noqa: ANN001
+def test_overlay_pixels_appear_at_the_predicted_place_and_toggle(
+    qtbot, window, api, scene, artifacts: Path
+) -> None:  # noqa: ANN001
     win = window
     vp = open_series(qtbot, win, api, scene, "Overlay")
     widget = win.viewer.widgets[0]

@@ -52,7 +52,9 @@ def test_window_level_gives_the_predicted_grey_values(qtbot, window, api, scene,
     _save(win, artifacts, "workstation_axial_ct.png")
 
 
-def test_monochrome1_inverted_and_lossy_badge_only_on_lossy(qtbot, window, api, scene, artifacts) -> None:  # noqa: ANN001, E501
+def test_monochrome1_inverted_and_lossy_badge_only_on_lossy(
+    qtbot, window, api, scene, artifacts
+) -> None:  # noqa: ANN001, E501
     win = window
     win.layout_model.set_grid(1, 2)
     vp0 = _open(qtbot, win, api, scene, "CR", 0)
@@ -140,8 +142,7 @@ def test_distance_in_mm_and_gsps_round_trip(qtbot, window, api, scene, artifacts
     qtbot.waitUntil(lambda: any(x.source == "gsps" for x in vp2.annotations), timeout=20000)
     ours = [x for x in vp2.annotations if x.kind == "distance"]
     assert any(
-        x.sop_instance_uid == a.sop_instance_uid
-        and np.allclose(x.points, a.points, atol=1e-6)
+        x.sop_instance_uid == a.sop_instance_uid and np.allclose(x.points, a.points, atol=1e-6)
         for x in ours
     )
     win2.pool.waitForDone(20000)

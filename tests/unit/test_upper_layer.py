@@ -42,8 +42,13 @@ def test_associate_ac_round_trips_through_pynetdicom() -> None:
     from pynetdicom.pdu import A_ASSOCIATE_AC
 
     req = ul.parse_associate_rq(_rq())
-    raw = ul.associate_ac(req, [(1, ul.ACCEPTANCE, "1.2.840.10008.1.2.1")], max_pdu=16384,
-                          implementation_class_uid="1.2.3", implementation_version="X")
+    raw = ul.associate_ac(
+        req,
+        [(1, ul.ACCEPTANCE, "1.2.840.10008.1.2.1")],
+        max_pdu=16384,
+        implementation_class_uid="1.2.3",
+        implementation_version="X",
+    )
     ac = A_ASSOCIATE_AC()
     ac.decode(raw)
     assert ac.presentation_context[0].result == 0
@@ -51,8 +56,9 @@ def test_associate_ac_round_trips_through_pynetdicom() -> None:
 
 
 def test_command_codec() -> None:
-    rsp = ul.response(0x8001, 7, 0xA900, sop_class="1.2.3", sop_instance="4.5.6",
-                      error_comment="bad")
+    rsp = ul.response(
+        0x8001, 7, 0xA900, sop_class="1.2.3", sop_instance="4.5.6", error_comment="bad"
+    )
     cmd = ul.parse_command(rsp)
     assert ul.command_uint(cmd, 0x00000100) == 0x8001
     assert ul.command_uint(cmd, 0x00000120) == 7

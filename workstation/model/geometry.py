@@ -63,8 +63,10 @@ class ImagePlane:
         return cls(pos, r / np.linalg.norm(r), c / np.linalg.norm(c), sp[0], sp[1], rows, cols)
 
     def to_world(self, x: float, y: float) -> np.ndarray:
-        return self.position + self.row_dir * (x * self.col_spacing) + self.col_dir * (
-            y * self.row_spacing
+        return (
+            self.position
+            + self.row_dir * (x * self.col_spacing)
+            + self.col_dir * (y * self.row_spacing)
         )
 
     def to_pixel(self, p: np.ndarray) -> Point:

@@ -207,9 +207,9 @@ def read(ds: Dataset) -> PresentationState:
     )
     for item in ds.get("GraphicAnnotationSequence", []):
         refs = item.get("ReferencedImageSequence") or []
-        targets = [
-            (str(r.ReferencedSOPInstanceUID), _frames(r)) for r in refs
-        ] or [(sop, [1]) for sop in referenced]
+        targets = [(str(r.ReferencedSOPInstanceUID), _frames(r)) for r in refs] or [
+            (sop, [1]) for sop in referenced
+        ]
         found: list[Annotation] = []
         for go in item.get("GraphicObjectSequence", []):
             if str(go.get("GraphicAnnotationUnits", "PIXEL")) != "PIXEL":

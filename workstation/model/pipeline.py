@@ -141,9 +141,7 @@ class Frame:
         """Modality LUT (PS3.3 C.11.1): stored × slope + intercept (HU for CT)."""
         if self.slope == 1 and self.intercept == 0:
             return self.stored
-        return self.stored.astype(np.float32) * np.float32(self.slope) + np.float32(
-            self.intercept
-        )
+        return self.stored.astype(np.float32) * np.float32(self.slope) + np.float32(self.intercept)
 
     def default_window(self) -> tuple[float, float]:
         """The first Window Center/Width of the image, else the full modality value range."""

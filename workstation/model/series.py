@@ -43,7 +43,7 @@ IMAGE_CLASSES = {
 
 
 def viewable(sop_class_uid: str) -> str:
-    """"image", "sr", "pdf", "gsps" or "" (not viewable per Conformance Table 2)."""
+    """ "image", "sr", "pdf", "gsps" or "" (not viewable per Conformance Table 2)."""
     if sop_class_uid in IMAGE_CLASSES:
         return "image"
     if sop_class_uid in SR_CLASSES:

@@ -57,9 +57,7 @@ class VolumeGrid:
 
     def to_world(self, i: float, j: float, k: float) -> Vec:
         sx, sy, sz = self.spacing
-        return (
-            self.origin + i * sx * self.row_dir + j * sy * self.col_dir + k * sz * self.slice_dir
-        )
+        return self.origin + i * sx * self.row_dir + j * sy * self.col_dir + k * sz * self.slice_dir
 
     def to_index(self, p: Vec) -> Vec:
         """Patient point → fractional (i, j, k)."""
@@ -166,8 +164,8 @@ class MprState:
     changed: Event = field(default_factory=Event)
 
     def __post_init__(self) -> None:
-        self.centre = self.grid.centre.copy() if self.centre is None else np.asarray(
-            self.centre, float
+        self.centre = (
+            self.grid.centre.copy() if self.centre is None else np.asarray(self.centre, float)
         )
 
     @property

@@ -224,7 +224,8 @@ class BrowserPanel(QWidget):
         if not isinstance(study, schemas.StudyOut) or item.childCount():
             return
         for se in browser.visible_series(
-            self.client.series(study.study_uid, show_hidden=self.show_hidden), self.hidden,
+            self.client.series(study.study_uid, show_hidden=self.show_hidden),
+            self.hidden,
             self.show_hidden,
         ):
             it = QTreeWidgetItem(

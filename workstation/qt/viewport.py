@@ -203,8 +203,10 @@ class ViewportWidget(QWidget):
         self._corner(p, br, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom)
         if s is not None and s.lossy.lossy:
             self.paint_badge(p, s.lossy.badge)
-        if s is not None and s.spacing.warning and any(
-            a.kind in ("distance", "rect", "ellipse") for a in vp.visible_annotations()
+        if (
+            s is not None
+            and s.spacing.warning
+            and any(a.kind in ("distance", "rect", "ellipse") for a in vp.visible_annotations())
         ):
             p.setPen(QColor(255, 120, 120))
             p.drawText(QRectF(0, h - 60, w, 16), Qt.AlignmentFlag.AlignHCenter, s.spacing.warning)

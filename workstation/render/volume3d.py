@@ -46,17 +46,20 @@ class Preset:
 # Values as radiologists know them from Horos/Slicer presets (CT-Bone, CT-Soft-Tissue, MIP).
 PRESETS: dict[str, Preset] = {
     "Bone": Preset(
-        "Bone", "composite",
+        "Bone",
+        "composite",
         ((-1000, 0, 0, 0), (150, 0.55, 0.25, 0.15), (400, 0.95, 0.85, 0.7), (1500, 1, 1, 0.95)),
         ((-1000, 0.0), (150, 0.0), (300, 0.15), (700, 0.8), (3000, 0.9)),
     ),  # fmt: skip
     "Soft tissue": Preset(
-        "Soft tissue", "composite",
+        "Soft tissue",
+        "composite",
         ((-1000, 0, 0, 0), (-500, 0.55, 0.25, 0.15), (0, 0.88, 0.6, 0.5), (500, 1, 0.94, 0.9)),
         ((-1000, 0.0), (-600, 0.0), (-400, 0.12), (100, 0.3), (3000, 0.6)),
     ),  # fmt: skip
     "MIP": Preset(
-        "MIP", "mip",
+        "MIP",
+        "mip",
         ((-1000, 0, 0, 0), (3000, 1, 1, 1)),
         ((-1000, 1.0), (3000, 1.0)),
         shade=False,
@@ -187,4 +190,3 @@ class VolumeScene:
         w, h, _ = out.GetDimensions()
         flat = numpy_support.vtk_to_numpy(out.GetPointData().GetScalars())
         return np.ascontiguousarray(flat.reshape(h, w, -1)[::-1, :, :3])
-

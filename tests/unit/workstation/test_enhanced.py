@@ -44,8 +44,7 @@ def enhanced_ct() -> Dataset:
         FrameVOILUTSequence=[_item(WindowCenter=40, WindowWidth=400)],
     )]  # fmt: skip
     ds.PerFrameFunctionalGroupsSequence = [
-        _item(PlanePositionSequence=[_item(ImagePositionPatient=[-16.0, -10.0, z])])
-        for z in Z
+        _item(PlanePositionSequence=[_item(ImagePositionPatient=[-16.0, -10.0, z])]) for z in Z
     ]
     # The last frame overrides the shared window (per-frame values win).
     ds.PerFrameFunctionalGroupsSequence[3].FrameVOILUTSequence = [

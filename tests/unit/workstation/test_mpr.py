@@ -33,8 +33,20 @@ def _series(volume: np.ndarray, iop: list[float], first: list[float], step: list
     for k in range(k_n):
         ipp = [first[i] + k * step[i] for i in range(3)]
         plane = ImagePlane.from_attrs(ipp, iop, list(spacing), rows, cols)
-        slices.append(Slice(f"1.2.3.{k}", CT, 0, k + 1, {}, plane,
-                            Spacing(spacing[0], spacing[1], "pixel"), Lossy(False), rows, cols))
+        slices.append(
+            Slice(
+                f"1.2.3.{k}",
+                CT,
+                0,
+                k + 1,
+                {},
+                plane,
+                Spacing(spacing[0], spacing[1], "pixel"),
+                Lossy(False),
+                rows,
+                cols,
+            )
+        )
     data = SeriesData(se, None, slices)
     for k in range(k_n):
         data.put(k, Frame(stored=volume[k], slope=1.0, intercept=-1024.0))

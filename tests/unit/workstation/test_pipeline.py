@@ -124,9 +124,7 @@ def test_sigmoid_and_voi_lut_table() -> None:
     s = pipeline.window_function(v, 50, 100, "SIGMOID")
     assert s[1] == pytest.approx(127.5) and s[0] < 127 < s[2]
     table = np.linspace(0, 4095, 101).astype(np.float32)
-    frame = Frame(
-        stored=np.array([[0, 50, 100]], np.uint16), voi_lut=pipeline.VoiLut(0, table, 12)
-    )
+    frame = Frame(stored=np.array([[0, 50, 100]], np.uint16), voi_lut=pipeline.VoiLut(0, table, 12))
     out = pipeline.render(frame, Display(0, 1, use_voi_lut=True))
     assert list(out[0]) == [0, 127, 255]
     assert generate_uid()  # keeps the import used for future fixtures
