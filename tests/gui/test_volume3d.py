@@ -42,13 +42,8 @@ def _open_3d(qtbot: Any, win: Any, api: Any, scene: scenes.Scene) -> Any:
 
 
 def test_volume_rendering_shows_the_box_where_the_camera_projects_it(
-    qtbot,
-    window,
-    api,
-    scene,
-    artifacts: Path,
-    needs_x: None,  # noqa: ANN001
-) -> None:
+    qtbot, window, api, scene, artifacts: Path, needs_x: None
+) -> None:  # noqa: ANN001
     vol = _open_3d(qtbot, window, api, scene)
     rw = vol.vtk_widget.GetRenderWindow()
     assert rw.GetMultiSamples() == 0
@@ -84,13 +79,8 @@ def test_volume_rendering_shows_the_box_where_the_camera_projects_it(
 
 
 def test_mouse_drag_rotates_and_reset_restores_the_anterior_view(
-    qtbot,
-    window,
-    api,
-    scene,
-    artifacts: Path,
-    needs_x: None,  # noqa: ANN001
-) -> None:
+    qtbot, window, api, scene, artifacts: Path, needs_x: None
+) -> None:  # noqa: ANN001
     from PySide6.QtCore import QEvent, QPointF, Qt
     from PySide6.QtGui import QMouseEvent
     from PySide6.QtWidgets import QApplication
