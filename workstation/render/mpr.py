@@ -21,6 +21,18 @@ from workstation.model.volume import VolumeGrid
 SLAB_MODES = ("max", "mean", "min")
 
 
+def grid_image(vol: np.ndarray, spacing: tuple[float, float, float]) -> vtkImageData:
+    """A vtkImageData over a (k, j, i) C-contiguous array in grid index space, sharing its
+    memory: the caller keeps ``vol`` alive as long as VTK uses the image."""
+    k, j, i = vol.shape
+    image = vtkImageData()
+    image.SetDimensions(i, j, k)
+    image.SetSpacing(*spacing)
+    image.SetOrigin(0.0, 0.0, 0.0)
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(vol.reshape(-1), deep=False))
+    return image
+
+
 class Reslicer:
     """One vtkImageReslice over a VolumeGrid; ``plane()`` returns the pixels of a plane."""
 
@@ -28,13 +40,7 @@ class Reslicer:
         self.grid = grid
         vol = np.ascontiguousarray(grid.array)
         self._keep = vol  # VTK borrows this memory (deep=False)
-        k, j, i = vol.shape
-        image = vtkImageData()
-        image.SetDimensions(i, j, k)
-        image.SetSpacing(*grid.spacing)
-        image.SetOrigin(0.0, 0.0, 0.0)
-        image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(vol.reshape(-1), deep=False))
-        self.image = image
+        self.image = image = grid_image(vol, grid.spacing)
         self.reslice = vtkImageReslice()
         self.reslice.SetInputData(image)
         self.reslice.SetOutputDimensionality(2)

@@ -17,7 +17,7 @@ import numpy as np
 import vtkmodules.vtkRenderingOpenGL2  # noqa: F401  (registers the OpenGL render window)
 import vtkmodules.vtkRenderingVolumeOpenGL2  # noqa: F401  (volume mapper factories)
 from vtkmodules.util import numpy_support
-from vtkmodules.vtkCommonDataModel import vtkImageData, vtkPiecewiseFunction
+from vtkmodules.vtkCommonDataModel import vtkPiecewiseFunction
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 from vtkmodules.vtkRenderingCore import (
     vtkColorTransferFunction,
@@ -30,6 +30,7 @@ from vtkmodules.vtkRenderingCore import (
 from vtkmodules.vtkRenderingVolume import vtkFixedPointVolumeRayCastMapper
 
 from workstation.model.volume import VolumeGrid
+from workstation.render.mpr import grid_image
 
 
 @dataclass(frozen=True)
@@ -87,13 +88,7 @@ class VolumeScene:
         if vol.dtype.kind == "f" or vol.dtype.itemsize > 2:
             vol = vol.astype(np.float32)
         self._keep = vol  # VTK borrows this memory (deep=False)
-        k, j, i = vol.shape
-        image = vtkImageData()
-        image.SetDimensions(i, j, k)
-        image.SetSpacing(*grid.spacing)
-        image.SetOrigin(0.0, 0.0, 0.0)
-        image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(vol.reshape(-1), deep=False))
-        self.image = image
+        self.image = image = grid_image(vol, grid.spacing)
         self.mapper = vtkFixedPointVolumeRayCastMapper()
         self.mapper.SetInputData(image)
         # While the mouse turns the volume the interactor asks for its interactive update
