@@ -23,6 +23,7 @@ from lucent.net import upper_layer as ul
 
 C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
 C_FIND_RQ, C_FIND_RSP, C_CANCEL_RQ = 0x0020, 0x8020, 0x0FFF
+C_ECHO_RQ, C_ECHO_RSP = 0x0030, 0x8030
 #: Priority LOW, what pynetdicom's send_c_store sent before (PS3.7 9.3.1.1).
 PRIORITY_LOW = 2
 #: We never accept a PDU larger than this from the peer, whatever it announces (a PDU that
@@ -195,6 +196,25 @@ class DirectAssociation:
             ]
         )
         self._send(context_id, command, command=True)
+
+    # ------------------------------------------------------------------ C-ECHO
+    def c_echo(self, context_id: int, message_id: int) -> int:
+        """Send a C-ECHO-RQ and return the status of its response (PS3.7 9.3.5)."""
+        command = ul.command_set(
+            [
+                (0x00000002, b"1.2.840.10008.1.1"),
+                (0x00000100, ul.us(C_ECHO_RQ)),
+                (0x00000110, ul.us(message_id)),
+                (0x00000800, ul.us(0x0101)),  # no data set
+            ]
+        )
+        self._send(context_id, command, command=True)
+        rsp, _ = self._receive_message()
+        if rsp.command_field != C_ECHO_RSP or rsp.responded_id != message_id:
+            raise DirectError("aborted", "the peer answered C-ECHO with another message")
+        if rsp.status is None:
+            raise DirectError("aborted", "C-ECHO-RSP without a status")
+        return rsp.status
 
     # ------------------------------------------------------------------ C-STORE
     def c_store(

@@ -271,28 +271,29 @@ class EchoResult:
 
 
 def echo(peer: Peer) -> EchoResult:
-    """C-ECHO with one clear message per failure (issue 3: "refused, timeout, rejected + why")."""
+    """C-ECHO with one clear message per failure (issue 3: "refused, timeout, rejected + why").
+
+    It runs on our own socket (``lucent.net.direct``), which reads the peer's answer to the
+    association request synchronously: a PACS that sends A-ASSOCIATE-RJ and closes at once
+    (dcmqrscp does) is reported as the rejection it is, never as an abort."""
     start = time.perf_counter()
+    context = ul.PresentationContext(1, str(Verification), [ul.IMPLICIT_LE])
     try:
-        try:
-            assoc = associate(peer, [build_context(Verification)])
-        except AssociationError as exc:
-            # A peer that rejects and closes at once can race pynetdicom into reporting an
-            # abort; an immediate abort is asked once more so the admin sees the real reason.
-            if exc.kind != "aborted" or time.perf_counter() - start > 2.0:
-                raise
-            assoc = associate(peer, [build_context(Verification)])
+        assoc = _open_direct(peer, [context])
     except AssociationError as exc:
         return EchoResult(False, None, exc.kind, exc.message, _ms(start))
     try:
-        rsp = assoc.send_c_echo()
-        code = int(rsp.Status) if rsp and "Status" in rsp else None
+        if assoc.accepted(1) is None:
+            error = _none_accepted(peer)
+            return EchoResult(False, None, error.kind, error.message, _ms(start))
+        code = assoc.c_echo(1, assoc.next_message_id())
+    except direct.DirectError as exc:
+        assoc.abort()  # a late or broken answer leaves nothing to release politely
+        kind = "timeout" if exc.kind == "timeout" else "aborted"
+        return EchoResult(False, None, kind, f"C-ECHO to {peer.address}: {exc.message}", _ms(start))
     finally:
-        _release(assoc)
-    if code is None:
-        return EchoResult(
-            False, None, "timeout", f"no C-ECHO response from {peer.address}", _ms(start)
-        )
+        if assoc.is_open:
+            assoc.release()
     if code != status.SUCCESS:
         return EchoResult(
             False, code, "status", f"C-ECHO answered 0x{code:04X} by {peer.address}", _ms(start)
