@@ -19,6 +19,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
+from pydicom.valuerep import PersonName
 from pydicom.values import convert_value
 
 from lucent.dicom import transfer_syntaxes
@@ -37,6 +38,13 @@ _CONVERTIBLE = frozenset(
     + ("UR", "UT", "FD", "FL", "SL", "SS", "SV", "UL", "US", "UV")
 )
 _KEYWORD_TAGS: dict[str, int] = {}
+#: Converted values shared across data sets, keyed by (VR, value bytes, character sets):
+#: the instances of a series repeat most of their values (UIDs of the study and series,
+#: names, geometry), and pydicom's converter costs 2-15 us a value. Only immutable results
+#: are kept (str, numbers, bytes, PersonName); multi-valued ones are converted each time.
+_CONVERTED: dict[tuple[str, bytes, tuple[str, ...]], Any] = {}
+_CONVERTED_MAX = 4096
+_IMMUTABLE = (str, int, float, bytes, PersonName)
 _HEAD = struct.Struct("<HHL")  # group, element, 32-bit length (implicit VR and items)
 _EXPLICIT = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length
 
@@ -93,17 +101,26 @@ class TopLevel:
             value = self.dataset().get(tag)
             value = value.value if value is not None else None
         else:
-            raw = RawDataElement(
-                BaseTag(tag),
-                vr,
-                length,
-                self._data[at : at + length],
-                at,
-                not self._explicit,
-                True,
-            )
-            value = convert_value(vr, raw, self._character_set(tag))
+            value = self._convert(tag, vr, self._data[at : at + length])
         self._values[tag] = value
+        return value
+
+    def _convert(self, tag: int, vr: str, raw_value: bytes) -> Any:
+        """pydicom's value for these bytes, from the shared cache when seen before."""
+        encodings = self._character_set(tag)
+        key = (vr, raw_value, tuple(encodings))
+        try:
+            return _CONVERTED[key]
+        except KeyError:
+            pass
+        raw = RawDataElement(
+            BaseTag(tag), vr, len(raw_value), raw_value, 0, not self._explicit, True
+        )
+        value = convert_value(vr, raw, encodings)
+        if isinstance(value, _IMMUTABLE):
+            if len(_CONVERTED) >= _CONVERTED_MAX:
+                _CONVERTED.clear()
+            _CONVERTED[key] = value
         return value
 
     def _character_set(self, tag: int) -> list[str]:

@@ -151,3 +151,30 @@ def test_elements_out_of_order_or_item_tags_at_top_level_leave_it_unsure() -> No
     implicit_in_explicit = data[:start] + struct.pack("<HHL", 0x0008, 0x0020, 0) + data[start:]
     assert walk.walk(implicit_in_explicit, start, ts) is None
     assert walk.walk(data[:-3], start, ts) is None  # truncated
+
+
+def test_shared_value_cache_keeps_character_sets_and_mutable_values_apart() -> None:
+    """Values repeat across a series, so converted ones are shared between data sets; the
+    same bytes under another Specific Character Set must still decode on their own, and a
+    multi-valued result (a list a caller could change) is never shared."""
+    name = "Günther^Jörg".encode("latin-1")
+    for charset, expected in (("ISO_IR 100", "Günther^Jörg"), ("ISO_IR 192", None)):
+        ds = samples.make_instance("1.2.840.10008.5.1.4.1.1.2")
+        ds.SpecificCharacterSet = charset
+        ds.PatientName = name
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        framed = instance.frame(_part10(ds), max_inflated=MAX)
+        assert not isinstance(framed, instance.Refusal) and framed.top is not None
+        reference = dcmread(io.BytesIO(framed.data), force=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = str(framed.top.get("PatientName"))
+            assert got == str(reference.PatientName)
+        if expected is not None:
+            assert got == expected
+        else:
+            assert got != "Günther^Jörg"  # latin-1 bytes are not UTF-8: replaced, not reused
+        first = framed.top.get("ImageOrientationPatient")
+        again = instance.frame(_part10(ds), max_inflated=MAX)
+        assert not isinstance(again, instance.Refusal) and again.top is not None
+        assert again.top.get("ImageOrientationPatient") is not first
