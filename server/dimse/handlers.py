@@ -18,8 +18,11 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import build_context, evt
 from pynetdicom.events import Event
+from pynetdicom.sop_class import Verification
 from sqlalchemy import select
 
+from lucent.dicom import transfer_syntaxes
+from lucent.dicom.transfer_syntaxes import EXPLICIT_LE, IMPLICIT_LE
 from lucent.net import status
 from server.config import PoolSection
 from server.context import ArchiveReadError, ServerContext
@@ -169,14 +172,28 @@ def _load(ctx: ServerContext, inst: Instance) -> Dataset | None:
 
 
 def _contexts(found: list[Instance]) -> list[Any]:
-    """Presentation contexts for the sub-association: each class in its stored syntax."""
-    by_class: dict[str, set[str]] = {}
+    """Presentation contexts for the C-MOVE sub-association.
+
+    Data stored uncompressed is offered in Explicit and Implicit VR Little Endian (pynetdicom
+    re-encodes on the fly): Implicit VR Little Endian is the default syntax every DICOM
+    receiver supports (PS3.5 10.1), and a destination that accepts nothing else refused the
+    whole sub-association (A801) when we offered only the stored syntax. Compressed data
+    gets a context of its own in its stored syntax, so accepting the uncompressed context
+    does not hide it. At most 128 contexts (PS3.8 9.3.2.2: odd IDs 1-255).
+    """
+    native: dict[str, set[str]] = {}
+    compressed: dict[str, set[str]] = {}
     for inst in found:
-        by_class.setdefault(inst.sop_class_uid, set()).add(inst.transfer_syntax_uid)
+        syntax = inst.transfer_syntax_uid
+        target = native if syntax in transfer_syntaxes.NATIVE else compressed
+        target.setdefault(inst.sop_class_uid, set()).add(syntax)
     out = []
-    for sop_class, syntaxes in list(by_class.items())[:120]:
+    for sop_class, syntaxes in native.items():
+        offered = [EXPLICIT_LE, IMPLICIT_LE, *sorted(syntaxes - {EXPLICIT_LE, IMPLICIT_LE})]
+        out.append(build_context(sop_class, offered))
+    for sop_class, syntaxes in compressed.items():
         out.append(build_context(sop_class, sorted(syntaxes)))
-    return out
+    return out[:128]
 
 
 def _sub_operations(event: Event, ctx: ServerContext, found: list[Instance]) -> Iterator[Any]:
@@ -209,8 +226,10 @@ def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
         return
     found, error = _selected(event, ctx)
     if error is not None or found is None:
-        # One pseudo sub-operation whose failure status ends the C-MOVE with it.
-        yield node.host, node.port
+        # One pseudo sub-operation whose failure status ends the C-MOVE with it (A900,
+        # PS3.4 C.4.2.1.4). pynetdicom opens the sub-association before it reads that
+        # status, and with no context to offer it raised and answered C515 instead.
+        yield node.host, node.port, {"contexts": [build_context(Verification)]}
         yield 1
         yield error, None
         return

@@ -1,0 +1,148 @@
+"""Query/Retrieve SCP conformance (PS3.4 Annex C) as outside testers probe it.
+
+Real SCUs against the real server: DCMTK movescu/findscu and pynetdicom, which reports the
+exact status codes and sub-operation counts the standard asks for.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import (
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from lucent.api import schemas
+from lucent.api.client import LucentClient
+from tests.data import samples
+from tests.integration.dicom_io import storescu
+from tests.support.lucent import LucentServer
+from tests.support.peers import StoreScp, dcmtk_tool, dicom_env
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+MR = "1.2.840.10008.5.1.4.1.1.4"
+SCU = "CONFSCU"  # the calling AE title of every request here (a configured Q/R node)
+
+
+@pytest.fixture(scope="module")
+def data(server: LucentServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One study of two series (CT and MR) with Latin and non-ASCII text, stored once."""
+    folder = tmp_path_factory.mktemp("qr-conformance")
+    study_uid, ct_series, mr_series = generate_uid(), generate_uid(), generate_uid()
+    files = []
+    for i, (cls, series) in enumerate([(CT, ct_series)] * 3 + [(MR, mr_series)] * 2):
+        ds = samples.make_instance(
+            cls, patient_id="QRC-1", patient_name="Ünal^Zoë", study_uid=study_uid,
+            series_uid=series, instance_number=i + 1, series_number=1 if cls == CT else 2,
+        )  # fmt: skip
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.StudyDescription = "Head CT"
+        ds.SeriesDescription = "Axial"
+        files.append(samples.write(ds, folder / f"{i}.dcm"))
+    assert storescu("127.0.0.1", server.port, server.ae_title, files).returncode == 0
+    return {"study": study_uid, "ct": ct_series, "mr": mr_series, "files": files}
+
+
+@pytest.fixture(scope="module")
+def caller(api: LucentClient) -> Iterator[str]:
+    """Our SCU as a configured remote node: Q/R is closed to anyone else."""
+    node = api.add_node(
+        schemas.RemoteNodeIn(name="qr-conformance", ae_title=SCU, host="127.0.0.1", port=104)
+    )
+    yield SCU
+    api.delete_node(node.id)
+
+
+@pytest.fixture
+def destination(api: LucentClient, tmp_path: Path) -> Iterator[StoreScp]:
+    """A storescp that accepts only Implicit VR Little Endian, the default transfer syntax
+    every DICOM receiver must support (PS3.5 10.1), registered as C-MOVE destination."""
+    with StoreScp(tmp_path / "dest", aet="IMPLICITONLY", extra_args=["+xi"]) as dest:
+        node = api.add_node(
+            schemas.RemoteNodeIn(
+                name="implicit-only",
+                ae_title="IMPLICITONLY",
+                host="127.0.0.1",
+                port=dest.port,
+                query_retrieve=False,
+            )
+        )
+        try:
+            yield dest
+        finally:
+            api.delete_node(node.id)
+
+
+def _identifier(**keys: Any) -> Dataset:
+    ds = Dataset()
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def _find(
+    server: LucentServer, identifier: Dataset, model: Any
+) -> list[tuple[int, Dataset | None]]:
+    """C-FIND with pynetdicom: every (status, identifier) response in order."""
+    ae = AE(ae_title=SCU)
+    ae.add_requested_context(model)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title=server.ae_title)
+    assert assoc.is_established
+    try:
+        return [(int(st.Status), ds) for st, ds in assoc.send_c_find(identifier, model)]
+    finally:
+        assoc.release()
+
+
+def _move(server: LucentServer, identifier: Dataset, destination: str) -> list[Dataset]:
+    """C-MOVE with pynetdicom: every response's command set, in order."""
+    model = StudyRootQueryRetrieveInformationModelMove
+    ae = AE(ae_title=SCU)
+    ae.add_requested_context(model)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title=server.ae_title)
+    assert assoc.is_established
+    try:
+        return [st for st, _ in assoc.send_c_move(identifier, destination, model)]
+    finally:
+        assoc.release()
+
+
+def test_move_to_destination_that_accepts_only_the_default_syntax(
+    server: LucentServer, data: dict[str, Any], caller: str, destination: StoreScp
+) -> None:
+    """PS3.5 10.1: Implicit VR Little Endian is the one syntax every receiver accepts, so a
+    C-MOVE must offer it; offering only the stored syntax got the sub-association rejected
+    and the whole C-MOVE answered A801."""
+    done = subprocess.run(
+        [dcmtk_tool("movescu"), "-v", "-aet", caller, "-aec", server.ae_title, "-S",
+         "-aem", "IMPLICITONLY", "-k", "QueryRetrieveLevel=STUDY",
+         "-k", f"StudyInstanceUID={data['study']}", "127.0.0.1", str(server.port)],
+        capture_output=True, text=True, env=dicom_env(True), timeout=120,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert "Received Final Move Response (Success)" in out, out[-2000:]
+    received = {str(dcmread(f).SOPInstanceUID) for f in destination.files()}
+    assert received == {str(dcmread(f).SOPInstanceUID) for f in data["files"]}
+
+
+def test_move_with_incomplete_identifier_is_refused_with_a900(
+    server: LucentServer, data: dict[str, Any], caller: str, destination: StoreScp
+) -> None:
+    """PS3.4 C.4.2.1.4: a STUDY-level C-MOVE needs the Study Instance UID; without it the
+    answer is A900 (Identifier does not match SOP Class), not a C5xx handler error."""
+    responses = _move(
+        server, _identifier(QueryRetrieveLevel="STUDY", PatientID="QRC-1"), "IMPLICITONLY"
+    )
+    assert responses, "no C-MOVE response"
+    final = responses[-1]
+    assert int(final.Status) == 0xA900, hex(final.Status)
+    assert "StudyInstanceUID" in str(final.get("ErrorComment", ""))
+    assert destination.files() == []
