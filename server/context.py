@@ -30,13 +30,13 @@ from server.archive import crypto, recovery
 from server.archive.storage import RESERVED_KINDS, FileSystemStorage, new_key
 from server.config import Settings
 from server.index import db
+from server.index.known_series import KnownSeriesWriter
 from server.index.models import Instance
 from server.index.records import (
     InstanceRecord,
     Outcome,
     ParentCache,
     display_attributes,
-    insert_known_series,
     record_instance,
     record_placeholder,
 )
@@ -93,7 +93,7 @@ class ServerContext:
         # Ingest rows commit without a WAL fsync: their blobs are durable and self-describing,
         # so start-up recovery rebuilds any row a power loss took (server.archive.recovery).
         self.IngestSession = db.ingest_sessions(self.engine)
-        self._immediate = db.ingest_engine(self.engine)
+        self._known_series = KnownSeriesWriter(db.ingest_engine(self.engine))
         self._commit_lock = db.commit_lock(self.engine)
         self.storage = FileSystemStorage(settings.archive_dir, sync=settings.archive.sync_writes)
         self._parents = ParentCache()
@@ -112,6 +112,7 @@ class ServerContext:
 
     def close(self) -> None:
         self.storage.close()
+        self._known_series.close()
         self.engine.dispose()
         self._commit_lock.close()
 
@@ -294,11 +295,10 @@ class ServerContext:
         series_uid = str(rec.dataset.SeriesInstanceUID)
         series_pk = self._parents.series.get(series_uid)
         if series_pk is not None:
-            try:
-                with self._commit_lock, self._immediate.begin() as conn:
-                    return insert_known_series(conn, rec, series_pk)
-            except IntegrityError:
-                self._parents.forget(series_uid)  # duplicate or vanished series: full path
+            with self._commit_lock:
+                if self._known_series.write(rec, series_pk):
+                    return Outcome("stored", [])
+            self._parents.forget(series_uid)  # duplicate or vanished series: full path
         for attempt in range(8):
             try:
                 with self._commit_lock, self.IngestSession() as session, session.begin():

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import Connection, bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from server.index.models import Event, Instance, Patient, Placeholder, Series, Study
@@ -258,22 +258,14 @@ def _instance_values(rec: InstanceRecord, series_pk: int) -> dict[str, Any]:
     )
 
 
-_INSERT_INSTANCE = insert(Instance)
-_DELETE_PLACEHOLDER = delete(Placeholder).where(
-    Placeholder.sop_instance_uid == bindparam("sop_uid")
-)
+#: The two statements of a known series' new instance (``server.index.known_series``).
+INSERT_INSTANCE = insert(Instance)
+DELETE_PLACEHOLDER = delete(Placeholder).where(Placeholder.sop_instance_uid == bindparam("sop_uid"))
 
 
-def insert_known_series(conn: Connection, rec: InstanceRecord, series_pk: int) -> Outcome:
-    """Fast path: a new instance of a series this process has seen, as two Core statements
-    (no ORM unit of work). Raises IntegrityError for a duplicate SOP Instance UID or a
-    vanished series; the caller then takes the full path."""
-    sop_uid = str(rec.dataset.SOPInstanceUID)
-    conn.execute(
-        _INSERT_INSTANCE, [{"sop_instance_uid": sop_uid, **_instance_values(rec, series_pk)}]
-    )
-    conn.execute(_DELETE_PLACEHOLDER, {"sop_uid": sop_uid})
-    return Outcome("stored", [])
+def known_series_values(rec: InstanceRecord, series_pk: int) -> dict[str, Any]:
+    """The instance row of a new instance of a known series (no ORM unit of work)."""
+    return {"sop_instance_uid": str(rec.dataset.SOPInstanceUID), **_instance_values(rec, series_pk)}
 
 
 def record_instance(session: Session, rec: InstanceRecord, duplicate_policy: str) -> Outcome:

@@ -1,0 +1,111 @@
+"""The ingest fast path's index write (server.index.known_series): rows written on the raw
+SQLite connection must read back exactly like the ORM path's, and anything unusual (a
+duplicate, a series deleted meanwhile) must fall back to the full path. Real SQLite."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom.dataset import Dataset
+from sqlalchemy import delete, select, text
+
+from server import config
+from server.context import ServerContext
+from server.index import db
+from server.index.known_series import KnownSeriesWriter
+from server.index.models import Instance, Placeholder, Series
+from tests.data import bad_inputs, samples
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Iterator[ServerContext]:
+    context = ServerContext(
+        config.parse({"server": {"data_dir": str(tmp_path / "srv")}}), migrate=True
+    )
+    yield context
+    context.close()
+
+
+def _series(n: int) -> list[Dataset]:
+    first = samples.make_instance(CT)
+    out = []
+    for i in range(n):
+        ds = samples.make_instance(CT)
+        ds.PatientID, ds.PatientName = first.PatientID, first.PatientName
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = first.StudyInstanceUID, first.SeriesInstanceUID
+        ds.InstanceNumber = i + 1
+        out.append(ds)
+    return out
+
+
+def _part10(ds: Dataset) -> bytes:
+    return bad_inputs.BadInput(
+        "ok", "", "", bad_inputs.encode(ds), ds.SOPClassUID, ds.SOPInstanceUID
+    ).part10()
+
+
+def _rows(ctx: ServerContext) -> list[Instance]:
+    with ctx.Session() as session:
+        return list(session.scalars(select(Instance).order_by(Instance.id)))
+
+
+def test_rows_of_the_fast_path_read_back_like_the_orm_paths(ctx: ServerContext) -> None:
+    series = _series(3)
+    # A refused copy of the third instance leaves a placeholder; the good copy removes it.
+    broken = copy.deepcopy(series[2])
+    del broken.Rows
+    assert not ctx.store(_part10(broken), pool="DEFAULT").ok
+    with ctx.Session() as session:
+        assert session.scalars(select(Placeholder)).all()
+    for ds in series:
+        assert ctx.store(_part10(ds), pool="DEFAULT").action == "stored"
+    rows = _rows(ctx)
+    assert [r.instance_number for r in rows] == [1, 2, 3]
+    orm, *fast = rows  # the first instance created the series through the ORM
+    for row in fast:
+        assert row.series_pk == orm.series_pk
+        assert type(row.received_at) is type(orm.received_at)
+        assert row.received_at >= orm.received_at
+        assert isinstance(row.attrs, dict) and row.attrs.keys() == orm.attrs.keys()
+        assert row.lossy is False and row.frames == 1
+        assert (row.rows, row.columns) == (orm.rows, orm.columns)
+        assert len(row.sha256) == 64 and row.meta_key and row.pixel_key
+    with ctx.Session() as session:
+        assert session.scalars(select(Placeholder)).all() == []
+
+
+def test_a_duplicate_and_a_vanished_series_take_the_full_path(ctx: ServerContext) -> None:
+    series = _series(4)
+    for ds in series[:2]:
+        ctx.store(_part10(ds), pool="DEFAULT")
+    again = ctx.store(_part10(series[1]), pool="DEFAULT")
+    assert again.ok and again.action == "replaced"
+    assert len(_rows(ctx)) == 2
+    with ctx.WriteSession() as session, session.begin():
+        session.execute(delete(Instance))
+        session.execute(delete(Series))
+    # This process still remembers the series: the fast write fails on its foreign key, and
+    # the full path creates the series again.
+    assert ctx.store(_part10(series[2]), pool="DEFAULT").action == "stored"
+    assert ctx.store(_part10(series[3]), pool="DEFAULT").action == "stored"
+    rows = _rows(ctx)
+    assert [r.instance_number for r in rows] == [3, 4]
+    assert rows[0].series_pk == rows[1].series_pk
+
+
+def test_its_connection_goes_back_to_the_pool_with_full_sync(tmp_path: Path) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'index.sqlite3'}")
+    db.migrate(engine)
+    writer = KnownSeriesWriter(db.ingest_engine(engine))
+    raw = writer._raw()
+    assert raw.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL while it holds it
+    writer.close()
+    with engine.begin() as conn:  # the pool's only connection: the one the writer held
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL again
+        assert conn.execute(text("SELECT count(*) FROM instances")).scalar() == 0
+    engine.dispose()
