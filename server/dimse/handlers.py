@@ -131,8 +131,9 @@ def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset
     identifier = event.identifier
     level = identifiers.level_of(identifier)
     patient_root = str(event.request.AffectedSOPClassUID).startswith(PATIENT_ROOT_PREFIX)
-    if level not in identifiers.UNIQUE_KEY or (level == "PATIENT" and not patient_root):
-        yield _status(status.QR_IDENTIFIER_MISMATCH, f"bad QueryRetrieveLevel {level}"), None
+    problem = identifiers.check_find_identifier(identifier, patient_root)
+    if problem:
+        yield _status(status.QR_IDENTIFIER_MISMATCH, problem), None
         return
     f = identifiers.to_filter(identifier)
     try:

@@ -70,12 +70,50 @@ def level_of(identifier: Dataset) -> str:
     return _value(identifier, "QueryRetrieveLevel").upper()
 
 
-def check_retrieve_identifier(identifier: Dataset, model_is_patient_root: bool) -> str | None:
-    """Why a C-MOVE/C-GET identifier is not acceptable (None when it is)."""
+_LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+
+
+def _keys_above(level: str, model_is_patient_root: bool) -> list[str]:
+    """Unique keys of the levels above ``level`` in the information model (PS3.4 C.6.1/C.6.2)."""
+    top = 0 if model_is_patient_root else 1
+    return [UNIQUE_KEY[lv] for lv in _LEVELS[top : _LEVELS.index(level)]]
+
+
+def _single_value(value: str) -> bool:
+    return bool(value) and not any(c in value for c in "*?\\")
+
+
+def check_find_identifier(identifier: Dataset, model_is_patient_root: bool) -> str | None:
+    """Why a C-FIND identifier is not a hierarchical query (None when it is).
+
+    We do not negotiate relational queries, so each unique key above the query level must be
+    present with a single value (PS3.4 C.2.2.1.1, C.4.1.2.1, C.4.1.3.1.1); a Patient Root
+    STUDY query without Patient ID, or a SERIES query without Study Instance UID, is refused
+    with A900 instead of being answered as a relational search across the whole archive.
+    """
     level = level_of(identifier)
     if level not in UNIQUE_KEY or (level == "PATIENT" and not model_is_patient_root):
         return f"QueryRetrieveLevel '{level}' is not valid for this information model"
-    if not _value(identifier, UNIQUE_KEY[level]):
+    for keyword in _keys_above(level, model_is_patient_root):
+        if not _single_value(_value(identifier, keyword)):
+            return f"{keyword} is required for a {level} query (single value)"
+    return None
+
+
+def check_retrieve_identifier(identifier: Dataset, model_is_patient_root: bool) -> str | None:
+    """Why a C-MOVE/C-GET identifier is not acceptable (None when it is).
+
+    PS3.4 C.4.2.1.4.1: the unique key of the retrieve level (one value or a list of UIDs)
+    and, as single values, the unique keys of every level above it.
+    """
+    level = level_of(identifier)
+    if level not in UNIQUE_KEY or (level == "PATIENT" and not model_is_patient_root):
+        return f"QueryRetrieveLevel '{level}' is not valid for this information model"
+    for keyword in _keys_above(level, model_is_patient_root):
+        if not _single_value(_value(identifier, keyword)):
+            return f"{keyword} (single value) is required at {level} level"
+    value = _value(identifier, UNIQUE_KEY[level])
+    if not value.strip("\\ ") or "*" in value or "?" in value:
         return f"{UNIQUE_KEY[level]} is required at {level} level"
     return None
 

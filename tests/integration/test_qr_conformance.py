@@ -15,8 +15,11 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE
+from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelMove,
 )
 
@@ -97,7 +100,11 @@ def _find(
     assoc = ae.associate("127.0.0.1", server.port, ae_title=server.ae_title)
     assert assoc.is_established
     try:
-        return [(int(st.Status), ds) for st, ds in assoc.send_c_find(identifier, model)]
+        out: list[tuple[int, Dataset | None]] = []
+        for st, ds in assoc.send_c_find(identifier, model):
+            failed = ds is None and int(st.Status) not in (0x0000, 0xFE00)
+            out.append((int(st.Status), st if failed else ds))
+        return out
     finally:
         assoc.release()
 
@@ -146,3 +153,114 @@ def test_move_with_incomplete_identifier_is_refused_with_a900(
     assert int(final.Status) == 0xA900, hex(final.Status)
     assert "StudyInstanceUID" in str(final.get("ErrorComment", ""))
     assert destination.files() == []
+
+
+@pytest.mark.parametrize(
+    ("model", "keys", "missing"),
+    [
+        (
+            PatientRootQueryRetrieveInformationModelFind,
+            {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": ""},
+            "PatientID",
+        ),
+        (
+            PatientRootQueryRetrieveInformationModelFind,
+            {"QueryRetrieveLevel": "STUDY", "PatientID": "QRC-*", "StudyInstanceUID": ""},
+            "PatientID",
+        ),
+        (
+            StudyRootQueryRetrieveInformationModelFind,
+            {"QueryRetrieveLevel": "SERIES", "SeriesInstanceUID": "", "Modality": ""},
+            "StudyInstanceUID",
+        ),
+        (
+            StudyRootQueryRetrieveInformationModelFind,
+            {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": "<study>", "SOPInstanceUID": ""},
+            "SeriesInstanceUID",
+        ),
+    ],
+    ids=["patient-root-study-no-pid", "patient-root-study-wildcard-pid", "series", "image"],
+)
+def test_find_without_unique_keys_above_the_level_is_refused(
+    server: LucentServer,
+    data: dict[str, Any],
+    caller: str,
+    model: Any,
+    keys: dict[str, str],
+    missing: str,
+) -> None:
+    """PS3.4 C.2.2.1.1/C.4.1.3.1.1: without relational-query negotiation each unique key
+    above the query level is required with a single value; we answered such queries as a
+    relational search across every patient instead of failing them with A900."""
+    keys = {k: data["study"] if v == "<study>" else v for k, v in keys.items()}
+    responses = _find(server, _identifier(**keys), model)
+    assert [code for code, _ in responses] == [0xA900], [hex(c) for c, _ in responses]
+    assert missing in str(responses[0][1].get("ErrorComment", ""))  # type: ignore[union-attr]
+
+
+def test_find_with_unique_keys_above_the_level_still_answers(
+    server: LucentServer, data: dict[str, Any], caller: str
+) -> None:
+    """The hierarchical forms of the same queries keep working (Patient Root down to IMAGE)."""
+    model = PatientRootQueryRetrieveInformationModelFind
+    ident = _identifier(
+        QueryRetrieveLevel="IMAGE", PatientID="QRC-1", StudyInstanceUID=data["study"],
+        SeriesInstanceUID=data["mr"], SOPInstanceUID="", SOPClassUID="", InstanceNumber="",
+    )  # fmt: skip
+    responses = _find(server, ident, model)
+    assert [code for code, _ in responses] == [0xFF00, 0xFF00, 0x0000]
+    answers = [ds for code, ds in responses if code == 0xFF00 and ds is not None]
+    assert {str(ds.SOPClassUID) for ds in answers} == {MR}
+    assert sorted(int(ds.InstanceNumber) for ds in answers) == [4, 5]
+
+
+def test_findscu_patient_root_study_query_without_patient_id(
+    server: LucentServer, data: dict[str, Any], caller: str
+) -> None:
+    """What DCMTK findscu -P users see: a clean failure status, no matches, no crash."""
+    done = subprocess.run(
+        [dcmtk_tool("findscu"), "-v", "-aet", caller, "-aec", server.ae_title, "-P",
+         "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID", "-k", "PatientName",
+         "127.0.0.1", str(server.port)],
+        capture_output=True, text=True, env=dicom_env(True), timeout=60,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert "Final Find Response (Error: DataSetDoesNotMatchSOPClass)" in out, out[-2000:]  # A900
+    assert str(data["study"]) not in out
+
+
+def test_patient_root_get_without_patient_id_is_refused(
+    server: LucentServer, data: dict[str, Any], caller: str
+) -> None:
+    """PS3.4 C.4.2.1.4.1: a Patient Root STUDY-level C-GET carries the Patient ID too; we
+    sent the study without it. With it, every instance comes (CT and MR, role selection)."""
+    model = PatientRootQueryRetrieveInformationModelGet
+    ae = AE(ae_title=caller)
+    ae.add_requested_context(model)
+    for uid in (CT, MR):
+        ae.add_requested_context(uid)
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    roles = [build_role(CT, scp_role=True), build_role(MR, scp_role=True)]
+    assoc = ae.associate(
+        "127.0.0.1", server.port, ae_title=server.ae_title, ext_neg=roles,
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )  # fmt: skip
+    assert assoc.is_established
+    try:
+        bad = _identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=data["study"])
+        final = [st for st, _ in assoc.send_c_get(bad, model)][-1]
+        assert int(final.Status) == 0xA900 and received == []
+        good = _identifier(
+            QueryRetrieveLevel="STUDY", PatientID="QRC-1", StudyInstanceUID=data["study"]
+        )
+        final = [st for st, _ in assoc.send_c_get(good, model)][-1]
+        assert int(final.Status) == 0x0000
+        assert int(final.NumberOfCompletedSuboperations) == 5
+    finally:
+        assoc.release()
+    assert sorted(received) == sorted(str(dcmread(f).SOPInstanceUID) for f in data["files"])
