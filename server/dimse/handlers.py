@@ -135,7 +135,7 @@ def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset
     if problem:
         yield _status(status.QR_IDENTIFIER_MISMATCH, problem), None
         return
-    f = identifiers.to_filter(identifier)
+    f = identifiers.to_filter(identifier, case_insensitive_text=False)
     try:
         with ctx.Session() as session:
             matches = queries.find(session, level, f)
@@ -159,7 +159,7 @@ def _selected(event: Event, ctx: ServerContext) -> tuple[list[Instance] | None, 
     problem = identifiers.check_retrieve_identifier(identifier, patient_root)
     if problem:
         return None, _status(status.QR_IDENTIFIER_MISMATCH, problem)
-    f = identifiers.to_filter(identifier)
+    f = identifiers.to_filter(identifier, case_insensitive_text=False)
     with ctx.Session() as session:
         return queries.instances_for(session, identifiers.level_of(identifier), f), None
 

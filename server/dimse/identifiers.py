@@ -51,13 +51,19 @@ def _value(ds: Dataset, keyword: str) -> str:
     return str(value).strip()
 
 
-def to_filter(identifier: Dataset, *, case_insensitive_names: bool = False) -> Filter:
+def to_filter(
+    identifier: Dataset, *, case_insensitive_names: bool = False, case_insensitive_text: bool = True
+) -> Filter:
     """Matching keys of an identifier as a Filter (empty values match everything).
 
     DICOM PN matching is case-sensitive unless the SCU asks otherwise; we default to that
-    for DIMSE peers and offer case-insensitive matching through the API.
+    for DIMSE peers and offer case-insensitive matching through the API. Other text (LO
+    descriptions) is case-sensitive for DIMSE peers (PS3.4 C.2.2.2.1), who pass
+    ``case_insensitive_text=False``; QIDO-RS keeps its case-insensitive descriptions.
     """
-    f = Filter(name_case_insensitive=case_insensitive_names)
+    f = Filter(
+        name_case_insensitive=case_insensitive_names, text_case_insensitive=case_insensitive_text
+    )
     for keyword, attr in _MATCH_KEYS.items():
         if keyword in identifier:
             value = _value(identifier, keyword)

@@ -23,6 +23,9 @@ class Filter:
 
     patient_name: str = ""
     name_case_insensitive: bool = True
+    # Descriptions (LO) match case-insensitively for people using the API; DIMSE peers get
+    # PS3.4 C.2.2.2.1: only PN values may match regardless of case.
+    text_case_insensitive: bool = True
     patient_id: str = ""
     birth_date: str = ""
     study_date: str = ""
@@ -112,7 +115,7 @@ def _clauses(f: Filter) -> list[ColumnElement[bool]]:
         match_range(Study.study_date, f.study_date),
         match_range(Study.study_time, f.study_time),
         match_text(Study.accession_number, f.accession_number),
-        match_text(Study.description, f.description, fold=True),
+        match_text(Study.description, f.description, fold=f.text_case_insensitive),
         match_text(Study.referring_physician, f.referring_physician, fold=True),
         match_uid_list(Study.study_uid, f.study_uid),
         match_text(Study.study_id, f.study_id),
@@ -130,7 +133,7 @@ def _clauses(f: Filter) -> list[ColumnElement[bool]]:
 def _series_clauses(f: Filter) -> list[ColumnElement[bool]]:
     candidates = [
         match_uid_list(Series.series_uid, f.series_uid),
-        match_text(Series.description, f.series_description, fold=True),
+        match_text(Series.description, f.series_description, fold=f.text_case_insensitive),
     ]
     if f.modality:
         mods = [m for m in f.modality.replace(",", "\\").split("\\") if m]

@@ -264,3 +264,34 @@ def test_patient_root_get_without_patient_id_is_refused(
     finally:
         assoc.release()
     assert sorted(received) == sorted(str(dcmread(f).SOPInstanceUID) for f in data["files"])
+
+
+@pytest.mark.parametrize(
+    ("level", "key", "value", "expected"),
+    [
+        ("STUDY", "StudyDescription", "Head CT", 1),
+        ("STUDY", "StudyDescription", "head ct", 0),
+        ("STUDY", "StudyDescription", "HEAD*", 0),
+        ("SERIES", "SeriesDescription", "Axial", 2),
+        ("SERIES", "SeriesDescription", "axial", 0),
+    ],
+)
+def test_text_matching_is_case_sensitive_except_for_names(
+    server: LucentServer,
+    data: dict[str, Any],
+    caller: str,
+    level: str,
+    key: str,
+    value: str,
+    expected: int,
+) -> None:
+    """PS3.4 C.2.2.2.1: single value and wildcard matching is case-sensitive for every VR
+    but PN; "head ct" matched a study described "Head CT"."""
+    keys = {"QueryRetrieveLevel": level, "PatientID": "QRC-1", key: value}
+    if level == "SERIES":
+        keys |= {"StudyInstanceUID": data["study"], "SeriesInstanceUID": ""}
+    else:
+        keys["StudyInstanceUID"] = ""
+    responses = _find(server, _identifier(**keys), StudyRootQueryRetrieveInformationModelFind)
+    assert responses[-1][0] == 0x0000
+    assert len(responses) - 1 == expected
