@@ -256,6 +256,10 @@ def worker_main(config_path: str, index: int, handles: Any = None) -> None:
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     ctx = ServerContext(settings)
+    try:
+        ctx.warm_up(settings.pools[0].name)
+    except Exception:  # a cold first store is slower, not wrong
+        logging.getLogger("lucent.dimse").exception("warm-up failed")
     ae, servers, acceptors = start_listeners(settings, ctx, dispatched=handles is not None)
     if handles is not None:
         threading.Thread(

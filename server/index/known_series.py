@@ -70,6 +70,12 @@ class KnownSeriesWriter:
             cur.close()
         return True
 
+    def prepare(self, rec: InstanceRecord, series_pk: int) -> None:
+        """Compile the statements and take the connection ahead of the first store."""
+        if self._raw_capable:
+            self._insert_params(known_series_values(rec, series_pk))
+            self._raw()
+
     def _insert_params(self, values: dict[str, Any]) -> tuple[str, list[Any]]:
         keys = tuple(values)
         if self._insert is None or self._insert[0] != keys:

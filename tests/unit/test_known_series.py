@@ -109,3 +109,15 @@ def test_its_connection_goes_back_to_the_pool_with_full_sync(tmp_path: Path) -> 
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL again
         assert conn.execute(text("SELECT count(*) FROM instances")).scalar() == 0
     engine.dispose()
+
+
+def test_warm_up_compiles_ahead_and_writes_nothing(ctx: ServerContext) -> None:
+    """A worker warms up before its first association (server.dimse.listener): the synthetic
+    instance it indexes is rolled back, so no patient, study, series or event remains."""
+    ctx.warm_up("DEFAULT")
+    with ctx.Session() as session:
+        for table in ("patients", "studies", "series", "instances", "events", "placeholders"):
+            assert session.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0, table
+    series = _series(2)
+    assert [ctx.store(_part10(ds), pool="DEFAULT").action for ds in series] == ["stored"] * 2
+    assert [r.instance_number for r in _rows(ctx)] == [1, 2]
