@@ -314,9 +314,12 @@ def find(session: Session, level: str, f: Filter, limit: int = 10000) -> list[Ma
     """Hierarchical matching for C-FIND and QIDO-RS at PATIENT/STUDY/SERIES/IMAGE level."""
     level = level.upper()
     if level == "PATIENT":
+        # A patient known only from refused instances ("non-conformant data") has no SOP
+        # Instance to retrieve: PS3.4 C.6.1.1 models patients that hold studies.
         return [
             Match(r.patient, counts={"studies": r.study_count})
             for r in patients(session, f, 0, limit)
+            if r.study_count
         ]
     if level == "STUDY":
         return [

@@ -295,3 +295,33 @@ def test_text_matching_is_case_sensitive_except_for_names(
     responses = _find(server, _identifier(**keys), StudyRootQueryRetrieveInformationModelFind)
     assert responses[-1][0] == 0x0000
     assert len(responses) - 1 == expected
+
+
+def test_non_conformant_data_is_never_a_query_answer(
+    server: LucentServer,
+    api: LucentClient,
+    data: dict[str, Any],
+    caller: str,
+    tmp_path: Path,
+) -> None:
+    """A refused instance leaves a "non-conformant data" placeholder under its patient; it
+    has no SOP Instance to retrieve, so Patient Root answers must not list that patient
+    (we answered it with Number of Patient Related Studies 0) nor its study or image."""
+    ds = samples.make_instance(CT, patient_id="QRC-REFUSED", patient_name="Refused^Only")
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]  # refused with A900
+    storescu("127.0.0.1", server.port, server.ae_title, [samples.write(ds, tmp_path / "bad.dcm")])
+    assert api.placeholders(patient_id="QRC-REFUSED"), "the refusal left no placeholder"
+    model = PatientRootQueryRetrieveInformationModelFind
+    patients = _find(
+        server,
+        _identifier(QueryRetrieveLevel="PATIENT", PatientID="QRC-*", PatientName=""),
+        model,
+    )
+    assert [str(ds.PatientID) for code, ds in patients if code == 0xFF00] == ["QRC-1"]
+    for level, keys in (
+        ("STUDY", {"StudyInstanceUID": ""}),
+        ("IMAGE", {"StudyInstanceUID": ds.StudyInstanceUID,
+                   "SeriesInstanceUID": ds.SeriesInstanceUID, "SOPInstanceUID": ""}),
+    ):  # fmt: skip
+        ident = _identifier(QueryRetrieveLevel=level, PatientID="QRC-REFUSED", **keys)
+        assert [code for code, _ in _find(server, ident, model)] == [0x0000], level
