@@ -15,14 +15,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from PIL import Image
 from pydicom import dcmread
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID
 from starlette.concurrency import run_in_threadpool
 
 from lucent.dicom import pixels
 from lucent.net import status
+from server.api import dicomweb_accept as media
+from server.api import dicomweb_render
 from server.api.archive_routes import ctx_of, load_instance
 from server.api.auth import Caller, get_caller, readable_pools
 from server.api.params import MAX_OFFSET, single_uid, uid_list
@@ -72,23 +74,48 @@ _INSTANCE_KEYS = (
 )
 
 
-def _keyword(param: str) -> str:
-    """A QIDO parameter may name an attribute by keyword or by tag (00100010)."""
-    if re.fullmatch(r"[0-9A-Fa-f]{8}", param):
-        from pydicom.datadict import keyword_for_tag
+def _base(request: Request) -> str:
+    """The DICOMweb root for the absolute URLs we hand out (RetrieveURL, BulkDataURI).
 
-        return keyword_for_tag(int(param, 16)) or param
-    return param
+    dicomweb-client (requests) sends ``Host: 127.0.0.1`` without the port even when it
+    talks to port 8042, so every link we built pointed at port 80. When the Host header
+    names the very address we listen on and no port, the port we listen on is added; a
+    name a proxy put there (another host) is left as it is."""
+    url = request.base_url
+    server = request.scope.get("server")
+    if server and url.port is None and url.hostname == server[0]:
+        default = 443 if url.scheme == "https" else 80
+        if server[1] and server[1] != default:
+            url = url.replace(port=server[1])
+    return str(url).rstrip("/") + "/dicom-web"
+
+
+def _keyword(param: str) -> str | None:
+    """The keyword of a QIDO attribute named by keyword or by tag (00100010, PS3.18
+    8.3.4.1); None when it names no DICOM attribute."""
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", param):
+        return keyword_for_tag(int(param, 16)) or None
+    return param if tag_for_keyword(param) is not None else None
+
+
+def _warning(text: str) -> str:
+    """A Warning header value (RFC 7234 5.5, as PS3.18 8.3.4 uses for QIDO notices)."""
+    return f'299 lucent "{text}"'
 
 
 def _identifier(
     request: Request, keys: Iterable[str], level: str
 ) -> tuple[Dataset, dict[str, Any]]:
+    """The C-FIND-style identifier and options of a QIDO request.
+
+    An attribute that is not a DICOM attribute is 400; one we cannot match on is ignored
+    and named in a Warning (both used to be ignored silently, so ``PatientSex=F`` answered
+    every study as if it matched). UID lists may be comma- or backslash-separated."""
     ident = Dataset()
     ident.QueryRetrieveLevel = level
     for k in keys:
         setattr(ident, k, None)
-    opts: dict[str, Any] = {"limit": 1000, "offset": 0, "fuzzy": False}
+    opts: dict[str, Any] = {"limit": 1000, "offset": 0, "fuzzy": False, "ignored": []}
     for param, value in request.query_params.multi_items():
         p = param.lower()
         if p == "limit":
@@ -100,15 +127,26 @@ def _identifier(
         elif p == "includefield":
             for field in value.split(","):
                 kw = _keyword(field.strip())
-                if kw and kw != "all":
-                    with contextlib.suppress(AttributeError, ValueError):
+                if kw:
+                    with contextlib.suppress(AttributeError, ValueError, TypeError):
                         setattr(ident, kw, None)
+        elif "." in param and all(_keyword(k) for k in param.split(".")):
+            opts["ignored"].append(param)  # sequence matching (PS3.18 8.3.4.1): not supported
         else:
             kw = _keyword(param)
+            if kw is None:
+                raise HTTPException(400, f"unknown query attribute {param}")
+            if dictionary_VR(kw) == "UI":
+                value = value.replace(",", "\\")
             try:
                 setattr(ident, kw, value)
             except (AttributeError, ValueError, TypeError) as exc:
-                raise HTTPException(400, f"unknown query attribute {param}") from exc
+                raise HTTPException(400, f"invalid value for {param}: {value[:64]}") from exc
+            probe = Dataset()
+            setattr(probe, kw, getattr(ident, kw))
+            matched = identifiers.to_filter(probe) != identifiers.to_filter(Dataset())
+            if value not in ("", "*") and not matched:
+                opts["ignored"].append(param)
     return ident, opts
 
 
@@ -135,8 +173,15 @@ def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> 
     if (allowed := readable_pools(request)) is not None:  # accounts: pools the caller may read
         f = dataclasses.replace(f, pools=allowed)
     with ctx.Session() as db:
-        matches = queries.find(db, level, f, limit=opts["offset"] + opts["limit"])
-    base = str(request.base_url).rstrip("/") + "/dicom-web"
+        matches = queries.find(db, level, f, limit=opts["offset"] + opts["limit"] + 1)
+    warnings = []
+    if opts["ignored"]:
+        names = ", ".join(opts["ignored"])
+        warnings.append(_warning(f"The following attributes are not supported: {names}"))
+    if len(matches) > opts["offset"] + opts["limit"]:  # PS3.18 8.3.4.4: tell the client
+        matches = matches[: opts["offset"] + opts["limit"]]
+        warnings.append(_warning("There are additional results that can be requested"))
+    base = _base(request)
     out = []
     for m in matches[opts["offset"] :]:
         ds = identifiers.response(ident, m, ctx.settings.pools[0].ae_title)
@@ -150,7 +195,8 @@ def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> 
         out.append(ds.to_json_dict())
     import json
 
-    return Response(json.dumps(out), media_type=DICOM_JSON)
+    headers = {"Warning": ", ".join(warnings)} if warnings else None
+    return Response(json.dumps(out), media_type=DICOM_JSON, headers=headers)
 
 
 @router.get("/studies")
@@ -206,37 +252,44 @@ def _select(request: Request, study: str, series: str = "", sop: str = "") -> li
     return found
 
 
-def _requested_syntax(request: Request) -> str:
-    """The transfer syntax the Accept header asks for; '*' (as stored) when it names none."""
-    accept = request.headers.get("accept", "")
-    m = re.search(r'transfer-syntax\s*=\s*"?([0-9.*]+)"?', accept)
-    return m.group(1) if m else "*"
+def _stored_syntax(data: bytes) -> str:
+    """The Transfer Syntax UID of a Part 10 file, from its file meta alone."""
+    ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+    return str(ds.file_meta.TransferSyntaxUID)
 
 
-def _as_syntax(data: bytes, syntax: str) -> bytes:
-    """Transcode to a native syntax when the client asks for one (decompressing if needed)."""
+def _as_syntax(data: bytes, syntax: str) -> tuple[bytes, str]:
+    """The instance in ``syntax`` ('*': as stored), and the syntax it is in.
+
+    We transcode only to the native syntaxes (decompressing if needed); any other syntax
+    the stored one is not is 406 (PS3.18 8.7.3.5.2)."""
     if syntax in ("*", ""):
-        return data
-    ds = dcmread(io.BytesIO(data))
-    current = str(ds.file_meta.TransferSyntaxUID)
+        return data, _stored_syntax(data)
+    current = _stored_syntax(data)
     if current == syntax:
-        return data
-    if syntax not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+        return data, current
+    if syntax not in media.NATIVE:
         raise HTTPException(406, f"cannot transcode to transfer syntax {syntax}")
+    ds = dcmread(io.BytesIO(data))
     if ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.decompress()
+        # The same instance in another syntax: pydicom would give it a new SOP Instance UID.
+        try:
+            ds.decompress(generate_instance_uid=False)
+        except Exception as exc:  # no decoder for this syntax: the client may take it as is
+            raise HTTPException(406, f"cannot decode {current}; ask for transfer-syntax=*") from exc
     ds.file_meta.TransferSyntaxUID = syntax
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+    return out.getvalue(), syntax
 
 
-def _multipart(parts: Iterable[bytes], part_type: str, extra: str = "") -> Response:
+def _multipart(parts: Iterable[tuple[bytes, str]], part_type: str) -> Response:
+    """multipart/related (RFC 2387) of (payload, part Content-Type) pairs."""
     boundary = secrets.token_hex(16)
     body = io.BytesIO()
-    for part in parts:
-        body.write(f"--{boundary}\r\nContent-Type: {part_type}{extra}\r\n\r\n".encode())
-        body.write(part)
+    for payload, content_type in parts:
+        body.write(f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode())
+        body.write(payload)
         body.write(b"\r\n")
     body.write(f"--{boundary}--\r\n".encode())
     return Response(
@@ -245,11 +298,37 @@ def _multipart(parts: Iterable[bytes], part_type: str, extra: str = "") -> Respo
     )
 
 
-def _retrieve(request: Request, found: list[Instance]) -> Response:
+def _instance_media(request: Request, single: bool) -> tuple[bool, str]:
+    """(multipart?, transfer syntax) for an instance retrieve, from the Accept header.
+
+    PS3.18 8.7.3: instances come as multipart/related; type="application/dicom" (single
+    part application/dicom for one instance); with no transfer-syntax parameter the default
+    is Explicit VR Little Endian, '*' means as stored. Anything else we cannot produce is
+    406 (a JSON or octet-stream answer to a request for DICOM broke clients)."""
+    for r in media.parse(request.headers.get("accept")):
+        syntax = r.transfer_syntax or media.EXPLICIT_LE
+        if media.is_any(r.media) or (
+            r.media == "multipart/related" and r.part_type in ("", "application/dicom")
+        ):
+            return True, syntax
+        if r.media == "application/dicom" and single:
+            return False, syntax
+    raise HTTPException(
+        406, 'instances are available as multipart/related; type="application/dicom"'
+    )
+
+
+def _retrieve(request: Request, found: list[Instance], single: bool = False) -> Response:
     ctx = ctx_of(request)
-    syntax = _requested_syntax(request)
-    parts = (_as_syntax(ctx.instance_bytes(i), syntax) for i in found)
-    return _multipart(parts, "application/dicom")
+    multipart, syntax = _instance_media(request, single)
+    parts = [_as_syntax(ctx.instance_bytes(i), syntax) for i in found]
+    if not multipart:
+        data, ts = parts[0]
+        return Response(data, media_type=f"application/dicom; transfer-syntax={ts}")
+    return _multipart(
+        ((data, f"application/dicom; transfer-syntax={ts}") for data, ts in parts),
+        "application/dicom",
+    )
 
 
 @router.get("/studies/{study}")
@@ -268,14 +347,22 @@ def wado_series(
 def wado_instance(
     study: str, series: str, sop: str, request: Request, _: Caller = Depends(get_caller)
 ) -> Response:
-    return _retrieve(request, _select(request, study, series, sop))
+    return _retrieve(request, _select(request, study, series, sop), single=True)
+
+
+#: Pixel Data, Float Pixel Data, Double Float Pixel Data: always bulk data in metadata.
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
 
 def _metadata(request: Request, found: list[Instance]) -> Response:
+    """PS3.18 10.4.1.1.2 / F.2.6: the instances as DICOM JSON with the pixel data replaced
+    by a BulkDataURI (its frames). Small pixel data used to come inline (InlineBinary) and
+    other large values as links to a /bulk resource that does not exist (404); other binary
+    values now come inline, which every DICOM JSON reader accepts."""
     import json
 
     ctx = ctx_of(request)
-    base = str(request.base_url).rstrip("/") + "/dicom-web"
+    base = _base(request)
     out = []
     for inst in found:
         ds = dcmread(io.BytesIO(ctx.instance_bytes(inst)))
@@ -283,15 +370,14 @@ def _metadata(request: Request, found: list[Instance]) -> Response:
             f"{base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
             f"/instances/{ds.SOPInstanceUID}"
         )
-
         frames = ",".join(str(i + 1) for i in range(pixels.frame_count(ds)))
-
-        def bulk(elem: Any, uri: str = uri, frames: str = frames) -> str:
-            if elem.tag == 0x7FE00010:
-                return f"{uri}/frames/{frames}"
-            return f"{uri}/bulk/{elem.tag:08X}"
-
-        out.append(ds.to_json_dict(bulk_data_threshold=4096, bulk_data_element_handler=bulk))
+        pixel_vrs = {tag: ds[tag].VR for tag in _PIXEL_TAGS if tag in ds}
+        for tag in pixel_vrs:
+            del ds[tag]
+        item = ds.to_json_dict()
+        for tag, vr in pixel_vrs.items():
+            item[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": f"{uri}/frames/{frames}"}
+        out.append(item)
     return Response(json.dumps(out), media_type=DICOM_JSON)
 
 
@@ -333,35 +419,77 @@ def wado_frames(
     request: Request,
     _: Caller = Depends(get_caller),
 ) -> Response:
-    """Frames as application/octet-stream (native, decompressed when stored compressed)."""
+    """Frames as multipart/related (PS3.18 8.7.3.3): each part's Content-Type names the
+    transfer syntax of its bytes, which OHIF/Cornerstone reads to decide how to decode.
+
+    With no transfer-syntax in Accept the default is native (Explicit VR Little Endian), so
+    compressed frames are decoded; ``*`` sends them as stored. Compressed frames used to go
+    out as stored under a bare application/octet-stream, which clients took for raw pixels.
+    """
     ds = _image(request, study, series, sop, 404)
     try:
         numbers = [int(n) for n in frames.split(",") if n.strip()]
     except ValueError as exc:
         raise HTTPException(400, "frame list must be comma-separated numbers") from exc
-    syntax = _requested_syntax(request)
-    encapsulated = ds.file_meta.TransferSyntaxUID.is_encapsulated
-    parts = []
+    if not numbers:
+        raise HTTPException(400, "frame list must name at least one frame")
     for n in numbers:
         if not 1 <= n <= pixels.frame_count(ds):
             raise HTTPException(404, f"frame {n} does not exist")
-        if encapsulated and syntax != "*":
-            parts.append(pixels.decode_frame(ds, n - 1).tobytes())
-        else:
-            parts.append(pixels.raw_frame(ds, n - 1))
-    return _multipart(parts, "application/octet-stream")
+    multipart, part_type, syntax = _frame_media(request, str(ds.file_meta.TransferSyntaxUID))
+    decode = ds.file_meta.TransferSyntaxUID.is_encapsulated and syntax in media.NATIVE
+    try:
+        parts = [
+            pixels.decode_frame(ds, n - 1).tobytes() if decode else pixels.raw_frame(ds, n - 1)
+            for n in numbers
+        ]
+    except Exception as exc:  # no decoder for this syntax: the client may take it as is
+        stored = ds.file_meta.TransferSyntaxUID
+        raise HTTPException(406, f"cannot decode {stored}; ask for transfer-syntax=*") from exc
+    content_type = f"{part_type}; transfer-syntax={syntax}"
+    if not multipart:
+        return Response(parts[0], media_type=content_type)
+    return _multipart(((p, content_type) for p in parts), part_type)
+
+
+def _frame_media(request: Request, stored: str) -> tuple[bool, str, str]:
+    """(multipart?, part media type, transfer syntax) for frames; 406 when none fits."""
+    encapsulated = UID(stored).is_encapsulated
+    as_stored = stored if encapsulated or stored not in media.NATIVE else media.EXPLICIT_LE
+    for r in media.parse(request.headers.get("accept")):
+        single = r.media != "multipart/related" and not media.is_any(r.media)
+        kind = r.media if single else (r.part_type or "application/octet-stream")
+        if media.is_any(kind) or kind == "application/octet-stream":
+            ts = r.transfer_syntax or media.EXPLICIT_LE
+            if ts == "*":
+                return not single, "application/octet-stream", as_stored
+            if ts in media.NATIVE:
+                return not single, "application/octet-stream", ts
+            if ts == stored:
+                return not single, "application/octet-stream", stored
+        elif stored in media.PIXEL_MEDIA.get(kind, ()) and r.transfer_syntax in (
+            None,
+            "*",
+            stored,
+        ):
+            return not single, kind, stored
+    raise HTTPException(
+        406,
+        f"frames are stored as {stored}: ask for application/octet-stream "
+        "(native, or transfer-syntax=*)",
+    )
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/rendered")
 def wado_rendered(
     study: str, series: str, sop: str, request: Request, _: Caller = Depends(get_caller)
 ) -> Response:
+    """PS3.18 8.3.5.1: the first frame with the window, viewport and quality asked for."""
     ds = _image(request, study, series, sop, 406)
-    img = Image.fromarray(pixels.render(ds, 0))
-    buf = io.BytesIO()
-    fmt = "JPEG" if "image/jpeg" in request.headers.get("accept", "") else "PNG"
-    img.save(buf, format=fmt)
-    return Response(buf.getvalue(), media_type=f"image/{fmt.lower()}")
+    data, media_type = dicomweb_render.render(
+        ds, 0, request.query_params, request.headers.get("accept")
+    )
+    return Response(data, media_type=media_type)
 
 
 # ---------------------------------------------------------------------------- STOW-RS
@@ -396,25 +524,42 @@ def _with_preamble(part: bytes) -> bytes:
 
 
 async def _stow(request: Request, study: str | None) -> Response:
+    """PS3.18 10.5: store each part through the one ingest path and report per instance.
+
+    Checked against PS3.18 10.5.2/10.5.3: a body whose parts we cannot find (no part, or a
+    boundary that does not match) is 400, not "200, nothing stored"; a ``type`` other than
+    application/dicom (the JSON/XML metadata + bulk data forms, which we do not take) is
+    415; every Failed SOP Sequence item names the SOP Class and Instance it is about."""
     import json
 
     ctx = ctx_of(request)
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/related"):
         raise HTTPException(415, 'STOW-RS needs multipart/related; type="application/dicom"')
+    declared = media.parse(content_type)[0].part_type
+    if declared not in ("", "application/dicom"):
+        raise HTTPException(
+            415, f'STOW-RS takes type="application/dicom" only, not type="{declared}"'
+        )
     parts = _parts(await request.body(), content_type)
+    if not parts:
+        raise HTTPException(400, "the multipart/related body has no part (check the boundary)")
     result = Dataset()
     stored: list[Dataset] = []
     failed: list[Dataset] = []
+    studies: set[str] = set()
     space = 0
-    base = str(request.base_url).rstrip("/") + "/dicom-web"
+    base = _base(request)
     for part in parts:
         try:
             data = _with_preamble(part)
         except Exception:
             data = part
         item = Dataset()
-        if study and _declared_study(data) != study:
+        header = _header(data)
+        if study and header.get("StudyInstanceUID", "") != study:
+            item.ReferencedSOPClassUID = header.get("SOPClassUID") or None
+            item.ReferencedSOPInstanceUID = header.get("SOPInstanceUID") or None
             item.FailureReason = status.DATASET_MISMATCH
             failed.append(item)
             continue
@@ -428,15 +573,22 @@ async def _stow(request: Request, study: str | None) -> Response:
         if outcome.ok:
             inst = ctx.find_instance(outcome.sop_instance_uid)
             assert inst is not None
+            study_uid = _study_of(ctx, inst.sop_instance_uid)
+            studies.add(study_uid)
             item.ReferencedSOPClassUID = inst.sop_class_uid
             item.ReferencedSOPInstanceUID = inst.sop_instance_uid
-            item.RetrieveURL = f"{base}/studies/{_study_of(ctx, inst.sop_instance_uid)}"
+            item.RetrieveURL = f"{base}/studies/{study_uid}"
             stored.append(item)
         else:
-            item.ReferencedSOPInstanceUID = outcome.sop_instance_uid or None
+            item.ReferencedSOPClassUID = header.get("SOPClassUID") or None
+            item.ReferencedSOPInstanceUID = (
+                outcome.sop_instance_uid or header.get("SOPInstanceUID") or None
+            )
             item.FailureReason = outcome.status
             failed.append(item)
             space += outcome.status in (status.OUT_OF_RESOURCES, status.OUT_OF_RESOURCES_QUOTA)
+    if len(studies) == 1:  # PS3.18 Table 10.5.3-2: the study's Retrieve URL
+        result.RetrieveURL = f"{base}/studies/{studies.pop()}"
     result.ReferencedSOPSequence = stored
     if failed:
         result.FailedSOPSequence = failed
@@ -448,17 +600,21 @@ async def _stow(request: Request, study: str | None) -> Response:
     return Response(json.dumps(result.to_json_dict()), status_code=code, media_type=DICOM_JSON)
 
 
-def _declared_study(data: bytes) -> str:
+def _header(data: bytes) -> dict[str, str]:
+    """Study, SOP Class and SOP Instance UID of a part, as far as it can be read."""
     try:
         ds = dcmread(
             io.BytesIO(data),
             stop_before_pixels=True,
             force=True,
-            specific_tags=["StudyInstanceUID"],
+            specific_tags=["StudyInstanceUID", "SOPClassUID", "SOPInstanceUID"],
         )
-        return str(ds.get("StudyInstanceUID", ""))
+        return {
+            k: str(ds.get(k, "") or "")
+            for k in ("StudyInstanceUID", "SOPClassUID", "SOPInstanceUID")
+        }
     except Exception:
-        return ""
+        return {}
 
 
 def _study_of(ctx: ServerContext, sop_uid: str) -> str:

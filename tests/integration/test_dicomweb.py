@@ -126,7 +126,7 @@ def test_rendered_png(server: LucentServer, api: LucentClient, mr: list, tmp_pat
     r = httpx.get(
         f"{server.api_url}/dicom-web/studies/{d.StudyInstanceUID}/series/{d.SeriesInstanceUID}"
         f"/instances/{d.SOPInstanceUID}/rendered",
-        headers={"Authorization": f"Bearer {api.token}"},
+        headers={"Authorization": f"Bearer {api.token}", "Accept": "image/png"},
     )
     assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
     from PIL import Image

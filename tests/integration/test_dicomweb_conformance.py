@@ -1,0 +1,267 @@
+"""DICOMweb conformance (PS3.18) against the real server: what standard clients send.
+
+Each test names the PS3.18 section it checks. Clients: the `dicomweb-client` package and
+plain httpx with the Accept headers OHIF/Cornerstone and curl users send.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import RLELossless, generate_uid
+
+from lucent.api.client import LucentClient
+from tests.data import samples
+from tests.support.lucent import LucentServer
+
+MR = "1.2.840.10008.5.1.4.1.1.4"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+@pytest.fixture(scope="module")
+def web(server: LucentServer, api: LucentClient) -> DICOMwebClient:
+    return DICOMwebClient(
+        url=f"{server.api_url}/dicom-web", headers={"Authorization": f"Bearer {api.token}"}
+    )
+
+
+@pytest.fixture(scope="module")
+def http(server: LucentServer, api: LucentClient) -> Iterator[httpx.Client]:
+    client = httpx.Client(
+        base_url=f"{server.api_url}/dicom-web",
+        headers={"Authorization": f"Bearer {api.token}"},
+        timeout=60,
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def studies(web: DICOMwebClient) -> list[Dataset]:
+    """Two single-instance studies of one patient (PatientID CONF-1)."""
+    out = [samples.make_instance(MR, patient_id="CONF-1", patient_name="Conf^Ann") for _ in "ab"]
+    web.store_instances(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def rle(web: DICOMwebClient) -> tuple[Dataset, np.ndarray]:
+    """An instance stored RLE Lossless (encapsulated), with its native pixels."""
+    ds = samples.make_instance(MR, patient_id="CONF-RLE")
+    native = ds.pixel_array.copy()
+    ds.compress(RLELossless)
+    web.store_instances([ds])
+    return ds, native
+
+
+def _path(ds: Dataset) -> str:
+    return (
+        f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+
+
+def _multipart(r: httpx.Response) -> list[tuple[str, bytes]]:
+    """(part Content-Type, payload) of a multipart/related response."""
+    m = re.search(r'boundary="?([^";]+)"?', r.headers["content-type"])
+    assert m, r.headers["content-type"]
+    parts = []
+    for chunk in r.content.split(b"--" + m.group(1).encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, payload = chunk.partition(b"\r\n\r\n")
+        ctype = re.search(rb"(?im)^content-type:\s*(.+?)\s*$", head)
+        parts.append((ctype.group(1).decode() if ctype else "", payload[:-2]))
+    return parts
+
+
+def _stow(
+    http: httpx.Client, body: bytes, content_type: str, path: str = "/studies"
+) -> httpx.Response:
+    return http.post(path, content=body, headers={"Content-Type": content_type})
+
+
+def _part10(ds: Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------ QIDO-RS
+def test_qido_limit_that_truncates_says_so_in_a_warning(
+    http: httpx.Client, studies: list[Dataset]
+) -> None:
+    """PS3.18 8.3.4.4: a limit that leaves matches out is flagged with Warning 299."""
+    r = http.get("/studies", params={"PatientID": "CONF-1", "limit": "1"})
+    assert r.status_code == 200 and len(r.json()) == 1
+    assert r.headers["content-type"].startswith("application/dicom+json")
+    assert r.headers.get("warning", "").startswith("299 ")
+    assert "additional results" in r.headers["warning"]
+    r = http.get("/studies", params={"PatientID": "CONF-1", "limit": "2"})
+    assert len(r.json()) == 2 and "warning" not in r.headers
+    r = http.get("/studies", params={"PatientID": "CONF-1", "limit": "1", "offset": "1"})
+    assert len(r.json()) == 1 and "warning" not in r.headers
+
+
+def test_qido_unknown_attribute_is_400_and_unmatched_one_is_warned(
+    http: httpx.Client, studies: list[Dataset]
+) -> None:
+    """PS3.18 8.3.4.1: a key that is no DICOM attribute (keyword or tag) is a bad request;
+    one we cannot match on must not pass silently as if every study matched it."""
+    for bad in ("NotAnAttribute", "ffffffff"):
+        r = http.get("/studies", params={bad: "x"})
+        assert r.status_code == 400, (bad, r.status_code)
+    r = http.get("/studies", params={"PatientID": "CONF-1", "PatientSex": "F"})
+    assert r.status_code == 200
+    assert "PatientSex" in r.headers.get("warning", "")
+    by_tag = http.get("/studies", params={"00100020": "CONF-1"})
+    assert len(by_tag.json()) == 2 and "warning" not in by_tag.headers
+
+
+def test_qido_comma_separated_uid_list(http: httpx.Client, studies: list[Dataset]) -> None:
+    """PS3.18 8.3.4.1: UID list matching takes a comma-separated list (as OHIF sends)."""
+    uids = [str(d.StudyInstanceUID) for d in studies]
+    r = http.get("/studies", params={"StudyInstanceUID": ",".join(uids)})
+    assert r.status_code == 200
+    assert sorted(s["0020000D"]["Value"][0] for s in r.json()) == sorted(uids)
+
+
+def test_urls_keep_the_port_for_dicomweb_client(
+    server: LucentServer, web: DICOMwebClient, studies: list[Dataset]
+) -> None:
+    """dicomweb-client sends Host without the port: our RetrieveURL must still work."""
+    found = web.search_for_studies(search_filters={"PatientID": "CONF-1"})
+    url = found[0]["00081190"]["Value"][0]
+    assert url.startswith(f"{server.api_url}/dicom-web/studies/"), url
+
+
+# ------------------------------------------------------------------------------ WADO-RS
+def test_frames_of_compressed_instance(
+    http: httpx.Client, web: DICOMwebClient, rle: tuple[Dataset, np.ndarray]
+) -> None:
+    """PS3.18 8.7.3.3: octet-stream frames default to Explicit VR Little Endian (decoded),
+    and each part names its transfer syntax, which Cornerstone/OHIF decodes by."""
+    ds, native = rle
+    url = _path(ds) + "/frames/1"
+    r = http.get(url, headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+    assert r.status_code == 200
+    [(ctype, payload)] = _multipart(r)
+    assert ctype == f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"
+    assert np.array_equal(np.frombuffer(payload, native.dtype).reshape(native.shape), native)
+    ohif = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+    [(ctype, payload)] = _multipart(http.get(url, headers={"Accept": ohif}))
+    assert ctype == f"application/octet-stream; transfer-syntax={RLELossless}"
+    assert payload != native.tobytes()
+    meta = web.retrieve_instance_metadata(
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+    )
+    assert "BulkDataURI" in meta["7FE00010"] and "InlineBinary" not in meta["7FE00010"]
+    [bulk] = web.retrieve_bulkdata(meta["7FE00010"]["BulkDataURI"])
+    assert bulk == native.tobytes()
+
+
+def test_small_pixel_data_in_metadata_is_bulk_data(
+    http: httpx.Client, studies: list[Dataset]
+) -> None:
+    """PS3.18 10.4.1.1.2 / F.2.6: metadata carries Pixel Data as a BulkDataURI, never inline."""
+    [meta] = http.get(_path(studies[0]) + "/metadata").json()
+    assert set(meta["7FE00010"]) == {"vr", "BulkDataURI"}
+    assert meta["7FE00010"]["BulkDataURI"].endswith("/frames/1")
+
+
+def test_instance_retrieve_transfer_syntax_and_single_part(
+    http: httpx.Client, rle: tuple[Dataset, np.ndarray]
+) -> None:
+    """PS3.18 8.7.3.5.2: no transfer-syntax means Explicit VR Little Endian, '*' as stored;
+    a single instance may be asked for as single part application/dicom."""
+    ds, native = rle
+    r = http.get(_path(ds), headers={"Accept": 'multipart/related; type="application/dicom"'})
+    [(ctype, payload)] = _multipart(r)
+    assert ctype == f"application/dicom; transfer-syntax={EXPLICIT_LE}"
+    got = dcmread(io.BytesIO(payload))
+    assert got.file_meta.TransferSyntaxUID == EXPLICIT_LE
+    assert got.SOPInstanceUID == ds.SOPInstanceUID  # transcoding keeps the instance's UID
+    assert np.array_equal(got.pixel_array, native)
+    star = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    [(ctype, payload)] = _multipart(http.get(_path(ds), headers={"Accept": star}))
+    assert dcmread(io.BytesIO(payload)).file_meta.TransferSyntaxUID == RLELossless
+    single = http.get(_path(ds), headers={"Accept": "application/dicom"})
+    assert single.status_code == 200
+    assert single.headers["content-type"].startswith("application/dicom")
+    assert dcmread(io.BytesIO(single.content)).SOPInstanceUID == ds.SOPInstanceUID
+
+
+def test_unacceptable_media_types_are_406(http: httpx.Client, studies: list[Dataset]) -> None:
+    """PS3.18 8.7.1 / 10.4.3: what we cannot produce is 406, not some other media type."""
+    path = _path(studies[0])
+    assert http.get(path, headers={"Accept": "application/json"}).status_code == 406
+    jls = 'multipart/related; type="image/jls"'
+    assert http.get(path + "/frames/1", headers={"Accept": jls}).status_code == 406
+    assert http.get(path + "/rendered", headers={"Accept": "image/gif"}).status_code == 406
+    assert http.get(path + "/frames/%20").status_code == 400
+
+
+def test_rendered_viewport_window_quality(http: httpx.Client, studies: list[Dataset]) -> None:
+    """PS3.18 8.3.5.1: viewport scales, window sets the VOI, quality the JPEG quality;
+    image/jpeg is the default rendered media type (Table 8.7.4-1)."""
+    url = _path(studies[0]) + "/rendered"
+    r = http.get(url)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    small = http.get(url, params={"viewport": "8,8"}, headers={"Accept": "image/png"})
+    assert Image.open(io.BytesIO(small.content)).size == (8, 8)
+    plain = np.asarray(
+        Image.open(io.BytesIO(http.get(url, headers={"Accept": "image/png"}).content))
+    )
+    narrow = http.get(url, params={"window": "0,1,linear"}, headers={"Accept": "image/png"})
+    windowed = np.asarray(Image.open(io.BytesIO(narrow.content)))
+    assert windowed.shape == plain.shape and not np.array_equal(windowed, plain)
+    assert set(np.unique(windowed)) <= {0, 255}
+    big = {"viewport": "256,256"}
+    low = http.get(url, params={**big, "quality": "5"}, headers={"Accept": "image/jpeg"})
+    high = http.get(url, params={**big, "quality": "100"}, headers={"Accept": "image/jpeg"})
+    assert len(low.content) < len(high.content)
+    for bad in ({"viewport": "0,8"}, {"window": "1,2"}, {"quality": "500"}):
+        assert http.get(url, params=bad).status_code == 400, bad
+
+
+# ------------------------------------------------------------------------------ STOW-RS
+def test_stow_body_without_parts_is_400(http: httpx.Client) -> None:
+    """PS3.18 10.5.3: a body we cannot split (boundary mismatch) is not "200, all stored"."""
+    body = b"--OTHER\r\nContent-Type: application/dicom\r\n\r\nxx\r\n--OTHER--\r\n"
+    r = _stow(http, body, 'multipart/related; type="application/dicom"; boundary=XX')
+    assert r.status_code == 400
+
+
+def test_stow_metadata_and_bulk_data_form_is_415(http: httpx.Client) -> None:
+    """PS3.18 10.5.2: we take type="application/dicom" only; the JSON form is 415."""
+    body = b"--XX\r\nContent-Type: application/dicom+json\r\n\r\n[{}]\r\n--XX--\r\n"
+    r = _stow(http, body, 'multipart/related; type="application/dicom+json"; boundary=XX')
+    assert r.status_code == 415
+
+
+def test_stow_study_mismatch_names_the_instance(http: httpx.Client, server: LucentServer) -> None:
+    """PS3.18 10.5.3: each Failed SOP Sequence item names its SOP Class and Instance; a
+    Study Instance UID other than the path's fails with 0xA900 and nothing is stored."""
+    ds = samples.make_instance(MR, patient_id="CONF-MISMATCH")
+    body = b"--XX\r\nContent-Type: application/dicom\r\n\r\n" + _part10(ds) + b"\r\n--XX--\r\n"
+    ctype = 'multipart/related; type="application/dicom"; boundary=XX'
+    r = _stow(http, body, ctype, path=f"/studies/{generate_uid()}")
+    assert r.status_code == 409
+    [failed] = r.json()["00081198"]["Value"]
+    assert failed["00081155"]["Value"] == [ds.SOPInstanceUID]
+    assert failed["00081150"]["Value"] == [MR]
+    assert failed["00081197"]["Value"] == [0xA900]
+    ok = _stow(http, body, ctype, path=f"/studies/{ds.StudyInstanceUID}")
+    assert ok.status_code == 200
+    assert ok.json()["00081190"]["Value"] == [
+        f"{server.api_url}/dicom-web/studies/{ds.StudyInstanceUID}"
+    ]
