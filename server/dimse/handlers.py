@@ -136,9 +136,11 @@ def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset
         yield _status(status.QR_IDENTIFIER_MISMATCH, problem), None
         return
     f = identifiers.to_filter(identifier, case_insensitive_text=False)
+    keep, unsupported = identifiers.extra_matching(identifier)
+    pending = status.PENDING_WARNING if unsupported else status.PENDING
     try:
         with ctx.Session() as session:
-            matches = queries.find(session, level, f)
+            matches = [m for m in queries.find(session, level, f) if keep(m)]
     except Exception as exc:
         log.exception("C-FIND failed")
         yield _status(status.QR_UNABLE_TO_PROCESS, str(exc)), None
@@ -149,7 +151,7 @@ def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset
         if event.is_cancelled:
             yield status.QR_CANCEL, None
             return
-        yield status.PENDING, identifiers.response(identifier, match, ae_title)
+        yield pending, identifiers.response(identifier, match, ae_title)
     yield status.SUCCESS, None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -173,6 +174,65 @@ def _getters() -> dict[str, Callable[[Match], Any]]:
 
 
 GETTERS = _getters()
+
+
+# Keys that never carry a matching value: the level, the character set, and attributes the
+# SCP fills in or computes (PS3.4 C.6.1.1.2-C.6.1.1.5: return keys only).
+_RETURN_ONLY = frozenset(
+    {
+        "QueryRetrieveLevel",
+        "SpecificCharacterSet",
+        "RetrieveAETitle",
+        "InstanceAvailability",
+        "NumberOfPatientRelatedStudies",
+        "NumberOfPatientRelatedSeries",
+        "NumberOfPatientRelatedInstances",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+        "NumberOfSeriesRelatedInstances",
+    }
+)
+
+
+def _value_matches(pattern: str, value: Any) -> bool:
+    """Single value or wildcard matching of one answer value (PS3.4 C.2.2.2.1, C.2.2.2.4)."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return False
+    if "*" in pattern or "?" in pattern:
+        regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+        return re.fullmatch(regex, text, re.DOTALL) is not None
+    return text == pattern
+
+
+def extra_matching(identifier: Dataset) -> tuple[Callable[[Match], bool], list[str]]:
+    """Matching keys the index query does not apply: a check on each match for those whose
+    value we keep (Patient's Sex, Body Part Examined...), and the names of those we cannot
+    match at all. Ignoring them answered "PatientSex=F" with every patient; the SCP must
+    either match or say so with Pending FF01 (PS3.4 C.4.1.1.4, Table C.4-1)."""
+    checks: dict[str, str] = {}
+    unsupported: list[str] = []
+    for elem in identifier:
+        keyword = elem.keyword
+        if not keyword or keyword in _MATCH_KEYS or keyword in _RETURN_ONLY:
+            continue
+        if elem.VR == "SQ":  # sequence matching (C.2.2.2.6) is not supported
+            items = elem.value or []
+            if any(e.VR == "SQ" or e.value not in (None, "", b"") for i in items for e in i):
+                unsupported.append(keyword)
+            continue
+        value = _value(identifier, keyword)
+        if value in ("", "*"):
+            continue
+        if keyword in GETTERS:
+            checks[keyword] = value
+        else:
+            unsupported.append(keyword)
+
+    def keep(match: Match) -> bool:
+        return all(_value_matches(v, GETTERS[k](match)) for k, v in checks.items())
+
+    return keep, unsupported
 
 
 def response(identifier: Dataset, match: Match, retrieve_ae: str) -> Dataset:

@@ -325,3 +325,21 @@ def test_non_conformant_data_is_never_a_query_answer(
     ):  # fmt: skip
         ident = _identifier(QueryRetrieveLevel=level, PatientID="QRC-REFUSED", **keys)
         assert [code for code, _ in _find(server, ident, model)] == [0x0000], level
+
+
+def test_optional_keys_are_matched_or_flagged(
+    server: LucentServer, data: dict[str, Any], caller: str
+) -> None:
+    """PS3.4 C.4.1.1.4/Table C.4-1: an optional matching key is applied, or the SCP answers
+    Pending FF01 to say it was not. We ignored both kinds: "PatientSex=M" found every
+    patient of any sex, and keys we do not keep were silently treated as universal."""
+    model = StudyRootQueryRetrieveInformationModelFind
+    sex = str(dcmread(data["files"][0]).PatientSex)
+    base = {"QueryRetrieveLevel": "STUDY", "PatientID": "QRC-1", "StudyInstanceUID": ""}
+    other = "M" if sex != "M" else "F"
+    assert [c for c, _ in _find(server, _identifier(**base, PatientSex=other), model)] == [0]
+    found = _find(server, _identifier(**base, PatientSex=sex), model)
+    assert [c for c, _ in found] == [0xFF00, 0x0000]
+    flagged = _find(server, _identifier(**base, PatientSex="", OtherPatientIDs="X"), model)
+    assert [c for c, _ in flagged] == [0xFF01, 0x0000]
+    assert str(flagged[0][1].PatientSex) == sex  # type: ignore[union-attr]
