@@ -74,6 +74,10 @@ _INSTANCE_KEYS = (
 )
 
 
+#: Most index rows a QIDO with a key checked per answer (not in SQL) looks through.
+_SCAN = 10000
+
+
 def _base(request: Request) -> str:
     """The DICOMweb root for the absolute URLs we hand out (RetrieveURL, BulkDataURI).
 
@@ -115,7 +119,13 @@ def _identifier(
     ident.QueryRetrieveLevel = level
     for k in keys:
         setattr(ident, k, None)
-    opts: dict[str, Any] = {"limit": 1000, "offset": 0, "fuzzy": False, "ignored": []}
+    opts: dict[str, Any] = {
+        "limit": 1000,
+        "offset": 0,
+        "fuzzy": False,
+        "ignored": [],
+        "unindexed": [],
+    }
     for param, value in request.query_params.multi_items():
         p = param.lower()
         if p == "limit":
@@ -146,7 +156,7 @@ def _identifier(
             setattr(probe, kw, getattr(ident, kw))
             matched = identifiers.to_filter(probe) != identifiers.to_filter(Dataset())
             if value not in ("", "*") and not matched:
-                opts["ignored"].append(param)
+                opts["unindexed"].append((param, kw))
     return ident, opts
 
 
@@ -172,8 +182,17 @@ def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> 
     )
     if (allowed := readable_pools(request)) is not None:  # accounts: pools the caller may read
         f = dataclasses.replace(f, pools=allowed)
+    # Keys the index does not match: checked on each answer where we keep the value
+    # (PatientSex, BodyPartExamined...), else named in a Warning (PS3.18 8.3.4.1).
+    keep, unsupported = identifiers.extra_matching(ident)
+    opts["ignored"] += [p for p, kw in opts["unindexed"] if kw in unsupported]
+    checked = any(kw not in unsupported for _, kw in opts["unindexed"])
+    want = opts["offset"] + opts["limit"] + 1
     with ctx.Session() as db:
-        matches = queries.find(db, level, f, limit=opts["offset"] + opts["limit"] + 1)
+        if checked:
+            matches = [m for m in queries.find(db, level, f, limit=_SCAN) if keep(m)][:want]
+        else:
+            matches = queries.find(db, level, f, limit=want)
     warnings = []
     if opts["ignored"]:
         names = ", ".join(opts["ignored"])

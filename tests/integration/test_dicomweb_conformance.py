@@ -116,13 +116,20 @@ def test_qido_unknown_attribute_is_400_and_unmatched_one_is_warned(
     http: httpx.Client, studies: list[Dataset]
 ) -> None:
     """PS3.18 8.3.4.1: a key that is no DICOM attribute (keyword or tag) is a bad request;
-    one we cannot match on must not pass silently as if every study matched it."""
+    one the index does not match is checked on each answer (PatientSex) or, where we keep
+    no value (OperatorsName), named in a Warning: never silently "everything matches"."""
     for bad in ("NotAnAttribute", "ffffffff"):
         r = http.get("/studies", params={bad: "x"})
         assert r.status_code == 400, (bad, r.status_code)
-    r = http.get("/studies", params={"PatientID": "CONF-1", "PatientSex": "F"})
+    sex = str(studies[0].PatientSex)
+    r = http.get("/studies", params={"PatientID": "CONF-1", "PatientSex": sex})
+    assert len(r.json()) == 2 and "warning" not in r.headers
+    other = "F" if sex != "F" else "M"
+    r = http.get("/studies", params={"PatientID": "CONF-1", "PatientSex": other})
+    assert r.status_code == 200 and r.json() == []
+    r = http.get("/studies", params={"PatientID": "CONF-1", "OperatorsName": "Smith"})
     assert r.status_code == 200
-    assert "PatientSex" in r.headers.get("warning", "")
+    assert "OperatorsName" in r.headers.get("warning", "")
     by_tag = http.get("/studies", params={"00100020": "CONF-1"})
     assert len(by_tag.json()) == 2 and "warning" not in by_tag.headers
 
