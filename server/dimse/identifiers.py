@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from pydicom.charset import python_encoding
 from pydicom.dataset import Dataset
 
 from server.index.queries import Filter, Match
@@ -238,7 +239,6 @@ def extra_matching(identifier: Dataset) -> tuple[Callable[[Match], bool], list[s
 def response(identifier: Dataset, match: Match, retrieve_ae: str) -> Dataset:
     """Answer every key the SCU asked for; keys we do not keep are returned empty."""
     out = Dataset()
-    out.SpecificCharacterSet = "ISO_IR 192"
     for elem in identifier:
         keyword = elem.keyword
         if not keyword or keyword == "SpecificCharacterSet":
@@ -260,4 +260,35 @@ def response(identifier: Dataset, match: Match, retrieve_ae: str) -> Dataset:
         if keyword == "ModalitiesInStudy" and isinstance(value, list):
             value = value or None
         setattr(out, keyword, value)
+    charset = _answer_charset(identifier, out)
+    if charset:
+        out.SpecificCharacterSet = charset
     return out
+
+
+_TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
+
+
+def _answer_charset(identifier: Dataset, answer: Dataset) -> str | None:
+    """The Specific Character Set of an answer (PS3.4 C.4.1.1.3.2): absent when every value
+    is in the default repertoire, the query's own single-byte set when the values fit in it
+    (a Latin-1 SCU reads Latin-1 answers), UTF-8 (ISO_IR 192) otherwise. We always sent
+    ISO_IR 192, which SCUs limited to the character set they asked in cannot display."""
+    texts = []
+    for elem in answer:
+        if elem.VR in _TEXT_VRS and elem.value not in (None, ""):
+            values = elem.value if elem.VM > 1 else [elem.value]
+            texts.extend(str(v) for v in values)
+    if all(t.isascii() for t in texts):
+        return None
+    asked = identifier.get("SpecificCharacterSet", "")
+    name = asked.strip() if isinstance(asked, str) else ""
+    single_byte = not name.startswith("ISO 2022") and name not in ("", "ISO_IR 6", "ISO_IR 192")
+    if name in python_encoding and single_byte:
+        try:
+            for text in texts:
+                text.encode(python_encoding[name])
+        except UnicodeEncodeError:
+            return "ISO_IR 192"
+        return name
+    return "ISO_IR 192"

@@ -343,3 +343,38 @@ def test_optional_keys_are_matched_or_flagged(
     flagged = _find(server, _identifier(**base, PatientSex="", OtherPatientIDs="X"), model)
     assert [c for c, _ in flagged] == [0xFF01, 0x0000]
     assert str(flagged[0][1].PatientSex) == sex  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("asked", "answered"),
+    [("ISO_IR 100", "ISO_IR 100"), ("ISO_IR 192", "ISO_IR 192"), (None, "ISO_IR 192")],
+)
+def test_answers_use_the_character_set_of_the_query(
+    server: LucentServer, data: dict[str, Any], caller: str, asked: str | None, answered: str
+) -> None:
+    """PS3.4 C.4.1.1.3.2: a Latin-1 (ISO_IR 100) SCU gets its answers in Latin-1 when they
+    fit, so it can show "Ünal^Zoë"; we always answered in UTF-8 (ISO_IR 192)."""
+    keys: dict[str, Any] = {"QueryRetrieveLevel": "STUDY", "PatientName": "Ünal*"}
+    keys |= {"PatientID": "", "StudyInstanceUID": ""}
+    if asked:
+        keys = {"SpecificCharacterSet": asked, **keys}
+    found = _find(server, _identifier(**keys), StudyRootQueryRetrieveInformationModelFind)
+    answers = [ds for code, ds in found if code == 0xFF00 and ds is not None]
+    assert len(answers) == 1 and found[-1][0] == 0x0000
+    assert answers[0].SpecificCharacterSet == answered
+    assert str(answers[0].PatientName) == "Ünal^Zoë"
+
+
+def test_answers_in_the_default_repertoire_carry_no_character_set(
+    server: LucentServer, data: dict[str, Any], caller: str
+) -> None:
+    """PS3.4 C.4.1.1.3.2: Specific Character Set is included only if an answer needs more
+    than the default repertoire."""
+    ident = _identifier(
+        SpecificCharacterSet="ISO_IR 100", QueryRetrieveLevel="SERIES",
+        StudyInstanceUID=data["study"], SeriesInstanceUID="", SeriesDescription="",
+    )  # fmt: skip
+    found = _find(server, ident, StudyRootQueryRetrieveInformationModelFind)
+    answers = [ds for code, ds in found if code == 0xFF00 and ds is not None]
+    assert len(answers) == 2
+    assert all("SpecificCharacterSet" not in ds for ds in answers)
