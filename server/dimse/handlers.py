@@ -135,10 +135,10 @@ def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset
     if problem:
         yield _status(status.QR_IDENTIFIER_MISMATCH, problem), None
         return
-    f = identifiers.to_filter(identifier, case_insensitive_text=False)
-    keep, unsupported = identifiers.extra_matching(identifier)
-    pending = status.PENDING_WARNING if unsupported else status.PENDING
     try:
+        f = identifiers.to_filter(identifier, case_insensitive_text=False)
+        keep, unsupported = identifiers.extra_matching(identifier)
+        pending = status.PENDING_WARNING if unsupported else status.PENDING
         with ctx.Session() as session:
             matches = [m for m in queries.find(session, level, f) if keep(m)]
     except Exception as exc:
