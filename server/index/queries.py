@@ -107,6 +107,19 @@ def _name_clause(f: Filter) -> ColumnElement[bool] | None:
     return match_text(Patient.name, f.patient_name)
 
 
+def _modality_clause(value: str) -> ColumnElement[bool]:
+    """Modality / Modalities in Study: any listed value matches, each one by single value or
+    wildcard matching (PS3.4 C.2.2.2.1, C.2.2.2.4); "C*" found nothing before."""
+    mods = [m.strip() for m in value.replace(",", "\\").split("\\") if m.strip()]
+    if not mods or "*" in mods:
+        return Series.id.is_not(None)  # universal
+    exact = [m for m in mods if "*" not in m and "?" not in m]
+    clauses = [Series.modality.like(_like(m), escape="\\") for m in mods if m not in exact]
+    if exact:
+        clauses.append(Series.modality.in_(exact))
+    return or_(*clauses)
+
+
 def _clauses(f: Filter) -> list[ColumnElement[bool]]:
     candidates = [
         _name_clause(f),
@@ -124,8 +137,7 @@ def _clauses(f: Filter) -> list[ColumnElement[bool]]:
     if f.pools is not None:
         candidates.append(Study.pool.in_(f.pools))
     if f.modality:
-        mods = [m for m in f.modality.replace(",", "\\").split("\\") if m]
-        sub = select(Series.study_pk).where(Series.modality.in_(mods))
+        sub = select(Series.study_pk).where(_modality_clause(f.modality))
         candidates.append(Study.id.in_(sub))
     return [c for c in candidates if c is not None]
 
@@ -136,8 +148,7 @@ def _series_clauses(f: Filter) -> list[ColumnElement[bool]]:
         match_text(Series.description, f.series_description, fold=f.text_case_insensitive),
     ]
     if f.modality:
-        mods = [m for m in f.modality.replace(",", "\\").split("\\") if m]
-        candidates.append(Series.modality.in_(mods))
+        candidates.append(_modality_clause(f.modality))
     if f.series_number:
         try:
             candidates.append(Series.series_number == int(f.series_number))

@@ -378,3 +378,33 @@ def test_answers_in_the_default_repertoire_carry_no_character_set(
     answers = [ds for code, ds in found if code == 0xFF00 and ds is not None]
     assert len(answers) == 2
     assert all("SpecificCharacterSet" not in ds for ds in answers)
+
+
+@pytest.mark.parametrize(
+    ("level", "key", "value", "expected"),
+    [
+        ("STUDY", "ModalitiesInStudy", "M?", 1),
+        ("STUDY", "ModalitiesInStudy", "X*", 0),
+        ("SERIES", "Modality", "C*", 1),
+        ("SERIES", "Modality", ["PT", "M*"], 1),
+    ],
+)
+def test_wildcards_in_modality_keys(
+    server: LucentServer,
+    data: dict[str, Any],
+    caller: str,
+    level: str,
+    key: str,
+    value: str | list[str],
+    expected: int,
+) -> None:
+    """PS3.4 C.2.2.2.4: wildcard matching applies to CS values such as Modality; "C*" and
+    "M?" matched nothing because the values were compared as a plain list."""
+    keys: dict[str, Any] = {"QueryRetrieveLevel": level, "PatientID": "QRC-1", key: value}
+    if level == "SERIES":
+        keys |= {"StudyInstanceUID": data["study"], "SeriesInstanceUID": ""}
+    else:
+        keys["StudyInstanceUID"] = ""
+    found = _find(server, _identifier(**keys), StudyRootQueryRetrieveInformationModelFind)
+    assert found[-1][0] == 0x0000
+    assert len(found) - 1 == expected
