@@ -118,6 +118,27 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("GET", f"{_W}/studies/{{study}}/series/{{series}}/instances/{{sop}}/rendered"): pool(
         "read", "view"
     ),
+    # Rendered images, thumbnails and bulk data (PS3.18 Table 10.4.1-1): viewing, not export.
+    ("GET", f"{_W}/studies/{{study}}/rendered"): pool("read", "view"),
+    ("GET", f"{_W}/studies/{{study}}/series/{{series}}/rendered"): pool("read", "view"),
+    (
+        "GET",
+        f"{_W}/studies/{{study}}/series/{{series}}/instances/{{sop}}/frames/{{frames}}/rendered",
+    ): pool("read", "view"),
+    ("GET", f"{_W}/studies/{{study}}/thumbnail"): pool("read", "view"),
+    ("GET", f"{_W}/studies/{{study}}/series/{{series}}/thumbnail"): pool("read", "view"),
+    ("GET", f"{_W}/studies/{{study}}/series/{{series}}/instances/{{sop}}/thumbnail"): pool(
+        "read", "view"
+    ),
+    (
+        "GET",
+        f"{_W}/studies/{{study}}/series/{{series}}/instances/{{sop}}/frames/{{frames}}/thumbnail",
+    ): pool("read", "view"),
+    ("GET", f"{_W}/studies/{{study}}/bulkdata"): pool("read", "view"),
+    ("GET", f"{_W}/studies/{{study}}/series/{{series}}/bulkdata"): pool("read", "view"),
+    ("GET", f"{_W}/studies/{{study}}/series/{{series}}/instances/{{sop}}/bulkdata"): pool(
+        "read", "view"
+    ),
     ("POST", f"{_W}/studies"): pool("import"),
     ("POST", f"{_W}/studies/{{study}}"): pool("import"),
     # ---------------------------------------------------------------- remote nodes, PACS

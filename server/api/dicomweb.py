@@ -302,12 +302,20 @@ def _as_syntax(data: bytes, syntax: str) -> tuple[bytes, str]:
     return out.getvalue(), syntax
 
 
-def _multipart(parts: Iterable[tuple[bytes, str]], part_type: str) -> Response:
-    """multipart/related (RFC 2387) of (payload, part Content-Type) pairs."""
+def _multipart(
+    parts: Iterable[tuple[bytes, str]], part_type: str, locations: Iterable[str] = ()
+) -> Response:
+    """multipart/related (RFC 2387) of (payload, part Content-Type) pairs; ``locations``
+    gives parts a Content-Location (PS3.18 10.4.3.3.5: bulk data names its BulkDataURI)."""
     boundary = secrets.token_hex(16)
     body = io.BytesIO()
+    where = iter(locations)
     for payload, content_type in parts:
-        body.write(f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode())
+        location = next(where, None)
+        head = f"--{boundary}\r\nContent-Type: {content_type}\r\n"
+        if location:
+            head += f"Content-Location: {location}\r\n"
+        body.write(f"{head}\r\n".encode())
         body.write(payload)
         body.write(b"\r\n")
     body.write(f"--{boundary}--\r\n".encode())
@@ -385,19 +393,28 @@ def _metadata(request: Request, found: list[Instance]) -> Response:
     out = []
     for inst in found:
         ds = dcmread(io.BytesIO(ctx.instance_bytes(inst)))
-        uri = (
-            f"{base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
-            f"/instances/{ds.SOPInstanceUID}"
-        )
-        frames = ",".join(str(i + 1) for i in range(pixels.frame_count(ds)))
         pixel_vrs = {tag: ds[tag].VR for tag in _PIXEL_TAGS if tag in ds}
+        uri = _pixel_uri(base, ds) if pixel_vrs else ""
         for tag in pixel_vrs:
             del ds[tag]
         item = ds.to_json_dict()
         for tag, vr in pixel_vrs.items():
-            item[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": f"{uri}/frames/{frames}"}
+            item[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": uri}
         out.append(item)
     return Response(json.dumps(out), media_type=DICOM_JSON)
+
+
+def _instance_uri(base: str, ds: Dataset) -> str:
+    return (
+        f"{base}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+
+
+def _pixel_uri(base: str, ds: Dataset) -> str:
+    """The BulkDataURI metadata gives pixel data: all its frames (PS3.18 F.2.6)."""
+    frames = ",".join(str(i + 1) for i in range(pixels.frame_count(ds)))
+    return f"{_instance_uri(base, ds)}/frames/{frames}"
 
 
 @router.get("/studies/{study}/metadata")
@@ -446,6 +463,18 @@ def wado_frames(
     out as stored under a bare application/octet-stream, which clients took for raw pixels.
     """
     ds = _image(request, study, series, sop, 404)
+    numbers = _frame_numbers(ds, frames)
+    multipart, part_type, syntax = _frame_media(request, str(ds.file_meta.TransferSyntaxUID))
+    parts = _frame_bytes(ds, numbers, syntax)
+    content_type = f"{part_type}; transfer-syntax={syntax}"
+    if not multipart:
+        return Response(parts[0], media_type=content_type)
+    return _multipart(((p, content_type) for p in parts), part_type)
+
+
+def _frame_numbers(ds: Dataset, frames: str) -> list[int]:
+    """The 1-based frame list of a path (PS3.18 10.4.1.1.1): 400 if malformed, 404 if a
+    frame does not exist."""
     try:
         numbers = [int(n) for n in frames.split(",") if n.strip()]
     except ValueError as exc:
@@ -455,20 +484,21 @@ def wado_frames(
     for n in numbers:
         if not 1 <= n <= pixels.frame_count(ds):
             raise HTTPException(404, f"frame {n} does not exist")
-    multipart, part_type, syntax = _frame_media(request, str(ds.file_meta.TransferSyntaxUID))
+    return numbers
+
+
+def _frame_bytes(ds: Dataset, numbers: list[int], syntax: str) -> list[bytes]:
+    """The frames' bytes in ``syntax`` (decoded when a native syntax is asked of an
+    encapsulated instance, as stored otherwise); 406 when we cannot decode."""
     decode = ds.file_meta.TransferSyntaxUID.is_encapsulated and syntax in media.NATIVE
     try:
-        parts = [
+        return [
             pixels.decode_frame(ds, n - 1).tobytes() if decode else pixels.raw_frame(ds, n - 1)
             for n in numbers
         ]
     except Exception as exc:  # no decoder for this syntax: the client may take it as is
         stored = ds.file_meta.TransferSyntaxUID
         raise HTTPException(406, f"cannot decode {stored}; ask for transfer-syntax=*") from exc
-    content_type = f"{part_type}; transfer-syntax={syntax}"
-    if not multipart:
-        return Response(parts[0], media_type=content_type)
-    return _multipart(((p, content_type) for p in parts), part_type)
 
 
 def _frame_media(request: Request, stored: str) -> tuple[bool, str, str]:
@@ -509,6 +539,186 @@ def wado_rendered(
         ds, 0, request.query_params, request.headers.get("accept")
     )
     return Response(data, media_type=media_type)
+
+
+def _read(request: Request, inst: Instance) -> Dataset:
+    return dcmread(io.BytesIO(ctx_of(request).instance_bytes(inst)))
+
+
+def _images(found: list[Instance]) -> list[Instance]:
+    """The instances that carry pixel data (the index keeps Rows for those)."""
+    return [i for i in found if i.rows]
+
+
+def _rendered_many(request: Request, images: Iterable[tuple[Dataset, int]]) -> Response:
+    """Several rendered frames as multipart/related; type=image/jpeg (or image/png), one
+    part per frame (PS3.18 10.4.1.1.3 / 10.4.3.3.3). The Accept header is checked (406)
+    before any pixel is decoded."""
+    media_type = dicomweb_render.rendered_format(request.headers.get("accept"), multipart=True)
+    parts = [
+        (dicomweb_render.render_as(ds, index, request.query_params, media_type), media_type)
+        for ds, index in images
+    ]
+    return _multipart(parts, media_type)
+
+
+def _rendered_instances(request: Request, found: list[Instance]) -> Response:
+    """Study/series rendered: the first frame of each image instance, in series and
+    instance order; 406 when none of them has pixel data (as for one instance)."""
+    dicomweb_render.rendered_format(request.headers.get("accept"), multipart=True)
+    images = _images(found)
+    if not images:
+        raise HTTPException(406, "no instance here has pixel data to render")
+    return _rendered_many(request, ((_read(request, i), 0) for i in images))
+
+
+@router.get("/studies/{study}/rendered")
+def wado_study_rendered(study: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
+    return _rendered_instances(request, _select(request, study))
+
+
+@router.get("/studies/{study}/series/{series}/rendered")
+def wado_series_rendered(
+    study: str, series: str, request: Request, _: Caller = Depends(get_caller)
+) -> Response:
+    return _rendered_instances(request, _select(request, study, series))
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/rendered")
+def wado_frames_rendered(
+    study: str,
+    series: str,
+    sop: str,
+    frames: str,
+    request: Request,
+    _: Caller = Depends(get_caller),
+) -> Response:
+    """PS3.18 10.4.1.1.3: the frames asked for, rendered; one frame is a single image
+    (unless only multipart/related is accepted), several are multipart/related."""
+    ds = _image(request, study, series, sop, 406)
+    numbers = _frame_numbers(ds, frames)
+    accept = request.headers.get("accept")
+    if len(numbers) == 1:
+        try:  # a single image, if the client takes one
+            media_type = dicomweb_render.rendered_format(accept)
+        except HTTPException:
+            media_type = ""  # only multipart/related: one part
+        if media_type:
+            data = dicomweb_render.render_as(ds, numbers[0] - 1, request.query_params, media_type)
+            return Response(data, media_type=media_type)
+    return _rendered_many(request, ((ds, n - 1) for n in numbers))
+
+
+def _thumbnail(request: Request, ds: Dataset, frame_index: int | None = None) -> Response:
+    """The thumbnail of one instance: the frame given, else its middle frame."""
+    if frame_index is None:
+        frame_index = pixels.frame_count(ds) // 2
+    data, media_type = dicomweb_render.thumbnail(
+        ds, frame_index, request.query_params, request.headers.get("accept")
+    )
+    return Response(data, media_type=media_type)
+
+
+def _representative(request: Request, found: list[Instance]) -> Dataset:
+    """PS3.18 10.4.3.3.4 lets the origin server choose: the middle image instance of the
+    first series (in series number order) that has any."""
+    dicomweb_render.rendered_format(request.headers.get("accept"))  # 406 before any decoding
+    images = _images(found)
+    if not images:
+        raise HTTPException(406, "no instance here has pixel data for a thumbnail")
+    first = [i for i in images if i.series_pk == images[0].series_pk]
+    return _read(request, first[len(first) // 2])
+
+
+@router.get("/studies/{study}/thumbnail")
+def wado_study_thumbnail(study: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
+    return _thumbnail(request, _representative(request, _select(request, study)))
+
+
+@router.get("/studies/{study}/series/{series}/thumbnail")
+def wado_series_thumbnail(
+    study: str, series: str, request: Request, _: Caller = Depends(get_caller)
+) -> Response:
+    return _thumbnail(request, _representative(request, _select(request, study, series)))
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/thumbnail")
+def wado_instance_thumbnail(
+    study: str, series: str, sop: str, request: Request, _: Caller = Depends(get_caller)
+) -> Response:
+    return _thumbnail(request, _image(request, study, series, sop, 406))
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/thumbnail")
+def wado_frame_thumbnail(
+    study: str,
+    series: str,
+    sop: str,
+    frames: str,
+    request: Request,
+    _: Caller = Depends(get_caller),
+) -> Response:
+    """The thumbnail of a frame list is that of its first frame (one image only)."""
+    ds = _image(request, study, series, sop, 406)
+    return _thumbnail(request, ds, _frame_numbers(ds, frames)[0] - 1)
+
+
+def _bulkdata(request: Request, found: list[Instance]) -> Response:
+    """PS3.18 10.4.1.1.5 / 10.4.3.3.5: all bulk data of the instances, each part with the
+    Content-Location of the BulkDataURI the metadata gives it.
+
+    Pixel data is the only value metadata sends as bulk data (others come inline), so this
+    is the pixel data of each image: in a native syntax one part with all its frames (the
+    metadata's ``frames/1,..,n`` URI); as stored when encapsulated (transfer-syntax=*), one
+    part per frame (``frames/k``), as compressed pixel data is sent frame by frame."""
+    base = _base(request)
+    parts: list[tuple[bytes, str]] = []
+    locations: list[str] = []
+    kinds: set[str] = set()
+    single = False
+    for inst in _images(found):
+        ds = _read(request, inst)
+        if "PixelData" not in ds:
+            continue
+        multipart, part_type, syntax = _frame_media(request, str(ds.file_meta.TransferSyntaxUID))
+        single = single or not multipart
+        kinds.add(part_type)
+        numbers = list(range(1, pixels.frame_count(ds) + 1))
+        frames = _frame_bytes(ds, numbers, syntax)
+        content_type = f"{part_type}; transfer-syntax={syntax}"
+        if syntax in media.NATIVE:
+            parts.append((b"".join(frames), content_type))
+            locations.append(_pixel_uri(base, ds))
+        else:
+            parts += [(f, content_type) for f in frames]
+            locations += [f"{_instance_uri(base, ds)}/frames/{n}" for n in numbers]
+    if not parts:
+        raise HTTPException(404, "no bulk data here: metadata carries every value inline")
+    if single:
+        if len(parts) > 1:
+            raise HTTPException(406, "bulk data of several parts needs multipart/related")
+        return Response(parts[0][0], media_type=parts[0][1])
+    kind = kinds.pop() if len(kinds) == 1 else "application/octet-stream"
+    return _multipart(parts, kind, locations)
+
+
+@router.get("/studies/{study}/bulkdata")
+def wado_study_bulkdata(study: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
+    return _bulkdata(request, _select(request, study))
+
+
+@router.get("/studies/{study}/series/{series}/bulkdata")
+def wado_series_bulkdata(
+    study: str, series: str, request: Request, _: Caller = Depends(get_caller)
+) -> Response:
+    return _bulkdata(request, _select(request, study, series))
+
+
+@router.get("/studies/{study}/series/{series}/instances/{sop}/bulkdata")
+def wado_instance_bulkdata(
+    study: str, series: str, sop: str, request: Request, _: Caller = Depends(get_caller)
+) -> Response:
+    return _bulkdata(request, _select(request, study, series, sop))
 
 
 # ---------------------------------------------------------------------------- STOW-RS

@@ -23,12 +23,18 @@ _FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
 _MAX_VIEWPORT = 8192
 
 
-def rendered_format(accept: str | None) -> str:
-    """The media type to answer with (image/jpeg for ``*/*``); 406 when none is offered."""
+def rendered_format(accept: str | None, *, multipart: bool = False) -> str:
+    """The media type to answer with (image/jpeg for ``*/*``); 406 when none is offered.
+
+    With ``multipart`` (study, series and frame-list resources, whose answer is several
+    images) ``multipart/related; type=image/png`` names the type of each part."""
     for r in media.parse(accept):
-        if r.media in _FORMATS:
-            return r.media
-        if media.is_any(r.media) or r.media == "image/*":
+        kind = r.media
+        if multipart and kind == "multipart/related":
+            kind = r.part_type or "image/jpeg"
+        if kind in _FORMATS:
+            return kind
+        if media.is_any(kind) or kind == "image/*":
             return "image/jpeg"
     raise HTTPException(406, "rendered images are available as image/jpeg or image/png")
 
@@ -102,11 +108,17 @@ def _quality(value: str | None) -> int:
     return q
 
 
-def render(
-    ds: Dataset, frame_index: int, query: QueryParams, accept: str | None
-) -> tuple[bytes, str]:
-    """One frame rendered as the client asked: (image bytes, media type)."""
-    media_type = rendered_format(accept)
+def _encode(img: Image.Image, media_type: str, quality: int) -> bytes:
+    buf = io.BytesIO()
+    if _FORMATS[media_type] == "JPEG":
+        img.save(buf, format="JPEG", quality=quality)
+    else:
+        img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def render_as(ds: Dataset, frame_index: int, query: QueryParams, media_type: str) -> bytes:
+    """One frame rendered in a media type already negotiated (see ``rendered_format``)."""
     quality = _quality(query.get("quality"))
     window = query.get("window")
     frame = pixels.decode_frame(ds, frame_index)
@@ -118,9 +130,32 @@ def render(
     img = Image.fromarray(arr)
     if (viewport := query.get("viewport")) is not None:
         img = _viewport(img, viewport)
-    buf = io.BytesIO()
-    if _FORMATS[media_type] == "JPEG":
-        img.save(buf, format="JPEG", quality=quality)
+    return _encode(img, media_type, quality)
+
+
+def render(
+    ds: Dataset, frame_index: int, query: QueryParams, accept: str | None
+) -> tuple[bytes, str]:
+    """One frame rendered as the client asked: (image bytes, media type)."""
+    media_type = rendered_format(accept)
+    return render_as(ds, frame_index, query, media_type), media_type
+
+
+#: Longest side of a thumbnail when the client names no viewport.
+THUMBNAIL_SIZE = 128
+
+
+def thumbnail(
+    ds: Dataset, frame_index: int, query: QueryParams, accept: str | None
+) -> tuple[bytes, str]:
+    """PS3.18 10.4.1.1.4 / 10.4.3.3.4: one small representative image in a rendered media
+    type. ``viewport`` is honoured; without it the frame is shrunk (never enlarged) to fit
+    THUMBNAIL_SIZE. The default window is used and nothing is burnt in, so the thumbnail
+    carries no patient-identifying text, as the standard requires."""
+    media_type = rendered_format(accept)
+    img = Image.fromarray(pixels.render(ds, frame_index))
+    if (viewport := query.get("viewport")) is not None:
+        img = _viewport(img, viewport)
     else:
-        img.save(buf, format="PNG")
-    return buf.getvalue(), media_type
+        img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+    return _encode(img, media_type, 90), media_type

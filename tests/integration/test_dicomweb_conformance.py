@@ -24,6 +24,7 @@ from tests.data import samples
 from tests.support.lucent import LucentServer
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
@@ -63,6 +64,39 @@ def rle(web: DICOMwebClient) -> tuple[Dataset, np.ndarray]:
     return ds, native
 
 
+@pytest.fixture(scope="module")
+def study3(web: DICOMwebClient) -> list[Dataset]:
+    """One study: series 1 of three 64x64 MR images that differ, series 2 one enhanced MR
+    of three frames."""
+    study, first, second = generate_uid(), generate_uid(), generate_uid()
+    out = [
+        samples.make_instance(
+            MR,
+            patient_id="CONF-THUMB",
+            study_uid=study,
+            series_uid=first,
+            instance_number=i + 1,
+            seed=i,
+            rows=64,
+            cols=64,
+        )
+        for i in range(3)
+    ]
+    out.append(
+        samples.make_instance(
+            ENHANCED_MR,
+            patient_id="CONF-THUMB",
+            study_uid=study,
+            series_uid=second,
+            series_number=2,
+            rows=64,
+            cols=64,
+        )
+    )
+    web.store_instances(out)
+    return out
+
+
 def _path(ds: Dataset) -> str:
     return (
         f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
@@ -82,6 +116,27 @@ def _multipart(r: httpx.Response) -> list[tuple[str, bytes]]:
         ctype = re.search(rb"(?im)^content-type:\s*(.+?)\s*$", head)
         parts.append((ctype.group(1).decode() if ctype else "", payload[:-2]))
     return parts
+
+
+def _locations(r: httpx.Response) -> list[str]:
+    """The Content-Location of each part of a multipart/related response ('' if none)."""
+    m = re.search(r'boundary="?([^";]+)"?', r.headers["content-type"])
+    assert m, r.headers["content-type"]
+    out = []
+    for chunk in r.content.split(b"--" + m.group(1).encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head = chunk.partition(b"\r\n\r\n")[0]
+        where = re.search(rb"(?im)^content-location:\s*(.+?)\s*$", head)
+        out.append(where.group(1).decode() if where else "")
+    return out
+
+
+def _picture(data: bytes) -> np.ndarray:
+    """A decoded JPEG/PNG, checked not to be blank (one flat grey)."""
+    arr = np.asarray(Image.open(io.BytesIO(data)))
+    assert arr.size and int(arr.max()) > int(arr.min()), "blank image"
+    return arr
 
 
 def _stow(
@@ -238,6 +293,116 @@ def test_rendered_viewport_window_quality(http: httpx.Client, studies: list[Data
     assert len(low.content) < len(high.content)
     for bad in ({"viewport": "0,8"}, {"window": "1,2"}, {"quality": "500"}):
         assert http.get(url, params=bad).status_code == 400, bad
+
+
+def test_thumbnails_of_study_series_instance_and_frame(
+    http: httpx.Client, study3: list[Dataset]
+) -> None:
+    """PS3.18 10.4.1.1.4 / 10.4.3.3.4: one small image in a rendered media type (JPEG by
+    default, PNG on request, else 406) at every level; viewport honoured. Ours: the middle
+    instance of a series, the first series of a study, the middle frame of an instance."""
+    png = {"Accept": "image/png"}
+    study = f"/studies/{study3[0].StudyInstanceUID}"
+    series = f"{study}/series/{study3[0].SeriesInstanceUID}"
+    middle = _path(study3[1]) + "/thumbnail"
+    r = http.get(middle)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert _picture(r.content).shape == (64, 64)  # fits the default size: not enlarged
+    small = http.get(middle, params={"viewport": "32,32"}, headers=png)
+    assert small.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(small.content)).size == (32, 32)
+    _picture(small.content)
+    own = _picture(http.get(middle, headers=png).content)
+    first = _picture(http.get(_path(study3[0]) + "/thumbnail", headers=png).content)
+    assert not np.array_equal(own, first)
+    assert np.array_equal(_picture(http.get(f"{series}/thumbnail", headers=png).content), own)
+    assert np.array_equal(_picture(http.get(f"{study}/thumbnail", headers=png).content), own)
+    sized = http.get(f"{study}/thumbnail", params={"viewport": "20,10"}, headers=png)
+    assert Image.open(io.BytesIO(sized.content)).size == (10, 10)  # fitted, aspect kept
+    frame2 = _path(study3[3]) + "/frames/2"
+    thumb = _picture(http.get(frame2 + "/thumbnail", headers=png).content)
+    assert np.array_equal(thumb, _picture(http.get(frame2 + "/rendered", headers=png).content))
+    assert np.array_equal(
+        _picture(http.get(_path(study3[3]) + "/thumbnail", headers=png).content), thumb
+    )
+    for url in (middle, f"{series}/thumbnail", f"{study}/thumbnail", frame2 + "/thumbnail"):
+        assert http.get(url, headers={"Accept": "image/gif"}).status_code == 406, url
+    assert http.get(f"{study}/thumbnail", params={"viewport": "0,0"}).status_code == 400
+
+
+def test_rendered_study_and_series_are_multipart(http: httpx.Client, study3: list[Dataset]) -> None:
+    """PS3.18 10.4.1.1.3 / 10.4.3.3.3: a rendered study or series is multipart/related,
+    one rendered image per instance (first frame), in the media type asked for."""
+    study = f"/studies/{study3[0].StudyInstanceUID}"
+    series = f"{study}/series/{study3[0].SeriesInstanceUID}"
+    r = http.get(f"{study}/rendered")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("multipart/related")
+    parts = _multipart(r)
+    assert [c for c, _ in parts] == ["image/jpeg"] * 4
+    for _, payload in parts:
+        assert _picture(payload).shape == (64, 64)
+    want = 'multipart/related; type="image/png"'
+    r = http.get(f"{series}/rendered", params={"viewport": "16,16"}, headers={"Accept": want})
+    parts = _multipart(r)
+    assert [c for c, _ in parts] == ["image/png"] * 3
+    assert all(_picture(p).shape == (16, 16) for _, p in parts)
+    whole = [
+        _picture(p) for _, p in _multipart(http.get(f"{series}/rendered", headers={"Accept": want}))
+    ]
+    for ds, got in zip(study3[:3], whole, strict=True):
+        one = http.get(_path(ds) + "/rendered", headers={"Accept": "image/png"})
+        assert np.array_equal(got, _picture(one.content))
+    assert http.get(f"{study}/rendered", headers={"Accept": "image/gif"}).status_code == 406
+
+
+def test_frames_rendered(http: httpx.Client, study3: list[Dataset]) -> None:
+    """PS3.18 10.4.1.1.3: /frames/{list}/rendered; one frame is one image, a list is
+    multipart/related; a frame that does not exist is 404."""
+    frames = _path(study3[3]) + "/frames"
+    png = {"Accept": "image/png"}
+    one = http.get(f"{frames}/2/rendered", params={"viewport": "32,32"}, headers=png)
+    assert one.status_code == 200 and one.headers["content-type"] == "image/png"
+    assert _picture(one.content).shape == (32, 32)
+    first = _picture(http.get(f"{frames}/1/rendered", headers=png).content)
+    second = _picture(http.get(f"{frames}/2/rendered", headers=png).content)
+    assert not np.array_equal(first, second)
+    many = http.get(f"{frames}/1,2/rendered", headers=png)
+    got = [_picture(p) for _, p in _multipart(many)]
+    assert len(got) == 2 and np.array_equal(got[0], first) and np.array_equal(got[1], second)
+    assert http.get(f"{frames}/4/rendered").status_code == 404
+    assert http.get(f"{frames}/1/rendered", headers={"Accept": "image/gif"}).status_code == 406
+
+
+def test_bulkdata_resources_match_metadata_uris(
+    http: httpx.Client, study3: list[Dataset], rle: tuple[Dataset, np.ndarray]
+) -> None:
+    """PS3.18 10.4.1.1.5 / 10.4.3.3.5: study/series/instance bulkdata carry the bulk data
+    of the instances, each part with the Content-Location of its metadata BulkDataURI."""
+    series = f"/studies/{study3[0].StudyInstanceUID}/series/{study3[0].SeriesInstanceUID}"
+    r = http.get(f"{series}/bulkdata")
+    assert r.status_code == 200
+    meta = http.get(f"{series}/metadata").json()
+    uris = {m["00080018"]["Value"][0]: m["7FE00010"]["BulkDataURI"] for m in meta}
+    parts, where = _multipart(r), _locations(r)
+    assert [c for c, _ in parts] == [f"application/octet-stream; transfer-syntax={EXPLICIT_LE}"] * 3
+    for ds, (_, payload), location in zip(study3[:3], parts, where, strict=True):
+        assert location == uris[ds.SOPInstanceUID]
+        assert payload == ds.pixel_array.tobytes()
+    enhanced = http.get(_path(study3[3]) + "/bulkdata")
+    [(_, payload)] = _multipart(enhanced)
+    assert payload == study3[3].pixel_array.tobytes()
+    assert _locations(enhanced)[0].endswith("/frames/1,2,3")
+    ds, native = rle
+    [(_, payload)] = _multipart(http.get(_path(ds) + "/bulkdata"))
+    assert payload == native.tobytes()  # decoded: Explicit VR Little Endian by default
+    star = "multipart/related; type=application/octet-stream; transfer-syntax=*"
+    stored = http.get(_path(ds) + "/bulkdata", headers={"Accept": star})
+    [(ctype, payload)] = _multipart(stored)
+    assert ctype.endswith(f"transfer-syntax={RLELossless}") and payload != native.tobytes()
+    assert _locations(stored)[0].endswith("/frames/1")
+    study = http.get(f"/studies/{study3[0].StudyInstanceUID}/bulkdata")
+    assert len(_multipart(study)) == 4
 
 
 # ------------------------------------------------------------------------------ STOW-RS
