@@ -73,7 +73,7 @@ class DirectAssociation:
         self.peer_max_pdu = accept.max_pdu
         self._msg_id = 0
         self._open = True
-        self._reader = _PduReader(sock)
+        self._reader = transport.PduReader(sock, RECEIVE_LIMIT)
 
     # ------------------------------------------------------------------ set-up
     @classmethod
@@ -312,10 +312,11 @@ class DirectAssociation:
         unpack = struct.unpack_from
         while True:
             try:
-                pdu_type, body = self._reader.next()
+                pdu_type, view = self._reader.next()
+                body = bytes(view)  # answers are small; the reader's buffer is reused
             except TimeoutError as exc:
                 raise DirectError("timeout", f"no answer within {self.timeout:g} s") from exc
-            except (OSError, ul.ProtocolError) as exc:
+            except (OSError, ValueError) as exc:
                 raise DirectError("aborted", f"the association broke: {exc}") from exc
             if pdu_type != ul.P_DATA_TF:
                 self._unexpected(pdu_type)
@@ -382,7 +383,7 @@ class DirectAssociation:
                 pdu_type, _ = self._reader.next()
                 if pdu_type in (ul.A_RELEASE_RP, ul.A_ABORT):
                     break
-        except (OSError, ul.ProtocolError):
+        except (OSError, ValueError):
             with contextlib.suppress(OSError):
                 self.sock.sendall(ul.abort(0, 0))
         finally:
@@ -402,36 +403,3 @@ class DirectAssociation:
             self.release()
         else:
             self.abort()
-
-
-class _PduReader:
-    """PDUs from a socket through one receive buffer: a C-FIND answer is two small PDUs, and
-    reading each header and body with its own recv() cost four system calls per answer."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        self.pos = 0
-
-    def _fill(self, n: int) -> None:
-        while len(self.buf) - self.pos < n:
-            if self.pos:
-                del self.buf[: self.pos]
-                self.pos = 0
-            chunk = self.sock.recv(max(65536, n - len(self.buf)))
-            if not chunk:
-                raise ConnectionError("the peer closed the connection")
-            self.buf += chunk
-
-    def next(self) -> tuple[int, bytes]:
-        self._fill(6)
-        pdu_type, _, length = struct.unpack_from(">BBL", self.buf, self.pos)
-        if pdu_type not in (1, 2, 3, 4, 5, 6, 7):
-            raise ul.ProtocolError(f"unknown PDU type 0x{pdu_type:02X}")
-        if length > RECEIVE_LIMIT:
-            raise ul.ProtocolError(f"PDU announces {length} bytes; we accept {RECEIVE_LIMIT}")
-        self._fill(6 + length)
-        start = self.pos + 6
-        self.pos = start + length
-        with memoryview(self.buf) as view:
-            return pdu_type, bytes(view[start : self.pos])

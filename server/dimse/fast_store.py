@@ -199,12 +199,16 @@ class StoreAcceptor:
         )
         sock.settimeout(d.network_timeout)
         stored = 0
+        reader = transport.PduReader(sock, self.pdu_limit)
         command = bytearray()
-        data: list[memoryview] = []
+        data = bytearray()  # the instance being received: file meta, then its fragments
         pending: dict[int, bytes] | None = None
         pending_ctx = 0
         while True:
-            pdu_type, body, _ = _read_pdu(sock, self.pdu_limit)
+            try:
+                pdu_type, body = reader.next()
+            except ValueError as exc:  # unknown PDU type or over the limit
+                raise Abort(str(exc)) from exc
             if pdu_type == ul.A_RELEASE_RQ:
                 sock.sendall(ul.release_rp())
                 log.info(
@@ -219,7 +223,7 @@ class StoreAcceptor:
                 return
             if pdu_type != ul.P_DATA_TF:
                 raise Abort(f"unexpected PDU type 0x{pdu_type:02X} during the association")
-            for ctx_id, control, fragment in ul.iter_pdvs(memoryview(body)):
+            for ctx_id, control, fragment in ul.iter_pdvs(body):
                 if ctx_id not in accepted:
                     raise Abort(f"PDV on presentation context {ctx_id}, which was not accepted")
                 if control & 1:  # command fragment
@@ -238,21 +242,35 @@ class StoreAcceptor:
                         raise Abort(f"DIMSE command 0x{field or 0:04X} not supported here")
                     elif not has_data:
                         raise Abort("C-STORE-RQ without a data set")
+                    else:
+                        data = bytearray(self._file_meta(req, pending, accepted[ctx_id][1]))
                 else:  # data fragment
                     if pending is None or ctx_id != pending_ctx:
                         raise Abort("data set fragment without a C-STORE-RQ")
-                    data.append(fragment)  # a view into the PDU buffer: joined once below
+                    data += fragment  # copied out of the reader's buffer
                     if control & 2:
-                        received.add(
-                            self._store(sock, req, pending, ctx_id, accepted[ctx_id][1], data)
-                        )
+                        received.add(self._store(sock, req, pending, ctx_id, bytes(data)))
                         stored += 1
-                        pending, data = None, []
+                        pending, data = None, bytearray()
 
     def _echo(self, sock: socket.socket, cmd: dict[int, bytes], ctx_id: int) -> None:
         msg_id = ul.command_uint(cmd, 0x00000110) or 0
         rsp = ul.response(C_ECHO_RSP, msg_id, st.SUCCESS, sop_class=VERIFICATION)
         sock.sendall(ul.p_data(ctx_id, rsp, command=True))
+
+    def _file_meta(
+        self, req: ul.AssociateRequest, cmd: dict[int, bytes], transfer_syntax: str
+    ) -> bytes:
+        """The Part-10 header the archived file starts with (PS3.10 7.1)."""
+        d = self.settings.dimse
+        return ul.file_meta(
+            ul.command_uid(cmd, 0x00000002),
+            ul.command_uid(cmd, 0x00001000),
+            transfer_syntax,
+            d.implementation_class_uid,
+            d.implementation_version_name,
+            req.calling_ae,
+        )
 
     def _store(
         self,
@@ -260,23 +278,13 @@ class StoreAcceptor:
         req: ul.AssociateRequest,
         cmd: dict[int, bytes],
         ctx_id: int,
-        transfer_syntax: str,
-        data: list[memoryview],
+        data: bytes,
     ) -> StoreResult:
         sop_class = ul.command_uid(cmd, 0x00000002)
         sop_instance = ul.command_uid(cmd, 0x00001000)
         msg_id = ul.command_uint(cmd, 0x00000110) or 0
-        d = self.settings.dimse
-        meta = ul.file_meta(
-            sop_class,
-            sop_instance,
-            transfer_syntax,
-            d.implementation_class_uid,
-            d.implementation_version_name,
-            req.calling_ae,
-        )
         result = self.ctx.store(
-            b"".join([meta, *data]),
+            data,
             pool=self.pool.name,
             source=req.calling_ae,
             expected_sop_class=sop_class,
