@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from lucent.dicom import pixels
 from lucent.net import status
 from server.api import dicomweb_accept as media
-from server.api import dicomweb_render
+from server.api import dicomweb_dates, dicomweb_render
 from server.api.archive_routes import ctx_of, load_instance
 from server.api.auth import Caller, get_caller, readable_pools
 from server.api.params import MAX_OFFSET, single_uid, uid_list
@@ -148,6 +148,7 @@ def _identifier(
                 raise HTTPException(400, f"unknown query attribute {param}")
             if dictionary_VR(kw) == "UI":
                 value = value.replace(",", "\\")
+            dicomweb_dates.check(param, dictionary_VR(kw), value)  # DA/TM/DT: 400 if invalid
             try:
                 setattr(ident, kw, value)
             except (AttributeError, ValueError, TypeError) as exc:

@@ -197,6 +197,30 @@ def test_qido_comma_separated_uid_list(http: httpx.Client, studies: list[Dataset
     assert sorted(s["0020000D"]["Value"][0] for s in r.json()) == sorted(uids)
 
 
+def test_qido_invalid_date_and_time_values_are_400(
+    http: httpx.Client, studies: list[Dataset]
+) -> None:
+    """PS3.18 8.3.4.1 / PS3.4 C.2.2.2.5: a DA/TM/DT key takes a value of its VR or a range
+    of them; anything else is a bad request that says so, not 200 with nothing matched."""
+    for key, bad in (
+        ("StudyDate", "garbage"),
+        ("StudyDate", "2020-13-45"),
+        ("StudyDate", "20200230"),
+        ("StudyDate", "20201231-20200101"),
+        ("StudyTime", "2561"),
+        ("00080020", "yesterday"),
+    ):
+        r = http.get("/studies", params={"PatientID": "CONF-1", key: bad})
+        assert r.status_code == 400, (key, bad, r.status_code)
+        assert "YYYYMMDD" in r.text or "HHMMSS" in r.text or "range" in r.text, r.text
+    date = str(studies[0].StudyDate)
+    for good in (date, f"{date[:4]}-{date[4:6]}-{date[6:]}", f"{date}-", f"-{date}", ""):
+        r = http.get("/studies", params={"PatientID": "CONF-1", "StudyDate": good})
+        assert r.status_code == 200 and len(r.json()) == 2, (good, r.status_code)
+    r = http.get("/studies", params={"PatientID": "CONF-1", "StudyTime": "000000-235959.999"})
+    assert r.status_code == 200
+
+
 def test_urls_keep_the_port_for_dicomweb_client(
     server: LucentServer, web: DICOMwebClient, studies: list[Dataset]
 ) -> None:
