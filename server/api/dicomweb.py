@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from lucent.dicom import pixels
 from lucent.net import status
 from server.api import dicomweb_accept as media
-from server.api import dicomweb_dates, dicomweb_render
+from server.api import dicomweb_dates, dicomweb_render, dicomweb_xml
 from server.api.archive_routes import ctx_of, load_instance
 from server.api.auth import Caller, get_caller, readable_pools
 from server.api.params import MAX_OFFSET, single_uid, uid_list
@@ -36,6 +36,7 @@ from server.index.models import Instance
 router = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
 
 DICOM_JSON = "application/dicom+json"
+DICOM_XML = "application/dicom+xml"
 
 # Default return attributes per level (PS3.18 Table 6.7.1-2, the parts we index).
 _STUDY_KEYS = (
@@ -763,6 +764,7 @@ async def _stow(request: Request, study: str | None) -> Response:
     import json
 
     ctx = ctx_of(request)
+    answer_as = _stow_media(request.headers.get("accept"))  # 406 before anything is stored
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/related"):
         raise HTTPException(415, 'STOW-RS needs multipart/related; type="application/dicom"')
@@ -827,7 +829,23 @@ async def _stow(request: Request, study: str | None) -> Response:
         code = 202
     elif failed:
         code = 507 if space == len(failed) else 409
+    if answer_as == DICOM_XML:
+        return Response(dicomweb_xml.to_xml(result), status_code=code, media_type=DICOM_XML)
     return Response(json.dumps(result.to_json_dict()), status_code=code, media_type=DICOM_JSON)
+
+
+def _stow_media(accept: str | None) -> str:
+    """The STOW-RS response media type (PS3.18 10.5.3): DICOM JSON for
+    application/dicom+json, application/json or any; PS3.19 XML for application/dicom+xml;
+    406 when the client takes neither (it used to get JSON whatever it asked for)."""
+    for r in media.parse(accept):
+        if r.media in (DICOM_JSON, "application/json", "*/*", "*", "application/*"):
+            return DICOM_JSON
+        if r.media == DICOM_XML:
+            return DICOM_XML
+    raise HTTPException(
+        406, "the STOW-RS response is available as application/dicom+json or application/dicom+xml"
+    )
 
 
 def _header(data: bytes) -> dict[str, str]:

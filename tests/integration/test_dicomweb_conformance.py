@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
 import httpx
@@ -461,3 +462,64 @@ def test_stow_study_mismatch_names_the_instance(http: httpx.Client, server: Luce
     assert ok.json()["00081190"]["Value"] == [
         f"{server.api_url}/dicom-web/studies/{ds.StudyInstanceUID}"
     ]
+
+
+NATIVE = "{http://dicom.nema.org/PS3.19/models/NativeDICOM}"
+
+
+def _xml_values(node: ET.Element, keyword: str) -> list[str]:
+    """The Value texts of the attribute ``keyword`` directly under ``node``."""
+    for attr in node.findall(f"{NATIVE}DicomAttribute"):
+        if attr.get("keyword") == keyword:
+            return [v.text or "" for v in attr.findall(f"{NATIVE}Value")]
+    raise AssertionError(f"no {keyword}")
+
+
+def test_stow_response_media_type_follows_accept(http: httpx.Client, server: LucentServer) -> None:
+    """PS3.18 10.5.3: the response is application/dicom+json or application/dicom+xml
+    (PS3.19 Native DICOM Model) as the client accepts; one it cannot take is 406, and
+    nothing is stored then."""
+    ctype = 'multipart/related; type="application/dicom"; boundary=XX'
+
+    def post(ds: Dataset, accept: str, path: str = "/studies") -> httpx.Response:
+        body = b"--XX\r\nContent-Type: application/dicom\r\n\r\n" + _part10(ds) + b"\r\n--XX--\r\n"
+        return http.post(path, content=body, headers={"Content-Type": ctype, "Accept": accept})
+
+    refused = samples.make_instance(MR, patient_id="CONF-STOW-406")
+    r = post(refused, "text/html")
+    assert r.status_code == 406
+    assert http.get("/studies", params={"PatientID": "CONF-STOW-406"}).json() == []
+
+    ds = samples.make_instance(MR, patient_id="CONF-STOW-XML")
+    r = post(ds, "application/dicom+xml")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/dicom+xml")
+    root = ET.fromstring(r.content)
+    assert root.tag == f"{NATIVE}NativeDicomModel"
+    assert _xml_values(root, "RetrieveURL") == [
+        f"{server.api_url}/dicom-web/studies/{ds.StudyInstanceUID}"
+    ]
+    [seq] = [a for a in root if a.get("keyword") == "ReferencedSOPSequence"]
+    assert seq.get("vr") == "SQ" and seq.get("tag") == "00081199"
+    [item] = seq.findall(f"{NATIVE}Item")
+    assert _xml_values(item, "ReferencedSOPInstanceUID") == [ds.SOPInstanceUID]
+    assert _xml_values(item, "ReferencedSOPClassUID") == [MR]
+
+    mismatch = post(
+        samples.make_instance(MR), "application/dicom+xml", f"/studies/{generate_uid()}"
+    )
+    assert mismatch.status_code == 409
+    [failed] = [
+        a for a in ET.fromstring(mismatch.content) if a.get("keyword") == "FailedSOPSequence"
+    ]
+    assert _xml_values(failed.find(f"{NATIVE}Item"), "FailureReason") == [str(0xA900)]
+
+    for accept in (
+        "application/dicom+json",
+        "*/*",
+        "application/dicom+xml;q=0.5, application/json",
+    ):
+        r = post(samples.make_instance(MR, patient_id="CONF-STOW-JSON"), accept)
+        assert r.status_code == 200 and r.headers["content-type"].startswith(
+            "application/dicom+json"
+        )
+        assert "00081199" in r.json()
