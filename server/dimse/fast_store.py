@@ -18,19 +18,23 @@ import ssl
 import threading
 from typing import Any
 
+from pynetdicom.presentation import QueryRetrievePresentationContexts
+
 from lucent.dicom import transfer_syntaxes
 from lucent.net import status as st
 from lucent.net import tls, transport
 from lucent.net import upper_layer as ul
 from server.config import PoolSection, Settings
 from server.context import ServerContext, StoreResult
-from server.dimse import audit_trail
+from server.dimse import access, audit_trail
 
 log = logging.getLogger("lucent.dimse")
 
 VERIFICATION = "1.2.840.10008.1.1"
 C_STORE_RQ, C_STORE_RSP, C_ECHO_RQ, C_ECHO_RSP = 0x0001, 0x8001, 0x0030, 0x8030
 ASSOCIATION_PDU_LIMIT = 1 << 20
+#: Query/Retrieve SOP classes (C-FIND, C-MOVE, C-GET of every information model).
+QUERY_RETRIEVE = frozenset(str(c.abstract_syntax) for c in QueryRetrievePresentationContexts)
 
 
 class Abort(Exception):
@@ -118,6 +122,10 @@ class StoreAcceptor:
                 sock.sendall(ul.associate_rj(1, 1, 2))  # rejected-permanent, protocol version
                 raise Abort(str(exc)) from exc
             if self._needs_full_stack(req):
+                if self._unknown_query_retrieve_caller(req, address):
+                    # rejected-permanent, service user, calling AE title not recognised
+                    sock.sendall(ul.associate_rj(1, 1, 3))
+                    return
                 transport.push_back(sock, raw)
                 sock.settimeout(None)
                 self.handoff.process_request(sock, address)
@@ -160,6 +168,17 @@ class StoreAcceptor:
             self.pool.name,
         )
         return wrapped
+
+    def _unknown_query_retrieve_caller(self, req: ul.AssociateRequest, address: Any) -> bool:
+        """An association that proposes only Query/Retrieve from a caller that may not use
+        it is rejected outright, so the caller is told at once and why (findscu: "Calling
+        AE Title Not Recognized"), not refused request by request. An association that
+        also proposes storage stays open: storage is open to all (Conformance 4.2.3.5)."""
+        if not self.settings.dimse.restrict_query_retrieve or not req.contexts:
+            return False
+        if any(c.abstract_syntax not in QUERY_RETRIEVE for c in req.contexts):
+            return False
+        return access.query_retrieve_caller(self.ctx, req.calling_ae, str(address[0])) is None
 
     def _needs_full_stack(self, req: ul.AssociateRequest) -> bool:
         if req.other_user_items:

@@ -100,7 +100,11 @@ def test_patient_root_find(server: LucentServer, study: dict[str, object], nodes
     assert "QR-1" in done.stdout + done.stderr
 
 
-def test_unknown_caller_is_refused(server: LucentServer, study: dict[str, object]) -> None:
+def test_unknown_caller_is_refused(
+    server: LucentServer, study: dict[str, object], tmp_path: Path
+) -> None:
+    """A Q/R-only association from an unknown caller is rejected at once with the reason;
+    one that also offers storage (getscu) is accepted and each request refused (0x0124)."""
     done = subprocess.run(
         [dcmtk_tool("findscu"), "-v", "-aet", "STRANGER", "-aec", server.ae_title, "-S",
          "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=QR-1", "-k", "StudyInstanceUID",
@@ -109,7 +113,17 @@ def test_unknown_caller_is_refused(server: LucentServer, study: dict[str, object
     )  # fmt: skip
     out = done.stdout + done.stderr
     assert str(study["study"]) not in out
-    assert "0x124" in out  # Refused: Not Authorized (PS3.7 C.4.1.2.x general status)
+    assert "Association Rejected" in out and "Calling AE Title Not Recognized" in out, out
+    done = subprocess.run(
+        [dcmtk_tool("getscu"), "-v", "-aet", "STRANGER", "-aec", server.ae_title, "-S",
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study['study']}",
+         "-od", str(tmp_path),
+         "127.0.0.1", str(server.port)],
+        capture_output=True, text=True, env=dicom_env(True), timeout=60,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert "Association Rejected" not in out
+    assert "0x0124" in out or "0x124" in out, out  # Refused: Not Authorized
 
 
 def test_move_study_to_configured_destination(
