@@ -4,27 +4,14 @@ Real SQLite index, real archive folder, no network."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from lucent.dicom import instance, walk
 from lucent.net import status
-from server import config
 from server.context import ServerContext
 from tests.data import bad_inputs, samples
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[ServerContext]:
-    context = ServerContext(
-        config.parse({"server": {"data_dir": str(tmp_path / "srv")}}), migrate=True
-    )
-    yield context
-    context.close()
 
 
 def _files(ctx: ServerContext) -> dict[str, int]:

@@ -5,14 +5,11 @@ duplicate, a series deleted meanwhile) must fall back to the full path. Real SQL
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from pydicom.dataset import Dataset
 from sqlalchemy import delete, select, text
 
-from server import config
 from server.context import ServerContext
 from server.index import db
 from server.index.known_series import KnownSeriesWriter
@@ -20,15 +17,6 @@ from server.index.models import Instance, Placeholder, Series
 from tests.data import bad_inputs, samples
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
-
-
-@pytest.fixture
-def ctx(tmp_path: Path) -> Iterator[ServerContext]:
-    context = ServerContext(
-        config.parse({"server": {"data_dir": str(tmp_path / "srv")}}), migrate=True
-    )
-    yield context
-    context.close()
 
 
 def _series(n: int) -> list[Dataset]:
