@@ -44,6 +44,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from lucent.dicom import transcode
 from lucent.net import direct, status, tls, transport
 from lucent.net import upper_layer as ul
 
@@ -1140,53 +1141,12 @@ def _prepare(
 ) -> tuple[Dataset | None, str, bool, str]:
     """Pick the syntax to send in and transcode when the peer accepts only another one.
 
-    Returns (dataset, syntax, transcoded, error). Native ↔ native conversion happens when
-    the data set is encoded in the chosen syntax; compressed → native uses pydicom's
-    decoders; native → RLE uses pydicom's RLE encoder. The SOP Instance UID stays: the
-    change of transfer syntax is lossless (PS3.5 8.2, 10), and a new UID would make the
-    peer hold an instance we never recorded (and storage commitment ask for the old one).
+    Returns (dataset, syntax, transcoded, error). The rules live in
+    :func:`lucent.dicom.transcode.prepare`, shared with the Query/Retrieve SCP.
     """
     ds = dcmread(io.BytesIO(raw))
-    own = item.transfer_syntax_uid
-    if own in accepted:
-        return ds, own, False, ""
-    native = [ts for ts in UNCOMPRESSED if ts in accepted]
-    own_uid = UID(own)
-    if own_uid.is_compressed and native:
-        try:
-            ds.decompress(generate_instance_uid=False)
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-instance error
-            return None, "", False, f"cannot decompress {own} for a peer that wants native: {exc}"
-        target = native[0]
-        _set_syntax(ds, target)
-        return ds, target, True, ""
-    if not own_uid.is_compressed and native:
-        _set_syntax(ds, native[0])
-        return ds, native[0], native[0] != own, ""
-    if not own_uid.is_compressed and RLE_LOSSLESS in accepted and "PixelData" in ds:
-        try:
-            ds.compress(RLE_LOSSLESS, generate_instance_uid=False)
-        except Exception as exc:  # noqa: BLE001
-            return None, "", False, f"cannot encode RLE Lossless: {exc}"
-        return ds, RLE_LOSSLESS, True, ""
-    return (
-        None,
-        "",
-        False,
-        (
-            f"the peer accepted no transfer syntax we can send {item.sop_class_uid} in "
-            f"(stored as {own}; accepted: {', '.join(sorted(accepted)) or 'none'})"
-        ),
-    )
-
-
-def _set_syntax(ds: Dataset, ts: str) -> None:
-    uid = UID(ts)
-    ds.file_meta.TransferSyntaxUID = uid
-    # pydicom 3 encodes by the file meta; keep the old attributes out of the way.
-    with contextlib.suppress(AttributeError):
-        ds.is_implicit_VR = uid.is_implicit_VR  # type: ignore[attr-defined]
-        ds.is_little_endian = uid.is_little_endian  # type: ignore[attr-defined]
+    done = transcode.prepare(ds, item.transfer_syntax_uid, accepted, item.sop_class_uid)
+    return done.dataset, done.syntax, done.transcoded, done.error
 
 
 def _encode(ds: Dataset, syntax: str) -> bytes | None:
