@@ -15,18 +15,19 @@ from collections.abc import Iterator
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pynetdicom import build_context, evt
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification
 from sqlalchemy import select
 
-from lucent.dicom import transfer_syntaxes
+from lucent.dicom import transcode, transfer_syntaxes
 from lucent.dicom.transfer_syntaxes import EXPLICIT_LE, IMPLICIT_LE
 from lucent.net import status
 from server.config import PoolSection
 from server.context import ArchiveReadError, ServerContext
-from server.dimse import audit_trail, identifiers
+from server.dimse import audit_trail, identifiers, transcoder
 from server.index import queries
 from server.index.models import Instance, RemoteNode
 
@@ -166,9 +167,9 @@ def _selected(event: Event, ctx: ServerContext) -> tuple[list[Instance] | None, 
         return queries.instances_for(session, identifiers.level_of(identifier), f), None
 
 
-def _load(ctx: ServerContext, inst: Instance) -> Dataset | None:
+def _load(ctx: ServerContext, inst: Instance) -> bytes | None:
     try:
-        return dcmread(io.BytesIO(ctx.instance_bytes(inst)))
+        return ctx.instance_bytes(inst)
     except (ArchiveReadError, Exception) as exc:
         log.error("cannot read %s for retrieve: %s", inst.sop_instance_uid, exc)
         return None
@@ -177,40 +178,117 @@ def _load(ctx: ServerContext, inst: Instance) -> Dataset | None:
 def _contexts(found: list[Instance]) -> list[Any]:
     """Presentation contexts for the C-MOVE sub-association.
 
-    Data stored uncompressed is offered in Explicit and Implicit VR Little Endian (pynetdicom
-    re-encodes on the fly): Implicit VR Little Endian is the default syntax every DICOM
-    receiver supports (PS3.5 10.1), and a destination that accepts nothing else refused the
-    whole sub-association (A801) when we offered only the stored syntax. Compressed data
-    gets a context of its own in its stored syntax, so accepting the uncompressed context
-    does not hide it. At most 128 contexts (PS3.8 9.3.2.2: odd IDs 1-255).
+    Every SOP class is offered in Explicit and Implicit VR Little Endian (and any other
+    uncompressed syntax it is stored in): Implicit VR Little Endian is the default syntax
+    every DICOM receiver supports (PS3.5 10.1), and a destination that accepts nothing else
+    refused the whole sub-association (A801) when we offered only the stored syntax. Data
+    stored uncompressed is re-encoded by pynetdicom; data stored compressed is decompressed
+    (``_outgoing``) when the destination takes no context in its stored syntax. Each stored
+    compressed syntax also gets a context of its own, after all the uncompressed ones, so
+    a destination that accepts it gets the instance as stored. At most 128 contexts
+    (PS3.8 9.3.2.2: odd IDs 1-255): beyond that, compressed data travels decompressed.
     """
-    native: dict[str, set[str]] = {}
-    compressed: dict[str, set[str]] = {}
+    stored: dict[str, set[str]] = {}
     for inst in found:
-        syntax = inst.transfer_syntax_uid
-        target = native if syntax in transfer_syntaxes.NATIVE else compressed
-        target.setdefault(inst.sop_class_uid, set()).add(syntax)
+        stored.setdefault(inst.sop_class_uid, set()).add(inst.transfer_syntax_uid)
     out = []
-    for sop_class, syntaxes in native.items():
-        offered = [EXPLICIT_LE, IMPLICIT_LE, *sorted(syntaxes - {EXPLICIT_LE, IMPLICIT_LE})]
+    for sop_class, syntaxes in stored.items():
+        native = syntaxes & transfer_syntaxes.NATIVE
+        offered = [EXPLICIT_LE, IMPLICIT_LE, *sorted(native - {EXPLICIT_LE, IMPLICIT_LE})]
         out.append(build_context(sop_class, offered))
-    for sop_class, syntaxes in compressed.items():
-        out.append(build_context(sop_class, sorted(syntaxes)))
+    for sop_class, syntaxes in stored.items():
+        for syntax in sorted(syntaxes - transfer_syntaxes.NATIVE):
+            out.append(build_context(sop_class, [syntax]))
     return out[:128]
 
 
-def _sub_operations(event: Event, ctx: ServerContext, found: list[Instance]) -> Iterator[Any]:
+def _accepted(assoc: Association | None) -> dict[str, set[str]]:
+    """Transfer syntaxes per SOP class on which ``assoc`` lets us send C-STORE requests
+    (what pynetdicom's send_c_store chooses from: accepted, SCU role for us)."""
+    out: dict[str, set[str]] = {}
+    for cx in assoc.accepted_contexts if assoc is not None else []:
+        if cx.as_scu:
+            out.setdefault(str(cx.abstract_syntax), set()).add(str(cx.transfer_syntax[0]))
+    return out
+
+
+class _SubAssociation:
+    """Catches the C-MOVE sub-association pynetdicom opens after our first yields, so the
+    sub-operations know what the destination accepted (EVT_ACCEPTED fires before
+    ``AE.associate`` returns)."""
+
+    def __init__(self) -> None:
+        self.assoc: Association | None = None
+
+    def on_accepted(self, event: Event) -> None:
+        self.assoc = event.assoc
+
+
+def _unsendable(inst: Instance) -> Dataset:
+    """A stand-in that makes pynetdicom count the sub-operation as failed, with its SOP
+    Instance UID in the Failed SOP Instance UID List (PS3.4 C.4.2.3.1, C.4.3.3.1).
+
+    It carries the stored syntax, which the peer accepted no context for (else we would
+    not have transcoded), so send_c_store raises before anything goes on the wire; a
+    failure status from the handler would instead end the whole C-GET/C-MOVE.
+    """
+    ds = Dataset()
+    ds.SOPClassUID = inst.sop_class_uid
+    ds.SOPInstanceUID = inst.sop_instance_uid
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = inst.transfer_syntax_uid
+    return ds
+
+
+def _outgoing(inst: Instance, raw: bytes, accepted: set[str]) -> tuple[Dataset, bool]:
+    """The data set to send for ``inst`` and whether its pixel data were transcoded.
+
+    Stored syntax accepted, or uncompressed both ways: read here as stored; pynetdicom's
+    send_c_store re-encodes it in an accepted uncompressed syntax of the same byte order
+    (Explicit ↔ Implicit VR, Deflated ↔ inflated). Pixel data to decode (compressed
+    stored, only uncompressed accepted; or uncompressed stored, only RLE accepted): in a
+    helper process (``server.dimse.transcoder``), never on this association thread. A
+    failure there gives ``_unsendable`` (this sub-operation fails, the others go on).
+    """
+    own = inst.transfer_syntax_uid
+    if not transcode.codes_pixels(own, accepted):
+        return dcmread(io.BytesIO(raw)), False
+    data, _, _, error = transcoder.shared().run(raw, own, accepted, inst.sop_class_uid)
+    if data is None:
+        log.warning("retrieve: %s (stored %s) not sent: %s", inst.sop_instance_uid, own, error)
+        return _unsendable(inst), False
+    return dcmread(io.BytesIO(data)), True
+
+
+def _sub_operations(
+    event: Event, ctx: ServerContext, found: list[Instance], peer: _SubAssociation | None = None
+) -> Iterator[Any]:
     """The C-STORE sub-operations of a C-MOVE or C-GET, one instance at a time (memory
-    stays flat however large the study), honouring C-CANCEL."""
-    for inst in found:
-        if event.is_cancelled:
-            yield status.QR_CANCEL, None
-            return
-        ds = _load(ctx, inst)
-        if ds is None:
-            yield status.QR_UNABLE_TO_PROCESS, None
-            continue
-        yield status.PENDING, ds
+    stays flat however large the study), honouring C-CANCEL. ``peer``: the C-MOVE
+    sub-association; C-GET sends on the caller's own association."""
+    transcoded = 0
+    try:
+        for inst in found:
+            if event.is_cancelled:
+                yield status.QR_CANCEL, None
+                return
+            raw = _load(ctx, inst)
+            if raw is None:
+                yield status.QR_UNABLE_TO_PROCESS, None
+                continue
+            accepted = _accepted(peer.assoc if peer is not None else event.assoc)
+            ds, changed = _outgoing(inst, raw, accepted.get(inst.sop_class_uid, set()))
+            transcoded += changed
+            yield status.PENDING, ds
+    finally:
+        if transcoded:
+            log.warning(
+                "retrieve for %s: %d of %d instances transcoded (the peer accepted no "
+                "context in their stored transfer syntax)",
+                event.assoc.requestor.ae_title.strip(),
+                transcoded,
+                len(found),
+            )
 
 
 def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
@@ -236,10 +314,18 @@ def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
         yield 1
         yield error, None
         return
-    yield node.host, node.port, {"contexts": _contexts(found) or None}
+    peer = _SubAssociation()
+    yield (
+        node.host,
+        node.port,
+        {
+            "contexts": _contexts(found) or None,
+            "evt_handlers": [(evt.EVT_ACCEPTED, peer.on_accepted)],
+        },
+    )
     yield len(found)
     _audit_retrieve(event, ctx, "C-MOVE", f"{dest.strip()} ({node.host}:{node.port})", found)
-    yield from _sub_operations(event, ctx, found)
+    yield from _sub_operations(event, ctx, found, peer)
 
 
 def handle_get(event: Event, ctx: ServerContext) -> Iterator[Any]:
