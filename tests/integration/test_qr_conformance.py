@@ -11,21 +11,26 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
+from pydicom.encaps import encapsulate, generate_fragments
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
+    Verification,
 )
 
 from lucent.api import schemas
 from lucent.api.client import LucentClient
 from tests.data import samples
+from tests.data import transfer_syntaxes as ts_samples
 from tests.integration.dicom_io import storescu
 from tests.support.lucent import LucentServer
 from tests.support.peers import StoreScp, dcmtk_tool, dicom_env
@@ -408,3 +413,149 @@ def test_wildcards_in_modality_keys(
     found = _find(server, _identifier(**keys), StudyRootQueryRetrieveInformationModelFind)
     assert found[-1][0] == 0x0000
     assert len(found) - 1 == expected
+
+
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+#: Compressed samples made by DCMTK: (syntax, pixel kind, tool, options).
+COMPRESSED = [
+    (JPEG_BASELINE, "rgb", "dcmcjpeg", ("+eb", "+un")),
+    (JPEG_LS_LOSSLESS, "mr", "dcmcjpls", ("+el",)),
+    (RLE_LOSSLESS, "rgb", "dcmcrle", ()),
+]
+
+
+@pytest.fixture(scope="module")
+def compressed(server: LucentServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One study of JPEG baseline, JPEG-LS and RLE instances (DCMTK encoders), stored as
+    sent (compressed), plus the pixels a decoder must give for each SOP Instance UID:
+    the source array for lossless syntaxes, pydicom's decode of the file for JPEG."""
+    folder = tmp_path_factory.mktemp("qr-compressed")
+    study_uid = generate_uid()
+    files: list[Path] = []
+    expected: dict[str, np.ndarray] = {}
+    syntax: dict[str, str] = {}
+    pairs: list[tuple[str, str]] = []
+    for ts, kind, tool, opts in COMPRESSED:
+        sample = ts_samples._dcmtk(folder / f"{tool}.dcm", ts, kind, folder, tool, *opts)
+        ds = dcmread(sample.path)
+        ds.PatientID, ds.PatientName = "QRC-TS", "Compressed^Samples"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, generate_uid()
+        ds.save_as(sample.path)
+        uid = str(ds.SOPInstanceUID)
+        lossless = sample.expected is not None and sample.lossless
+        expected[uid] = sample.expected if lossless else ts_samples.decoded(sample.path)
+        syntax[uid] = ts
+        pairs.append((str(ds.SOPClassUID), ts))
+        files.append(sample.path)
+    # one context per (SOP class, syntax): sent, and archived, as they are
+    args = ts_samples.write_storescu_config(folder / "as-stored.cfg", pairs)
+    done = storescu("127.0.0.1", server.port, server.ae_title, files, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {"study": study_uid, "files": files, "expected": expected, "syntax": syntax}
+
+
+def _assert_same_pixels(received: list[Path], compressed: dict[str, Any]) -> None:
+    """Every instance came once, uncompressed, same UID, with the pixels a decoder of the
+    stored file gives (identical for the lossless syntaxes)."""
+    by_uid = {str(dcmread(f).SOPInstanceUID): f for f in received}
+    assert sorted(by_uid) == sorted(compressed["expected"])
+    for uid, path in by_uid.items():
+        ds = dcmread(path)
+        assert not ds.file_meta.TransferSyntaxUID.is_compressed, compressed["syntax"][uid]
+        assert np.array_equal(ds.pixel_array, compressed["expected"][uid]), compressed["syntax"][
+            uid
+        ]
+
+
+def test_getscu_with_defaults_gets_compressed_data_decompressed(
+    server: LucentServer, compressed: dict[str, Any], caller: str, tmp_path: Path
+) -> None:
+    """DCMTK getscu proposes only uncompressed syntaxes for the storage sub-operations by
+    default; data stored JPEG/JPEG-LS/RLE failed every one. Like Orthanc and dcm4chee we
+    decompress on demand (PS3.4 C.4.3: the SCP chooses an accepted syntax), keeping the
+    SOP Instance UID."""
+    out = tmp_path / "got"
+    out.mkdir()
+    done = subprocess.run(
+        [dcmtk_tool("getscu"), "-v", "-aet", caller, "-aec", server.ae_title, "-S",
+         "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
+         "-k", f"StudyInstanceUID={compressed['study']}", "127.0.0.1", str(server.port)],
+        capture_output=True, text=True, env=dicom_env(True), timeout=120,
+    )  # fmt: skip
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-2000:]
+    _assert_same_pixels(sorted(p for p in out.iterdir() if p.is_file()), compressed)
+
+
+def test_move_of_compressed_data_to_an_implicit_only_destination(
+    server: LucentServer, compressed: dict[str, Any], caller: str, destination: StoreScp
+) -> None:
+    """storescp +xi accepts only Implicit VR Little Endian: compressed instances must be
+    decompressed for it (0 failed sub-operations), not refused one by one."""
+    responses = _move(
+        server,
+        _identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=compressed["study"]),
+        "IMPLICITONLY",
+    )
+    final = responses[-1]
+    assert int(final.Status) == 0x0000, hex(final.Status)
+    assert int(final.get("NumberOfFailedSuboperations", 0)) == 0
+    assert int(final.NumberOfCompletedSuboperations) == len(COMPRESSED)
+    received = destination.files()
+    assert all(dcmread(f).file_meta.TransferSyntaxUID == ImplicitVRLittleEndian for f in received)
+    _assert_same_pixels(received, compressed)
+
+
+def test_an_undecodable_instance_fails_only_its_own_sub_operation(
+    server: LucentServer, compressed: dict[str, Any], caller: str, tmp_path: Path
+) -> None:
+    """A decoder failure is that sub-operation's failure: counted in Failed, its UID in the
+    Failed SOP Instance UID List (PS3.4 C.4.3.3.1); the other instance still arrives and
+    the association stays up."""
+    study = generate_uid()
+    good = dcmread(compressed["files"][1])  # JPEG-LS, decodes
+    bad = dcmread(compressed["files"][2])  # RLE whose frames become empty RLE headers
+    bad.PixelData = encapsulate([bytes(64)] * (len(list(generate_fragments(bad.PixelData))) - 1))
+    for i, ds in enumerate((good, bad)):
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, generate_uid()
+        ds.SOPInstanceUID = generate_uid()
+        ds.save_as(tmp_path / f"{i}.dcm")
+    files = [tmp_path / "0.dcm", tmp_path / "1.dcm"]
+    args = ts_samples.write_storescu_config(
+        tmp_path / "as-stored.cfg",
+        [(str(good.SOPClassUID), JPEG_LS_LOSSLESS), (str(bad.SOPClassUID), RLE_LOSSLESS)],
+    )
+    stored = storescu("127.0.0.1", server.port, server.ae_title, files, *args)
+    assert stored.returncode == 0, stored.stdout + stored.stderr
+    model = StudyRootQueryRetrieveInformationModelGet
+    ae = AE(ae_title=caller)
+    ae.add_requested_context(model)
+    ae.add_requested_context(Verification)
+    classes = {str(good.SOPClassUID), str(bad.SOPClassUID)}
+    for uid in classes:
+        ae.add_requested_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    assoc = ae.associate(
+        "127.0.0.1", server.port, ae_title=server.ae_title,
+        ext_neg=[build_role(uid, scp_role=True) for uid in classes],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )  # fmt: skip
+    assert assoc.is_established
+    try:
+        ident = _identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=study)
+        final, failed = list(assoc.send_c_get(ident, model))[-1]
+        assert int(final.Status) == 0xB000, hex(final.Status)
+        assert int(final.NumberOfFailedSuboperations) == 1
+        assert int(final.NumberOfCompletedSuboperations) == 1
+        assert failed is not None and failed.FailedSOPInstanceUIDList == bad.SOPInstanceUID
+        assert int(assoc.send_c_echo().Status) == 0x0000
+    finally:
+        assoc.release()
+    assert received == [str(good.SOPInstanceUID)]
