@@ -8,9 +8,7 @@ no Q/R SCP at all).
 from __future__ import annotations
 
 import io
-import ipaddress
 import logging
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +25,7 @@ from lucent.dicom.transfer_syntaxes import EXPLICIT_LE, IMPLICIT_LE
 from lucent.net import status
 from server.config import PoolSection
 from server.context import ArchiveReadError, ServerContext
-from server.dimse import audit_trail, identifiers, transcoder
+from server.dimse import access, audit_trail, identifiers, transcoder
 from server.index import queries
 from server.index.models import Instance, RemoteNode
 
@@ -95,34 +93,8 @@ def _query_text(identifier: Dataset) -> str:
 
 def _peer_allowed(event: Event, ctx: ServerContext) -> RemoteNode | None | bool:
     """The remote node the caller is, True if Q/R is open to all, or None if refused."""
-    ae_title = event.assoc.requestor.ae_title.strip()
-    address = event.assoc.requestor.address
-    with ctx.Session() as session:
-        nodes = list(session.scalars(select(RemoteNode).where(RemoteNode.ae_title == ae_title)))
-    for node in nodes:
-        if node.query_retrieve and _same_host(node.host, address):
-            return node
-    if not ctx.settings.dimse.restrict_query_retrieve:
-        return True
-    log.warning("Q/R refused for %s at %s: not a configured remote node", ae_title, address)
-    audit_trail.refused(
-        ctx, ae_title, str(address), "Query/Retrieve refused: not a configured remote node"
-    )
-    return None
-
-
-def _same_host(configured: str, address: str) -> bool:
-    try:
-        peer = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if peer.version == 6 and peer.ipv4_mapped:  # type: ignore[union-attr]
-        peer = peer.ipv4_mapped  # type: ignore[union-attr]
-    try:
-        infos = socket.getaddrinfo(configured, None)
-    except OSError:
-        return False
-    return any(ipaddress.ip_address(i[4][0].split("%", 1)[0]) == peer for i in infos)
+    requestor = event.assoc.requestor
+    return access.query_retrieve_caller(ctx, requestor.ae_title, str(requestor.address))
 
 
 def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset | None]]:
