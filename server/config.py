@@ -58,6 +58,7 @@ class DimseSection:
     dimse_timeout: float = 30
     acse_timeout: float = 30
     restrict_query_retrieve: bool = True
+    max_find_results: int = 10000
     fast_store: bool = True
     tls_cert: str = ""
     tls_key: str = ""

@@ -112,8 +112,15 @@ def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset
         f = identifiers.to_filter(identifier, case_insensitive_text=False)
         keep, unsupported = identifiers.extra_matching(identifier)
         pending = status.PENDING_WARNING if unsupported else status.PENDING
+        cap = ctx.settings.dimse.max_find_results
         with ctx.Session() as session:
-            matches = [m for m in queries.find(session, level, f) if keep(m)]
+            found = queries.find(session, level, f, limit=cap + 1 if cap > 0 else 2**62)
+        if cap > 0 and len(found) > cap:
+            log.warning("C-FIND at %s level refused: more than %d matches", level, cap)
+            message = f"more than {cap} matches; narrow the query"
+            yield _status(status.OUT_OF_RESOURCES, message), None
+            return
+        matches = [m for m in found if keep(m)]
     except Exception as exc:
         log.exception("C-FIND failed")
         yield _status(status.QR_UNABLE_TO_PROCESS, str(exc)), None

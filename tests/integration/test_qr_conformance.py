@@ -559,3 +559,24 @@ def test_an_undecodable_instance_fails_only_its_own_sub_operation(
     finally:
         assoc.release()
     assert received == [str(good.SOPInstanceUID)]
+
+
+def test_find_with_more_matches_than_allowed_is_refused_not_shortened(tmp_path: Path) -> None:
+    """``dimse.max_find_results``: a query matching more is answered A700 with the reason,
+    never with a silently shortened list; one within the limit is answered in full."""
+    settings = {"dimse": {"max_find_results": 2, "restrict_query_retrieve": False}}
+    with LucentServer(tmp_path / "srv", workers=1, settings=settings) as server:
+        files = [
+            samples.write(
+                samples.make_instance(CT, patient_id=f"CAP-{i}", study_uid=generate_uid()),
+                tmp_path / f"{i}.dcm",
+            )
+            for i in range(3)
+        ]
+        assert storescu("127.0.0.1", server.port, server.ae_title, files).returncode == 0
+        model = StudyRootQueryRetrieveInformationModelFind
+        every = _find(server, _identifier(QueryRetrieveLevel="STUDY", PatientID="CAP-*"), model)
+        assert [st for st, _ in every] == [0xA700]
+        assert "narrow the query" in str(every[0][1].ErrorComment)  # type: ignore[union-attr]
+        one = _identifier(QueryRetrieveLevel="STUDY", PatientID="CAP-1", StudyInstanceUID="")
+        assert [st for st, _ in _find(server, one, model)] == [0xFF00, 0x0000]
