@@ -203,19 +203,24 @@ class _SubAssociation:
         self.assoc = event.assoc
 
 
+#: A transfer syntax no peer can have accepted (under our own UID root): a data set that
+#: claims it has no presentation context, so pynetdicom refuses to send it.
+_NEVER_ACCEPTED = "1.2.826.0.1.3680043.10.1455.99.1"
+
+
 def _unsendable(inst: Instance) -> Dataset:
     """A stand-in that makes pynetdicom count the sub-operation as failed, with its SOP
     Instance UID in the Failed SOP Instance UID List (PS3.4 C.4.2.3.1, C.4.3.3.1).
 
-    It carries the stored syntax, which the peer accepted no context for (else we would
-    not have transcoded), so send_c_store raises before anything goes on the wire; a
-    failure status from the handler would instead end the whole C-GET/C-MOVE.
+    It claims a transfer syntax no peer accepted, so send_c_store raises before anything
+    goes on the wire; a failure status from the handler would instead end the whole
+    C-GET/C-MOVE. Used when an instance cannot be read from the archive or transcoded.
     """
     ds = Dataset()
     ds.SOPClassUID = inst.sop_class_uid
     ds.SOPInstanceUID = inst.sop_instance_uid
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = inst.transfer_syntax_uid
+    ds.file_meta.TransferSyntaxUID = _NEVER_ACCEPTED
     return ds
 
 
@@ -252,8 +257,8 @@ def _sub_operations(
                 yield status.QR_CANCEL, None
                 return
             raw = _load(ctx, inst)
-            if raw is None:
-                yield status.QR_UNABLE_TO_PROCESS, None
+            if raw is None:  # logged by _load; this sub-operation fails, the others go on
+                yield status.PENDING, _unsendable(inst)
                 continue
             accepted = _accepted(peer.assoc if peer is not None else event.assoc)
             ds, changed = _outgoing(inst, raw, accepted.get(inst.sop_class_uid, set()))

@@ -580,3 +580,47 @@ def test_find_with_more_matches_than_allowed_is_refused_not_shortened(tmp_path: 
         assert "narrow the query" in str(every[0][1].ErrorComment)  # type: ignore[union-attr]
         one = _identifier(QueryRetrieveLevel="STUDY", PatientID="CAP-1", StudyInstanceUID="")
         assert [st for st, _ in _find(server, one, model)] == [0xFF00, 0x0000]
+
+
+def test_an_unreadable_archive_object_fails_only_its_own_sub_operation(tmp_path: Path) -> None:
+    """An instance whose archive object no longer authenticates (disk damage, tampering)
+    is that C-GET sub-operation's failure, listed by UID; the rest of the study is sent."""
+    settings = {"dimse": {"restrict_query_retrieve": False}}
+    with LucentServer(tmp_path / "srv", workers=1, settings=settings) as server:
+        archive = tmp_path / "srv" / "data" / "archive"
+        study = generate_uid()
+        bad, good = (
+            samples.make_instance(CT, study_uid=study, instance_number=i + 1) for i in range(2)
+        )
+        for name, ds in (("bad", bad), ("good", good)):
+            path = samples.write(ds, tmp_path / f"{name}.dcm")
+            assert storescu("127.0.0.1", server.port, server.ae_title, [path]).returncode == 0
+            if name == "bad":  # flip a byte in every object it left: none authenticates
+                for obj in (p for p in archive.glob("*/*") if p.stat().st_size):
+                    data = bytearray(obj.read_bytes())
+                    data[-1] ^= 0xFF
+                    obj.write_bytes(bytes(data))
+        model = StudyRootQueryRetrieveInformationModelGet
+        ae = AE(ae_title="ANYSCU")
+        ae.add_requested_context(model)
+        ae.add_requested_context(CT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        received: list[str] = []
+
+        def on_store(event: Any) -> int:
+            received.append(str(event.dataset.SOPInstanceUID))
+            return 0x0000
+
+        assoc = ae.associate(
+            "127.0.0.1", server.port, ae_title=server.ae_title,
+            ext_neg=[build_role(CT, scp_role=True)], evt_handlers=[(evt.EVT_C_STORE, on_store)],
+        )  # fmt: skip
+        assert assoc.is_established
+        try:
+            ident = _identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=study)
+            final, failed = list(assoc.send_c_get(ident, model))[-1]
+        finally:
+            assoc.release()
+        assert int(final.Status) == 0xB000, hex(final.Status)
+        assert int(final.NumberOfFailedSuboperations) == 1
+        assert failed is not None and failed.FailedSOPInstanceUIDList == bad.SOPInstanceUID
+        assert received == [str(good.SOPInstanceUID)]
