@@ -6,7 +6,8 @@ association and with four parallel associations (TCP_NODELAY=1), and once with d
 ``storescp`` writing plain files, (c) Debian's Orthanc with its default SQLite index, all
 in the same run on loopback; our server runs once more with ``archive.sync_writes`` off,
 like for like with storescp, which never fsyncs. Every target is started fresh for every
-mode so no row pays for (or profits from) the previous one. Prints one table: instances/s,
+mode so no row pays for (or profits from) the previous one, and the sender's files are read
+into memory just before each run (``warm_page_cache``). Prints one table: instances/s,
 MB/s, ours/peer and each receiver's peak memory (RSS of the process and its children,
 sampled every 50 ms).
 
@@ -47,6 +48,7 @@ from tests.support.peers import (  # noqa: E402  (needs the repo root on sys.pat
     iter_processes,
     orthanc_binary,
     run_storescu,
+    warm_page_cache,
 )
 
 OUR_AET = "LUCENT"
@@ -335,6 +337,7 @@ def run_one(name: str, factory: Callable[[bool], Any], mode: Mode, files: list[P
     size_mb = sum(f.stat().st_size for f in files) / 1e6
     row = Row(name, mode.label)
     os.sync()  # dirty pages of the previous row must not be flushed during this one
+    warm_page_cache(files)
     with factory(mode.nodelay) as (target, verify):
         assert target.pid is not None
         with PeakMemory(target.pid) as mem:
