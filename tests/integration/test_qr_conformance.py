@@ -127,6 +127,38 @@ def _move(server: LucentServer, identifier: Dataset, destination: str) -> list[D
         assoc.release()
 
 
+def _get_study(
+    server: LucentServer, study: str, classes: set[str], caller: str
+) -> tuple[Dataset, Dataset | None, list[str], int]:
+    """C-GET of a study with pynetdicom, storage offered in Explicit and Implicit VR LE:
+    (final response, its identifier, SOP Instance UIDs received, C-ECHO status after)."""
+    model = StudyRootQueryRetrieveInformationModelGet
+    ae = AE(ae_title=caller)
+    ae.add_requested_context(model)
+    ae.add_requested_context(Verification)
+    for uid in classes:
+        ae.add_requested_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    received: list[str] = []
+
+    def on_store(event: Any) -> int:
+        received.append(str(event.dataset.SOPInstanceUID))
+        return 0x0000
+
+    assoc = ae.associate(
+        "127.0.0.1", server.port, ae_title=server.ae_title,
+        ext_neg=[build_role(uid, scp_role=True) for uid in classes],
+        evt_handlers=[(evt.EVT_C_STORE, on_store)],
+    )  # fmt: skip
+    assert assoc.is_established
+    try:
+        ident = _identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=study)
+        final, failed = list(assoc.send_c_get(ident, model))[-1]
+        echo = int(assoc.send_c_echo().Status)
+    finally:
+        assoc.release()
+    return final, failed, received, echo
+
+
 def test_move_to_destination_that_accepts_only_the_default_syntax(
     server: LucentServer, data: dict[str, Any], caller: str, destination: StoreScp
 ) -> None:
@@ -529,35 +561,13 @@ def test_an_undecodable_instance_fails_only_its_own_sub_operation(
     )
     stored = storescu("127.0.0.1", server.port, server.ae_title, files, *args)
     assert stored.returncode == 0, stored.stdout + stored.stderr
-    model = StudyRootQueryRetrieveInformationModelGet
-    ae = AE(ae_title=caller)
-    ae.add_requested_context(model)
-    ae.add_requested_context(Verification)
     classes = {str(good.SOPClassUID), str(bad.SOPClassUID)}
-    for uid in classes:
-        ae.add_requested_context(uid, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-    received: list[str] = []
-
-    def on_store(event: Any) -> int:
-        received.append(str(event.dataset.SOPInstanceUID))
-        return 0x0000
-
-    assoc = ae.associate(
-        "127.0.0.1", server.port, ae_title=server.ae_title,
-        ext_neg=[build_role(uid, scp_role=True) for uid in classes],
-        evt_handlers=[(evt.EVT_C_STORE, on_store)],
-    )  # fmt: skip
-    assert assoc.is_established
-    try:
-        ident = _identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=study)
-        final, failed = list(assoc.send_c_get(ident, model))[-1]
-        assert int(final.Status) == 0xB000, hex(final.Status)
-        assert int(final.NumberOfFailedSuboperations) == 1
-        assert int(final.NumberOfCompletedSuboperations) == 1
-        assert failed is not None and failed.FailedSOPInstanceUIDList == bad.SOPInstanceUID
-        assert int(assoc.send_c_echo().Status) == 0x0000
-    finally:
-        assoc.release()
+    final, failed, received, echo = _get_study(server, study, classes, caller)
+    assert int(final.Status) == 0xB000, hex(final.Status)
+    assert int(final.NumberOfFailedSuboperations) == 1
+    assert int(final.NumberOfCompletedSuboperations) == 1
+    assert failed is not None and failed.FailedSOPInstanceUIDList == bad.SOPInstanceUID
+    assert echo == 0x0000
     assert received == [str(good.SOPInstanceUID)]
 
 
@@ -600,26 +610,7 @@ def test_an_unreadable_archive_object_fails_only_its_own_sub_operation(tmp_path:
                     data = bytearray(obj.read_bytes())
                     data[-1] ^= 0xFF
                     obj.write_bytes(bytes(data))
-        model = StudyRootQueryRetrieveInformationModelGet
-        ae = AE(ae_title="ANYSCU")
-        ae.add_requested_context(model)
-        ae.add_requested_context(CT, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        received: list[str] = []
-
-        def on_store(event: Any) -> int:
-            received.append(str(event.dataset.SOPInstanceUID))
-            return 0x0000
-
-        assoc = ae.associate(
-            "127.0.0.1", server.port, ae_title=server.ae_title,
-            ext_neg=[build_role(CT, scp_role=True)], evt_handlers=[(evt.EVT_C_STORE, on_store)],
-        )  # fmt: skip
-        assert assoc.is_established
-        try:
-            ident = _identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=study)
-            final, failed = list(assoc.send_c_get(ident, model))[-1]
-        finally:
-            assoc.release()
+        final, failed, received, _ = _get_study(server, study, {CT}, "ANYSCU")
         assert int(final.Status) == 0xB000, hex(final.Status)
         assert int(final.NumberOfFailedSuboperations) == 1
         assert failed is not None and failed.FailedSOPInstanceUIDList == bad.SOPInstanceUID
