@@ -11,7 +11,7 @@ import dataclasses
 import io
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -360,16 +360,36 @@ def _retrieve(request: Request, found: list[Instance], single: bool = False) -> 
     )
 
 
-@router.get("/studies/{study}")
-def wado_study(study: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
-    return _retrieve(request, _select(request, study))
+Answer = Callable[[Request, list[Instance]], Response]
 
 
-@router.get("/studies/{study}/series/{series}")
-def wado_series(
-    study: str, series: str, request: Request, _: Caller = Depends(get_caller)
-) -> Response:
-    return _retrieve(request, _select(request, study, series))
+def _wado_routes(suffix: str, name: str, answer: Answer, *, instance: bool = True) -> None:
+    """One WADO-RS resource at study, series and (``instance``) instance level (PS3.18
+    Table 10.4.1-1): the same answer over the instances each path selects."""
+
+    def study_level(study: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
+        return answer(request, _select(request, study))
+
+    def series_level(
+        study: str, series: str, request: Request, _: Caller = Depends(get_caller)
+    ) -> Response:
+        return answer(request, _select(request, study, series))
+
+    def instance_level(
+        study: str, series: str, sop: str, request: Request, _: Caller = Depends(get_caller)
+    ) -> Response:
+        return answer(request, _select(request, study, series, sop))
+
+    levels = [("/studies/{study}", study_level, "study")]
+    levels.append(("/studies/{study}/series/{series}", series_level, "series"))
+    if instance:
+        path = "/studies/{study}/series/{series}/instances/{sop}"
+        levels.append((path, instance_level, "instance"))
+    for path, endpoint, level in levels:
+        router.add_api_route(path + suffix, endpoint, methods=["GET"], name=f"wado_{level}_{name}")
+
+
+_wado_routes("", "retrieve", _retrieve, instance=False)  # one instance: single part allowed
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}")
@@ -419,23 +439,7 @@ def _pixel_uri(base: str, ds: Dataset) -> str:
     return f"{_instance_uri(base, ds)}/frames/{frames}"
 
 
-@router.get("/studies/{study}/metadata")
-def study_metadata(study: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
-    return _metadata(request, _select(request, study))
-
-
-@router.get("/studies/{study}/series/{series}/metadata")
-def series_metadata(
-    study: str, series: str, request: Request, _: Caller = Depends(get_caller)
-) -> Response:
-    return _metadata(request, _select(request, study, series))
-
-
-@router.get("/studies/{study}/series/{series}/instances/{sop}/metadata")
-def instance_metadata(
-    study: str, series: str, sop: str, request: Request, _: Caller = Depends(get_caller)
-) -> Response:
-    return _metadata(request, _select(request, study, series, sop))
+_wado_routes("/metadata", "metadata", _metadata)
 
 
 def _image(request: Request, study: str, series: str, sop: str, missing_status: int) -> Dataset:
@@ -574,16 +578,7 @@ def _rendered_instances(request: Request, found: list[Instance]) -> Response:
     return _rendered_many(request, ((_read(request, i), 0) for i in images))
 
 
-@router.get("/studies/{study}/rendered")
-def wado_study_rendered(study: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
-    return _rendered_instances(request, _select(request, study))
-
-
-@router.get("/studies/{study}/series/{series}/rendered")
-def wado_series_rendered(
-    study: str, series: str, request: Request, _: Caller = Depends(get_caller)
-) -> Response:
-    return _rendered_instances(request, _select(request, study, series))
+_wado_routes("/rendered", "rendered", _rendered_instances, instance=False)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/frames/{frames}/rendered")
@@ -632,16 +627,11 @@ def _representative(request: Request, found: list[Instance]) -> Dataset:
     return _read(request, first[len(first) // 2])
 
 
-@router.get("/studies/{study}/thumbnail")
-def wado_study_thumbnail(study: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
-    return _thumbnail(request, _representative(request, _select(request, study)))
+def _thumbnail_of(request: Request, found: list[Instance]) -> Response:
+    return _thumbnail(request, _representative(request, found))
 
 
-@router.get("/studies/{study}/series/{series}/thumbnail")
-def wado_series_thumbnail(
-    study: str, series: str, request: Request, _: Caller = Depends(get_caller)
-) -> Response:
-    return _thumbnail(request, _representative(request, _select(request, study, series)))
+_wado_routes("/thumbnail", "thumbnail", _thumbnail_of, instance=False)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{sop}/thumbnail")
@@ -704,23 +694,7 @@ def _bulkdata(request: Request, found: list[Instance]) -> Response:
     return _multipart(parts, kind, locations)
 
 
-@router.get("/studies/{study}/bulkdata")
-def wado_study_bulkdata(study: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
-    return _bulkdata(request, _select(request, study))
-
-
-@router.get("/studies/{study}/series/{series}/bulkdata")
-def wado_series_bulkdata(
-    study: str, series: str, request: Request, _: Caller = Depends(get_caller)
-) -> Response:
-    return _bulkdata(request, _select(request, study, series))
-
-
-@router.get("/studies/{study}/series/{series}/instances/{sop}/bulkdata")
-def wado_instance_bulkdata(
-    study: str, series: str, sop: str, request: Request, _: Caller = Depends(get_caller)
-) -> Response:
-    return _bulkdata(request, _select(request, study, series, sop))
+_wado_routes("/bulkdata", "bulkdata", _bulkdata)
 
 
 # ---------------------------------------------------------------------------- STOW-RS
