@@ -44,6 +44,7 @@ _KEYWORD_TAGS: dict[str, int] = {}
 #: are kept (str, numbers, bytes, PersonName); multi-valued ones are converted each time.
 _CONVERTED: dict[tuple[str, bytes, tuple[str, ...]], Any] = {}
 _CONVERTED_MAX = 4096
+_CONVERTED_LONGEST = 256  # bytes: long texts (LT, UT) are rarely repeated, and would fill memory
 _IMMUTABLE = (str, int, float, bytes, PersonName)
 _HEAD = struct.Struct("<HHL")  # group, element, 32-bit length (implicit VR and items)
 _EXPLICIT = struct.Struct("<HH2sH")  # group, element, VR, 16-bit length
@@ -117,7 +118,7 @@ class TopLevel:
             BaseTag(tag), vr, len(raw_value), raw_value, 0, not self._explicit, True
         )
         value = convert_value(vr, raw, encodings)
-        if isinstance(value, _IMMUTABLE):
+        if isinstance(value, _IMMUTABLE) and len(raw_value) <= _CONVERTED_LONGEST:
             if len(_CONVERTED) >= _CONVERTED_MAX:
                 _CONVERTED.clear()
             _CONVERTED[key] = value
