@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from lucent.api import schemas
 from lucent.dicom import pixels
+from server.api import dicomweb_dates
 from server.api.auth import Caller, get_caller, hidden_uids, readable_pools
 from server.api.params import Offset, uid_list
 from server.context import ArchiveReadError, ServerContext
@@ -40,6 +41,11 @@ def filter_params(
     study_uid: str = "",
     pool: str = "",
 ) -> queries.Filter:
+    """Search keys of the list routes. Dates are checked as QIDO-RS checks them: a typo
+    (``garbage``, ``2024-13-45``) or a reversed range answered 200 with nothing in it,
+    which a user cannot tell from an empty archive; now a 400 that says what is expected."""
+    dicomweb_dates.check("birth_date", "DA", birth_date)
+    dicomweb_dates.check("study_date", "DA", study_date)
     return queries.Filter(
         patient_name=patient_name,
         name_case_insensitive=case_insensitive,
