@@ -330,10 +330,15 @@ def _check_pixel_module(ds: DataSet, ts: str, pixel_length: int) -> tuple[int, s
         for kw in ("BitsStored", "PixelRepresentation", "PhotometricInterpretation"):
             if _get(ds, kw) in (None, ""):
                 return status.DATASET_MISSING_ATTRIBUTE, f"Image Pixel module: {kw} is missing"
-        stored, high = _get(ds, "BitsStored"), _get(ds, "HighBit")
-        if int(stored) > values["BitsAllocated"] or int(stored) < 1:
+        try:  # a changed VR or a second value makes these bytes or a list, not a number
+            stored = int(_get(ds, "BitsStored"))
+            high_value = _get(ds, "HighBit")
+            high = None if high_value in (None, "") else int(high_value)
+        except (TypeError, ValueError):
+            return status.DATASET_INVALID_VALUE, "BitsStored or HighBit is not a number"
+        if stored > values["BitsAllocated"] or stored < 1:
             return status.DATASET_INVALID_VALUE, "BitsStored is larger than BitsAllocated"
-        if high is not None and int(high) >= values["BitsAllocated"]:
+        if high is not None and high >= values["BitsAllocated"]:
             return status.DATASET_INVALID_VALUE, "HighBit does not fit in BitsAllocated"
     rows, cols, bits, spp = (
         values["Rows"],

@@ -52,3 +52,19 @@ def test_status_codes_are_in_their_dicom_ranges() -> None:
     assert 0xA700 <= status.OUT_OF_RESOURCES <= 0xA7FF
     assert 0xA900 <= status.DATASET_MISMATCH <= 0xA9FF
     assert 0xC000 <= status.CANNOT_UNDERSTAND <= 0xCFFF
+
+
+@pytest.mark.parametrize("vr, value", [("OB", b"\x10\x00"), ("US", [16, 12])], ids=["bytes", "two"])
+def test_bits_stored_that_is_not_one_number_is_refused_not_raised(vr: str, value: object) -> None:
+    """Fuzz find: BitsStored with its VR changed (bytes) or two values (a list) made
+    ``int()`` raise inside validation, so the C-STORE failed with 0110 and a traceback."""
+    ds = samples.make_instance("1.2.840.10008.5.1.4.1.1.2", rows=16, cols=16)
+    ds["BitsStored"].VR = vr
+    ds["BitsStored"].value = value
+    case = bad_inputs.BadInput(
+        "bits", "A900", "", bad_inputs.encode(ds), ds.SOPClassUID, ds.SOPInstanceUID
+    )
+    result = _parse(case.part10(), expected_sop_class=ds.SOPClassUID)
+    assert isinstance(result, instance.Refusal)
+    assert bad_inputs.status_matches(result.status, "A900"), result
+    assert "BitsStored" in result.reason
