@@ -308,8 +308,22 @@ def get_frame(
 
 
 def _sorted_slices(found: list[Instance]) -> tuple[list[Instance], float | None]:
-    """Sort along the slice normal (IOP × IOP); fall back to instance number."""
+    """Sort along the slice normal (IOP × IOP); fall back to instance number.
+
+    Stacking slices of different orientations (a localizer or a reformat filed in the same
+    series) gave one array with one IOP that was wrong for some of its slices, silently:
+    a 409 instead, so the viewer falls back to showing frames one by one.
+    """
     iop = next((i.attrs.get("ImageOrientationPatient") for i in found if i.attrs), None)
+    if iop and len(iop) == 6:
+        for i in found:
+            other = (i.attrs or {}).get("ImageOrientationPatient")
+            if other and (len(other) != 6 or not np.allclose(other, iop, atol=1e-4)):
+                raise HTTPException(
+                    409,
+                    "series mixes image orientations (ImageOrientationPatient differs, "
+                    f"e.g. {i.sop_instance_uid}); fetch frames instead",
+                )
     if iop and len(iop) == 6 and all(i.attrs.get("ImagePositionPatient") for i in found):
         normal = np.cross(np.array(iop[:3]), np.array(iop[3:]))
         keyed = sorted(found, key=lambda i: float(np.dot(normal, i.attrs["ImagePositionPatient"])))

@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydicom import Dataset, dcmread
 
@@ -51,3 +52,42 @@ def test_invalid_date_filter_is_a_400(api: LucentClient, key: str, value: str) -
 def test_valid_date_filters_still_answer(api: LucentClient, value: str) -> None:
     assert api.studies_page(study_date=value).total is not None
     api.patients(birth_date=value)
+
+
+def test_volume_of_mixed_orientations_is_refused(
+    server: LucentServer, api: LucentClient, tmp_path: Path
+) -> None:
+    """One sagittal slice in an axial series was stacked into the volume with the axial IOP."""
+
+    def one_sagittal(i: int, ds: Dataset) -> None:
+        if i == 3:
+            ds.ImageOrientationPatient = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
+
+    series_uid = _send_series(server, tmp_path / "MIXEDIOP", one_sagittal)
+    for call in (api.geometry, api.volume):
+        with pytest.raises(ApiError) as err:
+            call(series_uid)
+        assert err.value.status == 409
+        assert "orientation" in err.value.detail
+
+
+def test_volume_of_shuffled_slices_is_sorted_along_the_normal(
+    server: LucentServer, api: LucentClient, tmp_path: Path
+) -> None:
+    series_uid = _send_series(server, tmp_path / "SHUFFLED", lambda i, ds: None)
+    volume = api.volume(series_uid)
+    z = [s.image_position[2] for s in volume.geometry.slices if s.image_position]
+    assert z == sorted(z) and len(z) == 6
+    assert volume.geometry.slice_spacing == pytest.approx(1.0)
+    by_uid = {i.sop_instance_uid: i for i in api.instances(series_uid)}
+    for k, s in enumerate(volume.geometry.slices):
+        assert s.sop_instance_uid in by_uid
+        expected = dcmread_bytes(api.instance_file(s.sop_instance_uid)).pixel_array
+        np.testing.assert_array_equal(volume.array[k], expected)
+
+
+def dcmread_bytes(data: bytes) -> Dataset:
+    """pydicom's own decode is the reference for every pixel check."""
+    import io
+
+    return dcmread(io.BytesIO(data))
