@@ -217,7 +217,7 @@ def parse_framed(
         ds: DataSet = framed.top
         pixel_start, pixel_end = framed.pixel_hint
     else:
-        parsed = _read_whole(data)
+        parsed = _read_whole(data, ts)
         if isinstance(parsed, Refusal):
             return parsed
         ds, pixel_start, pixel_end = parsed
@@ -230,9 +230,13 @@ def parse_framed(
     return Parsed(ds, data, ts, pixel_start, pixel_end, transcoded, ids)
 
 
-def _read_whole(data: bytes) -> tuple[Dataset, int, int] | Refusal:
+_UNDEFINED_OK = frozenset(("SQ", "UN"))
+
+
+def _read_whole(data: bytes, ts: str) -> tuple[Dataset, int, int] | Refusal:
     """dcmread the data set and check every top-level element's length (the slow path, for
     what the header walk left to pydicom)."""
+    encapsulated = transfer_syntaxes.is_encapsulated(ts)
     try:
         ds = dcmread(io.BytesIO(data), force=True)
         # Touch every top-level element's raw form: reveals truncation now, not later.
@@ -244,6 +248,20 @@ def _read_whole(data: bytes) -> tuple[Dataset, int, int] | Refusal:
             length = getattr(raw, "length", 0)
             value = getattr(raw, "value", None)
             undefined = getattr(raw, "is_undefined_length", False) or length == 0xFFFFFFFF
+            vr = getattr(raw, "VR", None)
+            if (
+                undefined
+                and vr not in _UNDEFINED_OK
+                and not (encapsulated and int(tag) in PIXEL_TAGS)
+            ):
+                # pydicom reads up to the next delimiter, but PS3.5 7.1.1 allows undefined
+                # length only for SQ (UN as SQ) and encapsulated Pixel Data: refuse, not 0000.
+                return Refusal(
+                    status.INVALID_ENCODING,
+                    f"element {tag} ({vr}) has undefined length (PS3.5 7.1.1 allows it only "
+                    "for sequences and encapsulated pixel data)",
+                    _read_ids(ds),
+                )
             if not undefined and value is not None and isinstance(value, bytes | bytearray):
                 if len(value) != length:
                     return Refusal(

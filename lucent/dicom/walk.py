@@ -31,6 +31,7 @@ LONG_VRS = frozenset(
 _ITEM, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
 _MAX_DEPTH = 32
+_SEQUENCE_VRS = frozenset((b"SQ", b"UN", "SQ", "UN"))  # explicit (bytes) and dictionary (str)
 _SPECIFIC_CHARACTER_SET = 0x00080005
 # VRs whose value pydicom's converter reads from the bytes alone (no nesting, no VR guess)
 _CONVERTIBLE = frozenset(
@@ -204,6 +205,9 @@ def _walk_top(data: bytes, pos: int, explicit: bool) -> tuple[Span, TopLevel | N
             after = _skip_items(data, value_at, explicit and vr != b"UN", 1)
             if tag in PIXEL_TAGS:
                 span = (value_at, after - 8)
+                clean = clean and explicit  # implicit VR has no encapsulated pixel data
+            elif (vr if explicit else _dictionary_vr(tag)) not in _SEQUENCE_VRS:
+                clean = False  # undefined length outside SQ/UN: refused by the full parse
             pos = after
         else:
             pos = value_at + length

@@ -68,3 +68,46 @@ def test_bits_stored_that_is_not_one_number_is_refused_not_raised(vr: str, value
     assert isinstance(result, instance.Refusal)
     assert bad_inputs.status_matches(result.status, "A900"), result
     assert "BitsStored" in result.reason
+
+
+def _undefined_length(implicit: bool) -> bytes:
+    """A CT whose empty Referring Physician's Name (PN) has undefined length, closed by a
+    sequence delimiter (implicit VR), or whose Slice Thickness is an undefined-length UT
+    (explicit VR)."""
+    import io
+    import struct
+
+    from pydicom import dcmwrite
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    ds = samples.make_instance("1.2.840.10008.5.1.4.1.1.2", rows=16, cols=16)
+    ds.ReferringPhysicianName = ""
+    del ds.file_meta
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, implicit_vr=implicit, little_endian=True, enforce_file_format=False)
+    body, delimiter = buf.getvalue(), struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    if implicit:
+        empty_pn = struct.pack("<HHL", 0x0008, 0x0090, 0)
+        assert body.count(empty_pn) == 1
+        body = body.replace(empty_pn, struct.pack("<HHL", 0x0008, 0x0090, 0xFFFFFFFF) + delimiter)
+    else:
+        value = str(ds.SliceThickness).encode().ljust(2, b" ")
+        value += b" " * (len(value) % 2)
+        old = struct.pack("<HH2sH", 0x0018, 0x0050, b"DS", len(value)) + value
+        assert body.count(old) == 1
+        new = struct.pack("<HH2sHL", 0x0018, 0x0050, b"UT", 0, 0xFFFFFFFF) + value + delimiter
+        body = body.replace(old, new)
+    ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    case = bad_inputs.BadInput("undef", "C000", "", body, ds.SOPClassUID, ds.SOPInstanceUID, ts)
+    return case.part10()
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit-empty-pn", "explicit-ut"])
+def test_undefined_length_outside_sequences_is_refused(implicit: bool) -> None:
+    """Fuzz find: pydicom reads an undefined-length non-SQ element up to the next delimiter,
+    so it was stored with 0000; PS3.5 7.1.1 allows undefined length only for SQ/UN and
+    encapsulated Pixel Data. (The implicit case passed the header walk's fast path.)"""
+    result = _parse(_undefined_length(implicit), expected_sop_class="1.2.840.10008.5.1.4.1.1.2")
+    assert isinstance(result, instance.Refusal), result
+    assert result.status == status.INVALID_ENCODING
+    assert "undefined length" in result.reason
