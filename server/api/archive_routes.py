@@ -344,12 +344,32 @@ def _series_instances(ctx: ServerContext, series_uid: str) -> list[Instance]:
     return found
 
 
+def _volume_slices(found: list[Instance]) -> list[Instance]:
+    """The single-frame slices a volume is made of.
+
+    A series of multi-frame instances only (enhanced CT/MR, cine) used to give a "volume"
+    of the first frame of the first instance: one slice of many, silently. Its per-frame
+    geometry lives in functional groups the index does not keep: a 409 instead.
+    """
+    single = [i for i in found if i.frames == 1]
+    if single:
+        return single
+    if len(found) == 1 and found[0].frames <= 1:
+        return found
+    frames = sum(i.frames for i in found)
+    raise HTTPException(
+        409,
+        f"series holds multi-frame instances only ({len(found)} instance(s), {frames} frames); "
+        "fetch frames instead",
+    )
+
+
 @router.get("/series/{series_uid}/geometry", response_model=schemas.VolumeGeometry)
 def get_geometry(
     series_uid: str, request: Request, _: Caller = Depends(get_caller)
 ) -> schemas.VolumeGeometry:
     found = _series_instances(ctx_of(request), series_uid)
-    ordered, spacing = _sorted_slices([i for i in found if i.frames == 1] or found[:1])
+    ordered, spacing = _sorted_slices(_volume_slices(found))
     first = ordered[0]
     a: dict[str, Any] = first.attrs or {}
     slopes = {
@@ -392,7 +412,7 @@ def get_volume(series_uid: str, request: Request, _: Caller = Depends(get_caller
     """
     ctx = ctx_of(request)
     found = _series_instances(ctx, series_uid)
-    ordered, _ = _sorted_slices([i for i in found if i.frames == 1] or found[:1])
+    ordered, _ = _sorted_slices(_volume_slices(found))
     rows, cols = ordered[0].rows, ordered[0].columns
     if any((i.rows, i.columns) != (rows, cols) for i in ordered):
         raise HTTPException(409, "series mixes image sizes; fetch frames instead")

@@ -91,3 +91,23 @@ def dcmread_bytes(data: bytes) -> Dataset:
     import io
 
     return dcmread(io.BytesIO(data))
+
+
+def test_volume_of_multi_frame_only_series_is_refused(
+    server: LucentServer, api: LucentClient, tmp_path: Path
+) -> None:
+    """A 4-frame instance gave a 1-slice 'volume' (its first frame) with no hint of the rest."""
+
+    def four_frames(i: int, ds: Dataset) -> None:
+        ds.NumberOfFrames = 4
+        ds.PixelData = np.arange(4 * 16 * 16, dtype="<i2").tobytes()
+
+    series_uid = _send_series(server, tmp_path / "MULTIFRAME", four_frames, n=1)
+    sop_uid = api.instances(series_uid)[0].sop_instance_uid
+    for call in (api.geometry, api.volume):
+        with pytest.raises(ApiError) as err:
+            call(series_uid)
+        assert err.value.status == 409
+        assert "multi-frame" in err.value.detail
+    expected = dcmread_bytes(api.instance_file(sop_uid)).pixel_array[3]
+    np.testing.assert_array_equal(api.frame(sop_uid, 4), expected)
