@@ -104,11 +104,16 @@ class LucentClient(AccountsApi):
     def pools(self) -> list[schemas.Pool]:
         return [schemas.Pool.model_validate(p) for p in self._get("/api/v1/pools")]
 
+    def patients_page(
+        self, offset: int = 0, limit: int = 100, **filters: Any
+    ) -> schemas.Page[schemas.PatientOut]:
+        page = self._get("/api/v1/patients", offset=offset, limit=limit, **filters)
+        return schemas.Page[schemas.PatientOut].model_validate(page)
+
     def patients(
         self, offset: int = 0, limit: int = 100, **filters: Any
     ) -> list[schemas.PatientOut]:
-        page = self._get("/api/v1/patients", offset=offset, limit=limit, **filters)
-        return [schemas.PatientOut.model_validate(p) for p in page["items"]]
+        return self.patients_page(offset, limit, **filters).items
 
     def studies_page(
         self, offset: int = 0, limit: int = 100, **filters: Any

@@ -79,6 +79,7 @@ def list_patients(
 ) -> schemas.Page[schemas.PatientOut]:
     with ctx_of(request).Session() as db:
         rows = queries.patients(db, f, offset, limit)
+        total = queries.count_patients(db, f)
         items = [
             schemas.PatientOut(
                 patient_id=r.patient.patient_id,
@@ -91,7 +92,7 @@ def list_patients(
             )
             for r in rows
         ]
-    return schemas.Page[schemas.PatientOut](items=items, offset=offset, limit=limit)
+    return schemas.Page[schemas.PatientOut](items=items, offset=offset, limit=limit, total=total)
 
 
 def study_out(r: queries.StudyRow) -> schemas.StudyOut:

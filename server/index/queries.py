@@ -244,7 +244,9 @@ class PatientRow:
     non_conformant: int
 
 
-def patients(session: Session, f: Filter, offset: int = 0, limit: int = 100) -> list[PatientRow]:
+def _patient_clauses(f: Filter) -> list[Any]:
+    """Where-clauses selecting the patients ``f`` matches (its study keys: patients with a
+    matching study)."""
     study_clauses = [c for c in _clauses(f) if c is not None]
     patient_only = Filter(
         patient_name=f.patient_name,
@@ -252,17 +254,32 @@ def patients(session: Session, f: Filter, offset: int = 0, limit: int = 100) -> 
         patient_id=f.patient_id,
         birth_date=f.birth_date,
     )
-    stmt = select(Patient).where(*_clauses(patient_only))
-    if len(study_clauses) > len(_clauses(patient_only)):
-        # Study-level keys given: only patients with a matching study.
-        stmt = stmt.where(
+    out = list(_clauses(patient_only))
+    if len(study_clauses) > len(out):
+        out.append(
             Patient.id.in_(
                 select(Study.patient_pk)
                 .join(Patient, Study.patient_pk == Patient.id)
                 .where(*study_clauses)
             )
         )
-    stmt = stmt.order_by(Patient.name_folded, Patient.patient_id).offset(offset).limit(limit)
+    return out
+
+
+def count_patients(session: Session, f: Filter) -> int:
+    return int(session.scalar(select(func.count(Patient.id)).where(*_patient_clauses(f))) or 0)
+
+
+def patients(session: Session, f: Filter, offset: int = 0, limit: int = 100) -> list[PatientRow]:
+    # Patient.id last: patients with the same name and ID (other issuers) keep their place
+    # from page to page.
+    stmt = (
+        select(Patient)
+        .where(*_patient_clauses(f))
+        .order_by(Patient.name_folded, Patient.patient_id, Patient.id)
+        .offset(offset)
+        .limit(limit)
+    )
     found = list(session.scalars(stmt))
     ids = [p.id for p in found]
     n_studies = dict(

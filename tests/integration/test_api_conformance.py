@@ -111,3 +111,20 @@ def test_volume_of_multi_frame_only_series_is_refused(
         assert "multi-frame" in err.value.detail
     expected = dcmread_bytes(api.instance_file(sop_uid)).pixel_array[3]
     np.testing.assert_array_equal(api.frame(sop_uid, 4), expected)
+
+
+def test_patients_page_has_a_total_and_a_stable_order(
+    server: LucentServer, api: LucentClient, tmp_path: Path
+) -> None:
+    """Patients with the same name and ID from three issuers: one per page, each once, and
+    the page says how many there are (``total`` was always empty)."""
+    files = []
+    for i, issuer in enumerate(("HOSP-A", "HOSP-B", "HOSP-C")):
+        ds = samples.make_instance("1.2.840.10008.5.1.4.1.1.2", patient_id="SAMEID-1")
+        ds.PatientName, ds.IssuerOfPatientID = "Same^Name", issuer
+        files.append(samples.write(ds, tmp_path / f"{i}.dcm"))
+    assert storescu("127.0.0.1", server.port, server.ae_title, files).returncode == 0
+    pages = [api.patients_page(offset=i, limit=1, patient_id="SAMEID-1") for i in range(3)]
+    assert [p.total for p in pages] == [3, 3, 3]
+    assert sorted(p.items[0].issuer for p in pages) == ["HOSP-A", "HOSP-B", "HOSP-C"]
+    assert api.patients_page(offset=3, limit=1, patient_id="SAMEID-1").items == []
