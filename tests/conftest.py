@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dicomweb_client.api import DICOMwebClient
 
 from lucent.api.client import LucentClient
 from tests.support.lucent import LucentServer
@@ -23,6 +24,14 @@ def api(server: LucentServer) -> Iterator[LucentClient]:
     client = server.client()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="module")
+def web(server: LucentServer, api: LucentClient) -> DICOMwebClient:
+    """dicomweb-client on the shared server's /dicom-web, with the admin's token."""
+    return DICOMwebClient(
+        url=f"{server.api_url}/dicom-web", headers={"Authorization": f"Bearer {api.token}"}
+    )
 
 
 @pytest.fixture

@@ -99,12 +99,18 @@ def check_find_identifier(identifier: Dataset, model_is_patient_root: bool) -> s
     STUDY query without Patient ID, or a SERIES query without Study Instance UID, is refused
     with A900 instead of being answered as a relational search across the whole archive.
     """
+    return _hierarchy_problem(identifier, model_is_patient_root)
+
+
+def _hierarchy_problem(identifier: Dataset, model_is_patient_root: bool) -> str | None:
+    """A level the information model lacks, or a unique key above the level that is not
+    one single value (the part C-FIND, C-MOVE and C-GET identifiers share)."""
     level = level_of(identifier)
     if level not in UNIQUE_KEY or (level == "PATIENT" and not model_is_patient_root):
         return f"QueryRetrieveLevel '{level}' is not valid for this information model"
     for keyword in _keys_above(level, model_is_patient_root):
         if not _single_value(_value(identifier, keyword)):
-            return f"{keyword} is required for a {level} query (single value)"
+            return f"{keyword} (single value) is required at {level} level"
     return None
 
 
@@ -114,12 +120,10 @@ def check_retrieve_identifier(identifier: Dataset, model_is_patient_root: bool) 
     PS3.4 C.4.2.1.4.1: the unique key of the retrieve level (one value or a list of UIDs)
     and, as single values, the unique keys of every level above it.
     """
+    problem = _hierarchy_problem(identifier, model_is_patient_root)
+    if problem:
+        return problem
     level = level_of(identifier)
-    if level not in UNIQUE_KEY or (level == "PATIENT" and not model_is_patient_root):
-        return f"QueryRetrieveLevel '{level}' is not valid for this information model"
-    for keyword in _keys_above(level, model_is_patient_root):
-        if not _single_value(_value(identifier, keyword)):
-            return f"{keyword} (single value) is required at {level} level"
     value = _value(identifier, UNIQUE_KEY[level])
     if not value.strip("\\ ") or "*" in value or "?" in value:
         return f"{UNIQUE_KEY[level]} is required at {level} level"

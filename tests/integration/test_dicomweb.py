@@ -21,13 +21,6 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 
 
 @pytest.fixture(scope="module")
-def web(server: LucentServer, api: LucentClient) -> DICOMwebClient:
-    return DICOMwebClient(
-        url=f"{server.api_url}/dicom-web", headers={"Authorization": f"Bearer {api.token}"}
-    )
-
-
-@pytest.fixture(scope="module")
 def mr(server: LucentServer, tmp_path_factory: pytest.TempPathFactory) -> list:
     folder = tmp_path_factory.mktemp("web")
     study, series = generate_uid(), generate_uid()

@@ -30,13 +30,6 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
 @pytest.fixture(scope="module")
-def web(server: LucentServer, api: LucentClient) -> DICOMwebClient:
-    return DICOMwebClient(
-        url=f"{server.api_url}/dicom-web", headers={"Authorization": f"Bearer {api.token}"}
-    )
-
-
-@pytest.fixture(scope="module")
 def http(server: LucentServer, api: LucentClient) -> Iterator[httpx.Client]:
     client = httpx.Client(
         base_url=f"{server.api_url}/dicom-web",
