@@ -46,6 +46,9 @@ class PerfusionConfig:
     edges, less averaging)."""
     dsc_tips_rank: int = 3
     """Main temporal components compared by the DSC similarity filter."""
+    dsc_core_edge: bool = True
+    """DSC rCBF core: re-read the voxels on the core's edge from their unfiltered curves
+    (``segmentation.refine_core_boundary``): the filter averages a core's edge with its rim."""
     dsc_local_pca_block: int = 24
     """DSC: in-plane block (pixels) of the local MP-PCA that denoises the curves the filter
     averages (0: the slice-wide PCA curves); local subspaces keep a penumbra's own shape."""

@@ -415,7 +415,11 @@ def _run(
         except ValueError as exc:
             return Refusal(RefusalCode.NO_BOLUS, f"no bolus: {exc}")
         warnings.extend(fns.warnings)
-        conc_aif = conc  # free the raw-signal curves (MR)
+        # DSC: the unfiltered curves re-read the rCBF core's edge (refine_core_boundary)
+        edge_curves = None
+        if modality == "MR" and config.dsc_core_edge:
+            edge_curves = (conc_aif, idx)
+        conc_aif = conc  # free the raw-signal curves (MR) unless kept above
     with stage("denoise"):
         # denoising after AIF selection: arteries are a few voxels wide
         noise_sd = float(np.median(conc[:, baseline.start : baseline.end].std(axis=1)))
@@ -506,7 +510,9 @@ def _run(
             adc,
             baseline=base_img,
             pixel_mm=series.spacing[1],
+            edge_curves=edge_curves,
         )
+        del edge_curves
         coverage = series.spacing[0] * n_z
         summary = summarise(seg, series.voxel_ml, n_z, coverage, config)
     with stage("qc"):
