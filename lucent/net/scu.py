@@ -16,6 +16,7 @@ import contextlib
 import fnmatch
 import io
 import logging
+import re
 import socket
 import ssl
 import struct
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import dcmread
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -379,11 +380,45 @@ class FindResult:
         return self.outcome in ("success", "truncated")
 
 
+#: VRs that cannot be a C-FIND matching key (PS3.4 C.2.2.2: no matching on these).
+_NO_MATCHING_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+
+
+def check_keys(keys: Mapping[str, str]) -> None:
+    """Refuse keys that are no DICOM keyword (or cannot be matched) instead of dropping them.
+
+    pydicom sets an unknown keyword as a plain Python attribute that never reaches the
+    identifier: "PatientsName=Nobody*" used to query with no condition at all, and the PACS
+    answered every study it has.
+    """
+    bad = []
+    for kw in keys:
+        tag = tag_for_keyword(kw)
+        vr = dictionary_vr_or_none(tag) if tag is not None else None
+        if tag is None or vr is None:
+            bad.append(f"'{kw}' is not a DICOM keyword")
+        elif any(v in _NO_MATCHING_VRS for v in vr.split(" or ")):  # "OB or OW"
+            bad.append(f"'{kw}' ({vr}) cannot be a matching key")
+        elif kw == "QueryRetrieveLevel":
+            bad.append("'QueryRetrieveLevel' is set by the level, not by a key")
+    if bad:
+        raise ValueError(
+            "; ".join(bad) + " (keys are DICOM keywords such as PatientName, PatientID, "
+            "StudyDate, AccessionNumber, ModalitiesInStudy, StudyInstanceUID)"
+        )
+
+
 def build_query(level: str, keys: Mapping[str, str]) -> Dataset:
-    """A Study Root identifier with every return key of the level; ``keys`` set matching."""
+    """A Study Root identifier with every return key of the level; ``keys`` set matching.
+
+    Raises ValueError naming the key when a key or its value cannot be encoded (e.g.
+    "Rows=abc"), before any association is opened: it used to fail while writing the
+    identifier on the association thread, and the API answered 500.
+    """
     level = level.upper()
     if level not in LEVEL_KEYS:
         raise ValueError(f"level must be STUDY, SERIES or IMAGE, not {level!r}")
+    check_keys(keys)
     ds = Dataset()
     ds.QueryRetrieveLevel = level
     for kw in LEVEL_KEYS[level]:
@@ -391,6 +426,17 @@ def build_query(level: str, keys: Mapping[str, str]) -> Dataset:
     for kw, value in keys.items():
         if value is None:
             continue
+        try:
+            one = Dataset()
+            setattr(one, kw, value)
+            for implicit in (True, False):
+                fp = DicomBytesIO()
+                fp.is_little_endian, fp.is_implicit_VR = True, implicit
+                write_dataset(fp, one)
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds here
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            text = str(value)[:80]
+            raise ValueError(f"{kw} '{text}' cannot be a matching key: {reason}") from exc
         setattr(ds, kw, value)
     return ds
 
@@ -916,19 +962,45 @@ class MoveResult:
         return self.status == status.SUCCESS
 
 
+#: Digits and dots, no empty component. Leading zeros are tolerated: some PACS hold such
+#: (non-conformant) UIDs, and what their C-FIND returned must be retrievable.
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def _move_uids(name: str, value: str) -> str:
+    """One UID or a list of them (PS3.4 C.4.2.2.1: unique keys, no wildcards, no empty value).
+
+    An empty or wildcard unique key would be universal matching: a PACS such as dcmqrscp
+    then moves everything it holds into our pool.
+    """
+    value = value.strip()
+    if not value:
+        raise ValueError(
+            f"a retrieve needs the {name}: an empty one would match everything on the PACS"
+        )
+    for uid in value.split("\\"):
+        uid = uid.strip()
+        if len(uid) > 64 or not _UID.fullmatch(uid):
+            raise ValueError(
+                f"{name} '{uid[:80]}' is not a valid UID (digits and dots, at most 64 "
+                "characters; no wildcards in a retrieve)"
+            )
+    return value
+
+
 def move_identifier(study_uid: str, series_uid: str = "", sop_instance_uid: str = "") -> Dataset:
     """Study Root C-MOVE identifier at the deepest level given (4.2.2.4; IMAGE as well)."""
     ds = Dataset()
-    ds.StudyInstanceUID = study_uid
+    ds.StudyInstanceUID = _move_uids("Study Instance UID", study_uid)
     ds.QueryRetrieveLevel = "STUDY"
     if series_uid:
         ds.QueryRetrieveLevel = "SERIES"
-        ds.SeriesInstanceUID = series_uid
+        ds.SeriesInstanceUID = _move_uids("Series Instance UID", series_uid)
     if sop_instance_uid:
         if not series_uid:
             raise ValueError("an IMAGE level retrieve needs the Series Instance UID too")
         ds.QueryRetrieveLevel = "IMAGE"
-        ds.SOPInstanceUID = sop_instance_uid
+        ds.SOPInstanceUID = _move_uids("SOP Instance UID", sop_instance_uid)
     return ds
 
 

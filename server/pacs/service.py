@@ -195,7 +195,12 @@ class PacsService:
             raise PacsError(422, "level must be STUDY, SERIES or IMAGE")
         if not node_ids:
             raise PacsError(422, "name at least one node to query")
-        nodes = [self.node(i) for i in node_ids]
+        try:
+            scu.build_query(level, keys)
+        except ValueError as exc:
+            raise PacsError(422, str(exc)) from exc
+        # each node once, in the order named (a repeated id would query that PACS twice)
+        nodes = [self.node(i) for i in dict.fromkeys(node_ids)]
         limit = min(limit or self.settings.max_results, self.settings.max_results)
 
         def one(node: NodeView) -> tuple[NodeView, scu.FindResult]:
@@ -486,7 +491,16 @@ class PacsService:
     def commit(self, node_id: int, sop_instance_uids: Sequence[str], created_by: str = "") -> int:
         """A storage commitment request on its own (for instances sent earlier)."""
         node = self.node(node_id)
-        found = self._select("", "", sop_instance_uids)
+        if not node.storage_commitment:
+            raise PacsError(
+                409,
+                f"node '{node.name}' is not a storage commitment SCP "
+                "(enable storage_commitment for the node first)",
+            )
+        uids = [u.strip() for u in sop_instance_uids if u.strip()]
+        if not uids:  # an empty filter would select every instance of the archive
+            raise PacsError(422, "name the SOP Instance UIDs to request commitment for")
+        found = self._select("", "", uids)
         if not found:
             raise PacsError(404, "none of these instances is in the archive")
         refs = [commitment.Reference(i.sop_class_uid, i.sop_instance_uid) for i in found]
@@ -494,7 +508,13 @@ class PacsService:
         def run(control: JobControl) -> Outcome:
             control.update(force=True, total=len(refs), attempts=1)
             res = self.request_commitment(node, refs, job_pk=control.job_id)
-            return Outcome("done" if res.ok else "failed", res.message, res.status)
+            message = res.message
+            counts = self._commitment_counts(control.job_id)
+            if counts is not None:  # the report came in while we waited (ways 1, 2, 3)
+                committed, failed = counts
+                control.update(force=True, completed=committed, failed=failed)
+                message += f": {committed} committed, {failed} failed"
+            return Outcome("done" if res.ok else "failed", message, res.status)
 
         return self.jobs.submit(
             "commit",
@@ -504,6 +524,19 @@ class PacsService:
             params={"instances": len(refs)},
             created_by=created_by,
         )
+
+    def _commitment_counts(self, job_pk: int) -> tuple[int, int] | None:
+        """(committed, failed) of the job's answered request, None while none is answered."""
+        with self.ctx.Session() as db:
+            req = db.scalars(
+                select(CommitmentRequest)
+                .where(CommitmentRequest.job_pk == job_pk, CommitmentRequest.state == "answered")
+                .order_by(CommitmentRequest.id.desc())
+            ).first()
+            if req is None:
+                return None
+            failed = sum(1 for i in req.items if i.state == "failed")
+            return len(req.items) - failed, failed
 
     def request_commitment(
         self,
@@ -633,7 +666,10 @@ def merge(level: str, results: Sequence[tuple[NodeView, scu.FindResult]]) -> dic
         for row in res.rows:
             key = row.get(unique, "")
             if key and key in by_uid:
-                by_uid[key]["nodes"].append(node.name)
+                seen = by_uid[key]
+                if node.id not in seen["node_ids"]:  # names and ids stay pairwise
+                    seen["nodes"].append(node.name)
+                    seen["node_ids"].append(node.id)
                 continue
             merged = {"attrs": row, "nodes": [node.name], "node_ids": [node.id]}
             if key:

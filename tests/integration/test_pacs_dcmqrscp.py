@@ -97,3 +97,43 @@ def test_retrieve_series_from_dcmqrscp(env: Env) -> None:
     assert job.state == "done", job.message
     assert job.completed == 3 and job.params["level"] == "SERIES"
     assert len(env.api.instances(env.series)) == 3
+
+
+def test_retrieve_needs_a_valid_study_uid(env: Env) -> None:
+    """An empty Study Instance UID is universal matching: dcmqrscp would move its whole
+    archive into our pool. Found by driving the API as an outside client."""
+    before = env.api.studies()
+    for bad in ("", "  ", "*", "not a uid!!", "1.2.3\\"):
+        with pytest.raises(Exception, match="Study Instance UID"):
+            env.api.retrieve(env.node.id, bad)
+    with pytest.raises(Exception, match="Series Instance UID"):
+        env.api.retrieve(env.node.id, env.study, series_uid="1.2.*")
+    assert env.api.studies() == before
+
+
+def test_query_with_an_unknown_key_is_refused(env: Env) -> None:
+    """A misspelt key used to be dropped silently: the PACS answered every study."""
+    with pytest.raises(Exception, match="PatientsName"):
+        env.api.pacs_query([env.node.id], "STUDY", PatientsName="Nobody*")
+    with pytest.raises(Exception, match="PixelData"):
+        env.api.pacs_query([env.node.id], "STUDY", PixelData="x")  # was a 500
+    with pytest.raises(Exception, match="Rows"):
+        env.api.pacs_query([env.node.id], "IMAGE", Rows="abc")  # was a 500 too
+
+
+def test_merged_rows_name_every_node_that_has_them(env: Env) -> None:
+    """Two nodes holding the same study: the merged row lists both names and both ids."""
+    twin = env.api.add_node(
+        schemas.RemoteNodeIn(
+            name="dcmqrscp-twin", ae_title=env.qr.aet, host="127.0.0.1",
+            port=env.qr.port, timeout=5,
+        )
+    )  # fmt: skip
+    out = env.api.pacs_query(
+        [env.node.id, twin.id, env.node.id], "STUDY", StudyInstanceUID=env.study
+    )
+    assert [n.node_id for n in out.nodes] == [env.node.id, twin.id]  # each node queried once
+    [patient] = out.patients
+    [study] = patient.studies
+    assert study.nodes == ["dcmqrscp", "dcmqrscp-twin"]
+    assert study.node_ids == [env.node.id, twin.id]

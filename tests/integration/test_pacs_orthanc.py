@@ -238,6 +238,10 @@ def test_commitment_failure_reason_recorded(env: Env) -> None:
         time.sleep(0.2)
     assert {r.state for r in records} == {"failed"}
     assert all(r.failure_reason is not None and r.failure_text for r in records)
+    # the job's counts say what the report said (they stayed 0 / 0 of 2)
+    job = env.api.job(job.id)
+    assert (job.total, job.completed, job.failed) == (2, 0, 2), job
+    assert "0 committed, 2 failed" in job.message
     for f in env.files:  # restore Orthanc's content for the other tests
         env.orthanc.upload(f)
 
@@ -286,3 +290,17 @@ def test_send_to_a_down_node_fails_per_instance(env: Env) -> None:
     results = env.api.job_instances(job.id)
     assert len(results) == 4 and all(r.status is None for r in results)
     assert all(r.attempts == 3 for r in results)  # store_retries = 2 extra attempts
+
+
+def test_commit_request_needs_instances_and_a_commitment_node(env: Env) -> None:
+    """An empty list asked Orthanc to commit every instance of our archive; a node not
+    configured as a storage commitment SCP was asked anyway. Found by driving the API."""
+    env.api.wait_job(env.api.retrieve(env.node.id, env.study).id)
+    sops = [i.sop_instance_uid for i in env.api.instances(env.series)]
+    before = len(env.api.jobs(kind="commit"))
+    with pytest.raises(Exception, match="name the SOP Instance"):
+        env.api.request_commitment(env.node.id, [])
+    plain = _add_node(env.api, "no-commitment", ae_title=env.orthanc.aet, port=env.orthanc.port)
+    with pytest.raises(Exception, match="not a storage commitment SCP"):
+        env.api.request_commitment(plain.id, sops[:1])
+    assert len(env.api.jobs(kind="commit")) == before
