@@ -85,3 +85,75 @@ def test_sync_writes_setting_decides_whether_objects_are_flushed(
     assert store.get(f"{base}.p") == b"pixels"
     assert len(list(store.keys())) == 3
     store.close()
+
+
+def _prepared_pair(store: FileSystemStorage) -> str:
+    """A pair made by the spare maker (zero-filled to the recent objects' size)."""
+    return store._make_spares(1)[0]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="prepared files are POSIX only")
+def test_prepared_files_take_the_recent_size_and_the_store_flushes_no_new_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a 10,000-byte pixel object, new pixel files are zero-filled to 12,288 bytes (whole
+    pages); a store into one is flushed while the file keeps that size (a pure data flush),
+    then trimmed to the object, and is an object like any other."""
+    store = FileSystemStorage(tmp_path / "archive", spares=0)
+    first = store.reserve()  # made on the spot: empty
+    store.put_all([(f"{first}.m", b"m" * 300), (f"{first}.p", b"p" * 10_000)], reserved=True)
+    base = _prepared_pair(store)
+    assert _files(store.root)[f"{base}.p"] == 12_288 and _files(store.root)[f"{base}.m"] == 4096
+    assert sorted(store.keys()) == [f"{first}.m", f"{first}.p"]  # prepared: not objects
+    sizes_at_flush: list[int] = []
+    real = os.fdatasync
+    monkeypatch.setattr(
+        os, "fdatasync", lambda fd: (sizes_at_flush.append(os.fstat(fd).st_size), real(fd))
+    )
+    store.put_all([(f"{base}.m", b"n" * 200), (f"{base}.p", b"q" * 9_000)], reserved=True)
+    assert sorted(sizes_at_flush) == [4096, 12_288]  # flushed inside the prepared size
+    assert store.get(f"{base}.p") == b"q" * 9_000 and store.get(f"{base}.m") == b"n" * 200
+    assert os.stat(store._path(f"{base}.p")).st_mode & 0o7777 == 0o600
+    assert len(list(store.keys())) == 4
+    with pytest.raises(FileExistsError):  # filled once, prepared or not
+        store.put_all([(f"{base}.p", b"again")], reserved=True)
+    store.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="prepared files are POSIX only")
+def test_an_object_larger_than_its_prepared_file_extends_it(tmp_path: Path) -> None:
+    store = FileSystemStorage(tmp_path / "archive", spares=0)
+    first = store.reserve()
+    store.put_all([(f"{first}.m", b"m"), (f"{first}.p", b"p" * 5000)], reserved=True)
+    base = _prepared_pair(store)
+    store.put_all([(f"{base}.m", b"m"), (f"{base}.p", b"x" * 50_000)], reserved=True)
+    assert store.get(f"{base}.p") == b"x" * 50_000
+    store.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="prepared files are POSIX only")
+def test_after_a_crash_prepared_files_are_swept_and_an_untrimmed_object_stays_readable(
+    tmp_path: Path,
+) -> None:
+    """A crash can leave prepared files never written (swept like empty ones) and a sealed
+    object whose file was flushed but not yet trimmed nor unmarked: it is an object, and
+    its zero tail is not part of it (sealed objects state their length)."""
+    from server.archive import crypto
+
+    ring = crypto.KeyRing.load_or_create(tmp_path / "keys" / "master.keys")
+    store = FileSystemStorage(tmp_path / "archive", spares=0)
+    first = store.reserve()
+    store.put_all([(f"{first}.m", b"m" * 100), (f"{first}.p", b"p" * 20_000)], reserved=True)
+    unused, untrimmed = _prepared_pair(store), _prepared_pair(store)
+    sealed = crypto.seal(ring, b"pixels" * 1000, b"label")
+    path = store._path(f"{untrimmed}.p")
+    with path.open("r+b") as f:  # what a crash between the flush and the trim leaves
+        f.write(sealed)
+    assert path.stat().st_size > len(sealed)
+    survivor = FileSystemStorage(store.root)  # start-up after the crash
+    assert set(survivor.keys()) == {f"{first}.m", f"{first}.p", f"{untrimmed}.p"}
+    half_written, never_written = survivor.sweep_temporary()
+    assert (half_written, never_written) == (0, 3)  # both of `unused`, the .m of the other
+    assert not survivor._path(f"{unused}.p").exists()
+    label, plain = crypto.open_labelled(ring, survivor.get(f"{untrimmed}.p"))
+    assert (label, plain) == (b"label", b"pixels" * 1000)
