@@ -438,6 +438,16 @@ def build_query(level: str, keys: Mapping[str, str]) -> Dataset:
             text = str(value)[:80]
             raise ValueError(f"{kw} '{text}' cannot be a matching key: {reason}") from exc
         setattr(ds, kw, value)
+    text = "".join(str(v) for v in keys.values() if v is not None)
+    if not text.isascii():
+        # PS3.5 6.1.2.3: without (0008,0005) only ASCII may be sent; "Müller*" went out as
+        # bare Latin-1 bytes and dcmqrscp matched nothing. Latin-1 where it suffices (what
+        # most PACS store German names in), else UTF-8.
+        try:
+            text.encode("latin-1")
+            ds.SpecificCharacterSet = "ISO_IR 100"
+        except UnicodeEncodeError:
+            ds.SpecificCharacterSet = "ISO_IR 192"
     return ds
 
 

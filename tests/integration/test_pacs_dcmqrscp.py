@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from pydicom.uid import CTImageStorage, generate_uid
@@ -137,3 +138,14 @@ def test_merged_rows_name_every_node_that_has_them(env: Env) -> None:
     [study] = patient.studies
     assert study.nodes == ["dcmqrscp", "dcmqrscp-twin"]
     assert study.node_ids == [env.node.id, twin.id]
+
+
+def test_query_with_a_non_ascii_name(env: Env, tmp_path: Path) -> None:
+    """'Müller*' went out as Latin-1 bytes with no Specific Character Set: dcmqrscp found
+    nothing although it holds the study (findscu with ISO_IR 100 finds it)."""
+    ds = samples.make_instance(CTImageStorage, patient_id="PAT-MU", patient_name="Müller^Jörg")
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    env.qr.add_files([samples.write(ds, tmp_path / "mueller.dcm")])
+    out = env.api.pacs_query([env.node.id], "STUDY", PatientName="Müller*")
+    assert out.nodes[0].outcome == "success", out.nodes[0].message
+    assert [p.patient_name for p in out.patients] == ["Müller^Jörg"]
