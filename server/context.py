@@ -162,18 +162,21 @@ class ServerContext:
         expected_sop_class: str | None = None,
         expected_sop_instance: str | None = None,
         owner: int | None = None,
+        sha256: str | None = None,
     ) -> StoreResult:
         """Validate, seal and index one Part-10 byte string; return the DICOM status.
 
         ``owner`` is the user storing through the API (STOW, imports): quotas of that user,
         their groups and the pool are checked before anything is written (issue 4, A701).
+        ``sha256``: the hex digest of ``data`` when the caller hashed it while receiving (the
+        Store SCP does, between PDUs), so it is not computed again while the sender waits.
         """
         try:
             with self.quotas.admit(pool, owner, len(data)) as refusal:
                 if refusal is not None:
                     return StoreResult(status.OUT_OF_RESOURCES_QUOTA, refusal)
                 result = self._store(
-                    data, pool, source, expected_sop_class, expected_sop_instance, owner
+                    data, pool, source, expected_sop_class, expected_sop_instance, owner, sha256
                 )
                 if result.ok and owner is not None:
                     self.quotas.record_owner(result.sop_instance_uid, owner, len(data))
@@ -190,6 +193,7 @@ class ServerContext:
         expected_sop_class: str | None,
         expected_sop_instance: str | None,
         owner: int | None = None,
+        sha256: str | None = None,
     ) -> StoreResult:
         min_free = self.settings.archive.min_free_mb * 1024 * 1024
         if self.storage.free_bytes() - 2 * len(data) < min_free:
@@ -217,7 +221,9 @@ class ServerContext:
             log.info("pixel span hint %s differs from the parse: written again", early.span)
             self._abandon(early)
             early = None
-        return self._archive(parsed, pool, source, owner, early)
+        if parsed.file_bytes is not data:  # inflated: the stored bytes are not those hashed
+            sha256 = None
+        return self._archive(parsed, pool, source, owner, early, sha256)
 
     def _refuse(
         self,
@@ -264,6 +270,7 @@ class ServerContext:
         source: str,
         owner: int | None,
         early: _PixelWrite | None,
+        sha256: str | None = None,
     ) -> StoreResult:
         raw = parsed.file_bytes
         start, end = parsed.pixel_start, parsed.pixel_end
@@ -281,7 +288,7 @@ class ServerContext:
         ds = parsed.dataset
         try:
             try:
-                digest = _sha256_hex(raw)
+                digest = sha256 or _sha256_hex(raw)
                 attrs = display_attributes(ds)
                 meta = crypto.seal(self.keys, raw[:start] + raw[end:], label)
                 self.storage.put_here(meta_key, meta, reserved=pixel_write is not None)

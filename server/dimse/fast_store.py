@@ -12,6 +12,7 @@ pushed back onto the socket, so behaviour there is unchanged.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import socket
 import ssl
@@ -221,6 +222,7 @@ class StoreAcceptor:
         reader = transport.PduReader(sock, self.pdu_limit)
         command = bytearray()
         data = bytearray()  # the instance being received: file meta, then its fragments
+        digest = hashlib.sha256()  # of ``data``, hashed between PDUs (the sender's turn)
         pending: dict[int, bytes] | None = None
         pending_ctx = 0
         while True:
@@ -263,12 +265,16 @@ class StoreAcceptor:
                         raise Abort("C-STORE-RQ without a data set")
                     else:
                         data = bytearray(self._file_meta(req, pending, accepted[ctx_id][1]))
+                        digest = hashlib.sha256(data)
                 else:  # data fragment
                     if pending is None or ctx_id != pending_ctx:
                         raise Abort("data set fragment without a C-STORE-RQ")
                     data += fragment  # copied out of the reader's buffer
+                    digest.update(fragment)
                     if control & 2:
-                        received.add(self._store(sock, req, pending, ctx_id, bytes(data)))
+                        received.add(
+                            self._store(sock, req, pending, ctx_id, bytes(data), digest.hexdigest())
+                        )
                         stored += 1
                         pending, data = None, bytearray()
 
@@ -298,6 +304,7 @@ class StoreAcceptor:
         cmd: dict[int, bytes],
         ctx_id: int,
         data: bytes,
+        sha256: str,
     ) -> StoreResult:
         sop_class = ul.command_uid(cmd, 0x00000002)
         sop_instance = ul.command_uid(cmd, 0x00001000)
@@ -308,6 +315,7 @@ class StoreAcceptor:
             source=req.calling_ae,
             expected_sop_class=sop_class,
             expected_sop_instance=sop_instance,
+            sha256=sha256,
         )
         rsp = ul.response(
             C_STORE_RSP,

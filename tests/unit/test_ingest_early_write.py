@@ -60,3 +60,25 @@ def test_a_wrong_span_hint_is_written_again_from_the_parse(
     assert ctx.instance_bytes(inst) == data
     ctx.storage.close()
     assert set(_files(ctx)) == {inst.meta_key, inst.pixel_key}
+
+
+def test_a_digest_from_the_receiver_is_not_kept_for_bytes_that_were_inflated(
+    ctx: ServerContext,
+) -> None:
+    """The Store SCP hashes what it receives; a deflated data set is stored inflated, so the
+    index must hold the digest of the stored bytes, not of the received ones."""
+    import hashlib
+    import io
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = samples.make_instance(CT)
+    ds.file_meta = samples.file_meta_for(ds, DeflatedExplicitVRLittleEndian)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    sent = buf.getvalue()
+    result = ctx.store(sent, pool="DEFAULT", sha256=hashlib.sha256(sent).hexdigest())
+    assert result.ok, result
+    inst = ctx.find_instance(str(ds.SOPInstanceUID))
+    assert inst is not None and inst.transfer_syntax_uid != DeflatedExplicitVRLittleEndian
+    assert inst.sha256 == hashlib.sha256(ctx.instance_bytes(inst)).hexdigest()
