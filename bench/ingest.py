@@ -164,12 +164,10 @@ class OurServer(Peer):
         nodelay: bool = True,
         workdir: Path | None = None,
         sync_writes: bool = True,
-        prepare_files: bool = True,
     ) -> None:
         super().__init__(workdir, LOOPBACK)
         self.nodelay = nodelay
         self.sync_writes = sync_writes
-        self.prepare_files = prepare_files
         self.aet = OUR_AET
         self.api_port = 0
         self.max_pdu = max_pdu
@@ -191,7 +189,6 @@ class OurServer(Peer):
         doc["dimse"]["workers"] = self.workers
         doc["archive"]["min_free_mb"] = 256
         doc["archive"]["sync_writes"] = self.sync_writes
-        doc["archive"]["prepare_files"] = self.prepare_files
         pool = doc["pools"][0]
         pool["ae_title"], pool["port"] = self.aet, self.port
         doc["api"]["port"] = self.api_port
@@ -297,15 +294,10 @@ def _orthanc(nodelay: bool) -> Iterator[tuple[Orthanc, Callable[[int, int], str]
 
 @contextmanager
 def _ours(
-    nodelay: bool, sync_writes: bool = True, prepare_files: bool = True
+    nodelay: bool, sync_writes: bool = True
 ) -> Iterator[tuple[OurServer, Callable[[int, int], str]]]:
     # Our server sets TCP_NODELAY on its own sockets; `nodelay` only shapes its environment.
-    server = OurServer(
-        nodelay=nodelay,
-        workdir=_workdir("lucent"),
-        sync_writes=sync_writes,
-        prepare_files=prepare_files,
-    )
+    server = OurServer(nodelay=nodelay, workdir=_workdir("lucent"), sync_writes=sync_writes)
     try:
         server.start(timeout=90)
     except PeerError as exc:
@@ -324,21 +316,13 @@ def _ours_unsynced(nodelay: bool) -> Any:
     return _ours(nodelay, sync_writes=False)
 
 
-def _ours_unprepared(nodelay: bool) -> Any:
-    return _ours(nodelay, prepare_files=False)
-
-
 OURS, UNSYNCED = "ours (lucent-server)", "ours, sync_writes off"
-UNPREPARED = "ours, prepare_files off"
 TARGETS: list[tuple[str, Callable[[bool], Any]]] = [
     (OURS, _ours),
     # storescp never fsyncs; Orthanc 1.10 does ("SyncStorageArea": true, its default). This
     # row runs our whole path (encryption, index) without the flushes: like for like with
     # storescp, and the difference to the row above is what durability costs here.
     (UNSYNCED, _ours_unsynced),
-    # Not in the default run: the write path without prepared files (archive.prepare_files),
-    # to show what they change (--targets ours,ours-noprep,...).
-    (UNPREPARED, _ours_unprepared),
     ("DCMTK storescp", _storescp),
     ("Orthanc (SQLite)", _orthanc),
 ]
@@ -487,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--targets",
         default="ours,ours-nosync,storescp,orthanc",
-        help="comma-separated subset of ours,ours-nosync,ours-noprep,storescp,orthanc",
+        help="comma-separated subset of ours,ours-nosync,storescp,orthanc",
     )
     parser.add_argument(
         "--repeat",
@@ -498,8 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     count = 100 if args.quick and args.count == 500 else args.count
     wanted = {t.strip() for t in args.targets.split(",")}
-    keys = {OURS: "ours", UNSYNCED: "ours-nosync", UNPREPARED: "ours-noprep"}
-    keys["DCMTK storescp"] = "storescp"
+    keys = {OURS: "ours", UNSYNCED: "ours-nosync", "DCMTK storescp": "storescp"}
     keys["Orthanc (SQLite)"] = "orthanc"
     targets = [(n, f) for n, f in TARGETS if keys[n] in wanted]
 
@@ -523,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, list[Row]] = {}
             for _ in range(max(1, args.repeat) if mode.nodelay else 1):
                 for name, factory in targets:
-                    if name in (UNSYNCED, UNPREPARED) and not mode.nodelay:
+                    if name == UNSYNCED and not mode.nodelay:
                         continue  # the Nagle row is about TCP, not the disk
                     if name in unavailable:
                         continue

@@ -47,7 +47,6 @@ class ArchiveSection:
     duplicate_policy: str = "replace"
     max_inflated_mb: int = 1024
     sync_writes: bool = True
-    prepare_files: bool = True
 
 
 @dataclass(frozen=True)

@@ -96,11 +96,7 @@ class ServerContext:
         self.IngestSession = db.ingest_sessions(self.engine)
         self._known_series = KnownSeriesWriter(db.ingest_engine(self.engine))
         self._commit_lock = db.commit_lock(self.engine)
-        self.storage = FileSystemStorage(
-            settings.archive_dir,
-            sync=settings.archive.sync_writes,
-            prepare=settings.archive.prepare_files,
-        )
+        self.storage = FileSystemStorage(settings.archive_dir, sync=settings.archive.sync_writes)
         self._parents = ParentCache()
         self.keys = crypto.KeyRing.load_or_create(settings.key_file)
         self._check_key_location()
