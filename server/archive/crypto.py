@@ -5,16 +5,13 @@ key whose id is written in the object header, so master keys can be rotated and 
 sealed under an older key stay readable. The header is authenticated as associated data.
 Layout (Orthanc object-storage EncryptionHelpers follow the same idea)::
 
-    b"LCA3" | u8 len(key_id) | key_id | u16 len(label) | label | u64 len(ct+tag)
-            | wrap_nonce(12) | wrapped_key(32+16) | nonce(12) | ct+tag | (zero padding)
+    b"LCA2" | u8 len(key_id) | key_id | u16 len(label) | label | wrap_nonce(12)
+            | wrapped_key(32+16) | nonce(12) | ct+tag
 
 The label is authenticated but not encrypted: it carries no patient data, only what is
 needed to re-index an object without the database (pool, sender, pixel offset), so the
-archive can rebuild its index after a crash or the loss of the database. The object states
-its own length, so a file may hold zero bytes after it: the ingest path writes into files
-prepared (zero-filled) ahead of need, and a crash can come before the file is trimmed (see
-``server.archive.storage``). Objects written in the older ``LCA2`` (no length) and ``LCA1``
-(no label) layouts stay readable.
+archive can rebuild its index after a crash or the loss of the database. Objects written in
+the older ``LCA1`` layout (no label) stay readable.
 """
 
 from __future__ import annotations
@@ -29,12 +26,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-MAGIC = b"LCA3"
-MAGIC_V2 = b"LCA2"
+MAGIC = b"LCA2"
 MAGIC_V1 = b"LCA1"
 _NONCE = 12
-_TAG = 16
-_WRAPPED = 32 + _TAG
+_WRAPPED = 32 + 16
 
 
 class KeyError_(Exception):
@@ -120,7 +115,6 @@ def seal(ring: KeyRing, plaintext: bytes | memoryview, label: bytes = b"") -> by
         + key_id
         + struct.pack("<H", len(label))
         + label
-        + struct.pack("<Q", len(plaintext) + _TAG)
         + wrap_nonce
         + wrapped
     )
@@ -135,35 +129,29 @@ class _Header:
     wrap_nonce: bytes
     wrapped: bytes
     end: int  # where the header (the associated data) ends
-    body_end: int  # where the ciphertext and tag end (zero padding may follow)
 
 
 def _header(blob: bytes) -> _Header:
     magic = blob[:4]
-    if magic not in (MAGIC, MAGIC_V2, MAGIC_V1):
+    if magic not in (MAGIC, MAGIC_V1):
         raise IntegrityError("not a Lucent archive object")
     try:
         n = blob[4]
         key_id = blob[5 : 5 + n].decode()
         pos = 5 + n
         label = b""
-        body_size = None
-        if magic != MAGIC_V1:
+        if magic == MAGIC:
             (size,) = struct.unpack_from("<H", blob, pos)
             label = bytes(blob[pos + 2 : pos + 2 + size])
             pos += 2 + size
-        if magic == MAGIC:
-            (body_size,) = struct.unpack_from("<Q", blob, pos)
-            pos += 8
         wrap_nonce = blob[pos : pos + _NONCE]
         wrapped = blob[pos + _NONCE : pos + _NONCE + _WRAPPED]
     except (IndexError, UnicodeDecodeError, struct.error) as exc:
         raise IntegrityError("archive object header is damaged") from exc
     end = pos + _NONCE + _WRAPPED
-    body_end = len(blob) if body_size is None else end + _NONCE + body_size
-    if body_end > len(blob) or body_end < end + _NONCE + _TAG:
+    if len(blob) < end + _NONCE + 16:
         raise IntegrityError("archive object is truncated")
-    return _Header(key_id, label, wrap_nonce, wrapped, end, body_end)
+    return _Header(key_id, label, wrap_nonce, wrapped, end)
 
 
 def header_key_id(blob: bytes) -> str:
@@ -182,7 +170,7 @@ def open_labelled(ring: KeyRing, blob: bytes) -> tuple[bytes, bytes]:
         raise IntegrityError(f"archive object sealed with unknown master key '{h.key_id}'")
     header = blob[: h.end]
     nonce = blob[h.end : h.end + _NONCE]
-    body = memoryview(blob)[h.end + _NONCE : h.body_end]
+    body = blob[h.end + _NONCE :]
     try:
         data_key = AESGCM(master).decrypt(h.wrap_nonce, h.wrapped, h.key_id.encode())
         return h.label, AESGCM(data_key).decrypt(nonce, body, header)

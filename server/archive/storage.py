@@ -6,25 +6,15 @@ Two durable write paths, both crash-safe:
 - ``put``/``put_all``: temp file, fsync, rename, fsync of the folder; a crash leaves either
   the whole object or a ``.tmp`` file that start-up sweeps away.
 - ``reserve`` + ``put_all(..., reserved=True)`` (the ingest path): a background thread
-  creates files under fresh random keys ahead of need and makes their names durable (one
-  folder fsync per batch), so a C-STORE opens an existing file, writes and fdatasyncs it: no
-  inode creation, rename or folder fsync while the sender waits. Creating a file costs 40 us
-  of kernel CPU on a quiet ext4 and 200-400 us after other files were deleted nearby; the
-  whole write path went from ~0.73 to ~0.35 ms per object.
-- **Prepared files** (POSIX): the same thread also fills each new file with zeros, as large
-  as the recent objects of its kind, and flushes them. A store then overwrites blocks that
-  are already allocated, written and in the page cache, so its fdatasync is a pure data
-  flush, with no journal commit for a new file size, and it allocates no page-cache pages
-  (measured on this project's 2-core machine, 0.5 MB object: write + fdatasync 1.0-2.5 ms
-  into an empty file, 0.44 ms into a prepared one). After the flush the file is trimmed to
-  the object; sealed objects state their own length (``crypto``), so the zero tail a crash
-  before the trim leaves is ignored. Like PostgreSQL's WAL segments, the price is writing
-  the zeros once, off the sender's path. An object larger than its file just extends it.
-
-A reserved object is only ever referenced by the index after its write is durable. After
-a crash, a reserved file never written (empty, or all zeros and still marked unused by its
-mode bit) is swept, and a partly written one fails authentication and is removed by
-recovery: the sealed format, not a rename, is what makes it all-or-nothing.
+  creates empty files under fresh random keys ahead of need and makes their names durable
+  (one folder fsync per batch), so a C-STORE opens an existing file, writes and fdatasyncs
+  it: no inode creation, rename or folder fsync while the sender waits. Creating a file
+  costs 40 us of kernel CPU on a quiet ext4 and 200-400 us after other files were deleted
+  nearby (no-journal ext4 scans past recently freed inodes); the whole write path went
+  from ~0.73 to ~0.35 ms per object. A reserved object is only ever referenced by the
+  index after its write is durable; after a crash, an empty one (never written) is swept,
+  and a partly written one fails authentication and is removed by recovery — the sealed
+  format, not a rename, is what makes it all-or-nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +25,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -46,14 +35,6 @@ from typing import Protocol
 _KEY = re.compile(r"^[0-9a-f]{32}\.[a-z]$")
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation in os.write
 RESERVED_KINDS = ("m", "p")  # a reserved base has a metadata and a pixel object
-#: Prepared files are zero-filled to the recent objects' size, up to this: larger objects
-#: (DX, multi-frame) extend their file instead, their transfer dwarfs the flush.
-PREPARE_MAX = 4 * 1024 * 1024
-_PAGE = 4096
-#: A prepared file not yet written carries the sticky bit (ignored on regular files); the
-#: mode is no proof, a crash can keep it on a written file, so the content decides.
-_UNUSED = stat.S_ISVTX
-_PREPARE = os.name == "posix" and hasattr(os, "fchmod") and hasattr(os, "pread")
 log = logging.getLogger("lucent.archive")
 
 
@@ -77,17 +58,11 @@ class FileSystemStorage:
     """Objects under ``root/ab/<key>``: 256 folders, created once, so a write never pays a
     mkdir; ext4/NTFS/APFS index large folders, so millions of objects stay fast."""
 
-    def __init__(
-        self, root: Path, *, spares: int = 32, sync: bool = True, prepare: bool = True
-    ) -> None:
+    def __init__(self, root: Path, *, spares: int = 32, sync: bool = True) -> None:
         """``sync=False`` skips every fdatasync/fsync (config ``archive.sync_writes``): objects
-        still survive a kill -9 (the page cache is the kernel's), not a power loss.
-        ``prepare``: zero-fill reserved files ahead of need (POSIX; see the module notes)."""
+        still survive a kill -9 (the page cache is the kernel's), not a power loss."""
         self.root = root
         self._sync = sync
-        self._prepare = prepare and _PREPARE
-        self._recent: dict[str, deque[int]] = {k: deque(maxlen=16) for k in RESERVED_KINDS}
-        self._zeros = b""
         root.mkdir(parents=True, exist_ok=True)
         for i in range(256):
             (root / f"{i:02x}").mkdir(exist_ok=True)
@@ -163,56 +138,25 @@ class FileSystemStorage:
                     self._spare_maker.start()
         try:
             base = self._spares.popleft()
-        except IndexError:  # made on the spot: empty, zero-filling would only cost more
-            base = self._make_spares(1, prepare=False)[0]
+        except IndexError:
+            base = self._make_spares(1)[0]
         if len(self._spares) < self._spare_target // 2:
             self._spares_low.set()
         return base
 
-    def _make_spares(self, count: int, *, prepare: bool = True) -> list[str]:
-        """Create ``count`` pairs in one random folder (zero-filled when ``prepare``), flush
-        their contents, then fsync that folder once."""
+    def _make_spares(self, count: int) -> list[str]:
+        """Create ``count`` empty pairs in one random folder, then fsync that folder once."""
         prefix = secrets.token_hex(1)
         bases = [prefix + secrets.token_hex(15) for _ in range(count)]
         folder = self.root / prefix
-        sizes = {k: self._prepared_size(k) if prepare else 0 for k in RESERVED_KINDS}
-        filled: list[int] = []
-        try:
-            for base in bases:
-                for kind in RESERVED_KINDS:
-                    fd = os.open(
-                        folder / f"{base}.{kind}",
-                        os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY,
-                        0o600,
-                    )
-                    if not sizes[kind]:
-                        os.close(fd)
-                        continue
-                    filled.append(fd)
-                    os.fchmod(fd, 0o600 | _UNUSED)
-                    _write_all(fd, self._zero_bytes(sizes[kind]), sync=False)
-            if self._sync:
-                for fd in filled:
-                    os.fdatasync(fd)
-        finally:
-            for fd in filled:
+        for base in bases:
+            for kind in RESERVED_KINDS:
+                fd = os.open(
+                    folder / f"{base}.{kind}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o600
+                )
                 os.close(fd)
         self._fsync_dir(folder)
         return bases
-
-    def _prepared_size(self, kind: str) -> int:
-        """Bytes to zero-fill a new ``kind`` file with: the largest of the last 16 objects of
-        that kind, in whole pages; 0 (an empty file) before any or above PREPARE_MAX."""
-        if not self._prepare:
-            return 0
-        size = max(list(self._recent[kind]), default=0)
-        size = -(-size // _PAGE) * _PAGE
-        return size if size <= PREPARE_MAX else 0
-
-    def _zero_bytes(self, size: int) -> memoryview:
-        if len(self._zeros) < size:
-            self._zeros = bytes(size)
-        return memoryview(self._zeros)[:size]
 
     def _make_spares_forever(self) -> None:
         while not self._closed.is_set():
@@ -255,29 +199,19 @@ class FileSystemStorage:
         return True
 
     def _write_reserved(self, path: Path, data: bytes | Callable[[], bytes]) -> bool:
-        """Fill a reserved file (empty, or prepared: zero-filled) in place; False: no folder
-        fsync needed."""
+        """Fill a reserved (existing, empty) file in place; False: no folder fsync needed."""
         if callable(data):
             data = data()
         try:
-            fd = os.open(path, os.O_RDWR | _BINARY)
+            fd = os.open(path, os.O_WRONLY | _BINARY)
         except FileNotFoundError:  # swept by a concurrent recovery: write it anew
             return self._write_durable(path, data)
         try:
-            info = os.fstat(fd)
-            prepared = bool(info.st_mode & _UNUSED)
-            if info.st_size and not (prepared and _blank(fd)):
+            if os.fstat(fd).st_size:
                 raise FileExistsError(f"archive object {path.name} is already written")
             _write_all(fd, data, self._sync)
-            if prepared:  # durable now; what follows needs no flush (module notes)
-                os.fchmod(fd, 0o600)
-                if info.st_size > len(data):
-                    os.ftruncate(fd, len(data))
         finally:
             os.close(fd)
-        kind = path.name[-1]
-        if kind in self._recent:
-            self._recent[kind].append(len(data))
         return False
 
     def _fsync_dir(self, folder: Path) -> None:
@@ -301,9 +235,9 @@ class FileSystemStorage:
         return self._path(key).is_file()
 
     def keys(self) -> Iterator[str]:
-        """Every written object (reserved files not yet written are not objects)."""
+        """Every written object (reserved files still empty are not objects yet)."""
         for path in self.root.glob("*/*"):
-            if _KEY.match(path.name) and _unused(path) is False:
+            if _KEY.match(path.name) and _size(path) > 0:
                 yield path.name
 
     def sweep_temporary(self) -> tuple[int, int]:
@@ -316,7 +250,7 @@ class FileSystemStorage:
             if path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
                 half += 1
-            elif _KEY.match(path.name) and _unused(path) is True:
+            elif _KEY.match(path.name) and _size(path) == 0:
                 path.unlink(missing_ok=True)
                 unused += 1
         return half, unused
@@ -326,27 +260,11 @@ class FileSystemStorage:
         return shutil.disk_usage(self.root).free
 
 
-def _unused(path: Path) -> bool | None:
-    """True for a reserved file never written: empty, or prepared and still all zeros at its
-    start (only prepared files are read: one stat per object otherwise); None: gone."""
+def _size(path: Path) -> int:
     try:
-        info = path.stat()
-        if not info.st_size:
-            return True
-        if not info.st_mode & _UNUSED:
-            return False
-        fd = os.open(path, os.O_RDONLY | _BINARY)
+        return path.stat().st_size
     except FileNotFoundError:
-        return None
-    try:
-        return _blank(fd)
-    finally:
-        os.close(fd)
-
-
-def _blank(fd: int) -> bool:
-    """Sealed objects start with a magic; a prepared file never written starts with zeros."""
-    return not any(os.pread(fd, 8, 0))
+        return -1
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview, sync: bool) -> None:

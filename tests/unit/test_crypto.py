@@ -66,35 +66,3 @@ def test_storage_keys_are_ours_and_paths_never_come_from_input(tmp_path: Path) -
         with pytest.raises(ValueError):
             store.put(evil, b"x")
     assert list(store.keys()) == [key]
-
-
-def _seal_lca2(ring: crypto.KeyRing, plaintext: bytes, label: bytes) -> bytes:
-    """The previous layout (no length field), as archives written before LCA3 hold it."""
-    import struct
-
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-    key_id, data_key = ring.active.encode(), AESGCM.generate_key(bit_length=256)
-    wrap_nonce, nonce = os.urandom(12), os.urandom(12)
-    wrapped = AESGCM(ring.keys[ring.active]).encrypt(wrap_nonce, data_key, key_id)
-    header = b"LCA2" + bytes([len(key_id)]) + key_id + struct.pack("<H", len(label)) + label
-    header += wrap_nonce + wrapped
-    return header + nonce + AESGCM(data_key).encrypt(nonce, plaintext, header)
-
-
-def test_objects_state_their_length_and_older_layouts_stay_readable(tmp_path: Path) -> None:
-    """LCA3 carries its length: zero padding after it (a prepared archive file not yet
-    trimmed) is not part of it; LCA2 objects of older archives still open; truncation and
-    a changed length are detected."""
-    ring = crypto.KeyRing.load_or_create(tmp_path / "master.keys")
-    blob = crypto.seal(ring, b"z" * 500, b"lbl")
-    assert blob[:4] == b"LCA3"
-    assert crypto.open_labelled(ring, blob + bytes(8192)) == (b"lbl", b"z" * 500)
-    old = _seal_lca2(ring, b"old" * 10, b"old label")
-    assert crypto.open_labelled(ring, old) == (b"old label", b"old" * 10)
-    with pytest.raises(crypto.IntegrityError):
-        crypto.open_(ring, blob[:-1] + bytes(64))  # truncated, then padded
-    longer = bytearray(blob + bytes(16))
-    longer[5 + longer[4] + 2 + 3] += 16  # the length field: authenticated
-    with pytest.raises(crypto.IntegrityError):
-        crypto.open_(ring, bytes(longer))
