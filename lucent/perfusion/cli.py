@@ -1,8 +1,16 @@
 """``lucent-perfusion analyse INPUT_DIR --out OUTPUT_DIR`` (issue 6, "Command line").
 
 Runs the whole analysis on a folder of DICOM files without the server, writes the result
-DICOM objects and result.json; a non-perfusion input exits 2 with the reason (also written
-to result.json so a caller has one place to look).
+DICOM objects and result.json. result.json is the one place a caller looks; its ``status``
+and the exit status say how it went:
+
+- 0, ``"ok"``: analysed, every output written.
+- 2, ``"refused"``: not analysed (not perfusion, incomplete, inconsistent geometry, ...);
+  ``code`` and ``reason`` say why.
+- 3, ``"partial"``: analysed (volumes, QC, maps in result.json are valid) but some output
+  objects could not be made; ``output_failures`` lists which and why.
+- 1, ``"failed"``: an internal error; ``reason`` names it and the traceback is on stderr.
+- 64: usage error (bad arguments, missing input); nothing written.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +26,9 @@ from .config import PerfusionConfig
 from .model import Refusal
 from .pipeline import analyse
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 2, 64
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2, 3, 64
+OUTPUT_FAILURES = "output_failures"
+"""``dicom_out.OUTPUT_FAILURES`` (not imported: highdicom loads only when DICOM is written)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,19 +88,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         if extra is not None and not extra.exists():
             print(f"lucent-perfusion: {extra} does not exist", file=sys.stderr)
             return EXIT_USAGE
-    result = analyse(
-        args.input,
-        config=config,
-        dwi=args.dwi,
-        flair=args.flair,
-        out_dir=args.out,
-        progress=progress,
-    )
+    try:
+        result = analyse(
+            args.input,
+            config=config,
+            dwi=args.dwi,
+            flair=args.flair,
+            out_dir=args.out,
+            progress=progress,
+        )
+    except Exception as exc:  # noqa: BLE001 - reported in result.json and on stderr
+        traceback.print_exc()
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            doc = {"status": "failed", "code": "internal_error", "reason": reason}
+            (args.out / "result.json").write_text(json.dumps(doc, indent=2))
+        except OSError:
+            pass
+        print(f"lucent-perfusion: failed: {reason}", file=sys.stderr)
+        return EXIT_FAILED
     if isinstance(result, Refusal):
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
         print(f"lucent-perfusion: refused ({result.code}): {result.reason}", file=sys.stderr)
         return EXIT_REFUSED
+    failures = result.qc.get(OUTPUT_FAILURES) or []
+    if failures:
+        # result.json was written by the pipeline; say there that it is partial and what is missing
+        path = args.out / "result.json"
+        doc = json.loads(path.read_text())
+        doc["status"] = "partial"
+        doc["output_failures"] = failures
+        path.write_text(json.dumps(doc, indent=2))
+        for f in failures:
+            print(
+                f"lucent-perfusion: output not written: {f['output']}: {f['reason']}",
+                file=sys.stderr,
+            )
     v = result.summary
     if not args.quiet:
         print(
@@ -97,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{v['mismatch_ml']} mL, ratio {v['mismatch_ratio']}, "
             f"DEFUSE-3 {v['defuse3']['verdict']}"
         )
-    return EXIT_OK
+    return EXIT_PARTIAL if failures else EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

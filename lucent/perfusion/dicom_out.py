@@ -25,7 +25,7 @@ from lucent.dicom.uids import make_uid
 
 from .maps import MAP_UNITS
 from .render import render_map, render_overlay, render_report
-from .sr import structured_report
+from .sr import TYPE2_PATIENT_STUDY, highdicom_sources, structured_report
 
 if TYPE_CHECKING:
     from .pipeline import PerfusionResult
@@ -76,17 +76,7 @@ def _common(
         if key in ref:
             setattr(ds, key, ref.data_element(key).value)  # type: ignore[union-attr]
     ds.SpecificCharacterSet = ref.get("SpecificCharacterSet", "ISO_IR 192")
-    for key in (
-        "PatientName",
-        "PatientID",
-        "PatientBirthDate",
-        "PatientSex",
-        "StudyID",
-        "StudyDescription",
-        "StudyDate",
-        "StudyTime",
-        "AccessionNumber",
-    ):
+    for key in (*TYPE2_PATIENT_STUDY, "StudyDescription"):
         if key not in ds:
             setattr(ds, key, "")
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
@@ -145,10 +135,18 @@ def _series(
     return _common(ref, result.series.modality, new_uid(uid_root), number, description, now)
 
 
+OUTPUT_FAILURES = "output_failures"
+"""Key in ``result.qc`` (and so in result.json) listing outputs that could not be made."""
+
+
 def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> list[Path]:
     """Write every result object under ``out_dir``; file names are our own counters.
 
     Every new UID is made under ``uid_root`` (the organisation root of the server config).
+    Each output (one SC series, one Parametric Map, the SR) is made on its own: one that
+    fails leaves no files behind and is listed in ``result.qc["output_failures"]`` (what and
+    why) and in the warnings, and the others are still written. Nothing is dropped silently:
+    the CLI reports such a result as partial.
     """
     now = _dt.datetime.now()
     out_dir = out_dir / "dicom"
@@ -157,12 +155,26 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
     counter = iter(range(1, 1_000_000))
     n_z = result.maps["cbf"].shape[0]
     brain = result.brain
+    failures: list[dict[str, str]] = result.qc.setdefault(OUTPUT_FAILURES, [])
 
     def save(ds: Dataset) -> None:
         paths.append(_save(ds, out_dir / f"R{next(counter):05d}.dcm"))
 
+    def attempt(output: str, make: Callable[[], None]) -> None:
+        first = len(paths)
+        try:
+            make()
+        except Exception as exc:  # noqa: BLE001 - recorded in result.json, never swallowed
+            for path in paths[first:]:
+                path.unlink(missing_ok=True)
+            del paths[first:]
+            reason = f"{type(exc).__name__}: {exc}"
+            failures.append({"output": output, "reason": reason})
+            result.warnings.append(f"output not written: {output}: {reason}")
+
     # colour maps, one SC series per map
-    for k, (name, (label, vmin, vmax, table)) in enumerate(MAP_DISPLAY.items()):
+    def colour_map(k: int, name: str) -> None:
+        label, vmin, vmax, table = MAP_DISPLAY[name]
         base = _series(result, 9001 + k, f"Perfusion {label} (colour)", now, uid_root)
         for z in range(n_z):
             rgb = render_map(
@@ -175,45 +187,69 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
                 brain[z],
             )
             save(secondary_capture(base, rgb, z + 1, f"{label} map, oSVD", uid_root))
+
+    for k, name in enumerate(MAP_DISPLAY):
+        attempt(f"secondary capture {name} colour map", lambda k=k, name=name: colour_map(k, name))
+
     # overlays
-    lo, hi = (
-        (0.0, 80.0)
-        if result.series.modality == "CT"
-        else (0.0, float(np.percentile(result.baseline_image[brain], 99)) if brain.any() else 1.0)
-    )
-    base = _series(result, 9010, "Perfusion core/hypoperfusion overlay", now, uid_root)
-    vols = result.summary
-    legend = [
-        f"core {vols['core_ml']:.1f} mL ({vols['core_source']})",
-        f"Tmax > 6 s {vols['hypoperfusion_ml']:.1f} mL",
-    ]
-    for z in range(n_z):
-        rgb = render_overlay(
-            result.baseline_image[z],
-            (lo, hi),
-            [(result.hypo[z] & ~result.core[z], (0, 200, 0)), (result.core[z], (230, 0, 200))],
-            f"Core / hypoperfusion  slice {z + 1}/{n_z}",
-            legend,
+    def overlays() -> None:
+        lo, hi = (
+            (0.0, 80.0)
+            if result.series.modality == "CT"
+            else (
+                0.0,
+                float(np.percentile(result.baseline_image[brain], 99)) if brain.any() else 1.0,
+            )
         )
-        save(secondary_capture(base, rgb, z + 1, "segmentation overlay", uid_root))
+        base = _series(result, 9010, "Perfusion core/hypoperfusion overlay", now, uid_root)
+        vols = result.summary
+        legend = [
+            f"core {vols['core_ml']:.1f} mL ({vols['core_source']})",
+            f"Tmax > 6 s {vols['hypoperfusion_ml']:.1f} mL",
+        ]
+        for z in range(n_z):
+            rgb = render_overlay(
+                result.baseline_image[z],
+                (lo, hi),
+                [
+                    (result.hypo[z] & ~result.core[z], (0, 200, 0)),
+                    (result.core[z], (230, 0, 200)),
+                ],
+                f"Core / hypoperfusion  slice {z + 1}/{n_z}",
+                legend,
+            )
+            save(secondary_capture(base, rgb, z + 1, "segmentation overlay", uid_root))
+
+    attempt("secondary capture core/hypoperfusion overlay", overlays)
     if result.flair is not None:
         # FLAIR on the perfusion grid with outlines: the reader checks the coregistration
         # (seed FAQ: it can fail) and sees the lesions against FLAIR in one picture
-        write_flair_overlay(result, now, uid_root, save)
+        attempt(
+            "secondary capture FLAIR overlay",
+            lambda: write_flair_overlay(result, now, uid_root, save),
+        )
+
     # summary and QC pages
-    base = _series(result, 9020, "Perfusion summary and QC", now, uid_root)
-    for i, page in enumerate(summary_pages(result)):
-        save(secondary_capture(base, page, i + 1, "perfusion summary", uid_root))
+    def pages() -> None:
+        base = _series(result, 9020, "Perfusion summary and QC", now, uid_root)
+        for i, page in enumerate(summary_pages(result)):
+            save(secondary_capture(base, page, i + 1, "perfusion summary", uid_root))
+
+    attempt("secondary capture summary and QC pages", pages)
     # quantitative maps
     for k, name in enumerate(MAP_DISPLAY):
-        try:
-            save(parametric_map(result, name, 9030 + k, uid_root))
-        except (ValueError, TypeError, AttributeError) as exc:  # pragma: no cover - defensive
-            result.warnings.append(f"parametric map {name} not written: {exc}")
+        attempt(
+            f"parametric map {name}",
+            lambda k=k, name=name: save(parametric_map(result, name, 9030 + k, uid_root)),
+        )
+
     # the summary as an Enhanced SR (volumes, DEFUSE-3, QC, AIF/VOF), own series
-    sr = structured_report(result, new_uid(uid_root), new_uid(uid_root), 9040)
-    sr.SoftwareVersions = SOFTWARE_VERSION
-    save(sr)
+    def report() -> None:
+        sr = structured_report(result, new_uid(uid_root), new_uid(uid_root), 9040)
+        sr.SoftwareVersions = SOFTWARE_VERSION
+        save(sr)
+
+    attempt("enhanced SR summary", report)
     return paths
 
 
@@ -355,6 +391,24 @@ def _fmt(e: dict[str, float] | None) -> str:
     return "-" if not e else f"{e['median']:.2f} [{e['p10']:.2f}-{e['p90']:.2f}]"
 
 
+def map_sources(headers: list[Dataset]) -> list[Dataset]:
+    """The source images a Parametric Map references, as highdicom accepts them.
+
+    highdicom takes exactly one multi-frame source (an Enhanced CT/MR perfusion gives the
+    same instance for every slice: it raised "Only one source image should be provided",
+    and the maps were lost) or single-frame images of one series with one matrix (a
+    perfusion merged from several series: those of the first series).
+    """
+    unique = list({id(h): h for h in headers}.values())
+    first = unique[0]
+    if int(first.get("NumberOfFrames", 1) or 1) > 1:
+        return [first]
+    same = (first.get("SeriesInstanceUID"), first.get("Rows"), first.get("Columns"))
+    return [
+        h for h in unique if (h.get("SeriesInstanceUID"), h.get("Rows"), h.get("Columns")) == same
+    ]
+
+
 def parametric_map(result: PerfusionResult, name: str, number: int, uid_root: str = "") -> Dataset:
     """One map as a highdicom Parametric Map on the perfusion grid (true geometry)."""
     s = result.series
@@ -376,7 +430,7 @@ def parametric_map(result: PerfusionResult, name: str, number: int, uid_root: st
     ]
     label, vmin, vmax, _ = MAP_DISPLAY[name]
     pm = hd.pm.ParametricMap(
-        source_images=s.slice_headers,
+        source_images=highdicom_sources(map_sources(s.slice_headers)),
         pixel_array=values,
         series_instance_uid=new_uid(uid_root),
         series_number=number,

@@ -69,6 +69,51 @@ CONCEPTS = {
 }
 """Concept names of the document (private scheme; meanings are what dsrdump prints)."""
 
+TYPE2_PATIENT_STUDY = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+"""Type 2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1):
+present in every object, empty when unknown. highdicom's constructors read each of them
+from the first source as an attribute."""
+
+
+def highdicom_sources(headers: Sequence[Dataset]) -> list[Dataset]:
+    """The source headers as highdicom's constructors need them.
+
+    ``hd.sr.EnhancedSR`` and ``hd.pm.ParametricMap`` read ``evidence[0].PatientBirthDate``,
+    ``.AccessionNumber`` and the other Type 2 patient/study attributes as attributes, so a
+    source without them (common after anonymisation) raised AttributeError. Type 2 means
+    "present, empty when unknown" (PS3.5 7.4.5): an absent attribute and an empty one say the
+    same thing, so each header missing any is replaced by a copy (the source header is not
+    touched) with the missing ones present and empty. The output's patient identity is the
+    source's: every value that is there is kept as it is.
+    """
+    copies: dict[int, Dataset] = {}
+    out: list[Dataset] = []
+    for header in headers:
+        key = id(header)
+        if key not in copies:
+            missing = [k for k in TYPE2_PATIENT_STUDY if k not in header]
+            if missing:
+                filled = Dataset()
+                filled.update(header)  # new element dict: the source keeps its elements
+                for k in missing:
+                    setattr(filled, k, "")
+                copies[key] = filled
+            else:
+                copies[key] = header
+        out.append(copies[key])
+    return out
+
+
 CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
 SELECTED_FROM = hd.sr.RelationshipTypeValues.SELECTED_FROM
 
@@ -203,7 +248,7 @@ def structured_report(
     s = result.series
     ref = s.slice_headers[0]
     sr = hd.sr.EnhancedSR(
-        evidence=s.slice_headers,
+        evidence=highdicom_sources(s.slice_headers),
         content=summary_content(result),
         series_instance_uid=series_uid,
         series_number=number,
