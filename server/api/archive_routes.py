@@ -125,28 +125,30 @@ def list_studies(
     include_placeholders: bool = Query(True, description="list non-conformant data entries"),
     _: Caller = Depends(get_caller),
 ) -> schemas.Page[schemas.StudyOut]:
+    """One ordered list, paged as a whole: the "non-conformant data" entries of studies that
+    were never archived (newest first), then the archived studies (newest study date first).
+    ``total`` counts both; hidden studies are left out before paging, so a page is never
+    short while more exist, nor longer than ``limit``."""
     with ctx_of(request).Session() as db:
         hidden = hidden_uids(request, "study")  # accounts: per-user hidden studies
-        items = [
-            study_out(r)
-            for r in queries.studies(db, f, offset, limit)
-            if r.study.study_uid not in hidden
-        ]
-        total = queries.count_studies(db, f)
-        if include_placeholders and offset == 0:
-            items.extend(_placeholder_studies(db, f, {i.study_uid for i in items}))
+        entries = _placeholder_studies(db, f, hidden) if include_placeholders else []
+        items = entries[offset : offset + limit]
+        rest = limit - len(items)
+        if rest > 0:
+            rows = queries.studies(db, f, max(0, offset - len(entries)), rest, exclude=hidden)
+            items.extend(study_out(r) for r in rows)
+        total = len(entries) + queries.count_studies(db, f, exclude=hidden)
     return schemas.Page[schemas.StudyOut](items=items, offset=offset, limit=limit, total=total)
 
 
-def _placeholder_studies(db: Any, f: queries.Filter, shown: set[str]) -> list[schemas.StudyOut]:
+def _placeholder_studies(db: Any, f: queries.Filter, hidden: set[str]) -> list[schemas.StudyOut]:
     """Refused instances whose study was never archived appear as their own entry."""
     if f.study_date or f.modality or f.accession_number or f.description:
         return []
     out: dict[str, schemas.StudyOut] = {}
-    archived = set(db.scalars(select(Study.study_uid)))
-    for ph in queries.placeholders(db, f):
+    for ph in queries.placeholders(db, f, without_study=True):
         key = ph.study_uid or f"unknown:{ph.id}"
-        if ph.study_uid in shown or ph.study_uid in archived or key in out:
+        if key in out or (ph.study_uid and ph.study_uid in hidden):
             continue
         out[key] = schemas.StudyOut(
             study_uid=ph.study_uid,

@@ -8,10 +8,11 @@ Names can be matched case-insensitively (the FAQ: some PACS find "Schmidt" but n
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server.index.models import Instance, Patient, Placeholder, Series, Study
@@ -180,11 +181,22 @@ class StudyRow:
     non_conformant: int
 
 
-def studies(session: Session, f: Filter, offset: int = 0, limit: int = 100) -> list[StudyRow]:
+def _excluding(uids: Collection[str]) -> list[ColumnElement[bool]]:
+    """Studies a caller has hidden, left out in SQL so pages stay full and totals right."""
+    return [Study.study_uid.not_in(list(uids))] if uids else []
+
+
+def studies(
+    session: Session,
+    f: Filter,
+    offset: int = 0,
+    limit: int = 100,
+    exclude: Collection[str] = (),
+) -> list[StudyRow]:
     stmt: Select[Any] = (
         select(Study, Patient)
         .join(Patient, Study.patient_pk == Patient.id)
-        .where(*_clauses(f))
+        .where(*_clauses(f), *_excluding(exclude))
         .order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
         .offset(offset)
         .limit(limit)
@@ -197,11 +209,11 @@ def studies(session: Session, f: Filter, offset: int = 0, limit: int = 100) -> l
     ]
 
 
-def count_studies(session: Session, f: Filter) -> int:
+def count_studies(session: Session, f: Filter, exclude: Collection[str] = ()) -> int:
     stmt = (
         select(func.count(Study.id))
         .join(Patient, Study.patient_pk == Patient.id)
-        .where(*_clauses(f))
+        .where(*_clauses(f), *_excluding(exclude))
     )
     return int(session.scalar(stmt) or 0)
 
@@ -408,8 +420,14 @@ def instances_for(session: Session, level: str, f: Filter) -> list[Instance]:
     return list(session.scalars(stmt))
 
 
-def placeholders(session: Session, f: Filter, limit: int = 1000) -> list[Placeholder]:
+def placeholders(
+    session: Session, f: Filter, limit: int = 1000, *, without_study: bool = False
+) -> list[Placeholder]:
+    """Refused instances, newest first; ``without_study``: only those whose study was never
+    archived (they are listed as studies of their own)."""
     stmt = select(Placeholder).join(Patient, Placeholder.patient_pk == Patient.id)
+    if without_study:
+        stmt = stmt.where(~exists().where(Study.study_uid == Placeholder.study_uid))
     clauses = [
         _name_clause(f),
         match_text(Patient.patient_id, f.patient_id),
