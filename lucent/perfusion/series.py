@@ -320,6 +320,146 @@ def examine(frames: Sequence[FrameRef]) -> list[tuple[float, list[FrameRef], str
     return out
 
 
+def _differences(f: FrameRef, ref: FrameRef) -> list[str]:
+    """What of the image geometry differs between two frames, in words (empty: the same)."""
+    out: list[str] = []
+    if f.for_uid != ref.for_uid:
+        out.append("frame of reference")
+    if (f.rows, f.cols) != (ref.rows, ref.cols):
+        out.append(f"matrix {f.rows}x{f.cols} instead of {ref.rows}x{ref.cols}")
+    if not np.allclose(f.pixel_spacing, ref.pixel_spacing, rtol=1e-3, atol=1e-4):
+        out.append(
+            "pixel spacing {:.4g}\\{:.4g} mm instead of {:.4g}\\{:.4g} mm".format(
+                *f.pixel_spacing, *ref.pixel_spacing
+            )
+        )
+    if not np.allclose(f.iop, ref.iop, atol=1e-3):
+        out.append(
+            "orientation {} instead of {}".format(
+                "\\".join(f"{v:.3g}" for v in f.iop), "\\".join(f"{v:.3g}" for v in ref.iop)
+            )
+        )
+    if abs(f.thickness - ref.thickness) > 0.01:
+        out.append(f"slice thickness {f.thickness:.4g} mm instead of {ref.thickness:.4g} mm")
+    return out
+
+
+def _files(frames: Sequence[FrameRef], limit: int = 3) -> str:
+    """File names (and frame numbers of multi-frame instances) for a refusal's reason."""
+    names = [
+        f.path.name if f.frame is None else f"{f.path.name} frame {f.frame + 1}" for f in frames
+    ]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return "files " + ", ".join(names[:limit]) + more
+
+
+def _time_points(odd: Sequence[FrameRef], members: Sequence[FrameRef]) -> str:
+    """Which time point(s) of the acquisition the odd frames are, counted in time order.
+
+    Uses the first timing source every frame has; a frame's time point is its rank among
+    the acquisition's frames at the nearest slice position. Empty when nothing orders them.
+    """
+    for name in TIMING_SOURCES:
+        if any(f.times.get(name) is None for f in (*odd, *members)):
+            continue
+        normal = np.cross(members[0].iop[:3], members[0].iop[3:])
+        dist = np.array([float(np.dot(f.ipp, normal)) for f in members])
+        start = min(float(f.times[name]) for f in members)  # type: ignore[arg-type]
+        points: set[int] = set()
+        offsets: list[float] = []
+        for f in odd:
+            here = np.abs(dist - float(np.dot(f.ipp, normal)))
+            near = [m for m, d in zip(members, here, strict=True) if d <= here.min() + 0.05]
+            t = float(f.times[name])  # type: ignore[arg-type]
+            points.add(1 + sum(float(m.times[name]) < t for m in near))  # type: ignore[arg-type]
+            offsets.append(t - start)
+        ordered = sorted(points)
+        which = ", ".join(str(k) for k in ordered[:5]) + (" ..." if len(ordered) > 5 else "")
+        return (
+            f"time point{'s' if len(ordered) > 1 else ''} {which}, {min(offsets):.1f} s after "
+            f"the first image by {name.replace('_', ' ')}"
+        )
+    return ""
+
+
+def _odd_geometry(
+    members: list[FrameRef], frames: Sequence[FrameRef]
+) -> tuple[list[FrameRef], Refusal | None]:
+    """Frames of the acquisition's own series that examine() put in another geometry group.
+
+    examine() groups frames by geometry and keeps the best group, which is right for other
+    series in the folder (a localizer, a plain head CT): they are ignored. But a frame of the
+    *same* series with another pixel spacing, matrix, orientation, thickness or frame of
+    reference is a time point of this acquisition that does not fit the grid: dropping it and
+    interpolating the gap hides a broken series (issue 6: inconsistent geometry is refused
+    with the reason). Frames that differ only by rounding are taken back into the group.
+    Returns the (possibly extended) members, or a refusal naming what differs and where.
+    """
+    series = {f.series_uid for f in members}
+    chosen = {id(f) for f in members}
+    others = [f for f in frames if f.series_uid in series and id(f) not in chosen]
+    if not others:
+        return members, None
+    ref = members[0]
+    odd = [f for f in others if _differences(f, ref)]
+    merged = members + [f for f in others if not _differences(f, ref)]
+    if not odd:
+        return merged, None
+    what: dict[str, None] = {}
+    for f in odd:
+        what.update(dict.fromkeys(_differences(f, ref)))
+    when = _time_points(odd, merged)
+    return merged, Refusal(
+        RefusalCode.INCONSISTENT_GEOMETRY,
+        f"inconsistent geometry: {len(odd)} of {len(odd) + len(merged)} images of the series "
+        f"have {'; '.join(what)}"
+        + (f" at {when}" if when else "")
+        + f" ({_files(odd)}); every time point must be imaged on the same grid",
+    )
+
+
+def _stray_positions(
+    per_slice: list[list[FrameRef]], centres: np.ndarray, counts: list[int]
+) -> Refusal | None:
+    """Slice positions off the acquisition's grid: a time point shifted along the normal.
+
+    A missing image leaves its slice one time point short (``incomplete``). A time point
+    imaged a few mm away instead puts a handful of images on positions of their own, between
+    the slices every other time point used: that is inconsistent geometry, not a gap.
+    """
+    top = max(counts)
+    main = [i for i, c in enumerate(counts) if c > top / 2]
+    stray = [i for i, c in enumerate(counts) if c <= top / 2]
+    if not stray or not main:
+        return None
+    grid = centres[main]
+    gap = float(np.median(np.diff(grid))) if len(grid) > 1 else 0.0
+    off: list[int] = []
+    for i in stray:
+        d = float(centres[i] - grid[np.argmin(np.abs(grid - centres[i]))])
+        r = abs(d) if gap <= 0 else abs(d - gap * round(d / gap))
+        if r > max(0.5, 0.1 * gap):
+            off.append(i)
+    if not off:
+        return None
+    odd = [f for i in off for f in per_slice[i]]
+    members = [f for i in main for f in per_slice[i]]
+    nearest = [float(grid[np.argmin(np.abs(grid - centres[i]))]) for i in off]
+    shifts = [centres[i] - n for i, n in zip(off, nearest, strict=True)]
+    when = _time_points(odd, members)
+    positions = ", ".join(f"{centres[i]:.2f}" for i in off[:4]) + (" ..." if len(off) > 4 else "")
+    return Refusal(
+        RefusalCode.INCONSISTENT_GEOMETRY,
+        f"inconsistent geometry: {len(odd)} image(s) at slice position(s) {positions} mm lie "
+        f"off the acquisition's {len(main)} slice positions (shifted {min(shifts):+.2f} to "
+        f"{max(shifts):+.2f} mm from the nearest"
+        + (f", slice spacing {gap:.2f} mm" if gap > 0 else "")
+        + ")"
+        + (f" at {when}" if when else "")
+        + f" ({_files(odd)}); every time point must image the same slice positions",
+    )
+
+
 def _read_pixels(f: FrameRef, cache: dict[Path, np.ndarray]) -> np.ndarray:
     if f.frame is None:
         arr = pydicom.dcmread(f.path).pixel_array
@@ -359,6 +499,9 @@ def assemble(
             f"not a perfusion series: {why}; every slice position was imaged once, "
             "a perfusion acquisition images the same positions repeatedly over time",
         )
+    members, odd = _odd_geometry(members, frames)
+    if odd is not None:
+        return odd
     f0 = members[0]
     normal = np.cross(f0.iop[:3], f0.iop[3:])
     dist = np.array([float(np.dot(f.ipp, normal)) for f in members])
@@ -368,6 +511,9 @@ def assemble(
         per_slice[lab].append(f)
     counts = [len(s) for s in per_slice]
     n_z = len(centres)
+    stray = _stray_positions(per_slice, centres, counts)
+    if stray is not None:
+        return stray
     if min(counts) != max(counts):
         short = [i for i, c in enumerate(counts) if c < max(counts)]
         return Refusal(
@@ -384,12 +530,19 @@ def assemble(
             "to sample the passage of the bolus",
         )
     # in-plane geometry must be the same at every time point of a slice (no table move)
-    for s in per_slice:
+    for z, s in enumerate(per_slice):
         inplane = np.array([[np.dot(f.ipp, f0.iop[:3]), np.dot(f.ipp, f0.iop[3:])] for f in s])
-        if np.ptp(inplane, axis=0).max() > 0.5:
+        usual = np.median(inplane, axis=0)
+        moved = [f for f, xy in zip(s, inplane, strict=True) if np.abs(xy - usual).max() > 0.5]
+        if moved:
+            shift = max(float(np.abs(xy - usual).max()) for xy in inplane)
+            when = _time_points(moved, members)
             return Refusal(
                 RefusalCode.INCONSISTENT_GEOMETRY,
-                "inconsistent geometry: the in-plane position of a slice changes over time",
+                "inconsistent geometry: the in-plane position of slice "
+                f"{z + 1} (at {centres[z]:.2f} mm) changes over time by up to {shift:.2f} mm"
+                + (f" at {when}" if when else "")
+                + f" ({_files(moved)})",
             )
     gaps = np.diff(centres)
     if n_z > 1 and (gaps.max() - gaps.min()) > 0.1 * max(gaps.mean(), 1e-6):

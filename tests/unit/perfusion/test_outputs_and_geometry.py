@@ -10,6 +10,7 @@ was refused as "an image is missing".
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pydicom
@@ -17,8 +18,9 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from lucent.perfusion import dicom_out
+from lucent.perfusion import Refusal, RefusalCode, dicom_out
 from lucent.perfusion.cli import EXIT_OK, EXIT_PARTIAL, main
+from lucent.perfusion.series import assemble
 from lucent.perfusion.sr import TYPE2_PATIENT_STUDY, highdicom_sources
 from tests.data import phantom as P
 
@@ -209,3 +211,79 @@ def test_an_output_that_cannot_be_made_is_reported_not_swallowed(
 
 
 # ---------- 2. geometry ----------
+
+GEOM = P.PhantomSpec(n_slices=3, n_times=12, matrix=32)
+"""Header-level checks only (assemble, no analysis): tiny."""
+
+
+def _edit(paths: list[Path], t: int, n_z: int, **values: object) -> list[Path]:
+    """Set attributes on every image of time point ``t`` (generate writes t-major)."""
+    chosen = paths[t * n_z : (t + 1) * n_z]
+    for path in chosen:
+        ds = pydicom.dcmread(path)
+        for key, value in values.items():
+            setattr(ds, key, value)
+        ds.save_as(path, enforce_file_format=True)
+    return chosen
+
+
+def test_one_time_point_with_other_pixel_spacing_is_refused_not_interpolated(
+    tmp_path: Path,
+) -> None:
+    ph = P.generate(GEOM, tmp_path)
+    px = GEOM.fov_mm / GEOM.matrix
+    odd = _edit(ph.paths, 6, GEOM.n_slices, PixelSpacing=[px * 1.1, px * 1.1])
+    r = assemble(tmp_path)
+    assert isinstance(r, Refusal), r.warnings
+    assert r.code == RefusalCode.INCONSISTENT_GEOMETRY
+    assert "pixel spacing" in r.reason and "time point 7" in r.reason, r.reason
+    assert odd[0].name in r.reason
+
+
+def test_one_time_point_with_other_matrix_or_orientation_is_refused(tmp_path: Path) -> None:
+    ph = P.generate(GEOM, tmp_path / "m")
+    _edit(ph.paths, 3, GEOM.n_slices, ImageOrientationPatient=[1, 0, 0, 0, 0.9962, 0.0872])
+    r = assemble(tmp_path / "m")
+    assert isinstance(r, Refusal) and r.code == RefusalCode.INCONSISTENT_GEOMETRY
+    assert "orientation" in r.reason and "time point 4" in r.reason, r.reason
+
+
+def test_one_time_point_shifted_along_z_is_inconsistent_geometry_not_incomplete(
+    tmp_path: Path,
+) -> None:
+    ph = P.generate(GEOM, tmp_path)
+    for path in ph.paths[5 * GEOM.n_slices : 6 * GEOM.n_slices]:
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], ds.ImagePositionPatient[2] + 2]
+        ds.save_as(path, enforce_file_format=True)
+    r = assemble(tmp_path)
+    assert isinstance(r, Refusal) and r.code == RefusalCode.INCONSISTENT_GEOMETRY, r
+    assert "slice position" in r.reason and "+2.00" in r.reason, r.reason
+    assert "time point 6" in r.reason, r.reason
+
+
+def test_missing_image_is_still_incomplete(tmp_path: Path) -> None:
+    P.generate(replace(GEOM, drop_instance=(4, 1)), tmp_path)
+    r = assemble(tmp_path)
+    assert isinstance(r, Refusal) and r.code == RefusalCode.INCOMPLETE
+
+
+def test_other_series_in_the_folder_are_still_ignored(tmp_path: Path) -> None:
+    """A localizer and a thin-slice head CT of their own series are not the perfusion."""
+    P.generate(GEOM, tmp_path / "perf")
+    P.generate(replace(GEOM, n_times=1, n_slices=6, matrix=48, slice_mm=2.0), tmp_path / "ct")
+    scout = P.generate(replace(GEOM, n_times=1, n_slices=1), tmp_path / "scout")
+    _edit(scout.paths, 0, 1, ImageOrientationPatient=[1, 0, 0, 0, 0, -1])
+    r = assemble(tmp_path)
+    assert not isinstance(r, Refusal), r
+    assert r.shape == (GEOM.n_times, GEOM.n_slices, GEOM.matrix, GEOM.matrix)
+    assert len(r.series_uids) == 1 and not r.warnings
+
+
+def test_spacing_that_differs_only_by_rounding_is_accepted(tmp_path: Path) -> None:
+    ph = P.generate(GEOM, tmp_path)
+    px = GEOM.fov_mm / GEOM.matrix
+    _edit(ph.paths, 2, GEOM.n_slices, PixelSpacing=[f"{px:.6f}", f"{px + 0.0006:.6f}"])
+    r = assemble(tmp_path)
+    assert not isinstance(r, Refusal), r
+    assert r.shape[0] == GEOM.n_times and not r.warnings
