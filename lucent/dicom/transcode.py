@@ -17,6 +17,7 @@ import io
 from collections.abc import Collection
 from dataclasses import dataclass
 
+import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -77,6 +78,8 @@ def prepare(ds: Dataset, own: str, accepted: Collection[str], sop_class_uid: str
         set_syntax(ds, native[0])
         return Prepared(ds, native[0], True, "")
     if not own_uid.is_compressed and native:
+        if UID(native[0]).is_little_endian != own_uid.is_little_endian:
+            swap_byte_order(ds, native[0])
         set_syntax(ds, native[0])
         return Prepared(ds, native[0], native[0] != own, "")
     if not own_uid.is_compressed and RLE_LOSSLESS in accepted and "PixelData" in ds:
@@ -114,6 +117,56 @@ def prepare_part10(
     except Exception as exc:  # noqa: BLE001 - unreadable or unwritable: a per-instance error
         return None, "", False, f"cannot transcode {own}: {exc}"
     return out.getvalue(), done.syntax, done.transcoded, ""
+
+
+def changes_byte_order(own: str, accepted: Collection[str]) -> bool:
+    """True when the syntax :func:`prepare` picks for an uncompressed ``own`` has the other
+    byte order (Explicit VR Big Endian stored, only little endian accepted, or the reverse).
+    pydicom and pynetdicom re-encode the parsed values then, but pass OW/OF/OD/OL/OV bytes
+    (Pixel Data first of all) through unchanged: the peer would get byte-swapped pixels."""
+    if own in accepted:
+        return False
+    try:
+        own_uid = UID(own)
+        if own_uid.is_compressed:
+            return False
+    except ValueError:
+        return False
+    native = [ts for ts in UNCOMPRESSED if ts in accepted]
+    return bool(native) and UID(native[0]).is_little_endian != own_uid.is_little_endian
+
+
+#: Word size of the binary VRs whose bytes follow the transfer syntax's byte order (PS3.5
+#: 7.3): OB and UN are byte streams and keep their order.
+_WORD_SIZE = {"OW": 2, "OL": 4, "OF": 4, "OD": 8, "OV": 8}
+
+
+def swap_byte_order(ds: Dataset, syntax: str) -> None:
+    """Bring a data set read in one byte order to that of ``syntax``, in place (PS3.5 7.3):
+    every value is parsed first (so nothing is left to decode in the old order), the words
+    of OW/OL/OF/OD/OV values are swapped (OW Pixel Data by Bits Allocated: 32-bit pixels are
+    32-bit words, as PS3.5 8.1.1 has them), and the data set then counts as read in
+    ``syntax`` (pydicom and pynetdicom refuse to write a data set whose file meta and
+    original encoding disagree), so the values are written as they now are."""
+    for _ in ds.iterall():  # converts every raw element with the order it was read in
+        pass
+    uid = UID(syntax)
+    _swap(ds, uid.is_implicit_VR, uid.is_little_endian)
+
+
+def _swap(ds: Dataset, implicit: bool, little: bool) -> None:
+    bits = ds.get("BitsAllocated")
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _swap(item, implicit, little)
+            continue
+        size = _WORD_SIZE.get(str(elem.VR))
+        if size == 2 and elem.tag == 0x7FE00010 and bits in (32, 64):
+            size = bits // 8
+        if size and isinstance(elem.value, bytes | bytearray) and len(elem.value) % size == 0:
+            elem.value = np.frombuffer(elem.value, dtype=f"u{size}").byteswap().tobytes()
+    ds.set_original_encoding(implicit, little)
 
 
 def set_syntax(ds: Dataset, ts: str) -> None:

@@ -228,15 +228,22 @@ def _outgoing(inst: Instance, raw: bytes, accepted: set[str]) -> tuple[Dataset, 
     """The data set to send for ``inst`` and whether its pixel data were transcoded.
 
     Stored syntax accepted, or uncompressed both ways: read here as stored; pynetdicom's
-    send_c_store re-encodes it in an accepted uncompressed syntax of the same byte order
-    (Explicit ↔ Implicit VR, Deflated ↔ inflated). Pixel data to decode (compressed
-    stored, only uncompressed accepted; or uncompressed stored, only RLE accepted): in a
-    helper process (``server.dimse.transcoder``), never on this association thread. A
-    failure there gives ``_unsendable`` (this sub-operation fails, the others go on).
+    send_c_store re-encodes it in an accepted uncompressed syntax (Explicit ↔ Implicit VR,
+    Deflated ↔ inflated; across byte orders after ``transcode.swap_byte_order``). Pixel
+    data to decode (compressed stored, only uncompressed accepted; or uncompressed stored,
+    only RLE accepted): in a helper process (``server.dimse.transcoder``), never on this
+    association thread. A failure there gives ``_unsendable`` (this sub-operation fails,
+    the others go on).
     """
     own = inst.transfer_syntax_uid
     if not transcode.codes_pixels(own, accepted):
-        return dcmread(io.BytesIO(raw)), False
+        ds = dcmread(io.BytesIO(raw))
+        if not transcode.changes_byte_order(own, accepted):
+            return ds, False
+        # Big endian stored, little endian accepted (or the reverse): pynetdicom would
+        # re-encode the values but send Pixel Data's bytes unswapped. A byte swap is cheap.
+        swapped = transcode.prepare(ds, own, accepted, inst.sop_class_uid).dataset
+        return (swapped, True) if swapped is not None else (_unsendable(inst), False)
     data, _, _, error = transcoder.shared().run(raw, own, accepted, inst.sop_class_uid)
     if data is None:
         log.warning("retrieve: %s (stored %s) not sent: %s", inst.sop_instance_uid, own, error)

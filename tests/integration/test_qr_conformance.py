@@ -16,7 +16,12 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_fragments
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
 from pynetdicom import AE, build_role, evt
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -615,3 +620,42 @@ def test_an_unreadable_archive_object_fails_only_its_own_sub_operation(tmp_path:
         assert int(final.NumberOfFailedSuboperations) == 1
         assert failed is not None and failed.FailedSOPInstanceUIDList == bad.SOPInstanceUID
         assert received == [str(good.SOPInstanceUID)]
+
+
+def test_move_of_big_endian_data_to_an_implicit_only_destination(
+    server: LucentServer, caller: str, destination: StoreScp, tmp_path: Path
+) -> None:
+    """Explicit VR Big Endian archived as sent (pydicom's test files, 16- and 32-bit pixels,
+    RGB), moved to a receiver that takes only Implicit VR Little Endian: pynetdicom
+    re-encoded the values but sent Pixel Data's bytes unswapped, so the receiver got
+    scrambled images with status Success."""
+    from pydicom.data import get_testdata_file
+
+    study_uid, files = generate_uid(), []
+    expected: dict[str, np.ndarray] = {}
+    for name in (
+        "MR_small_bigendian.dcm",
+        "rtdose_expb_1frame.dcm",
+        "SC_rgb_small_odd_big_endian.dcm",
+    ):
+        ds = dcmread(get_testdata_file(name))
+        expected_pixels = ds.pixel_array.copy()
+        ds.PatientID, ds.StudyInstanceUID = "QRC-BE", study_uid
+        ds.SOPInstanceUID = generate_uid()
+        path = tmp_path / name
+        ds.save_as(path)  # still big endian
+        expected[str(ds.SOPInstanceUID)] = expected_pixels
+        files.append(path)
+    pairs = [(str(dcmread(f).SOPClassUID), str(ExplicitVRBigEndian)) for f in files]
+    args = ts_samples.write_storescu_config(tmp_path / "big-endian.cfg", pairs)
+    done = storescu("127.0.0.1", server.port, server.ae_title, files, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    responses = _move(
+        server, _identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=study_uid), "IMPLICITONLY"
+    )
+    assert int(responses[-1].Status) == 0x0000, hex(responses[-1].Status)
+    received = {str(dcmread(f).SOPInstanceUID): dcmread(f) for f in destination.files()}
+    assert sorted(received) == sorted(expected)
+    for uid, ds in received.items():
+        assert ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+        assert np.array_equal(ds.pixel_array, expected[uid]), ds.get("Modality")
