@@ -419,7 +419,8 @@ class PerfusionService:
         if code is None:
             return cancelled
         result_path = out_dir / "result.json"
-        if code not in (0, 2) or not result_path.exists():
+        # lucent.perfusion.cli: 0 ok, 2 refused, 3 analysed but some output objects missing
+        if code not in (0, 2, 3) or not result_path.exists():
             reason = tail[-1] if tail else f"exit status {code}"
             return Outcome("failed", f"analysis failed: {reason}"), "failed", {}
         result: dict[str, Any] = json.loads(result_path.read_text())
@@ -446,7 +447,7 @@ class PerfusionService:
                 if head.get("Modality") == "SR":
                     sr_series = uid
             else:
-                failures.append(f"{f.name}: 0x{res.status:04X} {res.reason}")
+                failures.append(f"{f.name}: not stored, 0x{res.status:04X} {res.reason}")
             control.update(
                 progress=round(_EXPORT + _ANALYSE + 0.15 * (k + 1) / max(len(files), 1), 4),
                 completed=stored,
@@ -472,6 +473,12 @@ class PerfusionService:
             "stored": stored,
             "send_job_ids": send_ids,
         }
+        not_made = [
+            f"{o.get('output')}: not made, {o.get('reason')}"
+            for o in result.get("output_failures") or []
+            if isinstance(o, dict)
+        ]
+        failures = not_made + failures
         if failures:
             return Outcome("partial", message + "; " + "; ".join(failures[:3])), "done", extra
         return Outcome("done", message), "done", extra
