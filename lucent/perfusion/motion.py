@@ -1,8 +1,22 @@
-"""Rigid motion correction of every time point to a reference (SimpleITK).
+"""Rigid motion correction of every time point to a reference.
 
 Seed FAQ: "Review the motion correction report to estimate the severity of the motion".
 We report per-frame translation (mm), rotation (degrees), framewise displacement (Power et
 al., NeuroImage 2012: rotations as arc length on a 50 mm sphere) and flag severe motion.
+
+Why not an off-the-shelf intensity metric: in a perfusion series the intensities *do*
+change between frames -- the bolus brightens arteries, veins and tissue by up to a few
+hundred HU (CT) or darkens them (DSC-MR). A correlation metric optimised by a normalised
+gradient-step optimiser on a ~36 px grid followed that change and reported 5-15 degree
+rotations in the bolus frames of a motion-free series, then resampled them (CBF fell to
+~0.07 of truth). Here the registration is a Gauss-Newton fit with robust (Tukey biweight)
+weights whose scale is "noise + what a small displacement could explain at this voxel's
+edge" (``sigma + |grad F| * delta``): a skull or scalp edge that moved keeps its weight,
+a vessel or tissue that enhanced in a flat region does not. A transform is only kept when
+it lowers that robust cost measurably below the identity, so a frame whose only change is
+contrast is reported as not moved and is never resampled. Written with numpy/scipy
+(``ndimage.affine_transform``) rather than SimpleITK so that the weights, the acceptance test
+and the stopping rule are ours: the registration stage is also ~3-6x faster than before.
 """
 
 from __future__ import annotations
@@ -12,7 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
+from scipy import ndimage
+
+_TUKEY = 4.685
+"""Tukey biweight constant (95 % efficiency under Gaussian noise)."""
+_ACCEPT_GAIN = 0.02
+"""A moved estimate must lower the robust cost by at least this fraction below identity."""
+_LEVEL_PX_MM = (6.0, 3.0, 1.5)
+"""In-plane pixel sizes of the pyramid levels (coarse to fine); a level is skipped when the
+native pixels are already coarser."""
 
 
 @dataclass
@@ -23,6 +45,9 @@ class MotionReport:
     framewise_displacement_mm: list[float] = field(default_factory=list)
     displacement_mm: list[float] = field(default_factory=list)
     corrected_frames: list[int] = field(default_factory=list)
+    rejected_frames: list[int] = field(default_factory=list)
+    """Frames whose registration did not improve alignment measurably over "not moved"
+    (e.g. only contrast changed): reported as not moved, never resampled."""
     severe: bool = False
     reason: str = ""
 
@@ -44,20 +69,206 @@ class MotionReport:
             "max_displacement_mm": self.max_displacement_mm,
             "max_framewise_displacement_mm": self.max_fd_mm,
             "corrected_frames": self.corrected_frames,
+            "rejected_frames": self.rejected_frames,
             "severe": self.severe,
             "reason": self.reason,
         }
 
 
-def _image(vol: np.ndarray, spacing: tuple[float, float, float]) -> sitk.Image:
-    img = sitk.GetImageFromArray(vol)
-    img.SetSpacing((spacing[2], spacing[1], spacing[0]))
-    return img
-
-
 def _displacement(params: tuple[float, ...], radius: float = 50.0) -> float:
     rx, ry, rz, tx, ty, tz = params
     return math.sqrt(tx * tx + ty * ty + tz * tz) + radius * math.sqrt(rx * rx + ry * ry + rz * rz)
+
+
+def _rotation(rx: float, ry: float, rz: float) -> np.ndarray:
+    """ITK Euler3DTransform convention (x, y, z order): R = Rz @ Rx @ Ry."""
+    cx, sx, cy, sy, cz, sz = (
+        math.cos(rx),
+        math.sin(rx),
+        math.cos(ry),
+        math.sin(ry),
+        math.cos(rz),
+        math.sin(rz),
+    )
+    r_x = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    r_y = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    r_z = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return r_z @ r_x @ r_y
+
+
+def _euler(matrix: np.ndarray) -> tuple[float, float, float]:
+    """Angles (rx, ry, rz) of an (x, y, z) rotation matrix, as ITK's Euler3DTransform."""
+    rx = math.asin(max(-1.0, min(1.0, float(matrix[2, 1]))))
+    c = math.cos(rx)
+    ry = math.atan2(-matrix[2, 0] / c, matrix[2, 2] / c)
+    rz = math.atan2(-matrix[0, 1] / c, matrix[1, 1] / c)
+    return rx, float(ry), float(rz)
+
+
+@dataclass
+class _Level:
+    """One pyramid level of the reference: grid, gradients and steepest-descent images."""
+
+    factor: int
+    sigma: float
+    spacing: np.ndarray  # (z, y, x) mm
+    origin: np.ndarray  # (z, y, x) mm of index 0, relative to the rotation centre
+    moving_origin: np.ndarray  # the same for the (uncropped) moving grid
+    fixed: np.ndarray
+    grad_norm: np.ndarray
+    sd: np.ndarray  # (n_voxels, n_params)
+    delta: float
+
+
+def _bin(vol: np.ndarray, f: int, sigma: float) -> np.ndarray:
+    """In-plane block mean by ``f`` (cropped to a multiple), then Gaussian of ``sigma`` px."""
+    if f > 1:
+        nz, ny, nx = vol.shape
+        my, mx = ny // f * f, nx // f * f
+        vol = vol[:, :my, :mx].reshape(nz, my // f, f, mx).sum(axis=2)
+        vol = vol.reshape(nz, my // f, mx // f, f).sum(axis=3) / float(f * f)
+    if sigma > 0:
+        vol = ndimage.gaussian_filter(vol, (0.0, sigma, sigma), mode="nearest")
+    return np.ascontiguousarray(vol, dtype=np.float32)
+
+
+def _levels(
+    ref: np.ndarray, spacing: tuple[float, float, float], params: list[int], head: float
+) -> list[_Level]:
+    """Pyramid of the reference, each level cropped to the head (values above ``head``)
+    plus a margin of 25 mm: the air around it carries no position."""
+    nz, ny, nx = ref.shape
+    dz, dy, dx = spacing
+    pixel = max(dy, dx)
+    factors: list[int] = []
+    for target in _LEVEL_PX_MM:
+        f = max(1, int(round(target / pixel)))
+        f = min(f, max(1, min(ny, nx) // 16))
+        if not factors or f < factors[-1]:
+            factors.append(f)
+    centre = np.array([(nz - 1) / 2 * dz, (ny - 1) / 2 * dy, (nx - 1) / 2 * dx])
+    out = []
+    for i, f in enumerate(factors):
+        sigma = 1.0 if i < len(factors) - 1 else 0.5
+        img = _bin(ref, f, sigma)
+        sp = np.array([dz, dy * f, dx * f])
+        full_origin = np.array([0.0, (f - 1) / 2 * dy, (f - 1) / 2 * dx]) - centre
+        inside = np.argwhere((img > head).any(axis=0))
+        start, stop = np.array([0, 0]), np.array(img.shape[1:])
+        if len(inside):
+            margin = np.ceil(25.0 / sp[1:]).astype(int)
+            start = np.maximum(inside.min(axis=0) - margin, 0)
+            stop = np.minimum(inside.max(axis=0) + 1 + margin, stop)
+        img = np.ascontiguousarray(img[:, start[0] : stop[0], start[1] : stop[1]])
+        origin = full_origin + np.array([0.0, start[0] * sp[1], start[1] * sp[2]])
+        if nz > 1:
+            gz, gy, gx = np.gradient(img, *sp)
+        else:
+            gy, gx = np.gradient(img, sp[1], sp[2], axis=(1, 2))
+            gz = np.zeros_like(img)
+        zz, yy, xx = np.meshgrid(
+            *(origin[k] + sp[k] * np.arange(img.shape[k]) for k in range(3)), indexing="ij"
+        )
+        # d(position)/d(parameter) for a small rotation w about the centre and a shift t:
+        # d = w x p + t with p = (x, y, z); columns in parameter order rx, ry, rz, tx, ty, tz
+        cols = {
+            0: gy * -zz + gz * yy,  # rx: dy = -z, dz = +y
+            1: gx * zz - gz * xx,  # ry: dx = +z, dz = -x
+            2: -gx * yy + gy * xx,  # rz: dx = -y, dy = +x
+            3: gx,
+            4: gy,
+            5: gz,
+        }
+        sd = np.stack([cols[p].ravel() for p in params], axis=1).astype(np.float32)
+        out.append(
+            _Level(
+                factor=f,
+                sigma=sigma,
+                spacing=sp,
+                origin=origin,
+                moving_origin=full_origin,
+                fixed=img,
+                grad_norm=np.sqrt(gx * gx + gy * gy + gz * gz).ravel(),
+                sd=sd,
+                delta=float(max(sp[1], sp[2])),
+            )
+        )
+    return out
+
+
+def _warp(
+    moving: np.ndarray, level: _Level, a: np.ndarray, t: np.ndarray, cval: float | None = None
+) -> np.ndarray:
+    """Moving sampled on the level grid through x -> A x + t (x, y, z mm about the centre)."""
+    a_zyx = a[::-1, ::-1]
+    t_zyx = t[::-1]
+    sp, org = level.spacing, level.origin
+    matrix = (a_zyx * sp[None, :]) / sp[:, None]
+    offset = (a_zyx @ org + t_zyx - level.moving_origin) / sp
+    mode = "nearest" if cval is None else "constant"
+    return ndimage.affine_transform(
+        moving,
+        matrix,
+        offset,
+        output_shape=level.fixed.shape,
+        order=1,
+        mode=mode,
+        cval=0.0 if cval is None else cval,
+    )
+
+
+def _tukey_weights(u: np.ndarray) -> np.ndarray:
+    w = 1.0 - u * u
+    np.clip(w, 0.0, None, out=w)
+    return w * w
+
+
+def _cost(r: np.ndarray, scale: np.ndarray) -> float:
+    u = r / scale
+    inside = np.clip(1.0 - u * u, 0.0, None)
+    return float(np.mean(scale * scale * (1.0 - inside**3)))
+
+
+def _noise(r: np.ndarray) -> float:
+    return float(1.4826 * np.median(np.abs(r - np.median(r)))) + 1e-6
+
+
+def _register(
+    levels: list[_Level],
+    moving_levels: list[np.ndarray],
+    params: list[int],
+    a: np.ndarray,
+    t: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Robust Gauss-Newton, coarse to fine; updates compose on the fixed side."""
+    for level, moving in zip(levels, moving_levels, strict=True):
+        noise = -1.0
+        for _ in range(25):
+            r = (_warp(moving, level, a, t) - level.fixed).ravel()
+            if noise < 0:  # once per level: the median is the costliest part of a step
+                noise = _noise(r[::5])
+            scale = _TUKEY * (noise + level.grad_norm * level.delta)
+            w = _tukey_weights(r / scale)
+            sdw = level.sd * w[:, None]
+            h = level.sd.T @ sdw
+            b = sdw.T @ r
+            try:
+                step = -np.linalg.solve(h.astype(np.float64), b.astype(np.float64))
+            except np.linalg.LinAlgError:
+                break
+            full = np.zeros(6)
+            full[params] = step
+            size = np.linalg.norm(full[3:]) + 50.0 * np.linalg.norm(full[:3])
+            if not np.isfinite(size):  # nothing left with weight (blank frame): give up
+                break
+            if size > 2.0 * level.delta:  # a Gauss-Newton step is trusted to ~2 pixels
+                full *= 2.0 * level.delta / size
+            rot = _rotation(*full[:3])
+            t = a @ full[3:] + t
+            a = a @ rot
+            if np.linalg.norm(full[3:]) + 50.0 * np.linalg.norm(full[:3]) < 0.005:
+                break
+    return a, t
 
 
 def correct_motion(
@@ -70,83 +281,79 @@ def correct_motion(
 ) -> MotionReport:
     """Register every frame of (T, Z, Y, X) rigidly to ``frames[reference]``, in place.
 
-    Registration runs on a coarse pyramid (in-plane <= 80 px), metric = correlation; each
-    frame starts from the previous frame's estimate because motion is continuous. CT keeps
-    air, scalp and bone (-1000..1500 HU): their edges are the rigid, high-contrast part of a
-    head, and the partial-volume values along them carry its sub-voxel position (a narrow
-    soft-tissue window saturates them and left a spurious ~1 degree rotation after a 5 mm
-    move); contrast enhancement of a few to a few hundred HU barely weighs against them.
-    The metric uses every voxel of each (shrunk) level: a random subset makes it noisy, and
-    the optimiser stopped tenths of a degree off.
+    CT keeps air, scalp and bone (-1000..1500 HU): their edges are the rigid, high-contrast
+    part of a head, and the partial-volume values along them carry its sub-voxel position.
+    The pyramid runs at ~6, 3 and 1.5 mm pixels; each frame starts from the previous
+    frame's estimate because motion is continuous. A frame is resampled only when its
+    displacement reaches ``apply_min_mm`` *and* the transform lowers the robust cost at the
+    finest level by at least ``_ACCEPT_GAIN`` relative to the identity; otherwise it is
+    reported as not moved (``rejected_frames`` when the estimate was not small).
     """
     n_t, n_z, n_y, n_x = frames.shape
-    lo, hi = (-1000.0, 1500.0) if modality == "CT" else (0.0, float(np.percentile(frames[0], 99.5)))
-    shrink_fine = max(1, math.ceil(max(n_y, n_x) / 80))
-    shrink_coarse = max(shrink_fine * 2, math.ceil(max(n_y, n_x) / 40))
-
-    def prep(vol: np.ndarray) -> sitk.Image:
-        return _image(np.clip(vol, lo, hi).astype(np.float32), spacing)
-
-    levels = [shrink_coarse, shrink_fine]
+    if modality == "CT":
+        lo, hi = -1000.0, 1500.0
+    else:
+        lo, hi = 0.0, float(np.percentile(frames[reference], 99.5))
     # a thin slab of thick slices carries too little through-plane information: estimating
     # tilt and z-shift from it drifts (and then edges of the skull leak into the brain)
     in_plane_only = n_z * spacing[0] < 60.0 or n_z < 12
-    fixed_full = prep(frames[reference])
-    fixed = [sitk.Shrink(fixed_full, [f, f, 1]) for f in levels]
+    params = [2, 3, 4] if in_plane_only else [0, 1, 2, 3, 4, 5]
+
+    def prep(vol: np.ndarray) -> np.ndarray:
+        return np.clip(vol, lo, hi).astype(np.float32)
+
+    levels = _levels(prep(frames[reference]), spacing, params, lo + 0.1 * (hi - lo))
+    finest = levels[-1]
     report = MotionReport(reference_frame=reference)
-    centre = fixed_full.TransformContinuousIndexToPhysicalPoint(
-        [(s - 1) / 2.0 for s in fixed_full.GetSize()]
-    )
-    previous = sitk.Euler3DTransform()
-    previous.SetCenter(centre)
+    eye, zero = np.eye(3), np.zeros(3)
+    prev_a, prev_t = eye, zero
     last = (0.0,) * 6
-    for t in range(n_t):
-        transform = sitk.Euler3DTransform(previous)
-        if t == reference:
-            transform = sitk.Euler3DTransform()
-            transform.SetCenter(centre)
-        else:
-            moving_full = prep(frames[t])
-            for level, f in enumerate(levels):
-                reg = sitk.ImageRegistrationMethod()
-                reg.SetMetricAsCorrelation()
-                reg.SetMetricSamplingStrategy(reg.NONE)
-                reg.SetInterpolator(sitk.sitkLinear)
-                reg.SetOptimizerAsRegularStepGradientDescent(
-                    learningRate=2.0 if level == 0 else 0.5,
-                    minStep=0.01,
-                    numberOfIterations=30 if level == 0 else 20,
-                    relaxationFactor=0.5,
-                    gradientMagnitudeTolerance=1e-6,
-                )
-                reg.SetOptimizerScalesFromPhysicalShift()
-                if in_plane_only:
-                    reg.SetOptimizerWeights([0.0, 0.0, 1.0, 1.0, 1.0, 0.0])
-                candidate = sitk.Euler3DTransform(transform)
-                reg.SetInitialTransform(candidate, inPlace=True)
-                try:
-                    reg.Execute(fixed[level], sitk.Shrink(moving_full, [f, f, 1]))
-                    transform = candidate
-                except RuntimeError:
-                    pass
-        params: tuple[float, ...] = tuple(float(p) for p in transform.GetParameters())
-        rx, ry, rz, tx, ty, tz = params
-        report.translation_mm.append([round(tx, 3), round(ty, 3), round(tz, 3)])
-        report.rotation_deg.append([round(math.degrees(a), 3) for a in (rx, ry, rz)])
-        disp = _displacement(params)
+    for t_idx in range(n_t):
+        a, t = eye, zero
+        if t_idx != reference:
+            moving = prep(frames[t_idx])
+            moving_levels = [_bin(moving, lv.factor, lv.sigma) for lv in levels]
+            a, t = _register(levels, moving_levels, params, prev_a.copy(), prev_t.copy())
+            rx, ry, rz = _euler(a)
+            if _displacement((rx, ry, rz, *t)) >= apply_min_mm:
+                # keep a transform that will be applied only if it measurably improves on
+                # "not moved" (same robust scale for both)
+                r0 = (_warp(moving_levels[-1], finest, eye, zero) - finest.fixed).ravel()
+                scale = _TUKEY * (_noise(r0[::5]) + finest.grad_norm * finest.delta)
+                r1 = (_warp(moving_levels[-1], finest, a, t) - finest.fixed).ravel()
+                if _cost(r1, scale) > _cost(r0, scale) * (1.0 - _ACCEPT_GAIN):
+                    report.rejected_frames.append(t_idx)
+                    a, t = eye, zero
+        rx, ry, rz = _euler(a)
+        params6 = (rx, ry, rz, float(t[0]), float(t[1]), float(t[2]))
+        report.translation_mm.append([round(v, 3) for v in params6[3:]])
+        report.rotation_deg.append([round(math.degrees(v), 3) for v in params6[:3]])
+        disp = _displacement(params6)
         report.displacement_mm.append(round(disp, 3))
-        fd = sum(abs(a - b) for a, b in zip(params[3:], last[3:], strict=True)) + 50.0 * sum(
-            abs(a - b) for a, b in zip(params[:3], last[:3], strict=True)
+        fd = sum(abs(p - q) for p, q in zip(params6[3:], last[3:], strict=True)) + 50.0 * sum(
+            abs(p - q) for p, q in zip(params6[:3], last[:3], strict=True)
         )
-        report.framewise_displacement_mm.append(round(fd, 3) if t else 0.0)
-        last = params
-        previous = sitk.Euler3DTransform(transform)
-        if t != reference and disp >= apply_min_mm:
-            moving = _image(frames[t], spacing)
-            fill = float(np.percentile(frames[t], 1))
-            out = sitk.Resample(moving, moving, transform, sitk.sitkLinear, fill, sitk.sitkFloat32)
-            frames[t] = sitk.GetArrayViewFromImage(out)
-            report.corrected_frames.append(t)
+        report.framewise_displacement_mm.append(round(fd, 3) if t_idx else 0.0)
+        last = params6
+        prev_a, prev_t = a, t
+        if t_idx != reference and disp >= apply_min_mm:
+            origin = -np.array(
+                [(n_z - 1) / 2 * spacing[0], (n_y - 1) / 2 * spacing[1], (n_x - 1) / 2 * spacing[2]]
+            )
+            full = _Level(
+                factor=1,
+                sigma=0.0,
+                spacing=np.asarray(spacing, dtype=float),
+                origin=origin,
+                moving_origin=origin,
+                fixed=frames[reference],
+                grad_norm=np.empty(0),
+                sd=np.empty((0, 0)),
+                delta=0.0,
+            )
+            fill = float(np.percentile(frames[t_idx], 1))
+            frames[t_idx] = _warp(frames[t_idx].astype(np.float32), full, a, t, cval=fill)
+            report.corrected_frames.append(t_idx)
     worst = report.max_displacement_mm
     if worst > severe_mm or report.max_fd_mm > 2 * severe_mm / 3:
         report.severe = True
