@@ -138,9 +138,81 @@ def leakage_correct(
     return corrected.astype(np.float32), k2
 
 
+def marchenko_pastur_sd(evals: np.ndarray, n: int) -> tuple[float, int]:
+    """Noise SD and signal rank from the eigenvalues of an (n, K) sample covariance.
+
+    MP-PCA (Veraart et al., NeuroImage 2016, eqs. 10-11): the K - p smallest eigenvalues are
+    pure noise when their mean (one estimate of sigma²) is at least their spread divided by
+    4 sqrt((K - p) / n) (the width of the Marchenko-Pastur bulk, a second estimate); p is
+    the smallest rank for which that holds. It uses every frame of every curve, so it also
+    sees noise that the pre-bolus frames do not show (integer HU storage rounds a flat
+    baseline to a constant, but a rising bolus to +-0.5 HU: sigma 0.29).
+    Returns (sigma, p).
+    """
+    lam = np.sort(np.asarray(evals, np.float64))[::-1]
+    # exact null directions carry no noise: the baseline subtraction (every curve's
+    # pre-bolus frames average to zero) removes one
+    lam = lam[lam > 1e-6 * max(float(np.median(lam)), 1e-30)]
+    k = len(lam)
+    if k < 2:
+        return 0.0, k
+    for p in range(k - 1):
+        rest = lam[p:]
+        gamma = (k - p) / max(n, 1)
+        if rest.mean() >= (rest[0] - rest[-1]) / (4.0 * np.sqrt(gamma)):
+            return float(np.sqrt(max(rest.mean(), 0.0))), p
+    return float(np.sqrt(max(lam[-1], 0.0))), k - 1
+
+
+def mp_noise_sd(curves: np.ndarray, chunk: int = 65536) -> float:
+    """``marchenko_pastur_sd`` of (n, K) curves (noise SD per frame)."""
+    n, k = curves.shape
+    if n < 4 * k:
+        return 0.0
+    gram = np.zeros((k, k))
+    for s in range(0, n, chunk):
+        block = curves[s : s + chunk].astype(np.float64)
+        gram += block.T @ block
+    return marchenko_pastur_sd(np.linalg.eigvalsh(gram / n), n)[0]
+
+
+def pca_basis(
+    conc: np.ndarray,
+    noise_sd: float | None,
+    chunk: int = 65536,
+    fit: np.ndarray | None = None,
+    min_keep: int = 0,
+    min_ratio: int = 4,
+) -> np.ndarray | None:
+    """(K, p) orthonormal temporal components of (n, K) curves above the noise, or None
+    when every component (or none) is kept; see ``pca_denoise``."""
+    n, k = conc.shape
+    source = conc if fit is None else conc[fit]
+    n_fit = source.shape[0]
+    if n_fit < min_ratio * k or (noise_sd is not None and noise_sd <= 0):
+        return None
+    gram = np.zeros((k, k))
+    for s in range(0, n_fit, chunk):
+        block = source[s : s + chunk].astype(np.float64)
+        gram += block.T @ block
+    evals, evecs = np.linalg.eigh(gram / n_fit)
+    if noise_sd is None:
+        noise_sd, _ = marchenko_pastur_sd(evals, n_fit)
+        if noise_sd <= 0:
+            return None
+    edge = noise_sd**2 * (1 + np.sqrt(k / n_fit)) ** 2 * 1.05
+    keep = evals > edge
+    if min_keep:
+        keep[np.argsort(evals)[::-1][:min_keep]] = True
+    n_keep = int(keep.sum())
+    if n_keep == 0 or n_keep == k:
+        return np.zeros((k, 0), np.float32) if n_keep == 0 else None
+    return evecs[:, keep].astype(np.float32)
+
+
 def pca_denoise(
     conc: np.ndarray,
-    noise_sd: float,
+    noise_sd: float | None,
     chunk: int = 65536,
     fit: np.ndarray | None = None,
     min_keep: int = 0,
@@ -152,6 +224,7 @@ def pca_denoise(
     stays below the Marchenko-Pastur edge sigma²(1 + sqrt(K/n))² are noise (MP-PCA, Veraart
     et al., NeuroImage 2016). Unlike spatial smoothing this does not blur lesion borders,
     and less noise lets oSVD keep more singular values (less CBF underestimation).
+    ``noise_sd`` None: estimated from the same eigenvalues (``marchenko_pastur_sd``).
     ``fit`` (bool, n) restricts the estimate of the subspace to those curves: on DSC the few
     arterial and venous voxels, whose ΔR2* noise is many times the tissue's at the bolus
     peak, would otherwise each add a "component" above the edge. ``min_keep``: keep at least
@@ -159,30 +232,17 @@ def pca_denoise(
     ``min_ratio``: fewer than this many curves per time point give no reliable subspace.
     Returns (denoised, number of components kept).
     """
-    n, k = conc.shape
-    source = conc if fit is None else conc[fit]
-    n_fit = source.shape[0]
-    if n_fit < min_ratio * k or noise_sd <= 0:
+    k = conc.shape[1]
+    basis = pca_basis(conc, noise_sd, chunk, fit, min_keep, min_ratio)
+    if basis is None:
         return conc, k
-    gram = np.zeros((k, k))
-    for s in range(0, n_fit, chunk):
-        block = source[s : s + chunk].astype(np.float64)
-        gram += block.T @ block
-    n = n_fit
-    evals, evecs = np.linalg.eigh(gram / n)
-    edge = noise_sd**2 * (1 + np.sqrt(k / n)) ** 2 * 1.05
-    keep = evals > edge
-    if min_keep:
-        keep[np.argsort(evals)[::-1][:min_keep]] = True
-    n_keep = int(keep.sum())
-    if n_keep == 0 or n_keep == k:
-        return conc, n_keep
-    basis = evecs[:, keep].astype(np.float32)
+    if basis.shape[1] == 0:
+        return conc, 0
     out = np.empty_like(conc)
     for s in range(0, conc.shape[0], chunk):
         block = conc[s : s + chunk]
         out[s : s + chunk] = (block @ basis) @ basis.T
-    return out, n_keep
+    return out, basis.shape[1]
 
 
 def _shift2d(a: np.ndarray, dy: int, dx: int, fill: float | bool) -> np.ndarray:
@@ -204,6 +264,7 @@ def tips_filter(
     sigma_px: float,
     strength: float = 1.0,
     guide: np.ndarray | None = None,
+    max_offsets: int | None = None,
 ) -> np.ndarray:
     """Edge-preserving in-plane smoothing of (n, K) curves: a TIPS bilateral filter.
 
@@ -255,13 +316,24 @@ def tips_filter(
         return out
     val = np.zeros((*shape, k), np.float32)
     val[sub] = values[sel]
-    acc = val.copy()
-    wsum = mask.astype(np.float32)
-    for dy in range(-rad, rad + 1):
-        for dx in range(-rad, rad + 1):
+    disc = [
+        (dy, dx)
+        for dy in range(-rad, rad + 1)
+        for dx in range(-rad, rad + 1)
+        if 0 < dy * dy + dx * dx <= rad * rad
+    ]
+    # more neighbours than ``max_offsets`` (a wide kernel on a fine grid: sigma 5 mm is a
+    # disc of ~600 pixels at 0.9 mm): a row pass, then a column pass on its result
+    # (separable bilateral filtering, Pham & van Vliet, ICME 2005), 4 rad offsets
+    separable = max_offsets is not None and len(disc) > max_offsets
+    rows = [(0, dx) for dx in range(-rad, rad + 1) if dx]
+    cols = [(dy, 0) for dy in range(-rad, rad + 1) if dy]
+    passes = [rows, cols] if separable else [disc]
+    for offsets in passes:
+        acc = val.copy()
+        wsum = mask.astype(np.float32)
+        for dy, dx in offsets:
             r2 = dy * dy + dx * dx
-            if r2 == 0 or r2 > rad * rad:
-                continue
             d, dg, ok = distances(dy, dx)
             e = np.maximum(d / floor - 1.0, 0.0)
             if dg is not None and gfloor > 0:
@@ -270,7 +342,8 @@ def tips_filter(
             w = w.astype(np.float32)
             acc += w[..., None] * _shift2d(val, dy, dx, 0.0)
             wsum += w
-    out[sel] = acc[sub] / wsum[sub][:, None]
+        val = np.where(mask[..., None], acc / np.maximum(wsum, 1e-12)[..., None], val)
+    out[sel] = val[sub]
     return out
 
 
