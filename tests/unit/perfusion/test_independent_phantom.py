@@ -1,0 +1,252 @@
+"""Issue 6 "Proof" on a second, independently built phantom (``tests.data.phantom_blocks``).
+
+Our own phantom (``tests.data.phantom``) is the one the engine was tuned on; this one was
+built like an outside tester's: bolus at 6 s (3-5 pre-bolus frames), integer-HU storage,
+vessels inside the brain, a thin cortex, a block-shaped core and penumbra in white matter.
+Targets the engine does not reach yet are strict xfails carrying the measured figures
+(not weakened assertions): when one starts passing, the xfail must go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from lucent.perfusion import PerfusionConfig, analyse
+from lucent.perfusion.pipeline import PerfusionResult
+from tests.data import phantom_blocks as B
+
+CONFIG = PerfusionConfig(motion_correction=False, write_dicom=False)
+
+
+@dataclass
+class Case:
+    ph: B.BlockPhantom
+    r: PerfusionResult
+    labels: np.ndarray
+    """Phantom labels on the engine's slices (matched by z)."""
+    truth: dict[str, np.ndarray]
+
+
+def _run(tmp: Path, variant: str) -> Case:
+    ph = B.generate(variant, tmp)
+    r = analyse(tmp, config=CONFIG)
+    assert isinstance(r, PerfusionResult), r
+    s = r.series
+    assert s.bin_factor == 1
+    idx = [int(np.argmin(np.abs(ph.zpos - s.slice_position(z)[2]))) for z in range(s.shape[1])]
+    truth = {k: np.nan_to_num(v[idx]) for k, v in ph.truth.items()}
+    return Case(ph, r, ph.labels[idx], truth)
+
+
+def _fixture(variant: str):  # type: ignore[no-untyped-def]
+    @pytest.fixture(scope="module")
+    def case(tmp_path_factory: pytest.TempPathFactory) -> Case:
+        return _run(tmp_path_factory.mktemp(variant), variant)
+
+    return case
+
+
+nf_delay = _fixture("ct_nf_delay")
+nf_1s = _fixture("ct_nf_1s")
+noisy = _fixture("ct_noisy")
+small = _fixture("ct_small")
+mr_nf = _fixture("mr_nf")
+
+_ERODE = np.ones((1, 3, 3), bool)
+
+
+def _inner(case: Case, labels: tuple[int, ...]) -> np.ndarray:
+    """Voxels of ``labels`` one pixel away from any other label, in the engine's tissue."""
+    return ndimage.binary_erosion(np.isin(case.labels, labels), structure=_ERODE) & case.r.tissue
+
+
+def _bands(case: Case) -> dict[tuple[float, str], dict[str, float]]:
+    """Per healthy-tissue delay band and tissue: median map / median truth, Tmax error (s)."""
+    out: dict[tuple[float, str], dict[str, float]] = {}
+    for label, name in ((B.GM, "gm"), (B.WM, "wm")):
+        inner = _inner(case, (label,))
+        for d in np.unique(case.truth["tmax"][inner]):
+            sel = inner & (case.truth["tmax"] == d)
+            if sel.sum() < 20:
+                continue
+            row = {
+                k: float(np.median(case.r.maps[k][sel]) / np.median(case.truth[k][sel]))
+                for k in ("cbf", "cbv", "mtt")
+            }
+            row["tmax_err"] = float(np.median(case.r.maps["tmax"][sel]) - d)
+            out[(float(d), name)] = row
+    assert out, "no tissue inside the phantom labels"
+    return out
+
+
+def _pearson(case: Case, name: str) -> float:
+    sel = _inner(case, B.TISSUE)
+    return float(np.corrcoef(case.r.maps[name][sel], case.truth[name][sel])[0, 1])
+
+
+def _within(value: float, true: float, rel: float = 0.10) -> bool:
+    return abs(value / true - 1) < rel
+
+
+NF = ["nf_delay", "nf_1s"]
+NOISY = ["noisy", "small"]
+
+
+@pytest.mark.parametrize("name", NF)
+def test_noise_free_ct_cbv_within_10_percent_for_every_delay(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    case: Case = request.getfixturevalue(name)
+    bands = _bands(case)
+    assert {d for d, _ in bands} == {0.0, 1.0, 2.0, 3.0}
+    bad = {k: round(v["cbv"], 3) for k, v in bands.items() if not _within(v["cbv"], 1.0)}
+    assert not bad, bad
+    assert case.r.qc["curves"]["pve_scale"] == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "nf_delay",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="oSVD on integer-HU curves (rounding SD 0.29 HU against a 9 HU white-"
+                "matter peak), 1.5 s: CBF grey 0.68-0.81 / white 0.74-0.86 of truth, MTT "
+                "1.16-1.45x",
+            ),
+        ),
+        pytest.param(
+            "nf_1s",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="oSVD on integer-HU curves, 1 s: CBF grey 0.75 / white 0.66 of truth, "
+                "MTT 1.32x / 1.51x (the OI criterion truncates at the rounding noise)",
+            ),
+        ),
+    ],
+)
+def test_noise_free_ct_cbf_mtt_within_10_percent_for_every_delay(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    case: Case = request.getfixturevalue(name)
+    bad = {
+        (k, m): round(v[m], 3)
+        for k, v in _bands(case).items()
+        for m in ("cbf", "mtt")
+        if not _within(v[m], 1.0)
+    }
+    assert not bad, bad
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "nf_delay",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="Tmax error white +0.85/+1.96/+1.82/+0.85 s, grey +1.18/+0.5/+1.01/"
+                "+1.18 s for delays 0/1/2/3 s (a truncated residue peaks late)",
+            ),
+        ),
+        pytest.param(
+            "nf_1s",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="Tmax error white +2.95 s, grey +0.71 s for every delay (a truncated "
+                "residue peaks late)",
+            ),
+        ),
+    ],
+)
+def test_noise_free_ct_tmax_within_1_s_for_every_delay(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    case: Case = request.getfixturevalue(name)
+    bad = {k: round(v["tmax_err"], 2) for k, v in _bands(case).items() if abs(v["tmax_err"]) > 1}
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("name", NF + NOISY)
+def test_hypoperfusion_volume_within_10_percent(name: str, request: pytest.FixtureRequest) -> None:
+    """Tmax > 6 s: was 2x too large at realistic noise (the OI threshold sat at its floor)."""
+    case: Case = request.getfixturevalue(name)
+    true = case.ph.volumes_ml["hypoperfusion"]
+    assert case.r.summary["hypoperfusion_ml"] == pytest.approx(true, rel=0.10)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            n,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=f"core {figures}: oSVD truncation lowers normal CBF (short MTT) more "
+                "than the core's (MTT 15 s), so rCBF of the core reads > 30 %",
+            ),
+        )
+        for n, figures in (
+            ("nf_delay", "8.4 mL vs 16.6"),
+            ("nf_1s", "0.0 mL vs 16.6"),
+            ("noisy", "2.1 mL vs 16.6"),
+            ("small", "7.3 mL vs 16.6"),
+        )
+    ],
+)
+def test_ct_core_volume_within_10_percent(name: str, request: pytest.FixtureRequest) -> None:
+    case: Case = request.getfixturevalue(name)
+    assert case.r.summary["core_ml"] == pytest.approx(case.ph.volumes_ml["core"], rel=0.10)
+
+
+@pytest.mark.parametrize("name", NOISY)
+def test_noisy_ct_tmax_correlation(name: str, request: pytest.FixtureRequest) -> None:
+    """Was 0.67 (ct_noisy) / 0.41 (ct_small) before MP-PCA noise and CT TIPS filtering."""
+    case: Case = request.getfixturevalue(name)
+    assert _pearson(case, "tmax") > 0.9
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "noisy",
+            marks=pytest.mark.xfail(strict=True, reason="r CBF 0.78, CBV 0.47 (was 0.45/0.19)"),
+        ),
+        pytest.param(
+            "small",
+            marks=pytest.mark.xfail(strict=True, reason="r CBF 0.69, CBV 0.39 (was 0.29/0.18)"),
+        ),
+    ],
+)
+def test_noisy_ct_cbf_cbv_correlation(name: str, request: pytest.FixtureRequest) -> None:
+    """CBV: each voxel's 3-5-frame baseline leaves an error of sigma/2 on all 45 frames
+    (~5 ml/100g per voxel at 5 HU); CBF: MTT-dependent oSVD truncation."""
+    case: Case = request.getfixturevalue(name)
+    rs = {k: round(_pearson(case, k), 3) for k in ("cbf", "cbv")}
+    assert min(rs.values()) > 0.9, rs
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DSC noise free, 1.5 s sampling: CBF 0.81 (grey) / 0.82 (white) of truth, MTT "
+    "1.24x / 1.24x (the same before the CT changes: Pearson r 0.995 is not accuracy); oSVD "
+    "at OI 0.095 truncates a residue whose AIF (gamma, beta 1.5 s) is sampled every 1.5 s",
+)
+def test_dsc_noise_free_within_10_percent_and_1_s(mr_nf: Case) -> None:
+    bands = _bands(mr_nf)
+    bad = {
+        (k, m): round(v[m], 3)
+        for k, v in bands.items()
+        for m in ("cbf", "cbv", "mtt")
+        if not _within(v[m], 1.0)
+    }
+    assert not bad, bad
+    assert all(abs(v["tmax_err"]) <= 1 for v in bands.values()), bands
+    assert _pearson(mr_nf, "cbf") > 0.95
