@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -165,10 +165,29 @@ class ErrorOut(BaseModel):
 # (issue 3; Conformance 4.2.1, 4.2.2, 4.2.4, 4.2.5)
 
 
+#: The values the server emits, spelt out so /openapi.json tells an outside client the
+#: allowed values (an enum), and the typed client refuses anything else.
+EchoKind = Literal[
+    "ok", "refused", "timeout", "unknown-host", "unreachable", "rejected", "aborted", "tls",
+    "status",
+]  # fmt: skip
+#: Conformance 4.2.1.6 per PACS: success; truncated (limit reached, C-CANCEL sent); failed
+#: (A700, A900, Cxxx, other failures, or not a Q/R node); cancelled (FE00); no-association.
+FindOutcome = Literal["success", "truncated", "failed", "cancelled", "no-association"]
+#: A job's life: queued -> running -> one final state; "interrupted" when the server
+#: stopped while it was queued or running (server.jobs.queue marks those at start).
+JobState = Literal["queued", "running", "done", "partial", "failed", "cancelled", "interrupted"]
+JOB_FINAL_STATES: tuple[JobState, ...] = ("done", "partial", "failed", "cancelled", "interrupted")
+#: A storage commitment request (4.2.5): answered by an N-EVENT-REPORT, superseded by a
+#: retry, expired after the last attempt.
+CommitmentRequestState = Literal["pending", "answered", "superseded", "expired"]
+CommitmentItemState = Literal["pending", "committed", "failed"]
+
+
 class EchoOut(BaseModel):
     ok: bool
     status: int | None = None
-    kind: str = Field(description="ok, refused, timeout, unknown-host, rejected, aborted, status")
+    kind: EchoKind = Field(description="why a C-ECHO failed; 'ok' when it succeeded")
     message: str
     elapsed_ms: float
 
@@ -201,7 +220,7 @@ class PacsQueryIn(BaseModel):
 class PacsNodeResult(BaseModel):
     node_id: int
     node: str
-    outcome: str
+    outcome: FindOutcome
     status: int | None = None
     message: str = ""
     count: int = 0
@@ -257,7 +276,7 @@ class CommitIn(BaseModel):
 class JobOut(BaseModel):
     id: int
     kind: str
-    state: str
+    state: JobState
     node_id: int | None
     node_name: str
     pool: str
@@ -277,7 +296,7 @@ class JobOut(BaseModel):
 
     @property
     def finished(self) -> bool:
-        return self.state in ("done", "failed", "cancelled", "interrupted", "partial")
+        return self.state in JOB_FINAL_STATES
 
 
 class SentInstanceOut(BaseModel):
@@ -295,11 +314,11 @@ class CommitmentOut(BaseModel):
     transaction_uid: str
     node_id: int | None
     node_name: str
-    request_state: str
+    request_state: CommitmentRequestState
     attempt: int
     sop_instance_uid: str
     sop_class_uid: str
-    state: str = Field(description="pending | committed | failed")
+    state: CommitmentItemState
     failure_reason: int | None = None
     failure_text: str = ""
     updated_at: datetime

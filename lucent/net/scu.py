@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import io
+import ipaddress
 import logging
 import re
 import socket
@@ -26,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -74,6 +75,9 @@ RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 #: Conformance 4.2.1.3 / 4.2.2.3: the maximum PDU size we announce as SCU.
 DEFAULT_MAX_PDU = 16384
 MAX_CONTEXTS = 128
+#: PS3.8 9.3.4: A-ASSOCIATE-RJ Result field.
+REJECTED_PERMANENT = 1
+REJECTED_TRANSIENT = 2
 
 
 @dataclass(frozen=True)
@@ -105,13 +109,35 @@ class Peer:
         return f"{self.ae_title}@{host}:{self.port}"
 
 
-class AssociationError(Exception):
-    """No association: ``kind`` is refused, timeout, unknown-host, rejected, aborted, tls."""
+def unbracketed(host: str) -> str:
+    """The IPv6 literal of a URL-style "[::1]" as socket calls take it ("::1"); any other
+    host as given. A node stored as "[::1]" failed every association as "unknown host"."""
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        inner = host[1:-1]
+        try:
+            if ipaddress.ip_address(inner).version == 6:
+                return inner
+        except ValueError:
+            pass
+    return host
 
-    def __init__(self, kind: str, message: str) -> None:
+
+class AssociationError(Exception):
+    """No association: ``kind`` is refused, timeout, unknown-host, unreachable, rejected,
+    aborted, tls.
+
+    ``permanent``: the peer said no in a way another attempt cannot change (PS3.8 9.3.4:
+    A-ASSOCIATE-RJ result 1, "rejected-permanent", e.g. an unknown called AE title), so
+    retrying it (Conformance 4.2.2.6) only makes the user wait. A transient rejection
+    (result 2, e.g. too many associations) and connection failures are not permanent.
+    """
+
+    def __init__(self, kind: str, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.permanent = permanent
 
 
 def _diagnose_connect(peer: Peer) -> AssociationError:
@@ -244,6 +270,7 @@ def associate(
         raise AssociationError(
             "rejected",
             f"association rejected by {peer.address} ({result}, {source}): {reason}{hint}",
+            permanent=getattr(rsp, "result", None) == REJECTED_PERMANENT,
         )
     if time.monotonic() - started >= peer.timeout * 0.9:
         raise AssociationError(
@@ -257,7 +284,28 @@ def associate(
             f"{peer.address} accepted none of the proposed presentation contexts "
             "(SOP class / transfer syntax not supported there)",
         )
+    rejection = _rejection_on_probe(peer)
+    if rejection is not None:
+        raise rejection
     raise _diagnose_connect(peer)
+
+
+def _rejection_on_probe(peer: Peer) -> AssociationError | None:
+    """Ask again on our own socket, which reads the answer synchronously, whether the peer
+    rejects us, and why.
+
+    pynetdicom loses the A-ASSOCIATE-RJ now and then when the peer closes the connection
+    right after sending it (dcmqrscp does: 2 of 30 tries) and reports an abort; a permanent
+    rejection then looked transient and was retried. None when the probe is not rejected.
+    """
+    context = ul.PresentationContext(1, str(Verification), [ul.IMPLICIT_LE])
+    try:
+        assoc = _open_direct(peer, [context])
+    except AssociationError as exc:
+        return exc if exc.kind == "rejected" else None
+    with contextlib.suppress(Exception):
+        assoc.release()
+    return None
 
 
 # --------------------------------------------------------------------------- C-ECHO
@@ -356,6 +404,10 @@ LEVEL_KEYS = {"STUDY": STUDY_KEYS, "SERIES": SERIES_KEYS, "IMAGE": IMAGE_KEYS}
 UNIQUE_KEY = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
 
 
+#: The outcomes of one C-FIND on one peer (``lucent.api.schemas.FindOutcome`` mirrors it).
+FindOutcome = Literal["success", "truncated", "failed", "cancelled", "no-association"]
+
+
 @dataclass
 class FindResult:
     """One C-FIND against one peer (Conformance 4.2.1.6 decides ``outcome``).
@@ -366,7 +418,7 @@ class FindResult:
     """
 
     rows: list[dict[str, str]] = field(default_factory=list)
-    outcome: str = "success"
+    outcome: FindOutcome = "success"
     status: int | None = None
     message: str = ""
     warnings: int = 0  # FF01 responses: optional keys not supported, values kept as sent
@@ -742,12 +794,18 @@ def _open_find(peer: Peer) -> tuple[direct.DirectAssociation, _Query]:
 
 
 def _rejected(peer: Peer, reason: str) -> AssociationError:
+    """``reason`` is ``lucent.net.direct``'s text: "permanent rejection: ..." for
+    A-ASSOCIATE-RJ result 1, "transient rejection: ..." for result 2."""
     hint = ""
     if "called ae" in reason.lower():
         hint = f" — check the AE title '{peer.ae_title}' configured for this node"
     elif "calling ae" in reason.lower():
         hint = f" — the PACS does not know our AE title '{peer.calling_ae}'; register it there"
-    return AssociationError("rejected", f"association rejected by {peer.address}: {reason}{hint}")
+    return AssociationError(
+        "rejected",
+        f"association rejected by {peer.address}: {reason}{hint}",
+        permanent=reason.startswith("permanent"),
+    )
 
 
 def _next_msg_id(assoc: Association) -> int:
@@ -966,6 +1024,8 @@ class MoveResult:
     attempts: int = 1
     cancelled: bool = False
     failed_sop_instances: list[str] = field(default_factory=list)
+    #: no association, and another attempt cannot get one (a permanent rejection)
+    permanent: bool = False
 
     @property
     def ok(self) -> bool:
@@ -1041,7 +1101,7 @@ def move(
             peer, [build_context(StudyRootQueryRetrieveInformationModelMove, list(UNCOMPRESSED))]
         )
     except AssociationError as exc:
-        return MoveResult(None, exc.message, progress)
+        return MoveResult(None, exc.message, progress, permanent=exc.permanent)
     cancel_sent = False
     final: Dataset | None = None
     last_identifier: Dataset | None = None
@@ -1109,7 +1169,10 @@ def move_with_retries(
     """C-MOVE with the retries of Conformance 4.2.2.6 (A701, A702, A801, A900, Cxxx, FE00,
     B000 and connection failures), exponential backoff, at most ``retries`` extra attempts.
 
-    A cancel we asked for is final; an FE00 the PACS sends on its own is retried.
+    A cancel we asked for is final; an FE00 the PACS sends on its own is retried. A
+    permanent association rejection (A-ASSOCIATE-RJ result 1, e.g. a wrong called AE
+    title) is final too: three more attempts only made the user wait ~14 s for the same
+    answer. A transient one (result 2) is retried like a connection failure.
     """
     wait = sleep or (lambda s: cancel.wait(s) if cancel is not None else time.sleep(s))
     attempt = 0
@@ -1120,6 +1183,9 @@ def move_with_retries(
         if result.ok or result.cancelled or (cancel is not None and cancel.is_set()):
             if cancel is not None and cancel.is_set():
                 result.cancelled = True
+            return result
+        if result.permanent:
+            result.message += " (a permanent rejection: not retried)"
             return result
         if attempt > retries or not move_should_retry(result.status):
             return result

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from sqlalchemy import select
 
 from lucent.api import schemas
+from lucent.net import scu
 from server.accounts.retention import RetentionThread
 from server.api import (
     account_routes,
@@ -54,31 +55,65 @@ def list_nodes(request: Request, _: Caller = Depends(get_caller)) -> list[schema
 MAX_NODE_TIMEOUT = 3600.0
 
 
+#: Longest node name (the index column is String(64)).
+MAX_NODE_NAME = 64
+#: PS3.5 Table 6.2-1, AE: the default repertoire without backslash and control characters.
+_AE_CHARS = re.compile(r"[\x20-\x5b\x5d-\x7e]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _checked(body: schemas.RemoteNodeIn) -> schemas.RemoteNodeIn:
-    """What the schema leaves open but an association needs (found with the API fuzzer).
+    """What the schema leaves open but an association needs (found with the API fuzzer and
+    by driving the API as an outside client); returns the body as it is stored.
 
     Node timeouts were taken as sent: 1e300 s or NaN broke pynetdicom's socket setup (the
     C-ECHO then reported a misleading "aborted"), a negative or NaN one made it wait 30 s
     for a silent host, and one of days held the synchronous C-ECHO request for days.
+    An AE title with a backslash, a control character or a non-ASCII letter, or one of
+    blanks only, was stored and then failed (or matched nothing) on every association;
+    leading and trailing spaces are not significant (PS3.5 6.2), so they are dropped. A
+    host typed as "[::1]" was stored with its brackets and then failed as "unknown host".
     """
+    name = body.name.strip()
+    if not name:
+        raise HTTPException(422, "name must not be empty")
+    if len(name) > MAX_NODE_NAME or _CONTROL.search(name):
+        raise HTTPException(
+            422, f"name must be at most {MAX_NODE_NAME} characters, with no control characters"
+        )
+    ae_title = body.ae_title.strip(" ")
+    if not ae_title:
+        raise HTTPException(422, "ae_title must not be empty or blank")
+    if len(ae_title) > 16 or not _AE_CHARS.fullmatch(ae_title):
+        raise HTTPException(
+            422,
+            f"ae_title {body.ae_title[:40]!r} is not a DICOM AE title: at most 16 characters "
+            "of printable ASCII, no backslash, no control characters (PS3.5 6.2, AE)",
+        )
     if not (math.isfinite(body.timeout) and 0 < body.timeout <= MAX_NODE_TIMEOUT):
         raise HTTPException(422, f"timeout must be more than 0 and at most {MAX_NODE_TIMEOUT:g} s")
-    if not body.host.strip():
+    host = body.host.strip()
+    if not host:
         raise HTTPException(422, "host must not be empty")
-    if not valid_host(body.host.strip()):
+    host = scu.unbracketed(host)
+    if not valid_host(host):
         raise HTTPException(
-            422, f"host '{body.host[:80]}' is not an IP address or a valid host name (RFC 1123)"
+            422,
+            f"host '{body.host[:80]}' is not an IP address or a valid host name (RFC 1123); "
+            "an IPv6 address may be written with or without brackets ([::1] or ::1)",
         )
-    return body
+    if not 1 <= body.port <= 65535:  # the schema says so too; kept next to its siblings
+        raise HTTPException(422, "port must be 1-65535")
+    return body.model_copy(update={"name": name, "ae_title": ae_title, "host": host})
 
 
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
 def valid_host(host: str) -> bool:
-    """An IPv4/IPv6 literal (brackets allowed) or an RFC 1123 host name."""
+    """An IPv4/IPv6 literal (without brackets) or an RFC 1123 host name."""
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        ipaddress.ip_address(host)
         return True
     except ValueError:
         pass
@@ -91,7 +126,7 @@ def add_node(
     body: schemas.RemoteNodeIn, request: Request, _: Caller = Depends(require_admin)
 ) -> schemas.RemoteNodeOut:
     ctx: ServerContext = request.app.state.ctx
-    _checked(body)
+    body = _checked(body)
     with ctx.Session() as db, db.begin():
         if db.scalars(select(RemoteNode).where(RemoteNode.name == body.name)).first():
             raise HTTPException(409, f"a node named '{body.name}' exists")
@@ -107,7 +142,7 @@ def update_node(
 ) -> schemas.RemoteNodeOut:
     """Edit a node (issue 3: "editable through the API")."""
     ctx: ServerContext = request.app.state.ctx
-    _checked(body)
+    body = _checked(body)
     with ctx.Session() as db, db.begin():
         node = db.get(RemoteNode, node_id)
         if node is None:

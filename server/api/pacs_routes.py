@@ -6,14 +6,17 @@ on first use, in the API process.
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from sqlalchemy import select
 
 from lucent.api import schemas
 from lucent.net import commitment
+from server.api import dicomweb_dates
 from server.api.auth import Caller, get_caller, require_admin
 from server.api.params import OptionalRowId, RowId, row_id_or_404
 from server.context import ServerContext
@@ -144,16 +147,42 @@ def pacs_query(
     """C-FIND on several PACS at once; one failing PACS does not end the others (4.2.1.6)."""
     for node_id in body.node_ids:
         row_id_or_404(node_id, "remote node with id")
+    keys = _checked_dates(body.keys)
     try:
         return svc.query(
             body.node_ids,
             body.level,
-            body.keys,
+            keys,
             case_insensitive=body.case_insensitive,
             limit=body.limit,
         )
     except PacsError as exc:
         raise _fail(exc) from exc
+
+
+def _checked_dates(keys: dict[str, str]) -> dict[str, str]:
+    """DA/TM/DT matching keys checked as QIDO-RS and the local lists check them (PS3.4
+    C.2.2.2.5): "2024", "20241301" or a reversed range went to the PACS and came back as an
+    empty 200, which looks like "no such study". A 422 names the key and the expected form.
+    An ISO date (2024-01-31), which the local lists take, goes out as DICOM's 20240131.
+    """
+    out = dict(keys)
+    for kw, value in keys.items():
+        tag = tag_for_keyword(kw)
+        if tag is None or value is None:
+            continue  # unknown keywords: the service refuses them with their own reason
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            continue
+        try:
+            dicomweb_dates.check(kw, vr, str(value))
+        except HTTPException as exc:
+            raise HTTPException(422, exc.detail) from exc
+        text = str(value).strip()
+        if vr == "DA" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            out[kw] = text.replace("-", "")  # the one ISO form check() takes for DA
+    return out
 
 
 # ---------------------------------------------------------------------- jobs
@@ -216,7 +245,7 @@ def commit(
 @router.get("/jobs", response_model=list[schemas.JobOut])
 def list_jobs(
     kind: str = "",
-    state: str = "",
+    state: schemas.JobState | None = None,  # a typo was an empty 200; now a 422 naming it
     limit: int = 100,
     svc: PacsService = Depends(service),
     _: Caller = Depends(get_caller),

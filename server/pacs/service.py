@@ -161,7 +161,7 @@ class PacsService:
         d = self.ctx.settings.dimse
         return scu.Peer(
             ae_title=node.ae_title,
-            host=node.host,
+            host=scu.unbracketed(node.host),  # a node stored as "[::1]" before the API checked
             port=node.port,
             calling_ae=self.calling_ae,
             timeout=node.timeout,
@@ -242,6 +242,7 @@ class PacsService:
         peer = self.peer(node)
         retries = node.retries
         backoff = self.settings.retry_backoff_seconds
+        level = str(identifier.QueryRetrieveLevel)
 
         def run(control: JobControl) -> Outcome:
             def on_progress(p: scu.MoveProgress) -> None:
@@ -274,6 +275,17 @@ class PacsService:
             control.update(force=True, attempts=res.attempts)
             if res.cancelled:
                 return Outcome("cancelled", res.message, res.status)
+            if res.ok and not (res.progress.total or res.progress.completed):
+                # "done, 0 of 0" said nothing: the PACS found nothing for the identifier
+                # (wrong UID, or a study it no longer holds) and answered success.
+                what = {"STUDY": "study", "SERIES": "series", "IMAGE": "instance"}[level]
+                return Outcome(
+                    "done",
+                    f"the PACS matched no instances for this {what} request "
+                    f"({res.message}); nothing was retrieved: check the UIDs, or query the "
+                    "PACS to see what it holds",
+                    res.status,
+                )
             if res.ok:
                 return Outcome("done", res.message, res.status)
             if res.status == dimse_status.QR_SUBOPS_WARNING:
@@ -290,7 +302,7 @@ class PacsService:
                 "study_uid": study_uid,
                 "series_uid": series_uid,
                 "sop_instance_uid": sop_instance_uid,
-                "level": str(identifier.QueryRetrieveLevel),
+                "level": level,
             },
             created_by=created_by,
         )
@@ -367,6 +379,10 @@ class PacsService:
         retries = self.settings.store_retries
         control.update(force=True, total=total, attempts=1)
         last_error = ""
+        # A permanent association rejection (A-ASSOCIATE-RJ result 1, e.g. a wrong called AE
+        # title): no retry and no further association can help, so the send ends at once.
+        permanent = threading.Event()
+        permanent_error = [""]
         lock = threading.Lock()
         # Running counts for the progress: recounting every outcome per instance made a
         # large send quadratic (10 000 instances: 50 million steps on the lane threads).
@@ -399,6 +415,9 @@ class PacsService:
                 for chunk in scu.iter_chunks(lane, self.settings.instances_per_association):
                     if control.cancelled:
                         break
+                    if permanent.is_set():  # the next association would be rejected too
+                        fail_all(chunk, permanent_error[0], n)
+                        continue
                     try:
                         scu.store(
                             peer,
@@ -409,18 +428,24 @@ class PacsService:
                         )
                     except (scu.AssociationError, ValueError) as exc:
                         error = exc.message if isinstance(exc, scu.AssociationError) else str(exc)
-                        with lock:
-                            for it in chunk:
-                                uid = it.sop_instance_uid
-                                if uid not in final or not final[uid].ok:
-                                    if uid in final:
-                                        _count(tally, final[uid], -1)
-                                    final[uid] = scu.StoreOutcome(
-                                        uid, it.sop_class_uid, None, error
-                                    )
-                                    _count(tally, final[uid], +1)
-                                    attempts[uid] = n
+                        if isinstance(exc, scu.AssociationError) and exc.permanent:
+                            with lock:
+                                permanent_error[:] = [error]
+                                permanent.set()
+                        fail_all(chunk, error, n)
                 return error
+
+            def fail_all(chunk: Sequence[scu.Outgoing], error: str, n: int) -> None:
+                """No association for ``chunk``: each instance not stored yet failed."""
+                with lock:
+                    for it in chunk:
+                        uid = it.sop_instance_uid
+                        if uid not in final or not final[uid].ok:
+                            if uid in final:
+                                _count(tally, final[uid], -1)
+                            final[uid] = scu.StoreOutcome(uid, it.sop_class_uid, None, error)
+                            _count(tally, final[uid], +1)
+                            attempts[uid] = n
 
             # Several associations in parallel (Conformance 4.2.4.4 allows several Store SCU
             # processes): the PACS's per-instance latency is what bounds one association.
@@ -443,6 +468,8 @@ class PacsService:
             ]
             if not todo or control.cancelled:
                 break
+            if permanent.is_set():  # retries are for transient failures only
+                break
         self._record_sent(control.job_id, node.id, final, attempts)
         ok = [o for o in final.values() if o.ok]
         failed = total - len(ok)
@@ -453,6 +480,8 @@ class PacsService:
         if failed:
             reasons = {o.message or f"0x{o.status or 0:04X}" for o in final.values() if not o.ok}
             message += f"; {failed} failed: " + "; ".join(sorted(reasons)[:3])
+        if permanent.is_set():
+            message += " (a permanent rejection: not retried)"
         if do_commit and ok:
             refs = [commitment.Reference(o.sop_class_uid, o.sop_instance_uid) for o in ok]
             control.update(force=True, message=message + "; requesting storage commitment")

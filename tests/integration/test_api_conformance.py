@@ -128,3 +128,43 @@ def test_patients_page_has_a_total_and_a_stable_order(
     assert [p.total for p in pages] == [3, 3, 3]
     assert sorted(p.items[0].issuer for p in pages) == ["HOSP-A", "HOSP-B", "HOSP-C"]
     assert api.patients_page(offset=3, limit=1, patient_id="SAMEID-1").items == []
+
+
+def test_openapi_names_the_values_of_enumerated_fields(api: LucentClient) -> None:
+    """An outside client read JobOut.state, PacsNodeResult.outcome and
+    CommitmentOut.request_state as free strings: /openapi.json now lists the values."""
+    document = api._request("GET", "/openapi.json").json()
+    models = document["components"]["schemas"]
+
+    def enum(model: str, field: str) -> set[str]:
+        prop = models[model]["properties"][field]
+        return set(prop.get("enum", ()))
+
+    assert enum("JobOut", "state") == {
+        "queued", "running", "done", "partial", "failed", "cancelled", "interrupted",
+    }  # fmt: skip
+    assert enum("PacsNodeResult", "outcome") == {
+        "success", "truncated", "failed", "cancelled", "no-association",
+    }  # fmt: skip
+    assert enum("CommitmentOut", "request_state") == {
+        "pending", "answered", "superseded", "expired",
+    }  # fmt: skip
+    assert enum("CommitmentOut", "state") == {"pending", "committed", "failed"}
+    assert {"ok", "refused", "timeout", "rejected", "unreachable", "tls"} <= enum("EchoOut", "kind")
+    assert all(j.state == "done" for j in api.jobs(state="done"))
+    with pytest.raises(ApiError) as err:
+        api.jobs(state="finished")  # not a job state: was an empty 200
+    assert err.value.status == 422 and "state" in err.value.detail
+
+
+def test_enumerated_values_match_what_the_server_sets() -> None:
+    """The Literal types are the contract; the server's own lists must stay inside them."""
+    from typing import get_args
+
+    from lucent.api import schemas
+    from lucent.net import scu
+    from server.jobs import queue
+
+    assert set(queue.FINAL_STATES) == set(schemas.JOB_FINAL_STATES)
+    assert set(schemas.JOB_FINAL_STATES) | {"queued", "running"} == set(get_args(schemas.JobState))
+    assert set(get_args(scu.FindOutcome)) == set(get_args(schemas.FindOutcome))

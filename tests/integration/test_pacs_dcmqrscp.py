@@ -7,6 +7,7 @@ Also: association rejected for an unknown called AE title, and a SERIES level C-
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from pydicom.uid import CTImageStorage, generate_uid
 
 from lucent.api import schemas
-from lucent.api.client import LucentClient
+from lucent.api.client import ApiError, LucentClient
 from tests.data import samples
 from tests.support.lucent import LucentServer
 from tests.support.peers import DcmQrScp, free_port
@@ -149,3 +150,68 @@ def test_query_with_a_non_ascii_name(env: Env, tmp_path: Path) -> None:
     out = env.api.pacs_query([env.node.id], "STUDY", PatientName="Müller*")
     assert out.nodes[0].outcome == "success", out.nodes[0].message
     assert [p.patient_name for p in out.patients] == ["Müller^Jörg"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("StudyDate", "2024"),
+        ("StudyDate", "20241301"),
+        ("StudyDate", "20241231-20240101"),  # a range that ends before it begins
+        ("PatientBirthDate", "1970-02-30"),
+        ("StudyTime", "2561"),
+    ],
+)
+def test_query_with_an_invalid_date_is_refused(env: Env, key: str, value: str) -> None:
+    """An invalid date went to the PACS and came back as an empty 200 ("no studies"),
+    indistinguishable from an empty PACS. The QIDO-RS / local-list check answers it now."""
+    with pytest.raises(ApiError) as err:
+        env.api.pacs_query([env.node.id], "STUDY", **{key: value})
+    assert err.value.status == 422
+    assert key in err.value.detail
+    assert ("YYYYMMDD" if "Date" in key else "HHMMSS") in err.value.detail or (
+        "ends before it begins" in err.value.detail
+    )
+
+
+def test_query_with_valid_dates_still_matches(env: Env) -> None:
+    day = samples.STUDY_DATE
+    iso = f"{day[:4]}-{day[4:6]}-{day[6:]}"
+    for value in (day, f"{day}-", f"-{day}", f"{day}-{day}", iso):
+        out = env.api.pacs_query([env.node.id], "STUDY", StudyDate=value, PatientID="PAT-QR")
+        assert out.nodes[0].outcome == "success", (value, out.nodes[0].message)
+        found = [s.attrs["StudyInstanceUID"] for p in out.patients for s in p.studies]
+        assert found == [env.study], value
+
+
+def test_permanent_rejection_is_not_retried(env: Env) -> None:
+    """dcmqrscp answers an unknown called AE title with A-ASSOCIATE-RJ result 1
+    (rejected-permanent): the retrieve and the send tried it 3 more times (~14 s) for the
+    same answer. They fail at once now, with the reason."""
+    wrong = env.api.add_node(
+        schemas.RemoteNodeIn(
+            name="wrong-ae-jobs", ae_title="NOTHERE", host="127.0.0.1", port=env.qr.port
+        )
+    )
+    started = time.monotonic()
+    job = env.api.wait_job(env.api.retrieve(wrong.id, env.study).id, timeout=60)
+    assert job.state == "failed" and job.attempts == 1, job
+    assert "Called AE title not recognised" in job.message and "permanent" in job.message
+    assert time.monotonic() - started < 5
+
+    env.api.wait_job(env.api.retrieve(env.node.id, env.study).id, timeout=60)
+    started = time.monotonic()
+    job = env.api.wait_job(env.api.send(wrong.id, series_uid=env.series, commit=False).id)
+    assert job.state == "failed" and job.attempts == 1, job
+    assert "Called AE title not recognised" in job.message and "permanent" in job.message
+    assert time.monotonic() - started < 5
+    results = env.api.job_instances(job.id)
+    assert len(results) == 3 and all(r.attempts == 1 and r.status is None for r in results)
+
+
+def test_retrieve_that_matches_nothing_says_so(env: Env) -> None:
+    """dcmqrscp answers a C-MOVE for a study it does not hold with success and no
+    sub-operations: the job said "done" with nothing to show for it."""
+    job = env.api.wait_job(env.api.retrieve(env.node.id, generate_uid()).id, timeout=60)
+    assert job.state == "done" and job.completed == 0 and job.total == 0
+    assert "matched no instances" in job.message and "study" in job.message

@@ -20,7 +20,7 @@ from pydicom import dcmread
 from pydicom.uid import CTImageStorage, MRImageStorage, RLELossless, generate_uid
 
 from lucent.api import schemas
-from lucent.api.client import LucentClient
+from lucent.api.client import ApiError, LucentClient
 from tests.data import samples
 from tests.support.lucent import LucentServer
 from tests.support.peers import Orthanc, dcmtk_tool, dicom_env, free_port, run_storescu
@@ -122,6 +122,61 @@ def test_node_edit_and_options(env: Env) -> None:
     assert opts.propose_compressed and opts.commitment_mode == "reopen"
     with pytest.raises(Exception, match="commitment_mode"):
         env.api.set_node_options(node.id, commitment_mode="pigeon")
+
+
+def _raw_node(api: LucentClient, method: str, path: str, **change: object) -> ApiError:
+    """POST/PUT a node body as an outside client would (no client-side schema check)."""
+    body = {"name": "raw", "ae_title": "ANY", "host": "127.0.0.1", "port": 104} | change
+    with pytest.raises(ApiError) as err:
+        api._request(method, path, json=body)
+    return err.value
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", ""),
+        ("name", "   "),
+        ("ae_title", "    "),
+        ("ae_title", "A\\B"),
+        ("ae_title", "AE\tTAB"),
+        ("ae_title", "AE\x1bESC"),
+        ("ae_title", "MÜLLER"),
+        ("ae_title", "A" * 17),
+        ("host", "[::1"),
+        ("host", "[127.0.0.1]"),
+        ("port", 0),
+        ("port", 65536),
+    ],
+)
+def test_node_fields_are_validated(env: Env, field: str, value: object) -> None:
+    """PS3.5 AE: at most 16 characters of the default repertoire, no backslash, no control
+    characters; blank titles and names, and ports outside 1-65535, were stored as sent."""
+    existing = _add_node(env.api, f"target-{field}-{abs(hash(value)) % 10**6}")
+    for method, path in (("POST", "/api/v1/nodes"), ("PUT", f"/api/v1/nodes/{existing.id}")):
+        error = _raw_node(env.api, method, path, **{field: value})
+        assert error.status == 422 and field in error.detail, (method, error)
+    assert all(n.ae_title == "ANY" for n in env.api.nodes() if n.id == existing.id)
+
+
+def test_node_values_are_stored_normalised(env: Env) -> None:
+    """ "[::1]" was stored as typed and every association then failed as "unknown host";
+    spaces around an AE title are not significant (PS3.5 6.2) and are dropped."""
+    node = env.api.add_node(
+        schemas.RemoteNodeIn(
+            name=" self-bracketed ", ae_title=" LUCENT  ", host="[::1]", port=env.server.port
+        )
+    )
+    assert (node.name, node.ae_title, node.host) == ("self-bracketed", "LUCENT", "::1")
+    result = env.api.echo_node(node.id)
+    assert result.ok, result.message
+    changed = env.api.update_node(
+        node.id,
+        schemas.RemoteNodeIn(
+            name="self-bracketed", ae_title="LUCENT", host=" [::1] ", port=env.server.port
+        ),
+    )
+    assert changed.host == "::1"
 
 
 # --------------------------------------------------------------------------- C-FIND

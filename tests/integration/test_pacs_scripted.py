@@ -249,6 +249,35 @@ def test_move_connection_failure_is_retried() -> None:
     assert "refused" in result.message
 
 
+def test_move_transient_rejection_is_retried() -> None:
+    """A-ASSOCIATE-RJ result 2 (rejected-transient; here pynetdicom's "local limit
+    exceeded" with its one association busy) keeps the retries of 4.2.2.6; only a
+    permanent rejection (tested against dcmqrscp) ends at once."""
+    ae = AE("BUSY")
+    ae.maximum_associations = 1
+    ae.add_supported_context(Verification)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelMove)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False)
+    try:
+        holder = AE("HOLDER")
+        holder.add_requested_context(Verification)
+        held = holder.associate("127.0.0.1", port, ae_title="BUSY")
+        assert held.is_established
+        try:
+            peer = scu.Peer("BUSY", "127.0.0.1", port, timeout=5)
+            delays: list[float] = []
+            result = scu.move_with_retries(
+                peer, scu.move_identifier("1.2.3"), "LUCENT", retries=2, sleep=delays.append
+            )
+        finally:
+            held.release()
+    finally:
+        server.shutdown()
+    assert result.status is None and result.attempts == 3 and not result.permanent
+    assert "Rejected Transient" in result.message and len(delays) == 2
+
+
 def test_move_cancel_sends_c_cancel(scripted: ScriptedPeer) -> None:
     scripted.move_scripts = [[0xFF00] * 50 + [0x0000]]
     scripted.move_calls = 0
