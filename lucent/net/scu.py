@@ -460,6 +460,26 @@ def check_keys(keys: Mapping[str, str]) -> None:
         )
 
 
+#: Unique keys of the levels above each Study Root level (PS3.4 C.4.1.2.2.1).
+_ABOVE = {"STUDY": (), "SERIES": ("StudyInstanceUID",)}
+_ABOVE["IMAGE"] = ("StudyInstanceUID", "SeriesInstanceUID")
+
+
+def _check_hierarchy(level: str, keys: Mapping[str, str]) -> None:
+    """Hierarchical search (we do not negotiate relational queries): a SERIES or IMAGE query
+    names the unique keys of every level above it, one UID or a UID list (PS3.4 C.4.1.2.2.1,
+    C.4.1.3.1.1). Without them PACS differ: dcmqrscp ignored the patient keys and answered
+    series of every patient, Orthanc filtered them; a clear 422 instead of either."""
+    for kw in _ABOVE[level]:
+        value = str(keys.get(kw) or "").strip()
+        if not value or any(c in value for c in "*?"):
+            raise ValueError(
+                f"a query at {level} level must name {kw} (one UID, or several separated "
+                "by '\\'): hierarchical search (PS3.4 C.4.1.2.2.1) has no wildcard above "
+                "the query level; query the STUDY level first"
+            )
+
+
 def build_query(level: str, keys: Mapping[str, str]) -> Dataset:
     """A Study Root identifier with every return key of the level; ``keys`` set matching.
 
@@ -490,6 +510,7 @@ def build_query(level: str, keys: Mapping[str, str]) -> Dataset:
             text = str(value)[:80]
             raise ValueError(f"{kw} '{text}' cannot be a matching key: {reason}") from exc
         setattr(ds, kw, value)
+    _check_hierarchy(level, keys)
     text = "".join(str(v) for v in keys.values() if v is not None)
     if not text.isascii():
         # PS3.5 6.1.2.3: without (0008,0005) only ASCII may be sent; "Müller*" went out as

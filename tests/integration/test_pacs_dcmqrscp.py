@@ -123,6 +123,21 @@ def test_query_with_an_unknown_key_is_refused(env: Env) -> None:
         env.api.pacs_query([env.node.id], "IMAGE", Rows="abc")  # was a 500 too
 
 
+def test_series_and_image_queries_name_the_levels_above(env: Env) -> None:
+    """Hierarchical search (PS3.4 C.4.1.2.2.1): a SERIES query without the Study Instance
+    UID made dcmqrscp answer series of every patient (it ignores patient keys there) while
+    Orthanc filtered them; now a 422 naming the key, before any association."""
+    with pytest.raises(ApiError, match="StudyInstanceUID") as err:
+        env.api.pacs_query([env.node.id], "SERIES", PatientID="PAT-QR")
+    assert err.value.status == 422
+    with pytest.raises(ApiError, match="SeriesInstanceUID"):
+        env.api.pacs_query([env.node.id], "IMAGE", StudyInstanceUID=env.study)
+    with pytest.raises(ApiError, match="StudyInstanceUID"):
+        env.api.pacs_query([env.node.id], "SERIES", StudyInstanceUID="1.2.*")
+    out = env.api.pacs_query([env.node.id], "SERIES", StudyInstanceUID=env.study)
+    assert out.rows and {r.attrs["StudyInstanceUID"] for r in out.rows} == {env.study}
+
+
 def test_merged_rows_name_every_node_that_has_them(env: Env) -> None:
     """Two nodes holding the same study: the merged row lists both names and both ids."""
     twin = env.api.add_node(
