@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from starlette.concurrency import run_in_threadpool
 
-from lucent.dicom import pixels
+from lucent.dicom import pixels, transcode
 from lucent.net import status
 from server.api import dicomweb_accept as media
 from server.api import dicomweb_dates, dicomweb_render, dicomweb_xml
@@ -282,8 +282,9 @@ def _stored_syntax(data: bytes) -> str:
 def _as_syntax(data: bytes, syntax: str) -> tuple[bytes, str]:
     """The instance in ``syntax`` ('*': as stored), and the syntax it is in.
 
-    We transcode only to the native syntaxes (decompressing if needed); any other syntax
-    the stored one is not is 406 (PS3.18 8.7.3.5.2)."""
+    We transcode only to the native syntaxes (decompressing, or swapping the byte order of
+    data stored big endian), with ``lucent.dicom.transcode`` like the DIMSE senders: same
+    SOP Instance UID. Any other syntax the stored one is not is 406 (PS3.18 8.7.3.5.2)."""
     if syntax in ("*", ""):
         return data, _stored_syntax(data)
     current = _stored_syntax(data)
@@ -292,16 +293,12 @@ def _as_syntax(data: bytes, syntax: str) -> tuple[bytes, str]:
     if syntax not in media.NATIVE:
         raise HTTPException(406, f"cannot transcode to transfer syntax {syntax}")
     ds = dcmread(io.BytesIO(data))
-    if ds.file_meta.TransferSyntaxUID.is_compressed:
-        # The same instance in another syntax: pydicom would give it a new SOP Instance UID.
-        try:
-            ds.decompress(generate_instance_uid=False)
-        except Exception as exc:  # no decoder for this syntax: the client may take it as is
-            raise HTTPException(406, f"cannot decode {current}; ask for transfer-syntax=*") from exc
-    ds.file_meta.TransferSyntaxUID = syntax
+    done = transcode.prepare(ds, current, {syntax}, str(ds.get("SOPClassUID", "")))
+    if done.dataset is None:  # no decoder for this syntax: the client may take it as is
+        raise HTTPException(406, f"{done.error}; ask for transfer-syntax=*")
     out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue(), syntax
+    done.dataset.save_as(out, enforce_file_format=True)
+    return out.getvalue(), done.syntax
 
 
 def _multipart(

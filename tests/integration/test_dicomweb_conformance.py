@@ -10,6 +10,7 @@ import io
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -516,3 +517,37 @@ def test_stow_response_media_type_follows_accept(http: httpx.Client, server: Luc
             "application/dicom+json"
         )
         assert "00081199" in r.json()
+
+
+def test_big_endian_instance_retrieved_as_explicit_little_endian(
+    http: httpx.Client, server: LucentServer, tmp_path: Path
+) -> None:
+    """Data archived Explicit VR Big Endian (as sent) and retrieved with the default
+    syntax (Explicit VR Little Endian, PS3.18 8.7.3.5.2): pydicom refused to save across
+    byte orders and WADO-RS answered 500. Same UID, same pixels."""
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import ExplicitVRBigEndian
+
+    from tests.data import transfer_syntaxes as ts_samples
+    from tests.integration.dicom_io import storescu
+
+    ds = dcmread(get_testdata_file("MR_small_bigendian.dcm"))
+    native = ds.pixel_array.copy()
+    ds.SOPInstanceUID, ds.PatientID = generate_uid(), "CONF-BE"
+    path = tmp_path / "be.dcm"
+    ds.save_as(path)
+    args = ts_samples.write_storescu_config(
+        tmp_path / "be.cfg", [(str(ds.SOPClassUID), str(ExplicitVRBigEndian))]
+    )
+    done = storescu("127.0.0.1", server.port, server.ae_title, [path], *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    star = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    [(_, stored)] = _multipart(http.get(_path(ds), headers={"Accept": star}))
+    assert dcmread(io.BytesIO(stored)).file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+    r = http.get(_path(ds), headers={"Accept": 'multipart/related; type="application/dicom"'})
+    assert r.status_code == 200, r.text[:300]
+    [(ctype, payload)] = _multipart(r)
+    got = dcmread(io.BytesIO(payload))
+    assert ctype == f"application/dicom; transfer-syntax={EXPLICIT_LE}"
+    assert got.SOPInstanceUID == ds.SOPInstanceUID
+    assert np.array_equal(got.pixel_array, native)
