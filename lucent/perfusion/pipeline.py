@@ -397,14 +397,23 @@ def _run(
             coords = np.stack(idx, axis=1)
 
             def pick() -> aif_mod.InputFunctions:
+                rank, measure = conc_aif[in_brain], None
+                pre = rank[:, baseline.start : baseline.end]
+                if modality == "CT" and pre.shape[1] >= 2:
+                    # select on a baseline from the odd pre-bolus frames, read the curves
+                    # with one from the even frames: the baseline error (the largest noise
+                    # of a curve's area) of the winners is then not the one they won by
+                    rank = rank - pre[:, 1::2].mean(axis=1, keepdims=True)
+                    measure = conc_aif[in_brain] - pre[:, 0::2].mean(axis=1, keepdims=True)
                 return aif_mod.select(
-                    conc_aif[in_brain],
+                    rank,
                     coords[in_brain],
                     config.aif_voxels,
                     config.vof_voxels,
                     config.pve_correction,
                     config.max_pve_scale,
                     valid=None if aif_valid is None else aif_valid[in_brain],
+                    measure=measure,
                 )
 
             fns = pick()

@@ -173,6 +173,19 @@ def test_noise_free_ct_tmax_within_1_s_for_every_delay(
     assert not bad, bad
 
 
+@pytest.mark.parametrize("name", NOISY)
+def test_noisy_ct_aif_partial_volume_factor_is_one(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    """The sinus carries the AIF's area: factor 1. Selecting the AIF/VOF voxels and reading
+    their areas from the same noisy curves gave 1.31 (1.9 on a 256² grid)."""
+    case: Case = request.getfixturevalue(name)
+    assert case.r.qc["curves"]["pve_scale"] == pytest.approx(1.0, abs=0.08)
+    labels = case.labels
+    assert all(labels[tuple(v)] == B.ARTERY for v in case.r.qc["curves"]["aif_voxels_zyx"])
+    assert all(labels[tuple(v)] == B.VEIN for v in case.r.qc["curves"]["vof_voxels_zyx"])
+
+
 @pytest.mark.parametrize("name", NF + NOISY)
 def test_hypoperfusion_volume_within_10_percent(name: str, request: pytest.FixtureRequest) -> None:
     """Tmax > 6 s: was 2x too large at realistic noise (the OI threshold sat at its floor)."""
@@ -195,8 +208,8 @@ def test_hypoperfusion_volume_within_10_percent(name: str, request: pytest.Fixtu
         for n, figures in (
             ("nf_delay", "8.4 mL vs 16.6"),
             ("nf_1s", "0.0 mL vs 16.6"),
-            ("noisy", "2.1 mL vs 16.6"),
-            ("small", "7.3 mL vs 16.6"),
+            ("noisy", "2.5 mL vs 16.6"),
+            ("small", "7.7 mL vs 16.6"),
         )
     ],
 )
