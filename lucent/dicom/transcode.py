@@ -79,7 +79,10 @@ def prepare(ds: Dataset, own: str, accepted: Collection[str], sop_class_uid: str
         return Prepared(ds, native[0], True, "")
     if not own_uid.is_compressed and native:
         if UID(native[0]).is_little_endian != own_uid.is_little_endian:
-            swap_byte_order(ds, native[0])
+            try:
+                swap_byte_order(ds, native[0])
+            except ValueError as exc:
+                return Prepared(None, "", False, f"cannot change the byte order: {exc}")
         set_syntax(ds, native[0])
         return Prepared(ds, native[0], native[0] != own, "")
     if not own_uid.is_compressed and RLE_LOSSLESS in accepted and "PixelData" in ds:
@@ -145,7 +148,8 @@ def swap_byte_order(ds: Dataset, syntax: str) -> None:
     """Bring a data set read in one byte order to that of ``syntax``, in place (PS3.5 7.3):
     every value is parsed first (so nothing is left to decode in the old order), the words
     of OW/OL/OF/OD/OV values are swapped (OW Pixel Data by Bits Allocated: 32-bit pixels are
-    32-bit words, as PS3.5 8.1.1 has them), and the data set then counts as read in
+    32-bit words, as PS3.5 8.1.1 has them; a length that is no whole number of words is a
+    ValueError), and the data set then counts as read in
     ``syntax`` (pydicom and pynetdicom refuse to write a data set whose file meta and
     original encoding disagree), so the values are written as they now are."""
     for _ in ds.iterall():  # converts every raw element with the order it was read in
@@ -164,7 +168,9 @@ def _swap(ds: Dataset, implicit: bool, little: bool) -> None:
         size = _WORD_SIZE.get(str(elem.VR))
         if size == 2 and elem.tag == 0x7FE00010 and bits in (32, 64):
             size = bits // 8
-        if size and isinstance(elem.value, bytes | bytearray) and len(elem.value) % size == 0:
+        if size and isinstance(elem.value, bytes | bytearray):
+            if len(elem.value) % size:  # no word order to restore: refuse, never guess
+                raise ValueError(f"{elem.tag} ({elem.VR}) of {len(elem.value)} bytes")
             elem.value = np.frombuffer(elem.value, dtype=f"u{size}").byteswap().tobytes()
     ds.set_original_encoding(implicit, little)
 

@@ -284,10 +284,12 @@ def associate(
             f"{peer.address} accepted none of the proposed presentation contexts "
             "(SOP class / transfer syntax not supported there)",
         )
-    rejection = _rejection_on_probe(peer)
-    if rejection is not None:
-        raise rejection
-    raise _diagnose_connect(peer)
+    diagnosis = _diagnose_connect(peer)
+    if diagnosis.kind == "aborted":  # TCP accepted, no answer we saw: a lost rejection?
+        rejection = _rejection_on_probe(peer)
+        if rejection is not None:
+            raise rejection
+    raise diagnosis
 
 
 def _rejection_on_probe(peer: Peer) -> AssociationError | None:
@@ -300,9 +302,11 @@ def _rejection_on_probe(peer: Peer) -> AssociationError | None:
     """
     context = ul.PresentationContext(1, str(Verification), [ul.IMPLICIT_LE])
     try:
-        assoc = _open_direct(peer, [context])
-    except AssociationError as exc:
-        return exc if exc.kind == "rejected" else None
+        assoc = _request_direct(peer, [context])
+    except direct.DirectError as exc:  # no second connect diagnosis: the caller has one
+        return _rejected(peer, exc.message) if exc.kind == "rejected" else None
+    except AssociationError:  # TLS set-up
+        return None
     with contextlib.suppress(Exception):
         assoc.release()
     return None
@@ -1325,23 +1329,29 @@ def _encode(ds: Dataset, syntax: str) -> bytes | None:
     return dsutils.encode(ds, uid.is_implicit_VR, uid.is_little_endian, uid.is_deflated)
 
 
+def _request_direct(peer: Peer, contexts: list[ul.PresentationContext]) -> direct.DirectAssociation:
+    """An association on our own socket (``lucent.net.direct``), plain or TLS; raises
+    DirectError (or AssociationError for a TLS set-up problem)."""
+    return direct.DirectAssociation.request(
+        peer.host,
+        peer.port,
+        called_ae=peer.ae_title,
+        calling_ae=peer.calling_ae,
+        contexts=contexts,
+        max_pdu=peer.max_pdu,
+        implementation_class_uid=peer.implementation_class_uid or ul.IMPLEMENTATION_CLASS_UID,
+        implementation_version=peer.implementation_version_name or ul.IMPLEMENTATION_VERSION,
+        connect_timeout=peer.timeout,
+        network_timeout=peer.dimse_timeout,
+        tls_context=_tls_context(peer) if peer.tls else None,
+    )
+
+
 def _open_direct(peer: Peer, contexts: list[ul.PresentationContext]) -> direct.DirectAssociation:
-    """An association on our own socket (``lucent.net.direct``), plain or TLS, or
-    AssociationError with the reason (rejection text, or a fresh connect diagnosis)."""
+    """An association on our own socket, or AssociationError with the reason (rejection
+    text, or a fresh connect diagnosis)."""
     try:
-        return direct.DirectAssociation.request(
-            peer.host,
-            peer.port,
-            called_ae=peer.ae_title,
-            calling_ae=peer.calling_ae,
-            contexts=contexts,
-            max_pdu=peer.max_pdu,
-            implementation_class_uid=peer.implementation_class_uid or ul.IMPLEMENTATION_CLASS_UID,
-            implementation_version=peer.implementation_version_name or ul.IMPLEMENTATION_VERSION,
-            connect_timeout=peer.timeout,
-            network_timeout=peer.dimse_timeout,
-            tls_context=_tls_context(peer) if peer.tls else None,
-        )
+        return _request_direct(peer, contexts)
     except direct.DirectError as exc:
         if exc.kind == "rejected":
             raise _rejected(peer, exc.message) from exc

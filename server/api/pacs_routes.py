@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -182,6 +182,8 @@ def _checked_dates(keys: dict[str, str]) -> dict[str, str]:
         text = str(value).strip()
         if vr == "DA" and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             out[kw] = text.replace("-", "")  # the one ISO form check() takes for DA
+        elif vr == "TM" and ":" in text:
+            out[kw] = text.replace(":", "")  # ACR-NEMA 10:30 is DICOM 1030 (PS3.5 6.2)
     return out
 
 
@@ -245,7 +247,8 @@ def commit(
 @router.get("/jobs", response_model=list[schemas.JobOut])
 def list_jobs(
     kind: str = "",
-    state: schemas.JobState | None = None,  # a typo was an empty 200; now a 422 naming it
+    # a typo was an empty 200, now a 422 naming it; "state=" (empty) still means any state
+    state: schemas.JobState | Literal[""] | None = None,
     limit: int = 100,
     svc: PacsService = Depends(service),
     _: Caller = Depends(get_caller),

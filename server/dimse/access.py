@@ -14,6 +14,7 @@ import socket
 
 from sqlalchemy import select
 
+from lucent.net.scu import unbracketed
 from server.context import ServerContext
 from server.dimse import audit_trail
 from server.index.models import RemoteNode
@@ -50,7 +51,7 @@ def same_host(configured: str, address: str) -> bool:
     if peer.version == 6 and peer.ipv4_mapped:  # type: ignore[union-attr]
         peer = peer.ipv4_mapped  # type: ignore[union-attr]
     try:
-        infos = socket.getaddrinfo(configured, None)
+        infos = socket.getaddrinfo(unbracketed(configured), None)  # "[::1]" as typed
     except OSError:
         return False
     return any(ipaddress.ip_address(i[4][0].split("%", 1)[0]) == peer for i in infos)

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from lucent.dicom import transcode, transfer_syntaxes
 from lucent.dicom.transfer_syntaxes import EXPLICIT_LE, IMPLICIT_LE
 from lucent.net import status
+from lucent.net.scu import unbracketed
 from server.config import PoolSection
 from server.context import ArchiveReadError, ServerContext
 from server.dimse import access, audit_trail, identifiers, transcoder
@@ -229,21 +230,17 @@ def _outgoing(inst: Instance, raw: bytes, accepted: set[str]) -> tuple[Dataset, 
 
     Stored syntax accepted, or uncompressed both ways: read here as stored; pynetdicom's
     send_c_store re-encodes it in an accepted uncompressed syntax (Explicit ↔ Implicit VR,
-    Deflated ↔ inflated; across byte orders after ``transcode.swap_byte_order``). Pixel
-    data to decode (compressed stored, only uncompressed accepted; or uncompressed stored,
-    only RLE accepted): in a helper process (``server.dimse.transcoder``), never on this
+    Deflated ↔ inflated). Pixel data to decode or byte-swap (compressed stored, only
+    uncompressed accepted; uncompressed stored, only RLE or only the other byte order
+    accepted): in a helper process (``server.dimse.transcoder``), never on this
     association thread. A failure there gives ``_unsendable`` (this sub-operation fails,
     the others go on).
     """
     own = inst.transfer_syntax_uid
-    if not transcode.codes_pixels(own, accepted):
-        ds = dcmread(io.BytesIO(raw))
-        if not transcode.changes_byte_order(own, accepted):
-            return ds, False
-        # Big endian stored, little endian accepted (or the reverse): pynetdicom would
-        # re-encode the values but send Pixel Data's bytes unswapped. A byte swap is cheap.
-        swapped = transcode.prepare(ds, own, accepted, inst.sop_class_uid).dataset
-        return (swapped, True) if swapped is not None else (_unsendable(inst), False)
+    # Big endian stored, little endian accepted (or the reverse) is a transcoding too:
+    # pynetdicom re-encodes the values but would send Pixel Data's bytes unswapped.
+    if not (transcode.codes_pixels(own, accepted) or transcode.changes_byte_order(own, accepted)):
+        return dcmread(io.BytesIO(raw)), False
     data, _, _, error = transcoder.shared().run(raw, own, accepted, inst.sop_class_uid)
     if data is None:
         log.warning("retrieve: %s (stored %s) not sent: %s", inst.sop_instance_uid, own, error)
@@ -301,13 +298,13 @@ def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
         # One pseudo sub-operation whose failure status ends the C-MOVE with it (A900,
         # PS3.4 C.4.2.1.4). pynetdicom opens the sub-association before it reads that
         # status, and with no context to offer it raised and answered C515 instead.
-        yield node.host, node.port, {"contexts": [build_context(Verification)]}
+        yield unbracketed(node.host), node.port, {"contexts": [build_context(Verification)]}
         yield 1
         yield error, None
         return
     peer = _SubAssociation()
     yield (
-        node.host,
+        unbracketed(node.host),  # a node stored as "[::1]" before hosts were normalised
         node.port,
         {
             "contexts": _contexts(found) or None,

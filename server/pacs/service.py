@@ -275,9 +275,17 @@ class PacsService:
             control.update(force=True, attempts=res.attempts)
             if res.cancelled:
                 return Outcome("cancelled", res.message, res.status)
-            if res.ok and not (res.progress.total or res.progress.completed):
+            if (
+                res.ok
+                and not (res.progress.total or res.progress.completed)
+                and not self._select(
+                    study_uid, series_uid, [sop_instance_uid] if sop_instance_uid else []
+                )
+            ):
                 # "done, 0 of 0" said nothing: the PACS found nothing for the identifier
-                # (wrong UID, or a study it no longer holds) and answered success.
+                # (wrong UID, or a study it no longer holds) and answered success. A final
+                # Success may also carry no counts at all (PS3.4 C.4.2.1.6, no pending
+                # responses): then the archive says whether anything came.
                 what = {"STUDY": "study", "SERIES": "series", "IMAGE": "instance"}[level]
                 return Outcome(
                     "done",

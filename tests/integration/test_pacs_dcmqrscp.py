@@ -7,7 +7,6 @@ Also: association rejected for an unknown called AE title, and a SERIES level C-
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,18 +207,14 @@ def test_permanent_rejection_is_not_retried(env: Env) -> None:
             name="wrong-ae-jobs", ae_title="NOTHERE", host="127.0.0.1", port=env.qr.port
         )
     )
-    started = time.monotonic()
     job = env.api.wait_job(env.api.retrieve(wrong.id, env.study).id, timeout=60)
-    assert job.state == "failed" and job.attempts == 1, job
+    assert job.state == "failed" and job.attempts == 1, job  # no retry (no wall-clock test)
     assert "Called AE title not recognised" in job.message and "permanent" in job.message
-    assert time.monotonic() - started < 5
 
     env.api.wait_job(env.api.retrieve(env.node.id, env.study).id, timeout=60)
-    started = time.monotonic()
     job = env.api.wait_job(env.api.send(wrong.id, series_uid=env.series, commit=False).id)
     assert job.state == "failed" and job.attempts == 1, job
     assert "Called AE title not recognised" in job.message and "permanent" in job.message
-    assert time.monotonic() - started < 5
     results = env.api.job_instances(job.id)
     assert len(results) == 3 and all(r.attempts == 1 and r.status is None for r in results)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +153,7 @@ def _raw_node(api: LucentClient, method: str, path: str, **change: object) -> Ap
 def test_node_fields_are_validated(env: Env, field: str, value: object) -> None:
     """PS3.5 AE: at most 16 characters of the default repertoire, no backslash, no control
     characters; blank titles and names, and ports outside 1-65535, were stored as sent."""
-    existing = _add_node(env.api, f"target-{field}-{abs(hash(value)) % 10**6}")
+    existing = _add_node(env.api, f"target-{field}-{uuid.uuid4().hex[:8]}")
     for method, path in (("POST", "/api/v1/nodes"), ("PUT", f"/api/v1/nodes/{existing.id}")):
         error = _raw_node(env.api, method, path, **{field: value})
         assert error.status == 422 and field in error.detail, (method, error)
