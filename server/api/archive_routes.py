@@ -146,7 +146,7 @@ def _placeholder_studies(db: Any, f: queries.Filter, hidden: set[str]) -> list[s
     if f.study_date or f.modality or f.accession_number or f.description:
         return []
     out: dict[str, schemas.StudyOut] = {}
-    for ph in queries.placeholders(db, f, without_study=True):
+    for ph in queries.orphan_placeholders(db, f):
         key = ph.study_uid or f"unknown:{ph.id}"
         if key in out or (ph.study_uid and ph.study_uid in hidden):
             continue

@@ -12,7 +12,18 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from server.index.models import Instance, Patient, Placeholder, Series, Study
@@ -420,14 +431,8 @@ def instances_for(session: Session, level: str, f: Filter) -> list[Instance]:
     return list(session.scalars(stmt))
 
 
-def placeholders(
-    session: Session, f: Filter, limit: int = 1000, *, without_study: bool = False
-) -> list[Placeholder]:
-    """Refused instances, newest first; ``without_study``: only those whose study was never
-    archived (they are listed as studies of their own)."""
-    stmt = select(Placeholder).join(Patient, Placeholder.patient_pk == Patient.id)
-    if without_study:
-        stmt = stmt.where(~exists().where(Study.study_uid == Placeholder.study_uid))
+def _placeholder_select(f: Filter, what: Any) -> Select[Any]:
+    stmt = select(what).join(Patient, Placeholder.patient_pk == Patient.id)
     clauses = [
         _name_clause(f),
         match_text(Patient.patient_id, f.patient_id),
@@ -436,7 +441,28 @@ def placeholders(
     stmt = stmt.where(*[c for c in clauses if c is not None])
     if f.pools is not None:
         stmt = stmt.where(Placeholder.pool.in_(f.pools))
+    return stmt
+
+
+def placeholders(session: Session, f: Filter, limit: int = 1000) -> list[Placeholder]:
+    """Refused instances, newest first."""
+    stmt = _placeholder_select(f, Placeholder)
     return list(session.scalars(stmt.order_by(Placeholder.received_at.desc()).limit(limit)))
+
+
+def orphan_placeholders(session: Session, f: Filter, limit: int = 10000) -> list[Placeholder]:
+    """The newest placeholder of each study that was never archived (one entry per study,
+    grouped in SQL however many instances were refused), and every placeholder without a
+    Study Instance UID on its own; newest first."""
+    no_study = or_(Placeholder.study_uid.is_(None), Placeholder.study_uid == "")
+    key = case((no_study, cast(Placeholder.id, String)), else_=Placeholder.study_uid)
+    newest = (
+        _placeholder_select(f, func.max(Placeholder.id))
+        .where(~exists().where(Study.study_uid == Placeholder.study_uid))
+        .group_by(key)
+    )
+    stmt = select(Placeholder).where(Placeholder.id.in_(newest))
+    return list(session.scalars(stmt.order_by(Placeholder.id.desc()).limit(limit)))
 
 
 def or_all(clauses: list[ColumnElement[bool]]) -> ColumnElement[bool]:

@@ -19,10 +19,12 @@ PATIENT = "PAGING-1"
 
 
 def _send_studies(server: LucentServer, folder: Path, studies: int, refused: int) -> None:
-    """``studies`` one-instance studies, and ``refused`` instances of studies never archived
-    (Rows removed: refused A900, filed as placeholders under the same patient)."""
+    """``studies`` one-instance studies, and ``refused`` studies never archived, each with
+    two refused instances (Rows removed: refused A900, filed as placeholders under the same
+    patient; one entry per study however many were refused)."""
     files = []
-    for i in range(studies + refused):
+    refused_study = ""
+    for i in range(studies + 2 * refused):
         (path,) = samples.write_ct_series(
             folder / str(i), n=1, rows=8, cols=8, patient_id=PATIENT, patient_name="Paging^Test"
         )
@@ -30,6 +32,9 @@ def _send_studies(server: LucentServer, folder: Path, studies: int, refused: int
         ds.StudyInstanceUID, ds.StudyDate = generate_uid(), f"202401{10 + i:02d}"
         if i >= studies:
             del ds.Rows
+            if (i - studies) % 2:
+                ds.StudyInstanceUID = refused_study
+            refused_study = ds.StudyInstanceUID
         ds.save_as(path)
         files.append(path)
     done = storescu("127.0.0.1", server.port, server.ae_title, files, "--no-halt")
