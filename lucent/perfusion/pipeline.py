@@ -567,6 +567,17 @@ def _run(
             flags.append({"code": "severe_motion", "reason": motion.reason})
         if not summary["volumes_reliable"]:
             flags.append({"code": "coverage", "reason": summary["reliability_reason"]})
+        if modality == "MR" and adc is None:
+            # RAPID-class MR reads the core on DWI (ADC <= 620, issue 6); a DSC rCBF core
+            # at clinical SNR is fragile (independent phantom, SNR 30: 4.4 vs 16.6 mL).
+            flags.append(
+                {
+                    "code": "core_without_dwi",
+                    "reason": "MR core from rCBF (no DWI given): an estimate; give the "
+                    "DWI/ADC series for the reference MR core (ADC <= "
+                    f"{config.threshold_adc:g} x10^-6 mm²/s)",
+                }
+            )
         low, low_side, _ = hemispheres(brain, series.row_dir)
         if seg.low is not None:
             low = seg.low

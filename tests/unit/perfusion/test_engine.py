@@ -365,6 +365,8 @@ def test_dsc_mr_with_slice_timing_and_leakage(dsc: tuple[P.Phantom, PerfusionRes
     assert r.summary["hypoperfusion_ml"] == pytest.approx(ph.volumes_ml["hypoperfusion"], rel=0.10)
     assert r.summary["defuse3"]["verdict"] == "met"
     assert r.qc["leakage_k2_median"] is not None
+    # no DWI given: the rCBF core is flagged as an estimate (the MR reference core is ADC)
+    assert [f for f in r.qc["flags"] if f["code"] == "core_without_dwi"]
 
 
 def test_dsc_mr_meets_issue_accuracy_target(dsc: tuple[P.Phantom, PerfusionResult]) -> None:
