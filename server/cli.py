@@ -38,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ctx.recover()  # re-index what a crash left unindexed, remove deleted/half-written objects
     check_ports_free(settings)
     if args.first_run_admin:
-        with ctx.Session() as db, db.begin():
+        with ctx.WriteSession() as db, db.begin():
             if users.count_users(db) == 0:
                 password = secrets.token_urlsafe(12)
                 users.create_user(db, "admin", password, role="administrator")
@@ -105,7 +105,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     password = sys.stdin.readline().rstrip("\r\n")
     ctx = ServerContext(settings, migrate=True)
     try:
-        with ctx.Session() as db, db.begin():
+        with ctx.WriteSession() as db, db.begin():
             users.create_user(db, args.username, password, role="administrator")
     except users.AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -127,7 +127,7 @@ def add_node(
 ) -> schemas.RemoteNodeOut:
     ctx: ServerContext = request.app.state.ctx
     body = _checked(body)
-    with ctx.Session() as db, db.begin():
+    with ctx.WriteSession() as db, db.begin():
         if db.scalars(select(RemoteNode).where(RemoteNode.name == body.name)).first():
             raise HTTPException(409, f"a node named '{body.name}' exists")
         node = RemoteNode(**body.model_dump())
@@ -143,7 +143,7 @@ def update_node(
     """Edit a node (issue 3: "editable through the API")."""
     ctx: ServerContext = request.app.state.ctx
     body = _checked(body)
-    with ctx.Session() as db, db.begin():
+    with ctx.WriteSession() as db, db.begin():
         node = db.get(RemoteNode, node_id)
         if node is None:
             raise HTTPException(404, "no such node")
@@ -159,7 +159,7 @@ def update_node(
 @nodes_router.delete("/{node_id}", status_code=204)
 def delete_node(node_id: RowId, request: Request, _: Caller = Depends(require_admin)) -> None:
     ctx: ServerContext = request.app.state.ctx
-    with ctx.Session() as db, db.begin():
+    with ctx.WriteSession() as db, db.begin():
         node = db.get(RemoteNode, node_id)
         if node is None:
             raise HTTPException(404, "no such node")

@@ -81,7 +81,7 @@ class JobQueue:
         self._mark_interrupted()
 
     def _mark_interrupted(self) -> None:
-        with self.ctx.Session() as db, db.begin():
+        with self.ctx.WriteSession() as db, db.begin():
             db.execute(
                 update(Job)
                 .where(Job.state.in_(("queued", "running")))
@@ -91,7 +91,7 @@ class JobQueue:
     def write(self, job_id: int, **values: Any) -> None:
         for attempt in range(5):
             try:
-                with self.ctx.Session() as db, db.begin():
+                with self.ctx.WriteSession() as db, db.begin():
                     db.execute(update(Job).where(Job.id == job_id).values(**values))
                 return
             except Exception:  # noqa: BLE001 - SQLite busy under load: try again
@@ -111,7 +111,7 @@ class JobQueue:
         created_by: str = "",
     ) -> int:
         """Record a queued job and run it in the pool; returns the job id at once."""
-        with self.ctx.Session() as db, db.begin():
+        with self.ctx.WriteSession() as db, db.begin():
             job = Job(
                 kind=kind,
                 state="queued",

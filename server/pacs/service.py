@@ -138,7 +138,7 @@ class PacsService:
         mode = values.get("commitment_mode")
         if mode is not None and mode not in commitment.MODES:
             raise PacsError(422, f"commitment_mode must be one of {', '.join(commitment.MODES)}")
-        with self.ctx.Session() as db, db.begin():
+        with self.ctx.WriteSession() as db, db.begin():
             if db.get(RemoteNode, node_id) is None:
                 raise PacsError(404, f"no remote node with id {node_id}")
             opts = db.scalars(select(NodeOptions).where(NodeOptions.node_pk == node_id)).first()
@@ -507,7 +507,7 @@ class PacsService:
         attempts: dict[str, int],
     ) -> None:
         t = now()
-        with self.ctx.Session() as db, db.begin():
+        with self.ctx.WriteSession() as db, db.begin():
             db.add_all(
                 SentInstance(
                     job_pk=job_pk,
@@ -587,7 +587,7 @@ class PacsService:
         so a way-2 report that races in through our listener finds it (4.2.5, 5)."""
         uid = commitment.new_transaction_uid(self.ctx.settings.server.uid_root)
         retry_at = now() + timedelta(seconds=self.settings.commitment_retry_seconds)
-        with self.ctx.Session() as db, db.begin():
+        with self.ctx.WriteSession() as db, db.begin():
             records.create_request(
                 db,
                 transaction_uid=uid,
@@ -608,7 +608,7 @@ class PacsService:
             on_report=lambda report: records.record_report(self.ctx, report),
             answered=lambda: records.is_answered(self.ctx, uid),
         )
-        with self.ctx.Session() as db, db.begin():
+        with self.ctx.WriteSession() as db, db.begin():
             req = db.scalars(
                 select(CommitmentRequest).where(CommitmentRequest.transaction_uid == uid)
             ).one()
@@ -645,7 +645,7 @@ class PacsService:
             ]
         sent = 0
         for req_id, node_id, job_pk, attempt, refs in work:
-            with self.ctx.Session() as db, db.begin():
+            with self.ctx.WriteSession() as db, db.begin():
                 req = db.get(CommitmentRequest, req_id)
                 if req is None or req.state != "pending":
                     continue

@@ -78,7 +78,7 @@ class PerfusionJobs(JobQueue):
     """
 
     def _mark_interrupted(self) -> None:
-        with self.ctx.Session() as db, db.begin():
+        with self.ctx.WriteSession() as db, db.begin():
             db.execute(
                 update(Job)
                 .where(Job.kind == KIND, Job.state.in_(("queued", "running")))
@@ -190,7 +190,7 @@ class PerfusionService:
         with self._lock:
             self._superseded.add(run_id)
             self._active.pop(series_pk, None)
-        with self.ctx.Session() as db, db.begin():
+        with self.ctx.WriteSession() as db, db.begin():
             db.execute(
                 update(PerfusionRun)
                 .where(PerfusionRun.id == run_id)
@@ -266,7 +266,7 @@ class PerfusionService:
         return self._submit(series_pk, exam, "manual", created_by)
 
     def _submit(self, series_pk: int, exam: Examination, trigger: str, created_by: str) -> int:
-        with self.ctx.Session() as db, db.begin():
+        with self.ctx.WriteSession() as db, db.begin():
             series = db.get(Series, series_pk)
             assert series is not None
             study = db.get(Study, series.study_pk)
@@ -312,7 +312,7 @@ class PerfusionService:
         with self._lock:
             if self._active.get(series_pk) == (run_id, -1):
                 self._active[series_pk] = (run_id, job_id)
-        with self.ctx.Session() as db, db.begin():
+        with self.ctx.WriteSession() as db, db.begin():
             db.execute(update(PerfusionRun).where(PerfusionRun.id == run_id).values(job_id=job_id))
         log.info(
             "perfusion run %d (job %d, %s) for series %s: %s",
@@ -333,7 +333,7 @@ class PerfusionService:
             job_id = run.job_id
         if not self.jobs.cancel(job_id):
             return False
-        with self.ctx.Session() as db, db.begin():
+        with self.ctx.WriteSession() as db, db.begin():
             db.execute(
                 update(PerfusionRun)
                 .where(PerfusionRun.id == run_id, PerfusionRun.state == "queued")
@@ -347,7 +347,7 @@ class PerfusionService:
 
     # ------------------------------------------------------------------ running
     def _set_run(self, run_id: int, **values: Any) -> None:
-        with self.ctx.Session() as db, db.begin():
+        with self.ctx.WriteSession() as db, db.begin():
             stmt = update(PerfusionRun).where(PerfusionRun.id == run_id)
             if "state" in values:  # never overwrite the scanner's "superseded"
                 stmt = stmt.where(PerfusionRun.state != "superseded")
