@@ -164,16 +164,22 @@ def marchenko_pastur_sd(evals: np.ndarray, n: int) -> tuple[float, int]:
     return float(np.sqrt(max(lam[-1], 0.0))), k - 1
 
 
+def _covariance(curves: np.ndarray, chunk: int) -> np.ndarray:
+    """(K, K) second-moment matrix of (n, K) curves, in float64 chunks (bounded memory)."""
+    k = curves.shape[1]
+    gram = np.zeros((k, k))
+    for s in range(0, curves.shape[0], chunk):
+        block = curves[s : s + chunk].astype(np.float64)
+        gram += block.T @ block
+    return gram / max(curves.shape[0], 1)
+
+
 def mp_noise_sd(curves: np.ndarray, chunk: int = 65536) -> float:
     """``marchenko_pastur_sd`` of (n, K) curves (noise SD per frame)."""
     n, k = curves.shape
     if n < 4 * k:
         return 0.0
-    gram = np.zeros((k, k))
-    for s in range(0, n, chunk):
-        block = curves[s : s + chunk].astype(np.float64)
-        gram += block.T @ block
-    return marchenko_pastur_sd(np.linalg.eigvalsh(gram / n), n)[0]
+    return marchenko_pastur_sd(np.linalg.eigvalsh(_covariance(curves, chunk)), n)[0]
 
 
 def pca_basis(
@@ -191,11 +197,7 @@ def pca_basis(
     n_fit = source.shape[0]
     if n_fit < min_ratio * k or (noise_sd is not None and noise_sd <= 0):
         return None
-    gram = np.zeros((k, k))
-    for s in range(0, n_fit, chunk):
-        block = source[s : s + chunk].astype(np.float64)
-        gram += block.T @ block
-    evals, evecs = np.linalg.eigh(gram / n_fit)
+    evals, evecs = np.linalg.eigh(_covariance(source, chunk))
     if noise_sd is None:
         noise_sd, _ = marchenko_pastur_sd(evals, n_fit)
         if noise_sd <= 0:
