@@ -533,7 +533,8 @@ def test_big_endian_instance_retrieved_as_explicit_little_endian(
 
     ds = dcmread(get_testdata_file("MR_small_bigendian.dcm"))
     native = ds.pixel_array.copy()
-    ds.SOPInstanceUID, ds.PatientID = generate_uid(), "CONF-BE"
+    ds.PatientID = "CONF-BE"  # fresh UIDs: other modules may send the same file
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = (generate_uid() for _ in "abc")
     path = tmp_path / "be.dcm"
     ds.save_as(path)
     args = ts_samples.write_storescu_config(

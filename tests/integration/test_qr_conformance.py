@@ -641,7 +641,7 @@ def test_move_of_big_endian_data_to_an_implicit_only_destination(
         ds = dcmread(get_testdata_file(name))
         expected_pixels = ds.pixel_array.copy()
         ds.PatientID, ds.StudyInstanceUID = "QRC-BE", study_uid
-        ds.SOPInstanceUID = generate_uid()
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
         path = tmp_path / name
         ds.save_as(path)  # still big endian
         expected[str(ds.SOPInstanceUID)] = expected_pixels
