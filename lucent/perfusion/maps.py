@@ -7,10 +7,12 @@ theorem), Tmax = time of max of the residue, TTP = time of max of the tissue cur
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .config import PerfusionConfig
-from .deconvolution import Deconvolved, osvd, ssvd, tikhonov
+from .deconvolution import Deconvolved, correct_truncation, osvd, ssvd, tikhonov
 
 MAP_UNITS = {
     "cbf": "ml/100g/min",
@@ -27,7 +29,7 @@ def hematocrit_factor(config: PerfusionConfig) -> float:
     return kh / config.density_g_per_ml
 
 
-def adaptive_oi(config: PerfusionConfig, cnr: float) -> float:
+def adaptive_oi(config: PerfusionConfig, cnr: float, modality: str = "CT") -> float:
     """oSVD oscillation-index threshold for the measured contrast-to-noise ratio.
 
     Wu et al. (MRM 2003) tuned OI = 0.095 at one noise level and note that the best threshold
@@ -37,10 +39,11 @@ def adaptive_oi(config: PerfusionConfig, cnr: float) -> float:
     brain curve: ``oi_threshold`` at ``oi_cnr_ref`` and above, proportionally lower below,
     never below ``oi_min``.
     """
+    base = config.oi_threshold if modality == "CT" else config.dsc_oi_threshold
     if not config.oi_adaptive or not np.isfinite(cnr):
-        return config.oi_threshold
+        return base
     scale = min(1.0, max(cnr, 0.0) / config.oi_cnr_ref)
-    return float(max(config.oi_min, config.oi_threshold * scale))
+    return float(max(min(config.oi_min, base), base * scale))
 
 
 def deconvolve(
@@ -80,16 +83,23 @@ def compute_maps(
     dt: float,
     config: PerfusionConfig,
     cbv_window: slice | None = None,
+    guide: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    correct: bool = True,
 ) -> tuple[dict[str, np.ndarray], Deconvolved]:
     """Maps for (n, K) curves; returns 1D arrays (n,) keyed like ``MAP_UNITS``.
 
-    ``cbv_window``: frames integrated for CBV (tissue and AIF alike); default all."""
+    ``cbv_window``: frames integrated for CBV (tissue and AIF alike); default all.
+    ``guide``: (CBF, CBV) -> the smoothed pair that ``correct_truncation`` reads the MTT
+    from (the caller knows the voxels' positions); ``correct``: apply that correction."""
     f = hematocrit_factor(config)
     dec = deconvolve(conc, aif, dt, config)
     cbf = np.clip(dec.rmax * np.float32(f * 6000.0), 0, None)
     w = cbv_window or slice(None)
     area_aif = float(aif[w].sum())
     cbv = np.clip(conc[:, w].sum(axis=1) / max(area_aif, 1e-9) * np.float32(f * 100.0), 0, None)
+    tmax = dec.tmax
+    if correct:
+        cbf, tmax = correct_truncation(cbf, cbv, dec, guide(cbf, cbv) if guide else None)
     with np.errstate(divide="ignore", invalid="ignore"):
         mtt = np.where(cbf > 1e-3, 60.0 * cbv / cbf, 0.0).astype(np.float32)
     mtt = np.clip(mtt, 0, 30)
@@ -98,7 +108,7 @@ def compute_maps(
         "cbf": cbf.astype(np.float32),
         "cbv": cbv.astype(np.float32),
         "mtt": mtt,
-        "tmax": np.clip(dec.tmax, 0, 30).astype(np.float32),
+        "tmax": np.clip(tmax, 0, 30).astype(np.float32),
         "ttp": ttp,
     }
     return maps, dec

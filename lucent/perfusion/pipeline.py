@@ -226,6 +226,31 @@ def _native_pca(frames: np.ndarray, min_keep: int) -> int:
     return kept
 
 
+TRUNCATION_GUIDE_PX = 1.5
+"""In-plane sigma (pixels) of the CBF/CBV that the truncation correction reads MTTs from."""
+
+
+def _smooth_in_mask(
+    values: np.ndarray,
+    idx: tuple[np.ndarray, ...],
+    inside: np.ndarray,
+    shape: tuple[int, int, int],
+    sigma: float,
+) -> np.ndarray:
+    """Normalised in-plane Gaussian of flat per-voxel ``values`` over the ``inside`` voxels
+    (others keep their own value): no mixing with vessels, CSF or air."""
+    vol = np.zeros(shape, np.float32)
+    mask = np.zeros(shape, np.float32)
+    sub = tuple(i[inside] for i in idx)
+    vol[sub] = values[inside]
+    mask[sub] = 1.0
+    num = ndimage.gaussian_filter(vol, (0, sigma, sigma), truncate=3.0)
+    den = ndimage.gaussian_filter(mask, (0, sigma, sigma), truncate=3.0)
+    out = values.astype(np.float32, copy=True)
+    out[inside] = num[sub] / np.maximum(den[sub], 1e-6)
+    return out
+
+
 def _dilate2d(mask: np.ndarray, it: int) -> np.ndarray:
     st = np.zeros((3, 3, 3), bool)
     st[1] = ndimage.generate_binary_structure(2, 1)
@@ -451,7 +476,7 @@ def _run(
             warnings_pca = native_pca
         elif config.pca_denoise:
             # MP-PCA needs no pre-bolus frames: its noise comes from the eigenvalues
-            basis = pca_basis(conc, noise_sd)
+            basis = pca_basis(conc, noise_sd, min_keep=config.ct_pca_min_components)
             if basis is not None and basis.shape[1] > 0:
                 conc = (conc @ basis) @ basis.T
                 warnings_pca = basis.shape[1]
@@ -517,12 +542,30 @@ def _run(
         if modality == "MR" and config.leakage_correction:
             conc, k2 = leakage_correct(conc, dt)
     with stage("deconvolution"):
-        oi = adaptive_oi(config, cnr)
+        oi = adaptive_oi(config, cnr, modality)
         window = None
         if modality == "MR":
             window = first_pass_window(conc[brain[idx]].mean(axis=0), baseline.end, dt)
+        shape = (n_z, n_y, n_x)
+
+        def smoothed(cbf: np.ndarray, cbv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            inside = tissue[idx]
+            px = TRUNCATION_GUIDE_PX
+            return (
+                _smooth_in_mask(cbf, idx, inside, shape, px),
+                _smooth_in_mask(cbv, idx, inside, shape, px),
+            )
+
         flat, _dec = compute_maps(
-            conc, fns.aif, dt, replace(config, oi_threshold=oi), cbv_window=window
+            conc,
+            fns.aif,
+            dt,
+            replace(config, oi_threshold=oi),
+            cbv_window=window,
+            guide=smoothed,
+            correct=config.truncation_correction
+            if modality == "CT"
+            else config.dsc_truncation_correction,
         )
         maps: dict[str, np.ndarray] = {}
         for name, values in flat.items():
