@@ -83,7 +83,7 @@ def compute_maps(
     dt: float,
     config: PerfusionConfig,
     cbv_window: slice | None = None,
-    guide: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    guide: Callable[..., tuple[np.ndarray, ...]] | None = None,
     correct: bool = True,
 ) -> tuple[dict[str, np.ndarray], Deconvolved]:
     """Maps for (n, K) curves; returns 1D arrays (n,) keyed like ``MAP_UNITS``.
@@ -99,7 +99,7 @@ def compute_maps(
     cbv = np.clip(conc[:, w].sum(axis=1) / max(area_aif, 1e-9) * np.float32(f * 100.0), 0, None)
     tmax = dec.tmax
     if correct:
-        cbf, tmax = correct_truncation(cbf, cbv, dec, guide(cbf, cbv) if guide else None)
+        cbf, tmax = correct_truncation(cbf, cbv, dec, guide)
     with np.errstate(divide="ignore", invalid="ignore"):
         mtt = np.where(cbf > 1e-3, 60.0 * cbv / cbf, 0.0).astype(np.float32)
     mtt = np.clip(mtt, 0, 30)

@@ -548,13 +548,10 @@ def _run(
             window = first_pass_window(conc[brain[idx]].mean(axis=0), baseline.end, dt)
         shape = (n_z, n_y, n_x)
 
-        def smoothed(cbf: np.ndarray, cbv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def smoothed(*values: np.ndarray) -> tuple[np.ndarray, ...]:
             inside = tissue[idx]
             px = TRUNCATION_GUIDE_PX
-            return (
-                _smooth_in_mask(cbf, idx, inside, shape, px),
-                _smooth_in_mask(cbv, idx, inside, shape, px),
-            )
+            return tuple(_smooth_in_mask(v, idx, inside, shape, px) for v in values)
 
         flat, _dec = compute_maps(
             conc,
