@@ -45,6 +45,7 @@ class ArchiveSection:
     key_file: str = ""
     min_free_mb: int = 1024
     duplicate_policy: str = "replace"
+    uid_conflict: str = "file"
     max_inflated_mb: int = 1024
     sync_writes: bool = True
 
@@ -278,6 +279,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("[dimse] max_pdu must be between 4096 and 131072 (Conformance 4.2.3.3)")
     if s.archive.duplicate_policy not in ("replace", "keep", "reject"):
         raise ConfigError("[archive] duplicate_policy must be 'replace', 'keep' or 'reject'")
+    if s.archive.uid_conflict not in ("file", "refuse"):
+        raise ConfigError("[archive] uid_conflict must be 'file' or 'refuse'")
     if s.archive.min_free_mb < 0 or s.archive.max_inflated_mb <= 0:
         raise ConfigError("[archive] min_free_mb must be >= 0 and max_inflated_mb > 0")
     if not _UID_ROOT.match(s.server.uid_root) or len(s.server.uid_root) > 40:

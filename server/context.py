@@ -317,6 +317,17 @@ class ServerContext:
         for key in outcome.obsolete_keys:
             self.storage.delete(key)
         sop_uid = str(ds.SOPInstanceUID)
+        if outcome.action == "conflict":
+            log.warning("refused instance %s from %s: %s", sop_uid, source, outcome.reason)
+            self._placeholder(
+                dicom_instance.Refusal(
+                    status.UID_CONFLICT, outcome.reason, dicom_instance.read_ids(ds)
+                ),
+                pool,
+                source,
+                quiet=True,
+            )
+            return StoreResult(status.UID_CONFLICT, outcome.reason, sop_uid, outcome.action)
         if outcome.action == "rejected-duplicate":
             return StoreResult(
                 status.DUPLICATE_REJECTED,
@@ -336,7 +347,7 @@ class ServerContext:
     def _commit(self, rec: InstanceRecord) -> Outcome:
         """Commit the index row; retry races between workers creating the same parents."""
         series_uid = str(rec.dataset.SeriesInstanceUID)
-        series_pk = self._parents.series.get(series_uid)
+        series_pk = self._parents.lookup(rec.dataset)
         if series_pk is not None:
             with self._commit_lock:
                 if self._known_series.write(rec, series_pk):
@@ -345,9 +356,14 @@ class ServerContext:
         for attempt in range(8):
             try:
                 with self._commit_lock, self.IngestSession() as session, session.begin():
-                    outcome = record_instance(session, rec, self.settings.archive.duplicate_policy)
+                    outcome = record_instance(
+                        session,
+                        rec,
+                        self.settings.archive.duplicate_policy,
+                        refuse_conflicts=self.settings.archive.uid_conflict == "refuse",
+                    )
                 if outcome.series_pk is not None:
-                    self._parents.remember(series_uid, outcome.series_pk)
+                    self._parents.remember(rec.dataset, outcome.series_pk)
                 return outcome
             except (IntegrityError, OperationalError) as exc:
                 if attempt == 7:
@@ -359,8 +375,13 @@ class ServerContext:
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _placeholder(self, refusal: dicom_instance.Refusal, pool: str, source: str) -> None:
-        log.warning("refused instance from %s: %s (0x%04X)", source, refusal.reason, refusal.status)
+    def _placeholder(
+        self, refusal: dicom_instance.Refusal, pool: str, source: str, quiet: bool = False
+    ) -> None:
+        if not quiet:
+            log.warning(
+                "refused instance from %s: %s (0x%04X)", source, refusal.reason, refusal.status
+            )
         for attempt in range(5):
             try:
                 with self.WriteSession() as session, session.begin():

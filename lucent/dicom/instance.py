@@ -81,7 +81,8 @@ def inflate_bounded(data: bytes, limit: int) -> bytes:
     return out
 
 
-def _read_ids(ds: DataSet) -> dict[str, str]:
+def read_ids(ds: DataSet) -> dict[str, str]:
+    """The identifying values a placeholder is filed under (whatever could be read)."""
     ids: dict[str, str] = {}
     for key in (
         "PatientID",
@@ -221,7 +222,7 @@ def parse_framed(
         if isinstance(parsed, Refusal):
             return parsed
         ds, pixel_start, pixel_end = parsed
-    ids = _read_ids(ds)
+    ids = read_ids(ds)
     if not ids and not any(t in ds for t in PIXEL_TAGS):
         return Refusal(status.CANNOT_UNDERSTAND, "no DICOM attributes could be recognised")
     problem = validate(ds, ts, pixel_end - pixel_start, expected_sop_class, expected_sop_instance)
@@ -260,20 +261,20 @@ def _read_whole(data: bytes, ts: str) -> tuple[Dataset, int, int] | Refusal:
                     status.INVALID_ENCODING,
                     f"element {tag} ({vr}) has undefined length (PS3.5 7.1.1 allows it only "
                     "for sequences and encapsulated pixel data)",
-                    _read_ids(ds),
+                    read_ids(ds),
                 )
             if not undefined and value is not None and isinstance(value, bytes | bytearray):
                 if len(value) != length:
                     return Refusal(
                         status.CANNOT_UNDERSTAND,
                         f"element {tag} is truncated ({len(value)} of {length} bytes)",
-                        _read_ids(ds),
+                        read_ids(ds),
                     )
                 if length % 2:
                     return Refusal(
                         status.INVALID_ENCODING,
                         f"element {tag} has odd length {length} (PS3.5 7.1.1 requires even)",
-                        _read_ids(ds),
+                        read_ids(ds),
                     )
             if int(tag) in PIXEL_TAGS and value is not None:
                 pixel_start = raw.value_tell

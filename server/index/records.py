@@ -6,6 +6,7 @@ study, series; insert or replace the instance; remove a placeholder the instance
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,8 @@ from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from server.index.models import Event, Instance, Patient, Placeholder, Series, Study
+
+log = logging.getLogger("lucent.index")
 
 UNKNOWN_PATIENT_ID = "UNKNOWN"
 
@@ -208,28 +211,49 @@ def _upsert_series(session: Session, study: Study, ds: Dataset) -> Series:
 
 @dataclass
 class Outcome:
-    """What recording did: 'stored', 'replaced', 'kept-existing' or 'rejected-duplicate'."""
+    """What recording did: 'stored', 'replaced', 'kept-existing', 'rejected-duplicate' or
+    'conflict' (``reason`` says which UID)."""
 
     action: str
     obsolete_keys: list[str]
     series_pk: int | None = None
+    reason: str = ""
 
 
 class ParentCache:
-    """Series UID → series row id, per process: most instances join a series already seen.
+    """Series UID → (series row id, its study UID, patient ID, issuer), per process: most
+    instances join a series already seen.
 
     A stale entry (series deleted meanwhile) makes the insert fail its foreign key, and the
-    caller falls back to the full path, so the cache can never attach an instance wrongly.
+    caller falls back to the full path, so the cache can never attach an instance wrongly;
+    an instance naming another study or patient than the cached ones takes the full path
+    too (``uid_conflict``).
     """
 
     def __init__(self, size: int = 20000) -> None:
         self.size = size
-        self.series: dict[str, int] = {}
+        self.series: dict[str, tuple[int, tuple[str, str, str]]] = {}
 
-    def remember(self, series_uid: str, pk: int) -> None:
+    @staticmethod
+    def parents(ds: Dataset) -> tuple[str, str, str]:
+        """What an instance says its series belongs to."""
+        return (
+            str(ds.StudyInstanceUID),
+            text(ds, "PatientID", 64).strip() or UNKNOWN_PATIENT_ID,
+            text(ds, "IssuerOfPatientID", 64),
+        )
+
+    def lookup(self, ds: Dataset) -> int | None:
+        """The cached series row of this instance, if its study and patient match."""
+        hit = self.series.get(str(ds.SeriesInstanceUID))
+        if hit is None or hit[1] != self.parents(ds):
+            return None
+        return hit[0]
+
+    def remember(self, ds: Dataset, pk: int) -> None:
         if len(self.series) >= self.size:
             self.series.clear()
-        self.series[series_uid] = pk
+        self.series[str(ds.SeriesInstanceUID)] = (pk, self.parents(ds))
 
     def forget(self, series_uid: str) -> None:
         self.series.pop(series_uid, None)
@@ -268,8 +292,16 @@ def known_series_values(rec: InstanceRecord, series_pk: int) -> dict[str, Any]:
     return {"sop_instance_uid": str(rec.dataset.SOPInstanceUID), **_instance_values(rec, series_pk)}
 
 
-def record_instance(session: Session, rec: InstanceRecord, duplicate_policy: str) -> Outcome:
-    """Insert the instance (and its parents) or apply the duplicate policy. Caller commits."""
+def record_instance(
+    session: Session, rec: InstanceRecord, duplicate_policy: str, refuse_conflicts: bool = False
+) -> Outcome:
+    """Insert the instance (and its parents) or apply the duplicate policy. Caller commits.
+
+    An instance whose Study UID is archived under another patient, or whose Series UID
+    under another study (``uid_conflict``), is recorded as a "uid-conflict" event and, with
+    ``refuse_conflicts`` (config ``archive.uid_conflict = "refuse"``), not filed (action
+    "conflict"); recovery never refuses, so an object already archived is never lost.
+    """
     ds = rec.dataset
     sop_uid = str(ds.SOPInstanceUID)
     existing = session.scalars(select(Instance).where(Instance.sop_instance_uid == sop_uid)).first()
@@ -282,6 +314,13 @@ def record_instance(session: Session, rec: InstanceRecord, duplicate_policy: str
         "PatientName": text(ds, "PatientName", 324),
         "PatientBirthDate": text(ds, "PatientBirthDate", 8),
     }
+    conflict = uid_conflict(session, ds, ids["PatientID"])
+    if conflict is not None:
+        _event(session, "uid-conflict", sop_uid, rec, conflict)
+        if refuse_conflicts:
+            keys = [k for k in (rec.meta_key, rec.pixel_key) if k]
+            return Outcome("conflict", keys, None, conflict)
+        log.warning("instance %s filed despite a UID conflict: %s", sop_uid, conflict)
     patient = upsert_patient(session, ds, ids)
     study = _upsert_study(session, patient, ds, rec.pool)
     series = _upsert_series(session, study, ds)
@@ -334,11 +373,46 @@ def record_placeholder(
     return existing
 
 
-def _event(session: Session, kind: str, sop_uid: str, rec: InstanceRecord) -> None:
-    session.add(
-        Event(
-            at=now(),
-            kind=kind,
-            detail={"sop_instance_uid": sop_uid, "source_ae": rec.source_ae, "pool": rec.pool},
+def uid_conflict(session: Session, ds: Dataset, patient_id: str) -> str | None:
+    """Why this instance cannot join the archived hierarchy its UIDs name, or None.
+
+    UIDs are unique world-wide (PS3.5 9), so an archived Study UID under another Patient ID
+    (or issuer), or a Series UID under another study, means one of the two senders is wrong
+    (a copied header, a botched merge). Filing the instance by its UIDs would put one
+    patient's images into another patient's study; filing it apart would give one UID two
+    meanings in C-FIND and DICOMweb. A mature archive refuses it and says why.
+    """
+    study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+    issuer = text(ds, "IssuerOfPatientID", 64)
+    pid = patient_id.strip() or UNKNOWN_PATIENT_ID
+    row = session.execute(
+        select(Patient.patient_id, Patient.issuer)
+        .join(Study, Study.patient_pk == Patient.id)
+        .where(Study.study_uid == study_uid)
+    ).first()
+    if row is not None and (row.patient_id, row.issuer) != (pid, issuer):
+        return (
+            f"Study Instance UID {study_uid} is archived under another patient (Patient ID "
+            f"{row.patient_id!r}{f', issuer {row.issuer!r}' if row.issuer else ''}), not "
+            f"{pid!r}: not filed"
         )
-    )
+    owner = session.scalars(
+        select(Study.study_uid)
+        .join(Series, Series.study_pk == Study.id)
+        .where(Series.series_uid == series_uid)
+    ).first()
+    if owner is not None and owner != study_uid:
+        return (
+            f"Series Instance UID {series_uid} is archived in another study ({owner}), "
+            f"not in {study_uid}: not filed"
+        )
+    return None
+
+
+def _event(
+    session: Session, kind: str, sop_uid: str, rec: InstanceRecord, reason: str = ""
+) -> None:
+    detail = {"sop_instance_uid": sop_uid, "source_ae": rec.source_ae, "pool": rec.pool}
+    if reason:
+        detail["reason"] = reason
+    session.add(Event(at=now(), kind=kind, detail=detail))

@@ -161,3 +161,89 @@ def test_duplicate_policy_replace_is_recorded(
     assert storescu("127.0.0.1", server.port, server.ae_title, [path]).returncode == 0
     stored = dcmread(io.BytesIO(api.instance_file(str(ds.SOPInstanceUID))))
     assert stored.SeriesDescription == "second copy"
+
+
+def _uid_conflict_cases(tmp_path: Path) -> tuple[str, str, list, list]:
+    """Two instances of one series (patient UIDC-A), then one naming that series in another
+    study and one naming that study under another patient (UIDC-B)."""
+    from pydicom.uid import generate_uid
+
+    ct = "1.2.840.10008.5.1.4.1.1.7"
+    study, series = generate_uid(), generate_uid()
+    good = [
+        samples.make_instance(ct, patient_id="UIDC-A", study_uid=study, series_uid=series)
+        for _ in range(2)
+    ]
+    bad = [
+        ("series", samples.make_instance(ct, patient_id="UIDC-A", series_uid=series)),
+        (
+            "study",
+            samples.make_instance(
+                ct, patient_id="UIDC-B", study_uid=study, series_uid=generate_uid()
+            ),
+        ),
+    ]
+    for i, ds in enumerate(good):
+        samples.write(ds, tmp_path / f"ok{i}.dcm")
+    for name, ds in bad:
+        samples.write(ds, tmp_path / f"{name}.dcm")
+    return study, series, good, bad
+
+
+def test_uid_conflicts_are_filed_and_logged_by_default(
+    server: LucentServer, api: LucentClient, tmp_path: Path
+) -> None:
+    """Default ``uid_conflict = "file"``: stored where the UIDs point (UID-keyed, like the
+    peers a sender also talks to), and a warning names the conflict."""
+    study, series, good, bad = _uid_conflict_cases(tmp_path)
+    for path in [tmp_path / "ok0.dcm", tmp_path / "ok1.dcm"] + [
+        tmp_path / f"{n}.dcm" for n, _ in bad
+    ]:
+        assert bad_inputs.send_raw_c_store(path, "127.0.0.1", server.port) == 0x0000
+    for _, ds in bad:
+        assert api.instance_file(str(ds.SOPInstanceUID))
+    log = server.log_tail(400)
+    assert f"Series Instance UID {series} is archived in another study" in log
+    assert f"Study Instance UID {study} is archived under another patient" in log
+
+
+def test_uid_conflicts_are_refused_with_placeholder_when_configured(tmp_path: Path) -> None:
+    """``uid_conflict = "refuse"``: 0xC010 and a placeholder naming the conflict, so no image
+    lands in another patient's study (two tests sending one pydicom file found the case).
+    The second instance of a series goes through the per-process series cache: the check
+    must hold there too."""
+    srv = LucentServer(tmp_path / "srv", settings={"archive": {"uid_conflict": "refuse"}})
+    srv.start()
+    try:
+        api = srv.client()
+        study, series, good, bad = _uid_conflict_cases(tmp_path)
+        for i in range(2):  # the second one takes the cached fast path
+            status = bad_inputs.send_raw_c_store(tmp_path / f"ok{i}.dcm", "127.0.0.1", srv.port)
+            assert status == 0x0000
+        for name, ds in bad:
+            status = bad_inputs.send_raw_c_store(tmp_path / f"{name}.dcm", "127.0.0.1", srv.port)
+            assert status == 0xC010, f"{name}: 0x{status or 0:04X}"
+            sop = str(ds.SOPInstanceUID)
+            entries = [
+                e
+                for e in api.placeholders(patient_id=str(ds.PatientID))
+                if e.sop_instance_uid == sop
+            ]
+            words = (
+                f"Series Instance UID {series}"
+                if name == "series"
+                else f"Study Instance UID {study}"
+            )
+            assert entries and words in entries[0].reason, (name, entries)
+            with pytest.raises(Exception, match="404"):
+                api.instance_file(sop)
+        # the archived study keeps exactly its own two instances, under its own patient
+        studies = [s for s in api.studies(patient_id="UIDC-A") if s.study_uid == study]
+        assert len(studies) == 1 and not studies[0].placeholder
+        assert sorted(i.sop_instance_uid for i in api.instances(series)) == sorted(
+            str(ds.SOPInstanceUID) for ds in good
+        )
+        assert not [s for s in api.studies(patient_id="UIDC-B") if not s.placeholder]
+        api.close()
+    finally:
+        srv.stop()
