@@ -110,8 +110,10 @@ class PerfusionConfig:
     loses at the voxel's MTT (``deconvolution.correct_truncation``); off: the raw residue
     peak. Integer-HU phantoms (what scanners store): uncorrected CBF 0.68-0.86 of truth,
     Tmax +1-3 s and the core missed (0-8 of 16.6 mL; 0 of 11.5 mL); corrected within 10 %,
-    0.3 s and exact. An exponential residue is the model: a box-shaped (plug-flow) residue
-    loses less height and is over-corrected (up to 1.8x)."""
+    0.3 s and exact. The residue model (exponential or box) comes from ``residue_shape``."""
+    residue_shape: bool = True
+    """Choose per voxel between the exponential and the box (plug-flow) residue model of the
+    truncation correction by which one's tissue curve fits (``residue_shape``)."""
     dsc_oi_threshold: float = 0.095
     """DSC-MR: oSVD OI threshold (Wu 2003's value); no truncation correction on DSC yet:
     on our DSC phantom (slice timing, leakage, saturated AIF) it cost the hypoperfusion

@@ -13,7 +13,7 @@ baseline of ``bench/perfusion.py``) but vectorised over all voxels with real FFT
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.linalg import toeplitz
@@ -38,44 +38,63 @@ class FilterBank:
     """Per filter: the complex inverse to multiply a length-L rfft by."""
     bins: list[int]
     """Per filter: kept frequency bins (its resolution, see ``_peaks``)."""
+    _bias: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def length(self) -> int:
         return 2 * len(self.aif)
 
-    def bias(self, mtts: np.ndarray, phases: int = 4) -> tuple[np.ndarray, np.ndarray]:
-        """(gain, lag), each (filters, len(mtts)): what each filter makes of an exponential
-        residue exp(-t/MTT) arriving with the AIF, averaged over sub-frame arrival times.
-
-        gain = estimated peak / true peak (CBF), lag = estimated Tmax - true Tmax (s). The
-        tissue curves are convolved on a fine grid with the AIF interpolated linearly
-        between its samples, then sampled like the data: the same discretisation as a
-        measured curve, not the filter's own (which would be exact by construction).
-        """
+    def tissue(self, mtts: np.ndarray, delays: np.ndarray, model: str) -> np.ndarray:
+        """Tissue curves (len(delays), len(mtts), K) of unit-height residues of ``model``
+        ("exponential": exp(-t/MTT), "box": 1 for t < MTT) arriving ``delays`` (s) after the
+        AIF: convolved on a 1/16-frame grid with the AIF interpolated linearly between its
+        samples, then sampled like the data (the discretisation of a measured curve, not
+        the filter's own, which would be exact by construction)."""
         k, dt = len(self.aif), self.dt
         fine = 16
         h = dt / fine
         t_fine = np.arange(k * fine) * h
         times = np.arange(k) * dt
         aif = np.clip(self.aif.astype(np.float64), 0, None)
+        size = 2 * len(t_fine)
+        residues = np.fft.rfft(
+            [np.exp(-t_fine / m) if model == "exponential" else (t_fine < m) * 1.0 for m in mtts],
+            size,
+            axis=1,
+        )
+        out = np.empty((len(delays), len(mtts), k))
+        for j, delay in enumerate(delays):
+            a = np.interp(t_fine - delay, times, aif, left=0.0, right=float(aif[-1]))
+            c = np.fft.irfft(np.fft.rfft(a, size)[None, :] * residues, size, axis=1)
+            out[j] = c[:, : len(t_fine) : fine] * h
+        return out
+
+    def bias(
+        self, mtts: np.ndarray, model: str = "exponential", phases: int = 4
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(gain, lag), each (filters, len(mtts)): what each filter makes of a ``model``
+        residue (see ``tissue``), averaged over sub-frame arrival times.
+
+        gain = estimated peak / true peak (CBF), lag = estimated Tmax - true Tmax (s).
+        """
+        key = (model, *(float(m) for m in mtts), float(phases))
+        if key in self._bias:
+            return self._bias[key]
+        dt = self.dt
         delays = 2 * dt + np.arange(phases) * dt / phases
+        curves = self.tissue(mtts, delays, model).reshape(phases * len(mtts), -1)
+        cf = np.fft.rfft(curves, self.length, axis=1)
+        true_t = np.repeat(delays, len(mtts))
         gain = np.zeros((len(self.levels), len(mtts)))
         lag = np.zeros_like(gain)
-        curves = []
-        for delay in delays:
-            a = np.interp(t_fine - delay, times, aif, left=0.0, right=float(aif[-1]))
-            fa = np.fft.rfft(a, 2 * len(t_fine))
-            for m in mtts:
-                r = np.exp(-t_fine / m)
-                c = np.fft.irfft(fa * np.fft.rfft(r, 2 * len(t_fine)), 2 * len(t_fine))
-                curves.append(c[: len(t_fine) : fine] * h)
-        cf = np.fft.rfft(np.asarray(curves, np.float64), self.length, axis=1)
-        true_t = np.repeat(delays, len(mtts))
         for i, (inv, bins) in enumerate(zip(self.inverses, self.bins, strict=True)):
             r = np.fft.irfft(cf * inv, self.length, axis=1)
             peak, tmax = _peaks(r, dt, circular=True, bandwidth=bins)
             gain[i] = peak.reshape(phases, len(mtts)).mean(axis=0)
             lag[i] = (tmax - true_t).reshape(phases, len(mtts)).mean(axis=0)
+        self._bias[key] = (gain, lag)
         return gain, lag
 
 
@@ -148,6 +167,7 @@ def correct_truncation(
     cbv: np.ndarray,
     dec: Deconvolved,
     guide: Callable[..., tuple[np.ndarray, ...]] | None = None,
+    model: str = "exponential",
 ) -> tuple[np.ndarray, np.ndarray]:
     """CBF and Tmax corrected for the resolution the chosen filter left (returns copies).
 
@@ -157,14 +177,15 @@ def correct_truncation(
     to +3 s, and the core's rCBF above 30 % (core 0-8 of 16.6 mL). The MTT is what sets the
     bias, and MTT = CBV / CBF with CBV (an area, unbiased) known: for each voxel the MTT is
     the m with m * CBF = 60 CBV gain(m) on its filter's table, then CBF = CBF / gain(m)
-    and Tmax = Tmax - lag(m). ``guide``: (CBF, CBV) to find m from instead, spatially
-    smoothed ones: m read from a noisy voxel's own values would carry its noise into the
-    gain (noise-amplifying feedback: a low CBF reads as a long MTT, and vice versa).
-    An exponential residue is the model (a box-shaped one loses less height).
+    and Tmax = Tmax - lag(m), on the tables of ``model`` (a box-shaped residue loses far
+    less height than an exponential one: ``residue_shape`` picks). ``guide`` smooths maps
+    in space: m is found on the smoothed CBF and CBV, because m read from a noisy voxel's
+    own values would carry its noise into the gain (noise-amplifying feedback: a low CBF
+    reads as a long MTT, and vice versa), and the lag is smoothed too.
     """
     if dec.bank is None or dec.filter_index is None:
         return cbf, dec.tmax
-    gain, lag = dec.bank.bias(MTT_GRID)
+    gain, lag = dec.bank.bias(MTT_GRID, model)
     find_f, find_v = (cbf, cbv) if guide is None else guide(cbf, cbv)
     out_cbf = cbf.astype(np.float32, copy=True)
     out_tmax = dec.tmax.astype(np.float32, copy=True)

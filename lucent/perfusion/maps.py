@@ -13,6 +13,7 @@ import numpy as np
 
 from .config import PerfusionConfig
 from .deconvolution import Deconvolved, correct_truncation, osvd, ssvd, tikhonov
+from .residue_shape import box_weight
 
 MAP_UNITS = {
     "cbf": "ml/100g/min",
@@ -99,7 +100,14 @@ def compute_maps(
     cbv = np.clip(conc[:, w].sum(axis=1) / max(area_aif, 1e-9) * np.float32(f * 100.0), 0, None)
     tmax = dec.tmax
     if correct:
-        cbf, tmax = correct_truncation(cbf, cbv, dec, guide)
+        exp = correct_truncation(cbf, cbv, dec, guide)
+        if dec.bank is not None and config.residue_shape:
+            box = correct_truncation(cbf, cbv, dec, guide, model="box")
+            w = box_weight(conc, dec.bank, {"exponential": exp, "box": box}, cbv, guide)
+            cbf = (1 - w) * exp[0] + w * box[0]
+            tmax = (1 - w) * exp[1] + w * box[1]
+        else:
+            cbf, tmax = exp
     with np.errstate(divide="ignore", invalid="ignore"):
         mtt = np.where(cbf > 1e-3, 60.0 * cbv / cbf, 0.0).astype(np.float32)
     mtt = np.clip(mtt, 0, 30)
