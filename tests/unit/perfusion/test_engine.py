@@ -230,23 +230,31 @@ def test_fft_osvd_equals_textbook_svd_loop() -> None:
     np.testing.assert_allclose(fast.threshold, slow.threshold)
 
 
-def test_truncation_correction_restores_peak_and_tmax_of_a_truncated_residue() -> None:
-    """A residue deconvolved at the default OI (0.035) reads low and late, more for a short
-    MTT; the correction (exponential model, MTT from CBF and CBV) brings CBF within 7 % and
-    Tmax within 0.3 s for MTT 4-12 s and sub-frame delays."""
+def _fine_grid_curves(
+    cases: list[tuple[float, float]], model: str = "exponential"
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(AIF, tissue curves with CBF 0.01 /s, dt): gamma AIF (peak 300 at 12 s), residues of
+    ``model`` with (MTT, delay) ``cases``, convolved on a 0.02 s grid, 45 frames of 1.5 s."""
     h, dt, k = 0.02, 1.5, 45
     tf = np.arange(0, k * dt + 10, h)
     s = np.clip(tf - 12, 0, None)
     ca = s**3 * np.exp(-s / 1.5)
     ca *= 300 / ca.max()
     t = np.arange(k) * dt
-    aif = np.interp(t, tf, ca).astype(np.float32)
-    cases = [(m, d) for m in (4.0, 6.0, 12.0) for d in (0.0, 0.7, 2.0)]
     curves = []
     for m, d in cases:
-        tissue = np.convolve(np.interp(tf - d, tf, ca, left=0), np.exp(-tf / m))[: len(tf)] * h
-        curves.append(np.interp(t, tf, tissue) * 0.01)  # CBF 0.01 /s (peak of CBF * R)
-    conc = np.asarray(curves, np.float32)
+        residue = np.exp(-tf / m) if model == "exponential" else (tf < m) * 1.0
+        tissue = np.convolve(np.interp(tf - d, tf, ca, left=0), residue)[: len(tf)] * h
+        curves.append(np.interp(t, tf, tissue) * 0.01)
+    return np.interp(t, tf, ca).astype(np.float32), np.asarray(curves, np.float32), dt
+
+
+def test_truncation_correction_restores_peak_and_tmax_of_a_truncated_residue() -> None:
+    """A residue deconvolved at the default OI (0.035) reads low and late, more for a short
+    MTT; the correction (exponential model, MTT from CBF and CBV) brings CBF within 7 % and
+    Tmax within 0.3 s for MTT 4-12 s and sub-frame delays."""
+    cases = [(m, d) for m in (4.0, 6.0, 12.0) for d in (0.0, 0.7, 2.0)]
+    aif, conc, dt = _fine_grid_curves(cases)
     dec = osvd(conc, aif, dt, oi_threshold=0.035)
     cbf = dec.rmax.astype(np.float64) * 60  # per minute, so that MTT = 60 CBV / CBF (s)
     cbv = conc.sum(axis=1) / aif.sum()  # CBF * MTT: the area ratio
@@ -263,20 +271,8 @@ def test_residue_shape_picks_the_model_whose_tissue_curve_fits(model: str) -> No
     """Curves made with box residues get box weight 1, exponential ones 0, and the blended
     correction lands within 15 % of the true CBF on single curves either way (OI 0.035,
     MTT 4-8 s; the phantoms, with their spatial smoothing, are within 10 %)."""
-    h, dt, k = 0.02, 1.5, 45
-    tf = np.arange(0, k * dt + 10, h)
-    s = np.clip(tf - 12, 0, None)
-    ca = s**3 * np.exp(-s / 1.5)
-    ca *= 300 / ca.max()
-    t = np.arange(k) * dt
-    aif = np.interp(t, tf, ca).astype(np.float32)
     cases = [(m, d) for m in (4.0, 6.0, 8.0) for d in (0.0, 1.0, 2.5)]
-    curves = []
-    for m, d in cases:
-        residue = np.exp(-tf / m) if model == "exponential" else (tf < m) * 1.0
-        tissue = np.convolve(np.interp(tf - d, tf, ca, left=0), residue)[: len(tf)] * h
-        curves.append(np.round(np.interp(t, tf, tissue) * 0.01, 4))
-    conc = np.asarray(curves, np.float32)
+    aif, conc, dt = _fine_grid_curves(cases, model)
     dec = osvd(conc, aif, dt, oi_threshold=0.035)
     cbf = dec.rmax.astype(np.float64) * 60
     cbv = conc.sum(axis=1) / aif.sum()
