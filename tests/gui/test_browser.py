@@ -49,6 +49,8 @@ def test_series_thumbnail_shows_the_middle_image(
     assert thumb[int(8 * scale), int(8 * scale)] < 30  # air, black
     assert thumb[int(20 * scale), int(40 * scale)] < 30
     # Collapsing and re-expanding (or refreshing) asks the server nothing more: cached.
+    # (The study's other series fetch their thumbnails meanwhile: let them finish first.)
+    qtbot.waitUntil(lambda: panel.thumbnails_pending == 0, timeout=20000)
     fetched = panel.thumbnails.fetches
     panel.refresh()
     again = panel.study_item(study.study_uid)

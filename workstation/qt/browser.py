@@ -241,6 +241,11 @@ class BrowserPanel(QWidget):
             self._request_thumbnail(se)
 
     # ------------------------------------------------------------------ thumbnails
+    @property
+    def thumbnails_pending(self) -> int:
+        """Thumbnail requests not answered yet (status bar, tests)."""
+        return len(self._thumb_jobs)
+
     def _request_thumbnail(self, series: schemas.SeriesOut) -> None:
         job = ThumbnailJob(self.client, self.thumbnails, series)
         job.signals.done.connect(self._thumbnail_ready)
