@@ -318,14 +318,9 @@ class ServerContext:
             self.storage.delete(key)
         sop_uid = str(ds.SOPInstanceUID)
         if outcome.action == "conflict":
-            log.warning("refused instance %s from %s: %s", sop_uid, source, outcome.reason)
+            ids = dicom_instance.read_ids(ds)
             self._placeholder(
-                dicom_instance.Refusal(
-                    status.UID_CONFLICT, outcome.reason, dicom_instance.read_ids(ds)
-                ),
-                pool,
-                source,
-                quiet=True,
+                dicom_instance.Refusal(status.UID_CONFLICT, outcome.reason, ids), pool, source
             )
             return StoreResult(status.UID_CONFLICT, outcome.reason, sop_uid, outcome.action)
         if outcome.action == "rejected-duplicate":
@@ -375,13 +370,8 @@ class ServerContext:
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _placeholder(
-        self, refusal: dicom_instance.Refusal, pool: str, source: str, quiet: bool = False
-    ) -> None:
-        if not quiet:
-            log.warning(
-                "refused instance from %s: %s (0x%04X)", source, refusal.reason, refusal.status
-            )
+    def _placeholder(self, refusal: dicom_instance.Refusal, pool: str, source: str) -> None:
+        log.warning("refused instance from %s: %s (0x%04X)", source, refusal.reason, refusal.status)
         for attempt in range(5):
             try:
                 with self.WriteSession() as session, session.begin():

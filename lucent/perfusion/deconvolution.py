@@ -166,7 +166,8 @@ def correct_truncation(
     cbf: np.ndarray,
     cbv: np.ndarray,
     dec: Deconvolved,
-    guide: Callable[..., tuple[np.ndarray, ...]] | None = None,
+    mtt_from: tuple[np.ndarray, np.ndarray] | None = None,
+    smooth: Callable[[np.ndarray], np.ndarray] | None = None,
     model: str = "exponential",
 ) -> tuple[np.ndarray, np.ndarray]:
     """CBF and Tmax corrected for the resolution the chosen filter left (returns copies).
@@ -178,15 +179,15 @@ def correct_truncation(
     bias, and MTT = CBV / CBF with CBV (an area, unbiased) known: for each voxel the MTT is
     the m with m * CBF = 60 CBV gain(m) on its filter's table, then CBF = CBF / gain(m)
     and Tmax = Tmax - lag(m), on the tables of ``model`` (a box-shaped residue loses far
-    less height than an exponential one: ``residue_shape`` picks). ``guide`` smooths maps
-    in space: m is found on the smoothed CBF and CBV, because m read from a noisy voxel's
-    own values would carry its noise into the gain (noise-amplifying feedback: a low CBF
-    reads as a long MTT, and vice versa), and the lag is smoothed too.
+    less height than an exponential one: ``residue_shape`` picks). ``mtt_from``: (CBF, CBV)
+    to find m from, spatially smoothed ones, because m read from a noisy voxel's own values
+    would carry its noise into the gain (noise-amplifying feedback: a low CBF reads as a
+    long MTT, and vice versa); ``smooth`` smooths the lag the same way.
     """
     if dec.bank is None or dec.filter_index is None:
         return cbf, dec.tmax
     gain, lag = dec.bank.bias(MTT_GRID, model)
-    find_f, find_v = (cbf, cbv) if guide is None else guide(cbf, cbv)
+    find_f, find_v = (cbf, cbv) if mtt_from is None else mtt_from
     out_cbf = cbf.astype(np.float32, copy=True)
     out_tmax = dec.tmax.astype(np.float32, copy=True)
     chunk = 65536
@@ -195,10 +196,10 @@ def correct_truncation(
         g, shift = _at_mtt(find_f[s : s + chunk], find_v[s : s + chunk], (gain[fi], lag[fi]))
         out_cbf[s : s + chunk] = cbf[s : s + chunk] / np.clip(g, 1 / MAX_GAIN_CORRECTION, None)
         out_tmax[s : s + chunk] = shift
-    if guide is not None:
+    if smooth is not None:
         # each voxel's lag follows its filter choice, which noise decides near a boundary
         # between two filters: smoothed, r(Tmax) 0.88 -> 0.90 at 8 HU, 30 frames
-        out_tmax = guide(out_tmax)[0]
+        out_tmax = smooth(out_tmax)
     return out_cbf, np.clip(dec.tmax - out_tmax, 0, None).astype(np.float32)
 
 

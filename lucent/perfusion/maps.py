@@ -84,14 +84,15 @@ def compute_maps(
     dt: float,
     config: PerfusionConfig,
     cbv_window: slice | None = None,
-    guide: Callable[..., tuple[np.ndarray, ...]] | None = None,
+    smooth: Callable[[np.ndarray], np.ndarray] | None = None,
     correct: bool = True,
 ) -> tuple[dict[str, np.ndarray], Deconvolved]:
     """Maps for (n, K) curves; returns 1D arrays (n,) keyed like ``MAP_UNITS``.
 
     ``cbv_window``: frames integrated for CBV (tissue and AIF alike); default all.
-    ``guide``: (CBF, CBV) -> the smoothed pair that ``correct_truncation`` reads the MTT
-    from (the caller knows the voxels' positions); ``correct``: apply that correction."""
+    ``smooth``: spatial smoothing of a per-voxel array (the caller knows the voxels'
+    positions), for ``correct_truncation`` and ``box_weight``; ``correct``: apply the
+    truncation correction."""
     f = hematocrit_factor(config)
     dec = deconvolve(conc, aif, dt, config)
     cbf = np.clip(dec.rmax * np.float32(f * 6000.0), 0, None)
@@ -100,10 +101,11 @@ def compute_maps(
     cbv = np.clip(conc[:, w].sum(axis=1) / max(area_aif, 1e-9) * np.float32(f * 100.0), 0, None)
     tmax = dec.tmax
     if correct:
-        exp = correct_truncation(cbf, cbv, dec, guide)
+        mtt_from = (smooth(cbf), smooth(cbv)) if smooth is not None else None
+        exp = correct_truncation(cbf, cbv, dec, mtt_from, smooth)
         if dec.bank is not None and config.residue_shape:
-            box = correct_truncation(cbf, cbv, dec, guide, model="box")
-            w = box_weight(conc, dec.bank, {"exponential": exp, "box": box}, cbv, guide)
+            box = correct_truncation(cbf, cbv, dec, mtt_from, smooth, model="box")
+            w = box_weight(conc, dec.bank, {"exponential": exp, "box": box}, cbv, smooth)
             cbf = (1 - w) * exp[0] + w * box[0]
             tmax = (1 - w) * exp[1] + w * box[1]
         else:

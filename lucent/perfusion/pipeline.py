@@ -230,25 +230,27 @@ TRUNCATION_GUIDE_PX = 1.5
 """In-plane sigma (pixels) of the CBF/CBV that the truncation correction reads MTTs from."""
 
 
-def _smooth_in_mask(
-    values: np.ndarray,
-    idx: tuple[np.ndarray, ...],
-    inside: np.ndarray,
-    shape: tuple[int, int, int],
-    sigma: float,
-) -> np.ndarray:
-    """Normalised in-plane Gaussian of flat per-voxel ``values`` over the ``inside`` voxels
-    (others keep their own value): no mixing with vessels, CSF or air."""
-    vol = np.zeros(shape, np.float32)
-    mask = np.zeros(shape, np.float32)
-    sub = tuple(i[inside] for i in idx)
-    vol[sub] = values[inside]
-    mask[sub] = 1.0
-    num = ndimage.gaussian_filter(vol, (0, sigma, sigma), truncate=3.0)
-    den = ndimage.gaussian_filter(mask, (0, sigma, sigma), truncate=3.0)
-    out = values.astype(np.float32, copy=True)
-    out[inside] = num[sub] / np.maximum(den[sub], 1e-6)
-    return out
+class _TissueSmoother:
+    """Normalised in-plane Gaussian of flat per-voxel arrays over the tissue voxels (the
+    others keep their own values): no mixing with vessels, skull, air, CSF or the brain
+    edge. The normalising weight is computed once for every array smoothed."""
+
+    def __init__(self, tissue: np.ndarray, idx: tuple[np.ndarray, ...], sigma: float) -> None:
+        self.inside = tissue[idx]
+        self.sub = tuple(i[self.inside] for i in idx)
+        self.shape = tissue.shape
+        self.sigma = (0.0, sigma, sigma)
+        weight = ndimage.gaussian_filter(tissue.astype(np.float32), self.sigma, truncate=3.0)
+        self.weight = np.maximum(weight[self.sub], 1e-6)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        vol = np.zeros(self.shape, np.float32)
+        vol[self.sub] = values[self.inside]
+        out = values.astype(np.float32, copy=True)
+        out[self.inside] = (
+            ndimage.gaussian_filter(vol, self.sigma, truncate=3.0)[self.sub] / self.weight
+        )
+        return out
 
 
 def _dilate2d(mask: np.ndarray, it: int) -> np.ndarray:
@@ -520,16 +522,9 @@ def _run(
             # normalised convolution inside the tissue: no mixing with skull, air, CSF or the
             # brain edge (whose ΔR2* is noise-dominated on DSC); other voxels keep their own
             # curves (AIF/VOF already chosen)
-            inside = tissue[idx]
-            vol = np.zeros((n_z, n_y, n_x), np.float32)
-            weight = ndimage.gaussian_filter(tissue.astype(np.float32), (0, sigma, sigma))
-            weight[weight < 1e-3] = 1.0
-            sub = tuple(i[inside] for i in idx)
+            smooth = _TissueSmoother(tissue, idx, sigma)
             for k in range(n_k):
-                vol[sub] = conc[inside, k]
-                conc[inside, k] = (
-                    ndimage.gaussian_filter(vol, (0, sigma, sigma), truncate=3.0)[sub] / weight[sub]
-                )
+                conc[smooth.inside, k] = smooth(conc[:, k])[smooth.inside]
         # denoising (MP-PCA + tissue smoothing) removes most of the voxel noise, so the
         # oSVD regularisation follows the CNR of the curves it deconvolves, on CT as on
         # DSC: measured on the raw CT curves (0.7-2 at 10 HU) it pinned the OI threshold
@@ -546,20 +541,13 @@ def _run(
         window = None
         if modality == "MR":
             window = first_pass_window(conc[brain[idx]].mean(axis=0), baseline.end, dt)
-        shape = (n_z, n_y, n_x)
-
-        def smoothed(*values: np.ndarray) -> tuple[np.ndarray, ...]:
-            inside = tissue[idx]
-            px = TRUNCATION_GUIDE_PX
-            return tuple(_smooth_in_mask(v, idx, inside, shape, px) for v in values)
-
         flat, _dec = compute_maps(
             conc,
             fns.aif,
             dt,
             replace(config, oi_threshold=oi),
             cbv_window=window,
-            guide=smoothed,
+            smooth=_TissueSmoother(tissue, idx, TRUNCATION_GUIDE_PX),
             correct=config.truncation_correction
             if modality == "CT"
             else config.dsc_truncation_correction,

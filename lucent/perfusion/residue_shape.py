@@ -32,7 +32,7 @@ def box_weight(
     bank: FilterBank,
     readings: dict[str, tuple[np.ndarray, np.ndarray]],
     cbv: np.ndarray,
-    smooth: Callable[..., tuple[np.ndarray, ...]] | None = None,
+    smooth: Callable[[np.ndarray], np.ndarray] | None = None,
     chunk: int = 16384,
 ) -> np.ndarray:
     """Weight in [0, 1] of the box reading per voxel.
@@ -68,7 +68,7 @@ def box_weight(
         sse[model] = out
     exp_sse, box_sse = sse["exponential"], sse["box"]
     if smooth is not None:
-        exp_sse, box_sse = smooth(exp_sse, box_sse)
+        exp_sse, box_sse = smooth(exp_sse), smooth(box_sse)
     ratio = exp_sse / np.maximum(box_sse, 1e-12)
     lo, hi = BOX_FIT_RATIO
     return np.clip((ratio - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)

@@ -186,18 +186,15 @@ def pca_basis(
     conc: np.ndarray,
     noise_sd: float | None,
     chunk: int = 65536,
-    fit: np.ndarray | None = None,
     min_keep: int = 0,
     min_ratio: int = 4,
 ) -> np.ndarray | None:
     """(K, p) orthonormal temporal components of (n, K) curves above the noise, or None
-    when every component (or none) is kept; see ``pca_denoise``."""
-    n, k = conc.shape
-    source = conc if fit is None else conc[fit]
-    n_fit = source.shape[0]
+    when every component is kept (no components: shape (K, 0)); see ``pca_denoise``."""
+    n_fit, k = conc.shape
     if n_fit < min_ratio * k or (noise_sd is not None and noise_sd <= 0):
         return None
-    evals, evecs = np.linalg.eigh(_covariance(source, chunk))
+    evals, evecs = np.linalg.eigh(_covariance(conc, chunk))
     if noise_sd is None:
         noise_sd, _ = marchenko_pastur_sd(evals, n_fit)
         if noise_sd <= 0:
@@ -216,7 +213,6 @@ def pca_denoise(
     conc: np.ndarray,
     noise_sd: float | None,
     chunk: int = 65536,
-    fit: np.ndarray | None = None,
     min_keep: int = 0,
     min_ratio: int = 4,
 ) -> tuple[np.ndarray, int]:
@@ -227,15 +223,13 @@ def pca_denoise(
     et al., NeuroImage 2016). Unlike spatial smoothing this does not blur lesion borders,
     and less noise lets oSVD keep more singular values (less CBF underestimation).
     ``noise_sd`` None: estimated from the same eigenvalues (``marchenko_pastur_sd``).
-    ``fit`` (bool, n) restricts the estimate of the subspace to those curves: on DSC the few
-    arterial and venous voxels, whose ΔR2* noise is many times the tissue's at the bolus
-    peak, would otherwise each add a "component" above the edge. ``min_keep``: keep at least
+    ``min_keep``: keep at least
     this many (small regions with their own bolus shape fall below a global edge).
     ``min_ratio``: fewer than this many curves per time point give no reliable subspace.
     Returns (denoised, number of components kept).
     """
     k = conc.shape[1]
-    basis = pca_basis(conc, noise_sd, chunk, fit, min_keep, min_ratio)
+    basis = pca_basis(conc, noise_sd, chunk, min_keep, min_ratio)
     if basis is None:
         return conc, k
     if basis.shape[1] == 0:
