@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -46,6 +46,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from lucent.api.schemas import FindOutcome  # the API's contract: one definition
 from lucent.dicom import transcode
 from lucent.net import direct, status, tls, transport
 from lucent.net import upper_layer as ul
@@ -406,10 +407,6 @@ IMAGE_KEYS: tuple[str, ...] = (
 )
 LEVEL_KEYS = {"STUDY": STUDY_KEYS, "SERIES": SERIES_KEYS, "IMAGE": IMAGE_KEYS}
 UNIQUE_KEY = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
-
-
-#: The outcomes of one C-FIND on one peer (``lucent.api.schemas.FindOutcome`` mirrors it).
-FindOutcome = Literal["success", "truncated", "failed", "cancelled", "no-association"]
 
 
 @dataclass

@@ -162,9 +162,7 @@ def test_enumerated_values_match_what_the_server_sets() -> None:
     from typing import get_args
 
     from lucent.api import schemas
-    from lucent.net import scu
     from server.jobs import queue
 
     assert set(queue.FINAL_STATES) == set(schemas.JOB_FINAL_STATES)
     assert set(schemas.JOB_FINAL_STATES) | {"queued", "running"} == set(get_args(schemas.JobState))
-    assert set(get_args(scu.FindOutcome)) == set(get_args(schemas.FindOutcome))
