@@ -48,6 +48,7 @@ class ArchiveSection:
     uid_conflict: str = "file"
     max_inflated_mb: int = 1024
     sync_writes: bool = True
+    prepared_objects: int = 256
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("[archive] uid_conflict must be 'file' or 'refuse'")
     if s.archive.min_free_mb < 0 or s.archive.max_inflated_mb <= 0:
         raise ConfigError("[archive] min_free_mb must be >= 0 and max_inflated_mb > 0")
+    if not 0 <= s.archive.prepared_objects <= 100_000:
+        raise ConfigError("[archive] prepared_objects must be between 0 and 100000")
     if not _UID_ROOT.match(s.server.uid_root) or len(s.server.uid_root) > 40:
         raise ConfigError("[server] uid_root must be a dotted numeric UID prefix of <= 40 chars")
     if not _UID_ROOT.match(s.dimse.implementation_class_uid.rstrip(".")):

@@ -116,7 +116,9 @@ class ServerContext:
         compiles each statement on its first use, and the first store of a fresh worker
         took ~35 ms, ~30 of them compiling (quota check, the ORM upserts of a new series,
         the fast insert). A synthetic instance goes through the index path in a transaction
-        that is rolled back: nothing is written."""
+        that is rolled back: nothing is written. The archive starts preparing its stock of
+        empty files (``archive.prepared_objects``)."""
+        self.storage.prepare(self.settings.archive.prepared_objects)
         with self.quotas.admit(pool, None, 0):
             pass
         crypto.seal(self.keys, b"", b"")

@@ -4,11 +4,13 @@ crash, removed on a clean close — on a real filesystem."""
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from server.archive.storage import RESERVED_KINDS, FileSystemStorage, new_key
+from server.archive.storage import BATCH, RESERVED_KINDS, FileSystemStorage, new_key
 
 
 def _files(root: Path) -> dict[str, int]:
@@ -85,3 +87,36 @@ def test_sync_writes_setting_decides_whether_objects_are_flushed(
     assert store.get(f"{base}.p") == b"pixels"
     assert len(list(store.keys())) == 3
     store.close()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def test_prepared_stock_fills_when_idle_and_only_to_low_water_during_a_burst(
+    tmp_path: Path,
+) -> None:
+    """``archive.prepared_objects``: a burst shorter than the stock creates no file while
+    the sender waits; during a longer one the stock is only kept above low water, and it is
+    topped up again once the burst is over."""
+    store = FileSystemStorage(tmp_path / "archive", spares=0)
+    target = 4 * BATCH
+    store.prepare(target)
+    assert _wait_for(lambda: len(_files(store.root)) == 2 * target)  # before any store
+    # A burst: reserves every 20 ms, well inside BUSY_SECONDS of each other.
+    taken = [store.reserve() for _ in range(target - 4)]
+    highest = 0
+    for _ in range(40):
+        taken.append(store.reserve())
+        highest = max(highest, len(store._spares))
+        time.sleep(0.02)
+    assert highest <= store._low_water + BATCH  # kept above low water, not refilled
+    assert len(set(taken)) == len(taken)  # every reserve got its own pair
+    assert _wait_for(lambda: len(store._spares) == target)  # idle again: topped up
+    store.close()
+    assert len(_files(store.root)) == 2 * len(taken)  # unused spares removed on close
