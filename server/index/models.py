@@ -18,7 +18,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -29,7 +29,18 @@ class Base(DeclarativeBase):
 
 class Patient(Base):
     __tablename__ = "patients"
-    __table_args__ = (UniqueConstraint("patient_id", "issuer", name="uq_patient_id_issuer"),)
+    # One row per (Patient ID, issuer) when there is an ID; each study without one has its own
+    # row (an empty Patient ID identifies no one: migration 0007).
+    __table_args__ = (
+        Index(
+            "uq_patient_identity",
+            "patient_id",
+            "issuer",
+            unique=True,
+            sqlite_where=text("patient_id != ''"),
+            postgresql_where=text("patient_id != ''"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     patient_id: Mapped[str] = mapped_column(String(64), index=True)

@@ -20,6 +20,8 @@ from server.index.models import Event, Instance, Patient, Placeholder, Series, S
 log = logging.getLogger("lucent.index")
 
 UNKNOWN_PATIENT_ID = "UNKNOWN"
+"""Where refused data that names neither a patient nor a study is listed (issue 2: "under an
+'unknown' patient"); never used for an instance, which keeps its own (empty) Patient ID."""
 
 
 def now() -> datetime:
@@ -135,12 +137,20 @@ class InstanceRecord:
 
 
 def upsert_patient(session: Session, ds: Dataset | None, ids: dict[str, str]) -> Patient:
-    patient_id = (ids.get("PatientID") or "").strip() or UNKNOWN_PATIENT_ID
+    """The patient row of an instance (``ds``) or a placeholder (``ds`` None) with ``ids``.
+
+    An empty Patient ID (legal: Type 2) matches no other patient: the study's own row is
+    used (``_patient_without_id``), never one shared by everybody without an ID.
+    """
+    patient_id = (ids.get("PatientID") or "").strip()
     issuer = text(ds, "IssuerOfPatientID", 64) if ds is not None else ""
-    patient = session.scalars(
-        select(Patient).where(Patient.patient_id == patient_id, Patient.issuer == issuer)
-    ).first()
     name = ids.get("PatientName", "")
+    if not patient_id:
+        patient = _patient_without_id(session, ids.get("StudyInstanceUID", ""))
+    else:
+        patient = session.scalars(
+            select(Patient).where(Patient.patient_id == patient_id, Patient.issuer == issuer)
+        ).first()
     if patient is None:
         patient = Patient(
             patient_id=patient_id,
@@ -153,10 +163,49 @@ def upsert_patient(session: Session, ds: Dataset | None, ids: dict[str, str]) ->
         )
         session.add(patient)
         session.flush()
-    elif ds is not None and name and name != patient.name:
+    elif ds is not None and name and name != patient.name and patient.patient_id:
         # Newest demographics win, as in most PACS (a corrected name replaces a typo).
         patient.name = name
         patient.name_folded = fold_name(name)
+    return patient
+
+
+def _patient_without_id(session: Session, study_uid: str) -> Patient | None:
+    """The row of a study whose instances carry no Patient ID (an archived study's, or the
+    one its earlier placeholders were listed under); None: make a new one. Refused data
+    without a study either is listed under UNKNOWN_PATIENT_ID."""
+    study_uid = study_uid.strip()
+    if not study_uid:
+        return session.scalars(
+            select(Patient).where(Patient.patient_id == UNKNOWN_PATIENT_ID, Patient.issuer == "")
+        ).first() or _unknown_bucket(session)
+    pk = session.scalars(
+        select(Study.patient_pk)
+        .join(Patient, Study.patient_pk == Patient.id)
+        .where(Study.study_uid == study_uid, Patient.patient_id == "")
+    ).first()
+    if pk is None:
+        pk = session.scalars(
+            select(Placeholder.patient_pk)
+            .join(Patient, Placeholder.patient_pk == Patient.id)
+            .where(Placeholder.study_uid == study_uid, Patient.patient_id == "")
+        ).first()
+    return session.get(Patient, pk) if pk is not None else None
+
+
+def _unknown_bucket(session: Session) -> Patient:
+    """The UNKNOWN entry: named by no patient's data (it holds nobody's images)."""
+    patient = Patient(
+        patient_id=UNKNOWN_PATIENT_ID,
+        issuer="",
+        name="",
+        name_folded="",
+        birth_date="",
+        sex="",
+        created_at=now(),
+    )
+    session.add(patient)
+    session.flush()
     return patient
 
 
@@ -239,7 +288,7 @@ class ParentCache:
         """What an instance says its series belongs to."""
         return (
             str(ds.StudyInstanceUID),
-            text(ds, "PatientID", 64).strip() or UNKNOWN_PATIENT_ID,
+            text(ds, "PatientID", 64).strip(),
             text(ds, "IssuerOfPatientID", 64),
         )
 
@@ -313,6 +362,7 @@ def record_instance(
         "PatientID": text(ds, "PatientID", 64),
         "PatientName": text(ds, "PatientName", 324),
         "PatientBirthDate": text(ds, "PatientBirthDate", 8),
+        "StudyInstanceUID": str(ds.StudyInstanceUID),
     }
     conflict = uid_conflict(session, ds, ids["PatientID"])
     if conflict is not None:
@@ -350,7 +400,8 @@ def record_placeholder(
     pool: str,
     source_ae: str,
 ) -> Placeholder:
-    """Record a refused instance as 'non-conformant data' under its patient (or UNKNOWN)."""
+    """Record a refused instance as 'non-conformant data' under its patient (without a
+    Patient ID: its study's, or UNKNOWN when it names no study either)."""
     patient = upsert_patient(session, None, ids)
     sop_uid = ids.get("SOPInstanceUID", "")[:64]
     existing = None
@@ -384,7 +435,7 @@ def uid_conflict(session: Session, ds: Dataset, patient_id: str) -> str | None:
     """
     study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
     issuer = text(ds, "IssuerOfPatientID", 64)
-    pid = patient_id.strip() or UNKNOWN_PATIENT_ID
+    pid = patient_id.strip()
     row = session.execute(
         select(Patient.patient_id, Patient.issuer)
         .join(Study, Study.patient_pk == Patient.id)

@@ -37,7 +37,8 @@ def _index(srv: LucentServer) -> sqlite3.Connection:
 
 
 def _blobs(srv: LucentServer) -> set[Path]:
-    return {p for p in (srv.data_dir / "archive").rglob("*") if p.is_file()}
+    """Archive objects (the empty files a running server prepares are not objects yet)."""
+    return {p for p in (srv.data_dir / "archive").rglob("*") if p.is_file() and p.stat().st_size}
 
 
 def _uid(path: Path) -> str:

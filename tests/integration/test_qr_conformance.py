@@ -659,3 +659,38 @@ def test_move_of_big_endian_data_to_an_implicit_only_destination(
     for uid, ds in received.items():
         assert ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
         assert np.array_equal(ds.pixel_array, expected[uid]), ds.get("Modality")
+
+
+def test_studies_without_patient_id_are_never_one_patient(
+    server: LucentServer, api: LucentClient, caller: str, tmp_path: Path
+) -> None:
+    """Patient ID is Type 2: empty is legal but identifies no one. Two people's studies that
+    both lack it were filed under one invented "UNKNOWN" patient, and C-FIND answered both
+    with that ID and whichever name came last (an outside tester's find)."""
+    studies = {}
+    for i, name in enumerate(("NoId^First", "NoId^Second")):
+        study = generate_uid()
+        files = []
+        for k in range(2):  # the second instance takes the known-series fast path
+            ds = samples.make_instance(
+                CT, patient_id="", patient_name=name, study_uid=study,
+                series_uid=studies.get("series", generate_uid()), instance_number=k + 1,
+            )  # fmt: skip
+            studies["series"] = ds.SeriesInstanceUID
+            files.append(samples.write(ds, tmp_path / f"{i}-{k}.dcm"))
+        studies.pop("series")
+        assert storescu("127.0.0.1", server.port, server.ae_title, files).returncode == 0
+        studies[study] = name
+    answers = _find(
+        server,
+        _identifier(QueryRetrieveLevel="STUDY", PatientName="NoId^*", PatientID="",
+                    StudyInstanceUID=""),
+        StudyRootQueryRetrieveInformationModelFind,
+    )  # fmt: skip
+    found = {str(ds.StudyInstanceUID): ds for st, ds in answers if st in (0xFF00, 0xFF01)}
+    assert set(found) == set(studies)
+    for uid, name in studies.items():
+        assert str(found[uid].PatientName) == name and found[uid].PatientID in ("", None)
+    patients = [p for p in api.patients(name="NoId^*") if p.patient_id == ""]
+    assert len(patients) == 2, patients
+    assert not [p for p in api.patients(patient_id="UNKNOWN") if p.study_count]
