@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
+import json
+import logging
 import re
 import secrets
 from collections.abc import Callable, Iterable
@@ -16,22 +19,32 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydicom import dcmread
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataset import Dataset
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
+from pydicom.valuerep import VR
 from starlette.concurrency import run_in_threadpool
 
 from lucent.dicom import pixels, transcode
 from lucent.net import status
 from server.api import dicomweb_accept as media
-from server.api import dicomweb_dates, dicomweb_render, dicomweb_xml
+from server.api import (
+    dicomweb_dates,
+    dicomweb_fields,
+    dicomweb_levels,
+    dicomweb_render,
+    dicomweb_xml,
+)
 from server.api.archive_routes import ctx_of, load_instance
 from server.api.auth import Caller, get_caller, readable_pools
 from server.api.params import MAX_OFFSET, single_uid, uid_list
 from server.context import ServerContext
-from server.dimse import identifiers
+from server.dimse import identifiers, listener
 from server.index import queries
 from server.index.models import Instance
+
+log = logging.getLogger("lucent.dicomweb")
 
 router = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
 
@@ -39,6 +52,9 @@ DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
 
 # Default return attributes per level (PS3.18 Table 6.7.1-2, the parts we index).
+# PS3.18 Tables 10.6.3-3..5 (required return attributes) too: InstanceAvailability at study
+# and instance level, BitsAllocated for instances, the Performed Procedure Step start and the
+# Request Attribute Sequence for series; what the index does not keep is zero-length.
 _STUDY_KEYS = (
     "StudyDate",
     "StudyTime",
@@ -54,6 +70,7 @@ _STUDY_KEYS = (
     "StudyDescription",
     "NumberOfStudyRelatedSeries",
     "NumberOfStudyRelatedInstances",
+    "InstanceAvailability",
 )
 _SERIES_KEYS = (
     "Modality",
@@ -62,6 +79,9 @@ _SERIES_KEYS = (
     "SeriesNumber",
     "NumberOfSeriesRelatedInstances",
     "StudyInstanceUID",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
+    "RequestAttributesSequence",
 )
 _INSTANCE_KEYS = (
     "SOPClassUID",
@@ -70,6 +90,8 @@ _INSTANCE_KEYS = (
     "Rows",
     "Columns",
     "NumberOfFrames",
+    "BitsAllocated",
+    "InstanceAvailability",
     "StudyInstanceUID",
     "SeriesInstanceUID",
 )
@@ -96,16 +118,17 @@ def _base(request: Request) -> str:
 
 
 def _keyword(param: str) -> str | None:
-    """The keyword of a QIDO attribute named by keyword or by tag (00100010, PS3.18
-    8.3.4.1); None when it names no DICOM attribute."""
-    if re.fullmatch(r"[0-9A-Fa-f]{8}", param):
-        return keyword_for_tag(int(param, 16)) or None
-    return param if tag_for_keyword(param) is not None else None
+    return dicomweb_fields.keyword(param)
 
 
 def _warning(text: str) -> str:
     """A Warning header value (RFC 7234 5.5, as PS3.18 8.3.4 uses for QIDO notices)."""
     return f'299 lucent "{text}"'
+
+
+#: Most results one QIDO answer holds: a larger ``limit`` is this (PS3.18 8.3.4.4 lets the
+#: origin server return fewer than asked, with the Warning that more can be requested).
+MAX_LIMIT = 10000
 
 
 def _identifier(
@@ -115,38 +138,54 @@ def _identifier(
 
     An attribute that is not a DICOM attribute is 400; one we cannot match on is ignored
     and named in a Warning (both used to be ignored silently, so ``PatientSex=F`` answered
-    every study as if it matched). UID lists may be comma- or backslash-separated."""
+    every study as if it matched). UID lists may be comma- or backslash-separated.
+
+    A matching key given twice (``ModalitiesInStudy=MR&ModalitiesInStudy=CT``, or by
+    keyword and by tag) is 400 naming it: PS3.18 8.3.4.1 gives each key one value, and we
+    used to keep the last one silently. A list goes in that one value (UIDs and modalities
+    comma-separated). ``limit``, ``offset`` and ``fuzzymatching`` may appear once too."""
     ident = Dataset()
     ident.QueryRetrieveLevel = level
     for k in keys:
         setattr(ident, k, None)
     opts: dict[str, Any] = {
-        "limit": 1000,
+        "limit": MAX_LIMIT,
         "offset": 0,
         "fuzzy": False,
         "ignored": [],
         "unindexed": [],
+        "included": [],
+        "all": False,
     }
+    seen: dict[str, str] = {}
+
+    def once(name: str, param: str) -> None:
+        if name in seen:
+            raise HTTPException(
+                400, f"query key {param} is given more than once (as {seen[name]} before)"
+            )
+        seen[name] = param
+
+    includes: list[str] = []
     for param, value in request.query_params.multi_items():
         p = param.lower()
+        if p in ("limit", "offset", "fuzzymatching"):
+            once(p, param)
         if p == "limit":
-            opts["limit"] = max(1, min(_number(param, value), 10000))
+            opts["limit"] = min(_count(param, value), MAX_LIMIT)
         elif p == "offset":
-            opts["offset"] = max(0, min(_number(param, value), MAX_OFFSET))
+            opts["offset"] = min(_count(param, value), MAX_OFFSET)
         elif p == "fuzzymatching":
             opts["fuzzy"] = value.lower() == "true"
         elif p == "includefield":
-            for field in value.split(","):
-                kw = _keyword(field.strip())
-                if kw:
-                    with contextlib.suppress(AttributeError, ValueError, TypeError):
-                        setattr(ident, kw, None)
+            includes.append(value)
         elif "." in param and all(_keyword(k) for k in param.split(".")):
             opts["ignored"].append(param)  # sequence matching (PS3.18 8.3.4.1): not supported
         else:
             kw = _keyword(param)
             if kw is None:
                 raise HTTPException(400, f"unknown query attribute {param}")
+            once(kw, param)
             if dictionary_VR(kw) == "UI":
                 value = value.replace(",", "\\")
             dicomweb_dates.check(param, dictionary_VR(kw), value)  # DA/TM/DT: 400 if invalid
@@ -159,18 +198,30 @@ def _identifier(
             matched = identifiers.to_filter(probe) != identifiers.to_filter(Dataset())
             if value not in ("", "*") and not matched:
                 opts["unindexed"].append((param, kw))
+    included, opts["all"] = dicomweb_fields.parse(includes)
+    if opts["all"]:
+        included += [k for k in dicomweb_fields.ALL[level] if k not in included]
+    for kw in included:
+        if kw not in ident:  # a matching key stays as it is
+            with contextlib.suppress(AttributeError, ValueError, TypeError):
+                setattr(ident, kw, None)
+    opts["included"] = [k for k in included if k not in keys]
     return ident, opts
 
 
-def _number(param: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError as exc:
-        raise HTTPException(400, f"{param} must be a whole number") from exc
+def _count(param: str, value: str) -> int:
+    """PS3.18 8.3.4.4: ``limit`` and ``offset`` are non-negative integers. A negative or
+    non-integer value is 400 (-1 used to mean "everything", 0 "one"). ``limit=0`` is taken
+    as the standard writes it, at most zero results: an empty answer, with the Warning that
+    more can be requested when anything matches."""
+    if not re.fullmatch(r"[0-9]{1,19}", value.strip()):
+        raise HTTPException(400, f"{param} must be a non-negative whole number, not {value[:32]!r}")
+    return int(value)
 
 
 def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> Response:
     ctx = ctx_of(request)
+    answer_as = _metadata_media(request)  # 406 before any search
     ident, opts = _identifier(request, keys, level)
     for kw, value in fixed.items():  # UIDs from the path: one object each
         setattr(ident, kw, single_uid(value, kw))
@@ -191,10 +242,13 @@ def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> 
     checked = any(kw not in unsupported for _, kw in opts["unindexed"])
     want = opts["offset"] + opts["limit"] + 1
     with ctx.Session() as db:
-        if checked:
-            matches = [m for m in queries.find(db, level, f, limit=_SCAN) if keep(m)][:want]
+        narrowed = dicomweb_levels.narrow(db, level, f)  # series/instance keys of studies...
+        if narrowed is None:
+            matches = []
+        elif checked:
+            matches = [m for m in queries.find(db, level, narrowed, limit=_SCAN) if keep(m)][:want]
         else:
-            matches = queries.find(db, level, f, limit=want)
+            matches = queries.find(db, level, narrowed, limit=want)
     warnings = []
     if opts["ignored"]:
         names = ", ".join(opts["ignored"])
@@ -207,17 +261,57 @@ def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> 
     for m in matches[opts["offset"] :]:
         ds = identifiers.response(ident, m, ctx.settings.pools[0].ae_title)
         del ds.QueryRetrieveLevel
+        dicomweb_fields.complete(ds, m, opts["included"], opts["all"], _reader(ctx, m))
         url = f"{base}/studies/{m.study.study_uid}" if m.study else base
         if m.series is not None:
             url += f"/series/{m.series.series_uid}"
         if m.instance is not None:
             url += f"/instances/{m.instance.sop_instance_uid}"
         ds.RetrieveURL = url
-        out.append(ds.to_json_dict())
-    import json
-
+        out.append(ds)
     headers = {"Warning": ", ".join(warnings)} if warnings else None
-    return Response(json.dumps(out), media_type=DICOM_JSON, headers=headers)
+    return _datasets(out, answer_as, headers)
+
+
+def _reader(ctx: ServerContext, m: queries.Match) -> Callable[[], Dataset | None]:
+    """Reads the archived data set of an instance match (no pixels) when asked to."""
+
+    def read() -> Dataset | None:
+        if m.instance is None:
+            return None
+        data = ctx.instance_bytes(m.instance)
+        return dcmread(io.BytesIO(data), stop_before_pixels=True)
+
+    return read
+
+
+def _metadata_media(request: Request) -> str:
+    """The media type of a QIDO-RS or metadata answer (PS3.18 8.7.5, 10.6.3.2): DICOM JSON
+    (application/dicom+json, application/json or any) or PS3.19 XML, one part per data
+    set (multipart/related; type="application/dicom+xml"), both required of an origin
+    server. Anything else is 406; it used to be answered with JSON whatever was asked."""
+    for r in media.parse(request.headers.get("accept")):
+        if r.media in (DICOM_JSON, "application/json", "application/*", "*/*", "*"):
+            return DICOM_JSON
+        if r.media in ("multipart/related", "multipart/*") and r.part_type in ("", DICOM_XML):
+            return DICOM_XML
+    raise HTTPException(
+        406,
+        "search results and metadata are available as application/dicom+json or "
+        'multipart/related; type="application/dicom+xml"',
+    )
+
+
+def _datasets(
+    items: list[Dataset], answer_as: str, headers: dict[str, str] | None = None
+) -> Response:
+    """Data sets as one DICOM JSON array, or as multipart/related XML, a part each."""
+    if answer_as == DICOM_XML:
+        response = _multipart(((dicomweb_xml.to_xml(ds), DICOM_XML) for ds in items), DICOM_XML)
+        response.headers.update(headers or {})
+        return response
+    body = json.dumps([ds.to_json_dict() for ds in items])
+    return Response(body, media_type=DICOM_JSON, headers=headers)
 
 
 @router.get("/studies")
@@ -324,37 +418,56 @@ def _multipart(
     )
 
 
-def _instance_media(request: Request, single: bool) -> tuple[bool, str]:
-    """(multipart?, transfer syntax) for an instance retrieve, from the Accept header.
+def _instance_media(request: Request, single: bool) -> list[tuple[bool, str]]:
+    """The (multipart?, transfer syntax) choices an instance retrieve may answer with, from
+    the Accept header, best first.
 
     PS3.18 8.7.3: instances come as multipart/related; type="application/dicom" (single
     part application/dicom for one instance); with no transfer-syntax parameter the default
     is Explicit VR Little Endian, '*' means as stored. Anything else we cannot produce is
     406 (a JSON or octet-stream answer to a request for DICOM broke clients)."""
+    choices = []
     for r in media.parse(request.headers.get("accept")):
         syntax = r.transfer_syntax or media.EXPLICIT_LE
         if media.is_any(r.media) or (
             r.media == "multipart/related" and r.part_type in ("", "application/dicom")
         ):
-            return True, syntax
-        if r.media == "application/dicom" and single:
-            return False, syntax
-    raise HTTPException(
-        406, 'instances are available as multipart/related; type="application/dicom"'
-    )
+            choices.append((True, syntax))
+        elif r.media == "application/dicom" and single:
+            choices.append((False, syntax))
+    if not choices:
+        raise HTTPException(
+            406, 'instances are available as multipart/related; type="application/dicom"'
+        )
+    return choices
 
 
 def _retrieve(request: Request, found: list[Instance], single: bool = False) -> Response:
+    """The instances in the first media range of the Accept header we can satisfy (RFC 9110
+    12.5.1, PS3.18 8.7.3.5): a range naming a syntax we cannot transcode to is passed over
+    for the next one (``transfer-syntax=1.2.840.10008.1.2.4.50, ...; transfer-syntax=*``
+    was 406 "cannot transcode" although '*' could be served); 406 when none can."""
     ctx = ctx_of(request)
-    multipart, syntax = _instance_media(request, single)
-    parts = [_as_syntax(ctx.instance_bytes(i), syntax) for i in found]
-    if not multipart:
-        data, ts = parts[0]
-        return Response(data, media_type=f"application/dicom; transfer-syntax={ts}")
-    return _multipart(
-        ((data, f"application/dicom; transfer-syntax={ts}") for data, ts in parts),
-        "application/dicom",
-    )
+    choices = _instance_media(request, single)
+    stored = [ctx.instance_bytes(i) for i in found]
+    refusal: HTTPException | None = None
+    for multipart, syntax in choices:
+        try:
+            parts = [_as_syntax(data, syntax) for data in stored]
+        except HTTPException as exc:
+            if exc.status_code != 406:
+                raise
+            refusal = refusal or exc
+            continue
+        if not multipart:
+            data, ts = parts[0]
+            return Response(data, media_type=f"application/dicom; transfer-syntax={ts}")
+        return _multipart(
+            ((data, f"application/dicom; transfer-syntax={ts}") for data, ts in parts),
+            "application/dicom",
+        )
+    assert refusal is not None
+    raise refusal
 
 
 Answer = Callable[[Request, list[Instance]], Response]
@@ -401,25 +514,31 @@ _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
 
 def _metadata(request: Request, found: list[Instance]) -> Response:
-    """PS3.18 10.4.1.1.2 / F.2.6: the instances as DICOM JSON with the pixel data replaced
-    by a BulkDataURI (its frames). Small pixel data used to come inline (InlineBinary) and
-    other large values as links to a /bulk resource that does not exist (404); other binary
-    values now come inline, which every DICOM JSON reader accepts."""
-    import json
-
+    """PS3.18 10.4.1.1.2 / F.2.6: the instances as DICOM JSON (or PS3.19 XML, one part
+    each) with the pixel data replaced by a BulkDataURI (its frames). Small pixel data used
+    to come inline (InlineBinary) and other large values as links to a /bulk resource that
+    does not exist (404); other binary values now come inline, which every DICOM JSON
+    reader accepts."""
+    answer_as = _metadata_media(request)  # 406 before any instance is read
     ctx = ctx_of(request)
     base = _base(request)
-    out = []
+    items: list[tuple[Dataset, dict[int, tuple[str, str]]]] = []
     for inst in found:
         ds = dcmread(io.BytesIO(ctx.instance_bytes(inst)))
         pixel_vrs = {tag: ds[tag].VR for tag in _PIXEL_TAGS if tag in ds}
         uri = _pixel_uri(base, ds) if pixel_vrs else ""
         for tag in pixel_vrs:
             del ds[tag]
+        items.append((ds, {tag: (vr, uri) for tag, vr in pixel_vrs.items()}))
+    if answer_as == DICOM_XML:
+        parts = ((dicomweb_xml.to_xml(ds, bulk), DICOM_XML) for ds, bulk in items)
+        return _multipart(parts, DICOM_XML)
+    out = []
+    for ds, bulk in items:
         item = ds.to_json_dict()
-        for tag, vr in pixel_vrs.items():
+        for tag, (vr, uri) in bulk.items():
             item[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": uri}
-        out.append(item)
+        out.append(dict(sorted(item.items())))
     return Response(json.dumps(out), media_type=DICOM_JSON)
 
 
@@ -714,15 +833,53 @@ def _parts(body: bytes, content_type: str) -> list[bytes]:
 
 
 def _with_preamble(part: bytes) -> bytes:
+    """A part as a Part 10 stream, which the one ingest path takes: as it is, with the
+    preamble it lacks, or (a bare data set, as pydicom's ``write_dataset`` writes) with a
+    file meta put in front. ValueError, with the reason, when none of these fits."""
     if len(part) >= 132 and part[128:132] == b"DICM":
         return part
     if part[:4] == b"DICM":
         return b"\0" * 128 + part
-    # A bare data set: wrap it in a file meta so the ingest path sees Part 10.
-    ds = dcmread(io.BytesIO(part), force=True)
+    return b"\0" * 128 + b"DICM" + _file_meta(part) + part
+
+
+def _file_meta(part: bytes) -> bytes:
+    """The file meta of a bare data set, so its bytes are archived unchanged.
+
+    It used to be read and saved again, which failed for want of a transfer syntax (the
+    exception was swallowed and the part refused as "no DICM prefix"). Without file meta
+    the syntax is Implicit or Explicit VR Little Endian (PS3.10 7.1 leaves no other for a
+    stream that starts with a data element): explicit when the first element's bytes 4-6
+    are a VR."""
+    if len(part) < 8 or part[1] != 0 or part[0] == 0:
+        raise ValueError("neither a Part 10 stream nor a little endian data set")
+    explicit = part[4:6].decode("latin-1") in VR.__members__
+    ds = dcmread(
+        io.BytesIO(part),
+        force=True,
+        stop_before_pixels=True,
+        specific_tags=["SOPClassUID", "SOPInstanceUID"],
+    )
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.get("SOPClassUID") or ""
+    meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID") or ""
+    if not (meta.MediaStorageSOPClassUID and meta.MediaStorageSOPInstanceUID):
+        raise ValueError("a data set without file meta needs its SOP Class and Instance UIDs")
+    meta.TransferSyntaxUID = media.EXPLICIT_LE if explicit else media.IMPLICIT_LE
     out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
+    write_file_meta_info(out, meta, enforce_standard=True)
     return out.getvalue()
+
+
+#: PS3.4 Table B.2-1 / PS3.18 10.5.3: Refused, SOP Class not supported (STOW-RS failure
+#: reason). Belongs in ``lucent.net.status`` with the other codes.
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+
+
+@functools.cache
+def _storage_classes() -> frozenset[str]:
+    """The storage SOP classes the Store SCP negotiates: STOW-RS takes the same ones."""
+    return frozenset(listener.storage_class_uids())
 
 
 async def _stow(request: Request, study: str | None) -> Response:
@@ -732,8 +889,6 @@ async def _stow(request: Request, study: str | None) -> Response:
     boundary that does not match) is 400, not "200, nothing stored"; a ``type`` other than
     application/dicom (the JSON/XML metadata + bulk data forms, which we do not take) is
     415; every Failed SOP Sequence item names the SOP Class and Instance it is about."""
-    import json
-
     ctx = ctx_of(request)
     answer_as = _stow_media(request.headers.get("accept"))  # 406 before anything is stored
     content_type = request.headers.get("content-type", "")
@@ -754,36 +909,52 @@ async def _stow(request: Request, study: str | None) -> Response:
     space = 0
     base = _base(request)
     for part in parts:
+        item = Dataset()
         try:
             data = _with_preamble(part)
-        except Exception:
-            data = part
-        item = Dataset()
+        except Exception as exc:
+            log.info("STOW-RS part refused: %s", exc)
+            item.ReferencedSOPClassUID = None
+            item.ReferencedSOPInstanceUID = None
+            item.FailureReason = status.CANNOT_UNDERSTAND
+            failed.append(item)
+            continue
         header = _header(data)
+        item.ReferencedSOPClassUID = header.get("SOPClassUID") or None
+        item.ReferencedSOPInstanceUID = header.get("SOPInstanceUID") or None
         if study and header.get("StudyInstanceUID", "") != study:
-            item.ReferencedSOPClassUID = header.get("SOPClassUID") or None
-            item.ReferencedSOPInstanceUID = header.get("SOPInstanceUID") or None
             item.FailureReason = status.DATASET_MISMATCH
             failed.append(item)
             continue
+        sop_class = header.get("SOPClassUID") or header.get("MediaStorageSOPClassUID", "")
+        if sop_class and sop_class not in _storage_classes():
+            item.FailureReason = SOP_CLASS_NOT_SUPPORTED  # as the Store SCP would not negotiate
+            failed.append(item)
+            continue
+        # The file meta's SOP Class and Instance must be the data set's (PS3.10 7.1), as a
+        # C-STORE request's must: a mismatch is refused by the ingest path with A900.
         outcome = await run_in_threadpool(
             ctx.store,
             data,
             pool=ctx.settings.pools[0].name,
             source="STOW-RS",
+            expected_sop_class=header.get("MediaStorageSOPClassUID") or None,
+            expected_sop_instance=header.get("MediaStorageSOPInstanceUID") or None,
             owner=_caller.user_id if (_caller := getattr(request.state, "caller", None)) else None,
         )
         if outcome.ok:
             inst = ctx.find_instance(outcome.sop_instance_uid)
             assert inst is not None
-            study_uid = _study_of(ctx, inst.sop_instance_uid)
+            study_uid, series_uid = _location(ctx, inst)
             studies.add(study_uid)
             item.ReferencedSOPClassUID = inst.sop_class_uid
             item.ReferencedSOPInstanceUID = inst.sop_instance_uid
-            item.RetrieveURL = f"{base}/studies/{study_uid}"
+            # PS3.18 Table 10.5.3-3: each item's Retrieve URL is the instance's.
+            item.RetrieveURL = (
+                f"{base}/studies/{study_uid}/series/{series_uid}/instances/{inst.sop_instance_uid}"
+            )
             stored.append(item)
         else:
-            item.ReferencedSOPClassUID = header.get("SOPClassUID") or None
             item.ReferencedSOPInstanceUID = (
                 outcome.sop_instance_uid or header.get("SOPInstanceUID") or None
             )
@@ -819,30 +990,30 @@ def _stow_media(accept: str | None) -> str:
     )
 
 
+_HEADER_KEYS = ("StudyInstanceUID", "SOPClassUID", "SOPInstanceUID")
+_META_KEYS = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID")
+
+
 def _header(data: bytes) -> dict[str, str]:
-    """Study, SOP Class and SOP Instance UID of a part, as far as it can be read."""
+    """Study, SOP Class and SOP Instance UID of a part and the SOP Class and Instance its
+    file meta names, as far as they can be read."""
     try:
         ds = dcmread(
-            io.BytesIO(data),
-            stop_before_pixels=True,
-            force=True,
-            specific_tags=["StudyInstanceUID", "SOPClassUID", "SOPInstanceUID"],
+            io.BytesIO(data), stop_before_pixels=True, force=True, specific_tags=list(_HEADER_KEYS)
         )
-        return {
-            k: str(ds.get(k, "") or "")
-            for k in ("StudyInstanceUID", "SOPClassUID", "SOPInstanceUID")
-        }
     except Exception:
         return {}
+    out = {k: str(ds.get(k, "") or "") for k in _HEADER_KEYS}
+    meta = getattr(ds, "file_meta", None) or Dataset()
+    out.update({k: str(meta.get(k, "") or "") for k in _META_KEYS})
+    return out
 
 
-def _study_of(ctx: ServerContext, sop_uid: str) -> str:
-    inst = ctx.find_instance(sop_uid)
-    if inst is None:
-        return ""
+def _location(ctx: ServerContext, inst: Instance) -> tuple[str, str]:
+    """The Study and Series Instance UIDs of an archived instance."""
     with ctx.Session() as db:
-        inst = db.merge(inst)
-        return inst.series.study.study_uid
+        merged = db.merge(inst)
+        return merged.series.study.study_uid, merged.series.series_uid
 
 
 @router.post("/studies")

@@ -2,7 +2,8 @@
 
 The query parameters ``window``, ``viewport`` and ``quality`` were ignored and any Accept
 was answered with PNG; a viewer asking for a thumbnail-sized, windowed JPEG got the full
-image in the stored window, and one asking for image/gif got PNG instead of 406.
+image in the stored window. image/gif, which PS3.18 requires for single-frame images, is
+offered as well.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from starlette.datastructures import QueryParams
 from lucent.dicom import pixels
 from server.api import dicomweb_accept as media
 
-#: PS3.18 Table 8.7.4-1: image/jpeg is the default rendered media type; PNG also offered.
-_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
+#: PS3.18 Table 8.7.4-1: image/jpeg is the default rendered media type; image/gif is
+#: required for single-frame images too (it was 406); PNG also offered.
+_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
 _MAX_VIEWPORT = 8192
 
 
@@ -36,7 +38,7 @@ def rendered_format(accept: str | None, *, multipart: bool = False) -> str:
             return kind
         if media.is_any(kind) or kind == "image/*":
             return "image/jpeg"
-    raise HTTPException(406, "rendered images are available as image/jpeg or image/png")
+    raise HTTPException(406, "rendered images are available as image/jpeg, image/png or image/gif")
 
 
 def _numbers(name: str, value: str, count: tuple[int, ...]) -> list[float]:
@@ -110,10 +112,11 @@ def _quality(value: str | None) -> int:
 
 def _encode(img: Image.Image, media_type: str, quality: int) -> bytes:
     buf = io.BytesIO()
-    if _FORMATS[media_type] == "JPEG":
+    kind = _FORMATS[media_type]
+    if kind == "JPEG":
         img.save(buf, format="JPEG", quality=quality)
-    else:
-        img.save(buf, format="PNG")
+    else:  # GIF: Pillow quantises colour images to its 256-entry palette
+        img.save(buf, format=kind)
     return buf.getvalue()
 
 

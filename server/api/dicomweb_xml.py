@@ -12,6 +12,7 @@ import base64
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -71,8 +72,21 @@ def _dataset(parent: ET.Element, ds: Dataset) -> None:
         _attribute(parent, elem)
 
 
-def to_xml(ds: Dataset) -> bytes:
-    """The data set as one NativeDicomModel document, UTF-8 (PS3.19 A.1)."""
+def _bulk_data(parent: ET.Element, tag: int, vr: str, uri: str) -> None:
+    """PS3.19 A.1.1: a value sent apart, as a BulkData element naming its URI."""
+    node = ET.SubElement(parent, "DicomAttribute", {"tag": f"{tag:08X}", "vr": vr})
+    if keyword := keyword_for_tag(tag):
+        node.set("keyword", keyword)
+    ET.SubElement(node, "BulkData", uri=uri)
+
+
+def to_xml(ds: Dataset, bulk: dict[int, tuple[str, str]] | None = None) -> bytes:
+    """The data set as one NativeDicomModel document, UTF-8 (PS3.19 A.1). ``bulk`` gives
+    top-level attributes sent as bulk data: tag -> (VR, BulkDataURI), as WADO-RS metadata
+    sends pixel data; they follow the data set's attributes (pixel data comes last anyway).
+    """
     root = ET.Element("NativeDicomModel", {"xmlns": NATIVE_DICOM, "xml:space": "preserve"})
     _dataset(root, ds)
+    for tag, (vr, uri) in sorted((bulk or {}).items()):
+        _bulk_data(root, tag, vr, uri)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)

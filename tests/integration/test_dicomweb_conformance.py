@@ -287,7 +287,7 @@ def test_unacceptable_media_types_are_406(http: httpx.Client, studies: list[Data
     assert http.get(path, headers={"Accept": "application/json"}).status_code == 406
     jls = 'multipart/related; type="image/jls"'
     assert http.get(path + "/frames/1", headers={"Accept": jls}).status_code == 406
-    assert http.get(path + "/rendered", headers={"Accept": "image/gif"}).status_code == 406
+    assert http.get(path + "/rendered", headers={"Accept": "image/webp"}).status_code == 406
     assert http.get(path + "/frames/%20").status_code == 400
 
 
@@ -345,7 +345,7 @@ def test_thumbnails_of_study_series_instance_and_frame(
         _picture(http.get(_path(study3[3]) + "/thumbnail", headers=png).content), thumb
     )
     for url in (middle, f"{series}/thumbnail", f"{study}/thumbnail", frame2 + "/thumbnail"):
-        assert http.get(url, headers={"Accept": "image/gif"}).status_code == 406, url
+        assert http.get(url, headers={"Accept": "image/webp"}).status_code == 406, url
     assert http.get(f"{study}/thumbnail", params={"viewport": "0,0"}).status_code == 400
 
 
@@ -372,7 +372,7 @@ def test_rendered_study_and_series_are_multipart(http: httpx.Client, study3: lis
     for ds, got in zip(study3[:3], whole, strict=True):
         one = http.get(_path(ds) + "/rendered", headers={"Accept": "image/png"})
         assert np.array_equal(got, _picture(one.content))
-    assert http.get(f"{study}/rendered", headers={"Accept": "image/gif"}).status_code == 406
+    assert http.get(f"{study}/rendered", headers={"Accept": "image/webp"}).status_code == 406
 
 
 def test_frames_rendered(http: httpx.Client, study3: list[Dataset]) -> None:
@@ -390,7 +390,7 @@ def test_frames_rendered(http: httpx.Client, study3: list[Dataset]) -> None:
     got = [_picture(p) for _, p in _multipart(many)]
     assert len(got) == 2 and np.array_equal(got[0], first) and np.array_equal(got[1], second)
     assert http.get(f"{frames}/4/rendered").status_code == 404
-    assert http.get(f"{frames}/1/rendered", headers={"Accept": "image/gif"}).status_code == 406
+    assert http.get(f"{frames}/1/rendered", headers={"Accept": "image/webp"}).status_code == 406
 
 
 def test_bulkdata_resources_match_metadata_uris(
@@ -552,3 +552,232 @@ def test_big_endian_instance_retrieved_as_explicit_little_endian(
     assert ctype == f"application/dicom; transfer-syntax={EXPLICIT_LE}"
     assert got.SOPInstanceUID == ds.SOPInstanceUID
     assert np.array_equal(got.pixel_array, native)
+
+
+# ------------------------------------------------------------- outside tester's findings
+def _uids(r: httpx.Response, tag: str) -> list[str]:
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    return sorted(a[tag]["Value"][0] for a in r.json())
+
+
+def test_qido_series_and_instance_keys_select_their_parents(
+    http: httpx.Client, studies: list[Dataset], study3: list[Dataset]
+) -> None:
+    """PS3.18 8.3.4.1: a study matches a Series or SOP Instance UID key when it holds that
+    series or instance (a series, that instance), as for Modality; these keys were dropped
+    and every study (series) answered, with no Warning."""
+    study = str(study3[0].StudyInstanceUID)
+    r = http.get("/studies", params={"SeriesInstanceUID": study3[0].SeriesInstanceUID})
+    assert _uids(r, "0020000D") == [study] and "warning" not in r.headers
+    r = http.get("/studies", params={"SOPInstanceUID": studies[1].SOPInstanceUID})
+    assert _uids(r, "0020000D") == [studies[1].StudyInstanceUID]
+    r = http.get("/series", params={"SOPInstanceUID": study3[3].SOPInstanceUID})
+    assert _uids(r, "0020000E") == [study3[3].SeriesInstanceUID]
+    both = f"{study3[1].SOPInstanceUID},{studies[0].SOPInstanceUID}"
+    r = http.get("/studies", params={"SOPInstanceUID": both})
+    assert _uids(r, "0020000D") == sorted([study, str(studies[0].StudyInstanceUID)])
+    r = http.get(f"/studies/{study}/series", params={"SOPInstanceUID": study3[0].SOPInstanceUID})
+    assert _uids(r, "0020000E") == [study3[0].SeriesInstanceUID]
+    for params in (
+        {"SeriesInstanceUID": generate_uid()},
+        {"SOPInstanceUID": study3[0].SOPInstanceUID, "StudyInstanceUID": generate_uid()},
+    ):
+        assert http.get("/studies", params=params).json() == [], params
+    assert http.get("/series", params={"SOPInstanceUID": generate_uid()}).json() == []
+
+
+def test_qido_limit_and_offset_are_non_negative_integers(
+    http: httpx.Client, studies: list[Dataset]
+) -> None:
+    """PS3.18 8.3.4.4: limit and offset are non-negative integers; -1 answered everything,
+    0 one result. limit=0 is at most zero results (the Warning says more exist)."""
+    for key, bad in (("limit", "-1"), ("offset", "-1"), ("limit", "1.5"), ("offset", "x")):
+        r = http.get("/studies", params={"PatientID": "CONF-1", key: bad})
+        assert r.status_code == 400 and key in r.text, (key, bad, r.status_code)
+    r = http.get("/studies", params={"PatientID": "CONF-1", "limit": "0"})
+    assert r.status_code == 200 and r.json() == []
+    assert "additional results" in r.headers.get("warning", "")
+
+
+def test_qido_repeated_key_is_400_naming_it(http: httpx.Client, studies: list[Dataset]) -> None:
+    """PS3.18 8.3.4.1: one value per matching key (a list goes in that value); the last
+    of two values used to win silently. includefield may repeat."""
+    for query in (
+        "ModalitiesInStudy=MR&ModalitiesInStudy=CT",
+        "PatientID=CONF-1&00100020=OTHER",
+        "PatientID=CONF-1&limit=1&limit=2",
+    ):
+        r = http.get(f"/studies?{query}")
+        assert r.status_code == 400, (query, r.status_code)
+        assert query.split("&")[-1].split("=")[0] in r.text, r.text
+    r = http.get("/studies?PatientID=CONF-1&ModalitiesInStudy=CT,MR")
+    assert len(r.json()) == 2
+    r = http.get("/studies?PatientID=CONF-1&includefield=PatientSex&includefield=00100040")
+    assert r.status_code == 200 and len(r.json()) == 2
+
+
+@pytest.fixture(scope="module")
+def weighed(web: DICOMwebClient) -> Dataset:
+    """One MR image with a Patient's Weight and Slice Thickness 0.8."""
+    ds = samples.make_instance(MR, patient_id="CONF-FIELDS")
+    ds.PatientWeight = "72.5"
+    ds.SliceThickness = "0.8"
+    web.store_instances([ds])
+    return ds
+
+
+def test_includefield_returns_the_instances_values(http: httpx.Client, weighed: Dataset) -> None:
+    """PS3.18 8.3.4.3: included attributes come with the instance's values (they came
+    with no Value); one the instance lacks is left out; includefield=all adds the data set
+    but its bulk data; a name that is no attribute is 400. Study level: left out."""
+    study = str(weighed.StudyInstanceUID)
+    fields = "00180050,PixelSpacing,ImagePositionPatient,PatientWeight,OperatorsName"
+    r = http.get("/instances", params={"StudyInstanceUID": study, "includefield": fields})
+    [found] = r.json()
+    assert found["00180050"] == {"vr": "DS", "Value": [0.8]}
+    assert found["00280030"]["Value"] == [1.0, 1.0]
+    assert found["00200032"]["Value"] == [-8.0, -8.0, 0.0]
+    assert found["00101030"] == {"vr": "DS", "Value": [72.5]}
+    assert "00081070" not in found  # Operators' Name: not in the instance
+    [whole] = http.get(
+        "/instances", params={"StudyInstanceUID": study, "includefield": "all"}
+    ).json()
+    assert whole["00101030"]["Value"] == [72.5]
+    assert whole["00280004"]["Value"] == [weighed.PhotometricInterpretation]
+    assert "7FE00010" not in whole
+    bad = http.get("/instances", params={"StudyInstanceUID": study, "includefield": "Bogus"})
+    assert bad.status_code == 400 and "Bogus" in bad.text
+    [at_study] = http.get(
+        "/studies", params={"StudyInstanceUID": study, "includefield": "PatientWeight"}
+    ).json()
+    assert "00101030" not in at_study
+
+
+def test_required_return_attributes(http: httpx.Client, weighed: Dataset) -> None:
+    """PS3.18 Tables 10.6.3-3..5: InstanceAvailability at study and instance level,
+    BitsAllocated for instances, the PPS start date/time and the Request Attribute
+    Sequence for series (zero-length: the index does not keep them)."""
+    study = str(weighed.StudyInstanceUID)
+    [st] = http.get("/studies", params={"StudyInstanceUID": study}).json()
+    assert st["00080056"]["Value"] == ["ONLINE"]
+    [inst] = http.get(f"/studies/{study}/instances").json()
+    assert inst["00080056"]["Value"] == ["ONLINE"]
+    assert inst["00280100"]["Value"] == [weighed.BitsAllocated]
+    [se] = http.get(f"/studies/{study}/series").json()
+    for tag, vr in (("00400244", "DA"), ("00400245", "TM"), ("00400275", "SQ")):
+        assert se[tag]["vr"] == vr and not se[tag].get("Value"), tag
+
+
+def test_qido_and_metadata_media_types(http: httpx.Client, studies: list[Dataset]) -> None:
+    """PS3.18 8.7.5 / 10.6.3: search results and metadata are DICOM JSON or
+    multipart/related PS3.19 XML (one part per data set); anything else is 406 (it got
+    JSON)."""
+    meta = _path(studies[0]) + "/metadata"
+    for accept in ("image/png", "text/html"):
+        assert http.get("/studies", headers={"Accept": accept}).status_code == 406, accept
+        assert http.get(meta, headers={"Accept": accept}).status_code == 406, accept
+    xml = 'multipart/related; type="application/dicom+xml"'
+    r = http.get("/studies", params={"PatientID": "CONF-1"}, headers={"Accept": xml})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("multipart/related")
+    parts = _multipart(r)
+    assert [c for c, _ in parts] == ["application/dicom+xml"] * 2
+    got = sorted(_xml_values(ET.fromstring(p), "StudyInstanceUID")[0] for _, p in parts)
+    assert got == sorted(str(d.StudyInstanceUID) for d in studies)
+    [(ctype, payload)] = _multipart(http.get(meta, headers={"Accept": xml}))
+    root = ET.fromstring(payload)
+    assert _xml_values(root, "SOPInstanceUID") == [studies[0].SOPInstanceUID]
+    [pixel] = [a for a in root if a.get("tag") == "7FE00010"]
+    bulk = pixel.find(f"{NATIVE}BulkData")
+    assert bulk is not None and bulk.get("uri", "").endswith("/frames/1")
+    assert http.get(meta, headers={"Accept": "application/json"}).status_code == 200
+
+
+def test_instance_retrieve_takes_the_first_range_it_can_serve(
+    http: httpx.Client, rle: tuple[Dataset, np.ndarray]
+) -> None:
+    """RFC 9110 12.5.1, PS3.18 8.7.3.5: a range we cannot transcode to is passed over for
+    the next acceptable one (it was 406 "cannot transcode")."""
+    ds, _ = rle
+    jpeg = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'
+    star = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    r = http.get(_path(ds), headers={"Accept": f"{jpeg}, {star}"})
+    assert r.status_code == 200, r.text[:200]
+    [(ctype, payload)] = _multipart(r)
+    assert dcmread(io.BytesIO(payload)).file_meta.TransferSyntaxUID == RLELossless
+    assert http.get(_path(ds), headers={"Accept": jpeg}).status_code == 406
+
+
+def _stow_one(http: httpx.Client, data: bytes) -> httpx.Response:
+    body = b"--XX\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n--XX--\r\n"
+    return _stow(http, body, 'multipart/related; type="application/dicom"; boundary=XX')
+
+
+def test_stow_item_retrieve_url_is_the_instance(http: httpx.Client, server: LucentServer) -> None:
+    """PS3.18 Tables 10.5.3-2/-3: the response's Retrieve URL is the study's, each
+    Referenced SOP Sequence item's that of its instance (it was the study's)."""
+    ds = samples.make_instance(MR, patient_id="CONF-STOW-URL")
+    r = _stow_one(http, _part10(ds))
+    assert r.status_code == 200
+    base = f"{server.api_url}/dicom-web"
+    assert r.json()["00081190"]["Value"] == [f"{base}/studies/{ds.StudyInstanceUID}"]
+    [item] = r.json()["00081199"]["Value"]
+    assert item["00081190"]["Value"] == [base + _path(ds)]
+    assert http.get(_path(ds), headers={"Accept": "application/dicom"}).status_code == 200
+
+
+def test_stow_refuses_unknown_sop_class_and_mismatched_file_meta(http: httpx.Client) -> None:
+    """PS3.18 10.5.3: a SOP Class the Store SCP does not take fails with 0122 (it was
+    stored); a file meta naming another SOP Instance than the data set fails with A900."""
+    ds = samples.make_instance(MR, patient_id="CONF-STOW-CLASS")
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.3.4.5.6"
+    r = _stow_one(http, _part10(ds))
+    assert r.status_code == 409
+    [failed] = r.json()["00081198"]["Value"]
+    assert failed["00081197"]["Value"] == [0x0122]
+    assert failed["00081150"]["Value"] == ["1.2.3.4.5.6"]
+    other = samples.make_instance(MR, patient_id="CONF-STOW-META")
+    uid = str(other.SOPInstanceUID).encode()
+    another = uid[:-1] + (b"1" if uid[-1:] != b"1" else b"2")
+    data = _part10(other).replace(uid, another, 1)  # the first: in the file meta
+    meta = dcmread(io.BytesIO(data))
+    assert meta.file_meta.MediaStorageSOPInstanceUID == another.decode() != meta.SOPInstanceUID
+    r = _stow_one(http, data)
+    assert r.status_code == 409
+    [failed] = r.json()["00081198"]["Value"]
+    assert 0xA900 <= failed["00081197"]["Value"][0] <= 0xA9FF
+    for patient in ("CONF-STOW-CLASS", "CONF-STOW-META"):
+        assert http.get("/studies", params={"PatientID": patient}).json() == []
+
+
+def test_stow_bare_data_set_without_file_meta(http: httpx.Client) -> None:
+    """A data set written without preamble and file meta (pydicom ``write_dataset``), in
+    Implicit or Explicit VR Little Endian, is stored as it is (it was 409 "no DICM")."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    for implicit in (True, False):
+        ds = samples.make_instance(MR, patient_id="CONF-STOW-BARE")
+        native = ds.pixel_array.copy()
+        del ds.file_meta
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, implicit
+        write_dataset(fp, ds)
+        r = _stow_one(http, fp.getvalue())
+        assert r.status_code == 200, (implicit, r.status_code, r.text[:300])
+        single = http.get(_path(ds), headers={"Accept": "application/dicom; transfer-syntax=*"})
+        got = dcmread(io.BytesIO(single.content))
+        want = "1.2.840.10008.1.2" if implicit else EXPLICIT_LE
+        assert got.file_meta.TransferSyntaxUID == want
+        assert np.array_equal(got.pixel_array, native)
+    r = _stow_one(http, b"\x08\x00\x16\x00UI\x04\x001.2\x00")  # no SOP Instance UID
+    assert r.status_code == 409
+
+
+def test_rendered_and_thumbnail_as_gif(http: httpx.Client, study3: list[Dataset]) -> None:
+    """PS3.18 Table 8.7.4-1: image/gif is a required rendered media type for single-frame
+    images (it was 406)."""
+    for url in (_path(study3[0]) + "/rendered", _path(study3[0]) + "/thumbnail"):
+        r = http.get(url, headers={"Accept": "image/gif"})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/gif", url
+        assert r.content[:4] == b"GIF8"
+        _picture(r.content)
