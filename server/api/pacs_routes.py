@@ -10,7 +10,7 @@ import re
 import threading
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from sqlalchemy import select
 
@@ -78,12 +78,20 @@ def _job_out(j: Job) -> schemas.JobOut:
     )
 
 
-def _get_job(svc: PacsService, job_id: int) -> schemas.JobOut:
+def _get_job(svc: PacsService, job_id: int, caller: Caller | None = None) -> schemas.JobOut:
+    """The job, 404 when it does not exist or ``caller`` may not see it (``_sees``)."""
     with svc.ctx.Session() as db:
         job = db.get(Job, job_id)
-        if job is None:
+        if job is None or (caller is not None and not _sees(caller, job.created_by)):
             raise HTTPException(404, f"no job {job_id}")
         return _job_out(job)
+
+
+def _sees(caller: Caller, created_by: str) -> bool:
+    """A job names studies, instances and nodes: its creator sees and cancels it, and the
+    administrators (administrator, clinic-it) who run the system see every job; another
+    user learns nothing of it, not even that it exists (404)."""
+    return caller.is_admin or created_by == caller.username
 
 
 def _options_out(n: NodeView) -> schemas.NodeOptionsOut:
@@ -249,11 +257,15 @@ def list_jobs(
     kind: str = "",
     # a typo was an empty 200, now a 422 naming it; "state=" (empty) still means any state
     state: schemas.JobState | Literal[""] | None = None,
-    limit: int = 100,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
     svc: PacsService = Depends(service),
-    _: Caller = Depends(get_caller),
+    caller: Caller = Depends(get_caller),
 ) -> list[schemas.JobOut]:
-    stmt = select(Job).order_by(Job.id.desc()).limit(max(1, min(limit, 1000)))
+    """Newest first; the caller's own jobs (every job for administrators, ``_sees``)."""
+    stmt = select(Job).order_by(Job.id.desc()).offset(offset).limit(limit)
+    if not caller.is_admin:
+        stmt = stmt.where(Job.created_by == caller.username)
     if kind:
         stmt = stmt.where(Job.kind == kind)
     if state:
@@ -264,17 +276,18 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobOut)
 def get_job(
-    job_id: RowId, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+    job_id: RowId, svc: PacsService = Depends(service), caller: Caller = Depends(get_caller)
 ) -> schemas.JobOut:
-    return _get_job(svc, job_id)
+    return _get_job(svc, job_id, caller)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=schemas.JobOut)
 def cancel_job(
-    job_id: RowId, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+    job_id: RowId, svc: PacsService = Depends(service), caller: Caller = Depends(get_caller)
 ) -> schemas.JobOut:
-    """Cancel a queued or running job; a running C-MOVE gets a C-CANCEL (4.2.2)."""
-    job = _get_job(svc, job_id)
+    """Cancel a queued or running job; a running C-MOVE gets a C-CANCEL (4.2.2). Only its
+    creator or an administrator may (any logged-in user could cancel anyone's transfer)."""
+    job = _get_job(svc, job_id, caller)
     if job.finished:
         raise HTTPException(409, f"job {job_id} has already finished ({job.state})")
     if not svc.jobs.cancel(job_id):
@@ -284,9 +297,10 @@ def cancel_job(
 
 @router.get("/jobs/{job_id}/instances", response_model=list[schemas.SentInstanceOut])
 def job_instances(
-    job_id: RowId, svc: PacsService = Depends(service), _: Caller = Depends(get_caller)
+    job_id: RowId, svc: PacsService = Depends(service), caller: Caller = Depends(get_caller)
 ) -> list[schemas.SentInstanceOut]:
-    """Per-instance C-STORE results of a send job (4.2.4)."""
+    """Per-instance C-STORE results of a send job (4.2.4); 404 for an unknown job."""
+    _get_job(svc, job_id, caller)
     with svc.ctx.Session() as db:
         rows = db.scalars(
             select(SentInstance).where(SentInstance.job_pk == job_id).order_by(SentInstance.id)

@@ -141,3 +141,31 @@ def test_group_grants_apply_to_members(app: AppUnderTest) -> None:
     app.http.put("/api/v1/groups/ward-7/grants", headers=admin, json={"DEFAULT": ["delete"]})
     r = app.http.delete("/api/v1/studies/1.2.3.4.100", headers=h)
     assert r.status_code == 403
+
+
+def test_jobs_are_seen_and_cancelled_by_their_creator_and_administrators_only(
+    app: AppUnderTest,
+) -> None:
+    """A job names studies, instances and a node: any logged-in user could list, read and
+    cancel everybody's (an outside tester cancelled an administrator's retrieve as guest)."""
+    from datetime import datetime
+
+    from server.index.pacs_models import Job
+
+    with app.ctx.WriteSession() as db, db.begin():
+        job = Job(kind="retrieve", state="running", created_by="u-radiologist",
+                  params={"study_uid": "1.2.3.4.100"}, created_at=datetime(2026, 1, 1))  # fmt: skip
+        db.add(job)
+        db.flush()
+        job_id = job.id
+    owner, other = app.token("u-radiologist"), app.token("u-guest")
+    for h in (owner, app.admin(), app.token("u-clinic-it")):
+        assert app.http.get(f"/api/v1/jobs/{job_id}", headers=h).status_code == 200
+        assert job_id in [j["id"] for j in app.http.get("/api/v1/jobs", headers=h).json()]
+    assert app.http.get(f"/api/v1/jobs/{job_id}", headers=other).status_code == 404
+    assert job_id not in [j["id"] for j in app.http.get("/api/v1/jobs", headers=other).json()]
+    assert app.http.get(f"/api/v1/jobs/{job_id}/instances", headers=other).status_code == 404
+    assert app.http.post(f"/api/v1/jobs/{job_id}/cancel", headers=other).status_code == 404
+    # its creator may cancel it (409 here: no worker of this process runs the row we made)
+    assert app.http.post(f"/api/v1/jobs/{job_id}/cancel", headers=owner).status_code == 409
+    assert app.http.get("/api/v1/jobs?limit=0", headers=owner).status_code == 422
