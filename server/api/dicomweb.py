@@ -214,9 +214,10 @@ def _count(param: str, value: str) -> int:
     non-integer value is 400 (-1 used to mean "everything", 0 "one"). ``limit=0`` is taken
     as the standard writes it, at most zero results: an empty answer, with the Warning that
     more can be requested when anything matches."""
-    if not re.fullmatch(r"[0-9]{1,19}", value.strip()):
+    digits = value.strip()
+    if not re.fullmatch(r"[0-9]+", digits):
         raise HTTPException(400, f"{param} must be a non-negative whole number, not {value[:32]!r}")
-    return int(value)
+    return int(digits) if len(digits) <= 18 else 10**18  # beyond any archive: capped anyway
 
 
 def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> Response:
