@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import Tag
 
-from lucent.dicom import sop_classes, transfer_syntaxes, walk
+from lucent.dicom import sop_classes, temporal, transfer_syntaxes, walk
 from lucent.net import status
 
 PIXEL_TAGS = walk.PIXEL_TAGS  # plain ints: cheap lookups
@@ -315,6 +315,9 @@ def validate(
         _ = str(ds.PatientName) if "PatientName" in ds else ""
     except Exception as exc:
         return status.DATASET_INVALID_VALUE, f"PatientName cannot be decoded: {exc}"
+    problem = _check_temporal(ds)
+    if problem is not None:
+        return problem
     sop_class = str(ds.SOPClassUID)
     if expected_sop_class and sop_class != expected_sop_class:
         return (
@@ -332,6 +335,41 @@ def validate(
         return status.DATASET_MISMATCH, "image SOP class without Pixel Data (Image Pixel module)"
     if has_pixels:
         return _check_pixel_module(ds, ts, pixel_length)
+    return None
+
+
+#: Dates and times the index keeps and matches on (C-FIND, QIDO range matching).
+INDEXED_TEMPORAL = {
+    "PatientBirthDate": "DA",
+    "StudyDate": "DA",
+    "StudyTime": "TM",
+    "SeriesDate": "DA",
+    "SeriesTime": "TM",
+    "AcquisitionDate": "DA",
+    "AcquisitionTime": "TM",
+    "ContentDate": "DA",
+    "ContentTime": "TM",
+    "AcquisitionDateTime": "DT",
+}
+
+
+def _check_temporal(ds: DataSet) -> tuple[int, str] | None:
+    """An indexed date or time that names no real day or clock time is an invalid value
+    (Conformance 4.1.3.2: not imported); empty is fine (Type 2)."""
+    for kw, vr in INDEXED_TEMPORAL.items():
+        value = _get(ds, kw)
+        if value in (None, ""):
+            continue
+        multi = isinstance(value, list | tuple) or type(value).__name__ == "MultiValue"
+        values = value if multi else [value]
+        for one in values:
+            text = str(one)
+            if text.strip() and not temporal.stored_value_ok(vr, text):
+                return (
+                    status.DATASET_INVALID_VALUE,
+                    f"{kw} '{text[:40]}' is not a valid {vr} value "
+                    f"({temporal.EXPECTED[vr]}, PS3.5 6.2)",
+                )
     return None
 
 

@@ -315,6 +315,27 @@ def invalid_uid_characters() -> BadInput:
     )  # fmt: skip
 
 
+def invalid_study_date() -> BadInput:
+    """StudyDate 2020-13-45 (no such day; DA is YYYYMMDD): was indexed as "2020-13-",
+    returned by C-FIND as an invalid DA and matched by date ranges (outside probe)."""
+    ds = _ct()
+    ds.StudyDate = "2020-13-45"
+    return _case(
+        "invalid_study_date", A900, "StudyDate '2020-13-45' is not a valid DA value",
+        ds, storescu_ok=True,
+    )  # fmt: skip
+
+
+def invalid_birth_date() -> BadInput:
+    """PatientBirthDate 19801332 (eight digits, no such day)."""
+    ds = _ct()
+    ds.PatientBirthDate = "19801332"
+    return _case(
+        "invalid_birth_date", A900, "PatientBirthDate '19801332' is not a valid DA value",
+        ds, storescu_ok=True,
+    )  # fmt: skip
+
+
 BAD_INPUTS: dict[str, Callable[[], BadInput]] = {
     "missing_sop_instance_uid": missing_sop_instance_uid,
     "missing_study_uid": missing_study_uid,
@@ -331,6 +352,8 @@ BAD_INPUTS: dict[str, Callable[[], BadInput]] = {
     "odd_length_value": odd_length_value,
     "sop_class_mismatch": sop_class_mismatch,
     "invalid_uid_characters": invalid_uid_characters,
+    "invalid_study_date": invalid_study_date,
+    "invalid_birth_date": invalid_birth_date,
 }
 
 # name -> expected status class; the single table tests iterate over.
@@ -350,6 +373,8 @@ EXPECTED_STATUS: dict[str, str] = {
     "odd_length_value": C000,
     "sop_class_mismatch": A900,
     "invalid_uid_characters": A900,
+    "invalid_study_date": A900,
+    "invalid_birth_date": A900,
 }
 
 
