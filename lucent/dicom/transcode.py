@@ -22,7 +22,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
-from lucent.dicom.transfer_syntaxes import EXPLICIT_BE, EXPLICIT_LE, IMPLICIT_LE
+from lucent.dicom.transfer_syntaxes import EXPLICIT_BE, EXPLICIT_LE, IMPLICIT_LE, LOSSY_METHOD
 
 #: The uncompressed syntaxes, in the order we prefer to send them (Conformance 4.2.1.2).
 UNCOMPRESSED: tuple[str, ...] = (EXPLICIT_LE, IMPLICIT_LE, EXPLICIT_BE)
@@ -69,6 +69,7 @@ def prepare(ds: Dataset, own: str, accepted: Collection[str], sop_class_uid: str
     native = [ts for ts in UNCOMPRESSED if ts in accepted]
     own_uid = UID(own)
     if own_uid.is_compressed and native:
+        method = _lossy_method(ds, own)
         try:
             ds.decompress(generate_instance_uid=False)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-instance error
@@ -76,6 +77,8 @@ def prepare(ds: Dataset, own: str, accepted: Collection[str], sop_class_uid: str
                 None, "", False, f"cannot decompress {own} for a peer that wants native: {exc}"
             )
         set_syntax(ds, native[0])
+        if method:
+            mark_lossy(ds, method)
         return Prepared(ds, native[0], True, "")
     if not own_uid.is_compressed and native:
         if UID(native[0]).is_little_endian != own_uid.is_little_endian:
@@ -100,6 +103,40 @@ def prepare(ds: Dataset, own: str, accepted: Collection[str], sop_class_uid: str
             f"(stored as {own}; accepted: {', '.join(sorted(accepted)) or 'none'})"
         ),
     )
+
+
+J2K_ANY = "1.2.840.10008.1.2.4.91"  # JPEG 2000: reversible (lossless) or irreversible
+
+
+def _lossy_method(ds: Dataset, own: str) -> str:
+    """The Lossy Image Compression Method to record when decoding ``ds`` from ``own``, or
+    "" when the stream is lossless. JPEG 2000 (.91) carries either kind: its COD marker says
+    which wavelet was used (ISO 15444-1 A.6.1: 9-7 irreversible, 5-3 reversible)."""
+    method = LOSSY_METHOD.get(own, "")
+    if own != J2K_ANY or str(ds.get("LossyImageCompression", "")) == "01":
+        return method
+    data = ds.get("PixelData") or b""
+    soc = data.find(b"\xff\x4f\xff\x51")
+    cod = data.find(b"\xff\x52", soc, soc + 4096) if soc >= 0 else -1
+    if cod < 0 or cod + 14 > len(data):
+        return method  # no readable COD: the syntax's own meaning
+    return method if data[cod + 13] == 0 else ""
+
+
+def mark_lossy(ds: Dataset, method: str) -> None:
+    """Decoded from a lossy syntax, the pixels no longer say they were compressed: record it
+    in the data set (PS3.3 C.7.6.1.1.5: Lossy Image Compression "01", never reset, and the
+    method appended), so the receiver and its viewer still know the image is lossy."""
+    ds.LossyImageCompression = "01"
+    methods = ds.get("LossyImageCompressionMethod")
+    known = (
+        [str(m) for m in methods]
+        if isinstance(methods, list | tuple)
+        or (methods is not None and type(methods).__name__ == "MultiValue")
+        else ([str(methods)] if methods else [])
+    )
+    if method not in known:
+        ds.LossyImageCompressionMethod = [*known, method] if known else method
 
 
 def prepare_part10(

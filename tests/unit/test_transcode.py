@@ -45,3 +45,32 @@ def test_big_endian_to_little_endian_keeps_pixels_and_values(name: str, target: 
     again = dcmread(io.BytesIO(back))
     assert again.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
     assert np.array_equal(again.pixel_array, source.pixel_array)
+
+
+def _decoded(ds: object, own: str) -> object:
+    done = transcode.prepare(ds, own, {ExplicitVRLittleEndian}, "")  # type: ignore[arg-type]
+    assert done.dataset is not None and done.transcoded, done.error
+    return done.dataset
+
+
+def test_decoding_a_lossy_syntax_records_lossy_compression() -> None:
+    """PS3.3 C.7.6.1.1.5: a near-lossless JPEG-LS image sent decompressed must still say it
+    was lossy compressed (an outside tester's C-GET lost the mark)."""
+    warnings.simplefilter("ignore")
+    ds = dcmread(get_testdata_file("JPEGLSNearLossless_16.dcm"))
+    assert "LossyImageCompression" not in ds
+    out = _decoded(ds, "1.2.840.10008.1.2.4.81")
+    assert out.LossyImageCompression == "01"  # type: ignore[attr-defined]
+    assert out.LossyImageCompressionMethod == "ISO_14495_1"  # type: ignore[attr-defined]
+
+
+def test_jpeg2000_reversible_stream_is_not_marked_lossy() -> None:
+    """Transfer syntax .91 carries reversible (5-3) or irreversible (9-7) streams: the
+    codestream's COD marker decides, not the syntax."""
+    warnings.simplefilter("ignore")
+    lossless = dcmread(get_testdata_file("MR_small_jp2klossless.dcm"))  # a 5-3 stream
+    assert "LossyImageCompression" not in _decoded(lossless, "1.2.840.10008.1.2.4.91")
+    lossy = dcmread(get_testdata_file("JPEG2000.dcm"))
+    del lossy.LossyImageCompression  # the 9-7 stream alone must say it
+    out = _decoded(lossy, "1.2.840.10008.1.2.4.91")
+    assert out.LossyImageCompression == "01"  # type: ignore[attr-defined]
