@@ -8,16 +8,14 @@ calendar date and clock time; anything else is a 400 that says what was expected
 
 from __future__ import annotations
 
-import datetime
 import re
 from collections.abc import Callable
 
 from fastapi import HTTPException
 
-_DA = r"\d{8}"
-_ISO_DA = r"\d{4}-\d{2}-\d{2}"  # not DICOM, but the index has always taken it as one date
-_TM = r"\d{2}(?::?\d{2}(?::?\d{2}(?:\.\d{1,6})?)?)?"
-_DT = r"\d{4}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\d{2}(?:\.\d{1,6})?)?)?)?)?)?(?:[+-]\d{4})?"
+from lucent.dicom import temporal
+
+_ISO_DA = re.compile(r"\d{4}-\d{2}-\d{2}")  # not DICOM, but the index has always taken it
 
 _EXPECTED = {
     "DA": "YYYYMMDD, or a range YYYYMMDD-YYYYMMDD (either end may be left out)",
@@ -26,51 +24,17 @@ _EXPECTED = {
 }
 
 
-def _date(text: str) -> tuple[int, ...]:
-    """(year, month, day) of YYYYMMDD; ValueError when no such day exists."""
-    day = datetime.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
-    return (day.year, day.month, day.day)
-
-
-def _time(text: str) -> tuple[float, ...]:
-    """(hours, minutes, seconds) of HH[MM[SS[.F]]]; ValueError when out of range."""
-    digits = text.replace(":", "")
-    hh = int(digits[:2])
-    mm = int(digits[2:4]) if len(digits) >= 4 else 0
-    ss = float(digits[4:]) if len(digits) > 4 else 0.0
-    if hh > 23 or mm > 59 or ss >= 61:  # 60: leap second
-        raise ValueError(text)
-    return (hh, mm, ss)
-
-
-def _datetime(text: str) -> tuple[float, ...]:
-    """The parts of a DT value, each checked; the offset must be -1200..+1400."""
-    stamp, offset = text, ""
-    if len(text) > 4 and text[-5] in "+-":
-        stamp, offset = text[:-5], text[-5:]
-    year = int(stamp[:4])
-    month = int(stamp[4:6]) if len(stamp) >= 6 else 1
-    day = int(stamp[6:8]) if len(stamp) >= 8 else 1
-    datetime.date(year, month, day)
-    clock = _time(stamp[8:]) if len(stamp) > 8 else (0, 0, 0.0)
-    if offset:
-        minutes = int(offset[1:3]) * 60 + int(offset[3:])
-        if int(offset[3:]) > 59 or not -720 <= (-minutes if offset[0] == "-" else minutes) <= 840:
-            raise ValueError(text)
-    return (year, month, day, *clock)
-
-
 def _single(vr: str, value: str, *, in_range: bool = False) -> tuple[float, ...] | None:
     """The parsed value, or None when it is not one value of ``vr``. ISO dates
     (2024-01-31) are taken alone, never as the end of a range, which they would make
     ambiguous (the index splits a range at its first '-')."""
-    checks: list[tuple[str, Callable[[str], tuple[float, ...]]]] = {
-        "DA": [(_DA, _date)] + ([] if in_range else [(_ISO_DA, _iso_date)]),
-        "TM": [(_TM, _time)],
-        "DT": [(_DT, _datetime)],
+    checks: list[tuple[re.Pattern[str], Callable[[str], tuple[float, ...]]]] = {
+        "DA": [(temporal.DA, temporal.parse_date)] + ([] if in_range else [(_ISO_DA, _iso_date)]),
+        "TM": [(temporal.TM, temporal.parse_time)],
+        "DT": [(temporal.DT, temporal.parse_datetime)],
     }[vr]
     for pattern, parse in checks:
-        if re.fullmatch(pattern, value):
+        if pattern.fullmatch(value):
             try:
                 return parse(value)
             except ValueError:
@@ -79,7 +43,7 @@ def _single(vr: str, value: str, *, in_range: bool = False) -> tuple[float, ...]
 
 
 def _iso_date(text: str) -> tuple[float, ...]:
-    return _date(text.replace("-", ""))
+    return temporal.parse_date(text.replace("-", ""))
 
 
 def check(param: str, vr: str, value: str) -> None:
