@@ -32,7 +32,6 @@ from server.api import dicomweb_accept as media
 from server.api import (
     dicomweb_dates,
     dicomweb_fields,
-    dicomweb_levels,
     dicomweb_render,
     dicomweb_xml,
 )
@@ -243,13 +242,10 @@ def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> 
     checked = any(kw not in unsupported for _, kw in opts["unindexed"])
     want = opts["offset"] + opts["limit"] + 1
     with ctx.Session() as db:
-        narrowed = dicomweb_levels.narrow(db, level, f)  # series/instance keys of studies...
-        if narrowed is None:
-            matches = []
-        elif checked:
-            matches = [m for m in queries.find(db, level, narrowed, limit=_SCAN) if keep(m)][:want]
+        if checked:
+            matches = [m for m in queries.find(db, level, f, limit=_SCAN) if keep(m)][:want]
         else:
-            matches = queries.find(db, level, narrowed, limit=want)
+            matches = queries.find(db, level, f, limit=want)
     warnings = []
     if opts["ignored"]:
         names = ", ".join(opts["ignored"])

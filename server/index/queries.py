@@ -182,6 +182,29 @@ def _instance_clauses(f: Filter) -> list[ColumnElement[bool]]:
     return [c for c in candidates if c is not None]
 
 
+_SERIES_KEYS = ("series_uid", "series_number", "series_description")
+_INSTANCE_KEYS = ("sop_instance_uid", "sop_class_uid", "instance_number")
+
+
+def _below(f: Filter, level: str) -> list[ColumnElement[bool]]:
+    """Keys of a lower level select the parents holding a match (QIDO-RS relational
+    matching, PS3.18 8.3.4.1): ``/studies?SeriesInstanceUID=X`` is the study of series X,
+    as ``/studies?Modality=CT`` is the studies with a CT series. They were dropped, and
+    every study answered."""
+    series_keys = level == "STUDY" and any(getattr(f, k) for k in _SERIES_KEYS)
+    instance_keys = level in ("STUDY", "SERIES") and any(getattr(f, k) for k in _INSTANCE_KEYS)
+    if not (series_keys or instance_keys):
+        return []
+    if level == "SERIES":
+        return [Series.id.in_(select(Instance.series_pk).where(*_instance_clauses(f)))]
+    sub = select(Series.study_pk)
+    where = _series_clauses(f) if series_keys else []
+    if instance_keys:
+        sub = sub.join(Instance, Instance.series_pk == Series.id)
+        where += _instance_clauses(f)
+    return [Study.id.in_(sub.where(*where))]
+
+
 @dataclass
 class StudyRow:
     study: Study
@@ -207,7 +230,7 @@ def studies(
     stmt: Select[Any] = (
         select(Study, Patient)
         .join(Patient, Study.patient_pk == Patient.id)
-        .where(*_clauses(f), *_excluding(exclude))
+        .where(*_clauses(f), *_below(f, "STUDY"), *_excluding(exclude))
         .order_by(Study.study_date.desc(), Study.study_time.desc(), Study.id.desc())
         .offset(offset)
         .limit(limit)
@@ -224,7 +247,7 @@ def count_studies(session: Session, f: Filter, exclude: Collection[str] = ()) ->
     stmt = (
         select(func.count(Study.id))
         .join(Patient, Study.patient_pk == Patient.id)
-        .where(*_clauses(f), *_excluding(exclude))
+        .where(*_clauses(f), *_below(f, "STUDY"), *_excluding(exclude))
     )
     return int(session.scalar(stmt) or 0)
 
@@ -392,6 +415,7 @@ def find(session: Session, level: str, f: Filter, limit: int = 10000) -> list[Ma
         .where(*_clauses(f), *_series_clauses(f))
     )
     if level == "SERIES":
+        base = base.where(*_below(f, "SERIES"))
         rows = session.execute(base.order_by(Series.id).limit(limit)).all()
         ids = [s.id for s, _, _ in rows]
         n = dict(
