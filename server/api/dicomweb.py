@@ -868,11 +868,6 @@ def _file_meta(part: bytes) -> bytes:
     return out.getvalue()
 
 
-#: PS3.4 Table B.2-1 / PS3.18 10.5.3: Refused, SOP Class not supported (STOW-RS failure
-#: reason). Belongs in ``lucent.net.status`` with the other codes.
-SOP_CLASS_NOT_SUPPORTED = 0x0122
-
-
 @functools.cache
 def _storage_classes() -> frozenset[str]:
     """The storage SOP classes the Store SCP negotiates: STOW-RS takes the same ones."""
@@ -925,7 +920,8 @@ async def _stow(request: Request, study: str | None) -> Response:
             continue
         sop_class = header.get("SOPClassUID") or header.get("MediaStorageSOPClassUID", "")
         if sop_class and sop_class not in _storage_classes():
-            item.FailureReason = SOP_CLASS_NOT_SUPPORTED  # as the Store SCP would not negotiate
+            # as the Store SCP would not negotiate it
+            item.FailureReason = status.SOP_CLASS_NOT_SUPPORTED
             failed.append(item)
             continue
         # The file meta's SOP Class and Instance must be the data set's (PS3.10 7.1), as a
