@@ -330,6 +330,14 @@ def validate(
             status.DATASET_MISMATCH,
             "SOP Instance UID in the data set differs from the one in the C-STORE request",
         )
+    modality = str(_get(ds, "Modality") or "").strip()
+    required = sop_classes.IOD_MODALITY.get(sop_class)
+    if required and modality and modality != required:
+        return (
+            status.DATASET_MISMATCH,
+            f"Modality {modality[:16]} does not match the SOP class {sop_class} "
+            f"(its IOD requires {required})",
+        )
     has_pixels = pixel_length > 0
     if sop_classes.requires_pixels(sop_class) and not has_pixels:
         return status.DATASET_MISMATCH, "image SOP class without Pixel Data (Image Pixel module)"

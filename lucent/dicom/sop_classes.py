@@ -196,6 +196,37 @@ VIEWABLE: frozenset[str] = frozenset(
 )
 
 
+#: The Modality (0008,0060) an IOD's General Series module fixes (PS3.3 enumerated values)
+#: for the classes where it has exactly one: an "MR" image labelled CT Image Storage does not
+#: match its SOP class (PS3.4 B.2.3: A900). Classes whose Modality varies (DX, SC, SR,
+#: presentation states) are not listed.
+IOD_MODALITY: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.1": "CR",
+    "1.2.840.10008.5.1.4.1.1.1.2": "MG",
+    "1.2.840.10008.5.1.4.1.1.1.2.1": "MG",
+    "1.2.840.10008.5.1.4.1.1.2": "CT",
+    "1.2.840.10008.5.1.4.1.1.2.1": "CT",
+    "1.2.840.10008.5.1.4.1.1.3.1": "US",
+    "1.2.840.10008.5.1.4.1.1.4": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.1": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.2": "MR",
+    "1.2.840.10008.5.1.4.1.1.4.3": "MR",
+    "1.2.840.10008.5.1.4.1.1.6.1": "US",
+    "1.2.840.10008.5.1.4.1.1.6.2": "US",
+    "1.2.840.10008.5.1.4.1.1.12.1": "XA",
+    "1.2.840.10008.5.1.4.1.1.12.2": "RF",
+    "1.2.840.10008.5.1.4.1.1.20": "NM",
+    "1.2.840.10008.5.1.4.1.1.66.4": "SEG",
+    "1.2.840.10008.5.1.4.1.1.77.1.6": "SM",
+    "1.2.840.10008.5.1.4.1.1.128": "PT",
+    "1.2.840.10008.5.1.4.1.1.130": "PT",
+    "1.2.840.10008.5.1.4.1.1.481.1": "RTIMAGE",
+    "1.2.840.10008.5.1.4.1.1.481.2": "RTDOSE",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RTSTRUCT",
+    "1.2.840.10008.5.1.4.1.1.481.5": "RTPLAN",
+}
+
+
 def is_storage_class(uid: str) -> bool:
     """True for a class of Table 1 (what the Store SCP negotiates)."""
     return uid in BY_UID

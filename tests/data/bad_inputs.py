@@ -336,6 +336,17 @@ def invalid_birth_date() -> BadInput:
     )  # fmt: skip
 
 
+def modality_contradicts_sop_class() -> BadInput:
+    """An MR image sent as CT Image Storage (class and data set agree, content does not):
+    stored with 0000 and indexed as CT before (outside probe)."""
+    ds = _ct()
+    ds.Modality = "MR"
+    return _case(
+        "modality_contradicts_sop_class", A900, "Modality MR does not match the SOP class",
+        ds, storescu_ok=True,
+    )  # fmt: skip
+
+
 BAD_INPUTS: dict[str, Callable[[], BadInput]] = {
     "missing_sop_instance_uid": missing_sop_instance_uid,
     "missing_study_uid": missing_study_uid,
@@ -354,6 +365,7 @@ BAD_INPUTS: dict[str, Callable[[], BadInput]] = {
     "invalid_uid_characters": invalid_uid_characters,
     "invalid_study_date": invalid_study_date,
     "invalid_birth_date": invalid_birth_date,
+    "modality_contradicts_sop_class": modality_contradicts_sop_class,
 }
 
 # name -> expected status class; the single table tests iterate over.
@@ -375,6 +387,7 @@ EXPECTED_STATUS: dict[str, str] = {
     "invalid_uid_characters": A900,
     "invalid_study_date": A900,
     "invalid_birth_date": A900,
+    "modality_contradicts_sop_class": A900,
 }
 
 
