@@ -405,6 +405,20 @@ class ServerContext:
         start = inst.pixel_offset
         return meta[:start] + pixels + meta[start:]
 
+    def metadata_bytes(self, inst: Instance) -> bytes:
+        """The Part-10 bytes of an instance with an empty Pixel Data value: only the small
+        metadata object is read and decrypted (WADO-RS metadata, QIDO includefield read a
+        whole study's worth of them). Its Pixel Data element keeps its tag and VR; a native
+        value's length becomes 0, an encapsulated one is left as an empty sequence."""
+        try:
+            meta = crypto.open_(self.keys, self.storage.get(inst.meta_key))
+        except (OSError, crypto.IntegrityError) as exc:
+            raise ArchiveReadError(f"instance {inst.sop_instance_uid}: {exc}") from exc
+        start = inst.pixel_offset
+        if not inst.pixel_key or start < 4 or meta[start - 4 : start] == b"\xff\xff\xff\xff":
+            return meta
+        return meta[: start - 4] + b"\0\0\0\0" + meta[start:]
+
     def pixel_bytes(self, inst: Instance) -> bytes:
         """The decrypted Pixel Data value alone (its own sealed object; no metadata read)."""
         if not inst.pixel_key:

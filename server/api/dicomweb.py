@@ -276,7 +276,7 @@ def _reader(ctx: ServerContext, m: queries.Match) -> Callable[[], Dataset | None
     def read() -> Dataset | None:
         if m.instance is None:
             return None
-        data = ctx.instance_bytes(m.instance)
+        data = ctx.metadata_bytes(m.instance)
         return dcmread(io.BytesIO(data), stop_before_pixels=True)
 
     return read
@@ -521,7 +521,7 @@ def _metadata(request: Request, found: list[Instance]) -> Response:
     base = _base(request)
     items: list[tuple[Dataset, dict[int, tuple[str, str]]]] = []
     for inst in found:
-        ds = dcmread(io.BytesIO(ctx.instance_bytes(inst)))
+        ds = dcmread(io.BytesIO(ctx.metadata_bytes(inst)))  # pixels: a BulkDataURI
         pixel_vrs = {tag: ds[tag].VR for tag in _PIXEL_TAGS if tag in ds}
         uri = _pixel_uri(base, ds) if pixel_vrs else ""
         for tag in pixel_vrs:
