@@ -20,6 +20,7 @@ from sqlalchemy import (
     case,
     cast,
     exists,
+    false,
     func,
     or_,
     select,
@@ -455,12 +456,35 @@ def instances_for(session: Session, level: str, f: Filter) -> list[Instance]:
     return list(session.scalars(stmt))
 
 
+#: Keys a refused instance's entry has no value for: set, they match no placeholder (a
+#: search by study date or accession number listed every "non-conformant data" entry).
+_NOT_ON_PLACEHOLDERS = (
+    "study_date",
+    "study_time",
+    "modality",
+    "accession_number",
+    "description",
+    "referring_physician",
+    "study_id",
+    "series_number",
+    "series_description",
+    "instance_number",
+)
+
+
 def _placeholder_select(f: Filter, what: Any) -> Select[Any]:
     stmt = select(what).join(Patient, Placeholder.patient_pk == Patient.id)
+    if any(getattr(f, k) not in ("", "*") for k in _NOT_ON_PLACEHOLDERS):
+        return stmt.where(false())
     clauses = [
         _name_clause(f),
         match_text(Patient.patient_id, f.patient_id),
+        match_range(Patient.birth_date, f.birth_date),
         match_uid_list(Placeholder.study_uid, f.study_uid),  # type: ignore[arg-type]
+        match_uid_list(Placeholder.series_uid, f.series_uid),  # type: ignore[arg-type]
+        match_uid_list(Placeholder.sop_instance_uid, f.sop_instance_uid),  # type: ignore[arg-type]
+        match_uid_list(Placeholder.sop_class_uid, f.sop_class_uid),  # type: ignore[arg-type]
+        match_text(Placeholder.pool, f.pool),
     ]
     stmt = stmt.where(*[c for c in clauses if c is not None])
     if f.pools is not None:

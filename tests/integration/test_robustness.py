@@ -49,6 +49,12 @@ def test_placeholders_are_listed_as_non_conformant_studies(
     entries = [s for s in api.studies(patient_id=case.patient_id) if s.placeholder]
     assert entries and entries[0].description == "non-conformant data"
     assert "pixel data" in entries[0].reason.lower()
+    # Keys the entry cannot match leave it out (every entry was listed whatever was asked).
+    for keys in ({"pool": "NOPE"}, {"study_date": "20240101"}, {"birth_date": "19000101"},
+                 {"accession_number": "X1"}, {"modality": "MR"}):  # fmt: skip
+        listed = api.studies(patient_id=case.patient_id, **keys)
+        assert not [s for s in listed if s.placeholder], keys
+    assert [s for s in api.studies(patient_id=case.patient_id, pool="DEFAULT") if s.placeholder]
 
 
 def test_pdu_claiming_4gb_is_refused_and_server_survives(server: LucentServer) -> None:
