@@ -33,6 +33,7 @@ from server.api import (
     dicomweb_dates,
     dicomweb_fields,
     dicomweb_render,
+    dicomweb_sr,
     dicomweb_xml,
 )
 from server.api.archive_routes import ctx_of, load_instance
@@ -555,11 +556,16 @@ def _pixel_uri(base: str, ds: Dataset) -> str:
 _wado_routes("/metadata", "metadata", _metadata)
 
 
-def _image(request: Request, study: str, series: str, sop: str, missing_status: int) -> Dataset:
-    """The decrypted instance, which must carry pixel data (else ``missing_status``)."""
+def _instance(request: Request, study: str, series: str, sop: str) -> Dataset:
+    """The decrypted instance."""
     found = _select(request, study, series, sop)
     _, data = load_instance(ctx_of(request), found[0].sop_instance_uid)
-    ds = dcmread(io.BytesIO(data))
+    return dcmread(io.BytesIO(data))
+
+
+def _image(request: Request, study: str, series: str, sop: str, missing_status: int) -> Dataset:
+    """The decrypted instance, which must carry pixel data (else ``missing_status``)."""
+    ds = _instance(request, study, series, sop)
     if "PixelData" not in ds:
         raise HTTPException(missing_status, "instance has no pixel data")
     return ds
@@ -652,8 +658,14 @@ def _frame_media(request: Request, stored: str) -> tuple[bool, str, str]:
 def wado_rendered(
     study: str, series: str, sop: str, request: Request, _: Caller = Depends(get_caller)
 ) -> Response:
-    """PS3.18 8.3.5.1: the first frame with the window, viewport and quality asked for."""
-    ds = _image(request, study, series, sop, 406)
+    """PS3.18 8.3.5.1: the first frame with the window, viewport and quality asked for; a
+    structured report as text/html or text/plain (dicomweb_sr)."""
+    ds = _instance(request, study, series, sop)
+    if "PixelData" not in ds:
+        if not dicomweb_sr.is_report(ds):
+            raise HTTPException(406, "instance has no pixel data and is not a report")
+        kind = dicomweb_sr.text_format(request.headers.get("accept"))
+        return Response(dicomweb_sr.render(ds, kind), media_type=f"{kind}; charset=utf-8")
     data, media_type = dicomweb_render.render(
         ds, 0, request.query_params, request.headers.get("accept")
     )

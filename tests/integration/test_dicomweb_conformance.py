@@ -783,3 +783,23 @@ def test_rendered_and_thumbnail_as_gif(http: httpx.Client, study3: list[Dataset]
         assert r.status_code == 200 and r.headers["content-type"] == "image/gif", url
         assert r.content[:4] == b"GIF8"
         _picture(r.content)
+
+
+def test_structured_report_rendered_as_html_and_text(
+    http: httpx.Client, web: DICOMwebClient
+) -> None:
+    """PS3.18 Table 8.7.4-1: a text object's rendered form is text/html (the default) or
+    text/plain; an SR's /rendered was 406 (no pixel data)."""
+    sr = samples.make_instance("1.2.840.10008.5.1.4.1.1.88.22", patient_id="CONF-SR")
+    finding = next(i for i in sr.ContentSequence if i.ValueType == "TEXT")
+    finding.TextValue = "Small <hyperdense> focus & no mass effect"
+    web.store_instances([sr])
+    path = _path(sr) + "/rendered"
+    r = http.get(path)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "<h1>Radiology Report</h1>" in r.text
+    assert "Small &lt;hyperdense&gt; focus &amp; no mass effect" in r.text  # escaped
+    plain = http.get(path, headers={"Accept": "text/plain"})
+    assert plain.headers["content-type"].startswith("text/plain")
+    assert "Finding: Small <hyperdense> focus & no mass effect" in plain.text
+    assert http.get(path, headers={"Accept": "image/jpeg"}).status_code == 406
