@@ -22,6 +22,7 @@ from server.api import (
     share_routes,
 )
 from server.api.auth import BasicCache, Caller, authorize, get_caller, require_admin
+from server.api.head import HeadAsGet
 from server.api.params import RowId
 from server.context import ServerContext
 from server.index.models import RemoteNode
@@ -174,6 +175,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
         # Accounts: every route passes the rights check of server.accounts.rights.POLICY.
         dependencies=[Depends(authorize)],
     )
+    app.add_middleware(HeadAsGet)
     app.state.ctx = ctx
     app.state.basic_cache = BasicCache(ctx.settings.api.basic_auth_cache_seconds)
     app.include_router(account_routes.router)

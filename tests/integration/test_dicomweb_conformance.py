@@ -803,3 +803,19 @@ def test_structured_report_rendered_as_html_and_text(
     assert plain.headers["content-type"].startswith("text/plain")
     assert "Finding: Small <hyperdense> focus & no mass effect" in plain.text
     assert http.get(path, headers={"Accept": "image/jpeg"}).status_code == 406
+
+
+def test_head_answers_like_get_without_a_body(
+    http: httpx.Client, server: LucentServer, studies: list[Dataset]
+) -> None:
+    """RFC 9110 9.3.2: HEAD is GET without the body (it was 405 on every route); the rights
+    check is the GET's."""
+    path = _path(studies[0])
+    for url in ("/studies", path + "/metadata", path):
+        got, head = http.get(url), http.head(url)
+        assert head.status_code == got.status_code == 200, url
+        assert head.content == b"" and got.content
+        media = head.headers["content-type"].split(";")[0]  # a multipart boundary is new
+        assert media == got.headers["content-type"].split(";")[0]
+    anonymous = httpx.head(f"{server.api_url}/dicom-web/studies", timeout=30)
+    assert anonymous.status_code == 401
