@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from .pipeline import PerfusionResult
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+HYPO_COLOUR = (0, 200, 0)
+"""Tmax > 6 s (without the core) on every overlay; the core is CORE_COLOUR."""
+CORE_COLOUR = (230, 0, 200)
+BRAIN_OUTLINE = (255, 220, 0)
 MANUFACTURER = "Lucent"
 SOFTWARE_VERSION = "lucent-perfusion 0.1.0"
 COPIED = (
@@ -203,20 +207,17 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
         )
         base = _series(result, 9010, "Perfusion core/hypoperfusion overlay", now, uid_root)
         vols = result.summary
-        legend = [
-            f"core {vols['core_ml']:.1f} mL ({vols['core_source']})",
-            f"Tmax > 6 s {vols['hypoperfusion_ml']:.1f} mL",
-        ]
+        hypo_text = f"Tmax > 6 s {vols['hypoperfusion_ml']:.1f} mL"
+        core_text = f"core {vols['core_ml']:.1f} mL ({vols['core_source']})"
         for z in range(n_z):
             rgb = render_overlay(
                 result.baseline_image[z],
                 (lo, hi),
                 [
-                    (result.hypo[z] & ~result.core[z], (0, 200, 0)),
-                    (result.core[z], (230, 0, 200)),
+                    (result.hypo[z] & ~result.core[z], HYPO_COLOUR, hypo_text),
+                    (result.core[z], CORE_COLOUR, core_text),
                 ],
                 f"Core / hypoperfusion  slice {z + 1}/{n_z}",
-                legend,
             )
             save(secondary_capture(base, rgb, z + 1, "segmentation overlay", uid_root))
 
@@ -268,23 +269,19 @@ def write_flair_overlay(
     window = (0.0, float(np.percentile(inside, 99.5)) * 1.2 or 1.0)
     reg = (result.coregistration or {}).get("flair", {})
     base = _series(result, 9011, "Perfusion on FLAIR (coregistered)", now, uid_root)
-    legend = [
-        "perfusion brain outline (check the fit)",
-        f"Tmax > 6 s {result.summary['hypoperfusion_ml']:.1f} mL",
-        f"core {result.summary['core_ml']:.1f} mL",
-    ]
+    hypo_text = f"Tmax > 6 s {result.summary['hypoperfusion_ml']:.1f} mL"
+    core_text = f"core {result.summary['core_ml']:.1f} mL"
     for z in range(n_z):
         rgb = render_overlay(
             flair[z],
             window,
             [
-                (_outline(result.brain[z]), (255, 220, 0)),
-                (_outline(result.hypo[z]), (0, 200, 0)),
-                (_outline(result.core[z]), (230, 0, 200)),
+                (_outline(result.brain[z]), BRAIN_OUTLINE, "perfusion brain outline (check fit)"),
+                (_outline(result.hypo[z]), HYPO_COLOUR, hypo_text),
+                (_outline(result.core[z]), CORE_COLOUR, core_text),
             ],
             f"FLAIR  slice {z + 1}/{n_z}  shift {reg.get('translation_mm')} mm  "
             f"rotation {reg.get('rotation_deg')}°",
-            legend,
         )
         save(secondary_capture(base, rgb, z + 1, "FLAIR coregistered, overlay", uid_root))
 

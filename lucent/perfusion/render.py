@@ -93,24 +93,25 @@ def render_map(
 def render_overlay(
     base: np.ndarray,
     window: tuple[float, float],
-    layers: Sequence[tuple[np.ndarray, tuple[int, int, int]]],
+    layers: Sequence[tuple[np.ndarray, tuple[int, int, int], str]],
     title: str,
-    legend: Sequence[str],
     min_size: int = 512,
 ) -> np.ndarray:
-    """Segmentations drawn semi-transparently on the grey source image."""
+    """Segmentations (mask, colour, legend text) drawn semi-transparently on the grey source
+    image, later layers on top; the legend lists them in the same order, each with its own
+    colour (a separate legend list once named the core green and Tmax > 6 s magenta)."""
     lo, hi = window
     grey = (np.clip((base - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
-    for mask, colour in layers:
+    for mask, colour, _ in layers:
         rgb[mask] = 0.45 * rgb[mask] + 0.55 * np.asarray(colour, np.float32)
     img = _upscale(rgb.astype(np.uint8), min_size)
     h, w = img.shape[:2]
-    canvas = Image.new("RGB", (w, h + 40 + 22 * len(legend)), BACKGROUND)
+    canvas = Image.new("RGB", (w, h + 40 + 22 * len(layers)), BACKGROUND)
     canvas.paste(Image.fromarray(img), (0, 40))
     draw = ImageDraw.Draw(canvas)
     draw.text((8, 8), title, fill=FOREGROUND, font=_font(20))
-    for i, (text, (_mask, colour)) in enumerate(zip(legend, layers, strict=True)):
+    for i, (_mask, colour, text) in enumerate(layers):
         y = h + 44 + 22 * i
         draw.rectangle([8, y + 2, 24, y + 16], fill=colour)
         draw.text((32, y), text, fill=FOREGROUND, font=_font(14))
