@@ -23,6 +23,7 @@ class RefusalCode:
     INCONSISTENT_GEOMETRY = "inconsistent_geometry"
     MISSING_TIMING = "missing_timing"
     UNSUPPORTED = "unsupported"
+    CORRUPT_IMAGES = "corrupt_images"
     NO_BOLUS = "no_bolus"
     CANCELLED = "cancelled"
 
@@ -64,6 +65,8 @@ class PerfusionSeries:
     bin_factor: int = 1
     series_uids: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    repaired: list[tuple[int, int]] = field(default_factory=list)
+    """(time point, slice) of blank or corrupt images replaced by interpolation in time."""
 
     @property
     def shape(self) -> tuple[int, int, int, int]:

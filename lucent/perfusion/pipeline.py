@@ -591,6 +591,15 @@ def _run(
         stats, flags = bolus_flags(
             fns.aif, brain_curve, (baseline.start, baseline.end), modality, config
         )
+        if series.repaired:
+            flags.append(
+                {
+                    "code": "corrupt_images",
+                    "reason": f"{len(series.repaired)} blank or corrupt image(s) replaced by "
+                    "interpolation in time (time point, slice): "
+                    + ", ".join(f"{t + 1}/{z + 1}" for t, z in series.repaired[:8]),
+                }
+            )
         if motion is not None and motion.severe:
             flags.append({"code": "severe_motion", "reason": motion.reason})
         if not summary["volumes_reliable"]:

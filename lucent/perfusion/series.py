@@ -20,6 +20,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from . import corrupt
 from .config import PerfusionConfig
 from .model import PerfusionSeries, Refusal, RefusalCode
 
@@ -605,6 +606,21 @@ def assemble(
     for z, s in enumerate(per_slice):
         for t, f in enumerate(s):
             data[t, z] = _bin(_read_pixels(f, cache), b)
+    bad = corrupt.find(data, f0.modality)
+    if bad.any():
+        worst = float(bad.mean(axis=0).max())
+        if worst > corrupt.MAX_FRACTION:
+            return Refusal(
+                RefusalCode.CORRUPT_IMAGES,
+                f"{int(bad.sum())} blank or corrupt image(s) ({corrupt.describe(bad)}): "
+                f"more than {corrupt.MAX_FRACTION:.0%} of a slice's time points - check the "
+                "series on the scanner or PACS",
+            )
+        corrupt.repair(data, times, bad)
+        warnings.append(
+            f"{int(bad.sum())} blank or corrupt image(s) replaced by interpolation in time: "
+            f"{corrupt.describe(bad)}"
+        )
     echo = f0.echo_time_s
     if f0.modality == "MR" and not echo:
         return Refusal(
@@ -627,6 +643,7 @@ def assemble(
         bin_factor=b,
         series_uids=sorted({f.series_uid for f in members}),
         warnings=warnings,
+        repaired=[(int(t), int(z)) for t, z in zip(*np.nonzero(bad), strict=True)],
     )
 
 

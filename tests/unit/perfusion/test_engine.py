@@ -325,6 +325,44 @@ def test_missing_time_point_is_interpolated_with_warning(tmp_path: Path) -> None
     assert r.summary["defuse3"]["verdict"] == "met"
 
 
+def _blank(folder: Path, images: list[tuple[int, int]]) -> None:
+    """Overwrite the stored pixels of the (time point, slice) images with 0 (-1024 HU)."""
+    heads = [(pydicom.dcmread(f, stop_before_pixels=True), f) for f in sorted(folder.iterdir())]
+    zs = sorted({float(h.ImagePositionPatient[2]) for h, _ in heads})
+    by_slice: dict[int, list[tuple[str, Path]]] = {}
+    for h, f in heads:
+        by_slice.setdefault(zs.index(float(h.ImagePositionPatient[2])), []).append(
+            (str(h.AcquisitionTime), f)
+        )
+    for t, z in images:
+        path = sorted(by_slice[z])[t][1]
+        ds = pydicom.dcmread(path)
+        ds.PixelData = bytes(len(ds.PixelData))
+        ds.save_as(path)
+
+
+def test_a_blank_image_is_repaired_and_flagged_not_read_as_no_lesion(tmp_path: Path) -> None:
+    """One blank image among 45 time points gave core 0 and hypoperfusion 0 mL with no flag
+    (outside probe): it is now interpolated from its neighbours in time and named."""
+    spec = P.PhantomSpec(n_slices=4, noise=1.0, seed=5)
+    ph = P.generate(spec, tmp_path)
+    _blank(tmp_path, [(20, 2)])
+    r = analyse(tmp_path, config=FAST)
+    assert isinstance(r, PerfusionResult), r
+    codes = {f["code"] for f in r.qc["flags"]}
+    assert "corrupt_images" in codes and any("time point 21 slice 3" in w for w in r.warnings)
+    assert r.summary["hypoperfusion_ml"] == pytest.approx(ph.volumes_ml["hypoperfusion"], rel=0.15)
+    assert r.summary["core_ml"] > 0.5 * ph.volumes_ml["core"]
+
+
+def test_many_blank_images_are_refused_naming_them(tmp_path: Path) -> None:
+    P.generate(P.PhantomSpec(n_slices=2, noise=1.0), tmp_path)
+    _blank(tmp_path, [(t, 0) for t in range(0, 40, 2)])  # 20 of 60: over MAX_FRACTION
+    r = analyse(tmp_path, config=FAST)
+    assert isinstance(r, Refusal) and r.code == RefusalCode.CORRUPT_IMAGES
+    assert "time point 1 slice 1" in r.reason
+
+
 def test_too_few_time_points_and_missing_timing(tmp_path: Path) -> None:
     P.generate(P.PhantomSpec(n_times=6, n_slices=2), tmp_path / "few")
     r = analyse(tmp_path / "few")
