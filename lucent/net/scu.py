@@ -618,21 +618,27 @@ def _find_on(
                 result.warnings += 1  # 4.2.1.6: FF01 - returned values not overridden
             if cancelled_by_us or answer.identifier is None:
                 continue
+            if cancel is not None and cancel.is_set():
+                cancelled_by_us = True
+                result.outcome = "cancelled"
+                assoc.c_cancel(query.context_id, msg_id)
+                continue
             row = query.row(answer.identifier)
             if tag:
                 row["_variant"] = tag
             key = row.get(unique) or f"#{len(seen)}"
             if key not in seen:
+                if len(result.rows) >= limit:
+                    # a match beyond the limit: the list is incomplete (4.2.1.4), stop the
+                    # PACS. Exactly ``limit`` matches and a final 0000 is a complete list.
+                    cancelled_by_us = True
+                    result.outcome = "truncated"
+                    result.message = f"stopped at the limit of {limit} results"
+                    assoc.c_cancel(query.context_id, msg_id)
+                    continue
                 seen[key] = row
                 result.rows.append(row)
             got.append(row)
-            over_limit = len(result.rows) >= limit
-            if over_limit or (cancel is not None and cancel.is_set()):
-                cancelled_by_us = True
-                result.outcome = "truncated" if over_limit else "cancelled"
-                if over_limit:
-                    result.message = f"stopped at the limit of {limit} results"
-                assoc.c_cancel(query.context_id, msg_id)
             continue
         result.status = code
         if code == status.SUCCESS:

@@ -208,6 +208,14 @@ def test_find_limit_sends_cancel(scripted: ScriptedPeer) -> None:
     assert result.outcome == "truncated" and len(result.rows) == 5
 
 
+def test_find_with_exactly_limit_matches_is_complete(scripted: ScriptedPeer) -> None:
+    """4.2.1.4: five matches and a final 0000 under a limit of five is the whole list; it
+    was reported truncated (outside probe), which tells the user results may be missing."""
+    scripted.find_script = [(0xFF00, _match(f"N{i}^X")) for i in range(5)] + [(0, None)]
+    result = scu.find(scripted.peer(), "STUDY", {}, limit=5)
+    assert result.outcome == "success" and len(result.rows) == 5 and result.status == 0
+
+
 # --------------------------------------------------------------------------- C-MOVE 4.2.2.6
 
 
