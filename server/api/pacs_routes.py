@@ -326,17 +326,21 @@ def commitments(
     sop_instance_uid: str = "",
     job_id: OptionalRowId = None,
     transaction_uid: str = "",
-    limit: int = 1000,
+    limit: int = Query(1000, ge=1, le=10000),
     svc: PacsService = Depends(service),
-    _: Caller = Depends(get_caller),
+    caller: Caller = Depends(get_caller),
 ) -> list[schemas.CommitmentOut]:
-    """Commitment state per instance, newest request first (4.2.5, 5.1.2)."""
+    """Commitment state per instance, newest request first (4.2.5, 5.1.2); of the caller's
+    own jobs unless an administrator asks (``_sees``, as for /jobs)."""
     stmt = (
         select(CommitmentItem, CommitmentRequest)
         .join(CommitmentRequest, CommitmentItem.request_pk == CommitmentRequest.id)
         .order_by(CommitmentRequest.id.desc(), CommitmentItem.id)
-        .limit(max(1, min(limit, 10000)))
+        .limit(limit)
     )
+    if not caller.is_admin:
+        own = select(Job.id).where(Job.created_by == caller.username)
+        stmt = stmt.where(CommitmentRequest.job_pk.in_(own))
     if node_id is not None:
         stmt = stmt.where(CommitmentRequest.node_id == node_id)
     if job_id is not None:

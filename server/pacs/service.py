@@ -649,16 +649,23 @@ class PacsService:
                 req = db.get(CommitmentRequest, req_id)
                 if req is None or req.state != "pending":
                     continue
-                if attempt >= self.settings.commitment_max_attempts or node_id is None:
+                gone = node_id is None or db.get(RemoteNode, node_id) is None
+                if attempt >= self.settings.commitment_max_attempts or gone:
                     req.state = "expired"
                     req.retry_at = None
-                    req.message = f"no commitment report after {attempt} request(s)"
+                    req.message = f"no commitment report after {attempt} request(s)" + (
+                        "; the node was removed" if gone else ""
+                    )
                     continue
                 req.state = "superseded"
                 req.retry_at = None
             try:
                 node = self.node(node_id)
-            except PacsError:
+            except PacsError:  # removed between the two reads
+                with self.ctx.WriteSession() as db, db.begin():
+                    req = db.get(CommitmentRequest, req_id)
+                    if req is not None:
+                        req.state, req.message = "expired", "the node was removed"
                 continue
             if refs:
                 self.request_commitment(node, refs, job_pk=job_pk, attempt=attempt + 1)

@@ -150,7 +150,7 @@ def test_jobs_are_seen_and_cancelled_by_their_creator_and_administrators_only(
     cancel everybody's (an outside tester cancelled an administrator's retrieve as guest)."""
     from datetime import datetime
 
-    from server.index.pacs_models import Job
+    from server.index.pacs_models import CommitmentItem, CommitmentRequest, Job
 
     with app.ctx.WriteSession() as db, db.begin():
         job = Job(kind="retrieve", state="running", created_by="u-radiologist",
@@ -158,6 +158,11 @@ def test_jobs_are_seen_and_cancelled_by_their_creator_and_administrators_only(
         db.add(job)
         db.flush()
         job_id = job.id
+        at = datetime(2026, 1, 1)
+        request = CommitmentRequest(transaction_uid="2.25.77", job_pk=job_id, requested_at=at)
+        item = CommitmentItem(sop_instance_uid="1.2.3.4.1", sop_class_uid="1.2", updated_at=at)
+        request.items.append(item)
+        db.add(request)
     owner, other = app.token("u-radiologist"), app.token("u-guest")
     for h in (owner, app.admin(), app.token("u-clinic-it")):
         assert app.http.get(f"/api/v1/jobs/{job_id}", headers=h).status_code == 200
@@ -169,3 +174,8 @@ def test_jobs_are_seen_and_cancelled_by_their_creator_and_administrators_only(
     # its creator may cancel it (409 here: no worker of this process runs the row we made)
     assert app.http.post(f"/api/v1/jobs/{job_id}/cancel", headers=owner).status_code == 409
     assert app.http.get("/api/v1/jobs?limit=0", headers=owner).status_code == 422
+    # the job's storage commitment states follow the job (they named its instances to all)
+    url = f"/api/v1/pacs/commitments?job_id={job_id}"
+    assert [c["transaction_uid"] for c in app.http.get(url, headers=owner).json()] == ["2.25.77"]
+    assert app.http.get(url, headers=app.admin()).json()
+    assert app.http.get(url, headers=other).json() == []

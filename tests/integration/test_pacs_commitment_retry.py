@@ -121,3 +121,21 @@ def test_request_expires_after_the_last_attempt(
     with svc.ctx.Session() as db:
         last = db.scalars(select(CommitmentRequest).order_by(CommitmentRequest.id.desc())).first()
         assert last is not None and "no commitment report after 2 request(s)" in last.message
+
+
+def test_request_of_a_removed_node_expires_instead_of_waiting_forever(
+    service: tuple[PacsService, int], peer: CountingPeer
+) -> None:
+    """The node was deleted while its request waited: the retry marked the request
+    superseded, sent nothing, and its items stayed pending for good (outside probe)."""
+    svc, node_id = service
+    peer.commit_mode = "incoming"
+    svc.request_commitment(svc.node(node_id), [REFS[0]])
+    with svc.ctx.Session() as db, db.begin():
+        db.delete(db.get(RemoteNode, node_id))
+    time.sleep(RETRY_SECONDS + 0.2)
+    assert svc.retry_commitments() == 0 and peer.actions == 1
+    assert _requests(svc) == [(1, "expired")]
+    with svc.ctx.Session() as db:
+        last = db.scalars(select(CommitmentRequest)).one()
+        assert "the node was removed" in last.message
