@@ -347,6 +347,7 @@ class PacsService:
         found = self._select(study_uid, series_uid, sop_instance_uids)
         if not found:
             raise PacsError(404, "nothing in the archive matches")
+        _all_found(sop_instance_uids, found)
         do_commit = node.storage_commitment if commit is None else commit
         items = [
             scu.Outgoing(
@@ -540,6 +541,7 @@ class PacsService:
         found = self._select("", "", uids)
         if not found:
             raise PacsError(404, "none of these instances is in the archive")
+        _all_found(uids, found)
         refs = [commitment.Reference(i.sop_class_uid, i.sop_instance_uid) for i in found]
 
         def run(control: JobControl) -> Outcome:
@@ -679,6 +681,17 @@ class PacsService:
                 self.retry_commitments()
             except Exception:  # noqa: BLE001 - keep the watcher alive
                 log.exception("commitment retry failed")
+
+
+def _all_found(uids: Sequence[str], found: Sequence[Instance]) -> None:
+    """404 naming the instances asked for by UID that are not archived (or not in the named
+    study/series): a send or commitment of the others went ahead and reported success, so
+    a typo or a deleted instance went unnoticed (outside probe)."""
+    have = {i.sop_instance_uid for i in found}
+    missing = [u for u in dict.fromkeys(u.strip() for u in uids) if u and u not in have]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise PacsError(404, f"not in the archive: {', '.join(missing[:5])}{more}")
 
 
 # ---------------------------------------------------------------------- merging

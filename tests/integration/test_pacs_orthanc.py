@@ -360,3 +360,9 @@ def test_commit_request_needs_instances_and_a_commitment_node(env: Env) -> None:
     with pytest.raises(Exception, match="not a storage commitment SCP"):
         env.api.request_commitment(plain.id, sops[:1])
     assert len(env.api.jobs(kind="commit")) == before
+    # a UID that is not archived is named, not silently left out of the request
+    with pytest.raises(Exception, match="not in the archive: 1.2.3.999"):
+        env.api.request_commitment(env.node.id, [sops[0], "1.2.3.999"])
+    with pytest.raises(Exception, match="not in the archive: 1.2.3.999"):
+        env.api.send(env.node.id, sop_instance_uids=[sops[0], "1.2.3.999"], commit=False)
+    assert len(env.api.jobs(kind="commit")) == before
