@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from server import config as config_mod
+from server import single_instance
 from server.accounts import users
 from server.archive import crypto
 from server.context import ServerContext
@@ -34,6 +35,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s [main] %(name)s: %(message)s",
     )
+    try:
+        lock = single_instance.acquire(settings.data_dir)  # before anything touches the data
+    except single_instance.AlreadyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     ctx = ServerContext(settings, migrate=True)
     ctx.recover()  # re-index what a crash left unindexed, remove deleted/half-written objects
     check_ports_free(settings)
@@ -94,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             forwarder.stop()
         workers.stop()
         ctx.close()
+        lock.close()
     return 0
 
 
@@ -123,8 +130,9 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
 
     settings, _ = _settings(args.config)
     try:
+        lock = single_instance.acquire(settings.data_dir)
         check_ports_free(settings)
-    except OSError as exc:
+    except (single_instance.AlreadyRunning, OSError) as exc:
         print(f"error: stop the server first ({exc})", file=sys.stderr)
         return 1
     ctx = ServerContext(settings, migrate=True)
@@ -132,6 +140,7 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
         report = ctx.recover()
     finally:
         ctx.close()
+        lock.close()
     print(f"{report.recovered} instance(s) re-indexed, {report.removed} object(s) removed")
     for reason, count in sorted(report.reasons.items()):
         print(f"  removed ({reason}): {count}")

@@ -14,6 +14,7 @@ import hashlib
 import io
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 from pydicom import dcmread
@@ -194,3 +195,28 @@ def test_rebuild_index_refuses_while_the_server_runs(tmp_path: Path) -> None:
     # SIGTERM (systemd stop, installers) ends the server by itself, not by the SIGKILL
     # that LucentServer.stop falls back to.
     assert srv.proc is not None and srv.proc.returncode == 0
+
+
+def test_a_second_server_on_the_same_data_directory_touches_nothing(tmp_path: Path) -> None:
+    """A second `run` on a live server's data directory ran start-up recovery on its files
+    (removing the running server's prepared archive files) before failing on the busy port
+    (outside probe): the data directory is locked first."""
+    srv = _server(tmp_path / "srv")
+    srv.start()
+    try:
+        archive = srv.data_dir / "archive"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(archive.glob("*/*")):
+            time.sleep(0.1)  # the workers prepare their stock of empty files at start
+        before = sorted(p.name for p in archive.glob("*/*"))
+        assert before
+        second = srv.cli("run")
+        assert second.returncode == 1
+        assert "another Lucent server" in second.stderr and "is using the data directory" in (
+            second.stderr
+        )
+        assert set(before) <= {p.name for p in archive.glob("*/*")}  # nothing removed
+        assert srv.cli("rebuild-index").returncode == 1
+        assert srv.client().status()["instances"] == 0  # the first one still answers
+    finally:
+        srv.stop()
