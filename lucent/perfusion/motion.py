@@ -33,6 +33,9 @@ _TUKEY = 4.685
 _ACCEPT_GAIN = 0.02
 """A moved estimate must lower the robust cost by at least this fraction below identity."""
 _LEVEL_PX_MM = (6.0, 3.0, 1.5)
+UNREGISTERED_FRAMES = 3
+"""This many frames (or a tenth of them) found moved but not alignable make the motion
+severe: the registration cannot undo it, so the analysis must say so."""
 """In-plane pixel sizes of the pyramid levels (coarse to fine); a level is skipped when the
 native pixels are already coarser."""
 
@@ -355,10 +358,25 @@ def correct_motion(
             frames[t_idx] = _warp(frames[t_idx].astype(np.float32), full, a, t, cval=fill)
             report.corrected_frames.append(t_idx)
     worst = report.max_displacement_mm
+    reasons = []
     if worst > severe_mm or report.max_fd_mm > 2 * severe_mm / 3:
-        report.severe = True
-        report.reason = (
+        reasons.append(
             f"severe motion: up to {worst:.1f} mm from the reference frame, framewise "
             f"displacement up to {report.max_fd_mm:.1f} mm; corrected, but check the maps"
         )
+    rejected = report.rejected_frames
+    if len(rejected) >= max(UNREGISTERED_FRAMES, n_t // 10):
+        # frames that looked moved but that no rigid transform brought closer to the
+        # reference: motion this registration cannot undo (through a thin slab); reported
+        # as "not moved" before, with no flag (outside probe: 5 mm with 4 mm along z)
+        frames_text = ", ".join(str(t + 1) for t in rejected[:10])
+        more = f" and {len(rejected) - 10} more" if len(rejected) > 10 else ""
+        reasons.append(
+            f"motion not corrected: {len(rejected)} frame(s) ({frames_text}{more}) differ "
+            "from the reference in a way the registration cannot undo (movement through "
+            "the slab?); the maps and volumes may be wrong - check them or repeat the scan"
+        )
+    if reasons:
+        report.severe = True
+        report.reason = "; ".join(reasons)
     return report
