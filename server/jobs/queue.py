@@ -25,6 +25,7 @@ from server.index.pacs_models import Job
 log = logging.getLogger("lucent.jobs")
 
 FINAL_STATES = ("done", "failed", "cancelled", "interrupted", "partial")
+INTERRUPTED = "the server stopped while this job ran"
 
 
 def now() -> datetime:
@@ -78,6 +79,7 @@ class JobQueue:
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="job")
         self._controls: dict[int, JobControl] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._mark_interrupted()
 
     def _mark_interrupted(self) -> None:
@@ -85,7 +87,7 @@ class JobQueue:
             db.execute(
                 update(Job)
                 .where(Job.state.in_(("queued", "running")))
-                .values(state="interrupted", message="the server stopped while this job ran")
+                .values(state="interrupted", message=INTERRUPTED)
             )
 
     def write(self, job_id: int, **values: Any) -> None:
@@ -140,8 +142,11 @@ class JobQueue:
     def _run(self, control: JobControl, runner: Runner) -> None:
         job_id = control.job_id
         if control.cancelled:
-            self.write(job_id, state="cancelled", message="cancelled before it started",
-                       finished_at=now())  # fmt: skip
+            if self._stopping.is_set():
+                self.write(job_id, state="interrupted", message=INTERRUPTED, finished_at=now())
+            else:
+                self.write(job_id, state="cancelled", message="cancelled before it started",
+                           finished_at=now())  # fmt: skip
             return
         self.write(job_id, state="running", started_at=now())
         try:
@@ -150,6 +155,9 @@ class JobQueue:
             log.exception("job %d failed", job_id)
             outcome = Outcome("failed", f"internal error: {exc}")
         control.flush()
+        if outcome.state == "cancelled" and self._stopping.is_set():
+            # the server stopping ended it, not a user: what a restart reports after kill -9
+            outcome = Outcome("interrupted", f"{INTERRUPTED} ({outcome.message})", outcome.status)
         values: dict[str, Any] = {
             "state": outcome.state,
             "message": outcome.message,
@@ -185,6 +193,8 @@ class JobQueue:
         return False
 
     def shutdown(self) -> None:
+        """Stop: running jobs end as "interrupted" (not "cancelled": no user asked)."""
+        self._stopping.set()
         with self._lock:
             for control in self._controls.values():
                 control.cancel.set()
