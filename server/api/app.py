@@ -119,6 +119,8 @@ def valid_host(host: str) -> bool:
     except ValueError:
         pass
     name = host[:-1] if host.endswith(".") else host
+    if name.split(".")[-1].isdigit():
+        return False  # "999.1.1.1": not an IPv4 address, and no top-level label is numeric
     return 0 < len(name) <= 253 and all(_HOST_LABEL.match(label) for label in name.split("."))
 
 

@@ -155,7 +155,7 @@ def pacs_query(
     """C-FIND on several PACS at once; one failing PACS does not end the others (4.2.1.6)."""
     for node_id in body.node_ids:
         row_id_or_404(node_id, "remote node with id")
-    keys = _checked_dates(body.keys)
+    keys = _checked_keys(body.keys)
     try:
         return svc.query(
             body.node_ids,
@@ -168,11 +168,13 @@ def pacs_query(
         raise _fail(exc) from exc
 
 
-def _checked_dates(keys: dict[str, str]) -> dict[str, str]:
+def _checked_keys(keys: dict[str, str]) -> dict[str, str]:
     """DA/TM/DT matching keys checked as QIDO-RS and the local lists check them (PS3.4
     C.2.2.2.5): "2024", "20241301" or a reversed range went to the PACS and came back as an
     empty 200, which looks like "no such study". A 422 names the key and the expected form.
     An ISO date (2024-01-31), which the local lists take, goes out as DICOM's 20240131.
+    UID keys take one UID or a backslash list, never wildcards (PS3.4 C.2.2.2.2): "1.2.*"
+    went out and Orthanc answered C000.
     """
     out = dict(keys)
     for kw, value in keys.items():
@@ -183,6 +185,12 @@ def _checked_dates(keys: dict[str, str]) -> dict[str, str]:
             vr = dictionary_VR(tag)
         except KeyError:
             continue
+        if vr == "UI" and any(c in str(value) for c in "*?"):
+            raise HTTPException(
+                422,
+                f"{kw}: UIDs match exactly or as a backslash-separated list; wildcards are "
+                "not allowed for UID keys (PS3.4 C.2.2.2.2)",
+            )
         try:
             dicomweb_dates.check(kw, vr, str(value))
         except HTTPException as exc:

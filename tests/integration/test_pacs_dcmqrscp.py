@@ -188,6 +188,14 @@ def test_query_with_an_invalid_date_is_refused(env: Env, key: str, value: str) -
     )
 
 
+@pytest.mark.parametrize("value", ["1.2.*", "1.2.840.1000?"])
+def test_query_with_a_wildcard_uid_is_refused(env: Env, value: str) -> None:
+    """PS3.4 C.2.2.2.2: UIDs match exactly or as a list; "1.2.*" went out to the PACS."""
+    with pytest.raises(ApiError) as err:
+        env.api.pacs_query([env.node.id], "SERIES", StudyInstanceUID=value)
+    assert err.value.status == 422 and "wildcards are not allowed" in err.value.detail
+
+
 def test_query_with_valid_dates_still_matches(env: Env) -> None:
     day = samples.STUDY_DATE
     iso = f"{day[:4]}-{day[4:6]}-{day[6:]}"

@@ -146,6 +146,7 @@ def _raw_node(api: LucentClient, method: str, path: str, **change: object) -> Ap
         ("ae_title", "A" * 17),
         ("host", "[::1"),
         ("host", "[127.0.0.1]"),
+        ("host", "999.1.1.1"),
         ("port", 0),
         ("port", 65536),
     ],
