@@ -61,6 +61,10 @@ MAP_DISPLAY = {
     "tmax": ("Tmax", 0.0, 12.0, "tmax"),
     "ttp": ("TTP", 0.0, 60.0, "rainbow"),
 }
+TISSUE_ONLY = frozenset(("mtt", "tmax"))
+"""Timing maps shown on brain tissue only: in CSF (no perfusion) they are noise, which drew
+red speckle on the Tmax map across the ventricles and sulci (outside probe). CBF and CBV
+keep the vessels and CSF the reader expects to see."""
 
 
 def new_uid(root: str = "") -> str:
@@ -180,6 +184,7 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
     def colour_map(k: int, name: str) -> None:
         label, vmin, vmax, table = MAP_DISPLAY[name]
         base = _series(result, 9001 + k, f"Perfusion {label} (colour)", now, uid_root)
+        shown = result.tissue if name in TISSUE_ONLY else brain
         for z in range(n_z):
             rgb = render_map(
                 result.maps[name][z],
@@ -188,7 +193,7 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
                 table,
                 f"{label}  slice {z + 1}/{n_z}",
                 MAP_UNITS[name],
-                brain[z],
+                shown[z],
             )
             save(secondary_capture(base, rgb, z + 1, f"{label} map, oSVD", uid_root))
 
