@@ -481,10 +481,17 @@ class PacsService:
                 break
         self._record_sent(control.job_id, node.id, final, attempts)
         ok = [o for o in final.values() if o.ok]
+        if control.cancelled:
+            # what was never sent did not fail: a cancelled send of 600 reported 483 failed
+            failed = len(final) - len(ok)
+            control.update(force=True, completed=len(ok), failed=failed)
+            return Outcome(
+                "cancelled",
+                f"cancelled after {len(ok)} of {total} instance(s) stored; {failed} failed, "
+                f"{total - len(final)} not sent",
+            )
         failed = total - len(ok)
         control.update(force=True, completed=len(ok), failed=failed)
-        if control.cancelled:
-            return Outcome("cancelled", f"cancelled after {len(ok)} of {total} instance(s)")
         message = f"{len(ok)} of {total} instance(s) stored on {node.name}"
         if failed:
             reasons = {o.message or f"0x{o.status or 0:04X}" for o in final.values() if not o.ok}

@@ -56,6 +56,7 @@ class ScriptedPeer:
         self.move_scripts: list[list[int]] = []
         self.move_calls = 0
         self.move_delay = 0.0
+        self.store_delay = 0.0
         self.cancelled = threading.Event()
         self.commit_mode = "same"  # same | reopen: where the N-EVENT-REPORT goes
         self.failed_uids: set[str] = set()
@@ -88,6 +89,8 @@ class ScriptedPeer:
                 return
 
     def _store(self, event: Any) -> int:
+        if self.store_delay:
+            time.sleep(self.store_delay)
         uid = str(event.dataset.SOPInstanceUID)
         code = self.store_statuses.get(uid, 0xA700 if uid.startswith("1.2.3.999.") else 0x0000)
         if code == ABORT:
