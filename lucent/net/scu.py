@@ -1193,6 +1193,7 @@ def move_with_retries(
     on_retry: Callable[[int, MoveResult, float], None] | None = None,
     cancel: threading.Event | None = None,
     sleep: Callable[[float], Any] | None = None,
+    final_reason: Callable[[MoveResult], str | None] | None = None,
 ) -> MoveResult:
     """C-MOVE with the retries of Conformance 4.2.2.6 (A701, A702, A801, A900, Cxxx, FE00,
     B000 and connection failures), exponential backoff, at most ``retries`` extra attempts.
@@ -1201,6 +1202,8 @@ def move_with_retries(
     permanent association rejection (A-ASSOCIATE-RJ result 1, e.g. a wrong called AE
     title) is final too: three more attempts only made the user wait ~14 s for the same
     answer. A transient one (result 2) is retried like a connection failure.
+    ``final_reason``: the caller's reason why another attempt cannot help (e.g. our own
+    Store SCP refused instances as non-conformant), appended to the message; None: retry.
     """
     wait = sleep or (lambda s: cancel.wait(s) if cancel is not None else time.sleep(s))
     attempt = 0
@@ -1216,6 +1219,10 @@ def move_with_retries(
             result.message += " (a permanent rejection: not retried)"
             return result
         if attempt > retries or not move_should_retry(result.status):
+            return result
+        reason = final_reason(result) if final_reason is not None else None
+        if reason:
+            result.message += f"; {reason}: not retried"
             return result
         delay = min(max_backoff, backoff * (2 ** (attempt - 1)))
         log.warning(

@@ -21,7 +21,7 @@ from lucent.net import commitment, scu
 from lucent.net import status as dimse_status
 from server.context import ServerContext
 from server.index import queries
-from server.index.models import Instance, RemoteNode
+from server.index.models import Instance, Placeholder, RemoteNode
 from server.index.pacs_models import CommitmentRequest, NodeOptions, SentInstance
 from server.jobs.queue import JobControl, JobQueue, Outcome, now
 from server.pacs import records
@@ -262,6 +262,32 @@ class PacsService:
                 )
 
             control.update(force=True, attempts=1, message=f"C-MOVE to {target.ae_title}")
+            started = now()
+
+            def refused_here(res: scu.MoveResult) -> str | None:
+                """Our Store SCP refused sub-operations of this move as non-conformant
+                data: the PACS reports them failed (Orthanc: C000), and another attempt
+                would be refused again (7 attempts, 33 s, before: outside probe)."""
+                with self.ctx.Session() as db:
+                    refused = list(
+                        db.scalars(
+                            select(Placeholder)
+                            .where(
+                                Placeholder.received_at >= started,
+                                Placeholder.pool == target.name,
+                                Placeholder.source_ae == node.ae_title,
+                            )
+                            .order_by(Placeholder.id)
+                            .limit(100)
+                        )
+                    )
+                if not refused:
+                    return None
+                return (
+                    f"{len(refused)} instance(s) refused by this archive as non-conformant "
+                    f"data (listed under the patient; first: {refused[0].reason})"
+                )
+
             res = scu.move_with_retries(
                 peer,
                 identifier,
@@ -271,6 +297,7 @@ class PacsService:
                 on_progress=on_progress,
                 on_retry=on_retry,
                 cancel=control.cancel,
+                final_reason=refused_here,
             )
             control.update(force=True, attempts=res.attempts)
             if res.cancelled:

@@ -252,6 +252,24 @@ def test_retrieve_single_instance(env: Env) -> None:
     assert env.api.instance(sop).sop_instance_uid == sop
 
 
+def test_retrieve_of_data_we_refuse_names_it_and_is_not_retried(env: Env, tmp_path: Path) -> None:
+    """Orthanc holds an instance our Store SCP refuses (pixel data shorter than Rows x
+    Columns): the move failed C000 and was retried 7 times (33 s) with nothing pointing at
+    the refusal (outside probe). One attempt, and the message names our placeholder."""
+    study, series = generate_uid(), generate_uid()
+    good = samples.make_instance(CTImageStorage, patient_id="PAT-R", study_uid=study,
+                                 series_uid=series, instance_number=1)  # fmt: skip
+    bad = samples.make_instance(CTImageStorage, patient_id="PAT-R", study_uid=study,
+                                series_uid=series, instance_number=2)  # fmt: skip
+    bad.PixelData = bad.PixelData[: len(bad.PixelData) // 2]
+    for i, ds in enumerate((good, bad)):
+        env.orthanc.upload(samples.write(ds, tmp_path / f"{i}.dcm"))
+    job = env.api.wait_job(env.api.retrieve(env.node.id, study).id, timeout=90)
+    assert job.state in ("failed", "partial") and job.attempts == 1, (job.state, job.message)
+    assert "refused by this archive as non-conformant data" in job.message
+    assert [p for p in env.api.placeholders(patient_id="PAT-R")]
+
+
 def test_retrieve_into_unknown_pool_is_refused(env: Env) -> None:
     with pytest.raises(Exception, match="no data pool"):
         env.api.retrieve(env.node.id, env.study, pool="NOPE")
