@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from lucent.dicom.transfer_syntaxes import EXPLICIT_BE, EXPLICIT_LE, IMPLICIT_LE, LOSSY_METHOD
@@ -129,12 +130,8 @@ def mark_lossy(ds: Dataset, method: str) -> None:
     method appended), so the receiver and its viewer still know the image is lossy."""
     ds.LossyImageCompression = "01"
     methods = ds.get("LossyImageCompressionMethod")
-    known = (
-        [str(m) for m in methods]
-        if isinstance(methods, list | tuple)
-        or (methods is not None and type(methods).__name__ == "MultiValue")
-        else ([str(methods)] if methods else [])
-    )
+    many = isinstance(methods, list | tuple | MultiValue)
+    known = [str(m) for m in methods] if many else [str(methods)] if methods else []
     if method not in known:
         ds.LossyImageCompressionMethod = [*known, method] if known else method
 

@@ -36,25 +36,6 @@ ACCEPTED: tuple[str, ...] = (
 
 NATIVE: frozenset[str] = frozenset({IMPLICIT_LE, EXPLICIT_LE, DEFLATED_LE, EXPLICIT_BE})
 
-# Syntaxes that lose information: the viewer shows the "JPG" badge for these (FAQ).
-LOSSY: frozenset[str] = frozenset(
-    {
-        "1.2.840.10008.1.2.4.50",
-        "1.2.840.10008.1.2.4.51",
-        "1.2.840.10008.1.2.4.81",
-        "1.2.840.10008.1.2.4.91",
-        "1.2.840.10008.1.2.4.100",
-        "1.2.840.10008.1.2.4.101",
-        "1.2.840.10008.1.2.4.102",
-        "1.2.840.10008.1.2.4.103",
-        "1.2.840.10008.1.2.4.104",
-        "1.2.840.10008.1.2.4.105",
-        "1.2.840.10008.1.2.4.106",
-        "1.2.840.10008.1.2.4.107",
-        "1.2.840.10008.1.2.4.108",
-    }
-)
-
 #: Lossy Image Compression Method (0028,2114) of each lossy syntax (PS3.3 C.7.6.1.1.5.1).
 LOSSY_METHOD: dict[str, str] = {
     "1.2.840.10008.1.2.4.50": "ISO_10918_1",
@@ -71,6 +52,9 @@ LOSSY_METHOD: dict[str, str] = {
     "1.2.840.10008.1.2.4.107": "ISO_23008_2",
     "1.2.840.10008.1.2.4.108": "ISO_23008_2",
 }
+
+# Syntaxes that lose information: the viewer shows the "JPG" badge for these (FAQ).
+LOSSY: frozenset[str] = frozenset(LOSSY_METHOD)
 
 VIDEO: frozenset[str] = frozenset(u for u in ACCEPTED if u.startswith("1.2.840.10008.1.2.4.1"))
 

@@ -117,10 +117,6 @@ def _base(request: Request) -> str:
     return str(url).rstrip("/") + "/dicom-web"
 
 
-def _keyword(param: str) -> str | None:
-    return dicomweb_fields.keyword(param)
-
-
 def _warning(text: str) -> str:
     """A Warning header value (RFC 7234 5.5, as PS3.18 8.3.4 uses for QIDO notices)."""
     return f'299 lucent "{text}"'
@@ -179,10 +175,10 @@ def _identifier(
             opts["fuzzy"] = value.lower() == "true"
         elif p == "includefield":
             includes.append(value)
-        elif "." in param and all(_keyword(k) for k in param.split(".")):
+        elif "." in param and all(dicomweb_fields.keyword(k) for k in param.split(".")):
             opts["ignored"].append(param)  # sequence matching (PS3.18 8.3.4.1): not supported
         else:
-            kw = _keyword(param)
+            kw = dicomweb_fields.keyword(param)
             if kw is None:
                 raise HTTPException(400, f"unknown query attribute {param}")
             once(kw, param)
