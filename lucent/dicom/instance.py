@@ -308,6 +308,12 @@ def validate(
         text = str(value)
         if len(text) > 64 or not _UID.match(text):
             return status.DATASET_INVALID_VALUE, f"{kw} '{text[:80]}' is not a valid UID"
+    if not sop_classes.is_storage_class(str(ds.SOPClassUID)):
+        # what the Store SCP would not negotiate, arriving another way (STOW-RS, a folder)
+        return (
+            status.SOP_CLASS_NOT_SUPPORTED,
+            f"SOP Class UID {ds.SOPClassUID} is not a storage SOP class this archive accepts",
+        )
     patient_id = _get(ds, "PatientID")
     if patient_id is None:
         return status.DATASET_MISSING_ATTRIBUTE, "required attribute PatientID is missing"

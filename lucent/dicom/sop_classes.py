@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pynetdicom import AllStoragePresentationContexts
+
 
 @dataclass(frozen=True, slots=True)
 class SopClass:
@@ -227,9 +229,32 @@ IOD_MODALITY: dict[str, str] = {
 }
 
 
+def _accepted_storage_uids() -> tuple[str, ...]:
+    """Table 1 first, then every other storage class of the standard that pynetdicom knows.
+
+    Table 1 is the reference product's list; a mature archive also takes what newer modalities
+    and other software send, and must take what we create ourselves (Parametric Map Storage
+    for perfusion maps, which Table 1 lacks) so a peer can give our own results back.
+    """
+    uids = [c.uid for c in TABLE_1]
+    seen = set(uids)
+    for cx in AllStoragePresentationContexts:
+        uid = str(cx.abstract_syntax)
+        if uid not in seen:
+            seen.add(uid)
+            uids.append(uid)
+    return tuple(uids)
+
+
+#: The storage SOP classes every way in accepts: the Store SCP negotiates them, C-GET offers
+#: them as SCP role, STOW-RS and ingest take instances of them and refuse others.
+ACCEPTED_STORAGE: tuple[str, ...] = _accepted_storage_uids()
+_ACCEPTED_SET: frozenset[str] = frozenset(ACCEPTED_STORAGE)
+
+
 def is_storage_class(uid: str) -> bool:
-    """True for a class of Table 1 (what the Store SCP negotiates)."""
-    return uid in BY_UID
+    """True for a storage class we accept (what the Store SCP negotiates)."""
+    return uid in _ACCEPTED_SET
 
 
 def requires_pixels(uid: str) -> bool:

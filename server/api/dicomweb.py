@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import io
 import json
 import logging
@@ -26,7 +25,7 @@ from pydicom.uid import UID
 from pydicom.valuerep import VR
 from starlette.concurrency import run_in_threadpool
 
-from lucent.dicom import pixels, transcode
+from lucent.dicom import pixels, sop_classes, transcode
 from lucent.net import status
 from server.api import dicomweb_accept as media
 from server.api import (
@@ -40,7 +39,7 @@ from server.api.archive_routes import ctx_of, load_instance
 from server.api.auth import Caller, get_caller, readable_pools
 from server.api.params import MAX_OFFSET, single_uid, uid_list
 from server.context import ServerContext
-from server.dimse import identifiers, listener
+from server.dimse import identifiers
 from server.index import queries
 from server.index.models import Instance
 
@@ -876,12 +875,6 @@ def _file_meta(part: bytes) -> bytes:
     return out.getvalue()
 
 
-@functools.cache
-def _storage_classes() -> frozenset[str]:
-    """The storage SOP classes the Store SCP negotiates: STOW-RS takes the same ones."""
-    return frozenset(listener.storage_class_uids())
-
-
 async def _stow(request: Request, study: str | None) -> Response:
     """PS3.18 10.5: store each part through the one ingest path and report per instance.
 
@@ -927,7 +920,7 @@ async def _stow(request: Request, study: str | None) -> Response:
             failed.append(item)
             continue
         sop_class = header.get("SOPClassUID") or header.get("MediaStorageSOPClassUID", "")
-        if sop_class and sop_class not in _storage_classes():
+        if sop_class and not sop_classes.is_storage_class(sop_class):
             # as the Store SCP would not negotiate it
             item.FailureReason = status.SOP_CLASS_NOT_SUPPORTED
             failed.append(item)

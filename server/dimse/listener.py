@@ -20,7 +20,7 @@ from multiprocessing import reduction
 from pathlib import Path
 from typing import Any
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, StoragePresentationContexts
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -59,15 +59,6 @@ class ReusePortServer(ThreadedAssociationServer):
         super().server_bind()
 
 
-def storage_class_uids() -> list[str]:
-    """Table 1 classes first, then every other storage class pynetdicom knows."""
-    uids = [c.uid for c in sop_classes.TABLE_1]
-    for cx in StoragePresentationContexts:
-        if cx.abstract_syntax not in uids:
-            uids.append(str(cx.abstract_syntax))
-    return uids
-
-
 def build_ae(settings: Settings) -> AE:
     d = settings.dimse
     ae = AE()
@@ -82,7 +73,7 @@ def build_ae(settings: Settings) -> AE:
     ae.require_called_aet = False
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
     syntaxes = list(transfer_syntaxes.ACCEPTED)
-    for uid in storage_class_uids():
+    for uid in sop_classes.ACCEPTED_STORAGE:
         # scp_role: C-GET requestors act as Storage SCP on these contexts.
         ae.add_supported_context(uid, syntaxes, scu_role=True, scp_role=True)
     for model in (
@@ -166,7 +157,7 @@ def start_listeners(
     servers: list[Any] = []
     acceptors: list[StoreAcceptor] = []
     handoffs: dict[str, Any] = {}
-    storage = set(storage_class_uids())
+    storage = set(sop_classes.ACCEPTED_STORAGE)
     for pool, port, secure in endpoints(settings):
         address = (settings.dimse.bind_address, port)
         context = tls_context if secure else None
