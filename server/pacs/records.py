@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from lucent.net.commitment import Reference, Report
 from server.context import ServerContext
-from server.index.pacs_models import CommitmentItem, CommitmentRequest
+from server.index.pacs_models import CommitmentItem, CommitmentRequest, Job
 from server.jobs.queue import now
 
 log = logging.getLogger("lucent.commitment")
@@ -91,7 +91,36 @@ def apply_report(session: Session, report: Report) -> int:
         req.retry_at = None
         failed = sum(1 for i in req.items if i.state == "failed")
         req.message = f"{len(req.items) - failed} committed, {failed} failed"
+        _tell_job(session, req)
     return changed
+
+
+def refuse(req: CommitmentRequest, code: int, message: str) -> None:
+    """The N-ACTION itself was refused for good: every item failed with that status."""
+    t = now()
+    req.state, req.retry_at, req.message = "failed", None, message
+    for item in req.items:
+        if item.state == "pending":
+            item.state, item.failure_reason, item.updated_at = "failed", code, t
+
+
+def _tell_job(session: Session, req: CommitmentRequest) -> None:
+    """A report that arrives after its job ended (way 2, or after the wait) still reaches
+    the job: a commit job's counts become the report's, a send job's message names it."""
+    if req.job_pk is None:
+        return
+    job = session.get(Job, req.job_pk)
+    if job is None:
+        return
+    failed = sum(1 for i in req.items if i.state == "failed")
+    committed = len(req.items) - failed
+    if job.kind == "commit":
+        job.completed, job.failed = committed, failed
+    if job.state in ("queued", "running"):
+        return  # the running job words its message itself when its wait ends
+    note = f"storage commitment report: {committed} committed, {failed} failed"
+    if note not in job.message:
+        job.message = f"{job.message}; {note}" if job.message else note
 
 
 def record_report(ctx: ServerContext, report: Report) -> int:

@@ -650,6 +650,10 @@ class PacsService:
             ).one()
             if req.state == "pending":
                 req.message = res.message
+                if not res.ok and res.status is not None and not _transient(res.status):
+                    # The SCP answered and refused (no such SOP class, not authorized,
+                    # invalid argument ...): asking again gets the same answer.
+                    records.refuse(req, res.status, res.message + "; not requested again")
         if records.is_answered(self.ctx, uid):
             res.message = "N-ACTION accepted; commitment report received"
         return res
@@ -715,6 +719,13 @@ class PacsService:
                 self.retry_commitments()
             except Exception:  # noqa: BLE001 - keep the watcher alive
                 log.exception("commitment retry failed")
+
+
+def _transient(code: int) -> bool:
+    """N-ACTION failure statuses worth asking again (PS3.7 10.1.4.1.10): processing failure,
+    resource limitation and the out-of-resources range; the others refuse the request as
+    such and are final."""
+    return code in (0x0110, 0x0213) or 0xA700 <= code <= 0xA7FF
 
 
 def _all_found(uids: Sequence[str], found: Sequence[Instance]) -> None:

@@ -15,10 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from lucent.net import commitment
 from server import config
 from server.context import ServerContext
 from server.index.models import RemoteNode
-from server.index.pacs_models import CommitmentRequest
+from server.index.pacs_models import CommitmentRequest, Job
+from server.jobs.queue import now
+from server.pacs import records
 from server.pacs.service import PacsService
 from tests.integration.test_pacs_scripted import REFS, ScriptedPeer
 
@@ -139,3 +142,85 @@ def test_request_of_a_removed_node_expires_instead_of_waiting_forever(
     with svc.ctx.Session() as db:
         last = db.scalars(select(CommitmentRequest)).one()
         assert "the node was removed" in last.message
+
+
+class RefusingPeer(CountingPeer):
+    """A commitment SCP that refuses the N-ACTION itself with ``code``."""
+
+    code = 0x0124  # Refused: not authorized
+
+    def _action(self, event: Any) -> tuple[int, None]:
+        self.actions += 1
+        return self.code, None
+
+
+@pytest.mark.parametrize(("code", "final"), [(0x0124, True), (0x0112, True), (0x0213, False)])
+def test_refused_n_action_is_final_unless_the_status_is_transient(
+    tmp_path: Path, code: int, final: bool
+) -> None:
+    """A permanent refusal (not authorized, no such instance) was asked again until the
+    attempts ran out, its items pending all along; a resource limitation is retried."""
+    refusing = RefusingPeer()
+    refusing.code = code
+    refusing.start()
+    try:
+        settings = config.parse(
+            {
+                "server": {"data_dir": str(tmp_path / "data")},
+                "archive": {"min_free_mb": 1},
+                "pacs": {"commitment_retry_seconds": RETRY_SECONDS, "commitment_max_attempts": 3},
+            }
+        )
+        ctx = ServerContext(settings, migrate=True)
+        svc = PacsService(ctx, start_watcher=False)
+        with ctx.Session() as db, db.begin():
+            node = RemoteNode(
+                name="refuser", ae_title=refusing.aet, host=refusing.host, port=refusing.port,
+                store_target=True, storage_commitment=True, timeout=10.0,
+            )  # fmt: skip
+            db.add(node)
+            db.flush()
+            node_id = node.id
+        res = svc.request_commitment(svc.node(node_id), REFS)
+        assert not res.ok and res.status == code
+        time.sleep(RETRY_SECONDS + 0.2)
+        svc.retry_commitments()
+        if final:
+            assert refusing.actions == 1
+            assert _requests(svc) == [(1, "failed")]
+            with svc.ctx.Session() as db:
+                req = db.scalars(select(CommitmentRequest)).one()
+                assert "not requested again" in req.message
+                assert {(i.state, i.failure_reason) for i in req.items} == {("failed", code)}
+        else:
+            assert refusing.actions == 2
+            assert _requests(svc) == [(1, "superseded"), (2, "pending")]
+        svc.close()
+        ctx.close()
+    finally:
+        refusing.stop()
+
+
+def test_report_after_the_job_ended_updates_the_job(
+    service: tuple[PacsService, int], peer: CountingPeer
+) -> None:
+    """Way 2: the SCP reports on its own association after our wait ended; the commit job
+    stayed "no report within 0.3 s", 0 committed, although the request was answered."""
+    svc, node_id = service
+    peer.commit_mode = "incoming"
+    with svc.ctx.WriteSession() as db, db.begin():
+        job = Job(
+            kind="commit", state="done", message="N-ACTION accepted; no report within 0.3 s",
+            created_at=now(), completed=0, failed=0, params={},
+        )  # fmt: skip
+        db.add(job)
+        db.flush()
+        job_pk = job.id
+    res = svc.request_commitment(svc.node(node_id), REFS, job_pk=job_pk)
+    assert res.ok and res.report is None
+    report = commitment.Report(res.transaction_uid, [REFS[0]], [(REFS[1], 0x0112)])
+    assert records.record_report(svc.ctx, report) == 2
+    with svc.ctx.Session() as db:
+        job = db.get(Job, job_pk)
+        assert job is not None and (job.completed, job.failed) == (1, 1)
+        assert job.message.endswith("storage commitment report: 1 committed, 1 failed")
