@@ -179,8 +179,8 @@ FindOutcome = Literal["success", "truncated", "failed", "cancelled", "no-associa
 JobState = Literal["queued", "running", "done", "partial", "failed", "cancelled", "interrupted"]
 JOB_FINAL_STATES: tuple[JobState, ...] = ("done", "partial", "failed", "cancelled", "interrupted")
 #: A storage commitment request (4.2.5): answered by an N-EVENT-REPORT, superseded by a
-#: retry, expired after the last attempt.
-CommitmentRequestState = Literal["pending", "answered", "superseded", "expired"]
+#: retry, expired after the last attempt, failed when the SCP refused the N-ACTION for good.
+CommitmentRequestState = Literal["pending", "answered", "superseded", "expired", "failed"]
 CommitmentItemState = Literal["pending", "committed", "failed"]
 
 

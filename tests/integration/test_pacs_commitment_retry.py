@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 from sqlalchemy import select
 
+from lucent.api import schemas
 from lucent.net import commitment
 from server import config
 from server.context import ServerContext
@@ -191,6 +193,8 @@ def test_refused_n_action_is_final_unless_the_status_is_transient(
             with svc.ctx.Session() as db:
                 req = db.scalars(select(CommitmentRequest)).one()
                 assert "not requested again" in req.message
+                # the API's schema knows the state (GET /pacs/commitments answered 500)
+                TypeAdapter(schemas.CommitmentRequestState).validate_python(req.state)
                 assert {(i.state, i.failure_reason) for i in req.items} == {("failed", code)}
         else:
             assert refusing.actions == 2
