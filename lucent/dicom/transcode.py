@@ -77,6 +77,13 @@ def prepare(ds: Dataset, own: str, accepted: Collection[str], sop_class_uid: str
             return Prepared(
                 None, "", False, f"cannot decompress {own} for a peer that wants native: {exc}"
             )
+        if not UID(native[0]).is_little_endian:
+            # decoded pixels are little endian: a peer that took only Explicit VR Big Endian
+            # got them unswapped under a big endian label (outside probe)
+            try:
+                swap_byte_order(ds, native[0])
+            except ValueError as exc:
+                return Prepared(None, "", False, f"cannot change the byte order: {exc}")
         set_syntax(ds, native[0])
         if method:
             mark_lossy(ds, method)

@@ -74,3 +74,22 @@ def test_jpeg2000_reversible_stream_is_not_marked_lossy() -> None:
     del lossy.LossyImageCompression  # the 9-7 stream alone must say it
     out = _decoded(lossy, "1.2.840.10008.1.2.4.91")
     assert out.LossyImageCompression == "01"  # type: ignore[attr-defined]
+
+
+#: Compressed pydicom test files: RLE and JPEG-LS 16-bit, JPEG lossless 16-bit, 8-bit RLE RGB.
+COMPRESSED = ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "SC_rgb_rle.dcm"]
+
+
+@pytest.mark.parametrize("name", COMPRESSED)
+def test_compressed_to_big_endian_swaps_the_decoded_pixels(name: str) -> None:
+    """A peer that takes only Explicit VR Big Endian got the decoded (little endian) pixel
+    bytes under a big endian label: every 16-bit pixel byte-swapped (outside probe)."""
+    warnings.simplefilter("ignore")
+    raw = open(get_testdata_file(name), "rb").read()  # noqa: SIM115
+    source = dcmread(io.BytesIO(raw))
+    own = str(source.file_meta.TransferSyntaxUID)
+    data, syntax, transcoded, error = transcode.prepare_part10(raw, own, {ExplicitVRBigEndian}, "")
+    assert data is not None, error
+    out = dcmread(io.BytesIO(data))
+    assert syntax == ExplicitVRBigEndian == out.file_meta.TransferSyntaxUID and transcoded
+    assert np.array_equal(out.pixel_array, source.pixel_array)
