@@ -103,8 +103,16 @@ def match_range(column: InstrumentedAttribute[str], value: str) -> ColumnElement
             clauses.append(column >= low)
         if high:
             # '20240131' must include the whole day/time prefix: compare with a high sentinel.
+            # An entity with no value is in no range (PS3.4 C.2.2.2.5): "-20231231" listed
+            # every study without a date.
             clauses.append(column <= high + "\uffff")
+            clauses.append(column > "")
         return and_(*clauses) if clauses else None
+    plain = value.replace(":", "")
+    if plain.isdigit():
+        # A TM of lower precision names the whole span: "0830" is 08:30:00-08:30:59.999
+        # (dcmqrscp matches 083000); a full DA is the same as an exact match.
+        return and_(column >= plain, column <= plain + "\uffff")
     return match_text(column, value)
 
 

@@ -694,3 +694,42 @@ def test_studies_without_patient_id_are_never_one_patient(
     patients = [p for p in api.patients(name="NoId^*") if p.patient_id == ""]
     assert len(patients) == 2, patients
     assert not [p for p in api.patients(patient_id="UNKNOWN") if p.study_count]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("StudyDate", "-20231231", {"dated"}),
+        ("StudyDate", "20230101-", {"dated"}),
+        ("StudyTime", "-090000", {"dated"}),
+        ("StudyTime", "0830", {"dated"}),  # a TM of lower precision: 08:30:00-08:30:59
+        ("StudyTime", "08:30", {"dated"}),
+        ("StudyTime", "0831", set()),
+        ("StudyDate", "", {"dated", "undated"}),
+    ],
+)
+def test_ranges_never_match_empty_values_and_times_match_at_their_precision(
+    server: LucentServer,
+    caller: str,
+    tmp_path: Path,
+    key: str,
+    value: str,
+    expected: set[str],
+) -> None:
+    """PS3.4 C.2.2.2.5: "-20231231" listed every study without a date (an empty value is
+    in no range); "0830" found nothing stored at 083000 (dcmqrscp finds it)."""
+    uids = {}
+    files = []
+    for name, date, time in (("dated", "20230101", "083000"), ("undated", "", "")):
+        ds = samples.make_instance(CT, patient_id="QRC-RANGE", patient_name="Range^Test")
+        ds.StudyDate, ds.StudyTime = date, time
+        uids[str(ds.StudyInstanceUID)] = name
+        files.append(samples.write(ds, tmp_path / f"{name}.dcm"))
+    assert storescu("127.0.0.1", server.port, server.ae_title, files).returncode == 0
+    keys = {"QueryRetrieveLevel": "STUDY", "PatientID": "QRC-RANGE", "StudyInstanceUID": ""}
+    responses = _find(
+        server, _identifier(**keys, **{key: value}), StudyRootQueryRetrieveInformationModelFind
+    )
+    assert responses[-1][0] == 0x0000
+    found = {uids.get(str(ds.StudyInstanceUID)) for _, ds in responses[:-1] if ds is not None}
+    assert expected <= found and not (found - expected) - {None}
