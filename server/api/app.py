@@ -5,12 +5,15 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from lucent.api import schemas
 from lucent.net import scu
+from server.accounts import audit
 from server.accounts.retention import RetentionThread
 from server.api import (
     account_routes,
@@ -126,22 +129,27 @@ def valid_host(host: str) -> bool:
 
 @nodes_router.post("", response_model=schemas.RemoteNodeOut, status_code=201)
 def add_node(
-    body: schemas.RemoteNodeIn, request: Request, _: Caller = Depends(require_admin)
+    body: schemas.RemoteNodeIn, request: Request, caller: Caller = Depends(require_admin)
 ) -> schemas.RemoteNodeOut:
     ctx: ServerContext = request.app.state.ctx
     body = _checked(body)
     with ctx.WriteSession() as db, db.begin():
-        if db.scalars(select(RemoteNode).where(RemoteNode.name == body.name)).first():
+        if _name_taken(db, body.name):
             raise HTTPException(409, f"a node named '{body.name}' exists")
         node = RemoteNode(**body.model_dump())
         db.add(node)
         db.flush()
-        return _node_out(node)
+        out = _node_out(node)
+    _audit_node(ctx, caller, "added", out.id, body.model_dump())
+    return out
 
 
 @nodes_router.put("/{node_id}", response_model=schemas.RemoteNodeOut)
 def update_node(
-    node_id: RowId, body: schemas.RemoteNodeIn, request: Request, _: Caller = Depends(require_admin)
+    node_id: RowId,
+    body: schemas.RemoteNodeIn,
+    request: Request,
+    caller: Caller = Depends(require_admin),
 ) -> schemas.RemoteNodeOut:
     """Edit a node (issue 3: "editable through the API")."""
     ctx: ServerContext = request.app.state.ctx
@@ -150,23 +158,54 @@ def update_node(
         node = db.get(RemoteNode, node_id)
         if node is None:
             raise HTTPException(404, "no such node")
-        clash = db.scalars(select(RemoteNode).where(RemoteNode.name == body.name)).first()
-        if clash is not None and clash.id != node_id:
+        if _name_taken(db, body.name, node_id):
             raise HTTPException(409, f"a node named '{body.name}' exists")
         for key, value in body.model_dump().items():
             setattr(node, key, value)
         db.flush()
-        return _node_out(node)
+        out = _node_out(node)
+    _audit_node(ctx, caller, "changed", node_id, body.model_dump())
+    return out
 
 
 @nodes_router.delete("/{node_id}", status_code=204)
-def delete_node(node_id: RowId, request: Request, _: Caller = Depends(require_admin)) -> None:
+def delete_node(node_id: RowId, request: Request, caller: Caller = Depends(require_admin)) -> None:
     ctx: ServerContext = request.app.state.ctx
     with ctx.WriteSession() as db, db.begin():
         node = db.get(RemoteNode, node_id)
         if node is None:
             raise HTTPException(404, "no such node")
+        gone = {"name": node.name, "ae_title": node.ae_title, "host": node.host, "port": node.port}
         db.delete(node)
+    _audit_node(ctx, caller, "removed", node_id, gone)
+
+
+def _name_taken(db: Session, name: str, other_than: int | None = None) -> bool:
+    """Node names are unique regardless of case: "SINK" and "sink" in one list are two
+    entries an administrator cannot tell apart when picking a target."""
+    clash = db.scalars(
+        select(RemoteNode).where(func.lower(RemoteNode.name) == name.strip().lower())
+    ).first()
+    return clash is not None and clash.id != other_than
+
+
+def _audit_node(
+    ctx: ServerContext, caller: Caller, change: str, node_id: int, values: dict[str, Any]
+) -> None:
+    """Remote-node changes are configuration changes: who changed which node to what."""
+    keys = ("name", "ae_title", "host", "port")
+    shown = ", ".join(f"{k}={values[k]}" for k in keys if k in values)
+    audit.record(
+        ctx.WriteSession,
+        audit.Entry(
+            "config-change",
+            audit.SUCCESS,
+            caller.username,
+            caller.address,
+            [{"type": "device", "id": str(values.get("ae_title", node_id))}],
+            f"remote node {node_id} {change}: {shown}",
+        ),
+    )
 
 
 def create_app(ctx: ServerContext) -> FastAPI:

@@ -178,6 +178,20 @@ def access(request: Request, caller: Caller) -> rights.PoolAccess:
     return result
 
 
+def pools_with(request: Request, caller: Caller, right: str) -> list[str] | None:
+    """Pools where the caller holds ``right`` (None = all): routes whose rule only asks for
+    the right in some pool (``any_pool``) narrow what they touch with it."""
+    ctx: ServerContext = request.app.state.ctx
+    return access(request, caller).pools_with(right, known_pools(ctx))
+
+
+def require_pool(request: Request, caller: Caller, pool: str, right: str) -> None:
+    """404 unless the caller holds ``right`` in ``pool``: the object is in a pool they may
+    not use, and a 403 would confirm that it exists."""
+    if not access(request, caller).allows(pool, right):
+        raise HTTPException(404, "not found")
+
+
 def readable_pools(request: Request) -> list[str] | None:
     """Pools the caller may read (None = all); set by ``authorize`` for listing routes."""
     value = getattr(request.state, "read_pools", None)

@@ -16,8 +16,9 @@ from sqlalchemy import select
 
 from lucent.api import schemas
 from lucent.net import commitment
+from server.accounts import audit
 from server.api import dicomweb_dates
-from server.api.auth import Caller, get_caller, require_admin
+from server.api.auth import Caller, access, get_caller, pools_with, require_admin
 from server.api.params import OptionalRowId, RowId, row_id_or_404
 from server.context import ServerContext
 from server.index.pacs_models import CommitmentItem, CommitmentRequest, Job, SentInstance
@@ -52,6 +53,28 @@ def service(request: Request) -> PacsService:
 
 def _fail(exc: PacsError) -> HTTPException:
     return HTTPException(exc.http, exc.message)
+
+
+def _audit_job(
+    svc: PacsService, caller: Caller, event: str, job: schemas.JobOut, what: dict[str, Any]
+) -> None:
+    """A send (PS3.15 A.5.3.2 DICOM Instances Transferred) or retrieve (Import) as the user
+    asked for it: who, which node, which study/series/instances, under which job."""
+    objects = [
+        {"type": level, "id": str(uid)}
+        for level, uid in (("study", what.get("study_uid")), ("series", what.get("series_uid")))
+        if uid
+    ]
+    uids = list(what.get("sop_instance_uids") or [])
+    detail = f"{job.kind} job {job.id} with node '{job.node_name}'" + (
+        f", {len(uids)} instance(s) named" if uids else ""
+    )
+    if what.get("pool"):
+        detail += f", into pool {what['pool']}"
+    audit.record(
+        svc.ctx.WriteSession,
+        audit.Entry(event, audit.SUCCESS, caller.username, caller.address, objects, detail),
+    )
 
 
 def _job_out(j: Job) -> schemas.JobOut:
@@ -209,10 +232,16 @@ def _checked_keys(keys: dict[str, str]) -> dict[str, str]:
 @router.post("/pacs/retrieve", response_model=schemas.JobOut, status_code=202)
 def retrieve(
     body: schemas.RetrieveIn,
+    request: Request,
     svc: PacsService = Depends(service),
     caller: Caller = Depends(get_caller),
 ) -> schemas.JobOut:
     row_id_or_404(body.node_id, "remote node with id")
+    pool = body.pool or svc.ctx.settings.pools[0].name
+    if pool in {p.name for p in svc.ctx.settings.pools} and not access(request, caller).allows(
+        pool, "import"
+    ):
+        raise HTTPException(403, f"your account lacks the 'import' right for pool {pool}")
     try:
         job_id = svc.retrieve(
             body.node_id,
@@ -224,12 +253,17 @@ def retrieve(
         )
     except PacsError as exc:
         raise _fail(exc) from exc
-    return _get_job(svc, job_id)
+    job = _get_job(svc, job_id)
+    _audit_job(svc, caller, "import", job, body.model_dump() | {"pool": pool})
+    return job
 
 
 @router.post("/pacs/send", response_model=schemas.JobOut, status_code=202)
 def send(
-    body: schemas.SendIn, svc: PacsService = Depends(service), caller: Caller = Depends(get_caller)
+    body: schemas.SendIn,
+    request: Request,
+    svc: PacsService = Depends(service),
+    caller: Caller = Depends(get_caller),
 ) -> schemas.JobOut:
     row_id_or_404(body.node_id, "remote node with id")
     try:
@@ -240,21 +274,30 @@ def send(
             sop_instance_uids=body.sop_instance_uids,
             commit=body.commit,
             created_by=caller.username,
+            pools=pools_with(request, caller, "send"),
         )
     except PacsError as exc:
         raise _fail(exc) from exc
-    return _get_job(svc, job_id)
+    job = _get_job(svc, job_id)
+    _audit_job(svc, caller, "send", job, body.model_dump())
+    return job
 
 
 @router.post("/pacs/commit", response_model=schemas.JobOut, status_code=202)
 def commit(
     body: schemas.CommitIn,
+    request: Request,
     svc: PacsService = Depends(service),
     caller: Caller = Depends(get_caller),
 ) -> schemas.JobOut:
     row_id_or_404(body.node_id, "remote node with id")
     try:
-        job_id = svc.commit(body.node_id, body.sop_instance_uids, created_by=caller.username)
+        job_id = svc.commit(
+            body.node_id,
+            body.sop_instance_uids,
+            created_by=caller.username,
+            pools=pools_with(request, caller, "send"),
+        )
     except PacsError as exc:
         raise _fail(exc) from exc
     return _get_job(svc, job_id)

@@ -16,10 +16,11 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from sqlalchemy import select
 
 from lucent.api import schemas
+from server.accounts import audit
 from server.api import pacs_routes
-from server.api.auth import Caller, get_caller
+from server.api.auth import Caller, access, get_caller, pools_with, require_pool
 from server.api.params import RowId
-from server.index.models import Series
+from server.index.models import Series, Study
 from server.index.pacs_models import Job
 from server.index.perfusion_models import PerfusionRun
 from server.perfusion.service import PerfusionError, PerfusionService
@@ -97,12 +98,23 @@ def _run_out(svc: PerfusionService, run: PerfusionRun) -> schemas.PerfusionRunOu
     )
 
 
-def _get_run(svc: PerfusionService, run_id: int) -> PerfusionRun:
+def _get_run(
+    svc: PerfusionService,
+    run_id: int,
+    request: Request | None = None,
+    caller: Caller | None = None,
+    right: str = "read",
+) -> PerfusionRun:
+    """The run, or 404 also when it analysed a series of a pool the caller lacks ``right``
+    in (its result is that patient's clinical data)."""
     with svc.ctx.Session() as db:
         run = db.get(PerfusionRun, run_id)
         if run is None:
             raise HTTPException(404, f"no perfusion run {run_id}")
-        return run
+    if request is not None and caller is not None:
+        require_pool(request, caller, run.pool, "read")
+        require_pool(request, caller, run.pool, right)
+    return run
 
 
 @router.get("/examine/{series_uid}", response_model=schemas.PerfusionExamineOut)
@@ -128,26 +140,54 @@ def examine_series(
 @router.post("/runs", response_model=schemas.PerfusionRunOut, status_code=202)
 def start_run(
     body: schemas.PerfusionStartIn,
+    request: Request,
     svc: PerfusionService = Depends(service),
     caller: Caller = Depends(get_caller),
 ) -> schemas.PerfusionRunOut:
-    """Manual start; 422 with the reason when the series is not perfusion."""
+    """Manual start; 422 with the reason when the series is not perfusion. The results are
+    stored into the series' pool: the caller needs read and import there."""
+    with svc.ctx.Session() as db:
+        pool = db.scalars(
+            select(Study.pool)
+            .join(Series, Series.study_pk == Study.id)
+            .where(Series.series_uid == body.series_uid)
+        ).first()
+    if pool is not None:
+        require_pool(request, caller, pool, "read")
+        if not access(request, caller).allows(pool, "import"):
+            raise HTTPException(403, f"your account lacks the 'import' right for pool {pool}")
     try:
         run_id = svc.start(body.series_uid, created_by=caller.username)
     except PerfusionError as exc:
         raise HTTPException(exc.http, exc.message) from exc
-    return _run_out(svc, _get_run(svc, run_id))
+    run = _get_run(svc, run_id)
+    audit.record(
+        svc.ctx.WriteSession,
+        audit.Entry(
+            "import",
+            audit.SUCCESS,
+            caller.username,
+            caller.address,
+            [{"type": "study", "id": run.study_uid}, {"type": "series", "id": run.series_uid}],
+            f"perfusion run {run.id} started; results go into pool {run.pool}",
+        ),
+    )
+    return _run_out(svc, run)
 
 
 @router.get("/runs", response_model=list[schemas.PerfusionRunOut])
 def list_runs(
+    request: Request,
     series_uid: str = "",
     state: str = "",
     limit: int = 100,
     svc: PerfusionService = Depends(service),
-    _: Caller = Depends(get_caller),
+    caller: Caller = Depends(get_caller),
 ) -> list[schemas.PerfusionRunOut]:
     stmt = select(PerfusionRun).order_by(PerfusionRun.id.desc()).limit(max(1, min(limit, 1000)))
+    pools = pools_with(request, caller, "read")
+    if pools is not None:
+        stmt = stmt.where(PerfusionRun.pool.in_(pools))
     if series_uid:
         stmt = stmt.where(PerfusionRun.series_uid == series_uid)
     if state:
@@ -159,16 +199,22 @@ def list_runs(
 
 @router.get("/runs/{run_id}", response_model=schemas.PerfusionRunOut)
 def get_run(
-    run_id: RowId, svc: PerfusionService = Depends(service), _: Caller = Depends(get_caller)
+    run_id: RowId,
+    request: Request,
+    svc: PerfusionService = Depends(service),
+    caller: Caller = Depends(get_caller),
 ) -> schemas.PerfusionRunOut:
-    return _run_out(svc, _get_run(svc, run_id))
+    return _run_out(svc, _get_run(svc, run_id, request, caller))
 
 
 @router.post("/runs/{run_id}/cancel", response_model=schemas.PerfusionRunOut)
 def cancel_run(
-    run_id: RowId, svc: PerfusionService = Depends(service), _: Caller = Depends(get_caller)
+    run_id: RowId,
+    request: Request,
+    svc: PerfusionService = Depends(service),
+    caller: Caller = Depends(get_caller),
 ) -> schemas.PerfusionRunOut:
-    run = _get_run(svc, run_id)
+    run = _get_run(svc, run_id, request, caller, "import")
     if run.state not in ("queued", "running"):
         raise HTTPException(409, f"perfusion run {run_id} has already finished ({run.state})")
     if not svc.cancel(run_id):
@@ -178,10 +224,13 @@ def cancel_run(
 
 @router.get("/runs/{run_id}/result")
 def run_result(
-    run_id: RowId, svc: PerfusionService = Depends(service), _: Caller = Depends(get_caller)
+    run_id: RowId,
+    request: Request,
+    svc: PerfusionService = Depends(service),
+    caller: Caller = Depends(get_caller),
 ) -> dict[str, Any]:
     """result.json of the run (or the refusal with its reason)."""
-    run = _get_run(svc, run_id)
+    run = _get_run(svc, run_id, request, caller)
     if run.result is None:
         if run.state in ("queued", "running"):
             raise HTTPException(409, f"perfusion run {run_id} is {run.state}")

@@ -344,12 +344,19 @@ class PacsService:
 
     # ------------------------------------------------------------------ send
     def _select(
-        self, study_uid: str, series_uid: str, sop_instance_uids: Sequence[str]
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_instance_uids: Sequence[str],
+        pools: list[str] | None = None,
     ) -> list[Instance]:
+        """The named instances in ``pools`` (None = every pool): instances of a pool the
+        caller may not send from are "not in the archive" to them."""
         f = queries.Filter(
             study_uid=study_uid,
             series_uid=series_uid,
             sop_instance_uid="\\".join(sop_instance_uids),
+            pools=pools,
         )
         level = "IMAGE" if sop_instance_uids else "SERIES" if series_uid else "STUDY"
         with self.ctx.Session() as db:
@@ -364,14 +371,16 @@ class PacsService:
         sop_instance_uids: Sequence[str] = (),
         commit: bool | None = None,
         created_by: str = "",
+        pools: list[str] | None = None,
     ) -> int:
-        """C-STORE to a store target (4.2.4), then storage commitment when enabled (4.2.5)."""
+        """C-STORE to a store target (4.2.4), then storage commitment when enabled (4.2.5).
+        ``pools``: where the caller may send from (None = all)."""
         node = self.node(node_id)
         if not node.store_target:
             raise PacsError(409, f"node '{node.name}' is not a store target")
         if not (study_uid or series_uid or sop_instance_uids):
             raise PacsError(422, "name a study, a series or instances to send")
-        found = self._select(study_uid, series_uid, sop_instance_uids)
+        found = self._select(study_uid, series_uid, sop_instance_uids, pools)
         if not found:
             raise PacsError(404, "nothing in the archive matches")
         _all_found(sop_instance_uids, found)
@@ -560,7 +569,13 @@ class PacsService:
             )
 
     # ------------------------------------------------------------------ commitment
-    def commit(self, node_id: int, sop_instance_uids: Sequence[str], created_by: str = "") -> int:
+    def commit(
+        self,
+        node_id: int,
+        sop_instance_uids: Sequence[str],
+        created_by: str = "",
+        pools: list[str] | None = None,
+    ) -> int:
         """A storage commitment request on its own (for instances sent earlier)."""
         node = self.node(node_id)
         if not node.storage_commitment:
@@ -572,7 +587,7 @@ class PacsService:
         uids = [u.strip() for u in sop_instance_uids if u.strip()]
         if not uids:  # an empty filter would select every instance of the archive
             raise PacsError(422, "name the SOP Instance UIDs to request commitment for")
-        found = self._select("", "", uids)
+        found = self._select("", "", uids, pools)
         if not found:
             raise PacsError(404, "none of these instances is in the archive")
         _all_found(uids, found)
