@@ -216,6 +216,29 @@ def role_allows(role: str, right: str) -> bool:
     return right in ROLE_RIGHTS.get(role, frozenset())
 
 
+def management_refusal(
+    actor: str, actor_role: str, target: str, target_role: str, new_role: str | None
+) -> str:
+    """Why ``actor`` may not create or change the account ``target`` ('' = allowed).
+
+    The administrator role holds every right on every pool, so granting it is granting all
+    patient data: only an administrator may grant or remove it, create an administrator,
+    or change, disable, unlock or end the sessions of an administrator account. Clinic IT
+    "runs the system but reads no patient data" and manages the other accounts (probe 7:
+    clinic IT made itself administrator, then read every study). Nobody changes their own
+    role, so nobody can promote themselves nor demote the last administrator by mistake.
+    """
+    if actor == target and new_role is not None and new_role != target_role:
+        return "nobody may change their own role; ask another administrator"
+    if actor_role == "administrator":
+        return ""
+    if new_role == "administrator":
+        return "only an administrator may create administrators or grant that role"
+    if target_role == "administrator":
+        return "only an administrator may change an administrator account"
+    return ""
+
+
 def parse_rights(text: str) -> set[str]:
     return {r.strip() for r in text.split(",") if r.strip()}
 

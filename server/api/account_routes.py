@@ -7,7 +7,9 @@ Access to each route is decided by ``server.accounts.rights.POLICY`` through the
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from sqlalchemy import delete, select
@@ -57,6 +59,43 @@ def _note(ctx: ServerContext, event: str, caller: Caller, objects: list[Any], de
         ctx.WriteSession,
         audit.Entry(event, audit.SUCCESS, caller.username, caller.address, objects, detail),
     )
+
+
+class _Refused(Exception):
+    """An account change the caller's role may not make (raised inside a transaction)."""
+
+
+@contextmanager
+def _guarded(ctx: ServerContext, caller: Caller, target: str) -> Iterator[None]:
+    """Turn a refusal into 403 with an audit record, after the transaction has ended (the
+    write session holds the database's write lock, which the audit record needs)."""
+    try:
+        yield
+    except _Refused as refused:
+        _refuse(ctx, caller, target, str(refused))
+
+
+def _refuse(ctx: ServerContext, caller: Caller, target: str, reason: str) -> NoReturn:
+    audit.record(
+        ctx.WriteSession,
+        audit.Entry(
+            "refused",
+            audit.MINOR_FAILURE,
+            caller.username,
+            caller.address,
+            [{"type": "user", "id": users.normalise(target)}],
+            reason,
+        ),
+    )
+    raise HTTPException(403, reason)
+
+
+def _may_manage(caller: Caller, target: User, new_role: str | None = None) -> None:
+    reason = rights.management_refusal(
+        caller.username, caller.role, target.username, target.role, new_role
+    )
+    if reason:
+        raise _Refused(reason)
 
 
 def _forget_basic(request: Request) -> None:
@@ -261,6 +300,10 @@ def create_user(
     body: acs.UserIn, request: Request, caller: Caller = Depends(get_caller)
 ) -> acs.UserOut:
     ctx = ctx_of(request)
+    name = users.normalise(body.username)
+    reason = rights.management_refusal(caller.username, caller.role, name, "", body.role)
+    if reason:
+        _refuse(ctx, caller, name, reason)
     with ctx.WriteSession() as db, db.begin():
         try:
             user = users.create_user(
@@ -292,8 +335,9 @@ def patch_user(
     username: str, body: acs.UserPatch, request: Request, caller: Caller = Depends(get_caller)
 ) -> acs.UserOut:
     ctx = ctx_of(request)
-    with ctx.WriteSession() as db, db.begin():
+    with _guarded(ctx, caller, username), ctx.WriteSession() as db, db.begin():
         user = _user(db, username)
+        _may_manage(caller, user, body.role)
         if body.role is not None:
             if body.role not in rights.ROLES:
                 raise HTTPException(422, f"role must be one of {', '.join(rights.ROLES)}")
@@ -333,8 +377,9 @@ def put_user_grants(
     caller: Caller = Depends(get_caller),
 ) -> acs.UserOut:
     ctx = ctx_of(request)
-    with ctx.WriteSession() as db, db.begin():
+    with _guarded(ctx, caller, username), ctx.WriteSession() as db, db.begin():
         user = _user(db, username)
+        _may_manage(caller, user)
         _set_grants(db, body, user_pk=user.id)
         db.flush()
         out = _user_out(db, user)
@@ -348,8 +393,10 @@ def revoke_sessions(
 ) -> acs.RevokedOut:
     """Admin kill: every session of the account ends at once."""
     ctx = ctx_of(request)
-    with ctx.WriteSession() as db, db.begin():
-        count = login.revoke_user_sessions(db, _user(db, username).id)
+    with _guarded(ctx, caller, username), ctx.WriteSession() as db, db.begin():
+        user = _user(db, username)
+        _may_manage(caller, user)
+        count = login.revoke_user_sessions(db, user.id)
     _forget_basic(request)
     _note(ctx, "user-change", caller, [{"type": "user", "id": username}], "sessions revoked")
     return acs.RevokedOut(revoked=count)
@@ -360,7 +407,10 @@ def unlock_user(username: str, request: Request, caller: Caller = Depends(get_ca
     from server.accounts import throttle
 
     ctx = ctx_of(request)
-    with ctx.WriteSession() as db, db.begin():
+    with _guarded(ctx, caller, username), ctx.WriteSession() as db, db.begin():
+        user = users.find(db, username)  # unknown names lock out too, and may be unlocked
+        if user is not None:
+            _may_manage(caller, user)
         throttle.clear(db, throttle.keys(username, "")[0])
     _note(ctx, "user-change", caller, [{"type": "user", "id": username}], "lockout cleared")
 

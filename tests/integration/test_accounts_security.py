@@ -1,0 +1,60 @@
+"""Account management against an outside security tester's findings (probe 7): who may
+make whom an administrator, address lockouts, grants and quotas for things that do not
+exist, the password policy, and share links that outlive their creator's rights.
+
+Each test drives the real app in-process over HTTP (ASGI) and failed before its fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.integration.test_accounts_support import PASSWORD, make_app
+
+IT_PASSWORD = "it-has-a-long-password"
+
+
+def test_clinic_it_cannot_make_or_touch_administrators(tmp_path: Path) -> None:
+    """Clinic IT "runs the system but reads no patient data": it must not promote itself,
+    create administrators, or take over, disable or unlock an administrator account."""
+    with make_app(tmp_path) as app:
+        admin = app.admin()
+        for name, role in (("it1", "clinic-it"), ("admin2", "administrator"), ("rad", "guest")):
+            body = {"username": name, "password": IT_PASSWORD, "role": role}
+            assert app.http.post("/api/v1/users", headers=admin, json=body).status_code == 201
+        it = app.token("it1", IT_PASSWORD)
+
+        def patch(name: str, body: dict[str, object]) -> int:
+            return app.http.patch(f"/api/v1/users/{name}", headers=it, json=body).status_code
+
+        assert patch("it1", {"role": "administrator"}) == 403
+        assert patch("rad", {"role": "administrator"}) == 403
+        made = {"username": "it-admin", "password": IT_PASSWORD, "role": "administrator"}
+        r = app.http.post("/api/v1/users", headers=it, json=made)
+        assert r.status_code == 403 and "administrator" in r.json()["detail"]
+        for change in ({"password": "taken-over-by-it"}, {"enabled": False}, {"email": "x@y.z"}):
+            assert patch("admin2", change) == 403
+        assert patch("admin2", {"role": "guest"}) == 403
+        for route in ("unlock", "sessions/revoke"):
+            assert app.http.post(f"/api/v1/users/admin2/{route}", headers=it).status_code == 403
+        r = app.http.put("/api/v1/users/admin2/grants", headers=it, json={})
+        assert r.status_code == 403
+        # nothing of it happened: admin2 logs in with its own password, it1 is still clinic IT
+        assert app.login("admin2", IT_PASSWORD).status_code == 200
+        assert (
+            app.http.get("/api/v1/auth/me", headers=app.token("it1", IT_PASSWORD)).json()["role"]
+            == "clinic-it"
+        )
+        assert app.http.get("/api/v1/studies", headers=it).status_code == 403
+        # what clinic IT is for still works: non-administrator accounts
+        assert patch("rad", {"role": "radiologist", "password": "new-" + PASSWORD}) == 200
+        body = {"username": "ref", "password": IT_PASSWORD, "role": "referring-physician"}
+        assert app.http.post("/api/v1/users", headers=it, json=body).status_code == 201
+        # nobody changes their own role, administrators neither; another administrator may
+        assert patch("it1", {"role": "guest"}) == 403
+        r = app.http.patch("/api/v1/users/admin", headers=admin, json={"role": "guest"})
+        assert r.status_code == 403 and "own role" in r.json()["detail"]
+        r = app.http.patch("/api/v1/users/it1", headers=admin, json={"role": "administrator"})
+        assert r.status_code == 200
+        refusals = app.admin_client().audit(event_id="110113", user="it1", outcome=4)
+        assert any("administrator" in e.detail for e in refusals)
