@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from xml.etree import ElementTree as ET
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, Text, cast, func, select
 from sqlalchemy.orm import Session as DbSession
 
 from server.accounts.clock import now
@@ -200,10 +200,47 @@ def search(
         stmt = stmt.where(AuditRecord.at >= since)
     if until is not None:
         stmt = stmt.where(AuditRecord.at <= until)
-    rows = db.scalars(stmt.order_by(AuditRecord.id).offset(offset).limit(limit)).all()
-    if object_id:
-        rows = [r for r in rows if any(o.get("id") == object_id for o in r.objects or [])]
-    return rows
+    if not object_id:
+        return db.scalars(stmt.order_by(AuditRecord.id).offset(offset).limit(limit)).all()
+    return _naming(db, stmt, object_id, offset, limit)
+
+
+#: Records read per round while looking for those that name an object.
+_BATCH = 1000
+
+
+def _naming(
+    db: DbSession, stmt: Select[tuple[AuditRecord]], object_id: str, offset: int, limit: int
+) -> list[AuditRecord]:
+    """The page of records that name ``object_id`` among their objects.
+
+    Offset and limit count matching records, so the filter must come before paging: it was
+    applied to the page afterwards, and the oldest 200 records rarely named the study asked
+    for (probe 7). SQL narrows to records whose stored JSON text holds the quoted id
+    (portable to SQLite and PostgreSQL; a superset: the text may be an object's type), then
+    each candidate is checked exactly, reading in id order until the page is full.
+    """
+    needle = json.dumps(object_id)  # as the JSON column stores it, quotes included
+    pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    stmt = stmt.where(cast(AuditRecord.objects, Text).like(pattern, escape="\\"))
+    found: list[AuditRecord] = []
+    skip = offset
+    after = 0
+    while len(found) < limit:
+        batch = db.scalars(
+            stmt.where(AuditRecord.id > after).order_by(AuditRecord.id).limit(_BATCH)
+        ).all()
+        for rec in batch:
+            if not any(o.get("id") == object_id for o in rec.objects or []):
+                continue
+            if skip:
+                skip -= 1
+            elif len(found) < limit:
+                found.append(rec)
+        if len(batch) < _BATCH:
+            break
+        after = batch[-1].id
+    return found
 
 
 _OBJECT_TYPES = {
