@@ -141,16 +141,40 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
     finally:
         ctx.close()
         lock.close()
-    print(f"{report.recovered} instance(s) re-indexed, {report.removed} object(s) removed")
+    print(
+        f"{report.recovered} instance(s) re-indexed, {report.removed} object(s) removed, "
+        f"{report.quarantined} moved to quarantine"
+    )
     for reason, count in sorted(report.reasons.items()):
-        print(f"  removed ({reason}): {count}")
+        print(f"  not indexed ({reason}): {count}")
+    if report.unknown_keys:
+        print(
+            f"error: {sum(report.unknown_keys.values())} object(s) are sealed with master "
+            f"keys {settings.key_file} lacks ({', '.join(sorted(report.unknown_keys))}); they "
+            "were left in place: restore the key file and run rebuild-index again",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """New active master key. The server must be stopped: its processes hold the key ring
+    they loaded, and a worker restarted later would seal with a key the API does not know."""
     settings, _ = _settings(args.config)
-    ring = crypto.KeyRing.load_or_create(settings.key_file)
-    key_id = ring.rotate()
+    try:
+        lock = single_instance.acquire(settings.data_dir)
+    except (single_instance.AlreadyRunning, OSError) as exc:
+        print(f"error: stop the server first ({exc})", file=sys.stderr)
+        return 1
+    try:
+        if not settings.key_file.exists():
+            print(f"error: no key file at {settings.key_file} to rotate", file=sys.stderr)
+            return 1
+        ring = crypto.KeyRing.load_or_create(settings.key_file)
+        key_id = ring.rotate()
+    finally:
+        lock.close()
     print(f"new master key '{key_id}' is active; older keys stay in {settings.key_file}")
     return 0
 

@@ -98,7 +98,10 @@ class ServerContext:
         self._commit_lock = db.commit_lock(self.engine)
         self.storage = FileSystemStorage(settings.archive_dir, sync=settings.archive.sync_writes)
         self._parents = ParentCache()
-        self.keys = crypto.KeyRing.load_or_create(settings.key_file)
+        self.keys = crypto.KeyRing.load_or_create(
+            settings.key_file,
+            archive_in_use=not settings.key_file.exists() and self.storage.has_objects(),
+        )
         self._check_key_location()
         # accounts: quota per user/group/pool, admission shared by all processes (issue 4)
         self.quotas = QuotaGuard(self.WriteSession, self.Session, settings.data_dir)

@@ -49,9 +49,19 @@ class KeyRing:
     active: str
 
     @classmethod
-    def load_or_create(cls, path: Path) -> KeyRing:
-        """Open the key file, creating it (mode 0600, folder 0700) with one key if missing."""
+    def load_or_create(cls, path: Path, *, archive_in_use: bool = False) -> KeyRing:
+        """Open the key file, creating it (mode 0600, folder 0700) with one key if missing.
+
+        ``archive_in_use``: the archive already holds sealed objects. A new key cannot open
+        them, and start-up recovery would count them unreadable: a missing key file is then
+        an error to fix by restoring it, never a reason to start afresh."""
         if not path.exists():
+            if archive_in_use:
+                raise KeyError_(
+                    f"the key file {path} is missing, but the archive holds objects sealed "
+                    "with its keys: restore the key file from your backup (a new key cannot "
+                    "open them). Nothing was changed."
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(path.parent, 0o700)
             ring = cls(path=path, keys={}, active="")

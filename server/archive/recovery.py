@@ -89,10 +89,19 @@ class Report:
     recovered: int = 0
     removed: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    quarantined: int = 0
+    """Objects that failed authentication or parsing: moved to ``quarantine/``, not deleted."""
+    unknown_keys: dict[str, int] = field(default_factory=dict)
+    """Objects sealed with master keys the key file lacks, by key id: left where they are."""
 
     def removed_because(self, reason: str, count: int = 1) -> None:
         self.removed += count
         self.reasons[reason] = self.reasons.get(reason, 0) + count
+
+
+#: Why an orphan could not be filed that says the object itself is damaged (or we cannot
+#: read it): it may be the only copy of an acknowledged instance, so it is kept aside.
+_QUARANTINE_REASONS = ("unreadable", "unlabelled", "not a valid instance", "pixel offset mismatch")
 
 
 def recover(ctx: ServerContext) -> Report:
@@ -116,9 +125,22 @@ def recover(ctx: ServerContext) -> Report:
             base, _, kind = key.partition(".")
             orphans.setdefault(base, set()).add(kind)
     for base, kinds in sorted(orphans.items()):
+        if base not in tombstones:
+            unknown = _unknown_key(ctx, base, kinds)
+            if unknown:
+                # a lost or replaced key file: never count these unreadable and remove them
+                report.unknown_keys[unknown] = report.unknown_keys.get(unknown, 0) + len(kinds)
+                continue
         reason = "deleted" if base in tombstones else _reindex(ctx, base, kinds)
         if reason is None:
             report.recovered += 1
+            continue
+        if reason in _QUARANTINE_REASONS:
+            for kind in kinds:
+                moved = ctx.storage.quarantine(f"{base}.{kind}")
+                log.error("archive object %s (%s) moved to %s", moved.name, reason, moved)
+            report.quarantined += len(kinds)
+            report.reasons[reason] = report.reasons.get(reason, 0) + len(kinds)
             continue
         for kind in kinds:
             ctx.storage.delete(f"{base}.{kind}")
@@ -126,14 +148,38 @@ def recover(ctx: ServerContext) -> Report:
     if tombstones:
         with ctx.WriteSession() as session, session.begin():
             session.execute(delete(ArchiveTombstone))
-    if report.recovered or report.removed:
+    if report.recovered or report.removed or report.quarantined:
         log.warning(
-            "archive recovery: %d instance(s) re-indexed, %d object(s) removed %s",
+            "archive recovery: %d instance(s) re-indexed, %d object(s) removed, "
+            "%d moved to quarantine %s",
             report.recovered,
             report.removed,
+            report.quarantined,
             report.reasons,
         )
+    if report.unknown_keys:
+        log.error(
+            "archive recovery: %d object(s) are sealed with master keys the key file %s "
+            "lacks (%s): left in place and not indexed; restore the key file and run "
+            "`lucent-server rebuild-index`",
+            sum(report.unknown_keys.values()),
+            ctx.settings.key_file,
+            ", ".join(sorted(report.unknown_keys)),
+        )
     return report
+
+
+def _unknown_key(ctx: ServerContext, base: str, kinds: set[str]) -> str:
+    """The master key id an orphan was sealed with when the key ring lacks it, else ""."""
+    for kind in sorted(kinds):
+        try:
+            with ctx.storage.open(f"{base}.{kind}") as f:
+                head = f.read(300)
+            key_id = crypto.header_key_id(head)
+        except (OSError, crypto.IntegrityError):
+            continue  # damaged: _reindex says so
+        return "" if key_id in ctx.keys.keys else key_id
+    return ""
 
 
 def _reindex(ctx: ServerContext, base: str, kinds: set[str]) -> str | None:

@@ -38,9 +38,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 _KEY = re.compile(r"^[0-9a-f]{32}\.[a-z]$")
+QUARANTINE = "quarantine"
+"""Folder in the archive for objects recovery could not authenticate (never a key prefix)."""
 _BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation in os.write
 RESERVED_KINDS = ("m", "p")  # a reserved base has a metadata and a pixel object
 BUSY_SECONDS = 0.5
@@ -260,6 +262,10 @@ class FileSystemStorage:
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
+    def open(self, key: str) -> BinaryIO:
+        """Read part of an object (a header) without loading all of it."""
+        return self._path(key).open("rb")
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
@@ -269,8 +275,22 @@ class FileSystemStorage:
     def keys(self) -> Iterator[str]:
         """Every written object (reserved files still empty are not objects yet)."""
         for path in self.root.glob("*/*"):
-            if _KEY.match(path.name) and _size(path) > 0:
+            if _KEY.match(path.name) and path.parent.name != QUARANTINE and _size(path) > 0:
                 yield path.name
+
+    def has_objects(self) -> bool:
+        return next(self.keys(), None) is not None
+
+    def quarantine(self, key: str) -> Path:
+        """Move an object that failed authentication aside (``quarantine/`` in the archive)
+        instead of deleting it: it may be the only copy of an acknowledged instance, and
+        someone may still recover it (a restored key file, a forensic look)."""
+        folder = self.root / QUARANTINE
+        folder.mkdir(exist_ok=True)
+        target = folder / key
+        os.replace(self._path(key), target)
+        self._fsync_dir(folder)
+        return target
 
     def sweep_temporary(self) -> tuple[int, int]:
         """Remove what a crash left: (half-written temp files, reserved files never written).
@@ -279,6 +299,8 @@ class FileSystemStorage:
         """
         half = unused = 0
         for path in self.root.glob("*/*"):
+            if path.parent.name == QUARANTINE:
+                continue
             if path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
                 half += 1

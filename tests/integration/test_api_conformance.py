@@ -147,7 +147,7 @@ def test_openapi_names_the_values_of_enumerated_fields(api: LucentClient) -> Non
         "success", "truncated", "failed", "cancelled", "no-association",
     }  # fmt: skip
     assert enum("CommitmentOut", "request_state") == {
-        "pending", "answered", "superseded", "expired",
+        "pending", "answered", "superseded", "expired", "failed",
     }  # fmt: skip
     assert enum("CommitmentOut", "state") == {"pending", "committed", "failed"}
     assert {"ok", "refused", "timeout", "rejected", "unreachable", "tls"} <= enum("EchoOut", "kind")

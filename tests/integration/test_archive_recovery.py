@@ -220,3 +220,84 @@ def test_a_second_server_on_the_same_data_directory_touches_nothing(tmp_path: Pa
         assert srv.client().status()["instances"] == 0  # the first one still answers
     finally:
         srv.stop()
+
+
+def _stored_server(tmp_path: Path, n: int = 4) -> tuple[LucentServer, list[Path]]:
+    ct = samples.write_ct_series(tmp_path / "ct", n=n, rows=32, cols=32)
+    srv = _server(tmp_path / "srv")
+    srv.start()
+    try:
+        assert storescu("127.0.0.1", srv.port, "LUCENT", ct).returncode == 0
+    finally:
+        srv.stop()
+    for suffix in ("", "-wal", "-shm"):
+        (srv.data_dir / f"index.sqlite3{suffix}").unlink(missing_ok=True)
+    return srv, ct
+
+
+def _key_file(srv: LucentServer) -> Path:
+    [path] = list((srv.data_dir / "keys").glob("*.keys"))
+    return path
+
+
+def test_a_lost_key_file_removes_nothing(tmp_path: Path) -> None:
+    """rebuild-index with the key file missing made a new key, found every object
+    "unreadable" and deleted the whole archive: 1004 objects (outside probe). Now the
+    server and rebuild-index refuse to start without the key file the archive needs."""
+    srv, ct = _stored_server(tmp_path)
+    before = _blobs(srv)
+    key = _key_file(srv)
+    key.rename(tmp_path / "saved.keys")
+    for command in ("rebuild-index", "run"):
+        done = srv.cli(command)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert "restore the key file" in done.stderr
+    assert _blobs(srv) == before and not key.exists()
+    (tmp_path / "saved.keys").rename(key)
+    done = srv.cli("rebuild-index")
+    assert done.returncode == 0 and f"{len(ct)} instance(s) re-indexed" in done.stdout
+
+
+def test_another_key_file_removes_nothing_and_damaged_objects_are_kept_aside(
+    tmp_path: Path,
+) -> None:
+    """A valid key file of another server (a restored wrong backup) opened nothing, and
+    every object was deleted; an object that fails authentication is moved to quarantine."""
+    srv, ct = _stored_server(tmp_path)
+    before = _blobs(srv)
+    key = _key_file(srv)
+    own = key.read_bytes()
+    other = _server(tmp_path / "other")
+    other.start()
+    other.stop()
+    key.write_bytes(_key_file(other).read_bytes())
+    done = srv.cli("rebuild-index")
+    assert done.returncode == 1, done.stdout
+    assert "sealed with master keys" in done.stderr and "0 instance(s) re-indexed" in done.stdout
+    assert _blobs(srv) == before
+    key.write_bytes(own)
+    damaged = sorted(p for p in before if p.name.endswith(".m"))[0]
+    data = bytearray(damaged.read_bytes())
+    data[-5] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    done = srv.cli("rebuild-index")
+    assert done.returncode == 0, done.stderr
+    assert f"{len(ct) - 1} instance(s) re-indexed" in done.stdout
+    assert "2 moved to quarantine" in done.stdout  # the metadata and the pixel object
+    kept = srv.data_dir / "archive" / "quarantine" / damaged.name
+    assert kept.read_bytes() == bytes(data)
+    assert (kept.parent / damaged.name.replace(".m", ".p")).is_file()
+
+
+def test_rotate_key_refuses_while_the_server_runs(tmp_path: Path) -> None:
+    """A key rotated under a running server: a worker restarted later sealed with the new
+    key, and the API answered 500 for those instances until a restart (outside probe)."""
+    srv = _server(tmp_path / "srv")
+    srv.start()
+    try:
+        done = srv.cli("rotate-key")
+        assert done.returncode == 1 and "stop the server first" in done.stderr
+    finally:
+        srv.stop()
+    done = srv.cli("rotate-key")
+    assert done.returncode == 0 and "is active" in done.stdout
