@@ -280,17 +280,15 @@ def _sub_operations(
 
 
 def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
-    if _peer_allowed(event, ctx) is None:
+    caller = _peer_allowed(event, ctx)
+    if caller is None:
         yield None, None  # pynetdicom answers A801; we also log the refusal
         return
     destination = event.move_destination
-    dest = destination.decode() if isinstance(destination, bytes) else str(destination)
-    with ctx.Session() as session:
-        node = session.scalars(
-            select(RemoteNode).where(RemoteNode.ae_title == dest.strip())
-        ).first()
+    dest = (destination.decode() if isinstance(destination, bytes) else str(destination)).strip()
+    node = _move_destination(ctx, dest, caller)
     if node is None:
-        log.warning("C-MOVE to unknown destination %r", dest)
+        log.warning("C-MOVE to %r refused: no remote node with that AE title may receive", dest)
         yield None, None
         return
     found, error = _selected(event, ctx)
@@ -314,6 +312,24 @@ def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
     yield len(found)
     _audit_retrieve(event, ctx, "C-MOVE", f"{dest.strip()} ({node.host}:{node.port})", found)
     yield from _sub_operations(event, ctx, found, peer)
+
+
+def _move_destination(
+    ctx: ServerContext, ae_title: str, caller: RemoteNode | bool
+) -> RemoteNode | None:
+    """The node a C-MOVE may send to: a store target with that AE title, or the caller
+    itself (a viewer retrieving to its own AE). A node marked as no store target received
+    patient data all the same, although an API send to it is refused (outside probe)."""
+    with ctx.Session() as session:
+        nodes = list(session.scalars(select(RemoteNode).where(RemoteNode.ae_title == ae_title)))
+    for node in nodes:
+        if node.store_target:
+            return node
+    if isinstance(caller, RemoteNode):
+        for node in nodes:
+            if node.id == caller.id:
+                return node
+    return None
 
 
 def handle_get(event: Event, ctx: ServerContext) -> Iterator[Any]:

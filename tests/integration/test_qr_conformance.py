@@ -733,3 +733,29 @@ def test_ranges_never_match_empty_values_and_times_match_at_their_precision(
     assert responses[-1][0] == 0x0000
     found = {uids.get(str(ds.StudyInstanceUID)) for _, ds in responses[:-1] if ds is not None}
     assert expected <= found and not (found - expected) - {None}
+
+
+def test_move_to_a_node_that_is_no_store_target_is_refused(
+    server: LucentServer, api: LucentClient, data: dict[str, Any], caller: str, tmp_path: Path
+) -> None:
+    """A node marked "no store target" (an API send to it is refused with 409) received the
+    study by C-MOVE all the same (outside probe): it is no move destination (A801)."""
+    with StoreScp(tmp_path / "dest", aet="NOSTORE") as dest:
+        node = api.add_node(
+            schemas.RemoteNodeIn(
+                name="no-store", ae_title="NOSTORE", host="127.0.0.1", port=dest.port,
+                query_retrieve=False, store_target=False,
+            )
+        )  # fmt: skip
+        try:
+            done = subprocess.run(
+                [dcmtk_tool("movescu"), "-v", "-aet", caller, "-aec", server.ae_title, "-S",
+                 "-aem", "NOSTORE", "-k", "QueryRetrieveLevel=STUDY",
+                 "-k", f"StudyInstanceUID={data['study']}", "127.0.0.1", str(server.port)],
+                capture_output=True, text=True, env=dicom_env(True), timeout=120,
+            )  # fmt: skip
+            out = done.stdout + done.stderr
+            assert "Received Final Move Response (Refused: MoveDestinationUnknown)" in out, out
+            assert not list(dest.files())
+        finally:
+            api.delete_node(node.id)
