@@ -19,6 +19,8 @@ import platformdirs
 from lucent.net import upper_layer
 
 SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "resources" / "lucent-server.sample.toml"
+#: A base URL for links in mails: scheme, host, optional port and path; no query/fragment.
+_PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?$")
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
 _UID_ROOT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.?$")
 
@@ -325,6 +327,11 @@ def validate(s: Settings) -> None:
         )
     if s.accounts.max_failures < 1 or s.accounts.pin_attempts < 1:
         raise ConfigError("[accounts] max_failures and pin_attempts must be >= 1")
+    if s.accounts.public_url and not _PUBLIC_URL.match(s.accounts.public_url):
+        raise ConfigError(
+            "[accounts] public_url must be an http:// or https:// address with a host and no "
+            f"query, e.g. https://lucent.clinic.example (got {s.accounts.public_url!r})"
+        )
     if any(p.retention_days < 0 for p in s.pools):
         raise ConfigError("[[pools]] retention_days must be >= 0 (0 = keep forever)")
     if s.perfusion.max_concurrent < 1 or s.perfusion.scan_seconds <= 0:

@@ -18,7 +18,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
 
-from server.accounts import audit, mail, throttle, users
+from server.accounts import audit, links, mail, throttle, users
 from server.accounts.clock import now
 from server.config import Settings
 from server.index.account_models import (
@@ -385,10 +385,12 @@ def confirm_pin(
 
 
 # ------------------------------------------------------------------ password reset
-def request_reset(
-    session_factory: object, settings: Settings, username: str, base_url: str, address: str
-) -> None:
-    """Mail a single-use reset link; silent when the user is unknown (no enumeration)."""
+def request_reset(session_factory: object, settings: Settings, username: str, address: str) -> None:
+    """Mail a single-use reset link; silent when the user is unknown (no enumeration).
+
+    The link's host comes from the settings, never from the request (``links``).
+    """
+    base_url = links.public_base(settings)
     body = ""
     email = ""
     with session_factory() as db, db.begin():  # type: ignore[operator]
@@ -421,6 +423,7 @@ def request_reset(
         ),
     )
     if email:
+        links.warn_if_guessed(settings, "password-reset link")
         try:
             mail.send(settings.smtp, email, "Lucent password reset", body)
         except mail.MailError as exc:

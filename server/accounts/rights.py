@@ -83,6 +83,7 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("GET", f"{_A}/auth/me"): USER,
     ("POST", f"{_A}/auth/password"): USER,
     ("GET", f"{_A}/auth/sessions"): USER,
+    ("GET", "/reset"): PUBLIC,  # the mailed reset link's page: a static form, no data
     # ---------------------------------------------------------------- archive
     ("GET", f"{_A}/pools"): USER,
     ("GET", f"{_A}/status"): USER,

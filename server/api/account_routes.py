@@ -208,10 +208,7 @@ def my_sessions(request: Request, caller: Caller = Depends(get_caller)) -> list[
 def request_reset(body: acs.ResetRequest, request: Request) -> acs.AcceptedOut:
     """Mail a single-use reset link; the same answer whether or not the user exists."""
     ctx = ctx_of(request)
-    base = ctx.settings.accounts.public_url or str(request.base_url).rstrip("/")
-    login.request_reset(
-        ctx.WriteSession, ctx.settings, body.username, base, client_address(request)
-    )
+    login.request_reset(ctx.WriteSession, ctx.settings, body.username, client_address(request))
     return acs.AcceptedOut(
         detail="if the account exists and has an e-mail address, a link was sent"
     )

@@ -25,9 +25,10 @@ from sqlalchemy import select
 
 from lucent.api import account_schemas as acs
 from lucent.dicom import pixels
-from server.accounts import audit, users
+from server.accounts import audit, links, users
 from server.accounts.clock import now
 from server.accounts.login import digest, new_token
+from server.api import reset_page
 from server.api.auth import Caller, access, client_address, get_caller
 from server.api.params import RowId
 from server.context import ServerContext
@@ -35,6 +36,8 @@ from server.index.account_models import ShareLink, ShareSession
 from server.index.models import Instance, Series, Study
 
 router = APIRouter(tags=["share links"])
+# This router carries the server's browser pages outside /api/v1: the mailed reset link's too.
+router.include_router(reset_page.router)
 COOKIE = "lucent_share"
 _PAGE = (Path(__file__).parent / "web" / "share.html").read_text(encoding="utf-8")
 
@@ -103,7 +106,8 @@ def create_share(
         db.add(link)
         db.flush()
         link_id, expires = link.id, link.expires_at
-    base = ctx.settings.accounts.public_url or str(request.base_url).rstrip("/")
+    links.warn_if_guessed(ctx.settings, "share link")
+    base = links.public_base(ctx.settings)
     audit.record(
         ctx.WriteSession,
         audit.Entry(

@@ -16,6 +16,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from lucent.api.client import ApiError, SessionExpired
+from server import config
 from server.accounts import clock
 from tests.integration.test_accounts_support import PASSWORD, make_app
 
@@ -144,3 +145,39 @@ def test_password_reset_by_mailed_single_use_link(tmp_path: Path, smtp: tuple[In
             json={"token": token.group(1), "new_password": "yet-another-password"},
         )
         assert r.status_code == 400 and "expired" in r.json()["detail"]
+
+
+def _link(inbox: Inbox, to: str) -> str:
+    found = re.search(r"Link: (\S+)", inbox.last_body(to))
+    assert found
+    return found.group(1)
+
+
+def test_mailed_and_shared_links_never_take_the_request_host(
+    tmp_path: Path, smtp: tuple[Inbox, int]
+) -> None:
+    """Probe 7: an anonymous reset request with ``Host: evil.example`` had a valid token
+    mailed as http://evil.example/reset?token=...; share URLs were built the same way."""
+    from tests.integration.test_accounts_support import ct_bytes
+
+    inbox, port = smtp
+    sections = {"smtp": {"host": "127.0.0.1", "port": port}, "api": {"port": 18750}}
+    with make_app(tmp_path / "a", sections) as app:
+        app.add_user("kim", "radiologist", {"*": ["read", "share"]}, email="kim@clinic.example")
+        evil = {"Host": "evil.example"}
+        r = app.http.post("/api/v1/auth/password-reset", json={"username": "kim"}, headers=evil)
+        assert r.status_code == 202
+        assert _link(inbox, "kim@clinic.example").startswith("http://127.0.0.1:18750/reset?token=")
+        assert app.store(ct_bytes(tmp_path, study_uid="1.2.826.99.1")) == 0
+        headers = {**app.token("kim"), **evil}
+        body = {"study_uid": "1.2.826.99.1", "expires_hours": 1}
+        r = app.http.post("/api/v1/shares", json=body, headers=headers)
+        assert r.status_code == 201 and r.json()["url"].startswith("http://127.0.0.1:18750/share/")
+    sections["accounts"] = {"public_url": "https://lucent.clinic.example/"}
+    with make_app(tmp_path / "b", sections) as app:
+        app.add_user("kim", "radiologist", email="kim@clinic.example")
+        app.http.post("/api/v1/auth/password-reset", json={"username": "kim"}, headers=evil)
+        link = _link(inbox, "kim@clinic.example")
+        assert link.startswith("https://lucent.clinic.example/reset?token=")
+    with pytest.raises(config.ConfigError, match="public_url"):
+        config.parse({"accounts": {"public_url": "lucent.clinic.example"}})

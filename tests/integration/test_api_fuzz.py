@@ -75,6 +75,8 @@ PUBLIC_BY_DESIGN: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/auth/password-reset"): "asks for a reset mail; one 202 answer for any "
     "name, so it tells nothing (not even whether the user exists)",
     ("POST", "/api/v1/auth/password-reset/confirm"): "needs the mailed single-use token",
+    ("GET", "/reset"): "the page the mailed reset link opens: one static form, no data; the "
+    "token is read and checked by the confirm route",
     ("GET", "/share/{token}"): "the share link's PIN entry page (HTML form, no patient data)",
     ("POST", "/share/{token}/pin"): "PIN check of a share link (counted, blocked, audited)",
     ("GET", "/share/{token}/content"): "needs the viewing cookie that the right PIN sets",
@@ -495,6 +497,8 @@ def _public_answer_is_harmless(method: str, path: str, status: int, text: str) -
         return status == 202 and set(_json(text)) == {"detail"}
     if (method, path) == ("GET", "/share/{token}"):  # the PIN form (patient data: see caller)
         return status == 200 and "pin" in text.lower()
+    if (method, path) == ("GET", "/reset"):  # the static new-password form
+        return status == 200 and "new-password" in text
     return False
 
 
