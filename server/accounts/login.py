@@ -430,21 +430,44 @@ def request_reset(session_factory: object, settings: Settings, username: str, ad
             log.error("%s", exc)
 
 
+def password_changed(db: DbSession, user: User) -> None:
+    """After any password change (own, by an administrator, by a reset link) or disabling:
+    every reset token mailed before it dies. An older mail still reset the password after
+    a newer link was used or after the owner changed it (probe 7), so whoever could read
+    an old mail could take the account back."""
+    security(db, user).password_changed_at = now()
+    db.execute(
+        update(PasswordReset)
+        .where(PasswordReset.user_pk == user.id, PasswordReset.used.is_(False))
+        .values(used=True)
+    )
+
+
 def confirm_reset(session_factory: object, token: str, password: str, address: str) -> Outcome:
+    invalid = Outcome(400, "this reset link is invalid, used or expired; request a new one")
     with session_factory() as db, db.begin():  # type: ignore[operator]
         row = db.scalars(
             select(PasswordReset).where(PasswordReset.token_hash == digest(token))
         ).first()
         if row is None or row.used or row.expires_at <= now():
-            return Outcome(400, "this reset link is invalid, used or expired; request a new one")
+            return invalid
         user = db.get(User, row.user_pk)
-        assert user is not None
+        if user is None or not user.enabled:
+            return invalid
         try:
             users.set_password(user, password)
         except users.AccountError as exc:
             return Outcome(400, str(exc))
-        row.used = True
-        security(db, user).password_changed_at = now()
+        # claimed with a conditional UPDATE, so two requests with one token cannot both win
+        claimed = db.execute(
+            update(PasswordReset)
+            .where(PasswordReset.id == row.id, PasswordReset.used.is_(False))
+            .values(used=True)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            db.rollback()
+            return invalid
+        password_changed(db, user)
         revoke_user_sessions(db, user.id)
         name = user.username
     audit.record(

@@ -166,7 +166,7 @@ def change_password(
             users.set_password(user, body.new_password)
         except users.AccountError as exc:
             raise HTTPException(400, str(exc)) from exc
-        login.security(db, user).password_changed_at = now()
+        login.password_changed(db, user)
         for row in db.scalars(
             select(LoginSession).where(
                 LoginSession.user_pk == user.id, LoginSession.id != (caller.session_pk or -1)
@@ -352,6 +352,8 @@ def patch_user(
                 raise HTTPException(422, str(exc)) from exc
         if body.enabled is not None:
             user.enabled = body.enabled
+        if body.enabled is False or body.password is not None:
+            login.password_changed(db, user)  # mailed reset links die with the old password
         if body.enabled is False or body.password is not None or body.role is not None:
             login.revoke_user_sessions(db, user.id)
         db.flush()

@@ -181,3 +181,52 @@ def test_mailed_and_shared_links_never_take_the_request_host(
         assert link.startswith("https://lucent.clinic.example/reset?token=")
     with pytest.raises(config.ConfigError, match="public_url"):
         config.parse({"accounts": {"public_url": "lucent.clinic.example"}})
+
+
+def _reset_token(app, inbox: Inbox, name: str) -> str:  # type: ignore[no-untyped-def]
+    clock.advance(61)  # past the per-account pause between reset mails
+    r = app.http.post("/api/v1/auth/password-reset", json={"username": name})
+    assert r.status_code == 202
+    found = re.search(r"Reset token: (\S+)", inbox.last_body(f"{name}@clinic.example"))
+    assert found
+    return found.group(1)
+
+
+def test_every_reset_token_dies_when_the_password_changes(
+    tmp_path: Path, smtp: tuple[Inbox, int]
+) -> None:
+    """Probe 7: after the newest of several mailed tokens was used, an older one still reset
+    the password; so did one mailed before the owner changed it, or before an administrator
+    set it or disabled the account."""
+    inbox, port = smtp
+    with make_app(tmp_path, {"smtp": {"host": "127.0.0.1", "port": port}}) as app:
+        app.add_user("lou", "guest", email="lou@clinic.example")
+
+        def confirm(token: str, password: str) -> int:
+            body = {"token": token, "new_password": password}
+            return app.http.post("/api/v1/auth/password-reset/confirm", json=body).status_code
+
+        older, newer = _reset_token(app, inbox, "lou"), _reset_token(app, inbox, "lou")
+        assert confirm(newer, "from-the-newer-mail") == 204
+        assert confirm(older, "from-the-older-mail") == 400
+        assert confirm(newer, "from-the-newer-mail-again") == 400  # single use
+
+        mailed = _reset_token(app, inbox, "lou")
+        app.client("lou", "from-the-newer-mail").change_password(
+            "from-the-newer-mail", "changed-by-the-owner"
+        )
+        assert confirm(mailed, "attacker-chosen-one") == 400
+
+        admin = app.admin()
+        mailed = _reset_token(app, inbox, "lou")
+        body = {"password": "set-by-the-admin-1"}
+        assert app.http.patch("/api/v1/users/lou", headers=admin, json=body).status_code == 200
+        assert confirm(mailed, "attacker-chosen-two") == 400
+
+        mailed = _reset_token(app, inbox, "lou")
+        for enabled in (False, True):
+            body = {"enabled": enabled}
+            r = app.http.patch("/api/v1/users/lou", headers=admin, json=body)
+            assert r.status_code == 200
+        assert confirm(mailed, "attacker-chosen-three") == 400
+        assert app.login("lou", "set-by-the-admin-1").status_code == 200
