@@ -10,11 +10,13 @@ import signal
 import sys
 from pathlib import Path
 
+from sqlalchemy.exc import DBAPIError
+
 from server import config as config_mod
 from server import single_instance
 from server.accounts import users
 from server.archive import crypto
-from server.context import ServerContext
+from server.context import ServerContext, StartupError
 
 log = logging.getLogger("lucent.server")
 
@@ -22,6 +24,23 @@ log = logging.getLogger("lucent.server")
 def _settings(path: str | None) -> tuple[config_mod.Settings, Path]:
     cfg_path = Path(path).expanduser() if path else config_mod.default_config_path()
     return config_mod.load(cfg_path), cfg_path
+
+
+def _raise_file_limit() -> None:
+    """Every association and HTTP client holds a descriptor: at the common soft limit of 1024
+    a flood of idle HTTP clients left none for DICOM associations (outside probe). Raise the
+    soft limit to the hard one, as servers do; the workers inherit it."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            logging.getLogger("lucent").warning("could not raise the open-file limit: %s", exc)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -35,12 +54,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s [main] %(name)s: %(message)s",
     )
+    _raise_file_limit()
     try:
         lock = single_instance.acquire(settings.data_dir)  # before anything touches the data
     except single_instance.AlreadyRunning as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    ctx = ServerContext(settings, migrate=True)
+    try:
+        ctx = ServerContext(settings, migrate=True)
+    except DBAPIError as exc:
+        raise StartupError(
+            f"the index database cannot be opened ({exc.orig}): restore it from a backup, or "
+            "move it aside and run `lucent-server rebuild-index`"
+        ) from exc
+    ctx.preflight()
     ctx.recover()  # re-index what a crash left unindexed, remove deleted/half-written objects
     check_ports_free(settings)
     if args.first_run_admin:
@@ -266,6 +293,6 @@ def main(argv: list[str] | None = None) -> int:
         args.first_run_admin = False
     try:
         return commands[args.command](args)
-    except (config_mod.ConfigError, crypto.KeyError_, OSError) as exc:
+    except (config_mod.ConfigError, crypto.KeyError_, StartupError, OSError) as exc:
         print(f"lucent-server: {exc}", file=sys.stderr)
         return 2

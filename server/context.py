@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from lucent.dicom import instance as dicom_instance
 from lucent.net import status
@@ -80,6 +81,10 @@ class ArchiveReadError(Exception):
     """An indexed object could not be read back (missing blob or failed authentication)."""
 
 
+class StartupError(Exception):
+    """The data directory cannot be served (unwritable archive, damaged index): say why."""
+
+
 class ServerContext:
     """Per-process handle on the archive and the index; safe to use from many threads."""
 
@@ -125,6 +130,37 @@ class ServerContext:
         with self.quotas.admit(pool, None, 0):
             pass
         crypto.seal(self.keys, b"", b"")
+        self._index_probe(pool)
+
+    def preflight(self) -> None:
+        """Refuse to start on an archive or index that cannot take data: with a read-only
+        archive or a damaged index the server announced "running", answered every C-STORE
+        with C0FF and logged a failure twice a second for ever (outside probe)."""
+        probe = self.settings.archive_dir / ".write-check"
+        try:
+            self.settings.archive_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, b"lucent")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            raise StartupError(
+                f"the archive folder {self.settings.archive_dir} cannot be written: {exc}"
+            ) from exc
+        try:
+            self._index_probe(self.settings.pools[0].name)
+        except DBAPIError as exc:
+            raise StartupError(
+                f"the index database cannot be used ({exc.orig}): restore it from a backup, "
+                "or move it aside and run `lucent-server rebuild-index` to rebuild it from "
+                "the archive"
+            ) from exc
+
+    def _index_probe(self, pool: str) -> None:
+        """One synthetic instance through the index path, rolled back: nothing is written."""
         ds = Dataset()
         ds.PatientID, ds.PatientName = "~warm-up", "~warm-up"
         ds.StudyInstanceUID = ds.SeriesInstanceUID = ds.SOPInstanceUID = "2.25.0"

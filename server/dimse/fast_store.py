@@ -17,6 +17,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 
 from pynetdicom.presentation import QueryRetrievePresentationContexts
@@ -36,6 +37,31 @@ C_STORE_RQ, C_STORE_RSP, C_ECHO_RQ, C_ECHO_RSP = 0x0001, 0x8001, 0x0030, 0x8030
 ASSOCIATION_PDU_LIMIT = 1 << 20
 #: Query/Retrieve SOP classes (C-FIND, C-MOVE, C-GET of every information model).
 QUERY_RETRIEVE = frozenset(str(c.abstract_syntax) for c in QueryRetrievePresentationContexts)
+
+
+class AcceptTrouble:
+    """What an accept loop does when accept() fails with the listener still open: out of
+    file descriptors (EMFILE/ENFILE, e.g. a flood of idle HTTP clients under ulimit -n 1024)
+    makes accept fail at once, again and again. The loop spun on it silently while every
+    association was refused; now it says so (once per ``every`` seconds) and backs off."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self._last = 0.0
+        self._count = 0
+
+    def __call__(self, exc: OSError, where: str) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            log.error(
+                "%s: cannot accept connections (%s; %d time(s) since the last report)",
+                where,
+                exc,
+                self._count,
+            )
+            self._last, self._count = now, 0
+        time.sleep(0.05)
 
 
 class Abort(Exception):
@@ -87,14 +113,16 @@ class StoreAcceptor:
     def serve_forever(self) -> None:
         assert self.listener is not None
         self.listener.settimeout(0.5)
+        trouble = AcceptTrouble()
         while not self._stop.is_set():
             try:
                 sock, address = self.listener.accept()
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as exc:
                 if self._stop.is_set():
                     return
+                trouble(exc, f"pool {self.pool.name}")
                 continue
             transport.set_nodelay(sock)
             threading.Thread(

@@ -39,7 +39,7 @@ from server import config as config_mod
 from server.config import PoolSection, Settings
 from server.context import ServerContext
 from server.dimse import handlers
-from server.dimse.fast_store import StoreAcceptor
+from server.dimse.fast_store import AcceptTrouble, StoreAcceptor
 
 log = logging.getLogger("lucent.dimse")
 
@@ -327,14 +327,16 @@ class WorkerPool:
 
     def _accept(self, pool_index: int, listener: socket.socket) -> None:
         listener.settimeout(0.5)
+        trouble = AcceptTrouble()
         while not self._stop.is_set():
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as exc:
                 if self._stop.is_set():
                     return
+                trouble(exc, f"DICOM port {listener.getsockname()[1]}")
                 continue
             try:
                 self._hand_over(pool_index, conn)

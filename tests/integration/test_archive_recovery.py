@@ -301,3 +301,18 @@ def test_rotate_key_refuses_while_the_server_runs(tmp_path: Path) -> None:
         srv.stop()
     done = srv.cli("rotate-key")
     assert done.returncode == 0 and "is active" in done.stdout
+
+
+def test_a_damaged_index_stops_the_start_with_a_reason(tmp_path: Path) -> None:
+    """With pages of the index overwritten the server announced "running" and answered
+    every C-STORE with C0FF (outside probe): it now refuses to start and says what to do."""
+    srv, _ = _stored_server(tmp_path, n=40)
+    assert srv.cli("rebuild-index").returncode == 0
+    index = srv.data_dir / "index.sqlite3"
+    with index.open("r+b") as f:
+        f.seek(3 * 4096)
+        f.write(b"\xa5" * (5 * 4096))
+    done = srv.cli("run")
+    assert done.returncode == 2, (done.stdout, done.stderr[-2000:])
+    assert "index database" in done.stderr and "rebuild-index" in done.stderr
+    assert "Lucent server running" not in done.stdout
