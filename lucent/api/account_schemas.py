@@ -72,6 +72,13 @@ class GroupOut(BaseModel):
     grants: dict[str, list[str]]
 
 
+class LockoutOut(BaseModel):
+    kind: str = Field(description="user | address")
+    subject: str = Field(description="the user name typed, or the client address")
+    failures: int
+    locked_until: datetime
+
+
 class SessionOut(BaseModel):
     id: int
     created_at: datetime

@@ -206,15 +206,34 @@ def login(
     mail_to: tuple[str, str] | None = None
     name = users.normalise(username)
     with session_factory() as db, db.begin():  # type: ignore[operator]
-        wait = throttle.locked_for(db, user_key, addr_key)
+        user: User | None = None
+        wait = throttle.locked_for(db, user_key)
         if wait:
             outcome = Outcome(
                 429, f"too many failed logins; try again in {wait} seconds", retry_after=wait
             )
+        else:
+            user = users.authenticate(db, name, password)
+            wait = _address_wait(db, addr_key, user, address)
+            if wait:
+                outcome = Outcome(
+                    429,
+                    f"too many failed logins from this address; try again in {wait} seconds "
+                    "or ask your clinic IT to clear the lock",
+                    retry_after=wait,
+                )
+                # a wrong password still counts against the account
+                if user is None and throttle.fail(db, settings.accounts, user_key, ""):
+                    events.append(
+                        audit.Entry(
+                            "lockout", audit.SERIOUS_FAILURE, name, address, [], "login locked"
+                        )
+                    )
+        if wait:
             events.append(audit.Entry("login", audit.SERIOUS_FAILURE, name, address, [], "locked"))
         else:
             outcome, mail_to = _login_checked(
-                db, settings, name, password, address, device_identity, device_name, events
+                db, settings, user, name, address, device_identity, device_name, events
             )
             if outcome.status == 401 and throttle.fail(db, settings.accounts, user_key, addr_key):
                 events.append(
@@ -232,17 +251,48 @@ def login(
     return outcome
 
 
+#: A user who logged in from an address within this many days still gets in from it while
+#: the address is locked (with the right password).
+FAMILIAR_DAYS = 30
+
+
+def _address_wait(db: DbSession, addr_key: str, user: User | None, address: str) -> int:
+    """Seconds the address lock holds this login back (0 = not locked, or let through).
+
+    The address lock slows guessing across many names from one place; it used to refuse
+    every correct login from that address too, administrators included, for as long as
+    the guessing went on (probe 7; a clinic behind one NAT address is one address). Like
+    "familiar location" rules of mature products, a user with the right password who has
+    logged in from this address before gets in; everybody else reads the same refusal,
+    whatever their password, so the lock tells a guesser nothing.
+    """
+    wait = throttle.locked_for(db, addr_key)
+    if not wait or user is None:
+        return wait
+    since = now() - timedelta(days=FAMILIAR_DAYS)
+    known = db.scalars(
+        select(LoginSession.id)
+        .where(
+            LoginSession.user_pk == user.id,
+            LoginSession.address == address[:64],
+            LoginSession.created_at >= since,
+        )
+        .limit(1)
+    ).first()
+    return 0 if known is not None else wait
+
+
 def _login_checked(
     db: DbSession,
     settings: Settings,
+    user: User | None,
     name: str,
-    password: str,
     address: str,
     device_identity: str,
     device_name: str,
     events: list[audit.Entry],
 ) -> tuple[Outcome, tuple[str, str] | None]:
-    user = users.authenticate(db, name, password)
+    """The login of a user whose password was checked (None: wrong name or password)."""
     if user is None:
         events.append(
             audit.Entry("login", audit.MINOR_FAILURE, name, address, [], WRONG_CREDENTIALS)

@@ -174,6 +174,8 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("PUT", f"{_A}/users/{{username}}/grants"): cap("users"),
     ("POST", f"{_A}/users/{{username}}/sessions/revoke"): cap("users"),
     ("POST", f"{_A}/users/{{username}}/unlock"): cap("users"),
+    ("GET", f"{_A}/lockouts"): cap("users"),
+    ("DELETE", f"{_A}/lockouts/address/{{address}}"): cap("users"),
     ("GET", f"{_A}/groups"): cap("users"),
     ("POST", f"{_A}/groups"): cap("users"),
     ("PUT", f"{_A}/groups/{{name}}/members"): cap("users"),

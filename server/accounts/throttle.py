@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
 from server.accounts.clock import now
@@ -34,13 +35,15 @@ def locked_for(db: DbSession, *names: str) -> int:
 
 
 def fail(db: DbSession, settings: AccountsSection, user_key: str, addr_key: str) -> bool:
-    """Count one failure on both keys; True when this failure locked one of them."""
+    """Count one failure on both keys ('' = not that one); True when this locked one."""
     locked = False
     stamp = now()
     for name, limit in (
         (user_key, settings.max_failures),
         (addr_key, settings.address_max_failures),
     ):
+        if not name:
+            continue
         row = db.get(LoginThrottle, name)
         if row is None:
             row = LoginThrottle(key=name, failures=0, last_failure_at=stamp)
@@ -60,7 +63,20 @@ def fail(db: DbSession, settings: AccountsSection, user_key: str, addr_key: str)
     return locked
 
 
-def clear(db: DbSession, name: str) -> None:
+def clear(db: DbSession, name: str) -> bool:
+    """Forget a key's failures and lock; False when it had none."""
     row = db.get(LoginThrottle, name)
-    if row is not None:
-        db.delete(row)
+    if row is None:
+        return False
+    db.delete(row)
+    return True
+
+
+def active(db: DbSession) -> list[LoginThrottle]:
+    """Login lockouts in force now, accounts and addresses (for clinic IT to see and clear)."""
+    rows = db.scalars(
+        select(LoginThrottle)
+        .where(LoginThrottle.locked_until > now())
+        .order_by(LoginThrottle.locked_until.desc())
+    )
+    return [r for r in rows if r.key.startswith(("user:", "addr:"))]

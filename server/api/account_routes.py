@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 
 from lucent.api import account_schemas as acs
 from lucent.api import schemas
-from server.accounts import audit, login, rights, users
+from server.accounts import audit, login, rights, throttle, users
 from server.accounts import retention as retention_mod
 from server.accounts.clock import now
 from server.api.auth import Caller, client_address, get_caller
@@ -403,8 +403,6 @@ def revoke_sessions(
 
 @router.post("/users/{username}/unlock", status_code=204)
 def unlock_user(username: str, request: Request, caller: Caller = Depends(get_caller)) -> None:
-    from server.accounts import throttle
-
     ctx = ctx_of(request)
     with _guarded(ctx, caller, username), ctx.WriteSession() as db, db.begin():
         user = users.find(db, username)  # unknown names lock out too, and may be unlocked
@@ -412,6 +410,37 @@ def unlock_user(username: str, request: Request, caller: Caller = Depends(get_ca
             _may_manage(caller, user)
         throttle.clear(db, throttle.keys(username, "")[0])
     _note(ctx, "user-change", caller, [{"type": "user", "id": username}], "lockout cleared")
+
+
+@router.get("/lockouts", response_model=list[acs.LockoutOut])
+def list_lockouts(request: Request) -> list[acs.LockoutOut]:
+    """Login lockouts in force: accounts (cleared with /users/{name}/unlock) and client
+    addresses (cleared below)."""
+    with ctx_of(request).Session() as db:
+        return [
+            acs.LockoutOut(
+                kind="user" if row.key.startswith("user:") else "address",
+                subject=row.key.partition(":")[2],
+                failures=row.failures,
+                locked_until=row.locked_until,
+            )
+            for row in throttle.active(db)
+            if row.locked_until is not None
+        ]
+
+
+@router.delete("/lockouts/address/{address}", status_code=204)
+def clear_address_lockout(
+    address: str, request: Request, caller: Caller = Depends(get_caller)
+) -> None:
+    """End the lockout of a client address and forget its failures (probe 7: nothing could
+    clear one, and it held back every login from that address, administrators' too)."""
+    ctx = ctx_of(request)
+    key = throttle.keys("", address)[1]
+    with ctx.WriteSession() as db, db.begin():
+        if not throttle.clear(db, key):
+            raise HTTPException(404, f"no failed logins recorded for address '{address}'")
+    _note(ctx, "user-change", caller, [], f"address lockout cleared: {address}")
 
 
 # ------------------------------------------------------------------ groups

@@ -58,3 +58,33 @@ def test_clinic_it_cannot_make_or_touch_administrators(tmp_path: Path) -> None:
         assert r.status_code == 200
         refusals = app.admin_client().audit(event_id="110113", user="it1", outcome=4)
         assert any("administrator" in e.detail for e in refusals)
+
+
+def test_address_lockout_lets_known_users_in_and_can_be_cleared(tmp_path: Path) -> None:
+    """Probe 7: after 20 failures with random names from one address, every correct login
+    from it got 429 (administrators' too) and nothing could clear the address lock."""
+    settings = {"accounts": {"max_failures": 100, "address_max_failures": 4}}
+    with make_app(tmp_path, settings) as app:
+        app.add_user("alice", "radiologist")
+        app.add_user("bob", "radiologist")
+        assert app.login("alice").status_code == 200  # alice works from this address
+        for i in range(4):
+            assert app.login(f"nobody-{i}", "wrong-password").status_code == 401
+        stranger = app.login("bob")  # right password, never logged in from here
+        assert stranger.status_code == 429 and int(stranger.headers["retry-after"]) > 0
+        guess = app.login("alice", "wrong-password")
+        assert guess.status_code == 429 and guess.json() == stranger.json()
+        assert app.login("nobody-9", "wrong-password").json() == stranger.json()
+        assert app.login("alice").status_code == 200
+        admin = app.admin()  # the administrator added the users from here
+        locks = app.http.get("/api/v1/lockouts", headers=admin).json()
+        [lock] = [x for x in locks if x["kind"] == "address"]
+        assert lock["subject"] == "testclient" and lock["failures"] == 4
+        r = app.http.delete("/api/v1/lockouts/address/testclient", headers=admin)
+        assert r.status_code == 204
+        assert app.login("bob").status_code == 200
+        r = app.http.delete("/api/v1/lockouts/address/testclient", headers=admin)
+        assert r.status_code == 404
+        assert app.http.get("/api/v1/lockouts", headers=admin).json() == []
+        cleared = app.admin_client().audit(event_id="110113", user="admin")
+        assert any(e.detail == "address lockout cleared: testclient" for e in cleared)
