@@ -103,6 +103,7 @@ class ServerContext:
         self._commit_lock = db.commit_lock(self.engine)
         self.storage = FileSystemStorage(settings.archive_dir, sync=settings.archive.sync_writes)
         self._parents = ParentCache()
+        self._disk_full_logged = -1e9
         self.keys = crypto.KeyRing.load_or_create(
             settings.key_file,
             archive_in_use=not settings.key_file.exists() and self.storage.has_objects(),
@@ -238,10 +239,12 @@ class ServerContext:
     ) -> StoreResult:
         min_free = self.settings.archive.min_free_mb * 1024 * 1024
         if self.storage.free_bytes() - 2 * len(data) < min_free:
-            return StoreResult(
-                status.OUT_OF_RESOURCES,
-                f"archive disk has less than {self.settings.archive.min_free_mb} MB free",
-            )
+            reason = f"archive disk has less than {self.settings.archive.min_free_mb} MB free"
+            if time.monotonic() - self._disk_full_logged > 60:
+                # IT must see that the archive refuses data, not only the sender (A700)
+                self._disk_full_logged = time.monotonic()
+                log.error("%s: refusing instances with A700 until space is freed", reason)
+            return StoreResult(status.OUT_OF_RESOURCES, reason)
         framed = dicom_instance.frame(
             data, max_inflated=self.settings.archive.max_inflated_mb * 1024 * 1024
         )

@@ -246,7 +246,7 @@ class StoreAcceptor:
             )
         )
         sock.settimeout(d.network_timeout)
-        stored = 0
+        stored = refused = 0
         reader = transport.PduReader(sock, self.pdu_limit)
         command = bytearray()
         data = bytearray()  # the instance being received: file meta, then its fragments
@@ -260,11 +260,12 @@ class StoreAcceptor:
                 raise Abort(str(exc)) from exc
             if pdu_type == ul.A_RELEASE_RQ:
                 sock.sendall(ul.release_rp())
-                log.info(
-                    "%s released after %d instance(s) into %s",
+                (log.warning if refused else log.info)(
+                    "%s released after %d instance(s) stored into %s, %d refused",
                     req.calling_ae,
                     stored,
                     self.pool.name,
+                    refused,
                 )
                 return
             if pdu_type == ul.A_ABORT:
@@ -300,10 +301,14 @@ class StoreAcceptor:
                     data += fragment  # copied out of the reader's buffer
                     digest.update(fragment)
                     if control & 2:
-                        received.add(
-                            self._store(sock, req, pending, ctx_id, bytes(data), digest.hexdigest())
+                        result = self._store(
+                            sock, req, pending, ctx_id, bytes(data), digest.hexdigest()
                         )
-                        stored += 1
+                        received.add(result)
+                        if result.ok:
+                            stored += 1
+                        else:
+                            refused += 1
                         pending, data = None, bytearray()
 
     def _echo(self, sock: socket.socket, cmd: dict[int, bytes], ctx_id: int) -> None:

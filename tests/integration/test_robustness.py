@@ -157,6 +157,14 @@ def test_disk_space_threshold_refuses_with_a700(tmp_path: Path) -> None:
         assert status is not None and 0xA700 <= status <= 0xA7FF
         archive = srv.data_dir / "archive"
         assert not [p for p in archive.rglob("*") if p.is_file() and p.stat().st_size]
+        # IT sees it in the log too: the log said only "released after 1 instance(s)"
+        done = storescu("127.0.0.1", srv.port, srv.ae_title, [path])
+        assert "0xa700" in (done.stdout + done.stderr).lower() or done.returncode != 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "1 refused" not in srv.log_tail(200):
+            time.sleep(0.2)
+        log = srv.log_tail(200)
+        assert "refusing instances with A700" in log and "0 instance(s) stored" in log
     finally:
         srv.stop()
 
