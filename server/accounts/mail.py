@@ -17,19 +17,22 @@ class MailError(RuntimeError):
 
 
 def send(smtp: SmtpSection, to: str, subject: str, body: str) -> None:
+    """Hand one mail to the mail server, or MailError (never another exception: callers on
+    public routes must answer the same whether or not a mail went out)."""
     if not smtp.host:
         raise MailError("no mail server configured ([smtp] host)")
-    msg = EmailMessage()
-    msg["From"] = smtp.sender
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg.set_content(body)
     try:
+        msg = EmailMessage()
+        msg["From"] = smtp.sender
+        msg["To"] = to
+        msg["Subject"] = subject
+        msg.set_content(body)
         with smtplib.SMTP(smtp.host, smtp.port, timeout=15) as conn:
             if smtp.starttls:
                 conn.starttls(context=ssl.create_default_context())
             if smtp.username:
                 conn.login(smtp.username, smtp.password)
             conn.send_message(msg)
-    except (OSError, smtplib.SMTPException) as exc:
-        raise MailError(f"mail to {to} failed: {exc}") from exc
+    except (OSError, smtplib.SMTPException, ValueError) as exc:
+        # ValueError: an address no header can carry (CR/LF, non-ASCII without SMTPUTF8)
+        raise MailError(f"mail to {to!r} failed: {exc}") from exc

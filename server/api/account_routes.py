@@ -342,7 +342,10 @@ def patch_user(
         if body.display_name is not None:
             user.display_name = body.display_name
         if body.email is not None:
-            user.email = body.email
+            try:
+                user.email = users.checked_email(body.email)
+            except users.AccountError as exc:
+                raise HTTPException(422, str(exc)) from exc
         if body.pin_login is not None:
             login.security(db, user).pin_login = body.pin_login
         if body.password is not None:
@@ -617,6 +620,10 @@ def _quota_out(db: Any, q: Quota) -> acs.QuotaOut:
     )
 
 
+#: The largest quota the index stores: limit_bytes is a signed 64-bit integer.
+MAX_QUOTA_MB = float((2**63 - 1) // 2**20)
+
+
 @router.get("/quotas", response_model=list[acs.QuotaOut])
 def list_quotas(request: Request) -> list[acs.QuotaOut]:
     with ctx_of(request).Session() as db:
@@ -631,6 +638,9 @@ def put_quota(
     ctx = ctx_of(request)
     if body.kind not in ("user", "group", "pool"):
         raise HTTPException(422, "kind must be user, group or pool")
+    if body.limit_mb is not None and not (0 <= body.limit_mb <= MAX_QUOTA_MB):
+        # 1e300 overflowed int() into a 500; a negative limit was stored (probe 7)
+        raise HTTPException(422, f"limit_mb must be between 0 and {MAX_QUOTA_MB:g}")
     subject = users.normalise(body.subject) if body.kind == "user" else body.subject
     with ctx.WriteSession() as db, db.begin():
         row = db.scalars(

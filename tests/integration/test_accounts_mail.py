@@ -230,3 +230,37 @@ def test_every_reset_token_dies_when_the_password_changes(
             assert r.status_code == 200
         assert confirm(mailed, "attacker-chosen-three") == 400
         assert app.login("lou", "set-by-the-admin-1").status_code == 200
+
+
+def test_mail_addresses_are_checked_and_a_failed_mail_reads_like_an_unknown_user(
+    tmp_path: Path, smtp: tuple[Inbox, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Probe 7: "not-an-email\\r\\nBcc: evil@x" was stored (201); a reset for that user
+    then answered 500 while unknown users got 202, and its token was kept unmailed."""
+    import sqlite3
+
+    inbox, port = smtp
+    with make_app(tmp_path, {"smtp": {"host": "127.0.0.1", "port": port}}) as app:
+        admin = app.admin()
+        bad = "not-an-email\r\nBcc: evil@x"
+        body = {"username": "mo", "password": PASSWORD, "role": "guest", "email": bad}
+        r = app.http.post("/api/v1/users", headers=admin, json=body)
+        assert r.status_code == 422 and "e-mail" in r.json()["detail"]
+        body["email"] = " mo@clinic.example "
+        r = app.http.post("/api/v1/users", headers=admin, json=body)
+        assert r.status_code == 201 and r.json()["email"] == "mo@clinic.example"
+        for address in (bad, "Mo <mo@clinic.example>", "mo@", "mo@clinic..example"):
+            r = app.http.patch("/api/v1/users/mo", headers=admin, json={"email": address})
+            assert r.status_code == 422, address
+        # an address stored before addresses were checked: no mail can carry it
+        db = sqlite3.connect(tmp_path / "data" / "index.sqlite3")
+        db.execute("UPDATE users SET email = ? WHERE username = 'mo'", (bad,))
+        db.commit()
+        unknown = app.http.post("/api/v1/auth/password-reset", json={"username": "nobody"})
+        failed = app.http.post("/api/v1/auth/password-reset", json={"username": "mo"})
+        assert failed.status_code == unknown.status_code == 202
+        assert failed.json() == unknown.json()
+        assert inbox.mails == []
+        assert "password-reset mail for 'mo' not sent" in caplog.text
+        assert db.execute("SELECT COUNT(*) FROM password_resets").fetchone() == (0,)
+        db.close()

@@ -88,3 +88,20 @@ def test_address_lockout_lets_known_users_in_and_can_be_cleared(tmp_path: Path) 
         assert app.http.get("/api/v1/lockouts", headers=admin).json() == []
         cleared = app.admin_client().audit(event_id="110113", user="admin")
         assert any(e.detail == "address lockout cleared: testclient" for e in cleared)
+
+
+def test_quota_limits_are_checked(tmp_path: Path) -> None:
+    """Probe 7: limit_mb 1e300 answered 500 (OverflowError), a negative one was stored."""
+    with make_app(tmp_path) as app:
+        admin = app.admin()
+        for limit in (1e300, -5, 2.0**44):
+            body = {"kind": "pool", "subject": "DEFAULT", "limit_mb": limit}
+            r = app.http.put("/api/v1/quotas", headers=admin, json=body)
+            assert r.status_code == 422 and "limit_mb" in r.json()["detail"], limit
+        nan = b'{"kind": "pool", "subject": "DEFAULT", "limit_mb": NaN}'
+        headers = {**admin, "Content-Type": "application/json"}
+        assert app.http.put("/api/v1/quotas", headers=headers, content=nan).status_code == 422
+        assert app.http.get("/api/v1/quotas", headers=admin).json() == []
+        body = {"kind": "pool", "subject": "DEFAULT", "limit_mb": 0}
+        [quota] = app.http.put("/api/v1/quotas", headers=admin, json=body).json()
+        assert quota["limit_bytes"] == 0
