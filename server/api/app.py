@@ -25,6 +25,7 @@ from server.api import (
     share_routes,
 )
 from server.api.auth import BasicCache, Caller, authorize, get_caller, require_admin
+from server.api.body_limit import BodyLimit
 from server.api.head import HeadAsGet
 from server.api.params import RowId
 from server.context import ServerContext
@@ -217,6 +218,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
         dependencies=[Depends(authorize)],
     )
     app.add_middleware(HeadAsGet)
+    app.add_middleware(BodyLimit)
     app.state.ctx = ctx
     app.state.basic_cache = BasicCache(ctx.settings.api.basic_auth_cache_seconds)
     app.include_router(account_routes.router)
