@@ -123,6 +123,8 @@ class AccountsSection:
     pin_minutes: float = 10.0
     pin_attempts: int = 3
     reset_minutes: float = 30.0
+    reset_mail_seconds: float = 120.0
+    reset_address_per_hour: int = 10
     share_max_days: float = 30.0
     share_pin_attempts: int = 5
     public_url: str = ""
@@ -327,6 +329,10 @@ def validate(s: Settings) -> None:
         )
     if s.accounts.max_failures < 1 or s.accounts.pin_attempts < 1:
         raise ConfigError("[accounts] max_failures and pin_attempts must be >= 1")
+    if s.accounts.reset_mail_seconds < 0 or s.accounts.reset_address_per_hour < 1:
+        raise ConfigError(
+            "[accounts] reset_mail_seconds must be >= 0 and reset_address_per_hour >= 1"
+        )
     if s.accounts.public_url and not _PUBLIC_URL.match(s.accounts.public_url):
         raise ConfigError(
             "[accounts] public_url must be an http:// or https:// address with a host and no "

@@ -444,8 +444,10 @@ def request_reset(session_factory: object, settings: Settings, username: str, ad
     body = ""
     email = ""
     token = ""
+    name = users.normalise(username)
     with session_factory() as db, db.begin():  # type: ignore[operator]
-        user = users.find(db, username)
+        allowed = _reset_allowed(db, settings, name, address)
+        user = users.find(db, username) if allowed else None
         if user is not None and user.enabled and user.email:
             token = new_token()
             db.add(
@@ -466,11 +468,11 @@ def request_reset(session_factory: object, settings: Settings, username: str, ad
         session_factory,
         audit.Entry(
             "user-change",
-            audit.SUCCESS,
-            users.normalise(username),
+            audit.SUCCESS if allowed else audit.MINOR_FAILURE,
+            name,
             address,
             [],
-            "password reset requested",
+            "password reset requested" if allowed else "password reset: too many requests",
         ),
     )
     if email:
@@ -480,9 +482,19 @@ def request_reset(session_factory: object, settings: Settings, username: str, ad
         except mail.MailError as exc:
             # The caller hears the same 202 as for an unknown name; clinic IT reads the log.
             # The token of a mail that never went out is not kept.
-            log.error("password-reset mail for '%s' not sent: %s", users.normalise(username), exc)
+            log.error("password-reset mail for '%s' not sent: %s", name, exc)
             with session_factory() as db, db.begin():  # type: ignore[operator]
                 db.execute(delete(PasswordReset).where(PasswordReset.token_hash == digest(token)))
+
+
+def _reset_allowed(db: DbSession, settings: Settings, name: str, address: str) -> bool:
+    """Whether this reset request may mail: per client address (any names) and then per
+    account name (known or not, so the answer tells nothing). Six anonymous requests in a
+    second sent seven mails (probe 7): a mail bomb and a flood of live tokens."""
+    accounts = settings.accounts
+    if not throttle.allow(db, f"reset-addr:{address}", accounts.reset_address_per_hour, 3600):
+        return False
+    return throttle.allow(db, f"reset-user:{name}", 1, accounts.reset_mail_seconds)
 
 
 def password_changed(db: DbSession, user: User) -> None:

@@ -80,3 +80,23 @@ def active(db: DbSession) -> list[LoginThrottle]:
         .order_by(LoginThrottle.locked_until.desc())
     )
     return [r for r in rows if r.key.startswith(("user:", "addr:"))]
+
+
+def allow(db: DbSession, key: str, limit: int, window_seconds: float) -> bool:
+    """Count one event on ``key``; False once more than ``limit`` fall in one window.
+
+    A fixed window that starts with its first event (kept in ``last_failure_at``); used for
+    password-reset mails under keys of their own ('reset-user:NAME', 'reset-addr:IP'),
+    which neither lock logins nor show up among the lockouts.
+    """
+    stamp = now()
+    row = db.get(LoginThrottle, key[:300])
+    if row is None:
+        row = LoginThrottle(key=key[:300], failures=0, last_failure_at=stamp)
+        db.add(row)
+    elif (stamp - row.last_failure_at).total_seconds() >= window_seconds:
+        row.failures = 0
+        row.last_failure_at = stamp
+    row.failures += 1
+    db.flush()
+    return row.failures <= limit

@@ -135,6 +135,7 @@ def test_password_reset_by_mailed_single_use_link(tmp_path: Path, smtp: tuple[In
         with pytest.raises(SessionExpired):
             old.me()
         # expiry
+        clock.advance(121)  # one reset mail per account every reset_mail_seconds
         accepted = api.request_password_reset("jon")
         assert accepted.detail == api.request_password_reset("nobody").detail
         token = re.search(r"Reset token: (\S+)", inbox.last_body("jon@clinic.example"))
@@ -184,7 +185,7 @@ def test_mailed_and_shared_links_never_take_the_request_host(
 
 
 def _reset_token(app, inbox: Inbox, name: str) -> str:  # type: ignore[no-untyped-def]
-    clock.advance(61)  # past the per-account pause between reset mails
+    clock.advance(121)  # past the per-account pause between reset mails (120 s)
     r = app.http.post("/api/v1/auth/password-reset", json={"username": name})
     assert r.status_code == 202
     found = re.search(r"Reset token: (\S+)", inbox.last_body(f"{name}@clinic.example"))
@@ -264,3 +265,42 @@ def test_mail_addresses_are_checked_and_a_failed_mail_reads_like_an_unknown_user
         assert "password-reset mail for 'mo' not sent" in caplog.text
         assert db.execute("SELECT COUNT(*) FROM password_resets").fetchone() == (0,)
         db.close()
+
+
+def test_reset_mails_are_throttled_per_account_and_per_address(
+    tmp_path: Path, smtp: tuple[Inbox, int]
+) -> None:
+    """Probe 7: six anonymous reset requests in one second sent seven mails."""
+    inbox, port = smtp
+    sections = {
+        "smtp": {"host": "127.0.0.1", "port": port},
+        "accounts": {"reset_mail_seconds": 120.0, "reset_address_per_hour": 10},
+    }
+    with make_app(tmp_path, sections) as app:
+        for name in ("nia", "ola"):
+            app.add_user(name, "guest", email=f"{name}@clinic.example")
+
+        def ask(name: str) -> dict[str, str]:
+            r = app.http.post("/api/v1/auth/password-reset", json={"username": name})
+            assert r.status_code == 202
+            return dict(r.json())
+
+        answers = [ask("nia") for _ in range(6)]
+        assert len(inbox.mails) == 1 and answers == [answers[0]] * 6
+        clock.advance(121)
+        ask("nia")
+        assert len(inbox.mails) == 2
+        # per address: 10 requests an hour for any names (7 used above), then nothing
+        ask("ola")
+        assert len(inbox.mails) == 3
+        clock.advance(121)
+        for _ in range(2):
+            ask("nobody")
+        assert ask("ola") == answers[0]
+        assert len(inbox.mails) == 3
+        clock.advance(3600)
+        ask("ola")
+        assert [m["To"] for m in inbox.mails][-1] == "ola@clinic.example"
+        assert len(inbox.mails) == 4
+        events = app.admin_client().audit(event_id="110113", outcome=4)
+        assert any(e.detail == "password reset: too many requests" for e in events)
