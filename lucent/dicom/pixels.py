@@ -35,13 +35,30 @@ def decode_frame(ds: Dataset, index: int) -> np.ndarray:
     return arr[index] if n > 1 else arr
 
 
+#: The three elements an image's pixels may be in (PS3.3 C.7.6.3): integer Pixel Data, and
+#: Float / Double Float Pixel Data (Parametric Maps, our own perfusion maps among them).
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def has_pixels(ds: Dataset) -> bool:
+    return any(k in ds for k in PIXEL_KEYWORDS)
+
+
+def pixel_bytes(ds: Dataset) -> bytes:
+    """The value of whichever pixel element the instance has."""
+    for keyword in PIXEL_KEYWORDS:
+        if keyword in ds:
+            return bytes(ds[keyword].value)
+    raise KeyError("instance has no pixel data")
+
+
 def raw_frame(ds: Dataset, index: int) -> bytes:
     """A frame's bytes as stored: native pixel bytes or the encapsulated frame (DICOMweb)."""
     n = frame_count(ds)
     if not 0 <= index < n:
         raise IndexError(f"frame {index + 1} does not exist (instance has {n})")
-    data = ds.PixelData
-    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+    data = pixel_bytes(ds)
+    if "PixelData" in ds and ds.file_meta.TransferSyntaxUID.is_encapsulated:
         for i, frame in enumerate(generate_frames(data, number_of_frames=n)):
             if i == index:
                 return frame

@@ -237,7 +237,7 @@ def _instance(request: Request, study: str, series: str, sop: str) -> Dataset:
 def _image(request: Request, study: str, series: str, sop: str, missing_status: int) -> Dataset:
     """The decrypted instance, which must carry pixel data (else ``missing_status``)."""
     ds = _instance(request, study, series, sop)
-    if "PixelData" not in ds:
+    if not pixels.has_pixels(ds):
         raise HTTPException(missing_status, "instance has no pixel data")
     return ds
 
@@ -332,7 +332,7 @@ def wado_rendered(
     """PS3.18 8.3.5.1: the first frame with the window, viewport and quality asked for; a
     structured report as text/html or text/plain (dicomweb_sr)."""
     ds = _instance(request, study, series, sop)
-    if "PixelData" not in ds:
+    if not pixels.has_pixels(ds):
         if not dicomweb_sr.is_report(ds):
             raise HTTPException(406, "instance has no pixel data and is not a report")
         kind = dicomweb_sr.text_format(request.headers.get("accept"))
@@ -466,7 +466,7 @@ def _bulkdata(request: Request, found: list[Instance]) -> Response:
     single = False
     for inst in _images(found):
         ds = _read(request, inst)
-        if "PixelData" not in ds:
+        if not pixels.has_pixels(ds):
             continue
         multipart, part_type, syntax = _frame_media(request, str(ds.file_meta.TransferSyntaxUID))
         single = single or not multipart

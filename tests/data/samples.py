@@ -1659,3 +1659,37 @@ def iter_instances(paths: Iterable[Path]) -> Iterable[Dataset]:
     """Read datasets back (a small convenience for tests)."""
     for p in paths:
         yield pydicom.dcmread(p)
+
+
+def parametric_map(directory: Path, frames: int = 2, size: int = 16) -> Dataset:
+    """A Parametric Map (Float Pixel Data, what our perfusion engine writes) of a small CT
+    series written into ``directory``: values 0..80 ml/100g/min rising through the frames."""
+    import highdicom as hd
+
+    written = write_ct_series(directory, n=frames, rows=size, cols=size)
+    sources = [pydicom.dcmread(f) for f in written]
+    values = np.linspace(0, 80, frames * size * size, dtype=np.float32)
+    return hd.pm.ParametricMap(
+        source_images=sources,
+        pixel_array=values.reshape(frames, size, size),
+        series_instance_uid=hd.UID(),
+        series_number=90,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="Lucent tests",
+        manufacturer_model_name="test",
+        software_versions="0",
+        device_serial_number="1",
+        contains_recognizable_visual_features=False,
+        voi_lut_transformations=[hd.VOILUTTransformation(window_center=40, window_width=80)],
+        real_world_value_mappings=[
+            hd.pm.RealWorldValueMapping(
+                lut_label="CBF",
+                lut_explanation="cerebral blood flow",
+                unit=hd.sr.CodedConcept("ml/100g/min", "UCUM", "ml/100g/min"),
+                value_range=(0.0, 80.0),
+                slope=1.0,
+                intercept=0.0,
+            )
+        ],
+    )

@@ -819,3 +819,21 @@ def test_head_answers_like_get_without_a_body(
         assert media == got.headers["content-type"].split(";")[0]
     anonymous = httpx.head(f"{server.api_url}/dicom-web/studies", timeout=30)
     assert anonymous.status_code == 401
+
+
+def test_float_pixel_data_frames_and_rendering(http: httpx.Client, tmp_path: Path) -> None:
+    """Our own perfusion maps are Parametric Maps with Float Pixel Data (7FE0,0008):
+    frames/1 answered 404 "no pixel data" and /rendered 406 (outside probe)."""
+    pm = samples.parametric_map(tmp_path / "ct", frames=2, size=16)
+    assert "FloatPixelData" in pm and "PixelData" not in pm
+    assert _stow_one(http, _part10(pm)).status_code == 200
+    accept = 'multipart/related; type="application/octet-stream"'
+    r = http.get(_path(pm) + "/frames/2", headers={"Accept": accept})
+    assert r.status_code == 200, r.text
+    [(_, part)] = _multipart(r)
+    values = np.frombuffer(part, "<f4")
+    assert np.array_equal(values, pm.pixel_array[1].ravel())
+    rendered = http.get(_path(pm) + "/rendered", headers={"Accept": "image/png"})
+    assert rendered.status_code == 200, rendered.text
+    img = np.asarray(Image.open(io.BytesIO(rendered.content)).convert("L"))
+    assert img.shape == (16, 16) and int(img.max()) - int(img.min()) > 100  # not blank

@@ -58,32 +58,7 @@ def test_classes_beyond_table1_that_we_create_are_accepted(
 ) -> None:
     """A peer gives our perfusion maps back: Parametric Map Storage (not in Table 1, and
     beyond the 128 contexts pynetdicom's default list holds) is negotiated and stored."""
-    import highdicom as hd
-
-    sources = [dcmread(f) for f in samples.write_ct_series(tmp_path / "ct", n=2, rows=16, cols=16)]
-    pm = hd.pm.ParametricMap(
-        source_images=sources,
-        pixel_array=np.linspace(0, 80, 2 * 16 * 16, dtype=np.float32).reshape(2, 16, 16),
-        series_instance_uid=hd.UID(),
-        series_number=90,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="Lucent tests",
-        manufacturer_model_name="test",
-        software_versions="0",
-        device_serial_number="1",
-        contains_recognizable_visual_features=False,
-        real_world_value_mappings=[
-            hd.pm.RealWorldValueMapping(
-                lut_label="CBF",
-                lut_explanation="cerebral blood flow",
-                unit=hd.sr.CodedConcept("ml/100g/min", "UCUM", "ml/100g/min"),
-                value_range=(0.0, 80.0),
-                slope=1.0,
-                intercept=0.0,
-            )
-        ],
-    )
+    pm = samples.parametric_map(tmp_path / "ct")
     assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"
     assert not any(c.uid == pm.SOPClassUID for c in sop_classes.TABLE_1)
     path = tmp_path / "pm.dcm"
