@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 
 from lucent.api import schemas
 from lucent.dicom import pixels
+from server.accounts import rights
 from server.api import dicomweb_dates
-from server.api.auth import Caller, get_caller, hidden_uids, readable_pools
+from server.api.auth import Caller, get_caller, hidden_uids, pools_with, readable_pools
 from server.api.params import Offset, uid_list
 from server.context import ArchiveReadError, ServerContext
 from server.index import queries
@@ -459,13 +460,36 @@ def _decoding_reader(ctx: ServerContext, inst: Instance) -> np.ndarray:
 
 
 @router.get("/status")
-def server_status(request: Request, _: Caller = Depends(get_caller)) -> dict[str, Any]:
+def server_status(request: Request, caller: Caller = Depends(get_caller)) -> dict[str, Any]:
+    """Pools, free space and counts: of the whole archive for those who run the system
+    (configure right), else of the pools the caller may read (a user without any right saw
+    the counts of every pool: outside probe)."""
     ctx = ctx_of(request)
+    pools = (
+        None
+        if rights.role_allows(caller.role, "configure")
+        else pools_with(request, caller, "read")
+    )
     with ctx.Session() as db:
+        studies = select(Study.id)
+        if pools is not None:
+            studies = studies.where(Study.pool.in_(pools))
         counts = {
-            name: int(db.scalar(select(func.count(model.id))) or 0)
-            for name, model in (("patients", Patient), ("studies", Study), ("instances", Instance))
+            "patients": db.scalar(
+                select(func.count(func.distinct(Study.patient_pk))).where(
+                    Study.id.in_(studies.scalar_subquery())
+                )
+            ),
+            "studies": db.scalar(select(func.count()).select_from(studies.subquery())),
+            "instances": db.scalar(
+                select(func.count(Instance.id)).where(
+                    Instance.pool.in_(pools) if pools is not None else true()
+                )
+            ),
         }
+        counts = {k: int(v or 0) for k, v in counts.items()}
+        if pools is None:  # every patient row, incl. those of refused data only
+            counts["patients"] = int(db.scalar(select(func.count(Patient.id))) or 0)
     return {
         "pools": [p.name for p in ctx.settings.pools],
         "free_mb": ctx.storage.free_bytes() // (1024 * 1024),

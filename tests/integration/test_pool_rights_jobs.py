@@ -155,3 +155,22 @@ def test_node_changes_are_audited_and_names_unique_regardless_of_case(
     details = [d for e, d in _audit(app, "admin") if e == "110113"]
     assert any(f"remote node {node_id} added" in d and "ae_title=ARCH" in d for d in details)
     assert any(f"remote node {node_id} removed" in d for d in details)
+
+
+def test_status_counts_only_what_the_caller_may_read(app: AppUnderTest) -> None:
+    """A user without any pool right saw the patient, study and instance counts of every
+    pool; the people who run the system (administrator, clinic IT) see the totals."""
+    app.add_user("rad-nothing", "radiologist")
+    app.add_user("it-ops", "clinic-it")
+    counts = ("patients", "studies", "instances")
+
+    def status(user: str) -> tuple[int, ...]:
+        r = app.http.get("/api/v1/status", headers=app.token(user))
+        assert r.status_code == 200, r.text
+        return tuple(r.json()[k] for k in counts)
+
+    assert status("rad-nothing") == (0, 0, 0)
+    assert status("rad-def") == (1, 1, 1)
+    assert status("it-ops") == (2, 2, 2)
+    admin = app.http.get("/api/v1/status", headers=app.admin()).json()
+    assert tuple(admin[k] for k in counts) == (2, 2, 2)
