@@ -16,6 +16,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.valuerep import VR
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from lucent.dicom import sop_classes
@@ -24,10 +25,10 @@ from server.api import dicomweb_accept as media
 from server.api import dicomweb_common as common
 from server.api import dicomweb_xml
 from server.api.archive_routes import ctx_of
-from server.api.auth import Caller, get_caller
+from server.api.auth import Caller, access, get_caller
 from server.api.dicomweb_common import DICOM_JSON, DICOM_XML
 from server.context import ServerContext
-from server.index.models import Instance
+from server.index.models import Instance, Study
 
 log = logging.getLogger("lucent.dicomweb")
 
@@ -142,12 +143,17 @@ async def _stow(request: Request, study: str | None) -> Response:
             item.FailureReason = status.SOP_CLASS_NOT_SUPPORTED
             failed.append(item)
             continue
+        pool = _target_pool(request, ctx, header.get("StudyInstanceUID", ""))
+        if pool is None:
+            item.FailureReason = status.NOT_AUTHORIZED
+            failed.append(item)
+            continue
         # The file meta's SOP Class and Instance must be the data set's (PS3.10 7.1), as a
         # C-STORE request's must: a mismatch is refused by the ingest path with A900.
         outcome = await run_in_threadpool(
             ctx.store,
             data,
-            pool=ctx.settings.pools[0].name,
+            pool=pool,
             source="STOW-RS",
             expected_sop_class=header.get("MediaStorageSOPClassUID") or None,
             expected_sop_instance=header.get("MediaStorageSOPInstanceUID") or None,
@@ -185,6 +191,24 @@ async def _stow(request: Request, study: str | None) -> Response:
     if answer_as == DICOM_XML:
         return Response(dicomweb_xml.to_xml(result), status_code=code, media_type=DICOM_XML)
     return Response(json.dumps(result.to_json_dict()), status_code=code, media_type=DICOM_JSON)
+
+
+def _target_pool(request: Request, ctx: ServerContext, study_uid: str) -> str | None:
+    """The pool an instance goes into: its study's, when the study is archived (a study
+    lives in one pool), else the first pool; None when the caller may not import there.
+    A user with import rights on the first pool only added a series of another patient to
+    a study of another pool (outside probe)."""
+    default = ctx.settings.pools[0].name
+    if not study_uid:
+        return default
+    with ctx.Session() as db:
+        pool = db.scalars(select(Study.pool).where(Study.study_uid == study_uid)).first()
+    if pool is None:
+        return default
+    caller = getattr(request.state, "caller", None)
+    if isinstance(caller, Caller) and not access(request, caller).allows(pool, "import"):
+        return None
+    return pool
 
 
 def _stow_media(accept: str | None) -> str:

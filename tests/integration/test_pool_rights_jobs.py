@@ -174,3 +174,29 @@ def test_status_counts_only_what_the_caller_may_read(app: AppUnderTest) -> None:
     assert status("it-ops") == (2, 2, 2)
     admin = app.http.get("/api/v1/status", headers=app.admin()).json()
     assert tuple(admin[k] for k in counts) == (2, 2, 2)
+
+
+def _stow(app: AppUnderTest, data: bytes, headers: dict[str, str]) -> Any:
+    body = b"--XX\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n--XX--\r\n"
+    ctype = 'multipart/related; type="application/dicom"; boundary=XX'
+    return app.http.post(
+        "/dicom-web/studies", content=body, headers=headers | {"content-type": ctype}
+    )
+
+
+def test_stow_into_a_study_of_another_pool_needs_import_there(
+    app: AppUnderTest, tmp_path: Path
+) -> None:
+    """STOW-RS stored into the first pool whatever the study: a DEFAULT-only user added a
+    series of another patient to an ONCO study. Now an instance goes into its study's pool,
+    refused (0124) when the caller may not import there."""
+    intruder = ct_bytes(tmp_path, study_uid="1.2.3.7.2", patient_id="ONC")
+    r = _stow(app, intruder, app.token("rad-def"))
+    assert r.status_code == 409, r.text
+    assert r.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0x0124]
+    r = _stow(app, intruder, app.admin())
+    assert r.status_code == 200, r.text
+    sop = r.json()["00081199"]["Value"][0]["00081155"]["Value"][0]
+    with app.ctx.Session() as db:
+        pool = db.scalars(select(Instance.pool).where(Instance.sop_instance_uid == sop)).one()
+    assert pool == "ONCO"
