@@ -144,14 +144,16 @@ class ShareCreated(BaseModel):
 
 class ShareOut(BaseModel):
     id: int
-    study_uid: str
-    series_uid: str
+    study_uid: str = Field(description="empty for callers who may not read the pool")
+    series_uid: str = Field(description="empty for callers who may not read the pool")
     created_at: datetime
     expires_at: datetime
     max_views: int | None
     views: int
     revoked: bool
-    note: str
+    note: str = Field(description="empty for callers who may not read the pool")
+    creator: str = ""
+    pool: str = ""
 
 
 class AuditOut(BaseModel):

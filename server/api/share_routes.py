@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from lucent.api import account_schemas as acs
 from lucent.dicom import pixels
-from server.accounts import audit, links, users
+from server.accounts import audit, links, rights, users
 from server.accounts.clock import now
 from server.accounts.login import digest, new_token
 from server.api import reset_page
@@ -33,7 +33,7 @@ from server.api.auth import Caller, access, client_address, get_caller
 from server.api.params import RowId
 from server.context import ServerContext
 from server.index.account_models import ShareLink, ShareSession
-from server.index.models import Instance, Series, Study
+from server.index.models import Instance, Series, Study, User
 
 router = APIRouter(tags=["share links"])
 # This router carries the server's browser pages outside /api/v1: the mailed reset link's too.
@@ -46,17 +46,21 @@ def _ctx(request: Request) -> ServerContext:
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
-def _share_out(s: ShareLink) -> acs.ShareOut:
+def _share_out(s: ShareLink, creator: str, readable: bool) -> acs.ShareOut:
+    """One link as listed; what names the images (UIDs, note) only for those who may read
+    them: clinic IT sees and revokes every link, but reads no patient data (rights.py)."""
     return acs.ShareOut(
         id=s.id,
-        study_uid=s.study_uid,
-        series_uid=s.series_uid,
+        study_uid=s.study_uid if readable else "",
+        series_uid=s.series_uid if readable else "",
         created_at=s.created_at,
         expires_at=s.expires_at,
         max_views=s.max_views,
         views=s.views,
         revoked=s.revoked,
-        note=s.note,
+        note=s.note if readable else "",
+        creator=creator,
+        pool=s.pool,
     )
 
 
@@ -124,12 +128,14 @@ def create_share(
 
 @router.get("/api/v1/shares", response_model=list[acs.ShareOut])
 def list_shares(request: Request, caller: Caller = Depends(get_caller)) -> list[acs.ShareOut]:
-    """The caller's own links (administrators: all links)."""
+    """The caller's own links (administrators and clinic IT: all links)."""
+    acc = access(request, caller)
     with _ctx(request).Session() as db:
-        stmt = select(ShareLink).order_by(ShareLink.id)
-        if caller.role != "administrator":
+        stmt = select(ShareLink, User.username).join(User, User.id == ShareLink.creator_pk)
+        if not caller.is_admin:
             stmt = stmt.where(ShareLink.creator_pk == caller.user_id)
-        return [_share_out(s) for s in db.scalars(stmt)]
+        rows = db.execute(stmt.order_by(ShareLink.id)).all()
+        return [_share_out(s, name, acc.allows(s.pool, "read")) for s, name in rows]
 
 
 @router.delete("/api/v1/shares/{share_id}", status_code=204)
@@ -137,7 +143,7 @@ def revoke_share(share_id: RowId, request: Request, caller: Caller = Depends(get
     ctx = _ctx(request)
     with ctx.WriteSession() as db, db.begin():
         link = db.get(ShareLink, share_id)
-        if link is None or (link.creator_pk != caller.user_id and caller.role != "administrator"):
+        if link is None or (link.creator_pk != caller.user_id and not caller.is_admin):
             raise HTTPException(404, "no such share link")
         link.revoked = True
     audit.record(
@@ -153,7 +159,7 @@ def revoke_share(share_id: RowId, request: Request, caller: Caller = Depends(get
 
 
 # ------------------------------------------------------------------ the public side
-def _usable(link: ShareLink | None, ctx: ServerContext) -> str:
+def _usable(db: Any, link: ShareLink | None, ctx: ServerContext) -> str:
     """Why a link cannot be used ('' = usable)."""
     if link is None:
         return "This link is not valid."
@@ -163,7 +169,22 @@ def _usable(link: ShareLink | None, ctx: ServerContext) -> str:
         return "This link has expired."
     if link.pin_failures >= ctx.settings.accounts.share_pin_attempts:
         return "This link is blocked after too many wrong PINs."
+    if not _creator_may_share(db, link, ctx):
+        return "This link is no longer valid; ask the sender for a new one."
     return ""
+
+
+def _creator_may_share(db: Any, link: ShareLink, ctx: ServerContext) -> bool:
+    """A link shares what its creator may share, for as long as they may: it stops when the
+    account is disabled or loses the share or read right on the pool (it went on opening
+    for up to share_max_days: probe 7). Checked on every use, so it follows grants, groups
+    and roles as they are now."""
+    creator = db.get(User, link.creator_pk)
+    if creator is None or not creator.enabled:
+        return False
+    pools = [p.name for p in ctx.settings.pools]
+    acc = rights.pool_access(db, creator.id, creator.role, pools)
+    return acc.allows(link.pool, "share") and acc.allows(link.pool, "read")
 
 
 def _link(db: Any, token: str) -> ShareLink | None:
@@ -174,7 +195,7 @@ def _link(db: Any, token: str) -> ShareLink | None:
 def share_page(token: str, request: Request) -> HTMLResponse:
     ctx = _ctx(request)
     with ctx.Session() as db:
-        problem = _usable(_link(db, token), ctx)
+        problem = _usable(db, _link(db, token), ctx)
     page = _PAGE.replace("{{PROBLEM}}", problem)
     headers = {
         "Cache-Control": "no-store",
@@ -198,7 +219,7 @@ def share_pin(token: str, body: PinIn, request: Request, response: Response) -> 
     session_token = ""
     with ctx.WriteSession() as db, db.begin():
         link = _link(db, token)
-        problem = _usable(link, ctx)
+        problem = _usable(db, link, ctx)
         if link is not None and link.max_views is not None and link.views >= link.max_views:
             problem = problem or "This link has been used as often as allowed."
         ok = False
@@ -255,7 +276,7 @@ def _viewing(request: Request, token: str) -> ShareLink:
     cookie = request.cookies.get(COOKIE, "")
     with ctx.Session() as db:
         link = _link(db, token)
-        if _usable(link, ctx) or link is None or not cookie:
+        if _usable(db, link, ctx) or link is None or not cookie:
             raise HTTPException(401, "enter the PIN first")
         sess = db.scalars(
             select(ShareSession).where(ShareSession.token_hash == digest(cookie))

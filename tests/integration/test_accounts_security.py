@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.test_accounts_support import PASSWORD, make_app
+from fastapi.testclient import TestClient
+
+from tests.integration.test_accounts_support import PASSWORD, ct_bytes, make_app
 
 IT_PASSWORD = "it-has-a-long-password"
 
@@ -105,3 +107,60 @@ def test_quota_limits_are_checked(tmp_path: Path) -> None:
         body = {"kind": "pool", "subject": "DEFAULT", "limit_mb": 0}
         [quota] = app.http.put("/api/v1/quotas", headers=admin, json=body).json()
         assert quota["limit_bytes"] == 0
+
+
+def test_share_links_end_with_their_creators_rights(tmp_path: Path) -> None:
+    """Probe 7: a link and its PIN still opened the study after its creator was disabled or
+    lost the share right, for up to share_max_days; clinic IT saw no links to revoke."""
+    study = "1.2.826.0.1.3680043.8.498.99.1"
+    with make_app(tmp_path) as app:
+        assert app.store(ct_bytes(tmp_path, study_uid=study)) == 0
+        app.add_user("rita", "radiologist", {"DEFAULT": ["read", "share"]})
+        app.add_user("it2", "clinic-it")
+        admin = app.admin()
+        body = {"study_uid": study, "expires_hours": 24, "note": "for Dr. Lee"}
+        created = app.http.post("/api/v1/shares", headers=app.token("rita"), json=body).json()
+        path = "/share/" + created["url"].rsplit("/", 1)[1]
+
+        def opens() -> int:
+            """PIN, then the content, in a browser of its own (its own cookie)."""
+            with TestClient(app.app) as browser:
+                r = browser.post(f"{path}/pin", json={"pin": created["pin"]})
+                if r.status_code == 200:
+                    r = browser.get(f"{path}/content")
+                return r.status_code
+
+        assert opens() == 200
+        viewer = app.http  # a viewer that stays open while the creator loses the right
+        assert viewer.post(f"{path}/pin", json={"pin": created["pin"]}).status_code == 200
+
+        def user(change: dict[str, object], grants: dict[str, list[str]] | None = None) -> None:
+            if grants is None:
+                r = app.http.patch("/api/v1/users/rita", headers=admin, json=change)
+            else:
+                r = app.http.put("/api/v1/users/rita/grants", headers=admin, json=grants)
+            assert r.status_code == 200
+
+        user({"enabled": False})
+        assert opens() == 410
+        assert viewer.get(f"{path}/content").status_code == 401  # an open viewer too
+        assert app.http.get(path).status_code == 410
+        user({"enabled": True})
+        assert opens() == 200
+        for lost in ({"DEFAULT": ["read"]}, {"DEFAULT": ["share"]}, {}):
+            user({}, lost)
+            assert opens() == 410, lost
+        user({}, {"DEFAULT": ["read", "share"]})
+        user({"role": "guest"})  # a guest may not share at all
+        assert opens() == 410
+        user({"role": "radiologist"})
+        assert opens() == 200
+        # clinic IT lists and revokes every link, without the study it shows
+        it = app.token("it2", PASSWORD)
+        [listed] = app.http.get("/api/v1/shares", headers=it).json()
+        assert listed["creator"] == "rita" and listed["pool"] == "DEFAULT"
+        assert listed["study_uid"] == listed["note"] == "" and study not in str(listed)
+        [full] = app.http.get("/api/v1/shares", headers=admin).json()
+        assert full["study_uid"] == study and full["note"] == "for Dr. Lee"
+        assert app.http.delete(f"/api/v1/shares/{listed['id']}", headers=it).status_code == 204
+        assert opens() == 410
