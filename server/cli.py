@@ -235,7 +235,13 @@ def cmd_make_cert(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings, path = _settings(args.config)
+    """Validate a config file without starting anything. A missing file is an error here:
+    loading one writes the defaults, so a mistyped path was reported "OK" (outside probe)."""
+    path = Path(args.config).expanduser() if args.config else config_mod.default_config_path()
+    if not path.is_file():
+        print(f"lucent-server: no config file at {path}", file=sys.stderr)
+        return 2
+    settings, path = _settings(str(path))
     print(
         f"{path}: OK ({len(settings.pools)} pool(s), index {settings.database_url.split(':')[0]})"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,15 @@ def test_api_refuses_to_bind_beyond_loopback_without_tls(tmp_path: Path) -> None
     srv = LucentServer(tmp_path / "srv", settings={"api": {"bind_address": "0.0.0.0"}})
     done = srv.cli("check-config")
     assert done.returncode == 2 and "without TLS" in done.stderr
+
+
+def test_check_config_of_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    """Loading a missing file writes the defaults, so a mistyped --config was reported OK
+    and created (outside probe): check-config only checks."""
+    missing = tmp_path / "nonexistent.toml"
+    done = subprocess.run(
+        [sys.executable, "-m", "server", "check-config", "--config", str(missing)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and "no config file" in done.stderr
+    assert not missing.exists()
