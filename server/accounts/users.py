@@ -10,6 +10,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DbSession
 
+from server.accounts import passwords
 from server.accounts.rights import ROLES  # noqa: E402
 from server.index.models import User
 from server.index.records import now
@@ -64,8 +65,9 @@ def create_user(
         raise AccountError("user name must be 1-128 characters")
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
-    if len(password) < 8:
-        raise AccountError("password must be at least 8 characters")
+    refused = passwords.problem(password, name)
+    if refused:
+        raise AccountError(refused)
     email = checked_email(email)
     if db.scalars(select(User).where(User.username == name)).first() is not None:
         raise AccountError(f"user '{name}' already exists")
@@ -113,11 +115,10 @@ def check_password(user: User, password: str) -> bool:
 
 
 def set_password(user: User, password: str) -> None:
-    """Issue 4 "password change": at least 8 characters, not the user name."""
-    if len(password) < 8:
-        raise AccountError("password must be at least 8 characters")
-    if normalise(password) == user.username:
-        raise AccountError("password must not be the user name")
+    """Issue 4 "password change", under the same policy as account creation."""
+    refused = passwords.problem(password, user.username)
+    if refused:
+        raise AccountError(refused)
     user.password_hash = _hasher.hash(password)
 
 

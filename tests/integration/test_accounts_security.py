@@ -164,3 +164,50 @@ def test_share_links_end_with_their_creators_rights(tmp_path: Path) -> None:
         assert full["study_uid"] == study and full["note"] == "for Dr. Lee"
         assert app.http.delete(f"/api/v1/shares/{listed['id']}", headers=it).status_code == 204
         assert opens() == 410
+
+
+WEAK = ["short", "        ", "password", "12345678", "PassWord", "aaaaaaaa", "Qwertyuiop"]
+
+
+def test_one_password_policy_on_every_route(tmp_path: Path) -> None:
+    """Probe 7: creation took the user name, eight spaces, "password" and "12345678",
+    though a change refused the user name."""
+    from datetime import timedelta
+
+    from server.accounts import clock, login, users
+    from server.index.account_models import PasswordReset
+
+    with make_app(tmp_path) as app:
+        admin = app.admin()
+        for password in [*WEAK, "LongUserName", " longusername "]:
+            body = {"username": "LongUserName", "password": password, "role": "guest"}
+            r = app.http.post("/api/v1/users", headers=admin, json=body)
+            assert r.status_code == 422 and "password" in r.json()["detail"], password
+        app.add_user("longusername", "guest")
+        own = app.token("longusername")
+        with app.ctx.WriteSession() as db, db.begin():  # as a mailed reset link leaves it
+            user = users.find(db, "longusername")
+            assert user is not None
+            db.add(
+                PasswordReset(
+                    token_hash=login.digest("mailed-token"),
+                    user_pk=user.id,
+                    expires_at=clock.now() + timedelta(minutes=30),
+                    used=False,
+                )
+            )
+        for password in [*WEAK, "LONGUSERNAME"]:
+            body = {"old_password": PASSWORD, "new_password": password}
+            r = app.http.post("/api/v1/auth/password", headers=own, json=body)
+            assert r.status_code == 400, password
+            r = app.http.patch(
+                "/api/v1/users/longusername", headers=admin, json={"password": password}
+            )
+            assert r.status_code == 422, password
+            body = {"token": "mailed-token", "new_password": password}
+            r = app.http.post("/api/v1/auth/password-reset/confirm", json=body)
+            assert r.status_code == 400 and "password" in r.json()["detail"], password
+        body = {"token": "mailed-token", "new_password": "a sound passphrase"}
+        r = app.http.post("/api/v1/auth/password-reset/confirm", json=body)
+        assert r.status_code == 204
+        assert app.login("longusername", "a sound passphrase").status_code == 200
