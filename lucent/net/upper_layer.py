@@ -51,6 +51,9 @@ class AssociateRequest:
     # role selection, extended negotiation, user identity. Their presence sends the
     # association to the full implementation.
     other_user_items: list[int] = field(default_factory=list)
+    # The two 16-byte AE title fields as received: the A-ASSOCIATE-AC returns them
+    # identical (PS3.8 9.3.3), leading spaces and all.
+    raw_titles: bytes = b""
 
 
 def parse_associate_rq(pdu: bytes) -> AssociateRequest:
@@ -64,6 +67,7 @@ def parse_associate_rq(pdu: bytes) -> AssociateRequest:
         called_ae=pdu[10:26].decode("ascii", "replace").strip(),
         calling_ae=pdu[26:42].decode("ascii", "replace").strip(),
         contexts=[],
+        raw_titles=bytes(pdu[10:42]),
     )
     pos, end = 74, len(pdu)
     while pos + 4 <= end:
@@ -140,7 +144,8 @@ def associate_ac(
     user += _item(0x52, implementation_class_uid.encode())
     user += _item(0x55, implementation_version.encode()[:16])
     items += _item(0x50, user)
-    body = struct.pack(">HH", 1, 0) + _ae(req.called_ae) + _ae(req.calling_ae) + b"\0" * 32
+    titles = req.raw_titles or _ae(req.called_ae) + _ae(req.calling_ae)
+    body = struct.pack(">HH", 1, 0) + titles + b"\0" * 32
     body += items
     return struct.pack(">BBL", A_ASSOCIATE_AC, 0, len(body)) + body
 

@@ -77,3 +77,18 @@ def test_malformed_requests_are_protocol_errors(bad: bytes) -> None:
 def test_pdv_lengths_are_checked() -> None:
     with pytest.raises(ul.ProtocolError):
         ul.iter_pdvs(memoryview(struct.pack(">LBB", 100, 1, 3) + b"x"))
+
+
+def test_associate_ac_returns_the_ae_title_fields_as_received() -> None:
+    """PS3.8 9.3.3: the AC's called/calling AE fields are identical to the RQ's; leading
+    spaces were stripped and the fields padded again (outside probe)."""
+    rq = bytearray(_rq())
+    rq[10:26] = b"  LUCENT        "
+    rq[26:42] = b" STORESCU       "
+    req = ul.parse_associate_rq(bytes(rq))
+    assert (req.called_ae, req.calling_ae) == ("LUCENT", "STORESCU")
+    raw = ul.associate_ac(
+        req, [(1, ul.ACCEPTANCE, "1.2.840.10008.1.2.1")], max_pdu=16384,
+        implementation_class_uid="1.2.3", implementation_version="X",
+    )  # fmt: skip
+    assert raw[10:42] == bytes(rq[10:42])
