@@ -235,13 +235,25 @@ def _grants(db: Any, *, user_pk: int | None = None, group_pk: int | None = None)
     return {g.pool: sorted(rights.parse_rights(g.rights)) for g in db.scalars(stmt)}
 
 
+def _pools(ctx: ServerContext) -> list[str]:
+    return [p.name for p in ctx.settings.pools]
+
+
 def _set_grants(
     db: Any,
     grants: dict[str, list[str]],
+    pools: list[str],
     *,
     user_pk: int | None = None,
     group_pk: int | None = None,
 ) -> None:
+    """Replace the grants; a pool that does not exist is refused, not stored unused (a typo
+    would otherwise look granted: probe 7)."""
+    unknown = sorted(set(grants) - set(pools) - {"*"})
+    if unknown:
+        raise HTTPException(
+            422, f"unknown pool(s) {unknown}; the pools are {', '.join(pools)} (or '*' for all)"
+        )
     for granted in grants.values():
         bad = set(granted) - set(rights.POOL_RIGHTS)
         if bad:
@@ -314,7 +326,7 @@ def create_user(
         except users.AccountError as exc:
             raise HTTPException(409 if "exists" in str(exc) else 422, str(exc)) from exc
         login.security(db, user).pin_login = body.pin_login
-        _set_grants(db, body.grants, user_pk=user.id)
+        _set_grants(db, body.grants, _pools(ctx), user_pk=user.id)
         db.flush()
         out = _user_out(db, user)
     _note(ctx, "roles-change", caller, [{"type": "user", "id": out.username}], "user created")
@@ -382,7 +394,7 @@ def put_user_grants(
     with _guarded(ctx, caller, username), ctx.WriteSession() as db, db.begin():
         user = _user(db, username)
         _may_manage(caller, user)
-        _set_grants(db, body, user_pk=user.id)
+        _set_grants(db, body, _pools(ctx), user_pk=user.id)
         db.flush()
         out = _user_out(db, user)
     _note(ctx, "roles-change", caller, [{"type": "user", "id": out.username}], f"grants {body}")
@@ -517,7 +529,7 @@ def put_group_grants(
     ctx = ctx_of(request)
     with ctx.WriteSession() as db, db.begin():
         group = _group(db, name)
-        _set_grants(db, body, group_pk=group.id)
+        _set_grants(db, body, _pools(ctx), group_pk=group.id)
         db.flush()
         out = _group_out(db, group)
     _note(ctx, "roles-change", caller, [{"type": "user", "id": name}], f"grants {body}")
@@ -643,6 +655,8 @@ def put_quota(
         raise HTTPException(422, f"limit_mb must be between 0 and {MAX_QUOTA_MB:g}")
     subject = users.normalise(body.subject) if body.kind == "user" else body.subject
     with ctx.WriteSession() as db, db.begin():
+        if body.limit_mb is not None and not _quota_subject_exists(ctx, db, body.kind, subject):
+            raise HTTPException(422, f"no {body.kind} named '{subject}' to set a quota for")
         row = db.scalars(
             select(Quota).where(Quota.kind == body.kind, Quota.subject == subject)
         ).first()
@@ -656,6 +670,16 @@ def put_quota(
     ctx.quotas.forget_cache()
     _note(ctx, "config-change", caller, [], f"quota {body.kind} {subject} = {body.limit_mb} MB")
     return list_quotas(request)
+
+
+def _quota_subject_exists(ctx: ServerContext, db: Any, kind: str, subject: str) -> bool:
+    """A quota for a user, group or pool that does not exist limits nothing, and a typo
+    would look set (probe 7); removing one (limit_mb null) is always allowed."""
+    if kind == "user":
+        return users.find(db, subject) is not None
+    if kind == "group":
+        return db.scalars(select(UserGroup.id).where(UserGroup.name == subject)).first() is not None
+    return subject in _pools(ctx)
 
 
 @router.get("/quota", response_model=list[acs.QuotaOut])

@@ -21,7 +21,11 @@ from tests.integration.test_accounts_support import AppUnderTest, ct_bytes, make
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppUnderTest]:
     tmp = tmp_path_factory.mktemp("matrix")
-    with make_app(tmp) as app:
+    pools = [
+        {"name": "DEFAULT", "ae_title": "LUCENT", "port": 0},
+        {"name": "OTHER", "ae_title": "LUCENT_OTHER", "port": 0},  # grants elsewhere
+    ]
+    with make_app(tmp, pools=pools) as app:
         assert app.store(ct_bytes(tmp, study_uid="1.2.3.4.100", series_uid="1.2.3.4.100.1")) == 0
         for role in rights.ROLES:
             app.add_user(f"u-{role}", role, {"*": list(rights.POOL_RIGHTS)})

@@ -211,3 +211,35 @@ def test_one_password_policy_on_every_route(tmp_path: Path) -> None:
         r = app.http.post("/api/v1/auth/password-reset/confirm", json=body)
         assert r.status_code == 204
         assert app.login("longusername", "a sound passphrase").status_code == 200
+
+
+def test_grants_and_quotas_name_things_that_exist(tmp_path: Path) -> None:
+    """Probe 7: grants on pool "NOPOOL" and quotas for unknown users, groups and pools were
+    accepted and stored, where a typo looks like a right or a limit that is set."""
+    with make_app(tmp_path) as app:
+        admin = app.admin()
+        body = {
+            "username": "x2",
+            "password": PASSWORD,
+            "role": "guest",
+            "grants": {"NOPOOL": ["read"]},
+        }
+        r = app.http.post("/api/v1/users", headers=admin, json=body)
+        assert r.status_code == 422 and "NOPOOL" in r.json()["detail"]
+        assert app.http.get("/api/v1/users/x2", headers=admin).status_code == 404
+        app.add_user("x3", "guest", {"*": ["read"], "DEFAULT": ["read"]})
+        r = app.http.put("/api/v1/users/x3/grants", headers=admin, json={"Default": ["read"]})
+        assert r.status_code == 422 and "Default" in r.json()["detail"]
+        assert app.http.post("/api/v1/groups", headers=admin, json={"name": "g"}).status_code == 201
+        r = app.http.put("/api/v1/groups/g/grants", headers=admin, json={"NOPOOL": ["read"]})
+        assert r.status_code == 422 and "NOPOOL" in r.json()["detail"]
+        for kind, subject in (("user", "nosuchuser"), ("group", "nogroup"), ("pool", "NOPOOL")):
+            body = {"kind": kind, "subject": subject, "limit_mb": 10}
+            r = app.http.put("/api/v1/quotas", headers=admin, json=body)
+            assert r.status_code == 422 and subject in r.json()["detail"], kind
+            body["limit_mb"] = None  # removing what is not there stays harmless
+            assert app.http.put("/api/v1/quotas", headers=admin, json=body).status_code == 200
+        for kind, subject in (("user", "X3"), ("group", "g"), ("pool", "DEFAULT")):
+            body = {"kind": kind, "subject": subject, "limit_mb": 10}
+            assert app.http.put("/api/v1/quotas", headers=admin, json=body).status_code == 200
+        assert len(app.http.get("/api/v1/quotas", headers=admin).json()) == 3
