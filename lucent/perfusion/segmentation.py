@@ -430,18 +430,30 @@ def segment(
 def summarise(
     seg: Segmentation, voxel_ml: float, n_slices: int, coverage_mm: float, config: PerfusionConfig
 ) -> dict[str, Any]:
-    """Volumes (mL), mismatch, HIR, DEFUSE-3 verdict with failed criteria and reliability."""
+    """Volumes (mL), mismatch, HIR, DEFUSE-3 verdict with failed criteria and reliability.
+
+    Mismatch as RAPID reports it and DEFUSE-3 (Albers et al., NEJM 2018) judged it:
+    mismatch volume = hypoperfusion (Tmax > threshold) volume - core volume, clamped at 0
+    (a core larger than the hypoperfusion, e.g. an ADC core with reperfusion, has no
+    mismatch, not a negative one); mismatch ratio = hypoperfusion / core volume, infinite
+    when there is hypoperfusion but no core and not assessable without hypoperfusion
+    (0/core is no ratio a reader can act on).
+    """
     core = float(seg.core.sum() * voxel_ml)
     hypo = float(seg.hypo.sum() * voxel_ml)
     severe = float(seg.severe.sum() * voxel_ml)
-    mismatch = hypo - core
-    ratio = hypo / core if core > 0 else None
+    mismatch = max(hypo - core, 0.0)
+    ratio = hypo / core if core > 0 and hypo > 0 else None
     hir = severe / hypo if hypo > 0 else None
     reliable = coverage_mm >= config.min_coverage_mm and n_slices >= config.min_slices
     failed: list[str] = []
     if core >= config.defuse3_core_max_ml:
         failed.append(f"core {core:.1f} mL >= {config.defuse3_core_max_ml:g} mL")
-    if ratio is not None and ratio < config.defuse3_ratio_min:
+    if hypo <= 0:
+        failed.append(
+            f"mismatch ratio not assessable (no Tmax > {config.threshold_tmax:g} s volume)"
+        )
+    elif ratio is not None and ratio < config.defuse3_ratio_min:
         failed.append(f"mismatch ratio {ratio:.2f} < {config.defuse3_ratio_min:g}")
     if mismatch < config.defuse3_mismatch_min_ml:
         failed.append(f"mismatch volume {mismatch:.1f} mL < {config.defuse3_mismatch_min_ml:g} mL")
@@ -472,3 +484,12 @@ def summarise(
         ),
         "defuse3": {"verdict": verdict, "failed_criteria": failed},
     }
+
+
+def ratio_text(volumes: dict[str, Any]) -> str:
+    """The mismatch ratio of ``summarise`` as a reader sees it (pages, SR, CLI)."""
+    if volumes["mismatch_ratio"] is not None:
+        return f"{volumes['mismatch_ratio']:.2f}"
+    if volumes["mismatch_ratio_infinite"]:
+        return "infinite (no core)"
+    return "not assessable (no hypoperfusion)"

@@ -1,0 +1,55 @@
+"""Mismatch volume and ratio (issue 6; outside probe 8: a core larger than the
+hypoperfusion gave a mismatch of -530 mL in result.json, the SR and the DEFUSE-3 text, and
+no hypoperfusion gave a mismatch ratio of 0.0)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lucent.perfusion import PerfusionConfig
+from lucent.perfusion.segmentation import IslandReport, Segmentation, ratio_text, summarise
+
+
+def _seg(core_voxels: int, hypo_voxels: int, core_outside: bool = False) -> Segmentation:
+    core = np.zeros((10, 40, 40), bool)
+    hypo = np.zeros_like(core)
+    hypo.reshape(-1)[:hypo_voxels] = True
+    start = hypo_voxels if core_outside else 0
+    core.reshape(-1)[start : start + core_voxels] = True
+    return Segmentation(
+        core=core,
+        hypo=hypo,
+        severe=np.zeros_like(core),
+        core_source="ADC",
+        reference_cbf=50.0,
+        affected_side="left",
+        islands={"core": IslandReport(), "hypoperfusion": IslandReport()},
+    )
+
+
+def _summary(seg: Segmentation) -> dict[str, object]:
+    return summarise(seg, 0.1, 10, 50.0, PerfusionConfig())
+
+
+def test_a_core_larger_than_the_hypoperfusion_has_no_negative_mismatch() -> None:
+    v = _summary(_seg(core_voxels=800, hypo_voxels=300, core_outside=True))
+    assert v["core_ml"] == 80.0 and v["hypoperfusion_ml"] == 30.0
+    assert v["mismatch_ml"] == 0.0
+    assert v["defuse3"]["verdict"] == "not_met"  # type: ignore[index]
+    assert "mismatch volume 0.0 mL < 15 mL" in v["defuse3"]["failed_criteria"]  # type: ignore[index]
+
+
+def test_no_hypoperfusion_has_no_mismatch_ratio() -> None:
+    v = _summary(_seg(core_voxels=100, hypo_voxels=0))
+    assert v["mismatch_ratio"] is None and v["mismatch_ratio_infinite"] is False
+    assert ratio_text(v) == "not assessable (no hypoperfusion)"
+    failed = v["defuse3"]["failed_criteria"]  # type: ignore[index]
+    assert any("mismatch ratio not assessable" in f for f in failed)
+
+
+def test_ratio_infinite_without_core_and_plain_difference_otherwise() -> None:
+    v = _summary(_seg(core_voxels=0, hypo_voxels=300))
+    assert v["mismatch_ratio"] is None and v["mismatch_ratio_infinite"] is True
+    assert ratio_text(v) == "infinite (no core)" and v["defuse3"]["verdict"] == "met"  # type: ignore[index]
+    v = _summary(_seg(core_voxels=100, hypo_voxels=400))
+    assert v["mismatch_ml"] == 30.0 and v["mismatch_ratio"] == 4.0
