@@ -10,7 +10,12 @@ and the exit status say how it went:
 - 3, ``"partial"``: analysed (volumes, QC, maps in result.json are valid) but some output
   objects could not be made; ``output_failures`` lists which and why.
 - 1, ``"failed"``: an internal error; ``reason`` names it and the traceback is on stderr.
-- 64: usage error (bad arguments, missing input); nothing written.
+- 64: usage error (bad arguments or settings, missing input, an --out that cannot be
+  used); one line on stderr, nothing analysed, nothing written or removed.
+
+OUTPUT_DIR may be reused: result.json and the dicom/R*.dcm files an earlier run wrote there
+are removed before the analysis starts (other files are left alone), so what is there
+afterwards is this run's result, also after a refusal or a failure.
 """
 
 from __future__ import annotations
@@ -19,24 +24,45 @@ import argparse
 import json
 import sys
 import traceback
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 
 from .config import PerfusionConfig
 from .model import Refusal
+from .output_dir import OutputDirError, prepare
 from .pipeline import analyse
+from .segmentation import ratio_text
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2, 3, 64
 OUTPUT_FAILURES = "output_failures"
 """``dicom_out.OUTPUT_FAILURES`` (not imported: highdicom loads only when DICOM is written)."""
+PROG = "lucent-perfusion"
+
+
+class UsageError(Exception):
+    """Bad command line: exit 64 with one line (argparse's own exit 2 means "refused")."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lucent-perfusion", description=__doc__)
+    parser = _Parser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("analyse", aliases=["analyze"], help="analyse a folder of DICOM files")
     a.add_argument("input", type=Path, help="folder (or file) with the perfusion series")
-    a.add_argument("--out", type=Path, required=True, help="output folder")
+    a.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder (created if needed); result.json and dicom/R*.dcm of an earlier "
+        "run in it are removed first, other files are left alone",
+    )
     a.add_argument("--dwi", type=Path, help="folder with the ADC map of the same patient")
     a.add_argument(
         "--flair", type=Path, help="folder with a FLAIR series (coregistered, overlay pages)"
@@ -54,9 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> PerfusionConfig:
+    """Settings of ``--config`` overridden by the options; ValueError names a bad one."""
     values: dict[str, object] = {}
     if args.config:
-        values.update(json.loads(args.config.read_text()))
+        loaded = json.loads(args.config.read_text())
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.config}: expected a JSON object of PerfusionConfig keys")
+        values.update(loaded)
     for key in ("threshold_core", "threshold_tmax", "threshold_adc", "min_island_ml", "method"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
@@ -67,27 +97,33 @@ def config_from_args(args: argparse.Namespace) -> PerfusionConfig:
     return PerfusionConfig.from_dict(values)
 
 
+def _usage(message: str) -> int:
+    print(f"{PROG}: usage error: {message} (see {PROG} analyse --help)", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return _usage(str(exc))
     try:
         config = config_from_args(args)
-    except (ValueError, OSError, json.JSONDecodeError) as exc:
-        print(f"lucent-perfusion: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if not args.input.exists():
-        print(f"lucent-perfusion: {args.input} does not exist", file=sys.stderr)
-        return EXIT_USAGE
+    except (ValueError, OSError) as exc:  # json.JSONDecodeError is a ValueError
+        return _usage(str(exc))
+    for name in ("input", "dwi", "flair"):
+        path = getattr(args, name)
+        if path is not None and not path.exists():
+            return _usage(f"{path} does not exist")
+    try:
+        prepare(args.out, config.write_dicom)
+    except OutputDirError as exc:
+        return _usage(str(exc))
 
     def progress(fraction: float, stage: str) -> None:
         if not args.quiet:
             print(f"[{fraction:4.0%}] {stage}", file=sys.stderr)
 
-    for name in ("dwi", "flair"):
-        extra = getattr(args, name)
-        if extra is not None and not extra.exists():
-            print(f"lucent-perfusion: {extra} does not exist", file=sys.stderr)
-            return EXIT_USAGE
     try:
         result = analyse(
             args.input,
@@ -130,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quiet:
         print(
             f"core {v['core_ml']} mL, hypoperfusion {v['hypoperfusion_ml']} mL, mismatch "
-            f"{v['mismatch_ml']} mL, ratio {v['mismatch_ratio']}, "
+            f"{v['mismatch_ml']} mL, ratio {ratio_text(v)}, "
             f"DEFUSE-3 {v['defuse3']['verdict']}"
         )
     return EXIT_PARTIAL if failures else EXIT_OK

@@ -6,10 +6,49 @@ value as default (issue 6; seed FAQ "VEOcore Perfusion Analysis").
 
 from __future__ import annotations
 
+import math
+import numbers
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 Method = Literal["osvd", "ssvd", "tikhonov"]
+METHOD_NAMES = {"osvd": "oSVD", "ssvd": "sSVD", "tikhonov": "Tikhonov SVD"}
+"""How result pages, the SR and Derivation Description name a deconvolution method."""
+
+_OPEN, _CLOSED = False, True
+RANGES: dict[str, tuple[float, bool, float, bool]] = {
+    "threshold_core": (0.0, _OPEN, 1.0, _OPEN),
+    "threshold_tmax": (0.0, _OPEN, math.inf, _OPEN),
+    "threshold_tmax_severe": (0.0, _OPEN, math.inf, _OPEN),
+    "threshold_adc": (50.0, _CLOSED, 3000.0, _OPEN),
+    "min_island_ml": (0.0, _CLOSED, math.inf, _OPEN),
+    "min_time_points": (3, _CLOSED, math.inf, _OPEN),
+    "max_matrix": (16, _CLOSED, math.inf, _OPEN),
+    "aif_voxels": (1, _CLOSED, math.inf, _OPEN),
+    "vof_voxels": (1, _CLOSED, math.inf, _OPEN),
+    "min_slices": (1, _CLOSED, math.inf, _OPEN),
+    "dsc_tips_rank": (1, _CLOSED, math.inf, _OPEN),
+    "oi_threshold": (0.0, _OPEN, math.inf, _OPEN),
+    "oi_min": (0.0, _OPEN, math.inf, _OPEN),
+    "dsc_oi_threshold": (0.0, _OPEN, math.inf, _OPEN),
+    "ssvd_threshold": (0.0, _OPEN, 1.0, _OPEN),
+    "tikhonov_lambda": (0.0, _OPEN, math.inf, _OPEN),
+    "hematocrit_large": (0.0, _OPEN, 1.0, _OPEN),
+    "hematocrit_small": (0.0, _OPEN, 1.0, _OPEN),
+    "density_g_per_ml": (0.0, _OPEN, math.inf, _OPEN),
+    "max_pve_scale": (1.0, _CLOSED, math.inf, _OPEN),
+    "truncation_fraction": (0.0, _OPEN, 1.0, _OPEN),
+    "min_midline_symmetry": (0.0, _CLOSED, 1.0, _CLOSED),
+    "defuse3_ratio_min": (0.0, _OPEN, math.inf, _OPEN),
+}
+"""Allowed ranges (low, low included, high, high included) of settings whose other values
+are meaningless: an rCBF fraction outside (0, 1) makes the core empty or the whole brain,
+a NaN compares false with every voxel (core 0 mL, DEFUSE-3 "met"). ``threshold_adc`` is in
+10^-6 mm²/s: below 50 it was almost certainly given in 10^-3 mm²/s (0.62), above 3000
+(free water) every voxel, CSF included, would be core. Every other number must be finite
+and, except the HU settings, not negative."""
+_SIGNED = frozenset(("ct_brain_hu", "ct_csf_max_hu"))
 
 
 @dataclass(frozen=True)
@@ -174,9 +213,39 @@ class PerfusionConfig:
     pydicom's root."""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Refuse a setting of the wrong type or out of its range, naming it (ValueError).
+
+        One place for the CLI, ``--config`` files and the server's job payload: a bad
+        threshold used to run the whole analysis and then either crash or give a plausible
+        but wrong verdict (``--threshold-core nan``: core 0 mL, DEFUSE-3 met).
+        """
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = hints[f.name]
+            _check_type(f.name, value, kind)
+            if kind is float or kind is int:
+                _check_range(f.name, value)
+            elif f.name == "ct_brain_hu":
+                object.__setattr__(self, f.name, tuple(value))  # a JSON list
+                lo, hi = self.ct_brain_hu
+                if not lo < hi:
+                    raise ValueError(f"ct_brain_hu must be [low, high], low < high, got {value}")
+        if not self.threshold_tmax_severe > self.threshold_tmax:
+            raise ValueError(
+                f"threshold_tmax_severe ({self.threshold_tmax_severe:g} s) must be above "
+                f"threshold_tmax ({self.threshold_tmax:g} s): the hypoperfusion intensity "
+                "ratio divides the first volume by the second"
+            )
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PerfusionConfig:
-        """Build from a plain mapping, rejecting unknown keys (typos must not pass silently)."""
+        """Build from a plain mapping, rejecting unknown keys (typos must not pass silently)
+        and, through ``__post_init__``, values of the wrong type or range (ValueError)."""
+        if not isinstance(values, dict):
+            kind = type(values).__name__
+            raise ValueError(f"perfusion settings must be an object of key/value pairs, not {kind}")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -185,3 +254,66 @@ class PerfusionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_type(name: str, value: object, kind: Any) -> None:
+    """``value`` is of the annotated type (ints count as floats; bools never as numbers)."""
+    ok: bool
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    elif kind is str:
+        ok = isinstance(value, str)
+    elif typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise ValueError(
+                f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+            )
+        return
+    elif typing.get_origin(kind) is tuple:
+        ok = (
+            isinstance(value, tuple | list)
+            and len(value) == len(typing.get_args(kind))
+            and all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+                for v in value
+            )
+        )
+    elif typing.get_origin(kind) is dict:
+        ok = isinstance(value, dict)
+    else:  # pragma: no cover - a new annotation needs a rule here
+        raise TypeError(f"no type check for {name}: {kind}")
+    if not ok:
+        what = getattr(typing.get_origin(kind) or kind, "__name__", str(kind))
+        raise ValueError(f"{name} must be {_ARTICLE.get(what, what)}, got {value!r}")
+
+
+_ARTICLE = {
+    "bool": "true or false",
+    "int": "an integer",
+    "float": "a number",
+    "str": "a string",
+    "dict": "an object",
+    "tuple": "two numbers [low, high]",
+}
+_UNITS = {"threshold_adc": " (x10^-6 mm²/s, e.g. 620)", "threshold_core": " (a fraction, e.g. 0.3)"}
+
+
+def _check_range(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if name in RANGES:
+        lo, lo_in, hi, hi_in = RANGES[name]
+        below = value < lo if lo_in else value <= lo
+        above = value > hi if hi_in else value >= hi
+        if below or above:
+            low = f"{'>=' if lo_in else '>'} {lo:g}"
+            high = "" if math.isinf(hi) else f" and {'<=' if hi_in else '<'} {hi:g}"
+            unit = _UNITS.get(name, "")
+            raise ValueError(f"{name} must be {low}{high}{unit}, got {value:g}")
+    elif value < 0 and name not in _SIGNED:
+        raise ValueError(f"{name} must not be negative, got {value:g}")
