@@ -31,7 +31,7 @@ from pathlib import Path
 from .config import PerfusionConfig
 from .model import Refusal
 from .output_dir import OutputDirError, prepare
-from .pipeline import analyse
+from .pipeline import NOT_USED_FLAGS, analyse
 from .segmentation import ratio_text
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2, 3, 64
@@ -63,9 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (created if needed); result.json and dicom/R*.dcm of an earlier "
         "run in it are removed first, other files are left alone",
     )
-    a.add_argument("--dwi", type=Path, help="folder with the ADC map of the same patient")
     a.add_argument(
-        "--flair", type=Path, help="folder with a FLAIR series (coregistered, overlay pages)"
+        "--dwi",
+        type=Path,
+        help="folder with the ADC map of the same patient (MR core = ADC <= threshold); an "
+        "input of another patient or that is not an ADC map is not used: the core comes "
+        "from rCBF and result.json says why (QC flag dwi_not_used)",
+    )
+    a.add_argument(
+        "--flair",
+        type=Path,
+        help="folder with a FLAIR series of the same patient (coregistered, overlay pages)",
     )
     a.add_argument("--threshold-core", type=float, help="rCBF fraction for CT core (0.3)")
     a.add_argument("--threshold-tmax", type=float, help="Tmax (s) for hypoperfusion (6)")
@@ -149,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         (args.out / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
         print(f"lucent-perfusion: refused ({result.code}): {result.reason}", file=sys.stderr)
         return EXIT_REFUSED
+    for flag in result.qc["flags"]:
+        if flag["code"] in NOT_USED_FLAGS.values():  # a safety matter: printed even with --quiet
+            print(f"{PROG}: warning: {flag['reason']}", file=sys.stderr)
     failures = result.qc.get(OUTPUT_FAILURES) or []
     if failures:
         # result.json was written by the pipeline; say there that it is partial and what is missing

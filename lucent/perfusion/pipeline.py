@@ -18,6 +18,8 @@ import numpy as np
 from scipy import ndimage
 
 from . import aif as aif_mod
+from .companion import labelled_adc
+from .companion import problem as companion_problem
 from .config import PerfusionConfig
 from .coregister import coregister, to_sitk
 from .maps import MAP_UNITS, adaptive_oi, compute_maps, first_pass_window
@@ -259,6 +261,13 @@ def _dilate2d(mask: np.ndarray, it: int) -> np.ndarray:
     return ndimage.binary_dilation(mask, structure=st, iterations=it)
 
 
+NOT_USED_FLAGS = {"dwi": "dwi_not_used", "flair": "flair_not_used"}
+"""QC flag codes of a DWI/FLAIR input that was given but not used (``companion``)."""
+COREGISTER_MIN_SLICES = 4
+"""ITK's recursive Gaussian (``coregister``) needs 4 voxels along every axis: a 2-3 slice
+perfusion with a DWI crashed the whole analysis."""
+
+
 def _coregistered(
     path: str | Path | Sequence[str | Path],
     key: str,
@@ -267,29 +276,53 @@ def _coregistered(
     base_img: np.ndarray,
     report: dict[str, Any],
     warnings: list[str],
+    flags: list[dict[str, str]],
 ) -> np.ndarray | None:
-    """Load a static series (DWI/ADC, FLAIR), register it rigidly to the perfusion baseline
-    and return it on the perfusion grid; the transform goes into ``report[key]``.
+    """Load a static series (DWI/ADC, FLAIR), check it (``companion``), register it rigidly
+    to the perfusion baseline and return it on the perfusion grid; the transform goes into
+    ``report[key]``.
 
-    A series that cannot be read is a warning, not a refusal: perfusion maps stand alone.
+    A series that cannot be read, is of another patient or (DWI) is not an ADC map is not
+    used: a warning and a QC flag say why, and the analysis goes on without it (perfusion
+    maps stand alone; the core then comes from rCBF).
     """
-    loaded = load_volume(path)
+    instead = "; the core comes from rCBF" if key == "dwi" else ""
+
+    def not_used(why: str) -> None:
+        reason = f"{label} input not used: {why}{instead}"
+        warnings.append(reason)
+        flags.append({"code": NOT_USED_FLAGS[key], "reason": reason})
+
+    loaded = load_volume(path, prefer=labelled_adc if key == "dwi" else None)
     if isinstance(loaded, Refusal):
-        warnings.append(f"{label} not used: {loaded.reason}")
+        not_used(loaded.reason)
         return None
-    vol, geo = loaded
+    why = companion_problem(key, series.slice_headers[0], loaded.header, loaded.values)
+    if why is None and min(base_img.shape[0], loaded.values.shape[0]) < COREGISTER_MIN_SLICES:
+        why = (
+            f"too few slices to coregister (perfusion {base_img.shape[0]}, {label} "
+            f"{loaded.values.shape[0]}; at least {COREGISTER_MIN_SLICES} each)"
+        )
+    if why is not None:
+        not_used(why)
+        return None
+    geo = loaded.geometry
     fixed = to_sitk(
         base_img, series.origin, series.row_dir, series.col_dir, series.normal, series.spacing
     )
     moving = to_sitk(
-        vol,
+        loaded.values,
         np.asarray(geo["origin"]),
         np.asarray(geo["row_dir"]),
         np.asarray(geo["col_dir"]),
         np.asarray(geo["normal"]),
         geo["spacing"],  # type: ignore[arg-type]
     )
-    result = coregister(fixed, moving)
+    try:
+        result = coregister(fixed, moving)
+    except RuntimeError as exc:  # SimpleITK: a registration that cannot run is no crash
+        not_used(f"coregistration failed ({str(exc).strip().splitlines()[-1][:200]})")
+        return None
     report[key] = result.to_dict()
     return result.resampled
 
@@ -564,12 +597,15 @@ def _run(
             vessels[v] = True
         tissue &= ~vessels
     coreg: dict[str, Any] = {}
+    not_used: list[dict[str, str]] = []
     with stage("coregistration"):
         adc = flair_img = None
         if dwi is not None:
-            adc = _coregistered(dwi, "dwi", "DWI", series, base_img, coreg, warnings)
+            adc = _coregistered(dwi, "dwi", "DWI", series, base_img, coreg, warnings, not_used)
         if flair is not None:
-            flair_img = _coregistered(flair, "flair", "FLAIR", series, base_img, coreg, warnings)
+            flair_img = _coregistered(
+                flair, "flair", "FLAIR", series, base_img, coreg, warnings, not_used
+            )
     with stage("segmentation"):
         seg = segment(
             maps,
@@ -591,6 +627,7 @@ def _run(
         stats, flags = bolus_flags(
             fns.aif, brain_curve, (baseline.start, baseline.end), modality, config
         )
+        flags = not_used + flags
         if series.repaired:
             flags.append(
                 {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -647,15 +647,50 @@ def assemble(
     )
 
 
+@dataclass
+class StaticVolume:
+    """A static 3D series (DWI/ADC, FLAIR) read for coregistration."""
+
+    values: np.ndarray
+    """(Z, Y, X) float32 in modality units (rescale applied)."""
+    geometry: dict[str, object]
+    header: Dataset
+    """Header of its first image (no pixels): patient identity, Modality, Image Type."""
+    groups: int = 1
+    """Image groups (series, image type, geometry) in the input; the others were not used."""
+
+
+def image_type(ds: Dataset | None) -> tuple[str, ...]:
+    """Values of Image Type (0008,0008), upper case."""
+    value = ds.get("ImageType") if ds is not None else None
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    return tuple(str(v).strip().upper() for v in items)
+
+
 def load_volume(
     inputs: str | Path | Sequence[str | Path],
-) -> tuple[np.ndarray, dict[str, object]] | Refusal:
-    """A static 3D series (DWI/ADC, FLAIR) as (Z, Y, X) float32 and its geometry."""
+    prefer: Callable[[Dataset], bool] | None = None,
+) -> StaticVolume | Refusal:
+    """A static 3D series (DWI/ADC, FLAIR) as (Z, Y, X) float32, its geometry and header.
+
+    Images are grouped by series, Image Type and geometry, so that a DWI folder holding the
+    b0, the trace and the ADC images of one plane is never read as one mixed volume; the
+    group ``prefer`` accepts (e.g. the ADC map) wins, otherwise the largest.
+    """
     frames, _ = read_headers(list_files(inputs))
     if not frames:
         return Refusal(RefusalCode.NO_IMAGES, "no CT/MR images in the DWI/FLAIR input")
-    groups = examine(frames)
-    members = max((g[1] for g in groups), key=len)
+    groups: dict[tuple[object, ...], list[FrameRef]] = defaultdict(list)
+    for f in frames:
+        groups[(f.series_uid, image_type(f.header), *_geometry_key(f))].append(f)
+
+    def rank(members: list[FrameRef]) -> tuple[bool, int]:
+        head = members[0].header
+        return (prefer is not None and head is not None and prefer(head), len(members))
+
+    members = max(groups.values(), key=rank)
     f0 = members[0]
     normal = np.cross(f0.iop[:3], f0.iop[3:])
     members = sorted(members, key=lambda f: float(np.dot(f.ipp, normal)))
@@ -678,4 +713,5 @@ def load_volume(
             f0.pixel_spacing[1],
         ),
     }
-    return vol, geometry
+    assert f0.header is not None
+    return StaticVolume(vol, geometry, f0.header, len(groups))
