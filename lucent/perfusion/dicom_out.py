@@ -23,9 +23,13 @@ from scipy import ndimage
 
 from lucent.dicom.uids import make_uid
 
+from .identity import copy_identity
 from .maps import MAP_UNITS
+from .orientation import image_markers, letters
+from .parameters import derivation, method_text
 from .render import render_map, render_overlay, render_report
-from .sr import TYPE2_PATIENT_STUDY, highdicom_sources, structured_report
+from .segmentation import ratio_text
+from .sr import highdicom_sources, structured_report
 
 if TYPE_CHECKING:
     from .pipeline import PerfusionResult
@@ -37,22 +41,11 @@ CORE_COLOUR = (230, 0, 200)
 BRAIN_OUTLINE = (255, 220, 0)
 MANUFACTURER = "Lucent"
 SOFTWARE_VERSION = "lucent-perfusion 0.1.0"
-COPIED = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyID",
-    "StudyDescription",
-    "StudyDate",
-    "StudyTime",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "InstitutionName",
-    "SpecificCharacterSet",
-)
-"""Conformance 8.1.1: attributes every created object carries."""
+PERFORMER = "LUCENT^PERFUSION"
+"""Performing Physician's Name: Conformance 8.1.1, "user that created the dataset"."""
+BODY_PARTS = ("HEAD", "BRAIN")
+"""Body Part Examined of the outputs: the source's when it is one of these, else HEAD. An
+unpaired structure: without it dciodvfy asks for Laterality (General Series, Type 2C)."""
 
 MAP_DISPLAY = {
     "cbf": ("CBF", 0.0, 80.0, "rainbow"),
@@ -76,28 +69,44 @@ def new_uid(root: str = "") -> str:
 UCUM = {"ml/100g/min": "mL/min/(100.g)", "ml/100g": "mL/(100.g)", "s": "s"}
 
 
+def stamp_series(ds: Dataset, ref: Dataset, now: _dt.datetime, modality: str) -> None:
+    """What every output (SC, Parametric Map, SR) carries at series level and above, the
+    same on each (Conformance 8.1.1): the source's patient and study (``identity``),
+    series/content (and, where the IOD has them, acquisition) date and time = when it was
+    made, manufacturer, software, institution; for images the performer and body part.
+    The Enhanced SR IOD (PS3.3 A.35.2) has no General Acquisition module nor Performing
+    Physician's Name or Body Part Examined, so the SR carries none of them."""
+    copy_identity(ref, ds)
+    # how the copied text and our own (mm², °) are encoded: the source's, else UTF-8
+    ds.SpecificCharacterSet = ref.get("SpecificCharacterSet") or "ISO_IR 192"
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.SeriesDate = ds.ContentDate = date
+    ds.SeriesTime = ds.ContentTime = time
+    ds.Manufacturer = MANUFACTURER
+    ds.SoftwareVersions = SOFTWARE_VERSION
+    if ref.get("InstitutionName"):
+        ds.InstitutionName = ref.InstitutionName
+    if modality == "SR":
+        return
+    ds.AcquisitionDate, ds.AcquisitionTime = date, time
+    ds.PerformingPhysicianName = PERFORMER
+    part = str(ref.get("BodyPartExamined", "") or "").strip().upper()
+    ds.BodyPartExamined = part if part in BODY_PARTS else BODY_PARTS[0]
+
+
 def _common(
     ref: Dataset, modality: str, series_uid: str, number: int, description: str, now: _dt.datetime
 ) -> Dataset:
+    """Series-level attributes of an SC series. No Frame of Reference: the SC Image IOD has
+    it only with the Image Plane module (PS3.3 A.8.1), and a rendered page (title bar,
+    colour bar, upscaled map) has no position in the patient; the source's FoR UID on it
+    told a viewer it could link it to the perfusion slices."""
     ds = Dataset()
-    for key in COPIED:
-        if key in ref:
-            setattr(ds, key, ref.data_element(key).value)  # type: ignore[union-attr]
-    ds.SpecificCharacterSet = ref.get("SpecificCharacterSet", "ISO_IR 192")
-    for key in (*TYPE2_PATIENT_STUDY, "StudyDescription"):
-        if key not in ds:
-            setattr(ds, key, "")
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    stamp_series(ds, ref, now, modality)
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = number
     ds.SeriesDescription = description
-    ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = date
-    ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = time
     ds.Modality = modality
-    ds.Manufacturer = MANUFACTURER
-    ds.SoftwareVersions = SOFTWARE_VERSION
-    ds.PerformingPhysicianName = "LUCENT^PERFUSION"
-    ds.FrameOfReferenceUID = ref.get("FrameOfReferenceUID", generate_uid())
     return ds
 
 
@@ -112,14 +121,24 @@ def _save(ds: Dataset, path: Path) -> Path:
 
 
 def secondary_capture(
-    base: Dataset, rgb: np.ndarray, instance: int, derivation: str, uid_root: str = ""
+    base: Dataset,
+    rgb: np.ndarray,
+    instance: int,
+    derivation: str,
+    uid_root: str = "",
+    orientation: tuple[str, str] | None = None,
 ) -> Dataset:
-    """One RGB SC image, attributes as Conformance 8.1.3 lists them."""
+    """One RGB SC image, attributes as Conformance 8.1.3 lists them.
+
+    ``orientation``: Patient Orientation (row, column direction letters) of a page that
+    shows a slice (General Image, Type 2C: required when the image has no Image
+    Orientation (Patient)); empty on report pages."""
     ds = Dataset()
     ds.update(base)
     ds.SOPClassUID = SECONDARY_CAPTURE
     ds.SOPInstanceUID = new_uid(uid_root)
     ds.InstanceNumber = instance
+    ds.PatientOrientation = list(orientation) if orientation else ""
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.ConversionType = "SYN"
     ds.DerivationDescription = derivation
@@ -164,6 +183,10 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
     n_z = result.maps["cbf"].shape[0]
     brain = result.brain
     failures: list[dict[str, str]] = result.qc.setdefault(OUTPUT_FAILURES, [])
+    params = result.parameters
+    s = result.series
+    orientation = (letters(s.row_dir), letters(s.col_dir))
+    markers = image_markers(s.row_dir, s.col_dir)
 
     def save(ds: Dataset) -> None:
         paths.append(_save(ds, out_dir / f"R{next(counter):05d}.dcm"))
@@ -191,11 +214,13 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
                 vmin,
                 vmax,
                 table,
-                f"{label}  slice {z + 1}/{n_z}",
+                f"{label}  {slice_text(result, z)}",
                 MAP_UNITS[name],
                 shown[z],
+                markers=markers,
             )
-            save(secondary_capture(base, rgb, z + 1, f"{label} map, oSVD", uid_root))
+            what = derivation(f"{label} map", params)
+            save(secondary_capture(base, rgb, z + 1, what, uid_root, orientation))
 
     for k, name in enumerate(MAP_DISPLAY):
         attempt(f"secondary capture {name} colour map", lambda k=k, name=name: colour_map(k, name))
@@ -212,8 +237,9 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
         )
         base = _series(result, 9010, "Perfusion core/hypoperfusion overlay", now, uid_root)
         vols = result.summary
-        hypo_text = f"Tmax > 6 s {vols['hypoperfusion_ml']:.1f} mL"
+        hypo_text = f"{_tmax_label(params)} {vols['hypoperfusion_ml']:.1f} mL"
         core_text = f"core {vols['core_ml']:.1f} mL ({vols['core_source']})"
+        what = derivation("core/hypoperfusion overlay", params, thresholds=True)
         for z in range(n_z):
             rgb = render_overlay(
                 result.baseline_image[z],
@@ -222,9 +248,10 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
                     (result.hypo[z] & ~result.core[z], HYPO_COLOUR, hypo_text),
                     (result.core[z], CORE_COLOUR, core_text),
                 ],
-                f"Core / hypoperfusion  slice {z + 1}/{n_z}",
+                f"Core / hypoperfusion  {slice_text(result, z)}",
+                markers=markers,
             )
-            save(secondary_capture(base, rgb, z + 1, "segmentation overlay", uid_root))
+            save(secondary_capture(base, rgb, z + 1, what, uid_root, orientation))
 
     attempt("secondary capture core/hypoperfusion overlay", overlays)
     if result.flair is not None:
@@ -238,21 +265,22 @@ def write_dicom(result: PerfusionResult, out_dir: Path, uid_root: str = "") -> l
     # summary and QC pages
     def pages() -> None:
         base = _series(result, 9020, "Perfusion summary and QC", now, uid_root)
+        what = derivation("perfusion summary and QC", params, thresholds=True)
         for i, page in enumerate(summary_pages(result)):
-            save(secondary_capture(base, page, i + 1, "perfusion summary", uid_root))
+            save(secondary_capture(base, page, i + 1, what, uid_root))
 
     attempt("secondary capture summary and QC pages", pages)
     # quantitative maps
     for k, name in enumerate(MAP_DISPLAY):
         attempt(
             f"parametric map {name}",
-            lambda k=k, name=name: save(parametric_map(result, name, 9030 + k, uid_root)),
+            lambda k=k, name=name: save(parametric_map(result, name, 9030 + k, uid_root, now)),
         )
 
     # the summary as an Enhanced SR (volumes, DEFUSE-3, QC, AIF/VOF), own series
     def report() -> None:
         sr = structured_report(result, new_uid(uid_root), new_uid(uid_root), 9040)
-        sr.SoftwareVersions = SOFTWARE_VERSION
+        stamp_series(sr, result.series.slice_headers[0], now, "SR")
         save(sr)
 
     attempt("enhanced SR summary", report)
@@ -274,8 +302,11 @@ def write_flair_overlay(
     window = (0.0, float(np.percentile(inside, 99.5)) * 1.2 or 1.0)
     reg = (result.coregistration or {}).get("flair", {})
     base = _series(result, 9011, "Perfusion on FLAIR (coregistered)", now, uid_root)
-    hypo_text = f"Tmax > 6 s {result.summary['hypoperfusion_ml']:.1f} mL"
+    hypo_text = f"{_tmax_label(result.parameters)} {result.summary['hypoperfusion_ml']:.1f} mL"
     core_text = f"core {result.summary['core_ml']:.1f} mL"
+    s = result.series
+    orientation = (letters(s.row_dir), letters(s.col_dir))
+    what = derivation("FLAIR coregistered to perfusion, outlines", result.parameters, True)
     for z in range(n_z):
         rgb = render_overlay(
             flair[z],
@@ -285,27 +316,37 @@ def write_flair_overlay(
                 (_outline(result.hypo[z]), HYPO_COLOUR, hypo_text),
                 (_outline(result.core[z]), CORE_COLOUR, core_text),
             ],
-            f"FLAIR  slice {z + 1}/{n_z}  shift {reg.get('translation_mm')} mm  "
+            f"FLAIR  {slice_text(result, z)}  shift {reg.get('translation_mm')} mm  "
             f"rotation {reg.get('rotation_deg')}°",
+            markers=image_markers(s.row_dir, s.col_dir),
         )
-        save(secondary_capture(base, rgb, z + 1, "FLAIR coregistered, overlay", uid_root))
+        save(secondary_capture(base, rgb, z + 1, what, uid_root, orientation))
+
+
+def _tmax_label(params: dict[str, Any]) -> str:
+    return f"Tmax > {params.get('threshold_tmax', 6.0):g} s"
+
+
+def slice_text(result: PerfusionResult, z: int) -> str:
+    """ "slice 4/8  position 12.5 mm": the position along the slice normal, as Slice
+    Location reads on the source images, so a page can be matched to its source slice."""
+    s = result.series
+    location = float(np.dot(s.slice_position(z), s.normal))
+    return f"slice {z + 1}/{result.maps['cbf'].shape[0]}  position {location:.1f} mm"
 
 
 def summary_pages(result: PerfusionResult) -> list[np.ndarray]:
-    """Summary (volumes, DEFUSE-3), qcontrol_bolus, qcontrol_flowstats, motion report."""
-    v, qc = result.summary, result.qc
+    """Summary (volumes, DEFUSE-3, method and thresholds), qcontrol_bolus,
+    qcontrol_flowstats, motion report."""
+    v, qc, p = result.summary, result.qc, result.parameters
     d3 = v["defuse3"]
-    ratio = (
-        "infinite"
-        if v["mismatch_ratio_infinite"]
-        else ("n/a" if v["mismatch_ratio"] is None else f"{v['mismatch_ratio']:.2f}")
-    )
+    ratio = ratio_text(v)
+    tmax, severe = _tmax_label(p), f"Tmax > {p.get('threshold_tmax_severe', 10.0):g} s"
     lines = [
         f"Core ({v['core_source']}): {v['core_ml']:.1f} mL",
-        f"Hypoperfusion (Tmax > 6 s): {v['hypoperfusion_ml']:.1f} mL",
+        f"Hypoperfusion ({tmax}): {v['hypoperfusion_ml']:.1f} mL",
         f"Mismatch volume: {v['mismatch_ml']:.1f} mL    Mismatch ratio: {ratio}",
-        "Hypoperfusion intensity ratio (Tmax>10 s / Tmax>6 s): "
-        f"{v['hypoperfusion_intensity_ratio']}",
+        f"Hypoperfusion intensity ratio ({severe} / {tmax}): {v['hypoperfusion_intensity_ratio']}",
         f"DEFUSE-3 imaging criteria: {d3['verdict'].replace('_', ' ')}",
         *[f"  failed: {c}" for c in d3["failed_criteria"]],
         "" if v["volumes_reliable"] else f"NOT RELIABLE: {v['reliability_reason']}",
@@ -313,6 +354,16 @@ def summary_pages(result: PerfusionResult) -> list[np.ndarray]:
         f"({v['islands_removed']['core']['volume_ml']} mL), hypoperfusion "
         f"{v['islands_removed']['hypoperfusion']['count']} "
         f"({v['islands_removed']['hypoperfusion']['volume_ml']} mL)",
+        *(
+            [
+                f"Deconvolution: {method_text(p)}",
+                f"Thresholds: core rCBF < {p['threshold_core']:.0%} (ADC <= "
+                f"{p['threshold_adc']:g} x10^-6 mm²/s with DWI), {tmax}, severe {severe},",
+                f"  islands < {p['min_island_ml']:g} mL removed",
+            ]
+            if p
+            else []
+        ),
         "QC:",
         *([f"  {f['reason']}" for f in qc["flags"]] or ["  no warnings"]),
         "Research use: check the maps against the source images before relying on them.",
@@ -411,8 +462,16 @@ def map_sources(headers: list[Dataset]) -> list[Dataset]:
     ]
 
 
-def parametric_map(result: PerfusionResult, name: str, number: int, uid_root: str = "") -> Dataset:
-    """One map as a highdicom Parametric Map on the perfusion grid (true geometry)."""
+def parametric_map(
+    result: PerfusionResult,
+    name: str,
+    number: int,
+    uid_root: str = "",
+    now: _dt.datetime | None = None,
+) -> Dataset:
+    """One map as a highdicom Parametric Map on the perfusion grid (true geometry), with the
+    series-level attributes of every output (``stamp_series``) and the method in its
+    Content Description and each frame's Derivation Description (PS3.3 C.7.6.16.2.6)."""
     s = result.series
     values = np.ascontiguousarray(result.maps[name], np.float32)
     unit = MAP_UNITS[name]
@@ -448,7 +507,9 @@ def parametric_map(result: PerfusionResult, name: str, number: int, uid_root: st
             hd.VOILUTTransformation(window_center=(vmin + vmax) / 2, window_width=vmax - vmin)
         ],
         content_label=label.upper(),
-        content_description=f"{label} map",
+        content_description=f"{label} map, {method_text(result.parameters)}"[:64]
+        if result.parameters
+        else f"{label} map",
         pixel_measures=hd.PixelMeasuresSequence(
             pixel_spacing=[s.spacing[1], s.spacing[2]],
             slice_thickness=s.spacing[0],
@@ -460,4 +521,12 @@ def parametric_map(result: PerfusionResult, name: str, number: int, uid_root: st
         plane_positions=positions,
     )
     pm.SeriesDescription = f"Perfusion {label} (quantitative)"
+    stamp_series(pm, s.slice_headers[0], now or _dt.datetime.now(), s.modality)
+    if result.parameters:
+        # highdicom references the source slice of each frame in a per-frame Derivation
+        # Image item: the method goes there (a shared one too is an error, PS3.3 C.7.6.16)
+        text = derivation(f"{label} map", result.parameters)
+        for frame in pm.PerFrameFunctionalGroupsSequence:
+            for item in frame.get("DerivationImageSequence", []):
+                item.DerivationDescription = text
     return pm

@@ -26,6 +26,7 @@ from .maps import MAP_UNITS, adaptive_oi, compute_maps, first_pass_window
 from .mask import brain_mask, tissue_mask
 from .model import PerfusionSeries, Refusal, RefusalCode
 from .motion import MotionReport, correct_motion
+from .parameters import recorded
 from .qc import bolus_flags, hemisphere_stats
 from .segmentation import hemispheres, segment, summarise
 from .series import assemble, load_volume
@@ -93,6 +94,8 @@ class PerfusionResult:
     """Per coregistered series ("dwi", "flair"): rigid transform and similarity (result.json)."""
     flair: np.ndarray | None = None
     """FLAIR resampled onto the perfusion grid (overlay pages), when one was given."""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    """Method and thresholds used (``parameters.recorded``): result.json, SR, pages."""
 
     def to_dict(self) -> dict[str, Any]:
         s = self.series
@@ -113,6 +116,7 @@ class PerfusionResult:
                 "sampling_interval_s": round(self.dt, 4),
                 **self.inputs,
             },
+            "parameters": self.parameters,
             "volumes": self.summary,
             "qc": self.qc,
             "motion": None if self.motion is None else self.motion.to_dict(),
@@ -692,6 +696,7 @@ def _run(
         warnings=warnings,
         coregistration=coreg or None,
         flair=flair_img,
+        parameters=recorded(config, oi if config.method == "osvd" else None),
     )
     if out_dir is not None:
         if progress is not None:

@@ -48,6 +48,75 @@ def colour_table(name: str) -> np.ndarray:
     return lut.astype(np.uint8)
 
 
+_PLAIN = str.maketrans({"²": "2", "≤": "<=", "≥": ">=", "µ": "u"})
+"""Characters Pillow's default font lacks (drawn as boxes: "mm²/s" read "mm?/s")."""
+
+
+def plain(text: str) -> str:
+    return text.translate(_PLAIN)
+
+
+TITLE_SIZE = 20
+HEADER = 40
+"""Height of a one-line title bar; every further line of a wrapped title adds LINE."""
+LINE = 24
+MARGIN = 8
+
+
+def _wrap(text: str, font: ImageFont.ImageFont | ImageFont.FreeTypeFont, width: int) -> list[str]:
+    """``text`` in lines no wider than ``width`` px, broken at its double spaces (the
+    separators of a title's parts) and, where a part alone is too wide, at single spaces: a
+    long title (FLAIR: slice, shift and rotation) ran off the right edge (outside probe)."""
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def fits(line: str) -> bool:
+        return draw.textlength(line, font=font) <= width
+
+    tokens: list[tuple[str, str]] = []  # (text, separator before it on the same line)
+    for part in filter(None, text.split("  ")):
+        words = [part] if fits(part) else [w for w in part.split(" ") if w]
+        tokens.extend((word, "  " if i == 0 else " ") for i, word in enumerate(words))
+    lines: list[str] = []
+    for word, sep in tokens:
+        if lines and fits(lines[-1] + sep + word):
+            lines[-1] += sep + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def _title_bar(title: str, width: int) -> tuple[list[str], int]:
+    lines = _wrap(plain(title), _font(TITLE_SIZE), width - 2 * MARGIN)
+    return lines, HEADER + LINE * (len(lines) - 1)
+
+
+def _draw_title(draw: ImageDraw.ImageDraw, lines: list[str]) -> None:
+    for i, line in enumerate(lines):
+        draw.text((MARGIN, 8 + LINE * i), line, fill=FOREGROUND, font=_font(TITLE_SIZE))
+
+
+def _draw_markers(
+    draw: ImageDraw.ImageDraw, markers: dict[str, str] | None, top: int, w: int, h: int
+) -> None:
+    """Orientation letters at the middle of each edge of the image (``orientation``), with a
+    dark outline so that they read on any colour."""
+    if not markers:
+        return
+    font = _font(18)
+    style = {"fill": FOREGROUND, "font": font, "stroke_width": 2, "stroke_fill": BACKGROUND}
+    for edge, text in markers.items():
+        if not text:
+            continue
+        tw = draw.textlength(text, font=font)
+        x, y = {
+            "left": (6, top + h / 2 - 10),
+            "right": (w - tw - 6, top + h / 2 - 10),
+            "top": (w / 2 - tw / 2, top + 4),
+            "bottom": (w / 2 - tw / 2, top + h - 24),
+        }[edge]
+        draw.text((x, y), text, **style)  # type: ignore[arg-type]
+
+
 def _upscale(img: np.ndarray, min_size: int) -> np.ndarray:
     factor = max(1, int(np.ceil(min_size / max(img.shape[:2]))))
     return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1) if factor > 1 else img
@@ -62,8 +131,10 @@ def render_map(
     unit: str,
     mask: np.ndarray | None = None,
     min_size: int = 512,
+    markers: dict[str, str] | None = None,
 ) -> np.ndarray:
-    """A colour map with a labelled colour bar on the right."""
+    """A colour map with a labelled colour bar on the right; ``markers``: orientation
+    letters by edge ("left", "right", "top", "bottom"), see ``orientation.image_markers``."""
     lut = colour_table(table)
     norm = np.clip((values - vmin) / max(vmax - vmin, 1e-9), 0, 1)
     rgb = lut[(norm * 255).astype(np.uint8)]
@@ -72,11 +143,13 @@ def render_map(
     rgb = _upscale(rgb, min_size)
     h, w = rgb.shape[:2]
     bar_w = 110
-    canvas = Image.new("RGB", (w + bar_w, h + 40), BACKGROUND)
-    canvas.paste(Image.fromarray(rgb), (0, 40))
+    lines, head = _title_bar(title, w + bar_w)
+    canvas = Image.new("RGB", (w + bar_w, h + head), BACKGROUND)
+    canvas.paste(Image.fromarray(rgb), (0, head))
     draw = ImageDraw.Draw(canvas)
-    draw.text((8, 8), title, fill=FOREGROUND, font=_font(20))
-    top, bottom = 60, h + 20
+    _draw_title(draw, lines)
+    _draw_markers(draw, markers, head, w, h)
+    top, bottom = head + 20, h + head - 20
     bar = np.linspace(255, 0, bottom - top).astype(np.uint8)
     bar_rgb = np.repeat(lut[bar][:, None, :], 24, axis=1)
     canvas.paste(Image.fromarray(bar_rgb), (w + 12, top))
@@ -96,10 +169,12 @@ def render_overlay(
     layers: Sequence[tuple[np.ndarray, tuple[int, int, int], str]],
     title: str,
     min_size: int = 512,
+    markers: dict[str, str] | None = None,
 ) -> np.ndarray:
     """Segmentations (mask, colour, legend text) drawn semi-transparently on the grey source
     image, later layers on top; the legend lists them in the same order, each with its own
-    colour (a separate legend list once named the core green and Tmax > 6 s magenta)."""
+    colour (a separate legend list once named the core green and Tmax > 6 s magenta).
+    A title wider than the image is wrapped; ``markers`` as in ``render_map``."""
     lo, hi = window
     grey = (np.clip((base - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
     rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
@@ -107,14 +182,16 @@ def render_overlay(
         rgb[mask] = 0.45 * rgb[mask] + 0.55 * np.asarray(colour, np.float32)
     img = _upscale(rgb.astype(np.uint8), min_size)
     h, w = img.shape[:2]
-    canvas = Image.new("RGB", (w, h + 40 + 22 * len(layers)), BACKGROUND)
-    canvas.paste(Image.fromarray(img), (0, 40))
+    lines, head = _title_bar(title, w)
+    canvas = Image.new("RGB", (w, h + head + 22 * len(layers)), BACKGROUND)
+    canvas.paste(Image.fromarray(img), (0, head))
     draw = ImageDraw.Draw(canvas)
-    draw.text((8, 8), title, fill=FOREGROUND, font=_font(20))
+    _draw_title(draw, lines)
+    _draw_markers(draw, markers, head, w, h)
     for i, (_mask, colour, text) in enumerate(layers):
-        y = h + 44 + 22 * i
+        y = h + head + 4 + 22 * i
         draw.rectangle([8, y + 2, 24, y + 16], fill=colour)
-        draw.text((32, y), text, fill=FOREGROUND, font=_font(14))
+        draw.text((32, y), plain(text), fill=FOREGROUND, font=_font(14))
     return np.asarray(canvas)
 
 
@@ -130,11 +207,11 @@ def render_report(
     w, h = size
     canvas = Image.new("RGB", size, BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    draw.text((16, 12), title, fill=FOREGROUND, font=_font(26))
+    draw.text((16, 12), plain(title), fill=FOREGROUND, font=_font(26))
     font = _font(16)
     y = 56
     for line in lines:
-        draw.text((16, y), line, fill=FOREGROUND, font=font)
+        draw.text((16, y), plain(line), fill=FOREGROUND, font=font)
         y += 22
     if curves:
         x0, y0, x1, y1 = 70, max(y + 20, h // 2), w - 30, h - 50

@@ -23,6 +23,10 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
+from .identity import TYPE2
+from .parameters import method_text
+from .segmentation import ratio_text
+
 if TYPE_CHECKING:
     from .pipeline import PerfusionResult
 
@@ -34,6 +38,9 @@ ROOT = Code("18748-4", "LN", "Diagnostic imaging report")
 ML = Code("mL", "UCUM", "milliliter")
 RATIO = Code("{ratio}", "UCUM", "ratio")
 MM = Code("mm", "UCUM", "millimeter")
+SECOND = Code("s", "UCUM", "second")
+ADC_UNIT = Code("um2/s", "UCUM", "square micrometer per second")
+"""10^-6 mm²/s, the unit of ADC thresholds (1 µm² = 10^-6 mm²)."""
 
 
 def _c(value: str, meaning: str) -> Code:
@@ -66,20 +73,17 @@ CONCEPTS = {
     "pve": _c("LP-136", "Partial-volume scale of the AIF"),
     "warning": _c("LP-140", "Warning"),
     "coreg": _c("LP-141", "Rigid coregistration to perfusion"),
+    "parameters": _c("LP-150", "Analysis parameters"),
+    "method": _c("LP-151", "Deconvolution method"),
+    "threshold_core": _c("LP-152", "Core threshold, relative CBF"),
+    "threshold_adc": _c("LP-153", "Core threshold, ADC"),
+    "threshold_tmax": _c("LP-154", "Hypoperfusion threshold, Tmax"),
+    "threshold_tmax_severe": _c("LP-155", "Severe hypoperfusion threshold, Tmax"),
+    "min_island_ml": _c("LP-156", "Minimum island volume"),
 }
 """Concept names of the document (private scheme; meanings are what dsrdump prints)."""
 
-TYPE2_PATIENT_STUDY = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-)
+TYPE2_PATIENT_STUDY = TYPE2
 """Type 2 attributes of the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1):
 present in every object, empty when unknown. highdicom's constructors read each of them
 from the first source as an attribute."""
@@ -136,7 +140,7 @@ def _ratio_items(v: dict[str, Any]) -> list[Dataset]:
     """Mismatch ratio as a number; infinite (no core) or undefined as text, never a fake NUM."""
     if v["mismatch_ratio"] is not None:
         return [_num("ratio", v["mismatch_ratio"], RATIO)]
-    return [_text("ratio", "infinite (no core)" if v["mismatch_ratio_infinite"] else "n/a")]
+    return [_text("ratio", ratio_text(v))]
 
 
 def _function_items(result: PerfusionResult, voxels: Sequence[Sequence[int]]) -> list[Dataset]:
@@ -178,6 +182,18 @@ def _function_items(result: PerfusionResult, voxels: Sequence[Sequence[int]]) ->
         )
         items.append(point)
     return items
+
+
+def parameter_items(p: dict[str, Any]) -> list[Dataset]:
+    """Method (TEXT) and thresholds (NUM with units) the analysis used."""
+    return [
+        _text("method", method_text(p)),
+        _num("threshold_core", p["threshold_core"], RATIO),
+        _num("threshold_adc", p["threshold_adc"], ADC_UNIT),
+        _num("threshold_tmax", p["threshold_tmax"], SECOND),
+        _num("threshold_tmax_severe", p["threshold_tmax_severe"], SECOND),
+        _num("min_island_ml", p["min_island_ml"], ML),
+    ]
 
 
 def summary_content(result: PerfusionResult) -> hd.sr.ContainerContentItem:
@@ -222,6 +238,11 @@ def summary_content(result: PerfusionResult) -> hd.sr.ContainerContentItem:
     children: list[Dataset] = [
         _container("volumes", volumes),
         _container("defuse3", defuse),
+        *(
+            [_container("parameters", parameter_items(result.parameters))]
+            if result.parameters
+            else []
+        ),
         _container("qc", flags),
         _container("aif", aif),
     ]
