@@ -214,7 +214,7 @@ def login(
             )
         else:
             user = users.authenticate(db, name, password)
-            wait = _address_wait(db, addr_key, user, address)
+            wait = address_wait(db, addr_key, user, address)
             if wait:
                 outcome = Outcome(
                     429,
@@ -256,7 +256,7 @@ def login(
 FAMILIAR_DAYS = 30
 
 
-def _address_wait(db: DbSession, addr_key: str, user: User | None, address: str) -> int:
+def address_wait(db: DbSession, addr_key: str, user: User | None, address: str) -> int:
     """Seconds the address lock holds this login back (0 = not locked, or let through).
 
     The address lock slows guessing across many names from one place; it used to refuse

@@ -243,3 +243,32 @@ def test_grants_and_quotas_name_things_that_exist(tmp_path: Path) -> None:
             body = {"kind": kind, "subject": subject, "limit_mb": 10}
             assert app.http.put("/api/v1/quotas", headers=admin, json=body).status_code == 200
         assert len(app.http.get("/api/v1/quotas", headers=admin).json()) == 3
+
+
+def test_basic_logins_follow_the_login_rules_and_are_audited(tmp_path: Path) -> None:
+    """HTTP Basic (DICOMweb clients): the lockout was not audited, and a locked address
+    refused a known user with the right password that /auth/login lets in (probe 7)."""
+    import base64
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    settings = {"accounts": {"max_failures": 3, "address_max_failures": 6}}
+    with make_app(tmp_path, settings) as app:
+        app.add_user("carol", "radiologist", {"DEFAULT": ["read"]})
+        assert app.login("carol").status_code == 200  # carol works from this address
+        for _ in range(3):
+            r = app.http.get("/dicom-web/studies", headers=basic("carol", "wrong-password"))
+            assert r.status_code == 401
+        r = app.http.get("/dicom-web/studies", headers=basic("carol", PASSWORD))
+        assert r.status_code == 429  # the account is locked now
+        locks = app.admin_client().audit(event_id="110113", user="carol")
+        assert any(e.detail == "Basic" for e in locks), [e.detail for e in locks]
+        app.http.post("/api/v1/users/carol/unlock", headers=app.admin())
+        for i in range(6):  # guessing other names locks the address
+            app.http.get("/dicom-web/studies", headers=basic(f"x{i}", "wrong-password"))
+        r = app.http.get("/dicom-web/studies", headers=basic("carol", PASSWORD))
+        assert r.status_code == 200, r.text  # a familiar user with the right password
+        r = app.http.get("/dicom-web/studies", headers=basic("nobody", "wrong-password"))
+        assert r.status_code == 429
