@@ -21,6 +21,7 @@ from server.api import dicomweb_dates
 from server.api.auth import Caller, access, get_caller, pools_with, require_admin
 from server.api.params import OptionalRowId, RowId, row_id_or_404
 from server.context import ServerContext
+from server.index.models import Study
 from server.index.pacs_models import CommitmentItem, CommitmentRequest, Job, SentInstance
 from server.pacs.service import NodeView, PacsError, PacsService
 
@@ -238,7 +239,17 @@ def retrieve(
 ) -> schemas.JobOut:
     row_id_or_404(body.node_id, "remote node with id")
     pool = body.pool or svc.ctx.settings.pools[0].name
-    if pool in {p.name for p in svc.ctx.settings.pools} and not access(request, caller).allows(
+    with svc.ctx.Session() as db:
+        archived = db.scalars(select(Study.pool).where(Study.study_uid == body.study_uid)).first()
+    if archived is not None and archived != pool:
+        # A study lives in one pool: what arrives joins it there. The job said "into
+        # DEFAULT" while the instances went into the study's ONCO pool (outside probe).
+        if not access(request, caller).allows(archived, "import"):
+            raise HTTPException(
+                403, "the study is archived in a pool where your account may not import"
+            )
+        pool = archived
+    elif pool in {p.name for p in svc.ctx.settings.pools} and not access(request, caller).allows(
         pool, "import"
     ):
         raise HTTPException(403, f"your account lacks the 'import' right for pool {pool}")
@@ -248,7 +259,7 @@ def retrieve(
             study_uid=body.study_uid,
             series_uid=body.series_uid,
             sop_instance_uid=body.sop_instance_uid,
-            pool=body.pool,
+            pool=pool if archived is not None else body.pool,
             created_by=caller.username,
         )
     except PacsError as exc:

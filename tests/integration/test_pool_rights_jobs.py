@@ -200,3 +200,14 @@ def test_stow_into_a_study_of_another_pool_needs_import_there(
     with app.ctx.Session() as db:
         pool = db.scalars(select(Instance.pool).where(Instance.sop_instance_uid == sop)).one()
     assert pool == "ONCO"
+
+
+def test_retrieve_of_an_archived_study_goes_into_its_pool(app: AppUnderTest, node: int) -> None:
+    """A study lives in one pool: a retrieve of more of it "into DEFAULT" put the instances
+    into the study's ONCO pool, job saying DEFAULT, by a user who may not see ONCO."""
+    body = {"node_id": node, "study_uid": "1.2.3.7.2", "pool": "DEFAULT"}
+    r = app.http.post("/api/v1/pacs/retrieve", json=body, headers=app.token("rad-def"))
+    assert r.status_code == 403, r.text
+    r = app.http.post("/api/v1/pacs/retrieve", json=body, headers=app.admin())
+    assert r.status_code == 202, r.text
+    assert r.json()["pool"] == "ONCO"
