@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import pydicom
 from sqlalchemy import func, select, update
 
+from lucent.perfusion.config import PerfusionConfig
 from server.context import ServerContext
 from server.index.models import Instance, RemoteNode, Series, Study
 from server.index.pacs_models import Job
@@ -325,7 +326,12 @@ class PerfusionService:
         return run_id
 
     def cancel(self, run_id: int) -> bool:
-        """Cancel a queued or running evaluation; False when it is not active here."""
+        """Cancel a queued or running evaluation; False when it is not active here.
+
+        The run is "cancelled" from this moment on, so the API's answer says what it will
+        be (it said "running" and became "cancelled" a moment later: outside probe): the
+        job stops at its next check (export, the analysis process, each result stored)
+        and ends with that state; the state "running" never overwrites it."""
         with self.ctx.Session() as db:
             run = db.get(PerfusionRun, run_id)
             if run is None or run.job_id is None:
@@ -339,6 +345,11 @@ class PerfusionService:
                 .where(PerfusionRun.id == run_id, PerfusionRun.state == "queued")
                 .values(state="cancelled", message="cancelled before it started", finished_at=now())
             )
+            db.execute(
+                update(PerfusionRun)
+                .where(PerfusionRun.id == run_id, PerfusionRun.state == "running")
+                .values(state="cancelled", message="cancelled")
+            )
         with self._lock:
             for pk, (rid, _) in list(self._active.items()):
                 if rid == run_id:
@@ -351,17 +362,23 @@ class PerfusionService:
             stmt = update(PerfusionRun).where(PerfusionRun.id == run_id)
             if "state" in values:  # never overwrite the scanner's "superseded"
                 stmt = stmt.where(PerfusionRun.state != "superseded")
+            if values.get("state") == "running":  # nor a cancel that came first
+                stmt = stmt.where(PerfusionRun.state == "queued")
             db.execute(stmt.values(**values))
 
     def _engine_config(self) -> dict[str, Any]:
+        """The engine settings of ``[perfusion]``, checked by ``PerfusionConfig`` (ValueError
+        naming the bad key: the one place that knows the valid ranges)."""
         s = self.settings
-        return {
+        values = {
             "method": s.method,
             "threshold_core": s.threshold_core,
             "threshold_tmax": s.threshold_tmax,
             "min_island_ml": s.min_island_ml,
             "uid_root": self.ctx.settings.server.uid_root,
         }
+        PerfusionConfig.from_dict(values)
+        return values
 
     def _run(self, control: JobControl, run_id: int, series_pk: int, pool: str) -> Outcome:
         work = self.work_root / f"run-{run_id}"
@@ -395,6 +412,10 @@ class PerfusionService:
     ) -> tuple[Outcome, str, dict[str, Any]]:
         self._set_run(run_id, state="running")
         cancelled = (Outcome("cancelled", "cancelled"), "cancelled", {})
+        try:
+            engine = self._engine_config()
+        except ValueError as exc:  # before exporting anything
+            return Outcome("failed", f"[perfusion] settings: {exc}"), "failed", {}
         in_dir, out_dir = work / "input", work / "output"
         shutil.rmtree(work, ignore_errors=True)
         in_dir.mkdir(parents=True, mode=0o700)
@@ -414,7 +435,7 @@ class PerfusionService:
             (in_dir / f"{k:06d}.dcm").write_bytes(self.ctx.instance_bytes(inst))
             control.update(progress=round(_EXPORT * (k + 1) / max(total, 1), 4))
         config_path = work / "config.json"
-        config_path.write_text(json.dumps(self._engine_config()))
+        config_path.write_text(json.dumps(engine))
         code, tail = self._analyse_in_process(control, in_dir, out_dir, config_path)
         if code is None:
             return cancelled
@@ -436,6 +457,13 @@ class PerfusionService:
         series_uids: list[str] = []
         sr_series = None
         for k, f in enumerate(files):
+            if control.cancelled:  # the API answered "cancelled": it ends so
+                return (
+                    Outcome("cancelled", f"cancelled while storing: {stored} of {len(files)} "
+                            "result object(s) stored"),
+                    "cancelled",
+                    {"stored": stored, "result_series_uids": series_uids},
+                )  # fmt: skip
             data = f.read_bytes()
             res = self.ctx.store(data, pool=pool, source=SOURCE_AE)
             if res.ok:
@@ -459,10 +487,23 @@ class PerfusionService:
             "series_instance_uids": series_uids,
             "summary_sr_series_instance_uid": sr_series,
         }
+        refused = not_stored_report(len(files), failures)
+        if refused is not None:
+            # the results are incomplete in the archive: say so where a user looks (run
+            # message, result JSON's status, QC flags and warnings), not a plain "done"
+            result["status"] = "partial"
+            result["archive"]["failures"] = failures[:20]
+            result.setdefault("qc", {}).setdefault("flags", []).append(
+                {"code": "results_not_stored", "reason": refused}
+            )
+            result.setdefault("warnings", []).append(refused)
         v = result.get("volumes", {})
+        ratio = v.get("mismatch_ratio")
+        if ratio is None:
+            ratio = "infinite" if v.get("mismatch_ratio_infinite") else "not assessable"
         message = (
             f"core {v.get('core_ml')} mL, hypoperfusion {v.get('hypoperfusion_ml')} mL, "
-            f"mismatch ratio {v.get('mismatch_ratio')}; {stored} object(s) stored"
+            f"mismatch ratio {ratio}; {stored} of {len(files)} object(s) stored"
         )
         send_ids = self._send(series_uids, result)
         if send_ids:
@@ -478,9 +519,12 @@ class PerfusionService:
             for o in result.get("output_failures") or []
             if isinstance(o, dict)
         ]
-        failures = not_made + failures
-        if failures:
-            return Outcome("partial", message + "; " + "; ".join(failures[:3])), "done", extra
+        problems = ([refused] if refused is not None else []) + not_made[:3]
+        if problems:
+            message = f"PARTIAL: {'; '.join(problems)}; {message}"
+            # the job says "partial"; the run model has no such state (server.index
+            # RUN_STATES), so the run is "done" with a message that starts with PARTIAL
+            return Outcome("partial", message), "done", extra
         return Outcome("done", message), "done", extra
 
     def _analyse_in_process(
@@ -555,6 +599,14 @@ class PerfusionService:
                 result.setdefault("warnings", []).append(f"results not sent: {exc}")
                 break
         return ids
+
+
+def not_stored_report(total: int, failures: list[str]) -> str | None:
+    """One sentence on result objects the archive refused (None: all stored), e.g. "52 of
+    58 result object(s) refused by the archive: R00001.dcm: not stored, 0x..."."""
+    if not failures:
+        return None
+    return f"{len(failures)} of {total} result object(s) refused by the archive: {failures[0]}"
 
 
 def wait_until(predicate: Any, timeout: float, poll: float = 0.1) -> bool:
