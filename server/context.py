@@ -391,6 +391,10 @@ class ServerContext:
             with self._commit_lock:
                 if self._known_series.write(rec, series_pk):
                     return Outcome("stored", [])
+                if self.settings.archive.duplicate_policy == "replace":
+                    obsolete = self._known_series.replace(rec, series_pk)
+                    if obsolete is not None:
+                        return Outcome("replaced", obsolete, series_pk)
             self._parents.forget(series_uid)  # duplicate or vanished series: full path
         for attempt in range(8):
             try:
