@@ -216,6 +216,22 @@ def _swap(ds: Dataset, implicit: bool, little: bool) -> None:
     ds.set_original_encoding(implicit, little)
 
 
+def to_little_endian(ds: Dataset) -> bool:
+    """Bring a data set stored Explicit VR Big Endian to Explicit VR Little Endian in place
+    (values and OW/OL/OF/OD/OV words, as :func:`swap_byte_order`); True when it changed.
+
+    DICOMweb has no place for big endian bytes: frames and bulk data go out labelled little
+    endian, and DICOM JSON InlineBinary carries no transfer syntax (PS3.18 F.2.7), so a
+    reader takes its words as little endian (PS3.5 7.3)."""
+    meta = getattr(ds, "file_meta", None)
+    ts = getattr(meta, "TransferSyntaxUID", None)
+    if ts is None or ts.is_little_endian:
+        return False
+    swap_byte_order(ds, EXPLICIT_LE)
+    set_syntax(ds, EXPLICIT_LE)
+    return True
+
+
 def set_syntax(ds: Dataset, ts: str) -> None:
     """Make ``ts`` the syntax pydicom (and pynetdicom) encode ``ds`` in."""
     uid = UID(ts)

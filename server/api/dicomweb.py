@@ -8,6 +8,7 @@ a route's path (what server.api.auth looks its access rule up by) is the full on
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections.abc import Callable, Iterable
@@ -198,6 +199,10 @@ def _metadata(request: Request, found: list[Instance]) -> Response:
         uri = _pixel_uri(base, ds) if pixel_vrs else ""
         for tag in pixel_vrs:
             del ds[tag]
+        # InlineBinary has no transfer syntax: OW/OF/... words in little endian (F.2.7);
+        # a value of no whole number of words stays as stored rather than fail the answer
+        with contextlib.suppress(ValueError):
+            transcode.to_little_endian(ds)
         items.append((ds, {tag: (vr, uri) for tag, vr in pixel_vrs.items()}))
     if answer_as == DICOM_XML:
         parts = ((dicomweb_xml.to_xml(ds, bulk), DICOM_XML) for ds, bulk in items)
@@ -285,9 +290,14 @@ def _frame_numbers(ds: Dataset, frames: str) -> list[int]:
 
 def _frame_bytes(ds: Dataset, numbers: list[int], syntax: str) -> list[bytes]:
     """The frames' bytes in ``syntax`` (decoded when a native syntax is asked of an
-    encapsulated instance, as stored otherwise); 406 when we cannot decode."""
-    decode = ds.file_meta.TransferSyntaxUID.is_encapsulated and syntax in media.NATIVE
+    encapsulated instance, as stored otherwise); 406 when we cannot decode.
+
+    Native frames of an instance stored big endian are byte-swapped to the little endian
+    the part is labelled with; they went out as stored, wrong in every viewer (QA probe)."""
     try:
+        if syntax in media.NATIVE:
+            transcode.to_little_endian(ds)
+        decode = ds.file_meta.TransferSyntaxUID.is_encapsulated and syntax in media.NATIVE
         return [
             pixels.decode_frame(ds, n - 1).tobytes() if decode else pixels.raw_frame(ds, n - 1)
             for n in numbers
@@ -300,7 +310,9 @@ def _frame_bytes(ds: Dataset, numbers: list[int], syntax: str) -> list[bytes]:
 def _frame_media(request: Request, stored: str) -> tuple[bool, str, str]:
     """(multipart?, part media type, transfer syntax) for frames; 406 when none fits."""
     encapsulated = UID(stored).is_encapsulated
-    as_stored = stored if encapsulated or stored not in media.NATIVE else media.EXPLICIT_LE
+    # native frames are one thing whatever the data set's syntax: little endian pixel
+    # values (big endian and deflated instances were labelled with their own syntax)
+    as_stored = stored if encapsulated else media.EXPLICIT_LE
     for r in media.parse(request.headers.get("accept")):
         single = r.media != "multipart/related" and not media.is_any(r.media)
         kind = r.media if single else (r.part_type or "application/octet-stream")

@@ -6,6 +6,7 @@ plain httpx with the Accept headers OHIF/Cornerstone and curl users send.
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 import xml.etree.ElementTree as ET
@@ -28,6 +29,7 @@ from tests.support.lucent import LucentServer
 MR = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
 
 
 @pytest.fixture(scope="module")
@@ -837,3 +839,42 @@ def test_float_pixel_data_frames_and_rendering(http: httpx.Client, tmp_path: Pat
     assert rendered.status_code == 200, rendered.text
     img = np.asarray(Image.open(io.BytesIO(rendered.content)).convert("L"))
     assert img.shape == (16, 16) and int(img.max()) - int(img.min()) > 100  # not blank
+
+
+# ----------------------------------------------------------- QA tester's DICOMweb findings
+def _big_endian(ds: Dataset) -> bytes:
+    """``ds`` as Part-10 bytes in Explicit VR Big Endian (pixels and OW words swapped)."""
+    from lucent.dicom import transcode
+
+    transcode.swap_byte_order(ds, EXPLICIT_BE)
+    transcode.set_syntax(ds, EXPLICIT_BE)
+    return _part10(ds)
+
+
+def test_big_endian_frames_bulkdata_and_inline_binary_are_little_endian(
+    http: httpx.Client,
+) -> None:
+    """Frames and bulk data are labelled Explicit VR Little Endian (PS3.18 8.7.3.3), and
+    DICOM JSON InlineBinary has no syntax of its own (F.2.7): all three went out in the
+    stored big endian order, wrong pixels in every viewer (QA probe)."""
+    ds = samples.make_instance(MR, patient_id="CONF-BE-FRAMES")
+    lut = np.array([1, 0x0203, 0xFFFE, 7], "<u2")
+    ds.RedPaletteColorLookupTableData = lut.tobytes()  # OW, small enough to come inline
+    native = ds.pixel_array.astype("<u2").tobytes()
+    assert _stow_one(http, _big_endian(ds)).status_code == 200
+    octets = 'multipart/related; type="application/octet-stream"'
+    for accept in (
+        octets,
+        octets + "; transfer-syntax=*",
+        octets + f"; transfer-syntax={EXPLICIT_LE}",
+    ):
+        r = http.get(_path(ds) + "/frames/1", headers={"Accept": accept})
+        assert r.status_code == 200, r.text
+        [(ctype, frame)] = _multipart(r)
+        assert ctype == f"application/octet-stream; transfer-syntax={EXPLICIT_LE}", accept
+        assert frame == native, accept
+    r = http.get(_path(ds) + "/bulkdata", headers={"Accept": octets})
+    assert r.status_code == 200, r.text
+    assert [payload for _, payload in _multipart(r)] == [native]
+    meta = http.get(_path(ds) + "/metadata").json()[0]
+    assert base64.b64decode(meta["00281201"]["InlineBinary"]) == lut.tobytes()
