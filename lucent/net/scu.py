@@ -134,11 +134,16 @@ class AssociationError(Exception):
     (result 2, e.g. too many associations) and connection failures are not permanent.
     """
 
-    def __init__(self, kind: str, message: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self, kind: str, message: str, *, permanent: bool = False, no_context: bool = False
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.permanent = permanent
+        self.no_context = no_context
+        """Accepted, but no presentation context for what was proposed: final for those
+        classes and syntaxes, though another association proposing others may succeed."""
 
 
 def _diagnose_connect(peer: Peer) -> AssociationError:
@@ -1258,6 +1263,9 @@ class StoreOutcome:
     message: str = ""
     sent_transfer_syntax: str = ""
     transcoded: bool = False
+    permanent: bool = False
+    """Failed here, not on the wire (the peer took no context for the class, the data could
+    not be read or transcoded): another attempt fails the same way."""
 
     @property
     def ok(self) -> bool:
@@ -1379,6 +1387,7 @@ def _none_accepted(peer: Peer) -> AssociationError:
         "rejected",
         f"{peer.address} accepted none of the proposed presentation contexts "
         "(SOP class / transfer syntax not supported there)",
+        no_context=True,
     )
 
 
@@ -1480,14 +1489,18 @@ def _store_one(
 ) -> StoreOutcome:
     syntaxes = accepted.by_class.get(item.sop_class_uid, set())
     if not syntaxes or raw is None:
+        name = UID(item.sop_class_uid).name
         return StoreOutcome(
             item.sop_instance_uid,
             item.sop_class_uid,
             None,
-            f"the peer does not accept SOP class {item.sop_class_uid}",
+            f"the peer accepted no presentation context for {name} ({item.sop_class_uid})",
+            permanent=True,
         )
     if isinstance(raw, Exception):
-        return StoreOutcome(item.sop_instance_uid, item.sop_class_uid, None, f"cannot read: {raw}")
+        return StoreOutcome(
+            item.sop_instance_uid, item.sop_class_uid, None, f"cannot read: {raw}", permanent=True
+        )
     syntax, transcoded = item.transfer_syntax_uid, False
     offset = _dataset_offset(raw) if syntax in syntaxes else None
     payload: bytes | memoryview
@@ -1498,15 +1511,18 @@ def _store_one(
             ds, syntax, transcoded, error = _prepare(item, raw, syntaxes)
         except Exception as exc:  # noqa: BLE001 - unreadable archive object
             return StoreOutcome(
-                item.sop_instance_uid, item.sop_class_uid, None, f"cannot read: {exc}"
-            )
+                item.sop_instance_uid, item.sop_class_uid, None, f"cannot read: {exc}",
+                permanent=True,
+            )  # fmt: skip
         if ds is None:
-            return StoreOutcome(item.sop_instance_uid, item.sop_class_uid, None, error)
+            return StoreOutcome(
+                item.sop_instance_uid, item.sop_class_uid, None, error, permanent=True
+            )
         encoded = _encode(ds, syntax)
         if encoded is None:
             return StoreOutcome(
                 item.sop_instance_uid, item.sop_class_uid, None,
-                f"cannot encode the data set in {syntax}", syntax, transcoded,
+                f"cannot encode the data set in {syntax}", syntax, transcoded, permanent=True,
             )  # fmt: skip
         payload = encoded
     context_id = accepted.context_for[(item.sop_class_uid, syntax)]

@@ -104,6 +104,14 @@ def refuse(req: CommitmentRequest, code: int, message: str) -> None:
             item.state, item.failure_reason, item.updated_at = "failed", code, t
 
 
+def commit_state(committed: int, failed: int) -> str:
+    """A commit job's final state from its report: instances the SCP did not commit are
+    not "done" (a job with 2 of 3 failed said done, hidden from state=partial|failed)."""
+    if not failed:
+        return "done"
+    return "partial" if committed else "failed"
+
+
 def _tell_job(session: Session, req: CommitmentRequest) -> None:
     """A report that arrives after its job ended (way 2, or after the wait) still reaches
     the job: a commit job's counts become the report's, a send job's message names it."""
@@ -118,6 +126,8 @@ def _tell_job(session: Session, req: CommitmentRequest) -> None:
         job.completed, job.failed = committed, failed
     if job.state in ("queued", "running"):
         return  # the running job words its message itself when its wait ends
+    if job.kind == "commit" and job.state == "done":
+        job.state = commit_state(committed, failed)
     note = f"storage commitment report: {committed} committed, {failed} failed"
     if note not in job.message:
         job.message = f"{job.message}; {note}" if job.message else note

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from pydicom.uid import UID
 from sqlalchemy import select
 
 from lucent.net import commitment, scu
@@ -69,8 +70,12 @@ def _count(tally: dict[str, int], outcome: scu.StoreOutcome, sign: int) -> None:
         tally["failed"] += sign
 
 
-def _store_retryable(code: int | None) -> bool:
-    """C-STORE failures worth another attempt: lost connection, out of resources."""
+def _store_retryable(outcome: scu.StoreOutcome) -> bool:
+    """C-STORE failures worth another attempt: lost connection, out of resources. Not one
+    that failed before the wire (no context for the class: it was retried twice, 6 s)."""
+    if outcome.permanent:
+        return False
+    code = outcome.status
     return code is None or 0xA700 <= code <= 0xA7FF
 
 
@@ -477,18 +482,27 @@ class PacsService:
                             with lock:
                                 permanent_error[:] = [error]
                                 permanent.set()
-                        fail_all(chunk, error, n)
+                        final_for_chunk = isinstance(exc, scu.AssociationError) and exc.no_context
+                        if final_for_chunk:
+                            classes = sorted({UID(it.sop_class_uid).name for it in chunk})
+                            error += ": " + ", ".join(classes[:3])
+                        fail_all(chunk, error, n, final_for_chunk)
                 return error
 
-            def fail_all(chunk: Sequence[scu.Outgoing], error: str, n: int) -> None:
-                """No association for ``chunk``: each instance not stored yet failed."""
+            def fail_all(
+                chunk: Sequence[scu.Outgoing], error: str, n: int, final_: bool = False
+            ) -> None:
+                """No association for ``chunk``: each instance not stored yet failed;
+                ``final_``: for a reason another attempt does not change."""
                 with lock:
                     for it in chunk:
                         uid = it.sop_instance_uid
                         if uid not in final or not final[uid].ok:
                             if uid in final:
                                 _count(tally, final[uid], -1)
-                            final[uid] = scu.StoreOutcome(uid, it.sop_class_uid, None, error)
+                            final[uid] = scu.StoreOutcome(
+                                uid, it.sop_class_uid, None, error, permanent=final_
+                            )
                             _count(tally, final[uid], +1)
                             attempts[uid] = n
 
@@ -508,7 +522,7 @@ class PacsService:
                 if it.sop_instance_uid not in final
                 or (
                     not final[it.sop_instance_uid].ok
-                    and _store_retryable(final[it.sop_instance_uid].status)
+                    and _store_retryable(final[it.sop_instance_uid])
                 )
             ]
             if not todo or control.cancelled:
@@ -598,11 +612,13 @@ class PacsService:
             res = self.request_commitment(node, refs, job_pk=control.job_id)
             message = res.message
             counts = self._commitment_counts(control.job_id)
+            state = "done" if res.ok else "failed"
             if counts is not None:  # the report came in while we waited (ways 1, 2, 3)
                 committed, failed = counts
                 control.update(force=True, completed=committed, failed=failed)
                 message += f": {committed} committed, {failed} failed"
-            return Outcome("done" if res.ok else "failed", message, res.status)
+                state = records.commit_state(committed, failed)
+            return Outcome(state, message, res.status)
 
         return self.jobs.submit(
             "commit",

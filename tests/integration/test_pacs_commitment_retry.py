@@ -228,3 +228,5 @@ def test_report_after_the_job_ended_updates_the_job(
         job = db.get(Job, job_pk)
         assert job is not None and (job.completed, job.failed) == (1, 1)
         assert job.message.endswith("storage commitment report: 1 committed, 1 failed")
+        # not committed is not "done": state=partial|failed filters find it (outside probe)
+        assert job.state == "partial"

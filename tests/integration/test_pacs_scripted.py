@@ -364,7 +364,8 @@ def test_store_class_the_peer_does_not_take(scripted: ScriptedPeer) -> None:
     ]
     outcomes = scu.store(scripted.peer(), items)
     assert [o.status for o in outcomes] == [0x0000, None, 0x0000]
-    assert "does not accept SOP class" in outcomes[1].message and not reads
+    assert "no presentation context for MR Image Storage" in outcomes[1].message
+    assert outcomes[1].permanent and not reads
     with pytest.raises(scu.AssociationError, match="accepted none"):
         scu.store(scripted.peer(), [items[1]])
 

@@ -51,3 +51,39 @@ def test_cancelled_send_counts_what_was_not_sent_apart(tmp_path: Path) -> None:
         svc.close()
         ctx.close()
         peer.stop()
+
+
+def test_a_class_the_peer_does_not_take_is_not_retried(tmp_path: Path) -> None:
+    """No presentation context for a class is an answer that will not change: the send was
+    retried twice (2 s + 4 s of backoff) as if it were a lost connection (outside probe)."""
+    peer = ScriptedPeer(aet="CTONLY").start()  # accepts CT, not MR
+    settings = config.parse(
+        {
+            "server": {"data_dir": str(tmp_path / "data")},
+            "archive": {"min_free_mb": 1},
+            "pacs": {"store_retries": 2, "retry_backoff_seconds": 2.0},
+        }
+    )
+    ctx = ServerContext(settings, migrate=True)
+    svc = PacsService(ctx, start_watcher=False)
+    try:
+        mr = samples.make_instance("1.2.840.10008.5.1.4.1.1.4")
+        assert ctx.store(samples.write(mr, tmp_path / "mr.dcm").read_bytes(), pool="DEFAULT").ok
+        with ctx.WriteSession() as db, db.begin():
+            node = RemoteNode(name="ct-only", ae_title=peer.aet, host=peer.host, port=peer.port,
+                              store_target=True, timeout=10.0)  # fmt: skip
+            db.add(node)
+            db.flush()
+            node_id = node.id
+        started = time.monotonic()
+        job_id = svc.send(node_id, study_uid=str(mr.StudyInstanceUID), commit=False)
+        assert svc.jobs.wait_idle(30)
+        with ctx.Session() as db:
+            job = db.get(Job, job_id)
+            assert job is not None and job.state == "failed"
+            assert job.attempts <= 1 and "MR Image Storage" in job.message, job.message
+        assert time.monotonic() - started < 2.0  # no backoff waited
+    finally:
+        svc.close()
+        ctx.close()
+        peer.stop()
