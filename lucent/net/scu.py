@@ -506,6 +506,10 @@ def build_query(level: str, keys: Mapping[str, str]) -> Dataset:
             continue
         try:
             one = Dataset()
+            # the trial is about the value's form, not its characters (the identifier gets
+            # its character set below): without one, pydicom logged two warnings and a
+            # UserWarning for every non-Latin-1 name (outside probe)
+            one.SpecificCharacterSet = "ISO_IR 192"
             setattr(one, kw, value)
             for implicit in (True, False):
                 fp = DicomBytesIO()
