@@ -7,6 +7,7 @@ the config on first start, and a test checks that every field here appears in it
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -17,6 +18,7 @@ from typing import Any
 import platformdirs
 
 from lucent.net import upper_layer
+from lucent.perfusion.config import PerfusionConfig
 
 SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "resources" / "lucent-server.sample.toml"
 #: A base URL for links in mails: scheme, host, optional port and path; no query/fragment.
@@ -280,6 +282,13 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Settings:
 
 def validate(s: Settings) -> None:
     """Reject values a clinic admin could set by mistake, with the key in the message."""
+    for name in ("network_timeout", "dimse_timeout", "acse_timeout"):
+        value = getattr(s.dimse, name)
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            # 0 made every socket non-blocking: each association failed (outside probe)
+            raise ConfigError(f"[dimse] {name} must be a number of seconds > 0")
+    if s.dimse.workers < 0:
+        raise ConfigError("[dimse] workers must be >= 0 (0 = one per CPU core)")
     if not 4096 <= s.dimse.max_pdu <= 131072:
         raise ConfigError("[dimse] max_pdu must be between 4096 and 131072 (Conformance 4.2.3.3)")
     if s.archive.duplicate_policy not in ("replace", "keep", "reject"):
@@ -346,6 +355,17 @@ def validate(s: Settings) -> None:
         raise ConfigError("[perfusion] quiet_seconds must be >= 0, min_confidence in 0..1")
     if s.perfusion.method not in ("osvd", "ssvd", "tikhonov"):
         raise ConfigError("[perfusion] method must be 'osvd', 'ssvd' or 'tikhonov'")
+    try:  # the engine's own checks of its thresholds, at load (check-config), not per run
+        PerfusionConfig.from_dict(
+            {
+                "method": s.perfusion.method,
+                "threshold_core": s.perfusion.threshold_core,
+                "threshold_tmax": s.perfusion.threshold_tmax,
+                "min_island_ml": s.perfusion.min_island_ml,
+            }
+        )
+    except ValueError as exc:
+        raise ConfigError(f"[perfusion] {exc}") from exc
     if (s.dimse.tls_cert == "") != (s.dimse.tls_key == ""):
         raise ConfigError("[dimse] tls_cert and tls_key must be set together")
     if s.dimse.tls_require_client_cert and s.dimse.tls_cert and not s.dimse.tls_ca_file:

@@ -47,6 +47,13 @@ def test_first_start_writes_the_commented_sample(tmp_path: Path) -> None:
         ({"api": {"bind_address": "0.0.0.0"}}, "without TLS"),
         ({"server": {"nope": 1}}, "unknown setting"),
         ({"dimse": {"max_pdu": "big"}}, "must be int"),
+        # outside probes: 0 made every socket non-blocking; thresholds gave plausible
+        # verdicts from nonsense (core 590 mL, DEFUSE-3 met with a NaN threshold)
+        ({"dimse": {"network_timeout": 0}}, "network_timeout"),
+        ({"dimse": {"workers": -3}}, "workers"),
+        ({"perfusion": {"threshold_core": 5.0}}, "threshold_core"),
+        ({"perfusion": {"threshold_tmax": -3.0}}, "threshold_tmax"),
+        ({"perfusion": {"min_island_ml": -1.0}}, "min_island_ml"),
     ],
 )
 def test_bad_values_are_refused_with_the_key(data: dict, message: str) -> None:
