@@ -74,9 +74,38 @@ def raw_frame(ds: Dataset, index: int) -> bytes:
     return bytes(data[index * size : (index + 1) * size])
 
 
-def modality_lut(ds: Dataset, arr: np.ndarray) -> np.ndarray:
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+def frame_group(ds: Dataset, index: int, sequence: str) -> Dataset:
+    """Where a frame's functional group macro lives (PS3.3 C.7.6.16): the first item of
+    ``sequence`` in the frame's Per-Frame Functional Groups item, else in the Shared
+    Functional Groups, else the data set itself (top-level attributes of single-frame and
+    legacy multi-frame images). Enhanced CT/MR/XA keep Rescale and Window there only:
+    reading the top level rendered their HU windows white and auto-windowed each frame."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    shared = ds.get("SharedFunctionalGroupsSequence") or []
+    groups = ([per_frame[index]] if 0 <= index < len(per_frame) else []) + list(shared[:1])
+    for group in groups:
+        items = group.get(sequence) or []
+        if items:
+            return items[0]
+    return ds
+
+
+def _first_number(value: object) -> float:
+    """The first of a possibly multi-valued DS (Window Center may hold several)."""
+    if value is not None and not isinstance(value, str | bytes) and hasattr(value, "__len__"):
+        value = list(value)[0]  # type: ignore[arg-type]
+    return float(value)  # type: ignore[arg-type]
+
+
+def modality_lut(ds: Dataset, arr: np.ndarray, index: int = 0) -> np.ndarray:
+    """Rescale Slope/Intercept of frame ``index`` (PS3.3 C.11.1, C.7.6.16.2.9: the Pixel
+    Value Transformation functional group of an enhanced image)."""
+    source = frame_group(ds, index, "PixelValueTransformationSequence")
+    try:
+        slope = _first_number(source.get("RescaleSlope", 1) or 1)
+        intercept = _first_number(source.get("RescaleIntercept", 0) or 0)
+    except (TypeError, ValueError, IndexError):
+        slope, intercept = 1.0, 0.0
     if slope == 1 and intercept == 0:
         return arr
     return arr.astype(np.float32) * slope + intercept
@@ -94,14 +123,14 @@ def window_to_8bit(
     return out.astype(np.uint8)
 
 
-def default_window(ds: Dataset, values: np.ndarray) -> tuple[float, float]:
-    """The first Window Center/Width of the instance, else the value range."""
-    wc, ww = ds.get("WindowCenter"), ds.get("WindowWidth")
+def default_window(ds: Dataset, values: np.ndarray, index: int = 0) -> tuple[float, float]:
+    """The first Window Center/Width of frame ``index`` (the Frame VOI LUT functional group
+    of an enhanced image, PS3.3 C.7.6.16.2.10), else the value range."""
+    source = frame_group(ds, index, "FrameVOILUTSequence")
+    wc, ww = source.get("WindowCenter"), source.get("WindowWidth")
     try:
         if wc is not None and ww is not None:
-            c = float(wc[0] if hasattr(wc, "__len__") and not isinstance(wc, str) else wc)
-            w = float(ww[0] if hasattr(ww, "__len__") and not isinstance(ww, str) else ww)
-            return c, w
+            return _first_number(wc), _first_number(ww)
     except (TypeError, ValueError, IndexError):
         pass
     lo, hi = float(np.min(values)), float(np.max(values))
@@ -122,8 +151,8 @@ def render(ds: Dataset, index: int = 0) -> np.ndarray:
         if frame.dtype != np.uint8:
             frame = (frame / max(float(frame.max()), 1.0) * 255).astype(np.uint8)
         return frame
-    values = modality_lut(ds, frame)
-    center, width = default_window(ds, values)
+    values = modality_lut(ds, frame, index)
+    center, width = default_window(ds, values, index)
     return window_to_8bit(values, center, width, invert=photometric == "MONOCHROME1")
 
 

@@ -54,7 +54,7 @@ def _numbers(name: str, value: str, count: tuple[int, ...]) -> list[float]:
     return out
 
 
-def _window(ds: Dataset, frame: np.ndarray, value: str) -> np.ndarray:
+def _window(ds: Dataset, frame: np.ndarray, index: int, value: str) -> np.ndarray:
     """``window=center,width,function`` (PS3.18 8.3.5.1.4): linear, linear-exact, sigmoid."""
     parts = value.split(",")
     if len(parts) != 3:
@@ -63,7 +63,7 @@ def _window(ds: Dataset, frame: np.ndarray, value: str) -> np.ndarray:
     function = parts[2].strip().lower()
     if width <= 0 or function not in ("linear", "linear-exact", "sigmoid"):
         raise HTTPException(400, "window needs a positive width and linear|linear-exact|sigmoid")
-    values = pixels.modality_lut(ds, frame).astype(np.float64)
+    values = pixels.modality_lut(ds, frame, index).astype(np.float64)
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
     if function == "linear":
         return pixels.window_to_8bit(values, center, width, invert=invert)
@@ -129,7 +129,10 @@ def render_as(ds: Dataset, frame_index: int, query: QueryParams, media_type: str
         "RGB",
         "PALETTE COLOR",
     )
-    arr = _window(ds, frame, window) if window and not colour else pixels.render(ds, frame_index)
+    if window and not colour:
+        arr = _window(ds, frame, frame_index, window)
+    else:
+        arr = pixels.render(ds, frame_index)
     img = Image.fromarray(arr)
     if (viewport := query.get("viewport")) is not None:
         img = _viewport(img, viewport)

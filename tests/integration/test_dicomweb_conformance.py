@@ -878,3 +878,24 @@ def test_big_endian_frames_bulkdata_and_inline_binary_are_little_endian(
     assert [payload for _, payload in _multipart(r)] == [native]
     meta = http.get(_path(ds) + "/metadata").json()[0]
     assert base64.b64decode(meta["00281201"]["InlineBinary"]) == lut.tobytes()
+
+
+def test_enhanced_ct_renders_with_its_functional_groups(http: httpx.Client) -> None:
+    """PS3.3 C.7.6.16: an Enhanced CT keeps Rescale and Window in its functional groups;
+    /rendered read only the top level, so a HU window rendered white and each frame was
+    auto-windowed on its own (QA probe). Every pixel is 40 HU: mid-grey in C40/W400."""
+    from tests.unit.test_pixels_functional_groups import enhanced_ct
+
+    ds = enhanced_ct()
+    ds.PatientID = "CONF-ENH-CT"
+    assert _stow_one(http, _part10(ds)).status_code == 200
+
+    def grey(path: str, **params: str) -> set[int]:
+        r = http.get(_path(ds) + path, params=params, headers={"Accept": "image/png"})
+        assert r.status_code == 200, r.text
+        return set(np.unique(np.asarray(Image.open(io.BytesIO(r.content)).convert("L"))))
+
+    assert grey("/frames/2/rendered", window="40,400,linear") == {127}
+    assert grey("/frames/1/rendered") == {127}  # shared Frame VOI LUT
+    assert grey("/frames/3/rendered") == {63}  # its own Frame VOI LUT: C140/W400
+    assert grey("/frames/3/thumbnail") == {63}
