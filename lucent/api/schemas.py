@@ -349,8 +349,8 @@ class PerfusionRunOut(BaseModel):
     pool: str
     job_id: int | None
     state: str = Field(
-        description="queued | running | done | refused | failed | cancelled | superseded | "
-        "interrupted"
+        description="queued | running | done | partial (some result objects not stored) | "
+        "refused | failed | cancelled | superseded | interrupted"
     )
     trigger: str = Field(description="auto | manual | restart")
     confidence: float

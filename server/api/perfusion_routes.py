@@ -74,7 +74,7 @@ def _run_out(svc: PerfusionService, run: PerfusionRun) -> schemas.PerfusionRunOu
                 progress = job.progress
                 if run.state in ("queued", "running"):
                     message = job.message
-    if run.state == "done":
+    if run.state in ("done", "partial"):
         progress = 1.0
     return schemas.PerfusionRunOut(
         id=run.id,

@@ -19,13 +19,15 @@ RUN_STATES = (
     "queued",
     "running",
     "done",
+    "partial",
     "refused",
     "failed",
     "cancelled",
     "superseded",
     "interrupted",
 )
-"""superseded: new images of the series arrived during the evaluation (FAQ: abort, restart)."""
+"""superseded: new images of the series arrived during the evaluation (FAQ: abort, restart).
+partial: analysed, but some result objects were not made or were refused by the archive."""
 
 
 class PerfusionRun(Base):

@@ -522,9 +522,8 @@ class PerfusionService:
         problems = ([refused] if refused is not None else []) + not_made[:3]
         if problems:
             message = f"PARTIAL: {'; '.join(problems)}; {message}"
-            # the job says "partial"; the run model has no such state (server.index
-            # RUN_STATES), so the run is "done" with a message that starts with PARTIAL
-            return Outcome("partial", message), "done", extra
+            # the run and its job say "partial": not every result reached the archive
+            return Outcome("partial", message), "partial", extra
         return Outcome("done", message), "done", extra
 
     def _analyse_in_process(

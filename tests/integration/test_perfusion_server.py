@@ -224,7 +224,7 @@ def test_results_refused_by_the_archive_make_the_run_partial(env: Env) -> None:
     refused, stored = result["archive"]["failed"], result["archive"]["stored"]
     assert refused > 0 and stored == run.stored
     total = refused + stored
-    assert run.state == "done"  # the run model has no "partial" state (yet)
+    assert run.state == "partial"
     assert run.message.startswith(
         f"PARTIAL: {refused} of {total} result object(s) refused by the archive"
     ), run.message
