@@ -330,7 +330,17 @@ class PacsService:
                 return Outcome("done", res.message, res.status)
             if res.status == dimse_status.QR_SUBOPS_WARNING:
                 return Outcome("partial", res.message, res.status)
-            return Outcome("failed", f"{res.message} after {res.attempts} attempt(s)", res.status)
+            message = f"{res.message} after {res.attempts} attempt(s)"
+            if not res.progress.completed and res.status is not None and res.status >= 0xA700:
+                # An unspecific failure with nothing received (Orthanc answers C000 both
+                # for a UID it lacks and for a move destination it cannot reach): say
+                # where to look (outside probe).
+                message += (
+                    f"; nothing arrived: the PACS may not hold this {level.lower()}, or "
+                    f"cannot open an association to {target.ae_title} at this server's "
+                    f"port {target.port}: check its entry for that AE title"
+                )
+            return Outcome("failed", message, res.status)
 
         return self.jobs.submit(
             "retrieve",

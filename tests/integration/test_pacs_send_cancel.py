@@ -87,3 +87,37 @@ def test_a_class_the_peer_does_not_take_is_not_retried(tmp_path: Path) -> None:
         svc.close()
         ctx.close()
         peer.stop()
+
+
+def test_a_failed_retrieve_with_nothing_received_says_where_to_look(tmp_path: Path) -> None:
+    """Orthanc answers C000 both for a UID it lacks and for a destination it cannot reach:
+    "Failed: Unable to process (0xC000) after 1 attempt(s)" named neither (outside probe)."""
+    peer = ScriptedPeer(aet="EMPTYPACS").start()
+    peer.move_scripts = [[0xC000]]
+    settings = config.parse(
+        {
+            "server": {"data_dir": str(tmp_path / "data")},
+            "archive": {"min_free_mb": 1},
+            "pacs": {"move_retries": 0},
+        }
+    )
+    ctx = ServerContext(settings, migrate=True)
+    svc = PacsService(ctx, start_watcher=False)
+    try:
+        with ctx.WriteSession() as db, db.begin():
+            node = RemoteNode(name="empty", ae_title=peer.aet, host=peer.host, port=peer.port,
+                              query_retrieve=True, timeout=10.0)  # fmt: skip
+            db.add(node)
+            db.flush()
+            node_id = node.id
+        job_id = svc.retrieve(node_id, study_uid="1.2.3.4.5.6.7")
+        assert svc.jobs.wait_idle(30)
+        with ctx.Session() as db:
+            job = db.get(Job, job_id)
+            assert job is not None and job.state == "failed"
+            assert "0xC000" in job.message and "may not hold this study" in job.message
+            assert f"port {settings.pools[0].port}" in job.message
+    finally:
+        svc.close()
+        ctx.close()
+        peer.stop()
