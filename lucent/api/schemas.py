@@ -233,9 +233,14 @@ class PacsNodeResult(BaseModel):
 
 
 class PacsMatch(BaseModel):
-    attrs: dict[str, str]
+    attrs: dict[str, str] = Field(description="what the first node answered")
     nodes: list[str]
     node_ids: list[int]
+    node_attrs: list[dict[str, str]] = Field(
+        default_factory=list,
+        description="what each node answered, in the order of nodes/node_ids (counts such "
+        "as NumberOfStudyRelatedInstances differ between PACS holding parts of a study)",
+    )
 
 
 class PacsPatient(BaseModel):

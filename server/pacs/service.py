@@ -810,11 +810,17 @@ def merge(level: str, results: Sequence[tuple[NodeView, scu.FindResult]]) -> dic
             key = row.get(unique, "")
             if key and key in by_uid:
                 seen = by_uid[key]
-                if node.id not in seen["node_ids"]:  # names and ids stay pairwise
+                if node.id not in seen["node_ids"]:  # names, ids and answers stay aligned
                     seen["nodes"].append(node.name)
                     seen["node_ids"].append(node.id)
+                    seen["node_attrs"].append(row)
                 continue
-            merged = {"attrs": row, "nodes": [node.name], "node_ids": [node.id]}
+            merged = {
+                "attrs": row,
+                "nodes": [node.name],
+                "node_ids": [node.id],
+                "node_attrs": [row],
+            }
             if key:
                 by_uid[key] = merged
             rows.append(merged)
