@@ -142,12 +142,13 @@ def render(ds: Dataset, index: int = 0) -> np.ndarray:
     frame = decode_frame(ds, index)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if frame.ndim == 3 or photometric in ("RGB", "PALETTE COLOR") or photometric.startswith("YBR"):
-        from pydicom.pixels import apply_color_lut, convert_color_space
+        from pydicom.pixels import apply_color_lut
 
+        # pydicom 3's pixel_array is already RGB for every YBR_* (its as_rgb default; the
+        # JPEG 2000 decoders undo YBR_ICT/YBR_RCT themselves): converting again turned red
+        # green, and YBR_ICT/RCT raised NotImplementedError (500 on /rendered, QA probe)
         if photometric == "PALETTE COLOR":
             frame = apply_color_lut(frame, ds)
-        elif photometric.startswith("YBR") and frame.ndim == 3:
-            frame = convert_color_space(frame, photometric, "RGB")
         if frame.dtype != np.uint8:
             frame = (frame / max(float(frame.max()), 1.0) * 255).astype(np.uint8)
         return frame

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 from collections.abc import Callable, Iterable
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -34,6 +35,8 @@ from server.api.dicomweb_common import DICOM_JSON, DICOM_XML
 from server.api.params import single_uid
 from server.index import queries
 from server.index.models import Instance
+
+log = logging.getLogger("lucent.dicomweb")
 
 #: The WADO-RS routes; ``router`` below is what the app includes.
 wado = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
@@ -378,12 +381,39 @@ def _rendered_many(request: Request, images: Iterable[tuple[Dataset, int]]) -> R
 
 def _rendered_instances(request: Request, found: list[Instance]) -> Response:
     """Study/series rendered: the first frame of each image instance, in series and
-    instance order; 406 when none of them has pixel data (as for one instance)."""
-    dicomweb_render.rendered_format(request.headers.get("accept"), multipart=True)
+    instance order; 406 when none of them has pixel data (as for one instance). An
+    instance that cannot be rendered is left out and logged (one such instance failed the
+    whole study); only when none can is the answer the first one's error."""
+    media_type = dicomweb_render.rendered_format(request.headers.get("accept"), multipart=True)
     images = _images(found)
     if not images:
         raise HTTPException(406, "no instance here has pixel data to render")
-    return _rendered_many(request, ((_read(request, i), 0) for i in images))
+    parts: list[tuple[bytes, str]] = []
+    failed: dicomweb_render.RenderFailed | None = None
+    for inst in images:
+        try:
+            ds = _read_to_render(request, inst)
+            data = dicomweb_render.render_as(ds, 0, request.query_params, media_type)
+        except dicomweb_render.RenderFailed as exc:
+            _log_skipped(request, inst, exc)
+            failed = failed or exc
+            continue
+        parts.append((data, media_type))
+    if not parts:
+        assert failed is not None
+        raise failed
+    return common.multipart(parts, media_type)
+
+
+def _read_to_render(request: Request, inst: Instance) -> Dataset:
+    """An instance of a study or series resource: one that cannot be read is a
+    RenderFailed like one that cannot be decoded, so it is skipped the same way."""
+    with dicomweb_render.rendering(f"instance {inst.sop_instance_uid}"):
+        return _read(request, inst)
+
+
+def _log_skipped(request: Request, inst: Instance, exc: HTTPException) -> None:
+    log.warning("%s: instance %s left out: %s", request.url.path, inst.sop_instance_uid, exc.detail)
 
 
 _wado_routes("/rendered", "rendered", _rendered_instances, instance=False)
@@ -424,19 +454,37 @@ def _thumbnail(request: Request, ds: Dataset, frame_index: int | None = None) ->
     return Response(data, media_type=media_type)
 
 
-def _representative(request: Request, found: list[Instance]) -> Dataset:
-    """PS3.18 10.4.3.3.4 lets the origin server choose: the middle image instance of the
-    first series (in series number order) that has any."""
-    dicomweb_render.rendered_format(request.headers.get("accept"))  # 406 before any decoding
-    images = _images(found)
-    if not images:
-        raise HTTPException(406, "no instance here has pixel data for a thumbnail")
-    first = [i for i in images if i.series_pk == images[0].series_pk]
-    return _read(request, first[len(first) // 2])
+#: How many series' representative instances a study thumbnail tries before it gives up.
+_THUMBNAIL_TRIES = 5
+
+
+def _representatives(found: list[Instance]) -> list[Instance]:
+    """PS3.18 10.4.3.3.4 lets the origin server choose: the middle image instance of each
+    series that has any, in series number order (the first is the thumbnail; the next
+    stand in when it cannot be rendered)."""
+    by_series: dict[int, list[Instance]] = {}
+    for inst in _images(found):
+        by_series.setdefault(inst.series_pk, []).append(inst)
+    return [images[len(images) // 2] for images in by_series.values()]
 
 
 def _thumbnail_of(request: Request, found: list[Instance]) -> Response:
-    return _thumbnail(request, _representative(request, found))
+    """A study's or series' thumbnail: that of its representative instance, else of the
+    next series' one when it cannot be rendered (logged: one broken instance answered 500
+    for the whole study); the first error when none can."""
+    dicomweb_render.rendered_format(request.headers.get("accept"))  # 406 before any decoding
+    candidates = _representatives(found)
+    if not candidates:
+        raise HTTPException(406, "no instance here has pixel data for a thumbnail")
+    failed: dicomweb_render.RenderFailed | None = None
+    for inst in candidates[:_THUMBNAIL_TRIES]:
+        try:
+            return _thumbnail(request, _read_to_render(request, inst))
+        except dicomweb_render.RenderFailed as exc:
+            _log_skipped(request, inst, exc)
+            failed = failed or exc
+    assert failed is not None
+    raise failed
 
 
 _wado_routes("/thumbnail", "thumbnail", _thumbnail_of, instance=False)

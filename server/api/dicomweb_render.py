@@ -8,7 +8,9 @@ offered as well.
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 
 import numpy as np
 from fastapi import HTTPException
@@ -120,23 +122,46 @@ def _encode(img: Image.Image, media_type: str, quality: int) -> bytes:
     return buf.getvalue()
 
 
+class RenderFailed(HTTPException):
+    """The pixels of an instance could not be rendered (no decoder, damaged data): a JSON
+    500 that says why, where the exception escaped as a bare 500 or a reset connection.
+    Study and series resources skip such an instance instead (one broken image made the
+    whole study's rendered and thumbnail fail, QA probe)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(500, reason)
+
+
+@contextlib.contextmanager
+def rendering(what: str) -> Iterator[None]:
+    """Turn any failure but a request error (HTTPException: window, viewport...) into
+    :class:`RenderFailed` naming ``what`` could not be rendered."""
+    try:
+        yield
+    except HTTPException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoders raise anything; each is a reason
+        raise RenderFailed(f"cannot render {what}: {type(exc).__name__}: {exc}") from exc
+
+
 def render_as(ds: Dataset, frame_index: int, query: QueryParams, media_type: str) -> bytes:
     """One frame rendered in a media type already negotiated (see ``rendered_format``)."""
     quality = _quality(query.get("quality"))
     window = query.get("window")
-    frame = pixels.decode_frame(ds, frame_index)
-    colour = frame.ndim == 3 or str(ds.get("PhotometricInterpretation", "")) in (
-        "RGB",
-        "PALETTE COLOR",
-    )
-    if window and not colour:
-        arr = _window(ds, frame, frame_index, window)
-    else:
-        arr = pixels.render(ds, frame_index)
-    img = Image.fromarray(arr)
-    if (viewport := query.get("viewport")) is not None:
-        img = _viewport(img, viewport)
-    return _encode(img, media_type, quality)
+    with rendering(f"frame {frame_index + 1}"):
+        frame = pixels.decode_frame(ds, frame_index)
+        colour = frame.ndim == 3 or str(ds.get("PhotometricInterpretation", "")) in (
+            "RGB",
+            "PALETTE COLOR",
+        )
+        if window and not colour:
+            arr = _window(ds, frame, frame_index, window)
+        else:
+            arr = pixels.render(ds, frame_index)
+        img = Image.fromarray(arr)
+        if (viewport := query.get("viewport")) is not None:
+            img = _viewport(img, viewport)
+        return _encode(img, media_type, quality)
 
 
 def render(
@@ -159,9 +184,10 @@ def thumbnail(
     THUMBNAIL_SIZE. The default window is used and nothing is burnt in, so the thumbnail
     carries no patient-identifying text, as the standard requires."""
     media_type = rendered_format(accept)
-    img = Image.fromarray(pixels.render(ds, frame_index))
-    if (viewport := query.get("viewport")) is not None:
-        img = _viewport(img, viewport)
-    else:
-        img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
-    return _encode(img, media_type, 90), media_type
+    with rendering(f"frame {frame_index + 1}"):
+        img = Image.fromarray(pixels.render(ds, frame_index))
+        if (viewport := query.get("viewport")) is not None:
+            img = _viewport(img, viewport)
+        else:
+            img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+        return _encode(img, media_type, 90), media_type

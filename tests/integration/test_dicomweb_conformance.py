@@ -899,3 +899,51 @@ def test_enhanced_ct_renders_with_its_functional_groups(http: httpx.Client) -> N
     assert grey("/frames/1/rendered") == {127}  # shared Frame VOI LUT
     assert grey("/frames/3/rendered") == {63}  # its own Frame VOI LUT: C140/W400
     assert grey("/frames/3/thumbnail") == {63}
+
+
+def _unrenderable(**kwargs: object) -> Dataset:
+    """An MR stored RLE Lossless whose only fragment is an RLE header of no segments: it
+    stores and retrieves, but no decoder can make pixels of it."""
+    from pydicom.encaps import encapsulate
+
+    ds = samples.make_instance(MR, **kwargs)  # type: ignore[arg-type]
+    ds.compress(RLELossless)
+    ds.PixelData = encapsulate([b"\0" * 64])
+    return ds
+
+
+def test_ybr_rct_colour_and_broken_instances_render(http: httpx.Client) -> None:
+    """A JPEG 2000 YBR_RCT image rendered 500 (converted again after the decoder made it
+    RGB), and made the whole study's rendered and thumbnail 500 with it; an instance that
+    cannot be rendered is now left out of study and series resources, and on its own is a
+    JSON error that says why (QA probe)."""
+    from pydicom.data import get_testdata_file
+
+    study = generate_uid()
+    broken = _unrenderable(patient_id="CONF-YBR", study_uid=study, series_number=1)
+    colour = dcmread(get_testdata_file("examples_jpeg2k.dcm"))
+    colour.PatientID, colour.StudyInstanceUID, colour.SeriesNumber = "CONF-YBR", study, 2
+    colour.SeriesInstanceUID = generate_uid()
+    colour.SOPInstanceUID = colour.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    for ds in (broken, colour):
+        assert _stow_one(http, _part10(ds)).status_code == 200
+    png = {"Accept": "image/png"}
+    r = http.get(_path(colour) + "/rendered", headers=png)
+    assert r.status_code == 200, r.text
+    img = np.asarray(Image.open(io.BytesIO(r.content)))
+    assert np.array_equal(img, colour.pixel_array)
+    for path in ("/thumbnail", "/frames/1/rendered"):
+        assert http.get(_path(colour) + path, headers=png).status_code == 200, path
+    many = {"Accept": 'multipart/related; type="image/png"'}
+    r = http.get(f"/studies/{study}/rendered", headers=many)
+    assert r.status_code == 200, r.text
+    [(_, part)] = _multipart(r)  # the broken instance left out
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(part))), colour.pixel_array)
+    r = http.get(f"/studies/{study}/thumbnail", headers=png)  # first series: the broken one
+    assert r.status_code == 200, r.text
+    for path in ("/rendered", "/thumbnail", "/frames/1/rendered"):
+        r = http.get(_path(broken) + path, headers=png)
+        assert r.status_code == 500, (path, r.status_code)
+        assert r.json()["detail"].startswith("cannot render frame 1"), r.text
+    r = http.get(f"/studies/{study}/series/{broken.SeriesInstanceUID}/rendered", headers=many)
+    assert r.status_code == 500 and "cannot render" in r.json()["detail"]
