@@ -160,15 +160,7 @@ def test_replaced_copy_is_not_resurrected(tmp_path: Path) -> None:
 
 
 def test_rebuild_index_from_archive_alone(tmp_path: Path) -> None:
-    ct = samples.write_ct_series(tmp_path / "ct", n=6, rows=32, cols=32)
-    srv = _server(tmp_path / "srv")
-    srv.start()
-    try:
-        assert storescu("127.0.0.1", srv.port, "LUCENT", ct).returncode == 0
-    finally:
-        srv.stop()
-    for suffix in ("", "-wal", "-shm"):
-        (srv.data_dir / f"index.sqlite3{suffix}").unlink(missing_ok=True)
+    srv, ct = _stored_server(tmp_path, n=6)
     done = srv.cli("rebuild-index")
     assert done.returncode == 0, done.stderr
     assert "6 instance(s) re-indexed, 0 object(s) removed" in done.stdout
@@ -223,6 +215,7 @@ def test_a_second_server_on_the_same_data_directory_touches_nothing(tmp_path: Pa
 
 
 def _stored_server(tmp_path: Path, n: int = 4) -> tuple[LucentServer, list[Path]]:
+    """A stopped server holding an ``n``-slice CT series, its index database deleted."""
     ct = samples.write_ct_series(tmp_path / "ct", n=n, rows=32, cols=32)
     srv = _server(tmp_path / "srv")
     srv.start()

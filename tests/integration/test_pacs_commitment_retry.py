@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,29 +51,43 @@ def peer() -> Iterator[CountingPeer]:
     p.stop()
 
 
-@pytest.fixture()
-def service(tmp_path: Path, peer: CountingPeer) -> Iterator[tuple[PacsService, int]]:
+@contextmanager
+def _service_with(
+    tmp_path: Path, peer: CountingPeer, max_attempts: int
+) -> Iterator[tuple[PacsService, int]]:
+    """The PACS service on a fresh index, ``peer`` its commitment node (mode same)."""
     settings = config.parse(
         {
             "server": {"data_dir": str(tmp_path / "data")},
             "archive": {"min_free_mb": 1},
-            "pacs": {"commitment_retry_seconds": RETRY_SECONDS, "commitment_max_attempts": 2},
+            "pacs": {
+                "commitment_retry_seconds": RETRY_SECONDS,
+                "commitment_max_attempts": max_attempts,
+            },
         }
     )
     ctx = ServerContext(settings, migrate=True)
     svc = PacsService(ctx, start_watcher=False)
-    with ctx.Session() as db, db.begin():
-        node = RemoteNode(
-            name="commit-scp", ae_title=peer.aet, host=peer.host, port=peer.port,
-            store_target=True, storage_commitment=True, timeout=10.0,
-        )  # fmt: skip
-        db.add(node)
-        db.flush()
-        node_id = node.id
-    svc.set_options(node_id, commitment_mode="same", commitment_wait=0.3)
-    yield svc, node_id
-    svc.close()
-    ctx.close()
+    try:
+        with ctx.Session() as db, db.begin():
+            node = RemoteNode(
+                name="commit-scp", ae_title=peer.aet, host=peer.host, port=peer.port,
+                store_target=True, storage_commitment=True, timeout=10.0,
+            )  # fmt: skip
+            db.add(node)
+            db.flush()
+            node_id = node.id
+        svc.set_options(node_id, commitment_mode="same", commitment_wait=0.3)
+        yield svc, node_id
+    finally:
+        svc.close()
+        ctx.close()
+
+
+@pytest.fixture()
+def service(tmp_path: Path, peer: CountingPeer) -> Iterator[tuple[PacsService, int]]:
+    with _service_with(tmp_path, peer, 2) as pair:
+        yield pair
 
 
 def _requests(svc: PacsService) -> list[tuple[int, str]]:
@@ -166,41 +181,23 @@ def test_refused_n_action_is_final_unless_the_status_is_transient(
     refusing.code = code
     refusing.start()
     try:
-        settings = config.parse(
-            {
-                "server": {"data_dir": str(tmp_path / "data")},
-                "archive": {"min_free_mb": 1},
-                "pacs": {"commitment_retry_seconds": RETRY_SECONDS, "commitment_max_attempts": 3},
-            }
-        )
-        ctx = ServerContext(settings, migrate=True)
-        svc = PacsService(ctx, start_watcher=False)
-        with ctx.Session() as db, db.begin():
-            node = RemoteNode(
-                name="refuser", ae_title=refusing.aet, host=refusing.host, port=refusing.port,
-                store_target=True, storage_commitment=True, timeout=10.0,
-            )  # fmt: skip
-            db.add(node)
-            db.flush()
-            node_id = node.id
-        res = svc.request_commitment(svc.node(node_id), REFS)
-        assert not res.ok and res.status == code
-        time.sleep(RETRY_SECONDS + 0.2)
-        svc.retry_commitments()
-        if final:
-            assert refusing.actions == 1
-            assert _requests(svc) == [(1, "failed")]
-            with svc.ctx.Session() as db:
-                req = db.scalars(select(CommitmentRequest)).one()
-                assert "not requested again" in req.message
-                # the API's schema knows the state (GET /pacs/commitments answered 500)
-                TypeAdapter(schemas.CommitmentRequestState).validate_python(req.state)
-                assert {(i.state, i.failure_reason) for i in req.items} == {("failed", code)}
-        else:
-            assert refusing.actions == 2
-            assert _requests(svc) == [(1, "superseded"), (2, "pending")]
-        svc.close()
-        ctx.close()
+        with _service_with(tmp_path, refusing, 3) as (svc, node_id):
+            res = svc.request_commitment(svc.node(node_id), REFS)
+            assert not res.ok and res.status == code
+            time.sleep(RETRY_SECONDS + 0.2)
+            svc.retry_commitments()
+            if final:
+                assert refusing.actions == 1
+                assert _requests(svc) == [(1, "failed")]
+                with svc.ctx.Session() as db:
+                    req = db.scalars(select(CommitmentRequest)).one()
+                    assert "not requested again" in req.message
+                    # the API's schema knows the state (GET /pacs/commitments answered 500)
+                    TypeAdapter(schemas.CommitmentRequestState).validate_python(req.state)
+                    assert {(i.state, i.failure_reason) for i in req.items} == {("failed", code)}
+            else:
+                assert refusing.actions == 2
+                assert _requests(svc) == [(1, "superseded"), (2, "pending")]
     finally:
         refusing.stop()
 
