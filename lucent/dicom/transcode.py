@@ -72,7 +72,7 @@ def prepare(ds: Dataset, own: str, accepted: Collection[str], sop_class_uid: str
     if own_uid.is_compressed and native:
         method = _lossy_method(ds, own)
         try:
-            ds.decompress(generate_instance_uid=False)
+            decompress(ds)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-instance error
             return Prepared(
                 None, "", False, f"cannot decompress {own} for a peer that wants native: {exc}"
@@ -111,6 +111,46 @@ def prepare(ds: Dataset, own: str, accepted: Collection[str], sop_class_uid: str
             f"(stored as {own}; accepted: {', '.join(sorted(accepted)) or 'none'})"
         ),
     )
+
+
+def decompress(ds: Dataset) -> None:
+    """Decode ``ds``'s compressed Pixel Data to native, in place, keeping its SOP Instance
+    UID: pydicom's ``Dataset.decompress``, else :func:`decompress_from_pixel_array` where
+    that fails but ``pixel_array`` works (J2K_pixelrep_mismatch.dcm: "output array is
+    read-only" made WADO-RS 406 and C-GET/C-MOVE to native-only peers fail, QA probe).
+    The first error is the one raised when neither works."""
+    try:
+        ds.decompress(generate_instance_uid=False)
+    except Exception as exc:  # noqa: BLE001 - a decoder's failure: try the other path
+        try:
+            decompress_from_pixel_array(ds)
+        except Exception:  # noqa: BLE001
+            raise exc from None
+
+
+def decompress_from_pixel_array(ds: Dataset) -> None:
+    """Native Pixel Data built from ``ds.pixel_array``, with the attributes pydicom's
+    ``decompress`` sets (pydicom.pixels.utils.decompress): Explicit VR Little Endian, OB/OW
+    by Bits Allocated, an even length, Number of Frames, and for colour the RGB that
+    ``pixel_array`` decodes YBR_* to, interleaved (Planar Configuration 0)."""
+    arr = ds.pixel_array
+    bits = int(ds.BitsAllocated)
+    if arr.dtype.itemsize * 8 != bits:
+        raise ValueError(f"decoded {arr.dtype} pixels do not fit Bits Allocated {bits}")
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    elem = ds["PixelData"]
+    elem.value = data + b"\0" if len(data) % 2 else data
+    elem.is_undefined_length = False
+    elem.VR = "OB" if bits <= 8 else "OW"
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
+    if samples > 1:
+        if str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
+            ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+    if "NumberOfFrames" in ds or frames > 1:
+        ds.NumberOfFrames = frames
 
 
 J2K_ANY = "1.2.840.10008.1.2.4.91"  # JPEG 2000: reversible (lossless) or irreversible

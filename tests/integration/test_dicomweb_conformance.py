@@ -947,3 +947,22 @@ def test_ybr_rct_colour_and_broken_instances_render(http: httpx.Client) -> None:
         assert r.json()["detail"].startswith("cannot render frame 1"), r.text
     r = http.get(f"/studies/{study}/series/{broken.SeriesInstanceUID}/rendered", headers=many)
     assert r.status_code == 500 and "cannot render" in r.json()["detail"]
+
+
+def test_instance_pydicom_cannot_decompress_is_retrieved_native(http: httpx.Client) -> None:
+    """J2K_pixelrep_mismatch.dcm: the default retrieve (Explicit VR Little Endian) was 406
+    "cannot decompress ... output array is read-only" though its frames decode (QA probe)."""
+    from pydicom.data import get_testdata_file
+
+    ds = dcmread(get_testdata_file("J2K_pixelrep_mismatch.dcm"))
+    ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = (
+        "CONF-J2K-PR",
+        *(generate_uid() for _ in "ab"),
+    )
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    assert _stow_one(http, _part10(ds)).status_code == 200
+    r = http.get(_path(ds), headers={"Accept": 'multipart/related; type="application/dicom"'})
+    assert r.status_code == 200, r.text
+    [(ctype, payload)] = _multipart(r)
+    assert ctype == f"application/dicom; transfer-syntax={EXPLICIT_LE}"
+    assert np.array_equal(dcmread(io.BytesIO(payload)).pixel_array, ds.pixel_array)

@@ -93,3 +93,51 @@ def test_compressed_to_big_endian_swaps_the_decoded_pixels(name: str) -> None:
     out = dcmread(io.BytesIO(data))
     assert syntax == ExplicitVRBigEndian == out.file_meta.TransferSyntaxUID and transcoded
     assert np.array_equal(out.pixel_array, source.pixel_array)
+
+
+def test_decoder_that_fails_in_decompress_falls_back_to_pixel_array() -> None:
+    """J2K_pixelrep_mismatch.dcm: pydicom's decompress() fails ("output array is
+    read-only") where pixel_array works, so WADO-RS answered 406 and native-only peers got
+    nothing (QA probe); the native Pixel Data is now built from pixel_array."""
+    warnings.simplefilter("ignore")
+    raw = open(get_testdata_file("J2K_pixelrep_mismatch.dcm"), "rb").read()  # noqa: SIM115
+    source = dcmread(io.BytesIO(raw))
+    with pytest.raises(ValueError, match="read-only"):
+        dcmread(io.BytesIO(raw)).decompress(generate_instance_uid=False)
+    own = str(source.file_meta.TransferSyntaxUID)
+    data, syntax, transcoded, error = transcode.prepare_part10(
+        raw, own, {ExplicitVRLittleEndian}, ""
+    )
+    assert data is not None, error
+    out = dcmread(io.BytesIO(data))
+    assert syntax == ExplicitVRLittleEndian == out.file_meta.TransferSyntaxUID and transcoded
+    assert out.SOPInstanceUID == source.SOPInstanceUID
+    assert out["PixelData"].VR == "OW"
+    assert np.array_equal(out.pixel_array, source.pixel_array)
+
+
+#: Colour (YBR_RCT J2K, YBR_FULL_422 JPEG, RGB J2K lossy) and 8-bit multi-frame files.
+FALLBACK = [
+    "examples_jpeg2k.dcm",
+    "SC_rgb_dcmtk_+eb+cy+np.dcm",
+    "SC_rgb_gdcm_KY.dcm",
+    "examples_ybr_color.dcm",
+    "MR_small_jp2klossless.dcm",
+]
+
+
+@pytest.mark.parametrize("name", FALLBACK)
+def test_pixel_array_fallback_sets_what_decompress_sets(name: str) -> None:
+    """The fallback leaves the data set as pydicom's decompress() would: same Pixel Data,
+    transfer syntax, VR, Photometric Interpretation, Planar Configuration, frames."""
+    warnings.simplefilter("ignore")
+    path = get_testdata_file(name)
+    expected, got = dcmread(path), dcmread(path)
+    expected.decompress(generate_instance_uid=False)
+    transcode.decompress_from_pixel_array(got)
+    assert got.PixelData == expected.PixelData
+    assert got.file_meta.TransferSyntaxUID == expected.file_meta.TransferSyntaxUID
+    assert got["PixelData"].VR == expected["PixelData"].VR
+    assert not got["PixelData"].is_undefined_length
+    for keyword in ("PhotometricInterpretation", "PlanarConfiguration", "NumberOfFrames"):
+        assert got.get(keyword) == expected.get(keyword), keyword
