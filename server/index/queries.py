@@ -125,7 +125,25 @@ def _name_clause(f: Filter) -> ColumnElement[bool] | None:
             # Prefix-friendly: 'schmidt' finds 'SCHMIDT^ANNA' as clinic users expect.
             pattern = pattern + "*" if "^" not in pattern else pattern
         return match_text(Patient.name_folded, pattern.upper())
-    return match_text(Patient.name, f.patient_name)
+    return _pn_clause(Patient.name, f.patient_name)
+
+
+def _pn_clause(column: InstrumentedAttribute[str], pattern: str) -> ColumnElement[bool] | None:
+    """PN matching per component group (PS3.5 6.2.1): "Yamada^Tarou" finds the stored
+    "Yamada^Tarou=山田^太郎=やまだ^たろう", and a non-ASCII pattern such as "山田*" the
+    ideographic or phonetic group, as most archives match; a pattern naming groups ("=")
+    matches the whole value. Before, only the whole value was compared (outside probe)."""
+    whole = match_text(column, pattern)
+    if whole is None or "=" in pattern:
+        return whole
+    like = _like(pattern)
+    groups = [column.like(like + "=%", escape="\\")]  # the alphabetic group (an index prefix)
+    if not pattern.isascii():  # ideographic / phonetic groups: a scan, only when needed
+        groups += [
+            column.like("%=" + like + "=%", escape="\\"),
+            column.like("%=" + like, escape="\\"),
+        ]
+    return or_(whole, *groups)
 
 
 def _modality_clause(value: str) -> ColumnElement[bool]:

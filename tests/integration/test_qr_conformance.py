@@ -759,3 +759,26 @@ def test_move_to_a_node_that_is_no_store_target_is_refused(
             assert not list(dest.files())
         finally:
             api.delete_node(node.id)
+
+
+@pytest.mark.parametrize("name", ["Yamada^Tarou", "Yamada*", "山田^太郎", "山田*", "やまだ*"])
+def test_person_names_match_each_component_group(
+    server: LucentServer, caller: str, tmp_path: Path, name: str
+) -> None:
+    """PS3.5 6.2.1: a PN holds alphabetic, ideographic and phonetic groups; a query for one
+    group found nothing unless it matched the whole value (outside probe)."""
+    ds = samples.make_instance(
+        CT, patient_id="QRC-PN", patient_name="Yamada^Tarou=山田^太郎=やまだ^たろう"
+    )
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    assert (
+        storescu(
+            "127.0.0.1", server.port, server.ae_title, [samples.write(ds, tmp_path / "pn.dcm")]
+        ).returncode
+        == 0
+    )
+    keys = {"QueryRetrieveLevel": "STUDY", "PatientID": "QRC-PN", "StudyInstanceUID": "",
+            "SpecificCharacterSet": "ISO_IR 192", "PatientName": name}  # fmt: skip
+    responses = _find(server, _identifier(**keys), StudyRootQueryRetrieveInformationModelFind)
+    assert responses[-1][0] == 0x0000
+    assert str(ds.StudyInstanceUID) in {str(r.StudyInstanceUID) for _, r in responses[:-1] if r}
