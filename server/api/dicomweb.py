@@ -72,12 +72,22 @@ def _stored_syntax(data: bytes) -> str:
 def _as_syntax(data: bytes, syntax: str) -> tuple[bytes, str]:
     """The instance in ``syntax`` ('*': as stored), and the syntax it is in.
 
-    We transcode only to the native syntaxes (decompressing, or swapping the byte order of
-    data stored big endian), with ``lucent.dicom.transcode`` like the DIMSE senders: same
-    SOP Instance UID. Any other syntax the stored one is not is 406 (PS3.18 8.7.3.5.2)."""
-    if syntax in ("*", ""):
-        return data, _stored_syntax(data)
+    We transcode only to Explicit VR Little Endian (decompressing, or swapping the byte
+    order of data stored big endian), with ``lucent.dicom.transcode`` like the DIMSE
+    senders: same SOP Instance UID. Any other syntax the stored one is not is 406 (PS3.18
+    8.7.3.5.2). Implicit VR is never sent (PS3.18 8.6.2): asked for, it is 406, and '*' of
+    an instance stored implicit is Explicit VR Little Endian."""
+    if syntax == media.IMPLICIT_LE:
+        raise HTTPException(
+            406,
+            "DICOM web services do not use Implicit VR Little Endian (PS3.18 8.6.2); "
+            f"ask for transfer-syntax={media.EXPLICIT_LE}",
+        )
     current = _stored_syntax(data)
+    if syntax in ("*", ""):
+        if current != media.IMPLICIT_LE:
+            return data, current
+        syntax = media.EXPLICIT_LE
     if current == syntax:
         return data, current
     if syntax not in media.NATIVE:
@@ -321,6 +331,8 @@ def _frame_media(request: Request, stored: str) -> tuple[bool, str, str]:
         kind = r.media if single else (r.part_type or "application/octet-stream")
         if media.is_any(kind) or kind == "application/octet-stream":
             ts = r.transfer_syntax or media.EXPLICIT_LE
+            if ts == media.IMPLICIT_LE:
+                continue  # PS3.18 8.6.2: Implicit VR is not used; another range may fit
             if ts == "*":
                 return not single, "application/octet-stream", as_stored
             if ts in media.NATIVE:

@@ -13,7 +13,9 @@ import dataclasses
 #: PS3.18 Table 8.7.3-2: the default Transfer Syntax when a media range names none.
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
-NATIVE = (EXPLICIT_LE, IMPLICIT_LE)
+#: The native syntax we answer in. PS3.18 8.6.2: DICOM web services use explicit VR only,
+#: Implicit VR Little Endian shall not be used (we sent it when asked, and for '*').
+NATIVE = (EXPLICIT_LE,)
 
 #: PS3.18 Table 8.7.3-4: compressed pixel data media types and the syntaxes they carry.
 PIXEL_MEDIA: dict[str, tuple[str, ...]] = {

@@ -30,6 +30,7 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
+IMPLICIT_LE = "1.2.840.10008.1.2"
 
 
 @pytest.fixture(scope="module")
@@ -753,9 +754,10 @@ def test_stow_refuses_unknown_sop_class_and_mismatched_file_meta(http: httpx.Cli
         assert http.get("/studies", params={"PatientID": patient}).json() == []
 
 
-def test_stow_bare_data_set_without_file_meta(http: httpx.Client) -> None:
+def test_stow_bare_data_set_without_file_meta(http: httpx.Client, api: LucentClient) -> None:
     """A data set written without preamble and file meta (pydicom ``write_dataset``), in
-    Implicit or Explicit VR Little Endian, is stored as it is (it was 409 "no DICM")."""
+    Implicit or Explicit VR Little Endian, is stored as it is (it was 409 "no DICM"); '*'
+    retrieves it in Explicit VR Little Endian (PS3.18 8.6.2: never implicit)."""
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_dataset
 
@@ -770,8 +772,9 @@ def test_stow_bare_data_set_without_file_meta(http: httpx.Client) -> None:
         assert r.status_code == 200, (implicit, r.status_code, r.text[:300])
         single = http.get(_path(ds), headers={"Accept": "application/dicom; transfer-syntax=*"})
         got = dcmread(io.BytesIO(single.content))
-        want = "1.2.840.10008.1.2" if implicit else EXPLICIT_LE
-        assert got.file_meta.TransferSyntaxUID == want
+        assert got.file_meta.TransferSyntaxUID == EXPLICIT_LE
+        stored = dcmread(io.BytesIO(api.instance_file(str(ds.SOPInstanceUID))))
+        assert stored.file_meta.TransferSyntaxUID == (IMPLICIT_LE if implicit else EXPLICIT_LE)
         assert np.array_equal(got.pixel_array, native)
     r = _stow_one(http, b"\x08\x00\x16\x00UI\x04\x001.2\x00")  # no SOP Instance UID
     assert r.status_code == 409
@@ -966,3 +969,31 @@ def test_instance_pydicom_cannot_decompress_is_retrieved_native(http: httpx.Clie
     [(ctype, payload)] = _multipart(r)
     assert ctype == f"application/dicom; transfer-syntax={EXPLICIT_LE}"
     assert np.array_equal(dcmread(io.BytesIO(payload)).pixel_array, ds.pixel_array)
+
+
+def test_implicit_vr_is_never_sent(http: httpx.Client) -> None:
+    """PS3.18 8.6.2: DICOM web services use explicit VR only. An instance stored Implicit
+    VR Little Endian came back implicit for transfer-syntax=*, and an explicit request for
+    1.2.840.10008.1.2 was served (QA probe): '*' is now Explicit VR Little Endian, the
+    implicit request 406 unless the Accept header offers another range."""
+    ds = samples.make_instance(MR, patient_id="CONF-IMPLICIT")
+    ds.file_meta.TransferSyntaxUID = IMPLICIT_LE
+    assert _stow_one(http, _part10(ds)).status_code == 200
+    dicom = 'multipart/related; type="application/dicom"'
+    r = http.get(_path(ds), headers={"Accept": dicom + "; transfer-syntax=*"})
+    [(ctype, payload)] = _multipart(r)
+    assert ctype == f"application/dicom; transfer-syntax={EXPLICIT_LE}"
+    got = dcmread(io.BytesIO(payload))
+    assert got.file_meta.TransferSyntaxUID == EXPLICIT_LE and not got.original_encoding[0]
+    assert np.array_equal(got.pixel_array, ds.pixel_array)
+    implicit = f"{dicom}; transfer-syntax={IMPLICIT_LE}"
+    for accept in (implicit, f"application/dicom; transfer-syntax={IMPLICIT_LE}"):
+        r = http.get(_path(ds), headers={"Accept": accept})
+        assert r.status_code == 406 and "8.6.2" in r.json()["detail"], accept
+    r = http.get(_path(ds), headers={"Accept": f"{implicit}, {dicom}; q=0.5"})
+    assert r.status_code == 200 and _multipart(r)[0][0].endswith(EXPLICIT_LE)
+    octets = 'multipart/related; type="application/octet-stream"'
+    r = http.get(_path(ds) + "/frames/1", headers={"Accept": f"{octets}; transfer-syntax=*"})
+    assert _multipart(r)[0][0].endswith(f"transfer-syntax={EXPLICIT_LE}")
+    frames = f"{octets}; transfer-syntax={IMPLICIT_LE}"
+    assert http.get(_path(ds) + "/frames/1", headers={"Accept": frames}).status_code == 406
