@@ -997,3 +997,22 @@ def test_implicit_vr_is_never_sent(http: httpx.Client) -> None:
     assert _multipart(r)[0][0].endswith(f"transfer-syntax={EXPLICIT_LE}")
     frames = f"{octets}; transfer-syntax={IMPLICIT_LE}"
     assert http.get(_path(ds) + "/frames/1", headers={"Accept": frames}).status_code == 406
+
+
+def test_qido_person_name_matches_each_component_group(http: httpx.Client) -> None:
+    """PS3.5 6.2.1: a stored Yamada^Tarou=山田^太郎=やまだ^たろう is found by its
+    alphabetic group and, with a non-ASCII pattern, by its ideographic or phonetic one, as
+    most archives match (QA probe; matching is server.index.queries._pn_clause)."""
+    ds = samples.make_instance(MR, patient_id="CONF-PN-GROUPS")
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    assert _stow_one(http, _part10(ds)).status_code == 200
+
+    def found(name: str) -> bool:
+        r = http.get("/studies", params={"PatientName": name, "PatientID": "CONF-PN-GROUPS"})
+        assert r.status_code == 200, r.text
+        return [s["0020000D"]["Value"][0] for s in r.json()] == [ds.StudyInstanceUID]
+
+    for name in ("Yamada^Tarou", "Yamada*", "山田*", "やまだ^たろう", str(ds.PatientName)):
+        assert found(name), name
+    assert not found("Tarou^Yamada")
