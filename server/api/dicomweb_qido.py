@@ -20,6 +20,7 @@ from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 
+from lucent.dicom import transcode
 from server.api import dicomweb_common as common
 from server.api import dicomweb_dates, dicomweb_fields, dicomweb_xml
 from server.api.archive_routes import ctx_of
@@ -239,8 +240,12 @@ def _reader(ctx: ServerContext, m: queries.Match) -> Callable[[], Dataset | None
     def read() -> Dataset | None:
         if m.instance is None:
             return None
-        data = ctx.metadata_bytes(m.instance)
-        return dcmread(io.BytesIO(data), stop_before_pixels=True)
+        ds = dcmread(io.BytesIO(ctx.metadata_bytes(m.instance)), stop_before_pixels=True)
+        # included OW/OF/... values go out as InlineBinary, which has no transfer syntax:
+        # little endian words (PS3.18 F.2.7), as in WADO-RS metadata
+        with contextlib.suppress(ValueError):
+            transcode.to_little_endian(ds)
+        return ds
 
     return read
 

@@ -881,6 +881,9 @@ def test_big_endian_frames_bulkdata_and_inline_binary_are_little_endian(
     assert [payload for _, payload in _multipart(r)] == [native]
     meta = http.get(_path(ds) + "/metadata").json()[0]
     assert base64.b64decode(meta["00281201"]["InlineBinary"]) == lut.tobytes()
+    search = f"/studies/{ds.StudyInstanceUID}/instances"
+    [found] = http.get(search, params={"includefield": "00281201"}).json()
+    assert base64.b64decode(found["00281201"]["InlineBinary"]) == lut.tobytes()
 
 
 def test_enhanced_ct_renders_with_its_functional_groups(http: httpx.Client) -> None:
