@@ -1019,3 +1019,12 @@ def test_qido_person_name_matches_each_component_group(http: httpx.Client) -> No
     for name in ("Yamada^Tarou", "Yamada*", "山田*", "やまだ^たろう", str(ds.PatientName)):
         assert found(name), name
     assert not found("Tarou^Yamada")
+
+    def fuzzy(name: str) -> bool:  # fuzzymatching folded only the alphabetic group
+        params = {"PatientName": name, "PatientID": "CONF-PN-GROUPS", "fuzzymatching": "true"}
+        r = http.get("/studies", params=params)
+        assert r.status_code == 200, r.text
+        return len(r.json()) == 1
+
+    for name in ("yamada*", "山田*", "やまだ*"):
+        assert fuzzy(name), name
