@@ -239,6 +239,8 @@ def retrieve(
 ) -> schemas.JobOut:
     row_id_or_404(body.node_id, "remote node with id")
     pool = body.pool or svc.ctx.settings.pools[0].name
+    if pool not in {p.name for p in svc.ctx.settings.pools}:
+        raise HTTPException(404, f"no data pool named '{pool}'")
     with svc.ctx.Session() as db:
         archived = db.scalars(select(Study.pool).where(Study.study_uid == body.study_uid)).first()
     if archived is not None and archived != pool:
@@ -249,9 +251,7 @@ def retrieve(
                 403, "the study is archived in a pool where your account may not import"
             )
         pool = archived
-    elif pool in {p.name for p in svc.ctx.settings.pools} and not access(request, caller).allows(
-        pool, "import"
-    ):
+    elif not access(request, caller).allows(pool, "import"):
         raise HTTPException(403, f"your account lacks the 'import' right for pool {pool}")
     try:
         job_id = svc.retrieve(

@@ -203,7 +203,9 @@ def test_manual_start_cancel_and_examine(env: Env) -> None:
     assert cancelled.id == run.id and cancelled.state == "cancelled", cancelled
     final = env.api.wait_perfusion(run.id, timeout=60)
     assert final.state == "cancelled", final
-    assert env.api.job(run.job_id or 0).state == "cancelled"
+    # the run says cancelled at once; its job ends when the worker has stopped
+    job = env.api.wait_job(run.job_id or 0, timeout=60)
+    assert job.state == "cancelled", job
     with pytest.raises(ApiError) as none:
         env.api.perfusion_result(run.id)
     assert none.value.status == 404
