@@ -63,6 +63,10 @@ def create_user(
     name = normalise(username)
     if not name or len(name) > 128:
         raise AccountError("user name must be 1-128 characters")
+    if any(c in name for c in "/\\?#%") or not name.isprintable():
+        # names travel in URL paths (/users/{username}): "ops/night" was created by
+        # create-admin and could then be neither read, changed nor unlocked (outside probe)
+        raise AccountError("user name must not contain / \\ ? # % or control characters")
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
     refused = passwords.problem(password, name)

@@ -272,3 +272,16 @@ def test_basic_logins_follow_the_login_rules_and_are_audited(tmp_path: Path) -> 
         assert r.status_code == 200, r.text  # a familiar user with the right password
         r = app.http.get("/dicom-web/studies", headers=basic("nobody", "wrong-password"))
         assert r.status_code == 429
+
+
+def test_user_names_that_cannot_travel_in_a_path_are_refused(tmp_path: Path) -> None:
+    """create-admin (the same users.create_user) took "ops/night"; GET/PATCH/unlock
+    /users/ops%2Fnight were then 404, so the account could not be managed (outside probe)."""
+    with make_app(tmp_path) as app:
+        for name in ("ops/night", "a\\b", "who?", "x#y", "p%20q", "tab\there"):
+            r = app.http.post(
+                "/api/v1/users",
+                headers=app.admin(),
+                json={"username": name, "password": "a-long-enough-password", "role": "guest"},
+            )
+            assert r.status_code == 422 and "user name" in r.text, (name, r.text)
