@@ -386,7 +386,7 @@ class ServerContext:
     def _commit(self, rec: InstanceRecord) -> Outcome:
         """Commit the index row; retry races between workers creating the same parents."""
         series_uid = str(rec.dataset.SeriesInstanceUID)
-        series_pk = self._parents.lookup(rec.dataset)
+        series_pk = self._parents.lookup(rec.dataset, rec.pool)
         if series_pk is not None:
             with self._commit_lock:
                 if self._known_series.write(rec, series_pk):
@@ -406,7 +406,7 @@ class ServerContext:
                         refuse_conflicts=self.settings.archive.uid_conflict == "refuse",
                     )
                 if outcome.series_pk is not None:
-                    self._parents.remember(rec.dataset, outcome.series_pk)
+                    self._parents.remember(rec.dataset, outcome.series_pk, outcome.pool)
                 return outcome
             except (IntegrityError, OperationalError) as exc:
                 if attempt == 7:

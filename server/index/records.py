@@ -267,6 +267,8 @@ class Outcome:
     obsolete_keys: list[str]
     series_pk: int | None = None
     reason: str = ""
+    pool: str = ""
+    """The pool the instance was filed into (its study's)."""
 
 
 class ParentCache:
@@ -281,7 +283,7 @@ class ParentCache:
 
     def __init__(self, size: int = 20000) -> None:
         self.size = size
-        self.series: dict[str, tuple[int, tuple[str, str, str]]] = {}
+        self.series: dict[str, tuple[int, tuple[str, str, str, str]]] = {}
 
     @staticmethod
     def parents(ds: Dataset) -> tuple[str, str, str]:
@@ -292,17 +294,19 @@ class ParentCache:
             text(ds, "IssuerOfPatientID", 64),
         )
 
-    def lookup(self, ds: Dataset) -> int | None:
-        """The cached series row of this instance, if its study and patient match."""
+    def lookup(self, ds: Dataset, pool: str) -> int | None:
+        """The cached series row of this instance, if its study, patient and pool match (an
+        instance received for another pool than its study's takes the full path)."""
         hit = self.series.get(str(ds.SeriesInstanceUID))
-        if hit is None or hit[1] != self.parents(ds):
+        if hit is None or hit[1] != (*self.parents(ds), pool):
             return None
         return hit[0]
 
-    def remember(self, ds: Dataset, pk: int) -> None:
+    def remember(self, ds: Dataset, pk: int, pool: str) -> None:
+        """``pool``: the pool the series' study lives in."""
         if len(self.series) >= self.size:
             self.series.clear()
-        self.series[str(ds.SeriesInstanceUID)] = (pk, self.parents(ds))
+        self.series[str(ds.SeriesInstanceUID)] = (pk, (*self.parents(ds), pool))
 
     def forget(self, series_uid: str) -> None:
         self.series.pop(series_uid, None)
@@ -375,6 +379,15 @@ def record_instance(
     study = _upsert_study(session, patient, ds, rec.pool)
     series = _upsert_series(session, study, ds)
     values = _instance_values(rec, series.id)
+    if study.pool != rec.pool:
+        # A study lives in one pool: an instance of it sent to another pool's AE joins it
+        # there. Filed under the receiving pool, it was readable by users of that pool
+        # while its study was not (outside probe).
+        log.info(
+            "instance %s joins study %s in pool %s (received for pool %s)",
+            sop_uid, study.study_uid, study.pool, rec.pool,
+        )  # fmt: skip
+        values["pool"] = study.pool
     obsolete: list[str] = []
     if existing is None:
         session.add(Instance(sop_instance_uid=sop_uid, **values))
@@ -387,7 +400,7 @@ def record_instance(
         _event(session, "duplicate-replaced", sop_uid, rec)
     # A valid copy supersedes an earlier refusal of the same instance.
     session.execute(delete(Placeholder).where(Placeholder.sop_instance_uid == sop_uid))
-    return Outcome(action, obsolete, series.id)
+    return Outcome(action, obsolete, series.id, pool=study.pool)
 
 
 def record_placeholder(

@@ -9,11 +9,13 @@ so the jobs that are allowed start and fail on their own without touching anyone
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom import dcmread
 from sqlalchemy import select
 
 from server.index.account_models import AuditRecord
@@ -211,3 +213,20 @@ def test_retrieve_of_an_archived_study_goes_into_its_pool(app: AppUnderTest, nod
     r = app.http.post("/api/v1/pacs/retrieve", json=body, headers=app.admin())
     assert r.status_code == 202, r.text
     assert r.json()["pool"] == "ONCO"
+
+
+def test_an_instance_received_for_another_pool_joins_its_study_there(
+    app: AppUnderTest, tmp_path: Path
+) -> None:
+    """C-STORE to the DEFAULT AE of an instance of the ONCO study: filed under DEFAULT, a
+    DEFAULT-only user could read it (/instances/{sop}) while its study was hidden."""
+    data = ct_bytes(tmp_path, study_uid="1.2.3.7.2", series_uid="1.2.3.7.2.9", patient_id="ONC")
+    assert app.store(data) == 0  # received for DEFAULT
+    assert app.store(data) == 0  # again: the known-series path must keep the study's pool
+    sop = str(dcmread(io.BytesIO(data)).SOPInstanceUID)
+    with app.ctx.Session() as db:
+        pool = db.scalars(select(Instance.pool).where(Instance.sop_instance_uid == sop)).one()
+    assert pool == "ONCO"
+    h = app.token("rad-def")
+    assert app.http.get(f"/api/v1/instances/{sop}", headers=h).status_code == 404
+    assert app.http.get(f"/api/v1/instances/{sop}", headers=app.admin()).status_code == 200
