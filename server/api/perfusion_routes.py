@@ -229,8 +229,21 @@ def run_result(
     svc: PerfusionService = Depends(service),
     caller: Caller = Depends(get_caller),
 ) -> dict[str, Any]:
-    """result.json of the run (or the refusal with its reason)."""
+    """result.json of the run (or the refusal with its reason). Audited here, after the
+    pool check: the access rule's audit recorded refused and unknown runs as reads."""
     run = _get_run(svc, run_id, request, caller)
+    if svc.ctx.settings.audit.data_access:
+        audit.record(
+            svc.ctx.WriteSession,
+            audit.Entry(
+                "view",
+                audit.SUCCESS,
+                caller.username,
+                caller.address,
+                [{"type": "study", "id": run.study_uid}],
+                f"GET /api/v1/perfusion/runs/{run_id}/result",
+            ),
+        )
     if run.result is None:
         if run.state in ("queued", "running"):
             raise HTTPException(409, f"perfusion run {run_id} is {run.state}")

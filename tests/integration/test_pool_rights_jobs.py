@@ -136,11 +136,14 @@ def test_perfusion_runs_of_another_pool_are_invisible(app: AppUnderTest) -> None
     assert r.status_code == 404
     r = app.http.post("/api/v1/perfusion/runs", json={"series_uid": "1.2.3.7.2.1"}, headers=h)
     assert r.status_code == 404
-    # the administrator still sees it
+    # refused reads are not audited as reads (they were: "Instances Accessed", outcome 0)
+    assert not [d for e, d in _audit(app, "rad-def") if e == "110103" and "perfusion" in d]
+    # the administrator still sees it, and that read is audited
     admin = app.admin()
     assert app.http.get(f"/api/v1/perfusion/runs/{run_id}/result", headers=admin).json() == {
         "summary": {"core_ml": 11.2}
     }
+    assert [d for e, d in _audit(app, "admin") if e == "110103" and "perfusion" in d]
 
 
 def test_node_changes_are_audited_and_names_unique_regardless_of_case(
