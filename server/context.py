@@ -152,6 +152,18 @@ class ServerContext:
                 f"the archive folder {self.settings.archive_dir} cannot be written: {exc}"
             ) from exc
         try:
+            if self.engine.dialect.name == "sqlite":
+                # pages the probe below does not touch can be damaged too: the server
+                # announced "running" on such an index and failed every store (outside
+                # probe). quick_check reads every page once: seconds for a large index.
+                with self.engine.connect() as conn:
+                    verdict = conn.exec_driver_sql("PRAGMA quick_check(1)").scalar()
+                if verdict != "ok":
+                    raise StartupError(
+                        f"the index database is damaged ({verdict}): restore it from a "
+                        "backup, or move it aside and run `lucent-server rebuild-index` to "
+                        "rebuild it from the archive"
+                    )
             self._index_probe(self.settings.pools[0].name)
         except DBAPIError as exc:
             raise StartupError(
