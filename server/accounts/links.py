@@ -34,10 +34,14 @@ def public_base(settings: Settings) -> str:
     return f"{scheme}://{host}:{settings.api.port}"
 
 
+_warned: set[str] = set()
+
+
 def warn_if_guessed(settings: Settings, what: str) -> None:
     """Tell the log when a link had to be built without ``public_url``: users elsewhere may
     not reach the API's bind address (e.g. 127.0.0.1), and only clinic IT can fix that."""
-    if not settings.accounts.public_url:
+    if not settings.accounts.public_url and what not in _warned:
+        _warned.add(what)  # once per kind of link and process: it was one line per link
         log.warning(
             "%s built with %s because [accounts] public_url is empty; set public_url to the "
             "address users reach this server at",
