@@ -164,19 +164,24 @@ def _get_study(
     return final, failed, received, echo
 
 
+def _movescu(server: LucentServer, caller: str, destination: str, study: str) -> str:
+    """DCMTK movescu of a study to ``destination``; its verbose output."""
+    done = subprocess.run(
+        [dcmtk_tool("movescu"), "-v", "-aet", caller, "-aec", server.ae_title, "-S",
+         "-aem", destination, "-k", "QueryRetrieveLevel=STUDY",
+         "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(server.port)],
+        capture_output=True, text=True, env=dicom_env(True), timeout=120,
+    )  # fmt: skip
+    return done.stdout + done.stderr
+
+
 def test_move_to_destination_that_accepts_only_the_default_syntax(
     server: LucentServer, data: dict[str, Any], caller: str, destination: StoreScp
 ) -> None:
     """PS3.5 10.1: Implicit VR Little Endian is the one syntax every receiver accepts, so a
     C-MOVE must offer it; offering only the stored syntax got the sub-association rejected
     and the whole C-MOVE answered A801."""
-    done = subprocess.run(
-        [dcmtk_tool("movescu"), "-v", "-aet", caller, "-aec", server.ae_title, "-S",
-         "-aem", "IMPLICITONLY", "-k", "QueryRetrieveLevel=STUDY",
-         "-k", f"StudyInstanceUID={data['study']}", "127.0.0.1", str(server.port)],
-        capture_output=True, text=True, env=dicom_env(True), timeout=120,
-    )  # fmt: skip
-    out = done.stdout + done.stderr
+    out = _movescu(server, caller, "IMPLICITONLY", data["study"])
     assert "Received Final Move Response (Success)" in out, out[-2000:]
     received = {str(dcmread(f).SOPInstanceUID) for f in destination.files()}
     assert received == {str(dcmread(f).SOPInstanceUID) for f in data["files"]}
@@ -748,13 +753,7 @@ def test_move_to_a_node_that_is_no_store_target_is_refused(
             )
         )  # fmt: skip
         try:
-            done = subprocess.run(
-                [dcmtk_tool("movescu"), "-v", "-aet", caller, "-aec", server.ae_title, "-S",
-                 "-aem", "NOSTORE", "-k", "QueryRetrieveLevel=STUDY",
-                 "-k", f"StudyInstanceUID={data['study']}", "127.0.0.1", str(server.port)],
-                capture_output=True, text=True, env=dicom_env(True), timeout=120,
-            )  # fmt: skip
-            out = done.stdout + done.stderr
+            out = _movescu(server, caller, "NOSTORE", data["study"])
             assert "Received Final Move Response (Refused: MoveDestinationUnknown)" in out, out
             assert not list(dest.files())
         finally:
