@@ -19,7 +19,7 @@ from lucent.api import schemas
 from server.accounts import audit, login, rights, throttle, users
 from server.accounts import retention as retention_mod
 from server.accounts.clock import now
-from server.api.auth import Caller, client_address, get_caller
+from server.api.auth import Caller, audit_caller, client_address, get_caller
 from server.api.params import RowId
 from server.context import ServerContext
 from server.index.account_models import (
@@ -54,13 +54,6 @@ def _answer(outcome: login.Outcome) -> schemas.LoginResponse:
     )
 
 
-def _note(ctx: ServerContext, event: str, caller: Caller, objects: list[Any], detail: str) -> None:
-    audit.record(
-        ctx.WriteSession,
-        audit.Entry(event, audit.SUCCESS, caller.username, caller.address, objects, detail),
-    )
-
-
 class _Refused(Exception):
     """An account change the caller's role may not make (raised inside a transaction)."""
 
@@ -76,17 +69,8 @@ def _guarded(ctx: ServerContext, caller: Caller, target: str) -> Iterator[None]:
 
 
 def _refuse(ctx: ServerContext, caller: Caller, target: str, reason: str) -> NoReturn:
-    audit.record(
-        ctx.WriteSession,
-        audit.Entry(
-            "refused",
-            audit.MINOR_FAILURE,
-            caller.username,
-            caller.address,
-            [{"type": "user", "id": users.normalise(target)}],
-            reason,
-        ),
-    )
+    objects = [{"type": "user", "id": users.normalise(target)}]
+    audit_caller(ctx, "refused", caller, objects, reason, audit.MINOR_FAILURE)
     raise HTTPException(403, reason)
 
 
@@ -140,7 +124,7 @@ def logout(request: Request, caller: Caller = Depends(get_caller)) -> None:
     if header.lower().startswith("bearer "):
         with ctx.WriteSession() as db, db.begin():
             login.revoke_token(db, header[7:].strip())
-    _note(ctx, "logout", caller, [], "")
+    audit_caller(ctx, "logout", caller, [], "")
 
 
 @router.get("/auth/me", response_model=schemas.UserInfo)
@@ -174,7 +158,9 @@ def change_password(
         ):
             row.revoked = True
     _forget_basic(request)
-    _note(ctx, "user-change", caller, [{"type": "user", "id": caller.username}], "password changed")
+    audit_caller(
+        ctx, "user-change", caller, [{"type": "user", "id": caller.username}], "password changed"
+    )
 
 
 @router.get("/auth/sessions", response_model=list[acs.SessionOut])
@@ -329,7 +315,9 @@ def create_user(
         _set_grants(db, body.grants, _pools(ctx), user_pk=user.id)
         db.flush()
         out = _user_out(db, user)
-    _note(ctx, "roles-change", caller, [{"type": "user", "id": out.username}], "user created")
+    audit_caller(
+        ctx, "roles-change", caller, [{"type": "user", "id": out.username}], "user created"
+    )
     return out
 
 
@@ -379,7 +367,7 @@ def patch_user(
     )
     if body.password is not None:
         changed += ", password" if changed else "password"
-    _note(ctx, "user-change", caller, [{"type": "user", "id": out.username}], changed)
+    audit_caller(ctx, "user-change", caller, [{"type": "user", "id": out.username}], changed)
     return out
 
 
@@ -397,7 +385,9 @@ def put_user_grants(
         _set_grants(db, body, _pools(ctx), user_pk=user.id)
         db.flush()
         out = _user_out(db, user)
-    _note(ctx, "roles-change", caller, [{"type": "user", "id": out.username}], f"grants {body}")
+    audit_caller(
+        ctx, "roles-change", caller, [{"type": "user", "id": out.username}], f"grants {body}"
+    )
     return out
 
 
@@ -412,7 +402,7 @@ def revoke_sessions(
         _may_manage(caller, user)
         count = login.revoke_user_sessions(db, user.id)
     _forget_basic(request)
-    _note(ctx, "user-change", caller, [{"type": "user", "id": username}], "sessions revoked")
+    audit_caller(ctx, "user-change", caller, [{"type": "user", "id": username}], "sessions revoked")
     return acs.RevokedOut(revoked=count)
 
 
@@ -424,7 +414,7 @@ def unlock_user(username: str, request: Request, caller: Caller = Depends(get_ca
         if user is not None:
             _may_manage(caller, user)
         throttle.clear(db, throttle.keys(username, "")[0])
-    _note(ctx, "user-change", caller, [{"type": "user", "id": username}], "lockout cleared")
+    audit_caller(ctx, "user-change", caller, [{"type": "user", "id": username}], "lockout cleared")
 
 
 @router.get("/lockouts", response_model=list[acs.LockoutOut])
@@ -455,7 +445,7 @@ def clear_address_lockout(
     with ctx.WriteSession() as db, db.begin():
         if not throttle.clear(db, key):
             raise HTTPException(404, f"no failed logins recorded for address '{address}'")
-    _note(ctx, "user-change", caller, [], f"address lockout cleared: {address}")
+    audit_caller(ctx, "user-change", caller, [], f"address lockout cleared: {address}")
 
 
 # ------------------------------------------------------------------ groups
@@ -498,7 +488,7 @@ def create_group(
         db.add(group)
         db.flush()
         out = _group_out(db, group)
-    _note(ctx, "roles-change", caller, [{"type": "user", "id": body.name}], "group created")
+    audit_caller(ctx, "roles-change", caller, [{"type": "user", "id": body.name}], "group created")
     return out
 
 
@@ -515,7 +505,9 @@ def put_members(
             db.add(GroupMember(group_pk=group.id, user_pk=pk))
         db.flush()
         out = _group_out(db, group)
-    _note(ctx, "roles-change", caller, [{"type": "user", "id": name}], f"members {out.members}")
+    audit_caller(
+        ctx, "roles-change", caller, [{"type": "user", "id": name}], f"members {out.members}"
+    )
     return out
 
 
@@ -532,7 +524,7 @@ def put_group_grants(
         _set_grants(db, body, _pools(ctx), group_pk=group.id)
         db.flush()
         out = _group_out(db, group)
-    _note(ctx, "roles-change", caller, [{"type": "user", "id": name}], f"grants {body}")
+    audit_caller(ctx, "roles-change", caller, [{"type": "user", "id": name}], f"grants {body}")
     return out
 
 
@@ -546,7 +538,7 @@ def delete_group(name: str, request: Request, caller: Caller = Depends(get_calle
         db.execute(delete(Quota).where(Quota.kind == "group", Quota.subject == name))
         db.delete(group)
     ctx.quotas.forget_cache()  # its quota went with it
-    _note(ctx, "roles-change", caller, [{"type": "user", "id": name}], "group deleted")
+    audit_caller(ctx, "roles-change", caller, [{"type": "user", "id": name}], "group deleted")
 
 
 # ------------------------------------------------------------------ devices
@@ -580,7 +572,7 @@ def _decide(request: Request, device_id: int, status: str, caller: Caller) -> ac
             raise HTTPException(404, "no such device")
         login.decide_device(db, device, status, caller.username)
         out = _device_out(db, device)
-    _note(
+    audit_caller(
         ctx,
         "device",
         caller,
@@ -616,7 +608,9 @@ def rename_device(
             raise HTTPException(404, "no such device")
         device.name = body.name[:128]
         out = _device_out(db, device)
-    _note(ctx, "device", caller, [{"type": "device", "id": str(device_id)}], "device renamed")
+    audit_caller(
+        ctx, "device", caller, [{"type": "device", "id": str(device_id)}], "device renamed"
+    )
     return out
 
 
@@ -668,7 +662,9 @@ def put_quota(
         else:
             row.limit_bytes = int(body.limit_mb * 2**20)
     ctx.quotas.forget_cache()
-    _note(ctx, "config-change", caller, [], f"quota {body.kind} {subject} = {body.limit_mb} MB")
+    audit_caller(
+        ctx, "config-change", caller, [], f"quota {body.kind} {subject} = {body.limit_mb} MB"
+    )
     return list_quotas(request)
 
 

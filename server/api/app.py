@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 
 from lucent.api import schemas
 from lucent.net import scu
-from server.accounts import audit
 from server.accounts.retention import RetentionThread
 from server.api import (
     account_routes,
@@ -24,7 +23,14 @@ from server.api import (
     perfusion_routes,
     share_routes,
 )
-from server.api.auth import BasicCache, Caller, authorize, get_caller, require_admin
+from server.api.auth import (
+    BasicCache,
+    Caller,
+    audit_caller,
+    authorize,
+    get_caller,
+    require_admin,
+)
 from server.api.body_limit import BodyLimit
 from server.api.head import HeadAsGet
 from server.api.params import RowId
@@ -196,17 +202,8 @@ def _audit_node(
     """Remote-node changes are configuration changes: who changed which node to what."""
     keys = ("name", "ae_title", "host", "port")
     shown = ", ".join(f"{k}={values[k]}" for k in keys if k in values)
-    audit.record(
-        ctx.WriteSession,
-        audit.Entry(
-            "config-change",
-            audit.SUCCESS,
-            caller.username,
-            caller.address,
-            [{"type": "device", "id": str(values.get("ae_title", node_id))}],
-            f"remote node {node_id} {change}: {shown}",
-        ),
-    )
+    device = [{"type": "device", "id": str(values.get("ae_title", node_id))}]
+    audit_caller(ctx, "config-change", caller, device, f"remote node {node_id} {change}: {shown}")
 
 
 def create_app(ctx: ServerContext) -> FastAPI:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from sqlalchemy import func, select, true
+from sqlalchemy import func, select
 
 from lucent.api import schemas
 from lucent.dicom import pixels
@@ -471,27 +471,26 @@ def server_status(request: Request, caller: Caller = Depends(get_caller)) -> dic
         else pools_with(request, caller, "read")
     )
     with ctx.Session() as db:
-        studies = select(Study.id)
-        if pools is not None:
-            studies = studies.where(Study.pool.in_(pools))
-        counts = {
-            "patients": db.scalar(
-                select(func.count(func.distinct(Study.patient_pk))).where(
-                    Study.id.in_(studies.scalar_subquery())
+        if pools is None:  # the whole archive, patients of refused data only included
+            counts = {
+                name: db.scalar(select(func.count(model.id)))
+                for name, model in (
+                    ("patients", Patient),
+                    ("studies", Study),
+                    ("instances", Instance),
                 )
-            ),
-            "studies": db.scalar(select(func.count()).select_from(studies.subquery())),
-            "instances": db.scalar(
-                select(func.count(Instance.id)).where(
-                    Instance.pool.in_(pools) if pools is not None else true()
-                )
-            ),
-        }
-        counts = {k: int(v or 0) for k, v in counts.items()}
-        if pools is None:  # every patient row, incl. those of refused data only
-            counts["patients"] = int(db.scalar(select(func.count(Patient.id))) or 0)
+            }
+        else:
+            studies = select(Study.id, Study.patient_pk).where(Study.pool.in_(pools)).subquery()
+            counts = {
+                "patients": db.scalar(select(func.count(func.distinct(studies.c.patient_pk)))),
+                "studies": db.scalar(select(func.count()).select_from(studies)),
+                "instances": db.scalar(
+                    select(func.count(Instance.id)).where(Instance.pool.in_(pools))
+                ),
+            }
     return {
         "pools": [p.name for p in ctx.settings.pools],
         "free_mb": ctx.storage.free_bytes() // (1024 * 1024),
-        **counts,
+        **{k: int(v or 0) for k, v in counts.items()},
     }

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from lucent.api import account_schemas as acs
 from server.accounts import audit
-from server.api.auth import Caller, get_caller
+from server.api.auth import Caller, audit_caller, get_caller
 from server.api.params import Offset
 from server.context import ServerContext
 from server.index.account_models import AuditRecord
@@ -67,10 +67,7 @@ def _find(
 
 
 def _used(request: Request, caller: Caller, detail: str) -> None:
-    audit.record(
-        _ctx(request).WriteSession,
-        audit.Entry("audit-read", audit.SUCCESS, caller.username, caller.address, [], detail),
-    )
+    audit_caller(_ctx(request), "audit-read", caller, [], detail)
 
 
 @router.get("", response_model=list[acs.AuditOut])

@@ -299,18 +299,24 @@ def _forbidden(request: Request, caller: Caller, right: str) -> None:
     raise HTTPException(403, f"your account lacks the '{right}' right for this")
 
 
-def _audit_refusal(ctx: ServerContext, caller: Caller, request: Request, right: str) -> None:
+def audit_caller(
+    ctx: ServerContext,
+    event: str,
+    caller: Caller,
+    objects: list[dict[str, str]],
+    detail: str,
+    outcome: int = audit.SUCCESS,
+) -> None:
+    """One audit record of what a logged-in caller did (or was refused): who, from where."""
     audit.record(
         ctx.WriteSession,
-        audit.Entry(
-            "refused",
-            audit.MINOR_FAILURE,
-            caller.username,
-            caller.address,
-            [],
-            f"{request.method} {request.url.path}: needs '{right}'",
-        ),
+        audit.Entry(event, outcome, caller.username, caller.address, objects, detail),
     )
+
+
+def _audit_refusal(ctx: ServerContext, caller: Caller, request: Request, right: str) -> None:
+    detail = f"{request.method} {request.url.path}: needs '{right}'"
+    audit_caller(ctx, "refused", caller, [], detail, audit.MINOR_FAILURE)
 
 
 def _audit_access(request: Request, caller: Caller, rule: rights.Rule, study_uid: str) -> None:
@@ -321,17 +327,7 @@ def _audit_access(request: Request, caller: Caller, rule: rights.Rule, study_uid
     objects = [{"type": "study", "id": study_uid}] if study_uid else []
     if rule.audit == "query" and not study_uid:
         objects = [{"type": "query", "id": str(request.url.query)[:200]}]
-    audit.record(
-        ctx.WriteSession,
-        audit.Entry(
-            rule.audit,
-            audit.SUCCESS,
-            caller.username,
-            caller.address,
-            objects,
-            f"{request.method} {request.url.path}",
-        ),
-    )
+    audit_caller(ctx, rule.audit, caller, objects, f"{request.method} {request.url.path}")
 
 
 def hidden_uids(request: Request, level: str) -> set[str]:

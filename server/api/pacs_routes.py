@@ -16,9 +16,8 @@ from sqlalchemy import select
 
 from lucent.api import schemas
 from lucent.net import commitment
-from server.accounts import audit
 from server.api import dicomweb_dates
-from server.api.auth import Caller, access, get_caller, pools_with, require_admin
+from server.api.auth import Caller, access, audit_caller, get_caller, pools_with, require_admin
 from server.api.params import OptionalRowId, RowId, row_id_or_404
 from server.context import ServerContext
 from server.index.models import Study
@@ -72,10 +71,7 @@ def _audit_job(
     )
     if what.get("pool"):
         detail += f", into pool {what['pool']}"
-    audit.record(
-        svc.ctx.WriteSession,
-        audit.Entry(event, audit.SUCCESS, caller.username, caller.address, objects, detail),
-    )
+    audit_caller(svc.ctx, event, caller, objects, detail)
 
 
 def _job_out(j: Job) -> schemas.JobOut:

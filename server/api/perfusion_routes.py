@@ -16,9 +16,8 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from sqlalchemy import select
 
 from lucent.api import schemas
-from server.accounts import audit
 from server.api import pacs_routes
-from server.api.auth import Caller, access, get_caller, pools_with, require_pool
+from server.api.auth import Caller, access, audit_caller, get_caller, pools_with, require_pool
 from server.api.params import RowId
 from server.index.models import Series, Study
 from server.index.pacs_models import Job
@@ -112,8 +111,8 @@ def _get_run(
         if run is None:
             raise HTTPException(404, f"no perfusion run {run_id}")
     if request is not None and caller is not None:
-        require_pool(request, caller, run.pool, "read")
-        require_pool(request, caller, run.pool, right)
+        for needed in {"read", right}:
+            require_pool(request, caller, run.pool, needed)
     return run
 
 
@@ -161,16 +160,12 @@ def start_run(
     except PerfusionError as exc:
         raise HTTPException(exc.http, exc.message) from exc
     run = _get_run(svc, run_id)
-    audit.record(
-        svc.ctx.WriteSession,
-        audit.Entry(
-            "import",
-            audit.SUCCESS,
-            caller.username,
-            caller.address,
-            [{"type": "study", "id": run.study_uid}, {"type": "series", "id": run.series_uid}],
-            f"perfusion run {run.id} started; results go into pool {run.pool}",
-        ),
+    audit_caller(
+        svc.ctx,
+        "import",
+        caller,
+        [{"type": "study", "id": run.study_uid}, {"type": "series", "id": run.series_uid}],
+        f"perfusion run {run.id} started; results go into pool {run.pool}",
     )
     return _run_out(svc, run)
 
@@ -233,17 +228,8 @@ def run_result(
     pool check: the access rule's audit recorded refused and unknown runs as reads."""
     run = _get_run(svc, run_id, request, caller)
     if svc.ctx.settings.audit.data_access:
-        audit.record(
-            svc.ctx.WriteSession,
-            audit.Entry(
-                "view",
-                audit.SUCCESS,
-                caller.username,
-                caller.address,
-                [{"type": "study", "id": run.study_uid}],
-                f"GET /api/v1/perfusion/runs/{run_id}/result",
-            ),
-        )
+        study = [{"type": "study", "id": run.study_uid}]
+        audit_caller(svc.ctx, "view", caller, study, f"GET /api/v1/perfusion/runs/{run_id}/result")
     if run.result is None:
         if run.state in ("queued", "running"):
             raise HTTPException(409, f"perfusion run {run_id} is {run.state}")

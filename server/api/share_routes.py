@@ -29,7 +29,7 @@ from server.accounts import audit, links, rights, users
 from server.accounts.clock import now
 from server.accounts.login import digest, new_token
 from server.api import reset_page
-from server.api.auth import Caller, access, client_address, get_caller
+from server.api.auth import Caller, access, audit_caller, client_address, get_caller
 from server.api.params import RowId
 from server.context import ServerContext
 from server.index.account_models import ShareLink, ShareSession
@@ -112,16 +112,12 @@ def create_share(
         link_id, expires = link.id, link.expires_at
     links.warn_if_guessed(ctx.settings, "share link")
     base = links.public_base(ctx.settings)
-    audit.record(
-        ctx.WriteSession,
-        audit.Entry(
-            "share-create",
-            audit.SUCCESS,
-            caller.username,
-            caller.address,
-            [{"type": "study", "id": body.study_uid}, {"type": "share", "id": str(link_id)}],
-            f"series {body.series_uid}" if body.series_uid else "whole study",
-        ),
+    audit_caller(
+        ctx,
+        "share-create",
+        caller,
+        [{"type": "study", "id": body.study_uid}, {"type": "share", "id": str(link_id)}],
+        f"series {body.series_uid}" if body.series_uid else "whole study",
     )
     return acs.ShareCreated(id=link_id, url=f"{base}/share/{token}", pin=pin, expires_at=expires)
 
@@ -146,16 +142,7 @@ def revoke_share(share_id: RowId, request: Request, caller: Caller = Depends(get
         if link is None or (link.creator_pk != caller.user_id and not caller.is_admin):
             raise HTTPException(404, "no such share link")
         link.revoked = True
-    audit.record(
-        ctx.WriteSession,
-        audit.Entry(
-            "share-revoke",
-            audit.SUCCESS,
-            caller.username,
-            caller.address,
-            [{"type": "share", "id": str(share_id)}],
-        ),
-    )
+    audit_caller(ctx, "share-revoke", caller, [{"type": "share", "id": str(share_id)}], "")
 
 
 # ------------------------------------------------------------------ the public side
