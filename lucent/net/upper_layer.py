@@ -54,6 +54,9 @@ class AssociateRequest:
     # The two 16-byte AE title fields as received: the A-ASSOCIATE-AC returns them
     # identical (PS3.8 9.3.3), leading spaces and all.
     raw_titles: bytes = b""
+    # SOP classes for which the requestor proposes to be the SCP (role selection, PS3.7
+    # D.3.3.4): the storage contexts of a C-GET, on which we would send, not receive.
+    scp_role_classes: set[str] = field(default_factory=set)
 
 
 def parse_associate_rq(pdu: bytes) -> AssociateRequest:
@@ -116,6 +119,11 @@ def _parse_user_info(body: bytes, req: AssociateRequest) -> None:
             req.implementation_version = value.decode("ascii", "replace").strip()
         elif sub != 0x53:  # 0x53 async window: we answer nothing = one operation at a time
             req.other_user_items.append(sub)
+            if sub == 0x54 and length >= 2:
+                (uid_length,) = struct.unpack(">H", value[:2])
+                roles = value[2 + uid_length : 4 + uid_length]
+                if len(roles) == 2 and roles[1] == 1:  # SCP-role: the requestor supports it
+                    req.scp_role_classes.add(_uid(value[2 : 2 + uid_length]))
         pos += 4 + length
 
 

@@ -199,13 +199,22 @@ class StoreAcceptor:
         return wrapped
 
     def _unknown_query_retrieve_caller(self, req: ul.AssociateRequest, address: Any) -> bool:
-        """An association that proposes only Query/Retrieve from a caller that may not use
-        it is rejected outright, so the caller is told at once and why (findscu: "Calling
-        AE Title Not Recognized"), not refused request by request. An association that
-        also proposes storage stays open: storage is open to all (Conformance 4.2.3.5)."""
+        """An association that proposes only Query/Retrieve (a C-GET's storage contexts
+        included) from a caller that may not use it is rejected outright, so the caller is
+        told at once and why (findscu, getscu: "Calling AE Title Not Recognized"), not
+        refused request by request. An association that also proposes storage towards us
+        stays open: storage is open to all (Conformance 4.2.3.5)."""
         if not self.settings.dimse.restrict_query_retrieve or not req.contexts:
             return False
-        if any(c.abstract_syntax not in QUERY_RETRIEVE for c in req.contexts):
+        if not any(c.abstract_syntax in QUERY_RETRIEVE for c in req.contexts):
+            return False
+        # A storage context the caller proposes to be the SCP for carries C-GET
+        # sub-operations towards it (getscu proposes its storage classes so): not a store.
+        if any(
+            c.abstract_syntax not in QUERY_RETRIEVE
+            and c.abstract_syntax not in req.scp_role_classes
+            for c in req.contexts
+        ):
             return False
         return access.query_retrieve_caller(self.ctx, req.calling_ae, str(address[0])) is None
 

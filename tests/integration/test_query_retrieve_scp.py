@@ -103,27 +103,47 @@ def test_patient_root_find(server: LucentServer, study: dict[str, object], nodes
 def test_unknown_caller_is_refused(
     server: LucentServer, study: dict[str, object], tmp_path: Path
 ) -> None:
-    """A Q/R-only association from an unknown caller is rejected at once with the reason;
-    one that also offers storage (getscu) is accepted and each request refused (0x0124)."""
-    done = subprocess.run(
-        [dcmtk_tool("findscu"), "-v", "-aet", "STRANGER", "-aec", server.ae_title, "-S",
-         "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=QR-1", "-k", "StudyInstanceUID",
-         "127.0.0.1", str(server.port)],
-        capture_output=True, text=True, env=dicom_env(True), timeout=60,
-    )  # fmt: skip
-    out = done.stdout + done.stderr
-    assert str(study["study"]) not in out
-    assert "Association Rejected" in out and "Calling AE Title Not Recognized" in out, out
-    done = subprocess.run(
-        [dcmtk_tool("getscu"), "-v", "-aet", "STRANGER", "-aec", server.ae_title, "-S",
-         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study['study']}",
-         "-od", str(tmp_path),
-         "127.0.0.1", str(server.port)],
-        capture_output=True, text=True, env=dicom_env(True), timeout=60,
-    )  # fmt: skip
-    out = done.stdout + done.stderr
-    assert "Association Rejected" not in out
-    assert "0x0124" in out or "0x124" in out, out  # Refused: Not Authorized
+    """A Q/R association from an unknown caller is rejected at once with the reason: a
+    C-FIND-only one, and a C-GET one whose storage contexts are for receiving (getscu
+    proposes them with the SCP role), so it carries no storage towards us."""
+    for tool, extra in (("findscu", []), ("getscu", ["-od", str(tmp_path)])):
+        done = subprocess.run(
+            [dcmtk_tool(tool), "-v", "-aet", "STRANGER", "-aec", server.ae_title, "-S",
+             "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study['study']}",
+             *extra, "127.0.0.1", str(server.port)],
+            capture_output=True, text=True, env=dicom_env(True), timeout=60,
+        )  # fmt: skip
+        out = done.stdout + done.stderr
+        assert "Association Rejected" in out, out
+        # getscu -v does not print the reason; findscu does
+        assert tool == "getscu" or "Calling AE Title Not Recognized" in out, out
+        assert str(study["series"]) not in out
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_caller_storing_and_querying_is_refused_per_request(
+    server: LucentServer, study: dict[str, object]
+) -> None:
+    """An association that also offers storage towards us stays open (storage is open to
+    all callers, Conformance 4.2.3.5); its C-FIND is refused with 0x0124."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
+
+    ae = AE(ae_title="STRANGER")
+    ae.add_requested_context(CTImageStorage)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", server.port, ae_title=server.ae_title)
+    assert assoc.is_established
+    try:
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = str(study["study"])
+        answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
+        assert [int(s.Status) for s, _ in answers] == [0x0124]
+        assert all(ident is None for _, ident in answers)
+    finally:
+        assoc.release()
 
 
 def test_move_study_to_configured_destination(
