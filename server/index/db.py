@@ -12,6 +12,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import sessionmaker
 
+from server.index import folding
+
 if os.name == "posix":
     import fcntl
 
@@ -45,6 +47,9 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA case_sensitive_like=ON")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.close()
+            dbapi_conn.create_function(
+                folding.SQLITE_FUNCTION, 1, folding.fold_text, deterministic=True
+            )
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # type: ignore[no-untyped-def]

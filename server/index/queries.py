@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from server.index import folding
 from server.index.models import Instance, Patient, Placeholder, Series, Study
 
 
@@ -72,8 +73,8 @@ def match_text(
     if value in ("", "*"):
         return None
     if fold:
-        value = value.upper()
-        column = func.upper(column)
+        value = folding.fold_text(value)
+        column = folding.folded(column)
     if "*" in value or "?" in value:
         return column.like(_like(value), escape="\\")
     return column == value
@@ -324,7 +325,8 @@ class PatientRow:
 
 def _patient_clauses(f: Filter) -> list[Any]:
     """Where-clauses selecting the patients ``f`` matches (its study keys: patients with a
-    matching study)."""
+    matching study). Restricted to pools only, a patient known from refused data alone (a
+    placeholder in one of them) is listed too: users with pool rights did not see it."""
     study_clauses = [c for c in _clauses(f) if c is not None]
     patient_only = Filter(
         patient_name=f.patient_name,
@@ -333,15 +335,29 @@ def _patient_clauses(f: Filter) -> list[Any]:
         birth_date=f.birth_date,
     )
     out = list(_clauses(patient_only))
+    pools_only = Filter(pool=f.pool, pools=f.pools)
+    pool_clauses = _clauses(pools_only)
     if len(study_clauses) > len(out):
-        out.append(
-            Patient.id.in_(
-                select(Study.patient_pk)
-                .join(Patient, Study.patient_pk == Patient.id)
-                .where(*study_clauses)
-            )
+        with_study = Patient.id.in_(
+            select(Study.patient_pk)
+            .join(Patient, Study.patient_pk == Patient.id)
+            .where(*study_clauses)
         )
+        if pool_clauses and len(study_clauses) == len(out) + len(pool_clauses):
+            refused_here = Patient.id.in_(
+                select(Placeholder.patient_pk).where(*_placeholder_pool_clauses(pools_only))
+            )
+            out.append(or_(with_study, refused_here))
+        else:
+            out.append(with_study)
     return out
+
+
+def _placeholder_pool_clauses(f: Filter) -> list[ColumnElement[bool]]:
+    candidates = [match_text(Placeholder.pool, f.pool)]
+    if f.pools is not None:
+        candidates.append(Placeholder.pool.in_(f.pools))
+    return [c for c in candidates if c is not None]
 
 
 def count_patients(session: Session, f: Filter) -> int:
@@ -360,10 +376,11 @@ def patients(session: Session, f: Filter, offset: int = 0, limit: int = 100) -> 
     )
     found = list(session.scalars(stmt))
     ids = [p.id for p in found]
+    pools_only = Filter(pool=f.pool, pools=f.pools)  # counts of what the caller may see
     n_studies = dict(
         session.execute(
             select(Study.patient_pk, func.count(Study.id))
-            .where(Study.patient_pk.in_(ids))
+            .where(Study.patient_pk.in_(ids), *_clauses(pools_only))
             .group_by(Study.patient_pk)
         )
         .tuples()
@@ -372,7 +389,7 @@ def patients(session: Session, f: Filter, offset: int = 0, limit: int = 100) -> 
     n_ph = dict(
         session.execute(
             select(Placeholder.patient_pk, func.count(Placeholder.id))
-            .where(Placeholder.patient_pk.in_(ids))
+            .where(Placeholder.patient_pk.in_(ids), *_placeholder_pool_clauses(pools_only))
             .group_by(Placeholder.patient_pk)
         )
         .tuples()
@@ -515,12 +532,9 @@ def _placeholder_select(f: Filter, what: Any) -> Select[Any]:
         match_uid_list(Placeholder.series_uid, f.series_uid),  # type: ignore[arg-type]
         match_uid_list(Placeholder.sop_instance_uid, f.sop_instance_uid),  # type: ignore[arg-type]
         match_uid_list(Placeholder.sop_class_uid, f.sop_class_uid),  # type: ignore[arg-type]
-        match_text(Placeholder.pool, f.pool),
+        *_placeholder_pool_clauses(f),
     ]
-    stmt = stmt.where(*[c for c in clauses if c is not None])
-    if f.pools is not None:
-        stmt = stmt.where(Placeholder.pool.in_(f.pools))
-    return stmt
+    return stmt.where(*[c for c in clauses if c is not None])
 
 
 def placeholders(session: Session, f: Filter, limit: int = 1000) -> list[Placeholder]:

@@ -1,0 +1,44 @@
+"""Case-insensitive text matching that folds every script, the same on SQLite and PostgreSQL.
+
+SQLite's ``upper()`` folds ASCII letters only, and PostgreSQL's follows the database locale
+(``C`` folds ASCII only): "Schädel nativ" typed exactly did not find "Schädel nativ"
+(outside probe), because the pattern was folded in Python ("SCHÄDEL") and the column in SQL
+("SCHäDEL"). ``folded(column)`` folds like ``str.upper``: a Python function on SQLite, the
+ICU root collation on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import String
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+SQLITE_FUNCTION = "lucent_fold"
+
+
+def fold_text(value: Any) -> Any:
+    """What ``folded`` computes, for SQLite (registered on every connection) and Python."""
+    return value.upper() if isinstance(value, str) else value
+
+
+class folded(FunctionElement[str]):  # noqa: N801 - reads like the SQL function it is
+    type = String()
+    inherit_cache = True
+    name = "folded"
+
+
+@compiles(folded)
+def _folded_default(element: folded, compiler: Any, **kw: Any) -> str:
+    return f"upper({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(folded, "sqlite")
+def _folded_sqlite(element: folded, compiler: Any, **kw: Any) -> str:
+    return f"{SQLITE_FUNCTION}({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(folded, "postgresql")
+def _folded_postgresql(element: folded, compiler: Any, **kw: Any) -> str:
+    return f'upper(({compiler.process(element.clauses, **kw)}) COLLATE "und-x-icu")'

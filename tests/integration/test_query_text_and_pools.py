@@ -1,0 +1,100 @@
+"""Text matching beyond ASCII and pool-restricted patient lists, on SQLite and PostgreSQL.
+
+Outside probe: "Schädel nativ" typed exactly found nothing (descriptions and referring
+physicians were folded by the database, which folds ASCII only, and the pattern by Python);
+a user with rights on one pool did not see a patient known there only from refused data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.filebase import DicomBytesIO
+
+from tests.integration.test_accounts_support import AppUnderTest, ct_bytes, make_app
+from tests.support.postgres import TemporaryPostgres, postgres_available
+
+POOLS = [
+    {"name": "DEFAULT", "ae_title": "LUCENT", "port": 0},
+    {"name": "ONCO", "ae_title": "LUCENT_ONCO", "port": 0},
+]
+STUDY = "1.2.826.0.1.3680043.10.1455.7.1"
+
+
+def _refused(tmp: Path, patient_id: str) -> bytes:
+    """A CT whose pixel data do not fit Rows x Columns: refused, a placeholder appears."""
+    ds = dcmread(DicomBytesIO(ct_bytes(tmp, patient_id=patient_id)))
+    ds.Rows = 64
+    out = DicomBytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    tmp = tmp_path_factory.mktemp(f"text-{request.param}")
+    sections: dict[str, dict[str, Any]] = {}
+    pg = None
+    if request.param == "postgres":
+        if not postgres_available():
+            pytest.fail("PostgreSQL is not installed: run scripts/setup.sh")
+        pg = TemporaryPostgres()
+        sections["index"] = {"database_url": pg.__enter__()}
+    try:
+        with make_app(tmp, sections, pools=POOLS) as app:
+            ds = dcmread(DicomBytesIO(ct_bytes(tmp, patient_id="TXT-1", study_uid=STUDY)))
+            ds.SpecificCharacterSet = "ISO_IR 192"
+            ds.StudyDescription = "Schädel nativ"
+            ds.SeriesDescription = "Kopf ärztlich"
+            ds.ReferringPhysicianName = "Bäcker^Hans"
+            out = DicomBytesIO()
+            ds.save_as(out, enforce_file_format=True)
+            assert app.store(out.getvalue()) == 0
+            assert app.store(ct_bytes(tmp, patient_id="ONC-1"), pool="ONCO") == 0
+            assert app.store(_refused(tmp, "REFUSED-HERE")) != 0
+            assert app.store(_refused(tmp, "REFUSED-ONCO"), pool="ONCO") != 0
+            app.add_user("rad-def", "radiologist", {"DEFAULT": ["read"]})
+            yield app
+    finally:
+        if pg is not None:
+            pg.__exit__(None, None, None)
+
+
+def _get(app: AppUnderTest, path: str, **params: str) -> Any:
+    r = app.http.get(path, params=params, headers=app.admin())
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("pattern", ["Schädel nativ", "schädel NATIV", "SCHÄDEL*", "*ÄDEL NA*"])
+def test_study_description_matches_non_ascii_regardless_of_case(
+    app: AppUnderTest, pattern: str
+) -> None:
+    found = _get(app, "/api/v1/studies", description=pattern)["items"]
+    assert [s["study_uid"] for s in found] == [STUDY]
+
+
+def test_qido_referring_physician_and_series_description_beyond_ascii(app: AppUnderTest) -> None:
+    for name in ("Bäcker^Hans", "bäcker^hans"):
+        studies = _get(app, "/dicom-web/studies", ReferringPhysicianName=name)
+        assert [s["0020000D"]["Value"][0] for s in studies] == [STUDY], name
+    series = _get(app, "/dicom-web/series", SeriesDescription="Kopf ärztlich")
+    assert len(series) == 1 and series[0]["0020000D"]["Value"][0] == STUDY
+
+
+def test_pool_user_lists_a_patient_known_there_only_from_refused_data(app: AppUnderTest) -> None:
+    r = app.http.get("/api/v1/patients", headers=app.token("rad-def"))
+    assert r.status_code == 200, r.text
+    rows = {p["patient_id"]: p for p in r.json()["items"]}
+    assert set(rows) == {"TXT-1", "REFUSED-HERE"}
+    assert rows["REFUSED-HERE"]["non_conformant"] == 1
+    assert rows["REFUSED-HERE"]["study_count"] == 0
+    assert rows["TXT-1"]["study_count"] == 1
+    admin = {p["patient_id"] for p in _get(app, "/api/v1/patients")["items"]}
+    assert {"ONC-1", "REFUSED-ONCO"} <= admin
