@@ -15,6 +15,7 @@ import contextlib
 import socket
 import ssl
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -73,6 +74,9 @@ class DirectAssociation:
         self.peer_max_pdu = accept.max_pdu
         self._msg_id = 0
         self._open = True
+        # Writes come from the caller's thread and, for C-CANCEL, from a watcher thread
+        # (scu._CancelWatch): one lock keeps their PDUs from interleaving on the socket.
+        self._send_lock = threading.Lock()
         self._reader = transport.PduReader(sock, RECEIVE_LIMIT)
 
     # ------------------------------------------------------------------ set-up
@@ -163,7 +167,9 @@ class DirectAssociation:
     def c_find(
         self, context_id: int, sop_class: str, identifier: bytes, message_id: int
     ) -> Iterator[FindAnswer]:
-        """Send a C-FIND-RQ and yield its responses until the final one (PS3.7 9.1.2)."""
+        """Send a C-FIND-RQ now and return an iterator over its responses until the final
+        one (PS3.7 9.1.2). The request is on the wire when this returns, so a C-CANCEL sent
+        from another thread from then on always follows it."""
         command = ul.command_set(
             [
                 (0x00000002, sop_class.encode()),
@@ -174,6 +180,9 @@ class DirectAssociation:
             ]
         )
         self._send_message(context_id, command, identifier)
+        return self._find_answers(message_id)
+
+    def _find_answers(self, message_id: int) -> Iterator[FindAnswer]:
         while True:
             rsp, data = self._receive_message()
             if rsp.command_field != C_FIND_RSP:
@@ -188,6 +197,8 @@ class DirectAssociation:
                 return
 
     def c_cancel(self, context_id: int, message_id: int) -> None:
+        """Send a C-CANCEL-RQ (PS3.7 9.3.2.3); safe from another thread while the caller's
+        thread waits for responses."""
         command = ul.command_set(
             [
                 (0x00000100, ul.us(C_CANCEL_RQ)),
@@ -254,10 +265,11 @@ class DirectAssociation:
     # ------------------------------------------------------------------ I/O
     def _send(self, context_id: int, payload: bytes, *, command: bool) -> None:
         try:
-            for pdu in ul.p_data_fragments(
-                context_id, payload, command=command, max_pdu=self.peer_max_pdu
-            ):
-                self.sock.sendall(pdu)
+            with self._send_lock:
+                for pdu in ul.p_data_fragments(
+                    context_id, payload, command=command, max_pdu=self.peer_max_pdu
+                ):
+                    self.sock.sendall(pdu)
         except TimeoutError as exc:
             raise DirectError("timeout", f"could not send within {self.timeout:g} s") from exc
         except OSError as exc:
@@ -271,6 +283,12 @@ class DirectAssociation:
 
         The data set is copied once, fragment by fragment, into a send buffer flushed every
         ``SEND_BATCH`` bytes: no per-fragment ``bytes`` objects, few system calls."""
+        with self._send_lock:
+            self._send_message_locked(context_id, command, data)
+
+    def _send_message_locked(
+        self, context_id: int, command: bytes, data: bytes | bytearray | memoryview
+    ) -> None:
         room = self.peer_max_pdu - 6 if self.peer_max_pdu else UNLIMITED_FRAGMENT
         room = max(room, 64)
         out = bytearray()

@@ -601,6 +601,58 @@ def _row(ds: Dataset) -> dict[str, str]:
     return out
 
 
+#: How often a C-CANCEL watcher looks at its cancel flag: the C-CANCEL-RQ leaves within
+#: this of the request, whether or not the PACS is sending responses.
+CANCEL_POLL_S = 0.05
+
+
+class _CancelWatch:
+    """Sends one C-CANCEL-RQ as soon as ``cancel`` is set, from its own thread.
+
+    Conformance 4.2.2 / issue 3: "cancel sends C-CANCEL". Checking the flag only when a
+    pending response arrives sent nothing while a busy PACS was silent (pending responses
+    are optional, PS3.4 C.4.2.3.1) — the cancel waited seconds or never went out. Both
+    pynetdicom's ``send_c_cancel`` (it queues PDUs for the DUL thread) and
+    ``DirectAssociation.c_cancel`` (it writes under a lock) are safe from another thread
+    while the caller waits for responses. Start it only once the request is on the wire,
+    and :meth:`stop` it before the association is released: no C-CANCEL goes out after.
+    """
+
+    def __init__(self, cancel: threading.Event | None, send: Callable[[], None]) -> None:
+        self._cancel = cancel
+        self._send = send
+        self._lock = threading.Lock()
+        self._done = False
+        self.sent = False
+        if cancel is not None:
+            threading.Thread(target=self._watch, name="c-cancel", daemon=True).start()
+
+    def _watch(self) -> None:
+        assert self._cancel is not None
+        while not self._done:
+            if self._cancel.wait(CANCEL_POLL_S):
+                self.fire()
+                return
+
+    def fire(self) -> bool:
+        """Send the C-CANCEL now unless it went out already or the operation ended;
+        True when this call sent it."""
+        with self._lock:
+            if self.sent or self._done:
+                return False
+            self.sent = True
+            try:
+                self._send()
+            except Exception as exc:  # noqa: BLE001 - a broken association shows in the reader
+                log.warning("C-CANCEL not sent: %s", exc)
+            return True
+
+    def stop(self) -> None:
+        """The operation ended: the watcher sends nothing from now on and exits."""
+        with self._lock:
+            self._done = True
+
+
 def _find_on(
     assoc: direct.DirectAssociation,
     query: _Query,
@@ -613,24 +665,40 @@ def _find_on(
     tag: str = "",
 ) -> list[dict[str, str]]:
     """Run one C-FIND on an open association; apply the 4.2.1.6 table to each response."""
-    got: list[dict[str, str]] = []
     msg_id = assoc.next_message_id()
-    cancelled_by_us = False
     answers = assoc.c_find(
         query.context_id, StudyRootQueryRetrieveInformationModelFind, query.encode(identifier),
         msg_id,
     )  # fmt: skip
+    watch = _CancelWatch(cancel, lambda: assoc.c_cancel(query.context_id, msg_id))
+    try:
+        return _find_answers(answers, query, limit, cancel, result, seen, unique, tag, watch)
+    finally:
+        watch.stop()
+
+
+def _find_answers(
+    answers: Iterable[direct.FindAnswer],
+    query: _Query,
+    limit: int,
+    cancel: threading.Event | None,
+    result: FindResult,
+    seen: dict[str, dict[str, str]],
+    unique: str,
+    tag: str,
+    watch: _CancelWatch,
+) -> list[dict[str, str]]:
+    got: list[dict[str, str]] = []
     for answer in answers:
         code = answer.status
         if code in (status.PENDING, status.PENDING_WARNING):
             if code == status.PENDING_WARNING:
                 result.warnings += 1  # 4.2.1.6: FF01 - returned values not overridden
-            if cancelled_by_us or answer.identifier is None:
+            if watch.sent or answer.identifier is None:
                 continue
             if cancel is not None and cancel.is_set():
-                cancelled_by_us = True
+                watch.fire()
                 result.outcome = "cancelled"
-                assoc.c_cancel(query.context_id, msg_id)
                 continue
             row = query.row(answer.identifier)
             if tag:
@@ -640,20 +708,22 @@ def _find_on(
                 if len(result.rows) >= limit:
                     # a match beyond the limit: the list is incomplete (4.2.1.4), stop the
                     # PACS. Exactly ``limit`` matches and a final 0000 is a complete list.
-                    cancelled_by_us = True
-                    result.outcome = "truncated"
-                    result.message = f"stopped at the limit of {limit} results"
-                    assoc.c_cancel(query.context_id, msg_id)
+                    if watch.fire():
+                        result.outcome = "truncated"
+                        result.message = f"stopped at the limit of {limit} results"
                     continue
                 seen[key] = row
                 result.rows.append(row)
             got.append(row)
             continue
+        watch.stop()
         result.status = code
+        if watch.sent and result.outcome not in ("truncated", "cancelled"):
+            result.outcome = "cancelled"  # the watcher sent it while the PACS was silent
         if code == status.SUCCESS:
             return got
         if code == status.QR_CANCEL:
-            if not cancelled_by_us:
+            if not watch.sent:
                 result.outcome = "cancelled"
                 result.message = (
                     "the PACS ended the query: matching terminated due to cancel (FE00)"
@@ -1139,13 +1209,21 @@ def move(
         )
     except AssociationError as exc:
         return MoveResult(None, exc.message, progress, permanent=exc.permanent)
-    cancel_sent = False
     final: Dataset | None = None
     last_identifier: Dataset | None = None
+    watch: _CancelWatch | None = None
     try:
         msg_id = _next_msg_id(assoc)
+        # pynetdicom sends the C-MOVE-RQ here already (its responses come from a wrapper
+        # generator), so the watcher's C-CANCEL can only follow it.
         responses = assoc.send_c_move(
             identifier, destination, StudyRootQueryRetrieveInformationModelMove, msg_id=msg_id
+        )
+        watch = _CancelWatch(
+            cancel,
+            lambda: assoc.send_c_cancel(
+                msg_id, query_model=StudyRootQueryRetrieveInformationModelMove
+            ),
         )
         for rsp, rsp_identifier in responses:
             if rsp is None or "Status" not in rsp:
@@ -1157,19 +1235,17 @@ def move(
             if code == status.PENDING or code == status.PENDING_WARNING:
                 if on_progress is not None:
                     on_progress(progress)
-                if cancel is not None and cancel.is_set() and not cancel_sent:
-                    cancel_sent = True
-                    with contextlib.suppress(Exception):
-                        assoc.send_c_cancel(
-                            msg_id,
-                            query_model=StudyRootQueryRetrieveInformationModelMove,
-                        )
+                if cancel is not None and cancel.is_set():
+                    watch.fire()  # the watcher's C-CANCEL, unless it went out already
                 continue
             final = rsp
             last_identifier = rsp_identifier
             break
     finally:
+        if watch is not None:
+            watch.stop()
         _release(assoc)
+    cancel_sent = watch is not None and watch.sent
     if final is None:
         return MoveResult(None, "the C-MOVE ended without a final status", progress)
     code = int(final.Status)

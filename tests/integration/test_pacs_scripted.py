@@ -58,6 +58,8 @@ class ScriptedPeer:
         self.move_delay = 0.0
         self.store_delay = 0.0
         self.cancelled = threading.Event()
+        self.silence = 0.0  # seconds of silence before the first C-FIND/C-MOVE answer
+        self.cancel_seen: list[float] = []  # monotonic times a C-CANCEL-RQ arrived
         self.commit_mode = "same"  # same | reopen: where the N-EVENT-REPORT goes
         self.failed_uids: set[str] = set()
         self.store_statuses: dict[str, int] = {}  # SOP Instance UID -> status; ABORT aborts
@@ -65,7 +67,24 @@ class ScriptedPeer:
         self._server: Any = None
 
     # ---- handlers
+    def _silent(self, event: Any) -> bool:
+        """Say nothing for ``silence`` seconds (a busy PACS: pending answers are optional);
+        True when a C-CANCEL arrived meanwhile."""
+        until = time.monotonic() + self.silence
+        while time.monotonic() < until:
+            if event.is_cancelled:
+                return True
+            time.sleep(0.01)
+        return bool(event.is_cancelled)
+
+    def _dimse_recv(self, event: Any) -> None:
+        if type(event.message).__name__ == "C_CANCEL_RQ":
+            self.cancel_seen.append(time.monotonic())
+
     def _find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        if self.silence and self._silent(event):
+            yield 0xFE00, None
+            return
         yield from self.find_script
 
     def _move(self, event: Any) -> Iterator[Any]:
@@ -75,6 +94,10 @@ class ScriptedPeer:
         self.move_calls += 1
         yield self.host, self.port, {"contexts": [build_context(CTImageStorage)]}
         yield sum(1 for code in script if code != 0x0000)  # pynetdicom reads this many
+        if self.silence and self._silent(event):
+            self.cancelled.set()
+            yield 0xFE00, None
+            return
         for code in script:
             if self.move_delay:
                 time.sleep(self.move_delay)
@@ -153,6 +176,7 @@ class ScriptedPeer:
             (evt.EVT_C_STORE, self._store),
             (evt.EVT_N_ACTION, self._action),
             (evt.EVT_ESTABLISHED, self._established),
+            (evt.EVT_DIMSE_RECV, self._dimse_recv),
         ]
         self._server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
         return self
@@ -312,6 +336,53 @@ def test_move_cancel_sends_c_cancel(scripted: ScriptedPeer) -> None:
     assert result.cancelled and result.status == 0xFE00 and result.attempts == 1
     assert scripted.cancelled.is_set()  # the peer saw the C-CANCEL
     assert seen[0] < seen[-1] < 1.0
+
+
+def _cancel_after(delay: float) -> tuple[threading.Event, list[float]]:
+    """A cancel flag set ``delay`` seconds from now, and (later) the monotonic time it was."""
+    cancel, when = threading.Event(), []
+
+    def later() -> None:
+        time.sleep(delay)
+        when.append(time.monotonic())
+        cancel.set()
+
+    threading.Thread(target=later, daemon=True).start()
+    return cancel, when
+
+
+def test_move_cancel_while_pacs_is_silent(scripted: ScriptedPeer) -> None:
+    """Pending responses are optional: a PACS busy for seconds sends none. The C-CANCEL
+    must still leave at once (issue 3: "cancel sends C-CANCEL"), not with the next answer."""
+    scripted.move_scripts = [[0xFF00, 0x0000]]
+    scripted.move_calls = 0
+    scripted.cancelled.clear()
+    scripted.cancel_seen.clear()
+    scripted.silence = 6.0
+    cancel, when = _cancel_after(0.3)
+    start = time.monotonic()
+    try:
+        result = scu.move(scripted.peer(), scu.move_identifier("1.2.3"), "LUCENT", cancel=cancel)
+    finally:
+        scripted.silence = 0.0
+    assert scripted.cancel_seen and scripted.cancel_seen[0] - when[0] < 1.0
+    assert result.cancelled and result.status == 0xFE00
+    assert time.monotonic() - start < 4.0  # the PACS stopped on our C-CANCEL, not at its end
+
+
+def test_find_cancel_while_pacs_is_silent(scripted: ScriptedPeer) -> None:
+    scripted.find_script = [(0xFF00, _match("A^B")), (0x0000, None)]
+    scripted.cancel_seen.clear()
+    scripted.silence = 6.0
+    cancel, when = _cancel_after(0.3)
+    start = time.monotonic()
+    try:
+        result = scu.find(scripted.peer(), "STUDY", {"PatientName": "*"}, cancel=cancel)
+    finally:
+        scripted.silence = 0.0
+    assert scripted.cancel_seen and scripted.cancel_seen[0] - when[0] < 1.0
+    assert result.outcome == "cancelled" and result.status == 0xFE00 and not result.rows
+    assert time.monotonic() - start < 4.0
 
 
 # --------------------------------------------------------------------------- C-STORE 4.2.4
