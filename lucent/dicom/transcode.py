@@ -12,7 +12,6 @@ DICOM association thread.
 
 from __future__ import annotations
 
-import contextlib
 import io
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -273,10 +272,11 @@ def to_little_endian(ds: Dataset) -> bool:
 
 
 def set_syntax(ds: Dataset, ts: str) -> None:
-    """Make ``ts`` the syntax pydicom (and pynetdicom) encode ``ds`` in."""
-    uid = UID(ts)
-    ds.file_meta.TransferSyntaxUID = uid
-    # pydicom 3 encodes by the file meta; keep the old attributes out of the way.
-    with contextlib.suppress(AttributeError):
-        ds.is_implicit_VR = uid.is_implicit_VR  # type: ignore[attr-defined]
-        ds.is_little_endian = uid.is_little_endian  # type: ignore[attr-defined]
+    """Make ``ts`` the syntax ``ds`` is written in: its file meta Transfer Syntax UID.
+
+    That is all pydicom 3 needs: ``dcmwrite``/``save_as`` encode by the file meta, and our
+    senders pass the encoding explicitly (``scu._encode``; Part-10 bytes from
+    :func:`prepare_part10`). Setting ``Dataset.is_implicit_VR``/``is_little_endian`` as
+    well was deprecated ("will be removed in v4.0"): two warnings in the server log for
+    every transcoded instance."""
+    ds.file_meta.TransferSyntaxUID = UID(ts)

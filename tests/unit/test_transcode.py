@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from lucent.dicom import transcode
 
@@ -141,3 +141,33 @@ def test_pixel_array_fallback_sets_what_decompress_sets(name: str) -> None:
     assert not got["PixelData"].is_undefined_length
     for keyword in ("PhotometricInterpretation", "PlanarConfiguration", "NumberOfFrames"):
         assert got.get(keyword) == expected.get(keyword), keyword
+
+
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [
+        ("CT_small.dcm", ImplicitVRLittleEndian),  # uncompressed ↔ uncompressed
+        ("MR_small_bigendian.dcm", ExplicitVRLittleEndian),  # byte order
+        ("MR_small_RLE.dcm", ExplicitVRLittleEndian),  # compressed → native
+        ("MR_small_jpeg_ls_lossless.dcm", ImplicitVRLittleEndian),
+        ("MR_small.dcm", "1.2.840.10008.1.2.5"),  # native → RLE Lossless
+    ],
+)
+def test_transcoding_emits_no_warning(
+    name: str, target: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Setting Dataset.is_implicit_VR / is_little_endian is deprecated in pydicom 3 ("will
+    be removed in v4.0"): two warnings in the server log per transcoded instance. The file
+    meta alone says how to encode."""
+    raw = open(get_testdata_file(name), "rb").read()  # noqa: SIM115
+    own = str(dcmread(io.BytesIO(raw)).file_meta.TransferSyntaxUID)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data, syntax, transcoded, error = transcode.prepare_part10(raw, own, {target}, "")
+        assert data is not None, error
+        if not UID(own).is_little_endian:
+            ds = dcmread(io.BytesIO(raw))
+            assert transcode.to_little_endian(ds)
+            ds.save_as(io.BytesIO(), enforce_file_format=True)
+    assert syntax == target and transcoded
+    assert not [r for r in caplog.records if "will be removed" in r.getMessage()]
