@@ -149,6 +149,10 @@ class LucentClient(AccountsApi):
         return np.load(io.BytesIO(data), allow_pickle=False)
 
     def geometry(self, series_uid: str) -> schemas.VolumeGeometry:
+        """The series as one volume; ApiError 409 (with the reason) when it is not one:
+        4D or repeated positions, multi-frame instances, mixed sizes, orientations, pixel
+        spacings or pixel formats. Non-uniform gaps are not refused: ``slice_spacing`` is
+        then None, ``uniform_spacing`` False and ``slice_gaps`` lists the gaps."""
         return schemas.VolumeGeometry.model_validate(
             self._get(f"/api/v1/series/{series_uid}/geometry")
         )

@@ -125,7 +125,14 @@ class SliceGeometry(BaseModel):
 
 
 class VolumeGeometry(BaseModel):
-    """Geometry of a series as one volume: slices sorted along the normal of IOP."""
+    """Geometry of a series as one volume: slices sorted along the normal of IOP.
+
+    ``slice_spacing`` is the one distance between neighbouring slices (mm), or None when
+    there is none: one slice, no positions (ordered by Instance Number), or non-uniform gaps
+    (a missing slice): then ``uniform_spacing`` is False and ``slice_gaps`` lists each gap;
+    position each slice by its ``image_position``. ``uniform_spacing`` is None when the
+    positions are unknown. Gaps are uniform within 1 % of their median or 0.01 mm.
+    """
 
     series_uid: str
     rows: int
@@ -134,6 +141,8 @@ class VolumeGeometry(BaseModel):
     image_orientation: list[float] | None
     pixel_spacing: list[float] | None
     slice_spacing: float | None
+    uniform_spacing: bool | None = None
+    slice_gaps: list[float] = Field(default_factory=list)
     dtype: str
     window_center: float | None = None
     window_width: float | None = None

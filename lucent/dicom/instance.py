@@ -9,6 +9,7 @@ raise raw ``struct.error``/``EOFError`` on a few bytes of junk.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import struct
 import zlib
@@ -22,6 +23,8 @@ from pydicom.tag import Tag
 
 from lucent.dicom import sop_classes, temporal, transfer_syntaxes, walk
 from lucent.net import status
+
+log = logging.getLogger("lucent.dicom")
 
 PIXEL_TAGS = walk.PIXEL_TAGS  # plain ints: cheap lookups
 # What ingest reads values from: pydicom's data set, or the walked top level (same values).
@@ -145,6 +148,41 @@ def _meta_dataset(data: bytes) -> FileMetaDataset:
     return ds.file_meta
 
 
+#: Every VR of PS3.5 Table 6.2-1: two bytes after a tag that are one of these are an
+#: explicit VR (pydicom tells the encodings apart the same way).
+_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI "
+    b"UL UN UR US UT UV".split()
+)
+
+
+_UNSNIFFED = (transfer_syntaxes.EXPLICIT_BE, transfer_syntaxes.DEFLATED_LE)
+
+
+def _plain_encoding(data: bytes, start: int, ts: str) -> str | None:
+    """The little-endian syntax the first data element is plainly encoded in, when it
+    contradicts ``ts`` (a peer that negotiated Implicit VR and sent Explicit, or the
+    reverse: probe); None when it agrees or cannot be told."""
+    if len(data) < start + 8 or ts in _UNSNIFFED:
+        return None
+    explicit = data[start + 4 : start + 6] in _VRS
+    if ts == transfer_syntaxes.IMPLICIT_LE:
+        return transfer_syntaxes.EXPLICIT_LE if explicit else None
+    return None if explicit else transfer_syntaxes.IMPLICIT_LE
+
+
+def _with_syntax(
+    data: bytes, start: int, ts: str, meta: FileMetaDataset | None = None
+) -> tuple[bytes, int]:
+    """The stream with its file meta saying ``ts`` (and where the data set now starts)."""
+    meta = meta if meta is not None else _meta_dataset(data[:start])
+    meta.TransferSyntaxUID = ts
+    head = io.BytesIO()
+    head.write(data[:128] + b"DICM")
+    write_file_meta_info(head, meta, enforce_standard=False)
+    return head.getvalue() + data[start:], head.tell()
+
+
 @dataclass(frozen=True)
 class Framed:
     """A Part-10 stream split into file meta and data set, inflated when it came deflated."""
@@ -169,6 +207,21 @@ def frame(data: bytes, *, max_inflated: int) -> Framed | Refusal:
     except (ValueError, UnicodeDecodeError, struct.error) as exc:
         return Refusal(status.CANNOT_UNDERSTAND, f"file meta information unreadable: {exc}")
     transcoded = False
+    actual = _plain_encoding(data, start, ts)
+    if actual is not None and actual != ts:
+        if transfer_syntaxes.is_encapsulated(ts):
+            return Refusal(
+                status.INVALID_ENCODING,
+                f"data set is encoded in Implicit VR, which {ts} (encapsulated) cannot carry",
+            )
+        # The bytes say plainly how they are encoded (pydicom guesses the same way and
+        # reads them); archived under the declared syntax, no other tool could read them.
+        log.warning("data set declared %s is encoded as %s: archived as %s", ts, actual, actual)
+        try:
+            data, start = _with_syntax(data, start, actual)
+        except Exception as exc:
+            return Refusal(status.CANNOT_UNDERSTAND, f"file meta information unreadable: {exc}")
+        ts, transcoded = actual, True
     if ts == transfer_syntaxes.DEFLATED_LE:
         # Store inflated as Explicit VR Little Endian: pixel-identical, and the metadata can
         # be kept apart from the pixels (which a deflated stream would mix).
@@ -179,12 +232,7 @@ def frame(data: bytes, *, max_inflated: int) -> Framed | Refusal:
             return Refusal(status.CANNOT_INFLATE, f"deflated data set rejected: {exc}")
         except Exception as exc:
             return Refusal(status.CANNOT_UNDERSTAND, f"file meta information unreadable: {exc}")
-        meta.TransferSyntaxUID = transfer_syntaxes.EXPLICIT_LE
-        head = io.BytesIO()
-        head.write(data[:128] + b"DICM")
-        write_file_meta_info(head, meta, enforce_standard=False)
-        start = head.tell()
-        data = head.getvalue() + body
+        data, start = _with_syntax(data[:start] + body, start, transfer_syntaxes.EXPLICIT_LE, meta)
         ts = transfer_syntaxes.EXPLICIT_LE
         transcoded = True
     walked = walk.walk(data, start, ts)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from lucent.api import schemas
 from lucent.dicom import pixels
 from server.accounts import rights
-from server.api import dicomweb_dates
+from server.api import dicomweb_dates, series_volume
 from server.api.auth import Caller, get_caller, hidden_uids, pools_with, readable_pools
 from server.api.params import Offset, uid_list
 from server.context import ArchiveReadError, ServerContext
@@ -303,39 +303,12 @@ def get_frame(
     """Frame ``number`` (1-based, as in DICOMweb) as decoded stored values in .npy format."""
     _, data = load_instance(ctx_of(request), sop_uid)
     ds = pixels.read(data)
-    if "PixelData" not in ds:
+    if not pixels.has_pixels(ds):  # Float/Double Float Pixel Data too (Parametric Maps)
         raise HTTPException(404, "instance has no pixel data")
     try:
         return npy(pixels.decode_frame(ds, number - 1))
     except IndexError as exc:
         raise HTTPException(404, str(exc)) from exc
-
-
-def _sorted_slices(found: list[Instance]) -> tuple[list[Instance], float | None]:
-    """Sort along the slice normal (IOP × IOP); fall back to instance number.
-
-    Stacking slices of different orientations (a localizer or a reformat filed in the same
-    series) gave one array with one IOP that was wrong for some of its slices, silently:
-    a 409 instead, so the viewer falls back to showing frames one by one.
-    """
-    iop = next((i.attrs.get("ImageOrientationPatient") for i in found if i.attrs), None)
-    if iop and len(iop) == 6:
-        for i in found:
-            other = (i.attrs or {}).get("ImageOrientationPatient")
-            if other and (len(other) != 6 or not np.allclose(other, iop, atol=1e-4)):
-                raise HTTPException(
-                    409,
-                    "series mixes image orientations (ImageOrientationPatient differs, "
-                    f"e.g. {i.sop_instance_uid}); fetch frames instead",
-                )
-    if iop and len(iop) == 6 and all(i.attrs.get("ImagePositionPatient") for i in found):
-        normal = np.cross(np.array(iop[:3]), np.array(iop[3:]))
-        keyed = sorted(found, key=lambda i: float(np.dot(normal, i.attrs["ImagePositionPatient"])))
-        pos = [float(np.dot(normal, i.attrs["ImagePositionPatient"])) for i in keyed]
-        gaps = np.diff(pos)
-        spacing = float(np.median(gaps)) if len(gaps) else None
-        return keyed, spacing
-    return sorted(found, key=lambda i: (i.instance_number or 0, i.id)), None
 
 
 def _series_instances(ctx: ServerContext, series_uid: str) -> list[Instance]:
@@ -348,32 +321,15 @@ def _series_instances(ctx: ServerContext, series_uid: str) -> list[Instance]:
     return found
 
 
-def _volume_slices(found: list[Instance]) -> list[Instance]:
-    """The single-frame slices a volume is made of.
-
-    A series of multi-frame instances only (enhanced CT/MR, cine) used to give a "volume"
-    of the first frame of the first instance: one slice of many, silently. Its per-frame
-    geometry lives in functional groups the index does not keep: a 409 instead.
-    """
-    single = [i for i in found if i.frames == 1]
-    if single:
-        return single
-    if len(found) == 1 and found[0].frames <= 1:
-        return found
-    frames = sum(i.frames for i in found)
-    raise HTTPException(
-        409,
-        f"series holds multi-frame instances only ({len(found)} instance(s), {frames} frames); "
-        "fetch frames instead",
-    )
-
-
 @router.get("/series/{series_uid}/geometry", response_model=schemas.VolumeGeometry)
 def get_geometry(
     series_uid: str, request: Request, _: Caller = Depends(get_caller)
 ) -> schemas.VolumeGeometry:
+    """Geometry of the series as one volume (see :func:`server.api.series_volume.plan`:
+    the same checks and order as ``/volume``, so both answer 409 for the same series)."""
     found = _series_instances(ctx_of(request), series_uid)
-    ordered, spacing = _sorted_slices(_volume_slices(found))
+    plan = series_volume.plan(found)
+    ordered = plan.slices
     first = ordered[0]
     a: dict[str, Any] = first.attrs or {}
     slopes = {
@@ -381,9 +337,6 @@ def get_geometry(
         for i in ordered
     }
     wc, ww = a.get("WindowCenter"), a.get("WindowWidth")
-    bits = int(a.get("BitsAllocated", 16))
-    signed = int(a.get("PixelRepresentation", 0)) == 1
-    dtype = {8: "uint8", 16: "int16" if signed else "uint16", 32: "int32" if signed else "uint32"}
     return schemas.VolumeGeometry(
         series_uid=series_uid,
         rows=int(first.rows or 0),
@@ -399,8 +352,10 @@ def get_geometry(
         ],
         image_orientation=a.get("ImageOrientationPatient"),
         pixel_spacing=a.get("PixelSpacing"),
-        slice_spacing=spacing,
-        dtype=dtype.get(bits, "float32"),
+        slice_spacing=plan.slice_spacing,
+        uniform_spacing=plan.uniform_spacing,
+        slice_gaps=plan.slice_gaps,
+        dtype=series_volume.numpy_dtype(a),
         window_center=float(wc[0]) if wc else None,
         window_width=float(ww[0]) if ww else None,
         photometric=str(a.get("PhotometricInterpretation", "MONOCHROME2")),
@@ -412,14 +367,11 @@ def get_geometry(
 def get_volume(series_uid: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
     """All single-frame slices as one (slices, rows, cols) array of stored values, .npy.
 
-    Order and geometry are those of ``/geometry``; rescale is per slice there.
+    Order and geometry are those of ``/geometry`` (one :func:`series_volume.plan` for both,
+    so they refuse the same series); rescale is per slice there.
     """
     ctx = ctx_of(request)
-    found = _series_instances(ctx, series_uid)
-    ordered, _ = _sorted_slices(_volume_slices(found))
-    rows, cols = ordered[0].rows, ordered[0].columns
-    if any((i.rows, i.columns) != (rows, cols) for i in ordered):
-        raise HTTPException(409, "series mixes image sizes; fetch frames instead")
+    ordered = series_volume.plan(_series_instances(ctx, series_uid)).slices
     read = _native_reader if all(_is_native_single(i) for i in ordered) else _decoding_reader
     # Reading, decrypting and decoding release the GIL for most of their time: in parallel.
     slices = list(_VOLUME_POOL.map(lambda inst: read(ctx, inst), ordered))

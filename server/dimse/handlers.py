@@ -23,6 +23,7 @@ from sqlalchemy import select
 from lucent.dicom import transcode, transfer_syntaxes
 from lucent.dicom.transfer_syntaxes import EXPLICIT_LE, IMPLICIT_LE
 from lucent.net import status
+from lucent.net import upper_layer as ul
 from lucent.net.scu import unbracketed
 from server.config import PoolSection
 from server.context import ArchiveReadError, ServerContext
@@ -39,7 +40,9 @@ def _status(code: int, comment: str) -> Dataset:
     ds = Dataset()
     ds.Status = code
     if comment:
-        ds.ErrorComment = comment[:64]
+        # The command set is in the default repertoire (PS3.7 E.1, PS3.5 6.1.2.1): reasons
+        # quote values ("é") and use "×"; the fast path sends "?" for them, so do we.
+        ds.ErrorComment = comment.encode("ascii", "replace").decode()[:64]
     return ds
 
 
@@ -50,8 +53,17 @@ def handle_echo(event: Event) -> int:
 def handle_store(event: Event, ctx: ServerContext, pool: PoolSection) -> Dataset | int:
     """C-STORE: the raw encoded data set goes straight into the one ingest path."""
     req = event.request
+    d = ctx.settings.dimse
+    meta = ul.file_meta(
+        str(req.AffectedSOPClassUID),
+        str(req.AffectedSOPInstanceUID),
+        str(event.context.transfer_syntax),
+        d.implementation_class_uid,
+        d.implementation_version_name,
+        event.assoc.requestor.ae_title,
+    )  # ours, as the fast path writes it: pynetdicom's would name pynetdicom, no Source AE
     result = ctx.store(
-        event.encoded_dataset(include_meta=True),
+        meta + event.encoded_dataset(include_meta=False),
         pool=pool.name,
         source=event.assoc.requestor.ae_title,
         expected_sop_class=str(req.AffectedSOPClassUID),

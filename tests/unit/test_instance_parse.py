@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import zlib
 
 import pytest
+from pydicom import dcmread, dcmwrite
 
-from lucent.dicom import instance
+from lucent.dicom import instance, transfer_syntaxes
 from lucent.net import status
 from tests.data import bad_inputs, samples
 
@@ -111,3 +113,42 @@ def test_undefined_length_outside_sequences_is_refused(implicit: bool) -> None:
     assert isinstance(result, instance.Refusal), result
     assert result.status == status.INVALID_ENCODING
     assert "undefined length" in result.reason
+
+
+def _mislabelled(implicit_body: bool, label: str) -> tuple[bytes, object]:
+    ds = samples.make_instance("1.2.840.10008.5.1.4.1.1.2", patient_name="Lie^Label")
+    del ds.file_meta
+    buf = io.BytesIO()
+    dcmwrite(buf, ds, implicit_vr=implicit_body, little_endian=True, enforce_file_format=False)
+    body = buf.getvalue()
+    case = bad_inputs.BadInput("x", "", "", body, ds.SOPClassUID, ds.SOPInstanceUID, label)
+    return case.part10(), ds
+
+
+@pytest.mark.parametrize(
+    ("implicit_body", "label", "actual"),
+    [
+        (False, transfer_syntaxes.IMPLICIT_LE, transfer_syntaxes.EXPLICIT_LE),
+        (True, transfer_syntaxes.EXPLICIT_LE, transfer_syntaxes.IMPLICIT_LE),
+    ],
+)
+def test_a_data_set_encoded_otherwise_than_negotiated_is_archived_under_its_real_syntax(
+    implicit_body: bool, label: str, actual: str
+) -> None:
+    """Outside probe: Explicit VR bytes on an Implicit VR context were archived labelled
+    Implicit (pydicom guessed and read them; DCMTK could not read the archived file)."""
+    data, ds = _mislabelled(implicit_body, label)
+    parsed = _parse(data, expected_sop_class=ds.SOPClassUID)  # type: ignore[attr-defined]
+    assert isinstance(parsed, instance.Parsed), parsed
+    assert parsed.transfer_syntax == actual
+    back = dcmread(io.BytesIO(parsed.file_bytes))
+    assert back.file_meta.TransferSyntaxUID == actual
+    assert str(back.PatientName) == "Lie^Label"
+    assert back.PixelData == ds.PixelData  # type: ignore[attr-defined]
+
+
+def test_implicit_vr_under_an_encapsulated_syntax_is_refused() -> None:
+    data, ds = _mislabelled(True, "1.2.840.10008.1.2.4.70")
+    result = _parse(data, expected_sop_class=ds.SOPClassUID)  # type: ignore[attr-defined]
+    assert isinstance(result, instance.Refusal)
+    assert result.status == status.INVALID_ENCODING and "Implicit VR" in result.reason
