@@ -185,7 +185,11 @@ EchoKind = Literal[
 FindOutcome = Literal["success", "truncated", "failed", "cancelled", "no-association"]
 #: A job's life: queued -> running -> one final state; "interrupted" when the server
 #: stopped while it was queued or running (server.jobs.queue marks those at start).
-JobState = Literal["queued", "running", "done", "partial", "failed", "cancelled", "interrupted"]
+#: "waiting" (not final): a storage commitment job whose report is still outstanding; it
+#: ends done, partial or failed when the report arrives or the request expires (4.2.5).
+JobState = Literal[
+    "queued", "running", "waiting", "done", "partial", "failed", "cancelled", "interrupted"
+]
 JOB_FINAL_STATES: tuple[JobState, ...] = ("done", "partial", "failed", "cancelled", "interrupted")
 #: A storage commitment request (4.2.5): answered by an N-EVENT-REPORT, superseded by a
 #: retry, expired after the last attempt, failed when the SCP refused the N-ACTION for good.

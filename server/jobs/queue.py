@@ -4,6 +4,11 @@ Jobs run in a small thread pool of the API process, never on a DICOM listener th
 C-MOVE waits on the network, not the CPU). State lives in the index (``pacs_jobs``) so the
 apps see progress through the API; cancel flags live in memory. Jobs left "queued" or
 "running" by a previous process are marked "interrupted" at start.
+
+"waiting" is the one state a runner may end in that is not final: a storage commitment
+job whose N-ACTION went out and whose report is still outstanding (Conformance 4.2.5). It
+holds no thread; the commitment records move it to a final state when the report arrives
+or the request expires, and it survives a restart (the retry watcher carries on).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from server.index.pacs_models import Job
 log = logging.getLogger("lucent.jobs")
 
 FINAL_STATES = ("done", "failed", "cancelled", "interrupted", "partial")
+WAITING = "waiting"
 INTERRUPTED = "the server stopped while this job ran"
 
 
@@ -39,6 +45,8 @@ class Outcome:
     state: str
     message: str = ""
     status: int | None = None
+    #: run after the outcome is written (a waiting job re-reads what changed meanwhile)
+    after: Callable[[], None] | None = None
 
 
 class JobControl:
@@ -158,16 +166,19 @@ class JobQueue:
         if outcome.state == "cancelled" and self._stopping.is_set():
             # the server stopping ended it, not a user: what a restart reports after kill -9
             outcome = Outcome("interrupted", f"{INTERRUPTED} ({outcome.message})", outcome.status)
-        values: dict[str, Any] = {
-            "state": outcome.state,
-            "message": outcome.message,
-            "finished_at": now(),
-        }
+        values: dict[str, Any] = {"state": outcome.state, "message": outcome.message}
+        if outcome.state != WAITING:
+            values["finished_at"] = now()
         if outcome.status is not None:
             values["status"] = outcome.status
         if outcome.state == "done":
             values["progress"] = 1.0
         self.write(job_id, **values)
+        if outcome.after is not None:
+            try:
+                outcome.after()
+            except Exception:  # noqa: BLE001 - the job has its state; log what failed
+                log.exception("job %d: follow-up after its end failed", job_id)
         with self._lock:
             self._controls.pop(job_id, None)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -91,7 +92,9 @@ def apply_report(session: Session, report: Report) -> int:
         req.retry_at = None
         failed = sum(1 for i in req.items if i.state == "failed")
         req.message = f"{len(req.items) - failed} committed, {failed} failed"
-        _tell_job(session, req)
+    if changed:  # a partial report counts too: its instances are committed (or failed)
+        session.flush()
+        sync_job(session, req.job_pk)
     return changed
 
 
@@ -112,25 +115,127 @@ def commit_state(committed: int, failed: int) -> str:
     return "partial" if committed else "failed"
 
 
-def _tell_job(session: Session, req: CommitmentRequest) -> None:
-    """A report that arrives after its job ended (way 2, or after the wait) still reaches
-    the job: a commit job's counts become the report's, a send job's message names it."""
-    if req.job_pk is None:
+#: What a send job's message says about its storage commitment follows this marker; the
+#: part after it is rewritten as reports arrive and when the request expires.
+SEND_MARKER = "; storage commitment: "
+
+
+@dataclass(frozen=True)
+class CommitSummary:
+    """Where a job's storage commitment stands, over all its requests (retries included).
+
+    Per instance the SCP's last word counts (committed or failed, from whichever request
+    it came); an instance without one is ``outstanding`` while its newest request is
+    pending (or superseded by a retry on its way) and ``unconfirmed`` once that request
+    expired: nobody ever confirmed it, so it is not committed (Conformance 4.2.5.3).
+    """
+
+    total: int
+    committed: int
+    failed: int
+    outstanding: int
+    unconfirmed: int
+    attempt: int
+    note: str  # the newest request's message (N-ACTION result, expiry, refusal)
+    refused: bool = False  # the SCP refused the newest N-ACTION for good
+
+    @property
+    def state(self) -> str:
+        """ "waiting" while a report is outstanding: a commit job that reads "done" makes
+        clinic IT delete local copies the PACS never confirmed (outside probe)."""
+        if self.outstanding:
+            return "waiting"
+        return commit_state(self.committed, self.failed + self.unconfirmed)
+
+    @property
+    def text(self) -> str:
+        counts = f"{self.committed} committed, {self.failed} failed"
+        if self.outstanding:
+            head = self.note or "N-ACTION sent"
+            return (
+                f"{head}; waiting for the commitment report of {self.outstanding} of "
+                f"{self.total} instance(s) ({counts} so far; request {self.attempt})"
+            )
+        if self.unconfirmed:
+            return (
+                f"{self.unconfirmed} of {self.total} instance(s) never confirmed: "
+                f"no commitment report after {self.attempt} request(s); {counts}"
+            )
+        if self.refused:
+            return f"{self.note}: {counts}"
+        return f"N-ACTION accepted; storage commitment report: {counts}"
+
+
+def summarize(session: Session, job_pk: int) -> CommitSummary | None:
+    """The commitment of job ``job_pk`` from its requests; None when it made none."""
+    reqs = list(
+        session.scalars(
+            select(CommitmentRequest)
+            .where(CommitmentRequest.job_pk == job_pk)
+            .order_by(CommitmentRequest.id)
+            .options(selectinload(CommitmentRequest.items))
+        )
+    )
+    if not reqs:
+        return None
+    decided: dict[str, tuple[datetime, str]] = {}
+    newest: dict[str, str] = {}  # uid -> state of the newest request naming it
+    for req in reqs:  # oldest first: later requests overwrite
+        for item in req.items:
+            uid = item.sop_instance_uid
+            newest[uid] = req.state
+            if item.state != "pending":
+                seen = decided.get(uid)
+                if seen is None or item.updated_at >= seen[0]:
+                    decided[uid] = (item.updated_at, item.state)
+    committed = sum(1 for _, state in decided.values() if state == "committed")
+    failed = len(decided) - committed
+    undecided = [uid for uid in newest if uid not in decided]
+    unconfirmed = sum(1 for uid in undecided if newest[uid] in ("expired", "failed"))
+    last = reqs[-1]
+    return CommitSummary(
+        total=len(newest),
+        committed=committed,
+        failed=failed,
+        outstanding=len(undecided) - unconfirmed,
+        unconfirmed=unconfirmed,
+        attempt=last.attempt,
+        note=last.message,
+        refused=last.state == "failed",
+    )
+
+
+def sync_job(session: Session, job_pk: int | None) -> None:
+    """Make the job follow its commitment records: a commit job's state, counts and
+    message, a send job's commitment note. Called whenever the records change (a report,
+    a partial one included; a retry; an expiry; a refusal) and after the job's runner
+    ended, so a report that raced the runner's end is not lost either."""
+    if job_pk is None:
         return
-    job = session.get(Job, req.job_pk)
-    if job is None:
+    job = session.get(Job, job_pk)
+    if job is None or job.kind not in ("commit", "send"):
         return
-    failed = sum(1 for i in req.items if i.state == "failed")
-    committed = len(req.items) - failed
-    if job.kind == "commit":
-        job.completed, job.failed = committed, failed
+    summary = summarize(session, job_pk)
+    if summary is None:
+        return
+    if job.kind == "send":
+        if job.state not in ("queued", "running") and SEND_MARKER in job.message:
+            head = job.message.split(SEND_MARKER, 1)[0]
+            job.message = head + SEND_MARKER + summary.text
+        return
+    decided = summary.committed + summary.failed + summary.unconfirmed
+    job.completed = summary.committed
+    job.failed = summary.failed + summary.unconfirmed
+    job.total = summary.total
+    job.attempts = max(job.attempts or 0, summary.attempt)
+    job.progress = round(decided / summary.total, 4) if summary.total else 1.0
     if job.state in ("queued", "running"):
-        return  # the running job words its message itself when its wait ends
-    if job.kind == "commit" and job.state == "done":
-        job.state = commit_state(committed, failed)
-    note = f"storage commitment report: {committed} committed, {failed} failed"
-    if note not in job.message:
-        job.message = f"{job.message}; {note}" if job.message else note
+        return  # the runner words state and message itself when it ends, then syncs again
+    state = summary.state
+    if state != job.state:
+        job.finished_at = None if state == "waiting" else now()
+    job.state = state
+    job.message = summary.text
 
 
 def record_report(ctx: ServerContext, report: Report) -> int:

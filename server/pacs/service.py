@@ -7,8 +7,10 @@ Everything network-bound runs in the API process: queries in a short-lived threa
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -306,7 +308,18 @@ class PacsService:
             )
             control.update(force=True, attempts=res.attempts)
             if res.cancelled:
-                return Outcome("cancelled", res.message, res.status)
+                return Outcome("cancelled", _cancelled_move_message(res), res.status)
+            if res.ok and (res.progress.failed or res.progress.warning):
+                # 0000 "no failures" with failed/warning counts (a non-conformant PACS; PS3.4
+                # C.4.2.1.6 wants B000): the counts say what arrived, so the state follows them
+                p = res.progress
+                counts = _move_counts(p)
+                state = "partial" if p.completed or p.warning else "failed"
+                return Outcome(
+                    state,
+                    f"{counts} (the PACS answered 0x0000 'no failures', its counts disagree)",
+                    res.status,
+                )
             if (
                 res.ok
                 and not (res.progress.total or res.progress.completed)
@@ -562,7 +575,11 @@ class PacsService:
             refs = [commitment.Reference(o.sop_class_uid, o.sop_instance_uid) for o in ok]
             control.update(force=True, message=message + "; requesting storage commitment")
             res = self.request_commitment(node, refs, job_pk=control.job_id)
-            message += f"; storage commitment: {res.message}"
+            # what the records say (waiting / committed / never confirmed), rewritten by
+            # records.sync_job as reports arrive or the request expires
+            message += records.SEND_MARKER + self._commitment_text(control.job_id, res.message)
+            after = functools.partial(self._sync_job, control.job_id)
+            return Outcome("partial" if failed else "done", message, after=after)
         if not ok:
             return Outcome("failed", message or last_error)
         return Outcome("partial" if failed else "done", message)
@@ -619,16 +636,20 @@ class PacsService:
 
         def run(control: JobControl) -> Outcome:
             control.update(force=True, total=len(refs), attempts=1)
-            res = self.request_commitment(node, refs, job_pk=control.job_id)
-            message = res.message
-            counts = self._commitment_counts(control.job_id)
-            state = "done" if res.ok else "failed"
-            if counts is not None:  # the report came in while we waited (ways 1, 2, 3)
-                committed, failed = counts
-                control.update(force=True, completed=committed, failed=failed)
-                message += f": {committed} committed, {failed} failed"
-                state = records.commit_state(committed, failed)
-            return Outcome(state, message, res.status)
+            job_pk = control.job_id
+            res = self.request_commitment(node, refs, job_pk=job_pk)
+            with self.ctx.Session() as db:
+                summary = records.summarize(db, job_pk)
+            after = functools.partial(self._sync_job, job_pk)  # a report may race our end
+            if summary is None:  # no request recorded: nothing can answer it
+                return Outcome("failed", res.message, res.status)
+            # Not "done" because the N-ACTION was accepted: "waiting" until every instance
+            # is reported or the request expires (the records move the job on from there).
+            control.update(
+                force=True, completed=summary.committed, failed=summary.failed,
+                total=summary.total,
+            )  # fmt: skip
+            return Outcome(summary.state, summary.text, res.status, after=after)
 
         return self.jobs.submit(
             "commit",
@@ -639,18 +660,22 @@ class PacsService:
             created_by=created_by,
         )
 
-    def _commitment_counts(self, job_pk: int) -> tuple[int, int] | None:
-        """(committed, failed) of the job's answered request, None while none is answered."""
+    def _sync_job(self, job_pk: int) -> None:
+        """The job follows its commitment records (records.sync_job) in its own transaction."""
+        for attempt in range(5):
+            try:
+                with self.ctx.WriteSession() as db, db.begin():
+                    records.sync_job(db, job_pk)
+                return
+            except Exception:  # noqa: BLE001 - SQLite busy under load: try again
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+    def _commitment_text(self, job_pk: int, fallback: str) -> str:
         with self.ctx.Session() as db:
-            req = db.scalars(
-                select(CommitmentRequest)
-                .where(CommitmentRequest.job_pk == job_pk, CommitmentRequest.state == "answered")
-                .order_by(CommitmentRequest.id.desc())
-            ).first()
-            if req is None:
-                return None
-            failed = sum(1 for i in req.items if i.state == "failed")
-            return len(req.items) - failed, failed
+            summary = records.summarize(db, job_pk)
+        return fallback if summary is None else summary.text
 
     def request_commitment(
         self,
@@ -695,6 +720,7 @@ class PacsService:
                     # The SCP answered and refused (no such SOP class, not authorized,
                     # invalid argument ...): asking again gets the same answer.
                     records.refuse(req, res.status, res.message + "; not requested again")
+            records.sync_job(db, job_pk)  # a waiting job names the new attempt or refusal
         if records.is_answered(self.ctx, uid):
             res.message = "N-ACTION accepted; commitment report received"
         return res
@@ -737,6 +763,8 @@ class PacsService:
                     req.message = f"no commitment report after {attempt} request(s)" + (
                         "; the node was removed" if gone else ""
                     )
+                    db.flush()
+                    records.sync_job(db, job_pk)  # the job ends: never confirmed is not done
                     continue
                 req.state = "superseded"
                 req.retry_at = None
@@ -747,6 +775,8 @@ class PacsService:
                     req = db.get(CommitmentRequest, req_id)
                     if req is not None:
                         req.state, req.message = "expired", "the node was removed"
+                        db.flush()
+                        records.sync_job(db, job_pk)
                 continue
             if refs:
                 self.request_commitment(node, refs, job_pk=job_pk, attempt=attempt + 1)
@@ -760,6 +790,35 @@ class PacsService:
                 self.retry_commitments()
             except Exception:  # noqa: BLE001 - keep the watcher alive
                 log.exception("commitment retry failed")
+
+
+def _move_counts(p: scu.MoveProgress) -> str:
+    """ "3 of 5 sub-operation(s) completed, 1 failed, 1 warning" from a C-MOVE's counters."""
+    done = p.completed + p.warning
+    total = p.total or done + p.failed
+    text = f"{done} of {total} sub-operation(s) completed"
+    if p.failed:
+        text += f", {p.failed} failed"
+    if p.warning:
+        text += f", {p.warning} with warnings"
+    return text
+
+
+def _cancelled_move_message(res: scu.MoveResult) -> str:
+    """What a cancelled retrieve did (Conformance 4.2.2): the PACS may stop with FE00 or
+    finish anyway; a job that read "cancelled", status 0000, "no failures" said neither."""
+    counts = _move_counts(res.progress)
+    code = "" if res.status is None else f" (0x{res.status:04X})"
+    if res.status == dimse_status.QR_CANCEL:
+        return f"cancel requested (C-CANCEL); the PACS stopped the retrieve{code}: {counts}"
+    if res.ok or res.status == dimse_status.QR_SUBOPS_WARNING:
+        return (
+            f"cancel requested (C-CANCEL), but the PACS completed the retrieve anyway{code}: "
+            f"{counts}"
+        )
+    if res.status is None:
+        return f"cancel requested; the retrieve ended without a final status: {counts}"
+    return f"cancel requested; the PACS ended the retrieve with {res.message}: {counts}"
 
 
 def _transient(code: int) -> bool:
