@@ -34,6 +34,7 @@ def mr(server: LucentServer, tmp_path_factory: pytest.TempPathFactory) -> list:
             series_uid=series,
             instance_number=i + 1,
         )
+        ds.ImagePositionPatient = [-8.0, -8.0, float(i)]  # two slices of one volume
         out.append(ds)
         samples.write(ds, folder / f"{i}.dcm")
     files = sorted(folder.iterdir())

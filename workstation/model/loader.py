@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lucent.api import schemas
-from lucent.api.client import LucentClient
+from lucent.api.client import ApiError, LucentClient
 from workstation.model import pipeline
 from workstation.model.series import (
     SeriesData,
@@ -138,30 +138,37 @@ def load(
     # Overlay planes (60xx) travel only in the files, not in the volume endpoint's stored
     # values: a series whose first image has one is read file by file so none is lost.
     if _uniform(data.slices) and not any(f.overlay is not None for f in frames):
-        order, array = (volume_fetch or _fetch_volume(client))(data.uid)
-        check()
-        data.volume = array
-        data.volume_order = list(order)
-        template = frames[0]
-        for j, sop in enumerate(order):
-            for k in by_sop.get(sop, []):
-                if k in data.frames:
-                    continue
-                a = data.slices[k].attrs
-                data.put(
-                    k,
-                    pipeline.Frame(
-                        stored=array[j],
-                        photometric=template.photometric,
-                        slope=float((a.get("RescaleSlope") or [template.slope])[0]),
-                        intercept=float((a.get("RescaleIntercept") or [template.intercept])[0]),
-                        windows=_windows(a) or template.windows,
-                        voi_function=template.voi_function,
-                        bits_stored=template.bits_stored,
-                    ),
-                )
-                tick()
-        return
+        try:
+            order, array = (volume_fetch or _fetch_volume(client))(data.uid)
+        except ApiError as exc:
+            # 409: not one volume (4D/dynamic or repeated positions, multi-frame instances,
+            # mixed sizes, orientations, pixel spacings): read file by file below instead.
+            if exc.status != 409:
+                raise
+        else:
+            check()
+            data.volume = array
+            data.volume_order = list(order)
+            template = frames[0]
+            for j, sop in enumerate(order):
+                for k in by_sop.get(sop, []):
+                    if k in data.frames:
+                        continue
+                    a = data.slices[k].attrs
+                    data.put(
+                        k,
+                        pipeline.Frame(
+                            stored=array[j],
+                            photometric=template.photometric,
+                            slope=float((a.get("RescaleSlope") or [template.slope])[0]),
+                            intercept=float((a.get("RescaleIntercept") or [template.intercept])[0]),
+                            windows=_windows(a) or template.windows,
+                            voi_function=template.voi_function,
+                            bits_stored=template.bits_stored,
+                        ),
+                    )
+                    tick()
+            return
 
     rest = [sop for sop in by_sop if sop != data.slices[first].sop_instance_uid]
 
