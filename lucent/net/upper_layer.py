@@ -25,7 +25,13 @@ ACCEPTANCE, ABSTRACT_NOT_SUPPORTED, TRANSFER_NOT_SUPPORTED = 0, 3, 4
 
 
 class ProtocolError(ValueError):
-    """The peer sent something the standard does not allow; the association is aborted."""
+    """The peer sent something the standard does not allow; the association is aborted, or
+    rejected with ``rejection`` (result, source, reason of PS3.8 Table 9-21) where the
+    standard names one."""
+
+    def __init__(self, message: str, rejection: tuple[int, int, int] | None = None) -> None:
+        super().__init__(message)
+        self.rejection = rejection
 
 
 def _uid(raw: bytes) -> str:
@@ -65,7 +71,8 @@ def parse_associate_rq(pdu: bytes) -> AssociateRequest:
         raise ProtocolError("not an A-ASSOCIATE-RQ")
     (version,) = struct.unpack(">H", pdu[6:8])
     if not version & 1:
-        raise ProtocolError(f"protocol version {version} not supported")
+        # rejected-permanent, service-provider (ACSE), protocol-version-not-supported
+        raise ProtocolError(f"protocol version {version} not supported", (1, 2, 2))
     req = AssociateRequest(
         called_ae=pdu[10:26].decode("ascii", "replace").strip(),
         calling_ae=pdu[26:42].decode("ascii", "replace").strip(),
@@ -81,12 +88,19 @@ def parse_associate_rq(pdu: bytes) -> AssociateRequest:
             raise ProtocolError("item runs past the end of the PDU")
         if item_type == 0x10:
             if _uid(body) != APPLICATION_CONTEXT:
-                raise ProtocolError(f"application context {_uid(body)} not supported")
+                # rejected-permanent, service-user, application-context-name-not-supported
+                raise ProtocolError(f"application context {_uid(body)} not supported", (1, 1, 2))
         elif item_type == 0x20:
             req.contexts.append(_parse_context(body))
         elif item_type == 0x50:
             _parse_user_info(body, req)
         pos += 4 + length
+    for ctx in req.contexts:  # PS3.8 9.3.2.2: odd IDs, one abstract and 1+ transfer syntaxes
+        if not ctx.id % 2 or not ctx.abstract_syntax or not ctx.transfer_syntaxes:
+            raise ProtocolError(
+                f"presentation context {ctx.id} is malformed (an even ID, or no abstract or "
+                "transfer syntax)"
+            )
     return req
 
 

@@ -148,7 +148,11 @@ class StoreAcceptor:
             try:
                 req = ul.parse_associate_rq(raw)
             except ul.ProtocolError as exc:
-                sock.sendall(ul.associate_rj(1, 1, 2))  # rejected-permanent, protocol version
+                if exc.rejection is None:  # malformed: A-ABORT, invalid PDU parameter value
+                    sock.sendall(ul.abort(2, 6))
+                    log.warning("association from %s aborted: %s", address[0], exc)
+                    return
+                sock.sendall(ul.associate_rj(*exc.rejection))
                 raise Abort(str(exc)) from exc
             if self._needs_full_stack(req):
                 if self._unknown_query_retrieve_caller(req, address):
@@ -295,7 +299,7 @@ class StoreAcceptor:
                     field = ul.command_uint(pending, 0x00000100)
                     has_data = ul.command_uint(pending, 0x00000800) != 0x0101
                     if field == C_ECHO_RQ:
-                        self._echo(sock, pending, ctx_id)
+                        self._echo(sock, req, pending, ctx_id)
                         pending = None
                     elif field != C_STORE_RQ:
                         raise Abort(f"DIMSE command 0x{field or 0:04X} not supported here")
@@ -320,10 +324,12 @@ class StoreAcceptor:
                             refused += 1
                         pending, data = None, bytearray()
 
-    def _echo(self, sock: socket.socket, cmd: dict[int, bytes], ctx_id: int) -> None:
+    def _echo(
+        self, sock: socket.socket, req: ul.AssociateRequest, cmd: dict[int, bytes], ctx_id: int
+    ) -> None:
         msg_id = ul.command_uint(cmd, 0x00000110) or 0
         rsp = ul.response(C_ECHO_RSP, msg_id, st.SUCCESS, sop_class=VERIFICATION)
-        sock.sendall(ul.p_data(ctx_id, rsp, command=True))
+        _send_command(sock, req, ctx_id, rsp)
 
     def _file_meta(
         self, req: ul.AssociateRequest, cmd: dict[int, bytes], transfer_syntax: str
@@ -367,5 +373,12 @@ class StoreAcceptor:
             sop_instance=sop_instance,
             error_comment="" if result.ok else result.reason,
         )
-        sock.sendall(ul.p_data(ctx_id, rsp, command=True))
+        _send_command(sock, req, ctx_id, rsp)
         return result
+
+
+def _send_command(
+    sock: socket.socket, req: ul.AssociateRequest, ctx_id: int, command: bytes
+) -> None:
+    """A response command in PDUs no longer than the peer's Maximum Length (PS3.8 D.1)."""
+    sock.sendall(b"".join(ul.p_data_fragments(ctx_id, command, command=True, max_pdu=req.max_pdu)))

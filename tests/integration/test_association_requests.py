@@ -1,0 +1,101 @@
+"""Malformed or unusual A-ASSOCIATE-RQs get a definite answer at once (PS3.8 9.3, 9.3.4),
+whichever receive path the association would take. Outside probe: a presentation context
+with an even ID or without a transfer syntax, sent with a user-identity item (which hands
+the association to pynetdicom), crashed pynetdicom's acceptor thread and the caller waited
+for minutes; a protocol version error was rejected as "application context not supported";
+C-ECHO responses ignored the caller's maximum PDU length."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from lucent.net import upper_layer as ul
+from tests.support.lucent import LucentServer
+
+VERIFICATION = "1.2.840.10008.1.1"
+CT = "1.2.840.10008.5.1.4.1.1.2"
+FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+def _item(kind: int, body: bytes) -> bytes:
+    return struct.pack(">BBH", kind, 0, len(body)) + body
+
+
+def _request(
+    called: str,
+    contexts: list[tuple[int, str, list[str]]],
+    *,
+    version: int = 1,
+    max_pdu: int = 16384,
+    user_identity: bool = False,
+) -> bytes:
+    items = _item(0x10, ul.APPLICATION_CONTEXT.encode())
+    for cid, abstract, syntaxes in contexts:
+        sub = _item(0x30, abstract.encode()) + b"".join(_item(0x40, s.encode()) for s in syntaxes)
+        items += _item(0x20, bytes([cid, 0, 0, 0]) + sub)
+    user = _item(0x51, struct.pack(">L", max_pdu))
+    if user_identity:  # username, no response requested
+        user += _item(0x58, b"\x01\x00" + struct.pack(">H", 5) + b"alice" + b"\x00\x00")
+    items += _item(0x50, user)
+    body = struct.pack(">HH", version, 0) + called.ljust(16).encode()
+    body += b"PROBE".ljust(16) + b"\0" * 32 + items
+    return struct.pack(">BBL", 0x01, 0, len(body)) + body
+
+
+def _answer(server: LucentServer, request: bytes) -> tuple[int, bytes, socket.socket]:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(request)
+    header = sock.recv(6, socket.MSG_WAITALL)
+    assert len(header) == 6, "no answer to the association request"
+    (length,) = struct.unpack(">L", header[2:])
+    return header[0], sock.recv(length, socket.MSG_WAITALL), sock
+
+
+@pytest.mark.parametrize("identity", [False, True], ids=["fast", "pynetdicom"])
+@pytest.mark.parametrize(
+    "contexts",
+    [[(2, CT, [EXPLICIT])], [(1, CT, []), (3, FIND, [EXPLICIT])]],
+    ids=["even-id", "no-transfer-syntax"],
+)
+def test_malformed_presentation_contexts_are_aborted_at_once(
+    server: LucentServer, identity: bool, contexts: list[tuple[int, str, list[str]]]
+) -> None:
+    kind, body, sock = _answer(server, _request(server.ae_title, contexts, user_identity=identity))
+    sock.close()
+    assert kind == ul.A_ABORT, (kind, body)
+
+
+def test_protocol_version_rejection_names_the_protocol_version(server: LucentServer) -> None:
+    kind, body, sock = _answer(
+        server, _request(server.ae_title, [(1, VERIFICATION, [EXPLICIT])], version=2)
+    )
+    sock.close()
+    assert kind == ul.A_ASSOCIATE_RJ
+    assert tuple(body[1:4]) == (1, 2, 2)  # permanent, service-provider (ACSE), version
+
+
+def test_echo_response_respects_the_callers_maximum_pdu_length(server: LucentServer) -> None:
+    kind, _, sock = _answer(
+        server, _request(server.ae_title, [(1, VERIFICATION, [EXPLICIT])], max_pdu=70)
+    )
+    assert kind == ul.A_ASSOCIATE_AC
+    command = ul.command_set(
+        [(0x00000002, VERIFICATION.encode()), (0x00000100, ul.us(0x0030)),
+         (0x00000110, ul.us(1)), (0x00000800, ul.us(0x0101))]
+    )  # fmt: skip
+    sock.sendall(ul.p_data(1, command, command=True))
+    received = b""
+    while True:
+        header = sock.recv(6, socket.MSG_WAITALL)
+        (length,) = struct.unpack(">L", header[2:])
+        assert header[0] == ul.P_DATA_TF and length <= 70, length
+        pdv = sock.recv(length, socket.MSG_WAITALL)
+        received += pdv[6:]
+        if pdv[5] & 2:
+            break
+    sock.close()
+    assert ul.command_uint(ul.parse_command(received), 0x00000900) == 0
