@@ -343,11 +343,14 @@ def get_job(
 def cancel_job(
     job_id: RowId, svc: PacsService = Depends(service), caller: Caller = Depends(get_caller)
 ) -> schemas.JobOut:
-    """Cancel a queued or running job; a running C-MOVE gets a C-CANCEL (4.2.2). Only its
+    """Cancel a queued or running job; a running C-MOVE gets a C-CANCEL (4.2.2); a commit
+    job waiting for its report stops waiting (what was confirmed stays counted). Only its
     creator or an administrator may (any logged-in user could cancel anyone's transfer)."""
     job = _get_job(svc, job_id, caller)
     if job.finished:
         raise HTTPException(409, f"job {job_id} has already finished ({job.state})")
+    if job.state == "waiting" and svc.stop_waiting(job_id, caller.username):
+        return _get_job(svc, job_id)
     if not svc.jobs.cancel(job_id):
         raise HTTPException(409, f"job {job_id} is not running in this server process")
     return _get_job(svc, job_id)

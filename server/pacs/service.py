@@ -25,8 +25,8 @@ from lucent.net import status as dimse_status
 from server.context import ServerContext
 from server.index import queries
 from server.index.models import Instance, Placeholder, RemoteNode
-from server.index.pacs_models import CommitmentRequest, NodeOptions, SentInstance
-from server.jobs.queue import JobControl, JobQueue, Outcome, now
+from server.index.pacs_models import CommitmentRequest, Job, NodeOptions, SentInstance
+from server.jobs.queue import WAITING, JobControl, JobQueue, Outcome, now
 from server.pacs import records
 
 log = logging.getLogger("lucent.pacs")
@@ -724,6 +724,28 @@ class PacsService:
         if records.is_answered(self.ctx, uid):
             res.message = "N-ACTION accepted; commitment report received"
         return res
+
+    def stop_waiting(self, job_pk: int, who: str) -> bool:
+        """Cancel a commit job that waits for its report: its pending requests expire now
+        (no retry) and the job ends "cancelled", counting what was confirmed so far. False
+        when the job is not waiting (a waiting job holds no thread a cancel could reach)."""
+        with self.ctx.WriteSession() as db, db.begin():
+            job = db.get(Job, job_pk)
+            if job is None or job.state != WAITING:
+                return False
+            for req in db.scalars(
+                select(CommitmentRequest).where(
+                    CommitmentRequest.job_pk == job_pk, CommitmentRequest.state == "pending"
+                )
+            ):
+                req.state, req.retry_at = "expired", None
+                req.message = f"cancelled by {who}: no longer waiting for the report"
+            db.flush()
+            records.sync_job(db, job_pk)
+            job.state = "cancelled"
+            job.finished_at = now()
+            job.message = f"cancelled by {who} while waiting: {job.message}"
+        return True
 
     def retry_commitments(self) -> int:
         """Send again what got no report in time; expire after the last attempt (4.2.5.3)."""

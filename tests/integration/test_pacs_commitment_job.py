@@ -204,3 +204,23 @@ def test_a_send_job_names_what_its_commitment_became(
 def test_waiting_is_a_state_the_api_knows() -> None:
     TypeAdapter(schemas.JobState).validate_python("waiting")
     assert "waiting" not in schemas.JOB_FINAL_STATES
+
+
+def test_a_waiting_job_can_be_cancelled(
+    setup: tuple[PacsService, int, list[str]], peer: ReportingPeer
+) -> None:
+    """A waiting job holds no thread: cancel answered 409 "not running in this server
+    process" and the request went on being retried."""
+    svc, node_id, uids = setup
+    peer.commit_mode = "incoming"
+    job = _ran(svc, svc.commit(node_id, uids[:2]))
+    assert job.state == "waiting"
+    assert svc.stop_waiting(job.id, "alice")
+    job = _job(svc, job.id)
+    assert job.state == "cancelled" and job.finished_at is not None
+    assert job.message.startswith("cancelled by alice while waiting")
+    assert (job.completed, job.failed) == (0, 2)
+    assert _requests(svc) == [(1, "expired")]
+    _retry(svc)
+    assert _requests(svc) == [(1, "expired")]  # nothing sent again
+    assert not svc.stop_waiting(job.id, "alice")
