@@ -22,11 +22,31 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
-from lucent.dicom.transfer_syntaxes import EXPLICIT_BE, EXPLICIT_LE, IMPLICIT_LE, LOSSY_METHOD
+from lucent.dicom.transfer_syntaxes import (
+    DEFLATED_LE,
+    EXPLICIT_BE,
+    EXPLICIT_LE,
+    IMPLICIT_LE,
+    LOSSY_METHOD,
+)
 
 #: The uncompressed syntaxes, in the order we prefer to send them (Conformance 4.2.1.2).
 UNCOMPRESSED: tuple[str, ...] = (EXPLICIT_LE, IMPLICIT_LE, EXPLICIT_BE)
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
+#: Lossless syntaxes we can encode ourselves, in the order we pick them for a peer that
+#: accepts no uncompressed one (Conformance 4.2.4.2 and JPEG 2000 Lossless; issue 3:
+#: "transcode when the peer only accepts another syntax"). Deflated needs no pixel codec
+#: (the data set is deflated as a whole), RLE is pydicom's own; JPEG-LS through the
+#: ``pyjpegls`` plugin, JPEG 2000 through ``pylibjpeg-openjpeg``. Lossy syntaxes are never
+#: a target: an image stored lossless must not lose information on the way to a peer.
+LOSSLESS_TARGETS: tuple[str, ...] = (DEFLATED_LE, RLE_LOSSLESS, JPEG_LS_LOSSLESS, J2K_LOSSLESS)
+_PIXEL_TARGETS = frozenset(LOSSLESS_TARGETS) - {DEFLATED_LE}
+#: pydicom encoding plugin per pixel target. Never GDCM: its RLE encoder aborts the whole
+#: process (an uncaught C++ exception, "image_len % MaxNumSegments == 0") on an odd-sized
+#: RGB image, where pydicom tries it first.
+_ENCODER = {RLE_LOSSLESS: "pylibjpeg", JPEG_LS_LOSSLESS: "pyjpegls", J2K_LOSSLESS: "pylibjpeg"}
 
 
 @dataclass(frozen=True)
@@ -41,18 +61,19 @@ class Prepared:
 
 def codes_pixels(own: str, accepted: Collection[str]) -> bool:
     """True when sending in an accepted syntax means decoding or encoding pixel data
-    (compressed → uncompressed, uncompressed → RLE): the CPU-heavy cases a server hands to
-    a helper process. Uncompressed ↔ uncompressed is only a re-encoding of the elements."""
+    (compressed → uncompressed or another lossless syntax, uncompressed → RLE / JPEG-LS /
+    JPEG 2000 lossless): the CPU-heavy cases a server hands to a helper process.
+    Uncompressed ↔ uncompressed (Deflated included) is only a re-encoding of the elements."""
     if own in accepted:
         return False
     try:
-        compressed = UID(own).is_compressed
+        compressed = UID(own).is_compressed  # Deflated is not: its pixels are native
     except ValueError:  # not a transfer syntax we know: nothing to decode it with
         return False
-    native = any(ts in accepted for ts in UNCOMPRESSED)
+    native = any(ts in accepted for ts in (*UNCOMPRESSED, DEFLATED_LE))
     if compressed:
-        return native
-    return not native and RLE_LOSSLESS in accepted
+        return native or any(ts in accepted for ts in _PIXEL_TARGETS)
+    return not native and any(ts in accepted for ts in _PIXEL_TARGETS)
 
 
 def prepare(ds: Dataset, own: str, accepted: Collection[str], sop_class_uid: str) -> Prepared:
@@ -60,9 +81,11 @@ def prepare(ds: Dataset, own: str, accepted: Collection[str], sop_class_uid: str
 
     Uncompressed ↔ uncompressed happens when the data set is encoded in the chosen syntax
     (here only the file meta changes); compressed → uncompressed uses pydicom's decoders;
-    uncompressed → RLE its RLE encoder. The SOP Instance UID stays: the change of transfer
-    syntax is lossless (PS3.5 8.2, 10), and a new UID would make the peer hold an instance
-    we never recorded (and storage commitment ask for the old one).
+    a peer that takes no uncompressed syntax gets one of :data:`LOSSLESS_TARGETS` (encoded
+    with pydicom's encoders, checked to decode to the same pixels) — never a lossy one.
+    The SOP Instance UID stays: the change of transfer syntax is lossless (PS3.5 8.2, 10),
+    and a new UID would make the peer hold an instance we never recorded (and storage
+    commitment ask for the old one).
     """
     if own in accepted:
         return Prepared(ds, own, False, "")
@@ -95,12 +118,10 @@ def prepare(ds: Dataset, own: str, accepted: Collection[str], sop_class_uid: str
                 return Prepared(None, "", False, f"cannot change the byte order: {exc}")
         set_syntax(ds, native[0])
         return Prepared(ds, native[0], native[0] != own, "")
-    if not own_uid.is_compressed and RLE_LOSSLESS in accepted and "PixelData" in ds:
-        try:
-            ds.compress(RLE_LOSSLESS, generate_instance_uid=False)
-        except Exception as exc:  # noqa: BLE001
-            return Prepared(None, "", False, f"cannot encode RLE Lossless: {exc}")
-        return Prepared(ds, RLE_LOSSLESS, True, "")
+    targets = [ts for ts in LOSSLESS_TARGETS if ts in accepted]
+    if targets:
+        return _to_lossless(ds, own, targets)
+    lossy = sorted(ts for ts in accepted if ts in LOSSY_METHOD)
     return Prepared(
         None,
         "",
@@ -108,8 +129,65 @@ def prepare(ds: Dataset, own: str, accepted: Collection[str], sop_class_uid: str
         (
             f"the peer accepted no transfer syntax we can send {sop_class_uid} in "
             f"(stored as {own}; accepted: {', '.join(sorted(accepted)) or 'none'})"
+            + (
+                "; lossy syntaxes are never used for a transcoding: they would lose information"
+                if lossy
+                else ""
+            )
         ),
     )
+
+
+def _to_lossless(ds: Dataset, own: str, targets: list[str]) -> Prepared:
+    """``ds`` in the first of ``targets`` (lossless syntaxes the peer accepted) it can be
+    encoded in: decoded first when stored compressed, brought to little endian when stored
+    big endian (the encoders and Deflated read little endian pixels). A pixel encoding
+    counts only when it decodes to the very pixels it was given; a codec that cannot take
+    the image (JPEG-LS and 32-bit pixels, say) hands it on to the next target."""
+    own_uid = UID(own)
+    method = ""
+    if own_uid.is_compressed:
+        method = _lossy_method(ds, own)
+        try:
+            decompress(ds)
+        except Exception as exc:  # noqa: BLE001
+            return Prepared(None, "", False, f"cannot decompress {own}: {exc}")
+    elif not own_uid.is_little_endian:
+        try:
+            swap_byte_order(ds, EXPLICIT_LE)
+        except ValueError as exc:
+            return Prepared(None, "", False, f"cannot change the byte order: {exc}")
+    set_syntax(ds, EXPLICIT_LE)
+    problems: list[str] = []
+    for target in targets:
+        if target == DEFLATED_LE or "PixelData" not in ds:
+            set_syntax(ds, target)  # no pixel codec: the elements are only re-encoded
+            break
+        try:
+            before = ds.pixel_array
+        except Exception as exc:  # noqa: BLE001 - pixels we cannot read cannot be encoded
+            return Prepared(None, "", False, f"cannot read the pixel data: {exc}")
+        try:
+            ds.compress(target, encoding_plugin=_ENCODER[target], generate_instance_uid=False)
+        except Exception as exc:  # noqa: BLE001 - the codec refused (ds unchanged): next one
+            problems.append(f"{UID(target).name}: {exc}")
+            continue
+        try:
+            same = np.array_equal(ds.pixel_array, before)
+        except Exception as exc:  # noqa: BLE001 - it must decode, or it is no use to the peer
+            return Prepared(None, "", False, f"{UID(target).name} did not decode: {exc}")
+        if not same:  # a codec bug; never send pixels other than those we hold
+            return Prepared(
+                None, "", False, f"{UID(target).name} did not decode to the stored pixels"
+            )
+        break
+    else:
+        return Prepared(
+            None, "", False, "cannot encode in an accepted lossless syntax: " + "; ".join(problems)
+        )
+    if method:
+        mark_lossy(ds, method)
+    return Prepared(ds, target, True, "")
 
 
 def decompress(ds: Dataset) -> None:
@@ -215,7 +293,7 @@ def changes_byte_order(own: str, accepted: Collection[str]) -> bool:
             return False
     except ValueError:
         return False
-    native = [ts for ts in UNCOMPRESSED if ts in accepted]
+    native = [ts for ts in (*UNCOMPRESSED, DEFLATED_LE) if ts in accepted]
     return bool(native) and UID(native[0]).is_little_endian != own_uid.is_little_endian
 
 

@@ -59,20 +59,6 @@ EXPLICIT_BE = "1.2.840.10008.1.2.2"
 DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 #: Conformance 4.2.1.2 / 4.2.2.2 / 4.2.5.2: the three uncompressed syntaxes.
 UNCOMPRESSED: tuple[str, ...] = (EXPLICIT_LE, IMPLICIT_LE, EXPLICIT_BE)
-#: Conformance 4.2.4.2: compressed syntaxes a node may opt in to (besides uncompressed).
-COMPRESSED_4242: tuple[str, ...] = (
-    DEFLATED_LE,
-    "1.2.840.10008.1.2.4.50",
-    "1.2.840.10008.1.2.4.51",
-    "1.2.840.10008.1.2.4.53",
-    "1.2.840.10008.1.2.4.55",
-    "1.2.840.10008.1.2.4.57",
-    "1.2.840.10008.1.2.4.70",
-    "1.2.840.10008.1.2.4.80",
-    "1.2.840.10008.1.2.4.81",
-    "1.2.840.10008.1.2.5",
-)
-RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 #: Conformance 4.2.1.3 / 4.2.2.3: the maximum PDU size we announce as SCU.
 DEFAULT_MAX_PDU = 16384
 MAX_CONTEXTS = 128
@@ -1357,12 +1343,22 @@ class StoreOutcome:
 def store_contexts(
     items: Iterable[Outgoing], compressed: bool = False
 ) -> list[PresentationContext]:
-    """Presentation contexts for a send (Conformance 4.2.4.2 / 4.2.4.4).
+    """Presentation contexts for a send (Conformance 4.2.4.2 / 4.2.4.4; PS3.8 9.3.2.2).
 
-    By default one context per SOP class with the uncompressed syntaxes. With ``compressed``,
-    also one context per (SOP class, stored compressed syntax of 4.2.4.2), so data stored
-    compressed travels as is, and an RLE Lossless context for natively stored classes (we
-    can encode RLE ourselves). Capped at 128 contexts: uncompressed ones come first.
+    By default one context per SOP class with the uncompressed syntaxes. With ``compressed``
+    (a node's ``propose_compressed``), in this order of priority:
+
+    1. the uncompressed context of every SOP class;
+    2. one context per (SOP class, stored syntax that is not uncompressed), so data stored
+       compressed travels as is;
+    3. per SOP class, one context with the lossless syntaxes we can transcode to
+       (``transcode.LOSSLESS_TARGETS``: Deflated, RLE, JPEG-LS and JPEG 2000 lossless) for
+       a peer that accepts none of the above. Lossy syntaxes are proposed only for data
+       stored in them (never a transcoding target: an outside tester's peer that took only
+       Deflated, JPEG-LS or JPEG 2000 lossless "accepted none of the proposed contexts").
+
+    At most 128 contexts per association (PS3.8): what does not fit of 2 and 3 is left
+    out (those instances go uncompressed); more SOP classes than 128 is a ValueError.
     """
     by_class: dict[str, set[str]] = {}
     for it in items:
@@ -1370,19 +1366,28 @@ def store_contexts(
     contexts: list[PresentationContext] = [
         build_context(cls, list(UNCOMPRESSED)) for cls in by_class
     ]
-    if compressed:
-        for cls, syntaxes in by_class.items():
-            for ts in sorted(syntaxes):
-                if ts in COMPRESSED_4242:
-                    contexts.append(build_context(cls, [ts]))
-            if syntaxes & set(UNCOMPRESSED) and RLE_LOSSLESS not in syntaxes:
-                contexts.append(build_context(cls, [RLE_LOSSLESS]))
     if len(contexts) > MAX_CONTEXTS:
         raise ValueError(
             f"{len(by_class)} SOP classes need {len(contexts)} presentation contexts; "
             "DICOM allows 128 per association: split the send"
         )
-    return contexts
+    if not compressed:
+        return contexts
+    extra: list[PresentationContext] = []
+    for cls, syntaxes in by_class.items():
+        extra += [build_context(cls, [ts]) for ts in sorted(syntaxes - set(UNCOMPRESSED))]
+    for cls, syntaxes in by_class.items():
+        targets = [ts for ts in transcode.LOSSLESS_TARGETS if ts not in syntaxes]
+        if targets:
+            extra.append(build_context(cls, targets))
+    room = MAX_CONTEXTS - len(contexts)
+    if len(extra) > room:
+        log.warning(
+            "send: %d compressed presentation contexts do not fit in 128; %d left out "
+            "(their instances go uncompressed)",
+            len(extra), len(extra) - room,
+        )  # fmt: skip
+    return contexts + extra[:room]
 
 
 @dataclass(frozen=True)

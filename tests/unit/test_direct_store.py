@@ -248,3 +248,36 @@ def test_read_ahead_stops_when_the_send_stops() -> None:
     next(reads)
     reads.close()
     assert len(loads) <= scu.PREFETCH + 1  # the one handed out and the one read ahead
+
+
+def _item(sop_class: str, syntax: str) -> scu.Outgoing:
+    return scu.Outgoing(sop_class, "1.2.3", syntax, lambda: b"")
+
+
+def test_compressed_proposal_offers_the_lossless_syntaxes_we_can_encode() -> None:
+    """Conformance 4.2.4.2 with a node's propose_compressed: uncompressed first, then the
+    stored syntax as is, then the lossless syntaxes we transcode to — never a lossy one
+    that nothing is stored in (a peer taking only Deflated, JPEG-LS or JPEG 2000 lossless
+    "accepted none of the proposed presentation contexts")."""
+    jpeg = "1.2.840.10008.1.2.4.50"
+    got = scu.store_contexts([_item(CT, scu.EXPLICIT_LE), _item(CT, jpeg)], compressed=True)
+    assert [cx.transfer_syntax for cx in got] == [
+        list(scu.UNCOMPRESSED),
+        [jpeg],
+        ["1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80",
+         "1.2.840.10008.1.2.4.90"],
+    ]  # fmt: skip
+    assert [cx.transfer_syntax for cx in scu.store_contexts([_item(CT, jpeg)])] == [
+        list(scu.UNCOMPRESSED)
+    ]
+
+
+def test_compressed_proposal_keeps_within_128_contexts_by_priority() -> None:
+    classes = [f"1.2.840.10008.5.1.4.1.1.{i}" for i in range(100)]
+    items = [_item(c, "1.2.840.10008.1.2.4.80") for c in classes]
+    got = scu.store_contexts(items, compressed=True)
+    assert len(got) == 128
+    assert all(cx.transfer_syntax == list(scu.UNCOMPRESSED) for cx in got[:100])
+    assert all(cx.transfer_syntax == ["1.2.840.10008.1.2.4.80"] for cx in got[100:])
+    with pytest.raises(ValueError, match="128"):
+        scu.store_contexts([_item(f"1.2.3.{i}", scu.EXPLICIT_LE) for i in range(129)])

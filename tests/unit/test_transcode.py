@@ -171,3 +171,73 @@ def test_transcoding_emits_no_warning(
             ds.save_as(io.BytesIO(), enforce_file_format=True)
     assert syntax == target and transcoded
     assert not [r for r in caplog.records if "will be removed" in r.getMessage()]
+
+
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
+DEFLATED = "1.2.840.10008.1.2.1.99"
+RLE = "1.2.840.10008.1.2.5"
+
+
+@pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm"])
+@pytest.mark.parametrize("target", [DEFLATED, JPEG_LS_LOSSLESS, J2K_LOSSLESS])
+def test_peer_without_native_syntaxes_gets_a_lossless_one(name: str, target: str) -> None:
+    """Issue 3: "transcode when the peer only accepts another syntax" — to a lossless one
+    we can encode, pixel-identical, SOP Instance UID kept."""
+    warnings.simplefilter("ignore")
+    raw = open(get_testdata_file(name), "rb").read()  # noqa: SIM115
+    source = dcmread(io.BytesIO(raw))
+    own = str(source.file_meta.TransferSyntaxUID)
+    assert transcode.codes_pixels(own, {target}) == (target != DEFLATED or own == RLE)
+    data, syntax, transcoded, error = transcode.prepare_part10(raw, own, {target}, "")
+    assert data is not None, error
+    out = dcmread(io.BytesIO(data))
+    assert syntax == target == out.file_meta.TransferSyntaxUID and transcoded
+    assert out.SOPInstanceUID == source.SOPInstanceUID
+    assert np.array_equal(out.pixel_array, source.pixel_array)
+    assert "LossyImageCompression" not in out
+
+
+def test_a_codec_that_cannot_take_the_image_hands_it_to_the_next_syntax(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    warnings.simplefilter("ignore")
+    monkeypatch.setitem(transcode._ENCODER, RLE, "no-such-plugin")  # RLE refuses
+    ds = dcmread(get_testdata_file("MR_small.dcm"))
+    before = ds.pixel_array.copy()
+    done = transcode.prepare(ds, ExplicitVRLittleEndian, {RLE, JPEG_LS_LOSSLESS}, "")
+    assert done.dataset is not None and done.syntax == JPEG_LS_LOSSLESS, done.error
+    assert np.array_equal(done.dataset.pixel_array, before)
+    ds = dcmread(get_testdata_file("rtdose_1frame.dcm"))  # 32-bit: no JPEG-LS / JPEG 2000
+    done = transcode.prepare(ds, ExplicitVRLittleEndian, {JPEG_LS_LOSSLESS, J2K_LOSSLESS}, "")
+    assert done.dataset is None and "JPEG-LS" in done.error and "JPEG 2000" in done.error
+    done = transcode.prepare(ds, ExplicitVRLittleEndian, {JPEG_LS_LOSSLESS, DEFLATED}, "")
+    assert done.syntax == DEFLATED  # no pixel codec needed
+
+
+def test_odd_sized_rgb_to_rle_does_not_take_the_process_down() -> None:
+    """pydicom tries GDCM first for RLE, and GDCM's encoder aborts the process (uncaught
+    C++ exception) on this image: the pylibjpeg plugin is named explicitly."""
+    warnings.simplefilter("ignore")
+    ds = dcmread(get_testdata_file("SC_rgb_small_odd.dcm"))
+    before = ds.pixel_array.copy()
+    done = transcode.prepare(ds, ExplicitVRLittleEndian, {RLE}, "")
+    assert done.dataset is not None and done.syntax == RLE, done.error
+    assert np.array_equal(done.dataset.pixel_array, before)
+
+
+def test_lossless_data_is_never_transcoded_to_a_lossy_syntax() -> None:
+    warnings.simplefilter("ignore")
+    ds = dcmread(get_testdata_file("MR_small.dcm"))
+    lossy = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91"}
+    assert not transcode.codes_pixels(ExplicitVRLittleEndian, lossy)
+    done = transcode.prepare(ds, ExplicitVRLittleEndian, lossy, "")
+    assert done.dataset is None and "lossy" in done.error
+
+
+def test_decoded_lossy_data_sent_lossless_stays_marked_lossy() -> None:
+    warnings.simplefilter("ignore")
+    ds = dcmread(get_testdata_file("JPEGLSNearLossless_16.dcm"))
+    done = transcode.prepare(ds, "1.2.840.10008.1.2.4.81", {JPEG_LS_LOSSLESS}, "")
+    assert done.dataset is not None and done.syntax == JPEG_LS_LOSSLESS, done.error
+    assert done.dataset.LossyImageCompression == "01"
