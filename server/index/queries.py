@@ -96,6 +96,7 @@ def match_range(column: InstrumentedAttribute[str], value: str) -> ColumnElement
     value = value.strip()
     if len(value) == 10 and value[4] == "-" and value[7] == "-":
         return column == value.replace("-", "")
+    column = folding.bytewise(column)  # type: ignore[assignment]
     if "-" in value:
         low, _, high = value.partition("-")
         low, high = low.replace(":", "").strip(), high.replace(":", "").strip()

@@ -7,6 +7,7 @@ a user with rights on one pool did not see a patient known there only from refus
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ POOLS = [
     {"name": "ONCO", "ae_title": "LUCENT_ONCO", "port": 0},
 ]
 STUDY = "1.2.826.0.1.3680043.10.1455.7.1"
+FUSS = "1.2.826.0.1.3680043.10.1455.7.2"
 
 
 def _refused(tmp: Path, patient_id: str) -> bytes:
@@ -34,18 +36,33 @@ def _refused(tmp: Path, patient_id: str) -> bytes:
     return out.getvalue()
 
 
+def _os_locale(name: str) -> bool:
+    done = subprocess.run(["locale", "-a"], capture_output=True, text=True)
+    return name.lower().replace("-", "") in done.stdout.lower().replace("-", "")
+
+
 @pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+    scope="module",
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("postgres-en_US", marks=pytest.mark.postgres),
+    ],
 )
 def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     tmp = tmp_path_factory.mktemp(f"text-{request.param}")
     sections: dict[str, dict[str, Any]] = {}
     pg = None
-    if request.param == "postgres":
+    if request.param.startswith("postgres"):
         if not postgres_available():
             pytest.fail("PostgreSQL is not installed: run scripts/setup.sh")
+        if request.param.endswith("en_US") and not _os_locale("en_US.utf8"):
+            pytest.skip("the en_US.utf8 locale is not installed on this machine")
         pg = TemporaryPostgres()
-        sections["index"] = {"database_url": pg.__enter__()}
+        url = pg.__enter__()
+        if request.param.endswith("en_US"):  # the usual collation of a Debian installation
+            url = pg.create_database("lucent_en", locale="en_US.utf8")
+        sections["index"] = {"database_url": url}
     try:
         with make_app(tmp, sections, pools=POOLS) as app:
             ds = dcmread(DicomBytesIO(ct_bytes(tmp, patient_id="TXT-1", study_uid=STUDY)))
@@ -53,8 +70,16 @@ def app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ds.StudyDescription = "Schädel nativ"
             ds.SeriesDescription = "Kopf ärztlich"
             ds.ReferringPhysicianName = "Bäcker^Hans"
+            ds.StudyTime = "083015"
             out = DicomBytesIO()
             ds.save_as(out, enforce_file_format=True)
+            assert app.store(out.getvalue()) == 0
+            fuss = dcmread(DicomBytesIO(ct_bytes(tmp, patient_id="TXT-2", study_uid=FUSS)))
+            fuss.SpecificCharacterSet = "ISO_IR 192"
+            fuss.StudyDescription = "Fuß rechts"
+            fuss.StudyTime = "090000"
+            out = DicomBytesIO()
+            fuss.save_as(out, enforce_file_format=True)
             assert app.store(out.getvalue()) == 0
             assert app.store(ct_bytes(tmp, patient_id="ONC-1"), pool="ONCO") == 0
             assert app.store(_refused(tmp, "REFUSED-HERE")) != 0
@@ -92,9 +117,30 @@ def test_pool_user_lists_a_patient_known_there_only_from_refused_data(app: AppUn
     r = app.http.get("/api/v1/patients", headers=app.token("rad-def"))
     assert r.status_code == 200, r.text
     rows = {p["patient_id"]: p for p in r.json()["items"]}
-    assert set(rows) == {"TXT-1", "REFUSED-HERE"}
+    assert set(rows) == {"TXT-1", "TXT-2", "REFUSED-HERE"}
     assert rows["REFUSED-HERE"]["non_conformant"] == 1
     assert rows["REFUSED-HERE"]["study_count"] == 0
     assert rows["TXT-1"]["study_count"] == 1
     admin = {p["patient_id"] for p in _get(app, "/api/v1/patients")["items"]}
     assert {"ONC-1", "REFUSED-ONCO"} <= admin
+
+
+@pytest.mark.parametrize("pattern", ["Fuß rechts", "fuß*", "FUSS RECHTS"])
+def test_sharp_s_folds_like_python(app: AppUnderTest, pattern: str) -> None:
+    """Python folds "ß" to "SS": the database side must fold alike (it kept "ß")."""
+    found = _get(app, "/api/v1/studies", description=pattern)["items"]
+    assert [s["study_uid"] for s in found] == [FUSS]
+
+
+@pytest.mark.parametrize(
+    ("time", "expected"),
+    [("0830", {STUDY}), ("08", {STUDY}), ("0800-0900", {STUDY, FUSS}), ("-0900", {STUDY, FUSS}),
+     ("0900-", {FUSS}), ("083015", {STUDY})],
+)  # fmt: skip
+def test_study_time_ranges_do_not_depend_on_the_collation(
+    app: AppUnderTest, time: str, expected: set[str]
+) -> None:
+    """Range bounds end in U+FFFF, which an en_US collation sorts as nothing: "0830" found
+    no study at 08:30:15 and 0800-0900 missed 09:00:00 on such a PostgreSQL."""
+    found = _get(app, "/dicom-web/studies", StudyTime=time)
+    assert {s["0020000D"]["Value"][0] for s in found} & {STUDY, FUSS} == expected

@@ -206,8 +206,11 @@ class TemporaryPostgres:
             raise
         return self.url
 
-    def create_database(self, dbname: str) -> str:
-        """Create another database in this cluster; returns its SQLAlchemy URL."""
+    def create_database(self, dbname: str, locale: str | None = None) -> str:
+        """Create another database in this cluster (with ``locale`` as its collation and
+        character classes, e.g. "en_US.utf8" as most installations have); returns its
+        SQLAlchemy URL."""
+        options = ["--locale", locale, "--template", "template0"] if locale else []
         done = self._run(
             [
                 str(PG_BIN / "createdb"),
@@ -217,6 +220,7 @@ class TemporaryPostgres:
                 str(self.port),
                 "-U",
                 self.user,
+                *options,
                 dbname,
             ]  # fmt: skip
         )
