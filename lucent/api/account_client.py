@@ -148,6 +148,13 @@ class AccountsApi:
     def unlock_user(self, username: str) -> None:
         self._request("POST", f"/api/v1/users/{username}/unlock")
 
+    def lockouts(self) -> list[acs.LockoutOut]:
+        """Login lockouts in force (accounts and client addresses)."""
+        return [acs.LockoutOut.model_validate(x) for x in self._get("/api/v1/lockouts")]
+
+    def clear_address_lockout(self, address: str) -> None:
+        self._request("DELETE", f"/api/v1/lockouts/address/{address}")
+
     # ------------------------------------------------------------------ groups
     def groups(self) -> list[acs.GroupOut]:
         return [acs.GroupOut.model_validate(g) for g in self._get("/api/v1/groups")]

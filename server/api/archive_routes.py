@@ -124,6 +124,7 @@ def list_studies(
     offset: Offset = 0,
     limit: int = Query(100, ge=1, le=1000),
     include_placeholders: bool = Query(True, description="list non-conformant data entries"),
+    show_hidden: bool = Query(False, description="include the studies this user has hidden"),
     _: Caller = Depends(get_caller),
 ) -> schemas.Page[schemas.StudyOut]:
     """One ordered list, paged as a whole: the "non-conformant data" entries of studies that
@@ -131,7 +132,7 @@ def list_studies(
     ``total`` counts both; hidden studies are left out before paging, so a page is never
     short while more exist, nor longer than ``limit``."""
     with ctx_of(request).Session() as db:
-        hidden = hidden_uids(request, "study")  # accounts: per-user hidden studies
+        hidden = hidden_uids(request, "study", show_hidden)  # accounts: per-user hidden
         entries = _placeholder_studies(db, f, hidden) if include_placeholders else []
         items = entries[offset : offset + limit]
         rest = limit - len(items)
@@ -200,12 +201,15 @@ def list_placeholders(
 
 @router.get("/studies/{study_uid}/series", response_model=list[schemas.SeriesOut])
 def list_series(
-    study_uid: str, request: Request, _: Caller = Depends(get_caller)
+    study_uid: str,
+    request: Request,
+    show_hidden: bool = Query(False, description="include the series this user has hidden"),
+    _: Caller = Depends(get_caller),
 ) -> list[schemas.SeriesOut]:
     with ctx_of(request).Session() as db:
         if db.scalars(select(Study.id).where(Study.study_uid == study_uid)).first() is None:
             raise HTTPException(404, f"study {study_uid} not found")
-        hidden = hidden_uids(request, "series")  # accounts: per-user hidden series
+        hidden = hidden_uids(request, "series", show_hidden)  # accounts: per-user hidden
         return [
             schemas.SeriesOut(
                 series_uid=s.series_uid,

@@ -330,12 +330,11 @@ def _audit_access(request: Request, caller: Caller, rule: rights.Rule, study_uid
     audit_caller(ctx, rule.audit, caller, objects, f"{request.method} {request.url.path}")
 
 
-def hidden_uids(request: Request, level: str) -> set[str]:
-    """UIDs this caller has hidden (FAQ "Show hidden data"); empty with ?show_hidden=true."""
+def hidden_uids(request: Request, level: str, show_hidden: bool = False) -> set[str]:
+    """UIDs this caller has hidden (FAQ "Show hidden data"); empty when ``show_hidden``
+    (the routes' declared ``?show_hidden=true``)."""
     caller = getattr(request.state, "caller", None)
-    if not isinstance(caller, Caller):
-        return set()
-    if request.query_params.get("show_hidden", "").lower() in ("1", "true", "yes"):
+    if not isinstance(caller, Caller) or show_hidden:
         return set()
     ctx: ServerContext = request.app.state.ctx
     with ctx.Session() as db:

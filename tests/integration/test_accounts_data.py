@@ -156,6 +156,11 @@ def test_hidden_studies_and_series_per_user(tmp_path: Path) -> None:
         assert series(h) == ["1.2.826.9.1.1"]
         assert studies(other) == ["1.2.826.9.1", "1.2.826.9.2"]  # only for that user
         assert studies(h, show_hidden="true") == ["1.2.826.9.1", "1.2.826.9.2"]
+        assert series(h, show_hidden="true") == ["1.2.826.9.1.1", "1.2.826.9.1.2"]
+        paths = app.http.get("/openapi.json").json()["paths"]  # the typed client sends it
+        for route in ("/api/v1/studies", "/api/v1/studies/{study_uid}/series"):
+            names = {p["name"] for p in paths[route]["get"]["parameters"]}
+            assert "show_hidden" in names, route
         listed = app.http.get("/api/v1/hidden", headers=h).json()
         assert {(x["level"], x["uid"]) for x in listed} == {
             ("study", "1.2.826.9.2"),

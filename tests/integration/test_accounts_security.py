@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
+from lucent.api.client import ApiError
 from tests.integration.test_accounts_support import PASSWORD, ct_bytes, make_app
 
 IT_PASSWORD = "it-has-a-long-password"
@@ -78,16 +80,15 @@ def test_address_lockout_lets_known_users_in_and_can_be_cleared(tmp_path: Path) 
         assert guess.status_code == 429 and guess.json() == stranger.json()
         assert app.login("nobody-9", "wrong-password").json() == stranger.json()
         assert app.login("alice").status_code == 200
-        admin = app.admin()  # the administrator added the users from here
-        locks = app.http.get("/api/v1/lockouts", headers=admin).json()
-        [lock] = [x for x in locks if x["kind"] == "address"]
-        assert lock["subject"] == "testclient" and lock["failures"] == 4
-        r = app.http.delete("/api/v1/lockouts/address/testclient", headers=admin)
-        assert r.status_code == 204
+        admin = app.admin_client()  # the administrator added the users from here
+        [lock] = [x for x in admin.lockouts() if x.kind == "address"]
+        assert lock.subject == "testclient" and lock.failures == 4
+        admin.clear_address_lockout("testclient")
         assert app.login("bob").status_code == 200
-        r = app.http.delete("/api/v1/lockouts/address/testclient", headers=admin)
-        assert r.status_code == 404
-        assert app.http.get("/api/v1/lockouts", headers=admin).json() == []
+        with pytest.raises(ApiError) as gone:
+            admin.clear_address_lockout("testclient")
+        assert gone.value.status == 404
+        assert admin.lockouts() == []
         cleared = app.admin_client().audit(event_id="110113", user="admin")
         assert any(e.detail == "address lockout cleared: testclient" for e in cleared)
 
