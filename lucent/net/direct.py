@@ -128,7 +128,7 @@ class DirectAssociation:
         except TimeoutError as exc:
             sock.close()
             raise DirectError(
-                "timeout", f"{host}:{port} did not answer the association request"
+                "silent", f"{host}:{port} did not answer the association request"
             ) from exc
         except (OSError, ValueError) as exc:
             sock.close()

@@ -161,10 +161,11 @@ def _diagnose_connect(peer: Peer) -> AssociationError:
             problem = _tls_problem(peer, probe)
             if problem is not None:
                 return problem
+    tls_hint = "" if peer.tls else ", or one that expects TLS while this node has TLS off"
     return AssociationError(
         "aborted",
-        f"{peer.address} accepts TCP connections but aborted or did not answer the "
-        f"association request within {peer.timeout:g} s (is it a DICOM port?)",
+        f"{peer.address} accepts TCP connections but closed or aborted the association "
+        f"request without an answer (a port that is not DICOM{tls_hint}?)",
     )
 
 
@@ -265,11 +266,10 @@ def associate(
             permanent=getattr(rsp, "result", None) == REJECTED_PERMANENT,
         )
     if time.monotonic() - started >= peer.timeout * 0.9:
-        raise AssociationError(
-            "timeout",
-            f"no answer from {peer.address} within {peer.timeout:g} s "
-            "(host down, firewall, or a port that is not DICOM)",
-        )
+        diagnosis = _diagnose_connect(peer)  # did TCP connect? then the peer was silent
+        if diagnosis.kind == "aborted":
+            raise _silent(peer)
+        raise diagnosis
     if not assoc.accepted_contexts and assoc.rejected_contexts:
         raise AssociationError(
             "rejected",
@@ -1458,13 +1458,26 @@ def _open_direct(peer: Peer, contexts: list[ul.PresentationContext]) -> direct.D
     except direct.DirectError as exc:
         if exc.kind == "rejected":
             raise _rejected(peer, exc.message) from exc
-        if exc.kind == "timeout":  # as ``associate`` says it; a probe would wait again
+        if exc.kind == "timeout":  # no TCP connection in time; a probe would wait again
             raise AssociationError(
                 "timeout",
                 f"no answer from {peer.address} within {peer.timeout:g} s "
-                "(host down, firewall, or a port that is not DICOM)",
+                "(host down, firewall, or wrong address)",
             ) from exc
+        if exc.kind == "silent":
+            raise _silent(peer) from exc
         raise _diagnose_connect(peer) from exc
+
+
+def _silent(peer: Peer) -> AssociationError:
+    """TCP connected, then no A-ASSOCIATE answer in time (the probe told this apart from a
+    host that is down: it said "host down, firewall" for a port that took the connection)."""
+    tls_hint = "" if peer.tls else ", or one that expects TLS while this node has TLS off"
+    return AssociationError(
+        "timeout",
+        f"{peer.address} accepts TCP connections but did not answer the association request "
+        f"within {peer.timeout:g} s (a port that is not DICOM{tls_hint}?)",
+    )
 
 
 def _none_accepted(peer: Peer) -> AssociationError:

@@ -479,3 +479,46 @@ def test_echo_failures_have_clear_messages(scripted: ScriptedPeer) -> None:
     assert refused.kind == "refused" and "connection refused" in refused.message
     unknown = scu.echo(scu.Peer("X", "no-such-host.invalid", 104, timeout=2))
     assert unknown.kind == "unknown-host"
+
+
+def test_echo_tells_a_silent_port_from_a_closing_one() -> None:
+    """Outside probe: a port that took the TCP connection and never answered was reported
+    as "host down, firewall", and one that closed at once as "did not answer within 4 s"."""
+    import socket
+    import threading
+
+    def serve(listener: socket.socket, close_at_once: bool, stop: threading.Event) -> None:
+        held = []
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            if close_at_once:
+                conn.close()
+            else:
+                held.append(conn)
+        for c in held:
+            c.close()
+
+    for close_at_once in (False, True):
+        listener = socket.create_server(("127.0.0.1", 0))
+        stop = threading.Event()
+        thread = threading.Thread(target=serve, args=(listener, close_at_once, stop))
+        thread.start()
+        try:
+            port = listener.getsockname()[1]
+            result = scu.echo(scu.Peer("X", "127.0.0.1", port, timeout=1.5))
+        finally:
+            stop.set()
+            thread.join()
+            listener.close()
+        assert not result.ok
+        assert "accepts TCP connections" in result.message, result.message
+        assert "host down" not in result.message
+        assert "expects TLS" in result.message
+        if close_at_once:
+            assert result.kind == "aborted" and "closed" in result.message, result.message
+        else:
+            assert result.kind == "timeout" and "within 1.5 s" in result.message, result.message
