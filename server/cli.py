@@ -60,13 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except single_instance.AlreadyRunning as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    try:
-        ctx = ServerContext(settings, migrate=True)
-    except DBAPIError as exc:
-        raise StartupError(
-            f"the index database cannot be opened ({exc.orig}): restore it from a backup, or "
-            "move it aside and run `lucent-server rebuild-index`"
-        ) from exc
+    ctx = ServerContext(settings, migrate=True)  # StartupError: why, and what to check
     ctx.preflight()
     ctx.recover()  # re-index what a crash left unindexed, remove deleted/half-written objects
     check_ports_free(settings)
@@ -162,7 +156,11 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
     except (single_instance.AlreadyRunning, OSError) as exc:
         print(f"error: stop the server first ({exc})", file=sys.stderr)
         return 1
-    ctx = ServerContext(settings, migrate=True)
+    try:
+        ctx = ServerContext(settings, migrate=True)
+    except BaseException:
+        lock.close()
+        raise
     try:
         report = ctx.recover()
     finally:
@@ -242,10 +240,44 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"lucent-server: no config file at {path}", file=sys.stderr)
         return 2
     settings, path = _settings(str(path))
-    print(
-        f"{path}: OK ({len(settings.pools)} pool(s), index {settings.database_url.split(':')[0]})"
-    )
+    index = _check_index(settings)
+    if index.startswith("error: "):
+        print(f"lucent-server: {path}: {index.removeprefix('error: ')}", file=sys.stderr)
+        return 2
+    print(f"{path}: OK ({len(settings.pools)} pool(s), index {index})")
     return 0
+
+
+def _check_index(settings: config_mod.Settings) -> str:
+    """check-config's word on the index. A database server is contacted (with the connect
+    timeout of server.index.db): "OK" without connecting let a wrong password or host pass
+    until the next start (probe 12). A SQLite file is not opened (opening creates it)."""
+    from sqlalchemy import make_url
+
+    from server.index import db
+
+    url = settings.database_url
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "")
+        state = "present" if path.is_file() else "created at the first start"
+        return f"SQLite file {path} ({state}; not opened)"
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as conn:
+            version = conn.exec_driver_sql("SHOW server_version").scalar()
+            tables = conn.exec_driver_sql(
+                "SELECT count(*) FROM information_schema.tables"
+                " WHERE table_name = 'alembic_version'"
+            ).scalar()
+    except DBAPIError as exc:
+        reason = db.unavailable(exc) or " ".join(str(exc.orig).split())
+        return "error: " + db.connection_advice(url, reason)
+    finally:
+        engine.dispose()
+    schema = "schema present" if tables else "empty: the first start creates the schema"
+    shown = parsed.render_as_string(hide_password=True)
+    return f"{shown}: connected (PostgreSQL {version}, {schema})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,4 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except (config_mod.ConfigError, crypto.KeyError_, StartupError, OSError) as exc:
         print(f"lucent-server: {exc}", file=sys.stderr)
+        return 2
+    except DBAPIError as exc:  # the index failed mid-command: one line, not a traceback
+        print(
+            f"lucent-server: index database error: {' '.join(str(exc.orig).split())}",
+            file=sys.stderr,
+        )
         return 2

@@ -93,7 +93,11 @@ class ServerContext:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = db.make_engine(settings.database_url)
         if migrate:
-            db.migrate(self.engine)
+            try:
+                db.migrate(self.engine)
+            except DBAPIError as exc:
+                self.engine.dispose()
+                raise StartupError(self._index_failure(exc, "opened")) from exc
         self.Session = db.sessions(self.engine)
         self.WriteSession = db.writer_sessions(self.engine)
         # Ingest rows commit without a WAL fsync: their blobs are durable and self-describing,
@@ -101,9 +105,11 @@ class ServerContext:
         self.IngestSession = db.ingest_sessions(self.engine)
         self._known_series = KnownSeriesWriter(db.ingest_engine(self.engine))
         self._commit_lock = db.commit_lock(self.engine)
+        self._remote_index = self.engine.dialect.name != "sqlite"
         self.storage = FileSystemStorage(settings.archive_dir, sync=settings.archive.sync_writes)
         self._parents = ParentCache()
         self._disk_full_logged = -1e9
+        self._db_down_logged = -1e9
         self.keys = crypto.KeyRing.load_or_create(
             settings.key_file,
             archive_in_use=not settings.key_file.exists() and self.storage.has_objects(),
@@ -166,11 +172,26 @@ class ServerContext:
                     )
             self._index_probe(self.settings.pools[0].name)
         except DBAPIError as exc:
-            raise StartupError(
-                f"the index database cannot be used ({exc.orig}): restore it from a backup, "
-                "or move it aside and run `lucent-server rebuild-index` to rebuild it from "
-                "the archive"
-            ) from exc
+            raise StartupError(self._index_failure(exc, "used")) from exc
+
+    def _index_failure(self, exc: DBAPIError, verb: str) -> str:
+        """Why the index cannot be opened or used, and what to do. A connection problem
+        (credentials, network, a missing database) is not a damaged index: advising a
+        restore from backup there was dangerous (probe 12)."""
+        url = self.settings.database_url
+        reason = db.unavailable(exc)
+        if reason is not None and self.engine.dialect.name != "sqlite":
+            return db.connection_advice(url, reason)
+        detail = " ".join(str(exc.orig).split())
+        if self.engine.dialect.name != "sqlite":
+            return (
+                f"the index database cannot be {verb} ({detail}): check the PostgreSQL server "
+                "log and the rights of the database user named in [index] database_url"
+            )
+        return (
+            f"the index database cannot be {verb} ({detail}): restore it from a backup, or "
+            "move it aside and run `lucent-server rebuild-index` to rebuild it from the archive"
+        )
 
     def _index_probe(self, pool: str) -> None:
         """One synthetic instance through the index path, rolled back: nothing is written."""
@@ -236,8 +257,15 @@ class ServerContext:
                     self.quotas.record_owner(result.sop_instance_uid, owner, len(data))
                 return result
         except Exception as exc:  # never let one instance take the listener down
-            log.exception("store failed")
-            return StoreResult(status.PROCESSING_FAILURE, f"internal error: {exc}")
+            reason = db.unavailable(exc)
+            if reason is None:
+                log.exception("store failed")
+                return StoreResult(status.PROCESSING_FAILURE, f"internal error: {exc}")
+            if time.monotonic() - self._db_down_logged > 60:
+                # one line a minute while the database is away, not a traceback per instance
+                self._db_down_logged = time.monotonic()
+                log.error("index database unavailable, refusing instances (0110): %s", reason)
+            return StoreResult(status.PROCESSING_FAILURE, f"index database unavailable: {reason}")
 
     def _store(
         self,
@@ -369,7 +397,17 @@ class ServerContext:
             source_ae=source,
             attrs=attrs,
         )
-        outcome = self._commit(rec)
+        try:
+            outcome = self._commit(rec)
+        except BaseException:
+            # Not answered 0000, so nothing of it may stay: recovery would index these
+            # objects at the next start (probe 12: whatever the commit raised, e.g. a
+            # connection error on PostgreSQL from the known-series shortcut).
+            for key in (meta_key, pixel_key):
+                if key:
+                    with contextlib.suppress(Exception):
+                        self.storage.delete(key)
+            raise
         for key in outcome.obsolete_keys:
             self.storage.delete(key)
         sop_uid = str(ds.SOPInstanceUID)
@@ -421,11 +459,8 @@ class ServerContext:
                     self._parents.remember(rec.dataset, outcome.series_pk, outcome.pool)
                 return outcome
             except (IntegrityError, OperationalError) as exc:
-                if attempt == 7:
-                    for key in (rec.meta_key, rec.pixel_key):
-                        if key:
-                            self.storage.delete(key)
-                    raise
+                if attempt == 7 or (self._remote_index and db.unavailable(exc) is not None):
+                    raise  # a server that is down or frozen: retrying only makes the caller wait
                 log.debug("index commit retry %d: %s", attempt + 1, exc)
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")

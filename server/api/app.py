@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import re
+import threading
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from lucent.api import schemas
@@ -35,7 +41,10 @@ from server.api.body_limit import BodyLimit
 from server.api.head import HeadAsGet
 from server.api.params import RowId
 from server.context import ServerContext
+from server.index import db as index_db
 from server.index.models import RemoteNode
+
+log = logging.getLogger("lucent.api")
 
 nodes_router = APIRouter(prefix="/api/v1/nodes", tags=["remote nodes"])
 
@@ -206,6 +215,35 @@ def _audit_node(
     audit_caller(ctx, "config-change", caller, device, f"remote node {node_id} {change}: {shown}")
 
 
+class DatabaseOutage:
+    """503 "index database unavailable: <reason>" for a request the index could not serve
+    (down, frozen past the connect timeout, shutting down, timed out). Before, every route
+    answered a bare 500 and logged a traceback per request (probe 12). The log gets one
+    line when an outage is first seen, and again after a quiet minute; errors that are not
+    outages still reach the 500 handler with their traceback."""
+
+    QUIET_S = 60.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = -1e9
+
+    async def __call__(self, request: Request, exc: Exception) -> JSONResponse:
+        reason = index_db.unavailable(exc)
+        if reason is None:
+            raise exc
+        now = time.monotonic()
+        with self._lock:
+            quiet, self._last = now - self._last > self.QUIET_S, now
+        if quiet:
+            log.error("index database unavailable, API answers 503: %s", reason)
+        return JSONResponse(
+            {"detail": f"index database unavailable: {reason}"},
+            status_code=503,
+            headers={"Retry-After": "10"},
+        )
+
+
 def create_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(
         title="Lucent server API",
@@ -217,6 +255,9 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit)
     app.state.ctx = ctx
+    outage = DatabaseOutage()
+    app.add_exception_handler(DBAPIError, outage)
+    app.add_exception_handler(PoolTimeout, outage)
     app.state.basic_cache = BasicCache(ctx.settings.api.basic_auth_cache_seconds)
     app.include_router(account_routes.router)
     app.include_router(audit_routes.router)

@@ -9,7 +9,9 @@ from types import TracebackType
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import sessionmaker
 
 from server.index import folding
@@ -18,6 +20,19 @@ if os.name == "posix":
     import fcntl
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+#: PostgreSQL bounds (libpq parameters; the database URL may set its own, e.g.
+#: ``?connect_timeout=30``). Without them a port that accepted TCP and never answered, or
+#: a frozen server, hung start-up and every API request (probe 12). The statement and lock
+#: limits are generous: every statement of ingest, API and recovery takes well under a
+#: second; migrations lift both (``migrate``), since building an index on a large table
+#: may take longer.
+PG_CONNECT_TIMEOUT_S = 10
+PG_STATEMENT_TIMEOUT_MS = 300_000
+PG_LOCK_TIMEOUT_MS = 60_000
+#: A peer that stops acknowledging our packets (a cut network) ends the connection after
+#: this long instead of the kernel's ~15 minutes of retransmissions (Linux; ignored elsewhere).
+PG_TCP_USER_TIMEOUT_MS = 30_000
 
 
 def make_engine(url: str) -> Engine:
@@ -66,7 +81,95 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args=_server_connect_args(url),
+    )
+
+
+def _server_connect_args(url: str) -> dict[str, object]:
+    """Timeouts for a PostgreSQL connection, unless the URL sets them itself (SQLAlchemy
+    lets ``connect_args`` win over the URL's query, so only absent keys are added)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return {}
+    wanted: dict[str, object] = {
+        "connect_timeout": PG_CONNECT_TIMEOUT_S,
+        "tcp_user_timeout": PG_TCP_USER_TIMEOUT_MS,
+        "options": f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS} "
+        f"-c lock_timeout={PG_LOCK_TIMEOUT_MS}",
+    }
+    return {k: v for k, v in wanted.items() if k not in parsed.query}
+
+
+#: SQLSTATE classes and codes that say "the database cannot serve now", not "this request is
+#: wrong": connection exception, insufficient resources, operator intervention (shutdown,
+#: starting up, statement timeout), lock timeout, system error.
+_UNAVAILABLE_STATES = ("08", "53", "57", "58", "55P03", "3D000", "28")
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file", "disk i/o error")
+
+
+def unavailable(exc: BaseException) -> str | None:
+    """The driver's reason, on one line, when ``exc`` says the index database cannot be
+    reached or cannot answer now (down, frozen, refused, shutting down, timed out, locked);
+    None for anything else (a bug, a constraint: those are not outages)."""
+    if isinstance(exc, PoolTimeout):
+        return f"no free database connection ({exc})"
+    if not isinstance(exc, DBAPIError):
+        return None
+    orig = exc.orig
+    reason = " ".join(str(orig).split()) or type(orig).__name__
+    if type(orig).__module__.startswith("sqlite3"):
+        lowered = reason.lower()
+        return reason if any(m in lowered for m in _SQLITE_UNAVAILABLE) else None
+    if exc.connection_invalidated or exc.statement is None:
+        return reason  # connecting failed, or the connection was lost
+    state = getattr(orig, "sqlstate", None)
+    if state is None:
+        # psycopg raises OperationalError/InterfaceError without a SQLSTATE when the
+        # connection itself failed (closed, consuming input failed)
+        return reason if type(orig).__name__ in ("OperationalError", "InterfaceError") else None
+    return reason if str(state).startswith(_UNAVAILABLE_STATES) else None
+
+
+def connection_advice(url: str, reason: str) -> str:
+    """What to check, after the driver's reason, when connecting to the index failed:
+    a credential or network problem, not a damaged database (probe 12: a wrong password
+    was answered with "restore it from a backup")."""
+    parsed = make_url(url)
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    lowered = reason.lower()
+    if (
+        "authentication failed" in lowered
+        or "no password supplied" in lowered
+        or ("role" in lowered and "does not exist" in lowered)
+    ):
+        what = (
+            "authentication failed: check the user name and password in [index] database_url "
+            "and the user's entry in PostgreSQL"
+        )
+    elif "database" in lowered and "does not exist" in lowered:
+        what = (
+            f"the database '{parsed.database}' does not exist on {where}: create it "
+            "(createdb, or CREATE DATABASE) or correct its name in [index] database_url"
+        )
+    elif "pg_hba.conf" in lowered:
+        what = f"the server at {where} refuses this client: allow it in pg_hba.conf"
+    elif "timeout" in lowered or "timed out" in lowered:
+        what = (
+            f"no answer from {where} in time: check that this is the PostgreSQL server and "
+            "that it is running, not frozen or behind a firewall that drops packets"
+        )
+    else:
+        what = (
+            f"unreachable: check that PostgreSQL is running and accepts TCP connections at "
+            f"{where} (listen_addresses, firewall) and that [index] database_url names it"
+        )
+    shown = parsed.render_as_string(hide_password=True)
+    return f"cannot connect to the index database {shown}: {what} ({reason})"
 
 
 class CommitLock:
@@ -148,5 +251,9 @@ def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (alembic, from the first table on)."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # the serving limits (make_engine) must not cut a long migration short
+            conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+            conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -17,9 +17,10 @@ from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.engine.interfaces import Compiled
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection
 
+from server.index.db import unavailable
 from server.index.models import Event, Instance
 from server.index.records import (
     DELETE_PLACEHOLDER,
@@ -40,6 +41,9 @@ _EVENT = insert(Event)
 class KnownSeriesWriter:
     """Writes a known series' new instance; ``write`` answers False when the full path
     must judge (a duplicate SOP Instance UID, a series deleted meanwhile, a database error).
+    On PostgreSQL a database that is down or does not answer (``db.unavailable``) is
+    raised instead: the full path could not judge either, and the caller removes the
+    instance's objects before it answers the failure (``ServerContext._archive``).
 
     The caller holds the ingest commit lock (``server.index.db.commit_lock``)."""
 
@@ -58,7 +62,9 @@ class KnownSeriesWriter:
                 with self._engine.begin() as conn:
                     conn.execute(INSERT_INSTANCE, [values])
                     conn.execute(DELETE_PLACEHOLDER, {"sop_uid": values["sop_instance_uid"]})
-            except IntegrityError:
+            except DBAPIError as exc:
+                if unavailable(exc) is not None:
+                    raise
                 return False
             return True
         sql, params = self._insert_params(values)
@@ -98,7 +104,9 @@ class KnownSeriesWriter:
                 conn.execute(_UPDATE, {"row_id": old.id, **values})
                 conn.execute(_EVENT, {"at": now(), "kind": "duplicate-replaced", "detail": detail})
                 conn.execute(DELETE_PLACEHOLDER, {"sop_uid": sop_uid})
-        except IntegrityError:
+        except DBAPIError as exc:
+            if unavailable(exc) is not None and not self._raw_capable:
+                raise
             return None
         return [k for k in (old.meta_key, old.pixel_key) if k]
 
