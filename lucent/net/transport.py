@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from pynetdicom import association, dul, transport
+from pynetdicom import association, dimse, dul, transport
 
 _state: dict[str, Any] = {"installed": False, "limit": 1 << 20}
 _original_ready = transport.AssociationSocket.ready
@@ -202,6 +202,21 @@ class _AdaptiveClock:
         return getattr(time, name)
 
 
+_original_get_msg = dimse.DIMSEServiceProvider.get_msg
+
+
+def _get_msg(self: dimse.DIMSEServiceProvider, block: bool = False) -> Any:
+    """pynetdicom's reactor takes a message (``block=False``, its only caller) just after
+    its pause checkpoint let it through; a ``send_*()`` that paused it in that instant sees
+    it "paused", sends, and the reactor can take the response meant for it ("Received
+    unexpected C-STORE service message"): a C-MOVE's sub-operations then stalled for the
+    DIMSE timeout and every remaining one failed (outside probe, 3 of 27 moves; 50 us
+    polls made the window far likelier). The reactor gets nothing while paused."""
+    if not block and not self.assoc._reactor_checkpoint.is_set():
+        return None, None
+    return _original_get_msg(self, block)
+
+
 def install(max_pdu: int = 131072) -> None:
     """Patch pynetdicom's sockets for this process (idempotent).
 
@@ -229,6 +244,7 @@ def install(max_pdu: int = 131072) -> None:
     transport.AssociationSocket.recv = _recv  # type: ignore[method-assign]
     transport.AssociationSocket.ready = property(_ready)  # type: ignore[method-assign,assignment]
     transport.AssociationServer.get_request = get_request  # type: ignore[method-assign]
+    dimse.DIMSEServiceProvider.get_msg = _get_msg  # type: ignore[method-assign]
     if os.environ.get("LUCENT_PLAIN_POLL") != "1":
         clock = _AdaptiveClock()
         dul.time = clock  # type: ignore[attr-defined]
