@@ -48,6 +48,11 @@ def _value(ds: Dataset, keyword: str) -> str:
         return ""
     if value is None:
         return ""
+    if isinstance(value, bytes):
+        # A value too long for its VR's 16-bit length travels as UN (PS3.5 6.2.2: a list
+        # of 2000 Study UIDs is 71 KB), which pydicom leaves as bytes: str() of them gave
+        # "b'1.2...\\...'", and the first and last UID of the list matched nothing.
+        return value.decode("ascii", "replace").strip("\0 ")
     if type(value).__name__ == "MultiValue" or isinstance(value, list):
         return "\\".join(str(v) for v in value)
     return str(value).strip()
