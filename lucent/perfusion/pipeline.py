@@ -22,7 +22,8 @@ from .companion import labelled_adc
 from .companion import problem as companion_problem
 from .config import PerfusionConfig
 from .coregister import coregister, to_sitk
-from .maps import MAP_UNITS, adaptive_oi, compute_maps, first_pass_window
+from .deconvolution import model_fit
+from .maps import MAP_UNITS, adaptive_oi, compute_maps, first_pass_window, hematocrit_factor
 from .mask import brain_mask, tissue_mask
 from .model import PerfusionSeries, Refusal, RefusalCode
 from .motion import MotionReport, correct_motion
@@ -596,6 +597,14 @@ def _run(
             vol[~brain] = 0
             maps[name] = vol
         maps["ttp"] = np.where(brain, maps["ttp"] + np.float32(grid[0]), 0).astype(np.float32)
+        core_cbf = None
+        if modality == "CT" and config.ct_core_cbf == "model" and dwi is None:
+            # the core is decided on a model fit of the whole curve, not on the residue's
+            # noisy, regularised maximum (config.ct_core_cbf, deconvolution.model_fit)
+            amp, _, _ = model_fit(conc, fns.aif, dt)
+            core_cbf = np.zeros((n_z, n_y, n_x), np.float32)
+            core_cbf[idx] = np.clip(amp * np.float32(hematocrit_factor(config) * 6000.0), 0, None)
+            core_cbf[~brain] = 0
         vessels = maps["cbv"] > config.vessel_cbv
         for v in fns.aif_voxels + fns.vof_voxels:
             vessels[v] = True
@@ -622,7 +631,9 @@ def _run(
             baseline=base_img,
             pixel_mm=series.spacing[1],
             edge_curves=edge_curves,
+            core_cbf=core_cbf,
         )
+        del core_cbf
         del edge_curves
         coverage = series.spacing[0] * n_z
         summary = summarise(seg, series.voxel_ml, n_z, coverage, config)

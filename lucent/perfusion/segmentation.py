@@ -343,14 +343,17 @@ def segment(
     baseline: np.ndarray | None = None,
     pixel_mm: float = 1.0,
     edge_curves: tuple[np.ndarray, tuple[np.ndarray, ...]] | None = None,
+    core_cbf: np.ndarray | None = None,
 ) -> Segmentation:
     """Core and hypoperfusion masks on the (Z, Y, X) grid.
 
     ``baseline`` (pre-contrast image) locates the mid-sagittal plane for the homologous
     reference; without it the brain's centroid column is the midline. ``edge_curves``
     (unfiltered (n, K) curves and their voxel index, DSC): the rCBF core's edge is re-read
-    from them (``refine_core_boundary``)."""
-    tmax, cbf = maps["tmax"], maps["cbf"]
+    from them (``refine_core_boundary``). ``core_cbf`` (Z, Y, X): the CBF that decides the
+    core, voxel and reference alike (CT: ``deconvolution.model_fit``); default the CBF map."""
+    tmax = maps["tmax"]
+    cbf = maps["cbf"] if core_cbf is None else core_cbf
     hypo = tissue & (tmax > config.threshold_tmax)
     severe = tissue & (tmax > config.threshold_tmax_severe)
     if baseline is not None:
@@ -372,6 +375,7 @@ def segment(
     info: dict[str, Any] = {
         "method": config.reference,
         "healthy_tmax_below_s": HEALTHY_TMAX_S,
+        "cbf": "model fit" if core_cbf is not None else "cbf map",
         "contralateral_median_cbf": round(median, 2),
         "midline": midline.to_dict(),
     }

@@ -67,6 +67,10 @@ class BlockSpec:
     te_ms: float = 30.0
     recirculation: float = 0.12
     seed: int = 1
+    core_box: tuple[float, float, float, int, int] = (22.0, 50.0, 15.0, 2, 1)
+    """Core block: x from, x to, |y| up to (mm), slices mid - a .. mid + b."""
+    pen_box: tuple[float, float, float, int, int] = (12.0, 60.0, 30.0, 3, 2)
+    """Penumbra block, the same way (the core replaces it where they overlap)."""
 
 
 DELAY_BANDS = (0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0)
@@ -80,6 +84,14 @@ VARIANTS: dict[str, BlockSpec] = {
     "ct_noisy": BlockSpec(noise=5.0),
     # the outside probe's small CT: 8 HU at 1.8 mm (16 HU at 0.9 mm), 30 frames
     "ct_small": BlockSpec(noise=8.0, n_frames=30),
+    # a large core (> 70 mL) at 25 % of normal CBF and a hypoperfusion under 1.8x it, at
+    # 5 HU: DEFUSE-3 not met (an outside probe read such a core 35-41 mL: "met")
+    "ct_big_core": BlockSpec(
+        noise=5.0,
+        core_cbf_frac=0.25,
+        core_box=(14.0, 62.0, 28.0, 3, 2),
+        pen_box=(8.0, 66.0, 38.0, 4, 3),
+    ),
     # DSC-MR, noise free
     "mr_nf": BlockSpec(modality="MR", n_slices=6, n_frames=40, aif_peak=80.0),
 }
@@ -134,12 +146,14 @@ def build_labels(s: BlockSpec) -> np.ndarray:
         sl[np.sqrt((x / (ax - 6)) ** 2 + (y / (ay - 6)) ** 2) <= 1] = WM
         for sx in (-1, 1):
             sl[((x - sx * 9) / 6) ** 2 + ((y + 5) / 22) ** 2 <= 1] = VENT
-        if mid - 3 <= k <= mid + 2:
-            pen = (x >= 12) & (x <= 60) & (np.abs(y) <= 30) & np.isin(sl, (GM, WM))
+        px0, px1, py, pa, pb = s.pen_box
+        if mid - pa <= k <= mid + pb:
+            pen = (x >= px0) & (x <= px1) & (np.abs(y) <= py) & np.isin(sl, (GM, WM))
             sl[pen & (sl == GM)] = PEN_GM
             sl[pen & (sl == WM)] = PEN_WM
-        if mid - 2 <= k <= mid + 1:
-            core = (x >= 22) & (x <= 50) & (np.abs(y) <= 15)
+        cx0, cx1, cy, ca, cb = s.core_box
+        if mid - ca <= k <= mid + cb:
+            core = (x >= cx0) & (x <= cx1) & (np.abs(y) <= cy)
             sl[core & np.isin(sl, (GM, PEN_GM))] = CORE_GM
             sl[core & np.isin(sl, (WM, PEN_WM))] = CORE_WM
         for sx in (-1, 1):
