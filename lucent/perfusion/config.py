@@ -182,9 +182,9 @@ class PerfusionConfig:
     curve (``deconvolution.model_fit``); "deconvolution": the CBF map (maximum of the oSVD
     residue, truncation-corrected). At ordinary CT noise (5 HU) the maximum of a regularised
     residue reads normal grey matter 17 % low and a low-flow core 40-80 % high, so a core at
-    25 % of normal crossed 30 %: independent phantom, 71 mL core read 35-41 mL (model 57-65),
-    white-matter core at 25 % -58 % (model -32 %), grey-matter core at 25 % -75 % (model
-    -25 %); noise-free a box residue +16 % (model +1 %). The CBF map stays the deconvolution's."""
+    25 % of normal crossed 30 %: outside phantom, 71 mL core read 35-41 mL (model 60-68),
+    white-matter core at 25 % -58 % (model -26 %), grey-matter core at 25 % -75 % (model
+    -16 %); noise-free a box residue +16 % (model 0 %). The CBF map stays the deconvolution's."""
     reference_smoothing_mm: float = 5.0
     """In-plane Gaussian sigma of the homologous reference: averages noise and the mm-scale
     asymmetry of gyri while staying within a tissue class."""
