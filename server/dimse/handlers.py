@@ -17,7 +17,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pynetdicom import build_context, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
-from pynetdicom.sop_class import Verification
 from sqlalchemy import select
 
 from lucent.dicom import transcode, transfer_syntaxes
@@ -27,7 +26,7 @@ from lucent.net import upper_layer as ul
 from lucent.net.scu import unbracketed
 from server.config import PoolSection
 from server.context import ArchiveReadError, ServerContext
-from server.dimse import access, audit_trail, identifiers, transcoder
+from server.dimse import access, audit_trail, identifiers, refusal, transcoder
 from server.index import queries
 from server.index.models import Instance, RemoteNode
 
@@ -291,27 +290,25 @@ def _sub_operations(
             )
 
 
+def _refused(error: Dataset) -> refusal.Refused:
+    return refusal.Refused(int(error.Status), str(error.get("ErrorComment", "")))
+
+
 def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
+    # Refusals are raised before the first yield (server.dimse.refusal): answered with
+    # their own status, no sub-operation counts, and no association to the destination.
     caller = _peer_allowed(event, ctx)
     if caller is None:
-        yield None, None  # pynetdicom answers A801; we also log the refusal
-        return
+        raise refusal.Refused(status.NOT_AUTHORIZED, "calling AE is not a configured remote node")
     destination = event.move_destination
     dest = (destination.decode() if isinstance(destination, bytes) else str(destination)).strip()
     node = _move_destination(ctx, dest, caller)
     if node is None:
         log.warning("C-MOVE to %r refused: no remote node with that AE title may receive", dest)
-        yield None, None
-        return
+        raise refusal.Refused(status.QR_MOVE_DESTINATION_UNKNOWN, f"unknown destination {dest}")
     found, error = _selected(event, ctx)
     if error is not None or found is None:
-        # One pseudo sub-operation whose failure status ends the C-MOVE with it (A900,
-        # PS3.4 C.4.2.1.4). pynetdicom opens the sub-association before it reads that
-        # status, and with no context to offer it raised and answered C515 instead.
-        yield unbracketed(node.host), node.port, {"contexts": [build_context(Verification)]}
-        yield 1
-        yield error, None
-        return
+        raise _refused(error if error is not None else _status(status.QR_UNABLE_TO_PROCESS, ""))
     peer = _SubAssociation()
     yield (
         unbracketed(node.host),  # a node stored as "[::1]" before hosts were normalised
@@ -346,14 +343,10 @@ def _move_destination(
 
 def handle_get(event: Event, ctx: ServerContext) -> Iterator[Any]:
     if _peer_allowed(event, ctx) is None:
-        yield 1
-        yield _status(status.NOT_AUTHORIZED, "calling AE is not a configured remote node"), None
-        return
+        raise refusal.Refused(status.NOT_AUTHORIZED, "calling AE is not a configured remote node")
     found, error = _selected(event, ctx)
     if error is not None or found is None:
-        yield 1
-        yield error, None
-        return
+        raise _refused(error if error is not None else _status(status.QR_UNABLE_TO_PROCESS, ""))
     yield len(found)
     _audit_retrieve(event, ctx, "C-GET", "the caller", found)
     yield from _sub_operations(event, ctx, found)

@@ -38,7 +38,7 @@ from lucent.net import tls, transport
 from server import config as config_mod
 from server.config import PoolSection, Settings
 from server.context import ServerContext
-from server.dimse import handlers
+from server.dimse import handlers, refusal
 from server.dimse.fast_store import AcceptTrouble, StoreAcceptor
 
 log = logging.getLogger("lucent.dimse")
@@ -152,6 +152,7 @@ def start_listeners(
     (SO_REUSEPORT, shared with the other workers).
     """
     transport.install(settings.dimse.max_pdu)
+    refusal.install()
     ae = build_ae(settings)
     tls_context = server_tls_context(settings)
     servers: list[Any] = []

@@ -38,7 +38,7 @@ from tests.data import samples
 from tests.data import transfer_syntaxes as ts_samples
 from tests.integration.dicom_io import storescu
 from tests.support.lucent import LucentServer
-from tests.support.peers import StoreScp, dcmtk_tool, dicom_env
+from tests.support.peers import StoreScp, dcmtk_tool, dicom_env, free_port
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -199,7 +199,30 @@ def test_move_with_incomplete_identifier_is_refused_with_a900(
     final = responses[-1]
     assert int(final.Status) == 0xA900, hex(final.Status)
     assert "StudyInstanceUID" in str(final.get("ErrorComment", ""))
+    # Nothing was attempted: no sub-operation counts, no (empty) Failed SOP Instance UID
+    # List (PS3.4 Table C.4-2; it said 1 failed before), no association to the destination.
+    assert "NumberOfFailedSuboperations" not in final
     assert destination.files() == []
+
+
+def test_identifier_error_towards_a_destination_that_is_down_is_a900(
+    server: LucentServer, api: LucentClient, data: dict[str, Any], caller: str
+) -> None:
+    """The identifier is judged before any association to the destination: with the
+    destination down, the same bad C-MOVE came back A801 "Move Destination unknown"."""
+    node = api.add_node(
+        schemas.RemoteNodeIn(
+            name="down-dest", ae_title="DOWNDEST", host="127.0.0.1", port=free_port(),
+            query_retrieve=False,
+        )
+    )  # fmt: skip
+    try:
+        responses = _move(
+            server, _identifier(QueryRetrieveLevel="STUDY", PatientID="QRC-1"), "DOWNDEST"
+        )
+    finally:
+        api.delete_node(node.id)
+    assert [hex(int(r.Status)) for r in responses] == [hex(0xA900)]
 
 
 @pytest.mark.parametrize(
@@ -300,8 +323,10 @@ def test_patient_root_get_without_patient_id_is_refused(
     assert assoc.is_established
     try:
         bad = _identifier(QueryRetrieveLevel="STUDY", StudyInstanceUID=data["study"])
-        final = [st for st, _ in assoc.send_c_get(bad, model)][-1]
+        answers = list(assoc.send_c_get(bad, model))
+        final, identifier = answers[-1]
         assert int(final.Status) == 0xA900 and received == []
+        assert "NumberOfFailedSuboperations" not in final and not identifier
         good = _identifier(
             QueryRetrieveLevel="STUDY", PatientID="QRC-1", StudyInstanceUID=data["study"]
         )
