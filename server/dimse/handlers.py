@@ -121,7 +121,7 @@ def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset
         yield _status(status.QR_IDENTIFIER_MISMATCH, problem), None
         return
     try:
-        f = identifiers.to_filter(identifier, case_insensitive_text=False)
+        f = identifiers.to_filter(identifier, case_insensitive_text=False, level=level)
         keep, unsupported = identifiers.extra_matching(identifier)
         pending = status.PENDING_WARNING if unsupported else status.PENDING
         cap = ctx.settings.dimse.max_find_results

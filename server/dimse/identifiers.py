@@ -33,6 +33,29 @@ _MATCH_KEYS: dict[str, str] = {
     "InstanceNumber": "instance_number",
 }
 
+#: The level each matching key belongs to (PS3.4 C.6.1.1, C.6.2.1); patient keys sit at
+#: STUDY level in the Study Root model, which ``_LEVELS`` order covers.
+_KEY_LEVEL: dict[str, str] = {
+    **dict.fromkeys(("PatientName", "PatientID", "PatientBirthDate"), "PATIENT"),
+    **dict.fromkeys(
+        (
+            "StudyDate",
+            "StudyTime",
+            "AccessionNumber",
+            "StudyDescription",
+            "ReferringPhysicianName",
+            "StudyInstanceUID",
+            "StudyID",
+            "ModalitiesInStudy",
+        ),
+        "STUDY",
+    ),  # fmt: skip
+    **dict.fromkeys(
+        ("Modality", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription"), "SERIES"
+    ),
+    **dict.fromkeys(("SOPInstanceUID", "SOPClassUID", "InstanceNumber"), "IMAGE"),
+}
+
 UNIQUE_KEY = {
     "PATIENT": "PatientID",
     "STUDY": "StudyInstanceUID",
@@ -59,7 +82,11 @@ def _value(ds: Dataset, keyword: str) -> str:
 
 
 def to_filter(
-    identifier: Dataset, *, case_insensitive_names: bool = False, case_insensitive_text: bool = True
+    identifier: Dataset,
+    *,
+    case_insensitive_names: bool = False,
+    case_insensitive_text: bool = True,
+    level: str = "",
 ) -> Filter:
     """Matching keys of an identifier as a Filter (empty values match everything).
 
@@ -72,11 +99,25 @@ def to_filter(
         name_case_insensitive=case_insensitive_names, text_case_insensitive=case_insensitive_text
     )
     for keyword, attr in _MATCH_KEYS.items():
+        if level and _below(keyword, level):
+            continue
         if keyword in identifier:
             value = _value(identifier, keyword)
             if value and value != "*":
                 setattr(f, attr, value)
     return f
+
+
+def _below(keyword: str, level: str) -> bool:
+    """A key of a level below the query's: a hierarchical C-FIND does not match on it
+    (PS3.4 C.4.1.2.1; relational queries are not negotiated). A PATIENT query with a
+    StudyDate filtered patients and answered the key empty, so the caller could not tell
+    why patients were missing (outside probe; dcmqrscp ignores it). Modality at STUDY level
+    stays a match on the study's series, as many SCUs send it for ModalitiesInStudy."""
+    own = _KEY_LEVEL.get(keyword, "")
+    if not own or level not in _LEVELS or (keyword == "Modality" and level == "STUDY"):
+        return False
+    return _LEVELS.index(own) > _LEVELS.index(level)
 
 
 def level_of(identifier: Dataset) -> str:

@@ -24,3 +24,20 @@ def test_a_uid_list_too_long_for_its_vr_travels_as_un_and_still_matches() -> Non
         received = decode(DicomBytesIO(encode(query, False, True)), False, True)
     assert received["StudyInstanceUID"].VR == "UN"
     assert identifiers.to_filter(received).study_uid.split("\\") == uids
+
+
+def test_keys_below_the_query_level_do_not_filter() -> None:
+    """A PATIENT-level C-FIND with StudyDate filtered patients and answered the key empty
+    (outside probe; PS3.4 C.4.1.2.1 hierarchical search, dcmqrscp ignores it)."""
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    query.PatientID = "P*"
+    query.StudyDate = "20240110"
+    query.SeriesDescription = "Axial"
+    f = identifiers.to_filter(query, level="PATIENT")
+    assert (f.patient_id, f.study_date, f.series_description) == ("P*", "", "")
+    query.QueryRetrieveLevel = "STUDY"
+    query.Modality = "CT"  # a common stand-in for ModalitiesInStudy: still matched
+    f = identifiers.to_filter(query, level="STUDY")
+    assert (f.study_date, f.modality, f.series_description) == ("20240110", "CT", "")
+    assert identifiers.to_filter(query).series_description == "Axial"  # retrieve: unchanged
