@@ -600,11 +600,14 @@ def _run(
         core_cbf = None
         if modality == "CT" and config.ct_core_cbf == "model" and dwi is None:
             # the core is decided on a model fit of the whole curve, not on the residue's
-            # noisy, regularised maximum (config.ct_core_cbf, deconvolution.model_fit)
-            amp, _, _ = model_fit(conc, fns.aif, dt)
+            # noisy, regularised maximum (config.ct_core_cbf, deconvolution.model_fit);
+            # only tissue can be core or its healthy reference
+            inside = tissue[idx]
+            amp, _, _ = model_fit(conc[inside], fns.aif, dt, basis=basis)
             core_cbf = np.zeros((n_z, n_y, n_x), np.float32)
-            core_cbf[idx] = np.clip(amp * np.float32(hematocrit_factor(config) * 6000.0), 0, None)
-            core_cbf[~brain] = 0
+            core_cbf[tuple(i[inside] for i in idx)] = np.clip(
+                amp * np.float32(hematocrit_factor(config) * 6000.0), 0, None
+            )
         vessels = maps["cbv"] > config.vessel_cbv
         for v in fns.aif_voxels + fns.vof_voxels:
             vessels[v] = True
