@@ -29,7 +29,7 @@ from .model import PerfusionSeries, Refusal, RefusalCode
 from .motion import MotionReport, correct_motion
 from .parameters import recorded
 from .qc import bolus_flags, hemisphere_stats
-from .segmentation import hemispheres, segment, summarise
+from .segmentation import hemispheres, mark_unreliable, segment, summarise
 from .series import assemble, load_volume
 from .signal import (
     detect_baseline,
@@ -659,6 +659,11 @@ def _run(
             flags.append({"code": "severe_motion", "reason": motion.reason})
         if not summary["volumes_reliable"]:
             flags.append({"code": "coverage", "reason": summary["reliability_reason"]})
+        for flag in flags:
+            if flag["code"] == "bolus_truncated":
+                # the scan ended before the bolus passed late tissue: its Tmax and CBF are
+                # not measured, so neither are the volumes drawn from them
+                mark_unreliable(summary, flag["reason"])
         if modality == "MR" and adc is None:
             # RAPID-class MR reads the core on DWI (ADC <= 620, issue 6); a DSC rCBF core
             # at clinical SNR is fragile (independent phantom, SNR 30: 4.4 vs 16.6 mL).

@@ -62,7 +62,10 @@ def bolus_flags(
                     "code": "bolus_truncated",
                     "reason": (
                         f"Bolus truncated: the {name} curve is still at {tail / peak:.0%} of its "
-                        "peak at the end of the scan; CBV and CBF are underestimated"
+                        "peak at the end of the scan. CBV is underestimated; CBF, MTT and Tmax "
+                        "of late-arriving (hypoperfused) tissue are biased either way (an "
+                        "outside phantom's penumbra CBF read 2x): hypoperfusion and core "
+                        "volumes, mismatch, HIR and DEFUSE-3 are not reliable"
                     ),
                 }
             )

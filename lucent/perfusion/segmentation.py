@@ -490,6 +490,15 @@ def summarise(
     }
 
 
+def mark_unreliable(volumes: dict[str, Any], reason: str) -> None:
+    """Mark ``summarise``'s volumes not reliable for ``reason`` (e.g. a truncated bolus), in
+    place: the DEFUSE-3 verdict becomes "not_assessable", like a too-small coverage."""
+    volumes["volumes_reliable"] = False
+    before = volumes.get("reliability_reason") or ""
+    volumes["reliability_reason"] = f"{before}; {reason}" if before else reason
+    volumes["defuse3"]["verdict"] = "not_assessable"
+
+
 def ratio_text(volumes: dict[str, Any]) -> str:
     """The mismatch ratio of ``summarise`` as a reader sees it (pages, SR, CLI)."""
     if volumes["mismatch_ratio"] is not None:
