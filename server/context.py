@@ -399,14 +399,22 @@ class ServerContext:
         )
         try:
             outcome = self._commit(rec)
-        except BaseException:
+        except BaseException as exc:
             # Not answered 0000, so nothing of it may stay: recovery would index these
             # objects at the next start (probe 12: whatever the commit raised, e.g. a
-            # connection error on PostgreSQL from the known-series shortcut).
-            for key in (meta_key, pixel_key):
-                if key:
-                    with contextlib.suppress(Exception):
-                        self.storage.delete(key)
+            # connection error on PostgreSQL from the known-series shortcut). But a
+            # connection lost during COMMIT leaves the outcome unknown: the row may be
+            # there, and deleting its objects would lose an archived instance (a resend
+            # under "keep" would then be answered "kept"). Those objects stay, marked
+            # doubtful: recovery removes them unless a row references them.
+            if self._remote_index and isinstance(exc, Exception) and db.unavailable(exc):
+                with contextlib.suppress(OSError):
+                    self.storage.note_doubtful(base)
+            else:
+                for key in (meta_key, pixel_key):
+                    if key:
+                        with contextlib.suppress(Exception):
+                            self.storage.delete(key)
             raise
         for key in outcome.obsolete_keys:
             self.storage.delete(key)

@@ -119,6 +119,9 @@ def recover(ctx: ServerContext) -> Report:
         referenced = set(session.scalars(select(Instance.meta_key)))
         referenced.update(k for k in session.scalars(select(Instance.pixel_key)) if k is not None)
         tombstones = set(session.scalars(select(ArchiveTombstone.base)))
+    # Stores whose commit outcome was unknown (a lost PostgreSQL connection): the sender
+    # was not answered 0000, so unless their row made it, they go, not back into the index.
+    doubtful = ctx.storage.doubtful()
     orphans: dict[str, set[str]] = {}
     for key in list(ctx.storage.keys()):
         if key not in referenced:
@@ -131,7 +134,12 @@ def recover(ctx: ServerContext) -> Report:
                 # a lost or replaced key file: never count these unreadable and remove them
                 report.unknown_keys[unknown] = report.unknown_keys.get(unknown, 0) + len(kinds)
                 continue
-        reason = "deleted" if base in tombstones else _reindex(ctx, base, kinds)
+        if base in tombstones:
+            reason: str | None = "deleted"
+        elif base in doubtful:
+            reason = "not acknowledged"
+        else:
+            reason = _reindex(ctx, base, kinds)
         if reason is None:
             report.recovered += 1
             continue
@@ -148,6 +156,8 @@ def recover(ctx: ServerContext) -> Report:
     if tombstones:
         with ctx.WriteSession() as session, session.begin():
             session.execute(delete(ArchiveTombstone))
+    if doubtful:
+        ctx.storage.forget_doubtful()
     if report.recovered or report.removed or report.quarantined:
         log.warning(
             "archive recovery: %d instance(s) re-indexed, %d object(s) removed, "

@@ -292,6 +292,32 @@ class FileSystemStorage:
         self._fsync_dir(folder)
         return target
 
+    # ------------------------------------------------------------------ doubtful objects
+    DOUBTFUL = "doubtful.log"
+
+    def note_doubtful(self, base: str) -> None:
+        """Remember that the objects of ``base`` were written for a store whose index
+        commit has an unknown outcome (the connection to PostgreSQL died during COMMIT):
+        recovery removes them unless an index row references them. One line per base,
+        appended (atomic for a line this short, from any worker process)."""
+        if not re.fullmatch(r"[0-9a-f]{32}", base):
+            raise ValueError(f"invalid storage base {base!r}")
+        fd = os.open(self.root / self.DOUBTFUL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, f"{base}\n".encode("ascii"))
+        finally:
+            os.close(fd)
+
+    def doubtful(self) -> set[str]:
+        try:
+            text = (self.root / self.DOUBTFUL).read_text(encoding="ascii", errors="replace")
+        except FileNotFoundError:
+            return set()
+        return {line for line in text.split() if re.fullmatch(r"[0-9a-f]{32}", line)}
+
+    def forget_doubtful(self) -> None:
+        (self.root / self.DOUBTFUL).unlink(missing_ok=True)
+
     def sweep_temporary(self) -> tuple[int, int]:
         """Remove what a crash left: (half-written temp files, reserved files never written).
 

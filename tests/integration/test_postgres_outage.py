@@ -11,6 +11,7 @@ was answered with "restore it from a backup"; create-admin and rebuild-index pri
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from sqlalchemy import select
 from sqlalchemy.exc import DatabaseError
@@ -133,13 +135,52 @@ def test_a_store_failed_by_a_database_outage_leaves_no_object(
             for ds in (lost, corrected):
                 result = ctx.store(_part10(ds), pool="DEFAULT")
                 assert not result.ok, result
-                assert _objects(ctx) == kept  # nothing of the refused instance remains
         finally:
             _start(pg)
-        assert ctx.recover().recovered == 0
+        # The objects of a store whose commit outcome is unknown stay until recovery
+        # (the row might have been committed); recovery removes them, none is re-indexed.
+        assert len(ctx.storage.doubtful()) <= 2
+        report = ctx.recover()
+        assert report.recovered == 0
+        assert _objects(ctx) == kept  # nothing of the refused instances remains
+        assert ctx.storage.doubtful() == set()
         assert _indexed(ctx) == [first.SOPInstanceUID]
         assert ctx.store(_part10(later), pool="DEFAULT").ok  # served again, no restart
         assert _indexed(ctx) == [first.SOPInstanceUID, later.SOPInstanceUID]
+    finally:
+        ctx.close()
+
+
+@pytest.mark.postgres
+def test_objects_of_a_commit_with_unknown_outcome_stay_when_the_row_made_it(
+    pg: TemporaryPostgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection can die after PostgreSQL committed, before it said so: deleting the
+    objects then left an indexed instance without its data (review of acfaac4)."""
+    from sqlalchemy.exc import OperationalError
+
+    ctx = ServerContext(_settings(tmp_path, pg.create_database("outage_commit")), migrate=True)
+    try:
+        first, second = _series(2)
+        assert ctx.store(_part10(first), pool="DEFAULT").ok
+        original = ctx._commit
+
+        def commit_then_lose_the_answer(rec: Any) -> Any:
+            original(rec)  # the row is in
+            raise OperationalError(None, None, Exception("server closed the connection"))
+
+        monkeypatch.setattr(ctx, "_commit", commit_then_lose_the_answer)
+        assert not ctx.store(_part10(second), pool="DEFAULT").ok
+        monkeypatch.undo()
+        assert _indexed(ctx) == [first.SOPInstanceUID, second.SOPInstanceUID]
+        assert ctx.recover().recovered == 0
+        with ctx.Session() as session:
+            inst = session.scalars(
+                select(Instance).where(Instance.sop_instance_uid == second.SOPInstanceUID)
+            ).one()
+            session.expunge(inst)
+        back = ctx.instance_bytes(inst)  # its data is still there
+        assert dcmread(io.BytesIO(back)).SOPInstanceUID == second.SOPInstanceUID
     finally:
         ctx.close()
 
