@@ -4,11 +4,15 @@ self-signed TLS certificate for a test install."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import os
 import secrets
 import signal
+import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -43,6 +47,10 @@ def _raise_file_limit() -> None:
             logging.getLogger("lucent").warning("could not raise the open-file limit: %s", exc)
 
 
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -54,58 +62,69 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=settings.server.log_level.upper(),
         format="%(asctime)s %(levelname)s [main] %(name)s: %(message)s",
     )
+    config_mod.check_listening(settings)
+    problem = _bind_address_problem(settings)  # before the index is migrated
+    if problem:
+        print(f"lucent-server: {problem}", file=sys.stderr)
+        return 2
     _raise_file_limit()
     try:
-        lock = single_instance.acquire(settings.data_dir)  # before anything touches the data
+        lock = _lock(settings)  # before anything touches the data
     except single_instance.AlreadyRunning as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    ctx = ServerContext(settings, migrate=True)  # StartupError: why, and what to check
-    ctx.preflight()
-    ctx.recover()  # re-index what a crash left unindexed, remove deleted/half-written objects
-    check_ports_free(settings)
-    if args.first_run_admin:
-        with ctx.WriteSession() as db, db.begin():
-            if users.count_users(db) == 0:
-                password = secrets.token_urlsafe(12)
-                users.create_user(db, "admin", password, role="administrator")
-                print(
-                    "\nCreated the first administrator (shown once, change it after login):\n"
-                    f"  user: admin\n  password: {password}\n",
-                    flush=True,
-                )
-    workers = WorkerPool(cfg_path, settings)
-    workers.start()
-    scheme = "https" if settings.api.tls_cert else "http"
-    print(f"Lucent server running (config: {cfg_path})", flush=True)
-    print(
-        f"  API:       {scheme}://{settings.api.bind_address}:{settings.api.port}/api/v1",
-        flush=True,
-    )
-    print(f"  DICOMweb:  {scheme}://{settings.api.bind_address}:{settings.api.port}/dicom-web")
-    for pool in settings.pools:
-        print(f"  DICOM:     pool {pool.name}: AE {pool.ae_title} on port {pool.port}", flush=True)
-    print(f"  Data:      {settings.data_dir}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    forwarder = None
-    if settings.audit.syslog_host:  # IHE ATNA: RFC 5424 over TLS to the audit repository
-        from server.accounts.syslog import AuditForwarder
-
-        forwarder = AuditForwarder(
-            ctx.Session, settings.audit, settings.data_dir / "audit-forward.json"
-        )
-        forwarder.start()
-        print(
-            f"  Audit:     syslog over TLS to "
-            f"{settings.audit.syslog_host}:{settings.audit.syslog_port}",
-            flush=True,
-        )
-    app = create_app(ctx)
-    # perfusion (issue 6): watch the index for complete perfusion series in this process
-    from server.api import perfusion_routes
-
-    perfusion_routes.start(app)
+    # SIGTERM (service stop) ends the server cleanly at any moment from here: a SIGTERM
+    # during create_app, right after the banner, gave a traceback and exit 130 (probe 16)
+    signal.signal(signal.SIGTERM, _interrupt)
+    ctx: ServerContext | None = None
+    workers: WorkerPool | None = None
+    forwarder: Any = None
     try:
+        _private_files(settings)
+        ctx = ServerContext(settings, migrate=True)  # StartupError: why, and what to check
+        ctx.preflight()
+        ctx.recover()  # re-index what a crash left unindexed, remove deleted/half-written
+        check_ports_free(settings)
+        if args.first_run_admin:
+            with ctx.WriteSession() as db, db.begin():
+                if users.count_users(db) == 0:
+                    password = secrets.token_urlsafe(12)
+                    users.create_user(db, "admin", password, role="administrator")
+                    print(
+                        "\nCreated the first administrator (shown once, change it after "
+                        f"login):\n  user: admin\n  password: {password}\n",
+                        flush=True,
+                    )
+        workers = WorkerPool(cfg_path, settings)
+        workers.start()
+        scheme = "https" if settings.api.tls_cert else "http"
+        api = f"{scheme}://{settings.api.bind_address}:{settings.api.port}"
+        print(f"Lucent server running (config: {cfg_path})", flush=True)
+        print(f"  API:       {api}/api/v1", flush=True)
+        print(f"  DICOMweb:  {api}/dicom-web")
+        for pool in settings.pools:
+            print(
+                f"  DICOM:     pool {pool.name}: AE {pool.ae_title} on port {pool.port}",
+                flush=True,
+            )
+        print(f"  Data:      {settings.data_dir}", flush=True)
+        if settings.audit.syslog_host:  # IHE ATNA: RFC 5424 over TLS to the audit repository
+            from server.accounts.syslog import AuditForwarder
+
+            forwarder = AuditForwarder(
+                ctx.Session, settings.audit, settings.data_dir / "audit-forward.json"
+            )
+            forwarder.start()
+            print(
+                f"  Audit:     syslog over TLS to "
+                f"{settings.audit.syslog_host}:{settings.audit.syslog_port}",
+                flush=True,
+            )
+        app = create_app(ctx)
+        # perfusion (issue 6): watch the index for complete perfusion series in this process
+        from server.api import perfusion_routes
+
+        perfusion_routes.start(app)
         uvicorn.run(
             app,
             host=settings.api.bind_address,
@@ -117,12 +136,99 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if forwarder is not None:
-            forwarder.stop()
-        workers.stop()
-        ctx.close()
-        lock.close()
+        # a second SIGTERM while stopping must not leave a traceback either: ignore it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if forwarder is not None:
+                forwarder.stop()
+            if workers is not None:
+                workers.stop()
+            if ctx is not None:
+                ctx.close()
+        finally:
+            lock.close()
     return 0
+
+
+def _lock(settings: config_mod.Settings) -> single_instance.Locks:
+    """Lock every folder of this server's data: the data directory, the archive folder and
+    the folder of a SQLite index (another data_dir with the same archive removed the running
+    server's prepared files, probe 16)."""
+    folders = [("archive folder", settings.archive_dir)]
+    sqlite = _sqlite_file(settings)
+    if sqlite is not None:
+        folders.append(("index database folder", sqlite.parent))
+    return single_instance.acquire(settings.data_dir, folders)
+
+
+def _sqlite_file(settings: config_mod.Settings) -> Path | None:
+    from sqlalchemy import make_url
+
+    parsed = make_url(settings.database_url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
+def _private_files(settings: config_mod.Settings) -> None:
+    """The SQLite index and the quota ledger hold patient names and password hashes: create
+    them mode 0600 (SQLite gives its -wal/-shm/-journal files the mode of the database), and
+    tighten those of ours in the data directory that an older version made 0644 (probe 16).
+    A file the admin placed elsewhere that exists already keeps its mode."""
+    if os.name == "nt":
+        return
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir = settings.data_dir.resolve()
+    files = [settings.data_dir / "quota-reservations.sqlite3"]
+    sqlite = _sqlite_file(settings)
+    if sqlite is not None:
+        files.append(sqlite)
+    for path in files:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if path.resolve().parent != data_dir:
+                continue
+            for f in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+                try:
+                    if f.stat().st_mode & 0o077:
+                        f.chmod(0o600)
+                except OSError:  # absent, or not ours
+                    pass
+        except OSError:
+            continue  # e.g. a missing folder: the index reports that itself
+        else:
+            os.close(fd)
+
+
+def _bind_address_problem(settings: config_mod.Settings) -> str | None:
+    """Whether each bind address can be used on this machine. "999.1.1.1" passed
+    check-config and run then said "port in use (Name or service not known)" (probe 16)."""
+    for key, address in (
+        ("[dimse] bind_address", settings.dimse.bind_address),
+        ("[api] bind_address", settings.api.bind_address),
+    ):
+        if all(c.isdigit() or c == "." for c in address) or ":" in address:
+            try:  # an address, not a host name: no resolver (DNS) involved
+                ipaddress.ip_address(address)
+            except ValueError:
+                return f"{key} {address!r} is not a valid IP address"
+        try:
+            infos = socket.getaddrinfo(address, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            return f"{key} {address!r} is not an address of this machine ({reason})"
+        family, _, _, _, sockaddr = infos[0]
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((sockaddr[0], 0))
+        except OSError as exc:
+            return (
+                f"{key} {address!r} cannot be used on this machine "
+                f"({exc.strerror or exc}): use an address of one of its interfaces, "
+                "0.0.0.0 for all, or 127.0.0.1"
+            )
+    return None
 
 
 def cmd_create_admin(args: argparse.Namespace) -> int:
@@ -131,6 +237,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
         print("error: pass the password on standard input with --password-stdin", file=sys.stderr)
         return 2
     password = sys.stdin.readline().rstrip("\r\n")
+    _private_files(settings)
     ctx = ServerContext(settings, migrate=True)
     try:
         with ctx.WriteSession() as db, db.begin():
@@ -151,12 +258,13 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
 
     settings, _ = _settings(args.config)
     try:
-        lock = single_instance.acquire(settings.data_dir)
+        lock = _lock(settings)
         check_ports_free(settings)
     except (single_instance.AlreadyRunning, OSError) as exc:
         print(f"error: stop the server first ({exc})", file=sys.stderr)
         return 1
     try:
+        _private_files(settings)
         ctx = ServerContext(settings, migrate=True)
     except BaseException:
         lock.close()
@@ -188,7 +296,7 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     they loaded, and a worker restarted later would seal with a key the API does not know."""
     settings, _ = _settings(args.config)
     try:
-        lock = single_instance.acquire(settings.data_dir)
+        lock = _lock(settings)
     except (single_instance.AlreadyRunning, OSError) as exc:
         print(f"error: stop the server first ({exc})", file=sys.stderr)
         return 1
@@ -224,7 +332,10 @@ def cmd_make_cert(args: argparse.Namespace) -> int:
         f"names:       {', '.join(pair.hosts)}\nvalid until: {pair.not_after:%Y-%m-%d}\n\n"
         "Add to the server config:\n"
         f'  [api]\n  tls_cert = "{cert}"\n  tls_key = "{key}"\n'
-        f'  [dimse]\n  tls_cert = "{cert}"\n  tls_key = "{key}"\n\n'
+        f'  [dimse]\n  tls_cert = "{cert}"\n  tls_key = "{key}"\n'
+        "  # peers we trust (mutual TLS): this certificate, for a test install whose DICOM\n"
+        "  # peers use this same pair; list your modalities' certificates or CAs instead\n"
+        f'  tls_ca_file = "{cert}"\n\n'
         "Clients trust it by using the certificate file as their CA file "
         "(LucentClient(verify=...), DCMTK +cf).",
         flush=True,
@@ -240,6 +351,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"lucent-server: no config file at {path}", file=sys.stderr)
         return 2
     settings, path = _settings(str(path))
+    config_mod.check_listening(settings)
+    problem = _bind_address_problem(settings)
+    if problem:
+        print(f"lucent-server: {path}: {problem}", file=sys.stderr)
+        return 2
     index = _check_index(settings)
     if index.startswith("error: "):
         print(f"lucent-server: {path}: {index.removeprefix('error: ')}", file=sys.stderr)

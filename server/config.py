@@ -17,6 +17,7 @@ from typing import Any
 
 import platformdirs
 
+from lucent.dicom import uids
 from lucent.net import upper_layer
 from lucent.perfusion.config import PerfusionConfig
 
@@ -25,6 +26,14 @@ SAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "resources" / "lucent-s
 _PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?$")
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII, no backslash
 _UID_ROOT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.?$")
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")  # PS3.5 9.1
+#: PS3.7 D.3.3.2: Implementation Version Name, 1-16 characters of the default repertoire
+#: (printable ASCII; no backslash, the value delimiter), not only spaces.
+_VERSION_NAME = _AE_TITLE
+#: Longest uid_root (without its trailing dot): the 64-character UID keeps >= 23 random
+#: digits (~76 bits) after it, so UIDs made by independent processes do not collide.
+UID_ROOT_MAX = 40
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 class ConfigError(ValueError):
@@ -60,9 +69,9 @@ class DimseSection:
     bind_address: str = "0.0.0.0"
     max_pdu: int = 16384
     workers: int = 0
-    network_timeout: float = 60
-    dimse_timeout: float = 30
-    acse_timeout: float = 30
+    network_timeout: float = 60.0
+    dimse_timeout: float = 30.0
+    acse_timeout: float = 30.0
     restrict_query_retrieve: bool = True
     max_find_results: int = 10000
     fast_store: bool = True
@@ -249,8 +258,14 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"[{where}] unknown setting '{key}'")
-        default = known[key].default
-        expected = type(default)
+        # the annotation, not type(default): a float setting written as 60 in the defaults
+        # refused "network_timeout = 2.5" as "must be int, got float" (probe 16)
+        annotation = known[key].type
+        expected = (
+            _TYPES.get(annotation, type(known[key].default))
+            if isinstance(annotation, str)
+            else annotation
+        )
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
@@ -277,7 +292,51 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Settings:
             raise ConfigError(f"unknown section [{key}]")
     settings = Settings(**kwargs)
     validate(settings)
+    # one place normalises the organisation root: every UID maker gets "<root>." (a root
+    # without its dot passed here and then failed every storage commitment job, probe 16)
+    root = uids.normalise_root(settings.server.uid_root)
+    if root != settings.server.uid_root:
+        server = dataclasses.replace(settings.server, uid_root=root)
+        settings = dataclasses.replace(settings, server=server)
     return settings
+
+
+def _port(value: int, key: str, *, zero_off: bool = False) -> None:
+    """TCP ports are 1..65535 (70000 listened on 70000-65536; 0 on a random port)."""
+    if zero_off and value == 0:
+        return
+    if not 1 <= value <= 65535:
+        off = " (0 = off)" if zero_off else ""
+        raise ConfigError(f"{key} must be a TCP port between 1 and 65535{off}, got {value}")
+
+
+def check_listening(s: Settings) -> None:
+    """What a server that listens needs beyond valid values (``run`` and ``check-config``):
+    a fixed port for the API and every pool. Port 0 listened on a random port while the
+    banner said 0 (probe 16); in-process uses (tests, tools) that open no listener keep it."""
+    _port(s.api.port, "[api] port")
+    for p in s.pools:
+        _port(p.port, f"[[pools]] '{p.name}': port")
+
+
+def _check_ae_title(value: str, key: str) -> None:
+    if not _AE_TITLE.match(value) or not value.strip():
+        raise ConfigError(
+            f"{key} must be 1-16 printable ASCII characters, no backslash, not only spaces "
+            f"(got {value!r})"
+        )
+
+
+def _check_paths(s: Settings) -> None:
+    """The key file must not live in the archive folder: run refused that only after the
+    migrations had created the index, while check-config said OK (probe 16)."""
+    archive = s.archive_dir.expanduser().resolve()
+    key = s.key_file.expanduser().resolve()
+    if archive == key or archive in key.parents:
+        raise ConfigError(
+            f"[archive] key_file {key} must not live inside the archive folder {archive}: "
+            "whoever copies the archive would get its keys too"
+        )
 
 
 def validate(s: Settings) -> None:
@@ -299,21 +358,35 @@ def validate(s: Settings) -> None:
         raise ConfigError("[archive] min_free_mb must be >= 0 and max_inflated_mb > 0")
     if not 0 <= s.archive.prepared_objects <= 100_000:
         raise ConfigError("[archive] prepared_objects must be between 0 and 100000")
-    if not _UID_ROOT.match(s.server.uid_root) or len(s.server.uid_root) > 40:
-        raise ConfigError("[server] uid_root must be a dotted numeric UID prefix of <= 40 chars")
-    if not _UID_ROOT.match(s.dimse.implementation_class_uid.rstrip(".")):
-        raise ConfigError("[dimse] implementation_class_uid is not a valid UID")
-    if not 1 <= len(s.dimse.implementation_version_name) <= 16:
-        raise ConfigError("[dimse] implementation_version_name must be 1-16 characters")
+    if not _UID_ROOT.match(s.server.uid_root) or len(s.server.uid_root.rstrip(".")) > UID_ROOT_MAX:
+        raise ConfigError(
+            f"[server] uid_root must be a dotted numeric UID prefix of at most {UID_ROOT_MAX} "
+            f"characters (got {s.server.uid_root!r})"
+        )
+    # pynetdicom refused these in every DICOM worker, which was restarted forever while the
+    # server said "running" (probe 16): PS3.5 9.1 (UID), PS3.7 D.3.3.2 (version name)
+    uid = s.dimse.implementation_class_uid
+    if not _UID.match(uid) or len(uid) > 64:
+        raise ConfigError(
+            "[dimse] implementation_class_uid must be a UID: digits and dots, no leading "
+            f"zeros, at most 64 characters (got {len(uid)}: {uid!r})"
+        )
+    name = s.dimse.implementation_version_name
+    if not _VERSION_NAME.match(name) or not name.strip():
+        raise ConfigError(
+            "[dimse] implementation_version_name must be 1-16 printable ASCII characters, no "
+            f"backslash, not only spaces (PS3.7 D.3.3.2; got {name!r})"
+        )
     if s.server.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("[server] log_level must be DEBUG, INFO, WARNING or ERROR")
+    if s.dimse.max_find_results < 0:
+        raise ConfigError("[dimse] max_find_results must be >= 0 (0 = no limit)")
     names: set[str] = set()
     ports: set[int] = set()
     for p in s.pools:
-        if not _AE_TITLE.match(p.ae_title) or not p.ae_title.strip():
-            raise ConfigError(f"[[pools]] '{p.name}': ae_title must be 1-16 printable characters")
-        if not 0 <= p.port <= 65535:
-            raise ConfigError(f"[[pools]] '{p.name}': port out of range")
+        _check_ae_title(p.ae_title, f"[[pools]] '{p.name}': ae_title")
+        _port(p.port, f"[[pools]] '{p.name}': port", zero_off=True)  # 0: check_listening
+        _port(p.tls_port, f"[[pools]] '{p.name}': tls_port", zero_off=True)
         if p.name in names:
             raise ConfigError(f"[[pools]] pool name '{p.name}' used twice")
         if p.port and p.port in ports:
@@ -330,8 +403,25 @@ def validate(s: Settings) -> None:
         raise ConfigError("[pacs] store_associations must be between 1 and 16")
     if s.pacs.max_results < 1 or s.pacs.job_threads < 1 or s.pacs.instances_per_association < 1:
         raise ConfigError("[pacs] max_results, job_threads, instances_per_association must be >= 1")
-    if s.pacs.calling_ae_title and not _AE_TITLE.match(s.pacs.calling_ae_title):
-        raise ConfigError("[pacs] calling_ae_title must be 1-16 printable characters")
+    if s.pacs.calling_ae_title:  # empty = the first pool's; "  " is no AE title (probe 16)
+        _check_ae_title(s.pacs.calling_ae_title, "[pacs] calling_ae_title")
+    if s.pacs.move_retries < 0 or s.pacs.store_retries < 0:
+        raise ConfigError("[pacs] move_retries and store_retries must be >= 0 (0 = no retry)")
+    if s.pacs.commitment_max_attempts < 1:
+        raise ConfigError("[pacs] commitment_max_attempts must be >= 1")
+    _port(s.api.port, "[api] port", zero_off=True)  # 0: refused by check_listening
+    if s.api.port and s.api.port in ports:
+        raise ConfigError(
+            f"[api] port {s.api.port} is also a DICOM port of [[pools]]: give the API its own"
+        )
+    if s.api.session_minutes <= 0:
+        raise ConfigError("[api] session_minutes must be > 0")
+    if s.api.basic_auth_cache_seconds < 0:
+        raise ConfigError("[api] basic_auth_cache_seconds must be >= 0 (0 = no cache)")
+    if not (math.isfinite(s.accounts.idle_minutes) and s.accounts.idle_minutes > 0):
+        raise ConfigError("[accounts] idle_minutes must be > 0")
+    _port(s.smtp.port, "[smtp] port")
+    _port(s.audit.syslog_port, "[audit] syslog_port")
     if s.accounts.device_approval not in ("automatic", "first-device", "manual"):
         raise ConfigError(
             "[accounts] device_approval must be 'automatic', 'first-device' or 'manual'"
@@ -376,13 +466,12 @@ def validate(s: Settings) -> None:
         raise ConfigError("[api] tls_cert and tls_key must be set together")
     if (s.audit.syslog_cert == "") != (s.audit.syslog_key == ""):
         raise ConfigError("[audit] syslog_cert and syslog_key must be set together")
-    if s.audit.syslog_host and not 0 < s.audit.syslog_port < 65536:
-        raise ConfigError("[audit] syslog_port must be between 1 and 65535")
     if not is_loopback(s.api.bind_address) and not s.api.tls_cert:
         raise ConfigError(
             f"[api] refusing to bind {s.api.bind_address} without TLS: set tls_cert and tls_key "
             "or bind to 127.0.0.1"
         )
+    _check_paths(s)
 
 
 def is_loopback(address: str) -> bool:
@@ -397,8 +486,12 @@ def load(path: Path | None = None) -> Settings:
     """Load the config, creating it from the commented sample when it does not exist yet."""
     path = path or default_config_path()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(SAMPLE_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+        # mode 0600: the admin adds SMTP and database passwords to it (it was 0644, probe 16);
+        # a config folder we create is 0700, one that exists keeps its mode
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(SAMPLE_CONFIG.read_text(encoding="utf-8"))
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+
+def display_problem(env: dict[str, str] | None = None, platform: str = sys.platform) -> str | None:
+    """Why Qt cannot open a window here, or None. Without a display Qt aborted the process
+    (SIGABRT, exit 134, "Reinstalling the application may fix this problem", probe 16);
+    we say it in one line before Qt starts. Only X11/Wayland systems need a display server;
+    a QT_QPA_PLATFORM that needs none (offscreen, eglfs, ...) or that we do not know is left
+    to Qt."""
+    env = dict(os.environ) if env is None else env
+    if platform in ("win32", "darwin"):
+        return None
+    qpa = env.get("QT_QPA_PLATFORM", "").split(";")[0].split(":")[0].strip()
+    x11, wayland = bool(env.get("DISPLAY")), bool(env.get("WAYLAND_DISPLAY"))
+    if qpa == "xcb":
+        ok = x11
+    elif qpa.startswith("wayland"):
+        ok = wayland
+    elif qpa:
+        ok = True  # offscreen, minimal, eglfs, linuxfb, vnc: no display server
+    else:
+        ok = x11 or wayland
+    if ok:
+        return None
+    return "needs a display: set DISPLAY or run under xvfb-run (e.g. xvfb-run lucent-workstation)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -12,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: lucent-workstation\n\nOpens the Lucent reading workstation: log in to the "
               "local server (started if none runs), browse studies, read images.")  # fmt: skip
         return 0
+    problem = display_problem()
+    if problem:
+        print(f"lucent-workstation: {problem}", file=sys.stderr)
+        return 2
     try:
         from workstation.qt.app import run
     except ImportError as exc:

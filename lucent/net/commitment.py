@@ -26,6 +26,7 @@ from pynetdicom import build_context, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import StorageCommitmentPushModel
 
+from lucent.dicom import uids
 from lucent.net import status
 from lucent.net.scu import UNCOMPRESSED, AssociationError, Peer, associate
 
@@ -74,7 +75,10 @@ class RequestResult:
 
 
 def new_transaction_uid(prefix: str | None = None) -> str:
-    return str(generate_uid(prefix=prefix)) if prefix else str(generate_uid())
+    """A Transaction UID under the organisation root ``prefix`` (PS3.4 J.3.2); through
+    :func:`lucent.dicom.uids.make_uid`, so a root without its trailing dot works here too
+    (it failed every commitment job: "The 'prefix' is not valid for use with a UID")."""
+    return uids.make_uid(prefix) if prefix else str(generate_uid())
 
 
 def action_dataset(transaction_uid: str, refs: Sequence[Reference]) -> Dataset:
