@@ -1,6 +1,4 @@
-"""Text comparison that behaves the same on SQLite and PostgreSQL whatever the locale.
-
-``folded``: case-insensitive matching that folds every script.
+"""Case-insensitive text matching that folds every script, the same on SQLite and PostgreSQL.
 
 SQLite's ``upper()`` folds ASCII letters only, and PostgreSQL's follows the database locale
 (``C`` folds ASCII only): "Schädel nativ" typed exactly did not find "Schädel nativ"
@@ -44,26 +42,3 @@ def _folded_sqlite(element: folded, compiler: Any, **kw: Any) -> str:
 @compiles(folded, "postgresql")
 def _folded_postgresql(element: folded, compiler: Any, **kw: Any) -> str:
     return f'upper(({compiler.process(element.clauses, **kw)}) COLLATE "und-x-icu")'
-
-
-class bytewise(FunctionElement[str]):  # noqa: N801
-    """The column compared code point by code point, not by the database's collation.
-
-    Date/time range bounds end in U+FFFF ("0830" spans 083000-0830 and beyond): under a
-    PostgreSQL en_US collation that character sorts as nothing, so StudyTime=0830 found no
-    study at 08:30:15 and 0800-0900 missed 09:00:00 (outside probe). SQLite compares
-    bytewise anyway."""
-
-    type = String()
-    inherit_cache = True
-    name = "bytewise"
-
-
-@compiles(bytewise)
-def _bytewise_default(element: bytewise, compiler: Any, **kw: Any) -> str:
-    return compiler.process(element.clauses, **kw)  # type: ignore[no-any-return]
-
-
-@compiles(bytewise, "postgresql")
-def _bytewise_postgresql(element: bytewise, compiler: Any, **kw: Any) -> str:
-    return f'({compiler.process(element.clauses, **kw)}) COLLATE "C"'

@@ -96,7 +96,6 @@ def match_range(column: InstrumentedAttribute[str], value: str) -> ColumnElement
     value = value.strip()
     if len(value) == 10 and value[4] == "-" and value[7] == "-":
         return column == value.replace("-", "")
-    column = folding.bytewise(column)  # type: ignore[assignment]
     if "-" in value:
         low, _, high = value.partition("-")
         low, high = low.replace(":", "").strip(), high.replace(":", "").strip()
@@ -104,18 +103,38 @@ def match_range(column: InstrumentedAttribute[str], value: str) -> ColumnElement
         if low:
             clauses.append(column >= low)
         if high:
-            # '20240131' must include the whole day/time prefix: compare with a high sentinel.
-            # An entity with no value is in no range (PS3.4 C.2.2.2.5): "-20231231" listed
-            # every study without a date.
-            clauses.append(column <= high + "\uffff")
+            # '20240131' must include the whole day/time prefix: below the prefix's
+            # successor. An entity with no value is in no range (PS3.4 C.2.2.2.5):
+            # "-20231231" listed every study without a date.
+            clauses.append(_up_to(column, high))
             clauses.append(column > "")
         return and_(*clauses) if clauses else None
     plain = value.replace(":", "")
     if plain.isdigit():
         # A TM of lower precision names the whole span: "0830" is 08:30:00-08:30:59.999
         # (dcmqrscp matches 083000); a full DA is the same as an exact match.
-        return and_(column >= plain, column <= plain + "\uffff")
+        return and_(column >= plain, _up_to(column, plain))
     return match_text(column, value)
+
+
+def _up_to(column: Any, prefix: str) -> ColumnElement[bool]:
+    """Values up to and including every one that starts with ``prefix`` ("0830" covers
+    08:30:15.5): below the prefix's successor ("0831"), which orders the same under any
+    collation for these digit strings and keeps the column's index usable. A U+FFFF
+    sentinel sorted as nothing under a PostgreSQL en_US collation (outside probe), and
+    COLLATE "C" around the column made PostgreSQL scan the whole table (review)."""
+    successor = _successor(prefix)
+    return column >= "" if successor is None else column < successor
+
+
+def _successor(prefix: str) -> str | None:
+    """The shortest digit string greater than every string starting with ``prefix``
+    ("0859" -> "086", "083015.5" -> "083015.6"); None when there is none ("9999")."""
+    chars = list(prefix)
+    for i in range(len(chars) - 1, -1, -1):
+        if chars[i].isdigit() and chars[i] != "9":
+            return "".join(chars[:i]) + chr(ord(chars[i]) + 1)
+    return None
 
 
 def _name_clause(f: Filter) -> ColumnElement[bool] | None:

@@ -144,3 +144,16 @@ def test_study_time_ranges_do_not_depend_on_the_collation(
     no study at 08:30:15 and 0800-0900 missed 09:00:00 on such a PostgreSQL."""
     found = _get(app, "/dicom-web/studies", StudyTime=time)
     assert {s["0020000D"]["Value"][0] for s in found} & {STUDY, FUSS} == expected
+
+
+@pytest.mark.parametrize(
+    ("prefix", "successor"),
+    [("0830", "0831"), ("0859", "086"), ("083015.5", "083015.6"), ("20241231", "20241232"),
+     ("9999", None)],
+)  # fmt: skip
+def test_range_upper_bounds_are_prefix_successors(prefix: str, successor: str | None) -> None:
+    """No sentinel character and no COLLATE on the column (which kept PostgreSQL from using
+    the study_date index: a sequential scan of every study for each date range)."""
+    from server.index.queries import _successor
+
+    assert _successor(prefix) == successor
