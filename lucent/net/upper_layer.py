@@ -60,8 +60,8 @@ class AssociateRequest:
     # The two 16-byte AE title fields as received: the A-ASSOCIATE-AC returns them
     # identical (PS3.8 9.3.3), leading spaces and all.
     raw_titles: bytes = b""
-    # SOP classes for which the requestor proposes to be the SCP (role selection, PS3.7
-    # D.3.3.4): the storage contexts of a C-GET, on which we would send, not receive.
+    # SOP classes for which the requestor proposes to be the SCP only (role selection,
+    # PS3.7 D.3.3.4): the storage contexts of a C-GET, on which we would send, not receive.
     scp_role_classes: set[str] = field(default_factory=set)
 
 
@@ -136,7 +136,9 @@ def _parse_user_info(body: bytes, req: AssociateRequest) -> None:
             if sub == 0x54 and length >= 2:
                 (uid_length,) = struct.unpack(">H", value[:2])
                 roles = value[2 + uid_length : 4 + uid_length]
-                if len(roles) == 2 and roles[1] == 1:  # SCP-role: the requestor supports it
+                # the requestor will only be the SCP (SCU-role 0, SCP-role 1); with both
+                # roles it may still store towards us (PS3.7 D.3.3.4)
+                if len(roles) == 2 and roles[0] == 0 and roles[1] == 1:
                     req.scp_role_classes.add(_uid(value[2 : 2 + uid_length]))
         pos += 4 + length
 

@@ -6,7 +6,11 @@ import struct
 
 import pytest
 from pynetdicom.pdu import A_ASSOCIATE_RQ as PynetdicomRQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
 from pynetdicom.presentation import build_context
 from pynetdicom.transport import AddressInformation
 
@@ -92,3 +96,31 @@ def test_associate_ac_returns_the_ae_title_fields_as_received() -> None:
         implementation_class_uid="1.2.3", implementation_version="X",
     )  # fmt: skip
     assert raw[10:42] == bytes(rq[10:42])
+
+
+@pytest.mark.parametrize(
+    ("scu", "scp", "retrieve_only"), [(0, 1, True), (1, 1, False), (1, 0, False)]
+)
+def test_only_an_scp_only_role_marks_a_storage_context_as_a_retrieve_one(
+    scu: bool, scp: bool, retrieve_only: bool
+) -> None:
+    """getscu proposes its storage classes with SCU-role 0, SCP-role 1; a requestor with
+    both roles may still store towards us, and storage is open to all (review)."""
+    prim = A_ASSOCIATE()
+    prim.application_context_name = ul.APPLICATION_CONTEXT
+    prim.calling_ae_title, prim.called_ae_title = "GETSCU", "LUCENT"
+    prim.calling_presentation_address = AddressInformation("127.0.0.1", 1)
+    prim.called_presentation_address = AddressInformation("127.0.0.1", 2)
+    cx = build_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2"])
+    cx.context_id = 1
+    prim.presentation_context_definition_list = [cx]
+    ml = MaximumLengthNotification()
+    ml.maximum_length_received = 16384
+    role = SCP_SCU_RoleSelectionNegotiation()
+    role.sop_class_uid = "1.2.840.10008.5.1.4.1.1.2"
+    role.scu_role, role.scp_role = bool(scu), bool(scp)
+    prim.user_information = [ml, role]
+    pdu = PynetdicomRQ()
+    pdu.from_primitive(prim)
+    req = ul.parse_associate_rq(pdu.encode())
+    assert ("1.2.840.10008.5.1.4.1.1.2" in req.scp_role_classes) is retrieve_only
