@@ -36,7 +36,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
-from pynetdicom import AE, build_context, dsutils
+from pynetdicom import AE, build_context, dsutils, evt
 from pynetdicom import _config as _pynetdicom_config
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
@@ -234,6 +234,8 @@ def associate(
     if peer.tls:
         tls_args = (_tls_context(peer), peer.host)
     started = time.monotonic()
+    connected: list[bool] = []  # TCP got through (EVT_CONN_OPEN): tells silent from down
+    handlers = [*(evt_handlers or []), (evt.EVT_CONN_OPEN, lambda _: connected.append(True))]
     try:
         assoc = ae.associate(
             peer.host,
@@ -242,7 +244,7 @@ def associate(
             ae_title=peer.ae_title,
             max_pdu=peer.max_pdu,
             tls_args=tls_args,
-            evt_handlers=evt_handlers,
+            evt_handlers=handlers,
         )
     except socket.gaierror as exc:
         raise AssociationError("unknown-host", f"cannot resolve host '{peer.host}': {exc}") from exc
@@ -266,10 +268,14 @@ def associate(
             permanent=getattr(rsp, "result", None) == REJECTED_PERMANENT,
         )
     if time.monotonic() - started >= peer.timeout * 0.9:
-        diagnosis = _diagnose_connect(peer)  # did TCP connect? then the peer was silent
-        if diagnosis.kind == "aborted":
+        # No second connect to find out (a host that is down took the timeout twice).
+        if connected:
             raise _silent(peer)
-        raise diagnosis
+        raise AssociationError(
+            "timeout",
+            f"no answer from {peer.address} within {peer.timeout:g} s "
+            "(host down, firewall, or wrong address)",
+        )
     if not assoc.accepted_contexts and assoc.rejected_contexts:
         raise AssociationError(
             "rejected",

@@ -522,3 +522,39 @@ def test_echo_tells_a_silent_port_from_a_closing_one() -> None:
             assert result.kind == "aborted" and "closed" in result.message, result.message
         else:
             assert result.kind == "timeout" and "within 1.5 s" in result.message, result.message
+
+
+def test_a_silent_port_is_told_after_one_timeout() -> None:
+    """After pynetdicom's own timeout, a second connect to "diagnose" made a host that is
+    down cost the timeout twice (review); whether TCP got through is known already."""
+    import socket
+    import threading
+
+    from pynetdicom.sop_class import Verification
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept_and_stay_silent() -> None:
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept_and_stay_silent)
+    thread.start()
+    try:
+        peer = scu.Peer("X", "127.0.0.1", listener.getsockname()[1], timeout=1.5)
+        with pytest.raises(scu.AssociationError) as err:
+            scu.associate(peer, [build_context(Verification)])
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert err.value.kind == "timeout" and "accepts TCP connections" in str(err.value)
+    assert len(held) == 1  # one connection: no second connect after the timeout
