@@ -172,15 +172,17 @@ def _plain_encoding(data: bytes, start: int, ts: str) -> str | None:
 
 
 def _with_syntax(
-    data: bytes, start: int, ts: str, meta: FileMetaDataset | None = None
+    data: bytes, start: int, ts: str, meta: FileMetaDataset | None = None, body: bytes | None = None
 ) -> tuple[bytes, int]:
-    """The stream with its file meta saying ``ts`` (and where the data set now starts)."""
+    """The stream with its file meta saying ``ts`` (and where the data set now starts);
+    ``body`` replaces the data set after ``start`` (inflated), joined in one copy."""
     meta = meta if meta is not None else _meta_dataset(data[:start])
     meta.TransferSyntaxUID = ts
     head = io.BytesIO()
     head.write(data[:128] + b"DICM")
     write_file_meta_info(head, meta, enforce_standard=False)
-    return head.getvalue() + data[start:], head.tell()
+    rest = body if body is not None else memoryview(data)[start:]
+    return b"".join((head.getvalue(), rest)), head.tell()
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,7 @@ def frame(data: bytes, *, max_inflated: int) -> Framed | Refusal:
             return Refusal(status.CANNOT_INFLATE, f"deflated data set rejected: {exc}")
         except Exception as exc:
             return Refusal(status.CANNOT_UNDERSTAND, f"file meta information unreadable: {exc}")
-        data, start = _with_syntax(data[:start] + body, start, transfer_syntaxes.EXPLICIT_LE, meta)
+        data, start = _with_syntax(data, start, transfer_syntaxes.EXPLICIT_LE, meta, body)
         ts = transfer_syntaxes.EXPLICIT_LE
         transcoded = True
     walked = walk.walk(data, start, ts)

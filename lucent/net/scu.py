@@ -56,7 +56,6 @@ log = logging.getLogger("lucent.scu")
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
-DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 #: Conformance 4.2.1.2 / 4.2.2.2 / 4.2.5.2: the three uncompressed syntaxes.
 UNCOMPRESSED: tuple[str, ...] = (EXPLICIT_LE, IMPLICIT_LE, EXPLICIT_BE)
 #: Conformance 4.2.1.3 / 4.2.2.3: the maximum PDU size we announce as SCU.

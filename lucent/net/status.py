@@ -47,3 +47,10 @@ def category(status: int) -> str:
     if status == 0x0001 or 0xB000 <= status <= 0xBFFF:
         return "warning"
     return "failure"
+
+
+def error_comment(text: str) -> str:
+    """An Error Comment (0000,0902) as the command set may carry it: LO in the default
+    repertoire, at most 64 characters (PS3.7 E.1, PS3.5 6.1.2.1); our reasons quote values
+    ("é") and use "×", sent as "?"."""
+    return text.encode("ascii", "replace").decode("ascii")[:64]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from lucent.net.status import error_comment as _comment_text
+
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
 #: Our Implementation Class UID and Version Name (PS3.7 D.3.3.2), the defaults of [dimse].
@@ -413,7 +415,7 @@ def response(
     body += _element(0x00000800, struct.pack("<H", 0x0101))
     body += _element(0x00000900, struct.pack("<H", status))
     if error_comment:
-        body += _element(0x00000902, error_comment.encode("ascii", "replace")[:64])
+        body += _element(0x00000902, _comment_text(error_comment).encode("ascii"))
     if sop_instance:
         body += _element(0x00001000, sop_instance.encode())
     return _element(0x00000000, struct.pack("<L", len(body))) + body

@@ -39,9 +39,7 @@ def _status(code: int, comment: str) -> Dataset:
     ds = Dataset()
     ds.Status = code
     if comment:
-        # The command set is in the default repertoire (PS3.7 E.1, PS3.5 6.1.2.1): reasons
-        # quote values ("é") and use "×"; the fast path sends "?" for them, so do we.
-        ds.ErrorComment = comment.encode("ascii", "replace").decode()[:64]
+        ds.ErrorComment = status.error_comment(comment)
     return ds
 
 

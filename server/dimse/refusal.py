@@ -19,6 +19,8 @@ from types import TracebackType
 
 from pynetdicom import service_class
 
+from lucent.net import status
+
 log = logging.getLogger("lucent.dimse")
 _state = {"installed": False}
 
@@ -51,7 +53,7 @@ def install() -> None:
         log.info("request refused: %s", exc_val)
         self._rsp.Status = exc_val.status
         if exc_val.comment:
-            self._rsp.ErrorComment = exc_val.comment.encode("ascii", "replace").decode()[:64]
+            self._rsp.ErrorComment = status.error_comment(exc_val.comment)
         self._dimse.send_msg(self._rsp, self._cx_id)
         self._success = False
         return True
