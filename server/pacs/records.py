@@ -120,6 +120,10 @@ def commit_state(committed: int, failed: int) -> str:
 SEND_MARKER = "; storage commitment: "
 
 
+#: What a cancelled commit job's message says after it about a report that came later.
+LATE_MARKER = "; reported after the cancel: "
+
+
 @dataclass(frozen=True)
 class CommitSummary:
     """Where a job's storage commitment stands, over all its requests (retries included).
@@ -224,6 +228,7 @@ def sync_job(session: Session, job_pk: int | None) -> None:
             job.message = head + SEND_MARKER + summary.text
         return
     decided = summary.committed + summary.failed + summary.unconfirmed
+    before = (job.completed, job.failed)
     job.completed = summary.committed
     job.failed = summary.failed + summary.unconfirmed
     job.total = summary.total
@@ -231,6 +236,14 @@ def sync_job(session: Session, job_pk: int | None) -> None:
     job.progress = round(decided / summary.total, 4) if summary.total else 1.0
     if job.state in ("queued", "running"):
         return  # the runner words state and message itself when it ends, then syncs again
+    if job.state == "cancelled":
+        # Cancelled stays cancelled (a late report turned it "partial" and dropped "cancelled
+        # by ..."): only the counts follow the records, and the message notes the report.
+        if (job.completed, job.failed) != before:
+            head = job.message.split(LATE_MARKER, 1)[0]
+            counts = f"{job.completed} committed, {job.failed} failed or unconfirmed"
+            job.message = head + LATE_MARKER + counts
+        return
     state = summary.state
     if state != job.state:
         job.finished_at = None if state == "waiting" else now()
@@ -251,11 +264,23 @@ def record_report(ctx: ServerContext, report: Report) -> int:
     return 0
 
 
-def is_answered(ctx: ServerContext, transaction_uid: str) -> bool:
+def request_state(ctx: ServerContext, transaction_uid: str) -> str | None:
     with ctx.Session() as session:
-        state = session.scalar(
+        return session.scalar(
             select(CommitmentRequest.state).where(
                 CommitmentRequest.transaction_uid == transaction_uid
             )
         )
-    return state == "answered"
+
+
+def is_answered(ctx: ServerContext, transaction_uid: str) -> bool:
+    return request_state(ctx, transaction_uid) == "answered"
+
+
+def job_cancelled(session: Session, job_pk: int | None) -> bool:
+    """Whether job ``job_pk`` was cancelled; its row locked (PostgreSQL) until the end of
+    the transaction, so a cancel and a retry of its request do not interleave."""
+    if job_pk is None:
+        return False
+    job = session.get(Job, job_pk, with_for_update=True)
+    return job is not None and job.state == "cancelled"

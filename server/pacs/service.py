@@ -7,6 +7,7 @@ Everything network-bound runs in the API process: queries in a short-lived threa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -19,6 +20,7 @@ from typing import Any
 
 from pydicom.uid import UID
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from lucent.net import commitment, scu
 from lucent.net import status as dimse_status
@@ -686,21 +688,48 @@ class PacsService:
         attempt: int = 1,
     ) -> commitment.RequestResult:
         """N-ACTION and (ways 1/3) wait; the request row exists before the N-ACTION goes out,
-        so a way-2 report that races in through our listener finds it (4.2.5, 5)."""
+        so a way-2 report that races in through our listener finds it (4.2.5, 5). Nothing is
+        requested for a cancelled job."""
         uid = commitment.new_transaction_uid(self.ctx.settings.server.uid_root)
-        retry_at = now() + timedelta(seconds=self.settings.commitment_retry_seconds)
         with self.ctx.WriteSession() as db, db.begin():
-            records.create_request(
-                db,
-                transaction_uid=uid,
-                node_id=node.id,
-                node_name=node.name,
-                job_pk=job_pk,
-                mode=node.commitment_mode,
-                attempt=attempt,
-                refs=refs,
-                retry_at=retry_at,
-            )
+            if records.job_cancelled(db, job_pk):
+                return commitment.RequestResult(False, uid, "the job was cancelled: not requested")
+            self._create_request(db, node, refs, uid=uid, job_pk=job_pk, attempt=attempt)
+        return self._send_request(node, refs, uid=uid, job_pk=job_pk)
+
+    def _create_request(
+        self,
+        db: Session,
+        node: NodeView,
+        refs: Sequence[commitment.Reference],
+        *,
+        uid: str,
+        job_pk: int | None,
+        attempt: int,
+    ) -> None:
+        records.create_request(
+            db,
+            transaction_uid=uid,
+            node_id=node.id,
+            node_name=node.name,
+            job_pk=job_pk,
+            mode=node.commitment_mode,
+            attempt=attempt,
+            refs=refs,
+            retry_at=now() + timedelta(seconds=self.settings.commitment_retry_seconds),
+        )
+
+    def _send_request(
+        self,
+        node: NodeView,
+        refs: Sequence[commitment.Reference],
+        *,
+        uid: str,
+        job_pk: int | None,
+    ) -> commitment.RequestResult:
+        """The N-ACTION for the recorded request ``uid``, unless a cancel expired it since."""
+        if records.request_state(self.ctx, uid) != "pending":
+            return commitment.RequestResult(False, uid, "the job was cancelled: not requested")
         res = commitment.request(
             self.peer(node),
             refs,
@@ -730,7 +759,7 @@ class PacsService:
         (no retry) and the job ends "cancelled", counting what was confirmed so far. False
         when the job is not waiting (a waiting job holds no thread a cancel could reach)."""
         with self.ctx.WriteSession() as db, db.begin():
-            job = db.get(Job, job_pk)
+            job = db.get(Job, job_pk, with_for_update=True)  # see records.job_cancelled
             if job is None or job.state != WAITING:
                 return False
             for req in db.scalars(
@@ -774,11 +803,25 @@ class PacsService:
             ]
         sent = 0
         for req_id, node_id, job_pk, attempt, refs in work:
+            node: NodeView | None = None
+            if node_id is not None:
+                with contextlib.suppress(PacsError):  # removed meanwhile
+                    node = self.node(node_id)
+            uid = commitment.new_transaction_uid(self.ctx.settings.server.uid_root)
+            # One transaction supersedes the request and records its successor, the job's
+            # state checked there: a cancel in between found nothing pending to expire and
+            # the new request brought the cancelled job back to "waiting".
             with self.ctx.WriteSession() as db, db.begin():
                 req = db.get(CommitmentRequest, req_id)
                 if req is None or req.state != "pending":
                     continue
-                gone = node_id is None or db.get(RemoteNode, node_id) is None
+                if records.job_cancelled(db, job_pk):  # nothing is asked for it any more
+                    req.state, req.retry_at = "expired", None
+                    req.message = "the job was cancelled: not requested again"
+                    db.flush()
+                    records.sync_job(db, job_pk)
+                    continue
+                gone = node is None or db.get(RemoteNode, node_id) is None
                 if attempt >= self.settings.commitment_max_attempts or gone:
                     req.state = "expired"
                     req.retry_at = None
@@ -790,18 +833,12 @@ class PacsService:
                     continue
                 req.state = "superseded"
                 req.retry_at = None
-            try:
-                node = self.node(node_id)
-            except PacsError:  # removed between the two reads
-                with self.ctx.WriteSession() as db, db.begin():
-                    req = db.get(CommitmentRequest, req_id)
-                    if req is not None:
-                        req.state, req.message = "expired", "the node was removed"
-                        db.flush()
-                        records.sync_job(db, job_pk)
-                continue
-            if refs:
-                self.request_commitment(node, refs, job_pk=job_pk, attempt=attempt + 1)
+                if refs and node is not None:
+                    self._create_request(
+                        db, node, refs, uid=uid, job_pk=job_pk, attempt=attempt + 1
+                    )
+            if refs and node is not None:
+                self._send_request(node, refs, uid=uid, job_pk=job_pk)
                 sent += 1
         return sent
 

@@ -19,10 +19,14 @@ import pytest
 from pydantic import TypeAdapter
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage
 from sqlalchemy import select
 
 from lucent.api import schemas
+from lucent.net import commitment
 from server.index.pacs_models import CommitmentRequest, Job
+from server.pacs import records
+from server.pacs import service as service_module
 from server.pacs.service import PacsService
 from tests.data import samples
 from tests.integration.test_pacs_commitment_retry import (
@@ -224,3 +228,100 @@ def test_a_waiting_job_can_be_cancelled(
     _retry(svc)
     assert _requests(svc) == [(1, "expired")]  # nothing sent again
     assert not svc.stop_waiting(job.id, "alice")
+
+
+def _cancelled_waiting(svc: PacsService, node_id: int, uids: list[str], peer: ReportingPeer) -> Job:
+    peer.commit_mode = "incoming"  # accepts the N-ACTION, never reports
+    job = _ran(svc, svc.commit(node_id, uids[:2]))
+    assert job.state == "waiting", job.message
+    return job
+
+
+def test_a_late_report_leaves_a_cancelled_job_cancelled(
+    setup: tuple[PacsService, int, list[str]], peer: ReportingPeer
+) -> None:
+    """A report for the expired transaction after the cancel turned the job "partial" and
+    dropped "cancelled by alice" from its message."""
+    svc, node_id, uids = setup
+    job = _cancelled_waiting(svc, node_id, uids, peer)
+    assert svc.stop_waiting(job.id, "alice")
+    cancelled = _job(svc, job.id)
+    with svc.ctx.Session() as db:
+        req = db.scalars(select(CommitmentRequest)).one()
+        tuid = req.transaction_uid
+        refs = [commitment.Reference(i.sop_class_uid, i.sop_instance_uid) for i in req.items]
+    assert records.record_report(svc.ctx, commitment.Report(tuid, committed=refs[:1])) == 1
+    job = _job(svc, job.id)
+    assert job.state == "cancelled", job.message
+    assert job.message.startswith("cancelled by alice while waiting"), job.message
+    assert (job.completed, job.failed) == (1, 1)
+    assert job.message.endswith("reported after the cancel: 1 committed, 1 failed or unconfirmed")
+    assert job.finished_at == cancelled.finished_at
+    # the rest reported too: the note is rewritten, not appended again
+    assert records.record_report(svc.ctx, commitment.Report(tuid, committed=refs[1:])) == 1
+    job = _job(svc, job.id)
+    assert job.state == "cancelled" and (job.completed, job.failed) == (2, 0), job.message
+    assert job.message.count("reported after the cancel") == 1, job.message
+    assert job.message.endswith("2 committed, 0 failed or unconfirmed"), job.message
+    _retry(svc)
+    assert _requests(svc) == [(1, "answered")]  # nothing sent again
+
+
+def test_a_cancel_as_the_retry_begins_stays_cancelled(
+    setup: tuple[PacsService, int, list[str]], peer: ReportingPeer, monkeypatch: Any
+) -> None:
+    """The cancel came after the retry watcher marked the request superseded and before it
+    recorded the new one: the cancel found nothing pending to expire, then the new request
+    brought the job back to "waiting" and the retries went on."""
+    svc, node_id, uids = setup
+    job = _cancelled_waiting(svc, node_id, uids, peer)
+    node = svc.node
+    cancels: list[bool] = []
+
+    def cancel_then_node(nid: int) -> Any:
+        cancels.append(svc.stop_waiting(job.id, "alice"))
+        return node(nid)
+
+    monkeypatch.setattr(svc, "node", cancel_then_node)
+    _retry(svc)
+    assert cancels == [True]
+    job = _job(svc, job.id)
+    assert job.state == "cancelled", job.message
+    assert job.message.startswith("cancelled by alice while waiting"), job.message
+    assert (job.completed, job.failed) == (0, 2)
+    assert _requests(svc) == [(1, "expired")]
+    assert peer.requested == [2]  # no N-ACTION for the cancelled job
+    # and none is recorded or sent for it on any other way
+    refs = [commitment.Reference(str(CTImageStorage), u) for u in uids[:2]]
+    res = svc.request_commitment(node(node_id), refs, job_pk=job.id, attempt=2)
+    assert not res.ok
+    assert _requests(svc) == [(1, "expired")] and peer.requested == [2]
+    assert _job(svc, job.id).state == "cancelled"
+
+
+def test_a_cancel_while_the_retry_is_out_stays_cancelled(
+    setup: tuple[PacsService, int, list[str]], peer: ReportingPeer, monkeypatch: Any
+) -> None:
+    """The cancel came while the retry's N-ACTION was out: the job ended "failed, 2 of 2
+    never confirmed" instead of cancelled."""
+    svc, node_id, uids = setup
+    job = _cancelled_waiting(svc, node_id, uids, peer)
+    request = commitment.request
+    cancels: list[bool] = []
+
+    def cancel_then_request(*args: Any, **kwargs: Any) -> commitment.RequestResult:
+        cancels.append(svc.stop_waiting(job.id, "alice"))
+        return request(*args, **kwargs)
+
+    monkeypatch.setattr(service_module.commitment, "request", cancel_then_request)
+    _retry(svc)
+    assert cancels == [True]
+    job = _job(svc, job.id)
+    assert job.state == "cancelled", job.message
+    assert job.message.startswith("cancelled by alice while waiting"), job.message
+    assert (job.completed, job.failed) == (0, 2)
+    assert job.finished_at is not None
+    assert _requests(svc) == [(1, "superseded"), (2, "expired")]
+    _retry(svc)
+    assert _requests(svc) == [(1, "superseded"), (2, "expired")]  # nothing sent again
+    assert _job(svc, job.id).state == "cancelled"
