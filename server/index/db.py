@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -15,6 +16,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import sessionmaker
 
 from server.index import folding
+
+log = logging.getLogger("lucent.index")
 
 if os.name == "posix":
     import fcntl
@@ -81,13 +84,30 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=10,
         max_overflow=20,
         connect_args=_server_connect_args(url),
     )
+    if engine.dialect.name == "postgresql":
+
+        @event.listens_for(engine, "first_connect")
+        def _collations(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            # folding.folded folds with the ICU root collation; a PostgreSQL built without
+            # ICU has none, and every case-insensitive search would fail (review).
+            cur = dbapi_conn.cursor()
+            cur.execute("SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'")
+            engine.dialect.lucent_icu = cur.fetchone() is not None  # type: ignore[attr-defined]
+            cur.close()
+            if not engine.dialect.lucent_icu:  # type: ignore[attr-defined]
+                log.warning(
+                    "PostgreSQL has no ICU collation: case-insensitive text matching folds "
+                    "by the database locale"
+                )
+
+    return engine
 
 
 def _server_connect_args(url: str) -> dict[str, object]:

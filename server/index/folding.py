@@ -41,4 +41,7 @@ def _folded_sqlite(element: folded, compiler: Any, **kw: Any) -> str:
 
 @compiles(folded, "postgresql")
 def _folded_postgresql(element: folded, compiler: Any, **kw: Any) -> str:
-    return f'upper(({compiler.process(element.clauses, **kw)}) COLLATE "und-x-icu")'
+    inner = compiler.process(element.clauses, **kw)
+    if not getattr(compiler.dialect, "lucent_icu", True):  # see server.index.db
+        return f"upper({inner})"
+    return f'upper(({inner}) COLLATE "und-x-icu")'

@@ -157,3 +157,17 @@ def test_range_upper_bounds_are_prefix_successors(prefix: str, successor: str | 
     from server.index.queries import _successor
 
     assert _successor(prefix) == successor
+
+
+def test_folding_without_icu_falls_back_to_the_database_upper() -> None:
+    """A PostgreSQL built without ICU has no "und-x-icu": every case-insensitive search
+    would fail (review); server.index.db notes it at first connect."""
+    from sqlalchemy import column
+    from sqlalchemy.dialects import postgresql
+
+    from server.index.folding import folded
+
+    dialect = postgresql.dialect()
+    assert 'COLLATE "und-x-icu"' in str(folded(column("d")).compile(dialect=dialect))
+    dialect.lucent_icu = False  # type: ignore[attr-defined]
+    assert str(folded(column("d")).compile(dialect=dialect)) == "upper(d)"
