@@ -21,8 +21,8 @@ from pynetdicom import build_context
 from server import config
 from server.context import ServerContext
 from server.index.models import RemoteNode
-from server.index.pacs_models import Job
 from server.pacs.service import PacsService
+from tests.integration.test_pacs_commitment_job import _job, _ran
 from tests.integration.test_pacs_scripted import FAIL_STORE, ScriptedPeer, _tiny
 
 STUDY = "1.2.826.0.1.3680043.8.498.4242"
@@ -86,52 +86,28 @@ def _service(tmp_path: Path, peer: ScriptedPeer) -> Iterator[tuple[PacsService, 
         ctx.close()
 
 
-@pytest.fixture()
-def finishing(tmp_path: Path) -> Iterator[tuple[PacsService, int, ScriptedPeer]]:
-    peer = FinishingPeer().start()
+def _running(tmp_path: Path, peer: ScriptedPeer) -> Iterator[tuple[PacsService, int, ScriptedPeer]]:
+    peer.start()
     try:
         for svc, node_id in _service(tmp_path, peer):
             yield svc, node_id, peer
     finally:
         peer.stop()
+
+
+@pytest.fixture()
+def finishing(tmp_path: Path) -> Iterator[tuple[PacsService, int, ScriptedPeer]]:
+    yield from _running(tmp_path, FinishingPeer())
 
 
 @pytest.fixture()
 def stopping(tmp_path: Path) -> Iterator[tuple[PacsService, int, ScriptedPeer]]:
-    peer = ScriptedPeer().start()  # answers a C-CANCEL with FE00
-    try:
-        for svc, node_id in _service(tmp_path, peer):
-            yield svc, node_id, peer
-    finally:
-        peer.stop()
+    yield from _running(tmp_path, ScriptedPeer())  # answers a C-CANCEL with FE00
 
 
 @pytest.fixture()
 def no_failures(tmp_path: Path) -> Iterator[tuple[PacsService, int, ScriptedPeer]]:
-    peer = NoFailuresPeer().start()
-    try:
-        for svc, node_id in _service(tmp_path, peer):
-            yield svc, node_id, peer
-    finally:
-        peer.stop()
-
-
-def _job(svc: PacsService, job_id: int) -> Job:
-    with svc.ctx.Session() as db:
-        job = db.get(Job, job_id)
-        assert job is not None
-        db.expunge(job)
-        return job
-
-
-def _ended(svc: PacsService, job_id: int, timeout: float = 30.0) -> Job:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = _job(svc, job_id)
-        if job.state not in ("queued", "running"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} still {job.state}: {job.message}")
+    yield from _running(tmp_path, NoFailuresPeer())
 
 
 def _cancel_after_first(svc: PacsService, job_id: int) -> None:
@@ -151,7 +127,7 @@ def test_cancelled_retrieve_the_pacs_finished_says_so(
     peer.move_delay = 0.3
     job_id = svc.retrieve(node_id, study_uid=STUDY)
     _cancel_after_first(svc, job_id)
-    job = _ended(svc, job_id)
+    job = _ran(svc, job_id)
     assert job.state == "cancelled" and job.status == 0x0000
     # was "Sub-operations complete - no failures (0x0000)": not what happened
     assert "cancel requested" in job.message, job.message
@@ -168,7 +144,7 @@ def test_cancelled_retrieve_the_pacs_stopped_says_so(
     peer.move_delay = 0.3
     job_id = svc.retrieve(node_id, study_uid=STUDY)
     _cancel_after_first(svc, job_id)
-    job = _ended(svc, job_id)
+    job = _ran(svc, job_id)
     assert job.state == "cancelled" and job.status == 0xFE00, job.message
     assert "cancel requested" in job.message and "stopped" in job.message
     assert f"{job.completed} of 6 sub-operation(s) completed" in job.message
@@ -179,7 +155,7 @@ def test_success_status_with_failed_suboperations_is_partial(
 ) -> None:
     svc, node_id, peer = no_failures
     peer.move_scripts = [[0xFF00, FAIL_STORE, 0xFF00]]
-    job = _ended(svc, svc.retrieve(node_id, study_uid=STUDY))
+    job = _ran(svc, svc.retrieve(node_id, study_uid=STUDY))
     assert (job.status, job.completed, job.failed) == (0x0000, 2, 1)
     # was "done", "Sub-operations complete - no failures" with failed=1
     assert job.state == "partial", job.message
