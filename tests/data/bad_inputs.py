@@ -501,3 +501,8 @@ def pdu_claiming_4gb(pdu_type: int = 0x04, payload: bytes = b"") -> bytes:
 def associate_rq_claiming_4gb(called_ae: str = "LUCENT") -> bytes:
     """An A-ASSOCIATE-RQ whose PDU length says ~4 GB: refused before association."""
     return associate_rq(called_ae, claimed_length=0xFFFFFFFF)
+
+
+def part10_of(ds: Dataset) -> bytes:
+    """A good data set as a Part-10 stream whose file meta names its own class and UID."""
+    return BadInput("ok", "", "", encode(ds), ds.SOPClassUID, ds.SOPInstanceUID).part10()

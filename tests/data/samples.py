@@ -1693,3 +1693,16 @@ def parametric_map(directory: Path, frames: int = 2, size: int = 16) -> Dataset:
             )
         ],
     )
+
+
+def ct_series(n: int) -> list[Dataset]:
+    """``n`` small CT instances of one patient, study and series (instance numbers 1..n)."""
+    first = make_instance("1.2.840.10008.5.1.4.1.1.2")
+    out = []
+    for i in range(n):
+        ds = make_instance("1.2.840.10008.5.1.4.1.1.2")
+        ds.PatientID, ds.PatientName = first.PatientID, first.PatientName
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = first.StudyInstanceUID, first.SeriesInstanceUID
+        ds.InstanceNumber = i + 1
+        out.append(ds)
+    return out

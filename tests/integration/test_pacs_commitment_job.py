@@ -237,6 +237,11 @@ def _cancelled_waiting(svc: PacsService, node_id: int, uids: list[str], peer: Re
     return job
 
 
+def _assert_cancelled_by_alice(job: Job) -> None:
+    assert job.state == "cancelled", job.message
+    assert job.message.startswith("cancelled by alice while waiting"), job.message
+
+
 def test_a_late_report_leaves_a_cancelled_job_cancelled(
     setup: tuple[PacsService, int, list[str]], peer: ReportingPeer
 ) -> None:
@@ -252,8 +257,7 @@ def test_a_late_report_leaves_a_cancelled_job_cancelled(
         refs = [commitment.Reference(i.sop_class_uid, i.sop_instance_uid) for i in req.items]
     assert records.record_report(svc.ctx, commitment.Report(tuid, committed=refs[:1])) == 1
     job = _job(svc, job.id)
-    assert job.state == "cancelled", job.message
-    assert job.message.startswith("cancelled by alice while waiting"), job.message
+    _assert_cancelled_by_alice(job)
     assert (job.completed, job.failed) == (1, 1)
     assert job.message.endswith("reported after the cancel: 1 committed, 1 failed or unconfirmed")
     assert job.finished_at == cancelled.finished_at
@@ -286,8 +290,7 @@ def test_a_cancel_as_the_retry_begins_stays_cancelled(
     _retry(svc)
     assert cancels == [True]
     job = _job(svc, job.id)
-    assert job.state == "cancelled", job.message
-    assert job.message.startswith("cancelled by alice while waiting"), job.message
+    _assert_cancelled_by_alice(job)
     assert (job.completed, job.failed) == (0, 2)
     assert _requests(svc) == [(1, "expired")]
     assert peer.requested == [2]  # no N-ACTION for the cancelled job
@@ -317,8 +320,7 @@ def test_a_cancel_while_the_retry_is_out_stays_cancelled(
     _retry(svc)
     assert cancels == [True]
     job = _job(svc, job.id)
-    assert job.state == "cancelled", job.message
-    assert job.message.startswith("cancelled by alice while waiting"), job.message
+    _assert_cancelled_by_alice(job)
     assert (job.completed, job.failed) == (0, 2)
     assert job.finished_at is not None
     assert _requests(svc) == [(1, "superseded"), (2, "expired")]

@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from pydicom import dcmread
-from pydicom.dataset import Dataset
 from sqlalchemy import select
 from sqlalchemy.exc import DatabaseError
 
@@ -75,24 +74,6 @@ def _cont(pg: TemporaryPostgres) -> None:
         os.kill(_postmaster(pg), signal.SIGCONT)
 
 
-def _series(n: int) -> list[Dataset]:
-    first = samples.make_instance(CT)
-    out = []
-    for i in range(n):
-        ds = samples.make_instance(CT)
-        ds.PatientID, ds.PatientName = first.PatientID, first.PatientName
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = first.StudyInstanceUID, first.SeriesInstanceUID
-        ds.InstanceNumber = i + 1
-        out.append(ds)
-    return out
-
-
-def _part10(ds: Dataset) -> bytes:
-    return bad_inputs.BadInput(
-        "ok", "", "", bad_inputs.encode(ds), ds.SOPClassUID, ds.SOPInstanceUID
-    ).part10()
-
-
 def _settings(tmp_path: Path, url: str | None = None) -> config.Settings:
     data: dict[str, Any] = {
         "server": {"data_dir": str(tmp_path / "data")},
@@ -127,13 +108,13 @@ def test_a_store_failed_by_a_database_outage_leaves_no_object(
     instance's objects: recovery re-indexed them at the next start (probe 12)."""
     ctx = ServerContext(_settings(tmp_path, pg.create_database("outage_store")), migrate=True)
     try:
-        first, lost, corrected, later = _series(4)
-        assert ctx.store(_part10(first), pool="DEFAULT").ok  # the series is known now
+        first, lost, corrected, later = samples.ct_series(4)
+        assert ctx.store(bad_inputs.part10_of(first), pool="DEFAULT").ok  # the series is known now
         kept = _objects(ctx)
         _stop(pg)
         try:
             for ds in (lost, corrected):
-                result = ctx.store(_part10(ds), pool="DEFAULT")
+                result = ctx.store(bad_inputs.part10_of(ds), pool="DEFAULT")
                 assert not result.ok, result
         finally:
             _start(pg)
@@ -145,7 +126,7 @@ def test_a_store_failed_by_a_database_outage_leaves_no_object(
         assert _objects(ctx) == kept  # nothing of the refused instances remains
         assert ctx.storage.doubtful() == set()
         assert _indexed(ctx) == [first.SOPInstanceUID]
-        assert ctx.store(_part10(later), pool="DEFAULT").ok  # served again, no restart
+        assert ctx.store(bad_inputs.part10_of(later), pool="DEFAULT").ok  # served again, no restart
         assert _indexed(ctx) == [first.SOPInstanceUID, later.SOPInstanceUID]
     finally:
         ctx.close()
@@ -161,8 +142,8 @@ def test_objects_of_a_commit_with_unknown_outcome_stay_when_the_row_made_it(
 
     ctx = ServerContext(_settings(tmp_path, pg.create_database("outage_commit")), migrate=True)
     try:
-        first, second = _series(2)
-        assert ctx.store(_part10(first), pool="DEFAULT").ok
+        first, second = samples.ct_series(2)
+        assert ctx.store(bad_inputs.part10_of(first), pool="DEFAULT").ok
         original = ctx._commit
 
         def commit_then_lose_the_answer(rec: Any) -> Any:
@@ -170,7 +151,7 @@ def test_objects_of_a_commit_with_unknown_outcome_stay_when_the_row_made_it(
             raise OperationalError(None, None, Exception("server closed the connection"))
 
         monkeypatch.setattr(ctx, "_commit", commit_then_lose_the_answer)
-        assert not ctx.store(_part10(second), pool="DEFAULT").ok
+        assert not ctx.store(bad_inputs.part10_of(second), pool="DEFAULT").ok
         monkeypatch.undo()
         assert _indexed(ctx) == [first.SOPInstanceUID, second.SOPInstanceUID]
         assert ctx.recover().recovered == 0
@@ -191,8 +172,8 @@ def test_a_store_whose_index_commit_fails_leaves_no_object_on_sqlite(
     """The same on SQLite, for an error the commit retries do not cover (a damaged file)."""
     ctx = ServerContext(_settings(tmp_path), migrate=True)
     try:
-        first, second = _series(2)
-        assert ctx.store(_part10(first), pool="DEFAULT").ok
+        first, second = samples.ct_series(2)
+        assert ctx.store(bad_inputs.part10_of(first), pool="DEFAULT").ok
         kept = _objects(ctx)
 
         def broken(*_: object, **__: object) -> None:
@@ -200,7 +181,7 @@ def test_a_store_whose_index_commit_fails_leaves_no_object_on_sqlite(
 
         monkeypatch.setattr(ctx._known_series, "write", broken)
         monkeypatch.setattr("server.context.record_instance", broken)
-        assert not ctx.store(_part10(second), pool="DEFAULT").ok
+        assert not ctx.store(bad_inputs.part10_of(second), pool="DEFAULT").ok
         assert _objects(ctx) == kept
         monkeypatch.undo()
         assert ctx.recover().recovered == 0

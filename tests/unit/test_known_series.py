@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from pydicom.dataset import Dataset
 from sqlalchemy import delete, select, text
 
 from server.context import ServerContext
@@ -19,39 +18,21 @@ from tests.data import bad_inputs, samples
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
-def _series(n: int) -> list[Dataset]:
-    first = samples.make_instance(CT)
-    out = []
-    for i in range(n):
-        ds = samples.make_instance(CT)
-        ds.PatientID, ds.PatientName = first.PatientID, first.PatientName
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = first.StudyInstanceUID, first.SeriesInstanceUID
-        ds.InstanceNumber = i + 1
-        out.append(ds)
-    return out
-
-
-def _part10(ds: Dataset) -> bytes:
-    return bad_inputs.BadInput(
-        "ok", "", "", bad_inputs.encode(ds), ds.SOPClassUID, ds.SOPInstanceUID
-    ).part10()
-
-
 def _rows(ctx: ServerContext) -> list[Instance]:
     with ctx.Session() as session:
         return list(session.scalars(select(Instance).order_by(Instance.id)))
 
 
 def test_rows_of_the_fast_path_read_back_like_the_orm_paths(ctx: ServerContext) -> None:
-    series = _series(3)
+    series = samples.ct_series(3)
     # A refused copy of the third instance leaves a placeholder; the good copy removes it.
     broken = copy.deepcopy(series[2])
     del broken.Rows
-    assert not ctx.store(_part10(broken), pool="DEFAULT").ok
+    assert not ctx.store(bad_inputs.part10_of(broken), pool="DEFAULT").ok
     with ctx.Session() as session:
         assert session.scalars(select(Placeholder)).all()
     for ds in series:
-        assert ctx.store(_part10(ds), pool="DEFAULT").action == "stored"
+        assert ctx.store(bad_inputs.part10_of(ds), pool="DEFAULT").action == "stored"
     rows = _rows(ctx)
     assert [r.instance_number for r in rows] == [1, 2, 3]
     orm, *fast = rows  # the first instance created the series through the ORM
@@ -68,10 +49,10 @@ def test_rows_of_the_fast_path_read_back_like_the_orm_paths(ctx: ServerContext) 
 
 
 def test_a_duplicate_and_a_vanished_series_take_the_full_path(ctx: ServerContext) -> None:
-    series = _series(4)
+    series = samples.ct_series(4)
     for ds in series[:2]:
-        ctx.store(_part10(ds), pool="DEFAULT")
-    again = ctx.store(_part10(series[1]), pool="DEFAULT")
+        ctx.store(bad_inputs.part10_of(ds), pool="DEFAULT")
+    again = ctx.store(bad_inputs.part10_of(series[1]), pool="DEFAULT")
     assert again.ok and again.action == "replaced"
     assert len(_rows(ctx)) == 2
     with ctx.WriteSession() as session, session.begin():
@@ -79,8 +60,8 @@ def test_a_duplicate_and_a_vanished_series_take_the_full_path(ctx: ServerContext
         session.execute(delete(Series))
     # This process still remembers the series: the fast write fails on its foreign key, and
     # the full path creates the series again.
-    assert ctx.store(_part10(series[2]), pool="DEFAULT").action == "stored"
-    assert ctx.store(_part10(series[3]), pool="DEFAULT").action == "stored"
+    assert ctx.store(bad_inputs.part10_of(series[2]), pool="DEFAULT").action == "stored"
+    assert ctx.store(bad_inputs.part10_of(series[3]), pool="DEFAULT").action == "stored"
     rows = _rows(ctx)
     assert [r.instance_number for r in rows] == [3, 4]
     assert rows[0].series_pk == rows[1].series_pk
@@ -106,6 +87,8 @@ def test_warm_up_compiles_ahead_and_writes_nothing(ctx: ServerContext) -> None:
     with ctx.Session() as session:
         for table in ("patients", "studies", "series", "instances", "events", "placeholders"):
             assert session.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0, table
-    series = _series(2)
-    assert [ctx.store(_part10(ds), pool="DEFAULT").action for ds in series] == ["stored"] * 2
+    series = samples.ct_series(2)
+    assert [ctx.store(bad_inputs.part10_of(ds), pool="DEFAULT").action for ds in series] == [
+        "stored"
+    ] * 2
     assert [r.instance_number for r in _rows(ctx)] == [1, 2]
