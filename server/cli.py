@@ -73,6 +73,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except single_instance.AlreadyRunning as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    try:
+        check_ports_free(settings)  # before the index is created or migrated
+    except OSError as exc:
+        lock.close()
+        print(f"lucent-server: {exc}", file=sys.stderr)
+        return 2
     # SIGTERM (service stop) ends the server cleanly at any moment from here: a SIGTERM
     # during create_app, right after the banner, gave a traceback and exit 130 (probe 16)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -84,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ctx = ServerContext(settings, migrate=True)  # StartupError: why, and what to check
         ctx.preflight()
         ctx.recover()  # re-index what a crash left unindexed, remove deleted/half-written
-        check_ports_free(settings)
+        check_ports_free(settings)  # again: recovery can take a while
         if args.first_run_admin:
             with ctx.WriteSession() as db, db.begin():
                 if users.count_users(db) == 0:
@@ -361,6 +367,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"lucent-server: {path}: {index.removeprefix('error: ')}", file=sys.stderr)
         return 2
     print(f"{path}: OK ({len(settings.pools)} pool(s), index {index})")
+    from server.dimse.listener import busy_ports
+
+    for line in busy_ports(settings):
+        print(f"note: {line}: another program, or this server already running", flush=True)
     return 0
 
 

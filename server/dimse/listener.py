@@ -207,8 +207,26 @@ def start_listeners(
     return ae, servers, acceptors
 
 
+def busy_ports(settings: Settings) -> list[str]:
+    """Which of our listening ports another program holds now, one line each (the API port
+    too: taken, uvicorn failed after the banner had said "running", exit 3)."""
+    wanted = [(f"pool {pool.name}", settings.dimse.bind_address, port)
+              for pool, port, _ in endpoints(settings)]  # fmt: skip
+    wanted.append(("[api]", settings.api.bind_address, settings.api.port))
+    busy = []
+    for what, address, port in wanted:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except OSError as exc:
+                busy.append(f"{what}: port {port} is in use ({exc.strerror})")
+    return busy
+
+
 def check_ports_free(settings: Settings) -> None:
-    """Refuse to start when another program holds a pool port.
+    """Refuse to start when another program holds one of our ports.
 
     SO_REUSEPORT would otherwise let a stale server silently share connections with us.
     Unusable TLS files are reported here too, before any worker starts.
@@ -217,14 +235,9 @@ def check_ports_free(settings: Settings) -> None:
         server_tls_context(settings)
     except tls.TlsConfigError as exc:
         raise OSError(f"[dimse] DICOM TLS: {exc}") from exc
-    for pool, port, _ in endpoints(settings):
-        family = socket.AF_INET6 if ":" in settings.dimse.bind_address else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((settings.dimse.bind_address, port))
-            except OSError as exc:
-                raise OSError(f"pool {pool.name}: port {port} is in use ({exc.strerror})") from exc
+    busy = busy_ports(settings)
+    if busy:
+        raise OSError("; ".join(busy))
 
 
 def _receive_connections(handles: Any, acceptors: list[StoreAcceptor]) -> None:

@@ -195,6 +195,37 @@ def test_run_names_the_bind_address_not_a_busy_port(
     assert not (tmp_path / "data" / "index.sqlite3").exists()  # refused before migrations
 
 
+@pytest.mark.parametrize("which", ["api", "pool"])
+def test_a_busy_port_stops_run_before_migrations_and_check_config_notes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], which: str
+) -> None:
+    """A taken API port printed the "running" banner, then uvicorn's bind error, exit 3."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            free = other.getsockname()[1]
+        api, pool = (busy, free) if which == "api" else (free, busy)
+        path = _write(
+            tmp_path,
+            f'[dimse]\nbind_address = "127.0.0.1"\n[api]\nport = {api}\n'
+            f'[[pools]]\nname = "DEFAULT"\nae_title = "LUCENT"\nport = {pool}\n',
+        )
+        assert cli.main(["check-config", "--config", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert f"port {busy} is in use" in out and f"port {free}" not in out
+        assert cli.main(["run", "--config", str(path)]) == 2
+        captured = capsys.readouterr()
+        label = "[api]" if which == "api" else "pool DEFAULT"
+        assert f"{label}: port {busy} is in use" in captured.err
+        assert "running" not in captured.out
+    assert not (tmp_path / "data" / "index.sqlite3").exists()  # refused before migrations
+
+
 # -- 7: make-cert's snippet loads ------------------------------------------------------------
 
 
