@@ -24,12 +24,14 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 MAGIC = b"LCA2"
 MAGIC_V1 = b"LCA1"
 _NONCE = 12
 _WRAPPED = 32 + 16
+_TAG = 16
 
 
 class KeyError_(Exception):
@@ -108,10 +110,13 @@ class KeyRing:
         os.replace(tmp, self.path)
 
 
-def seal(ring: KeyRing, plaintext: bytes | memoryview, label: bytes = b"") -> bytes:
+def seal(ring: KeyRing, plaintext: bytes | memoryview, label: bytes = b"") -> bytearray:
     """Encrypt one object under a fresh data key wrapped by the active master key.
 
     ``label`` (at most 64 KiB, no patient data) is stored in clear and authenticated.
+    The object is built in one buffer: the cipher writes straight after the header, where
+    ``header + nonce + AESGCM.encrypt()`` allocated and copied a 0.5 MB CT image twice
+    (the copy cost as much as the encryption on this kind of machine).
     """
     if len(label) > 0xFFFF:
         raise ValueError("archive object label is limited to 65535 bytes")
@@ -129,7 +134,20 @@ def seal(ring: KeyRing, plaintext: bytes | memoryview, label: bytes = b"") -> by
         + wrapped
     )
     nonce = os.urandom(_NONCE)
-    return header + nonce + AESGCM(data_key).encrypt(nonce, plaintext, header)
+    body = len(header) + _NONCE
+    size = len(plaintext)
+    # update_into wants room for a block less one beyond what it writes: the tag's room
+    out = bytearray(body + size + _TAG)
+    out[: len(header)] = header
+    out[len(header) : body] = nonce
+    encryptor = Cipher(algorithms.AES(data_key), modes.GCM(nonce)).encryptor()
+    encryptor.authenticate_additional_data(header)
+    with memoryview(out) as view:
+        written = encryptor.update_into(plaintext, view[body:])
+    encryptor.finalize()  # GCM is a stream mode: everything was written above
+    end = body + written
+    out[end:] = encryptor.tag
+    return out
 
 
 @dataclass(frozen=True)
@@ -178,9 +196,10 @@ def open_labelled(ring: KeyRing, blob: bytes) -> tuple[bytes, bytes]:
     master = ring.keys.get(h.key_id)
     if master is None:
         raise IntegrityError(f"archive object sealed with unknown master key '{h.key_id}'")
-    header = blob[: h.end]
-    nonce = blob[h.end : h.end + _NONCE]
-    body = blob[h.end + _NONCE :]
+    view = memoryview(blob)  # the body is not copied out before decryption
+    header = view[: h.end]
+    nonce = bytes(view[h.end : h.end + _NONCE])
+    body = view[h.end + _NONCE :]
     try:
         data_key = AESGCM(master).decrypt(h.wrap_nonce, h.wrapped, h.key_id.encode())
         return h.label, AESGCM(data_key).decrypt(nonce, body, header)
