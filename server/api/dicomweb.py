@@ -110,7 +110,7 @@ def _instance_media(request: Request, single: bool) -> list[tuple[bool, str]]:
     is Explicit VR Little Endian, '*' means as stored. Anything else we cannot produce is
     406 (a JSON or octet-stream answer to a request for DICOM broke clients)."""
     choices = []
-    for r in media.parse(request.headers.get("accept")):
+    for r in media.parse(common.accept(request)):
         syntax = r.transfer_syntax or media.EXPLICIT_LE
         if media.is_any(r.media) or (
             r.media == "multipart/related" and r.part_type in ("", "application/dicom")
@@ -278,7 +278,9 @@ def wado_frames(
     """
     ds = _image(request, study, series, sop, 404)
     numbers = _frame_numbers(ds, frames)
-    multipart, part_type, syntax = _frame_media(request, str(ds.file_meta.TransferSyntaxUID))
+    multipart, part_type, syntax = _frame_media(
+        request, str(ds.file_meta.TransferSyntaxUID), len(numbers)
+    )
     parts = _frame_bytes(ds, numbers, syntax)
     content_type = f"{part_type}; transfer-syntax={syntax}"
     if not multipart:
@@ -320,14 +322,18 @@ def _frame_bytes(ds: Dataset, numbers: list[int], syntax: str) -> list[bytes]:
         raise HTTPException(406, f"cannot decode {stored}; ask for transfer-syntax=*") from exc
 
 
-def _frame_media(request: Request, stored: str) -> tuple[bool, str, str]:
-    """(multipart?, part media type, transfer syntax) for frames; 406 when none fits."""
+def _frame_media(request: Request, stored: str, count: int) -> tuple[bool, str, str]:
+    """(multipart?, part media type, transfer syntax) for ``count`` frames; 406 when none
+    fits. A single-part type holds one frame: several asked that way got the first one
+    alone, 200 OK (outside probe), so such a range is passed over for a multipart one."""
     encapsulated = UID(stored).is_encapsulated
     # native frames are one thing whatever the data set's syntax: little endian pixel
     # values (big endian and deflated instances were labelled with their own syntax)
     as_stored = stored if encapsulated else media.EXPLICIT_LE
-    for r in media.parse(request.headers.get("accept")):
+    for r in media.parse(common.accept(request)):
         single = r.media != "multipart/related" and not media.is_any(r.media)
+        if single and count > 1:
+            continue
         kind = r.media if single else (r.part_type or "application/octet-stream")
         if media.is_any(kind) or kind == "application/octet-stream":
             ts = r.transfer_syntax or media.EXPLICIT_LE
@@ -345,10 +351,11 @@ def _frame_media(request: Request, stored: str) -> tuple[bool, str, str]:
             stored,
         ):
             return not single, kind, stored
+    several = " in multipart/related (several frames)" if count > 1 else ""
     raise HTTPException(
         406,
         f"frames are stored as {stored}: ask for application/octet-stream "
-        "(native, or transfer-syntax=*)",
+        f"(native, or transfer-syntax=*){several}",
     )
 
 
@@ -362,11 +369,9 @@ def wado_rendered(
     if not pixels.has_pixels(ds):
         if not dicomweb_sr.is_report(ds):
             raise HTTPException(406, "instance has no pixel data and is not a report")
-        kind = dicomweb_sr.text_format(request.headers.get("accept"))
+        kind = dicomweb_sr.text_format(common.accept(request))
         return Response(dicomweb_sr.render(ds, kind), media_type=f"{kind}; charset=utf-8")
-    data, media_type = dicomweb_render.render(
-        ds, 0, request.query_params, request.headers.get("accept")
-    )
+    data, media_type = dicomweb_render.render(ds, 0, request.query_params, common.accept(request))
     return Response(data, media_type=media_type)
 
 
@@ -383,7 +388,7 @@ def _rendered_many(request: Request, images: Iterable[tuple[Dataset, int]]) -> R
     """Several rendered frames as multipart/related; type=image/jpeg (or image/png), one
     part per frame (PS3.18 10.4.1.1.3 / 10.4.3.3.3). The Accept header is checked (406)
     before any pixel is decoded."""
-    media_type = dicomweb_render.rendered_format(request.headers.get("accept"), multipart=True)
+    media_type = dicomweb_render.rendered_format(common.accept(request), multipart=True)
     parts = [
         (dicomweb_render.render_as(ds, index, request.query_params, media_type), media_type)
         for ds, index in images
@@ -396,7 +401,7 @@ def _rendered_instances(request: Request, found: list[Instance]) -> Response:
     instance order; 406 when none of them has pixel data (as for one instance). An
     instance that cannot be rendered is left out and logged (one such instance failed the
     whole study); only when none can is the answer the first one's error."""
-    media_type = dicomweb_render.rendered_format(request.headers.get("accept"), multipart=True)
+    media_type = dicomweb_render.rendered_format(common.accept(request), multipart=True)
     images = _images(found)
     if not images:
         raise HTTPException(406, "no instance here has pixel data to render")
@@ -444,7 +449,7 @@ def wado_frames_rendered(
     (unless only multipart/related is accepted), several are multipart/related."""
     ds = _image(request, study, series, sop, 406)
     numbers = _frame_numbers(ds, frames)
-    accept = request.headers.get("accept")
+    accept = common.accept(request)
     if len(numbers) == 1:
         try:  # a single image, if the client takes one
             media_type = dicomweb_render.rendered_format(accept)
@@ -461,7 +466,7 @@ def _thumbnail(request: Request, ds: Dataset, frame_index: int | None = None) ->
     if frame_index is None:
         frame_index = pixels.frame_count(ds) // 2
     data, media_type = dicomweb_render.thumbnail(
-        ds, frame_index, request.query_params, request.headers.get("accept")
+        ds, frame_index, request.query_params, common.accept(request)
     )
     return Response(data, media_type=media_type)
 
@@ -484,7 +489,7 @@ def _thumbnail_of(request: Request, found: list[Instance]) -> Response:
     """A study's or series' thumbnail: that of its representative instance, else of the
     next series' one when it cannot be rendered (logged: one broken instance answered 500
     for the whole study); the first error when none can."""
-    dicomweb_render.rendered_format(request.headers.get("accept"))  # 406 before any decoding
+    dicomweb_render.rendered_format(common.accept(request))  # 406 before any decoding
     candidates = _representatives(found)
     if not candidates:
         raise HTTPException(406, "no instance here has pixel data for a thumbnail")
@@ -540,7 +545,9 @@ def _bulkdata(request: Request, found: list[Instance]) -> Response:
         ds = _read(request, inst)
         if not pixels.has_pixels(ds):
             continue
-        multipart, part_type, syntax = _frame_media(request, str(ds.file_meta.TransferSyntaxUID))
+        # one part per instance here (native); the check for several parts follows below
+        stored = str(ds.file_meta.TransferSyntaxUID)
+        multipart, part_type, syntax = _frame_media(request, stored, 1)
         single = single or not multipart
         kinds.add(part_type)
         numbers = list(range(1, pixels.frame_count(ds) + 1))

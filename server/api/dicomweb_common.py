@@ -57,12 +57,21 @@ def multipart(
     )
 
 
+def accept(request: Request) -> str | None:
+    """What the client accepts: the ``accept`` query parameter when given (PS3.18 8.3.3.1:
+    for hyperlinks, where no Accept header can be set; its types are the more specific
+    choice), else the Accept header. It was refused by QIDO-RS as an unknown attribute
+    and ignored by WADO-RS (outside probe)."""
+    given = request.query_params.getlist("accept")
+    return ", ".join(given) if given else request.headers.get("accept")
+
+
 def metadata_media(request: Request) -> str:
     """The media type of a QIDO-RS or metadata answer (PS3.18 8.7.5, 10.6.3.2): DICOM JSON
     (application/dicom+json, application/json or any) or PS3.19 XML, one part per data
     set (multipart/related; type="application/dicom+xml"), both required of an origin
     server. Anything else is 406; it used to be answered with JSON whatever was asked."""
-    for r in media.parse(request.headers.get("accept")):
+    for r in media.parse(accept(request)):
         if r.media in (DICOM_JSON, "application/json", "application/*", "*/*", "*"):
             return DICOM_JSON
         if r.media in ("multipart/related", "multipart/*") and r.part_type in ("", DICOM_XML):

@@ -142,6 +142,10 @@ def _identifier(
             opts["fuzzy"] = value.lower() == "true"
         elif p == "includefield":
             includes.append(value)
+        elif p in ("accept", "charset"):
+            # PS3.18 8.3.3: content negotiation (accept: common.accept); answers are
+            # UTF-8 whatever charset asks, the one character set DICOM JSON/XML allow here
+            continue
         elif "." in param and all(dicomweb_fields.keyword(k) for k in param.split(".")):
             opts["ignored"].append(param)  # sequence matching (PS3.18 8.3.4.1): not supported
         else:

@@ -101,7 +101,7 @@ async def _stow(request: Request, study: str | None) -> Response:
     application/dicom (the JSON/XML metadata + bulk data forms, which we do not take) is
     415; every Failed SOP Sequence item names the SOP Class and Instance it is about."""
     ctx = ctx_of(request)
-    answer_as = _stow_media(request.headers.get("accept"))  # 406 before anything is stored
+    answer_as = _stow_media(common.accept(request))  # 406 before anything is stored
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/related"):
         raise HTTPException(415, 'STOW-RS needs multipart/related; type="application/dicom"')

@@ -396,6 +396,46 @@ def test_frames_rendered(http: httpx.Client, study3: list[Dataset]) -> None:
     assert http.get(f"{frames}/1/rendered", headers={"Accept": "image/webp"}).status_code == 406
 
 
+def test_several_frames_never_go_out_as_one_single_part_body(
+    http: httpx.Client, study3: list[Dataset]
+) -> None:
+    """A single-part body holds one frame: frames/1,2,3 with Accept
+    application/octet-stream was 200 with the first frame alone (outside probe). It is 406,
+    or multipart when a multipart range is acceptable too."""
+    ds = study3[3]
+    frames = _path(ds) + "/frames/1,2,3"
+    octet = "application/octet-stream"
+    refused = http.get(frames, headers={"Accept": octet})
+    assert refused.status_code == 406 and "multipart" in refused.text
+    either = f'{octet}, multipart/related; type="{octet}"'
+    parts = _multipart(http.get(frames, headers={"Accept": either}))
+    size = ds.Rows * ds.Columns * 2
+    assert [len(p) for _, p in parts] == [size] * 3
+    native = ds.pixel_array.reshape(3, -1).astype("<u2")
+    assert [p for _, p in parts] == [f.tobytes() for f in native]
+    one = http.get(_path(ds) + "/frames/2", headers={"Accept": octet})
+    assert one.status_code == 200 and one.content == native[1].tobytes()
+
+
+def test_accept_and_charset_query_parameters(http: httpx.Client, study3: list[Dataset]) -> None:
+    """PS3.18 8.3.3: ``accept`` (for hyperlinks, where no header can be set) and ``charset``
+    are content negotiation parameters: QIDO-RS answered 400 "unknown query attribute",
+    rendered resources ignored ``accept``."""
+    study = str(study3[0].StudyInstanceUID)
+    for params in ({"accept": "application/dicom+json"}, {"charset": "utf-8"}):
+        r = http.get("/studies", params={"StudyInstanceUID": study, **params})
+        assert r.status_code == 200, (params, r.text)
+        assert [s["0020000D"]["Value"] for s in r.json()] == [[study]]
+    xml = 'multipart/related; type="application/dicom+xml"'
+    r = http.get("/studies", params={"StudyInstanceUID": study, "accept": xml})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("multipart/related")
+    rendered = _path(study3[0]) + "/rendered"
+    for kind in ("image/png", "image/gif"):
+        r = http.get(rendered, params={"accept": kind}, headers={"Accept": "image/*"})
+        assert r.status_code == 200 and r.headers["content-type"] == kind
+        assert _picture(r.content).shape[:2] == (64, 64)
+
+
 def test_bulkdata_resources_match_metadata_uris(
     http: httpx.Client, study3: list[Dataset], rle: tuple[Dataset, np.ndarray]
 ) -> None:
