@@ -32,7 +32,36 @@ def decode_frame(ds: Dataset, index: int) -> np.ndarray:
     if not 0 <= index < n:
         raise IndexError(f"frame {index + 1} does not exist (instance has {n})")
     arr = ds.pixel_array
-    return arr[index] if n > 1 else arr
+    return ignore_bits_above_high_bit(ds, arr[index] if n > 1 else arr)
+
+
+def ignore_bits_above_high_bit(ds: Dataset, arr: np.ndarray) -> np.ndarray:
+    """Stored values with the bits above High Bit (0028,0102) dropped (PS3.5 8.1.1): masked
+    off for unsigned data, sign-extended from High Bit for signed (Pixel Representation 1).
+
+    pydicom does this for native Pixel Data only. A decoder returns whatever the codestream
+    holds: DCMTK's dcmcjpls writes a 12-bit image as JPEG-LS precision 16 with the source
+    words' top bits, so 0 came back as 61440 (white noise in the viewer, wrong /frames and
+    /volume). Applied to every decoded frame, whatever the transfer syntax; native frames
+    are unchanged. Returns a new array when it changes anything (``arr`` may be pydicom's
+    cached ``pixel_array``).
+    """
+    if arr.dtype.kind not in "iu":
+        return arr
+    try:
+        stored = int(ds.get("BitsStored") or 0)
+        high = ds.get("HighBit")
+        width = int(high) + 1 if high not in (None, "") else stored
+    except (TypeError, ValueError):
+        return arr
+    nbits = arr.dtype.itemsize * 8
+    if not 0 < width < nbits:
+        return arr
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        signed = arr.view(np.dtype(f"{arr.dtype.byteorder}i{arr.dtype.itemsize}"))
+        shift = nbits - width
+        return (signed << shift) >> shift
+    return arr & arr.dtype.type((1 << width) - 1)
 
 
 #: The three elements an image's pixels may be in (PS3.3 C.7.6.3): integer Pixel Data, and

@@ -172,8 +172,12 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
     """
     from pydicom.pixels import apply_color_lut
 
+    from lucent.dicom.pixels import ignore_bits_above_high_bit
+
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    arr = ds.pixel_array
+    # Bits above High Bit are not part of the value (PS3.5 8.1.1); JPEG-LS from dcmcjpls
+    # keeps them: unmasked, 12-bit black read as 61440 and showed as white noise.
+    arr = ignore_bits_above_high_bit(ds, ds.pixel_array)
     n = int(ds.get("NumberOfFrames") or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if n == 1:
