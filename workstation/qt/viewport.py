@@ -8,6 +8,7 @@ grabbed grey values against the numpy pipeline exactly.
 
 from __future__ import annotations
 
+import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QBrush,
@@ -46,6 +47,26 @@ HELP_TEXT = """Keyboard
   Ctrl+M MPR (axial/coronal/sagittal/oblique)   Ctrl+Shift+M thick-slab MIP
   Ctrl+3 3D volume rendering (bone, soft tissue, MIP; drag rotates, R resets)
   Ctrl+S save GSPS"""
+
+
+def qimage_of(pixels: np.ndarray) -> tuple[QImage, np.ndarray]:
+    """A QImage over display pixels, and the buffer it borrows (keep it alive meanwhile).
+
+    Qt reads ``height`` rows of ``bytesPerLine`` bytes from one pointer: the rows must be
+    C-contiguous. pydicom decodes RLE colour (and a few other codecs) to a planar-backed view
+    with strides like (64, 1, 4096); handed over as it was, Qt read the wrong bytes or past
+    the buffer and the workstation segfaulted (probe 22). So: a C-contiguous uint8 copy when
+    needed, bytesPerLine from that copy, grey (rows, cols) or RGB (rows, cols, 3) only.
+    """
+    buf = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if buf.ndim == 2:
+        fmt = QImage.Format.Format_Grayscale8
+    elif buf.ndim == 3 and buf.shape[2] == 3:
+        fmt = QImage.Format.Format_RGB888
+    else:
+        raise ValueError(f"display pixels must be (rows, cols) or (rows, cols, 3), not {buf.shape}")
+    h, w = buf.shape[:2]
+    return QImage(buf.data, w, h, buf.strides[0], fmt), buf
 
 
 class ViewportWidget(QWidget):
@@ -91,11 +112,7 @@ class ViewportWidget(QWidget):
             m = tr.matrix()
             qt = QTransform(m[0, 0], m[1, 0], m[0, 1], m[1, 1], m[0, 2], m[1, 2])
             h, w = pixels.shape[:2]
-            if pixels.ndim == 2:
-                img = QImage(pixels.data, w, h, pixels.strides[0], QImage.Format.Format_Grayscale8)
-            else:
-                img = QImage(pixels.data, w, h, pixels.strides[0], QImage.Format.Format_RGB888)
-            self._image_ref = pixels  # the QImage borrows this buffer while painting
+            img, self._image_ref = qimage_of(pixels)  # the QImage borrows this buffer
             p.save()
             p.setTransform(qt)
             p.drawImage(QRectF(-0.5, -0.5, w, h), img)
