@@ -137,7 +137,10 @@ def load(
 
     # Overlay planes (60xx) travel only in the files, not in the volume endpoint's stored
     # values: a series whose first image has one is read file by file so none is lost.
-    if _uniform(data.slices) and not any(f.overlay is not None for f in frames):
+    # Likewise a VOI LUT Sequence (each image may have its own table).
+    if _uniform(data.slices) and not any(
+        f.overlay is not None or f.voi_lut is not None for f in frames
+    ):
         try:
             order, array = (volume_fetch or _fetch_volume(client))(data.uid)
         except ApiError as exc:

@@ -109,6 +109,7 @@ class VoiLut:
     first: int
     table: np.ndarray
     bits: int
+    explanation: str = ""  # LUT Explanation (0028,3003), shown when the user picks the LUT
 
 
 @dataclass
@@ -193,18 +194,9 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
     windows = list(
         zip(_floats(ds.get("WindowCenter")), _floats(ds.get("WindowWidth")), strict=False)
     )
-    voi: VoiLut | None = None
-    voi_seq = ds.get("VOILUTSequence")
-    if voi_seq and not windows:
-        item = voi_seq[0]
-        desc = [int(v) for v in item.LUTDescriptor]
-        table = np.asarray(
-            item.LUTData
-            if not isinstance(item.LUTData, bytes)
-            else np.frombuffer(item.LUTData, "<u2")
-        )
-        first = desc[1] - 65536 if desc[1] > 32767 and ds.get("PixelRepresentation") else desc[1]
-        voi = VoiLut(first, table.astype(np.float32), desc[2])
+    # Read even when the image also has a window: both are offered (PS3.3 C.11.2), the
+    # viewport picks the default (the LUT only when there is no window, PS3.4 N.2.1.1).
+    voi = _voi_lut(ds)
     overlay = _overlay_mask(ds, n)
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
@@ -224,6 +216,34 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
             )
         )
     return frames
+
+
+def _voi_lut(ds: Dataset) -> VoiLut | None:
+    """The first item of the VOI LUT Sequence (0028,3010), PS3.3 C.11.2.1.1; None when the
+    image has none or it cannot be read (a broken LUT must not hide the image)."""
+    seq = ds.get("VOILUTSequence")
+    if not seq:
+        return None
+    item = seq[0]
+    try:
+        desc = [int(v) for v in item.LUTDescriptor]
+        data = item.LUTData
+        if isinstance(data, bytes):
+            table = np.frombuffer(data, "<u2")
+        elif isinstance(data, int):
+            table = np.asarray([data])
+        else:
+            table = np.asarray(list(data))
+        entries = desc[0] or 65536  # 0 means 2^16 entries
+        table = table[:entries].astype(np.float32)
+        first = desc[1] - 65536 if desc[1] > 32767 and ds.get("PixelRepresentation") else desc[1]
+        bits = desc[2] if 8 <= desc[2] <= 16 else 16
+    except (AttributeError, TypeError, ValueError, IndexError, KeyError):
+        return None
+    if not len(table):
+        return None
+    explanation = str(item.get("LUTExplanation", "") or "")
+    return VoiLut(first, table, bits, explanation)
 
 
 def _overlay_mask(ds: Dataset, frames: int) -> np.ndarray | None:

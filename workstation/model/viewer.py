@@ -109,6 +109,7 @@ class Viewport:
         if series is not None and index is None and series.slices:
             self.index = 0
         self.window_set = False
+        self.use_voi_lut = False
         self.reset_view(emit=False)
         if series is not None:
             series.loaded.connect(self._on_loaded)
@@ -124,9 +125,14 @@ class Viewport:
             self.changed.emit()
 
     def _adopt_window(self) -> None:
+        """The image's default VOI (PS3.3 C.11.2, PS3.4 N.2.1.1): its first window; a VOI
+        LUT Sequence when it has no window (a CR's only VOI then showed as a full-range
+        linear ramp). With both, the window is the default and ``set_voi_lut`` offers the LUT.
+        """
         frame = self.frame()
         if frame is not None and not self.window_set:
             self.center, self.width = frame.default_window()
+            self.use_voi_lut = frame.voi_lut is not None and not frame.windows
             self.window_set = True
 
     @property
@@ -160,9 +166,35 @@ class Viewport:
 
     # ------------------------------------------------------------------ display
     def set_window(self, center: float, width: float) -> None:
+        """A window chosen by the user (drag, preset, GSPS): it replaces a VOI LUT table."""
         self.center, self.width = float(center), max(1.0, float(width))
         self.window_set = True
+        self.use_voi_lut = False
         self.changed.emit()
+
+    def has_voi_lut(self) -> bool:
+        frame = self.frame()
+        return frame is not None and not frame.is_colour and frame.voi_lut is not None
+
+    def set_voi_lut(self, on: bool) -> None:
+        """Show the image's VOI LUT Sequence table (on) or the window (off); no-op without
+        a table. The window keeps its values, so switching back is exact."""
+        on = bool(on) and self.has_voi_lut()
+        if on != self.use_voi_lut:
+            self.use_voi_lut = on
+            self.window_set = True
+            self.changed.emit()
+
+    def toggle_voi_lut(self) -> None:
+        self.set_voi_lut(not self.use_voi_lut)
+
+    def voi_description(self) -> str:
+        """What VOI is shown, for the status bar: the LUT (with its explanation) or W/L."""
+        frame = self.frame()
+        if self.use_voi_lut and frame is not None and frame.voi_lut is not None:
+            text = frame.voi_lut.explanation.strip()
+            return f"VOI LUT{': ' + text if text else ''}"
+        return f"Window W {self.width:.0f} L {self.center:.0f}"
 
     def drag_window(self, dx: float, dy: float) -> None:
         """Mouse W/L: right = wider, down = higher centre; step scales with the value range."""
@@ -234,6 +266,7 @@ class Viewport:
         self.flip_h = self.flip_v = self.invert = False
         if self.series is not None:
             self.window_set = False
+            self.use_voi_lut = False
             self._adopt_window()
         if emit:
             self.changed.emit()

@@ -130,6 +130,7 @@ class MainWindow(QMainWindow):
         self.browser.session_expired.connect(self._session_expired)
         self._relogging = False
         self._toolbar()
+        self.layout_model.changed.connect(self._sync_voi_lut_action)
 
     # ------------------------------------------------------------------ toolbar
     def _toolbar(self) -> None:
@@ -158,6 +159,13 @@ class MainWindow(QMainWindow):
         for name, (c, w) in CT_PRESETS.items():
             action(name, lambda _=False, c=c, w=w: self._active().set_window(c, w))
         tb.addSeparator()
+        # PS3.4 N.2.1.1: an image's VOI LUT Sequence is the default VOI only when it has no
+        # window; with both, the window is shown and this switches to the LUT (and back).
+        self.voi_lut_action = action("VOI LUT", self._set_voi_lut, "Ctrl+L", checkable=True)
+        self.voi_lut_action.setToolTip("Use the image's VOI LUT instead of the window (Ctrl+L)")
+        self.voi_lut_action.setEnabled(False)
+        image_menu = self.menuBar().addMenu("&Image")
+        image_menu.addAction(self.voi_lut_action)
         action("Invert", lambda: self._active().toggle_invert())
         action("Overlays", lambda: self._active().toggle_overlays())  # key O in a viewport
         action("Reset", lambda: self._active().reset_view())
@@ -180,6 +188,24 @@ class MainWindow(QMainWindow):
 
     def _active(self) -> Any:
         return self.layout_model.active_viewport()
+
+    def _set_voi_lut(self, on: bool) -> None:
+        vp = self._active()
+        if not vp.has_voi_lut():
+            self.status_label.setText("this image has no VOI LUT: the window is used")
+        vp.set_voi_lut(on)
+        self._sync_voi_lut_action()
+        if vp.series is not None:
+            self.status_label.setText(vp.voi_description())
+
+    def _sync_voi_lut_action(self) -> None:
+        """The action follows the active viewport: enabled when its image has a VOI LUT,
+        checked while the LUT is what is shown."""
+        vp = self._active()
+        self.voi_lut_action.setEnabled(vp.has_voi_lut())
+        self.voi_lut_action.blockSignals(True)
+        self.voi_lut_action.setChecked(vp.use_voi_lut)
+        self.voi_lut_action.blockSignals(False)
 
     def _toggle_ref(self, on: bool) -> None:
         self.layout_model.show_reference_lines = on
