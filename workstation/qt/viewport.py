@@ -27,11 +27,23 @@ from PySide6.QtWidgets import QInputDialog, QWidget
 
 from workstation.model import browser
 from workstation.model.annotations import POINTS_NEEDED, Annotation
+from workstation.model.orientation_labels import EdgeLabels, edge_labels, labels_for
 from workstation.model.pipeline import CT_PRESETS
-from workstation.model.viewer import Layout, Viewport
+from workstation.model.series import Slice
+from workstation.model.viewer import Layout, Viewport, ViewTransform
 from workstation.qt.dispatch import on_gui_thread
 
 SERIES_MIME = "application/x-lucent-series"
+EDGE_LABEL_COLOUR = QColor(255, 255, 160)
+
+
+def edge_label_font() -> QFont:
+    """The font of the edge letters (a function: a QFont needs the QApplication first)."""
+    font = QFont("DejaVu Sans", 12)
+    font.setBold(True)
+    return font
+
+
 REFERENCE_COLOUR = QColor(255, 220, 0)
 ANNOTATION_COLOUR = QColor(0, 255, 120)
 GSPS_COLOUR = QColor(255, 140, 0)
@@ -92,6 +104,7 @@ class ViewportWidget(QWidget):
         self._cine.timeout.connect(lambda: self.model.set_index((self.model.index + 1) % max(
             self.model.count, 1)))  # fmt: skip
         self.loading_text = ""
+        self.edge_labels: EdgeLabels | None = None  # as last drawn
         self.setAcceptDrops(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMouseTracking(True)
@@ -184,6 +197,7 @@ class ViewportWidget(QWidget):
         p.setPen(QColor(230, 230, 230))
         w, h = self.width(), self.height()
         if series is None:
+            self.edge_labels = None
             p.drawText(QRectF(0, 0, w, h), Qt.AlignmentFlag.AlignCenter, "drop a series here")
             return
         st = series.study
@@ -218,6 +232,9 @@ class ViewportWidget(QWidget):
         self._corner(p, tr_, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, top=22)
         self._corner(p, bl, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom)
         self._corner(p, br, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom)
+        self.edge_labels = self._orientation(s, tr)
+        if self.edge_labels is not None:
+            self._paint_edge_labels(p, self.edge_labels)
         if s is not None and s.lossy.lossy:
             self.paint_badge(p, s.lossy.badge)
         if (
@@ -227,6 +244,49 @@ class ViewportWidget(QWidget):
         ):
             p.setPen(QColor(255, 120, 120))
             p.drawText(QRectF(0, h - 60, w, 16), Qt.AlignmentFlag.AlignHCenter, s.spacing.warning)
+
+    @staticmethod
+    def _orientation(s: Slice | None, tr: ViewTransform | None) -> EdgeLabels | None:
+        """Edge letters of the current slice as shown now (flips and rotation included)."""
+        if s is None or tr is None:
+            return None
+        if s.plane is not None:
+            return edge_labels(s.plane.row_dir, s.plane.col_dir, tr.matrix())
+        return labels_for(s.attrs.get("ImageOrientationPatient"), tr.matrix())  # type: ignore[arg-type]
+
+    def edge_label_rects(self) -> dict[str, QRectF]:
+        """Where each edge letter is drawn: the middle of that edge (whole pixels)."""
+        w, h = self.width(), self.height()
+        return {
+            "left": QRectF(6, h // 2 - 10, 40, 20),
+            "right": QRectF(w - 46, h // 2 - 10, 40, 20),
+            "top": QRectF(w // 2 - 30, 4, 60, 20),
+            "bottom": QRectF(w // 2 - 30, h - 24, 60, 20),
+        }
+
+    def _paint_edge_labels(self, p: QPainter, labels: EdgeLabels) -> None:
+        """L/R, A/P, H/F at the middle of each edge, with a dark shadow over bright images.
+
+        Drawn from whole-pixel baselines so a letter looks the same wherever it stands.
+        """
+        p.save()
+        p.setFont(edge_label_font())
+        fm = p.fontMetrics()
+        for edge, rect in self.edge_label_rects().items():
+            text = getattr(labels, edge)
+            tw, r = fm.horizontalAdvance(text), rect.toRect()
+            x = {"left": r.left(), "right": r.right() + 1 - tw}.get(edge, r.center().x() - tw // 2)
+            if edge == "top":
+                y = r.top() + fm.ascent()
+            elif edge == "bottom":
+                y = r.bottom() + 1 - fm.descent()
+            else:
+                y = r.center().y() + (fm.ascent() - fm.descent()) // 2
+            p.setPen(QColor(0, 0, 0))
+            p.drawText(x + 1, y + 1, text)
+            p.setPen(EDGE_LABEL_COLOUR)
+            p.drawText(x, y, text)
+        p.restore()
 
     def badge_rect(self) -> QRectF:
         return QRectF(self.width() - 150, 2, 148, 18)
