@@ -26,6 +26,15 @@ class SessionExpired(ApiError):
     """401: the token expired or was revoked; the app should show its login dialog again."""
 
 
+#: The ``X-Lucent-Error`` header value of the 403 that :class:`PasswordChangeRequired` is.
+PASSWORD_CHANGE_CODE = "password-change-required"
+
+
+class PasswordChangeRequired(ApiError):
+    """403: the account's password was set by someone else (clinic IT or an administrator)
+    and is valid once; the app should ask for a new one and call ``change_password``."""
+
+
 @dataclass
 class Volume:
     """A series as one array of stored values (slices, rows, cols) plus its geometry."""
@@ -76,7 +85,11 @@ class LucentClient(AccountsApi):
                 detail = str(response.json().get("detail", response.text))
             except ValueError:
                 detail = response.text
-            cls = SessionExpired if response.status_code == 401 else ApiError
+            cls: type[ApiError] = ApiError
+            if response.status_code == 401:
+                cls = SessionExpired
+            elif response.headers.get("x-lucent-error") == PASSWORD_CHANGE_CODE:
+                cls = PasswordChangeRequired
             raise cls(response.status_code, detail)
         return response
 

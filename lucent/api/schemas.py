@@ -22,6 +22,11 @@ class LoginResponse(BaseModel):
     role: str
     pin_required: bool = Field(False, description="a PIN was mailed; POST it to /auth/pin")
     challenge: str = ""
+    password_change_required: bool = Field(
+        False,
+        description="the password was set by someone else and is valid once: every route but "
+        "POST /auth/password and /auth/logout answers 403 until the account sets its own",
+    )
 
 
 class UserInfo(BaseModel):

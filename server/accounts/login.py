@@ -58,6 +58,7 @@ class Outcome:
     challenge: str = ""
     retry_after: int = 0
     device_status: str = ""
+    password_change_required: bool = False
 
 
 def security(db: DbSession, user: User) -> UserSecurity:
@@ -133,7 +134,10 @@ def open_session(
             revoked=False,
         )
     )
-    return Outcome(200, "", token, minutes * 60, user.username, user.role)
+    outcome = Outcome(200, "", token, minutes * 60, user.username, user.role)
+    # a one-time password (set by someone else) opens a session that may only change it
+    outcome.password_change_required = security(db, user).password_one_time
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ class SessionInfo:
     username: str
     role: str
     device_pk: int | None
+    password_one_time: bool = False
 
 
 def check_session(db: DbSession, settings: Settings, token: str) -> SessionInfo | str:
@@ -168,7 +173,9 @@ def check_session(db: DbSession, settings: Settings, token: str) -> SessionInfo 
     # Touch at most every few seconds (not a write per request), well inside the idle time.
     if (stamp - row.last_seen_at).total_seconds() > min(30.0, idle / 4 if idle else 30.0):
         row.last_seen_at = stamp
-    return SessionInfo(row.id, user.id, user.username, user.role, row.device_pk)
+    sec = db.get(UserSecurity, user.id)
+    one_time = bool(sec is not None and sec.password_one_time)
+    return SessionInfo(row.id, user.id, user.username, user.role, row.device_pk, one_time)
 
 
 def revoke_token(db: DbSession, token: str) -> None:
@@ -497,12 +504,15 @@ def _reset_allowed(db: DbSession, settings: Settings, name: str, address: str) -
     return throttle.allow(db, f"reset-user:{name}", 1, accounts.reset_mail_seconds)
 
 
-def password_changed(db: DbSession, user: User) -> None:
+def password_changed(db: DbSession, user: User, *, one_time: bool | None = None) -> None:
     """After any password change (own, by an administrator, by a reset link) or disabling:
     every reset token mailed before it dies. An older mail still reset the password after
     a newer link was used or after the owner changed it (probe 7), so whoever could read
     an old mail could take the account back."""
-    security(db, user).password_changed_at = now()
+    sec = security(db, user)
+    sec.password_changed_at = now()
+    if one_time is not None:  # None: the password itself did not change (disabled)
+        sec.password_one_time = one_time
     db.execute(
         update(PasswordReset)
         .where(PasswordReset.user_pk == user.id, PasswordReset.used.is_(False))
@@ -534,7 +544,7 @@ def confirm_reset(session_factory: object, token: str, password: str, address: s
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             db.rollback()
             return invalid
-        password_changed(db, user)
+        password_changed(db, user, one_time=False)  # the owner chose it via the mailed link
         revoke_user_sessions(db, user.id)
         name = user.username
     audit.record(

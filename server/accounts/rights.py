@@ -243,6 +243,35 @@ def management_refusal(
     return ""
 
 
+def data_rights_refusal(actor_role: str, what: str) -> str:
+    """Why ``actor_role`` may not make this change to rights on patient data ('' = allowed).
+
+    Pool grants are patient data: clinic IT, which "reads no patient data", created a
+    radiologist with ``{"*": ["read"]}`` and logged in as it, widened a radiologist's
+    grants, or put accounts into granted groups (probe 21). Only an administrator gives or
+    changes data rights: pool grants of users and groups, the members of a group that
+    carries grants, and the role (the ceiling of the rights) of an account that holds
+    grants. Clinic IT still creates accounts without data rights and resets passwords
+    (a password set by another is one-time: ``UserSecurity.password_one_time``).
+    """
+    if actor_role == "administrator":
+        return ""
+    return f"only an administrator may give or change rights to patient data ({what})"
+
+
+#: What an account whose password somebody else set may still do: set its own, or leave.
+ONE_TIME_PASSWORD_ROUTES = {
+    ("POST", f"{_A}/auth/password"),
+    ("POST", f"{_A}/auth/logout"),
+}
+#: The 403 of every other route then; clients recognise it by this header value.
+PASSWORD_CHANGE_CODE = "password-change-required"
+PASSWORD_CHANGE_DETAIL = (
+    "password change required: this password was set by someone else and is valid once; "
+    f"set your own with POST {_A}/auth/password before anything else"
+)
+
+
 def parse_rights(text: str) -> set[str]:
     return {r.strip() for r in text.split(",") if r.strip()}
 

@@ -51,6 +51,7 @@ def _answer(outcome: login.Outcome) -> schemas.LoginResponse:
         role=outcome.role,
         pin_required=outcome.pin_required,
         challenge=outcome.challenge,
+        password_change_required=outcome.password_change_required,
     )
 
 
@@ -80,6 +81,28 @@ def _may_manage(caller: Caller, target: User, new_role: str | None = None) -> No
     )
     if reason:
         raise _Refused(reason)
+
+
+def _may_change_data_rights(caller: Caller, what: str) -> None:
+    reason = rights.data_rights_refusal(caller.role, what)
+    if reason:
+        raise _Refused(reason)
+
+
+def _holds_grants(db: Any, user: User) -> bool:
+    """Whether the account has rights to patient data: grants of its own or of a group."""
+    groups = select(GroupMember.group_pk).where(GroupMember.user_pk == user.id)
+    stmt = select(PoolGrant.id).where(
+        (PoolGrant.user_pk == user.id) | PoolGrant.group_pk.in_(groups)
+    )
+    return db.scalars(stmt.limit(1)).first() is not None
+
+
+def _group_has_grants(db: Any, group: UserGroup) -> bool:
+    return (
+        db.scalars(select(PoolGrant.id).where(PoolGrant.group_pk == group.id).limit(1)).first()
+        is not None
+    )
 
 
 def _forget_basic(request: Request) -> None:
@@ -150,7 +173,7 @@ def change_password(
             users.set_password(user, body.new_password)
         except users.AccountError as exc:
             raise HTTPException(400, str(exc)) from exc
-        login.password_changed(db, user)
+        login.password_changed(db, user, one_time=False)  # the owner's own choice
         for row in db.scalars(
             select(LoginSession).where(
                 LoginSession.user_pk == user.id, LoginSession.id != (caller.session_pk or -1)
@@ -297,8 +320,13 @@ def create_user(
     ctx = ctx_of(request)
     name = users.normalise(body.username)
     reason = rights.management_refusal(caller.username, caller.role, name, "", body.role)
+    if not reason and any(body.grants.values()):
+        reason = rights.data_rights_refusal(caller.role, "pool grants of a new account")
     if reason:
         _refuse(ctx, caller, name, reason)
+    # the creator knows the password: unless an administrator (who holds every right
+    # anyway) made the account, it is one-time and the owner sets their own at first login
+    one_time = caller.role != "administrator"
     with ctx.WriteSession() as db, db.begin():
         try:
             user = users.create_user(
@@ -311,13 +339,16 @@ def create_user(
             )
         except users.AccountError as exc:
             raise HTTPException(409 if "exists" in str(exc) else 422, str(exc)) from exc
-        login.security(db, user).pin_login = body.pin_login
+        sec = login.security(db, user)
+        sec.pin_login = body.pin_login
+        sec.password_one_time = one_time
         _set_grants(db, body.grants, _pools(ctx), user_pk=user.id)
         db.flush()
         out = _user_out(db, user)
-    audit_caller(
-        ctx, "roles-change", caller, [{"type": "user", "id": out.username}], "user created"
-    )
+    detail = f"user created, role {out.role}, grants {out.grants}"
+    if one_time:
+        detail += ", one-time password"
+    audit_caller(ctx, "roles-change", caller, [{"type": "user", "id": out.username}], detail)
     return out
 
 
@@ -335,6 +366,10 @@ def patch_user(
     with _guarded(ctx, caller, username), ctx.WriteSession() as db, db.begin():
         user = _user(db, username)
         _may_manage(caller, user, body.role)
+        if body.role is not None and body.role != user.role and _holds_grants(db, user):
+            # the role is the ceiling of the grants: changing it changes data rights
+            _may_change_data_rights(caller, f"the role of '{user.username}', who holds grants")
+        one_time = body.password is not None and caller.user_id != user.id
         if body.role is not None:
             if body.role not in rights.ROLES:
                 raise HTTPException(422, f"role must be one of {', '.join(rights.ROLES)}")
@@ -356,7 +391,10 @@ def patch_user(
         if body.enabled is not None:
             user.enabled = body.enabled
         if body.enabled is False or body.password is not None:
-            login.password_changed(db, user)  # mailed reset links die with the old password
+            # mailed reset links die with the old password; one set by another is one-time
+            login.password_changed(
+                db, user, one_time=one_time if body.password is not None else None
+            )
         if body.enabled is False or body.password is not None or body.role is not None:
             login.revoke_user_sessions(db, user.id)
         db.flush()
@@ -366,7 +404,8 @@ def patch_user(
         k for k, v in body.model_dump().items() if v is not None and k != "password"
     )
     if body.password is not None:
-        changed += ", password" if changed else "password"
+        what = "password (one-time)" if one_time else "password"
+        changed += f", {what}" if changed else what
     audit_caller(ctx, "user-change", caller, [{"type": "user", "id": out.username}], changed)
     return out
 
@@ -382,6 +421,7 @@ def put_user_grants(
     with _guarded(ctx, caller, username), ctx.WriteSession() as db, db.begin():
         user = _user(db, username)
         _may_manage(caller, user)
+        _may_change_data_rights(caller, "pool grants")
         _set_grants(db, body, _pools(ctx), user_pk=user.id)
         db.flush()
         out = _user_out(db, user)
@@ -497,9 +537,21 @@ def put_members(
     name: str, body: list[str], request: Request, caller: Caller = Depends(get_caller)
 ) -> acs.GroupOut:
     ctx = ctx_of(request)
-    with ctx.WriteSession() as db, db.begin():
+    with _guarded(ctx, caller, name), ctx.WriteSession() as db, db.begin():
         group = _group(db, name)
-        pks = [_user(db, u).id for u in body]
+        members = [_user(db, u) for u in body]
+        pks = [u.id for u in members]
+        if caller.role != "administrator":
+            before = set(
+                db.scalars(select(GroupMember.user_pk).where(GroupMember.group_pk == group.id))
+            )
+            changed = before.symmetric_difference(pks)
+            if changed and _group_has_grants(db, group):
+                _may_change_data_rights(caller, f"members of group '{name}', which has grants")
+            for pk in changed:  # an administrator account is changed by administrators only
+                target = db.get(User, pk)
+                if target is not None:
+                    _may_manage(caller, target)
         db.execute(delete(GroupMember).where(GroupMember.group_pk == group.id))
         for pk in sorted(set(pks)):
             db.add(GroupMember(group_pk=group.id, user_pk=pk))
@@ -519,8 +571,9 @@ def put_group_grants(
     caller: Caller = Depends(get_caller),
 ) -> acs.GroupOut:
     ctx = ctx_of(request)
-    with ctx.WriteSession() as db, db.begin():
+    with _guarded(ctx, caller, name), ctx.WriteSession() as db, db.begin():
         group = _group(db, name)
+        _may_change_data_rights(caller, f"pool grants of group '{name}'")
         _set_grants(db, body, _pools(ctx), group_pk=group.id)
         db.flush()
         out = _group_out(db, group)
@@ -531,8 +584,10 @@ def put_group_grants(
 @router.delete("/groups/{name}", status_code=204)
 def delete_group(name: str, request: Request, caller: Caller = Depends(get_caller)) -> None:
     ctx = ctx_of(request)
-    with ctx.WriteSession() as db, db.begin():
+    with _guarded(ctx, caller, name), ctx.WriteSession() as db, db.begin():
         group = _group(db, name)
+        if _group_has_grants(db, group):
+            _may_change_data_rights(caller, f"group '{name}', which has grants")
         db.execute(delete(GroupMember).where(GroupMember.group_pk == group.id))
         db.execute(delete(PoolGrant).where(PoolGrant.group_pk == group.id))
         db.execute(delete(Quota).where(Quota.kind == "group", Quota.subject == name))

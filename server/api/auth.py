@@ -39,6 +39,8 @@ class Caller:
     role: str
     session_pk: int | None = None
     address: str = ""
+    #: the password was set by someone else: only changing it is allowed (rights.py)
+    password_one_time: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -108,7 +110,12 @@ def get_caller(
         if isinstance(info, str):
             raise _unauthorized(info)
         caller = Caller(
-            info.user_pk, info.username, info.role, info.session_pk, client_address(request)
+            info.user_pk,
+            info.username,
+            info.role,
+            info.session_pk,
+            client_address(request),
+            info.password_one_time,
         )
     request.state.caller = caller
     return caller
@@ -145,7 +152,8 @@ def _basic(request: Request, encoded: str) -> Caller:
             needs_pin = accounts.pin_login or login.security(db, user).pin_login
             if needs_pin or accounts.device_approval != "automatic":
                 raise _unauthorized("this account must log in with PIN or an approved device")
-            caller = Caller(user.id, user.username, user.role, None, address)
+            one_time = login.security(db, user).password_one_time
+            caller = Caller(user.id, user.username, user.role, None, address, one_time)
     events = []
     if locked:  # audited as the login route does (the Basic lockout went unrecorded)
         events.append(audit.Entry("lockout", audit.SERIOUS_FAILURE, name, address, [], "Basic"))
@@ -243,6 +251,8 @@ def authorize(request: Request) -> None:
     if rule is not None and rule.kind == "public":
         return
     caller = get_caller(request, _credentials(request))
+    if caller.password_one_time and (request.method, path) not in rights.ONE_TIME_PASSWORD_ROUTES:
+        _password_change_required(request, caller)
     if rule is None:
         log.warning("no access rule for %s %s: administrators only", request.method, path)
         if caller.role != "administrator":
@@ -292,6 +302,19 @@ def _credentials(request: Request) -> HTTPAuthorizationCredentials | None:
     if scheme.lower() == "bearer" and value.strip():
         return HTTPAuthorizationCredentials(scheme="Bearer", credentials=value.strip())
     return None
+
+
+def _password_change_required(request: Request, caller: Caller) -> None:
+    """403 for an account whose password someone else set (a reset by clinic IT or an
+    administrator, or an account clinic IT created): it must set its own first, so a
+    password somebody else knows never opens the owner's data (probe 21)."""
+    detail = f"{request.method} {request.url.path}: one-time password not yet changed"
+    audit_caller(request.app.state.ctx, "refused", caller, [], detail, audit.MINOR_FAILURE)
+    raise HTTPException(
+        403,
+        rights.PASSWORD_CHANGE_DETAIL,
+        headers={"X-Lucent-Error": rights.PASSWORD_CHANGE_CODE},
+    )
 
 
 def _forbidden(request: Request, caller: Caller, right: str) -> None:

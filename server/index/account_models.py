@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -67,6 +68,8 @@ class UserSecurity(Base):
     pin_login: Mapped[bool] = mapped_column(Boolean, default=False)
     quota_mb: Mapped[int | None] = mapped_column(Integer, nullable=True)
     password_changed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: Set by someone other than the owner (migration 0008): usable only to set a new one.
+    password_one_time: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class LoginThrottle(Base):
