@@ -9,7 +9,7 @@ grabbed grey values against the numpy pipeline exactly.
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QBrush,
     QColor,
@@ -29,6 +29,7 @@ from workstation.model import browser
 from workstation.model.annotations import POINTS_NEEDED, Annotation
 from workstation.model.orientation_labels import EdgeLabels, edge_labels, labels_for
 from workstation.model.pipeline import CT_PRESETS
+from workstation.model.readout import pixel_readout
 from workstation.model.series import Slice
 from workstation.model.viewer import Layout, Viewport, ViewTransform
 from workstation.qt.dispatch import on_gui_thread
@@ -105,6 +106,9 @@ class ViewportWidget(QWidget):
             self.model.count, 1)))  # fmt: skip
         self.loading_text = ""
         self.edge_labels: EdgeLabels | None = None  # as last drawn
+        self.cursor: QPointF | None = None  # widget position of the mouse over this view
+        self.readout_text = ""  # the pixel readout as last drawn
+        self.readout_origin: tuple[int, int] | None = None  # its baseline start (x, y)
         self.setAcceptDrops(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMouseTracking(True)
@@ -231,6 +235,7 @@ class ViewportWidget(QWidget):
         self._corner(p, tl, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self._corner(p, tr_, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, top=22)
         self._corner(p, bl, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom)
+        self._paint_readout(p, len([x for x in bl if x]))
         self._corner(p, br, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom)
         self.edge_labels = self._orientation(s, tr)
         if self.edge_labels is not None:
@@ -263,6 +268,28 @@ class ViewportWidget(QWidget):
             "top": QRectF(w // 2 - 30, 4, 60, 20),
             "bottom": QRectF(w // 2 - 30, h - 24, 60, 20),
         }
+
+    def readout(self) -> str:
+        """Position, stored and modality value (or RGB) of the pixel under the mouse."""
+        vp = self.model
+        frame, tr = vp.frame(), vp.transform(self.width(), self.height())
+        if self.cursor is None or frame is None or tr is None or vp.series is None:
+            return ""
+        x, y = tr.to_image(self.cursor.x(), self.cursor.y())
+        return pixel_readout(frame, x, y, vp.series.modality_unit()) or ""
+
+    def _paint_readout(self, p: QPainter, lines_below: int) -> None:
+        """The readout as one line just above the bottom-left block, from a whole-pixel
+        baseline (it changes with every pixel the mouse crosses; no jitter)."""
+        self.readout_text = self.readout()
+        self.readout_origin = None
+        if not self.readout_text:
+            return
+        fm = p.fontMetrics()
+        x = 6
+        y = self.height() - 4 - lines_below * fm.lineSpacing() - 2 - fm.descent()
+        self.readout_origin = (x, y)
+        p.drawText(x, y, self.readout_text)
 
     def _paint_edge_labels(self, p: QPainter, labels: EdgeLabels) -> None:
         """L/R, A/P, H/F at the middle of each edge, with a dark shadow over bright images.
@@ -346,6 +373,9 @@ class ViewportWidget(QWidget):
 
     def mouseMoveEvent(self, e: QMouseEvent) -> None:  # noqa: N802
         pos = e.position()
+        self.cursor = QPointF(pos)
+        if self._drag is None and self.readout() != self.readout_text:
+            self.update()  # repaint only when the pixel under the mouse changes
         if self.pending:
             self.hover = self.image_point(pos)
             self.update()
@@ -370,6 +400,13 @@ class ViewportWidget(QWidget):
 
     def mouseReleaseEvent(self, e: QMouseEvent) -> None:  # noqa: N802
         self._drag = None
+
+    def leaveEvent(self, e: QEvent) -> None:  # noqa: N802
+        """The readout belongs to the pixel under the mouse: none once it leaves the view."""
+        self.cursor = None
+        if self.readout_text:
+            self.update()
+        super().leaveEvent(e)
 
     def wheelEvent(self, e: QWheelEvent) -> None:  # noqa: N802
         steps = e.angleDelta().y() // 120 or (1 if e.angleDelta().y() > 0 else -1)
