@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from server.index.db import unavailable
-from server.index.models import Event, Instance
+from server.index.models import Event, Instance, Series, Study
 from server.index.records import (
     DELETE_PLACEHOLDER,
     INSERT_INSTANCE,
@@ -36,6 +36,20 @@ _FIND = select(Instance.id, Instance.meta_key, Instance.pixel_key).where(
 )
 _UPDATE = update(Instance).where(Instance.id == bindparam("row_id"))
 _EVENT = insert(Event)
+#: Is the cached series row still this series of this study? A study deleted through the
+#: API (or by retention) leaves other processes' caches stale, and SQLite reuses the freed
+#: row id for the next new series: an instance of the deleted study was filed under
+#: another patient's series, answered 0000 (outside probe 20). The foreign key the cache
+#: relied on cannot catch a reused id.
+_SAME_SERIES = (
+    select(Series.id)
+    .join(Study, Study.id == Series.study_pk)
+    .where(
+        Series.id == bindparam("series"),
+        Series.series_uid == bindparam("series_uid"),
+        Study.study_uid == bindparam("study_uid"),
+    )
+)
 
 
 class KnownSeriesWriter:
@@ -53,13 +67,23 @@ class KnownSeriesWriter:
         self._raw_capable = engine.dialect.name == "sqlite"
         self._insert: tuple[tuple[str, ...], str, list[tuple[str, Any]]] | None = None
         self._delete_sql = str(DELETE_PLACEHOLDER.compile(dialect=engine.dialect))
+        same = _SAME_SERIES.compile(dialect=engine.dialect)
+        assert list(same.positiontup or ()) in ([], ["series", "series_uid", "study_uid"])
+        self._same_sql = str(same)
         self._connection: PoolProxiedConnection | None = None
 
     def write(self, rec: InstanceRecord, series_pk: int) -> bool:
         values = known_series_values(rec, series_pk)
+        same = {
+            "series": series_pk,
+            "series_uid": str(rec.dataset.SeriesInstanceUID),
+            "study_uid": str(rec.dataset.StudyInstanceUID),
+        }
         if not self._raw_capable:
             try:
                 with self._engine.begin() as conn:
+                    if conn.execute(_SAME_SERIES, same).first() is None:
+                        return False
                     conn.execute(INSERT_INSTANCE, [values])
                     conn.execute(DELETE_PLACEHOLDER, {"sop_uid": values["sop_instance_uid"]})
             except DBAPIError as exc:
@@ -72,6 +96,10 @@ class KnownSeriesWriter:
         cur = con.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
+            cur.execute(self._same_sql, (series_pk, same["series_uid"], same["study_uid"]))
+            if cur.fetchone() is None:
+                cur.execute("ROLLBACK")
+                return False
             cur.execute(sql, params)
             cur.execute(self._delete_sql, (values["sop_instance_uid"],))
             cur.execute("COMMIT")

@@ -92,3 +92,45 @@ def test_warm_up_compiles_ahead_and_writes_nothing(ctx: ServerContext) -> None:
         "stored"
     ] * 2
     assert [r.instance_number for r in _rows(ctx)] == [1, 2]
+
+
+def test_a_study_deleted_by_another_process_never_files_a_late_instance_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """Outside probe 20: a DICOM worker remembered "series SA -> row 1"; the API process
+    deleted study A; SQLite gave the freed row id 1 to Bob's new series; a late instance
+    of Alice's series SA was then filed under Bob's series and answered 0000."""
+    from server import config
+    from server.accounts import retention
+
+    settings = config.parse({"server": {"data_dir": str(tmp_path / "srv")}})
+    worker = ServerContext(settings, migrate=True)
+    api = ServerContext(settings)
+    try:
+        alice = samples.ct_series(4)
+        for ds in alice[:3]:
+            assert worker.store(bad_inputs.part10_of(ds), pool="DEFAULT").ok
+        removed = retention.delete_study(
+            api, str(alice[0].StudyInstanceUID), user="retention", address="", event="retention"
+        )
+        assert removed == 3
+        bob = samples.ct_series(1)
+        assert worker.store(bad_inputs.part10_of(bob[0]), pool="DEFAULT").ok
+        late = worker.store(bad_inputs.part10_of(alice[3]), pool="DEFAULT")
+        assert late.ok
+        with worker.Session() as session:
+            filed = {
+                i.sop_instance_uid: (i.series.series_uid, i.series.study.patient.patient_id)
+                for i in session.scalars(select(Instance))
+            }
+        assert filed[str(alice[3].SOPInstanceUID)] == (
+            str(alice[3].SeriesInstanceUID),
+            str(alice[3].PatientID),
+        )
+        assert filed[str(bob[0].SOPInstanceUID)] == (
+            str(bob[0].SeriesInstanceUID),
+            str(bob[0].PatientID),
+        )
+    finally:
+        api.close()
+        worker.close()
