@@ -3,9 +3,16 @@
 FAQ: an empty search field shows all records; a forgotten filter is the classic "where are
 my studies" call, so an active filter turns the bar orange and names itself, with one-click
 "Clear filter". Series rows can be dragged into a viewport or double-clicked to open.
+
+The list is paged (server maximum per request) with "N of TOTAL studies" and "Load more" /
+"Load all", so no study is out of reach. When the server cannot be reached the list is
+cleared, a red banner says what to check, and the panel retries until the server is back.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QMimeData, QObject, QRunnable, QSize, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
@@ -79,19 +86,26 @@ class _Tree(QTreeWidget):
         return mime
 
 
+#: While the server is unreachable the list is asked for again this often (ms).
+RETRY_MS = 5000
+
+
 class BrowserPanel(QWidget):
     open_series = Signal(object, object)  # SeriesOut, StudyOut
     session_expired = Signal()
+    server_problem = Signal(str)  # the actionable message; "" once the server answers again
 
     def __init__(
         self, client: LucentClient, hidden: browser.HiddenStore | None = None,
-        parent: QWidget | None = None,
+        parent: QWidget | None = None, page_size: int = browser.SERVER_PAGE_MAX,
     ) -> None:  # fmt: skip
         super().__init__(parent)
         self.client = client
         self.hidden = hidden or browser.HiddenStore(client)
         self.filter = browser.Filter()
+        self.pages = browser.StudyPages(client, page_size)
         self.studies: list[schemas.StudyOut] = []
+        self.server_message = ""  # why the list is not shown ("" while the server answers)
         self.show_hidden = False
         self.thumbnails = ThumbnailCache()
         self.thumb_pool = QThreadPool(self)
@@ -110,6 +124,17 @@ class BrowserPanel(QWidget):
         self.filter_label.setStyleSheet("color: black; background: #ffb000; padding: 2px;")
         self.filter_label.hide()
         self.hidden_box = QCheckBox("Show hidden data")
+        self.banner = QLabel("")
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet("color: white; background: #b00020; padding: 4px;")
+        self.banner.hide()
+        self.retry_button = QPushButton("Retry now")
+        self.retry_button.hide()
+        self.count_label = QLabel("")
+        self.more_button = QPushButton("Load more")
+        self.more_button.hide()
+        self.all_button = QPushButton("Load all")
+        self.all_button.hide()
         self.tree = _Tree()
         self.tree.setHeaderLabels(["Patient / Study / Series", "ID", "Date", "Modality", "Images"])
         self.tree.setSortingEnabled(True)
@@ -127,14 +152,28 @@ class BrowserPanel(QWidget):
         row2.addWidget(self.filter_label, 1)
         row2.addWidget(self.clear_button)
         row2.addWidget(self.hidden_box)
+        row_banner = QHBoxLayout()
+        row_banner.addWidget(self.banner, 1)
+        row_banner.addWidget(self.retry_button)
+        row3 = QHBoxLayout()
+        row3.addWidget(self.count_label, 1)
+        row3.addWidget(self.more_button)
+        row3.addWidget(self.all_button)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
         lay.addLayout(row1)
         lay.addLayout(row2)
+        lay.addLayout(row_banner)
         lay.addWidget(self.tree, 1)
+        lay.addLayout(row3)
 
         self._debounce = QTimer(self, singleShot=True, interval=250)
         self._debounce.timeout.connect(self.refresh)
+        self._retry = QTimer(self, singleShot=True, interval=RETRY_MS)
+        self._retry.timeout.connect(self.refresh)
+        self.retry_button.clicked.connect(self.refresh)
+        self.more_button.clicked.connect(self.load_more)
+        self.all_button.clicked.connect(self.load_all)
         self.search.textChanged.connect(self._changed)
         self.modality.textChanged.connect(self._changed)
         self.dates.currentTextChanged.connect(self._changed)
@@ -176,17 +215,87 @@ class BrowserPanel(QWidget):
         self.show_hidden = on
         self.refresh()
 
-    # ------------------------------------------------------------------ tree
-    def refresh(self) -> None:
-        self._debounce.stop()
+    # ------------------------------------------------------------------ server
+    def _ask(self, fn: Callable[[], Any]) -> tuple[bool, Any]:
+        """Call the server from a slot: (True, result), or (False, None) after showing why.
+
+        An unreachable server raised httpx.ConnectError out of the Qt slot (stderr only) and
+        left unfiltered rows under an active filter bar.
+        """
         try:
-            if self.show_hidden:
-                self.hidden.reload()
-            self.studies = browser.search(self.client, self.filter, show_hidden=self.show_hidden)
+            result = fn()
         except SessionExpired:
             self.session_expired.emit()  # the main window asks for the password again
+            return False, None
+        except Exception as exc:
+            message = browser.unreachable_message(exc, self.client.base_url)
+            if message is None:
+                raise
+            self._server_unreachable(message)
+            return False, None
+        if self.server_message:
+            self._server_back()
+        return True, result
+
+    def _server_unreachable(self, message: str) -> None:
+        """Say why and what to check, drop the stale list, retry until the server is back."""
+        self.server_message = message
+        self.banner.setText(f"⚠ {message}")
+        self.banner.show()
+        self.retry_button.show()
+        self.studies = []
+        self._series_items = {}
+        self.tree.clear()
+        self.count_label.setText("Studies not shown: the server is unreachable")
+        self.count_label.setStyleSheet("")
+        self.more_button.hide()
+        self.all_button.hide()
+        self._retry.start()
+        self.server_problem.emit(message)
+
+    def _server_back(self) -> None:
+        self.server_message = ""
+        self._retry.stop()
+        self.banner.hide()
+        self.retry_button.hide()
+        self.server_problem.emit("")
+
+    # ------------------------------------------------------------------ tree
+    def refresh(self) -> None:
+        """The first page of the filter's studies (hidden list too when shown)."""
+        self._debounce.stop()
+        self._retry.stop()
+
+        def first() -> list[schemas.StudyOut]:
+            if self.show_hidden:
+                self.hidden.reload()
+            return self.pages.first(self.filter, self.show_hidden)
+
+        ok, studies = self._ask(first)
+        if not ok:
             return
+        self.studies = list(studies)
         self._fill()
+
+    def load_more(self) -> None:
+        """The next page: every study can be reached, however many the archive holds."""
+        ok, _ = self._ask(self.pages.more)
+        if ok:
+            self.studies = list(self.pages.studies)
+            self._fill()
+
+    def load_all(self) -> None:
+        ok, _ = self._ask(self.pages.all)
+        if ok:
+            self.studies = list(self.pages.studies)
+            self._fill()
+
+    def _show_count(self) -> None:
+        more = self.pages.has_more
+        self.count_label.setText(self.pages.summary())
+        self.count_label.setStyleSheet("color: black; background: #ffb000;" if more else "")
+        self.more_button.setVisible(more)
+        self.all_button.setVisible(more)
 
     def _fill(self) -> None:
         self.tree.setSortingEnabled(False)
@@ -218,16 +327,18 @@ class BrowserPanel(QWidget):
                 pit.addChild(sit)
             pit.setExpanded(True)
         self.tree.setSortingEnabled(True)
+        self._show_count()
 
     def _expand(self, item: QTreeWidgetItem) -> None:
         study = item.data(0, ROLE)
         if not isinstance(study, schemas.StudyOut) or item.childCount():
             return
-        for se in browser.visible_series(
-            self.client.series(study.study_uid, show_hidden=self.show_hidden),
-            self.hidden,
-            self.show_hidden,
-        ):
+        ok, series = self._ask(
+            lambda: self.client.series(study.study_uid, show_hidden=self.show_hidden)
+        )
+        if not ok:
+            return
+        for se in browser.visible_series(series, self.hidden, self.show_hidden):
             it = QTreeWidgetItem(
                 [f"{se.series_number or ''} {se.description or '(series)'}".strip(), "", "",
                  se.modality, str(se.instance_count)]
@@ -319,13 +430,13 @@ class BrowserPanel(QWidget):
 
     def hide_study(self, uid: str, hidden: bool = True) -> None:
         """Hide (or restore) a study for this user on the server, then show the new list."""
-        self.hidden.hide_study(uid, hidden)
-        self.refresh()
+        if self._ask(lambda: self.hidden.hide_study(uid, hidden))[0]:
+            self.refresh()
 
     def hide_series(self, uid: str, hidden: bool = True) -> None:
-        self.hidden.hide_series(uid, hidden)
-        self.refresh()
+        if self._ask(lambda: self.hidden.hide_series(uid, hidden))[0]:
+            self.refresh()
 
     def restore_all(self) -> None:
-        self.hidden.restore_all()
-        self.refresh()
+        if self._ask(self.hidden.restore_all)[0]:
+            self.refresh()

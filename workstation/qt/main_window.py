@@ -128,6 +128,7 @@ class MainWindow(QMainWindow):
         )
         self.viewer.series_dropped.connect(self._dropped)
         self.browser.session_expired.connect(self._session_expired)
+        self.browser.server_problem.connect(self._server_problem)
         self._relogging = False
         self._toolbar()
         self.layout_model.changed.connect(self._sync_voi_lut_action)
@@ -322,6 +323,10 @@ class MainWindow(QMainWindow):
             return False
         self.client.token = token
         return True
+
+    def _server_problem(self, message: str) -> None:
+        """The browser could not reach the server (message) or reached it again ("")."""
+        self.status_label.setText(message or "Lucent server reachable again")
 
     def _session_expired(self) -> None:
         if self.handle_expired():

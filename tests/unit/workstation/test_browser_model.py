@@ -83,3 +83,77 @@ def test_hidden_data_lives_on_the_server_and_show_hidden_restores() -> None:
 def test_format() -> None:
     assert browser.format_name("Schmidt^Anna^Maria") == "Schmidt, Anna Maria"
     assert browser.format_date("20240102") == "2024-01-02"
+
+
+def test_format_name_shows_the_first_non_empty_component_group() -> None:
+    """Probe 22: "=山田^花子" (ideographic group only, ISO 2022 IR 87) showed blank."""
+    assert browser.format_name("=山田^花子") == "山田, 花子"
+    assert browser.format_name("==やまだ^はなこ") == "やまだ, はなこ"
+    both = "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    assert browser.format_name(both) == "Yamada, Tarou (山田, 太郎)"
+    assert browser.format_name("Müller^Jürgen") == "Müller, Jürgen"
+    assert browser.format_name("Smith^John^^Dr") == "Smith, John Dr"
+    assert browser.format_name("Anonymous") == "Anonymous"
+    assert browser.format_name("^Given") == "Given"
+    assert browser.format_name("") == ""
+
+
+class _PagedStudies:
+    """/api/v1/studies paging (offset, limit, total) over an in-memory list per query."""
+
+    def __init__(self, by_query: dict[str, list[schemas.StudyOut]]) -> None:
+        self.by_query = by_query
+        self.calls: list[tuple[str, int, int]] = []
+
+    def studies_page(self, offset: int = 0, limit: int = 100, **q: object) -> schemas.Page:
+        key = next((k for k in ("patient_name", "patient_id", "accession_number") if k in q), "")
+        rows = self.by_query.get(key, [])
+        self.calls.append((key, offset, limit))
+        return schemas.Page[schemas.StudyOut](
+            items=rows[offset : offset + limit], offset=offset, limit=limit, total=len(rows)
+        )
+
+
+def test_every_study_is_reachable_page_by_page_and_the_count_says_so() -> None:
+    """Probe 22: 591 studies, the browser showed the newest 500 and no count."""
+    everything = [_study(f"1.2.{k}", f"P^{k:04d}") for k in range(591)]
+    client = _PagedStudies({"": everything})
+    pages = browser.StudyPages(client, page=500)
+    pages.first(browser.Filter())
+    assert len(pages.studies) == 500 and pages.has_more
+    assert pages.summary() == "500 of 591 studies"
+    new = pages.more()
+    assert len(new) == 91 and not pages.has_more
+    assert {s.study_uid for s in pages.studies} == {s.study_uid for s in everything}
+    assert pages.summary() == "591 studies"
+    assert client.calls == [("", 0, 500), ("", 500, 500)]
+    assert browser.StudyPages(client, page=5000).page == browser.SERVER_PAGE_MAX
+
+
+def test_typed_text_pages_each_query_and_merges_overlaps() -> None:
+    by_name = [_study(f"1.3.{k}", f"Smith^{k}") for k in range(7)]
+    by_id = [by_name[5], _study("1.3.99", "Other^X")]  # overlaps a later name page once
+    client = _PagedStudies({"patient_name": by_name, "patient_id": by_id})
+    pages = browser.StudyPages(client, page=3)
+    pages.first(browser.Filter(text="smith"))
+    assert len(pages.studies) == 5  # 3 by name + 2 by ID
+    assert pages.summary() == "5 of up to 9 studies"  # 1 overlap not known yet
+    pages.all()
+    assert not pages.has_more and pages.summary() == "8 studies"
+    only_name = browser.StudyPages(_PagedStudies({"patient_name": by_name}), page=3)
+    only_name.first(browser.Filter(text="smith"))
+    assert only_name.summary() == "3 of 7 studies"  # ID/accession match nothing: exact
+
+
+def test_unreachable_server_gives_an_actionable_message() -> None:
+    import httpx
+
+    from lucent.api.client import ApiError
+
+    msg = browser.unreachable_message(httpx.ConnectError("refused"), "http://127.0.0.1:8750")
+    assert msg is not None and "Cannot reach the Lucent server at http://127.0.0.1:8750" in msg
+    assert "running" in msg
+    assert "timed out" in (browser.unreachable_message(httpx.ReadTimeout("slow")) or "")
+    assert "503" in (browser.unreachable_message(ApiError(503, "busy")) or "")
+    assert browser.unreachable_message(ApiError(404, "no such study")) is None
+    assert browser.unreachable_message(ValueError("bug")) is None
