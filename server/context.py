@@ -171,8 +171,42 @@ class ServerContext:
                         "rebuild it from the archive"
                     )
             self._index_probe(self.settings.pools[0].name)
+            self._check_key_ring()
         except DBAPIError as exc:
             raise StartupError(self._index_failure(exc, "used")) from exc
+
+    def _check_key_ring(self, sample: int = 16) -> None:
+        """Refuse to start when archived objects the index references are sealed with keys
+        the key file lacks: a valid key file of another install (a wrong backup restored)
+        started silently, every archived instance answered 500 and new instances were
+        sealed under keys that the right file lacks in turn (outside probe 20). The oldest
+        and newest objects are checked: rotation keeps every old key in the file, so a
+        right file holds all of them."""
+        with self.Session() as session:
+            keys = [
+                *session.scalars(select(Instance.meta_key).order_by(Instance.id).limit(sample)),
+                *session.scalars(
+                    select(Instance.meta_key).order_by(Instance.id.desc()).limit(sample)
+                ),
+            ]
+        missing: dict[str, int] = {}
+        for key in dict.fromkeys(keys):
+            try:
+                with self.storage.open(key) as f:
+                    key_id = crypto.header_key_id(f.read(300))
+            except (OSError, crypto.IntegrityError):
+                continue  # a missing or damaged object is reported where it is read
+            if key_id not in self.keys.keys:
+                missing[key_id] = missing.get(key_id, 0) + 1
+        if missing:
+            checked = len(dict.fromkeys(keys))
+            raise StartupError(
+                f"the key file {self.settings.key_file} lacks the master key(s) "
+                f"{', '.join(sorted(missing))} that archived objects are sealed with "
+                f"({sum(missing.values())} of {checked} checked): it belongs to another "
+                "archive or is an old copy. Restore the right key file from your backup. "
+                "Nothing was changed."
+            )
 
     def _index_failure(self, exc: DBAPIError, verb: str) -> str:
         """Why the index cannot be opened or used, and what to do. A connection problem

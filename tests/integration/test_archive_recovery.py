@@ -282,6 +282,37 @@ def test_another_key_file_removes_nothing_and_damaged_objects_are_kept_aside(
     assert (kept.parent / damaged.name.replace(".m", ".p")).is_file()
 
 
+def test_a_key_file_of_another_archive_stops_the_start(tmp_path: Path) -> None:
+    """With a valid key file of another install in place the server started silently:
+    every archived instance answered 500, and new ones were acknowledged 0000 under keys
+    the right file lacks, unreadable once it was restored (outside probe 20)."""
+    ct = samples.write_ct_series(tmp_path / "ct", n=3, rows=32, cols=32)
+    srv = _server(tmp_path / "srv")
+    srv.start()
+    try:
+        assert storescu("127.0.0.1", srv.port, "LUCENT", ct).returncode == 0
+    finally:
+        srv.stop()
+    key = _key_file(srv)
+    own = key.read_bytes()
+    other = _server(tmp_path / "other")
+    other.start()
+    other.stop()
+    key.write_bytes(_key_file(other).read_bytes())
+    before = _blobs(srv)
+    done = srv.cli("run")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "lacks the master key" in done.stderr and "Nothing was changed" in done.stderr
+    assert "running" not in done.stdout
+    assert _blobs(srv) == before
+    key.write_bytes(own)
+    srv.start()
+    try:
+        assert srv.client().status()["instances"] == len(ct)
+    finally:
+        srv.stop()
+
+
 def test_rotate_key_refuses_while_the_server_runs(tmp_path: Path) -> None:
     """A key rotated under a running server: a worker restarted later sealed with the new
     key, and the API answered 500 for those instances until a restart (outside probe)."""
