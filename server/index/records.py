@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
+from server.index.account_models import ShareLink
 from server.index.models import Event, Instance, Patient, Placeholder, Series, Study
 
 log = logging.getLogger("lucent.index")
@@ -394,13 +395,43 @@ def record_instance(
         action = "stored"
     else:
         obsolete = [k for k in (existing.meta_key, existing.pixel_key) if k]
+        moved_from = existing.series_pk
         for key, value in values.items():
             setattr(existing, key, value)
         action = "replaced"
         _event(session, "duplicate-replaced", sop_uid, rec)
+        if moved_from != series.id:
+            _drop_if_empty(session, moved_from)
     # A valid copy supersedes an earlier refusal of the same instance.
     session.execute(delete(Placeholder).where(Placeholder.sop_instance_uid == sop_uid))
     return Outcome(action, obsolete, series.id, pool=study.pool)
+
+
+def _drop_if_empty(session: Session, series_pk: int) -> None:
+    """Remove a series (and then its study) left without instances when a re-sent
+    instance moved to another series: it stayed listed with 0 instances (outside probe 20).
+    A study with other series, or one a share link names, stays."""
+    session.flush()
+    if session.scalars(select(Instance.id).where(Instance.series_pk == series_pk)).first():
+        return
+    old = session.get(Series, series_pk)
+    if old is None:
+        return
+    study_pk = old.study_pk
+    session.delete(old)
+    session.flush()
+    if session.scalars(select(Series.id).where(Series.study_pk == study_pk)).first():
+        return
+    study = session.get(Study, study_pk)
+    if study is not None and not _shared(session, study.study_uid):
+        session.delete(study)
+
+
+def _shared(session: Session, study_uid: str) -> bool:
+    return (
+        session.scalars(select(ShareLink.id).where(ShareLink.study_uid == study_uid)).first()
+        is not None
+    )
 
 
 def record_placeholder(

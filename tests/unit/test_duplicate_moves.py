@@ -1,0 +1,66 @@
+"""A re-sent instance (duplicate policy "replace") that names another series moves there;
+the series (and study) it leaves empty must not stay listed with 0 instances (outside
+probe 20). Real SQLite, the one ingest path."""
+
+from __future__ import annotations
+
+import copy
+
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+
+from server.context import ServerContext
+from server.index.models import Instance, Series, Study
+from tests.data import bad_inputs, samples
+
+
+def _store(ctx: ServerContext, ds: object) -> str:
+    result = ctx.store(bad_inputs.part10_of(ds), pool="DEFAULT")
+    assert result.ok, result.reason
+    return result.action
+
+
+def _layout(ctx: ServerContext) -> dict[str, dict[str, int]]:
+    """study UID -> series UID -> instance count."""
+    with ctx.Session() as session:
+        out: dict[str, dict[str, int]] = {}
+        for study in session.scalars(select(Study)):
+            out[study.study_uid] = {}
+        for series in session.scalars(select(Series)):
+            count = len(
+                session.scalars(select(Instance.id).where(Instance.series_pk == series.id)).all()
+            )
+            out[series.study.study_uid][series.series_uid] = count
+        return out
+
+
+def test_the_series_and_study_left_empty_are_removed(ctx: ServerContext) -> None:
+    first, second = samples.ct_series(2)
+    for ds in (first, second):
+        _store(ctx, ds)
+    study = str(first.StudyInstanceUID)
+    old_series = str(first.SeriesInstanceUID)
+    # the second instance moves to another series of the same study: the old one stays
+    moved = copy.deepcopy(second)
+    moved.SeriesInstanceUID = generate_uid()
+    assert _store(ctx, moved) == "replaced"
+    assert _layout(ctx) == {study: {old_series: 1, str(moved.SeriesInstanceUID): 1}}
+    # the first moves too: its series is now empty and goes
+    again = copy.deepcopy(first)
+    again.SeriesInstanceUID = moved.SeriesInstanceUID
+    assert _store(ctx, again) == "replaced"
+    assert _layout(ctx) == {study: {str(moved.SeriesInstanceUID): 2}}
+    # both move to another study of the patient: the old study goes as well
+    other = generate_uid()
+    new_series = generate_uid()
+    for ds in (again, moved):
+        ds = copy.deepcopy(ds)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = other, new_series
+        assert _store(ctx, ds) == "replaced"
+    assert _layout(ctx) == {other: {new_series: 2}}
+    # and a new instance of the removed series files a fresh series, not a stale row
+    late = samples.ct_series(1)[0]
+    late.PatientID, late.PatientName = first.PatientID, first.PatientName
+    late.StudyInstanceUID, late.SeriesInstanceUID = study, old_series
+    assert _store(ctx, late) == "stored"
+    assert _layout(ctx) == {other: {new_series: 2}, study: {old_series: 1}}
