@@ -16,7 +16,14 @@ from lucent.api import schemas
 from lucent.dicom import pixels
 from server.accounts import rights
 from server.api import dicomweb_dates, series_volume
-from server.api.auth import Caller, get_caller, hidden_uids, pools_with, readable_pools
+from server.api.auth import (
+    Caller,
+    get_caller,
+    hidden_uids,
+    pool_filter,
+    pools_with,
+    readable_pools,
+)
 from server.api.params import Offset, uid_list
 from server.context import ArchiveReadError, ServerContext
 from server.index import queries
@@ -57,7 +64,7 @@ def filter_params(
         accession_number=accession_number,
         description=description,
         study_uid=uid_list(study_uid),
-        pool=pool,
+        pool=pool_filter(request, pool),  # resolved by the access check into ``pools``
         pools=readable_pools(request),  # accounts: narrowed to the pools the caller may read
     )
 

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import threading
 import time
@@ -203,17 +204,80 @@ def pools_with(request: Request, caller: Caller, right: str) -> list[str] | None
     return access(request, caller).pools_with(right, known_pools(ctx))
 
 
-def require_pool(request: Request, caller: Caller, pool: str, right: str) -> None:
+#: The answer to an object the caller may not see, and to one that does not exist: the
+#: same status and body, so that neither tells which UIDs are archived (probe 21).
+NOT_FOUND = "not found"
+
+
+def not_found() -> HTTPException:
+    return HTTPException(404, NOT_FOUND)
+
+
+def require_pool(
+    request: Request,
+    caller: Caller,
+    pool: str,
+    right: str,
+    objects: list[dict[str, str]] | None = None,
+    answer: HTTPException | None = None,
+) -> None:
     """404 unless the caller holds ``right`` in ``pool``: the object is in a pool they may
-    not use, and a 403 would confirm that it exists."""
+    not use, and a 403 would confirm that it exists. ``answer`` is what the route says for
+    an unknown object (the same, so that nothing differs); the refusal is audited."""
     if not access(request, caller).allows(pool, right):
-        raise HTTPException(404, "not found")
+        audit_hidden_refusal(request, caller, right, objects or [])
+        raise answer or not_found()
+
+
+def audit_hidden_refusal(
+    request: Request, caller: Caller, right: str, objects: list[dict[str, str]]
+) -> None:
+    """A refused access to an object of a pool the caller may not use, answered like an
+    unknown object: recorded as a failure (PS3.15 A.5, EventOutcomeIndicator 4) naming the
+    object, as the 403 of a missing right is (it went unrecorded: probe 21)."""
+    detail = f"{request.method} {request.url.path}: needs '{right}' in the object's pool"
+    audit_caller(request.app.state.ctx, "refused", caller, objects, detail, audit.MINOR_FAILURE)
+
+
+def match_pools(asked: str, known: list[str]) -> list[str]:
+    """The configured pools a ``pool`` filter names: the name as configured, or the one
+    configured name it equals ignoring case, or those a pattern with DICOM wildcards
+    (* and ?) matches ignoring case. One way for every route, whatever the index does."""
+    if asked in known:
+        return [asked]
+    if "*" in asked or "?" in asked:
+        pattern = re.escape(asked).replace(r"\*", ".*").replace(r"\?", ".")
+        return [p for p in known if re.fullmatch(pattern, p, re.IGNORECASE | re.DOTALL)]
+    folded = [p for p in known if p.casefold() == asked.casefold()]
+    return folded if len(folded) == 1 else []
+
+
+def pool_filter(request: Request, asked: str) -> str:
+    """The ``pool`` value a listing route gives the index: none once ``authorize`` has
+    resolved it into ``readable_pools`` (the index would compare the raw text)."""
+    return "" if getattr(request.state, "pool_resolved", False) else asked
 
 
 def readable_pools(request: Request) -> list[str] | None:
     """Pools the caller may read (None = all); set by ``authorize`` for listing routes."""
     value = getattr(request.state, "read_pools", None)
     return list(value) if value is not None else None
+
+
+_OBJECT_PARAMS = ("sop_uid", "sop", "series_uid", "series", "study_uid", "study")
+
+
+def _path_objects(params: dict[str, str], study_uid: str) -> list[dict[str, str]]:
+    """The objects a path names, for the audit record (the study found, else the path's)."""
+    study = study_uid or params.get("study_uid") or params.get("study") or ""
+    out = [{"type": "study", "id": study}] if study else []
+    series = params.get("series_uid") or params.get("series")
+    if series:
+        out.append({"type": "series", "id": series})
+    sop = params.get("sop_uid") or params.get("sop")
+    if sop:
+        out.append({"type": "instance", "id": sop})
+    return out
 
 
 def _pool_of(ctx: ServerContext, params: dict[str, str]) -> tuple[str | None, str]:
@@ -280,16 +344,29 @@ def authorize(request: Request) -> None:
         return
     params = dict(request.path_params)
     pool_name, study_uid = _pool_of(ctx, params)
-    if pool_name is not None:
-        if not acc.allows(pool_name, rule.right):
-            # Not 403: do not confirm that an object exists in a pool the caller cannot see.
-            raise HTTPException(404, "not found")
+    if pool_name is not None and acc.allows(pool_name, rule.right):
         _audit_access(request, caller, rule, study_uid)
         return
+    if any(params.get(k) for k in _OBJECT_PARAMS) and not acc.everything:
+        # The path names an object the caller may not use, or one that does not exist: one
+        # answer for both, decided here, before the route could word them differently
+        # ("instance X not found", "no matching instances", 200 [] of QIDO, or the 403
+        # of an account without grants: probe 21). Not 403: that would confirm existence.
+        if pool_name is not None:
+            audit_hidden_refusal(request, caller, rule.right, _path_objects(params, study_uid))
+        raise not_found()
     asked = request.query_params.get("pool", "")
-    if asked and asked in known_pools(ctx) and not acc.allows(asked, rule.right):
-        _forbidden(request, caller, rule.right)
     allowed = acc.pools_with(rule.right, known_pools(ctx))
+    if asked:
+        # The pool filter is resolved here against the configured names, once, and the
+        # listing narrowed to it (``pool_filter``): "DEFAULT" was 403 and "default" 200 []
+        # for a user limited to ONCO, the index comparing the raw text (probe 21).
+        named = match_pools(asked, known_pools(ctx))
+        if not named:
+            pools = ", ".join(known_pools(ctx))
+            raise HTTPException(422, f"no data pool named '{asked[:64]}'; the pools are {pools}")
+        allowed = [p for p in named if acc.allows(p, rule.right)]
+        request.state.pool_resolved = True
     if allowed is not None and not allowed:
         _forbidden(request, caller, rule.right)
     request.state.read_pools = allowed

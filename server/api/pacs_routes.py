@@ -16,8 +16,16 @@ from sqlalchemy import select
 
 from lucent.api import schemas
 from lucent.net import commitment
+from server.accounts import audit
 from server.api import dicomweb_dates
-from server.api.auth import Caller, access, audit_caller, get_caller, pools_with, require_admin
+from server.api.auth import (
+    Caller,
+    access,
+    audit_caller,
+    get_caller,
+    pools_with,
+    require_admin,
+)
 from server.api.params import OptionalRowId, RowId, row_id_or_404
 from server.context import ServerContext
 from server.index.models import Study
@@ -239,15 +247,28 @@ def retrieve(
         raise HTTPException(404, f"no data pool named '{pool}'")
     with svc.ctx.Session() as db:
         archived = db.scalars(select(Study.pool).where(Study.study_uid == body.study_uid)).first()
+    acc = access(request, caller)
+    if archived is not None and archived != pool and not acc.allows(archived, "read"):
+        # The study is archived in a pool the caller may not even see: answered exactly as
+        # a study we do not have (a 403 "archived in a pool where your account may not
+        # import" told that it exists: probe 21). What arrives still joins the study's
+        # pool (server.index.records), unseen by the caller; the audit trail says so.
+        detail = (
+            f"POST {request.url.path}: study archived in pool {archived}, where the caller "
+            "may not read; answered as an unknown study, arrivals join that pool"
+        )
+        objects = [{"type": "study", "id": body.study_uid}]
+        audit_caller(svc.ctx, "refused", caller, objects, detail, audit.MINOR_FAILURE)
+        archived = None
     if archived is not None and archived != pool:
         # A study lives in one pool: what arrives joins it there. The job said "into
         # DEFAULT" while the instances went into the study's ONCO pool (outside probe).
-        if not access(request, caller).allows(archived, "import"):
+        if not acc.allows(archived, "import"):
             raise HTTPException(
                 403, "the study is archived in a pool where your account may not import"
             )
         pool = archived
-    elif not access(request, caller).allows(pool, "import"):
+    if not acc.allows(pool, "import"):
         raise HTTPException(403, f"your account lacks the 'import' right for pool {pool}")
     try:
         job_id = svc.retrieve(

@@ -17,7 +17,15 @@ from sqlalchemy import select
 
 from lucent.api import schemas
 from server.api import pacs_routes
-from server.api.auth import Caller, access, audit_caller, get_caller, pools_with, require_pool
+from server.api.auth import (
+    Caller,
+    access,
+    audit_caller,
+    get_caller,
+    not_found,
+    pools_with,
+    require_pool,
+)
 from server.api.params import RowId
 from server.index.models import Series, Study
 from server.index.pacs_models import Job
@@ -106,13 +114,15 @@ def _get_run(
 ) -> PerfusionRun:
     """The run, or 404 also when it analysed a series of a pool the caller lacks ``right``
     in (its result is that patient's clinical data)."""
+    unknown = HTTPException(404, f"no perfusion run {run_id}")
     with svc.ctx.Session() as db:
         run = db.get(PerfusionRun, run_id)
         if run is None:
-            raise HTTPException(404, f"no perfusion run {run_id}")
+            raise unknown
     if request is not None and caller is not None:
-        for needed in {"read", right}:
-            require_pool(request, caller, run.pool, needed)
+        study = [{"type": "study", "id": run.study_uid}]
+        for needed in dict.fromkeys(("read", right)):
+            require_pool(request, caller, run.pool, needed, study, unknown)
     return run
 
 
@@ -151,8 +161,10 @@ def start_run(
             .join(Series, Series.study_pk == Study.id)
             .where(Series.series_uid == body.series_uid)
         ).first()
+    if pool is None and not access(request, caller).everything:
+        raise not_found()  # as for a series of a pool the caller may not read (probe 21)
     if pool is not None:
-        require_pool(request, caller, pool, "read")
+        require_pool(request, caller, pool, "read", [{"type": "series", "id": body.series_uid}])
         if not access(request, caller).allows(pool, "import"):
             raise HTTPException(403, f"your account lacks the 'import' right for pool {pool}")
     try:
