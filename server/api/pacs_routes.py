@@ -82,7 +82,29 @@ def _audit_job(
     audit_caller(svc.ctx, event, caller, objects, detail)
 
 
-def _job_out(j: Job) -> schemas.JobOut:
+#: A UID in a job message (five or more components: an IPv4 address has four).
+_UID_TEXT = re.compile(r"\b\d+(?:\.\d+){4,}\b")
+
+
+def _names_for(request: Request | None, caller: Caller | None, created_by: str, pool: str) -> bool:
+    """Whether ``caller`` may see which studies and instances a job names: its creator, and
+    whoever may read the job's pool. Clinic IT sees every job to run the system but reads
+    no patient data (rights.py): its study and SOP Instance UIDs are blanked for it, as
+    /shares blanks a link's (``share_routes._share_out``; probe 21)."""
+    if request is None or caller is None or created_by == caller.username:
+        return True
+    acc = access(request, caller)
+    return acc.everything or bool(pool and acc.allows(pool, "read"))
+
+
+def _blank_uids(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (([] if isinstance(v, list) else "") if "uid" in k.lower() else v)
+        for k, v in params.items()
+    }
+
+
+def _job_out(j: Job, names: bool = True) -> schemas.JobOut:
     return schemas.JobOut(
         id=j.id,
         kind=j.kind,
@@ -90,7 +112,7 @@ def _job_out(j: Job) -> schemas.JobOut:
         node_id=j.node_id,
         node_name=j.node_name,
         pool=j.pool,
-        params=j.params or {},
+        params=(j.params or {}) if names else _blank_uids(j.params or {}),
         progress=j.progress,
         total=j.total,
         completed=j.completed,
@@ -98,7 +120,7 @@ def _job_out(j: Job) -> schemas.JobOut:
         warning=j.warning,
         attempts=j.attempts,
         status=j.status,
-        message=j.message,
+        message=j.message if names else _UID_TEXT.sub("", j.message),
         created_by=j.created_by,
         created_at=j.created_at,
         started_at=j.started_at,
@@ -106,13 +128,16 @@ def _job_out(j: Job) -> schemas.JobOut:
     )
 
 
-def _get_job(svc: PacsService, job_id: int, caller: Caller | None = None) -> schemas.JobOut:
-    """The job, 404 when it does not exist or ``caller`` may not see it (``_sees``)."""
+def _get_job(
+    svc: PacsService, job_id: int, caller: Caller | None = None, request: Request | None = None
+) -> schemas.JobOut:
+    """The job, 404 when it does not exist or ``caller`` may not see it (``_sees``); its
+    UIDs blanked unless the caller may see them (``_names_for``, given ``request``)."""
     with svc.ctx.Session() as db:
         job = db.get(Job, job_id)
         if job is None or (caller is not None and not _sees(caller, job.created_by)):
             raise HTTPException(404, f"no job {job_id}")
-        return _job_out(job)
+        return _job_out(job, _names_for(request, caller, job.created_by, job.pool))
 
 
 def _sees(caller: Caller, created_by: str) -> bool:
@@ -338,6 +363,8 @@ def list_jobs(
     state: schemas.JobState | Literal[""] | None = None,
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
+    *,
+    request: Request,
     svc: PacsService = Depends(service),
     caller: Caller = Depends(get_caller),
 ) -> list[schemas.JobOut]:
@@ -350,46 +377,59 @@ def list_jobs(
     if state:
         stmt = stmt.where(Job.state == state)
     with svc.ctx.Session() as db:
-        return [_job_out(j) for j in db.scalars(stmt)]
+        return [
+            _job_out(j, _names_for(request, caller, j.created_by, j.pool)) for j in db.scalars(stmt)
+        ]
 
 
 @router.get("/jobs/{job_id}", response_model=schemas.JobOut)
 def get_job(
-    job_id: RowId, svc: PacsService = Depends(service), caller: Caller = Depends(get_caller)
+    job_id: RowId,
+    request: Request,
+    svc: PacsService = Depends(service),
+    caller: Caller = Depends(get_caller),
 ) -> schemas.JobOut:
-    return _get_job(svc, job_id, caller)
+    return _get_job(svc, job_id, caller, request)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=schemas.JobOut)
 def cancel_job(
-    job_id: RowId, svc: PacsService = Depends(service), caller: Caller = Depends(get_caller)
+    job_id: RowId,
+    request: Request,
+    svc: PacsService = Depends(service),
+    caller: Caller = Depends(get_caller),
 ) -> schemas.JobOut:
     """Cancel a queued or running job; a running C-MOVE gets a C-CANCEL (4.2.2); a commit
     job waiting for its report stops waiting (what was confirmed stays counted). Only its
     creator or an administrator may (any logged-in user could cancel anyone's transfer)."""
-    job = _get_job(svc, job_id, caller)
+    job = _get_job(svc, job_id, caller, request)
     if job.finished:
         raise HTTPException(409, f"job {job_id} has already finished ({job.state})")
     if job.state == "waiting" and svc.stop_waiting(job_id, caller.username):
-        return _get_job(svc, job_id)
+        return _get_job(svc, job_id, caller, request)
     if not svc.jobs.cancel(job_id):
         raise HTTPException(409, f"job {job_id} is not running in this server process")
-    return _get_job(svc, job_id)
+    return _get_job(svc, job_id, caller, request)
 
 
 @router.get("/jobs/{job_id}/instances", response_model=list[schemas.SentInstanceOut])
 def job_instances(
-    job_id: RowId, svc: PacsService = Depends(service), caller: Caller = Depends(get_caller)
+    job_id: RowId,
+    request: Request,
+    svc: PacsService = Depends(service),
+    caller: Caller = Depends(get_caller),
 ) -> list[schemas.SentInstanceOut]:
-    """Per-instance C-STORE results of a send job (4.2.4); 404 for an unknown job."""
-    _get_job(svc, job_id, caller)
+    """Per-instance C-STORE results of a send job (4.2.4); 404 for an unknown job; the SOP
+    Instance UIDs blanked for whoever may not see them (``_names_for``)."""
+    job = _get_job(svc, job_id, caller)
+    names = _names_for(request, caller, job.created_by, job.pool)
     with svc.ctx.Session() as db:
         rows = db.scalars(
             select(SentInstance).where(SentInstance.job_pk == job_id).order_by(SentInstance.id)
         )
         return [
             schemas.SentInstanceOut(
-                sop_instance_uid=r.sop_instance_uid,
+                sop_instance_uid=r.sop_instance_uid if names else "",
                 sop_class_uid=r.sop_class_uid,
                 status=r.status,
                 reason=r.reason,
@@ -409,14 +449,17 @@ def commitments(
     job_id: OptionalRowId = None,
     transaction_uid: str = "",
     limit: int = Query(1000, ge=1, le=10000),
+    *,
+    request: Request,
     svc: PacsService = Depends(service),
     caller: Caller = Depends(get_caller),
 ) -> list[schemas.CommitmentOut]:
     """Commitment state per instance, newest request first (4.2.5, 5.1.2); of the caller's
     own jobs unless an administrator asks (``_sees``, as for /jobs)."""
     stmt = (
-        select(CommitmentItem, CommitmentRequest)
+        select(CommitmentItem, CommitmentRequest, Job.created_by, Job.pool)
         .join(CommitmentRequest, CommitmentItem.request_pk == CommitmentRequest.id)
+        .outerjoin(Job, Job.id == CommitmentRequest.job_pk)
         .order_by(CommitmentRequest.id.desc(), CommitmentItem.id)
         .limit(limit)
     )
@@ -439,7 +482,12 @@ def commitments(
                 node_name=req.node_name,
                 request_state=req.state,
                 attempt=req.attempt,
-                sop_instance_uid=item.sop_instance_uid,
+                # blanked as for the job's own listing (``_names_for``)
+                sop_instance_uid=(
+                    item.sop_instance_uid
+                    if _names_for(request, caller, creator or "", job_pool or "")
+                    else ""
+                ),
                 sop_class_uid=item.sop_class_uid,
                 state=item.state,
                 failure_reason=item.failure_reason,
@@ -450,5 +498,5 @@ def commitments(
                 ),
                 updated_at=item.updated_at,
             )
-            for item, req in db.execute(stmt).all()
+            for item, req, creator, job_pool in db.execute(stmt).all()
         ]
