@@ -102,6 +102,9 @@ def test_window_is_default_and_the_action_switches_to_the_lut(qtbot, main, api, 
     assert vp.use_voi_lut and main.voi_lut_action.isChecked()
     assert _screen_greys(qtbot, main, vp) == lut
     assert "VOI LUT" in main.status_label.text()
+    # the corner names the LUT, not a window that is not applied
+    assert main.viewer.widgets[0].corner_texts[3][0].startswith("VOI LUT")
     main.voi_lut_action.trigger()
     assert not vp.use_voi_lut
     assert _screen_greys(qtbot, main, vp) == linear
+    assert main.viewer.widgets[0].corner_texts[3][0] == "W 4096  L 2048"

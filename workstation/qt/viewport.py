@@ -108,6 +108,7 @@ class ViewportWidget(QWidget):
         self.edge_labels: EdgeLabels | None = None  # as last drawn
         self.cursor: QPointF | None = None  # widget position of the mouse over this view
         self.readout_text = ""  # the pixel readout as last drawn
+        self.corner_texts: tuple[list[str], ...] = ()  # the four corners as last drawn
         self.readout_origin: tuple[int, int] | None = None  # its baseline start (x, y)
         self.setAcceptDrops(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
@@ -227,11 +228,14 @@ class ViewportWidget(QWidget):
         if vp.has_overlay():
             bl.append("Overlay on (O)" if vp.show_overlays else "Overlay hidden (O)")
         tr = vp.transform(w, h)
-        br = [f"W {vp.width:.0f}  L {vp.center:.0f}"]
+        # the VOI actually applied: a VOI LUT read "W .. L .." of a window not in use
+        voi = vp.voi_description()
+        br = [voi if voi.startswith("VOI LUT") else f"W {vp.width:.0f}  L {vp.center:.0f}"]
         if tr is not None:
             br.append(f"Zoom {tr.scale:.2f}")
         if self.loading_text:
             br.append(self.loading_text)
+        self.corner_texts = (tl, tr_, bl, br)
         self._corner(p, tl, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self._corner(p, tr_, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, top=22)
         self._corner(p, bl, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom)
