@@ -19,6 +19,7 @@ class LoginDialog(QDialog):
     def __init__(self, settings: QSettings, message: str = "") -> None:
         super().__init__()
         self.setWindowTitle("Lucent — log in")
+        self.setMinimumWidth(420)  # the server address and user name fit, not cut
         self.settings = settings
         self.client: LucentClient | None = None
         self.server = QLineEdit(str(settings.value("server", "http://127.0.0.1:8750")))
