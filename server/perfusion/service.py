@@ -12,7 +12,15 @@ completes). Where things run:
   stores; the CPU-heavy analysis runs in a worker *process* (``lucent-perfusion analyse``),
   never on a listener thread or the API event loop. Cancel terminates the process.
 - New images of a series under evaluation abort it (state "superseded") and a new
-  evaluation starts when the series is quiet again (seed FAQ, VEOcore).
+  evaluation starts when the series is quiet again (seed FAQ, VEOcore). An aborted run
+  (superseded, cancelled by a user, interrupted by a server stop) stores and sends nothing
+  after the abort; what it had stored is removed from the archive (tombstones, so recovery
+  does not bring it back), its send jobs are cancelled, and its row lists what it stored
+  and sent (a send that had completed is named, for IT to act on): two full result sets
+  with the same descriptions, one of them stale, reached the PACS (outside probe 19).
+- A server stop is "interrupted", not "cancelled" (no user asked). At start-up, runs the
+  stop interrupted are redone (trigger "restart") when their series arrived within
+  ``lookback_minutes``, and leftover scratch folders (plain patient DICOM) are removed.
 - Results (every object the engine writes: SC pages, Parametric Maps and the Enhanced SR
   summary) go into the archive through ``ServerContext.store()`` (the one ingest path) with
   UIDs under ``[server] uid_root``, and optionally to a PACS through the PACS service's send
@@ -30,7 +38,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,7 +52,8 @@ from server.index.models import Instance, RemoteNode, Series, Study
 from server.index.pacs_models import Job
 from server.index.perfusion_models import PerfusionRun
 from server.index.records import now
-from server.jobs.queue import JobControl, JobQueue, Outcome
+from server.jobs.queue import FINAL_STATES, JobControl, JobQueue, Outcome
+from server.perfusion.cleanup import remove_leftover_work, remove_series
 from server.perfusion.recognise import Examination, InstanceInfo, examine
 
 log = logging.getLogger("lucent.perfusion")
@@ -66,7 +75,10 @@ class PerfusionError(Exception):
 
 
 class Sender(Protocol):
-    """What the service needs of the PACS service: its send job (C-STORE SCU)."""
+    """What the service needs of the PACS service: its send job (C-STORE SCU) and its job
+    queue (to cancel the send jobs of an aborted run)."""
+
+    jobs: JobQueue
 
     def send(self, node_id: int, *, series_uid: str = "", created_by: str = "") -> int: ...
 
@@ -75,7 +87,8 @@ class PerfusionJobs(JobQueue):
     """The server's job queue, with its own worker threads (``max_concurrent``).
 
     Only jobs of kind "perfusion" (and their runs) are marked interrupted at start: the
-    PACS queue owns the others.
+    PACS queue owns the others. Those runs keep ``finished_at`` empty: the service's
+    start-up removes what they stored and then sets it (see ``_after_crash``).
     """
 
     def _mark_interrupted(self) -> None:
@@ -88,7 +101,7 @@ class PerfusionJobs(JobQueue):
             db.execute(
                 update(PerfusionRun)
                 .where(PerfusionRun.state.in_(("queued", "running")))
-                .values(state="interrupted", message="the server stopped during the evaluation")
+                .values(state="interrupted", message=STOPPED, finished_at=None)
             )
 
 
@@ -96,6 +109,28 @@ class PerfusionJobs(JobQueue):
 class _Watched:
     last_received: datetime
     max_pk: int
+
+
+@dataclass
+class _Made:
+    """What a run put into the world so far: archived result objects and send jobs."""
+
+    stored: int = 0
+    series_uids: list[str] = field(default_factory=list)
+    send_ids: list[int] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "stored": self.stored,
+            "result_series_uids": list(self.series_uids),
+            "send_job_ids": list(self.send_ids),
+        }
+
+
+STOPPED = (
+    "interrupted: the server stopped during the evaluation; it is redone at the next start "
+    "when the series arrived within [perfusion] lookback_minutes"
+)
 
 
 class PerfusionService:
@@ -111,7 +146,11 @@ class PerfusionService:
         self._lock = threading.Lock()
         self._active: dict[int, tuple[int, int]] = {}  # series pk -> (run id, job id)
         self._superseded: set[int] = set()
+        self._user_cancelled: set[int] = set()
+        self._in_flight: set[int] = set()  # runs whose _run has not ended
+        self._stopping = threading.Event()
         self._watch: dict[int, _Watched] = {}
+        self._after_crash()
         self._watermark = self._initial_watermark()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -122,9 +161,47 @@ class PerfusionService:
             self._thread.start()
 
     # ------------------------------------------------------------------ lifecycle
-    def close(self) -> None:
+    def close(self, wait: float = 15.0) -> None:
+        """Stop: running evaluations end "interrupted" (redone at the next start) after
+        removing what they stored; waits up to ``wait`` s for them to say so."""
         self._stop.set()
+        self._stopping.set()
         self.jobs.shutdown()
+        wait_until(lambda: not self._in_flight, wait)
+
+    def _after_crash(self) -> None:
+        """Start-up: remove scratch folders and results of evaluations a stop cut short.
+
+        Scratch folders hold the exported input as plain DICOM; only ``_run``'s end removed
+        them, which a kill -9 never reaches. Runs marked interrupted just now (by
+        ``PerfusionJobs``; ``finished_at`` empty) may have stored part of their results:
+        those are removed (the run is redone when its series is within the lookback)."""
+        if not self.settings.keep_work_files:
+            removed = remove_leftover_work(self.work_root)
+            if removed:
+                log.warning(
+                    "perfusion: removed %d scratch folder(s) of evaluations that did not "
+                    "finish (unencrypted patient images): %s in %s",
+                    len(removed),
+                    ", ".join(removed),
+                    self.work_root,
+                )
+        with self.ctx.Session() as db:
+            runs = list(
+                db.scalars(
+                    select(PerfusionRun).where(
+                        PerfusionRun.state == "interrupted", PerfusionRun.finished_at.is_(None)
+                    )
+                )
+            )
+        for run in runs:
+            made = _Made(
+                int(run.stored or 0),
+                list(run.result_series_uids or []),
+                list(run.send_job_ids or []),
+            )
+            note = self._withdraw(run.id, made, wait=0.0)
+            self._set_run(run.id, message=STOPPED + note, finished_at=now(), **made.record())
 
     @property
     def work_root(self) -> Path:
@@ -187,22 +264,29 @@ class PerfusionService:
         return started
 
     def _supersede(self, series_pk: int, run_id: int, job_id: int) -> None:
-        log.info("new images for the series of perfusion run %d: aborting it", run_id)
+        """Abort the run of a series that got new images. Under the lock, so the run either
+        is still active here (and its end sees the abort) or has decided its outcome."""
         with self._lock:
+            active = self._active.get(series_pk)
+            if active is None or active[0] != run_id:
+                return  # it ended (or was cancelled) meanwhile: its outcome stands
+            job_id = active[1]
             self._superseded.add(run_id)
             self._active.pop(series_pk, None)
-        with self.ctx.WriteSession() as db, db.begin():
-            db.execute(
-                update(PerfusionRun)
-                .where(PerfusionRun.id == run_id)
-                .values(
-                    state="superseded",
-                    message="new images of the series arrived during the evaluation; it "
-                    "restarts when the series is complete again",
-                    finished_at=now(),
+            with self.ctx.WriteSession() as db, db.begin():
+                db.execute(
+                    update(PerfusionRun)
+                    .where(PerfusionRun.id == run_id)
+                    .values(
+                        state="superseded",
+                        message="new images of the series arrived during the evaluation; it "
+                        "restarts when the series is complete again",
+                        finished_at=now(),
+                    )
                 )
-            )
-        self.jobs.cancel(job_id)
+        log.info("new images for the series of perfusion run %d: aborting it", run_id)
+        if job_id >= 0:
+            self.jobs.cancel(job_id)
 
     def _on_complete(self, series_pk: int, max_pk: int) -> int | None:
         with self.ctx.Session() as db:
@@ -215,7 +299,9 @@ class PerfusionService:
                 .order_by(PerfusionRun.id.desc())
                 .limit(1)
             ).first()
-        restart = latest is not None and latest.state == "superseded"
+        # aborted for new images, or cut short by a server stop (found again at start-up
+        # within lookback_minutes): redo it. A run a user cancelled stays cancelled.
+        restart = latest is not None and latest.state in ("superseded", "interrupted")
         if latest is not None and not restart and latest.last_instance_pk >= max_pk:
             return None  # this content was evaluated already (e.g. found again after a restart)
         if not restart and not self.settings.auto_start:
@@ -311,8 +397,11 @@ class PerfusionService:
             created_by=created_by,
         )
         with self._lock:
-            if self._active.get(series_pk) == (run_id, -1):
+            late = self._active.get(series_pk) != (run_id, -1)
+            if not late:
                 self._active[series_pk] = (run_id, job_id)
+        if late:  # superseded or cancelled before its job existed
+            self.jobs.cancel(job_id)
         with self.ctx.WriteSession() as db, db.begin():
             db.execute(update(PerfusionRun).where(PerfusionRun.id == run_id).values(job_id=job_id))
         log.info(
@@ -337,23 +426,28 @@ class PerfusionService:
             if run is None or run.job_id is None:
                 return False
             job_id = run.job_id
-        if not self.jobs.cancel(job_id):
-            return False
-        with self.ctx.WriteSession() as db, db.begin():
-            db.execute(
-                update(PerfusionRun)
-                .where(PerfusionRun.id == run_id, PerfusionRun.state == "queued")
-                .values(state="cancelled", message="cancelled before it started", finished_at=now())
-            )
-            db.execute(
-                update(PerfusionRun)
-                .where(PerfusionRun.id == run_id, PerfusionRun.state == "running")
-                .values(state="cancelled", message="cancelled")
-            )
+        # under the lock: the run either is still active (its end sees the cancel and
+        # removes what it stored) or it has ended and the cancel comes too late
         with self._lock:
-            for pk, (rid, _) in list(self._active.items()):
-                if rid == run_id:
-                    self._active.pop(pk)
+            mine = [pk for pk, (rid, _) in self._active.items() if rid == run_id]
+            if not mine or not self.jobs.cancel(job_id):
+                return False
+            self._user_cancelled.add(run_id)
+            for pk in mine:
+                self._active.pop(pk)
+            with self.ctx.WriteSession() as db, db.begin():
+                db.execute(
+                    update(PerfusionRun)
+                    .where(PerfusionRun.id == run_id, PerfusionRun.state == "queued")
+                    .values(
+                        state="cancelled", message="cancelled before it started", finished_at=now()
+                    )
+                )
+                db.execute(
+                    update(PerfusionRun)
+                    .where(PerfusionRun.id == run_id, PerfusionRun.state == "running")
+                    .values(state="cancelled", message="cancelled")
+                )
         return True
 
     # ------------------------------------------------------------------ running
@@ -382,33 +476,114 @@ class PerfusionService:
 
     def _run(self, control: JobControl, run_id: int, series_pk: int, pool: str) -> Outcome:
         work = self.work_root / f"run-{run_id}"
+        made = _Made()
+        with self._lock:
+            self._in_flight.add(run_id)
         try:
-            outcome, state, extra = self._evaluate(control, run_id, series_pk, pool, work)
+            return self._run_and_record(control, run_id, series_pk, pool, work, made)
+        finally:
+            with self._lock:
+                self._in_flight.discard(run_id)
+
+    def _run_and_record(
+        self, control: JobControl, run_id: int, series_pk: int, pool: str, work: Path, made: _Made
+    ) -> Outcome:
+        try:
+            outcome, state, extra = self._evaluate(control, run_id, series_pk, pool, work, made)
         except Exception as exc:  # noqa: BLE001 - the run must end with a state
             log.exception("perfusion run %d failed", run_id)
             outcome, state, extra = Outcome("failed", f"internal error: {exc}"), "failed", {}
         finally:
-            with self._lock:
-                for pk, (rid, _) in list(self._active.items()):
-                    if rid == run_id:
-                        self._active.pop(pk)
             if not self.settings.keep_work_files:
                 shutil.rmtree(work, ignore_errors=True)
+        # One decision under the lock: an abort (new images, a user's cancel, a stop) that
+        # lands from here on finds the run no longer active and leaves its outcome alone;
+        # one that landed before, even after the last store or send, undoes what it made.
         with self._lock:
+            for pk, (rid, _) in list(self._active.items()):
+                if rid == run_id:
+                    self._active.pop(pk)
             superseded = run_id in self._superseded
             self._superseded.discard(run_id)
+            by_user = run_id in self._user_cancelled
+            self._user_cancelled.discard(run_id)
+            aborted = superseded or by_user or control.cancelled
+        extra = {**extra, **made.record()}  # the row always lists what it stored and sent
+        if not aborted:
+            self._set_run(run_id, state=state, message=outcome.message, finished_at=now(), **extra)
+            return outcome
         if superseded:
-            outcome = Outcome(
-                "cancelled",
-                "aborted: new images of the series arrived; a new "
+            state, message = (
+                "superseded",
+                "aborted: new images of the series arrived during the evaluation; a new "
                 "evaluation starts when the series is complete again",
             )
+        elif self._stopping.is_set() and not by_user:
+            state, message = "interrupted", STOPPED
         else:
-            self._set_run(run_id, state=state, message=outcome.message, finished_at=now(), **extra)
-        return outcome
+            state, message = "cancelled", "cancelled"
+        message += self._withdraw(run_id, made, wait=5.0 if self._stopping.is_set() else 30.0)
+        extra.pop("result", None)  # an aborted run has no result
+        with self.ctx.WriteSession() as db, db.begin():
+            db.execute(
+                update(PerfusionRun)
+                .where(PerfusionRun.id == run_id)
+                .values(state=state, message=message, finished_at=now(), **extra)
+            )
+        log.info("perfusion run %d %s: %s", run_id, state, message)
+        return Outcome("cancelled", message)
+
+    def _withdraw(self, run_id: int, made: _Made, wait: float) -> str:
+        """Undo what an aborted run made: cancel its send jobs, remove its results from the
+        archive. Returns what was done, for the run's message ("" when it made nothing)."""
+        notes: list[str] = []
+        jobs: dict[int, Job] = {}
+        if made.send_ids:
+            queue = getattr(self.sender, "jobs", None)
+            for job_id in made.send_ids:
+                if queue is not None:
+                    queue.cancel(job_id)
+
+            def settled() -> bool:
+                with self.ctx.Session() as db:
+                    rows = db.scalars(select(Job).where(Job.id.in_(made.send_ids))).all()
+                    jobs.clear()
+                    jobs.update({j.id: j for j in rows})
+                return all(j.state in FINAL_STATES for j in rows)
+
+            wait_until(settled, wait, poll=0.2)
+            sent = [
+                f"job {j.id} sent {j.completed} object(s) to {j.node_name or 'the PACS'}"
+                + ("" if j.state in FINAL_STATES else f" ({j.state})")
+                for j in jobs.values()
+                if j.completed
+            ]
+            stopped = [str(j.id) for j in jobs.values() if not j.completed]
+            if stopped:
+                notes.append(f"send job(s) {', '.join(stopped)} cancelled before sending")
+            if sent:
+                notes.append(
+                    "ALREADY SENT: "
+                    + "; ".join(sent)
+                    + f" (result series {', '.join(made.series_uids)}): remove them there"
+                )
+        if made.series_uids:
+            try:
+                removed = remove_series(
+                    self.ctx, made.series_uids, detail=f"results of aborted perfusion run {run_id}"
+                )
+            except Exception as exc:  # noqa: BLE001 - say so in the run, do not hide it
+                log.exception("perfusion run %d: could not remove its results", run_id)
+                notes.append(
+                    f"its {made.stored} stored result object(s) could NOT be removed ({exc}): "
+                    f"delete series {', '.join(made.series_uids)}"
+                )
+            else:
+                notes.append(f"{removed} result object(s) it had stored removed from the archive")
+        return "".join(f"; {n}" for n in notes)
 
     def _evaluate(
-        self, control: JobControl, run_id: int, series_pk: int, pool: str, work: Path
+        self, control: JobControl, run_id: int, series_pk: int, pool: str, work: Path, made: _Made
     ) -> tuple[Outcome, str, dict[str, Any]]:
         self._set_run(run_id, state="running")
         cancelled = (Outcome("cancelled", "cancelled"), "cancelled", {})
@@ -437,6 +612,10 @@ class PerfusionService:
         config_path = work / "config.json"
         config_path.write_text(json.dumps(engine))
         code, tail = self._analyse_in_process(control, in_dir, out_dir, config_path)
+        if code is not None and code < 0 and control.cancel.wait(5.0):
+            # killed by a signal that also stops us (SIGTERM to the service's process
+            # group, systemd's stop): the stop ended it, not a failure of the analysis
+            code = None
         if code is None:
             return cancelled
         result_path = out_dir / "result.json"
@@ -453,34 +632,33 @@ class PerfusionService:
         # results into the archive through the one ingest path
         files = sorted((out_dir / "dicom").glob("*.dcm"))
         control.update(force=True, message=f"storing {len(files)} result object(s)")
-        stored, failures = 0, []
-        series_uids: list[str] = []
+        failures: list[str] = []
+        series_uids = made.series_uids
         sr_series = None
         for k, f in enumerate(files):
-            if control.cancelled:  # the API answered "cancelled": it ends so
-                return (
-                    Outcome("cancelled", f"cancelled while storing: {stored} of {len(files)} "
-                            "result object(s) stored"),
-                    "cancelled",
-                    {"stored": stored, "result_series_uids": series_uids},
-                )  # fmt: skip
-            data = f.read_bytes()
-            res = self.ctx.store(data, pool=pool, source=SOURCE_AE)
+            if control.cancelled:  # aborted: store nothing more (the end removes the rest)
+                return cancelled
+            head = pydicom.dcmread(f, stop_before_pixels=True)
+            uid = str(head.SeriesInstanceUID)
+            if uid not in series_uids:
+                # listed before its first object is stored: after a kill -9 the start-up
+                # finds (and removes) every result series the run began
+                series_uids.append(uid)
+                self._set_run(run_id, **made.record())
+            res = self.ctx.store(f.read_bytes(), pool=pool, source=SOURCE_AE)
             if res.ok:
-                stored += 1
-                head = pydicom.dcmread(f, stop_before_pixels=True)
-                uid = str(head.SeriesInstanceUID)
-                if uid not in series_uids:
-                    series_uids.append(uid)
+                made.stored += 1
                 if head.get("Modality") == "SR":
                     sr_series = uid
             else:
                 failures.append(f"{f.name}: not stored, 0x{res.status:04X} {res.reason}")
             control.update(
                 progress=round(_EXPORT + _ANALYSE + 0.15 * (k + 1) / max(len(files), 1), 4),
-                completed=stored,
+                completed=made.stored,
                 failed=len(failures),
             )
+        stored = made.stored
+        self._set_run(run_id, **made.record())
         result["archive"] = {
             "stored": stored,
             "failed": len(failures),
@@ -505,7 +683,9 @@ class PerfusionService:
             f"core {v.get('core_ml')} mL, hypoperfusion {v.get('hypoperfusion_ml')} mL, "
             f"mismatch ratio {ratio}; {stored} of {len(files)} object(s) stored"
         )
-        send_ids = self._send(series_uids, result)
+        if control.cancelled:  # aborted while storing the last object: send nothing
+            return cancelled
+        send_ids = self._send(control, run_id, made, result)
         if send_ids:
             message += f"; sent with job(s) {', '.join(map(str, send_ids))}"
         extra = {
@@ -576,8 +756,14 @@ class PerfusionService:
             reader.join(5)
         return proc.returncode, list(tail)
 
-    def _send(self, series_uids: list[str], result: dict[str, Any]) -> list[int]:
-        """Results to the configured PACS node through the PACS service's send job."""
+    def _send(
+        self, control: JobControl, run_id: int, made: _Made, result: dict[str, Any]
+    ) -> list[int]:
+        """Results to the configured PACS node through the PACS service's send job.
+
+        Each job id goes into the run's row as soon as the job exists; an abort stops
+        further sends (the run's end cancels those made)."""
+        series_uids = made.series_uids
         name = self.settings.send_to_node
         if not name or not series_uids:
             return []
@@ -590,14 +776,18 @@ class PerfusionService:
         if node_id is None:
             result.setdefault("warnings", []).append(f"results not sent: no remote node '{name}'")
             return []
-        ids: list[int] = []
         for uid in series_uids:
+            if control.cancelled:
+                break
             try:
-                ids.append(self.sender.send(node_id, series_uid=uid, created_by="perfusion"))
+                made.send_ids.append(
+                    self.sender.send(node_id, series_uid=uid, created_by="perfusion")
+                )
             except Exception as exc:  # noqa: BLE001 - PacsError and the like: report, go on
                 result.setdefault("warnings", []).append(f"results not sent: {exc}")
                 break
-        return ids
+            self._set_run(run_id, send_job_ids=list(made.send_ids))
+        return list(made.send_ids)
 
 
 def not_stored_report(total: int, failures: list[str]) -> str | None:
