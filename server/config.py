@@ -73,6 +73,7 @@ class DimseSection:
     dimse_timeout: float = 30.0
     acse_timeout: float = 30.0
     restrict_query_retrieve: bool = True
+    query_scope: str = "pool"
     max_find_results: int = 10000
     fast_store: bool = True
     tls_cert: str = ""
@@ -381,6 +382,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("[server] log_level must be DEBUG, INFO, WARNING or ERROR")
     if s.dimse.max_find_results < 0:
         raise ConfigError("[dimse] max_find_results must be >= 0 (0 = no limit)")
+    if s.dimse.query_scope not in ("pool", "all"):
+        raise ConfigError('[dimse] query_scope must be "pool" or "all"')
     names: set[str] = set()
     ports: set[int] = set()
     for p in s.pools:

@@ -107,7 +107,18 @@ def _peer_allowed(event: Event, ctx: ServerContext) -> RemoteNode | None | bool:
     return access.query_retrieve_caller(ctx, requestor.ae_title, str(requestor.address))
 
 
-def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset | None]]:
+def _scoped(f: queries.Filter, ctx: ServerContext, pool: PoolSection) -> queries.Filter:
+    """Q/R on a pool's AE sees that pool ([dimse] query_scope = "pool"): the studies of
+    every pool answered whichever pool AE was called, so data kept apart in pools (and
+    from users without rights on them) was open to every remote node."""
+    if ctx.settings.dimse.query_scope == "pool":
+        f.pools = [pool.name]
+    return f
+
+
+def handle_find(
+    event: Event, ctx: ServerContext, pool: PoolSection
+) -> Iterator[tuple[int, Dataset | None]]:
     if _peer_allowed(event, ctx) is None:
         yield _status(status.NOT_AUTHORIZED, "calling AE is not a configured remote node"), None
         return
@@ -120,6 +131,7 @@ def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset
         return
     try:
         f = identifiers.to_filter(identifier, case_insensitive_text=False, level=level)
+        f = _scoped(f, ctx, pool)
         keep, unsupported = identifiers.extra_matching(identifier)
         pending = status.PENDING_WARNING if unsupported else status.PENDING
         cap = ctx.settings.dimse.max_find_results
@@ -145,13 +157,15 @@ def handle_find(event: Event, ctx: ServerContext) -> Iterator[tuple[int, Dataset
     yield status.SUCCESS, None
 
 
-def _selected(event: Event, ctx: ServerContext) -> tuple[list[Instance] | None, Dataset | None]:
+def _selected(
+    event: Event, ctx: ServerContext, pool: PoolSection
+) -> tuple[list[Instance] | None, Dataset | None]:
     identifier = event.identifier
     patient_root = str(event.request.AffectedSOPClassUID).startswith(PATIENT_ROOT_PREFIX)
     problem = identifiers.check_retrieve_identifier(identifier, patient_root)
     if problem:
         return None, _status(status.QR_IDENTIFIER_MISMATCH, problem)
-    f = identifiers.to_filter(identifier, case_insensitive_text=False)
+    f = _scoped(identifiers.to_filter(identifier, case_insensitive_text=False), ctx, pool)
     with ctx.Session() as session:
         return queries.instances_for(session, identifiers.level_of(identifier), f), None
 
@@ -292,7 +306,7 @@ def _refused(error: Dataset) -> refusal.Refused:
     return refusal.Refused(int(error.Status), str(error.get("ErrorComment", "")))
 
 
-def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
+def handle_move(event: Event, ctx: ServerContext, pool: PoolSection) -> Iterator[Any]:
     # Refusals are raised before the first yield (server.dimse.refusal): answered with
     # their own status, no sub-operation counts, and no association to the destination.
     caller = _peer_allowed(event, ctx)
@@ -304,7 +318,7 @@ def handle_move(event: Event, ctx: ServerContext) -> Iterator[Any]:
     if node is None:
         log.warning("C-MOVE to %r refused: no remote node with that AE title may receive", dest)
         raise refusal.Refused(status.QR_MOVE_DESTINATION_UNKNOWN, f"unknown destination {dest}")
-    found, error = _selected(event, ctx)
+    found, error = _selected(event, ctx, pool)
     if error is not None or found is None:
         raise _refused(error if error is not None else _status(status.QR_UNABLE_TO_PROCESS, ""))
     peer = _SubAssociation()
@@ -339,10 +353,10 @@ def _move_destination(
     return None
 
 
-def handle_get(event: Event, ctx: ServerContext) -> Iterator[Any]:
+def handle_get(event: Event, ctx: ServerContext, pool: PoolSection) -> Iterator[Any]:
     if _peer_allowed(event, ctx) is None:
         raise refusal.Refused(status.NOT_AUTHORIZED, "calling AE is not a configured remote node")
-    found, error = _selected(event, ctx)
+    found, error = _selected(event, ctx, pool)
     if error is not None or found is None:
         raise _refused(error if error is not None else _status(status.QR_UNABLE_TO_PROCESS, ""))
     yield len(found)
@@ -390,9 +404,9 @@ def bindings(ctx: ServerContext, pool: PoolSection) -> list[Any]:
     return [
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [ctx, pool]),
-        (evt.EVT_C_FIND, handle_find, [ctx]),
-        (evt.EVT_C_MOVE, handle_move, [ctx]),
-        (evt.EVT_C_GET, handle_get, [ctx]),
+        (evt.EVT_C_FIND, handle_find, [ctx, pool]),
+        (evt.EVT_C_MOVE, handle_move, [ctx, pool]),
+        (evt.EVT_C_GET, handle_get, [ctx, pool]),
         (evt.EVT_N_EVENT_REPORT, handle_commitment_report, [ctx]),
         (evt.EVT_CONN_CLOSE, handle_closed, [ctx]),
     ]
