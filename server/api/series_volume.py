@@ -10,18 +10,33 @@ and one pixel format, each at its own position along the slice normal (IOP row Ã
 PS3.3 C.7.6.2.1.1). Anything else was stacked silently into a wrong array with a 200:
 a dynamic (4D) series gave 12 "slices" of 3 positions, a multi-frame instance filed among
 single-frame slices was left out.
+
+All slices must share one Frame of Reference (PS3.3 C.7.4.1.1.1): images in different
+Frames of Reference are not spatially related, so their positions cannot be put on one grid
+even when the numbers line up (a series whose halves carried two FoR UIDs was fused into one
+volume with a 200). The index keeps the FoR per series (its first instance); each instance's
+own UID is checked where its indexed attributes hold it, else read from its metadata by the
+``frame_of_reference`` reader the route passes in (:func:`metadata_frame_of_reference`).
 """
 
 from __future__ import annotations
 
+import io
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import HTTPException
 
 from server.index.models import Instance
+
+if TYPE_CHECKING:
+    from server.context import ServerContext
+
+#: The Frame of Reference UID of one instance ("" when it has none).
+FrameOfReferenceReader = Callable[[Instance], str]
 
 #: Two slices closer than this along the normal are at the same position (mm).
 SAME_POSITION_MM = 0.01
@@ -125,6 +140,51 @@ def _check_same(found: list[Instance]) -> None:
             )
 
 
+def metadata_frame_of_reference(ctx: ServerContext) -> FrameOfReferenceReader:
+    """A reader of each instance's Frame of Reference UID (0020,0052) from its archived
+    metadata object alone (small; the pixel data is neither read nor decrypted)."""
+    from pydicom import dcmread
+
+    def read(inst: Instance) -> str:
+        ds = dcmread(
+            io.BytesIO(ctx.metadata_bytes(inst)),
+            stop_before_pixels=True,
+            specific_tags=["FrameOfReferenceUID"],
+        )
+        return str(ds.get("FrameOfReferenceUID", "") or "").strip()
+
+    return read
+
+
+def _frame_of_reference(inst: Instance, read: FrameOfReferenceReader | None) -> str:
+    indexed = _attrs(inst).get("FrameOfReferenceUID")
+    if indexed is not None:
+        return str(indexed).strip()
+    return read(inst) if read is not None else ""
+
+
+def _check_frame_of_reference(found: list[Instance], read: FrameOfReferenceReader | None) -> None:
+    """One Frame of Reference for every slice (PS3.3 C.7.4.1.1.1, C.7.6.2.1.1): slices of
+    different Frames are not spatially related, whatever their IPP says. A slice without one
+    among slices with one is refused as well: nothing ties it to the others."""
+    by_uid: dict[str, list[Instance]] = {}
+    for i in found:
+        by_uid.setdefault(_frame_of_reference(i, read), []).append(i)
+    named = [u for u in by_uid if u]
+    if len(by_uid) <= 1:
+        return
+    parts = [f"{len(v)} in {u or '(none)'}" for u, v in by_uid.items()]
+    what = f"{len(named)} Frames of Reference" if len(named) > 1 else "a Frame of Reference"
+    example = by_uid[sorted(by_uid, key=lambda u: len(by_uid[u]))[0]][0]
+    raise _refuse(
+        f"series mixes {what} and slices without one ({'; '.join(parts)}, e.g. "
+        f"{example.sop_instance_uid})"
+        if "" in by_uid
+        else f"series mixes {what} ({'; '.join(parts)}, e.g. {example.sop_instance_uid}): "
+        "images in different Frames of Reference are not spatially related (PS3.3 C.7.4.1.1.1)"
+    )
+
+
 def _mm(value: list[float] | None) -> str:
     return "none" if value is None else "\\".join(f"{float(v):g}" for v in value)
 
@@ -155,7 +215,9 @@ def _refuse_repeated(keyed: list[Instance], pos: list[float]) -> None:
     raise _refuse(f"{reason}, e.g. {uids} at {pos[example[0]]:g} mm")
 
 
-def plan(found: list[Instance]) -> VolumePlan:
+def plan(
+    found: list[Instance], frame_of_reference: FrameOfReferenceReader | None = None
+) -> VolumePlan:
     """Check and order the image instances of a series as one volume, or raise a 409.
 
     Slices are sorted along the normal of IOP when every slice has an IPP, else by Instance
@@ -164,9 +226,13 @@ def plan(found: list[Instance]) -> VolumePlan:
     non-uniform gaps (a missing slice, a variable-pitch acquisition) are not refused, since
     every slice's IPP is returned, but ``slice_spacing`` is then None and
     ``uniform_spacing`` False, so the single value cannot be mistaken for the spacing.
+
+    Slices in more than one Frame of Reference are refused (``frame_of_reference`` reads an
+    instance's UID where the index does not hold it, see :func:`_check_frame_of_reference`).
     """
     slices = _single_frame_slices(found)
     _check_same(slices)
+    _check_frame_of_reference(slices, frame_of_reference)
     iop = next((_attrs(i).get("ImageOrientationPatient") for i in slices if i.attrs), None)
     if not (iop and len(iop) == 6 and all(_attrs(i).get("ImagePositionPatient") for i in slices)):
         ordered = sorted(slices, key=lambda i: (i.instance_number or 0, i.id))

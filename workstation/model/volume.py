@@ -3,7 +3,9 @@
 MPR must never show anatomy at a wrong place (the FAQ's rule for reference lines applies
 just as much): a volume is built only when every slice has a valid plane (PS3.3 C.7.6.2),
 all planes are parallel, the slices step evenly along the normal (no gantry tilt, no gaps)
-and every frame is greyscale of one size. Otherwise ``volume_of`` says why not.
+and every frame is greyscale of one size, all in one Frame of Reference (PS3.3 C.7.4.1.1.1:
+images in different Frames are not spatially related, whatever their positions say).
+Otherwise ``volume_of`` says why not.
 
 Views follow the radiological convention in LPS patient space: the screen's right is the
 patient's left, the screen's down is posterior (axial) or inferior (coronal, sagittal).
@@ -82,12 +84,41 @@ def _frame_order(data: SeriesData) -> list[int]:
     return list(range(len(data.slices)))
 
 
+def frame_of_reference_mix(data: SeriesData) -> str:
+    """Why the slices are not in one Frame of Reference, or "" when nothing says so.
+
+    A slice's own FoR UID is in its attributes where the server indexes it; the series' UID
+    (that of its first instance) is the one the others must match. Probe 24's series K (15
+    slices in one FoR, 15 in another) was fused into one volume and shown in MPR and 3D.
+    """
+    series_for = (data.frame_of_reference or "").strip()
+    counts: dict[str, int] = {}
+    for s in data.slices:
+        uid = s.attrs.get("FrameOfReferenceUID")
+        if uid is None:
+            continue
+        counts[str(uid).strip() or "(none)"] = counts.get(str(uid).strip() or "(none)", 0) + 1
+    if series_for and counts:
+        counts.setdefault(series_for, 0)
+    if len(counts) <= 1:
+        return ""
+    parts = ", ".join(f"{n} in {uid}" for uid, n in counts.items() if n)
+    return (
+        f"the slices belong to {len(counts)} Frames of Reference ({parts}): images in "
+        "different Frames of Reference are not spatially related (DICOM PS3.3 C.7.4.1.1.1), "
+        "so they are not fused into one volume"
+    )
+
+
 def volume_of(data: SeriesData) -> VolumeGrid | str:
     """The series as a VolumeGrid, or the reason a person can act on why it is not one."""
     if data.kind != "image" or len(data.slices) < 3:
         return "MPR needs a series of at least 3 slices"
     if not data.complete:
         return "MPR: the series is still loading"
+    mix = frame_of_reference_mix(data)
+    if mix:
+        return f"MPR refused: {mix}"
     order = _frame_order(data)
     if len(order) != len(data.slices):
         return "MPR: volume and slice list disagree"
