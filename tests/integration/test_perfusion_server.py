@@ -234,3 +234,38 @@ def test_results_refused_by_the_archive_make_the_run_partial(env: Env) -> None:
     [flag] = [f for f in result["qc"]["flags"] if f["code"] == "results_not_stored"]
     assert flag["reason"] in run.message and flag["reason"] in result["warnings"]
     assert env.api.job(run.job_id or 0).state == "partial"
+
+
+def test_a_server_stop_interrupts_the_evaluation_and_the_next_start_redoes_it(env: Env) -> None:
+    """SIGTERM during an evaluation: the run said "cancelled" (as if a user cancelled it)
+    and was never redone after the restart although the series was within
+    ``lookback_minutes`` (outside probe 19). Now it is "interrupted", the start redoes it
+    (trigger "restart") and no scratch folder with the exported images is left."""
+    _ensure_series(env)
+    run = env.api.start_perfusion(env.series_uid)
+    _wait(
+        lambda: env.api.perfusion_run(run.id).message.startswith("analysis"),
+        120,
+        "the analysis",
+        env.server,
+    )
+    env.server.stop()
+    env.server.start()
+    api = env.server.client()
+    try:
+        stopped = api.perfusion_run(run.id)
+        assert stopped.state == "interrupted", stopped
+        assert "server stopped" in stopped.message
+        assert api.job(stopped.job_id or 0).state == "interrupted"
+        [redo] = _wait(
+            lambda: [r for r in api.perfusion_runs(series_uid=env.series_uid) if r.id > run.id],
+            60,
+            "the evaluation redone after the restart",
+            env.server,
+        )
+        assert redo.trigger == "restart"
+        final = api.wait_perfusion(redo.id, timeout=240)
+        assert final.state == "done", (final.message, env.server.log_tail())
+        assert not list((env.server.data_dir / "perfusion").glob("run-*"))
+    finally:
+        api.close()
