@@ -461,6 +461,51 @@ def _stray_positions(
     )
 
 
+#: Refusal code of a series that holds an image twice (``RefusalCode`` lives in model.py)
+DUPLICATE_IMAGES = "duplicate_images"
+
+
+def _duplicates(per_slice: list[list[FrameRef]], centres: np.ndarray) -> Refusal | None:
+    """Two or more images at one slice position with the same time: a copy of an image
+    (sent again with a new SOP Instance UID), which nothing can put in order.
+
+    A timing source counts only where every frame of the slice has it and it varies over
+    the slice: a series-wide value (one Acquisition Time for all) tells frames apart no
+    more than no value does, and a series without per-frame timing stays "missing timing".
+    Frames that agree on every such source are duplicates. Without this check the copies
+    were refused as "missing timing: no Acquisition Time ... orders the frames" although
+    every image had one (outside probe 19)."""
+    copies: list[tuple[int, float | None, str, list[FrameRef]]] = []
+    for z, frames in enumerate(per_slice):
+        sources = [
+            name
+            for name in TIMING_SOURCES
+            if all(f.times.get(name) is not None for f in frames)
+            and len({f.times[name] for f in frames}) > 1
+        ]
+        if not sources:
+            continue
+        groups: dict[tuple[float | None, ...], list[FrameRef]] = defaultdict(list)
+        for f in frames:
+            groups[tuple(f.times[name] for name in sources)].append(f)
+        start = min(float(f.times[sources[0]]) for f in frames)  # type: ignore[arg-type]
+        for key, same in groups.items():
+            if len(same) > 1:
+                copies.append((z, float(key[0]) - start, sources[0], same))  # type: ignore[arg-type]
+    if not copies:
+        return None
+    n = sum(len(same) - 1 for *_, same in copies)
+    z, offset, name, same = copies[0]
+    return Refusal(
+        DUPLICATE_IMAGES,
+        f"duplicate images: {n} image(s) repeat another image's slice position and time "
+        f"(first: {len(same)} images at slice {z + 1} ({centres[z]:.2f} mm), "
+        f"{offset:.1f} s after the first image by {name.replace('_', ' ')}: "
+        f"{_files(same)}); the same image was sent twice (new SOP Instance UIDs) or the "
+        "series mixes two copies - remove the copies and analyse again",
+    )
+
+
 def _read_pixels(f: FrameRef, cache: dict[Path, np.ndarray]) -> np.ndarray:
     if f.frame is None:
         arr = pydicom.dcmread(f.path).pixel_array
@@ -515,6 +560,9 @@ def assemble(
     stray = _stray_positions(per_slice, centres, counts)
     if stray is not None:
         return stray
+    duplicates = _duplicates(per_slice, centres)
+    if duplicates is not None:
+        return duplicates
     if min(counts) != max(counts):
         short = [i for i, c in enumerate(counts) if c < max(counts)]
         return Refusal(
