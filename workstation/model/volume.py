@@ -21,6 +21,7 @@ import numpy as np
 
 from workstation.model.events import Event
 from workstation.model.geometry import ImagePlane
+from workstation.model.orientation_labels import EdgeLabels, direction_letters, edge_labels
 from workstation.model.series import SeriesData
 
 Vec = np.ndarray
@@ -170,7 +171,9 @@ def oblique_axes(angle_deg: float) -> tuple[Vec, Vec]:
     """The axial plane tilted by ``angle_deg`` about the patient's left-right axis.
 
     x stays patient left (1, 0, 0); y turns from posterior towards superior:
-    (0, cos θ, sin θ). θ = 0 is axial, θ = 90° a coronal plane seen from below.
+    (0, cos θ, sin θ). θ = 0 is axial, θ = 90° a coronal plane seen from below. Past 45°
+    the screen's down is more head than posterior, so the image stands head-down compared
+    with the coronal view: the plane views' edge letters (``MprState.edge_labels``) say so.
     """
     t = math.radians(angle_deg)
     return np.array([1.0, 0.0, 0.0]), np.array([0.0, math.cos(t), math.sin(t)])
@@ -233,6 +236,23 @@ class MprState:
     def position(self, view: str) -> float:
         """The view's plane position along its normal (mm), as the slice overlay shows it."""
         return float(np.dot(self.centre, self.normal(view)))
+
+    def position_label(self, view: str) -> str:
+        """The plane's position as a reader says it: the patient side and the distance from
+        the origin along the normal, e.g. "L 20.0 mm" for a sagittal plane at x = +20 (the
+        sagittal normal points right, so ``position`` alone read "-20.0 mm")."""
+        value = self.position(view)
+        if round(abs(value), 1) == 0:
+            return "0.0 mm"
+        side = direction_letters(self.normal(view) if value > 0 else -self.normal(view))
+        return f"{side} {abs(value):.1f} mm"
+
+    def edge_labels(self, view: str) -> EdgeLabels:
+        """L/R, A/P, H/F at the view's edges: the patient directions of its screen right
+        (the plane's x axis) and screen down (its y axis), PS3.3 C.7.6.1.1.1 letters; the
+        plane views draw the image unrotated and unflipped at one scale for both axes."""
+        x, y = self.axes(view)
+        return edge_labels(x, y)
 
     def scroll(self, view: str, steps: int) -> None:
         self.centre = self.centre + steps * self.step * self.normal(view)

@@ -4,12 +4,18 @@ VTK reslices (workstation.render.mpr); each plane is drawn like a stack image (n
 QImage → QPainter, nearest neighbour), so what you see is what the pipeline predicts and no
 GL context is needed. Every plane passes through one crosshair point: a click moves it,
 the wheel scrolls a plane along its normal, and the other planes appear as coloured lines.
+
+Every plane view carries the stack viewer's orientation letters (L/R, A/P, H/F at the edge
+the patient direction points to, ``workstation.model.orientation_labels``), and its position
+names the patient side ("sagittal L 20.0 mm"). The oblique plane's line is drawn first, wide
+and dashed, and the orthogonal planes' thin lines over it: in the axial and coronal views the
+oblique plane meets them along the very same line, and drawn last it hid the other.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -32,8 +38,10 @@ from PySide6.QtWidgets import (
 )
 
 from workstation.model.geometry import ImagePlane, reference_line
+from workstation.model.orientation_labels import EdgeLabels
 from workstation.model.pipeline import Display, Frame, render
 from workstation.model.volume import VIEWS, MprState, VolumeGrid
+from workstation.qt.viewport import EDGE_LABEL_COLOUR, edge_label_font
 from workstation.render.mpr import SLAB_MODES, Reslicer
 
 VIEW_COLOURS = {
@@ -42,6 +50,9 @@ VIEW_COLOURS = {
     "sagittal": QColor(70, 130, 255),
     "oblique": QColor(230, 0, 230),
 }
+#: The oblique plane's line: under the others, wide and dashed, so that where it coincides
+#: with an orthogonal plane's line (axial view: coronal; coronal view: axial) both show.
+OBLIQUE_LINE_WIDTH = 3
 
 
 class PlaneView(QWidget):
@@ -56,6 +67,8 @@ class PlaneView(QWidget):
         self.image: np.ndarray | None = None
         self._press: QPointF | None = None
         self._dragged = False
+        self.edge_labels: EdgeLabels | None = None  # as last drawn
+        self.overlay_label = ""  # the top-left text as last drawn
         self.setMinimumSize(200, 200)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
@@ -106,28 +119,81 @@ class PlaneView(QWidget):
             p.scale(s, s)
             p.drawImage(0, 0, img)
             p.restore()
-            for other in VIEWS:
-                if other == self.view or other not in self.window_.shown:
-                    continue
-                seg = reference_line(self.plane, st.plane(other))
-                if seg is None:
-                    continue
-                p.setPen(QPen(VIEW_COLOURS[other], 1))
-                a, b = self.to_widget(*seg[0]), self.to_widget(*seg[1])
-                p.drawLine(QPointF(*a), QPointF(*b))
+            self._paint_plane_lines(p)
+            self.edge_labels = st.edge_labels(self.view)
+            self._paint_edge_labels(p, self.edge_labels)
         p.setPen(VIEW_COLOURS[self.view])
         p.setFont(QFont("DejaVu Sans", 9))
-        label = f"{self.view}  {st.position(self.view):.1f} mm"
+        label = f"{self.view}  {st.position_label(self.view)}"
         if self.view == "oblique":
             label += f"  tilt {st.oblique_deg:.0f}°"
         if st.slab_mm > 0:
             label += f"\nslab {st.slab_mm:.1f} mm {'MIP' if st.mode == 'max' else st.mode}"
-        p.drawText(self.rect().adjusted(6, 4, -6, -4), int(Qt.AlignmentFlag.AlignLeft), label)
+        self.overlay_label = label
+        p.drawText(self.label_rect(), int(Qt.AlignmentFlag.AlignLeft), label)
         p.setPen(QColor(230, 230, 230))
         p.drawText(self.rect().adjusted(6, 4, -6, -4),
                    int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom),
                    f"W {st.width:.0f}  L {st.center:.0f}")  # fmt: skip
         p.end()
+
+    def _paint_plane_lines(self, p: QPainter) -> None:
+        """The other shown planes as lines: the oblique one first (wide, dashed), then the
+        orthogonal ones thin on top, so a line that coincides with another never hides it."""
+        assert self.plane is not None
+        st = self.window_.state
+        others = [v for v in VIEWS if v != self.view and v in self.window_.shown]
+        for other in sorted(others, key=lambda v: v != "oblique"):
+            seg = reference_line(self.plane, st.plane(other))
+            if seg is None:
+                continue
+            if other == "oblique":
+                pen = QPen(VIEW_COLOURS[other], OBLIQUE_LINE_WIDTH, Qt.PenStyle.DashLine)
+                pen.setCapStyle(Qt.PenCapStyle.FlatCap)
+            else:
+                pen = QPen(VIEW_COLOURS[other], 1)
+            p.setPen(pen)
+            a, b = self.to_widget(*seg[0]), self.to_widget(*seg[1])
+            p.drawLine(QPointF(*a), QPointF(*b))
+
+    def label_rect(self) -> QRectF:
+        """Where the view's name, position and slab are written (top left)."""
+        return QRectF(self.rect().adjusted(6, 4, -6, -4))
+
+    def edge_label_rects(self) -> dict[str, QRectF]:
+        """Where each edge letter is drawn: the middle of that edge (as in the stack viewer)."""
+        w, h = self.width(), self.height()
+        return {
+            "left": QRectF(6, h // 2 - 10, 40, 20),
+            "right": QRectF(w - 46, h // 2 - 10, 40, 20),
+            "top": QRectF(w // 2 - 30, 4, 60, 20),
+            "bottom": QRectF(w // 2 - 30, h - 24, 60, 20),
+        }
+
+    def _paint_edge_labels(self, p: QPainter, labels: EdgeLabels) -> None:
+        """The stack viewer's letters, font and colour, on a black tag: the crosshair
+        lines run through the middle of the edges, right where the letters stand."""
+        p.save()
+        p.setFont(edge_label_font())
+        fm = p.fontMetrics()
+        for edge, rect in self.edge_label_rects().items():
+            text = getattr(labels, edge)
+            if not text:
+                continue
+            tw, r = fm.horizontalAdvance(text), rect.toRect()
+            x = {"left": r.left(), "right": r.right() + 1 - tw}.get(edge, r.center().x() - tw // 2)
+            if edge == "top":
+                y = r.top() + fm.ascent()
+            elif edge == "bottom":
+                y = r.bottom() + 1 - fm.descent()
+            else:
+                y = r.center().y() + (fm.ascent() - fm.descent()) // 2
+            p.fillRect(QRectF(x - 3, y - fm.ascent(), tw + 6, fm.height()), QColor(0, 0, 0))
+            p.setPen(QColor(0, 0, 0))
+            p.drawText(x + 1, y + 1, text)
+            p.setPen(EDGE_LABEL_COLOUR)
+            p.drawText(x, y, text)
+        p.restore()
 
     # ------------------------------------------------------------------ input
     def wheelEvent(self, e: QWheelEvent) -> None:  # noqa: N802

@@ -6,6 +6,11 @@ workstation GPU. The volume stays in numpy (shared, not copied) in its index-mm 
 VolumeGrid's patient placement (IOP directions, origin) is the prop's matrix, so world
 coordinates here are patient coordinates (LPS, mm) and tests can project a known point.
 
+Orientation letters (L/R, A/P, H/F, PS3.3 C.7.6.1.1.1) stand at the middle of each edge, as
+in the stack and MPR views: the patient directions of the camera's screen right and screen
+down (``workstation.model.orientation_labels``), updated at the start of every render, so a
+rotated volume always says which way the patient lies.
+
 No Qt here: the Qt layer hands in its vtkRenderWindow (QVTKRenderWindowInteractor).
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import vtkmodules.vtkRenderingFreeType  # noqa: F401  (text rendering: the edge letters)
 import vtkmodules.vtkRenderingOpenGL2  # noqa: F401  (registers the OpenGL render window)
 import vtkmodules.vtkRenderingVolumeOpenGL2  # noqa: F401  (volume mapper factories)
 from vtkmodules.util import numpy_support
@@ -24,11 +30,13 @@ from vtkmodules.vtkRenderingCore import (
     vtkCoordinate,
     vtkRenderer,
     vtkRenderWindow,
+    vtkTextActor,
     vtkVolume,
     vtkVolumeProperty,
 )
 from vtkmodules.vtkRenderingVolume import vtkFixedPointVolumeRayCastMapper
 
+from workstation.model.orientation_labels import EdgeLabels, edge_labels
 from workstation.model.volume import VolumeGrid
 from workstation.render.mpr import grid_image
 
@@ -66,6 +74,28 @@ PRESETS: dict[str, Preset] = {
         shade=False,
     ),  # fmt: skip
 }
+
+
+#: The edge letters' colour: that of the stack viewer's (pale yellow), bold, with a shadow.
+LABEL_COLOUR = (1.0, 1.0, 160 / 255)
+LABEL_FONT_SIZE = 20
+# Edge → (normalized viewport position, horizontal and vertical justification).
+_LABEL_PLACES = {
+    "left": ((0.01, 0.5), "Left", "Centered"),
+    "right": ((0.99, 0.5), "Right", "Centered"),
+    "top": ((0.5, 0.985), "Centered", "Top"),
+    "bottom": ((0.5, 0.015), "Centered", "Bottom"),
+}
+
+
+def camera_edge_labels(direction: np.ndarray, view_up: np.ndarray) -> EdgeLabels:
+    """The letters of a camera looking along ``direction`` with ``view_up`` up the screen:
+    screen right is direction × up (VTK's right-handed camera), screen down is −up."""
+    d = np.asarray(direction, float) / np.linalg.norm(direction)
+    up = np.asarray(view_up, float)
+    up = up - float(np.dot(up, d)) * d
+    up /= np.linalg.norm(up)
+    return edge_labels(np.cross(d, up), -up)
 
 
 def patient_matrix(grid: VolumeGrid) -> vtkMatrix4x4:
@@ -110,6 +140,22 @@ class VolumeScene:
         self.window.AddRenderer(self.renderer)
         self.preset = ""
         self.set_preset("Bone")
+        self.labels: dict[str, vtkTextActor] = {}
+        for edge, (pos, h, v) in _LABEL_PLACES.items():
+            actor = vtkTextActor()
+            actor.GetPositionCoordinate().SetCoordinateSystemToNormalizedViewport()
+            actor.GetPositionCoordinate().SetValue(*pos)
+            tp = actor.GetTextProperty()
+            tp.SetFontSize(LABEL_FONT_SIZE)
+            tp.BoldOn()
+            tp.ShadowOn()
+            tp.SetColor(*LABEL_COLOUR)
+            getattr(tp, f"SetJustificationTo{h}")()
+            getattr(tp, f"SetVerticalJustificationTo{v}")()
+            self.renderer.AddViewProp(actor)
+            self.labels[edge] = actor
+        self.edge_labels = self.orientation()
+        self.renderer.AddObserver("StartEvent", lambda *_: self._update_labels())
         self.reset_camera()
 
     def stored(self, value: float) -> float:
@@ -148,6 +194,31 @@ class VolumeScene:
         cam.SetViewUp(0.0, 0.0, 1.0)
         self.renderer.ResetCamera()
         self.renderer.ResetCameraClippingRange()
+
+    def orientation(self) -> EdgeLabels:
+        """The edge letters the camera's current view calls for."""
+        cam = self.renderer.GetActiveCamera()
+        return camera_edge_labels(
+            np.array(cam.GetDirectionOfProjection()), np.array(cam.GetViewUp())
+        )
+
+    def _update_labels(self) -> None:
+        self.edge_labels = self.orientation()
+        for edge, actor in self.labels.items():
+            actor.SetInput(getattr(self.edge_labels, edge))
+
+    def label_boxes(self) -> dict[str, tuple[int, int, int, int]]:
+        """Where each letter was drawn in the last frame: (x0, y0, x1, y1) pixels of the
+        window image, top row 0 (numpy order, as ``screenshot``), inclusive."""
+        height = self.window.GetSize()[1]
+        out = {}
+        for edge, actor in self.labels.items():
+            b = [0.0, 0.0, 0.0, 0.0]
+            actor.GetBoundingBox(self.renderer, b)  # xmin, xmax, ymin, ymax from the anchor
+            ax, ay = actor.GetPositionCoordinate().GetComputedDisplayValue(self.renderer)
+            x0, x1, y0, y1 = ax + b[0], ax + b[1], ay + b[2], ay + b[3]
+            out[edge] = (int(x0), int(height - 1 - y1), int(x1), int(height - 1 - y0))
+        return out
 
     def rotate(self, azimuth: float, elevation: float = 0.0) -> None:
         """One rotate step about the focal point (what a mouse drag does)."""
