@@ -7,8 +7,9 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 
-# Order matters: when a peer proposes several, pynetdicom accepts the first one we list
-# that it proposed. Native syntaxes first, so a peer offering both gets no transcoding.
+# When a peer proposes several in one context, the first one IT lists that we accept is
+# taken (lucent.net.transport for pynetdicom, server.dimse.fast_store): the order below is
+# only what we propose ourselves.
 ACCEPTED: tuple[str, ...] = (
     EXPLICIT_LE,
     IMPLICIT_LE,

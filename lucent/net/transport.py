@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any
 
-from pynetdicom import association, dimse, dul, transport
+from pynetdicom import acse, association, dimse, dul, transport
 
 _state: dict[str, Any] = {"installed": False, "limit": 1 << 20}
 _original_ready = transport.AssociationSocket.ready
@@ -217,6 +217,31 @@ def _get_msg(self: dimse.DIMSEServiceProvider, block: bool = False) -> Any:
     return _original_get_msg(self, block)
 
 
+def _in_requestor_order(original: Any) -> Any:
+    """pynetdicom accepts, of the transfer syntaxes one context proposes, the first in the
+    ACCEPTOR's list: ours put native first and lossy JPEG before lossless, so DCMTK
+    ``storescu +C`` proposing [JPEG-LS, Explicit LE, ...] for a compressed file got Explicit
+    LE, could not decompress, and stored nothing; [JPEG Lossless, JPEG Baseline] got the
+    lossy one (outside probe 23). The requestor's order says what it prefers: the first
+    syntax it proposes that we accept is taken (the fast path does the same)."""
+
+    def negotiate(rq_contexts: list[Any], ac_contexts: list[Any], *args: Any) -> Any:
+        result, roles = original(rq_contexts, ac_contexts, *args)
+        supported = {cx.abstract_syntax: set(cx.transfer_syntax) for cx in ac_contexts}
+        proposed = {cx.context_id: cx for cx in rq_contexts}
+        for cx in result:
+            rq = proposed.get(cx.context_id)
+            if cx.result != 0x00 or rq is None or len(rq.transfer_syntax) < 2:
+                continue
+            ours = supported.get(cx.abstract_syntax, set())
+            first = next((ts for ts in rq.transfer_syntax if ts in ours), None)
+            if first is not None:
+                cx.transfer_syntax = [first]
+        return result, roles
+
+    return negotiate
+
+
 def install(max_pdu: int = 131072) -> None:
     """Patch pynetdicom's sockets for this process (idempotent).
 
@@ -245,6 +270,7 @@ def install(max_pdu: int = 131072) -> None:
     transport.AssociationSocket.ready = property(_ready)  # type: ignore[method-assign,assignment]
     transport.AssociationServer.get_request = get_request  # type: ignore[method-assign]
     dimse.DIMSEServiceProvider.get_msg = _get_msg  # type: ignore[method-assign]
+    acse.negotiate_as_acceptor = _in_requestor_order(acse.negotiate_as_acceptor)
     if os.environ.get("LUCENT_PLAIN_POLL") != "1":
         clock = _AdaptiveClock()
         dul.time = clock  # type: ignore[attr-defined]

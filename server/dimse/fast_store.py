@@ -36,6 +36,7 @@ log = logging.getLogger("lucent.dimse")
 VERIFICATION = "1.2.840.10008.1.1"
 C_STORE_RQ, C_STORE_RSP, C_ECHO_RQ, C_ECHO_RSP = 0x0001, 0x8001, 0x0030, 0x8030
 ASSOCIATION_PDU_LIMIT = 1 << 20
+_ACCEPTED = frozenset(transfer_syntaxes.ACCEPTED)
 #: Query/Retrieve SOP classes (C-FIND, C-MOVE, C-GET of every information model).
 QUERY_RETRIEVE = frozenset(str(c.abstract_syntax) for c in QueryRetrievePresentationContexts)
 
@@ -241,9 +242,9 @@ class StoreAcceptor:
         accepted: dict[int, tuple[str, str]] = {}
         results = []
         for c in req.contexts:
-            chosen = next(
-                (ts for ts in transfer_syntaxes.ACCEPTED if ts in c.transfer_syntaxes), None
-            )
+            # the first syntax the requestor proposes that we accept: its order is its
+            # preference (ours forced a needless decompression, or lossy over lossless)
+            chosen = next((ts for ts in c.transfer_syntaxes if ts in _ACCEPTED), None)
             if chosen is None:
                 results.append((c.id, ul.TRANSFER_NOT_SUPPORTED, ""))
             else:
