@@ -338,8 +338,9 @@ def get_geometry(
 ) -> schemas.VolumeGeometry:
     """Geometry of the series as one volume (see :func:`server.api.series_volume.plan`:
     the same checks and order as ``/volume``, so both answer 409 for the same series)."""
-    found = _series_instances(ctx_of(request), series_uid)
-    plan = series_volume.plan(found)
+    ctx = ctx_of(request)
+    found = _series_instances(ctx, series_uid)
+    plan = series_volume.plan(found, series_volume.metadata_frame_of_reference(ctx))
     ordered = plan.slices
     first = ordered[0]
     a: dict[str, Any] = first.attrs or {}
@@ -382,7 +383,8 @@ def get_volume(series_uid: str, request: Request, _: Caller = Depends(get_caller
     so they refuse the same series); rescale is per slice there.
     """
     ctx = ctx_of(request)
-    ordered = series_volume.plan(_series_instances(ctx, series_uid)).slices
+    found = _series_instances(ctx, series_uid)
+    ordered = series_volume.plan(found, series_volume.metadata_frame_of_reference(ctx)).slices
     read = _native_reader if all(_is_native_single(i) for i in ordered) else _decoding_reader
     # Reading, decrypting and decoding release the GIL for most of their time: in parallel.
     slices = list(_VOLUME_POOL.map(lambda inst: read(ctx, inst), ordered))

@@ -92,6 +92,7 @@ _TEXT_KEYWORDS = (
     "LossyImageCompressionRatio",
     "LossyImageCompressionMethod",
     "FrameTime",
+    "FrameOfReferenceUID",  # per instance: a series may mix them (series_volume.plan)
 )
 _INT_KEYWORDS = (
     "BitsAllocated",

@@ -80,6 +80,14 @@ def one_unsigned(i: int, ds: Dataset) -> None:
         ds.PixelRepresentation = 0
 
 
+_OTHER_FRAME = "1.2.826.0.1.3680043.8.498.4242"
+
+
+def two_frames_of_reference(i: int, ds: Dataset) -> None:
+    if i >= 3:  # outside probe 24: fused into one volume, answered 200
+        ds.FrameOfReferenceUID = _OTHER_FRAME
+
+
 @pytest.mark.parametrize(
     ("mutate", "n", "reason"),
     [
@@ -89,8 +97,9 @@ def one_unsigned(i: int, ds: Dataset) -> None:
         (one_smaller, 6, "image sizes"),
         (one_finer_pixel_spacing, 6, "pixel spacings"),
         (one_unsigned, 6, "pixel formats"),
+        (two_frames_of_reference, 6, "Frames of Reference"),
     ],
-    ids=["4d", "repeated", "multiframe-mixed", "sizes", "pixel-spacing", "pixel-format"],
+    ids=["4d", "repeated", "multiframe-mixed", "sizes", "pixel-spacing", "pixel-format", "for"],
 )
 def test_series_that_is_not_one_volume_is_refused_by_geometry_and_volume(
     server: LucentServer,
