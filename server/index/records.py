@@ -376,10 +376,16 @@ def record_instance(
         if refuse_conflicts:
             keys = [k for k in (rec.meta_key, rec.pixel_key) if k]
             return Outcome("conflict", keys, None, conflict)
-        log.warning("instance %s filed despite a UID conflict: %s", sop_uid, conflict)
-    patient = upsert_patient(session, ds, ids)
-    study = _upsert_study(session, patient, ds, rec.pool)
-    series = _upsert_series(session, study, ds)
+        log.warning(
+            "instance %s filed into the archived study despite a UID conflict: %s",
+            sop_uid,
+            conflict.removesuffix(": not filed"),
+        )
+        series, study = _archived_parents(session, ds)
+    else:
+        patient = upsert_patient(session, ds, ids)
+        study = _upsert_study(session, patient, ds, rec.pool)
+        series = _upsert_series(session, study, ds)
     values = _instance_values(rec, series.id)
     if study.pool != rec.pool:
         # A study lives in one pool: an instance of it sent to another pool's AE joins it
@@ -406,6 +412,21 @@ def record_instance(
     # A valid copy supersedes an earlier refusal of the same instance.
     session.execute(delete(Placeholder).where(Placeholder.sop_instance_uid == sop_uid))
     return Outcome(action, obsolete, series.id, pool=study.pool)
+
+
+def _archived_parents(session: Session, ds: Dataset) -> tuple[Series, Study]:
+    """Where an instance with a UID conflict is filed (``uid_conflict = "file"``): the
+    archived series its Series UID names, else a series of the archived study its Study UID
+    names. The patient and study its own header names were created first and left empty:
+    a study listed with no series and no reason (outside probe 23)."""
+    series = session.scalars(
+        select(Series).where(Series.series_uid == str(ds.SeriesInstanceUID))
+    ).first()
+    if series is not None:
+        series.updated_at = now()
+        return series, series.study
+    study = session.scalars(select(Study).where(Study.study_uid == str(ds.StudyInstanceUID))).one()
+    return _upsert_series(session, study, ds), study
 
 
 def _drop_if_empty(session: Session, series_pk: int) -> None:

@@ -224,6 +224,15 @@ def test_uid_conflicts_are_filed_and_logged_by_default(
     log = server.log_tail(400)
     assert f"Series Instance UID {series} is archived in another study" in log
     assert f"Study Instance UID {study} is archived under another patient" in log
+    assert "filed into the archived study despite a UID conflict" in log
+    # filed into the archived study: the study and patient the headers name were created
+    # too and left listed empty, with no series and no reason (outside probe 23)
+    (series_case,) = [ds for name, ds in bad if name == "series"]
+    for uid in (str(series_case.StudyInstanceUID),):
+        assert not [s for s in api.studies(study_uid=uid) if not s.placeholder], uid
+    assert not [p for p in api.patients(patient_id="UIDC-B") if p.study_count == 0]
+    (filed,) = [s for s in api.studies(study_uid=study) if not s.placeholder]
+    assert filed.instance_count == 4
 
 
 def test_uid_conflicts_are_refused_with_placeholder_when_configured(tmp_path: Path) -> None:
