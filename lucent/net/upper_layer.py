@@ -133,6 +133,10 @@ def _parse_user_info(body: bytes, req: AssociateRequest) -> None:
             req.implementation_class_uid = _uid(value)
         elif sub == 0x55:
             req.implementation_version = value.decode("ascii", "replace").strip()
+        elif sub == 0x58 and (length < 1 or value[0] not in (1, 2, 3, 4, 5)):
+            # PS3.7 D.3.3.7.1 defines types 1-5; pynetdicom, handed such a request, stayed
+            # silent until the ACSE timeout (outside probe 23): an invalid parameter value
+            raise ProtocolError(f"user identity type {value[:1].hex() or 'missing'} undefined")
         elif sub != 0x53:  # 0x53 async window: we answer nothing = one operation at a time
             req.other_user_items.append(sub)
             if sub == 0x54 and length >= 2:

@@ -161,7 +161,9 @@ class StoreAcceptor:
                     # rejected-permanent, service user, calling AE title not recognised
                     sock.sendall(ul.associate_rj(1, 1, 3))
                     return
-                transport.push_back(sock, raw)
+                # PS3.8 9.3.2: only bit 0 of the protocol version is tested; pynetdicom
+                # rejected a version with other bits set that the fast path accepts
+                transport.push_back(sock, raw[:6] + b"\x00\x01" + raw[8:])
                 sock.settimeout(None)
                 self.handoff.process_request(sock, address)
                 handed_off = True

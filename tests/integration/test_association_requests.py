@@ -32,6 +32,7 @@ def _request(
     version: int = 1,
     max_pdu: int = 16384,
     user_identity: bool = False,
+    identity_type: int = 1,
 ) -> bytes:
     items = _item(0x10, ul.APPLICATION_CONTEXT.encode())
     for cid, abstract, syntaxes in contexts:
@@ -39,7 +40,9 @@ def _request(
         items += _item(0x20, bytes([cid, 0, 0, 0]) + sub)
     user = _item(0x51, struct.pack(">L", max_pdu))
     if user_identity:  # username, no response requested
-        user += _item(0x58, b"\x01\x00" + struct.pack(">H", 5) + b"alice" + b"\x00\x00")
+        user += _item(
+            0x58, bytes([identity_type, 0]) + struct.pack(">H", 5) + b"alice" + b"\x00\x00"
+        )
     items += _item(0x50, user)
     body = struct.pack(">HH", version, 0) + called.ljust(16).encode()
     body += b"PROBE".ljust(16) + b"\0" * 32 + items
@@ -76,6 +79,32 @@ def test_protocol_version_rejection_names_the_protocol_version(server: LucentSer
     sock.close()
     assert kind == ul.A_ASSOCIATE_RJ
     assert tuple(body[1:4]) == (1, 2, 2)  # permanent, service-provider (ACSE), version
+
+
+@pytest.mark.parametrize("identity", [False, True], ids=["fast", "pynetdicom"])
+@pytest.mark.parametrize("version", [0x0003, 0xFFFF])
+def test_only_bit_0_of_the_protocol_version_is_tested(
+    server: LucentServer, identity: bool, version: int
+) -> None:
+    """PS3.8 9.3.2: the fast path accepted 0x0003 / 0xFFFF, pynetdicom (a handed-over
+    association) rejected them (1, 2, 2) (outside probe 23)."""
+    request = _request(
+        server.ae_title, [(1, VERIFICATION, [EXPLICIT])], version=version, user_identity=identity
+    )
+    kind, body, sock = _answer(server, request)
+    sock.close()
+    assert kind == ul.A_ASSOCIATE_AC, (kind, body[:4])
+
+
+def test_an_undefined_user_identity_type_is_aborted_at_once(server: LucentServer) -> None:
+    """Type 9 (PS3.7 D.3.3.7.1 defines 1-5) left the socket silent until the ACSE timeout on
+    the pynetdicom path (outside probe 23); it is an invalid parameter value: A-ABORT."""
+    request = _request(
+        server.ae_title, [(1, VERIFICATION, [EXPLICIT])], user_identity=True, identity_type=9
+    )
+    kind, body, sock = _answer(server, request)
+    sock.close()
+    assert kind == ul.A_ABORT, (kind, body)
 
 
 def test_echo_response_respects_the_callers_maximum_pdu_length(server: LucentServer) -> None:
