@@ -273,18 +273,14 @@ def retrieve(
     with svc.ctx.Session() as db:
         archived = db.scalars(select(Study.pool).where(Study.study_uid == body.study_uid)).first()
     acc = access(request, caller)
-    if archived is not None and archived != pool and not acc.allows(archived, "read"):
-        # The study is archived in a pool the caller may not even see: answered exactly as
-        # a study we do not have (a 403 "archived in a pool where your account may not
-        # import" told that it exists: probe 21). What arrives still joins the study's
-        # pool (server.index.records), unseen by the caller; the audit trail says so.
-        detail = (
-            f"POST {request.url.path}: study archived in pool {archived}, where the caller "
-            "may not read; answered as an unknown study, arrivals join that pool"
-        )
+    if archived is not None and archived != pool and not acc.allows(archived, "import"):
+        # What arrives would join the study's pool, where the caller may not import: a
+        # write into that pool is refused, even though the refusal tells that the study is
+        # archived (it was answered like an unknown study for a while: the job then said
+        # "into DEFAULT" while the instances went into the hidden pool). Audited.
+        detail = f"POST {request.url.path}: study archived in pool {archived}"
         objects = [{"type": "study", "id": body.study_uid}]
         audit_caller(svc.ctx, "refused", caller, objects, detail, audit.MINOR_FAILURE)
-        archived = None
     if archived is not None and archived != pool:
         # A study lives in one pool: what arrives joins it there. The job said "into
         # DEFAULT" while the instances went into the study's ONCO pool (outside probe).
