@@ -20,6 +20,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from lucent.dicom import pixels
+
 from . import corrupt
 from .config import PerfusionConfig
 from .model import PerfusionSeries, Refusal, RefusalCode
@@ -506,13 +508,20 @@ def _duplicates(per_slice: list[list[FrameRef]], centres: np.ndarray) -> Refusal
     )
 
 
+def _stored_values(path: Path) -> np.ndarray:
+    """The stored values of a file, bits above High Bit dropped whatever the transfer
+    syntax (a 12-bit JPEG-LS from dcmcjpls decodes with its source words' top bits)."""
+    ds = pydicom.dcmread(path)
+    return pixels.ignore_bits_above_high_bit(ds, ds.pixel_array)
+
+
 def _read_pixels(f: FrameRef, cache: dict[Path, np.ndarray]) -> np.ndarray:
     if f.frame is None:
-        arr = pydicom.dcmread(f.path).pixel_array
+        arr = _stored_values(f.path)
     else:
         if f.path not in cache:
             cache.clear()
-            cache[f.path] = pydicom.dcmread(f.path).pixel_array
+            cache[f.path] = _stored_values(f.path)
         arr = cache[f.path][f.frame]
     return arr.astype(np.float32) * np.float32(f.slope) + np.float32(f.intercept)
 

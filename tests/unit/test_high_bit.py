@@ -83,3 +83,15 @@ def test_decoded_array_bits_above_high_bit_ignored(signed: bool) -> None:
     assert pixels.ignore_bits_above_high_bit(ds, raw) is raw
     floats = raw.astype(np.float32)
     assert pixels.ignore_bits_above_high_bit(ds, floats) is floats
+
+
+@pytest.mark.skipif(shutil.which("dcmcjpls") is None, reason="DCMTK dcmcjpls not installed")
+def test_the_perfusion_reader_drops_the_junk_bits_too(tmp_path: Path) -> None:
+    """lucent.perfusion read pixel_array as decoded: a 12-bit JPEG-LS perfusion series gave
+    concentration curves of values like 61440 + HU."""
+    from lucent.perfusion import series
+
+    ds, values = _twelve_bit(signed=False)
+    _dcmcjpls(ds, tmp_path)
+    got = series._stored_values(tmp_path / "jls.dcm")
+    assert np.array_equal(got, values)
