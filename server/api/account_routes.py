@@ -370,6 +370,16 @@ def patch_user(
             # the role is the ceiling of the grants: changing it changes data rights
             _may_change_data_rights(caller, f"the role of '{user.username}', who holds grants")
         one_time = body.password is not None and caller.user_id != user.id
+        if one_time and _holds_grants(db, user):
+            # Whoever sets the password can log in with it, and changing a one-time
+            # password proves nothing about who does it: clinic IT set a radiologist's
+            # password, "changed" it as them and read their pools (review). Accounts with
+            # data rights get a new password from an administrator or the mailed link.
+            _may_change_data_rights(
+                caller,
+                f"the password of '{user.username}', who holds grants; the user can ask for "
+                "a reset link by e-mail",
+            )
         if body.role is not None:
             if body.role not in rights.ROLES:
                 raise HTTPException(422, f"role must be one of {', '.join(rights.ROLES)}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lucent.api.client import PasswordChangeRequired
-from tests.integration.test_accounts_support import PASSWORD, AppUnderTest, ct_bytes, make_app
+from tests.integration.test_accounts_support import AppUnderTest, ct_bytes, make_app
 
 IT_PASSWORD = "it-has-a-long-password"
 POOLS = [
@@ -92,8 +92,28 @@ def test_a_password_set_by_another_is_one_time(tmp_path: Path) -> None:
         owner = app.token("rad_def")
         assert app.http.get("/api/v1/studies", headers=owner).status_code == 200
 
+        # clinic IT may not set the password of an account with data rights: whoever sets
+        # it can log in, and "changing" a one-time password proves nothing (review)
         body = {"password": "taken-over-by-it"}
-        assert app.http.patch("/api/v1/users/rad_def", headers=it, json=body).status_code == 200
+        r = app.http.patch("/api/v1/users/rad_def", headers=it, json=body)
+        assert r.status_code == 403 and "holds grants" in r.text, r.text
+        assert app.login("rad_def", "taken-over-by-it").status_code == 401
+        group = {"name": "readers", "description": ""}
+        assert app.http.post("/api/v1/groups", headers=app.admin(), json=group).is_success
+        app.add_user("in_group", "radiologist")
+        members = ["in_group"]
+        assert app.http.put(
+            "/api/v1/groups/readers/members", headers=app.admin(), json=members
+        ).is_success
+        grants = {"DEFAULT": ["read"]}
+        assert app.http.put(
+            "/api/v1/groups/readers/grants", headers=app.admin(), json=grants
+        ).is_success
+        r = app.http.patch("/api/v1/users/in_group", headers=it, json=body)
+        assert r.status_code == 403, r.text  # rights through a group count too
+        # an administrator's reset is one-time: the owner sets their own at first login
+        body = {"password": "taken-over-by-it"}
+        assert app.http.patch("/api/v1/users/rad_def", headers=app.admin(), json=body).is_success
         r = app.login("rad_def", "taken-over-by-it")
         assert r.status_code == 200 and r.json()["password_change_required"] is True
         taken = {"Authorization": f"Bearer {r.json()['token']}"}
@@ -119,11 +139,11 @@ def test_a_password_set_by_another_is_one_time(tmp_path: Path) -> None:
         made = {"username": "newbie", "password": IT_PASSWORD, "role": "guest"}
         assert app.http.post("/api/v1/users", headers=it, json=made).status_code == 201
         assert app.login("newbie", IT_PASSWORD).json()["password_change_required"] is True
-        # an administrator's reset is one-time as well; its own accounts are not
-        body = {"password": "set-by-the-admin-1"}
-        assert app.http.patch("/api/v1/users/rad_def", headers=app.admin(), json=body).is_success
-        assert app.login("rad_def", "set-by-the-admin-1").json()["password_change_required"]
-        assert app.login("rad_def", PASSWORD).status_code == 401
+        # clinic IT's reset of an account without data rights is one-time too
+        body = {"password": "set-by-it-for-newbie"}
+        assert app.http.patch("/api/v1/users/newbie", headers=it, json=body).is_success
+        assert app.login("newbie", "set-by-it-for-newbie").json()["password_change_required"]
+        # accounts an administrator creates are not one-time
         app.add_user("by-admin", "guest")
         assert app.login("by-admin").json()["password_change_required"] is False
 
