@@ -233,6 +233,8 @@ def _in_requestor_order(original: Any) -> Any:
             rq = proposed.get(cx.context_id)
             if cx.result != 0x00 or rq is None or len(rq.transfer_syntax) < 2:
                 continue
+            if cx.as_scu:  # we send on it (C-GET sub-operations): our own order stands,
+                continue  # native first; the requestor's first could be one we cannot make
             ours = supported.get(cx.abstract_syntax, set())
             first = next((ts for ts in rq.transfer_syntax if ts in ours), None)
             if first is not None:
