@@ -219,6 +219,12 @@ class Settings:
         )
 
     @property
+    def calling_ae_title(self) -> str:
+        """The AE title we call remote nodes with ([pacs] calling_ae_title, else the first
+        pool's): API jobs and the Q/R SCP's C-MOVE sub-associations alike."""
+        return self.pacs.calling_ae_title or self.pools[0].ae_title
+
+    @property
     def key_file(self) -> Path:
         if self.archive.key_file:
             return Path(self.archive.key_file).expanduser()

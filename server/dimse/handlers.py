@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from lucent.dicom import transcode, transfer_syntaxes
 from lucent.dicom.transfer_syntaxes import EXPLICIT_LE, IMPLICIT_LE
-from lucent.net import status
+from lucent.net import status, tls
 from lucent.net import upper_layer as ul
 from lucent.net.scu import unbracketed
 from server.config import PoolSection
@@ -322,17 +322,26 @@ def handle_move(event: Event, ctx: ServerContext, pool: PoolSection) -> Iterator
     if error is not None or found is None:
         raise _refused(error if error is not None else _status(status.QR_UNABLE_TO_PROCESS, ""))
     peer = _SubAssociation()
-    yield (
-        unbracketed(node.host),  # a node stored as "[::1]" before hosts were normalised
-        node.port,
-        {
-            "contexts": _contexts(found) or None,
-            "evt_handlers": [(evt.EVT_ACCEPTED, peer.on_accepted)],
-        },
-    )
+    host = unbracketed(node.host)  # a node stored as "[::1]" before hosts were normalised
+    options: dict[str, Any] = {
+        "contexts": _contexts(found) or None,
+        "evt_handlers": [(evt.EVT_ACCEPTED, peer.on_accepted)],
+    }
+    if node.tls:
+        # the node's TLS setting holds for our C-MOVE sub-operations too: they went out in
+        # clear text to a node marked TLS (outside probe 25)
+        options["tls_args"] = (_client_tls(ctx), host)
+    yield host, node.port, options
     yield len(found)
     _audit_retrieve(event, ctx, "C-MOVE", f"{dest.strip()} ({node.host}:{node.port})", found)
     yield from _sub_operations(event, ctx, found, peer)
+
+
+def _client_tls(ctx: ServerContext) -> Any:
+    s = ctx.settings
+    return tls.client_context(
+        s.pacs.tls_ca_file or s.dimse.tls_ca_file, s.dimse.tls_cert, s.dimse.tls_key
+    )
 
 
 def _move_destination(

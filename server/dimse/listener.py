@@ -61,7 +61,9 @@ class ReusePortServer(ThreadedAssociationServer):
 
 def build_ae(settings: Settings) -> AE:
     d = settings.dimse
-    ae = AE()
+    # the calling AE of the associations it opens (C-MOVE sub-operations): pynetdicom's
+    # default "PYNETDICOM" reached the destination (outside probe 25)
+    ae = AE(ae_title=settings.calling_ae_title)
     ae.implementation_class_uid = d.implementation_class_uid
     ae.implementation_version_name = d.implementation_version_name
     ae.maximum_pdu_size = d.max_pdu

@@ -107,7 +107,7 @@ class PacsService:
     # ------------------------------------------------------------------ nodes
     @property
     def calling_ae(self) -> str:
-        return self.settings.calling_ae_title or self.ctx.settings.pools[0].ae_title
+        return self.ctx.settings.calling_ae_title
 
     def node(self, node_id: int) -> NodeView:
         with self.ctx.Session() as db:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from lucent.api import schemas
@@ -241,3 +242,60 @@ def test_scu_sends_to_a_tls_peer_and_explains_an_untrusted_one(
             assert "not trusted" in echo.message
         finally:
             api.delete_node(node.id)
+
+
+def test_c_move_to_a_tls_node_goes_over_tls_with_our_calling_ae(
+    tls_server: LucentServer, api: LucentClient, pki: Pki, tmp_path: Path
+) -> None:
+    """Our C-MOVE SCP ignored the destination node's TLS setting (sub-operations in clear
+    text; a TLS-only destination unreachable, A801) and called it as "PYNETDICOM" instead
+    of our calling AE title (outside probe 25)."""
+    peer_pair = pki.ca.issue("peer", "viewer.test")
+    uid = generate_uid()
+    files = [
+        samples.write(
+            samples.make_instance(CT, patient_id="TLS-M", study_uid=uid, instance_number=i),
+            tmp_path / f"m{i}.dcm",
+        )
+        for i in range(1, 4)
+    ]
+    stored = _dcmtk("storescu", tls_server, pki.client, trust=pki.ca.ca_file, files=files)
+    assert stored.returncode == 0, stored.stderr
+    with StoreScp(
+        tmp_path / "in",
+        aet="TLSVIEW",
+        extra_args=["+tls", str(peer_pair.key), str(peer_pair.cert), "+cf",
+                    str(pki.ca.ca_file), "-rc", "-v"],
+        workdir=tmp_path / "peer",
+    ) as peer:  # fmt: skip
+        added = [
+            api.add_node(
+                schemas.RemoteNodeIn(
+                    name="tls-view",
+                    ae_title="TLSVIEW",
+                    host="127.0.0.1",
+                    port=peer.port,
+                    store_target=True,
+                    tls=True,
+                )
+            ),  # fmt: skip
+            api.add_node(
+                schemas.RemoteNodeIn(name="mover", ae_title="MOVESCU", host="127.0.0.1", port=104)
+            ),
+        ]
+        try:
+            done = subprocess.run(
+                [dcmtk_tool("movescu"), "-v", "-S", "-aet", "MOVESCU", "-aec",
+                 tls_server.ae_title, "-aem", "TLSVIEW", "-k", "QueryRetrieveLevel=STUDY",
+                 "-k", f"StudyInstanceUID={uid}", "127.0.0.1", str(tls_server.port)],
+                capture_output=True, text=True, env=dicom_env(True), timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            # the destination speaks only TLS: the three arrived over it
+            assert len(peer.files()) == 3, done.stdout + done.stderr
+            for f in peer.files():  # storescp records the calling AE title as Source AE
+                source = dcmread(f, stop_before_pixels=True).file_meta
+                assert source.SourceApplicationEntityTitle.strip() == "LUCENT"
+        finally:
+            for node in added:
+                api.delete_node(node.id)
