@@ -22,6 +22,7 @@ own UID is checked where its indexed attributes hold it, else read from its meta
 from __future__ import annotations
 
 import io
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 FrameOfReferenceReader = Callable[[Instance], str]
 
 #: Two slices closer than this along the normal are at the same position (mm).
+log = logging.getLogger("lucent.api")
 SAME_POSITION_MM = 0.01
 #: Gaps agree when they differ from the median gap by at most 1 % of it or 0.01 mm, whichever
 #: is larger: IPPs are decimal strings that scanners round (0.625 mm slices written to 0.01 mm
@@ -160,13 +162,23 @@ def _frame_of_reference(inst: Instance, read: FrameOfReferenceReader | None) -> 
     indexed = _attrs(inst).get("FrameOfReferenceUID")
     if indexed is not None:
         return str(indexed).strip()
-    return read(inst) if read is not None else ""
+    if read is None:
+        return ""
+    try:
+        return read(inst)
+    except Exception as exc:  # an unreadable object: its slice has no known Frame
+        log.warning("Frame of Reference of %s unreadable: %s", inst.sop_instance_uid, exc)
+        return ""
 
 
 def _check_frame_of_reference(found: list[Instance], read: FrameOfReferenceReader | None) -> None:
     """One Frame of Reference for every slice (PS3.3 C.7.4.1.1.1, C.7.6.2.1.1): slices of
     different Frames are not spatially related, whatever their IPP says. A slice without one
     among slices with one is refused as well: nothing ties it to the others."""
+    if not any("FrameOfReferenceUID" in _attrs(i) for i in found):
+        # indexed before the UID was (or no slice has one): nothing to compare without
+        # reading every slice's metadata on each request (review: 1000 reads per /geometry)
+        return
     by_uid: dict[str, list[Instance]] = {}
     for i in found:
         by_uid.setdefault(_frame_of_reference(i, read), []).append(i)
