@@ -193,7 +193,7 @@ class ServerContext:
         for key in dict.fromkeys(keys):
             try:
                 with self.storage.open(key) as f:
-                    key_id = crypto.header_key_id(f.read(300))
+                    key_id = crypto.header_key_id(f.read(crypto.HEADER_MAX))
             except (OSError, crypto.IntegrityError):
                 continue  # a missing or damaged object is reported where it is read
             if key_id not in self.keys.keys:

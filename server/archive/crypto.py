@@ -182,6 +182,12 @@ def _header(blob: bytes) -> _Header:
     return _Header(key_id, label, wrap_nonce, wrapped, end)
 
 
+#: The longest header an object can have (a 255-byte key id, a 64 KiB label): reading this
+#: much is enough for ``header_key_id`` (300 bytes was too short for a long label, so the
+#: key check read "truncated" and checked nothing; review).
+HEADER_MAX = 4 + 1 + 255 + 2 + 0xFFFF + _NONCE + _WRAPPED + _NONCE + 16
+
+
 def header_key_id(blob: bytes) -> str:
     """The master key id an object was sealed with (for rotation reports)."""
     return _header(blob).key_id

@@ -184,7 +184,7 @@ def _unknown_key(ctx: ServerContext, base: str, kinds: set[str]) -> str:
     for kind in sorted(kinds):
         try:
             with ctx.storage.open(f"{base}.{kind}") as f:
-                head = f.read(300)
+                head = f.read(crypto.HEADER_MAX)
             key_id = crypto.header_key_id(head)
         except (OSError, crypto.IntegrityError):
             continue  # damaged: _reindex says so
