@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s [main] %(name)s: %(message)s",
     )
     config_mod.check_listening(settings)
-    problem = _bind_address_problem(settings)  # before the index is migrated
+    problem = _bind_address_problem(settings) or _tls_problem(settings)  # before migrating
     if problem:
         print(f"lucent-server: {problem}", file=sys.stderr)
         return 2
@@ -104,13 +104,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers = WorkerPool(cfg_path, settings)
         workers.start()
         scheme = "https" if settings.api.tls_cert else "http"
-        api = f"{scheme}://{settings.api.bind_address}:{settings.api.port}"
+        host = settings.api.bind_address
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL (RFC 3986)
+        api = f"{scheme}://{host}:{settings.api.port}"
         print(f"Lucent server running (config: {cfg_path})", flush=True)
         print(f"  API:       {api}/api/v1", flush=True)
         print(f"  DICOMweb:  {api}/dicom-web")
         for pool in settings.pools:
+            secure = f", DICOM TLS on port {pool.tls_port}" if pool.tls_port else ""
             print(
-                f"  DICOM:     pool {pool.name}: AE {pool.ae_title} on port {pool.port}",
+                f"  DICOM:     pool {pool.name}: AE {pool.ae_title} on port {pool.port}{secure}",
                 flush=True,
             )
         print(f"  Data:      {settings.data_dir}", flush=True)
@@ -237,6 +240,29 @@ def _bind_address_problem(settings: config_mod.Settings) -> str | None:
     return None
 
 
+def _tls_problem(settings: config_mod.Settings) -> str | None:
+    """Whether the TLS files can be loaded: a missing or mismatched [api] pair failed only
+    after the "running" banner, naming no file, and check-config said OK for both the API's
+    and DICOM's (outside probe 25)."""
+    import ssl
+
+    from server.dimse.listener import server_tls_context
+
+    a = settings.api
+    if a.tls_cert or a.tls_key:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                a.tls_cert, a.tls_key or None
+            )
+        except (OSError, ssl.SSLError) as exc:
+            return f"[api] tls_cert {a.tls_cert!r} / tls_key {a.tls_key!r} unusable: {exc}"
+    try:
+        server_tls_context(settings)
+    except Exception as exc:  # tls.TlsConfigError, with the file and the reason
+        return f"[dimse] DICOM TLS: {exc}"
+    return None
+
+
 def cmd_create_admin(args: argparse.Namespace) -> int:
     settings, _ = _settings(args.config)
     if not args.password_stdin:
@@ -358,7 +384,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return 2
     settings, path = _settings(str(path))
     config_mod.check_listening(settings)
-    problem = _bind_address_problem(settings)
+    problem = _bind_address_problem(settings) or _tls_problem(settings)
     if problem:
         print(f"lucent-server: {path}: {problem}", file=sys.stderr)
         return 2

@@ -226,6 +226,27 @@ def test_a_busy_port_stops_run_before_migrations_and_check_config_notes_it(
     assert not (tmp_path / "data" / "index.sqlite3").exists()  # refused before migrations
 
 
+@pytest.mark.parametrize("section", ["api", "dimse"])
+def test_unusable_tls_files_stop_check_config_and_run_before_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str
+) -> None:
+    """A missing [api] TLS file passed check-config and failed after the "running" banner
+    with "[Errno 2] No such file or directory", naming no file (outside probe 25)."""
+    missing = tmp_path / "nope.crt"
+    text = f'[{section}]\ntls_cert = "{missing}"\ntls_key = "{tmp_path / "nope.key"}"\n'
+    if section == "api":
+        text += 'bind_address = "127.0.0.1"\n'
+    else:
+        text += "tls_require_client_cert = false\n"
+    path = _write(tmp_path, text)
+    for command in ("check-config", "run"):
+        assert cli.main([command, "--config", str(path)]) == 2, command
+        captured = capsys.readouterr()
+        assert f"[{section}]" in captured.err and "nope" in captured.err, captured.err
+        assert "running" not in captured.out
+    assert not (tmp_path / "data" / "index.sqlite3").exists()
+
+
 # -- 7: make-cert's snippet loads ------------------------------------------------------------
 
 
