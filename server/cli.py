@@ -134,14 +134,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         from server.api import perfusion_routes
 
         perfusion_routes.start(app)
-        uvicorn.run(
-            app,
-            host=settings.api.bind_address,
-            port=settings.api.port,
-            ssl_certfile=settings.api.tls_cert or None,
-            ssl_keyfile=settings.api.tls_key or None,
-            log_level="warning",
-        )
+        options: dict[str, Any] = {
+            "host": settings.api.bind_address,
+            "port": settings.api.port,
+            "ssl_certfile": settings.api.tls_cert or None,
+            "ssl_keyfile": settings.api.tls_key or None,
+            "log_level": "warning",
+        }
+        dual = _dual_stack_socket(settings.api.bind_address, settings.api.port)
+        if dual is None:
+            uvicorn.run(app, **options)
+        else:  # "::": IPv4 clients too (asyncio binds it IPv6-only; outside probe 25)
+            uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[dual])
     except KeyboardInterrupt:
         pass
     finally:
@@ -238,6 +242,22 @@ def _bind_address_problem(settings: config_mod.Settings) -> str | None:
                 "0.0.0.0 for all, or 127.0.0.1"
             )
     return None
+
+
+def _dual_stack_socket(address: str, port: int) -> socket.socket | None:
+    """A listening socket on "::" that takes IPv4 as well, as [dimse]'s does; None for any
+    other address (uvicorn binds those itself)."""
+    try:
+        if not ipaddress.ip_address(address).is_unspecified or ":" not in address:
+            return None
+    except ValueError:
+        return None
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind((address, port))
+    sock.listen(2048)
+    return sock
 
 
 def _tls_problem(settings: config_mod.Settings) -> str | None:

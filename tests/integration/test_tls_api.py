@@ -65,9 +65,9 @@ def test_make_cert_names_uses_and_key_mode(pair: tuple[Path, Path], tmp_path: Pa
 class TlsServer(LucentServer):
     """The real server with [api] on HTTPS; readiness is probed over TLS with the pair."""
 
-    def __init__(self, workdir: Path, cert: Path, key: Path) -> None:
+    def __init__(self, workdir: Path, cert: Path, key: Path, bind: str = "0.0.0.0") -> None:
         self.cert = cert
-        api = {"bind_address": "0.0.0.0", "tls_cert": str(cert), "tls_key": str(key)}
+        api = {"bind_address": bind, "tls_cert": str(cert), "tls_key": str(key)}
         super().__init__(workdir, workers=1, settings={"api": api})
 
     @property
@@ -104,6 +104,18 @@ def test_api_beyond_loopback_serves_https_only(server: TlsServer) -> None:
     # and a client that does not trust the certificate refuses the server
     with pytest.raises(httpx.ConnectError), LucentClient(server.api_url) as stranger:
         stranger.login(ADMIN_USER, ADMIN_PASSWORD)
+
+
+def test_api_on_all_ipv6_addresses_takes_ipv4_clients_too(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """[api] bind_address "::" listened on IPv6 only (asyncio binds it so): IPv4 clients got
+    "connection refused" although [dimse]'s "::" takes both (outside probe 25)."""
+    with TlsServer(tmp_path / "v6", *pair, bind="::") as srv:
+        for host in ("127.0.0.1", "[::1]"):
+            url = f"https://{host}:{srv.api_port}"
+            with LucentClient(url, verify=str(srv.cert)) as api:
+                assert api.login(ADMIN_USER, ADMIN_PASSWORD).token, host
 
 
 def test_config_refuses_plain_http_beyond_loopback(tmp_path: Path) -> None:
