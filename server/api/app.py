@@ -122,6 +122,16 @@ def _checked(body: schemas.RemoteNodeIn) -> schemas.RemoteNodeIn:
             f"host '{body.host[:80]}' is not an IP address or a valid host name (RFC 1123); "
             "an IPv6 address may be written with or without brackets ([::1] or ::1)",
         )
+    if "%" in host:
+        # pynetdicom drops the zone of "fe80::1%eth0" when it connects (EINVAL): C-ECHO,
+        # C-FIND and C-STORE worked, retrieve, commitment and C-MOVE to it failed with a
+        # message blaming the peer (outside probe 25)
+        raise HTTPException(
+            422,
+            f"host '{body.host[:80]}': a link-local IPv6 address with a zone is not supported "
+            "for DICOM associations; use the node's global or unique local address, or a "
+            "host name",
+        )
     if not 1 <= body.port <= 65535:  # the schema says so too; kept next to its siblings
         raise HTTPException(422, "port must be 1-65535")
     return body.model_copy(update={"name": name, "ae_title": ae_title, "host": host})

@@ -639,7 +639,8 @@ def test_remote_node_timeout_must_be_usable(target: Target, timeout: float) -> N
     ("host", "ok"),
     [("__not_in_enum__", False), ("pacs host", False), ("-pacs.example", False),
      ("a" * 64 + ".example", False), ("pacs-01.radiology.example.org", True),
-     ("10.0.0.7", True), ("fe80::1", True), ("[::1]", True), ("PACS.", True)],
+     ("10.0.0.7", True), ("fe80::1", True), ("[::1]", True), ("PACS.", True),
+     ("fe80::1%lo", False), ("[fe80::fc:ff:fe00:1%eth0]", False)],
 )  # fmt: skip
 def test_remote_node_host_must_be_an_address_or_host_name(
     target: Target, host: str, ok: bool
