@@ -66,11 +66,7 @@ def delete_study(ctx: Any, study_uid: str, *, user: str, address: str, event: st
             patient = db.get(Patient, patient_pk)
             if patient is not None:
                 db.delete(patient)
-    for key in keys:
-        ctx.storage.delete(key)
-    _clear_tombstones(ctx, keys)
-    for uid in series_uids:  # the ingest path caches series primary keys
-        ctx._parents.forget(uid)
+    remove_objects(ctx, keys, series_uids)
     audit.record(
         ctx.WriteSession,
         audit.Entry(
@@ -123,6 +119,16 @@ class RetentionThread(threading.Thread):
                 sweep(self.ctx)
             except Exception:  # keep sweeping on the next round
                 log.exception("retention sweep failed")
+
+
+def remove_objects(ctx: Any, keys: list[str], series_uids: list[str]) -> None:
+    """After the rows are gone (tombstones committed with them): the blobs, then their
+    tombstones, and the ingest path's cached series primary keys."""
+    for key in keys:
+        ctx.storage.delete(key)
+    _clear_tombstones(ctx, keys)
+    for uid in series_uids:
+        ctx._parents.forget(uid)
 
 
 def _clear_tombstones(ctx: Any, keys: list[str]) -> None:

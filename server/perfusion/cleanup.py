@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from server.accounts import audit
-from server.accounts.retention import _clear_tombstones
+from server.accounts.retention import remove_objects
 from server.index.account_models import HiddenItem, InstanceOwner
 from server.index.models import ArchiveTombstone, Instance, Series
 from server.index.records import now
@@ -64,11 +64,7 @@ def remove_series(ctx: Any, series_uids: list[str], *, detail: str) -> int:
         stamp = now()
         bases = {k.split(".")[0] for k in keys}
         db.add_all(ArchiveTombstone(base=b, created_at=stamp) for b in bases)
-    for key in keys:
-        ctx.storage.delete(key)
-    _clear_tombstones(ctx, keys)
-    for uid in found:  # the ingest path caches series primary keys
-        ctx._parents.forget(uid)
+    remove_objects(ctx, keys, found)
     audit.record(
         ctx.WriteSession,
         audit.Entry(

@@ -41,7 +41,7 @@ from workstation.model.geometry import ImagePlane, reference_line
 from workstation.model.orientation_labels import EdgeLabels
 from workstation.model.pipeline import Display, Frame, render
 from workstation.model.volume import VIEWS, MprState, VolumeGrid
-from workstation.qt.viewport import EDGE_LABEL_COLOUR, edge_label_font
+from workstation.qt.viewport import EDGE_LABEL_COLOUR, edge_label_font, edge_label_rects
 from workstation.render.mpr import SLAB_MODES, Reslicer
 
 VIEW_COLOURS = {
@@ -161,14 +161,8 @@ class PlaneView(QWidget):
         return QRectF(self.rect().adjusted(6, 4, -6, -4))
 
     def edge_label_rects(self) -> dict[str, QRectF]:
-        """Where each edge letter is drawn: the middle of that edge (as in the stack viewer)."""
-        w, h = self.width(), self.height()
-        return {
-            "left": QRectF(6, h // 2 - 10, 40, 20),
-            "right": QRectF(w - 46, h // 2 - 10, 40, 20),
-            "top": QRectF(w // 2 - 30, 4, 60, 20),
-            "bottom": QRectF(w // 2 - 30, h - 24, 60, 20),
-        }
+        """Where each edge letter is drawn: as in the stack viewer."""
+        return edge_label_rects(self.width(), self.height())
 
     def _paint_edge_labels(self, p: QPainter, labels: EdgeLabels) -> None:
         """The stack viewer's letters, font and colour, on a black tag: the crosshair

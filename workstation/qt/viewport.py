@@ -45,6 +45,17 @@ def edge_label_font() -> QFont:
     return font
 
 
+def edge_label_rects(w: int, h: int) -> dict[str, QRectF]:
+    """Where each edge letter of a w x h view is drawn: the middle of that edge, on whole
+    pixels (the stack viewer and the MPR views alike)."""
+    return {
+        "left": QRectF(6, h // 2 - 10, 40, 20),
+        "right": QRectF(w - 46, h // 2 - 10, 40, 20),
+        "top": QRectF(w // 2 - 30, 4, 60, 20),
+        "bottom": QRectF(w // 2 - 30, h - 24, 60, 20),
+    }
+
+
 REFERENCE_COLOUR = QColor(255, 220, 0)
 ANNOTATION_COLOUR = QColor(0, 255, 120)
 GSPS_COLOUR = QColor(255, 140, 0)
@@ -264,14 +275,7 @@ class ViewportWidget(QWidget):
         return labels_for(s.attrs.get("ImageOrientationPatient"), tr.matrix())  # type: ignore[arg-type]
 
     def edge_label_rects(self) -> dict[str, QRectF]:
-        """Where each edge letter is drawn: the middle of that edge (whole pixels)."""
-        w, h = self.width(), self.height()
-        return {
-            "left": QRectF(6, h // 2 - 10, 40, 20),
-            "right": QRectF(w - 46, h // 2 - 10, 40, 20),
-            "top": QRectF(w // 2 - 30, 4, 60, 20),
-            "bottom": QRectF(w // 2 - 30, h - 24, 60, 20),
-        }
+        return edge_label_rects(self.width(), self.height())
 
     def readout(self) -> str:
         """Position, stored and modality value (or RGB) of the pixel under the mouse."""
