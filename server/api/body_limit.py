@@ -2,10 +2,11 @@
 
 Starlette reads a body whole into memory when a route asks for it; nothing bounded it, so
 four unauthenticated 300 MB POSTs to /auth/login took the server from 0.3 to 2.4 GB (outside
-probe). JSON routes get a small limit; STOW-RS (which reads its multipart body part by part,
-storing each part before the next is read) a large one: parts stored before a chunked
-body goes over it stay stored (a resend replaces them), the answer is 413. A declared Content-Length over the limit is
-answered 413 at once; a chunked body is counted as it arrives and cut off the same way.
+probe). JSON routes get a small limit; STOW-RS (which reads its multipart body part by
+part, storing each part before the next is read) a large one: parts stored before a
+chunked body goes over it stay stored (a resend replaces them), the answer is 413. A
+declared Content-Length over the limit is answered 413 at once; a chunked body is counted
+as it arrives and cut off the same way.
 """
 
 from __future__ import annotations
