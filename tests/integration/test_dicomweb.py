@@ -23,7 +23,7 @@ MR = "1.2.840.10008.5.1.4.1.1.4"
 @pytest.fixture(scope="module")
 def mr(server: LucentServer, tmp_path_factory: pytest.TempPathFactory) -> list:
     folder = tmp_path_factory.mktemp("web")
-    study, series = generate_uid(), generate_uid()
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
     out = []
     for i in range(2):
         ds = samples.make_instance(
@@ -35,6 +35,7 @@ def mr(server: LucentServer, tmp_path_factory: pytest.TempPathFactory) -> list:
             instance_number=i + 1,
         )
         ds.ImagePositionPatient = [-8.0, -8.0, float(i)]  # two slices of one volume
+        ds.FrameOfReferenceUID = frame  # one volume: one Frame of Reference
         out.append(ds)
         samples.write(ds, folder / f"{i}.dcm")
     files = sorted(folder.iterdir())

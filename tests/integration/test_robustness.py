@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from lucent.api.client import LucentClient
+from lucent.api.client import ApiError, LucentClient
 from tests.data import bad_inputs, samples
 from tests.integration.dicom_io import dataset_bytes, storescu
 from tests.support.lucent import LucentServer
@@ -50,10 +50,13 @@ def test_placeholders_are_listed_as_non_conformant_studies(
     assert entries and entries[0].description == "non-conformant data"
     assert "pixel data" in entries[0].reason.lower()
     # Keys the entry cannot match leave it out (every entry was listed whatever was asked).
-    for keys in ({"pool": "NOPE"}, {"study_date": "20240101"}, {"birth_date": "19000101"},
+    for keys in ({"study_date": "20240101"}, {"birth_date": "19000101"},
                  {"accession_number": "X1"}, {"modality": "MR"}):  # fmt: skip
         listed = api.studies(patient_id=case.patient_id, **keys)
         assert not [s for s in listed if s.placeholder], keys
+    with pytest.raises(ApiError) as unknown:  # a pool that is not configured: named as such
+        api.studies(patient_id=case.patient_id, pool="NOPE")
+    assert unknown.value.status == 422 and "NOPE" in unknown.value.detail
     assert [s for s in api.studies(patient_id=case.patient_id, pool="DEFAULT") if s.placeholder]
 
 
