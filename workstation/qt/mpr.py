@@ -41,7 +41,7 @@ from workstation.model.geometry import ImagePlane, reference_line
 from workstation.model.orientation_labels import EdgeLabels
 from workstation.model.pipeline import Display, Frame, render
 from workstation.model.volume import VIEWS, MprState, VolumeGrid
-from workstation.qt.viewport import EDGE_LABEL_COLOUR, edge_label_font, edge_label_rects
+from workstation.qt.viewport import edge_label_rects, paint_edge_labels
 from workstation.render.mpr import SLAB_MODES, Reslicer
 
 VIEW_COLOURS = {
@@ -167,27 +167,7 @@ class PlaneView(QWidget):
     def _paint_edge_labels(self, p: QPainter, labels: EdgeLabels) -> None:
         """The stack viewer's letters, font and colour, on a black tag: the crosshair
         lines run through the middle of the edges, right where the letters stand."""
-        p.save()
-        p.setFont(edge_label_font())
-        fm = p.fontMetrics()
-        for edge, rect in self.edge_label_rects().items():
-            text = getattr(labels, edge)
-            if not text:
-                continue
-            tw, r = fm.horizontalAdvance(text), rect.toRect()
-            x = {"left": r.left(), "right": r.right() + 1 - tw}.get(edge, r.center().x() - tw // 2)
-            if edge == "top":
-                y = r.top() + fm.ascent()
-            elif edge == "bottom":
-                y = r.bottom() + 1 - fm.descent()
-            else:
-                y = r.center().y() + (fm.ascent() - fm.descent()) // 2
-            p.fillRect(QRectF(x - 3, y - fm.ascent(), tw + 6, fm.height()), QColor(0, 0, 0))
-            p.setPen(QColor(0, 0, 0))
-            p.drawText(x + 1, y + 1, text)
-            p.setPen(EDGE_LABEL_COLOUR)
-            p.drawText(x, y, text)
-        p.restore()
+        paint_edge_labels(p, self.edge_label_rects(), labels, tag=True)
 
     # ------------------------------------------------------------------ input
     def wheelEvent(self, e: QWheelEvent) -> None:  # noqa: N802

@@ -45,6 +45,36 @@ def edge_label_font() -> QFont:
     return font
 
 
+def paint_edge_labels(
+    p: QPainter, rects: dict[str, QRectF], labels: EdgeLabels, *, tag: bool = False
+) -> None:
+    """L/R, A/P, H/F at the middle of each edge, with a dark shadow over bright images
+    (``tag``: on a black box, where crosshair lines run through the edges). Drawn from
+    whole-pixel baselines so a letter looks the same wherever it stands."""
+    p.save()
+    p.setFont(edge_label_font())
+    fm = p.fontMetrics()
+    for edge, rect in rects.items():
+        text = getattr(labels, edge)
+        if not text:
+            continue
+        tw, r = fm.horizontalAdvance(text), rect.toRect()
+        x = {"left": r.left(), "right": r.right() + 1 - tw}.get(edge, r.center().x() - tw // 2)
+        if edge == "top":
+            y = r.top() + fm.ascent()
+        elif edge == "bottom":
+            y = r.bottom() + 1 - fm.descent()
+        else:
+            y = r.center().y() + (fm.ascent() - fm.descent()) // 2
+        if tag:
+            p.fillRect(QRectF(x - 3, y - fm.ascent(), tw + 6, fm.height()), QColor(0, 0, 0))
+        p.setPen(QColor(0, 0, 0))
+        p.drawText(x + 1, y + 1, text)
+        p.setPen(EDGE_LABEL_COLOUR)
+        p.drawText(x, y, text)
+    p.restore()
+
+
 def edge_label_rects(w: int, h: int) -> dict[str, QRectF]:
     """Where each edge letter of a w x h view is drawn: the middle of that edge, on whole
     pixels (the stack viewer and the MPR views alike)."""
@@ -300,28 +330,7 @@ class ViewportWidget(QWidget):
         p.drawText(x, y, self.readout_text)
 
     def _paint_edge_labels(self, p: QPainter, labels: EdgeLabels) -> None:
-        """L/R, A/P, H/F at the middle of each edge, with a dark shadow over bright images.
-
-        Drawn from whole-pixel baselines so a letter looks the same wherever it stands.
-        """
-        p.save()
-        p.setFont(edge_label_font())
-        fm = p.fontMetrics()
-        for edge, rect in self.edge_label_rects().items():
-            text = getattr(labels, edge)
-            tw, r = fm.horizontalAdvance(text), rect.toRect()
-            x = {"left": r.left(), "right": r.right() + 1 - tw}.get(edge, r.center().x() - tw // 2)
-            if edge == "top":
-                y = r.top() + fm.ascent()
-            elif edge == "bottom":
-                y = r.bottom() + 1 - fm.descent()
-            else:
-                y = r.center().y() + (fm.ascent() - fm.descent()) // 2
-            p.setPen(QColor(0, 0, 0))
-            p.drawText(x + 1, y + 1, text)
-            p.setPen(EDGE_LABEL_COLOUR)
-            p.drawText(x, y, text)
-        p.restore()
+        paint_edge_labels(p, self.edge_label_rects(), labels)
 
     def badge_rect(self) -> QRectF:
         return QRectF(self.width() - 150, 2, 148, 18)
