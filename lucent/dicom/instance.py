@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import Tag
 
-from lucent.dicom import sop_classes, temporal, transfer_syntaxes, walk
+from lucent.dicom import charsets, sop_classes, temporal, transfer_syntaxes, walk
 from lucent.net import status
 
 log = logging.getLogger("lucent.dicom")
@@ -343,6 +345,43 @@ def _get(ds: DataSet, keyword: str) -> Any:
         return None
 
 
+def _identity_text_problem(ds: DataSet) -> str | None:
+    """A Patient's Name or ID whose bytes are invalid in the declared character set: pydicom
+    reads them with replacement characters, so the index would show (and match) a name or
+    ID that is not the one sent. Other text keeps pydicom's lenient reading."""
+    for keyword, delimiters in (
+        ("PatientName", charsets.PN_DELIMITERS),
+        ("PatientID", charsets.TEXT_DELIMITERS),
+    ):
+        raw, encodings = _raw_text(ds, keyword)
+        if raw is not None:
+            problem = charsets.undecodable(raw, encodings, delimiters)
+        else:  # already read by pydicom: only its replacement characters tell
+            try:
+                value = str(ds.get(keyword) or "")
+            except Exception as exc:
+                return f"{keyword} cannot be decoded: {exc}"
+            problem = "replacement characters" if "\ufffd" in value else None
+        if problem is not None:
+            return f"{keyword} cannot be decoded in its Specific Character Set: {problem}"
+    return None
+
+
+def _raw_text(ds: DataSet, keyword: str) -> tuple[bytes | None, list[str]]:
+    """A text element's bytes as received and the data set's encodings; no bytes when the
+    element is absent or pydicom has already converted it."""
+    if isinstance(ds, walk.TopLevel):
+        return ds.raw(keyword), ds.encodings()
+    try:
+        element = ds.get_item(Tag(keyword))
+        declared = ds.get("SpecificCharacterSet")
+        encodings = convert_encodings(declared) if declared else [default_encoding]
+    except Exception:
+        return None, []
+    value = getattr(element, "value", None) if isinstance(element, RawDataElement) else None
+    return (value if isinstance(value, bytes) else None), encodings
+
+
 def validate(
     ds: DataSet,
     ts: str,
@@ -367,10 +406,9 @@ def validate(
     patient_id = _get(ds, "PatientID")
     if patient_id is None:
         return status.DATASET_MISSING_ATTRIBUTE, "required attribute PatientID is missing"
-    try:
-        _ = str(ds.PatientName) if "PatientName" in ds else ""
-    except Exception as exc:
-        return status.DATASET_INVALID_VALUE, f"PatientName cannot be decoded: {exc}"
+    problem = _identity_text_problem(ds)
+    if problem is not None:
+        return status.DATASET_INVALID_VALUE, problem
     problem = _check_temporal(ds)
     if problem is not None:
         return problem

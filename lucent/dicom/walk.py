@@ -125,6 +125,19 @@ class TopLevel:
             _CONVERTED[key] = value
         return value
 
+    def raw(self, key: str | int) -> bytes | None:
+        """The value bytes of a top-level element as received (None: absent or undefined
+        length), for checks pydicom's lenient decoding would hide."""
+        tag = _tag(key)
+        if tag is None or tag not in self._elements:
+            return None
+        _, at, length = self._elements[tag]
+        return None if length == UNDEFINED else self._data[at : at + length]
+
+    def encodings(self) -> list[str]:
+        """The data set's character sets as Python encodings (PS3.5 6.1)."""
+        return self._character_set(-1)
+
     def _character_set(self, tag: int) -> list[str]:
         if tag == _SPECIFIC_CHARACTER_SET:
             return [default_encoding]

@@ -9,6 +9,7 @@ exactly what the JSON one does.
 from __future__ import annotations
 
 import base64
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -22,6 +23,14 @@ _BINARY = ("OB", "OD", "OF", "OL", "OV", "OW", "UN")
 #: PS3.19 A.1.5: the components of a person name group, in PN order.
 _PN_COMPONENTS = ("FamilyName", "GivenName", "MiddleName", "NamePrefix", "NameSuffix")
 _PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+"""Characters XML 1.0 forbids even as references (2.2 Char). DICOM text may hold some: a
+Form Feed in LT/ST/UT (PS3.5 6.2), ESC of a code extension. One such value made a whole
+study's metadata unreadable to XML clients (outside probe); each is sent as U+FFFD."""
+
+
+def _text(value: Any) -> str:
+    return _NOT_XML.sub("\ufffd", str(value))
 
 
 def _values(elem: DataElement) -> list[Any]:
@@ -41,7 +50,7 @@ def _person_name(parent: ET.Element, number: int, value: Any) -> None:
         group_node = ET.SubElement(node, group)
         for name, part in zip(_PN_COMPONENTS, text.split("^"), strict=False):
             if part:
-                ET.SubElement(group_node, name).text = part
+                ET.SubElement(group_node, name).text = _text(part)
 
 
 def _attribute(parent: ET.Element, elem: DataElement) -> None:
@@ -49,7 +58,7 @@ def _attribute(parent: ET.Element, elem: DataElement) -> None:
     if elem.keyword:
         attrs["keyword"] = elem.keyword
     if elem.tag.is_private and getattr(elem, "private_creator", None):
-        attrs["privateCreator"] = str(elem.private_creator)
+        attrs["privateCreator"] = _text(elem.private_creator)
     node = ET.SubElement(parent, "DicomAttribute", attrs)
     if elem.VR == "SQ":
         for n, item in enumerate(elem.value or [], 1):
@@ -64,7 +73,7 @@ def _attribute(parent: ET.Element, elem: DataElement) -> None:
             elif elem.VR == "AT":
                 ET.SubElement(node, "Value", number=str(n)).text = f"{int(value):08X}"
             else:
-                ET.SubElement(node, "Value", number=str(n)).text = str(value)
+                ET.SubElement(node, "Value", number=str(n)).text = _text(value)
 
 
 def _dataset(parent: ET.Element, ds: Dataset) -> None:

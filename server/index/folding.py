@@ -18,9 +18,15 @@ from sqlalchemy.sql.functions import FunctionElement
 SQLITE_FUNCTION = "lucent_fold"
 
 
+DOTTED_I = "\u0130\u0131"
+"""Turkish İ (dotted capital) and ı (dotless small): ``upper`` keeps İ and maps i to I, so
+"çiçek" did not find "ÇİÇEK" (outside probe). Both become i before folding, everywhere."""
+_UNDOTTED = str.maketrans(DOTTED_I, "ii")
+
+
 def fold_text(value: Any) -> Any:
     """What ``folded`` computes, for SQLite (registered on every connection) and Python."""
-    return value.upper() if isinstance(value, str) else value
+    return value.translate(_UNDOTTED).upper() if isinstance(value, str) else value
 
 
 class folded(FunctionElement[str]):  # noqa: N801 - reads like the SQL function it is
@@ -31,7 +37,7 @@ class folded(FunctionElement[str]):  # noqa: N801 - reads like the SQL function 
 
 @compiles(folded)
 def _folded_default(element: folded, compiler: Any, **kw: Any) -> str:
-    return f"upper({compiler.process(element.clauses, **kw)})"
+    return f"upper({_undotted(compiler.process(element.clauses, **kw))})"
 
 
 @compiles(folded, "sqlite")
@@ -41,7 +47,12 @@ def _folded_sqlite(element: folded, compiler: Any, **kw: Any) -> str:
 
 @compiles(folded, "postgresql")
 def _folded_postgresql(element: folded, compiler: Any, **kw: Any) -> str:
-    inner = compiler.process(element.clauses, **kw)
+    inner = _undotted(compiler.process(element.clauses, **kw))
     if not getattr(compiler.dialect, "lucent_icu", True):  # see server.index.db
         return f"upper({inner})"
     return f'upper(({inner}) COLLATE "und-x-icu")'
+
+
+def _undotted(sql: str) -> str:
+    """SQL mapping İ and ı to i, as ``fold_text`` does (``translate`` is standard SQL)."""
+    return f"translate({sql}, '{DOTTED_I}', 'ii')"

@@ -145,7 +145,7 @@ def _name_clause(f: Filter) -> ColumnElement[bool] | None:
         if "*" not in pattern and "?" not in pattern:
             # Prefix-friendly: 'schmidt' finds 'SCHMIDT^ANNA' as clinic users expect.
             pattern = pattern + "*" if "^" not in pattern else pattern
-        folded = match_text(Patient.name_folded, pattern.upper())
+        folded = match_text(Patient.name_folded, folding.fold_text(pattern))
         if f.patient_name.isascii() or folded is None:
             return folded
         # the folded name keeps the alphabetic group only: 山田* (no case to fold) is

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
+from server.index import folding
 from server.index.account_models import ShareLink
 from server.index.models import Event, Instance, Patient, Placeholder, Series, Study
 
@@ -44,7 +45,7 @@ def text(ds: Dataset, keyword: str, limit: int = 256) -> str:
 
 def fold_name(name: str) -> str:
     """Case-folded alphabetic name for case-insensitive matching."""
-    return name.split("=", 1)[0].upper()
+    return folding.fold_text(name.split("=", 1)[0])
 
 
 def _integer(ds: Dataset, keyword: str) -> int | None:

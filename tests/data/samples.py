@@ -113,6 +113,22 @@ def write(ds: Dataset, path: Path) -> Path:
     return path
 
 
+def write_with_raw_text(ds: Dataset, path: Path, raw: dict[str, bytes]) -> Path:
+    """Write ``ds`` with some text values replaced by exactly these bytes, which pydicom
+    would not write itself (bytes invalid in the declared character set, escapes it does
+    not produce). Each value must not contain the placeholder letter run it replaces."""
+    for n, (keyword, value) in enumerate(raw.items()):
+        setattr(ds, keyword, chr(ord("Q") + n) * len(value))
+    write(ds, path)
+    data = path.read_bytes()
+    for n, value in enumerate(raw.values()):
+        placeholder = chr(ord("Q") + n).encode() * len(value)
+        assert data.count(placeholder) == 1, "placeholder is not unique in the file"
+        data = data.replace(placeholder, value)
+    path.write_bytes(data)
+    return path
+
+
 def keyword_of(sop_class_uid: str) -> str:
     """pydicom's keyword for a UID (e.g. ``CTImageStorage``), used for file names."""
     return UID(sop_class_uid).keyword or sop_class_uid.replace(".", "_")

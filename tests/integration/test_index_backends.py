@@ -6,13 +6,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from pydicom.uid import generate_uid
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.orm import Session
 
-from server.index import db
-from server.index.models import Base
+from server.index import db, queries
+from server.index.models import Base, Patient
 from tests.data import samples
 from tests.integration.dicom_io import storescu
 from tests.support.lucent import LucentServer
@@ -43,6 +45,51 @@ def test_sqlite_migrations_match_models(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_postgres_migrations_match_models(pg_url: str) -> None:
     _assert_migrations_match_models(pg_url)
+
+
+def _assert_dotted_i_refolded(url: str) -> None:
+    """Migration 0009 re-folds names indexed with the old fold (İ kept, ı upper-cased to I),
+    and a folded search then finds them from lower-case Turkish input."""
+    engine = db.make_engine(url)
+    cfg = db.alembic_config(url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0008")
+        conn.execute(
+            text(
+                "INSERT INTO patients (patient_id, issuer, name, name_folded, birth_date, sex,"
+                " created_at) VALUES ('TR1', '', :name, :old, '', '', CURRENT_TIMESTAMP)"
+            ),
+            {"name": "ÇİÇEK^Alı", "old": "ÇİÇEK^ALI"},
+        )
+    db.migrate(engine)
+    with Session(engine) as session:
+        [folded] = session.execute(select(Patient.name_folded)).scalars()
+        assert folded == "ÇIÇEK^ALI"
+        found = session.execute(
+            select(Patient.patient_id).where(
+                queries._name_clause(queries.Filter(patient_name="çiçek*"))  # type: ignore[arg-type]
+            )
+        ).scalars()
+        assert list(found) == ["TR1"]
+        # descriptions fold in SQL (folding.folded): the same on both back-ends
+        in_sql = session.execute(
+            select(Patient.patient_id).where(
+                queries.match_text(Patient.name, "çiçek^ALI", fold=True)  # type: ignore[arg-type]
+            )
+        ).scalars()
+        assert list(in_sql) == ["TR1"]
+    engine.dispose()
+
+
+def test_sqlite_migration_refolds_dotted_i(tmp_path: Path) -> None:
+    _assert_dotted_i_refolded(f"sqlite:///{tmp_path / 'i.sqlite3'}")
+
+
+@pytest.mark.postgres
+def test_postgres_migration_refolds_dotted_i(tmp_path: Path) -> None:
+    with TemporaryPostgres() as url:
+        _assert_dotted_i_refolded(url)
 
 
 @pytest.mark.postgres

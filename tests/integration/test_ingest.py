@@ -138,6 +138,50 @@ def test_name_search_is_case_insensitive_on_request(
     assert api.studies(patient_name="SCHMIDT", study_date="20000101-")[0].patient_id == "CASE-1"
 
 
+def test_character_set_repairs_and_refusals(
+    server: LucentServer, api: LucentClient, tmp_path: Path
+) -> None:
+    """GB2312 names read without their escape sequences, Turkish dotted/dotless I found
+    either way, and a name whose bytes are invalid in its character set refused (A902) with
+    a placeholder instead of being indexed with replacement characters."""
+    ct = "1.2.840.10008.5.1.4.1.1.2"
+    gb = samples.make_instance(ct, patient_id="CS-GB")
+    gb.SpecificCharacterSet = ["", "ISO 2022 IR 58"]
+    gb_path = samples.write_with_raw_text(
+        gb,
+        tmp_path / "gb.dcm",
+        {"PatientName": b"Zhang^SanFeng=\x1b$)A\xd5\xc5^\x1b$)A\xc8\xfd\xb7\xe1"},
+    )
+    turkish = []
+    for n, name in enumerate(["ÇİÇEK^ALİ", "Şahin^İsmail"]):
+        ds = samples.make_instance(ct, patient_id=f"CS-TR{n}")
+        ds.SpecificCharacterSet = "ISO_IR 148"
+        turkish.append(
+            samples.write_with_raw_text(
+                ds, tmp_path / f"tr{n}.dcm", {"PatientName": name.encode("iso8859_9")}
+            )
+        )
+    bad = samples.make_instance(ct, patient_id="CS-BAD")
+    bad.SpecificCharacterSet = "ISO_IR 192"
+    bad_path = samples.write_with_raw_text(
+        bad, tmp_path / "bad.dcm", {"PatientName": b"M\xfcller^Hans"}
+    )
+
+    assert storescu("127.0.0.1", server.port, server.ae_title, [gb_path, *turkish]).returncode == 0
+    [gb_patient] = api.patients(patient_id="CS-GB")
+    assert gb_patient.name == "Zhang^SanFeng=张^三丰"
+    assert [p.patient_id for p in api.patients(patient_name="张*")] == ["CS-GB"]
+    for query, expected in [("çiçek*", "CS-TR0"), ("ÇİÇEK^ALİ", "CS-TR0"), ("ŞAHİN*", "CS-TR1")]:
+        assert [p.patient_id for p in api.patients(patient_name=query)] == [expected], query
+
+    done = storescu("127.0.0.1", server.port, server.ae_title, [bad_path])
+    assert "Error: DataSetDoesNotMatchSOPClass" in done.stderr, done.stderr[-1000:]
+    uid = str(bad.SOPInstanceUID)
+    reasons = [p.reason for p in api.placeholders() if p.sop_instance_uid == uid]
+    assert reasons and "PatientName cannot be decoded" in reasons[0], reasons
+    assert "fc" in reasons[0] and "ISO_IR 192" in reasons[0]
+
+
 @pytest.mark.parametrize("n_assoc,per_assoc", [(20, 50)])
 def test_simultaneous_associations_lose_nothing(
     server: LucentServer, api: LucentClient, tmp_path: Path, n_assoc: int, per_assoc: int
