@@ -130,6 +130,9 @@ class Deconvolved:
     """The filters used, for ``correct_truncation`` (None: not a circulant filter method)."""
     filter_index: np.ndarray | None = None
     """Per voxel, the index of its filter in ``bank``."""
+    lag: np.ndarray | None = None
+    """Per voxel, the whole modelled Tmax lag (s) of its filter (``maps.compute_maps`` sets
+    it when it corrects): what QC reports of the share it does not take off."""
 
 
 MTT_GRID = np.geomspace(0.5, 40.0, 48)

@@ -23,12 +23,20 @@ from .companion import problem as companion_problem
 from .config import PerfusionConfig
 from .coregister import coregister, to_sitk
 from .deconvolution import Deconvolved, correct_truncation, model_fit
-from .maps import MAP_UNITS, adaptive_oi, compute_maps, first_pass_window, hematocrit_factor
+from .maps import (
+    DSC_TMAX_LAG_FRACTION,
+    MAP_UNITS,
+    TMAX_LAG_FRACTION,
+    adaptive_oi,
+    compute_maps,
+    first_pass_window,
+    hematocrit_factor,
+)
 from .mask import brain_mask, tissue_mask
 from .model import PerfusionSeries, Refusal, RefusalCode
 from .motion import MotionReport, correct_motion
 from .parameters import recorded
-from .qc import bolus_flags, hemisphere_stats
+from .qc import bolus_flags, hemisphere_stats, tmax_ranges, tmax_reason
 from .segmentation import hemispheres, mark_unreliable, segment, summarise
 from .series import assemble, load_volume
 from .signal import (
@@ -235,41 +243,47 @@ def _native_pca(frames: np.ndarray, min_keep: int) -> int:
 
 TRUNCATION_GUIDE_PX = 1.5
 """In-plane sigma (pixels) of the CBF/CBV that the truncation correction reads MTTs from."""
-DSC_TMAX_LAG_FLAG_S = 1.0
-"""DSC: a median Tmax truncation lag (``_dsc_tmax_lag``) above this raises ``tmax_resolution``."""
+TMAX_LAG_FLAG_S = 1.0
+"""A Tmax uncertainty of delayed tissue (``_tmax_lag``) above this raises ``tmax_resolution``."""
 
 
-def _dsc_tmax_lag(
-    flat: dict[str, np.ndarray],
+def _tmax_lag(
     dec: Deconvolved,
+    cbv: np.ndarray,
     inside: np.ndarray,
     smooth: Callable[[np.ndarray], np.ndarray],
     threshold_s: float,
-) -> float | None:
+    cbf_factor: float,
+) -> tuple[float, np.ndarray] | None:
     """Median Tmax lag (s) that the oSVD truncation leaves on a sharp-onset (exponential)
     residue, over the tissue that reads Tmax > ``threshold_s`` (all tissue when that is
-    under 20 voxels); None without a filter bank.
+    under 20 voxels), and the per-voxel lag; None without a filter bank.
 
-    DSC Tmax is not truncation-corrected (``config.dsc_truncation_correction``): at a
-    CNR of ~20 oSVD keeps 10-15 of 100 frequencies and the residue's peak moves late by
-    1.5-2.5 s for an undispersed exponential residue (independent phantom, SNR 20: healthy
-    tissue +1.7/+1.9 s, Tmax-8 s penumbra +2.2/+2.5 s, Tmax>10 s volume 3.7x, HIR 0.83
-    for 0.22), but by only ~0.5 s for one dispersed by 1 s (our own DSC phantom's
-    penumbra). The kept band cannot tell the two apart (the dispersion's effect lies above
-    it; the tissue curve's fit residuals differ by < 10 %), so the lag cannot be corrected
-    per voxel; its size is what QC reports (``tmax_resolution``).
+    At a CNR of ~20 (DSC) oSVD keeps 10-15 of 100 frequencies and the residue's peak moves
+    late by 1.5-2.5 s for an undispersed exponential residue (independent phantom, SNR 20:
+    Tmax-8 s penumbra +2.2/+2.5 s, Tmax>10 s volume 3.7x, HIR 0.83 for 0.22), but by only
+    ~0.5 s for one dispersed by 1 s (our own DSC phantom's penumbra); on CT at 5 HU 2-5 s
+    (long-MTT cores). The kept band cannot tell the two apart (the dispersion's effect lies
+    above it; the tissue curve's fit residuals differ by < 10 %), so delayed tissue keeps a
+    share of the lag uncorrected (``maps.TMAX_LAG_FRACTION``); that share of this lag is
+    the uncertainty QC reports (``tmax_resolution``). ``dec.lag`` when the maps were
+    corrected, else the exponential tables' lag.
     """
     if dec.bank is None or dec.filter_index is None or not inside.any():
         return None
-    cbf, cbv = flat["cbf"], flat["cbv"]
-    _, t_exp = correct_truncation(cbf, cbv, dec, (smooth(cbf), smooth(cbv)), smooth)
-    lag = (dec.tmax - t_exp)[inside]
+    if dec.lag is not None:
+        full = dec.tmax - dec.lag
+    else:
+        cbf = dec.rmax * np.float32(cbf_factor)
+        _, full = correct_truncation(cbf, cbv, dec, (smooth(cbf), smooth(cbv)), smooth)
+    every = np.clip(dec.tmax - full, 0, None).astype(np.float32)
+    lag = every[inside]
     raw = dec.tmax[inside]
     # correct_truncation clips Tmax at 0: only voxels whose corrected Tmax is above 0
-    usable = t_exp[inside] > 0
+    usable = full[inside] > 0
     late = usable & (raw > threshold_s)
     sel = late if late.sum() >= 20 else usable
-    return float(np.median(lag[sel])) if sel.any() else None
+    return (float(np.median(lag[sel])), every) if sel.any() else None
 
 
 class _TissueSmoother:
@@ -614,6 +628,12 @@ def _run(
         window = None
         if modality == "MR":
             window = first_pass_window(conc[brain[idx]].mean(axis=0), baseline.end, dt)
+        correct = (
+            config.truncation_correction if modality == "CT" else config.dsc_truncation_correction
+        )
+        kept = (
+            (TMAX_LAG_FRACTION if modality == "CT" else DSC_TMAX_LAG_FRACTION) if correct else 0.0
+        )
         flat, _dec = compute_maps(
             conc,
             fns.aif,
@@ -621,19 +641,26 @@ def _run(
             replace(config, oi_threshold=oi),
             cbv_window=window,
             smooth=_TissueSmoother(tissue, idx, TRUNCATION_GUIDE_PX),
-            correct=config.truncation_correction
-            if modality == "CT"
-            else config.dsc_truncation_correction,
+            correct=correct,
+            delayed_lag_fraction=kept,
         )
-        tmax_lag: float | None = None
-        if modality == "MR" and not config.dsc_truncation_correction:
-            tmax_lag = _dsc_tmax_lag(
-                flat,
-                _dec,
-                tissue[idx],
-                _TissueSmoother(tissue, idx, TRUNCATION_GUIDE_PX),
-                config.threshold_tmax,
-            )
+        # what delayed tissue keeps of the modelled lag: an uncertainty of its Tmax (late
+        # for a sharp onset, early for a dispersed one; DSC: late only, nothing taken off)
+        lagged = _tmax_lag(
+            _dec,
+            flat["cbv"],
+            tissue[idx],
+            _TissueSmoother(tissue, idx, TRUNCATION_GUIDE_PX),
+            config.threshold_tmax,
+            hematocrit_factor(config) * 6000.0,
+        )
+        tmax_lag = tmax_uncertainty = None
+        lag_map = np.zeros((n_z, n_y, n_x), np.float32)
+        if lagged is not None:
+            tmax_lag = lagged[0]
+            tmax_uncertainty = (1.0 - kept) * tmax_lag
+            lag_map[idx] = (1.0 - kept) * lagged[1]
+            del lagged
         maps: dict[str, np.ndarray] = {}
         for name, values in flat.items():
             vol = np.zeros((n_z, n_y, n_x), np.float32)
@@ -719,20 +746,13 @@ def _run(
                     f"{config.threshold_adc:g} x10^-6 mm²/s)",
                 }
             )
-        if tmax_lag is not None and tmax_lag > DSC_TMAX_LAG_FLAG_S:
-            flags.append(
-                {
-                    "code": "tmax_resolution",
-                    "reason": f"DSC Tmax may read up to {tmax_lag:.1f} s late: the "
-                    "deconvolution is strongly regularised at this contrast-to-noise and "
-                    "the residue's peak moves late by this much for a "
-                    "sharp bolus arrival (less for a dispersed one; the data cannot tell "
-                    f"which). The Tmax>{config.threshold_tmax_severe:g} s volume and the "
-                    "hypoperfusion intensity ratio may be overestimated (an outside "
-                    f"phantom at SNR 20: HIR 0.83 for 0.22); the Tmax>{config.threshold_tmax:g}"
-                    " s volume is less affected",
-                }
-            )
+        if tmax_uncertainty is not None and tmax_uncertainty > TMAX_LAG_FLAG_S:
+            late_only = kept == 0.0
+            tmax_ranges(summary, maps["tmax"], seg.hypo, series.voxel_ml, lag_map,
+                        late_only, config.threshold_tmax_severe)  # fmt: skip
+            flags.append({"code": "tmax_resolution", "reason": tmax_reason(
+                modality, tmax_uncertainty, late_only, summary, config
+            )})  # fmt: skip
         low, low_side, _ = hemispheres(brain, series.row_dir)
         if seg.low is not None:
             low = seg.low
@@ -755,6 +775,7 @@ def _run(
             "pca_components": warnings_pca,
             "leakage_k2_median": None if k2 is None else round(float(np.median(k2)), 6),
             "tmax_lag_s": None if tmax_lag is None else round(tmax_lag, 2),
+            "tmax_uncertainty_s": None if tmax_uncertainty is None else round(tmax_uncertainty, 2),
         }
     result = PerfusionResult(
         series=series,

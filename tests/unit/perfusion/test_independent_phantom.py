@@ -232,14 +232,9 @@ def test_noisy_ct_cbf_cbv_correlation(name: str, request: pytest.FixtureRequest)
     assert min(rs.values()) > 0.9, rs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DSC noise free, 1.5 s sampling: CBF 0.81 (grey) / 0.82 (white) of truth, MTT "
-    "1.24x / 1.24x; oSVD at OI 0.095 truncates the residue. With the CT truncation "
-    "correction (dsc_truncation_correction, dsc_oi_threshold 0.035) all within 10 % and 0.1 s, "
-    "but our own DSC phantom then loses 25 % of its hypoperfusion volume: off on DSC for now",
-)
 def test_dsc_noise_free_within_10_percent_and_1_s(mr_nf: Case) -> None:
+    """Was CBF 0.81/0.82 of truth, MTT 1.24x, Tmax +1.7 s (no DSC truncation correction);
+    now CBF 1.05/1.00, MTT 0.96/1.01, Tmax 0.0/+0.16 s (``config.dsc_truncation_correction``)."""
     bands = _bands(mr_nf)
     bad = {
         (k, m): round(v[m], 3)

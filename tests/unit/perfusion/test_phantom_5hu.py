@@ -73,3 +73,18 @@ def test_dispersed_penumbra_tmax_at_5_hu(ct5) -> None:  # type: ignore[no-untype
         sel = np.isin(ph.labels, labels) & r.tissue
         err = np.median(r.maps["tmax"][sel]) - np.median(ph.truth["tmax"][sel])
         assert abs(err) < 1.5, (labels, err)
+
+
+def test_tmax_uncertainty_of_delayed_tissue_is_flagged_at_5_hu(ct5) -> None:  # type: ignore[no-untyped-def]
+    """60 frames: Tmax>10 s 3.8 of 11.5 mL (HIR 0.08 for 0.19) with no flag: delayed tissue
+    keeps half the truncation lag (``maps.TMAX_LAG_FRACTION``), +-1.2 s here. QC now says so,
+    with the range of the Tmax>10 s volume and HIR that this allows (truth inside)."""
+    n, ph, r = ct5
+    if n != 60:
+        pytest.skip("40 frames: uncertainty 0.6 s, below the flag's 1 s")
+    flag = next(f for f in r.qc["flags"] if f["code"] == "tmax_resolution")
+    assert "HIR" in flag["reason"] and "+-" in flag["reason"]
+    assert r.qc["tmax_uncertainty_s"] > 1.0
+    true_hir = ph.volumes_ml["tmax10"] / ph.volumes_ml["hypoperfusion"]
+    lo, hi = r.summary["hypoperfusion_intensity_ratio_range"]
+    assert lo <= true_hir <= hi, (lo, true_hir, hi)
