@@ -18,12 +18,11 @@ from sqlalchemy import delete, select, update
 
 from server.accounts import audit
 from server.accounts.clock import now
-from server.index.account_models import HiddenItem, InstanceOwner, ShareLink
+from server.index import records
+from server.index.account_models import InstanceOwner, ShareLink
 from server.index.models import (
     ArchiveTombstone,
     Instance,
-    Patient,
-    Placeholder,
     Series,
     Study,
 )
@@ -46,26 +45,14 @@ def delete_study(ctx: Any, study_uid: str, *, user: str, address: str, event: st
         db.execute(delete(InstanceOwner).where(InstanceOwner.sop_instance_uid.in_(sops)))
         db.execute(delete(Instance).where(Instance.series_pk.in_(series_pks)))
         db.execute(delete(Series).where(Series.id.in_(series_pks)))
-        db.execute(
-            delete(HiddenItem).where(
-                ((HiddenItem.level == "study") & (HiddenItem.uid == study_uid))
-                | ((HiddenItem.level == "series") & HiddenItem.uid.in_(series_uids))
-            )
-        )
+        records.forget_hidden(db, study_uids=[study_uid], series_uids=series_uids)
         db.execute(update(ShareLink).where(ShareLink.study_uid == study_uid).values(revoked=True))
         db.delete(study)
         stamp = now()
         bases = {k.split(".")[0] for k in keys}
         db.add_all(ArchiveTombstone(base=b, created_at=stamp) for b in bases)
         db.flush()
-        others = db.scalars(select(Study.id).where(Study.patient_pk == patient_pk)).first()
-        pending = db.scalars(
-            select(Placeholder.id).where(Placeholder.patient_pk == patient_pk)
-        ).first()
-        if others is None and pending is None:
-            patient = db.get(Patient, patient_pk)
-            if patient is not None:
-                db.delete(patient)
+        records.drop_patient_if_unused(db, patient_pk)
     remove_objects(ctx, keys, series_uids)
     audit.record(
         ctx.WriteSession,

@@ -7,6 +7,7 @@ study, series; insert or replace the instance; remove a placeholder the instance
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from server.index import folding
-from server.index.account_models import ShareLink
+from server.index.account_models import HiddenItem, ShareLink
 from server.index.models import Event, Instance, Patient, Placeholder, Series, Study
 
 log = logging.getLogger("lucent.index")
@@ -431,23 +432,54 @@ def _archived_parents(session: Session, ds: Dataset) -> tuple[Series, Study]:
 
 
 def _drop_if_empty(session: Session, series_pk: int) -> None:
-    """Remove a series (and then its study) left without instances when a re-sent
-    instance moved to another series: it stayed listed with 0 instances (outside probe 20).
-    A study with other series, or one a share link names, stays."""
+    """Remove a series (and then its study and patient) left without instances when a
+    re-sent instance moved to another series: it stayed listed with 0 instances (outside
+    probe 20). A study with other series, or one a share link names, stays."""
     session.flush()
     if session.scalars(select(Instance.id).where(Instance.series_pk == series_pk)).first():
         return
     old = session.get(Series, series_pk)
     if old is None:
         return
-    study_pk = old.study_pk
+    study_pk, series_uid = old.study_pk, old.series_uid
     session.delete(old)
+    forget_hidden(session, series_uids=[series_uid])
     session.flush()
     if session.scalars(select(Series.id).where(Series.study_pk == study_pk)).first():
         return
     study = session.get(Study, study_pk)
     if study is not None and not _shared(session, study.study_uid):
+        patient_pk = study.patient_pk
+        forget_hidden(session, study_uids=[study.study_uid])
         session.delete(study)
+        session.flush()
+        drop_patient_if_unused(session, patient_pk)
+
+
+def forget_hidden(
+    session: Session, *, study_uids: Sequence[str] = (), series_uids: Sequence[str] = ()
+) -> None:
+    """Users' hidden marks of removed studies/series go with them: the same UID received
+    again later must not come back hidden."""
+    if study_uids:
+        session.execute(
+            delete(HiddenItem).where(HiddenItem.level == "study", HiddenItem.uid.in_(study_uids))
+        )
+    if series_uids:
+        session.execute(
+            delete(HiddenItem).where(HiddenItem.level == "series", HiddenItem.uid.in_(series_uids))
+        )
+
+
+def drop_patient_if_unused(session: Session, patient_pk: int) -> None:
+    """A patient left with no study and no placeholder goes too: nothing would list it."""
+    if session.scalars(select(Study.id).where(Study.patient_pk == patient_pk)).first():
+        return
+    if session.scalars(select(Placeholder.id).where(Placeholder.patient_pk == patient_pk)).first():
+        return
+    patient = session.get(Patient, patient_pk)
+    if patient is not None:
+        session.delete(patient)
 
 
 def _shared(session: Session, study_uid: str) -> bool:

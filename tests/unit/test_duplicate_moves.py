@@ -5,12 +5,14 @@ probe 20). Real SQLite, the one ingest path."""
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from server.context import ServerContext
-from server.index.models import Instance, Series, Study
+from server.index.account_models import HiddenItem
+from server.index.models import Instance, Patient, Series, Study, User
 from tests.data import bad_inputs, samples
 
 
@@ -64,3 +66,28 @@ def test_the_series_and_study_left_empty_are_removed(ctx: ServerContext) -> None
     late.StudyInstanceUID, late.SeriesInstanceUID = study, old_series
     assert _store(ctx, late) == "stored"
     assert _layout(ctx) == {other: {new_series: 2}, study: {old_series: 1}}
+
+
+def test_what_the_emptied_study_leaves_behind_goes_too(ctx: ServerContext) -> None:
+    """The emptied series and study lose their hidden marks, and their patient goes when it
+    has nothing else: the same UIDs received later must not come back hidden, and no empty
+    patient stays listed (one helper with study deletion, server.accounts.retention)."""
+    [first] = samples.ct_series(1)
+    _store(ctx, first)
+    study, series = str(first.StudyInstanceUID), str(first.SeriesInstanceUID)
+    with ctx.WriteSession() as session, session.begin():
+        user = User(username="reader", password_hash="x", created_at=datetime.now(UTC))
+        session.add(user)
+        session.flush()
+        for level, uid in (("study", study), ("series", series)):
+            session.add(
+                HiddenItem(user_pk=user.id, level=level, uid=uid, hidden_at=datetime.now(UTC))
+            )
+    # re-sent under another patient, study and series: everything of the first is empty
+    moved = copy.deepcopy(first)
+    moved.PatientID, moved.PatientName = "OTHER-1", "Other^Patient"
+    moved.StudyInstanceUID, moved.SeriesInstanceUID = generate_uid(), generate_uid()
+    assert _store(ctx, moved) == "replaced"
+    with ctx.Session() as session:
+        assert list(session.scalars(select(HiddenItem.uid))) == []
+        assert list(session.scalars(select(Patient.patient_id))) == ["OTHER-1"]
