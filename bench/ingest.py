@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.support.disk import flush_floor  # noqa: E402
 from tests.support.peers import (  # noqa: E402  (needs the repo root on sys.path)
     LOOPBACK,
     Orthanc,
@@ -451,27 +452,6 @@ def _versions() -> str:
     except PeerError:
         orthanc = "not installed"
     return f"{dcmtk}; {orthanc}"
-
-
-def flush_floor(folder: Path, samples: int = 40) -> float:
-    """Median seconds of one durable 4 KB write (write + fdatasync of an existing file) on
-    the disk under ``folder``: the device cache flush every acknowledged durable store pays
-    at least once. With one association the sender waits for each answer, so this alone
-    caps a durable receiver at 1/flush instances/s, however fast the rest is."""
-    path = folder / "flush-probe"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    times = []
-    try:
-        block = os.urandom(4096)
-        for _ in range(samples):
-            t0 = time.perf_counter()
-            os.pwrite(fd, block, 0)
-            os.fdatasync(fd)
-            times.append(time.perf_counter() - t0)
-    finally:
-        os.close(fd)
-        path.unlink()
-    return sorted(times)[len(times) // 2]
 
 
 def _cpu() -> str:
