@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -53,6 +54,7 @@ from server.index.pacs_models import Job
 from server.index.perfusion_models import PerfusionRun
 from server.index.records import now
 from server.jobs.queue import FINAL_STATES, JobControl, JobQueue, Outcome
+from server.perfusion import analysis_worker
 from server.perfusion.cleanup import remove_leftover_work, remove_series
 from server.perfusion.recognise import Examination, InstanceInfo, examine
 
@@ -713,7 +715,7 @@ class PerfusionService:
         cmd = [
             sys.executable,
             "-m",
-            "lucent.perfusion.cli",
+            "server.perfusion.analysis_worker",  # lucent.perfusion.cli, ending with us
             "analyse",
             str(in_dir),
             "--out",
@@ -722,7 +724,12 @@ class PerfusionService:
             str(config_path),
         ]
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env={**os.environ, analysis_worker.PARENT_ENV: str(os.getpid())},
         )
         tail: deque[str] = deque(maxlen=20)
 
