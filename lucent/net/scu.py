@@ -120,7 +120,13 @@ class AssociationError(Exception):
     """
 
     def __init__(
-        self, kind: str, message: str, *, permanent: bool = False, no_context: bool = False
+        self,
+        kind: str,
+        message: str,
+        *,
+        permanent: bool = False,
+        no_context: bool = False,
+        uncompressed_refused: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -129,6 +135,9 @@ class AssociationError(Exception):
         self.no_context = no_context
         """Accepted, but no presentation context for what was proposed: final for those
         classes and syntaxes, though another association proposing others may succeed."""
+        self.uncompressed_refused = uncompressed_refused
+        """No context because the peer took none of the uncompressed syntaxes, the only
+        ones proposed: proposing compressed ones may succeed (a compressed-only peer)."""
 
 
 def _diagnose_connect(peer: Peer) -> AssociationError:
@@ -1337,6 +1346,9 @@ class StoreOutcome:
     permanent: bool = False
     """Failed here, not on the wire (the peer took no context for the class, the data could
     not be read or transcoded): another attempt fails the same way."""
+    attempted: bool = True
+    """False: never sent, the association was lost on an instance before it ("not
+    attempted: association lost after ...") or none was opened; another may take it."""
 
     @property
     def ok(self) -> bool:
@@ -1485,10 +1497,38 @@ def _silent(peer: Peer) -> AssociationError:
     )
 
 
-def _none_accepted(peer: Peer) -> AssociationError:
+def _none_accepted(
+    peer: Peer,
+    assoc: direct.DirectAssociation,
+    proposed: Sequence[ul.PresentationContext],
+    compressed: bool,
+) -> AssociationError:
+    """Why the peer took none of the contexts, from its per-context results (PS3.8 9.3.3.2):
+    a compressed-only peer answered "transfer syntaxes not supported" to a send that
+    proposed only the uncompressed ones, and the reason said "SOP class / transfer syntax
+    not supported there" without naming the way out (outside probe 26)."""
+    classes = sorted({UID(cx.abstract_syntax).name for cx in proposed})
+    names = ", ".join(classes[:3]) + (f" and {len(classes) - 3} more" if len(classes) > 3 else "")
+    results = {assoc.accept.contexts.get(cx.id, (None, ""))[0] for cx in proposed}
+    if results == {ul.ABSTRACT_NOT_SUPPORTED}:
+        return AssociationError(
+            "rejected",
+            f"{peer.address} accepted none of the proposed presentation contexts: "
+            f"it does not support {names} (abstract syntax not supported)",
+            no_context=True,
+        )
+    if not compressed:
+        syntaxes = ", ".join(UID(ts).name for ts in UNCOMPRESSED)
+        return AssociationError(
+            "rejected",
+            f"{peer.address} accepted none of the uncompressed transfer syntaxes proposed "
+            f"({syntaxes}) for {names}: it may take compressed data only",
+            no_context=True,
+            uncompressed_refused=True,
+        )
     return AssociationError(
         "rejected",
-        f"{peer.address} accepted none of the proposed presentation contexts "
+        f"{peer.address} accepted none of the proposed presentation contexts for {names} "
         "(SOP class / transfer syntax not supported there)",
         no_context=True,
     )
@@ -1546,7 +1586,10 @@ def store(
     """C-STORE SCU: send ``items`` on one association (Conformance 4.2.4).
 
     Raises AssociationError when no association could be opened; per-instance failures are
-    values in the returned list (and passed to ``on_result`` as they happen). Runs on our
+    values in the returned list (and passed to ``on_result`` as they happen). When the
+    association is lost (a C-STORE response timeout, an A-ABORT), every instance after the
+    one it was lost on is returned too, not attempted (``attempted`` False), so each item
+    has a result unless the send was cancelled. Runs on our
     own socket (``lucent.net.direct``, TLS too): archived bytes go out as they are stored,
     and the next instances are read while this one is on the wire.
     """
@@ -1562,8 +1605,9 @@ def store(
     accepted = _StoreContexts.of(assoc, proposed)
     if not accepted.context_for:
         assoc.release()
-        raise _none_accepted(peer)
+        raise _none_accepted(peer, assoc, proposed, compressed)
     outcomes: list[StoreOutcome] = []
+    lost = False  # the association broke under an instance (not a cancel, not the end)
     reads = _prefetched(items, lambda it: it.sop_class_uid in accepted.by_class)
     try:
         for item, raw in reads:
@@ -1574,6 +1618,7 @@ def store(
             if on_result is not None:
                 on_result(outcome)
             if not assoc.is_open:
+                lost = True
                 break
     finally:
         reads.close()  # stop reading ahead now, not when the generator is collected
@@ -1581,6 +1626,22 @@ def store(
             assoc.release()
         else:
             assoc.abort()
+    if lost and len(outcomes) < len(items):
+        # The peer stopped answering (C-STORE response timeout, A-ABORT): what came after
+        # the stuck instance has a result too, or a finished send listed 2 of 6 instances
+        # and its progress stayed at 0.33 (outside probe 26).
+        why = outcomes[-1].message if outcomes else "the association closed"
+        done = len(outcomes)
+        for item in items[done:]:
+            lost = StoreOutcome(
+                item.sop_instance_uid, item.sop_class_uid, None,
+                f"not attempted: association lost after {done} of {len(items)} "
+                f"instance(s) ({why})",
+                attempted=False,
+            )  # fmt: skip
+            outcomes.append(lost)
+            if on_result is not None:
+                on_result(lost)
     return outcomes
 
 
@@ -1639,10 +1700,14 @@ def _store_one(
             item.sop_instance_uid, item.sop_class_uid, None,
             f"no C-STORE response ({exc.message})", syntax, transcoded,
         )  # fmt: skip
+    # PS3.4 B.2.3: the meaning of a status that is not success, with the peer's Error
+    # Comment when it sent one (most send none: the reason was empty, outside probe 26)
+    text = answer.comment
+    if answer.status != status.SUCCESS:
+        text = status.describe(answer.status, answer.comment)
     return StoreOutcome(
-        item.sop_instance_uid, item.sop_class_uid, answer.status, answer.comment, syntax,
-        transcoded,
-    )  # fmt: skip
+        item.sop_instance_uid, item.sop_class_uid, answer.status, text, syntax, transcoded
+    )
 
 
 def _dataset_offset(raw: bytes) -> int | None:

@@ -54,3 +54,64 @@ def error_comment(text: str) -> str:
     repertoire, at most 64 characters (PS3.7 E.1, PS3.5 6.1.2.1); our reasons quote values
     ("é") and use "×", sent as "?"."""
     return text.encode("ascii", "replace").decode("ascii")[:64]
+
+
+#: Meanings of single codes: PS3.7 C (general statuses of the DIMSE services) and PS3.4
+#: B.2.3 (Storage Service Class warnings). Ranges are in :func:`meaning`.
+MEANINGS: dict[int, str] = {
+    SUCCESS: "Success",
+    0x0001: "Warning: requested optional attributes are not supported",
+    0x0105: "Failure: No such attribute",
+    0x0106: "Failure: Invalid attribute value",
+    0x0107: "Warning: Attribute list error",
+    0x0110: "Failure: Processing failure",
+    0x0111: "Failure: Duplicate SOP Instance",
+    0x0112: "Failure: No such object instance",
+    0x0113: "Failure: No such event type",
+    0x0114: "Failure: No such argument",
+    0x0115: "Failure: Invalid argument value",
+    0x0116: "Warning: Attribute value out of range",
+    0x0117: "Failure: Invalid object instance",
+    0x0118: "Failure: No such SOP Class",
+    0x0119: "Failure: Class-instance conflict",
+    0x0120: "Failure: Missing attribute",
+    0x0121: "Failure: Missing attribute value",
+    SOP_CLASS_NOT_SUPPORTED: "Refused: SOP Class not supported",
+    0x0123: "Failure: No such action",
+    NOT_AUTHORIZED: "Refused: Not authorized",
+    0x0210: "Failure: Duplicate invocation",
+    0x0211: "Failure: Unrecognized operation",
+    0x0212: "Failure: Mistyped argument",
+    0x0213: "Failure: Resource limitation",
+    QR_CANCEL: "Cancel",
+    0xB000: "Warning: Coercion of data elements",
+    0xB006: "Warning: Elements discarded",
+    0xB007: "Warning: Data Set does not match SOP Class",
+    PENDING: "Pending",
+    PENDING_WARNING: "Pending: one or more optional keys were not supported",
+}
+
+
+def meaning(code: int) -> str:
+    """What a C-STORE (or general DIMSE) status means, for a person (PS3.4 B.2.3, PS3.7 C):
+    a peer's failure without an Error Comment was recorded with an empty reason and the
+    job said only "0xA700" (outside probe 26). The same words whichever side reads them."""
+    if code in MEANINGS:
+        return MEANINGS[code]
+    if 0xA700 <= code <= 0xA7FF:
+        return "Refused: Out of resources"
+    if 0xA900 <= code <= 0xA9FF:
+        return "Error: Data Set does not match SOP Class"
+    if 0xC000 <= code <= 0xCFFF:
+        return "Error: Cannot understand"
+    if 0xB000 <= code <= 0xBFFF:
+        return "Warning"
+    return "Failure: unknown status"
+
+
+def describe(code: int, comment: str = "") -> str:
+    """``meaning (0xCODE)``, and the peer's Error Comment after it when it sent one:
+    "Refused: Out of resources (0xA700): disk full"."""
+    text = f"{meaning(code)} (0x{code:04X})"
+    comment = comment.strip()
+    return f"{text}: {comment}" if comment else text

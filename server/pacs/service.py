@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from pydicom.uid import UID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -81,6 +80,28 @@ def _store_retryable(outcome: scu.StoreOutcome) -> bool:
         return False
     code = outcome.status
     return code is None or 0xA700 <= code <= 0xA7FF
+
+
+def _lost_on(outcome: scu.StoreOutcome | None) -> bool:
+    """The association was lost on this instance: sent, and no C-STORE response came."""
+    return (
+        outcome is not None
+        and outcome.attempted
+        and outcome.status is None
+        and not outcome.permanent
+    )
+
+
+def _association_error(exc: scu.AssociationError | ValueError) -> str:
+    """Why a send got no association, with the way out where there is one."""
+    if not isinstance(exc, scu.AssociationError):
+        return str(exc)
+    if exc.uncompressed_refused:  # Conformance 4.2.4.2: the node's compressed list
+        return (
+            exc.message + " — turn on the node's propose_compressed option to propose "
+            "the compressed transfer syntaxes too"
+        )
+    return exc.message
 
 
 class PacsService:
@@ -473,6 +494,8 @@ class PacsService:
             def on_result(o: scu.StoreOutcome, n: int = attempt + 1) -> None:
                 with lock:
                     previous = final.get(o.sop_instance_uid)
+                    if previous is not None and previous.attempted and not o.attempted:
+                        return  # not reached this time: the earlier failure says more
                     if previous is not None:  # a retry replaces the earlier outcome
                         _count(tally, previous, -1)
                     _count(tally, o, +1)
@@ -488,30 +511,44 @@ class PacsService:
             def send_lane(lane: Sequence[scu.Outgoing], n: int = attempt + 1) -> str:
                 error = ""
                 for chunk in scu.iter_chunks(lane, self.settings.instances_per_association):
+                    rest: Sequence[scu.Outgoing] = chunk
+                    silent = 0  # associations in a row on which the peer answered nothing
+                    while rest and not control.cancelled:
+                        if permanent.is_set():  # the next association would be rejected too
+                            fail_all(rest, permanent_error[0], n)
+                            break
+                        try:
+                            outcomes = scu.store(
+                                peer,
+                                rest,
+                                compressed=node.propose_compressed,
+                                on_result=on_result,
+                                cancel=control.cancel,
+                            )
+                        except (scu.AssociationError, ValueError) as exc:
+                            error = _association_error(exc)
+                            if isinstance(exc, scu.AssociationError) and exc.permanent:
+                                with lock:
+                                    permanent_error[:] = [error]
+                                    permanent.set()
+                            final_for_rest = (
+                                isinstance(exc, scu.AssociationError) and exc.no_context
+                            )
+                            fail_all(rest, error, n, final_for_rest)
+                            break
+                        # The association was lost under one instance (a C-STORE response
+                        # timeout, an A-ABORT): that one failed on its own; the others go
+                        # on a new association now. One that aborts on every attempt
+                        # starved those behind it (outside probe 26). Two associations in a
+                        # row without a single answer: a peer that answers no C-STORE, each
+                        # try costs the DIMSE timeout; the next attempt takes them.
+                        skipped = {o.sop_instance_uid for o in outcomes if not o.attempted}
+                        silent = 0 if any(o.status is not None for o in outcomes) else silent + 1
+                        if not skipped or silent >= 2:
+                            break
+                        rest = [it for it in rest if it.sop_instance_uid in skipped]
                     if control.cancelled:
                         break
-                    if permanent.is_set():  # the next association would be rejected too
-                        fail_all(chunk, permanent_error[0], n)
-                        continue
-                    try:
-                        scu.store(
-                            peer,
-                            chunk,
-                            compressed=node.propose_compressed,
-                            on_result=on_result,
-                            cancel=control.cancel,
-                        )
-                    except (scu.AssociationError, ValueError) as exc:
-                        error = exc.message if isinstance(exc, scu.AssociationError) else str(exc)
-                        if isinstance(exc, scu.AssociationError) and exc.permanent:
-                            with lock:
-                                permanent_error[:] = [error]
-                                permanent.set()
-                        final_for_chunk = isinstance(exc, scu.AssociationError) and exc.no_context
-                        if final_for_chunk:
-                            classes = sorted({UID(it.sop_class_uid).name for it in chunk})
-                            error += ": " + ", ".join(classes[:3])
-                        fail_all(chunk, error, n, final_for_chunk)
                 return error
 
             def fail_all(
@@ -526,8 +563,9 @@ class PacsService:
                             if uid in final:
                                 _count(tally, final[uid], -1)
                             final[uid] = scu.StoreOutcome(
-                                uid, it.sop_class_uid, None, error, permanent=final_
-                            )
+                                uid, it.sop_class_uid, None, error, permanent=final_,
+                                attempted=False,
+                            )  # fmt: skip
                             _count(tally, final[uid], +1)
                             attempts[uid] = n
 
@@ -541,7 +579,7 @@ class PacsService:
                 with ThreadPoolExecutor(len(lanes), thread_name_prefix="send-lane") as lane_pool:
                     errors = list(lane_pool.map(send_lane, lanes))
             last_error = next((e for e in errors if e), last_error)
-            todo = [
+            retry = [
                 it
                 for it in items
                 if it.sop_instance_uid not in final
@@ -550,6 +588,10 @@ class PacsService:
                     and _store_retryable(final[it.sop_instance_uid])
                 )
             ]
+            # The instances an association was lost on go to the back of the next attempt:
+            # the others are tried before them (what follows them may be lost again).
+            todo = [it for it in retry if not _lost_on(final.get(it.sop_instance_uid))]
+            todo += [it for it in retry if _lost_on(final.get(it.sop_instance_uid))]
             if not todo or control.cancelled:
                 break
             if permanent.is_set():  # retries are for transient failures only
@@ -566,10 +608,19 @@ class PacsService:
                 f"{total - len(final)} not sent",
             )
         failed = total - len(ok)
-        control.update(force=True, completed=len(ok), failed=failed)
+        # every instance has its result now (sent, failed, not attempted): the bar is full
+        control.update(force=True, completed=len(ok), failed=failed, progress=1.0)
         message = f"{len(ok)} of {total} instance(s) stored on {node.name}"
+        warned = [o for o in ok if o.status != dimse_status.SUCCESS]
+        if warned:  # PS3.4 B.2.3: stored, but not as sent (B000 coercion, B007, B006)
+            texts = {o.message or dimse_status.describe(o.status or 0) for o in warned}
+            message += f" ({len(warned)} with a warning: " + "; ".join(sorted(texts)[:3]) + ")"
         if failed:
-            reasons = {o.message or f"0x{o.status or 0:04X}" for o in final.values() if not o.ok}
+            reasons = {
+                o.message or dimse_status.describe(o.status or 0)
+                for o in final.values()
+                if not o.ok
+            }
             message += f"; {failed} failed: " + "; ".join(sorted(reasons)[:3])
         if permanent.is_set():
             message += " (a permanent rejection: not retried)"

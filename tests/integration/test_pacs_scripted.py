@@ -27,12 +27,13 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
-from lucent.net import commitment, scu
+from lucent.net import commitment, scu, status
 from tests.support.peers import free_port
 
 UNCOMPRESSED = list(scu.UNCOMPRESSED)
 FAIL_STORE = 0xFFFF  # script marker: a sub-operation that fails
 ABORT = -1  # script marker: the peer aborts the association instead of answering
+HANG = -2  # script marker: the peer never answers that C-STORE (until it is stopped)
 
 
 def _tiny(fail: bool = False) -> Dataset:
@@ -62,7 +63,8 @@ class ScriptedPeer:
         self.cancel_seen: list[float] = []  # monotonic times a C-CANCEL-RQ arrived
         self.commit_mode = "same"  # same | reopen: where the N-EVENT-REPORT goes
         self.failed_uids: set[str] = set()
-        self.store_statuses: dict[str, int] = {}  # SOP Instance UID -> status; ABORT aborts
+        self.store_statuses: dict[str, int] = {}  # SOP Instance UID -> status; ABORT, HANG
+        self.stopped = threading.Event()  # ends what HANG holds back
         self._pending_report: Dataset | None = None
         self._server: Any = None
 
@@ -118,6 +120,9 @@ class ScriptedPeer:
         code = self.store_statuses.get(uid, 0xA700 if uid.startswith("1.2.3.999.") else 0x0000)
         if code == ABORT:
             event.assoc.abort()
+        if code == HANG:
+            self.stopped.wait(60)
+            return 0x0000
         return code
 
     def _report(self, info: Dataset) -> Dataset:
@@ -182,6 +187,7 @@ class ScriptedPeer:
         return self
 
     def stop(self) -> None:
+        self.stopped.set()
         if self._server is not None:
             self._server.shutdown()
 
@@ -406,6 +412,8 @@ def test_store_status_is_recorded_per_instance(scripted: ScriptedPeer, code: int
     outcomes = scu.store(scripted.peer(), [_outgoing(ds) for ds in sets])
     assert [o.status for o in outcomes] == [0x0000, code, 0x0000]  # the send goes on
     assert outcomes[1].ok == (code == 0xB000)  # B000: warning, stored with coercion
+    # no Error Comment from the peer: the reason is the code's meaning (PS3.4 B.2.3)
+    assert outcomes[1].message == status.describe(code) != f"0x{code:04X}"
     assert [o.sop_instance_uid for o in outcomes] == [str(ds.SOPInstanceUID) for ds in sets]
 
 
@@ -413,9 +421,13 @@ def test_store_abort_ends_the_send_with_the_reason(scripted: ScriptedPeer) -> No
     sets = [_tiny(), _tiny(), _tiny()]
     scripted.store_statuses = {str(sets[1].SOPInstanceUID): ABORT}
     outcomes = scu.store(scripted.peer(), [_outgoing(ds) for ds in sets])
-    assert [o.status for o in outcomes] == [0x0000, None]  # the third is left for a retry
+    assert [o.status for o in outcomes] == [0x0000, None, None]
     assert "no C-STORE response" in outcomes[1].message
     assert "aborted" in outcomes[1].message
+    # the third has a result too: never sent, for another association to take (probe 26)
+    assert [o.attempted for o in outcomes] == [True, True, False]
+    assert outcomes[2].message.startswith("not attempted: association lost after 2 of 3")
+    assert "aborted" in outcomes[2].message
 
 
 def test_store_class_the_peer_does_not_take(scripted: ScriptedPeer) -> None:
