@@ -199,7 +199,10 @@ JOB_FINAL_STATES: tuple[JobState, ...] = ("done", "partial", "failed", "cancelle
 #: A storage commitment request (4.2.5): answered by an N-EVENT-REPORT, superseded by a
 #: retry, expired after the last attempt, failed when the SCP refused the N-ACTION for good.
 CommitmentRequestState = Literal["pending", "answered", "superseded", "expired", "failed"]
-CommitmentItemState = Literal["pending", "committed", "failed"]
+#: One instance of a request: committed or failed by the SCP's report, pending while the
+#: request waits, unconfirmed when it expired with no word on the instance (4.2.5.3: not
+#: committed; it read "pending" for good, outside probe 26).
+CommitmentItemState = Literal["pending", "committed", "failed", "unconfirmed"]
 
 
 class EchoOut(BaseModel):

@@ -30,6 +30,7 @@ from server.api.params import OptionalRowId, RowId, row_id_or_404
 from server.context import ServerContext
 from server.index.models import Study
 from server.index.pacs_models import CommitmentItem, CommitmentRequest, Job, SentInstance
+from server.pacs import records
 from server.pacs.service import NodeView, PacsError, PacsService
 
 _services: list[PacsService] = []
@@ -485,7 +486,7 @@ def commitments(
                     else ""
                 ),
                 sop_class_uid=item.sop_class_uid,
-                state=item.state,
+                state=records.item_state(item.state, req.state),
                 failure_reason=item.failure_reason,
                 failure_text=(
                     commitment.failure_text(item.failure_reason)

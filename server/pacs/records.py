@@ -98,6 +98,16 @@ def apply_report(session: Session, report: Report) -> int:
     return changed
 
 
+def item_state(item_state: str, request_state: str) -> str:
+    """An instance's commitment state as the API shows it: one still "pending" in a request
+    that expired was never confirmed and never will be on that request, so "unconfirmed"
+    (Conformance 4.2.5.3; GET /pacs/commitments read "pending" for good, outside probe 26).
+    The stored item keeps "pending": a late report still counts (``apply_report``)."""
+    if item_state == "pending" and request_state == "expired":
+        return "unconfirmed"
+    return item_state
+
+
 def refuse(req: CommitmentRequest, code: int, message: str) -> None:
     """The N-ACTION itself was refused for good: every item failed with that status."""
     t = now()

@@ -149,7 +149,7 @@ def test_openapi_names_the_values_of_enumerated_fields(api: LucentClient) -> Non
     assert enum("CommitmentOut", "request_state") == {
         "pending", "answered", "superseded", "expired", "failed",
     }  # fmt: skip
-    assert enum("CommitmentOut", "state") == {"pending", "committed", "failed"}
+    assert enum("CommitmentOut", "state") == {"pending", "committed", "failed", "unconfirmed"}
     assert {"ok", "refused", "timeout", "rejected", "unreachable", "tls"} <= enum("EchoOut", "kind")
     assert all(j.state == "done" for j in api.jobs(state="done"))
     with pytest.raises(ApiError) as err:
