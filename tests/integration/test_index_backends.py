@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -14,7 +16,7 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session
 
 from server.index import db, queries
-from server.index.models import Base, Patient
+from server.index.models import Base, Patient, Study
 from tests.data import samples
 from tests.integration.dicom_io import storescu
 from tests.support.lucent import LucentServer
@@ -45,6 +47,56 @@ def test_sqlite_migrations_match_models(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_postgres_migrations_match_models(pg_url: str) -> None:
     _assert_migrations_match_models(pg_url)
+
+
+def _insert_row(conn: Any, table: str, fixed: dict[str, Any]) -> int:
+    """A row with ``fixed`` values and a plain value in every other NOT NULL column, as the
+    schema stood at an old revision."""
+    values: dict[str, Any] = {}
+    for _, name, kind, not_null, _, _ in conn.exec_driver_sql(f"PRAGMA table_info({table})"):
+        if name == "id":
+            continue
+        if name in fixed:
+            values[name] = fixed[name]
+        elif not_null:
+            kind = (kind or "").upper()
+            values[name] = (
+                0
+                if "INT" in kind or "BOOL" in kind
+                else datetime(2024, 1, 1)
+                if "DATE" in kind or "TIME" in kind
+                else "x"
+            )
+    columns = ", ".join(values)
+    marks = ", ".join(f":{k}" for k in values)
+    return conn.execute(text(f"INSERT INTO {table} ({columns}) VALUES ({marks})"), values).lastrowid
+
+
+@pytest.mark.parametrize("revision", ["0003", "0006"])
+def test_sqlite_index_with_studies_upgrades(tmp_path: Path, revision: str) -> None:
+    """An index of an older release that holds studies migrates to head with its rows: the
+    table rebuilds of alembic's batch mode failed on ``foreign_keys=ON`` (outside probe 29)
+    and the server then refused to start."""
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = db.make_engine(url)
+    cfg = db.alembic_config(url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    with engine.begin() as conn:
+        patient = _insert_row(
+            conn, "patients", {"patient_id": "OLD-1", "issuer": "", "name": "Old^One"}
+        )
+        _insert_row(
+            conn, "studies", {"patient_pk": patient, "study_uid": "1.2.3.4", "pool": "DEFAULT"}
+        )
+    db.migrate(engine)
+    with Session(engine) as session:
+        assert list(session.scalars(select(Study.study_uid))) == ["1.2.3.4"]
+        assert list(session.scalars(select(Patient.patient_id))) == ["OLD-1"]
+    with engine.connect() as conn:  # foreign keys are on again for the server
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
 
 
 def _assert_dotted_i_refolded(url: str) -> None:
