@@ -1633,15 +1633,15 @@ def store(
         why = outcomes[-1].message if outcomes else "the association closed"
         done = len(outcomes)
         for item in items[done:]:
-            lost = StoreOutcome(
+            skipped = StoreOutcome(
                 item.sop_instance_uid, item.sop_class_uid, None,
                 f"not attempted: association lost after {done} of {len(items)} "
                 f"instance(s) ({why})",
                 attempted=False,
             )  # fmt: skip
-            outcomes.append(lost)
+            outcomes.append(skipped)
             if on_result is not None:
-                on_result(lost)
+                on_result(skipped)
     return outcomes
 
 
