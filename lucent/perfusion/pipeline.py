@@ -243,6 +243,10 @@ def _native_pca(frames: np.ndarray, min_keep: int) -> int:
 
 TRUNCATION_GUIDE_PX = 1.5
 """In-plane sigma (pixels) of the CBF/CBV that the truncation correction reads MTTs from."""
+CORE_NOISE_MIN_ML = 5.0
+CORE_NOISE_FRACTION = 0.5
+"""An rCBF core whose noise range (``segmentation.core_noise_range``) is wider than the
+larger of these (mL, fraction of the core) raises ``core_noise`` and ``core_reliable`` false."""
 TMAX_LAG_FLAG_S = 1.0
 """A Tmax uncertainty of delayed tissue (``_tmax_lag``) above this raises ``tmax_resolution``."""
 
@@ -753,6 +757,21 @@ def _run(
             flags.append({"code": "tmax_resolution", "reason": tmax_reason(
                 modality, tmax_uncertainty, late_only, summary, config
             )})  # fmt: skip
+        noise = seg.reference.get("core_noise") or {}
+        span = noise.get("core_ml_range")
+        if span is not None:
+            summary["core_ml_range"] = span
+            wide = span[1] - span[0] > max(
+                CORE_NOISE_MIN_ML, CORE_NOISE_FRACTION * summary["core_ml"]
+            )
+            summary["core_reliable"] = not wide
+            if wide:
+                flags.append({"code": "core_noise", "reason": (
+                    f"rCBF core {summary['core_ml']:.1f} mL is not reliable at this map noise: "
+                    f"healthy tissue's rCBF spreads +-{noise['relative_sd']:.0%}, which puts the "
+                    f"core anywhere from {span[0]:.1f} to {span[1]:.1f} mL; read the core on "
+                    "DWI/ADC or on thinner-noise images"
+                )})  # fmt: skip
         low, low_side, _ = hemispheres(brain, series.row_dir)
         if seg.low is not None:
             low = seg.low

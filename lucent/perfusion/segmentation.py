@@ -317,6 +317,39 @@ def refine_core_boundary(
     return out, report
 
 
+def core_noise_range(
+    cbf: np.ndarray,
+    reference: np.ndarray | float,
+    tissue: np.ndarray,
+    healthy: np.ndarray,
+    hypo: np.ndarray,
+    voxel_ml: float,
+    threshold: float,
+) -> dict[str, Any]:
+    """How far map noise can move an rCBF core: the relative spread of healthy tissue's
+    rCBF (robust SD / median, ~0 without noise) and the core volumes at the threshold
+    lowered and raised by that fraction, counted in tissue (not island-filtered).
+
+    At 5 HU our phantom's core read 23.7 mL of 11.5 with nothing saying so: the fitted
+    CBF of a voxel spreads +-40 % (healthy white matter p10-p90 12-39 of 26), so voxels of
+    the 60 % penumbra cross 30 %. The spread of healthy rCBF is that noise, measured where
+    the truth (rCBF 1) is known."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rcbf = np.where(np.asarray(reference) > 0, cbf / reference, np.inf)
+    values = rcbf[tissue & healthy]
+    values = values[np.isfinite(values)]
+    if values.size < 50:
+        return {"relative_sd": None, "core_ml_range": None}
+    med = float(np.median(values))
+    sd = float(1.4826 * np.median(np.abs(values - med)) / max(med, 1e-6))
+    lo = float((tissue & (rcbf < threshold * max(1 - sd, 0.0))).sum() * voxel_ml)
+    hi = float((tissue & (hypo | (rcbf < threshold)) & (rcbf < threshold * (1 + sd))).sum())
+    return {
+        "relative_sd": round(sd, 3),
+        "core_ml_range": [round(lo, 2), round(hi * voxel_ml, 2)],
+    }
+
+
 @dataclass
 class Segmentation:
     core: np.ndarray
@@ -407,6 +440,9 @@ def segment(
             else "healthy contralateral tissue"
         )
         source = f"rCBF < {config.threshold_core:.0%} of {where}"
+        info["core_noise"] = core_noise_range(
+            cbf, reference_map, tissue, healthy_all, hypo, voxel_ml, config.threshold_core
+        )
     islands: dict[str, IslandReport] = {}
     core, islands["core"] = remove_islands(core, voxel_ml, config.min_island_ml)
     if edge_curves is not None and adc is None:

@@ -131,6 +131,7 @@ def test_realistic_noise_correlation_and_volumes(noisy: tuple[P.Phantom, Perfusi
     assert rs["cbf"] > 0.9, rs
     assert rs["tmax"] > 0.9, rs
     assert r.qc["noise_sd"] == pytest.approx(1.0, rel=0.1)  # MP-PCA noise estimate
+    assert r.summary["core_reliable"] and "core_noise" not in {f["code"] for f in r.qc["flags"]}
     assert r.qc["pca_components"] < r.series.shape[0]
     v = r.summary
     assert v["core_ml"] == pytest.approx(ph.volumes_ml["core"], rel=0.10)
