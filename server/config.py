@@ -13,7 +13,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import platformdirs
 
@@ -259,6 +259,120 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+class Bound(NamedTuple):
+    """The allowed values of one numeric setting: ``low..high``, or above ``low`` when
+    ``above`` (a float that must not be 0). ``note`` says what a special value means."""
+
+    low: float
+    high: float
+    above: bool = False
+    note: str = ""
+
+    def text(self) -> str:
+        """How the sample config and the error message state the range."""
+        low, high = _number(self.low), _number(self.high)
+        return f"above {low}, at most {high}" if self.above else f"{low}..{high}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+#: Every numeric setting's range, one place (outside probe 29: lockout_seconds = -1 switched
+#: login back-off off, nan made failed logins answer 500, an infinite retention interval
+#: killed its thread, scan_seconds = nan spun the main process). The sample config states
+#: each range where it documents the key; a test checks both agree. Ports are checked by
+#: ``_port`` (0 = off for some), the perfusion thresholds by the engine's own config.
+RANGES: dict[str, Bound] = {
+    "archive.min_free_mb": Bound(0, 1_048_576),
+    "archive.max_inflated_mb": Bound(1, 16_384),
+    "archive.prepared_objects": Bound(0, 100_000, note="0 = make them as instances arrive"),
+    "dimse.max_pdu": Bound(4096, 131_072, note="Conformance 4.2.3.3"),
+    "dimse.workers": Bound(0, 256, note="0 = one per CPU core"),
+    # 0 made every socket non-blocking: each association failed (outside probe)
+    "dimse.network_timeout": Bound(0, 86_400, above=True),
+    "dimse.dimse_timeout": Bound(0, 86_400, above=True),
+    "dimse.acse_timeout": Bound(0, 86_400, above=True),
+    "dimse.max_find_results": Bound(0, 10_000_000, note="0 = no limit"),
+    "pools.retention_days": Bound(0, 36_500, note="0 = keep forever"),
+    "api.session_minutes": Bound(1, 525_600),
+    "api.basic_auth_cache_seconds": Bound(0, 86_400, note="0 = no cache"),
+    "pacs.max_results": Bound(1, 1_000_000),
+    "pacs.job_threads": Bound(1, 64),
+    "pacs.move_retries": Bound(0, 100, note="0 = no retry"),
+    "pacs.retry_backoff_seconds": Bound(0, 60, above=True),
+    "pacs.store_retries": Bound(0, 100, note="0 = no retry"),
+    "pacs.instances_per_association": Bound(1, 1_000_000),
+    "pacs.store_associations": Bound(1, 16),
+    "pacs.commitment_wait_seconds": Bound(0, 3600, above=True),
+    "pacs.commitment_retry_seconds": Bound(0, 604_800, above=True),
+    "pacs.commitment_max_attempts": Bound(1, 100),
+    "accounts.idle_minutes": Bound(0, 10_080, above=True),
+    "accounts.max_failures": Bound(1, 1000),
+    "accounts.address_max_failures": Bound(1, 10_000),
+    "accounts.lockout_seconds": Bound(0, 86_400, above=True),
+    "accounts.lockout_max_seconds": Bound(0, 2_592_000, above=True),
+    "accounts.pin_minutes": Bound(0, 1440, above=True),
+    "accounts.pin_attempts": Bound(1, 100),
+    "accounts.reset_minutes": Bound(0, 10_080, above=True),
+    "accounts.reset_mail_seconds": Bound(0, 86_400),
+    "accounts.reset_address_per_hour": Bound(1, 100_000),
+    "accounts.share_max_days": Bound(0, 3650, above=True),
+    "accounts.share_pin_attempts": Bound(1, 100),
+    "accounts.retention_interval_minutes": Bound(
+        0, 10_080, note="0 = only when started through the API"
+    ),
+    "audit.syslog_retry_max_seconds": Bound(0, 3600, above=True),
+    "perfusion.quiet_seconds": Bound(0, 86_400),
+    "perfusion.scan_seconds": Bound(0, 3600, above=True),
+    "perfusion.min_confidence": Bound(0, 1),
+    "perfusion.max_concurrent": Bound(1, 32),
+    "perfusion.lookback_minutes": Bound(0, 10_080),
+}
+#: Numeric settings checked elsewhere: TCP ports (``_port``) and the perfusion engine's
+#: thresholds (``PerfusionConfig.from_dict``).
+CHECKED_ELSEWHERE = frozenset(
+    {
+        "pools.port",
+        "pools.tls_port",
+        "api.port",
+        "smtp.port",
+        "audit.syslog_port",
+        "perfusion.threshold_core",
+        "perfusion.threshold_tmax",
+        "perfusion.min_island_ml",
+    }
+)
+
+
+def _check_range(section: str, key: str, value: float, where: str) -> None:
+    bound = RANGES[f"{section}.{key}"]
+    ok = math.isfinite(value) and bound.low <= value <= bound.high
+    if bound.above and value == bound.low:
+        ok = False
+    if not ok:
+        note = f" ({bound.note})" if bound.note else ""
+        raise ConfigError(f"{where} {key} must be {bound.text()}{note}, got {value!r}")
+
+
+def _check_ranges(s: Settings) -> None:
+    for name in _SECTIONS:
+        section = getattr(s, name)
+        for f in dataclasses.fields(section):
+            if f"{name}.{f.name}" in RANGES:
+                _check_range(name, f.name, getattr(section, f.name), f"[{name}]")
+    for p in s.pools:
+        for f in dataclasses.fields(p):
+            if f"pools.{f.name}" in RANGES:
+                _check_range("pools", f.name, getattr(p, f.name), f"[[pools]] '{p.name}':")
+    if s.accounts.lockout_max_seconds < s.accounts.lockout_seconds:
+        raise ConfigError(
+            "[accounts] lockout_max_seconds must be >= lockout_seconds (the first lockout "
+            f"cannot be longer than the longest), got {s.accounts.lockout_max_seconds!r} < "
+            f"{s.accounts.lockout_seconds!r}"
+        )
+
+
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
@@ -348,23 +462,11 @@ def _check_paths(s: Settings) -> None:
 
 def validate(s: Settings) -> None:
     """Reject values a clinic admin could set by mistake, with the key in the message."""
-    for name in ("network_timeout", "dimse_timeout", "acse_timeout"):
-        value = getattr(s.dimse, name)
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            # 0 made every socket non-blocking: each association failed (outside probe)
-            raise ConfigError(f"[dimse] {name} must be a number of seconds > 0")
-    if s.dimse.workers < 0:
-        raise ConfigError("[dimse] workers must be >= 0 (0 = one per CPU core)")
-    if not 4096 <= s.dimse.max_pdu <= 131072:
-        raise ConfigError("[dimse] max_pdu must be between 4096 and 131072 (Conformance 4.2.3.3)")
+    _check_ranges(s)
     if s.archive.duplicate_policy not in ("replace", "keep", "reject"):
         raise ConfigError("[archive] duplicate_policy must be 'replace', 'keep' or 'reject'")
     if s.archive.uid_conflict not in ("file", "refuse"):
         raise ConfigError("[archive] uid_conflict must be 'file' or 'refuse'")
-    if s.archive.min_free_mb < 0 or s.archive.max_inflated_mb <= 0:
-        raise ConfigError("[archive] min_free_mb must be >= 0 and max_inflated_mb > 0")
-    if not 0 <= s.archive.prepared_objects <= 100_000:
-        raise ConfigError("[archive] prepared_objects must be between 0 and 100000")
     if not _UID_ROOT.match(s.server.uid_root) or len(s.server.uid_root.rstrip(".")) > UID_ROOT_MAX:
         raise ConfigError(
             f"[server] uid_root must be a dotted numeric UID prefix of at most {UID_ROOT_MAX} "
@@ -386,8 +488,6 @@ def validate(s: Settings) -> None:
         )
     if s.server.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("[server] log_level must be DEBUG, INFO, WARNING or ERROR")
-    if s.dimse.max_find_results < 0:
-        raise ConfigError("[dimse] max_find_results must be >= 0 (0 = no limit)")
     if s.dimse.query_scope not in ("pool", "all"):
         raise ConfigError('[dimse] query_scope must be "pool" or "all"')
     names: set[str] = set()
@@ -408,50 +508,24 @@ def validate(s: Settings) -> None:
         ports.add(p.port)
         if p.tls_port:
             ports.add(p.tls_port)
-    if not 1 <= s.pacs.store_associations <= 16:
-        raise ConfigError("[pacs] store_associations must be between 1 and 16")
-    if s.pacs.max_results < 1 or s.pacs.job_threads < 1 or s.pacs.instances_per_association < 1:
-        raise ConfigError("[pacs] max_results, job_threads, instances_per_association must be >= 1")
     if s.pacs.calling_ae_title:  # empty = the first pool's; "  " is no AE title (probe 16)
         _check_ae_title(s.pacs.calling_ae_title, "[pacs] calling_ae_title")
-    if s.pacs.move_retries < 0 or s.pacs.store_retries < 0:
-        raise ConfigError("[pacs] move_retries and store_retries must be >= 0 (0 = no retry)")
-    if s.pacs.commitment_max_attempts < 1:
-        raise ConfigError("[pacs] commitment_max_attempts must be >= 1")
     _port(s.api.port, "[api] port", zero_off=True)  # 0: refused by check_listening
     if s.api.port and s.api.port in ports:
         raise ConfigError(
             f"[api] port {s.api.port} is also a DICOM port of [[pools]]: give the API its own"
         )
-    if s.api.session_minutes <= 0:
-        raise ConfigError("[api] session_minutes must be > 0")
-    if s.api.basic_auth_cache_seconds < 0:
-        raise ConfigError("[api] basic_auth_cache_seconds must be >= 0 (0 = no cache)")
-    if not (math.isfinite(s.accounts.idle_minutes) and s.accounts.idle_minutes > 0):
-        raise ConfigError("[accounts] idle_minutes must be > 0")
     _port(s.smtp.port, "[smtp] port")
     _port(s.audit.syslog_port, "[audit] syslog_port")
     if s.accounts.device_approval not in ("automatic", "first-device", "manual"):
         raise ConfigError(
             "[accounts] device_approval must be 'automatic', 'first-device' or 'manual'"
         )
-    if s.accounts.max_failures < 1 or s.accounts.pin_attempts < 1:
-        raise ConfigError("[accounts] max_failures and pin_attempts must be >= 1")
-    if s.accounts.reset_mail_seconds < 0 or s.accounts.reset_address_per_hour < 1:
-        raise ConfigError(
-            "[accounts] reset_mail_seconds must be >= 0 and reset_address_per_hour >= 1"
-        )
     if s.accounts.public_url and not _PUBLIC_URL.match(s.accounts.public_url):
         raise ConfigError(
             "[accounts] public_url must be an http:// or https:// address with a host and no "
             f"query, e.g. https://lucent.clinic.example (got {s.accounts.public_url!r})"
         )
-    if any(p.retention_days < 0 for p in s.pools):
-        raise ConfigError("[[pools]] retention_days must be >= 0 (0 = keep forever)")
-    if s.perfusion.max_concurrent < 1 or s.perfusion.scan_seconds <= 0:
-        raise ConfigError("[perfusion] max_concurrent must be >= 1 and scan_seconds > 0")
-    if s.perfusion.quiet_seconds < 0 or not 0 <= s.perfusion.min_confidence <= 1:
-        raise ConfigError("[perfusion] quiet_seconds must be >= 0, min_confidence in 0..1")
     if s.perfusion.method not in ("osvd", "ssvd", "tikhonov"):
         raise ConfigError("[perfusion] method must be 'osvd', 'ssvd' or 'tikhonov'")
     try:  # the engine's own checks of its thresholds, at load (check-config), not per run
@@ -517,6 +591,13 @@ def documented_keys(sample: Path = SAMPLE_CONFIG) -> set[str]:
         for row in rows:
             keys.update(f"{section}.{k}" for k in row)
     return keys
+
+
+def setting_default(section: str, key: str) -> Any:
+    """The default of one setting ('pools' for a [[pools]] key)."""
+    cls = PoolSection if section == "pools" else _SECTIONS[section]
+    f = next(f for f in dataclasses.fields(cls) if f.name == key)
+    return f.default
 
 
 def setting_keys() -> set[str]:

@@ -1,0 +1,152 @@
+"""What clinic IT operations met (outside probe 29): numeric settings never range-checked,
+pools sharing an AE title, a mistyped --config path written with defaults, and other
+configuration gaps that passed check-config and then broke the running server."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server import config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args: str, home: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """``python -m server`` in a real process, HOME (the default config and data) in tmp."""
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    env["XDG_DATA_HOME"] = str(home / ".local" / "share")
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+# -- 2: every number finite and in a documented range ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "section,key,value",
+    [
+        ("accounts", "lockout_seconds", -1.0),  # switched login back-off off
+        ("accounts", "lockout_seconds", math.nan),  # failed logins answered 500
+        ("accounts", "lockout_seconds", math.inf),
+        ("accounts", "pin_minutes", 0.0),
+        ("accounts", "pin_minutes", -1.0),
+        ("accounts", "reset_minutes", 0.0),
+        ("accounts", "share_max_days", -1.0),
+        ("accounts", "share_pin_attempts", 0),
+        ("accounts", "address_max_failures", 0),
+        ("accounts", "retention_interval_minutes", math.nan),  # the thread died
+        ("accounts", "retention_interval_minutes", math.inf),
+        ("accounts", "retention_interval_minutes", -1.0),
+        ("accounts", "idle_minutes", math.nan),
+        ("pacs", "retry_backoff_seconds", -1.0),
+        ("pacs", "retry_backoff_seconds", math.nan),
+        ("pacs", "commitment_wait_seconds", -1.0),
+        ("pacs", "commitment_retry_seconds", 0.0),
+        ("audit", "syslog_retry_max_seconds", 0.0),
+        ("audit", "syslog_retry_max_seconds", math.nan),
+        ("perfusion", "scan_seconds", math.nan),  # the main process spun
+        ("perfusion", "scan_seconds", math.inf),
+        ("perfusion", "quiet_seconds", math.nan),
+        ("perfusion", "lookback_minutes", -5.0),
+        ("perfusion", "max_concurrent", 1000),
+        ("perfusion", "min_confidence", math.nan),
+        ("dimse", "workers", 10000),
+        ("dimse", "network_timeout", math.inf),
+        ("archive", "max_inflated_mb", 0),
+    ],
+)
+def test_numbers_out_of_range_are_refused_with_the_key(
+    section: str, key: str, value: float
+) -> None:
+    with pytest.raises(config.ConfigError, match=rf"\[{section}\] {key} must be"):
+        config.parse({section: {key: value}})
+
+
+def test_a_pool_number_out_of_range_names_the_pool() -> None:
+    with pytest.raises(config.ConfigError, match=r"\[\[pools\]\] 'A': retention_days must be"):
+        config.parse({"pools": [{"name": "A", "port": 4000, "retention_days": -1}]})
+
+
+def test_the_longest_lockout_cannot_be_shorter_than_the_first() -> None:
+    data = {"accounts": {"lockout_seconds": 100.0, "lockout_max_seconds": 10.0}}
+    with pytest.raises(config.ConfigError, match="lockout_max_seconds must be >= lockout_seconds"):
+        config.parse(data)
+
+
+def test_range_ends_and_small_test_values_stay_valid() -> None:
+    low = {k: (b.low if not b.above else b.low + 0.1) for k, b in config.RANGES.items()}
+    high = {k: b.high for k, b in config.RANGES.items()}
+    for values in (low, high):
+        data: dict[str, Any] = {}
+        for dotted, value in values.items():
+            section, key = dotted.split(".")
+            if key == "lockout_max_seconds":
+                value = max(value, values["accounts.lockout_seconds"])
+            default = config.setting_default(section, key)
+            value = int(value) if isinstance(default, int) else float(value)
+            if section == "pools":
+                data.setdefault("pools", [{"name": "A", "port": 4000}])[0][key] = value
+            else:
+                data.setdefault(section, {})[key] = value
+        config.parse(data)
+
+
+def test_every_numeric_setting_has_a_range() -> None:
+    numeric = {
+        key
+        for key in config.setting_keys()
+        if isinstance(config.setting_default(*key.split(".")), int | float)
+        and not isinstance(config.setting_default(*key.split(".")), bool)
+    }
+    assert numeric - set(config.RANGES) - config.CHECKED_ELSEWHERE == set()
+    assert set(config.RANGES) <= numeric
+
+
+def test_the_sample_states_each_range_where_it_documents_the_key() -> None:
+    lines = config.SAMPLE_CONFIG.read_text().splitlines()
+    section = ""
+    for i, line in enumerate(lines):
+        header = re.match(r"^\[\[?(\w+)\]\]?", line)
+        if header:
+            section = header.group(1)
+        match = re.match(r"^(\w+)\s*=", line)
+        bound = config.RANGES.get(f"{section}.{match.group(1)}") if match else None
+        if bound is None:
+            continue
+        j, comment = i - 1, []
+        while j >= 0 and lines[j].startswith("#"):
+            comment.append(lines[j])
+            j -= 1
+        assert bound.text() in " ".join(comment), f"{section}.{match.group(1)}: {bound.text()}"
+
+
+def test_sample_defaults_lie_in_their_ranges() -> None:
+    config.parse(tomllib.loads(config.SAMPLE_CONFIG.read_text()))
+
+
+def test_check_config_refuses_nan_in_a_real_process(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\n[accounts]\nlockout_seconds = nan\n'
+    )
+    for command in ("check-config", "run"):
+        result = _cli(command, "--config", str(path), home=tmp_path)
+        assert result.returncode == 2, result
+        err = result.stderr.decode()
+        assert "[accounts] lockout_seconds must be above 0" in err and "Traceback" not in err
+    assert not (tmp_path / "data").exists()
