@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from server import config as config_mod
 from server import single_instance
-from server.accounts import users
+from server.accounts import audit, users
 from server.archive import crypto
 from server.context import ServerContext, StartupError
 
@@ -83,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # during create_app, right after the banner, gave a traceback and exit 130 (probe 16)
     signal.signal(signal.SIGTERM, _interrupt)
     ctx: ServerContext | None = None
+    started = False
     workers: WorkerPool | None = None
     forwarder: Any = None
     try:
@@ -93,16 +94,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_ports_free(settings)  # again: recovery can take a while
         if args.first_run_admin:
             with ctx.WriteSession() as db, db.begin():
-                if users.count_users(db) == 0:
+                created = users.count_users(db) == 0
+                if created:
                     password = secrets.token_urlsafe(12)
                     users.create_user(db, "admin", password, role="administrator")
-                    print(
-                        "\nCreated the first administrator (shown once, change it after "
-                        f"login):\n  user: admin\n  password: {password}\n",
-                        flush=True,
-                    )
+            if created:
+                _audit_admin_created(ctx, "admin", "--first-run-admin")
+                print(
+                    "\nCreated the first administrator (shown once, change it after "
+                    f"login):\n  user: admin\n  password: {password}\n",
+                    flush=True,
+                )
         workers = WorkerPool(cfg_path, settings)
         workers.start()
+        _audit_application(ctx, "app-start", settings, cfg_path)
+        started = True
         scheme = "https" if settings.api.tls_cert else "http"
         host = settings.api.bind_address
         host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL (RFC 3986)
@@ -152,6 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         # a second SIGTERM while stopping must not leave a traceback either: ignore it
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
+            if started and ctx is not None:  # PS3.15 A.5.3.1: Application Stop
+                _audit_application(ctx, "app-stop", settings, cfg_path)
             if forwarder is not None:
                 forwarder.stop()
             if workers is not None:
@@ -161,6 +169,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             lock.close()
     return 0
+
+
+def _audit_application(
+    ctx: ServerContext, event: str, settings: config_mod.Settings, cfg_path: Path
+) -> None:
+    """Application Activity (PS3.15 A.5.3.1, 110100) with Application Start / Stop
+    (110120 / 110121): the pools (AE title, port) as participants. A failure to record is
+    logged and never keeps the server from starting or stopping."""
+    objects = [{"type": "pool", "id": p.ae_title.strip()} for p in settings.pools]
+    what = "started" if event == "app-start" else "stopped"
+    pools = ", ".join(f"{p.name} (AE {p.ae_title.strip()}, port {p.port})" for p in settings.pools)
+    detail = f"lucent-server {what} (pid {os.getpid()}, config {cfg_path}; pools {pools})"
+    try:
+        audit.record_local(ctx.WriteSession, event, objects, detail)
+    except Exception:
+        log.exception("could not record the application %s in the audit trail", what)
+
+
+def _audit_admin_created(ctx: ServerContext, name: str, how: str) -> None:
+    """The same record as POST /users (110113 Security Alert, 110136 Security Roles
+    Changed), written by the command line."""
+    detail = audit.user_created("administrator", {}) + f" (command line: {how})"
+    audit.record_local(ctx.WriteSession, "roles-change", [{"type": "user", "id": name}], detail)
 
 
 def _lock(settings: config_mod.Settings) -> single_instance.Locks:
@@ -291,15 +322,23 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     password = sys.stdin.readline().rstrip("\r\n")
     _private_files(settings)
     ctx = ServerContext(settings, migrate=True)
+    name = users.normalise(args.username)
     try:
-        with ctx.WriteSession() as db, db.begin():
-            users.create_user(db, args.username, password, role="administrator")
-    except users.AccountError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        try:
+            with ctx.WriteSession() as db, db.begin():
+                users.create_user(db, args.username, password, role="administrator")
+        except users.AccountError as exc:
+            detail = f"user not created: {exc} (command line: create-admin)"
+            objects = [{"type": "user", "id": name}]
+            audit.record_local(
+                ctx.WriteSession, "roles-change", objects, detail, audit.MINOR_FAILURE
+            )
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        _audit_admin_created(ctx, name, "create-admin")
     finally:
         ctx.close()
-    print(f"administrator '{users.normalise(args.username)}' created")
+    print(f"administrator '{name}' created")
     return 0
 
 
@@ -322,7 +361,27 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
         lock.close()
         raise
     try:
-        report = ctx.recover()
+        audit.record_local(ctx.WriteSession, "service-start", [], "rebuild-index started")
+        try:
+            report = ctx.recover()
+        except BaseException as exc:
+            audit.record_local(
+                ctx.WriteSession,
+                "service-stop",
+                [],
+                f"rebuild-index failed: {exc!r}"[:2000],
+                audit.SERIOUS_FAILURE,
+            )
+            raise
+        missing = sum(report.unknown_keys.values())
+        audit.record_local(
+            ctx.WriteSession,
+            "service-stop",
+            [],
+            f"rebuild-index: {report.recovered} re-indexed, {report.removed} removed, "
+            f"{report.quarantined} quarantined, {missing} sealed with missing keys",
+            audit.MINOR_FAILURE if missing else audit.SUCCESS,
+        )
     finally:
         ctx.close()
         lock.close()
@@ -356,8 +415,22 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
         if not settings.key_file.exists():
             print(f"error: no key file at {settings.key_file} to rotate", file=sys.stderr)
             return 1
-        ring = crypto.KeyRing.load_or_create(settings.key_file)
-        key_id = ring.rotate()
+        # the index first: a key rotated without its audit record is worse than none rotated
+        _private_files(settings)
+        ctx = ServerContext(settings, migrate=True)
+        try:
+            ring = crypto.KeyRing.load_or_create(settings.key_file)
+            key_id = ring.rotate()
+            # 110113 Security Alert / 110129 Security Configuration, as config changes
+            audit.record_local(
+                ctx.WriteSession,
+                "config-change",
+                [],
+                f"archive master key rotated: '{key_id}' is active in {settings.key_file} "
+                "(command line: rotate-key)",
+            )
+        finally:
+            ctx.close()
     finally:
         lock.close()
     print(f"new master key '{key_id}' is active; older keys stay in {settings.key_file}")

@@ -9,9 +9,11 @@ RFC 3881) for an Audit Record Repository (IHE ATNA).
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +57,8 @@ EVENT_TYPES: dict[str, str] = {
     "110135": "Object Security Attributes Changed",
     "110136": "Security Roles Changed",
     "110137": "User security Attributes Changed",
+    "110141": "Local Service Operation Started",
+    "110142": "Local Service Operation Stopped",
 }
 ACTIONS = ("C", "R", "U", "D", "E")  # Create, Read, Update, Delete, Execute
 SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE, MAJOR_FAILURE = 0, 4, 8, 12
@@ -84,6 +88,12 @@ EVENTS: dict[str, tuple[str, str, str]] = {
     "share-revoke": ("110113", "110135", "D"),
     "audit-read": ("110101", "", "R"),
     "retention": ("110105", "", "D"),
+    # PS3.15 A.5.3.1 Application Activity: the server process started or stopped
+    "app-start": ("110100", "110120", "E"),
+    "app-stop": ("110100", "110121", "E"),
+    # maintenance run on this machine with the server stopped (rebuild-index)
+    "service-start": ("110113", "110141", "E"),
+    "service-stop": ("110113", "110142", "E"),
 }
 GENESIS = "0" * 64
 # Held from reading the chain's end until the commit, so two writers never fork the chain.
@@ -156,6 +166,36 @@ def record(session_factory: object, *entries: Entry) -> None:
             wake()
         except Exception:  # a listener must never fail the audited action
             logging.getLogger("lucent.audit").exception("audit listener failed")
+
+
+def local_operator() -> str:
+    """Who ran a command on this machine: the operating-system account, marked so that it
+    cannot be taken for a Lucent account of the same name. The user of every record the
+    command line (create-admin, rotate-key, rebuild-index) and the server process write."""
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError, ImportError):  # no login name (a container without passwd)
+        name = f"uid {os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"os:{name}"
+
+
+def user_created(role: str, grants: object, *, one_time: bool = False) -> str:
+    """The detail of a "roles-change" record for a new account, the same from the API
+    (POST /users) and the command line (create-admin, --first-run-admin)."""
+    detail = f"user created, role {role}, grants {grants}"
+    return detail + ", one-time password" if one_time else detail
+
+
+def record_local(
+    session_factory: object,
+    event: str,
+    objects: list[dict[str, str]],
+    detail: str,
+    outcome: int = SUCCESS,
+) -> None:
+    """One record of what was done on this machine (command line, server start and stop):
+    the operating-system account as the user, no network address."""
+    record(session_factory, Entry(event, outcome, local_operator(), "", objects, detail))
 
 
 @dataclass(frozen=True)
