@@ -52,7 +52,8 @@ class KeyRing:
 
     @classmethod
     def load_or_create(cls, path: Path, *, archive_in_use: bool = False) -> KeyRing:
-        """Open the key file, creating it (mode 0600, folder 0700) with one key if missing.
+        """Open the key file, creating it (mode 0600; its folder 0700 when we create that)
+        with one key if missing.
 
         ``archive_in_use``: the archive already holds sealed objects. A new key cannot open
         them, and start-up recovery would count them unreadable: a missing key file is then
@@ -64,8 +65,14 @@ class KeyRing:
                     "with its keys: restore the key file from your backup (a new key cannot "
                     "open them). Nothing was changed."
                 )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(path.parent, 0o700)
+            # a folder we create is 0700; one that exists keeps its mode: key_file =
+            # "/etc/lucent.keys" made /etc 0700 (outside probe 29)
+            try:
+                path.parent.mkdir(mode=0o700, parents=True)
+            except FileExistsError:
+                pass
+            else:
+                os.chmod(path.parent, 0o700)  # whatever the umask
             ring = cls(path=path, keys={}, active="")
             ring.rotate()
             return ring

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import subprocess
 import sys
 import tomllib
@@ -150,3 +151,33 @@ def test_check_config_refuses_nan_in_a_real_process(tmp_path: Path) -> None:
         err = result.stderr.decode()
         assert "[accounts] lockout_seconds must be above 0" in err and "Traceback" not in err
     assert not (tmp_path / "data").exists()
+
+
+# -- 4: the key file's folder keeps its mode when it exists --------------------------------
+
+posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX modes")
+
+
+@posix_only
+def test_creating_the_key_file_leaves_an_existing_folder_alone(tmp_path: Path) -> None:
+    """key_file = "/etc/lucent.keys" made /etc 0700."""
+    from server.archive import crypto
+
+    shared = tmp_path / "etc"
+    shared.mkdir()
+    shared.chmod(0o755)
+    crypto.KeyRing.load_or_create(shared / "lucent.keys")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    assert stat.S_IMODE((shared / "lucent.keys").stat().st_mode) == 0o600
+
+
+@posix_only
+def test_a_key_folder_we_create_is_private(tmp_path: Path) -> None:
+    from server.archive import crypto
+
+    old = os.umask(0o022)
+    try:
+        crypto.KeyRing.load_or_create(tmp_path / "new" / "keys" / "master.keys")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new" / "keys").stat().st_mode) == 0o700
