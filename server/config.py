@@ -566,8 +566,17 @@ def default_config_path() -> Path:
 
 
 def load(path: Path | None = None) -> Settings:
-    """Load the config, creating it from the commented sample when it does not exist yet."""
-    path = path or default_config_path()
+    """Load the config. Only the default location is created, from the commented sample, on
+    first start; a file named with ``--config`` must exist: a mistyped path was written with
+    the defaults and the command then worked on the default data directory (create-admin,
+    rotate-key, run; outside probe 29)."""
+    default = default_config_path()
+    path = path or default
+    if path != default and not path.is_file():
+        raise ConfigError(
+            f"no config file at {path}: check the --config path (only the default location, "
+            f"{default}, is created with the defaults on first start)"
+        )
     if not path.exists():
         # mode 0600: the admin adds SMTP and database passwords to it (it was 0644, probe 16);
         # a config folder we create is 0700, one that exists keeps its mode

@@ -29,9 +29,12 @@ def test_sample_parses_to_the_defaults() -> None:
     assert parsed.api.bind_address == "127.0.0.1" and parsed.api.port == 8750
 
 
-def test_first_start_writes_the_commented_sample(tmp_path: Path) -> None:
+def test_first_start_writes_the_commented_sample(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "cfg" / "server.toml"
-    settings = config.load(path)
+    monkeypatch.setattr(config, "default_config_path", lambda: path)
+    settings = config.load()
     assert path.read_text() == config.SAMPLE_CONFIG.read_text()
     assert settings.source == path
 

@@ -329,9 +329,10 @@ def _mode(path: Path) -> int:
 
 
 @posix_only
-def test_the_generated_config_is_private(tmp_path: Path) -> None:
+def test_the_generated_config_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "cfg" / "server.toml"
-    config.load(path)
+    monkeypatch.setattr(config, "default_config_path", lambda: path)
+    config.load()
     assert _mode(path) == 0o600 and _mode(path.parent) == 0o700
 
 

@@ -181,3 +181,32 @@ def test_a_key_folder_we_create_is_private(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "new" / "keys").stat().st_mode) == 0o700
+
+
+# -- 5: an explicit --config must exist; only the default location is created ----------------
+
+
+@pytest.mark.parametrize(
+    "command", [["run"], ["create-admin", "--username", "x", "--password-stdin"], ["rotate-key"]]
+)
+def test_a_mistyped_config_path_is_an_error_and_creates_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "typo" / "sever.toml"
+    result = _cli(*command, "--config", str(missing), home=tmp_path, stdin=b"pw-12345678\n")
+    err = result.stderr.decode()
+    assert result.returncode == 2 and f"no config file at {missing}" in err, err
+    assert "Traceback" not in err
+    assert not missing.exists() and not missing.parent.exists()
+    assert not (tmp_path / ".local").exists()  # the default data directory was not used
+
+
+def test_the_default_location_is_still_created_on_first_start(tmp_path: Path) -> None:
+    result = _cli(
+        "create-admin", "--username", "first", "--password-stdin", home=tmp_path,
+        stdin=b"pw-12345678\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    written = tmp_path / ".config" / "lucent" / "server.toml"
+    assert written.read_text() == config.SAMPLE_CONFIG.read_text()
+    assert (tmp_path / ".local" / "share" / "lucent" / "index.sqlite3").is_file()
