@@ -448,6 +448,29 @@ def _check_ae_title(value: str, key: str) -> None:
         )
 
 
+def _check_distinct_ae_title(pool: PoolSection, titles: dict[str, PoolSection]) -> None:
+    """A pool's AE title is its network identity (Conformance 4.1.1.2): two pools with one
+    title made the second unreachable by title, and "LUCENT " equals "LUCENT" on the wire
+    (PS3.8 9.3.2: leading and trailing spaces are not significant). AE titles are
+    case-sensitive, but many modalities and PACS upper-case what is typed in, so titles
+    differing only by case are refused too: a study would land in the other pool."""
+    key = pool.ae_title.strip()
+    other = titles.get(key.upper())
+    if other is not None:
+        if other.ae_title.strip() == key:
+            raise ConfigError(
+                f"[[pools]] '{pool.name}' and '{other.name}' have the same ae_title "
+                f"{key!r} (leading and trailing spaces do not count): give each pool its own"
+            )
+        raise ConfigError(
+            f"[[pools]] '{pool.name}' ae_title {pool.ae_title!r} differs from '{other.name}''s "
+            f"{other.ae_title!r} only by case: many modalities and PACS upper-case AE titles, "
+            "so a study sent to one pool would land in the other; give each pool a title "
+            "that differs in more than case"
+        )
+    titles[key.upper()] = pool
+
+
 def _check_paths(s: Settings) -> None:
     """The key file must not live in the archive folder: run refused that only after the
     migrations had created the index, while check-config said OK (probe 16)."""
@@ -492,8 +515,15 @@ def validate(s: Settings) -> None:
         raise ConfigError('[dimse] query_scope must be "pool" or "all"')
     names: set[str] = set()
     ports: set[int] = set()
+    titles: dict[str, PoolSection] = {}
     for p in s.pools:
+        if not p.name.strip():
+            raise ConfigError(
+                f"[[pools]] name must not be empty or only spaces (got {p.name!r}): the apps, "
+                "rights and the audit trail name a pool by it"
+            )
         _check_ae_title(p.ae_title, f"[[pools]] '{p.name}': ae_title")
+        _check_distinct_ae_title(p, titles)
         _port(p.port, f"[[pools]] '{p.name}': port", zero_off=True)  # 0: check_listening
         _port(p.tls_port, f"[[pools]] '{p.name}': tls_port", zero_off=True)
         if p.name in names:

@@ -210,3 +210,41 @@ def test_the_default_location_is_still_created_on_first_start(tmp_path: Path) ->
     written = tmp_path / ".config" / "lucent" / "server.toml"
     assert written.read_text() == config.SAMPLE_CONFIG.read_text()
     assert (tmp_path / ".local" / "share" / "lucent" / "index.sqlite3").is_file()
+
+
+# -- 6: two pools, one AE title ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "first,second,message",
+    [
+        ("LUCENT", "LUCENT", "same ae_title 'LUCENT'"),
+        ("LUCENT", "LUCENT ", "same ae_title 'LUCENT'"),
+        ("LUCENT", " LUCENT", "same ae_title 'LUCENT'"),
+        ("LUCENT", "lucent", "only by case"),
+    ],
+)
+def test_two_pools_with_one_ae_title_are_refused(first: str, second: str, message: str) -> None:
+    pools = [
+        {"name": "A", "ae_title": first, "port": 4000},
+        {"name": "B", "ae_title": second, "port": 4001},
+    ]
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse({"pools": pools})
+
+
+def test_check_config_refuses_pools_sharing_an_ae_title(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\n'
+        '[[pools]]\nname = "A"\nae_title = "LUCENT"\nport = 4000\n'
+        '[[pools]]\nname = "B"\nae_title = "LUCENT "\nport = 4001\n'
+    )
+    result = _cli("check-config", "--config", str(path), home=tmp_path)
+    assert result.returncode == 2 and "'B' and 'A' have the same ae_title" in result.stderr.decode()
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_a_pool_needs_a_name(name: str) -> None:
+    with pytest.raises(config.ConfigError, match=r"\[\[pools\]\] name must not be empty"):
+        config.parse({"pools": [{"name": name, "port": 4000}]})
