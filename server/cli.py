@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError
 
 from server import config as config_mod
@@ -578,6 +579,12 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except (config_mod.ConfigError, crypto.KeyError_, StartupError, OSError) as exc:
         print(f"lucent-server: {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:  # alembic: e.g. an index made by a newer version
+        from server.index import db
+
+        reason = db.newer_revision_message(exc) or f"index migration failed: {exc}"
+        print(f"lucent-server: {reason}", file=sys.stderr)
         return 2
     except DBAPIError as exc:  # the index failed mid-command: one line, not a traceback
         print(

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import platformdirs
+from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError
 
 from lucent.dicom import uids
 from lucent.net import upper_layer
@@ -584,7 +586,32 @@ def validate(s: Settings) -> None:
             f"[api] refusing to bind {s.api.bind_address} without TLS: set tls_cert and tls_key "
             "or bind to 127.0.0.1"
         )
+    if s.index.database_url:
+        problem = database_url_problem(s.index.database_url)
+        if problem:
+            raise ConfigError(problem)
     _check_paths(s)
+
+
+#: What the index supports, in the words of every refusal of a database URL.
+SUPPORTED_DATABASES = (
+    "only SQLite (sqlite:///PATH) and PostgreSQL "
+    "(postgresql+psycopg://user:password@host:5432/lucent) URLs are supported"
+)
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why ``[index] database_url`` cannot be used, or None. "not a url", "bogus://x" and
+    "mysql://..." gave a SQLAlchemy traceback in every command (outside probe 29). The URL
+    itself is not repeated: it may hold a password."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return f"[index] database_url is not a database URL: {SUPPORTED_DATABASES}"
+    backend = parsed.drivername.split("+", 1)[0]
+    if backend not in ("sqlite", "postgresql"):
+        return f"[index] database_url names a '{backend}' database: {SUPPORTED_DATABASES}"
+    return None
 
 
 def is_loopback(address: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -12,10 +13,11 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import sessionmaker
 
+from server import config
 from server.index import folding
 
 log = logging.getLogger("lucent.index")
@@ -46,7 +48,23 @@ def make_engine(url: str) -> Engine:
     row survive power loss. The ingest path alone commits with ``synchronous=NORMAL`` (see
     ``ingest_sessions``): its rows survive a kill -9 as soon as they are committed, and after a
     power loss start-up recovery re-indexes them from their fsynced, self-describing blobs.
+
+    A URL of another database, or none at all, is a ``ConfigError`` naming what is supported
+    (it was a SQLAlchemy traceback, outside probe 29).
     """
+    problem = config.database_url_problem(url)
+    if problem:
+        raise config.ConfigError(problem)
+    try:
+        return _make_engine(url)
+    except (ArgumentError, ImportError) as exc:  # e.g. postgresql+psycopg2 not installed
+        raise config.ConfigError(
+            f"[index] database_url: cannot load its database driver ({exc}): "
+            f"{config.SUPPORTED_DATABASES}"
+        ) from exc
+
+
+def _make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -266,6 +284,26 @@ def alembic_config(url: str) -> Config:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
+
+
+def newer_revision_message(exc: BaseException) -> str | None:
+    """What to do when the index names a schema revision this version does not know: a
+    newer Lucent made it (a software rollback). Alembic said only "Can't locate revision
+    identified by '0042'" in a traceback (outside probe 29). None for any other error."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    found = re.search(r"Can't locate revision identified by '([^']*)'", str(exc))
+    if not isinstance(exc, CommandError) or found is None:
+        return None
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    ours = ", ".join(script.get_heads())
+    return (
+        f"the index database was made by a newer version of Lucent (schema revision "
+        f"'{found.group(1)}'; this version knows up to '{ours}'). Install that newer "
+        "version again, or restore the index (and archive) from a backup made with this "
+        "version. Nothing was changed."
+    )
 
 
 def migrate(engine: Engine) -> None:

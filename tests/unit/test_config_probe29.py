@@ -35,6 +35,21 @@ def _cli(*args: str, home: Path, stdin: bytes | None = None) -> subprocess.Compl
     )
 
 
+def _free_ports() -> str:
+    """Config text that gives the API and the pool free loopback ports."""
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    return (
+        f'[dimse]\nbind_address = "127.0.0.1"\n[api]\nport = {ports[0]}\n'
+        f'[[pools]]\nname = "DEFAULT"\nae_title = "LUCENT"\nport = {ports[1]}\n'
+    )
+
+
 # -- 2: every number finite and in a documented range ----------------------------------------
 
 
@@ -248,3 +263,76 @@ def test_check_config_refuses_pools_sharing_an_ae_title(tmp_path: Path) -> None:
 def test_a_pool_needs_a_name(name: str) -> None:
     with pytest.raises(config.ConfigError, match=r"\[\[pools\]\] name must not be empty"):
         config.parse({"pools": [{"name": name, "port": 4000}]})
+
+
+# -- 7: an unsupported index URL is one line, not a traceback ---------------------------------
+
+BAD_URLS = ["not a url", "bogus://x", "mysql://u:secret@db.example/lucent"]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+@pytest.mark.parametrize("command", ["check-config", "run", "create-admin", "rebuild-index"])
+def test_an_unsupported_database_url_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, command: str
+) -> None:
+    from server import cli
+
+    path = tmp_path / "server.toml"
+    path.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\n[index]\ndatabase_url = "{url}"\n'
+    )
+    args = [command, "--config", str(path)]
+    if command == "create-admin":
+        args += ["--username", "x", "--password-stdin"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "only SQLite" in err and "PostgreSQL" in err and "secret" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_driver_that_is_not_installed_is_a_config_error() -> None:
+    from server.index import db
+
+    with pytest.raises(config.ConfigError, match="cannot load its database driver"):
+        db.make_engine("postgresql+nosuchdriver://u@127.0.0.1/x")
+
+
+def test_check_config_refuses_a_bogus_url_in_a_real_process(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(
+        f'[server]\ndata_dir = "{tmp_path}/data"\n[index]\ndatabase_url = "bogus://x"\n'
+    )
+    result = _cli("check-config", "--config", str(path), home=tmp_path)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and "Traceback" not in err and "only SQLite" in err, err
+
+
+# -- 8: an index made by a newer version -------------------------------------------------------
+
+
+def test_an_index_made_by_a_newer_version_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    from server import cli
+
+    path = tmp_path / "server.toml"
+    path.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n{_free_ports()}')
+    made = _cli("create-admin", "--config", str(path), "--username", "a", "--password-stdin",
+                home=tmp_path, stdin=b"pw-12345678\n")  # fmt: skip
+    assert made.returncode == 0, made.stderr.decode()
+    index = tmp_path / "data" / "index.sqlite3"
+    with sqlite3.connect(index) as conn:  # what a later Lucent leaves after a rollback
+        conn.execute("UPDATE alembic_version SET version_num = '0042'")
+    result = _cli("create-admin", "--config", str(path), "--username", "b", "--password-stdin",
+                  home=tmp_path, stdin=b"pw-12345678\n")  # fmt: skip
+    err = result.stderr.decode()
+    assert result.returncode == 2 and "Traceback" not in err, err
+    assert "made by a newer version of Lucent" in err and "'0042'" in err and "backup" in err
+    for command in ("run", "rebuild-index"):
+        assert cli.main([command, "--config", str(path)]) == 2
+        assert "newer version of Lucent" in capsys.readouterr().err
+    with sqlite3.connect(index) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0042",)]
