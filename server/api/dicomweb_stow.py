@@ -20,7 +20,6 @@ from pydicom.valuerep import VR
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from lucent.dicom import sop_classes
 from lucent.net import status
 from server.api import dicomweb_accept as media
 from server.api import dicomweb_common as common
@@ -177,12 +176,10 @@ async def _stow(request: Request, study: str | None) -> Response:
             item.FailureReason = status.DATASET_MISMATCH
             failed.append(item)
             continue
-        sop_class = header.get("SOPClassUID") or header.get("MediaStorageSOPClassUID", "")
-        if sop_class and not sop_classes.is_storage_class(sop_class):
-            # as the Store SCP would not negotiate it
-            item.FailureReason = status.SOP_CLASS_NOT_SUPPORTED
-            failed.append(item)
-            continue
+        # A SOP Class the Store SCP would not negotiate is refused by the ingest path too
+        # (0122), which lists it as "non-conformant data" (Conformance 4.1.3.2: "treated the
+        # same way"). It was refused here, before the ingest path: no entry said that
+        # something arrived and why it was refused (outside probe 28).
         pool = _target_pool(request, ctx, header.get("StudyInstanceUID", ""))
         if pool is None:
             item.FailureReason = status.NOT_AUTHORIZED

@@ -145,12 +145,27 @@ def upsert_patient(session: Session, ds: Dataset | None, ids: dict[str, str]) ->
 
     An empty Patient ID (legal: Type 2) matches no other patient: the study's own row is
     used (``_patient_without_id``), never one shared by everybody without an ID.
+
+    A placeholder's issuer is the ``IssuerOfPatientID`` its refusal could read; when none
+    could be read, an existing patient with that Patient ID is used where that is
+    unambiguous (``_patient_of_unread_issuer``). It used to be "" always: a refused
+    instance of a patient archived with an issuer made a second, "ghost" patient of the
+    same ID holding only the placeholder (outside probe 28).
     """
     patient_id = (ids.get("PatientID") or "").strip()
-    issuer = text(ds, "IssuerOfPatientID", 64) if ds is not None else ""
+    issuer: str | None
+    if ds is not None:
+        issuer = text(ds, "IssuerOfPatientID", 64)
+    elif "IssuerOfPatientID" in ids:
+        issuer = ids["IssuerOfPatientID"].rstrip(" \x00")[:64]
+    else:
+        issuer = None  # a placeholder whose issuer could not be read
     name = ids.get("PatientName", "")
+    patient: Patient | None
     if not patient_id:
         patient = _patient_without_id(session, ids.get("StudyInstanceUID", ""))
+    elif issuer is None:
+        patient = _patient_of_unread_issuer(session, patient_id, ids.get("StudyInstanceUID", ""))
     else:
         patient = session.scalars(
             select(Patient).where(Patient.patient_id == patient_id, Patient.issuer == issuer)
@@ -158,11 +173,11 @@ def upsert_patient(session: Session, ds: Dataset | None, ids: dict[str, str]) ->
     if patient is None:
         patient = Patient(
             patient_id=patient_id,
-            issuer=issuer,
+            issuer=issuer or "",
             name=name,
             name_folded=fold_name(name),
             birth_date=ids.get("PatientBirthDate", "")[:8],
-            sex=text(ds, "PatientSex", 16) if ds is not None else "",
+            sex=text(ds, "PatientSex", 16) if ds is not None else ids.get("PatientSex", "")[:16],
             created_at=now(),
         )
         session.add(patient)
@@ -172,6 +187,35 @@ def upsert_patient(session: Session, ds: Dataset | None, ids: dict[str, str]) ->
         patient.name = name
         patient.name_folded = fold_name(name)
     return patient
+
+
+def _patient_of_unread_issuer(session: Session, patient_id: str, study_uid: str) -> Patient | None:
+    """Where a placeholder with ``patient_id`` goes when its issuer could not be read:
+
+    1. the patient its study is archived under, if that patient has this Patient ID (the
+       refused instance is one more of an archived study);
+    2. else the one patient with this Patient ID, whatever its issuer;
+    3. else (none, or several with different issuers) the one without an issuer, or None:
+       a new row without an issuer, as before; guessing between two issuers would list a
+       refusal under somebody else (Conformance 4.1.3.2: "under its patient").
+    """
+    study_uid = study_uid.strip()
+    if study_uid:
+        owner = session.scalars(
+            select(Patient)
+            .join(Study, Study.patient_pk == Patient.id)
+            .where(Study.study_uid == study_uid, Patient.patient_id == patient_id)
+        ).first()
+        if owner is not None:
+            return owner
+    candidates = session.scalars(
+        select(Patient).where(Patient.patient_id == patient_id).limit(2)
+    ).all()
+    if len(candidates) == 1:
+        return candidates[0]
+    return session.scalars(
+        select(Patient).where(Patient.patient_id == patient_id, Patient.issuer == "")
+    ).first()
 
 
 def _patient_without_id(session: Session, study_uid: str) -> Patient | None:
@@ -500,27 +544,51 @@ def record_placeholder(
     source_ae: str,
 ) -> Placeholder:
     """Record a refused instance as 'non-conformant data' under its patient (without a
-    Patient ID: its study's, or UNKNOWN when it names no study either)."""
-    patient = upsert_patient(session, None, ids)
+    Patient ID: its study's, or UNKNOWN when it names no study either).
+
+    The same SOP Instance refused again updates its one entry, and files it where the new
+    refusal says: a first copy cut off before its Patient ID was listed under UNKNOWN, a
+    complete second copy refused for its pixel data stayed there, with its new study UID,
+    under the wrong patient (outside probe 28). A copy that names neither patient nor
+    study leaves an entry filed by an earlier, better copy where it is. A patient row left
+    with nothing (an UNKNOWN entry) goes.
+    """
     sop_uid = ids.get("SOPInstanceUID", "")[:64]
     existing = None
     if sop_uid:
         existing = session.scalars(
             select(Placeholder).where(Placeholder.sop_instance_uid == sop_uid)
         ).first()
-    if existing is None:
-        existing = Placeholder(patient_pk=patient.id)
-        session.add(existing)
-    existing.study_uid = ids.get("StudyInstanceUID", "")[:64]
-    existing.series_uid = ids.get("SeriesInstanceUID", "")[:64]
-    existing.sop_instance_uid = sop_uid
-    existing.sop_class_uid = ids.get("SOPClassUID", "")[:64]
-    existing.status = status
-    existing.reason = reason[:2000]
-    existing.pool = pool
-    existing.source_ae = source_ae[:64]
-    existing.received_at = now()
-    return existing
+    names_nothing = not (
+        (ids.get("PatientID") or "").strip() or (ids.get("StudyInstanceUID") or "").strip()
+    )
+    if existing is not None and names_nothing:
+        entry = existing  # filed as before: this copy knows less about its patient
+    else:
+        if ds is not None and "IssuerOfPatientID" not in ids:
+            ids = {**ids, "IssuerOfPatientID": text(ds, "IssuerOfPatientID", 64)}
+        # Not ``ds``: a refused data set's demographics never replace an archived patient's.
+        patient = upsert_patient(session, None, ids)
+        if existing is None:
+            entry = Placeholder(patient_pk=patient.id)
+            session.add(entry)
+        else:
+            entry = existing
+            moved_from = entry.patient_pk
+            entry.patient_pk = patient.id
+            if moved_from != patient.id:
+                session.flush()
+                drop_patient_if_unused(session, moved_from)
+        entry.study_uid = ids.get("StudyInstanceUID", "")[:64]
+        entry.series_uid = ids.get("SeriesInstanceUID", "")[:64]
+    entry.sop_instance_uid = sop_uid
+    entry.sop_class_uid = ids.get("SOPClassUID", "")[:64] or (entry.sop_class_uid or "")
+    entry.status = status
+    entry.reason = reason[:2000]
+    entry.pool = pool
+    entry.source_ae = source_ae[:64]
+    entry.received_at = now()
+    return entry
 
 
 def uid_conflict(session: Session, ds: Dataset, patient_id: str) -> str | None:
