@@ -110,20 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers.start()
         _audit_application(ctx, "app-start", settings, cfg_path)
         started = True
-        scheme = "https" if settings.api.tls_cert else "http"
-        host = settings.api.bind_address
-        host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL (RFC 3986)
-        api = f"{scheme}://{host}:{settings.api.port}"
-        print(f"Lucent server running (config: {cfg_path})", flush=True)
-        print(f"  API:       {api}/api/v1", flush=True)
-        print(f"  DICOMweb:  {api}/dicom-web")
-        for pool in settings.pools:
-            secure = f", DICOM TLS on port {pool.tls_port}" if pool.tls_port else ""
-            print(
-                f"  DICOM:     pool {pool.name}: AE {pool.ae_title} on port {pool.port}{secure}",
-                flush=True,
-            )
-        print(f"  Data:      {settings.data_dir}", flush=True)
+        for line in banner(settings, cfg_path):
+            print(line, flush=True)
         if settings.audit.syslog_host:  # IHE ATNA: RFC 5424 over TLS to the audit repository
             from server.accounts.syslog import AuditForwarder
 
@@ -170,6 +158,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             lock.close()
     return 0
+
+
+def _is_wildcard(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False
+
+
+def banner(settings: config_mod.Settings, cfg_path: Path) -> list[str]:
+    """The "running" lines: where the API and each pool answer. A wildcard bind address
+    is no address a client can use: "https://0.0.0.0:8750" and "https://[::]:8750" stood
+    there, and the DICOM lines never named the bind address, so a pool bound to 127.0.0.1
+    looked reachable by modalities (outside probe 29). This machine's name stands in for a
+    wildcard, as in mailed links (server.accounts.links)."""
+    scheme = "https" if settings.api.tls_cert else "http"
+    host = settings.api.bind_address
+    everywhere = _is_wildcard(host)
+    if everywhere:
+        host = socket.getfqdn() or socket.gethostname()
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL (RFC 3986)
+    api = f"{scheme}://{host}:{settings.api.port}"
+    reach = " (listening on all addresses)" if everywhere else ""
+    dimse = settings.dimse.bind_address
+    if _is_wildcard(dimse):
+        where = f"all addresses of {socket.getfqdn() or socket.gethostname()}"
+        only = ""
+    else:
+        where = dimse
+        only = (
+            " (this machine only: modalities on other machines cannot reach it; "
+            "see [dimse] bind_address)"
+            if config_mod.is_loopback(dimse)
+            else ""
+        )
+    lines = [
+        f"Lucent server running (config: {cfg_path})",
+        f"  API:       {api}/api/v1{reach}",
+        f"  DICOMweb:  {api}/dicom-web",
+    ]
+    for pool in settings.pools:
+        secure = f", DICOM TLS on port {pool.tls_port}" if pool.tls_port else ""
+        lines.append(
+            f"  DICOM:     pool {pool.name}: AE {pool.ae_title} on {where} port "
+            f"{pool.port}{secure}{only}"
+        )
+    lines.append(f"  Data:      {settings.data_dir}")
+    return lines
 
 
 def _audit_application(

@@ -336,3 +336,49 @@ def test_an_index_made_by_a_newer_version_says_so(
         assert "newer version of Lucent" in capsys.readouterr().err
     with sqlite3.connect(index) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0042",)]
+
+
+# -- 9: the banner names addresses a client can use --------------------------------------------
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0", "::"])
+def test_the_banner_names_this_machine_for_a_wildcard_api_address(bind: str) -> None:
+    import socket
+
+    from server import cli
+
+    settings = config.parse(
+        {"api": {"bind_address": bind, "tls_cert": "c.pem", "tls_key": "k.pem"}}
+    )
+    text = "\n".join(cli.banner(settings, Path("server.toml")))
+    assert "0.0.0.0" not in text and "[::]" not in text
+    name = socket.getfqdn() or socket.gethostname()
+    host = f"[{name}]" if ":" in name else name
+    assert f"API:       https://{host}:8750/api/v1" in text
+    assert "all addresses" in text
+
+
+def test_the_banner_says_a_loopback_dicom_listener_is_this_machine_only(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n{_free_ports()}')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "run", "--config", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        out = b""
+        while b"Data:" not in out:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.communicate(timeout=60)
+    text = out.decode(errors="replace")
+    dicom = next(line for line in text.splitlines() if "DICOM:" in line)
+    assert "on 127.0.0.1 port" in dicom and "modalities on other machines cannot reach" in dicom
