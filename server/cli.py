@@ -356,7 +356,17 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     if not args.password_stdin:
         print("error: pass the password on standard input with --password-stdin", file=sys.stderr)
         return 2
-    password = sys.stdin.readline().rstrip("\r\n")
+    raw = sys.stdin.buffer.readline() if hasattr(sys.stdin, "buffer") else sys.stdin.readline()
+    try:  # non-UTF-8 bytes were a UnicodeDecodeError traceback (outside probe 29)
+        password = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError:
+        print(
+            "error: the password on standard input is not UTF-8 text; pass it as UTF-8 "
+            "(e.g. printf '%s\\n' \"$PASSWORD\" with a UTF-8 locale)",
+            file=sys.stderr,
+        )
+        return 2
+    password = password.rstrip("\r\n")
     _private_files(settings)
     ctx = ServerContext(settings, migrate=True)
     name = users.normalise(args.username)
@@ -564,27 +574,36 @@ def _check_index(settings: config_mod.Settings) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lucent-server", description=__doc__)
-    parser.add_argument("--config", help="config file (default: the user config dir)")
+    config_help = (
+        "config file; it must exist (default: server.toml in the user config dir, "
+        "written with the documented defaults on first start)"
+    )
+    parser.add_argument("--config", help=config_help, metavar="PATH")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="start the DICOM listeners and the API (default)")
-    run.add_argument("--config", dest="config_sub")
+    run.add_argument("--config", dest="config_sub", help=config_help, metavar="PATH")
     run.add_argument(
         "--first-run-admin",
         action="store_true",
         help="create an 'admin' user with a random password when no user exists, print it once",
     )
     admin = sub.add_parser("create-admin", help="create an administrator non-interactively")
-    admin.add_argument("--config", dest="config_sub")
-    admin.add_argument("--username", required=True)
-    admin.add_argument("--password-stdin", action="store_true")
+    admin.add_argument("--config", dest="config_sub", help=config_help, metavar="PATH")
+    admin.add_argument("--username", required=True, help="name of the new administrator")
+    admin.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input (UTF-8; required: "
+        "a password on the command line would show in the process list and shell history)",
+    )
     rebuild = sub.add_parser(
         "rebuild-index", help="re-index archive objects the index lacks (server stopped)"
     )
-    rebuild.add_argument("--config", dest="config_sub")
+    rebuild.add_argument("--config", dest="config_sub", help=config_help, metavar="PATH")
     rot = sub.add_parser("rotate-key", help="add a new archive master key and make it active")
-    rot.add_argument("--config", dest="config_sub")
+    rot.add_argument("--config", dest="config_sub", help=config_help, metavar="PATH")
     chk = sub.add_parser("check-config", help="validate the config file")
-    chk.add_argument("--config", dest="config_sub")
+    chk.add_argument("--config", dest="config_sub", help=config_help, metavar="PATH")
     cert = sub.add_parser(
         "make-cert", help="create a self-signed certificate and key for API and DICOM TLS"
     )

@@ -382,3 +382,31 @@ def test_the_banner_says_a_loopback_dicom_listener_is_this_machine_only(tmp_path
     text = out.decode(errors="replace")
     dicom = next(line for line in text.splitlines() if "DICOM:" in line)
     assert "on 127.0.0.1 port" in dicom and "modalities on other machines cannot reach" in dicom
+
+
+# -- 11, 12: create-admin's stdin and the help texts ------------------------------------------
+
+
+def test_a_password_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "server.toml"
+    path.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n')
+    result = _cli("create-admin", "--config", str(path), "--username", "a", "--password-stdin",
+                  home=tmp_path, stdin=b"pass\xff\xfeword\n")  # fmt: skip
+    err = result.stderr.decode()
+    assert result.returncode == 2 and "Traceback" not in err and "not UTF-8" in err, err
+
+
+@pytest.mark.parametrize(
+    "command", ["run", "create-admin", "rotate-key", "rebuild-index", "check-config"]
+)
+def test_every_config_option_and_password_stdin_have_help(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server import cli
+
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--config PATH config file; it must exist" in text
+    if command == "create-admin":
+        assert "--password-stdin read the password from the first line of standard input" in text
