@@ -286,7 +286,7 @@ def _number(value: float) -> str:
 #: each range where it documents the key; a test checks both agree. Ports are checked by
 #: ``_port`` (0 = off for some), the perfusion thresholds by the engine's own config.
 RANGES: dict[str, Bound] = {
-    "archive.min_free_mb": Bound(0, 1_048_576),
+    "archive.min_free_mb": Bound(0, 1_073_741_824),  # 1 PiB: more than the disk refuses all
     "archive.max_inflated_mb": Bound(1, 16_384),
     "archive.prepared_objects": Bound(0, 100_000, note="0 = make them as instances arrive"),
     "dimse.max_pdu": Bound(4096, 131_072, note="Conformance 4.2.3.3"),
@@ -310,8 +310,8 @@ RANGES: dict[str, Bound] = {
     "pacs.commitment_retry_seconds": Bound(0, 604_800, above=True),
     "pacs.commitment_max_attempts": Bound(1, 100),
     "accounts.idle_minutes": Bound(0, 10_080, above=True),
-    "accounts.max_failures": Bound(1, 1000),
-    "accounts.address_max_failures": Bound(1, 10_000),
+    "accounts.max_failures": Bound(1, 1_000_000),
+    "accounts.address_max_failures": Bound(1, 1_000_000),
     "accounts.lockout_seconds": Bound(0, 86_400, above=True),
     "accounts.lockout_max_seconds": Bound(0, 2_592_000, above=True),
     "accounts.pin_minutes": Bound(0, 1440, above=True),
