@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import math
@@ -239,6 +240,9 @@ class DatabaseOutage:
         self._last = -1e9
 
     async def __call__(self, request: Request, exc: Exception) -> JSONResponse:
+        full = disk_full(exc)
+        if full is not None:
+            return self._full(full)
         reason = index_db.unavailable(exc)
         if reason is None:
             raise exc
@@ -252,6 +256,45 @@ class DatabaseOutage:
             status_code=503,
             headers={"Retry-After": "10"},
         )
+
+    def _full(self, where: str) -> JSONResponse:
+        """507 Insufficient Storage (RFC 4918 11.5), as the README promises and STOW-RS
+        answers for a full archive: POST /auth/login on a full disk was a bare 500 with
+        SQLite's "database or disk is full" (outside probe 29)."""
+        now = time.monotonic()
+        with self._lock:
+            quiet, self._last = now - self._last > self.QUIET_S, now
+        if quiet:
+            log.error("disk full, API answers 507: %s", where)
+        return JSONResponse(
+            {"detail": f"insufficient storage: {where}; free disk space and try again"},
+            status_code=507,
+        )
+
+    async def os_error(self, request: Request, exc: Exception) -> JSONResponse:
+        full = disk_full(exc)
+        if full is None:
+            raise exc
+        return self._full(full)
+
+
+#: SQLite's SQLITE_FULL text and PostgreSQL's disk_full / out of disk space SQLSTATE.
+_SQLITE_FULL = "database or disk is full"
+_PG_DISK_FULL = "53100"
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """Where the disk is full, when ``exc`` says so (the index database's disk, or a file
+    the API writes: ENOSPC, EDQUOT); None for anything else."""
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        if _SQLITE_FULL in str(orig).lower() or getattr(orig, "sqlstate", None) == _PG_DISK_FULL:
+            return "the disk of the index database is full"
+        return None
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        name = f" ({exc.filename})" if exc.filename else ""
+        return f"the disk is full{name}"
+    return None
 
 
 def create_app(ctx: ServerContext) -> FastAPI:
@@ -268,6 +311,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     outage = DatabaseOutage()
     app.add_exception_handler(DBAPIError, outage)
     app.add_exception_handler(PoolTimeout, outage)
+    app.add_exception_handler(OSError, outage.os_error)
     app.state.basic_cache = BasicCache(ctx.settings.api.basic_auth_cache_seconds)
     app.include_router(account_routes.router)
     app.include_router(audit_routes.router)
