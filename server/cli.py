@@ -7,6 +7,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -348,6 +349,24 @@ def _tls_problem(settings: config_mod.Settings) -> str | None:
         server_tls_context(settings)
     except Exception as exc:  # tls.TlsConfigError, with the file and the reason
         return f"[dimse] DICOM TLS: {exc}"
+    # CA bundles and the syslog client pair: a missing file passed check-config and failed
+    # only at the first send (outside probe 29)
+    for key, cafile in (
+        ("[pacs] tls_ca_file", settings.pacs.tls_ca_file),
+        ("[audit] syslog_ca_file", settings.audit.syslog_ca_file),
+    ):
+        if cafile:
+            try:
+                ssl.create_default_context(cafile=cafile)
+            except (OSError, ssl.SSLError) as exc:
+                return f"{key} {cafile!r} unusable: {exc}"
+    au = settings.audit
+    if au.syslog_cert:
+        try:
+            ssl.create_default_context().load_cert_chain(au.syslog_cert, au.syslog_key or None)
+        except (OSError, ssl.SSLError) as exc:
+            pair = f"syslog_cert {au.syslog_cert!r} / syslog_key {au.syslog_key!r}"
+            return f"[audit] {pair} unusable: {exc}"
     return None
 
 
@@ -488,6 +507,14 @@ def cmd_make_cert(args: argparse.Namespace) -> int:
     """Self-signed pair for the API and DICOM TLS (issue 4); needs no config file."""
     from server.accounts import certs
 
+    for host in args.host:
+        if not _valid_host(host):
+            print(
+                f"error: --host {host!r} is neither an IP address nor a DNS name (letters, "
+                "digits and hyphens in dot-separated labels of at most 63 characters)",
+                file=sys.stderr,
+            )
+            return 2
     out = Path(args.out).expanduser()
     existing = [p for p in (out / "lucent.crt", out / "lucent.key") if p.exists()]
     if existing and not args.force:
@@ -513,6 +540,22 @@ def cmd_make_cert(args: argparse.Namespace) -> int:
         flush=True,
     )
     return 0
+
+
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _valid_host(host: str) -> bool:
+    """An IP address or a DNS name (RFC 1123; "*." in front for a wildcard certificate)."""
+    host = host.strip()
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    name = host[2:] if host.startswith("*.") else host
+    name = name.removesuffix(".")
+    return 0 < len(name) <= 253 and all(_DNS_LABEL.match(label) for label in name.split("."))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -473,9 +473,23 @@ def _check_distinct_ae_title(pool: PoolSection, titles: dict[str, PoolSection]) 
     titles[key.upper()] = pool
 
 
+def _url_has_host(url: str) -> bool:
+    """ "http://:" passed the pattern: a URL needs a host, and a port that is a number."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
 def _check_paths(s: Settings) -> None:
     """The key file must not live in the archive folder: run refused that only after the
-    migrations had created the index, while check-config said OK (probe 16)."""
+    migrations had created the index, while check-config said OK (probe 16). Plaintext
+    patient data (the perfusion scratch folder, a SQLite index) must not either: the
+    archive folder is the encrypted one, copied and backed up as such (outside probe 29)."""
     archive = s.archive_dir.expanduser().resolve()
     key = s.key_file.expanduser().resolve()
     if archive == key or archive in key.parents:
@@ -483,6 +497,20 @@ def _check_paths(s: Settings) -> None:
             f"[archive] key_file {key} must not live inside the archive folder {archive}: "
             "whoever copies the archive would get its keys too"
         )
+    plain: list[tuple[str, Path]] = []
+    if s.perfusion.work_dir:
+        plain.append(("[perfusion] work_dir", Path(s.perfusion.work_dir).expanduser()))
+    if s.index.database_url:
+        parsed = make_url(s.index.database_url)
+        if parsed.drivername.startswith("sqlite") and parsed.database not in (None, "", ":memory:"):
+            plain.append(("[index] database_url", Path(str(parsed.database)).expanduser()))
+    for key_name, path in plain:
+        where = path.resolve()
+        if where == archive or archive in where.parents:
+            raise ConfigError(
+                f"{key_name} {where} must not live inside the archive folder {archive}: it "
+                "holds patient data in plain text next to the encrypted archive"
+            )
 
 
 def validate(s: Settings) -> None:
@@ -553,7 +581,9 @@ def validate(s: Settings) -> None:
         raise ConfigError(
             "[accounts] device_approval must be 'automatic', 'first-device' or 'manual'"
         )
-    if s.accounts.public_url and not _PUBLIC_URL.match(s.accounts.public_url):
+    if s.accounts.public_url and (
+        not _PUBLIC_URL.match(s.accounts.public_url) or not _url_has_host(s.accounts.public_url)
+    ):
         raise ConfigError(
             "[accounts] public_url must be an http:// or https:// address with a host and no "
             f"query, e.g. https://lucent.clinic.example (got {s.accounts.public_url!r})"
@@ -579,6 +609,11 @@ def validate(s: Settings) -> None:
         )
     if (s.api.tls_cert == "") != (s.api.tls_key == ""):
         raise ConfigError("[api] tls_cert and tls_key must be set together")
+    if not s.audit.source_id.strip():
+        raise ConfigError(
+            "[audit] source_id must not be empty: every audit message names its Audit Source "
+            "ID (PS3.15 A.5, AuditSourceIdentification)"
+        )
     if (s.audit.syslog_cert == "") != (s.audit.syslog_key == ""):
         raise ConfigError("[audit] syslog_cert and syslog_key must be set together")
     if not is_loopback(s.api.bind_address) and not s.api.tls_cert:

@@ -410,3 +410,86 @@ def test_every_config_option_and_password_stdin_have_help(
     assert "--config PATH config file; it must exist" in text
     if command == "create-admin":
         assert "--password-stdin read the password from the first line of standard input" in text
+
+
+# -- 13: smaller validation gaps ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        ({"accounts": {"public_url": "http://:"}}, "public_url"),
+        ({"accounts": {"public_url": "https://host:port"}}, "public_url"),
+        ({"audit": {"source_id": ""}}, "source_id must not be empty"),
+        ({"audit": {"source_id": "   "}}, "source_id must not be empty"),
+    ],
+)
+def test_small_gaps_are_refused_with_the_key(data: dict, message: str) -> None:
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse(data)
+
+
+def test_a_public_url_with_host_and_port_stays_valid() -> None:
+    s = config.parse({"accounts": {"public_url": "https://lucent.clinic.example:8443/x"}})
+    assert s.accounts.public_url.endswith("/x")
+
+
+@pytest.mark.parametrize("key", ["work_dir", "index"])
+def test_plaintext_patient_data_inside_the_archive_is_refused(tmp_path: Path, key: str) -> None:
+    inside = tmp_path / "data" / "archive" / "plain"
+    data: dict[str, Any] = {"server": {"data_dir": str(tmp_path / "data")}}
+    if key == "work_dir":
+        data["perfusion"] = {"work_dir": str(inside)}
+        message = r"\[perfusion\] work_dir .* must not live inside the archive folder"
+    else:
+        data["index"] = {"database_url": f"sqlite:///{inside / 'index.sqlite3'}"}
+        message = r"\[index\] database_url .* must not live inside the archive folder"
+    with pytest.raises(config.ConfigError, match=message):
+        config.parse(data)
+
+
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ('[pacs]\ntls_ca_file = "{missing}"\n', "[pacs] tls_ca_file"),
+        ('[audit]\nsyslog_host = "127.0.0.1"\nsyslog_ca_file = "{missing}"\n', "syslog_ca_file"),
+        (
+            '[audit]\nsyslog_host = "127.0.0.1"\nsyslog_cert = "{missing}"\n'
+            'syslog_key = "{missing}"\n',
+            "[audit] syslog_cert",
+        ),
+    ],
+)
+def test_missing_ca_and_syslog_files_stop_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str
+) -> None:
+    from server import cli
+
+    path = tmp_path / "server.toml"
+    missing = tmp_path / "nonexistent.pem"
+    body = text.replace("{missing}", str(missing))
+    path.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n{body}')
+    assert cli.main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert key in err and "nonexistent.pem" in err
+
+
+@pytest.mark.parametrize("host", ["bad host", "a/b", "-x.example", "x" * 64 + ".example", ""])
+def test_make_cert_refuses_a_host_that_is_no_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    from server import cli
+
+    assert cli.main(["make-cert", "--out", str(tmp_path / "c"), f"--host={host}"]) == 2
+    assert "--host" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_make_cert_takes_names_addresses_and_wildcards(tmp_path: Path) -> None:
+    from server import cli
+
+    hosts = ["pacs.clinic.example", "*.clinic.example", "10.0.0.5", "fe80::1", "ws-7"]
+    args = ["make-cert", "--out", str(tmp_path / "c")]
+    for host in hosts:
+        args += ["--host", host]
+    assert cli.main(args) == 0
