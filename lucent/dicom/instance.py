@@ -8,6 +8,7 @@ raise raw ``struct.error``/``EOFError`` on a few bytes of junk.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
@@ -22,6 +23,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import Tag
+from pydicom.uid import UID
 
 from lucent.dicom import charsets, sop_classes, temporal, transfer_syntaxes, walk
 from lucent.net import status
@@ -276,7 +278,16 @@ def parse_framed(
         ds, pixel_start, pixel_end = parsed
     ids = read_ids(ds)
     if not ids and not any(t in ds for t in PIXEL_TAGS):
-        return Refusal(status.CANNOT_UNDERSTAND, "no DICOM attributes could be recognised")
+        # pydicom gives an empty data set for some streams it cannot read to the end
+        # (encapsulated Pixel Data without its sequence delimiter, or cut inside a fragment)
+        return _unreadable(data, ts, None)
+    encoding = walk.pixel_encoding_problem(
+        data, pixel_start, pixel_end, transfer_syntaxes.is_encapsulated(ts)
+    )
+    if encoding is not None:
+        # PS3.4 B.2.3: the value cannot be understood under the negotiated syntax (C-range,
+        # like an odd length), whatever the attributes say about the SOP class.
+        return Refusal(status.INVALID_ENCODING, encoding, ids)
     problem = validate(ds, ts, pixel_end - pixel_start, expected_sop_class, expected_sop_instance)
     if problem is not None:
         return Refusal(problem[0], problem[1], ids)
@@ -332,10 +343,33 @@ def _read_whole(data: bytes, ts: str) -> tuple[Dataset, int, int] | Refusal:
                 pixel_start = raw.value_tell
                 pixel_end = pixel_start + len(value)
     except Exception as exc:
-        return Refusal(
-            status.CANNOT_UNDERSTAND, f"data set unreadable: {type(exc).__name__}: {exc}"
-        )
+        return _unreadable(data, ts, exc)
     return ds, pixel_start, pixel_end
+
+
+def _unreadable(data: bytes, ts: str, exc: Exception | None) -> Refusal:
+    """The refusal of a data set pydicom could not read (``exc``) or read as empty: the
+    identifying values and the reason come from a header walk up to the damage, so the
+    placeholder lands under its patient and study and says what is wrong (truncated pixel
+    data, a missing delimiter, nesting too deep) rather than "nothing recognised"."""
+    top: walk.TopLevel | None = None
+    stopped: str | None = None
+    with contextlib.suppress(Exception):  # a courtesy: never let it hide the refusal
+        top, stopped = walk.salvage(data, _split_meta(data)[1], ts)
+    ids = read_ids(top) if top is not None else {}
+    if not ids:
+        # big endian, or damage before the identifying values: what pydicom gets
+        with contextlib.suppress(Exception):
+            ids = read_ids(dcmread(io.BytesIO(data), force=True, stop_before_pixels=True))
+    if isinstance(exc, RecursionError):
+        reason = "sequences nested too deep to read" + (f" ({stopped})" if stopped else "")
+    elif stopped is not None:
+        reason = stopped
+    elif exc is not None:
+        reason = f"data set unreadable: {type(exc).__name__}: {exc}"
+    else:
+        reason = "no DICOM attributes could be recognised"
+    return Refusal(status.CANNOT_UNDERSTAND, reason, ids)
 
 
 def _get(ds: DataSet, keyword: str) -> Any:
@@ -414,23 +448,25 @@ def validate(
         return problem
     sop_class = str(ds.SOPClassUID)
     if expected_sop_class and sop_class != expected_sop_class:
+        # The Error Comment keeps 64 characters: the class names first, the UIDs after.
         return (
             status.DATASET_MISMATCH,
-            f"SOP Class UID {sop_class} in the data set differs from {expected_sop_class} "
-            "it was sent as",
+            f"data set is {_class_name(sop_class)}, sent as {_class_name(expected_sop_class)} "
+            f"(SOP Class UID {sop_class} vs {expected_sop_class})",
         )
     if expected_sop_instance and str(ds.SOPInstanceUID) != expected_sop_instance:
         return (
             status.DATASET_MISMATCH,
-            "SOP Instance UID in the data set differs from the one in the C-STORE request",
+            f"SOP Instance UID differs from the C-STORE request's ({ds.SOPInstanceUID} vs "
+            f"{expected_sop_instance})",
         )
     modality = str(_get(ds, "Modality") or "").strip()
     required = sop_classes.IOD_MODALITY.get(sop_class)
     if required and modality and modality != required:
         return (
             status.DATASET_MISMATCH,
-            f"Modality {modality[:16]} does not match the SOP class {sop_class} "
-            f"(its IOD requires {required})",
+            f"Modality {modality[:16]}, but {_class_name(sop_class)} requires {required} "
+            f"(SOP Class UID {sop_class})",
         )
     has_pixels = pixel_length > 0
     if sop_classes.requires_pixels(sop_class) and not has_pixels:
@@ -475,7 +511,39 @@ def _check_temporal(ds: DataSet) -> tuple[int, str] | None:
     return None
 
 
+def _class_name(uid: str) -> str:
+    """A SOP class as a person knows it (its UID when pydicom does not know it)."""
+    known = sop_classes.BY_UID.get(uid)
+    if known is not None:
+        return known.name
+    return str(UID(uid).name)
+
+
+#: Photometric Interpretations of PS3.3 C.7.6.3.1.2 (retired ones included: old archives
+#: send them) and the Samples per Pixel each one has.
+PHOTOMETRIC_SAMPLES: dict[str, int] = {
+    "MONOCHROME1": 1,
+    "MONOCHROME2": 1,
+    "PALETTE COLOR": 1,
+    "RGB": 3,
+    "HSV": 3,
+    "YBR_FULL": 3,
+    "YBR_FULL_422": 3,
+    "YBR_PARTIAL_422": 3,
+    "YBR_PARTIAL_420": 3,
+    "YBR_ICT": 3,
+    "YBR_RCT": 3,
+    "XYB": 3,
+    "ARGB": 4,
+    "CMYK": 4,
+}
+
+
 def _check_pixel_module(ds: DataSet, ts: str, pixel_length: int) -> tuple[int, str] | None:
+    """The Image Pixel module agrees with itself and with the pixel data's length (PS3.3
+    C.7.6.3.1). Strict only where the standard is unambiguous and real data agrees: Bits
+    Allocated 1 (segmentations) and 32 (RT Dose), signed data and YBR_FULL_422 from JPEG
+    all pass. Reasons put the numbers first: the Error Comment keeps 64 characters."""
     values: dict[str, int] = {}
     for kw in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel"):
         v = _get(ds, kw)
@@ -485,6 +553,12 @@ def _check_pixel_module(ds: DataSet, ts: str, pixel_length: int) -> tuple[int, s
             values[kw] = int(v)
         except (TypeError, ValueError):
             return status.DATASET_INVALID_VALUE, f"Image Pixel module: {kw} is not a number"
+    rows, cols, bits, spp = (
+        values["Rows"],
+        values["Columns"],
+        values["BitsAllocated"],
+        values["SamplesPerPixel"],
+    )
     if "PixelData" in ds:
         for kw in ("BitsStored", "PixelRepresentation", "PhotometricInterpretation"):
             if _get(ds, kw) in (None, ""):
@@ -495,40 +569,61 @@ def _check_pixel_module(ds: DataSet, ts: str, pixel_length: int) -> tuple[int, s
             high = None if high_value in (None, "") else int(high_value)
         except (TypeError, ValueError):
             return status.DATASET_INVALID_VALUE, "BitsStored or HighBit is not a number"
-        if stored > values["BitsAllocated"] or stored < 1:
-            return status.DATASET_INVALID_VALUE, "BitsStored is larger than BitsAllocated"
-        if high is not None and high >= values["BitsAllocated"]:
-            return status.DATASET_INVALID_VALUE, "HighBit does not fit in BitsAllocated"
-    rows, cols, bits, spp = (
-        values["Rows"],
-        values["Columns"],
-        values["BitsAllocated"],
-        values["SamplesPerPixel"],
-    )
-    if rows <= 0 or cols <= 0 or bits not in (1, 8, 16, 32, 64) or spp not in (1, 3, 4):
-        return (
-            status.DATASET_INVALID_VALUE,
-            f"Image Pixel module values out of range (Rows={rows}, Columns={cols}, "
-            f"BitsAllocated={bits}, SamplesPerPixel={spp})",
-        )
+        if stored > bits or stored < 1:
+            reason = f"BitsStored {stored} outside 1..BitsAllocated {bits}"
+            return status.DATASET_INVALID_VALUE, reason
+        if high is not None and high != stored - 1:
+            # PS3.3 C.7.6.3.1: "High Bit ... shall be one less than Bits Stored"; signed
+            # data too (its sign bit is the high bit)
+            return (
+                status.DATASET_INVALID_VALUE,
+                f"HighBit {high}, BitsStored {stored} needs {stored - 1} (PS3.3 C.7.6.3.1)",
+            )
+        representation = _get(ds, "PixelRepresentation")
+        if str(representation).strip() not in ("0", "1"):
+            return (
+                status.DATASET_INVALID_VALUE,
+                f"PixelRepresentation {str(representation)[:16]}, must be 0 or 1 (PS3.3 C.7.6.3)",
+            )
+    if rows <= 0 or cols <= 0:
+        return status.DATASET_INVALID_VALUE, f"Rows {rows}, Columns {cols}: must be at least 1"
+    if bits not in (1, 8, 16, 32, 64):
+        return status.DATASET_INVALID_VALUE, f"BitsAllocated {bits}, must be 1/8/16/32/64"
+    if spp not in (1, 3, 4):
+        return status.DATASET_INVALID_VALUE, f"SamplesPerPixel {spp}, must be 1, 3 or 4"
+    photometric = str(_get(ds, "PhotometricInterpretation") or "").strip()
+    if photometric:
+        need = PHOTOMETRIC_SAMPLES.get(photometric)
+        if need is None:
+            return (
+                status.DATASET_INVALID_VALUE,
+                f"PhotometricInterpretation '{photometric[:20]}' is not defined "
+                "(PS3.3 C.7.6.3.1.2)",
+            )
+        if spp != need:
+            return (
+                status.DATASET_INVALID_VALUE,
+                f"SamplesPerPixel {spp}, {photometric} needs {need} (PS3.3 C.7.6.3.1.2)",
+            )
     frames_value = _get(ds, "NumberOfFrames")
     try:
         frames = int(frames_value) if frames_value not in (None, "") else 1
     except (TypeError, ValueError):
         return status.DATASET_INVALID_VALUE, "NumberOfFrames is not a number"
     if frames < 1:
-        return status.DATASET_INVALID_VALUE, "NumberOfFrames must be at least 1"
+        return status.DATASET_INVALID_VALUE, f"NumberOfFrames {frames}, must be at least 1"
     if transfer_syntaxes.is_encapsulated(ts):
         return None
     pixels = rows * cols * frames * spp
     expected = (pixels + 7) // 8 if bits == 1 else pixels * (bits // 8)
-    photometric = str(_get(ds, "PhotometricInterpretation") or "")
-    if photometric.startswith("YBR_FULL_422"):
+    subsampled = photometric.startswith("YBR_FULL_422")
+    if subsampled:
         expected = expected * 2 // 3
     if pixel_length not in (expected, expected + (expected % 2)):
         return (
             status.DATASET_PIXEL_INCONSISTENT,
-            f"pixel data is {pixel_length} bytes but Rows×Columns×Frames×Samples×Bits say "
-            f"{expected} ({rows}×{cols}×{frames}×{spp}×{bits} bit)",
+            f"pixel data {pixel_length} B, expected {expected} "
+            f"({rows}x{cols}x{frames}x{spp}x{bits}{' 4:2:2' if subsampled else ''}: "
+            "Rows x Columns x Frames x Samples x Bits)",
         )
     return None

@@ -257,7 +257,45 @@ def is_storage_class(uid: str) -> bool:
     return uid in _ACCEPTED_SET
 
 
+#: Storage classes beyond Table 1 (accepted through pynetdicom's list) whose IOD makes the
+#: Image Pixel module (or its Float/Double Float variant) mandatory: an instance without
+#: Pixel Data does not match its SOP class (PS3.4 B.2.3: A900), as for a CT. pydicom and
+#: pynetdicom know the UIDs but not the IODs' modules; highdicom's copy of the standard
+#: (PS3.3 A, ``iod_module_map.json``) does, as private data: this list is checked against
+#: it in tests/unit/test_sop_classes.py rather than read from it at run time.
+IMAGES_BEYOND_TABLE_1: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.6.3": "Photoacoustic Image Storage",
+    "1.2.840.10008.5.1.4.1.1.13.1.4": "Breast Projection X-Ray Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.13.1.5": "Breast Projection X-Ray Image Storage - For Processing",
+    "1.2.840.10008.5.1.4.1.1.14.1": "Intravascular OCT Image Storage - For Presentation",
+    "1.2.840.10008.5.1.4.1.1.14.2": "Intravascular OCT Image Storage - For Processing",
+    # Integer or float pixels (the IOD's three pixel modules are conditional on each other)
+    "1.2.840.10008.5.1.4.1.1.30": "Parametric Map Storage",
+    "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.66.8": "Height Map Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.77.1.5.5": "Wide Field Ophthalmic Photography Stereographic "
+    "Projection Image Storage",
+    "1.2.840.10008.5.1.4.1.1.77.1.5.6": "Wide Field Ophthalmic Photography 3D Coordinates "
+    "Image Storage",
+    "1.2.840.10008.5.1.4.1.1.77.1.5.7": "Ophthalmic OCT En Face Image Storage",
+    "1.2.840.10008.5.1.4.1.1.77.1.5.8": "Ophthalmic OCT B-scan Volume Analysis Storage",
+    "1.2.840.10008.5.1.4.1.1.77.1.7": "Dermoscopic Photography Image Storage",
+    "1.2.840.10008.5.1.4.1.1.77.1.8": "Confocal Microscopy Image Storage",
+    "1.2.840.10008.5.1.4.1.1.77.1.9": "Confocal Microscopy Tiled Pyramidal Image Storage",
+    "1.2.840.10008.5.1.4.1.1.81.1": "Ophthalmic Thickness Map Storage",
+    "1.2.840.10008.5.1.4.1.1.82.1": "Corneal Topography Map Storage",
+    "1.2.840.10008.5.1.4.1.1.128.1": "Legacy Converted Enhanced PET Image Storage",
+    "1.2.840.10008.5.1.4.1.1.481.23": "Enhanced RT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.481.24": "Enhanced Continuous RT Image Storage",
+}
+
+
 def requires_pixels(uid: str) -> bool:
-    """True when an instance of this class must carry pixel data to be valid."""
+    """True when an instance of this class must carry pixel data to be valid: Table 1's
+    image classes and the image classes beyond it (:data:`IMAGES_BEYOND_TABLE_1`)."""
     sop = BY_UID.get(uid)
-    return bool(sop and sop.has_pixels)
+    if sop is not None:
+        return sop.has_pixels
+    return uid in IMAGES_BEYOND_TABLE_1

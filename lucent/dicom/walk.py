@@ -54,7 +54,8 @@ Span = tuple[int, int]
 
 
 class _Unsure(Exception):
-    """The bytes leave the walk unsure; the caller falls back to a full parse."""
+    """The bytes leave the walk unsure; the caller falls back to a full parse. The message
+    (built only on this slow path) says where and why, for :func:`salvage`."""
 
 
 class TopLevel:
@@ -197,25 +198,66 @@ def walk(data: bytes, pos: int, transfer_syntax: str) -> tuple[Span, TopLevel | 
     else:
         explicit = True  # every other syntax (compressed ones too) is explicit VR LE
     try:
-        return _walk_top(data, pos, explicit)
+        return _walk_top(data, pos, explicit, {})
     except (_Unsure, struct.error):
         return None
 
 
-def _walk_top(data: bytes, pos: int, explicit: bool) -> tuple[Span, TopLevel | None]:
+def salvage(data: bytes, pos: int, transfer_syntax: str) -> tuple[TopLevel | None, str | None]:
+    """What a data set that pydicom could not read still tells: its top-level elements up to
+    the first one the walk could not get past, and why it stopped there (None: it did not).
+
+    Issue 2 (Conformance 4.1.3.2) files the placeholder under the instance's patient and
+    study: a stream cut inside its last fragment, encapsulated Pixel Data without its
+    sequence delimiter or sequences nested deeper than pydicom's recursion allows still
+    carry a readable Patient ID and Study UID ahead of the damage. Slow path only.
+    """
+    if transfer_syntax == transfer_syntaxes.EXPLICIT_BE:
+        return None, None
+    explicit = transfer_syntax != transfer_syntaxes.IMPLICIT_LE
+    elements: dict[int, tuple[str, int, int]] = {}
+    stopped: str | None = None
+    try:
+        _walk_top(data, pos, explicit, elements)
+    except _Unsure as exc:
+        stopped = str(exc) or None
+    except struct.error:
+        stopped = "data set ends inside an element header"
+    except RecursionError:
+        stopped = "sequences nested too deep to read"
+    return (TopLevel(data, elements, explicit) if elements else None), stopped
+
+
+def _name(tag: int) -> str:
+    """How a reason names an element (failure paths only)."""
+    return "Pixel Data" if tag == 0x7FE00010 else f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _item_name(owner: int, number: int) -> str:
+    """Item ``number`` (1-based) of ``owner``; Pixel Data's are its Basic Offset Table and
+    fragments (PS3.5 A.4)."""
+    if owner != 0x7FE00010:
+        return f"item {number}"
+    return "Basic Offset Table" if number == 1 else f"fragment {number - 1}"
+
+
+def _walk_top(
+    data: bytes, pos: int, explicit: bool, elements: dict[int, tuple[str, int, int]]
+) -> tuple[Span, TopLevel | None]:
+    """Walk the top level, filling ``elements`` as it goes (what was walked stays there when
+    it raises ``_Unsure``)."""
     end = len(data)
     span: Span = (0, 0)
-    elements: dict[int, tuple[str, int, int]] = {}
     clean, last = True, -1
     while pos < end:
         tag, vr, length, value_at = _header(data, pos, explicit)
         if tag >> 16 == 0xFFFE:
-            raise _Unsure
+            raise _Unsure(f"item tag {_name(tag)} at the top level of the data set")
         if tag <= last:
             clean = False  # pydicom sorts; whichever copy it keeps, the full parse judges
         last = tag
         if length == UNDEFINED:
-            after = _skip_items(data, value_at, explicit and vr != b"UN", 1)
+            after = _skip_items(data, value_at, explicit and vr != b"UN", 1, tag)
             if tag in PIXEL_TAGS:
                 span = (value_at, after - 8)
                 clean = clean and explicit  # implicit VR has no encapsulated pixel data
@@ -224,8 +266,8 @@ def _walk_top(data: bytes, pos: int, explicit: bool) -> tuple[Span, TopLevel | N
             pos = after
         else:
             pos = value_at + length
-            if pos > end:
-                raise _Unsure  # truncated: the full parse says so with a status
+            if pos > end:  # truncated: the full parse says so with a status
+                raise _Unsure(f"{_name(tag)} truncated: {end - value_at} of {length} bytes")
             if length % 2:
                 clean = False  # odd length: refused by the full parse (PS3.5 7.1.1)
             if tag in PIXEL_TAGS:
@@ -243,38 +285,100 @@ def _header(data: bytes, pos: int, explicit: bool) -> tuple[int, bytes, int, int
     if vr in LONG_VRS:
         return (group << 16) | element, vr, _HEAD.unpack_from(data, pos + 4)[2], pos + 12
     if not (vr.isalpha() and vr.isupper()):
-        raise _Unsure  # implicit VR inside an explicit syntax: pydicom copes, we do not
+        # implicit VR inside an explicit syntax: pydicom copes, we do not
+        raise _Unsure(f"element {_name((group << 16) | element)} has no explicit VR")
     return (group << 16) | element, vr, short, pos + 8
 
 
-def _skip_items(data: bytes, pos: int, explicit: bool, depth: int) -> int:
-    """Skip the items of an undefined-length value; returns the end of its delimiter."""
+def _skip_items(data: bytes, pos: int, explicit: bool, depth: int, owner: int) -> int:
+    """Skip the items of ``owner``'s undefined-length value; returns the end of its delimiter."""
     if depth > _MAX_DEPTH:
-        raise _Unsure
+        raise _Unsure(f"{_name(owner)} nests sequences over {_MAX_DEPTH} levels deep")
     end = len(data)
+    count = 0
     while pos + 8 <= end:
         group, element, length = _HEAD.unpack_from(data, pos)
         tag = (group << 16) | element
         if tag == _SEQUENCE_END:
             return pos + 8
         if tag != _ITEM:
-            raise _Unsure
+            raise _Unsure(f"{_name(tag)} inside {_name(owner)} where an item belongs")
+        count += 1
         if length == UNDEFINED:
-            pos = _skip_item_dataset(data, pos + 8, explicit, depth)
+            pos = _skip_item_dataset(data, pos + 8, explicit, depth, owner)
         else:
             pos += 8 + length
-    raise _Unsure
+            if pos > end:
+                have = end - (pos - length)
+                where = _item_name(owner, count)
+                raise _Unsure(f"{_name(owner)} truncated in {where}: {have} of {length} bytes")
+    raise _Unsure(f"{_name(owner)} has no sequence delimiter (FFFE,E0DD) after {count} items")
 
 
-def _skip_item_dataset(data: bytes, pos: int, explicit: bool, depth: int) -> int:
+def _skip_item_dataset(data: bytes, pos: int, explicit: bool, depth: int, owner: int) -> int:
     """Skip an undefined-length item's elements; returns the end of its delimiter."""
     end = len(data)
     while pos + 8 <= end:
         if _HEAD.unpack_from(data, pos)[:2] == (0xFFFE, 0xE00D):  # item delimiter, no VR
             return pos + 8
-        _, vr, length, value_at = _header(data, pos, explicit)
+        tag, vr, length, value_at = _header(data, pos, explicit)
         if length == UNDEFINED:
-            pos = _skip_items(data, value_at, explicit and vr != b"UN", depth + 1)
+            pos = _skip_items(data, value_at, explicit and vr != b"UN", depth + 1, tag)
         else:
             pos = value_at + length
-    raise _Unsure
+    raise _Unsure(f"an item of {_name(owner)} has no item delimiter (FFFE,E00D)")
+
+
+_ITEM_HEAD = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian
+_DELIMITER_HEAD = b"\xfe\xff\xdd\xe0"  # (FFFE,E0DD)
+
+
+def pixel_encoding_problem(data: bytes, start: int, end: int, encapsulated: bool) -> str | None:
+    """Why the top-level pixel value ``data[start:end]`` is not encoded as its transfer
+    syntax requires (PS3.5 A.4), or None.
+
+    An encapsulated syntax needs Pixel Data of undefined length: a Basic Offset Table item,
+    then at least one fragment, each an item (FFFE,E000) of even length, then the sequence
+    delimiter (FFFE,E0DD); a native syntax needs a defined length. ``start`` is where the
+    value begins (its element header lies just before it), ``end`` where it ends (for an
+    encapsulated value, where the delimiter begins). Reads item headers only: no frame is
+    decoded and no pixel byte copied (the ingest hot path).
+    """
+    if end <= start or start < 12:
+        return None
+    undefined = data[start - 4 : start] == b"\xff\xff\xff\xff"
+    if not encapsulated:
+        if undefined:
+            return "Pixel Data encapsulated (undefined length) in a native syntax (PS3.5 A.4)"
+        return None
+    if not undefined:
+        if _HEAD.unpack_from(data, start - 12)[:2] != (0x7FE0, 0x0010):
+            return None  # Float/Double Float Pixel Data: judged by the pixel module checks
+        return (
+            f"Pixel Data has defined length {end - start}; an encapsulated syntax needs "
+            "items (PS3.5 A.4)"
+        )
+    pos, count = start, 0
+    while pos < end:
+        if end - pos < 8:
+            return f"Pixel Data {_item_name(0x7FE00010, count + 1)} header cut short"
+        if data[pos : pos + 4] != _ITEM_HEAD:
+            group, element, _ = _HEAD.unpack_from(data, pos)
+            tag = _name((group << 16) | element)
+            return f"{tag} inside Pixel Data where an item belongs (PS3.5 A.4)"
+        length = _HEAD.unpack_from(data, pos)[2]
+        count += 1
+        if length % 2:  # UNDEFINED (0xFFFFFFFF) is odd too
+            where = _item_name(0x7FE00010, count)
+            return f"Pixel Data {where} has odd length {length} (PS3.5 A.4: even)"
+        pos += 8 + length
+        if pos > end:
+            return (
+                f"Pixel Data {_item_name(0x7FE00010, count)}: {length} bytes, only "
+                f"{end - pos + length} before the sequence delimiter"
+            )
+    if count < 2:
+        return "Pixel Data has a Basic Offset Table item but no fragment (PS3.5 A.4)"
+    if data[end : end + 4] != _DELIMITER_HEAD:
+        return "Pixel Data has no sequence delimiter (FFFE,E0DD)"
+    return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,6 +29,8 @@ from server.api.params import Offset, uid_list
 from server.context import ArchiveReadError, ServerContext
 from server.index import queries
 from server.index.models import Instance, Patient, Series, Study
+
+log = logging.getLogger("lucent.api")
 
 router = APIRouter(prefix="/api/v1", tags=["archive"])
 
@@ -317,9 +320,20 @@ def get_frame(
     if not pixels.has_pixels(ds):  # Float/Double Float Pixel Data too (Parametric Maps)
         raise HTTPException(404, "instance has no pixel data")
     try:
-        return npy(pixels.decode_frame(ds, number - 1))
+        frame = pixels.decode_frame(ds, number - 1)
     except IndexError as exc:
         raise HTTPException(404, str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - decoders raise anything; each is a reason
+        raise _undecodable(sop_uid, exc) from exc
+    return npy(frame)
+
+
+def _undecodable(sop_uid: str, exc: Exception) -> HTTPException:
+    """Stored pixel data no decoder can read (a damaged fragment, no codec): 422 with the
+    reason, where the exception escaped as a bare 500 and a traceback in the log."""
+    reason = f"pixel data cannot be decoded: {type(exc).__name__}: {exc}"
+    log.warning("instance %s: %s", sop_uid, reason)
+    return HTTPException(422, reason)
 
 
 def _series_instances(ctx: ServerContext, series_uid: str) -> list[Instance]:
@@ -421,7 +435,11 @@ def _native_reader(ctx: ServerContext, inst: Instance) -> np.ndarray:
 
 
 def _decoding_reader(ctx: ServerContext, inst: Instance) -> np.ndarray:
-    return pixels.decode_frame(pixels.read(ctx.instance_bytes(inst)), 0)
+    ds = pixels.read(ctx.instance_bytes(inst))
+    try:
+        return pixels.decode_frame(ds, 0)
+    except Exception as exc:  # noqa: BLE001 - decoders raise anything; each is a reason
+        raise _undecodable(inst.sop_instance_uid, exc) from exc
 
 
 @router.get("/status")

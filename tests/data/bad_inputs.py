@@ -347,6 +347,199 @@ def modality_contradicts_sop_class() -> BadInput:
     )  # fmt: skip
 
 
+# --------------------------------------------------------------------------------------------
+# Pixel Data encoding (PS3.5 A.4) and the Image Pixel module (PS3.3 C.7.6.3), probe 28
+
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+ITEM, SEQUENCE_DELIMITER = (0xFFFE, 0xE000), struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+
+
+def _fragment(value: bytes, claimed: int | None = None) -> bytes:
+    """An item (FFFE,E000) of encapsulated Pixel Data; ``claimed`` overrides its length."""
+    return struct.pack("<HHI", *ITEM, len(value) if claimed is None else claimed) + value
+
+
+def _encapsulated_case(
+    name: str, reason: str, items: bytes, *, transfer_syntax: str = JPEG_BASELINE
+) -> BadInput:
+    """An 8-bit CT whose Pixel Data is an undefined-length sequence of ``items`` (as sent)."""
+    ds = _ct()
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = bytes(256)
+    head = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF)
+    data = encode(ds)
+    at = data.rfind(b"\xe0\x7f\x10\x00")
+    return BadInput(
+        name, C000, reason, data[:at] + head + items, CT, str(ds.SOPInstanceUID),
+        transfer_syntax, patient_id=str(ds.PatientID),
+    )  # fmt: skip
+
+
+def encapsulated_syntax_native_pixels() -> BadInput:
+    """JPEG Baseline negotiated, Pixel Data sent with a defined length (native): PS3.5 A.4
+    needs an undefined-length sequence of fragments (stored with 0000 before, probe 28 c21)."""
+    ds = _ct()
+    return replace(
+        _case(
+            "encapsulated_syntax_native_pixels", C000,
+            "Pixel Data has defined length 512", ds,
+        ),
+        transfer_syntax=JPEG_BASELINE,
+    )  # fmt: skip
+
+
+def native_syntax_encapsulated_pixels() -> BadInput:
+    """Explicit VR Little Endian with Pixel Data as fragments whose item headers and values
+    total exactly Rows x Columns x 2 bytes: served as an image whose first pixels were item
+    headers (probe 28 c22)."""
+    ds = _ct()
+    items = _fragment(b"") + _fragment(b"\xab" * (len(ds.PixelData) - 16)) + SEQUENCE_DELIMITER
+    head = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF)
+    data = encode(ds)
+    at = data.rfind(b"\xe0\x7f\x10\x00")
+    return BadInput(
+        "native_syntax_encapsulated_pixels", C000,
+        "Pixel Data encapsulated (undefined length) in a native syntax",
+        data[:at] + head + items, CT, str(ds.SOPInstanceUID), patient_id=str(ds.PatientID),
+    )  # fmt: skip
+
+
+def non_item_in_pixel_sequence() -> BadInput:
+    """A Patient's Name element where the first fragment belongs (probe 28 c23b)."""
+    bogus = struct.pack("<HHI", 0x0008, 0x0010, 4) + b"abcd"
+    return _encapsulated_case(
+        "non_item_in_pixel_sequence",
+        "(0008,0010) inside Pixel Data where an item belongs",
+        _fragment(b"") + bogus + SEQUENCE_DELIMITER,
+    )
+
+
+def pixel_fragment_overruns() -> BadInput:
+    """A fragment claiming 5000 bytes, 40 of which come before the delimiter (c23d)."""
+    return _encapsulated_case(
+        "pixel_fragment_overruns",
+        "Pixel Data fragment 1: 5000 bytes, only 40 before the sequence delimiter",
+        _fragment(b"") + _fragment(b"\xff\xd8" * 20, claimed=5000) + SEQUENCE_DELIMITER,
+    )
+
+
+def encapsulated_pixels_without_delimiter() -> BadInput:
+    """The fragments end with the stream, no sequence delimiter (FFFE,E0DD): pydicom reads
+    an empty data set, and the placeholder landed under UNKNOWN (probe 28 c23c)."""
+    return _encapsulated_case(
+        "encapsulated_pixels_without_delimiter",
+        "Pixel Data has no sequence delimiter",
+        _fragment(b"") + _fragment(b"\xff\xd8" + bytes(40)),
+    )
+
+
+def encapsulated_pixels_cut_in_fragment() -> BadInput:
+    """A compressed instance cut inside its last fragment (a dcmcjpeg file cut at 2/3)."""
+    jpeg = b"\xff\xd8\xff\xdb" + bytes(range(256)) * 4 + b"\xff\xd9"
+    return _encapsulated_case(
+        "encapsulated_pixels_cut_in_fragment",
+        "Pixel Data truncated in fragment 1",
+        _fragment(b"") + _fragment(jpeg)[: 8 + len(jpeg) // 2],
+    )
+
+
+def sequences_nested_too_deep(depth: int = 300) -> BadInput:
+    """Content Sequence items nested 300 deep: pydicom's reader recurses per level and
+    raises RecursionError; the placeholder landed under UNKNOWN (probe 28 c34)."""
+    ds = _ct()
+    inner = struct.pack("<HH2sH", 0x0008, 0x1030, b"LO", 4) + b"DEEP"
+    for _ in range(depth):
+        inner = (
+            struct.pack("<HH2sHI", 0x0040, 0xA730, b"SQ", 0, 0xFFFFFFFF)
+            + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+            + inner
+            + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+            + SEQUENCE_DELIMITER
+        )
+    data = encode(ds)
+    at = data.rfind(b"\xe0\x7f\x10\x00")  # (0040,A730) sorts before Pixel Data
+    return BadInput(
+        "sequences_nested_too_deep", C000, "sequences nested too deep to read",
+        data[:at] + inner + data[at:], CT, str(ds.SOPInstanceUID), patient_id=str(ds.PatientID),
+    )  # fmt: skip
+
+
+def high_bit_not_bits_stored_minus_one() -> BadInput:
+    """High Bit 3 with Bits Stored 12: PS3.3 C.7.6.3.1 says High Bit = Bits Stored - 1."""
+    ds = _ct()
+    ds.BitsStored, ds.HighBit = 12, 3
+    return _case(
+        "high_bit_not_bits_stored_minus_one", A900, "HighBit 3, BitsStored 12 needs 11", ds,
+        storescu_ok=True,
+    )  # fmt: skip
+
+
+def monochrome_with_three_samples() -> BadInput:
+    """MONOCHROME2 with Samples per Pixel 3 (PS3.3 C.7.6.3.1.2: monochrome has one sample)."""
+    ds = _ct()
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.SamplesPerPixel, ds.PlanarConfiguration = 3, 0
+    ds.PixelData = bytes(range(256)) * 3
+    return _case(
+        "monochrome_with_three_samples", A900, "SamplesPerPixel 3, MONOCHROME2 needs 1", ds,
+        storescu_ok=True,
+    )  # fmt: skip
+
+
+def rgb_with_one_sample() -> BadInput:
+    """RGB with Samples per Pixel 1 (a Secondary Capture; RGB has three samples)."""
+    ds = make_instance(
+        "1.2.840.10008.5.1.4.1.1.7", patient_id="LUCENT-BAD-001", patient_name="Bad^Input",
+        rows=16, cols=16,
+    )  # fmt: skip
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "RGB"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    if "PlanarConfiguration" in ds:
+        del ds.PlanarConfiguration
+    ds.PixelData = bytes(range(256))
+    return _case(
+        "rgb_with_one_sample", A900, "SamplesPerPixel 1, RGB needs 3", ds, storescu_ok=True
+    )
+
+
+def unknown_photometric() -> BadInput:
+    ds = _ct()
+    ds.PhotometricInterpretation = "FOO"
+    return _case(
+        "unknown_photometric", A900, "PhotometricInterpretation 'FOO' is not defined", ds,
+        storescu_ok=True,
+    )  # fmt: skip
+
+
+def pixel_representation_invalid() -> BadInput:
+    ds = _ct()
+    ds.PixelRepresentation = 7
+    return _case(
+        "pixel_representation_invalid", A900, "PixelRepresentation 7, must be 0 or 1", ds,
+        storescu_ok=True,
+    )  # fmt: skip
+
+
+BREAST_PROJECTION = "1.2.840.10008.5.1.4.1.1.13.1.4"
+
+
+def image_class_beyond_table1_without_pixels() -> BadInput:
+    """Breast Projection X-Ray Image Storage (an image IOD, not in Table 1) without Pixel
+    Data: stored with 0000 before, as only Table 1 said which classes need pixels."""
+    ds = _ct()
+    pixel_module = "PixelData Rows Columns BitsAllocated BitsStored HighBit PixelRepresentation"
+    for keyword in (*pixel_module.split(), "SamplesPerPixel", "PhotometricInterpretation"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.SOPClassUID = BREAST_PROJECTION
+    ds.Modality = "MG"
+    return _case(
+        "image_class_beyond_table1_without_pixels", A900,
+        "image SOP class without Pixel Data", ds, storescu_ok=True,
+    )  # fmt: skip
+
+
 BAD_INPUTS: dict[str, Callable[[], BadInput]] = {
     "missing_sop_instance_uid": missing_sop_instance_uid,
     "missing_study_uid": missing_study_uid,
@@ -366,6 +559,19 @@ BAD_INPUTS: dict[str, Callable[[], BadInput]] = {
     "invalid_study_date": invalid_study_date,
     "invalid_birth_date": invalid_birth_date,
     "modality_contradicts_sop_class": modality_contradicts_sop_class,
+    "encapsulated_syntax_native_pixels": encapsulated_syntax_native_pixels,
+    "native_syntax_encapsulated_pixels": native_syntax_encapsulated_pixels,
+    "non_item_in_pixel_sequence": non_item_in_pixel_sequence,
+    "pixel_fragment_overruns": pixel_fragment_overruns,
+    "encapsulated_pixels_without_delimiter": encapsulated_pixels_without_delimiter,
+    "encapsulated_pixels_cut_in_fragment": encapsulated_pixels_cut_in_fragment,
+    "sequences_nested_too_deep": sequences_nested_too_deep,
+    "high_bit_not_bits_stored_minus_one": high_bit_not_bits_stored_minus_one,
+    "monochrome_with_three_samples": monochrome_with_three_samples,
+    "rgb_with_one_sample": rgb_with_one_sample,
+    "unknown_photometric": unknown_photometric,
+    "pixel_representation_invalid": pixel_representation_invalid,
+    "image_class_beyond_table1_without_pixels": image_class_beyond_table1_without_pixels,
 }
 
 # name -> expected status class; the single table tests iterate over.
@@ -388,6 +594,19 @@ EXPECTED_STATUS: dict[str, str] = {
     "invalid_study_date": A900,
     "invalid_birth_date": A900,
     "modality_contradicts_sop_class": A900,
+    "encapsulated_syntax_native_pixels": C000,
+    "native_syntax_encapsulated_pixels": C000,
+    "non_item_in_pixel_sequence": C000,
+    "pixel_fragment_overruns": C000,
+    "encapsulated_pixels_without_delimiter": C000,
+    "encapsulated_pixels_cut_in_fragment": C000,
+    "sequences_nested_too_deep": C000,
+    "high_bit_not_bits_stored_minus_one": A900,
+    "monochrome_with_three_samples": A900,
+    "rgb_with_one_sample": A900,
+    "unknown_photometric": A900,
+    "pixel_representation_invalid": A900,
+    "image_class_beyond_table1_without_pixels": A900,
 }
 
 
