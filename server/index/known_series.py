@@ -31,9 +31,13 @@ from server.index.records import (
 )
 
 # The replace path's statements, built once (building one per call cost more than running it).
-_FIND = select(Instance.id, Instance.meta_key, Instance.pixel_key).where(
-    Instance.sop_instance_uid == bindparam("sop_uid"), Instance.series_pk == bindparam("series")
-)
+_FIND = (
+    select(Instance.id, Instance.meta_key, Instance.pixel_key)
+    .where(
+        Instance.sop_instance_uid == bindparam("sop_uid"), Instance.series_pk == bindparam("series")
+    )
+    .with_for_update()
+)  # the keys read are the ones replaced (see records.record_instance)
 _UPDATE = update(Instance).where(Instance.id == bindparam("row_id"))
 _EVENT = insert(Event)
 #: Is the cached series row still this series of this study? A study deleted through the

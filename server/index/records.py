@@ -405,7 +405,18 @@ def record_instance(
     """
     ds = rec.dataset
     sop_uid = str(ds.SOPInstanceUID)
-    existing = session.scalars(select(Instance).where(Instance.sop_instance_uid == sop_uid)).first()
+    find = select(Instance).where(Instance.sop_instance_uid == sop_uid)
+    if duplicate_policy == "replace":
+        # The row is locked before the replace is decided (PostgreSQL; SQLite's BEGIN
+        # IMMEDIATE serialises writers already). Under READ COMMITTED two copies of one SOP
+        # Instance each loaded the same old row and each UPDATE wrote only the columns it
+        # saw change: patient A's blob filed under patient B's series, an index sha256 that
+        # matches neither blob, the old keys dropped twice and one new pair orphaned
+        # (outside probe 31). Locked, the second copy sees the first one's committed row and
+        # replaces it entirely (its keys become the obsolete ones). ``populate_existing``:
+        # the row is taken as locked, never from the session's identity map.
+        find = find.with_for_update().execution_options(populate_existing=True)
+    existing = session.scalars(find).first()
     if existing is not None and duplicate_policy != "replace":
         action = "kept-existing" if duplicate_policy == "keep" else "rejected-duplicate"
         _event(session, f"duplicate-{action}", sop_uid, rec)
