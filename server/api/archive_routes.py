@@ -188,8 +188,14 @@ def _placeholder_studies(db: Any, f: queries.Filter, hidden: set[str]) -> list[s
 def list_placeholders(
     request: Request,
     f: queries.Filter = Depends(filter_params),
+    series_uid: str = "",
+    sop_instance_uid: str = Query("", description="the refused instance's UID(s)"),
     _: Caller = Depends(get_caller),
 ) -> list[schemas.PlaceholderOut]:
+    """Refused instances, newest first. ``sop_instance_uid`` and ``series_uid`` were ignored
+    (every placeholder came back), so "why was this instance refused?" had to be answered
+    by reading the whole list (outside probe 28)."""
+    f.series_uid, f.sop_instance_uid = uid_list(series_uid), uid_list(sop_instance_uid)
     with ctx_of(request).Session() as db:
         return [
             schemas.PlaceholderOut(

@@ -180,6 +180,9 @@ def test_character_set_repairs_and_refusals(
     reasons = [p.reason for p in api.placeholders() if p.sop_instance_uid == uid]
     assert reasons and "PatientName cannot be decoded" in reasons[0], reasons
     assert "fc" in reasons[0] and "ISO_IR 192" in reasons[0]
+    # the placeholder list answers for one instance
+    assert [p.sop_instance_uid for p in api.placeholders(sop_instance_uid=uid)] == [uid]
+    assert api.placeholders(sop_instance_uid="1.2.3.999") == []
 
 
 @pytest.mark.parametrize("n_assoc,per_assoc", [(20, 50)])
