@@ -22,7 +22,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from server.index.account_models import GroupMember, InstanceOwner, Quota, UserGroup
@@ -258,3 +258,28 @@ def usage(db: Any, kind: str, subject: str) -> int:
     members = select(GroupMember.user_pk).where(GroupMember.group_pk == group.id)
     stmt = select(func.sum(InstanceOwner.size)).where(InstanceOwner.user_pk.in_(members))
     return int(db.scalar(stmt) or 0)
+
+
+def set_limit(db: Any, kind: str, subject: str, limit_bytes: int | None) -> None:
+    """Set (or with None remove) one quota in one statement. An upsert rather than "read,
+    then insert or update": two admins setting the first quota of a subject at once both
+    read no row and both inserted, and the second answered 500 (uq_quota_subject on
+    PostgreSQL: probe 31). The last write wins, as it does on SQLite."""
+    if limit_bytes is None:
+        db.execute(delete(Quota).where(Quota.kind == kind, Quota.subject == subject))
+        return
+    dialect = db.get_bind().dialect.name
+    upsert: Any
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    else:  # pragma: no cover - the index runs on SQLite or PostgreSQL only
+        raise RuntimeError(f"quotas: no upsert for the {dialect} index")
+    stmt = upsert(Quota).values(kind=kind, subject=subject, limit_bytes=limit_bytes)
+    db.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[Quota.kind, Quota.subject],
+            set_={"limit_bytes": stmt.excluded.limit_bytes},
+        )
+    )

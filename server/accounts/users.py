@@ -107,8 +107,14 @@ def count_users(db: DbSession) -> int:
     return len(list(db.scalars(select(User.id))))
 
 
-def find(db: DbSession, username: str) -> User | None:
-    return db.scalars(select(User).where(User.username == normalise(username))).first()
+def find(db: DbSession, username: str, *, lock: bool = False) -> User | None:
+    """The account, or None. ``lock=True`` (for a change) takes the row lock first: on
+    PostgreSQL under READ COMMITTED two admins changing one account at once otherwise both
+    read it, and their edits interleave (grants ended as the union of both: probe 31)."""
+    stmt = select(User).where(User.username == normalise(username))
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return db.scalars(stmt).first()
 
 
 def check_password(user: User, password: str) -> bool:

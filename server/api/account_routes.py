@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 
 from lucent.api import account_schemas as acs
 from lucent.api import schemas
-from server.accounts import audit, login, rights, throttle, users
+from server.accounts import audit, login, quotas, rights, throttle, users
 from server.accounts import retention as retention_mod
 from server.accounts.clock import now
 from server.api.auth import Caller, audit_caller, client_address, get_caller
@@ -300,8 +300,9 @@ def _user_out(db: Any, user: User) -> acs.UserOut:
     )
 
 
-def _user(db: Any, username: str) -> User:
-    user = users.find(db, username)
+def _user(db: Any, username: str, *, lock: bool = False) -> User:
+    """The account or 404; ``lock`` for a change (see ``users.find``)."""
+    user = users.find(db, username, lock=lock)
     if user is None:
         raise HTTPException(404, f"no user '{username}'")
     return user
@@ -345,9 +346,7 @@ def create_user(
         _set_grants(db, body.grants, _pools(ctx), user_pk=user.id)
         db.flush()
         out = _user_out(db, user)
-    detail = f"user created, role {out.role}, grants {out.grants}"
-    if one_time:
-        detail += ", one-time password"
+    detail = audit.user_created(out.role, out.grants, one_time=one_time)
     audit_caller(ctx, "roles-change", caller, [{"type": "user", "id": out.username}], detail)
     return out
 
@@ -364,7 +363,7 @@ def patch_user(
 ) -> acs.UserOut:
     ctx = ctx_of(request)
     with _guarded(ctx, caller, username), ctx.WriteSession() as db, db.begin():
-        user = _user(db, username)
+        user = _user(db, username, lock=True)
         _may_manage(caller, user, body.role)
         if body.role is not None and body.role != user.role and _holds_grants(db, user):
             # the role is the ceiling of the grants: changing it changes data rights
@@ -429,7 +428,7 @@ def put_user_grants(
 ) -> acs.UserOut:
     ctx = ctx_of(request)
     with _guarded(ctx, caller, username), ctx.WriteSession() as db, db.begin():
-        user = _user(db, username)
+        user = _user(db, username, lock=True)  # then delete + insert: the last write wins
         _may_manage(caller, user)
         _may_change_data_rights(caller, "pool grants")
         _set_grants(db, body, _pools(ctx), user_pk=user.id)
@@ -499,8 +498,14 @@ def clear_address_lockout(
 
 
 # ------------------------------------------------------------------ groups
-def _group(db: Any, name: str) -> UserGroup:
-    group = db.scalars(select(UserGroup).where(UserGroup.name == name)).first()
+def _group(db: Any, name: str, *, lock: bool = False) -> UserGroup:
+    """The group or 404. ``lock`` takes its row lock before a change: a PUT that replaces
+    its members or grants (delete, then insert) would otherwise, on PostgreSQL, leave the
+    union of two concurrent PUTs or fail on group_members_pkey (probe 31)."""
+    stmt = select(UserGroup).where(UserGroup.name == name)
+    if lock:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    group = db.scalars(stmt).first()
     if group is None:
         raise HTTPException(404, f"no group '{name}'")
     return group
@@ -548,7 +553,7 @@ def put_members(
 ) -> acs.GroupOut:
     ctx = ctx_of(request)
     with _guarded(ctx, caller, name), ctx.WriteSession() as db, db.begin():
-        group = _group(db, name)
+        group = _group(db, name, lock=True)
         members = [_user(db, u) for u in body]
         pks = [u.id for u in members]
         if caller.role != "administrator":
@@ -582,7 +587,7 @@ def put_group_grants(
 ) -> acs.GroupOut:
     ctx = ctx_of(request)
     with _guarded(ctx, caller, name), ctx.WriteSession() as db, db.begin():
-        group = _group(db, name)
+        group = _group(db, name, lock=True)
         _may_change_data_rights(caller, f"pool grants of group '{name}'")
         _set_grants(db, body, _pools(ctx), group_pk=group.id)
         db.flush()
@@ -595,7 +600,7 @@ def put_group_grants(
 def delete_group(name: str, request: Request, caller: Caller = Depends(get_caller)) -> None:
     ctx = ctx_of(request)
     with _guarded(ctx, caller, name), ctx.WriteSession() as db, db.begin():
-        group = _group(db, name)
+        group = _group(db, name, lock=True)
         if _group_has_grants(db, group):
             _may_change_data_rights(caller, f"group '{name}', which has grants")
         db.execute(delete(GroupMember).where(GroupMember.group_pk == group.id))
@@ -632,7 +637,7 @@ def list_devices(request: Request, status: str = "") -> list[acs.DeviceOut]:
 def _decide(request: Request, device_id: int, status: str, caller: Caller) -> acs.DeviceOut:
     ctx = ctx_of(request)
     with ctx.WriteSession() as db, db.begin():
-        device = db.get(Device, device_id)
+        device = db.get(Device, device_id, with_for_update=True)  # one decision at a time
         if device is None:
             raise HTTPException(404, "no such device")
         login.decide_device(db, device, status, caller.username)
@@ -668,7 +673,7 @@ def rename_device(
 ) -> acs.DeviceOut:
     ctx = ctx_of(request)
     with ctx.WriteSession() as db, db.begin():
-        device = db.get(Device, device_id)
+        device = db.get(Device, device_id, with_for_update=True)  # one decision at a time
         if device is None:
             raise HTTPException(404, "no such device")
         device.name = body.name[:128]
@@ -716,16 +721,8 @@ def put_quota(
     with ctx.WriteSession() as db, db.begin():
         if body.limit_mb is not None and not _quota_subject_exists(ctx, db, body.kind, subject):
             raise HTTPException(422, f"no {body.kind} named '{subject}' to set a quota for")
-        row = db.scalars(
-            select(Quota).where(Quota.kind == body.kind, Quota.subject == subject)
-        ).first()
-        if body.limit_mb is None:
-            if row is not None:
-                db.delete(row)
-        elif row is None:
-            db.add(Quota(kind=body.kind, subject=subject, limit_bytes=int(body.limit_mb * 2**20)))
-        else:
-            row.limit_bytes = int(body.limit_mb * 2**20)
+        limit = None if body.limit_mb is None else int(body.limit_mb * 2**20)
+        quotas.set_limit(db, body.kind, subject, limit)
     ctx.quotas.forget_cache()
     audit_caller(
         ctx, "config-change", caller, [], f"quota {body.kind} {subject} = {body.limit_mb} MB"

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
@@ -182,7 +182,10 @@ def update_node(
     ctx: ServerContext = request.app.state.ctx
     body = _checked(body)
     with ctx.WriteSession() as db, db.begin():
-        node = db.get(RemoteNode, node_id)
+        # the row lock first: two admins saving the same node at once each wrote only the
+        # columns they changed from the row as they had read it, and on PostgreSQL the
+        # node ended as a mix of both edits (AE of one, host of the other: probe 31)
+        node = db.get(RemoteNode, node_id, with_for_update=True)
         if node is None:
             raise HTTPException(404, "no such node")
         if _name_taken(db, body.name, node_id):
@@ -278,6 +281,47 @@ class DatabaseOutage:
         return self._full(full)
 
 
+#: What a clash on a unique column means, by table (the names the index gives them).
+_CLASHES = {
+    "users": "a user with this name exists",
+    "user_groups": "a group with this name exists",
+    "remote_nodes": "a node with this name exists",
+    "quotas": "a quota for this subject exists",
+    "group_members": "the user is already a member of the group",
+    "pool_grants": "the grant exists",
+    "devices": "the device is already registered",
+}
+
+
+def conflict(exc: IntegrityError) -> str | None:
+    """The 409 detail for a unique or foreign-key violation, None for another integrity
+    error (a NOT NULL or CHECK violation is our bug and stays a 500)."""
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None)
+    text = str(orig)
+    if code == "23505" or text.startswith("UNIQUE constraint failed"):
+        diag = getattr(orig, "diag", None)
+        table = getattr(diag, "table_name", None) or text.partition(": ")[2].partition(".")[0]
+        what = _CLASHES.get(table or "", f"the {table or 'record'} exists")
+        return f"{what} (created or changed by another request at the same time)"
+    if code == "23503" or text.startswith("FOREIGN KEY constraint failed"):
+        return "a record this change refers to was removed by another request; reload"
+    return None
+
+
+async def integrity_conflict(request: Request, exc: Exception) -> JSONResponse:
+    """409 Conflict for a write that lost a race on a unique key: two admins creating the
+    same user, node or group at once, or a concurrent delete. Every route's "already
+    exists" check reads before it inserts, so on PostgreSQL (READ COMMITTED) both requests
+    passed it and the second answered a bare 500 with UniqueViolation (probe 31); one
+    handler here instead of a try/except in every route."""
+    assert isinstance(exc, IntegrityError)
+    detail = conflict(exc)
+    if detail is None:
+        raise exc
+    return JSONResponse({"detail": detail}, status_code=409)
+
+
 #: SQLite's SQLITE_FULL text and PostgreSQL's disk_full / out of disk space SQLSTATE.
 _SQLITE_FULL = "database or disk is full"
 _PG_DISK_FULL = "53100"
@@ -310,6 +354,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.state.ctx = ctx
     outage = DatabaseOutage()
     app.add_exception_handler(DBAPIError, outage)
+    app.add_exception_handler(IntegrityError, integrity_conflict)
     app.add_exception_handler(PoolTimeout, outage)
     app.add_exception_handler(OSError, outage.os_error)
     app.state.basic_cache = BasicCache(ctx.settings.api.basic_auth_cache_seconds)
