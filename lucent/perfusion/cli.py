@@ -179,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"core {v['core_ml']} mL, hypoperfusion {v['hypoperfusion_ml']} mL, mismatch "
             f"{v['mismatch_ml']} mL, ratio {ratio_text(v)}, "
             f"DEFUSE-3 {v['defuse3']['verdict']}"
+            + "".join(f" ({c})" for c in v["defuse3"].get("uncertain_criteria", []))
         )
     return EXIT_PARTIAL if failures else EXIT_OK
 

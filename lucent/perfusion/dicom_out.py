@@ -349,6 +349,7 @@ def summary_pages(result: PerfusionResult) -> list[np.ndarray]:
         f"Hypoperfusion intensity ratio ({severe} / {tmax}): {v['hypoperfusion_intensity_ratio']}",
         f"DEFUSE-3 imaging criteria: {d3['verdict'].replace('_', ' ')}",
         *[f"  failed: {c}" for c in d3["failed_criteria"]],
+        *[f"  not decided: {c}" for c in d3.get("uncertain_criteria", [])],
         "" if v["volumes_reliable"] else f"NOT RELIABLE: {v['reliability_reason']}",
         f"Islands removed: core {v['islands_removed']['core']['count']} "
         f"({v['islands_removed']['core']['volume_ml']} mL), hypoperfusion "

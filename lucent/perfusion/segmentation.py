@@ -467,6 +467,33 @@ def segment(
     )
 
 
+def failed_core(core_ml: float, config: PerfusionConfig) -> str:
+    """The DEFUSE-3 core criterion as a failed-criterion text."""
+    return f"core {core_ml:.1f} mL >= {config.defuse3_core_max_ml:g} mL"
+
+
+def core_limit_uncertain(seg: Segmentation, core_ml: float, limit_ml: float) -> list[str]:
+    """The DEFUSE-3 core criterion (core < ``limit_ml``) when map noise leaves it undecided.
+
+    At 5 HU an rCBF core of 74-81 mL read 54-56 mL (the fitted CBF of a core voxel at 25 %
+    of normal spreads about +-30 %, so a third of the core's voxels read above 30 %) and
+    DEFUSE-3 said "met" for a patient who is not eligible. ``core_noise_range`` measures
+    that spread where the truth is known (healthy tissue); when the core volume it allows
+    lies on both sides of the limit, the criterion is not decided by the images. Returns
+    [] when decided, else one text for the reader."""
+    noise = seg.reference.get("core_noise") or {}
+    span = noise.get("core_ml_range")
+    if span is None:
+        return []
+    lo, hi = min(span[0], core_ml), max(span[1], core_ml)
+    if lo < limit_ml <= hi:
+        return [
+            f"core {core_ml:.1f} mL: map noise allows {lo:.1f}-{hi:.1f} mL, on both sides of "
+            f"the {limit_ml:g} mL limit"
+        ]
+    return []
+
+
 def summarise(
     seg: Segmentation, voxel_ml: float, n_slices: int, coverage_mm: float, config: PerfusionConfig
 ) -> dict[str, Any]:
@@ -478,6 +505,10 @@ def summarise(
     mismatch, not a negative one); mismatch ratio = hypoperfusion / core volume, infinite
     when there is hypoperfusion but no core and not assessable without hypoperfusion
     (0/core is no ratio a reader can act on).
+
+    DEFUSE-3 is "not_assessable" when the core criterion decides it and the core's noise
+    range (``core_limit_uncertain``) straddles the core limit: a plain "met" there has
+    called an ineligible patient eligible.
     """
     core = float(seg.core.sum() * voxel_ml)
     hypo = float(seg.hypo.sum() * voxel_ml)
@@ -488,7 +519,7 @@ def summarise(
     reliable = coverage_mm >= config.min_coverage_mm and n_slices >= config.min_slices
     failed: list[str] = []
     if core >= config.defuse3_core_max_ml:
-        failed.append(f"core {core:.1f} mL >= {config.defuse3_core_max_ml:g} mL")
+        failed.append(failed_core(core, config))
     if hypo <= 0:
         failed.append(
             f"mismatch ratio not assessable (no Tmax > {config.threshold_tmax:g} s volume)"
@@ -498,6 +529,10 @@ def summarise(
     if mismatch < config.defuse3_mismatch_min_ml:
         failed.append(f"mismatch volume {mismatch:.1f} mL < {config.defuse3_mismatch_min_ml:g} mL")
     verdict = "not_assessable" if not reliable else ("met" if not failed else "not_met")
+    uncertain = core_limit_uncertain(seg, core, config.defuse3_core_max_ml)
+    if uncertain and (verdict == "met" or failed == [failed_core(core, config)]):
+        # the core criterion decides the verdict and map noise puts the core on either side
+        verdict = "not_assessable"
     return {
         "core_ml": round(core, 2),
         "hypoperfusion_ml": round(hypo, 2),
@@ -522,7 +557,11 @@ def summarise(
             f"{config.min_coverage_mm:g} mm / {config.min_slices} slices: volumes and DEFUSE-3 "
             "are not meaningful (maps are still valid)"
         ),
-        "defuse3": {"verdict": verdict, "failed_criteria": failed},
+        "defuse3": {
+            "verdict": verdict,
+            "failed_criteria": failed,
+            "uncertain_criteria": uncertain,
+        },
     }
 
 

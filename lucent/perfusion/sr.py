@@ -61,6 +61,7 @@ CONCEPTS = {
     "defuse3": _c("LP-110", "DEFUSE-3 imaging criteria"),
     "verdict": _c("LP-111", "DEFUSE-3 verdict"),
     "failed": _c("LP-112", "DEFUSE-3 criterion failed"),
+    "uncertain": _c("LP-113", "DEFUSE-3 criterion not decided"),
     "qc": _c("LP-120", "Quality control"),
     "qc_flag": _c("LP-121", "Quality control flag"),
     "motion": _c("LP-122", "Motion summary"),
@@ -218,6 +219,7 @@ def summary_content(result: PerfusionResult) -> hd.sr.ContainerContentItem:
     defuse = [
         _text("verdict", str(d3["verdict"]).replace("_", " ")),
         *[_text("failed", c) for c in d3["failed_criteria"]],
+        *[_text("uncertain", c) for c in d3.get("uncertain_criteria", [])],
     ]
     flags = [_text("qc_flag", f"{f['code']}: {f['reason']}") for f in qc["flags"]]
     if not flags:

@@ -109,7 +109,7 @@ def test_noise_free_volumes_and_defuse3(noise_free: tuple[P.Phantom, PerfusionRe
     assert v["hypoperfusion_intensity_ratio"] == pytest.approx(
         ph.volumes_ml["tmax10"] / ph.volumes_ml["hypoperfusion"], abs=0.05
     )
-    assert v["defuse3"] == {"verdict": "met", "failed_criteria": []}
+    assert v["defuse3"] == {"verdict": "met", "failed_criteria": [], "uncertain_criteria": []}
     assert v["affected_side"] == "right"  # lesion at -x: patient right in LPS
     assert r.motion is not None and not r.motion.severe
     # AIF found in the artery, VOF in the sinus, PVE scale ~ 1/0.7

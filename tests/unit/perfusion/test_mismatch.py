@@ -53,3 +53,36 @@ def test_ratio_infinite_without_core_and_plain_difference_otherwise() -> None:
     assert ratio_text(v) == "infinite (no core)" and v["defuse3"]["verdict"] == "met"  # type: ignore[index]
     v = _summary(_seg(core_voxels=100, hypo_voxels=400))
     assert v["mismatch_ml"] == 30.0 and v["mismatch_ratio"] == 4.0
+
+
+def _noisy(core_voxels: int, hypo_voxels: int, span: list[float]) -> dict[str, object]:
+    seg = _seg(core_voxels, hypo_voxels)
+    seg.reference = {"core_noise": {"relative_sd": 0.4, "core_ml_range": span}}
+    return _summary(seg)
+
+
+def test_a_core_whose_noise_range_straddles_70_ml_does_not_read_met() -> None:
+    """Outside probe: a 74-81 mL core read 54-56 mL at 5 HU and DEFUSE-3 said "met" for an
+    ineligible patient; the core's noise range (50-80 mL) crossed the 70 mL limit."""
+    v = _noisy(core_voxels=560, hypo_voxels=1500, span=[50.0, 80.0])
+    d3 = v["defuse3"]  # type: ignore[index]
+    assert v["core_ml"] == 56.0 and d3["failed_criteria"] == []  # type: ignore[index]
+    assert d3["verdict"] == "not_assessable"  # type: ignore[index]
+    assert d3["uncertain_criteria"] == [  # type: ignore[index]
+        "core 56.0 mL: map noise allows 50.0-80.0 mL, on both sides of the 70 mL limit"
+    ]
+    # "not met" only by its core, the core could be under 70 mL: not decided either
+    v = _noisy(core_voxels=750, hypo_voxels=2000, span=[60.0, 90.0])
+    assert v["defuse3"]["verdict"] == "not_assessable"  # type: ignore[index]
+
+
+def test_a_core_range_on_one_side_of_70_ml_keeps_the_verdict() -> None:
+    v = _noisy(core_voxels=200, hypo_voxels=1500, span=[10.0, 40.0])
+    assert v["defuse3"]["verdict"] == "met"  # type: ignore[index]
+    assert v["defuse3"]["uncertain_criteria"] == []  # type: ignore[index]
+    v = _noisy(core_voxels=900, hypo_voxels=2000, span=[75.0, 110.0])
+    assert v["defuse3"]["verdict"] == "not_met"  # type: ignore[index]
+    # failed by its ratio whatever the core: a range across 70 mL does not change "not met"
+    v = _noisy(core_voxels=560, hypo_voxels=700, span=[50.0, 80.0])
+    d3 = v["defuse3"]  # type: ignore[index]
+    assert d3["verdict"] == "not_met" and d3["uncertain_criteria"]  # type: ignore[index]
