@@ -24,6 +24,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm.exc import StaleDataError
 
 from lucent.dicom import instance as dicom_instance
 from lucent.net import status
@@ -500,7 +501,10 @@ class ServerContext:
                 if outcome.series_pk is not None:
                     self._parents.remember(rec.dataset, outcome.series_pk, outcome.pool)
                 return outcome
-            except (IntegrityError, OperationalError) as exc:
+            except (IntegrityError, OperationalError, StaleDataError) as exc:
+                # StaleDataError: the series or study row loaded went while this waited for
+                # its lock (a study deleted meanwhile, retention.delete_study): a fresh
+                # try files the instance into a new study.
                 if attempt == 7 or (self._remote_index and db.unavailable(exc) is not None):
                     raise  # a server that is down or frozen: retrying only makes the caller wait
                 log.debug("index commit retry %d: %s", attempt + 1, exc)

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm.exc import StaleDataError
 
 from server.accounts import audit
 from server.accounts.clock import now
+from server.index import db as index_db
 from server.index import records
 from server.index.account_models import InstanceOwner, ShareLink
 from server.index.models import (
@@ -31,28 +35,30 @@ log = logging.getLogger("lucent.retention")
 
 
 def delete_study(ctx: Any, study_uid: str, *, user: str, address: str, event: str) -> int:
-    """Remove one study (rows, then blobs); returns the number of instances removed."""
-    with ctx.WriteSession() as db, db.begin():
-        study = db.scalars(select(Study).where(Study.study_uid == study_uid)).first()
-        if study is None:
-            return -1
-        series_pks = list(db.scalars(select(Series.id).where(Series.study_pk == study.id)))
-        series_uids = list(db.scalars(select(Series.series_uid).where(Series.study_pk == study.id)))
-        insts = list(db.scalars(select(Instance).where(Instance.series_pk.in_(series_pks))))
-        keys = [k for i in insts for k in (i.meta_key, i.pixel_key) if k]
-        sops = [i.sop_instance_uid for i in insts]
-        patient_pk, pool = study.patient_pk, study.pool
-        db.execute(delete(InstanceOwner).where(InstanceOwner.sop_instance_uid.in_(sops)))
-        db.execute(delete(Instance).where(Instance.series_pk.in_(series_pks)))
-        db.execute(delete(Series).where(Series.id.in_(series_pks)))
-        records.forget_hidden(db, study_uids=[study_uid], series_uids=series_uids)
-        db.execute(update(ShareLink).where(ShareLink.study_uid == study_uid).values(revoked=True))
-        db.delete(study)
-        stamp = now()
-        bases = {k.split(".")[0] for k in keys}
-        db.add_all(ArchiveTombstone(base=b, created_at=stamp) for b in bases)
-        db.flush()
-        records.drop_patient_if_unused(db, patient_pk)
+    """Remove one study (rows, then blobs); returns the number of instances removed.
+
+    Instances may arrive while the study is deleted (outside probe 31, PostgreSQL): the
+    instance keys were read in one statement and the rows deleted by series in another, so
+    rows committed in between went without a tombstone (their objects stayed, and start-up
+    recovery brought the deleted study back), or the series delete failed its foreign key
+    (500). Now the study and series rows are locked first: a store that already wrote into
+    them is waited for and deleted with the study, one that comes later waits and then files
+    into a fresh study (its foreign key fails, ``ServerContext._commit`` takes the full path
+    again). The instance rows are deleted with RETURNING, so exactly the keys of the rows
+    deleted are tombstoned. A deadlock with a store (or a row that still appeared) is
+    retried."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            found = _delete_rows(ctx, study_uid)
+            break
+        except (IntegrityError, OperationalError, StaleDataError) as exc:
+            if attempt == _ATTEMPTS - 1 or index_db.unavailable(exc) is not None:
+                raise
+            log.info("study %s: delete retried after a concurrent store: %s", study_uid, exc)
+            time.sleep(0.02 * (attempt + 1))
+    if found is None:
+        return -1
+    keys, sops, series_uids, pool = found
     remove_objects(ctx, keys, series_uids)
     audit.record(
         ctx.WriteSession,
@@ -66,6 +72,51 @@ def delete_study(ctx: Any, study_uid: str, *, user: str, address: str, event: st
         ),
     )
     return len(sops)
+
+
+_ATTEMPTS = 8
+
+
+def _delete_rows(ctx: Any, study_uid: str) -> tuple[list[str], list[str], list[str], str] | None:
+    """One try of ``delete_study``'s transaction: (keys, SOP UIDs, series UIDs, pool)."""
+    with ctx.WriteSession() as db, db.begin():
+        study = db.scalars(
+            select(Study)
+            .where(Study.study_uid == study_uid)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        ).first()
+        if study is None:
+            return None
+        locked = db.execute(
+            select(Series.id, Series.series_uid)
+            .where(Series.study_pk == study.id)
+            .order_by(Series.id)
+            .with_for_update()
+        ).all()
+        series_pks = [row.id for row in locked]
+        series_uids = [row.series_uid for row in locked]
+        gone = db.execute(
+            delete(Instance)
+            .where(Instance.series_pk.in_(series_pks))
+            .returning(Instance.sop_instance_uid, Instance.meta_key, Instance.pixel_key)
+        ).all()
+        keys = [k for row in gone for k in (row.meta_key, row.pixel_key) if k]
+        sops = [row.sop_instance_uid for row in gone]
+        patient_pk, pool = study.patient_pk, study.pool
+        for i in range(0, len(sops), 500):
+            chunk = sops[i : i + 500]
+            db.execute(delete(InstanceOwner).where(InstanceOwner.sop_instance_uid.in_(chunk)))
+        db.execute(delete(Series).where(Series.id.in_(series_pks)))
+        records.forget_hidden(db, study_uids=[study_uid], series_uids=series_uids)
+        db.execute(update(ShareLink).where(ShareLink.study_uid == study_uid).values(revoked=True))
+        db.delete(study)
+        stamp = now()
+        bases = {k.split(".")[0] for k in keys}
+        db.add_all(ArchiveTombstone(base=b, created_at=stamp) for b in bases)
+        db.flush()
+        records.drop_patient_if_unused(db, patient_pk)
+    return keys, sops, series_uids, pool
 
 
 def sweep(ctx: Any) -> list[str]:

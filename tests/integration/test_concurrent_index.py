@@ -7,17 +7,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.orm import Session
 
-from server.index import db
+from server import config
+from server.accounts import retention
+from server.context import ServerContext
+from server.index import db, records
 from server.index.known_series import KnownSeriesWriter
 from server.index.models import Instance, Series
 from server.index.records import InstanceRecord, Outcome, record_instance
+from tests.data import bad_inputs, samples
 from tests.support.postgres import TemporaryPostgres, postgres_available
 
 pytestmark = pytest.mark.postgres
@@ -169,3 +174,94 @@ def test_known_series_replaces_race_for_the_obsolete_keys(engine: Engine) -> Non
     with Session(engine) as session:
         row = session.scalars(select(Instance).where(Instance.sop_instance_uid == SOP)).one()
     assert (row.meta_key, row.pixel_key, row.sha256) == ("k2.m", "k2.p", "c" * 64)
+
+
+@pytest.fixture()
+def ctx(engine: Engine, tmp_path: Path) -> Iterator[ServerContext]:
+    settings = config.parse(
+        {
+            "server": {"data_dir": str(tmp_path / "data")},
+            "archive": {"min_free_mb": 1},
+            "index": {"database_url": engine.url.render_as_string(hide_password=False)},
+        }
+    )
+    context = ServerContext(settings, migrate=True)
+    yield context
+    context.close()
+
+
+def _instances(ctx: ServerContext) -> list[Instance]:
+    with ctx.Session() as session:
+        return list(session.scalars(select(Instance)))
+
+
+def test_delete_study_takes_an_instance_committed_while_it_runs(ctx: ServerContext) -> None:
+    """A store that has written its row into the study (not yet committed) when the delete
+    starts: the delete waits for it and deletes (and tombstones) it with the study. It read
+    the keys first and deleted by series later: the row committed in between went without a
+    tombstone, or the series delete failed its foreign key (500), outside probe 31."""
+    study = samples.ct_series(4)
+    for ds in study[:3]:
+        assert ctx.store(bad_inputs.part10_of(ds), pool="DEFAULT").ok
+    [series_pk] = {i.series_pk for i in _instances(ctx)}
+    late = _record("PL", str(study[0].SeriesInstanceUID), "0f" * 16, "d", sop="2.25.31000009")
+    with Session(ctx.engine) as ingest, ingest.begin():
+        ingest.execute(insert(Instance).values(**records.known_series_values(late, series_pk)))
+        thread, result = run_blocked(
+            ctx.engine,
+            lambda: retention.delete_study(
+                ctx, str(study[0].StudyInstanceUID), user="t", address="", event="delete"
+            ),
+        )
+    thread.join(30)
+    assert not thread.is_alive()
+    assert result == [4], result
+    assert _instances(ctx) == []
+    assert list(ctx.storage.keys()) == []
+
+
+def test_a_store_racing_a_delete_lands_in_a_fresh_study(
+    ctx: ServerContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store (of a process that has not cached the series) that loaded the study's rows
+    just before the delete locked them: it waited, its rows were gone (StaleDataError) and
+    the instance was refused with an internal error; now it is filed again, into a new
+    study."""
+    study = samples.ct_series(2)
+    assert ctx.store(bad_inputs.part10_of(study[0]), pool="DEFAULT").ok
+    other = ServerContext(ctx.settings)  # another worker: a cold series cache
+    inside, release = threading.Event(), threading.Event()
+    drop = records.drop_patient_if_unused
+
+    def held(session: Session, patient_pk: int) -> None:
+        drop(session, patient_pk)
+        inside.set()
+        assert release.wait(30)
+
+    monkeypatch.setattr(records, "drop_patient_if_unused", held)
+    deleting = threading.Thread(
+        target=retention.delete_study,
+        args=(ctx, str(study[0].StudyInstanceUID)),
+        kwargs={"user": "t", "address": "", "event": "delete"},
+        daemon=True,
+    )
+    try:
+        deleting.start()
+        assert inside.wait(30)
+        monkeypatch.setattr(records, "drop_patient_if_unused", drop)
+        thread, result = run_blocked(
+            ctx.engine, lambda: other.store(bad_inputs.part10_of(study[1]), pool="DEFAULT")
+        )
+        release.set()
+        deleting.join(30)
+        thread.join(30)
+        assert not thread.is_alive() and not deleting.is_alive()
+        [stored] = result
+        assert stored.ok, stored
+        [row] = _instances(ctx)
+        assert row.sop_instance_uid == str(study[1].SOPInstanceUID)
+        assert ctx.instance_bytes(row)  # its objects are there
+        assert len(list(ctx.storage.keys())) == 2
+    finally:
+        release.set()
+        other.close()
