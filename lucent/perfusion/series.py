@@ -110,6 +110,37 @@ def _float(value: object, default: float | None = None) -> float | None:
         return default
 
 
+def _ms_to_s(value: object) -> float | None:
+    ms = _float(value)
+    return None if ms is None else ms / 1000.0
+
+
+def _unwrap_midnight(values: Sequence[float]) -> list[float]:
+    """Times of day of a series that crossed midnight without a date change, made monotonic.
+
+    A perfusion lasts minutes, so when its times of day span more than 12 h the series
+    crossed midnight: the largest gap on the 24 h circle is where it did *not* run, and the
+    times early in the day that follow the times late in the day belong to the next day
+    (+86400 s). Done before the frames are sorted: sorting raw times of day put the frames
+    after midnight first (outside probe 30: [21.0 ... 58.5, 0.0 ... 19.5], then "no brain").
+    """
+    v = np.asarray(values, float)
+    if v.size < 2 or float(v.max() - v.min()) <= 43200.0:
+        return [float(x) for x in v]
+    u = np.unique(v)
+    gaps = np.diff(u)
+    k = int(np.argmax(gaps))
+    if gaps[k] <= u[0] + 86400.0 - u[-1]:
+        return [float(x) for x in v]  # the circle's largest gap is midnight itself
+    cut = u[k]  # times up to here are early on the next day
+    return [float(x + 86400.0) if x <= cut else float(x) for x in v]
+
+
+MIN_SAMPLING_S, MAX_SAMPLING_S = 0.2, 10.0
+"""Plausible median sampling interval of a perfusion acquisition (CTP/DSC sample every
+0.5-3 s); outside it the timing was read wrongly (units) and the maps would be nonsense."""
+
+
 def _ge_mid_scan(ds: Dataset) -> float | None:
     """GE Mid Scan Time (0019,xx24) in the GEMS_ACQU_01 private block."""
     try:
@@ -221,7 +252,9 @@ def _frames_of(path: Path, ds: Dataset) -> list[FrameRef]:
                     "acquisition_time": acq,
                     "content_time": ref,
                     "ge_mid_scan_time": None,
-                    "trigger_time": _float(
+                    # Nominal Cardiac Trigger Delay Time is in ms (PS3.3 C.7.6.16.2.7):
+                    # read as seconds it made a 1.5 s sampling 1500 s (outside probe 30)
+                    "trigger_time": _ms_to_s(
                         (pick("CardiacSynchronizationSequence") or Dataset()).get(
                             "NominalCardiacTriggerDelayTime"
                         )
@@ -630,19 +663,27 @@ def assemble(
             "missing timing: no Acquisition Time, Content Time, GE Mid Scan Time, Trigger Time "
             "or Temporal Position orders the frames of each slice",
         )
-    for s in per_slice:
-        s.sort(key=lambda f: f.times[source])  # type: ignore[arg-type,return-value]
-    times = np.array(
-        [[float(s[t].times[source]) for s in per_slice] for t in range(n_t)]  # type: ignore[arg-type]
-    )
+    when_of = {id(f): float(f.times[source]) for f in members}  # type: ignore[arg-type]
     if source in ("acquisition_time", "content_time"):
-        # a series crossing midnight without dates: unwrap
-        times = np.where(times - times.min() > 43200, times - 86400, times)
+        # a series crossing midnight without dates: unwrap *before* sorting
+        keys = list(when_of)
+        when_of = dict(zip(keys, _unwrap_midnight([when_of[k] for k in keys]), strict=True))
+    for s in per_slice:
+        s.sort(key=lambda f: when_of[id(f)])
+    times = np.array([[when_of[id(s[t])] for s in per_slice] for t in range(n_t)])
     times -= times.min()
     intervals = np.diff(times, axis=0)
     dt = float(np.median(intervals))
     if dt <= 0 or not math.isfinite(dt):
         return Refusal(RefusalCode.MISSING_TIMING, "missing timing: frame times do not advance")
+    if not MIN_SAMPLING_S <= dt <= MAX_SAMPLING_S:
+        return Refusal(
+            RefusalCode.MISSING_TIMING,
+            f"implausible timing: the median interval between time points is {dt:.4g} s by "
+            f"{source.replace('_', ' ')} (a perfusion samples every {MIN_SAMPLING_S:g}-"
+            f"{MAX_SAMPLING_S:g} s); the timing attribute is probably in other units or "
+            "wrong - check the series on the scanner",
+        )
     if intervals.max() > 1.7 * dt:
         k = int(np.argmax(intervals.max(axis=1)))
         warnings.append(
