@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pydicom
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from lucent.perfusion.config import PerfusionConfig
 from server.context import ServerContext
@@ -56,7 +56,7 @@ from server.index.records import now
 from server.jobs.queue import FINAL_STATES, JobControl, JobQueue, Outcome
 from server.perfusion import analysis_worker
 from server.perfusion.cleanup import remove_leftover_work, remove_series
-from server.perfusion.recognise import Examination, InstanceInfo, examine
+from server.perfusion.recognise import Examination, InstanceInfo, continuing, examine, extent
 
 log = logging.getLogger("lucent.perfusion")
 
@@ -113,6 +113,12 @@ class _Watched:
     max_pk: int
 
 
+RESCAN_OVERLAP = timedelta(seconds=60)
+"""How far back each scan looks again at series updated before the previous scan: an
+instance committed late, or one whose id SQLite reused (no AUTOINCREMENT: after the newest
+rows were deleted, new rows take their ids, below the id watermark), is still found."""
+
+
 @dataclass
 class _Made:
     """What a run put into the world so far: archived result objects and send jobs."""
@@ -152,8 +158,10 @@ class PerfusionService:
         self._in_flight: set[int] = set()  # runs whose _run has not ended
         self._stopping = threading.Event()
         self._watch: dict[int, _Watched] = {}
+        self._seen: dict[int, tuple[datetime, int]] = {}  # series pk -> (newest, max id)
         self._after_crash()
         self._watermark = self._initial_watermark()
+        self._scanned_at = now() - timedelta(minutes=self.settings.lookback_minutes)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if start_scanner:
@@ -234,36 +242,105 @@ class PerfusionService:
         Returns the ids of the runs started.
         """
         at = at or now()
+        # New instances by id, and every series updated since the previous scan (minus an
+        # overlap): SQLite reuses the ids of deleted newest rows, so after a study was
+        # deleted a new series could lie wholly below the id watermark (outside probe 31).
+        horizon = min(self._scanned_at, at) - RESCAN_OVERLAP
+        self._scanned_at = max(self._scanned_at, now())
         with self.ctx.Session() as db:
+            recent = select(Series.id).where(Series.updated_at >= horizon)
             rows = db.execute(
                 select(
                     Instance.series_pk,
                     func.max(Instance.id),
                     func.max(Instance.received_at),
                 )
-                .where(Instance.id > self._watermark)
+                .where(or_(Instance.id > self._watermark, Instance.series_pk.in_(recent)))
                 .group_by(Instance.series_pk)
             ).all()
         for series_pk, max_pk, last in rows:
             self._watermark = max(self._watermark, int(max_pk))
+            signature = (last, int(max_pk))
+            if self._seen.get(series_pk) == signature:
+                continue  # nothing new since it was seen
+            self._seen[series_pk] = signature
             w = self._watch.get(series_pk)
             self._watch[series_pk] = _Watched(
                 max(last, w.last_received) if w else last, max(int(max_pk), w.max_pk if w else 0)
             )
             with self._lock:
-                active = self._active.get(series_pk)
-            if active is not None:
-                self._supersede(series_pk, *active)
+                busy = bool(self._active)
+            # a run analyses every series of its acquisition: new images of any of them
+            # abort it (also a series that starts continuing the acquisition)
+            for pk in self.acquisition_series(series_pk) if busy else [series_pk]:
+                with self._lock:
+                    active = self._active.get(pk)
+                if active is not None:
+                    self._supersede(pk, *active)
+        for pk, (last, _) in list(self._seen.items()):
+            if last < horizon - RESCAN_OVERLAP and pk not in self._watch:
+                del self._seen[pk]
         started: list[int] = []
         quiet = timedelta(seconds=self.settings.quiet_seconds)
+        handled: set[int] = set()
         for series_pk, w in list(self._watch.items()):
             if at - w.last_received < quiet:
                 continue
+            # one acquisition split over several series is analysed once, as a whole,
+            # when the last of them is quiet (outside probe 30: two runs, both wrong)
+            group = self.acquisition_series(series_pk)
+            newest = self._newest(group)
+            if newest is not None and at - newest < quiet:
+                w.last_received = max(w.last_received, newest)
+                continue
             del self._watch[series_pk]
-            run_id = self._on_complete(series_pk, w.max_pk)
+            if group[0] in handled:
+                continue
+            handled.add(group[0])
+            run_id = self._on_complete(group[0], w.max_pk, newest or w.last_received)
             if run_id is not None:
                 started.append(run_id)
         return started
+
+    def acquisition_series(self, series_pk: int) -> list[int]:
+        """The series of the study that continue this series' acquisition, in time order
+        (the first one names the run): ``[series_pk]`` when it stands alone. Decided from
+        the index (``recognise.continuing``): same SOP Class, Frame of Reference, matrix,
+        orientation and slice positions, times following each other."""
+        with self.ctx.Session() as db:
+            series = db.get(Series, series_pk)
+            if series is None:
+                return [series_pk]
+            siblings = dict(
+                db.execute(
+                    select(Series.id, Series.frame_of_reference_uid).where(
+                        Series.study_pk == series.study_pk, Series.modality == series.modality
+                    )
+                ).all()
+            )
+            if len(siblings) < 2:
+                return [series_pk]
+            rows = db.execute(
+                select(
+                    Instance.series_pk,
+                    Instance.sop_class_uid,
+                    Instance.rows,
+                    Instance.columns,
+                    Instance.frames,
+                    Instance.attrs,
+                ).where(Instance.series_pk.in_(list(siblings)))
+            ).all()
+        per_series: dict[int, list[InstanceInfo]] = {pk: [] for pk in siblings}
+        for r in rows:
+            per_series[r[0]].append(InstanceInfo(r[1], r[2], r[3], r[4] or 1, r[5] or {}))
+        extents = {pk: extent(items, siblings[pk] or "") for pk, items in per_series.items()}
+        return continuing(series_pk, extents)
+
+    def _newest(self, series_pks: list[int]) -> datetime | None:
+        with self.ctx.Session() as db:
+            return db.scalar(  # type: ignore[no-any-return]
+                select(func.max(Instance.received_at)).where(Instance.series_pk.in_(series_pks))
+            )
 
     def _supersede(self, series_pk: int, run_id: int, job_id: int) -> None:
         """Abort the run of a series that got new images. Under the lock, so the run either
@@ -290,7 +367,9 @@ class PerfusionService:
         if job_id >= 0:
             self.jobs.cancel(job_id)
 
-    def _on_complete(self, series_pk: int, max_pk: int) -> int | None:
+    def _on_complete(
+        self, series_pk: int, max_pk: int, last_received: datetime | None = None
+    ) -> int | None:
         with self.ctx.Session() as db:
             series = db.get(Series, series_pk)
             if series is None or series.modality not in ("CT", "MR"):
@@ -304,8 +383,15 @@ class PerfusionService:
         # aborted for new images, or cut short by a server stop (found again at start-up
         # within lookback_minutes): redo it. A run a user cancelled stays cancelled.
         restart = latest is not None and latest.state in ("superseded", "interrupted")
-        if latest is not None and not restart and latest.last_instance_pk >= max_pk:
-            return None  # this content was evaluated already (e.g. found again after a restart)
+        if latest is not None and not restart:
+            # this content was evaluated already (e.g. found again after a restart). By time,
+            # not by instance id: SQLite reuses the ids of deleted rows, and a series deleted
+            # and sent again was never evaluated again (outside probe 31)
+            if last_received is not None:
+                if latest.created_at >= last_received:
+                    return None
+            elif latest.last_instance_pk >= max_pk:
+                return None
         if not restart and not self.settings.auto_start:
             return None
         exam = self.examine_series(series_pk)
@@ -324,7 +410,9 @@ class PerfusionService:
         return self._submit(series_pk, exam, "restart" if restart else "auto", "")
 
     def examine_series(self, series_pk: int) -> Examination:
-        """examine() on the index rows of a series (no blob is decrypted)."""
+        """examine() on the index rows of a series and the series continuing its acquisition
+        (no blob is decrypted)."""
+        group = self.acquisition_series(series_pk)
         with self.ctx.Session() as db:
             rows = db.execute(
                 select(
@@ -333,7 +421,7 @@ class PerfusionService:
                     Instance.columns,
                     Instance.frames,
                     Instance.attrs,
-                ).where(Instance.series_pk == series_pk)
+                ).where(Instance.series_pk.in_(group))
             ).all()
         return examine(InstanceInfo(r[0], r[1], r[2], r[3] or 1, r[4] or {}) for r in rows)
 
@@ -345,6 +433,7 @@ class PerfusionService:
             if series is None:
                 raise PerfusionError(404, f"no series {series_uid} in the archive")
             series_pk = series.id
+        series_pk = self.acquisition_series(series_pk)[0]
         with self._lock:
             active = self._active.get(series_pk)
         if active is not None:
@@ -359,9 +448,10 @@ class PerfusionService:
             series = db.get(Series, series_pk)
             assert series is not None
             study = db.get(Study, series.study_pk)
+            group = self.acquisition_series(series_pk)
             count, max_pk = db.execute(
                 select(func.count(Instance.id), func.max(Instance.id)).where(
-                    Instance.series_pk == series_pk
+                    Instance.series_pk.in_(group)
                 )
             ).one()
             run = PerfusionRun(
@@ -386,7 +476,7 @@ class PerfusionService:
             run_id, series_uid, pool = run.id, run.series_uid, run.pool
 
         def runner(control: JobControl) -> Outcome:
-            return self._run(control, run_id, series_pk, pool)
+            return self._run(control, run_id, group, pool)
 
         with self._lock:
             # reserve the series before the job can start and finish
@@ -476,22 +566,28 @@ class PerfusionService:
         PerfusionConfig.from_dict(values)
         return values
 
-    def _run(self, control: JobControl, run_id: int, series_pk: int, pool: str) -> Outcome:
+    def _run(self, control: JobControl, run_id: int, series_pks: list[int], pool: str) -> Outcome:
         work = self.work_root / f"run-{run_id}"
         made = _Made()
         with self._lock:
             self._in_flight.add(run_id)
         try:
-            return self._run_and_record(control, run_id, series_pk, pool, work, made)
+            return self._run_and_record(control, run_id, series_pks, pool, work, made)
         finally:
             with self._lock:
                 self._in_flight.discard(run_id)
 
     def _run_and_record(
-        self, control: JobControl, run_id: int, series_pk: int, pool: str, work: Path, made: _Made
+        self,
+        control: JobControl,
+        run_id: int,
+        series_pks: list[int],
+        pool: str,
+        work: Path,
+        made: _Made,
     ) -> Outcome:
         try:
-            outcome, state, extra = self._evaluate(control, run_id, series_pk, pool, work, made)
+            outcome, state, extra = self._evaluate(control, run_id, series_pks, pool, work, made)
         except Exception as exc:  # noqa: BLE001 - the run must end with a state
             log.exception("perfusion run %d failed", run_id)
             outcome, state, extra = Outcome("failed", f"internal error: {exc}"), "failed", {}
@@ -585,7 +681,13 @@ class PerfusionService:
         return "".join(f"; {n}" for n in notes)
 
     def _evaluate(
-        self, control: JobControl, run_id: int, series_pk: int, pool: str, work: Path, made: _Made
+        self,
+        control: JobControl,
+        run_id: int,
+        series_pks: list[int],
+        pool: str,
+        work: Path,
+        made: _Made,
     ) -> tuple[Outcome, str, dict[str, Any]]:
         self._set_run(run_id, state="running")
         cancelled = (Outcome("cancelled", "cancelled"), "cancelled", {})
@@ -600,7 +702,8 @@ class PerfusionService:
         with self.ctx.Session() as db:
             instances = list(
                 db.scalars(
-                    select(Instance).where(Instance.series_pk == series_pk).order_by(Instance.id)
+                    # every series of the acquisition (a scanner may split it)
+                    select(Instance).where(Instance.series_pk.in_(series_pks)).order_by(Instance.id)
                 )
             )
         total = len(instances)
