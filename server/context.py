@@ -534,6 +534,40 @@ class ServerContext:
     # ------------------------------------------------------------------ reading
     def instance_bytes(self, inst: Instance) -> bytes:
         """The decrypted Part-10 bytes of an archived instance, reassembled."""
+        return self._read_current(inst, self._instance_bytes)
+
+    def metadata_bytes(self, inst: Instance) -> bytes:
+        """The Part-10 bytes of an instance with an empty Pixel Data value: only the small
+        metadata object is read and decrypted (WADO-RS metadata, QIDO includefield read a
+        whole study's worth of them). Its Pixel Data element keeps its tag and VR; a native
+        value's length becomes 0, an encapsulated one is left as an empty sequence."""
+        return self._read_current(inst, self._metadata_bytes)
+
+    def pixel_bytes(self, inst: Instance) -> bytes:
+        """The decrypted Pixel Data value alone (its own sealed object; no metadata read)."""
+        return self._read_current(inst, self._pixel_bytes)
+
+    def _read_current(self, inst: Instance, read: Callable[[Instance], bytes]) -> bytes:
+        """``read(inst)``, once more from the instance's current row when its object is gone.
+
+        A re-sent instance (duplicate policy "replace") removes the superseded objects just
+        after its commit, while a reader may still hold the old row: WADO-RS, the volume
+        route and C-GET/C-MOVE sub-operations failed with 500 or a failed sub-operation for
+        an instance that never left the archive (outside probe 31)."""
+        try:
+            return read(inst)
+        except ArchiveReadError as exc:
+            if not isinstance(exc.__cause__, FileNotFoundError):
+                raise
+            current = self.find_instance(inst.sop_instance_uid)
+            if current is None or (current.meta_key, current.pixel_key) == (
+                inst.meta_key,
+                inst.pixel_key,
+            ):
+                raise
+            return read(current)
+
+    def _instance_bytes(self, inst: Instance) -> bytes:
         try:
             meta = crypto.open_(self.keys, self.storage.get(inst.meta_key))
             if not inst.pixel_key:
@@ -544,11 +578,7 @@ class ServerContext:
         start = inst.pixel_offset
         return meta[:start] + pixels + meta[start:]
 
-    def metadata_bytes(self, inst: Instance) -> bytes:
-        """The Part-10 bytes of an instance with an empty Pixel Data value: only the small
-        metadata object is read and decrypted (WADO-RS metadata, QIDO includefield read a
-        whole study's worth of them). Its Pixel Data element keeps its tag and VR; a native
-        value's length becomes 0, an encapsulated one is left as an empty sequence."""
+    def _metadata_bytes(self, inst: Instance) -> bytes:
         try:
             meta = crypto.open_(self.keys, self.storage.get(inst.meta_key))
         except (OSError, crypto.IntegrityError) as exc:
@@ -558,8 +588,7 @@ class ServerContext:
             return meta
         return meta[: start - 4] + b"\0\0\0\0" + meta[start:]
 
-    def pixel_bytes(self, inst: Instance) -> bytes:
-        """The decrypted Pixel Data value alone (its own sealed object; no metadata read)."""
+    def _pixel_bytes(self, inst: Instance) -> bytes:
         if not inst.pixel_key:
             raise ArchiveReadError(f"instance {inst.sop_instance_uid} has no pixel data")
         try:

@@ -91,3 +91,19 @@ def test_what_the_emptied_study_leaves_behind_goes_too(ctx: ServerContext) -> No
     with ctx.Session() as session:
         assert list(session.scalars(select(HiddenItem.uid))) == []
         assert list(session.scalars(select(Patient.patient_id))) == ["OTHER-1"]
+
+
+def test_a_reader_holding_the_replaced_row_reads_the_new_copy(ctx: ServerContext) -> None:
+    """A replace removes the superseded objects right after its commit; a reader that loaded
+    the row before reads the current copy instead of failing (WADO-RS answered 500, C-GET
+    sub-operations failed for an instance that never left the archive: outside probe 31)."""
+    [first] = samples.ct_series(1)
+    _store(ctx, first)
+    old_row = ctx.find_instance(str(first.SOPInstanceUID))
+    assert old_row is not None
+    again = copy.deepcopy(first)
+    again.SeriesDescription = "re-sent"
+    assert _store(ctx, again) == "replaced"
+    for read in (ctx.instance_bytes, ctx.metadata_bytes):
+        assert b"re-sent" in read(old_row)
+    assert ctx.pixel_bytes(old_row) == ctx.pixel_bytes(ctx.find_instance(str(first.SOPInstanceUID)))
