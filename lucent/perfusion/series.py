@@ -9,6 +9,7 @@ Position. Anything we cannot analyse is returned as a ``Refusal`` with the reaso
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -25,6 +26,8 @@ from lucent.dicom import pixels
 from . import corrupt
 from .config import PerfusionConfig
 from .model import PerfusionSeries, Refusal, RefusalCode
+
+log = logging.getLogger("lucent.perfusion")
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -195,6 +198,11 @@ def _frames_of(path: Path, ds: Dataset) -> list[FrameRef]:
         spacing = ds.get("PixelSpacing")
         if iop is None or ipp is None or spacing is None:
             return []
+        if len(iop) != 6 or len(ipp) != 3 or len(spacing) != 2:
+            raise ValueError(
+                f"Image Orientation/Position/Pixel Spacing hold {len(iop)}/{len(ipp)}/"
+                f"{len(spacing)} values, not 6/3/2"
+            )
         return [
             FrameRef(
                 frame=None,
@@ -286,7 +294,15 @@ def read_headers(paths: Iterable[Path]) -> tuple[list[FrameRef], int]:
         if str(ds.get("SOPClassUID", "")) not in PROCESSABLE or "Rows" not in ds:
             ignored += 1
             continue
-        frames.extend(_frames_of(path, ds))
+        try:
+            frames.extend(_frames_of(path, ds))
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            # a malformed geometry value (a 2-value Image Position, Pixel Spacing that is no
+            # pair) stopped the whole run as "internal error" (outside probe 30)
+            log.warning(
+                "ignored %s: unreadable geometry (%s: %s)", path.name, type(exc).__name__, exc
+            )
+            ignored += 1
     return frames, ignored
 
 
@@ -703,7 +719,14 @@ def assemble(
     cache: dict[Path, np.ndarray] = {}
     for z, s in enumerate(per_slice):
         for t, f in enumerate(s):
-            data[t, z] = _bin(_read_pixels(f, cache), b)
+            try:
+                data[t, z] = _bin(_read_pixels(f, cache), b)
+            except Exception as exc:  # truncated or undecodable pixel data: name the file
+                return Refusal(
+                    RefusalCode.CORRUPT_IMAGES,
+                    f"pixel data of {f.path.name} (slice {z + 1}, time point {t + 1}) cannot "
+                    f"be read: {type(exc).__name__}: {str(exc)[:160]} - send the series again",
+                )
     bad = corrupt.find(data, f0.modality)
     if bad.any():
         worst = float(bad.mean(axis=0).max())

@@ -121,3 +121,23 @@ def test_an_implausible_sampling_interval_is_refused_with_the_reason(tmp_path: P
     assert isinstance(r, Refusal), r
     assert r.code == RefusalCode.MISSING_TIMING
     assert "implausible timing" in r.reason and "1500 s" in r.reason, r.reason
+
+
+def test_a_malformed_or_truncated_file_is_named_not_an_internal_error(tmp_path: Path) -> None:
+    """Outside probe 30: a two-value Image Position stopped the run as "internal error:
+    ValueError" and truncated pixel data as a bare decoder error; now the malformed file is
+    left out (the series then reads as incomplete) and the truncated one is named."""
+    ph = P.generate(SPEC, tmp_path / "bad_ipp")
+    ds = pydicom.dcmread(ph.paths[3])
+    ds.ImagePositionPatient = [0.0, 0.0]
+    ds.save_as(ph.paths[3], enforce_file_format=True)
+    refused = assemble(tmp_path / "bad_ipp")
+    assert isinstance(refused, Refusal) and refused.code == RefusalCode.INCOMPLETE, refused
+
+    ph = P.generate(SPEC, tmp_path / "truncated")
+    victim = ph.paths[5]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) - 600])  # pixel data cut short
+    refused = assemble(tmp_path / "truncated")
+    assert isinstance(refused, Refusal) and refused.code == RefusalCode.CORRUPT_IMAGES, refused
+    assert victim.name in refused.reason
