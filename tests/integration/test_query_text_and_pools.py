@@ -170,4 +170,5 @@ def test_folding_without_icu_falls_back_to_the_database_upper() -> None:
     dialect = postgresql.dialect()
     assert 'COLLATE "und-x-icu"' in str(folded(column("d")).compile(dialect=dialect))
     dialect.lucent_icu = False  # type: ignore[attr-defined]
-    assert str(folded(column("d")).compile(dialect=dialect)) == "upper(d)"
+    # İ and ı fold to i first, as fold_text does (Turkish names)
+    assert str(folded(column("d")).compile(dialect=dialect)) == "upper(translate(d, 'İı', 'ii'))"
