@@ -67,6 +67,10 @@ class PerfusionSeries:
     warnings: list[str] = field(default_factory=list)
     repaired: list[tuple[int, int]] = field(default_factory=list)
     """(time point, slice) of blank or corrupt images replaced by interpolation in time."""
+    slice_origins: np.ndarray | None = None
+    """(Z, 3) Image Position (Patient) of each slice's first voxel (binned grid), as the
+    source slices lie: with gantry tilt they are offset in-plane from slice to slice, which
+    ``origin + normal * dz * z`` misses (15 mm at the last slice at 20 degrees)."""
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -79,5 +83,8 @@ class PerfusionSeries:
         return dz * dy * dx / 1000.0
 
     def slice_position(self, z: int) -> np.ndarray:
-        """IPP of slice ``z`` on the binned grid."""
+        """IPP of slice ``z`` on the binned grid: where the source slice lies (outside
+        probe 30: tilted slices were placed as if stacked along the normal)."""
+        if self.slice_origins is not None:
+            return np.asarray(self.slice_origins[z], float)
         return self.origin + self.normal * self.spacing[0] * z

@@ -713,7 +713,9 @@ def assemble(
         normal = -normal
     dz = float(abs(np.mean(gaps))) if n_z > 1 else (f0.thickness or 1.0)
     dy, dx = f0.pixel_spacing  # PixelSpacing = (row spacing, column spacing)
-    origin = per_slice[0][0].ipp + (b - 1) / 2.0 * (row_dir * dx + col_dir * dy)
+    binned = (b - 1) / 2.0 * (row_dir * dx + col_dir * dy)  # first binned voxel's centre
+    origin = per_slice[0][0].ipp + binned
+    slice_origins = np.array([s[0].ipp + binned for s in per_slice], float)
     ny, nx = f0.rows // b, f0.cols // b
     data = np.empty((n_t, n_z, ny, nx), np.float32)
     cache: dict[Path, np.ndarray] = {}
@@ -765,6 +767,7 @@ def assemble(
         series_uids=sorted({f.series_uid for f in members}),
         warnings=warnings,
         repaired=[(int(t), int(z)) for t, z in zip(*np.nonzero(bad), strict=True)],
+        slice_origins=slice_origins,
     )
 
 

@@ -152,10 +152,9 @@ def _function_items(result: PerfusionResult, voxels: Sequence[Sequence[int]]) ->
         return items
     zyx = np.asarray(voxels, float)
     pts = (
-        s.origin[None]
+        np.array([s.slice_position(int(z)) for z in zyx[:, 0]])  # tilt-aware (model.py)
         + s.row_dir[None] * (zyx[:, 2:3] * s.spacing[2])
         + s.col_dir[None] * (zyx[:, 1:2] * s.spacing[1])
-        + s.normal[None] * (zyx[:, 0:1] * s.spacing[0])
     )
     c = pts.mean(axis=0)
     items.append(_text("centroid", f"({c[0]:.1f}, {c[1]:.1f}, {c[2]:.1f})"))

@@ -141,3 +141,27 @@ def test_a_malformed_or_truncated_file_is_named_not_an_internal_error(tmp_path: 
     refused = assemble(tmp_path / "truncated")
     assert isinstance(refused, Refusal) and refused.code == RefusalCode.CORRUPT_IMAGES, refused
     assert victim.name in refused.reason
+
+
+def test_tilted_slices_keep_their_own_positions(tmp_path: Path) -> None:
+    """Outside probe 30: with gantry tilt each slice is offset in-plane from the last; the
+    map frames were placed as if stacked along the normal (15 mm off at 20 degrees)."""
+    ph = P.generate(SPEC, tmp_path / "in")
+    shift = np.tan(np.radians(20.0))
+    for p in ph.paths:
+        ds = pydicom.dcmread(p)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + z * shift, z]  # the gantry's tilt moves y with z
+        ds.save_as(p, enforce_file_format=True)
+    s = assemble(tmp_path / "in")
+    assert isinstance(s, PerfusionSeries), s
+    sources: dict[float, list[float]] = {}
+    for p in ph.paths:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        position = [float(v) for v in ds.ImagePositionPatient]
+        sources[round(position[2], 3)] = position
+    expected = [sources[k] for k in sorted(sources)]
+    got = [list(s.slice_position(z)) for z in range(s.shape[1])]
+    if got[0][2] > got[-1][2]:
+        got = got[::-1]
+    np.testing.assert_allclose(got, expected, atol=1e-3)
