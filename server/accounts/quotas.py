@@ -118,7 +118,9 @@ class QuotaGuard:
         """Call after quotas change: every process re-reads them at its next store."""
         self._any = None
         if self._marker is not None:
-            tmp = self._marker.with_name(f"{self._marker.name}.{os.getpid()}.tmp")
+            # one name per call: two API threads changing quotas at once shared the
+            # pid-named file and the second rename failed with a 500 (probe 31 test)
+            tmp = self._marker.with_name(f"{self._marker.name}.{secrets.token_hex(8)}.tmp")
             tmp.write_text(secrets.token_hex(8))
             os.replace(tmp, self._marker)  # a new inode: no mtime-resolution blind spot
 
