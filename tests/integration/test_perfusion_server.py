@@ -14,7 +14,6 @@ refused in part says so (message, result status, QC flag), not a plain "done".
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,16 +73,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         server.kill()
 
 
-def _wait(predicate, timeout: float, what: str, server: LucentServer):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}\n{server.log_tail()}")
-
-
 def _send(env: Env, paths: list[Path]) -> None:
     done = storescu("127.0.0.1", env.server.port, env.server.ae_title, paths)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -101,7 +90,7 @@ def _ensure_series(env: Env) -> None:
     if not there:
         _send(env, env.phantom.paths)
     n = len(env.phantom.paths)
-    _wait(
+    env.server.wait_until(
         lambda: [
             r
             for r in env.api.perfusion_runs(series_uid=env.series_uid)
@@ -109,7 +98,6 @@ def _ensure_series(env: Env) -> None:
         ],
         240,
         "an evaluation of the whole series",
-        env.server,
     )
 
 
@@ -118,11 +106,8 @@ def test_automatic_start_restart_on_new_images_and_results_in_archive(env: Env) 
     paths = env.phantom.paths
     _send(env, paths[: FIRST_PART * n_z])
     # complete after the quiet time -> recognised -> started without any API call
-    first = _wait(
-        lambda: env.api.perfusion_runs(series_uid=env.series_uid),
-        60,
-        "the automatic start",
-        env.server,
+    first = env.server.wait_until(
+        lambda: env.api.perfusion_runs(series_uid=env.series_uid), 60, "the automatic start"
     )[-1]
     assert first.trigger == "auto" and first.confidence == 1.0
     assert first.instances == FIRST_PART * n_z
@@ -134,7 +119,7 @@ def test_automatic_start_restart_on_new_images_and_results_in_archive(env: Env) 
         full = [r for r in runs if r.instances == len(paths) and r.finished]
         return full[0] if full else None
 
-    run = _wait(final_run, 240, "the evaluation of the whole series", env.server)
+    run = env.server.wait_until(final_run, 240, "the evaluation of the whole series")
     assert run.state == "done", (run.message, env.server.log_tail())
     assert not run.message.startswith("PARTIAL"), run.message
     assert run.progress == 1.0
@@ -197,7 +182,7 @@ def test_manual_start_cancel_and_examine(env: Env) -> None:
     with pytest.raises(ApiError) as busy:
         env.api.start_perfusion(env.series_uid)
     assert busy.value.status == 409
-    _wait(lambda: env.api.perfusion_run(run.id).state == "running", 60, "the start", env.server)
+    env.server.wait_until(lambda: env.api.perfusion_run(run.id).state == "running", 60, "the start")
     cancelled = env.api.cancel_perfusion(run.id)
     # the answer says what the run will be, not "running" (outside probe 8)
     assert cancelled.id == run.id and cancelled.state == "cancelled", cancelled
@@ -243,11 +228,8 @@ def test_a_server_stop_interrupts_the_evaluation_and_the_next_start_redoes_it(en
     (trigger "restart") and no scratch folder with the exported images is left."""
     _ensure_series(env)
     run = env.api.start_perfusion(env.series_uid)
-    _wait(
-        lambda: env.api.perfusion_run(run.id).message.startswith("analysis"),
-        120,
-        "the analysis",
-        env.server,
+    env.server.wait_until(
+        lambda: env.api.perfusion_run(run.id).message.startswith("analysis"), 120, "the analysis"
     )
     env.server.stop()
     env.server.start()
@@ -257,11 +239,10 @@ def test_a_server_stop_interrupts_the_evaluation_and_the_next_start_redoes_it(en
         assert stopped.state == "interrupted", stopped
         assert "server stopped" in stopped.message
         assert api.job(stopped.job_id or 0).state == "interrupted"
-        [redo] = _wait(
+        [redo] = env.server.wait_until(
             lambda: [r for r in api.perfusion_runs(series_uid=env.series_uid) if r.id > run.id],
             60,
             "the evaluation redone after the restart",
-            env.server,
         )
         assert redo.trigger == "restart"
         final = api.wait_perfusion(redo.id, timeout=240)

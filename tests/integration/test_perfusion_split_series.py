@@ -35,16 +35,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LucentSer
         srv.kill()
 
 
-def _wait(predicate, timeout: float, what: str, srv: LucentServer):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}\n{srv.log_tail()}")
-
-
 def _max_instance_id(srv: LucentServer) -> int:
     paths = list(srv.data_dir.rglob("*.db")) + list(srv.data_dir.rglob("*.sqlite*"))
     with sqlite3.connect(paths[0]) as db:
@@ -74,11 +64,10 @@ def test_a_perfusion_split_over_two_series_is_analysed_once_as_a_whole(
     first_uid = str(pydicom.dcmread(ph.paths[0], stop_before_pixels=True).SeriesInstanceUID)
     _send(srv, ph.paths[: half * n_z])
     _send(srv, ph.paths[half * n_z :])
-    run = _wait(
+    run = srv.wait_until(
         lambda: [r for r in api.perfusion_runs(series_uid=first_uid) if r.finished],
         240,
         "the evaluation of the split acquisition",
-        srv,
     )[-1]
     time.sleep(3.0)  # a second run for the later part would have started by now
     assert api.perfusion_runs(series_uid=second_uid) == []
@@ -98,11 +87,12 @@ def test_a_new_series_after_the_newest_study_was_deleted_starts_its_run(
     old = P.generate(spec, tmp_path / "old")
     head = pydicom.dcmread(old.paths[0], stop_before_pixels=True)
     _send(srv, old.paths)
-    _wait(
-        lambda: [r for r in api.perfusion_runs(series_uid=str(head.SeriesInstanceUID))
-                 if r.finished],
-        240, "the first evaluation", srv,
-    )  # fmt: skip
+    first_uid = str(head.SeriesInstanceUID)
+    srv.wait_until(
+        lambda: [r for r in api.perfusion_runs(series_uid=first_uid) if r.finished],
+        240,
+        "the first evaluation",
+    )
     time.sleep(1.0)
     top = _max_instance_id(srv)
     gone = api._request("DELETE", f"/api/v1/studies/{head.StudyInstanceUID}")
@@ -111,7 +101,7 @@ def test_a_new_series_after_the_newest_study_was_deleted_starts_its_run(
     new_uid = str(pydicom.dcmread(new.paths[0], stop_before_pixels=True).SeriesInstanceUID)
     _send(srv, new.paths)
     assert _max_instance_id(srv) <= top  # the new series took ids of the deleted rows
-    run = _wait(
-        lambda: api.perfusion_runs(series_uid=new_uid), 60, "the run of the new series", srv
+    run = srv.wait_until(
+        lambda: api.perfusion_runs(series_uid=new_uid), 60, "the run of the new series"
     )[-1]
     assert run.trigger == "auto" and run.instances == len(new.paths), run

@@ -7,9 +7,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -40,6 +41,9 @@ def render_config(sections: dict[str, dict[str, Any]], pools: list[dict[str, Any
         lines.extend(f"{k} = {_toml_value(v)}" for k, v in pool.items())
         lines.append("")
     return "\n".join(lines)
+
+
+T = TypeVar("T")
 
 
 class LucentServer:
@@ -146,6 +150,17 @@ class LucentServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+    def wait_until(self, predicate: Callable[[], T], timeout: float, what: str) -> T:
+        """``predicate()``'s first truthy value, polled; on timeout an AssertionError that
+        names ``what`` and shows the server's log tail."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.3)
+        raise AssertionError(f"timed out waiting for {what}\n{self.log_tail()}")
 
     def kill(self) -> None:
         """kill -9 of the whole server (main process and DICOM workers)."""
