@@ -139,6 +139,31 @@ def _unwrap_midnight(values: Sequence[float]) -> list[float]:
     return [float(x + 86400.0) if x <= cut else float(x) for x in v]
 
 
+TIMING_QUANTA = (10.0, 1.0, 0.1, 0.01, 0.001)
+"""Resolutions a timing attribute may be written with, coarsest first (seconds)."""
+
+
+def timing_quantum(values: Sequence[float]) -> float:
+    """The coarsest step every time is a multiple of, counted from the earliest: 1.0 for
+    times in whole seconds, 0.1 for tenths ...; 0.0 when finer than a millisecond.
+
+    Measured on the differences to the earliest time (an absolute scale in seconds since
+    year 1 holds ~10 microseconds of rounding at most)."""
+    v = np.asarray(values, float)
+    if v.size < 2:
+        return 0.0
+    r = v - v.min()
+    for q in TIMING_QUANTA:
+        if np.all(np.abs(r - q * np.round(r / q)) <= 5e-5):
+            return q
+    return 0.0
+
+
+COARSE_FRACTION = 0.1
+"""A timing attribute whose resolution is at least this fraction of the sampling interval is
+coarse: its times are off by up to a tenth of an interval or more."""
+
+
 MIN_SAMPLING_S, MAX_SAMPLING_S = 0.2, 10.0
 """Plausible median sampling interval of a perfusion acquisition (CTP/DSC sample every
 0.5-3 s); outside it the timing was read wrongly (units) and the maps would be nonsense."""
@@ -557,6 +582,78 @@ def _duplicates(per_slice: list[list[FrameRef]], centres: np.ndarray) -> Refusal
     )
 
 
+def _orders(name: str, per_slice: list[list[FrameRef]]) -> bool:
+    """Every frame of every slice has this timing source and no two of a slice share it."""
+    for s in per_slice:
+        values = [f.times.get(name) for f in s]
+        if any(v is None for v in values) or len(set(values)) != len(values):
+            return False
+    return True
+
+
+def _source_times(name: str, members: Sequence[FrameRef]) -> dict[int, float]:
+    """Each frame's time by one source (keyed by ``id(frame)``); Acquisition and Content
+    Time of a series crossing midnight without dates unwrapped *before* any sorting."""
+    when_of = {id(f): float(f.times[name]) for f in members}  # type: ignore[arg-type]
+    if name in ("acquisition_time", "content_time"):
+        keys = list(when_of)
+        when_of = dict(zip(keys, _unwrap_midnight([when_of[k] for k in keys]), strict=True))
+    return when_of
+
+
+def _sampling(when_of: dict[int, float], per_slice: list[list[FrameRef]]) -> float:
+    """Median interval between a slice's consecutive frames."""
+    steps = [np.diff(np.sort([when_of[id(f)] for f in s])) for s in per_slice if len(s) > 1]
+    return float(np.median(np.concatenate(steps))) if steps else 0.0
+
+
+def _choose_timing(
+    per_slice: list[list[FrameRef]], members: Sequence[FrameRef], warnings: list[str]
+) -> str | None:
+    """The timing source of the run, or None; what was passed over goes to ``warnings``.
+
+    The first of ``TIMING_SOURCES`` that orders every slice's frames strictly is preferred,
+    unless it is coarse: written with a resolution (``timing_quantum``: whole seconds, say)
+    that is a sizeable fraction of the sampling interval, while a later source that also
+    orders the frames is finer and agrees with it to within that resolution (the same
+    clock, written more precisely). Then the finer one resolves the time points and wins:
+    Acquisition Time in whole seconds for a 1.5 s sampling made the intervals 1, 2, 1, 2 s
+    although Content Time had them to the millisecond (outside probe 30). The choice is
+    logged and, when a coarser source was passed over, reported in ``warnings``.
+    """
+    ordering: list[str] = []
+    for name in TIMING_SOURCES:
+        if _orders(name, per_slice):
+            ordering.append(name)
+        elif not ordering and any(f.times.get(name) is not None for f in members):
+            warnings.append(f"{name} present but does not order the frames; not used")
+    if not ordering:
+        return None
+    source = ordering[0]
+    times = _source_times(source, members)
+    quantum, dt = timing_quantum(list(times.values())), _sampling(times, per_slice)
+    best: tuple[float, str] | None = None
+    if dt > 0 and quantum >= COARSE_FRACTION * dt:
+        a = np.array([times[id(f)] for f in members])
+        for name in ordering[1:]:
+            other = _source_times(name, members)
+            q = timing_quantum(list(other.values()))
+            b = np.array([other[id(f)] for f in members])
+            spread = float(np.ptp(b - a))
+            if q < quantum and spread <= quantum + 0.05 and (best is None or q < best[0]):
+                best = (q, name)
+    if best is not None:
+        fine_dt = _sampling(_source_times(best[1], members), per_slice)
+        warnings.append(
+            f"timing from {best[1].replace('_', ' ')} (resolution {best[0]:g} s): "
+            f"{source.replace('_', ' ')} is written to {quantum:g} s only, too coarse for "
+            f"a sampling interval of {fine_dt:.3g} s"
+        )
+        source = best[1]
+    log.info("timing source: %s", source)
+    return source
+
+
 def _stored_values(path: Path) -> np.ndarray:
     """The stored values of a file, bits above High Bit dropped whatever the transfer
     syntax (a 12-bit JPEG-LS from dcmcjpls decodes with its source words' top bits)."""
@@ -658,32 +755,16 @@ def assemble(
             f"inconsistent geometry: slice spacing varies from {gaps.min():.2f} to "
             f"{gaps.max():.2f} mm",
         )
-    # timing: first source that orders every slice's frames strictly
+    # timing: the source that orders every slice's frames strictly and resolves them best
     warnings: list[str] = []
-    source = None
-    for name in TIMING_SOURCES:
-        ok = True
-        for s in per_slice:
-            values = [f.times.get(name) for f in s]
-            if any(v is None for v in values) or len(set(values)) != len(values):
-                ok = False
-                break
-        if ok:
-            source = name
-            break
-        if any(f.times.get(name) is not None for f in members):
-            warnings.append(f"{name} present but does not order the frames; not used")
+    source = _choose_timing(per_slice, members, warnings)
     if source is None:
         return Refusal(
             RefusalCode.MISSING_TIMING,
             "missing timing: no Acquisition Time, Content Time, GE Mid Scan Time, Trigger Time "
             "or Temporal Position orders the frames of each slice",
         )
-    when_of = {id(f): float(f.times[source]) for f in members}  # type: ignore[arg-type]
-    if source in ("acquisition_time", "content_time"):
-        # a series crossing midnight without dates: unwrap *before* sorting
-        keys = list(when_of)
-        when_of = dict(zip(keys, _unwrap_midnight([when_of[k] for k in keys]), strict=True))
+    when_of = _source_times(source, members)
     for s in per_slice:
         s.sort(key=lambda f: when_of[id(f)])
     times = np.array([[when_of[id(s[t])] for s in per_slice] for t in range(n_t)])
