@@ -537,6 +537,71 @@ def _stray_positions(
     )
 
 
+def _interleaved_echoes(members: Sequence[FrameRef], n_positions: int) -> Refusal | None:
+    """Two or more echo times, each imaging the slice positions repeatedly: a dual-echo
+    (multi-echo) DSC acquisition, two time series interleaved in one series.
+
+    Its two echoes share every slice position and time, so it was refused as "duplicate
+    images ... the same image was sent twice" (outside probe 30); and had the echoes
+    differed in time by a few ms they would have been analysed as one time series of twice
+    the sampling rate, the signal jumping between the echoes. An image or two with another
+    echo time (not a time series of their own) are left to the other checks."""
+    by_echo: dict[float, list[FrameRef]] = defaultdict(list)
+    for f in members:
+        if f.echo_time_s is not None:
+            by_echo[round(f.echo_time_s * 1000.0, 2)].append(f)
+    series = {te: fs for te, fs in by_echo.items() if len(fs) >= 2 * max(n_positions, 1)}
+    if len(series) < 2:
+        return None
+    tes = sorted(series)
+    names = ", ".join(f"{te:g}" for te in tes)
+    counts = ", ".join(str(len(series[te])) for te in tes)
+    return Refusal(
+        RefusalCode.UNSUPPORTED,
+        f"{len(tes)} echo times ({names} ms) interleaved in the input: {len(tes)} time series "
+        f"({counts} images) at the same {n_positions} slice position(s) - a multi-echo "
+        "(dual-echo) DSC acquisition, whose echoes are not analysed together; send the "
+        f"images of one echo (e.g. TE {tes[0]:g} ms: {_files(series[tes[0]], 2)}) on their "
+        "own",
+    )
+
+
+#: Header attributes that tell two interleaved time series apart when their images share
+#: every slice position and time (keyword, words for the reason)
+INTERLEAVE_ATTRIBUTES = (
+    ("EchoNumbers", "Echo Number"),
+    ("ConvolutionKernel", "Convolution Kernel"),
+    ("ImageType", "Image Type"),
+    ("AcquisitionNumber", "Acquisition Number"),
+)
+
+
+def _text(value: object) -> str:
+    """An attribute's value as text, several values joined by a backslash ("" if absent)."""
+    if value is None:
+        return ""
+    if isinstance(value, str | bytes):
+        return str(value).strip()
+    if isinstance(value, Iterable):
+        return "\\".join(str(v).strip() for v in value)
+    return str(value).strip()
+
+
+def _interleaved_by(copies: list[list[FrameRef]]) -> tuple[str, list[str]] | None:
+    """The attribute in which the images of *every* group of copies differ, with its
+    values: then the "copies" are two interleaved time series, not images sent twice."""
+    for keyword, words in INTERLEAVE_ATTRIBUTES:
+        seen: dict[str, None] = {}
+        for same in copies:
+            values = [_text(f.header.get(keyword) if f.header is not None else None) for f in same]
+            if len(set(values)) != len(values):
+                break
+            seen.update(dict.fromkeys(v or "none" for v in values))
+        else:
+            return words, list(seen)
+    return None
+
+
 #: Refusal code of a series that holds an image twice (``RefusalCode`` lives in model.py)
 DUPLICATE_IMAGES = "duplicate_images"
 
@@ -572,6 +637,18 @@ def _duplicates(per_slice: list[list[FrameRef]], centres: np.ndarray) -> Refusal
         return None
     n = sum(len(same) - 1 for *_, same in copies)
     z, offset, name, same = copies[0]
+    apart = _interleaved_by([same for *_, same in copies])
+    if apart is not None:
+        words, values = apart
+        shown = ", ".join(values[:4]) + (" ..." if len(values) > 4 else "")
+        return Refusal(
+            RefusalCode.UNSUPPORTED,
+            f"{len(values)} interleaved time series: the input holds {n + len(copies)} images "
+            f"in groups at the same slice position and time that differ in {words} "
+            f"({shown}; first: {len(same)} images at slice {z + 1} ({centres[z]:.2f} mm), "
+            f"{_files(same)}) - e.g. two reconstructions of one acquisition, which are not "
+            "analysed together; send one of them on its own",
+        )
     return Refusal(
         DUPLICATE_IMAGES,
         f"duplicate images: {n} image(s) repeat another image's slice position and time "
@@ -715,6 +792,9 @@ def assemble(
     stray = _stray_positions(per_slice, centres, counts)
     if stray is not None:
         return stray
+    interleaved = _interleaved_echoes(members, n_z)
+    if interleaved is not None:
+        return interleaved
     duplicates = _duplicates(per_slice, centres)
     if duplicates is not None:
         return duplicates
