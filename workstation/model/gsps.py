@@ -25,6 +25,11 @@ from workstation.model.annotations import Annotation
 
 GSPS_CLASS = "1.2.840.10008.5.1.4.1.1.11.1"
 LAYER = "LUCENT"
+# What our saver writes (``build``): only a GSPS that carries all of these is read back
+# into measurements. PS3.3 C.10.5: a graphic object has no measurement meaning, so another
+# system's polylines are drawn as they are (a 2-point line is not a distance to us).
+MANUFACTURER = "Lucent"
+MODEL_NAME = "Lucent Workstation"
 
 
 def _to_gsps(p: tuple[float, float]) -> tuple[float, float]:
@@ -138,8 +143,8 @@ def build(
         series_number=9001,
         sop_instance_uid=sop_uid,
         instance_number=1,
-        manufacturer="Lucent",
-        manufacturer_model_name="Lucent Workstation",
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=MODEL_NAME,
         software_versions="0.1",
         device_serial_number="0",
         content_label=label,
@@ -195,8 +200,24 @@ def _add_arrows(gsps: Dataset, compound: list[tuple[Dataset, Annotation]]) -> No
     gsps.GraphicAnnotationSequence = DicomSequence(items)
 
 
+def is_ours(ds: Dataset) -> bool:
+    """Saved by this workstation: our Manufacturer and Manufacturer's Model Name, and every
+    graphic layer our "LUCENT" layer (a layer name alone could be anyone's)."""
+    if str(ds.get("Manufacturer", "")) != MANUFACTURER:
+        return False
+    if str(ds.get("ManufacturerModelName", "")) != MODEL_NAME:
+        return False
+    layers = [str(x.get("GraphicLayer", "")) for x in ds.get("GraphicLayerSequence", [])]
+    return bool(layers) and all(name == LAYER for name in layers)
+
+
 def read(ds: Dataset) -> PresentationState:
-    """Annotations and window of any GSPS (ours or another system's)."""
+    """Annotations and window of any GSPS (ours or another system's).
+
+    Only our own GSPS (``is_ours``) turns polylines back into distance/angle/rectangle
+    measurements; anyone else's graphics stay polylines and text, drawn as they are
+    (PS3.3 C.10.5: graphic objects carry no measurement meaning)."""
+    ours = is_ours(ds)
     referenced = [
         str(img.ReferencedSOPInstanceUID)
         for series in ds.get("ReferencedSeriesSequence", [])
@@ -227,8 +248,10 @@ def read(ds: Dataset) -> PresentationState:
                 found.append(Annotation("ellipse", [(cx - r, cy - r), (cx + r, cy + r)]))
             elif kind == "POINT":
                 found.append(Annotation("polyline", pts[:1]))
-            else:
+            elif ours and str(item.get("GraphicLayer", "")) == LAYER:
                 found.append(normalise(Annotation(_guess_kind(pts), pts)))
+            else:
+                found.append(Annotation("polyline", pts))
         for to in item.get("TextObjectSequence", []):
             text = str(to.get("UnformattedTextValue", ""))
             if "BoundingBoxTopLeftHandCorner" in to:
@@ -268,7 +291,8 @@ def _frames(ref: Dataset) -> list[int]:
 
 
 def _guess_kind(pts: list[tuple[float, float]]) -> str:
-    """Our own shapes come back as what they were: 2 points distance, 3 angle, 5 closed rect."""
+    """Our own shapes come back as what they were: 2 points distance, 3 angle, 5 closed rect.
+    Only for a GSPS we wrote (``is_ours``); never for another system's graphics."""
     if len(pts) == 2:
         return "distance"
     if len(pts) == 3:
