@@ -89,7 +89,9 @@ class Viewport:
         self.rotation = 0
         self.flip_h = False
         self.flip_v = False
-        self.annotations: list[Annotation] = []
+        # Annotations belong to their series (probe 32: a measurement drawn on one patient's
+        # series stayed, invisible, when another series was loaded and went into its GSPS).
+        self._annotations: dict[str, list[Annotation]] = {}
         self.window_set = False
         self.use_voi_lut = False
         self.show_overlays = True  # DICOM overlay planes (60xx) on top of the image
@@ -272,6 +274,18 @@ class Viewport:
             self.changed.emit()
 
     # ------------------------------------------------------------------ annotations
+    @property
+    def annotations(self) -> list[Annotation]:
+        """The annotations of the series shown now (each series keeps its own list, so
+        going back to a series shows its measurements again)."""
+        key = self.series.uid if self.series is not None else ""
+        return self._annotations.setdefault(key, [])
+
+    @annotations.setter
+    def annotations(self, value: list[Annotation]) -> None:
+        key = self.series.uid if self.series is not None else ""
+        self._annotations[key] = list(value)
+
     def add_annotation(self, a: Annotation) -> None:
         s = self.slice()
         if s is not None and not a.sop_instance_uid:

@@ -363,25 +363,29 @@ class MainWindow(QMainWindow):
 
         vp = self._active()
         data = vp.series
-        mine = [a for a in vp.annotations if a.source == "user"]
+        sops = {s.sop_instance_uid for s in data.slices} if data is not None else set()
+        # only this series' own annotations: never another series' (or patient's) ones
+        mine = [a for a in vp.annotations if a.source == "user" and a.sop_instance_uid in sops]
         if data is None or not mine:
             self.status_label.setText("nothing to save: draw a measurement first")
             return ""
-        heads = {}
-        for a in mine:
-            if a.sop_instance_uid not in heads:
-                heads[a.sop_instance_uid] = loader.pipeline.read_part10(
-                    self.client.instance_file(a.sop_instance_uid)
-                )
         sop = generate_uid()
-        ds = gsps.build(
-            list(heads.values()), mine, series_uid=generate_uid(), sop_uid=sop,
-            window=(vp.center, vp.width),
-        )  # fmt: skip
         try:
+            heads = {}
+            for a in mine:
+                if a.sop_instance_uid not in heads:
+                    heads[a.sop_instance_uid] = loader.pipeline.read_part10(
+                        self.client.instance_file(a.sop_instance_uid)
+                    )
+            ds = gsps.build(
+                list(heads.values()), mine, series_uid=generate_uid(), sop_uid=sop,
+                window=(vp.center, vp.width),
+            )  # fmt: skip
             loader.store(self.client, ds)
-        except Exception as exc:
-            QMessageBox.warning(self, "Save GSPS", f"could not store the presentation state: {exc}")
+        except Exception as exc:  # a failed save must be seen, never only on stderr
+            message = f"could not save the presentation state: {exc}"
+            self.status_label.setText(message)
+            QMessageBox.warning(self, "Save GSPS", message)
             return ""
         self.status_label.setText(f"saved presentation state {sop}")
         if self.gsps_send_node:
