@@ -106,6 +106,7 @@ class BrowserPanel(QWidget):
         self.pages = browser.StudyPages(client, page_size)
         self.studies: list[schemas.StudyOut] = []
         self.server_message = ""  # why the list is not shown ("" while the server answers)
+        self.signed_out = False  # session expired and no new login yet: no list shown
         self.show_hidden = False
         self.thumbnails = ThumbnailCache()
         self.thumb_pool = QThreadPool(self)
@@ -225,6 +226,9 @@ class BrowserPanel(QWidget):
         try:
             result = fn()
         except SessionExpired:
+            # Signed out first: with the login dialog cancelled, an unfiltered list under an
+            # active filter bar stayed (probe 32); a new login refreshes the list.
+            self.show_signed_out()
             self.session_expired.emit()  # the main window asks for the password again
             return False, None
         except Exception as exc:
@@ -233,25 +237,43 @@ class BrowserPanel(QWidget):
                 raise
             self._server_unreachable(message)
             return False, None
+        if self.signed_out:
+            self.signed_out = False
+            self.banner.hide()
+            self.retry_button.hide()
         if self.server_message:
             self._server_back()
         return True, result
+
+    def show_signed_out(self) -> None:
+        """Session expired or revoked: no studies are shown until the user logs in again."""
+        self.signed_out = True
+        self._retry.stop()
+        self.banner.setText("Signed out: your session expired. Log in again to see studies.")
+        self.banner.show()
+        self.retry_button.setText("Log in…")
+        self.retry_button.show()
+        self._drop_list("Studies not shown: signed out")
 
     def _server_unreachable(self, message: str) -> None:
         """Say why and what to check, drop the stale list, retry until the server is back."""
         self.server_message = message
         self.banner.setText(f"⚠ {message}")
         self.banner.show()
+        self.retry_button.setText("Retry now")
         self.retry_button.show()
+        self._drop_list("Studies not shown: the server is unreachable")
+        self._retry.start()
+        self.server_problem.emit(message)
+
+    def _drop_list(self, why: str) -> None:
         self.studies = []
         self._series_items = {}
         self.tree.clear()
-        self.count_label.setText("Studies not shown: the server is unreachable")
+        self.count_label.setText(why)
         self.count_label.setStyleSheet("")
         self.more_button.hide()
         self.all_button.hide()
-        self._retry.start()
-        self.server_problem.emit(message)
 
     def _server_back(self) -> None:
         self.server_message = ""

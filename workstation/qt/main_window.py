@@ -320,6 +320,7 @@ class MainWindow(QMainWindow):
             self._relogging = False
         if not token:
             self.status_label.setText("session expired: log in again to continue")
+            self.browser.show_signed_out()  # no study list without a session
             return False
         self.client.token = token
         return True
