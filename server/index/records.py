@@ -14,6 +14,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.index import folding
@@ -466,9 +467,33 @@ def record_instance(
         _event(session, "duplicate-replaced", sop_uid, rec)
         if moved_from != series.id:
             _drop_if_empty(session, moved_from)
-    # A valid copy supersedes an earlier refusal of the same instance.
-    session.execute(delete(Placeholder).where(Placeholder.sop_instance_uid == sop_uid))
+    _drop_superseded_placeholders(session, sop_uid)
     return Outcome(action, obsolete, series.id, pool=study.pool)
+
+
+def _drop_superseded_placeholders(session: Session, sop_uid: str) -> None:
+    """A valid copy supersedes an earlier refusal of the same instance: its placeholder
+    goes, and so does the patient row it was listed under when nothing else is left there
+    (the UNKNOWN entry of a copy cut off before its Patient ID, or a patient only the
+    refusal named). That row stayed listed with no study and no entry (outside probe).
+    Placeholders have no study or series rows of their own; the patient the valid copy
+    was filed under has its study and stays."""
+    patient_pks = set(
+        session.scalars(
+            delete(Placeholder)
+            .where(Placeholder.sop_instance_uid == sop_uid)
+            .returning(Placeholder.patient_pk)
+        )
+    )
+    for patient_pk in sorted(patient_pks):
+        try:
+            # a savepoint: on PostgreSQL a refusal filed under the same patient by a
+            # concurrent store fails the delete's foreign key once that store commits; the
+            # row is then in use and stays, and this instance is recorded all the same
+            with session.begin_nested():
+                drop_patient_if_unused(session, patient_pk)
+        except IntegrityError:
+            log.info("patient row %s kept: a concurrent store filed an entry under it", patient_pk)
 
 
 def _archived_parents(session: Session, ds: Dataset) -> tuple[Series, Study]:
