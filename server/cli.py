@@ -11,6 +11,7 @@ import re
 import secrets
 import signal
 import socket
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -595,8 +596,16 @@ def _check_index(settings: config_mod.Settings) -> str:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = Path(parsed.database or "")
-        state = "present" if path.is_file() else "created at the first start"
-        return f"SQLite file {path} ({state}; not opened)"
+        if not path.is_file():
+            return f"SQLite file {path} (created at the first start)"
+        try:
+            revisions = _sqlite_revisions(path)
+        except sqlite3.Error as exc:
+            return f"error: the SQLite index {path} cannot be read ({exc})"
+        newer = db.unknown_revision_message(revisions)
+        if newer is not None:
+            return "error: " + newer
+        return f"SQLite file {path} (present, {_schema(revisions)}; opened read-only)"
     engine = db.make_engine(url)
     try:
         with engine.connect() as conn:
@@ -605,14 +614,44 @@ def _check_index(settings: config_mod.Settings) -> str:
                 "SELECT count(*) FROM information_schema.tables"
                 " WHERE table_name = 'alembic_version'"
             ).scalar()
+            revisions = (
+                list(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
+                if tables
+                else []
+            )
     except DBAPIError as exc:
         reason = db.unavailable(exc) or " ".join(str(exc.orig).split())
         return "error: " + db.connection_advice(url, reason)
     finally:
         engine.dispose()
-    schema = "schema present" if tables else "empty: the first start creates the schema"
+    # the same refusal as ``run`` (``db.newer_revision_message``): an index a newer Lucent
+    # made passed check-config and then stopped the start (outside probe)
+    newer = db.unknown_revision_message(revisions)
+    if newer is not None:
+        return "error: " + newer
+    schema = _schema(revisions) if tables else "empty: the first start creates the schema"
     shown = parsed.render_as_string(hide_password=True)
     return f"{shown}: connected (PostgreSQL {version}, {schema})"
+
+
+def _sqlite_revisions(path: Path) -> list[str]:
+    """The schema revisions a SQLite index names, read without writing to it (a read-only
+    URI: opening it the usual way would create or change files); [] when it has none."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    try:
+        if not conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+        ).fetchone():
+            return []
+        return [str(row[0]) for row in conn.execute("SELECT version_num FROM alembic_version")]
+    finally:
+        conn.close()
+
+
+def _schema(revisions: list[str]) -> str:
+    if not revisions:
+        return "no schema yet: the first start creates it"
+    return f"schema revision {', '.join(revisions)}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -296,14 +296,32 @@ def newer_revision_message(exc: BaseException) -> str | None:
     found = re.search(r"Can't locate revision identified by '([^']*)'", str(exc))
     if not isinstance(exc, CommandError) or found is None:
         return None
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return _newer_revision(found.group(1), ScriptDirectory.from_config(alembic_config("sqlite://")))
+
+
+def _newer_revision(revision: str, script: Any) -> str:
     ours = ", ".join(script.get_heads())
     return (
         f"the index database was made by a newer version of Lucent (schema revision "
-        f"'{found.group(1)}'; this version knows up to '{ours}'). Install that newer "
+        f"'{revision}'; this version knows up to '{ours}'). Install that newer "
         "version again, or restore the index (and archive) from a backup made with this "
         "version. Nothing was changed."
     )
+
+
+def unknown_revision_message(revisions: list[str]) -> str | None:
+    """``newer_revision_message``'s text for schema revisions read from an index's
+    ``alembic_version`` table, when one of them is not a revision of this version; None
+    when all are known. ``lucent-server check-config`` reads the table without migrating:
+    it said "OK" for an index a newer Lucent had made, which ``run`` then refused."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    known = {rev.revision for rev in script.walk_revisions()}
+    for revision in revisions:
+        if revision not in known:
+            return _newer_revision(revision, script)
+    return None
 
 
 def migrate(engine: Engine) -> None:
