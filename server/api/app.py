@@ -246,6 +246,9 @@ class DatabaseOutage:
         full = disk_full(exc)
         if full is not None:
             return self._full(full)
+        conflict = index_db.rolled_back(exc)
+        if conflict is not None:
+            return self._rolled_back(request, conflict)
         reason = index_db.unavailable(exc)
         if reason is None:
             raise exc
@@ -258,6 +261,31 @@ class DatabaseOutage:
             {"detail": f"index database unavailable: {reason}"},
             status_code=503,
             headers={"Retry-After": "10"},
+        )
+
+    #: Seconds a client waits before repeating a request PostgreSQL rolled back.
+    RETRY_CONFLICT_S = 1
+
+    def _rolled_back(self, request: Request, what: str) -> JSONResponse:
+        """503 with Retry-After for a transaction PostgreSQL rolled back to settle a conflict
+        with a concurrent one (``index_db.rolled_back``): a study delete that still
+        deadlocked with arriving instances after its retries answered a bare 500 with
+        DeadlockDetected (outside probe 31). The conflict is transient, not permanent (a
+        409 would tell the client its request can never succeed): the same request,
+        repeated, normally goes through. One warning line per request, no traceback."""
+        log.warning(
+            "%s %s: the index database rolled the request back, answered 503: %s",
+            request.method,
+            request.url.path,
+            what,
+        )
+        return JSONResponse(
+            {
+                "detail": "the index database rolled this request back to resolve a conflict "
+                f"with a concurrent request ({what}); it was not completed: try it again"
+            },
+            status_code=503,
+            headers={"Retry-After": str(self.RETRY_CONFLICT_S)},
         )
 
     def _full(self, where: str) -> JSONResponse:

@@ -174,6 +174,30 @@ def unavailable(exc: BaseException) -> str | None:
     return reason if str(state).startswith(_UNAVAILABLE_STATES) else None
 
 
+#: SQLSTATEs of a transaction PostgreSQL rolled back to settle a conflict with a concurrent
+#: one (class 40, transaction rollback): running it again normally succeeds.
+_ROLLED_BACK_STATES = {
+    "40P01": "deadlock detected",
+    "40001": "serialization failure",
+}
+
+
+def rolled_back(exc: BaseException) -> str | None:
+    """What PostgreSQL said, when it rolled ``exc``'s transaction back to resolve a conflict
+    with a concurrent transaction (deadlock 40P01, serialization failure 40001); None for
+    anything else. Neither request is wrong and the database is up: the request may be
+    repeated (the API answers 503 with Retry-After, not 500)."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    what = _ROLLED_BACK_STATES.get(str(state)) if state else None
+    if what is None:
+        return None
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else what
+    return f"{what} (SQLSTATE {state}: {first})"
+
+
 def connection_advice(url: str, reason: str) -> str:
     """What to check, after the driver's reason, when connecting to the index failed:
     a credential or network problem, not a damaged database (probe 12: a wrong password
