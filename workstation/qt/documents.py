@@ -1,11 +1,28 @@
-"""Document views: Basic/Enhanced text SR as readable HTML, encapsulated PDF via QtPdf."""
+"""Document views: Basic/Enhanced text SR as readable HTML, encapsulated PDF as page images.
+
+PDF pages are rendered with pypdfium2 (PDFium, a small wheel; the gui extra installs it):
+QtPdf is in PySide6-Addons, which the gui extra does not install, so PDFs were never shown
+(probe 32). The panel sits under the viewer in a splitter and can be closed.
+"""
 
 from __future__ import annotations
 
 import html
 from typing import Any
 
-from PySide6.QtWidgets import QWidget
+import numpy as np
+from PySide6.QtCore import QEvent, QObject, Qt, QUrl, Signal
+from PySide6.QtGui import QImage, QKeyEvent, QTextDocument
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QTextBrowser,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+PDF_PAGE_WIDTH = 900  # pixels a PDF page is rendered at (the panel scales it to fit)
 
 
 def _item_html(item: Any, depth: int) -> str:
@@ -49,20 +66,95 @@ def sr_html(ds: Any) -> str:
     return head + _item_html(ds, 0)
 
 
-def pdf_widget(data: bytes) -> QWidget | None:
-    """A QPdfView over the document bytes, or None when QtPdf is not installed."""
+def pdf_pages(data: bytes, width: int = PDF_PAGE_WIDTH) -> list[QImage]:
+    """Every page of a PDF as an RGB image ``width`` pixels wide (pypdfium2)."""
+    import pypdfium2 as pdfium
+
+    pages = []
+    pdf = pdfium.PdfDocument(data)
     try:
-        from PySide6.QtCore import QBuffer, QByteArray, QIODevice
-        from PySide6.QtPdf import QPdfDocument
-        from PySide6.QtPdfWidgets import QPdfView
-    except ImportError:
-        return None
-    view = QPdfView()
-    doc = QPdfDocument(view)
-    buf = QBuffer(view)
-    buf.setData(QByteArray(data))
-    buf.open(QIODevice.OpenModeFlag.ReadOnly)
-    doc.load(buf)
-    view.setDocument(doc)
-    view._keep = (doc, buf)  # type: ignore[attr-defined]
-    return view
+        for i in range(len(pdf)):
+            page = pdf[i]
+            scale = width / max(page.get_width(), 1.0)
+            rgb = np.ascontiguousarray(page.render(scale=scale, rev_byteorder=True).to_numpy())
+            if rgb.ndim == 3 and rgb.shape[2] == 4:
+                rgb = np.ascontiguousarray(rgb[:, :, :3])
+            h, w = rgb.shape[:2]
+            pages.append(QImage(rgb.data, w, h, rgb.strides[0], QImage.Format.Format_RGB888).copy())
+            page.close()
+    finally:
+        pdf.close()
+    return pages
+
+
+class DocumentPanel(QWidget):
+    """SR documents and PDF pages under the viewer, with a title and a close button (Esc)."""
+
+    closed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.title = QLabel("")
+        self.title.setStyleSheet("font-weight: bold;")
+        self.close_button = QToolButton()
+        self.close_button.setText("✕ Close")
+        self.close_button.setToolTip("Close the document panel (Esc)")
+        self.close_button.clicked.connect(self.close_panel)
+        self.view = QTextBrowser()
+        self.view.setOpenExternalLinks(False)
+        self.pages: list[QImage] = []  # rendered PDF pages now shown (tests, printing)
+        head = QHBoxLayout()
+        head.setContentsMargins(4, 2, 4, 0)
+        head.addWidget(self.title, 1)
+        head.addWidget(self.close_button)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(2)
+        lay.addLayout(head)
+        lay.addWidget(self.view, 1)
+        self.view.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        """Esc in the document closes the panel (the reader goes back to the images)."""
+        if (
+            obj is self.view
+            and event.type() == QEvent.Type.KeyPress
+            and isinstance(event, QKeyEvent)
+            and event.key() == Qt.Key.Key_Escape
+        ):
+            self.close_panel()
+            return True
+        return super().eventFilter(obj, event)
+
+    def show_documents(self, datasets: list[Any], title: str = "") -> None:
+        """Text SR as HTML and each PDF page as an image, one scrolling document."""
+        parts: list[str] = []
+        self.pages = []
+        doc = self.view.document()
+        width = max(200, self.view.viewport().width() - 24)
+        for ds in datasets:
+            if "EncapsulatedDocument" in ds:
+                name = html.escape(str(ds.get("DocumentTitle", "") or "PDF document"))
+                try:
+                    pages = pdf_pages(bytes(ds.EncapsulatedDocument))
+                except Exception as exc:  # a broken PDF is reported, not fatal
+                    parts.append(
+                        f"<p><b>{name}</b>: cannot show this PDF ({html.escape(str(exc))})</p>"
+                    )
+                    continue
+                body = [f"<h2>{name}</h2>"]
+                for img in pages:
+                    url = f"pdfpage://{len(self.pages)}"
+                    doc.addResource(QTextDocument.ResourceType.ImageResource, QUrl(url), img)
+                    self.pages.append(img)
+                    body.append(f'<p><img src="{url}" width="{width}"></p>')
+                parts.append("".join(body))
+            else:
+                parts.append(sr_html(ds))
+        self.title.setText(title)
+        self.view.setHtml("<hr>".join(parts))
+        self.show()
+
+    def close_panel(self) -> None:
+        self.hide()
+        self.closed.emit()

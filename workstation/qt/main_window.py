@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
-    QTextBrowser,
     QToolBar,
     QWidget,
 )
@@ -30,6 +29,7 @@ from workstation.model.pipeline import CT_PRESETS
 from workstation.model.series import SeriesData
 from workstation.model.viewer import Layout
 from workstation.qt.browser import BrowserPanel
+from workstation.qt.documents import DocumentPanel
 from workstation.qt.viewer import ViewerArea
 
 MIP_SLAB_MM = 10.0  # thick-slab MIP default (vessels, nodules)
@@ -99,7 +99,7 @@ class MainWindow(QMainWindow):
         self.pool.setMaxThreadCount(2)
         self.jobs: list[LoadJob] = []
         self.loaded: dict[str, SeriesData] = {}
-        self.documents = QTextBrowser()
+        self.documents = DocumentPanel()
         self.documents.hide()
 
         split = QSplitter()
@@ -107,6 +107,10 @@ class MainWindow(QMainWindow):
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.viewer)
         right.addWidget(self.documents)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 1)
+        right.setCollapsible(0, False)
+        self.right_split = right
         split.addWidget(right)
         split.setStretchFactor(1, 3)
         split.setSizes([380, 1100])
@@ -338,24 +342,14 @@ class MainWindow(QMainWindow):
             job.cancel.set()
 
     def _show_documents(self, data: SeriesData) -> None:
-        """Basic/Enhanced text SR as a readable document; encapsulated PDF in QtPdf."""
-        from workstation.qt.documents import pdf_widget, sr_html
-
-        html = []
-        for ds in data.documents:
-            if "EncapsulatedDocument" in ds:
-                w = pdf_widget(bytes(ds.EncapsulatedDocument))
-                if w is not None:
-                    w.setWindowTitle(str(ds.get("DocumentTitle", "PDF")))
-                    w.resize(800, 1000)
-                    w.show()
-                    self._pdf = w
-                    continue
-                html.append("<p>PDF document (QtPdf not available)</p>")
-            else:
-                html.append(sr_html(ds))
-        self.documents.setHtml("<hr>".join(html))
-        self.documents.show()
+        """Basic/Enhanced text SR and encapsulated PDF pages in the panel under the viewer:
+        about a third of the height (the images stay the main thing), closable (✕ / Esc)."""
+        was_hidden = self.documents.isHidden()
+        title = data.series.description or "Document"
+        self.documents.show_documents(list(data.documents), title)
+        if was_hidden:
+            total = sum(self.right_split.sizes()) or self.right_split.height()
+            self.right_split.setSizes([total - total // 3, total // 3])
 
     # ------------------------------------------------------------------ GSPS, MPR
     def save_gsps(self) -> str:
