@@ -213,8 +213,10 @@ def delete_node(node_id: RowId, request: Request, caller: Caller = Depends(requi
 def _name_taken(db: Session, name: str, other_than: int | None = None) -> bool:
     """Node names are unique regardless of case: "SINK" and "sink" in one list are two
     entries an administrator cannot tell apart when picking a target."""
+    # folded by the database on both sides, as its unique index on lower(name) folds
+    # (migration 0010): Python's lower() and SQLite's (ASCII only) differ on "Ä"
     clash = db.scalars(
-        select(RemoteNode).where(func.lower(RemoteNode.name) == name.strip().lower())
+        select(RemoteNode).where(func.lower(RemoteNode.name) == func.lower(name.strip()))
     ).first()
     return clash is not None and clash.id != other_than
 
@@ -319,6 +321,8 @@ _CLASHES = {
     "pool_grants": "the grant exists",
     "devices": "the device is already registered",
 }
+#: The table of a unique index on an expression, which SQLite names instead of a column.
+_INDEX_TABLES = {"uq_remote_nodes_name_lower": "remote_nodes"}
 
 
 def conflict(exc: IntegrityError) -> str | None:
@@ -330,6 +334,8 @@ def conflict(exc: IntegrityError) -> str | None:
     if code == "23505" or text.startswith("UNIQUE constraint failed"):
         diag = getattr(orig, "diag", None)
         table = getattr(diag, "table_name", None) or text.partition(": ")[2].partition(".")[0]
+        if table.startswith("index '"):  # SQLite: "UNIQUE constraint failed: index 'name'"
+            table = _INDEX_TABLES.get(table.removeprefix("index '").rstrip("'"), "")
         what = _CLASHES.get(table or "", f"the {table or 'record'} exists")
         return f"{what} (created or changed by another request at the same time)"
     if code == "23503" or text.startswith("FOREIGN KEY constraint failed"):
