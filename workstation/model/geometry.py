@@ -142,3 +142,17 @@ def reference_line(target: ImagePlane, other: ImagePlane) -> tuple[Point, Point]
 def slice_position(plane: ImagePlane) -> float:
     """Position along the normal, for the "slice position" overlay and sorting."""
     return float(np.dot(plane.position, plane.normal))
+
+
+def patient_position_label(plane: ImagePlane) -> str:
+    """Where the slice is, as readers expect it: the patient coordinate along the axis the
+    plane faces, with its direction letter ("R 9.0 mm", "L 9.0 mm", "A …", "P …", "F …",
+    "H …"; PS3.3 C.7.6.2.1.1: +x left, +y posterior, +z head). The position along the
+    normal had the opposite sign of x on a sagittal with IOP 0/1/0/0/0/-1 (probe 32)."""
+    centre = plane.to_world((plane.cols - 1) / 2, (plane.rows - 1) / 2)
+    axis = int(np.argmax(np.abs(plane.normal)))
+    value = float(centre[axis])
+    negative, positive = (("R", "L"), ("A", "P"), ("F", "H"))[axis]
+    if abs(value) < 0.05:
+        return "0.0 mm"
+    return f"{negative if value < 0 else positive} {abs(value):.1f} mm"

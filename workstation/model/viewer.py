@@ -293,6 +293,28 @@ class Viewport:
         self.annotations.append(a)
         self.changed.emit()
 
+    def delete_annotation(self, target: Annotation | None = None) -> str:
+        """Del: the given (selected) annotation, else the last one drawn on the image shown.
+
+        Never one on another slice (the user cannot see what goes), and never one read from
+        a presentation state (GSPS): that is a saved document, and the reply says so.
+        Returns what happened, for the status bar."""
+        visible = self.visible_annotations()
+        if target is None:
+            mine = [a for a in visible if a.source == "user"]
+            if not mine:
+                if visible:
+                    return "GSPS annotations are part of a saved presentation state: not deleted"
+                return "no annotation on this image to delete"
+            target = mine[-1]
+        if not any(a is target for a in visible):
+            return "that annotation is not on the image shown: not deleted"
+        if target.source != "user":
+            return "GSPS annotations are part of a saved presentation state: not deleted"
+        self.annotations[:] = [a for a in self.annotations if a is not target]
+        self.changed.emit()
+        return f"deleted {target.kind} annotation"
+
     def visible_annotations(self) -> list[Annotation]:
         s = self.slice()
         if s is None:

@@ -131,6 +131,8 @@ class MainWindow(QMainWindow):
             lambda se, st: self.open_series(se, st, self.layout_model.active)
         )
         self.viewer.series_dropped.connect(self._dropped)
+        for w in self.viewer.widgets:
+            w.message.connect(self.status_label.setText)
         self.browser.session_expired.connect(self._session_expired)
         self.browser.server_problem.connect(self._server_problem)
         self._relogging = False

@@ -14,6 +14,7 @@ from PySide6.QtGui import (
     QBrush,
     QColor,
     QFont,
+    QFontMetrics,
     QImage,
     QKeyEvent,
     QMouseEvent,
@@ -97,7 +98,7 @@ HELP_TEXT = """Keyboard
   1–8              CT presets (brain, subdural, stroke, bone, lung, soft tissue, liver, mediast.)
   I invert   R reset   H/V flip   , . rotate   O overlay planes on/off
   D distance  A angle  E ellipse  B rectangle  T text  W arrow  Esc: W/L tool
-  Del delete last annotation   C cine   F1 this help
+  Del delete the last annotation drawn on this image   C cine   F1 this help
   Ctrl+M MPR (axial/coronal/sagittal/oblique)   Ctrl+Shift+M thick-slab MIP
   Ctrl+3 3D volume rendering (bone, soft tissue, MIP; drag rotates, R resets)
   Ctrl+S save GSPS"""
@@ -128,6 +129,7 @@ class ViewportWidget(QWidget):
 
     series_dropped = Signal(int, str)  # viewport index, series uid
     activated = Signal(int)
+    message = Signal(str)  # for the status bar (e.g. what Del did or why it did nothing)
 
     def __init__(self, layout: Layout, index: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -151,6 +153,7 @@ class ViewportWidget(QWidget):
         self.readout_text = ""  # the pixel readout as last drawn
         self.corner_texts: tuple[list[str], ...] = ()  # the four corners as last drawn
         self.readout_origin: tuple[int, int] | None = None  # its baseline start (x, y)
+        self.badge_text = ""  # the lossy badge text as last drawn
         self.setAcceptDrops(True)
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self.setMouseTracking(True)
@@ -259,10 +262,15 @@ class ViewportWidget(QWidget):
         ]
         bl = [f"Im {vp.index + 1} / {vp.count}"]
         if s is not None:
-            if s.plane is not None:
-                from workstation.model.geometry import slice_position
+            location = s.attrs.get("SliceLocation")
+            if isinstance(location, list | tuple):
+                location = location[0] if location else None
+            if location is not None:
+                bl.append(f"Loc {float(location):.1f} mm")  # type: ignore[arg-type]
+            elif s.plane is not None:
+                from workstation.model.geometry import patient_position_label
 
-                bl.append(f"Pos {slice_position(s.plane):.1f} mm")
+                bl.append(f"Pos {patient_position_label(s.plane)}")
             thick = s.attrs.get("SliceThickness")
             if thick:
                 bl.append(f"Thk {float(thick[0]):.1f} mm")  # type: ignore[index]
@@ -277,8 +285,11 @@ class ViewportWidget(QWidget):
         if self.loading_text:
             br.append(self.loading_text)
         self.corner_texts = (tl, tr_, bl, br)
+        lossy = s is not None and s.lossy.lossy
+        # the top-right block starts under the badge: the badge never covers the series line
+        top = int(self.badge_layout(s.lossy.badge)[0].bottom()) + 4 if lossy else 22  # type: ignore[union-attr]
         self._corner(p, tl, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-        self._corner(p, tr_, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, top=22)
+        self._corner(p, tr_, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop, top=top)
         self._corner(p, bl, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom)
         self._paint_readout(p, len([x for x in bl if x]))
         self._corner(p, br, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignBottom)
@@ -332,18 +343,38 @@ class ViewportWidget(QWidget):
     def _paint_edge_labels(self, p: QPainter, labels: EdgeLabels) -> None:
         paint_edge_labels(p, self.edge_label_rects(), labels)
 
+    def badge_layout(self, text: str) -> tuple[QRectF, str]:
+        """The badge box sized to its text (font metrics), top-right, and the text shown:
+        all of it when it fits the view, else elided at the end; "JPG" is always kept whole
+        (a fixed 148 px box clipped both ends: "PG 39.432:1 ISO_10918_", probe 32)."""
+        fm = QFontMetrics(QFont("DejaVu Sans", 9))
+        pad, margin = 12, 4
+        room = max(fm.horizontalAdvance("JPG"), self.width() - 2 * margin - pad)
+        shown = text
+        if fm.horizontalAdvance(text) > room:
+            shown = fm.elidedText(text, Qt.TextElideMode.ElideRight, room)
+            if not shown.startswith("JPG") or shown.startswith("JPG…"):
+                shown = "JPG"
+        width = fm.horizontalAdvance(shown) + pad
+        box = QRectF(self.width() - margin - width, 2, width, fm.height() + 4)
+        return box, shown
+
     def badge_rect(self) -> QRectF:
-        return QRectF(self.width() - 150, 2, 148, 18)
+        """Where the badge of the current image is (or would be) drawn."""
+        s = self.model.slice()
+        text = s.lossy.badge if s is not None and s.lossy.lossy else "JPG"
+        return self.badge_layout(text)[0]
 
     def paint_badge(self, p: QPainter, text: str) -> None:
         """FAQ "JPG": a red badge top-right on every lossy-compressed image."""
-        r = self.badge_rect()
-        fm = p.fontMetrics()
-        width = min(r.width(), fm.horizontalAdvance(text) + 12)
-        box = QRectF(r.right() - width, r.top(), width, r.height())
+        box, shown = self.badge_layout(text)
+        p.save()
+        p.setFont(QFont("DejaVu Sans", 9))
         p.fillRect(box, QBrush(QColor(200, 0, 0)))
         p.setPen(Qt.GlobalColor.white)
-        p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+        p.drawText(box, Qt.AlignmentFlag.AlignCenter, shown)
+        p.restore()
+        self.badge_text = shown
 
     def _corner(self, p: QPainter, lines: list[str], align: Qt.AlignmentFlag, top: int = 0) -> None:
         text = "\n".join(x for x in lines if x)
@@ -432,6 +463,12 @@ class ViewportWidget(QWidget):
     def keyPressEvent(self, e: QKeyEvent) -> None:  # noqa: N802
         vp, k = self.model, e.key()
         K = Qt.Key
+        M = Qt.KeyboardModifier
+        if e.modifiers() & (M.ControlModifier | M.AltModifier | M.MetaModifier):
+            # Ctrl+S, Ctrl+M, ... are the window's shortcuts: never the plain-letter action
+            e.ignore()
+            super().keyPressEvent(e)
+            return
         presets = list(CT_PRESETS.values())
         tools = {K.Key_D: "distance", K.Key_A: "angle", K.Key_E: "ellipse", K.Key_B: "rect",
                  K.Key_T: "text", K.Key_W: "arrow", K.Key_Escape: "wl"}  # fmt: skip
@@ -461,9 +498,8 @@ class ViewportWidget(QWidget):
             vp.rotate(-1)
         elif k in tools:
             self.set_tool(tools[k])
-        elif k == K.Key_Delete and vp.annotations:
-            vp.annotations.pop()
-            vp.changed.emit()
+        elif k in (K.Key_Delete, K.Key_Backspace):
+            self.message.emit(vp.delete_annotation())
         elif k == K.Key_C:
             self.toggle_cine()
         elif k == K.Key_F1:
