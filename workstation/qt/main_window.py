@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from lucent.api import schemas
 from lucent.api.client import LucentClient, SessionExpired
 from workstation.model import browser, gsps, loader
+from workstation.model.annotations import Annotation
 from workstation.model.pipeline import CT_PRESETS
 from workstation.model.series import SeriesData
 from workstation.model.viewer import Layout
@@ -77,6 +78,19 @@ class LoadJob(QRunnable):
             self.signals.failed.emit("session expired: please log in again")
         except Exception as exc:  # a broken series must not take the workstation down
             self.signals.failed.emit(f"could not load series: {exc}")
+
+
+def _same_place(a: Annotation, b: Annotation) -> bool:
+    """The same drawing (kind, image, frame, text, points to a thousandth of a pixel)."""
+    return (
+        (a.kind, a.sop_instance_uid, a.frame, a.text)
+        == (b.kind, b.sop_instance_uid, b.frame, b.text)
+        and len(a.points) == len(b.points)
+        and all(
+            abs(p[0] - q[0]) < 1e-3 and abs(p[1] - q[1]) < 1e-3
+            for p, q in zip(a.points, b.points, strict=True)
+        )
+    )
 
 
 class MainWindow(QMainWindow):
@@ -279,7 +293,8 @@ class MainWindow(QMainWindow):
         vp = self.layout_model.viewports[index]
         for state in getattr(data, "states", []):
             for a in state.annotations:
-                if a not in vp.annotations:
+                # one saved from this viewport is shown already as the user's own drawing
+                if not any(_same_place(a, b) for b in vp.annotations):
                     vp.annotations.append(a)
         vp.changed.emit()
 
@@ -385,9 +400,23 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Save GSPS", message)
             return ""
         self.status_label.setText(f"saved presentation state {sop}")
+        self._remember_state(data, ds)
         if self.gsps_send_node:
             self.send_to_pacs([sop], self.gsps_send_node)
         return sop
+
+    def _remember_state(self, data: SeriesData, ds: Any) -> None:
+        """The saved GSPS joins the series' presentation states, so opening the series again
+        (from the cache of this session) shows it; they were read once per load (probe 32)."""
+        try:
+            state = gsps.read(ds)
+        except Exception as exc:  # stored already: only the display of it is missing
+            self.status_label.setText(f"saved, but cannot show the presentation state: {exc}")
+            return
+        states = [
+            x for x in getattr(data, "states", []) if x.sop_instance_uid != state.sop_instance_uid
+        ]
+        data.states = [*states, state]  # type: ignore[attr-defined]
 
     def save_and_send_gsps(self) -> str:
         """Ctrl+Shift+S: save, then send to a store node chosen now (Conformance 8.1.4)."""
