@@ -30,6 +30,7 @@ from lucent.dicom import instance as dicom_instance
 from lucent.net import status
 from server.accounts.quotas import QuotaGuard
 from server.archive import crypto, recovery
+from server.archive.incoming import IncomingObjects
 from server.archive.storage import RESERVED_KINDS, FileSystemStorage, new_key
 from server.config import Settings
 from server.index import db
@@ -76,6 +77,7 @@ class _PixelWrite:
     base: str
     span: tuple[int, int]
     durable: Callable[[], None]
+    meta_written: bool = False  # the metadata object too (written while the PDUs arrived)
 
 
 class ArchiveReadError(Exception):
@@ -273,6 +275,7 @@ class ServerContext:
         expected_sop_instance: str | None = None,
         owner: int | None = None,
         sha256: str | None = None,
+        incoming: IncomingObjects | None = None,
     ) -> StoreResult:
         """Validate, seal and index one Part-10 byte string; return the DICOM status.
 
@@ -280,13 +283,22 @@ class ServerContext:
         their groups and the pool are checked before anything is written (issue 4, A701).
         ``sha256``: the hex digest of ``data`` when the caller hashed it while receiving (the
         Store SCP does, between PDUs), so it is not computed again while the sender waits.
+        ``incoming``: the objects the Store SCP wrote while the instance arrived
+        (``incoming_objects``); adopted when they fit, removed otherwise.
         """
         try:
             with self.quotas.admit(pool, owner, len(data)) as refusal:
                 if refusal is not None:
                     return StoreResult(status.OUT_OF_RESOURCES_QUOTA, refusal)
                 result = self._store(
-                    data, pool, source, expected_sop_class, expected_sop_instance, owner, sha256
+                    data,
+                    pool,
+                    source,
+                    expected_sop_class,
+                    expected_sop_instance,
+                    owner,
+                    sha256,
+                    incoming,
                 )
                 if result.ok and owner is not None:
                     self.quotas.record_owner(result.sop_instance_uid, owner, len(data))
@@ -301,6 +313,26 @@ class ServerContext:
                 self._db_down_logged = time.monotonic()
                 log.error("index database unavailable, refusing instances (0110): %s", reason)
             return StoreResult(status.PROCESSING_FAILURE, f"index database unavailable: {reason}")
+        finally:
+            if incoming is not None and not incoming.claimed:
+                incoming.abandon()
+
+    def incoming_objects(
+        self, pool: str, source: str, dataset_start: int, transfer_syntax: str
+    ) -> IncomingObjects | None:
+        """Objects to write an instance into while it arrives (server.archive.incoming);
+        None when the archive disk is near its floor (the normal path refuses with A700)."""
+        floor = self.settings.archive.min_free_mb * 1024 * 1024
+        if self.storage.free_bytes() < floor + (64 << 20):
+            return None
+        return IncomingObjects(
+            self.keys,
+            self.storage,
+            pool=pool,
+            source=source,
+            dataset_start=dataset_start,
+            transfer_syntax=transfer_syntax,
+        )
 
     def _store(
         self,
@@ -311,6 +343,7 @@ class ServerContext:
         expected_sop_instance: str | None,
         owner: int | None = None,
         sha256: str | None = None,
+        incoming: IncomingObjects | None = None,
     ) -> StoreResult:
         min_free = self.settings.archive.min_free_mb * 1024 * 1024
         if self.storage.free_bytes() - 2 * len(data) < min_free:
@@ -329,7 +362,16 @@ class ServerContext:
         # is parsed and validated: the walk's span is a hint, checked against the parse below.
         early: _PixelWrite | None = None
         hint = framed.pixel_hint
-        if hint is not None and hint[1] > hint[0]:
+        if (
+            incoming is not None
+            and owner is None
+            and framed.data is data
+            and incoming.fits(len(data), hint)
+        ):
+            assert incoming.base is not None
+            incoming.claimed = True
+            early = _PixelWrite(incoming.base, incoming.span, incoming.durable, True)
+        elif hint is not None and hint[1] > hint[0]:
             early = self._start_pixels(framed.data, hint)
         parsed = dicom_instance.parse_framed(framed, expected_sop_class, expected_sop_instance)
         if isinstance(parsed, dicom_instance.Refusal):
@@ -400,6 +442,7 @@ class ServerContext:
             pixel_write, base, wait_pixels = None, secrets.token_hex(16), _nothing
         meta_key = new_key("m", base)
         pixel_key = new_key("p", base) if pixel_write else None
+        meta_written = pixel_write is not None and pixel_write.meta_written
         label = recovery.Label(pool, source, start, pixel_key is not None, owner).encode()
         # The small metadata object is written on this thread once the hash and the index
         # values are done: by then the pixel write has had its head start, and one thread
@@ -409,8 +452,9 @@ class ServerContext:
             try:
                 digest = sha256 or _sha256_hex(raw)
                 attrs = display_attributes(ds)
-                meta = crypto.seal(self.keys, raw[:start] + raw[end:], label)
-                self.storage.put_here(meta_key, meta, reserved=pixel_write is not None)
+                if not meta_written:
+                    meta = crypto.seal(self.keys, raw[:start] + raw[end:], label)
+                    self.storage.put_here(meta_key, meta, reserved=pixel_write is not None)
             finally:
                 wait_pixels()
         except BaseException:

@@ -203,6 +203,50 @@ def walk(data: bytes, pos: int, transfer_syntax: str) -> tuple[Span, TopLevel | 
         return None
 
 
+class Ahead:
+    """Where :func:`pixel_value_ahead` got to in a data set that is still arriving."""
+
+    FOUND, MORE, NO = "found", "more", "no"
+
+
+def pixel_value_ahead(
+    data: bytes | memoryview, pos: int, transfer_syntax: str, *, give_up_after: int = 1 << 20
+) -> tuple[str, int, int]:
+    """Find a defined-length Pixel Data value from the first bytes of a data set.
+
+    The Store SCP starts sealing the pixel object while the rest of it is still on the wire.
+    Returns ``(FOUND, value_at, length)``; ``(MORE, pos, 0)`` when the bytes so far end
+    before it (call again from ``pos`` with more); ``(NO, 0, 0)`` when this data set cannot
+    be streamed (encapsulated or unreadable here: the normal path handles it). Like
+    :func:`walk` it is a hint that the full parse checks.
+    """
+    if transfer_syntax not in (transfer_syntaxes.IMPLICIT_LE, transfer_syntaxes.EXPLICIT_LE):
+        return Ahead.NO, 0, 0
+    explicit = transfer_syntax == transfer_syntaxes.EXPLICIT_LE
+    end = len(data)
+    try:
+        while pos + 12 <= end:
+            tag, vr, length, value_at = _header(data, pos, explicit)
+            if tag >> 16 == 0xFFFE:
+                return Ahead.NO, 0, 0
+            if tag in PIXEL_TAGS:
+                if length == UNDEFINED:
+                    return Ahead.NO, 0, 0
+                return Ahead.FOUND, value_at, length
+            if length != UNDEFINED:
+                pos = value_at + length
+                continue
+            try:  # a sequence: only once all of it is here
+                pos = _skip_items(data, value_at, explicit and vr != b"UN", 1, tag)
+            except (_Unsure, struct.error):
+                if end - pos > give_up_after:
+                    return Ahead.NO, 0, 0
+                return Ahead.MORE, pos, 0
+    except (_Unsure, struct.error):
+        return Ahead.NO, 0, 0
+    return Ahead.MORE, pos, 0
+
+
 def salvage(data: bytes, pos: int, transfer_syntax: str) -> tuple[TopLevel | None, str | None]:
     """What a data set that pydicom could not read still tells: its top-level elements up to
     the first one the walk could not get past, and why it stopped there (None: it did not).

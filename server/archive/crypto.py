@@ -117,14 +117,9 @@ class KeyRing:
         os.replace(tmp, self.path)
 
 
-def seal(ring: KeyRing, plaintext: bytes | memoryview, label: bytes = b"") -> bytearray:
-    """Encrypt one object under a fresh data key wrapped by the active master key.
-
-    ``label`` (at most 64 KiB, no patient data) is stored in clear and authenticated.
-    The object is built in one buffer: the cipher writes straight after the header, where
-    ``header + nonce + AESGCM.encrypt()`` allocated and copied a 0.5 MB CT image twice
-    (the copy cost as much as the encryption on this kind of machine).
-    """
+def _envelope(ring: KeyRing, label: bytes) -> tuple[bytes, bytes, bytes]:
+    """A fresh data key, and the authenticated header that carries it wrapped, plus the
+    object's nonce: what every sealed object starts with."""
     if len(label) > 0xFFFF:
         raise ValueError("archive object label is limited to 65535 bytes")
     key_id = ring.active.encode()
@@ -140,7 +135,18 @@ def seal(ring: KeyRing, plaintext: bytes | memoryview, label: bytes = b"") -> by
         + wrap_nonce
         + wrapped
     )
-    nonce = os.urandom(_NONCE)
+    return data_key, header, os.urandom(_NONCE)
+
+
+def seal(ring: KeyRing, plaintext: bytes | memoryview, label: bytes = b"") -> bytearray:
+    """Encrypt one object under a fresh data key wrapped by the active master key.
+
+    ``label`` (at most 64 KiB, no patient data) is stored in clear and authenticated.
+    The object is built in one buffer: the cipher writes straight after the header, where
+    ``header + nonce + AESGCM.encrypt()`` allocated and copied a 0.5 MB CT image twice
+    (the copy cost as much as the encryption on this kind of machine).
+    """
+    data_key, header, nonce = _envelope(ring, label)
     body = len(header) + _NONCE
     size = len(plaintext)
     # update_into wants room for a block less one beyond what it writes: the tag's room
@@ -155,6 +161,25 @@ def seal(ring: KeyRing, plaintext: bytes | memoryview, label: bytes = b"") -> by
     end = body + written
     out[end:] = encryptor.tag
     return out
+
+
+class Sealer:
+    """``seal`` in pieces, for an object whose bytes arrive over time: the Store SCP seals
+    and writes the pixel object while the sender's PDUs are still coming in. ``head``,
+    then every ``update``, then ``finish`` (the tag) is the same layout ``seal`` makes."""
+
+    def __init__(self, ring: KeyRing, label: bytes = b"") -> None:
+        data_key, header, nonce = _envelope(ring, label)
+        self.head = header + nonce
+        self._encryptor = Cipher(algorithms.AES(data_key), modes.GCM(nonce)).encryptor()
+        self._encryptor.authenticate_additional_data(header)
+
+    def update(self, plaintext: bytes | memoryview) -> bytes:
+        return self._encryptor.update(plaintext)
+
+    def finish(self) -> bytes:
+        self._encryptor.finalize()
+        return self._encryptor.tag
 
 
 @dataclass(frozen=True)

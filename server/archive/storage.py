@@ -27,16 +27,18 @@ a tenth of the server's CPU; NTFS with an on-access scanner is slower still.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
 import secrets
 import shutil
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -259,6 +261,10 @@ class FileSystemStorage:
                 fd = self._dir_fds[folder] = os.open(folder, os.O_RDONLY)
         os.fsync(fd)
 
+    def stream(self, key: str) -> ObjectStream:
+        """Write a reserved object piece by piece (the Store SCP, while PDUs arrive)."""
+        return ObjectStream(self, key)
+
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
@@ -338,6 +344,61 @@ class FileSystemStorage:
     def free_bytes(self) -> int:
         """Free space for us on the archive's disk (shutil works on Windows and macOS too)."""
         return shutil.disk_usage(self.root).free
+
+
+class ObjectStream:
+    """A reserved object written piece by piece as its bytes arrive, then flushed on a writer
+    thread. Disk writeback of each piece starts at once (Linux ``sync_file_range``), so the
+    final fdatasync only waits for the tail and the journal: 0.5 MB written then flushed
+    took ~0.7 ms here, a 6 KB tail ~0.25 ms. Crash safety is the reserved object's: a partly
+    written object fails authentication and recovery removes it."""
+
+    def __init__(self, storage: FileSystemStorage, key: str) -> None:
+        self._storage = storage
+        self._fd = os.open(storage._path(key), os.O_WRONLY | _BINARY)  # missing: caller gives up
+        self._offset = 0
+        if os.fstat(self._fd).st_size:
+            os.close(self._fd)
+            raise FileExistsError(f"archive object {key} is already written")
+
+    def write(self, data: bytes | memoryview) -> None:
+        _write_all(self._fd, data, False)
+        if self._storage._sync and _WRITEBACK is not None:
+            _WRITEBACK(self._fd, self._offset, len(data), _SYNC_FILE_RANGE_WRITE)
+        self._offset += len(data)
+
+    def finish(self) -> Future[None]:
+        """Flush and close on a writer thread; the future is done when the object is durable."""
+        return self._storage._pool.submit(self._flush_and_close)
+
+    def _flush_and_close(self) -> None:
+        try:
+            if self._storage._sync:
+                os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+
+    def close(self) -> None:
+        """Give up before ``finish`` (the caller deletes the object)."""
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def _writeback_starter() -> Callable[..., int] | None:
+    """libc's ``sync_file_range`` (Linux): starts writeback of a range without waiting."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_WRITEBACK = _writeback_starter()
+_SYNC_FILE_RANGE_WRITE = 2
 
 
 def _size(path: Path) -> int:

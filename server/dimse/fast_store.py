@@ -27,6 +27,7 @@ from lucent.dicom import transfer_syntaxes
 from lucent.net import status as st
 from lucent.net import tls, transport
 from lucent.net import upper_layer as ul
+from server.archive.incoming import IncomingObjects
 from server.config import PoolSection, Settings
 from server.context import ServerContext, StoreResult
 from server.dimse import access, audit_trail
@@ -273,65 +274,86 @@ class StoreAcceptor:
         digest = hashlib.sha256()  # of ``data``, hashed between PDUs (the sender's turn)
         pending: dict[int, bytes] | None = None
         pending_ctx = 0
-        while True:
-            try:
-                pdu_type, body = reader.next()
-            except ValueError as exc:  # unknown PDU type or over the limit
-                raise Abort(str(exc)) from exc
-            if pdu_type == ul.A_RELEASE_RQ:
-                sock.sendall(ul.release_rp())
-                (log.warning if refused else log.info)(
-                    "%s released after %d instance(s) stored into %s, %d refused",
-                    req.calling_ae,
-                    stored,
-                    self.pool.name,
-                    refused,
-                )
-                return
-            if pdu_type == ul.A_ABORT:
-                log.info("%s aborted the association", req.calling_ae)
-                return
-            if pdu_type != ul.P_DATA_TF:
-                raise Abort(f"unexpected PDU type 0x{pdu_type:02X} during the association")
-            for ctx_id, control, fragment in ul.iter_pdvs(body):
-                if ctx_id not in accepted:
-                    raise Abort(f"PDV on presentation context {ctx_id}, which was not accepted")
-                if control & 1:  # command fragment
-                    command += fragment
-                    if not control & 2:
-                        continue
-                    pending = ul.parse_command(bytes(command))
-                    pending_ctx = ctx_id
-                    command.clear()
-                    field = ul.command_uint(pending, 0x00000100)
-                    has_data = ul.command_uint(pending, 0x00000800) != 0x0101
-                    if field == C_ECHO_RQ:
-                        self._echo(sock, req, pending, ctx_id)
-                        pending = None
-                    elif field != C_STORE_RQ:
-                        raise Abort(f"DIMSE command 0x{field or 0:04X} not supported here")
-                    elif not has_data:
-                        raise Abort("C-STORE-RQ without a data set")
-                    else:
-                        meta = self._file_meta(req, pending, accepted[ctx_id][1])
-                        data = io.BytesIO()
-                        data.write(meta)
-                        digest = hashlib.sha256(meta)
-                else:  # data fragment
-                    if pending is None or ctx_id != pending_ctx:
-                        raise Abort("data set fragment without a C-STORE-RQ")
-                    data.write(fragment)  # copied out of the reader's buffer
-                    digest.update(fragment)
-                    if control & 2:
-                        result = self._store(
-                            sock, req, pending, ctx_id, data.getvalue(), digest.hexdigest()
-                        )
-                        received.add(result)
-                        if result.ok:
-                            stored += 1
+        # the archive objects of the instance arriving, written as its PDUs come in
+        incoming: IncomingObjects | None = None
+        try:
+            while True:
+                try:
+                    pdu_type, body = reader.next()
+                except ValueError as exc:  # unknown PDU type or over the limit
+                    raise Abort(str(exc)) from exc
+                if pdu_type == ul.A_RELEASE_RQ:
+                    sock.sendall(ul.release_rp())
+                    (log.warning if refused else log.info)(
+                        "%s released after %d instance(s) stored into %s, %d refused",
+                        req.calling_ae,
+                        stored,
+                        self.pool.name,
+                        refused,
+                    )
+                    return
+                if pdu_type == ul.A_ABORT:
+                    log.info("%s aborted the association", req.calling_ae)
+                    return
+                if pdu_type != ul.P_DATA_TF:
+                    raise Abort(f"unexpected PDU type 0x{pdu_type:02X} during the association")
+                for ctx_id, control, fragment in ul.iter_pdvs(body):
+                    if ctx_id not in accepted:
+                        raise Abort(f"PDV on presentation context {ctx_id}, which was not accepted")
+                    if control & 1:  # command fragment
+                        command += fragment
+                        if not control & 2:
+                            continue
+                        pending = ul.parse_command(bytes(command))
+                        pending_ctx = ctx_id
+                        command.clear()
+                        field = ul.command_uint(pending, 0x00000100)
+                        has_data = ul.command_uint(pending, 0x00000800) != 0x0101
+                        if field == C_ECHO_RQ:
+                            self._echo(sock, req, pending, ctx_id)
+                            pending = None
+                        elif field != C_STORE_RQ:
+                            raise Abort(f"DIMSE command 0x{field or 0:04X} not supported here")
+                        elif not has_data:
+                            raise Abort("C-STORE-RQ without a data set")
                         else:
-                            refused += 1
-                        pending, data = None, io.BytesIO()
+                            syntax = accepted[ctx_id][1]
+                            meta = self._file_meta(req, pending, syntax)
+                            data = io.BytesIO()
+                            data.write(meta)
+                            digest = hashlib.sha256(meta)
+                            if incoming is not None:
+                                incoming.abandon()
+                            incoming = self.ctx.incoming_objects(
+                                self.pool.name, req.calling_ae, len(meta), syntax
+                            )
+                    else:  # data fragment
+                        if pending is None or ctx_id != pending_ctx:
+                            raise Abort("data set fragment without a C-STORE-RQ")
+                        data.write(fragment)  # copied out of the reader's buffer
+                        digest.update(fragment)
+                        if incoming is not None:
+                            incoming.feed(data, fragment)
+                        if control & 2:
+                            arrived, incoming = incoming, None  # store() adopts or drops it
+                            result = self._store(
+                                sock,
+                                req,
+                                pending,
+                                ctx_id,
+                                data.getvalue(),
+                                digest.hexdigest(),
+                                arrived,
+                            )
+                            received.add(result)
+                            if result.ok:
+                                stored += 1
+                            else:
+                                refused += 1
+                            pending, data = None, io.BytesIO()
+        finally:
+            if incoming is not None:  # released, aborted or cut mid-instance
+                incoming.abandon()
 
     def _echo(
         self, sock: socket.socket, req: ul.AssociateRequest, cmd: dict[int, bytes], ctx_id: int
@@ -362,6 +384,7 @@ class StoreAcceptor:
         ctx_id: int,
         data: bytes,
         sha256: str,
+        incoming: IncomingObjects | None = None,
     ) -> StoreResult:
         sop_class = ul.command_uid(cmd, 0x00000002)
         sop_instance = ul.command_uid(cmd, 0x00001000)
@@ -373,6 +396,7 @@ class StoreAcceptor:
             expected_sop_class=sop_class,
             expected_sop_instance=sop_instance,
             sha256=sha256,
+            incoming=incoming,
         )
         rsp = ul.response(
             C_STORE_RSP,
