@@ -37,6 +37,34 @@ from workstation.model.thumbnails import ThumbnailCache
 from workstation.qt.viewport import SERIES_MIME
 
 ROLE = Qt.ItemDataRole.UserRole
+SORT_ROLE = Qt.ItemDataRole.UserRole + 7  # what a column sorts by, where text would not do
+DATE_COLUMN, IMAGES_COLUMN = 2, 4
+
+
+class _Item(QTreeWidgetItem):
+    """A tree row that sorts by its SORT_ROLE value where it has one: numbers as numbers
+    (series 1, 2, 10; image counts), dates as YYYYMMDD; text sorting put 10 before 2."""
+
+    def __lt__(self, other: QTreeWidgetItem) -> bool:
+        tree = self.treeWidget()
+        col = tree.sortColumn() if tree is not None else 0
+        a, b = self.data(col, SORT_ROLE), other.data(col, SORT_ROLE)
+        if a is not None and b is not None:
+            try:
+                return bool(a < b)
+            except TypeError:
+                pass
+        # QTreeWidgetItem.__lt__ would call this override again (virtual operator<)
+        return self.text(col).lower() < other.text(col).lower()
+
+
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("inf")  # unknown numbers last
+
+
 THUMB = 64  # thumbnail edge in the tree, px
 
 
@@ -139,7 +167,9 @@ class BrowserPanel(QWidget):
         self.tree = _Tree()
         self.tree.setHeaderLabels(["Patient / Study / Series", "ID", "Date", "Modality", "Images"])
         self.tree.setSortingEnabled(True)
-        self.tree.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        # newest study first (a patient's newest study ranks the patient); a study's series
+        # stay in series-number order under it
+        self.tree.sortByColumn(DATE_COLUMN, Qt.SortOrder.DescendingOrder)
         self.tree.setDragEnabled(True)
         self.tree.setColumnWidth(0, 260)
         self.tree.setIconSize(QSize(THUMB, THUMB))
@@ -324,24 +354,29 @@ class BrowserPanel(QWidget):
         self._series_items = {}
         self.tree.clear()
         for row in browser.group(self.studies, self.hidden, self.show_hidden):
-            pit = QTreeWidgetItem(
+            pit = _Item(
                 [browser.format_name(row.name), row.patient_id, browser.format_date(
                     row.birth_date), "", str(sum(s.instance_count for s in row.studies))]
             )  # fmt: skip
+            newest = max((str(s.study_date or "") for s in row.studies), default="")
+            pit.setData(DATE_COLUMN, SORT_ROLE, newest)
+            pit.setData(IMAGES_COLUMN, SORT_ROLE, sum(s.instance_count for s in row.studies))
             self.tree.addTopLevelItem(pit)
             for s in row.studies:
                 if s.placeholder:
-                    sit = QTreeWidgetItem(["⚠ non-conformant data", "", "", "", ""])
+                    sit = _Item(["⚠ non-conformant data", "", "", "", ""])
                     sit.setToolTip(0, s.reason)
                     sit.setText(0, f"⚠ non-conformant data: {s.reason}")
                     sit.setForeground(0, Qt.GlobalColor.darkRed)
                     pit.addChild(sit)
                     continue
-                sit = QTreeWidgetItem(
+                sit = _Item(
                     [s.description or "(no description)", s.accession_number,
                      browser.format_date(s.study_date), ",".join(s.modalities),
                      str(s.instance_count)]
                 )  # fmt: skip
+                sit.setData(DATE_COLUMN, SORT_ROLE, str(s.study_date or ""))
+                sit.setData(IMAGES_COLUMN, SORT_ROLE, int(s.instance_count or 0))
                 if s.study_uid in self.hidden.studies:
                     sit.setForeground(0, Qt.GlobalColor.gray)
                 sit.setData(0, ROLE, s)
@@ -361,10 +396,15 @@ class BrowserPanel(QWidget):
         if not ok:
             return
         for se in browser.visible_series(series, self.hidden, self.show_hidden):
-            it = QTreeWidgetItem(
+            it = _Item(
                 [f"{se.series_number or ''} {se.description or '(series)'}".strip(), "", "",
                  se.modality, str(se.instance_count)]
             )  # fmt: skip
+            number = _number(se.series_number)
+            it.setData(0, SORT_ROLE, number)
+            # under the default newest-first date sort: series number ascending
+            it.setData(DATE_COLUMN, SORT_ROLE, -number)
+            it.setData(IMAGES_COLUMN, SORT_ROLE, int(se.instance_count or 0))
             it.setData(0, ROLE, se)
             it.setData(1, ROLE, study)
             if se.series_uid in self.hidden.series:
