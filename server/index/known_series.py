@@ -1,8 +1,10 @@
 """The ingest fast path's index write: a new instance of a series this process has seen.
 
-That write is two statements (insert the instance row, drop a placeholder with the same
-SOP Instance UID). Through SQLAlchemy's Core it cost ~125 us of CPU per instance (pool
-checkout and return, events, cache lookups, result objects), a tenth of the whole store.
+That write is two statements (check that no placeholder of a refused copy waits to be
+superseded, then insert the instance row; a placeholder sends the instance down the full
+path, which also removes the patient row the refusal leaves empty). Through SQLAlchemy's
+Core it cost ~125 us of CPU per instance (pool checkout and return, events, cache lookups,
+result objects), a tenth of the whole store.
 On SQLite the statements are compiled once for the dialect, with SQLAlchemy's own bind
 processors for the values (JSON, dates), and run on one DB-API connection the process keeps
 for them: ~40 us. That connection is only used under the ingest commit lock, which already
@@ -21,9 +23,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from server.index.db import unavailable
-from server.index.models import Event, Instance, Series, Study
+from server.index.models import Event, Instance, Placeholder, Series, Study
 from server.index.records import (
-    DELETE_PLACEHOLDER,
     INSERT_INSTANCE,
     InstanceRecord,
     known_series_values,
@@ -38,6 +39,9 @@ _FIND = (
     )
     .with_for_update()
 )  # the keys read are the ones replaced (see records.record_instance)
+_HAS_PLACEHOLDER = (
+    select(Placeholder.id).where(Placeholder.sop_instance_uid == bindparam("sop_uid")).limit(1)
+)
 _UPDATE = update(Instance).where(Instance.id == bindparam("row_id"))
 _EVENT = insert(Event)
 #: Is the cached series row still this series of this study? A study deleted through the
@@ -70,7 +74,7 @@ class KnownSeriesWriter:
         self._engine = engine
         self._raw_capable = engine.dialect.name == "sqlite"
         self._insert: tuple[tuple[str, ...], str, list[tuple[str, Any]]] | None = None
-        self._delete_sql = str(DELETE_PLACEHOLDER.compile(dialect=engine.dialect))
+        self._has_placeholder_sql = str(_HAS_PLACEHOLDER.compile(dialect=engine.dialect))
         same = _SAME_SERIES.compile(dialect=engine.dialect)
         assert list(same.positiontup or ()) in ([], ["series", "series_uid", "study_uid"])
         self._same_sql = str(same)
@@ -88,8 +92,11 @@ class KnownSeriesWriter:
                 with self._engine.begin() as conn:
                     if conn.execute(_SAME_SERIES, same).first() is None:
                         return False
+                    if conn.execute(
+                        _HAS_PLACEHOLDER, {"sop_uid": values["sop_instance_uid"]}
+                    ).first():
+                        return False  # a refusal to supersede: the full path tidies its patient
                     conn.execute(INSERT_INSTANCE, [values])
-                    conn.execute(DELETE_PLACEHOLDER, {"sop_uid": values["sop_instance_uid"]})
             except DBAPIError as exc:
                 if unavailable(exc) is not None:
                     raise
@@ -104,8 +111,11 @@ class KnownSeriesWriter:
             if cur.fetchone() is None:
                 cur.execute("ROLLBACK")
                 return False
+            cur.execute(self._has_placeholder_sql, (values["sop_instance_uid"],))
+            if cur.fetchone() is not None:  # a refusal to supersede: see above
+                cur.execute("ROLLBACK")
+                return False
             cur.execute(sql, params)
-            cur.execute(self._delete_sql, (values["sop_instance_uid"],))
             cur.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -133,9 +143,10 @@ class KnownSeriesWriter:
                 old = conn.execute(_FIND, {"sop_uid": sop_uid, "series": series_pk}).first()
                 if old is None:
                     return None
+                if conn.execute(_HAS_PLACEHOLDER, {"sop_uid": sop_uid}).first():
+                    return None  # a refusal to supersede: the full path tidies its patient
                 conn.execute(_UPDATE, {"row_id": old.id, **values})
                 conn.execute(_EVENT, {"at": now(), "kind": "duplicate-replaced", "detail": detail})
-                conn.execute(DELETE_PLACEHOLDER, {"sop_uid": sop_uid})
         except DBAPIError as exc:
             if unavailable(exc) is not None and not self._raw_capable:
                 raise

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -384,9 +384,8 @@ def _instance_values(rec: InstanceRecord, series_pk: int) -> dict[str, Any]:
     )
 
 
-#: The two statements of a known series' new instance (``server.index.known_series``).
+#: The insert of a known series' new instance (``server.index.known_series``).
 INSERT_INSTANCE = insert(Instance)
-DELETE_PLACEHOLDER = delete(Placeholder).where(Placeholder.sop_instance_uid == bindparam("sop_uid"))
 
 
 def known_series_values(rec: InstanceRecord, series_pk: int) -> dict[str, Any]:
