@@ -29,6 +29,9 @@ from server.archive import crypto, recovery
 from server.archive.storage import RESERVED_KINDS, FileSystemStorage, ObjectStream, new_key
 
 log = logging.getLogger("lucent.archive")
+CHUNK = 128 << 10
+"""Pixel bytes sealed and written at a time: senders with small PDUs (Orthanc's 16 KB) would
+otherwise cost a write and a writeback call per fragment."""
 
 
 class IncomingObjects:
@@ -54,6 +57,7 @@ class IncomingObjects:
         self.base: str | None = None
         self.span = (0, 0)
         self._received = dataset_start  # the file meta is in ``data`` before any fragment
+        self._done = 0  # pixel bytes before this offset are sealed and written
         self._pixels: ObjectStream | None = None
         self._sealer: crypto.Sealer | None = None
         self._meta_durable: Callable[[], None] | None = None
@@ -75,8 +79,11 @@ class IncomingObjects:
             if self._state == "seeking":
                 with data.getbuffer() as view:
                     self._seek(view)
-            else:
-                self._stream(fragment, self._received - len(fragment))
+            elif self._received > self.span[1]:
+                self.abandon()  # elements after Pixel Data: not the object layout assumed here
+            elif self._received == self.span[1] or self._received - self._done >= CHUNK:
+                with data.getbuffer() as view:
+                    self._advance(view)
         except Exception as exc:  # disk full, a swept reserved file: store the slow way
             log.debug("writing an instance while it arrives stopped: %s", exc)
             self.abandon()
@@ -100,20 +107,21 @@ class IncomingObjects:
         self._pixels = self._storage.stream(new_key("p", base))
         self._sealer = crypto.Sealer(self._keys)
         self._pixels.write(self._sealer.head)
-        self._stream(view[at : len(view)], at)
-
-    def _stream(self, piece: bytes | memoryview, offset: int) -> None:
-        """Seal and write the part of ``piece`` (at ``offset`` in the instance) that is
-        Pixel Data; bytes after it mean a trailer: the normal path then stores it."""
-        start, end = self.span
-        assert self._pixels is not None and self._sealer is not None
-        skip = max(0, start - offset)
-        take = min(len(piece), end - offset)
-        if take > skip:
-            self._pixels.write(self._sealer.update(memoryview(piece)[skip:take]))
-        if offset + len(piece) > end:
+        self._done = at
+        if len(view) > self.span[1]:
             self.abandon()  # elements after Pixel Data: not the object layout assumed here
-        elif offset + len(piece) == end:
+        else:
+            self._advance(view)
+
+    def _advance(self, view: memoryview) -> None:
+        """Seal and write the Pixel Data bytes received since the last call."""
+        end = self.span[1]
+        assert self._pixels is not None and self._sealer is not None
+        upto = min(len(view), end)
+        if upto > self._done:
+            self._pixels.write(self._sealer.update(view[self._done : upto]))
+            self._done = upto
+        if upto == end:
             self._pixels.write(self._sealer.finish())
             self._pixels_durable = self._pixels.finish()
             self._pixels = None
