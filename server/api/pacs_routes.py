@@ -28,12 +28,11 @@ from server.api.auth import (
 )
 from server.api.params import OptionalRowId, RowId, row_id_or_404
 from server.context import ServerContext
-from server.index.models import RemoteNode, Study
+from server.index.models import Study
 from server.index.pacs_models import (
     CommitmentItem,
     CommitmentRequest,
     Job,
-    NodeOptions,
     SentInstance,
 )
 from server.pacs import records
@@ -201,47 +200,13 @@ def put_options(
 ) -> schemas.NodeOptionsOut:
     """Set a node's options; fields left out (null) keep their value.
 
-    The node row is locked first, as the other node edits lock it (``app.update_node``):
-    on PostgreSQL (READ COMMITTED) two admins saving at once each read the same options
-    row and each UPDATE wrote only the columns it changed, so the node kept a mix of both
-    (one's commitment mode, the other's timeouts), and two first saves of a node without
-    options both inserted a row (outside probe 31). Locked, the second save waits, then
-    reads the first one's committed row and writes its whole edit over it. The answer is
-    the row as this request left it, read in the same transaction."""
-    values = body.model_dump()
-    mode = values.get("commitment_mode")
-    if mode is not None and mode not in commitment.MODES:
-        raise HTTPException(422, f"commitment_mode must be one of {', '.join(commitment.MODES)}")
-    with svc.ctx.WriteSession() as db, db.begin():
-        if db.get(RemoteNode, node_id, with_for_update=True) is None:
-            raise HTTPException(404, f"no remote node with id {node_id}")
-        opts = db.scalars(
-            select(NodeOptions)
-            .where(NodeOptions.node_pk == node_id)
-            .execution_options(populate_existing=True)
-        ).first()
-        if opts is None:
-            opts = NodeOptions(
-                node_pk=node_id,
-                propose_compressed=False,
-                commitment_mode="same",
-                commitment_wait=svc.settings.commitment_wait_seconds,
-                dimse_timeout=30.0,
-                retries=svc.settings.move_retries,
-            )
-            db.add(opts)
-        for key, value in values.items():
-            if value is not None:
-                setattr(opts, key, value)
-        db.flush()
-        return schemas.NodeOptionsOut(
-            node_id=node_id,
-            propose_compressed=opts.propose_compressed,
-            commitment_mode=opts.commitment_mode,
-            commitment_wait=opts.commitment_wait,
-            dimse_timeout=opts.dimse_timeout,
-            retries=opts.retries,
-        )
+    Saves of one node are serialised (``PacsService.set_options``); the answer is the row as
+    this request left it."""
+    try:
+        opts = svc.set_options(node_id, **body.model_dump())
+    except PacsError as exc:
+        raise _fail(exc) from exc
+    return schemas.NodeOptionsOut(node_id=node_id, **opts)
 
 
 # ---------------------------------------------------------------------- query

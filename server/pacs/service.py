@@ -30,6 +30,14 @@ from server.index.pacs_models import CommitmentRequest, Job, NodeOptions, SentIn
 from server.jobs.queue import WAITING, JobControl, JobQueue, Outcome, now
 from server.pacs import records
 
+#: A node's per-node options (``NodeOptions`` columns the API shows and sets).
+OPTION_FIELDS = (
+    "propose_compressed",
+    "commitment_mode",
+    "commitment_wait",
+    "dimse_timeout",
+    "retries",
+)
 log = logging.getLogger("lucent.pacs")
 
 
@@ -138,13 +146,7 @@ class PacsService:
             opts = db.scalars(select(NodeOptions).where(NodeOptions.node_pk == node_id)).first()
             extra: dict[str, Any] = {}
             if opts is not None:
-                extra = {
-                    "propose_compressed": opts.propose_compressed,
-                    "commitment_mode": opts.commitment_mode,
-                    "commitment_wait": opts.commitment_wait,
-                    "dimse_timeout": opts.dimse_timeout,
-                    "retries": opts.retries,
-                }
+                extra = {name: getattr(opts, name) for name in OPTION_FIELDS}
             else:
                 extra = {
                     "commitment_wait": self.settings.commitment_wait_seconds,
@@ -164,14 +166,27 @@ class PacsService:
                 **extra,
             )
 
-    def set_options(self, node_id: int, **values: Any) -> NodeView:
+    def set_options(self, node_id: int, **values: Any) -> dict[str, Any]:
+        """Set a node's options (a None value keeps the stored one); answers them as this
+        call left them, read in the same transaction.
+
+        The node row is locked first, as the other node edits lock it (``app.update_node``):
+        on PostgreSQL (READ COMMITTED) two admins saving at once each read the same options
+        row and each UPDATE wrote only the columns it changed, so the node kept a mix of
+        both (one's commitment mode, the other's timeouts), and two first saves of a node
+        without options both inserted a row (outside probe 31). Locked, the second save
+        waits, then reads the first one's committed row and writes its whole edit over it."""
         mode = values.get("commitment_mode")
         if mode is not None and mode not in commitment.MODES:
             raise PacsError(422, f"commitment_mode must be one of {', '.join(commitment.MODES)}")
         with self.ctx.WriteSession() as db, db.begin():
-            if db.get(RemoteNode, node_id) is None:
+            if db.get(RemoteNode, node_id, with_for_update=True) is None:
                 raise PacsError(404, f"no remote node with id {node_id}")
-            opts = db.scalars(select(NodeOptions).where(NodeOptions.node_pk == node_id)).first()
+            opts = db.scalars(
+                select(NodeOptions)
+                .where(NodeOptions.node_pk == node_id)
+                .execution_options(populate_existing=True)
+            ).first()
             if opts is None:
                 opts = NodeOptions(
                     node_pk=node_id,
@@ -185,7 +200,8 @@ class PacsService:
             for key, value in values.items():
                 if value is not None:
                     setattr(opts, key, value)
-        return self.node(node_id)
+            db.flush()
+            return {name: getattr(opts, name) for name in OPTION_FIELDS}
 
     def peer(self, node: NodeView) -> scu.Peer:
         d = self.ctx.settings.dimse
