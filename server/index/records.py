@@ -78,6 +78,7 @@ _GEOMETRY_KEYWORDS = (
     "ImagerPixelSpacing",
     "SliceThickness",
     "SpacingBetweenSlices",
+    "SliceLocation",  # the viewer's "Loc" line, as readers know it from the console
     "RescaleSlope",
     "RescaleIntercept",
     "WindowCenter",
