@@ -54,6 +54,7 @@ EVENT_TYPES: dict[str, str] = {
     "110128": "Network Configuration",
     "110129": "Security Configuration",
     "110132": "Use of Restricted Function",
+    "110133": "Audit Recording Stopped",
     "110135": "Object Security Attributes Changed",
     "110136": "Security Roles Changed",
     "110137": "User security Attributes Changed",
@@ -87,6 +88,8 @@ EVENTS: dict[str, tuple[str, str, str]] = {
     "share-pin": ("110114", "110122", "E"),
     "share-revoke": ("110113", "110135", "D"),
     "audit-read": ("110101", "", "R"),
+    # audit forwarding: records that may not have reached the repository (syslog stall)
+    "forward-gap": ("110113", "110133", "E"),
     "retention": ("110105", "", "D"),
     # PS3.15 A.5.3.1 Application Activity: the server process started or stopped
     "app-start": ("110100", "110120", "E"),
