@@ -77,7 +77,6 @@ class _PixelWrite:
     base: str
     span: tuple[int, int]
     durable: Callable[[], None]
-    meta_written: bool = False  # the metadata object too (written while the PDUs arrived)
 
 
 class ArchiveReadError(Exception):
@@ -317,21 +316,14 @@ class ServerContext:
             if incoming is not None and not incoming.claimed:
                 incoming.abandon()
 
-    def incoming_objects(
-        self, pool: str, source: str, dataset_start: int, transfer_syntax: str
-    ) -> IncomingObjects | None:
+    def incoming_objects(self, dataset_start: int, transfer_syntax: str) -> IncomingObjects | None:
         """Objects to write an instance into while it arrives (server.archive.incoming);
         None when the archive disk is near its floor (the normal path refuses with A700)."""
         floor = self.settings.archive.min_free_mb * 1024 * 1024
         if self.storage.free_bytes() < floor + (64 << 20):
             return None
         return IncomingObjects(
-            self.keys,
-            self.storage,
-            pool=pool,
-            source=source,
-            dataset_start=dataset_start,
-            transfer_syntax=transfer_syntax,
+            self.keys, self.storage, dataset_start=dataset_start, transfer_syntax=transfer_syntax
         )
 
     def _store(
@@ -346,7 +338,9 @@ class ServerContext:
         incoming: IncomingObjects | None = None,
     ) -> StoreResult:
         min_free = self.settings.archive.min_free_mb * 1024 * 1024
-        if self.storage.free_bytes() - 2 * len(data) < min_free:
+        # what the instance's pixel object already took while it arrived is not counted twice
+        free = self.storage.free_bytes() + (incoming.written if incoming is not None else 0)
+        if free - 2 * len(data) < min_free:
             reason = f"archive disk has less than {self.settings.archive.min_free_mb} MB free"
             if time.monotonic() - self._disk_full_logged > 60:
                 # IT must see that the archive refuses data, not only the sender (A700)
@@ -370,7 +364,7 @@ class ServerContext:
         ):
             assert incoming.base is not None
             incoming.claimed = True
-            early = _PixelWrite(incoming.base, incoming.span, incoming.durable, True)
+            early = _PixelWrite(incoming.base, incoming.span, incoming.durable)
         elif hint is not None and hint[1] > hint[0]:
             early = self._start_pixels(framed.data, hint)
         parsed = dicom_instance.parse_framed(framed, expected_sop_class, expected_sop_instance)
@@ -442,7 +436,6 @@ class ServerContext:
             pixel_write, base, wait_pixels = None, secrets.token_hex(16), _nothing
         meta_key = new_key("m", base)
         pixel_key = new_key("p", base) if pixel_write else None
-        meta_written = pixel_write is not None and pixel_write.meta_written
         label = recovery.Label(pool, source, start, pixel_key is not None, owner).encode()
         # The small metadata object is written on this thread once the hash and the index
         # values are done: by then the pixel write has had its head start, and one thread
@@ -452,9 +445,8 @@ class ServerContext:
             try:
                 digest = sha256 or _sha256_hex(raw)
                 attrs = display_attributes(ds)
-                if not meta_written:
-                    meta = crypto.seal(self.keys, raw[:start] + raw[end:], label)
-                    self.storage.put_here(meta_key, meta, reserved=pixel_write is not None)
+                meta = crypto.seal(self.keys, raw[:start] + raw[end:], label)
+                self.storage.put_here(meta_key, meta, reserved=pixel_write is not None)
             finally:
                 wait_pixels()
         except BaseException:

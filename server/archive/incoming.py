@@ -4,15 +4,19 @@ With one association the sender waits for each C-STORE response, so everything d
 the last PDU and the response is time lost to the whole transfer: sealing the 0.5 MB pixel
 object, writing it, and above all flushing it to disk. The Pixel Data value of an
 uncompressed image is nearly all its bytes, and it comes last. So, once its element header
-has arrived, the metadata object (everything before it) is sealed and flushed on a writer
-thread, and each following fragment is sealed and written into the pixel object at once, its
-disk writeback started; when the last fragment is in, only the tail is left to flush while
-the data set is parsed and validated.
+has arrived, each following fragment is sealed and written into the pixel object at once,
+its disk writeback started; when the last fragment is in, only the tail is left to flush
+while the data set is parsed and validated.
 
-Nothing here decides that an instance is stored. ``ServerContext.store`` adopts the objects
-only when the full parse puts Pixel Data exactly where the walk did and nothing follows it;
-otherwise, or when the instance is refused, they are removed. Like every reserved object, one
-that a crash leaves unindexed is removed by recovery.
+Nothing here decides that an instance is stored. The metadata object, which recovery needs
+to file an instance again, is only written by ``ServerContext.store`` once the whole data
+set has arrived and passed validation, as on the normal path: a pixel object alone is never
+indexed, and recovery removes it after a crash ("pixel data without metadata"). An earlier
+version wrote the metadata as soon as the Pixel Data header arrived, and after a kill -9
+recovery filed instances that were never completed, never answered, or would have been
+refused (outside probe 33). ``store`` adopts the pixel object only when the full parse puts
+Pixel Data exactly where the walk did and nothing follows it; otherwise, or when the
+instance is refused, it is removed.
 """
 
 from __future__ import annotations
@@ -20,12 +24,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Callable
 from concurrent.futures import Future
-from functools import partial
 
 from lucent.dicom import walk
-from server.archive import crypto, recovery
+from server.archive import crypto
 from server.archive.storage import RESERVED_KINDS, FileSystemStorage, ObjectStream, new_key
 
 log = logging.getLogger("lucent.archive")
@@ -42,15 +44,11 @@ class IncomingObjects:
         keys: crypto.KeyRing,
         storage: FileSystemStorage,
         *,
-        pool: str,
-        source: str,
         dataset_start: int,
         transfer_syntax: str,
     ) -> None:
         self._keys = keys
         self._storage = storage
-        self._pool = pool
-        self._source = source
         self._pos = dataset_start
         self._transfer_syntax = transfer_syntax
         self._state = "seeking"  # seeking | streaming | complete | off
@@ -60,7 +58,6 @@ class IncomingObjects:
         self._done = 0  # pixel bytes before this offset are sealed and written
         self._pixels: ObjectStream | None = None
         self._sealer: crypto.Sealer | None = None
-        self._meta_durable: Callable[[], None] | None = None
         self._pixels_durable: Future[None] | None = None
         self.claimed = False
 
@@ -99,11 +96,6 @@ class IncomingObjects:
         self.span = (at, at + length)
         self._state = "streaming"
         self.base = base = self._storage.reserve()
-        label = recovery.Label(self._pool, self._source, at, True).encode()
-        seal = partial(crypto.seal, self._keys, bytes(view[:at]), label)
-        self._meta_durable = self._storage.start_put_all(
-            [(new_key("m", base), seal)], reserved=True
-        )
         self._pixels = self._storage.stream(new_key("p", base))
         self._sealer = crypto.Sealer(self._keys)
         self._pixels.write(self._sealer.head)
@@ -132,10 +124,13 @@ class IncomingObjects:
         (the walk's or the parse's) says, with nothing after it?"""
         return self.complete and span == self.span and data_length == self.span[1]
 
+    @property
+    def written(self) -> int:
+        """Bytes of the archive disk this instance's pixel object already takes."""
+        return self.span[1] - self.span[0] if self.base is not None else 0
+
     def durable(self) -> None:
-        """Wait until both objects are on disk (raises what a write raised)."""
-        if self._meta_durable is not None:
-            self._meta_durable()
+        """Wait until the pixel object is on disk (raises what a write raised)."""
         if self._pixels_durable is not None:
             self._pixels_durable.result()
 

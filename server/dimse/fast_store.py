@@ -324,9 +324,7 @@ class StoreAcceptor:
                             digest = hashlib.sha256(meta)
                             if incoming is not None:
                                 incoming.abandon()
-                            incoming = self.ctx.incoming_objects(
-                                self.pool.name, req.calling_ae, len(meta), syntax
-                            )
+                            incoming = self.ctx.incoming_objects(len(meta), syntax)
                     else:  # data fragment
                         if pending is None or ctx_id != pending_ctx:
                             raise Abort("data set fragment without a C-STORE-RQ")

@@ -40,7 +40,7 @@ def _arrive(
 ) -> tuple[IncomingObjects, io.BytesIO]:
     """Feed ``data`` as the Store SCP does: file meta first, then fragments of ``piece``."""
     _, start = instance._split_meta(data)
-    incoming = ctx.incoming_objects("DEFAULT", "SENDER", start, syntax)
+    incoming = ctx.incoming_objects(start, syntax)
     assert incoming is not None
     buf = io.BytesIO()
     buf.write(data[:start])
@@ -175,3 +175,55 @@ def test_the_walk_waits_for_more_bytes_and_resumes() -> None:
     found, at, length = walk.pixel_value_ahead(data, pos, ExplicitVRLittleEndian)
     assert found == walk.Ahead.FOUND and at + length == len(data) and length == 256 * 256 * 2
     assert walk.pixel_value_ahead(data, start, JPEGLSLossless)[0] == walk.Ahead.NO
+
+
+def _restart(ctx: ServerContext) -> ServerContext:
+    """The state a kill -9 leaves: a fresh context on the same data folder."""
+    from server import config
+
+    ctx.storage.close()
+    return ServerContext(
+        config.parse({"server": {"data_dir": str(ctx.settings.data_dir)}}), migrate=True
+    )
+
+
+@pytest.mark.parametrize("part", ["all", "half"])
+def test_a_crash_before_the_answer_leaves_nothing_recovery_would_file(
+    ctx: ServerContext, part: str
+) -> None:
+    """Outside probe 33: the metadata object was written as soon as the Pixel Data header
+    arrived, so after a kill -9 recovery filed data sets that were never completed, never
+    answered or would have been refused, and quarantined the halves as damaged."""
+    from server.archive import recovery
+
+    data = _part10(_ct())
+    cut = data if part == "all" else data[: len(data) // 2]
+    incoming, _ = _arrive(ctx, cut, 16384)
+    assert incoming.base is not None
+    incoming.durable()
+    after = _restart(ctx)
+    try:
+        report = recovery.recover(after)
+        assert report.recovered == 0 and report.quarantined == 0
+        assert report.reasons == {"pixel data without metadata": 1}
+        uid = str(dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
+        assert after.find_instance(uid) is None
+        assert _written(after) == set()
+    finally:
+        after.close()
+
+
+def test_the_free_space_check_does_not_count_the_arrived_pixels_twice(
+    ctx: ServerContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside probe 33: with the pixel object already on disk, the check before storing
+    subtracted its size again and answered A700 with the configured margin still free."""
+    data = _part10(_ct())
+    incoming, buf = _arrive(ctx, data, 16384)
+    floor = ctx.settings.archive.min_free_mb * 1024 * 1024
+    # the disk as it is now: before this instance there was just room for it
+    monkeypatch.setattr(
+        ctx.storage, "free_bytes", lambda: floor + 2 * len(data) - incoming.written + 4096
+    )
+    result = _store(ctx, buf.getvalue(), incoming)
+    assert result.ok, result
