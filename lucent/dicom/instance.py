@@ -276,7 +276,24 @@ def parse_framed(
         if isinstance(parsed, Refusal):
             return parsed
         ds, pixel_start, pixel_end = parsed
+        repeated = walk.repeated_tag(data, _split_meta(data)[1], ts)
+        if repeated is not None:
+            return Refusal(
+                status.CANNOT_UNDERSTAND,
+                f"element {walk.tag_name(repeated)} occurs twice in the data set "
+                "(PS3.5 7.1: each element at most once)",
+                read_ids(ds),
+            )
     ids = read_ids(ds)
+    pixel_elements = [tag for tag in PIXEL_TAGS if tag in ds]
+    if len(pixel_elements) > 1:
+        # which one a reader shows would be a guess: refused, not stored with both
+        return Refusal(
+            status.DATASET_MISMATCH,
+            "the data set holds more than one of Pixel Data, Float Pixel Data and Double "
+            "Float Pixel Data, which exclude each other (PS3.3 C.7.6.3)",
+            ids,
+        )
     if not ids and not any(t in ds for t in PIXEL_TAGS):
         # pydicom gives an empty data set for some streams it cannot read to the end
         # (encapsulated Pixel Data without its sequence delimiter, or cut inside a fragment)

@@ -203,6 +203,31 @@ def walk(data: bytes, pos: int, transfer_syntax: str) -> tuple[Span, TopLevel | 
         return None
 
 
+def repeated_tag(data: bytes, pos: int, transfer_syntax: str) -> int | None:
+    """The first top-level tag that occurs twice (PS3.5 7.1: at most once), else None.
+
+    pydicom keeps one of the copies without a word: a data set with two Pixel Data
+    elements holding two images was stored and served the second (outside probe 33).
+    Only the slow path asks (the walk's clean path needs strictly ascending tags)."""
+    if transfer_syntax == transfer_syntaxes.EXPLICIT_BE:
+        return None
+    explicit = transfer_syntax != transfer_syntaxes.IMPLICIT_LE
+    seen: set[int] = set()
+    try:
+        while pos < len(data):
+            tag, vr, length, value_at = _header(data, pos, explicit)
+            if tag in seen:
+                return tag
+            seen.add(tag)
+            if length == UNDEFINED:
+                pos = _skip_items(data, value_at, explicit and vr != b"UN", 1, tag)
+            else:
+                pos = value_at + length
+    except (_Unsure, struct.error):
+        return None
+    return None
+
+
 class Ahead:
     """Where :func:`pixel_value_ahead` got to in a data set that is still arriving."""
 
@@ -272,7 +297,7 @@ def salvage(data: bytes, pos: int, transfer_syntax: str) -> tuple[TopLevel | Non
     return (TopLevel(data, elements, explicit) if elements else None), stopped
 
 
-def _name(tag: int) -> str:
+def tag_name(tag: int) -> str:
     """How a reason names an element (failure paths only)."""
     return "Pixel Data" if tag == 0x7FE00010 else f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
@@ -296,7 +321,7 @@ def _walk_top(
     while pos < end:
         tag, vr, length, value_at = _header(data, pos, explicit)
         if tag >> 16 == 0xFFFE:
-            raise _Unsure(f"item tag {_name(tag)} at the top level of the data set")
+            raise _Unsure(f"item tag {tag_name(tag)} at the top level of the data set")
         if tag <= last:
             clean = False  # pydicom sorts; whichever copy it keeps, the full parse judges
         last = tag
@@ -311,7 +336,7 @@ def _walk_top(
         else:
             pos = value_at + length
             if pos > end:  # truncated: the full parse says so with a status
-                raise _Unsure(f"{_name(tag)} truncated: {end - value_at} of {length} bytes")
+                raise _Unsure(f"{tag_name(tag)} truncated: {end - value_at} of {length} bytes")
             if length % 2:
                 clean = False  # odd length: refused by the full parse (PS3.5 7.1.1)
             if tag in PIXEL_TAGS:
@@ -330,14 +355,14 @@ def _header(data: bytes, pos: int, explicit: bool) -> tuple[int, bytes, int, int
         return (group << 16) | element, vr, _HEAD.unpack_from(data, pos + 4)[2], pos + 12
     if not (vr.isalpha() and vr.isupper()):
         # implicit VR inside an explicit syntax: pydicom copes, we do not
-        raise _Unsure(f"element {_name((group << 16) | element)} has no explicit VR")
+        raise _Unsure(f"element {tag_name((group << 16) | element)} has no explicit VR")
     return (group << 16) | element, vr, short, pos + 8
 
 
 def _skip_items(data: bytes, pos: int, explicit: bool, depth: int, owner: int) -> int:
     """Skip the items of ``owner``'s undefined-length value; returns the end of its delimiter."""
     if depth > _MAX_DEPTH:
-        raise _Unsure(f"{_name(owner)} nests sequences over {_MAX_DEPTH} levels deep")
+        raise _Unsure(f"{tag_name(owner)} nests sequences over {_MAX_DEPTH} levels deep")
     end = len(data)
     count = 0
     while pos + 8 <= end:
@@ -346,7 +371,7 @@ def _skip_items(data: bytes, pos: int, explicit: bool, depth: int, owner: int) -
         if tag == _SEQUENCE_END:
             return pos + 8
         if tag != _ITEM:
-            raise _Unsure(f"{_name(tag)} inside {_name(owner)} where an item belongs")
+            raise _Unsure(f"{tag_name(tag)} inside {tag_name(owner)} where an item belongs")
         count += 1
         if length == UNDEFINED:
             pos = _skip_item_dataset(data, pos + 8, explicit, depth, owner)
@@ -355,8 +380,8 @@ def _skip_items(data: bytes, pos: int, explicit: bool, depth: int, owner: int) -
             if pos > end:
                 have = end - (pos - length)
                 where = _item_name(owner, count)
-                raise _Unsure(f"{_name(owner)} truncated in {where}: {have} of {length} bytes")
-    raise _Unsure(f"{_name(owner)} has no sequence delimiter (FFFE,E0DD) after {count} items")
+                raise _Unsure(f"{tag_name(owner)} truncated in {where}: {have} of {length} bytes")
+    raise _Unsure(f"{tag_name(owner)} has no sequence delimiter (FFFE,E0DD) after {count} items")
 
 
 def _skip_item_dataset(data: bytes, pos: int, explicit: bool, depth: int, owner: int) -> int:
@@ -370,7 +395,7 @@ def _skip_item_dataset(data: bytes, pos: int, explicit: bool, depth: int, owner:
             pos = _skip_items(data, value_at, explicit and vr != b"UN", depth + 1, tag)
         else:
             pos = value_at + length
-    raise _Unsure(f"an item of {_name(owner)} has no item delimiter (FFFE,E00D)")
+    raise _Unsure(f"an item of {tag_name(owner)} has no item delimiter (FFFE,E00D)")
 
 
 _ITEM_HEAD = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian
@@ -408,7 +433,7 @@ def pixel_encoding_problem(data: bytes, start: int, end: int, encapsulated: bool
             return f"Pixel Data {_item_name(0x7FE00010, count + 1)} header cut short"
         if data[pos : pos + 4] != _ITEM_HEAD:
             group, element, _ = _HEAD.unpack_from(data, pos)
-            tag = _name((group << 16) | element)
+            tag = tag_name((group << 16) | element)
             return f"{tag} inside Pixel Data where an item belongs (PS3.5 A.4)"
         length = _HEAD.unpack_from(data, pos)[2]
         count += 1
