@@ -226,6 +226,11 @@ def _reindex(ctx: ServerContext, base: str, kinds: set[str]) -> str | None:
     existing = ctx.find_instance(sop_uid)
     if existing is not None and _newer_or_same(existing, label, ctx):
         return "superseded"
+    # "keep"/"reject": the archived copy stays, as the store in flight would have decided
+    # (outside probe 33: a resend cut off by a kill -9 replaced a kept copy)
+    keeping = ctx.settings.archive.duplicate_policy != "replace"
+    if existing is not None and keeping and _readable(existing, ctx):
+        return "duplicate kept"
     ds = parsed.dataset
     rec = InstanceRecord(
         dataset=ds,
@@ -249,10 +254,14 @@ def _reindex(ctx: ServerContext, base: str, kinds: set[str]) -> str | None:
     return None
 
 
+def _readable(existing: Instance, ctx: ServerContext) -> bool:
+    """Are the indexed copy's objects there?"""
+    return all(ctx.storage.exists(k) for k in (existing.meta_key, existing.pixel_key) if k)
+
+
 def _newer_or_same(existing: Instance, label: Label, ctx: ServerContext) -> bool:
     """True when the indexed copy is readable and not older than the orphaned one."""
-    keys = [k for k in (existing.meta_key, existing.pixel_key) if k]
-    if not all(ctx.storage.exists(k) for k in keys):
+    if not _readable(existing, ctx):
         return False
     try:
         return existing.received_at >= datetime.fromisoformat(label.at)
