@@ -21,6 +21,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from lucent.net import status
+from server.accounts import audit
 from server.api import dicomweb_accept as media
 from server.api import dicomweb_common as common
 from server.api import dicomweb_xml
@@ -154,6 +155,7 @@ async def _stow(request: Request, study: str | None) -> Response:
     stored: list[Dataset] = []
     failed: list[Dataset] = []
     studies: set[str] = set()
+    received: dict[str, tuple[str, str, int]] = {}  # study -> (patient, pool, count)
     space = 0
     base = common.base(request)
     count = 0
@@ -201,6 +203,8 @@ async def _stow(request: Request, study: str | None) -> Response:
             assert inst is not None
             study_uid, series_uid = _location(ctx, inst)
             studies.add(study_uid)
+            patient, _pool, n = received.get(study_uid, (outcome.patient_id, pool, 0))
+            received[study_uid] = (patient, pool, n + 1)
             item.ReferencedSOPClassUID = inst.sop_class_uid
             item.ReferencedSOPInstanceUID = inst.sop_instance_uid
             # PS3.18 Table 10.5.3-3: each item's Retrieve URL is the instance's.
@@ -217,6 +221,7 @@ async def _stow(request: Request, study: str | None) -> Response:
             space += outcome.status in (status.OUT_OF_RESOURCES, status.OUT_OF_RESOURCES_QUOTA)
     if not count:
         raise HTTPException(400, "the multipart/related body has no part (check the boundary)")
+    await run_in_threadpool(_audit_received, request, ctx, received, len(failed))
     if len(studies) == 1:  # PS3.18 Table 10.5.3-2: the study's Retrieve URL
         result.RetrieveURL = f"{base}/studies/{studies.pop()}"
     result.ReferencedSOPSequence = stored
@@ -230,6 +235,45 @@ async def _stow(request: Request, study: str | None) -> Response:
     if answer_as == DICOM_XML:
         return Response(dicomweb_xml.to_xml(result), status_code=code, media_type=DICOM_XML)
     return Response(json.dumps(result.to_json_dict()), status_code=code, media_type=DICOM_JSON)
+
+
+def _audit_received(
+    request: Request, ctx: ServerContext, received: dict[str, tuple[str, str, int]], refused: int
+) -> None:
+    """PS3.15 A.5.3.4 DICOM Instances Transferred (110104, action C) per study, as for
+    C-STORE receipt (server.dimse.audit_trail): who sent them, from where, which patient and
+    study (probe 34: STOW-RS uploads went unaudited). Never fails the upload."""
+    caller = getattr(request.state, "caller", None)
+    user = caller.username if isinstance(caller, Caller) else ""
+    address = caller.address if isinstance(caller, Caller) else ""
+    entries = [
+        audit.Entry(
+            "receive",
+            audit.SUCCESS,
+            user,
+            address,
+            [{"type": "study", "id": uid}, {"type": "patient", "id": patient}],
+            f"{n} instance(s) received into pool {pool} (STOW-RS)",
+        )
+        for uid, (patient, pool, n) in received.items()
+    ]
+    if refused:
+        entries.append(
+            audit.Entry(
+                "receive",
+                audit.MINOR_FAILURE,
+                user,
+                address,
+                [],
+                f"{refused} instance(s) refused (STOW-RS)",
+            )
+        )
+    if not entries:
+        return
+    try:
+        audit.record(ctx.WriteSession, *entries)
+    except Exception:  # auditing must never fail the stored upload
+        log.exception("could not write the STOW-RS audit record(s)")
 
 
 def _target_pool(request: Request, ctx: ServerContext, study_uid: str) -> str | None:
