@@ -3,8 +3,11 @@
 FAQ: "Timestamp for automatic deletion"; issue 4: "Retention: per data pool, automatic
 deletion after a configured time; a deletion is audited and leaves no blob behind". The
 index rows go first, in one fully synced transaction that also writes a tombstone per
-archive object; then the blobs go, then the tombstones. A crash in between leaves
-unreferenced blobs with tombstones, which start-up recovery removes rather than re-indexes.
+archive object and the audit record (110105) of the deletion; then the blobs go, then the
+tombstones. A crash in between leaves unreferenced blobs with tombstones, which start-up
+recovery removes rather than re-indexes — and the deletion is audited whatever happens:
+the record was written after the objects were removed, in a transaction of its own, so a
+kill -9 in between deleted a study without a trace (probe 34).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from server.index.account_models import InstanceOwner, ShareLink
 from server.index.models import (
     ArchiveTombstone,
     Instance,
+    Patient,
     Series,
     Study,
 )
@@ -49,7 +53,7 @@ def delete_study(ctx: Any, study_uid: str, *, user: str, address: str, event: st
     retried."""
     for attempt in range(_ATTEMPTS):
         try:
-            found = _delete_rows(ctx, study_uid)
+            found = _delete_rows(ctx, study_uid, user=user, address=address, event=event)
             break
         except (IntegrityError, OperationalError, StaleDataError) as exc:
             if attempt == _ATTEMPTS - 1 or index_db.unavailable(exc) is not None:
@@ -58,28 +62,20 @@ def delete_study(ctx: Any, study_uid: str, *, user: str, address: str, event: st
             time.sleep(0.02 * (attempt + 1))
     if found is None:
         return -1
-    keys, sops, series_uids, pool = found
+    keys, sops, series_uids, _pool = found
     remove_objects(ctx, keys, series_uids)
-    audit.record(
-        ctx.WriteSession,
-        audit.Entry(
-            event,
-            audit.SUCCESS,
-            user,
-            address,
-            [{"type": "study", "id": study_uid}, {"type": "pool", "id": pool}],
-            f"{len(sops)} instance(s) deleted",
-        ),
-    )
     return len(sops)
 
 
 _ATTEMPTS = 8
 
 
-def _delete_rows(ctx: Any, study_uid: str) -> tuple[list[str], list[str], list[str], str] | None:
-    """One try of ``delete_study``'s transaction: (keys, SOP UIDs, series UIDs, pool)."""
-    with ctx.WriteSession() as db, db.begin():
+def _delete_rows(
+    ctx: Any, study_uid: str, *, user: str, address: str, event: str
+) -> tuple[list[str], list[str], list[str], str] | None:
+    """One try of ``delete_study``'s transaction: (keys, SOP UIDs, series UIDs, pool). The
+    audit record commits with the rows and tombstones (one transaction, ``audit.chained``)."""
+    with audit.chained(ctx.WriteSession) as db:
         study = db.scalars(
             select(Study)
             .where(Study.study_uid == study_uid)
@@ -104,6 +100,7 @@ def _delete_rows(ctx: Any, study_uid: str) -> tuple[list[str], list[str], list[s
         keys = [k for row in gone for k in (row.meta_key, row.pixel_key) if k]
         sops = [row.sop_instance_uid for row in gone]
         patient_pk, pool = study.patient_pk, study.pool
+        patient = db.get(Patient, patient_pk)
         for i in range(0, len(sops), 500):
             chunk = sops[i : i + 500]
             db.execute(delete(InstanceOwner).where(InstanceOwner.sop_instance_uid.in_(chunk)))
@@ -115,6 +112,15 @@ def _delete_rows(ctx: Any, study_uid: str) -> tuple[list[str], list[str], list[s
         bases = {k.split(".")[0] for k in keys}
         db.add_all(ArchiveTombstone(base=b, created_at=stamp) for b in bases)
         db.flush()
+        objects = [{"type": "study", "id": study_uid}, {"type": "pool", "id": pool}]
+        # PS3.15 A.5.3.5 DICOM Study Deleted: the Patient participant object is mandatory
+        objects.append({"type": "patient", "id": patient.patient_id if patient else ""})
+        audit.append(
+            db,
+            audit.Entry(
+                event, audit.SUCCESS, user, address, objects, f"{len(sops)} instance(s) deleted"
+            ),
+        )
         records.drop_patient_if_unused(db, patient_pk)
     return keys, sops, series_uids, pool
 

@@ -74,7 +74,13 @@ def _timestamp(at: datetime) -> str:
 
 
 def frame(
-    rec: AuditRecord, source_id: str, hostname: str, procid: str = "-", *, resent: bool = False
+    rec: AuditRecord,
+    source_id: str,
+    hostname: str,
+    procid: str = "-",
+    *,
+    resent: bool = False,
+    patients: dict[str, str] | None = None,
 ) -> bytes:
     """One record as an octet-counted (RFC 5425 4.3) RFC 5424 message. The structured data
     names the record (its id in the trail) so that a repository can drop the copies that
@@ -86,7 +92,7 @@ def frame(
         f"<{FACILITY_AUTHPRIV * 8 + severity}>1 {_timestamp(rec.at)} {hostname} "
         f"lucent {procid} {MSGID} {sd}"
     )
-    xml = ET.tostring(audit.to_xml(rec, source_id), encoding="unicode").encode("utf-8")
+    xml = ET.tostring(audit.to_xml(rec, source_id, patients), encoding="unicode").encode("utf-8")
     message = header.encode("ascii") + b" " + BOM + xml
     return str(len(message)).encode("ascii") + b" " + message
 
@@ -115,6 +121,7 @@ class AuditForwarder:
         self._window_bytes = 0
         self._resent_upto = 0  # ids up to this one are being sent again
         self._conn_settled = self.settled_id  # settled_id when this connection opened
+        self._patients: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -215,6 +222,7 @@ class AuditForwarder:
 
     # ------------------------------------------------------------------ sending
     def _pending(self) -> list[AuditRecord]:
+        """The next records, with ``_patients`` of those that do not name their patient."""
         with self._sessions() as db:
             stmt = (
                 sql_select(AuditRecord)
@@ -225,6 +233,7 @@ class AuditForwarder:
             rows = list(db.scalars(stmt))
             for r in rows:
                 db.expunge(r)
+            self._patients = audit.patients_for(db, rows)
             return rows
 
     def forward_pending(self) -> int:
@@ -251,6 +260,7 @@ class AuditForwarder:
                     self._hostname,
                     self._procid,
                     resent=rec.id <= self._resent_upto,
+                    patients=self._patients,
                 )
                 self._sock.sendall(data)
                 self._sent(rec.id, len(data))

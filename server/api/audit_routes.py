@@ -100,17 +100,24 @@ def export_audit(
 ) -> Response:
     """DICOM audit messages (PS3.15 A.5.1) as XML, for an ATNA audit record repository."""
     rows = _find(request, event_id, user, None, since, until, "", 0, limit)
-    body = audit.export_xml(rows, _ctx(request).settings.audit.source_id)
+    with _ctx(request).Session() as db:
+        patients = audit.patients_for(db, rows)
+    body = audit.export_xml(rows, _ctx(request).settings.audit.source_id, patients)
     _used(request, caller, "exported")
     return Response(body, media_type="application/xml")
 
 
 @router.get("/verify", response_model=acs.AuditVerifyOut)
 def verify_audit(request: Request, caller: Caller = Depends(get_caller)) -> acs.AuditVerifyOut:
-    """Walk the whole hash chain; the first altered, inserted or removed record is named."""
-    with _ctx(request).Session() as db:
+    """Walk the whole hash chain; the first altered, inserted or removed record is named.
+    The head anchor (outside the database) is read first, so records appended meanwhile
+    are simply newer than it; removed newest records and a recomputed chain are reported."""
+    ctx = _ctx(request)
+    anchor = audit.anchor_for(ctx.WriteSession)
+    head = anchor.read() if anchor is not None else None
+    with ctx.Session() as db:
         rows = list(db.scalars(select(AuditRecord).order_by(AuditRecord.id)))
-        broken = audit.verify(rows)
+        broken = audit.verify(rows, anchor, head)
     _used(request, caller, "verified")
     return acs.AuditVerifyOut(
         intact=broken is None,
