@@ -31,7 +31,7 @@ from server.index.account_models import (
     Quota,
     UserGroup,
 )
-from server.index.models import User
+from server.index.models import Series, Study, User
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
@@ -706,17 +706,34 @@ def list_quotas(request: Request) -> list[acs.QuotaOut]:
         return [_quota_out(db, q) for q in db.scalars(select(Quota).order_by(Quota.id))]
 
 
+async def _raw_json(request: Request) -> Any:
+    """The body as sent (Starlette caches it): the model has already coerced ``true`` to 1."""
+    try:
+        return await request.json()
+    except ValueError:
+        return None
+
+
 @router.put("/quotas", response_model=list[acs.QuotaOut])
 def put_quota(
-    body: acs.QuotaIn, request: Request, caller: Caller = Depends(get_caller)
+    body: acs.QuotaIn,
+    request: Request,
+    caller: Caller = Depends(get_caller),
+    raw: Any = Depends(_raw_json),
 ) -> list[acs.QuotaOut]:
     """Set (or with ``limit_mb: null`` remove) the quota of a user, group or pool (FAQ)."""
     ctx = ctx_of(request)
     if body.kind not in ("user", "group", "pool"):
         raise HTTPException(422, "kind must be user, group or pool")
+    if isinstance(raw, dict) and isinstance(raw.get("limit_mb"), bool):
+        # true was stored as a 1 MB quota (probe 34)
+        raise HTTPException(422, "limit_mb must be a number of MB or null, not true/false")
     if body.limit_mb is not None and not (0 <= body.limit_mb <= MAX_QUOTA_MB):
         # 1e300 overflowed int() into a 500; a negative limit was stored (probe 7)
         raise HTTPException(422, f"limit_mb must be between 0 and {MAX_QUOTA_MB:g}")
+    if body.limit_mb and int(body.limit_mb * 2**20) < 1:
+        # 1e-9 was stored as a 0-byte quota, which refuses everything (probe 34)
+        raise HTTPException(422, "limit_mb must be 0 or at least one byte (1/1048576 MB)")
     subject = users.normalise(body.subject) if body.kind == "user" else body.subject
     with ctx.WriteSession() as db, db.begin():
         if body.limit_mb is not None and not _quota_subject_exists(ctx, db, body.kind, subject):
@@ -775,7 +792,14 @@ def list_hidden(request: Request, caller: Caller = Depends(get_caller)) -> list[
 def hide(body: acs.HiddenIn, request: Request, caller: Caller = Depends(get_caller)) -> None:
     if body.level not in ("study", "series"):
         raise HTTPException(422, "level must be study or series")
+    if not body.uid.strip():
+        raise HTTPException(422, "uid must name a study or series")
+    model = Study if body.level == "study" else Series
+    column = Study.study_uid if body.level == "study" else Series.series_uid
     with ctx_of(request).WriteSession() as db, db.begin():
+        # an empty or unknown UID was stored and listed as hidden (probe 34)
+        if db.scalars(select(model.id).where(column == body.uid)).first() is None:
+            raise HTTPException(404, f"no {body.level} {body.uid} to hide")
         exists = db.scalars(
             select(HiddenItem).where(
                 HiddenItem.user_pk == caller.user_id,
@@ -815,5 +839,13 @@ def delete_study(study_uid: str, request: Request, caller: Caller = Depends(get_
 
 
 @router.post("/retention/run", response_model=acs.RetentionOut)
-def run_retention(request: Request) -> acs.RetentionOut:
-    return acs.RetentionOut(deleted_studies=retention_mod.sweep(ctx_of(request)))
+def run_retention(request: Request, caller: Caller = Depends(get_caller)) -> acs.RetentionOut:
+    """Run the retention sweep now; who started it is audited (each deletion is too, as
+    user "retention"), probe 34: a manual run left no trace of who ran it."""
+    ctx = ctx_of(request)
+    audit_caller(ctx, "service-start", caller, [], "retention sweep started by hand")
+    deleted = retention_mod.sweep(ctx)
+    audit_caller(
+        ctx, "service-stop", caller, [], f"retention sweep: {len(deleted)} study(ies) deleted"
+    )
+    return acs.RetentionOut(deleted_studies=deleted)
