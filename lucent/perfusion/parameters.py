@@ -31,6 +31,7 @@ def recorded(config: PerfusionConfig, oi_threshold: float | None) -> dict[str, A
         "threshold_tmax_severe": config.threshold_tmax_severe,
         "min_island_ml": config.min_island_ml,
         "reference": config.reference,
+        "ct_core_cbf": config.ct_core_cbf,
         "motion_correction": config.motion_correction,
         "defuse3": {
             "core_max_ml": config.defuse3_core_max_ml,

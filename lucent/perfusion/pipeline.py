@@ -742,10 +742,11 @@ def _run(
         if modality == "MR" and adc is None:
             # RAPID-class MR reads the core on DWI (ADC <= 620, issue 6); a DSC rCBF core
             # at clinical SNR is fragile (independent phantom, SNR 30: 4.4 vs 16.6 mL).
+            why = "the DWI given was not used, see dwi_not_used" if dwi else "no DWI given"
             flags.append(
                 {
                     "code": "core_without_dwi",
-                    "reason": "MR core from rCBF (no DWI given): an estimate; give the "
+                    "reason": f"MR core from rCBF ({why}): an estimate; give the "
                     "DWI/ADC series for the reference MR core (ADC <= "
                     f"{config.threshold_adc:g} x10^-6 mm²/s)",
                 }

@@ -223,3 +223,22 @@ def test_adc_values_in_other_units_or_without_free_water_are_refused() -> None:
     assert adc_problem(header, good) is None
     assert "10^-6" in (adc_problem(header, good / 1000) or "")  # stored in 10^-3 mm²/s
     assert "free water" in (adc_problem(header, tissue) or "")  # CSF dark: not an ADC map
+
+
+def test_an_mr_core_without_a_usable_dwi_does_not_say_none_was_given(tmp_path: Path) -> None:
+    """Outside probe 35: with a DWI given but refused (another patient), core_without_dwi
+    said "no DWI given"; the reader must learn that the one given was not used."""
+    ph = P.generate(P.PhantomSpec(modality="MR", n_slices=4, n_times=30), tmp_path / "mrp")
+    adc = P.write_adc(ph, tmp_path / "adc")
+    for path in adc:
+        ds = pydicom.dcmread(path)
+        ds.PatientID, ds.PatientName = "SOMEONE-ELSE", "Else^Someone"
+        ds.save_as(path)
+    argv = ["analyse", str(tmp_path / "mrp"), "--out", str(tmp_path / "out"), "--quiet"]
+    rc = main([*argv, "--no-dicom", "--no-motion-correction", "--dwi", str(tmp_path / "adc")])
+    assert rc == 0
+    doc = json.loads((tmp_path / "out" / "result.json").read_text())
+    flags = {f["code"]: f["reason"] for f in doc["qc"]["flags"]}
+    assert "dwi_not_used" in flags
+    assert "not used" in flags["core_without_dwi"]
+    assert "no DWI given" not in flags["core_without_dwi"]

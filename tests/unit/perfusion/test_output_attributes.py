@@ -124,6 +124,7 @@ def test_method_and_thresholds_are_recorded_everywhere(
     assert p["method"] == "tikhonov" and p["threshold_tmax"] == 7.0  # type: ignore[index]
     assert p["threshold_core"] == 0.3 and p["min_island_ml"] == 0.5  # type: ignore[index]
     assert p["threshold_adc"] == 620.0 and p["threshold_tmax_severe"] == 10.0  # type: ignore[index]
+    assert p["ct_core_cbf"] == "model"  # type: ignore[index]  # README: --config switches it
     files = [d for _, d in _files(outputs)]
     sc = [d for d in files if d.SOPClassUID == SC]
     assert all("Tikhonov" in d.DerivationDescription for d in sc)
