@@ -350,8 +350,9 @@ class ObjectStream:
     """A reserved object written piece by piece as its bytes arrive, then flushed on a writer
     thread. Disk writeback of each piece starts at once (Linux ``sync_file_range``), so the
     final fdatasync only waits for the tail and the journal: 0.5 MB written then flushed
-    took ~0.7 ms here, a 6 KB tail ~0.25 ms. Crash safety is the reserved object's: a partly
-    written object fails authentication and recovery removes it."""
+    took ~0.7 ms here, a 6 KB tail ~0.25 ms. Crash safety is the reserved object's: the
+    caller writes the instance's metadata object only after the pixel object is whole and
+    the instance valid, and recovery removes a pixel object that has none."""
 
     def __init__(self, storage: FileSystemStorage, key: str) -> None:
         self._storage = storage
