@@ -28,6 +28,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from lucent.dicom import instance as dicom_instance
 from lucent.net import status
+from server.accounts import audit
 from server.accounts.quotas import QuotaGuard
 from server.archive import crypto, recovery
 from server.archive.incoming import IncomingObjects
@@ -119,6 +120,8 @@ class ServerContext:
         self._check_key_location()
         # accounts: quota per user/group/pool, admission shared by all processes (issue 4)
         self.quotas = QuotaGuard(self.WriteSession, self.Session, settings.data_dir)
+        # the audit trail's key and head anchor, outside the database (every process)
+        audit.configure(self.WriteSession, settings.data_dir)
 
     def _check_key_location(self) -> None:
         archive = self.settings.archive_dir.resolve()

@@ -25,7 +25,6 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from server.accounts import audit
 from server.index.account_models import GroupMember, InstanceOwner, Quota, UserGroup
 from server.index.models import Instance, User
 
@@ -89,10 +88,6 @@ class QuotaGuard:
     ) -> None:
         self._sessions = session_factory
         self._reader = reader or session_factory
-        if data_dir is not None:
-            # the audit trail's key and head anchor live in the same data folder; this is
-            # the one object every process of a server makes for it (ServerContext)
-            audit.configure(session_factory, data_dir)
         self._ledger = _Ledger(data_dir / "quota-reservations.sqlite3") if data_dir else None
         self._marker = data_dir / "quotas.changed" if data_dir else None
         self._lock = threading.Lock()  # only without a data folder: one process, threads
