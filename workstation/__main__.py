@@ -5,6 +5,20 @@ from __future__ import annotations
 import os
 import sys
 
+HELP = """usage: lucent-workstation
+
+Opens the Lucent reading workstation: log in to the server, browse studies, read images.
+
+When nothing answers at the server address of this machine (default http://127.0.0.1:8750),
+the workstation starts the bundled server (`lucent-server run --first-run-admin`) and stops
+it again when the workstation exits. On a machine without any account the server creates
+the administrator 'admin'; the login dialog shows its password once and asks for your own.
+A server that must keep receiving images while no workstation runs is run as a service
+(or with `lucent-server run`); the workstation then uses it and leaves it running.
+
+Settings (QSettings "Lucent"/"Workstation"): server (the address), server_config (the
+config file of a server the workstation starts; default: the server's own default)."""
+
 
 def display_problem(env: dict[str, str] | None = None, platform: str = sys.platform) -> str | None:
     """Why Qt cannot open a window here, or None. Without a display Qt aborted the process
@@ -34,8 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     """Open the workstation; the GUI stack is imported here so `--help` works without Qt."""
     args = list(sys.argv if argv is None else [sys.argv[0], *argv])
     if "--help" in args or "-h" in args:
-        print("usage: lucent-workstation\n\nOpens the Lucent reading workstation: log in to the "
-              "local server (started if none runs), browse studies, read images.")  # fmt: skip
+        print(HELP)
         return 0
     problem = display_problem()
     if problem:

@@ -1,15 +1,39 @@
-"""Start-up: find (or start) the local server, log in, open the main window."""
+"""Start-up: find (or start) the local server, log in, open the main window.
+
+A server the workstation starts itself lives as long as the workstation: it is stopped when
+the workstation exits (closed, cancelled login, Ctrl+C; on Linux also when the workstation is
+killed). A server that should keep receiving images while nobody reads (modalities sending at
+night) is run as a service or with ``lucent-server run``; the workstation then finds it
+answering and leaves it alone.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from typing import IO
 
 import httpx
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
+
+#: The lines ``lucent-server run --first-run-admin`` prints once when no account exists
+#: (server.cli.cmd_run): "Created the first administrator ...", "  user: NAME",
+#: "  password: SECRET".
+_CREATED = "Created the first administrator"
+_USER = re.compile(r"^\s*user:\s*(\S+)\s*$")
+_PASSWORD = re.compile(r"^\s*password:\s*(\S+)\s*$")
+#: The banner's first line (server.cli.banner): everything before it has been printed.
+_RUNNING = "Lucent server running"
+#: Seconds to wait for a bundled server's API: the first start creates and migrates the index.
+START_TIMEOUT = 90.0
 
 
 def server_up(url: str) -> bool:
@@ -19,29 +43,164 @@ def server_up(url: str) -> bool:
         return False
 
 
-def ensure_server(url: str) -> subprocess.Popen[bytes] | None:
-    """Start the bundled `lucent-server run` when nothing answers on the local URL."""
-    if server_up(url) or not url.startswith(("http://127.0.0.1", "http://localhost")):
+def _is_local(url: str) -> bool:
+    return url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]"))
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """Linux: the started server gets SIGTERM when the workstation dies (even by SIGKILL),
+    so a crashed workstation leaves no server behind (PR_SET_PDEATHSIG). libc is looked up
+    here, in the parent: the function runs in the child between fork and exec."""
+    if not sys.platform.startswith("linux"):
         return None
+    try:
+        import ctypes
+        import signal
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_signal() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return set_signal
+
+
+class BundledServer:
+    """A ``lucent-server run --first-run-admin`` the workstation started, with what it said.
+
+    Its output (stdout and stderr) is read on a thread: the one-time administrator password
+    is kept in ``first_admin`` and never in ``tail``, the last lines kept to say why a
+    server that stopped could not start."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.first_admin: tuple[str, str] | None = None
+        self.tail: deque[str] = deque(maxlen=20)
+        self.banner_seen = threading.Event()
+        self.silent_at = ""  # the URL, when the server runs but did not answer there
+        self._reader = threading.Thread(
+            target=self._read, args=(proc.stdout,), daemon=True, name="bundled-server-output"
+        )
+        self._reader.start()
+
+    def _read(self, stream: IO[str] | None) -> None:
+        if stream is None:
+            return
+        user = ""
+        created = False
+        with contextlib.suppress(OSError, ValueError):
+            for line in stream:
+                line = line.rstrip("\r\n")
+                if _CREATED in line:
+                    created = True
+                elif created and (m := _USER.match(line)):
+                    user = m.group(1)
+                elif created and user and (m := _PASSWORD.match(line)):
+                    self.first_admin = (user, m.group(1))
+                    created = False
+                    continue  # never kept in the tail
+                if line.startswith(_RUNNING):
+                    self.banner_seen.set()
+                if line.strip():
+                    self.tail.append(line)
+        self.banner_seen.set()  # the server's output ended: nothing more will come
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def problem(self) -> str:
+        """Why the server is not serving ("" when it serves)."""
+        if self.running():
+            if self.silent_at:
+                return (
+                    f"The local server started but did not answer at {self.silent_at}: check "
+                    "that the workstation's server address matches the server's [api] port."
+                )
+            return ""
+        self._reader.join(timeout=2)
+        said = "\n".join(list(self.tail)[-5:])
+        return f"The local server could not start (exit status {self.proc.returncode})" + (
+            f":\n{said}" if said else "."
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (the server stops its DICOM workers and records Application Stop), then
+        SIGKILL if it has not ended within ``timeout`` seconds."""
+        if self.running():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def server_command(config: str | None = None) -> list[str]:
+    """``lucent-server run --first-run-admin``: on a fresh machine no account exists, and the
+    server then creates the administrator 'admin' with a random password it prints once (the
+    workstation shows it at login). With an account in the index it creates nothing."""
     exe = shutil.which("lucent-server")
-    cmd = [exe, "run"] if exe else [sys.executable, "-m", "server", "run"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
+    cmd = [exe] if exe else [sys.executable, "-m", "server"]
+    cmd += ["run", "--first-run-admin"]
+    if config:
+        cmd += ["--config", config]
+    return cmd
+
+
+def ensure_server(
+    url: str, config: str | None = None, timeout: float = START_TIMEOUT
+) -> BundledServer | None:
+    """Start the bundled server when nothing answers on a local URL; None when a server
+    answers already (a service: left alone) or the URL is not on this machine."""
+    if not _is_local(url) or server_up(url):
+        return None
+    proc = subprocess.Popen(
+        server_command(config),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        preexec_fn=_parent_death_signal(),  # noqa: PLW1509 (before any Qt thread)
+    )
+    bundled = BundledServer(proc)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and bundled.running():
         if server_up(url):
-            return proc
-        time.sleep(0.5)
-    return proc
+            bundled.banner_seen.wait(5)  # the password line comes before the banner
+            return bundled
+        time.sleep(0.3)
+    if bundled.running():
+        bundled.silent_at = url
+    return bundled
 
 
 def run(argv: list[str]) -> int:
+    settings = QSettings("Lucent", "Workstation")
+    url = str(settings.value("server", "http://127.0.0.1:8750"))
+    # before QApplication: no Qt thread exists yet while the server process is forked
+    bundled = ensure_server(url, config=str(settings.value("server_config", "")) or None)
+    try:
+        return _run(argv, settings, bundled)
+    finally:
+        if bundled is not None:
+            bundled.stop()
+
+
+def _run(argv: list[str], settings: QSettings, bundled: BundledServer | None) -> int:
     from workstation.qt.login import LoginDialog
     from workstation.qt.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(argv)
-    settings = QSettings("Lucent", "Workstation")
-    ensure_server(str(settings.value("server", "http://127.0.0.1:8750")))
-    dialog = LoginDialog(settings)
+    message = bundled.problem() if bundled is not None else ""
+    first_admin = bundled.first_admin if bundled is not None else None
+    dialog = LoginDialog(settings, message=message, first_admin=first_admin)
     if dialog.exec() != LoginDialog.DialogCode.Accepted or dialog.client is None:
         return 1
     client = dialog.client

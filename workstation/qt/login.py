@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -16,7 +16,15 @@ from lucent.api.client import ApiError, LucentClient
 
 
 class LoginDialog(QDialog):
-    def __init__(self, settings: QSettings, message: str = "") -> None:
+    def __init__(
+        self,
+        settings: QSettings,
+        message: str = "",
+        first_admin: tuple[str, str] | None = None,
+    ) -> None:
+        """``first_admin``: the user name and password of the administrator the bundled
+        server just created on a machine without any account (``run --first-run-admin``
+        prints them once): shown here, once, and replaced by the user's own password."""
         super().__init__()
         self.setWindowTitle("Lucent — log in")
         self.setMinimumWidth(420)  # the server address and user name fit, not cut
@@ -33,6 +41,11 @@ class LoginDialog(QDialog):
         self.error = QLabel(message)
         self.error.setStyleSheet("color: #c00;")
         self.error.setWordWrap(True)
+        self.notice = QLabel()
+        self.notice.setWordWrap(True)
+        self.notice.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.notice.setVisible(False)
+        self._first_admin = first_admin
         form = QFormLayout()
         form.addRow("Server", self.server)
         form.addRow("User", self.user)
@@ -48,10 +61,29 @@ class LoginDialog(QDialog):
         buttons.accepted.connect(self.try_login)
         buttons.rejected.connect(self.reject)
         lay = QVBoxLayout(self)
+        lay.addWidget(self.notice)
         lay.addLayout(form)
         lay.addWidget(self.error)
         lay.addWidget(buttons)
         (self.password if self.user.text() else self.user).setFocus()
+        if first_admin is not None:
+            self._offer_first_admin(*first_admin)
+
+    def _offer_first_admin(self, name: str, password: str) -> None:
+        """A fresh machine: without this the user only ever saw "wrong user name or
+        password" (outside probe 35)."""
+        self.user.setText(name)
+        self.password.setText(password)
+        self.notice.setText(
+            "No account existed yet, so the server created the first administrator "
+            f"(shown only now):\n\n    user:      {name}\n    password:  {password}\n\n"
+            "Choose your own password for it below. Should this password get lost, an "
+            "administrator can be created on the server machine with\n"
+            "    lucent-server create-admin --username NAME --password-stdin"
+        )
+        self.notice.setVisible(True)
+        self._show_new_password(True)
+        self.new_password.setFocus()
 
     def _show_new_password(self, shown: bool) -> None:
         for field in (self.new_password, self.repeat):
@@ -73,6 +105,10 @@ class LoginDialog(QDialog):
             return
         except Exception as exc:
             self.error.setText(f"Server not reachable: {exc}")
+            return
+        if self._first_admin is not None:  # the new password is typed already
+            self._pending = client
+            self._set_own_password(client)
             return
         if result.password_change_required:
             self._pending = client
