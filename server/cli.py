@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         check_ports_free(settings)  # before the index is created or migrated
     except OSError as exc:
         lock.close()
-        print(f"lucent-server: {exc}", file=sys.stderr)
+        print(f"lucent-server: {_ports_advice(exc, cfg_path)}", file=sys.stderr)
         return 2
     # SIGTERM (service stop) ends the server cleanly at any moment from here: a SIGTERM
     # during create_app, right after the banner, gave a traceback and exit 130 (probe 16)
@@ -94,7 +94,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         ctx = ServerContext(settings, migrate=True)  # StartupError: why, and what to check
         ctx.preflight()
         ctx.recover()  # re-index what a crash left unindexed, remove deleted/half-written
-        check_ports_free(settings)  # again: recovery can take a while
+        try:
+            check_ports_free(settings)  # again: recovery can take a while
+        except OSError as exc:
+            print(f"lucent-server: {_ports_advice(exc, cfg_path)}", file=sys.stderr)
+            return 2
         if args.first_run_admin:
             with ctx.WriteSession() as db, db.begin():
                 created = users.count_users(db) == 0
@@ -162,6 +166,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ports_advice(exc: OSError, cfg_path: Path) -> str:
+    """A port in use, with the file to edit: "[api]: port 8750 is in use" left the admin to
+    find which config file this server read (outside probe 35)."""
+    if "in use" not in str(exc):
+        return str(exc)
+    return (
+        f"{exc}: stop the program that holds it (another lucent-server?) or choose another "
+        f"port in {cfg_path} (the pool's [[pools]] port, or [api] port)"
+    )
+
+
+def machine_name() -> str:
+    """What other machines call this one. getfqdn() is "localhost" where /etc/hosts maps
+    the host name to 127.0.0.1 only ("AE LUCENT on all addresses of localhost", outside
+    probe 35): the host name is the better word then."""
+    fqdn = socket.getfqdn()
+    if fqdn and fqdn != "localhost" and not fqdn.startswith("localhost."):
+        return fqdn
+    return socket.gethostname() or fqdn or "this machine"
+
+
+def primary_address() -> str | None:
+    """The address of the interface with the default route, or None. A UDP connect to a
+    documentation address (RFC 5737) only picks the route: no packet is sent."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            address = str(probe.getsockname()[0])
+    except OSError:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return None if ip.is_loopback or ip.is_unspecified else address
+
+
 def _is_wildcard(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_unspecified
@@ -178,14 +219,18 @@ def banner(settings: config_mod.Settings, cfg_path: Path) -> list[str]:
     scheme = "https" if settings.api.tls_cert else "http"
     host = settings.api.bind_address
     everywhere = _is_wildcard(host)
+    name = machine_name()
+    address = primary_address() if everywhere or _is_wildcard(settings.dimse.bind_address) else None
     if everywhere:
-        host = socket.getfqdn() or socket.gethostname()
+        host = name
     host = f"[{host}]" if ":" in host else host  # an IPv6 address in a URL (RFC 3986)
     api = f"{scheme}://{host}:{settings.api.port}"
-    reach = " (listening on all addresses)" if everywhere else ""
+    reach = ""
+    if everywhere:
+        reach = f" (listening on all addresses{f', e.g. {address}' if address else ''})"
     dimse = settings.dimse.bind_address
     if _is_wildcard(dimse):
-        where = f"all addresses of {socket.getfqdn() or socket.gethostname()}"
+        where = f"all addresses of {name}{f' (e.g. {address})' if address else ''}"
         only = ""
     else:
         where = dimse
