@@ -10,16 +10,13 @@ Each check runs N request pairs released together by a barrier through the real 
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support.lucent import ADMIN_PASSWORD, ADMIN_USER, LucentServer
-from tests.support.postgres import TemporaryPostgres, postgres_available
+from tests.support.lucent import LucentServer
+from tests.support.postgres_races import admin_session, pair, postgres_server
 
 pytestmark = pytest.mark.postgres
 
@@ -29,65 +26,16 @@ PASSWORD = "Xx-very-long-pass-1234"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LucentServer]:
-    if not postgres_available():
-        pytest.fail("PostgreSQL is not installed: run scripts/setup.sh")
-    with TemporaryPostgres() as url:
-        workdir: Path = tmp_path_factory.mktemp("race-pg")
-        srv = LucentServer(workdir, settings={"index": {"database_url": url}})
-        srv.start()
-        try:
-            yield srv
-        finally:
-            srv.stop()
-
-
-def _session(srv: LucentServer) -> httpx.Client:
-    r = httpx.post(
-        f"{srv.api_url}/api/v1/auth/login",
-        json={"username": ADMIN_USER, "password": ADMIN_PASSWORD},
-        timeout=30,
-    )
-    assert r.status_code == 200, r.text
-    return httpx.Client(
-        base_url=srv.api_url,
-        headers={"Authorization": f"Bearer {r.json()['token']}"},
-        timeout=60,
-    )
+    with postgres_server(tmp_path_factory.mktemp("race-pg")) as (_, srv):
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def admins(server: LucentServer) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    a, b = _session(server), _session(server)
+    a, b = admin_session(server), admin_session(server)
     yield a, b
     a.close()
     b.close()
-
-
-def _pair(
-    fa: Callable[[], httpx.Response], fb: Callable[[], httpx.Response]
-) -> tuple[httpx.Response, httpx.Response]:
-    """Run both requests at once (released together by a barrier)."""
-    barrier = threading.Barrier(2)
-    out: list[Any] = [None, None]
-
-    def run(i: int, f: Callable[[], httpx.Response]) -> None:
-        barrier.wait()
-        try:
-            out[i] = f()
-        except Exception as exc:  # reported by the assertion below
-            out[i] = exc
-
-    threads = [
-        threading.Thread(target=run, args=(0, fa)),
-        threading.Thread(target=run, args=(1, fb)),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for r in out:
-        assert isinstance(r, httpx.Response), repr(r)
-    return out[0], out[1]
 
 
 def _codes(*responses: httpx.Response) -> list[int]:
@@ -121,7 +69,7 @@ def test_concurrent_node_edits_keep_one_edit_whole(
     for rnd in range(3 * ROUNDS):  # a narrow window: the rows must be read at the same time
         # from a third state, each edit changes a different set of columns
         assert c1.put(url, json=base).status_code == 200
-        a, b = _pair(lambda: c1.put(url, json=edit_a), lambda: c2.put(url, json=edit_b))
+        a, b = pair(lambda: c1.put(url, json=edit_a), lambda: c2.put(url, json=edit_b))
         _no_5xx(a, b)
         assert _codes(a, b) == [200, 200], (a.text, b.text)
         n = next(x for x in c1.get("/api/v1/nodes").json() if x["id"] == node.json()["id"])
@@ -152,7 +100,7 @@ def test_concurrent_grant_puts_last_write_wins(
     unions = []
     for rnd in range(ROUNDS):
         for kind, (put_url, get_url) in targets.items():
-            a, b = _pair(
+            a, b = pair(
                 lambda u=put_url: c1.put(u, json=GRANTS_A),
                 lambda u=put_url: c2.put(u, json=GRANTS_B),
             )
@@ -181,7 +129,7 @@ def test_concurrent_creates_answer_201_and_409(
             ("node", "/api/v1/nodes", node),
             ("group", "/api/v1/groups", group),
         ):
-            a, b = _pair(
+            a, b = pair(
                 lambda p=path, x=body: c1.post(p, json=x), lambda p=path, x=body: c2.post(p, json=x)
             )
             if _codes(a, b) != [201, 409]:
@@ -209,7 +157,7 @@ def test_concurrent_member_and_quota_puts_answer_200(
     members_b = ["race-member-1", "race-member-2"]
     bad = []
     for rnd in range(ROUNDS):
-        a, b = _pair(
+        a, b = pair(
             lambda: c1.put("/api/v1/groups/race-members/members", json=members_a),
             lambda: c2.put("/api/v1/groups/race-members/members", json=members_b),
         )
@@ -225,7 +173,7 @@ def test_concurrent_member_and_quota_puts_answer_200(
         assert gone.status_code == 200, gone.text
         qa = {"kind": "user", "subject": subject, "limit_mb": 100 + rnd}
         qb = dict(qa, limit_mb=200 + rnd)
-        a, b = _pair(
+        a, b = pair(
             lambda q=qa: c1.put("/api/v1/quotas", json=q),  # type: ignore[misc]
             lambda q=qb: c2.put("/api/v1/quotas", json=q),  # type: ignore[misc]
         )

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from server.index import db
-from tests.integration.s13_pg import connect
 from tests.support.peers import free_port
 from tests.support.postgres import TemporaryPostgres, postgres_available
+from tests.support.postgres_races import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,8 +20,8 @@ from pydicom.uid import generate_uid
 
 from tests.data import samples
 from tests.integration.dicom_io import storescu
-from tests.integration.s13_pg import admin_session, connect, postgres_server
 from tests.support.lucent import LucentServer
+from tests.support.postgres_races import admin_session, connect, postgres_server
 
 pytestmark = pytest.mark.postgres
 

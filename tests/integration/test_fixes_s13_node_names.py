@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from server.index import db
 from server.index.models import RemoteNode
-from tests.integration.s13_pg import admin_session, pair, postgres_server
 from tests.support.lucent import LucentServer
+from tests.support.postgres_races import admin_session, pair, postgres_server
 
 ROUNDS = 12
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.integration.s13_pg import admin_session, pair, postgres_server
+from tests.support.postgres_races import admin_session, pair, postgres_server
 
 pytestmark = pytest.mark.postgres
 

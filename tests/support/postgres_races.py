@@ -1,6 +1,5 @@
-"""Helpers of the outside-probe-31 fix tests on a real PostgreSQL index: a server on its own
-cluster, admin sessions, two requests released together, a raw connection beside the
-server's."""
+"""Race tests on a real PostgreSQL index: a server on its own cluster, admin sessions, two
+requests released together, a raw connection beside the server's."""
 
 from __future__ import annotations
 
