@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -218,13 +219,78 @@ def _accepted(assoc: Association | None) -> dict[str, set[str]]:
 class _SubAssociation:
     """Catches the C-MOVE sub-association pynetdicom opens after our first yields, so the
     sub-operations know what the destination accepted (EVT_ACCEPTED fires before
-    ``AE.associate`` returns)."""
+    ``AE.associate`` returns), and why it failed when it does (``_guard_sub_associations``).
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, destination: str = "", address: str = "") -> None:
         self.assoc: Association | None = None
+        self.destination = destination
+        self.address = address
+        self.connected = False
 
     def on_accepted(self, event: Event) -> None:
         self.assoc = event.assoc
+
+    def on_connected(self, event: Event) -> None:
+        self.connected = True
+
+    def failure(self, assoc: Association) -> refusal.Refused:
+        """A702 for a known destination we could not associate with (PS3.4 C.4.2.1.5:
+        "Refused: Out of resources - Unable to perform sub-operations", as DCMTK dcmqrscp
+        answers), with the destination and the reason in the Error Comment. pynetdicom
+        answered A801 "Move Destination unknown", which sent clinic IT looking for a
+        misspelt AE title when the PACS was merely down."""
+        where = f"{self.destination} at {self.address}"
+        if assoc.is_rejected:
+            reason = getattr(assoc.acceptor.primitive, "reason_str", "") or "no reason given"
+            comment = f"{self.destination} rejected the association: {reason}"
+        elif self.connected:
+            comment = f"{where} aborted the association"
+        else:
+            comment = f"{where} unreachable: no connection"
+        # the Error Comment holds 64 characters: the AE title first, the rest in the log
+        log.warning("C-MOVE refused (0xA702): %s (move destination %s)", comment, where)
+        return refusal.Refused(status.QR_OUT_OF_RESOURCES_SUBOPS, comment)
+
+
+_guarded: set[int] = set()
+_guard_lock = threading.Lock()
+
+
+def _guard_sub_associations(ae: Any) -> None:
+    """Make ``ae.associate`` raise ``refusal.Refused`` when a C-MOVE sub-association fails.
+
+    pynetdicom opens the sub-association itself, after our first yield, and hard-codes A801
+    when it fails; it does so inside its ``attempt`` guard, which ``server.dimse.refusal``
+    teaches to answer a ``Refused`` with its own status and comment. Only associations that
+    carry a ``_SubAssociation`` handler are touched; a successful one costs one look-up.
+    """
+    with _guard_lock:
+        if id(ae) in _guarded:
+            return
+        original = ae.associate
+
+        def associate(addr: str, port: int, *args: Any, **kwargs: Any) -> Association:
+            assoc = original(addr, port, *args, **kwargs)
+            if assoc.is_established:
+                return assoc
+            sub = next(
+                (
+                    h.__self__
+                    for _, h, *_ in kwargs.get("evt_handlers") or []
+                    if isinstance(getattr(h, "__self__", None), _SubAssociation)
+                ),
+                None,
+            )
+            if sub is None:
+                return assoc
+            sock = assoc.dul.socket
+            if sock is not None:  # what pynetdicom does after a failed sub-association
+                sock.close()
+            raise sub.failure(assoc)
+
+        ae.associate = associate
+        _guarded.add(id(ae))
 
 
 #: A transfer syntax no peer can have accepted (under our own UID root): a data set that
@@ -321,11 +387,15 @@ def handle_move(event: Event, ctx: ServerContext, pool: PoolSection) -> Iterator
     found, error = _selected(event, ctx, pool)
     if error is not None or found is None:
         raise _refused(error if error is not None else _status(status.QR_UNABLE_TO_PROCESS, ""))
-    peer = _SubAssociation()
     host = unbracketed(node.host)  # a node stored as "[::1]" before hosts were normalised
+    peer = _SubAssociation(dest, f"{node.host}:{node.port}")
+    _guard_sub_associations(event.assoc.ae)
     options: dict[str, Any] = {
         "contexts": _contexts(found) or None,
-        "evt_handlers": [(evt.EVT_ACCEPTED, peer.on_accepted)],
+        "evt_handlers": [
+            (evt.EVT_ACCEPTED, peer.on_accepted),
+            (evt.EVT_CONN_OPEN, peer.on_connected),
+        ],
     }
     if node.tls:
         # the node's TLS setting holds for our C-MOVE sub-operations too: they went out in
