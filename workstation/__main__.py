@@ -16,6 +16,12 @@ the administrator 'admin'; the login dialog shows its password once and asks for
 A server that must keep receiving images while no workstation runs is run as a service
 (or with `lucent-server run`); the workstation then uses it and leaves it running.
 
+The output of a server the workstation starts goes to workstation-server.log in the user's
+log folder (Linux: ~/.local/state/lucent/log; the run before: .log.1); the message shown
+when that server stops names the file. The one-time administrator password is never
+written there. On a server started separately with --first-run-admin, that password is in
+the server's own output (its terminal or service log).
+
 Settings (QSettings "Lucent"/"Workstation"): server (the address), server_config (the
 config file of a server the workstation starts; default: the server's own default)."""
 

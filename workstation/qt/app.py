@@ -18,11 +18,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import IO
+from datetime import datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 import httpx
-from PySide6.QtCore import QSettings
+import platformdirs
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication
+
+if TYPE_CHECKING:
+    from workstation.qt.main_window import MainWindow
 
 #: The lines ``lucent-server run --first-run-admin`` prints once when no account exists
 #: (server.cli.cmd_run): "Created the first administrator ...", "  user: NAME",
@@ -34,6 +40,27 @@ _PASSWORD = re.compile(r"^\s*password:\s*(\S+)\s*$")
 _RUNNING = "Lucent server running"
 #: Seconds to wait for a bundled server's API: the first start creates and migrates the index.
 START_TIMEOUT = 90.0
+#: The bundled server's output, in the user's log folder (the one before it: ``.1``).
+LOG_NAME = "workstation-server.log"
+
+
+def log_dir() -> Path:
+    """The user's log folder for Lucent (platformdirs: ~/.local/state/lucent/log on Linux,
+    %LOCALAPPDATA%\\lucent\\Logs on Windows, ~/Library/Logs/lucent on macOS)."""
+    return Path(platformdirs.user_log_dir("lucent", appauthor=False))
+
+
+def _open_log(folder: Path) -> tuple[Path, IO[str] | None]:
+    """A fresh log file for this server run; the previous run's is kept as ``.1``. None when
+    the folder cannot be written (the server still starts: the tail is kept in memory)."""
+    path = folder / LOG_NAME
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.replace(path.with_name(LOG_NAME + ".1"))
+        return path, path.open("w", encoding="utf-8")
+    except OSError:
+        return path, None
 
 
 def server_up(url: str) -> bool:
@@ -70,16 +97,25 @@ def _parent_death_signal() -> Callable[[], None] | None:
 class BundledServer:
     """A ``lucent-server run --first-run-admin`` the workstation started, with what it said.
 
-    Its output (stdout and stderr) is read on a thread: the one-time administrator password
-    is kept in ``first_admin`` and never in ``tail``, the last lines kept to say why a
-    server that stopped could not start."""
+    Its output (stdout and stderr) is read on a thread for as long as it runs, also after
+    login: every line goes to ``log_path`` (the user's log folder), so that clinic IT can
+    read why a server died hours later (outside probe, s14: the output was dropped after
+    login). The one-time administrator password is kept in ``first_admin`` and never in
+    ``tail`` or the log file; ``tail`` keeps the last lines for the error message."""
 
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], log: Path | None = None) -> None:
         self.proc = proc
         self.first_admin: tuple[str, str] | None = None
         self.tail: deque[str] = deque(maxlen=20)
         self.banner_seen = threading.Event()
         self.silent_at = ""  # the URL, when the server runs but did not answer there
+        self._lock = threading.RLock()  # the reader and the GUI thread both write the log
+        self._exit_noted = False
+        self.log_path, self._log = _open_log(log if log is not None else log_dir())
+        self._write_log(
+            f"=== {datetime.now().astimezone():%Y-%m-%d %H:%M:%S %z} the workstation started "
+            f"the server (process {proc.pid}): {' '.join(map(str, proc.args))}"
+        )
         self._reader = threading.Thread(
             target=self._read, args=(proc.stdout,), daemon=True, name="bundled-server-output"
         )
@@ -100,12 +136,45 @@ class BundledServer:
                 elif created and user and (m := _PASSWORD.match(line)):
                     self.first_admin = (user, m.group(1))
                     created = False
-                    continue  # never kept in the tail
+                    # never kept in the tail or the log: shown once, in the login dialog
+                    self._write_log("  password: (shown once in the workstation's login dialog)")
+                    continue
                 if line.startswith(_RUNNING):
                     self.banner_seen.set()
+                self._write_log(line)
                 if line.strip():
                     self.tail.append(line)
         self.banner_seen.set()  # the server's output ended: nothing more will come
+        self._note_exit()
+        self._close_log()
+
+    def _note_exit(self) -> None:
+        """The exit status, once, in the log. Called by the reader at the end of the output
+        and by whoever sees the process gone: after a crash the server's DICOM worker
+        processes can hold the output open a while longer."""
+        code = self.proc.wait()
+        with self._lock:
+            if self._exit_noted:
+                return
+            self._exit_noted = True
+        self._write_log(f"=== the server ended (exit status {code})")
+
+    def _write_log(self, line: str) -> None:
+        with self._lock:
+            if self._log is None:
+                return
+            try:
+                self._log.write(line + "\n")
+                self._log.flush()  # a crash leaves everything it said on disk
+            except (OSError, ValueError):
+                self._close_log()
+
+    def _close_log(self) -> None:
+        with self._lock:
+            log, self._log = self._log, None
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.close()
 
     def running(self) -> bool:
         return self.proc.poll() is None
@@ -120,9 +189,31 @@ class BundledServer:
                 )
             return ""
         self._reader.join(timeout=2)
+        self._note_exit()
         said = "\n".join(list(self.tail)[-5:])
-        return f"The local server could not start (exit status {self.proc.returncode})" + (
-            f":\n{said}" if said else "."
+        return (
+            f"The local server could not start (exit status {self.proc.returncode})"
+            + (f":\n{said}" if said else ".")
+            + self.log_hint()
+        )
+
+    def log_hint(self) -> str:
+        """Where the server's whole output is ("" when the log folder could not be written)."""
+        return f"\nIts whole output is in {self.log_path}" if self.log_path.exists() else ""
+
+    def stopped_message(self) -> str:
+        """Why a server that served (the user is logged in) is gone, for the main window."""
+        self._reader.join(timeout=2)
+        self._note_exit()
+        said = "\n".join(list(self.tail)[-5:])
+        code = self.proc.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        return (
+            f"The local Lucent server the workstation started has stopped ({how}): images "
+            "can no longer be loaded or received. Close the workstation and start it again "
+            "to restart the server."
+            + self.log_hint()
+            + (f"\nIts last lines:\n{said}" if said else "")
         )
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -136,8 +227,11 @@ class BundledServer:
                 self.proc.kill()
                 self.proc.wait(10)
         self._reader.join(timeout=5)
+        self._note_exit()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        if not self._reader.is_alive():
+            self._close_log()
 
 
 def server_command(config: str | None = None) -> list[str]:
@@ -153,10 +247,14 @@ def server_command(config: str | None = None) -> list[str]:
 
 
 def ensure_server(
-    url: str, config: str | None = None, timeout: float = START_TIMEOUT
+    url: str,
+    config: str | None = None,
+    timeout: float = START_TIMEOUT,
+    log: Path | None = None,
 ) -> BundledServer | None:
     """Start the bundled server when nothing answers on a local URL; None when a server
-    answers already (a service: left alone) or the URL is not on this machine."""
+    answers already (a service: left alone) or the URL is not on this machine. Its output
+    goes to ``log`` (default: :func:`log_dir`)."""
     if not _is_local(url) or server_up(url):
         return None
     proc = subprocess.Popen(
@@ -169,7 +267,7 @@ def ensure_server(
         errors="replace",
         preexec_fn=_parent_death_signal(),  # noqa: PLW1509 (before any Qt thread)
     )
-    bundled = BundledServer(proc)
+    bundled = BundledServer(proc, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and bundled.running():
         if server_up(url):
@@ -209,4 +307,24 @@ def _run(argv: list[str], settings: QSettings, bundled: BundledServer | None) ->
     window.resize(1600, 1000)
     window.show()
     window.browser.refresh()  # an expired session asks for the password (MainWindow)
-    return int(app.exec())
+    watch = watch_server(window, bundled) if bundled is not None else None
+    try:
+        return int(app.exec())
+    finally:
+        if watch is not None:
+            watch.stop()
+
+
+def watch_server(window: MainWindow, bundled: BundledServer, every_ms: int = 2000) -> QTimer:
+    """Tell the reader when the server the workstation started dies (with its log file):
+    without this the browser only said "not reachable" and nobody knew why."""
+
+    def check() -> None:
+        if not bundled.running():
+            timer.stop()
+            window.server_stopped(bundled.stopped_message())
+
+    timer = QTimer(window)
+    timer.timeout.connect(check)
+    timer.start(every_ms)
+    return timer

@@ -14,6 +14,18 @@ from PySide6.QtWidgets import (
 
 from lucent.api.client import ApiError, LucentClient
 
+#: Where the first administrator's password is when the workstation did not start the server
+#: itself (a service, or ``lucent-server run --first-run-admin`` in a terminal): the server
+#: prints it once in its own output. The workstation cannot and must not read it from there.
+FIRST_RUN_HINT = (
+    "First log-in to a new Lucent server? A server started with\n"
+    "    lucent-server run --first-run-admin\n"
+    "creates the user 'admin' and prints its password once in its own output: the terminal "
+    "it was started in, or the service's log (journalctl on Linux, the service manager on "
+    "Windows/macOS). Ask whoever installed the server. Lost, or no account yet? On the "
+    "server machine:\n    lucent-server create-admin --username NAME --password-stdin"
+)
+
 
 class LoginDialog(QDialog):
     def __init__(
@@ -45,6 +57,13 @@ class LoginDialog(QDialog):
         self.notice.setWordWrap(True)
         self.notice.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.notice.setVisible(False)
+        # Where the first password is on a server someone else started (outside probe, s14):
+        # shown on a workstation that never logged in, and after a failed login.
+        self.hint = QLabel(FIRST_RUN_HINT)
+        self.hint.setWordWrap(True)
+        self.hint.setStyleSheet("color: #555;")
+        self.hint.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.hint.setVisible(first_admin is None and not self.user.text())
         self._first_admin = first_admin
         form = QFormLayout()
         form.addRow("Server", self.server)
@@ -64,6 +83,7 @@ class LoginDialog(QDialog):
         lay.addWidget(self.notice)
         lay.addLayout(form)
         lay.addWidget(self.error)
+        lay.addWidget(self.hint)
         lay.addWidget(buttons)
         (self.password if self.user.text() else self.user).setFocus()
         if first_admin is not None:
@@ -102,6 +122,7 @@ class LoginDialog(QDialog):
         except ApiError as exc:
             # The FAQ's list: unknown user, wrong password — the server says which.
             self.error.setText(f"Login failed: {exc.detail}")
+            self.hint.setVisible(self._first_admin is None)
             return
         except Exception as exc:
             self.error.setText(f"Server not reachable: {exc}")

@@ -150,6 +150,8 @@ class MainWindow(QMainWindow):
         self.browser.session_expired.connect(self._session_expired)
         self.browser.server_problem.connect(self._server_problem)
         self._relogging = False
+        self.server_stopped_message = ""  # set when the bundled server died (server_stopped)
+        self.server_box: QMessageBox | None = None
         self._toolbar()
         self.layout_model.changed.connect(self._sync_voi_lut_action)
 
@@ -348,7 +350,23 @@ class MainWindow(QMainWindow):
 
     def _server_problem(self, message: str) -> None:
         """The browser could not reach the server (message) or reached it again ("")."""
-        self.status_label.setText(message or "Lucent server reachable again")
+        if self.server_stopped_message and not message:
+            return  # a dead bundled server does not come back: its message stays
+        self.status_label.setText(message or self.server_stopped_message or
+                                  "Lucent server reachable again")  # fmt: skip
+
+    def server_stopped(self, message: str) -> None:
+        """The server the workstation started has died (app.watch_server): say so with the
+        path of its log file, in the status bar and in a box that does not block reading."""
+        self.server_stopped_message = message
+        self.status_label.setText(message.splitlines()[0])
+        self.status_label.setToolTip(message)
+        box = QMessageBox(QMessageBox.Icon.Critical, "Lucent server stopped", message,
+                          QMessageBox.StandardButton.Ok, self)  # fmt: skip
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        box.setModal(False)
+        box.show()
+        self.server_box = box
 
     def _session_expired(self) -> None:
         if self.handle_expired():
