@@ -9,6 +9,7 @@ ICU root collation on PostgreSQL.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from sqlalchemy import String
@@ -56,3 +57,20 @@ def _folded_postgresql(element: folded, compiler: Any, **kw: Any) -> str:
 def _undotted(sql: str) -> str:
     """SQL mapping İ and ı to i, as ``fold_text`` does (``translate`` is standard SQL)."""
     return f"translate({sql}, '{DOTTED_I}', 'ii')"
+
+
+NAME_KEY_LENGTH = 256
+"""Room for a 64-character name whose fold grew: casefold turns "ß" into "ss", "ﬃ" into
+"ffi" (at most three characters for one)."""
+
+
+def name_key(name: str) -> str:
+    """The key names are unique by regardless of case (remote nodes, migration 0011).
+
+    Computed here, not by SQL ``lower()``: SQLite folds ASCII only, so "MÜNCHEN" and
+    "münchen" were two nodes on SQLite and one on PostgreSQL. Unicode caseless matching
+    (NFKC, casefold; İ and ı as i, as ``fold_text``): "Straße" and "STRASSE", a composed
+    and a decomposed "ü", are one name to the administrator reading the list.
+    """
+    folded = unicodedata.normalize("NFKC", name.strip().translate(_UNDOTTED)).casefold()
+    return unicodedata.normalize("NFKC", folded)

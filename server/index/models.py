@@ -20,7 +20,9 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from server.index import folding
 
 
 class Base(DeclarativeBase):
@@ -185,9 +187,15 @@ class RemoteNode(Base):
     """A configured DICOM peer: may query/retrieve from us, and is a C-MOVE destination."""
 
     __tablename__ = "remote_nodes"
+    #: Names are unique regardless of case (migrations 0010, 0011): two creates of "Main
+    #: PACS" and "main pacs" at once were both stored on PostgreSQL (outside probe 31).
+    __table_args__ = (Index("uq_remote_nodes_name_key", "name_key", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    # folding.name_key(name), set with the name (``_key_name``): the fold is Python's on
+    # every database, where SQL lower() folded "Ü" on PostgreSQL and not on SQLite
+    name_key: Mapped[str] = mapped_column(String(folding.NAME_KEY_LENGTH))
     ae_title: Mapped[str] = mapped_column(String(16), index=True)
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
@@ -196,3 +204,9 @@ class RemoteNode(Base):
     storage_commitment: Mapped[bool] = mapped_column(Boolean, default=False)
     tls: Mapped[bool] = mapped_column(Boolean, default=False)
     timeout: Mapped[float] = mapped_column(default=30.0)
+
+    @validates("name")
+    def _key_name(self, _: str, name: str) -> str:
+        """Keep ``name_key`` in step with every name set through the ORM."""
+        self.name_key = folding.name_key(name)
+        return name

@@ -14,25 +14,14 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
-    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
-    func,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from server.index.models import Base, RemoteNode
-
-#: Remote node names are unique regardless of case (migration 0010): the API's read-before-
-#: insert check let two concurrent creates of "Main PACS" and "main pacs" through on
-#: PostgreSQL. Declared here, beside the other PACS tables, on ``RemoteNode``'s table.
-Index(
-    "uq_remote_nodes_name_lower",
-    func.lower(RemoteNode.__table__.c.name),
-    unique=True,
-)
+from server.index.models import Base
 
 
 class NodeOptions(Base):
