@@ -12,6 +12,7 @@ any process cannot overshoot together.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import sqlite3
@@ -285,3 +286,29 @@ def set_limit(db: Any, kind: str, subject: str, limit_bytes: int | None) -> None
             set_={"limit_bytes": stmt.excluded.limit_bytes},
         )
     )
+
+
+MB = 2**20
+"""A quota's unit: the API takes ``limit_mb`` in MB of 1,048,576 bytes and lists
+``limit_bytes`` (what ``limit_mb * MB`` makes)."""
+
+MAX_LIMIT_MB = (2**63 - 1) // MB
+"""The largest quota the index stores: ``limit_bytes`` is a signed 64-bit integer."""
+
+
+def limit_bytes(limit_mb: float) -> int | str:
+    """A quota of ``limit_mb`` MB in bytes, or why it is none a clinic could mean.
+
+    Whole MB from 1 up, or 0 (nothing may be stored: an account that only reads). A
+    fraction of a MB was taken and stored as a byte count nobody typed (0.5 became
+    524288 bytes, 1e-6 one byte, smaller than any image), so it is refused, not rounded:
+    an administrator who typed 1.5 meant something the list would not show.
+    """
+    if not math.isfinite(limit_mb) or limit_mb < 0 or limit_mb > MAX_LIMIT_MB:
+        return f"limit_mb must be a whole number of MB from 0 to {MAX_LIMIT_MB}"
+    if limit_mb != int(limit_mb):
+        return (
+            f"limit_mb must be a whole number of MB (1 MB = {MB} bytes), not {limit_mb:g}: "
+            "1 or more limits the storage space, 0 allows none, null removes the quota"
+        )
+    return int(limit_mb) * MB

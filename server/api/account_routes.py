@@ -696,10 +696,6 @@ def _quota_out(db: Any, q: Quota) -> acs.QuotaOut:
     )
 
 
-#: The largest quota the index stores: limit_bytes is a signed 64-bit integer.
-MAX_QUOTA_MB = float((2**63 - 1) // 2**20)
-
-
 @router.get("/quotas", response_model=list[acs.QuotaOut])
 def list_quotas(request: Request) -> list[acs.QuotaOut]:
     with ctx_of(request).Session() as db:
@@ -728,23 +724,25 @@ def put_quota(
     if isinstance(raw, dict) and isinstance(raw.get("limit_mb"), bool):
         # true was stored as a 1 MB quota (probe 34)
         raise HTTPException(422, "limit_mb must be a number of MB or null, not true/false")
-    if body.limit_mb is not None and not (0 <= body.limit_mb <= MAX_QUOTA_MB):
-        # 1e300 overflowed int() into a 500; a negative limit was stored (probe 7)
-        raise HTTPException(422, f"limit_mb must be between 0 and {MAX_QUOTA_MB:g}")
-    if body.limit_mb and int(body.limit_mb * 2**20) < 1:
-        # 1e-9 was stored as a 0-byte quota, which refuses everything (probe 34)
-        raise HTTPException(422, "limit_mb must be 0 or at least one byte (1/1048576 MB)")
+    # 1e300 overflowed int() into a 500, a negative limit was stored (probe 7), 1e-9 was
+    # stored as a 0-byte quota (probe 34), 0.5 as 524288 bytes: whole MB only
+    limit = None if body.limit_mb is None else quotas.limit_bytes(body.limit_mb)
+    if isinstance(limit, str):
+        raise HTTPException(422, limit)
     subject = users.normalise(body.subject) if body.kind == "user" else body.subject
     with ctx.WriteSession() as db, db.begin():
         if body.limit_mb is not None and not _quota_subject_exists(ctx, db, body.kind, subject):
             raise HTTPException(422, f"no {body.kind} named '{subject}' to set a quota for")
-        limit = None if body.limit_mb is None else int(body.limit_mb * 2**20)
         quotas.set_limit(db, body.kind, subject, limit)
     ctx.quotas.forget_cache()
     audit_caller(
-        ctx, "config-change", caller, [], f"quota {body.kind} {subject} = {body.limit_mb} MB"
+        ctx, "config-change", caller, [], f"quota {body.kind} {subject} = {_mb(body.limit_mb)}"
     )
     return list_quotas(request)
+
+
+def _mb(limit_mb: float | None) -> str:
+    return "none" if limit_mb is None else f"{int(limit_mb)} MB"
 
 
 def _quota_subject_exists(ctx: ServerContext, db: Any, kind: str, subject: str) -> bool:

@@ -15,21 +15,25 @@ from tests.integration.test_accounts_support import ct_bytes, make_app
 A701 = 0xA701
 
 
+def _image(tmp_path: Path) -> bytes:
+    """A 512 x 640 CT (~0.66 MB): two exceed a 1 MB quota, the smallest there is (whole MB)."""
+    return ct_bytes(tmp_path, rows=512, cols=640)
+
+
 def _blobs(app) -> int:  # type: ignore[no-untyped-def]
     return len(list(app.ctx.storage.keys()))
 
 
 def test_pool_quota_refuses_with_a701_and_writes_nothing(tmp_path: Path) -> None:
     with make_app(tmp_path) as app:
-        one = ct_bytes(tmp_path)
+        one = _image(tmp_path)
         assert app.store(one) == 0
-        limit_mb = (len(one) * 1.5) / 2**20
         admin = app.admin_client()
-        [quota] = admin.set_quota("pool", "DEFAULT", limit_mb)
-        assert quota.used_bytes == len(one) and quota.limit_bytes == int(limit_mb * 2**20)
+        [quota] = admin.set_quota("pool", "DEFAULT", 1)
+        assert quota.used_bytes == len(one) and quota.limit_bytes == 2**20
         assert admin.quotas() == [quota]
         blobs = _blobs(app)
-        result = app.ctx.store(ct_bytes(tmp_path), pool="DEFAULT", source="TEST")
+        result = app.ctx.store(_image(tmp_path), pool="DEFAULT", source="TEST")
         assert result.status == A701 and "quota" in result.reason
         assert _blobs(app) == blobs
         with app.ctx.Session() as db:
@@ -60,14 +64,14 @@ def test_user_and_group_quota_on_stow_gives_507(tmp_path: Path) -> None:
         admin = app.admin_client()
         app.add_user("kim", "radiologist", {"DEFAULT": ["read", "import"]})
         h = app.token("kim")
-        one = ct_bytes(tmp_path)
+        one = _image(tmp_path)
         assert _stow(app, h, one).status_code == 200
-        limit_mb = (len(one) * 1.5) / 2**20
+        limit_mb = 1
         admin.set_quota("user", "Kim", limit_mb)
         [mine] = app.client("kim").my_quota()
         assert mine.subject == "kim" and mine.used_bytes > 0
         blobs = _blobs(app)
-        r = _stow(app, h, ct_bytes(tmp_path))
+        r = _stow(app, h, _image(tmp_path))
         assert r.status_code == 507
         assert _blobs(app) == blobs
         # admin stores are not the user's: only the user's own data counts
@@ -78,7 +82,7 @@ def test_user_and_group_quota_on_stow_gives_507(tmp_path: Path) -> None:
         assert admin.set_group_members("radiology", ["Kim"]).members == ["kim"]
         admin.set_quota("group", "radiology", limit_mb)
         assert [q.kind for q in app.client("kim").my_quota()] == ["group"]
-        assert _stow(app, h, ct_bytes(tmp_path)).status_code == 507
+        assert _stow(app, h, _image(tmp_path)).status_code == 507
         admin.delete_group("radiology")  # its quota goes with it
         assert admin.groups() == [] and admin.quotas() == []
         assert _stow(app, h, ct_bytes(tmp_path)).status_code == 200

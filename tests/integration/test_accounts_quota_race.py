@@ -26,7 +26,9 @@ def _write(folder: Path, count: int, tag: str) -> list[Path]:
     out = []
     for i in range(count):
         path = folder / f"{tag}-{i}.dcm"
-        path.write_bytes(ct_bytes(folder, rows=64, cols=64, study_uid=f"1.2.826.77.{tag}.{i}"))
+        # ~121 KB each: a 1 MB quota (quotas are whole MB) holds 8 of them, not 9
+        uid = f"1.2.826.77.{tag}.{i}"
+        path.write_bytes(ct_bytes(folder, rows=256, cols=240, study_uid=uid))
         out.append(path)
     return out
 
@@ -37,11 +39,10 @@ def test_parallel_senders_never_exceed_the_pool_quota(tmp_path: Path) -> None:
         done = storescu("127.0.0.1", server.port, server.ae_title, first)
         assert done.returncode == 0, done.stderr
         with server.client() as admin:
-            [quota] = admin.set_quota("pool", "DEFAULT", 1.0)
+            [quota] = admin.set_quota("pool", "DEFAULT", 1)
             size = quota.used_bytes  # what one of these instances counts for
-            assert size > 0
-            limit = size * (1 + ALLOWED) + size // 2  # room for exactly ALLOWED more
-            admin.set_quota("pool", "DEFAULT", limit / 2**20)
+            # room for exactly ALLOWED more
+            assert size * (1 + ALLOWED) <= quota.limit_bytes < size * (2 + ALLOWED), size
             batches = [_write(tmp_path / f"s{k}", FILES_EACH, str(k + 1)) for k in range(SENDERS)]
             with ThreadPoolExecutor(SENDERS) as pool:  # each runs its own storescu process
                 runs = list(
