@@ -1,5 +1,6 @@
 """Viewport keys and overlays (probe 32): Ctrl+letter is not the letter's action, Del never
-removes what the user cannot see (or a GSPS annotation without saying so), the lossy badge
+removes what the user cannot see (or a GSPS annotation without saying so; since s14 only a
+selected annotation), the lossy badge
 is sized to its text, and the position overlay is the patient coordinate with its letter."""
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ def _draw(qtbot: Any, win: Any, vp: Any, tool: str, pts: tuple[tuple[int, int], 
     for x, y in pts:
         u, v = tr.to_widget(x, y)
         qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=QPoint(round(u), round(v)))
+
+
+def _click_on(qtbot: Any, widget: Any, vp: Any, a: Any) -> None:
+    """A click halfway along the annotation's first segment (selects it)."""
+    (x0, y0), (x1, y1) = a.points[0], a.points[1]
+    tr = vp.transform(widget.width(), widget.height())
+    u, v = tr.to_widget((x0 + x1) / 2, (y0 + y1) / 2)
+    qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=QPoint(round(u), round(v)))
 
 
 def test_ctrl_letters_do_not_trigger_viewport_letters(
@@ -62,19 +71,30 @@ def test_delete_only_what_is_shown(
     assert len(on_two) == 2
     win.viewer.set_tool("wl")
     widget.setFocus()
-    # another slice: nothing of the user's is shown there, so nothing goes
+    # selected on slice 2, Del on another slice: what is not shown never goes
+    _click_on(qtbot, widget, vp, on_two[0])
+    assert vp.selected is on_two[0]
     vp.set_index(5)
     qtbot.keyClick(widget, Qt.Key.Key_Delete)
     assert [a for a in vp.annotations if a.source == "user"] == on_two
-    assert "no annotation" in win.status_label.text()
-    # slice 3 shows only the external GSPS line: kept, and the user is told
+    assert "not on the image shown" in win.status_label.text()
+    # slice 3 shows only the external GSPS line: selected and Del, it is kept, and said so
     vp.set_index(3)
     gsps_before = [a for a in vp.annotations if a.source == "gsps"]
+    (shown,) = vp.visible_annotations()
+    _click_on(qtbot, widget, vp, shown)
+    assert vp.selected is shown
     qtbot.keyClick(widget, Qt.Key.Key_Delete)
     assert [a for a in vp.annotations if a.source == "gsps"] == gsps_before
     assert "GSPS" in win.status_label.text()
-    # back on slice 2: the last one drawn there goes, the first stays
+    # back on slice 2: with nothing selected nothing goes (s14); the selected one goes
     vp.set_index(2)
+    vp.select_annotation(None)
+    qtbot.keyClick(widget, Qt.Key.Key_Delete)
+    assert [a for a in vp.annotations if a.source == "user"] == on_two
+    assert "nothing selected" in win.status_label.text()
+    _click_on(qtbot, widget, vp, on_two[1])
+    assert vp.selected is on_two[1]
     qtbot.keyClick(widget, Qt.Key.Key_Delete)
     assert [a for a in vp.annotations if a.source == "user"] == on_two[:1]
     qtbot.wait(30)

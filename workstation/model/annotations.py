@@ -6,6 +6,8 @@ share one plain structure (x = column, y = row, pixel centres at integers).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from workstation.model import measure
@@ -40,3 +42,51 @@ class Annotation:
         if self.kind in ("rect", "ellipse") and len(p) >= 2 and isinstance(values, np.ndarray):
             return measure.roi(values, p[0], p[1], self.kind, spacing, unit)
         return None
+
+
+def _segment_distance(p: Point, a: Point, b: Point) -> float:
+    (px, py), (ax, ay), (bx, by) = p, a, b
+    dx, dy = bx - ax, by - ay
+    length2 = dx * dx + dy * dy
+    t = 0.0 if length2 == 0 else max(0.0, min(1.0, ((px - ax) * dx + (py - ay) * dy) / length2))
+    return math.hypot(px - (ax + t * dx), py - (ay + t * dy))
+
+
+def outline(a: Annotation, to_view: Callable[[float, float], Point]) -> list[Point]:
+    """The annotation's drawn line in view coordinates (rect/ellipse: their closed outline)."""
+    pts = [to_view(*p) for p in a.points]
+    if a.kind in ("rect", "ellipse") and len(a.points) >= 2:
+        (x0, y0), (x1, y1) = a.points[0], a.points[1]
+        if a.kind == "rect":
+            corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+            return [to_view(x, y) for x, y in corners]
+        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, abs(x1 - x0) / 2, abs(y1 - y0) / 2
+        steps = [2 * math.pi * k / 64 for k in range(65)]
+        return [to_view(cx + rx * math.cos(t), cy + ry * math.sin(t)) for t in steps]
+    return pts
+
+
+def hit(
+    items: list[Annotation],
+    pos: Point,
+    to_view: Callable[[float, float], Point],
+    tolerance: float = 6.0,
+) -> Annotation | None:
+    """The annotation whose line passes within ``tolerance`` view pixels of ``pos`` (the
+    nearest; a text annotation: near its anchor), or None. View coordinates, so that a
+    click selects the same line at every zoom."""
+    best: tuple[float, Annotation] | None = None
+    for a in items:
+        line = outline(a, to_view)
+        if not line:
+            continue
+        if len(line) == 1 or a.kind == "text":
+            (x, y), (px, py) = line[0], pos
+            # the text is drawn to the right of and above its anchor
+            d = 0.0 if 0 <= px - x <= 8 * max(len(a.text), 1) and 0 <= y - py <= 14 else (
+                math.hypot(px - x, py - y))  # fmt: skip
+        else:
+            d = min(_segment_distance(pos, p, q) for p, q in zip(line, line[1:], strict=False))
+        if d <= tolerance and (best is None or d < best[0]):
+            best = (d, a)
+    return best[1] if best else None

@@ -92,6 +92,8 @@ class Viewport:
         # Annotations belong to their series (probe 32: a measurement drawn on one patient's
         # series stayed, invisible, when another series was loaded and went into its GSPS).
         self._annotations: dict[str, list[Annotation]] = {}
+        # the annotation the reader clicked (the only one Del removes); None: nothing selected
+        self.selected: Annotation | None = None
         self.window_set = False
         self.use_voi_lut = False
         self.show_overlays = True  # DICOM overlay planes (60xx) on top of the image
@@ -293,25 +295,32 @@ class Viewport:
         self.annotations.append(a)
         self.changed.emit()
 
-    def delete_annotation(self, target: Annotation | None = None) -> str:
-        """Del: the given (selected) annotation, else the last one drawn on the image shown.
+    def select_annotation(self, target: Annotation | None) -> None:
+        """Select one of the annotations shown (click), or nothing (None)."""
+        if target is not None and not any(a is target for a in self.visible_annotations()):
+            target = None
+        if target is not self.selected:
+            self.selected = target
+            self.changed.emit()
 
-        Never one on another slice (the user cannot see what goes), and never one read from
-        a presentation state (GSPS): that is a saved document, and the reply says so.
-        Returns what happened, for the status bar."""
-        visible = self.visible_annotations()
+    def delete_annotation(self, target: Annotation | None = None) -> str:
+        """Del: the given or selected annotation, and only that one.
+
+        With nothing selected nothing goes: Del removed the newest annotation on the image,
+        which the reader had not chosen (outside tester, s14). Never one on another slice
+        (the user cannot see what goes), and never one read from a presentation state
+        (GSPS): that is a saved document, and the reply says so. Returns what happened,
+        for the status bar."""
+        target = target if target is not None else self.selected
         if target is None:
-            mine = [a for a in visible if a.source == "user"]
-            if not mine:
-                if visible:
-                    return "GSPS annotations are part of a saved presentation state: not deleted"
-                return "no annotation on this image to delete"
-            target = mine[-1]
-        if not any(a is target for a in visible):
+            return "nothing selected: click an annotation to select it, then press Del"
+        if not any(a is target for a in self.visible_annotations()):
             return "that annotation is not on the image shown: not deleted"
         if target.source != "user":
             return "GSPS annotations are part of a saved presentation state: not deleted"
         self.annotations[:] = [a for a in self.annotations if a is not target]
+        if self.selected is target:
+            self.selected = None
         self.changed.emit()
         return f"deleted {target.kind} annotation"
 

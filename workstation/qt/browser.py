@@ -354,11 +354,21 @@ class BrowserPanel(QWidget):
         self._series_items = {}
         self.tree.clear()
         for row in browser.group(self.studies, self.hidden, self.show_hidden):
-            pit = _Item(
-                [browser.format_name(row.name), row.patient_id, browser.format_date(
-                    row.birth_date), "", str(sum(s.instance_count for s in row.studies))]
-            )  # fmt: skip
+            # The Date column is the study date: a patient row shows its newest study's (what
+            # the rows sort by), never the birth date (outside tester, s14). The birth date
+            # is in the patient's tooltip (name and ID columns), as in the viewer's overlay.
             newest = max((str(s.study_date or "") for s in row.studies), default="")
+            pit = _Item(
+                [browser.format_name(row.name), row.patient_id, browser.format_date(newest),
+                 "", str(sum(s.instance_count for s in row.studies))]
+            )  # fmt: skip
+            born = browser.format_date(row.birth_date)
+            about = f"{browser.format_name(row.name)}, ID {row.patient_id}" + (
+                f", born {born}" if born else ", birth date not recorded"
+            )
+            for col in (0, 1):
+                pit.setToolTip(col, about)
+            pit.setToolTip(DATE_COLUMN, f"newest study: {browser.format_date(newest) or '—'}")
             pit.setData(DATE_COLUMN, SORT_ROLE, newest)
             pit.setData(IMAGES_COLUMN, SORT_ROLE, sum(s.instance_count for s in row.studies))
             self.tree.addTopLevelItem(pit)

@@ -11,7 +11,7 @@ import html
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QEvent, QObject, Qt, QUrl, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QImage, QKeyEvent, QTextDocument
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -64,6 +64,15 @@ def sr_html(ds: Any) -> str:
         f"{html.escape(str(ds.get('VerificationFlag', '')))}</p>"
     )
     return head + _item_html(ds, 0)
+
+
+def document_title(ds: Any) -> str:
+    """The heading of an encapsulated document: Document Title (0042,0010), else the Concept
+    Name Code Sequence (0040,A043) meaning (PS3.3 C.24.2; both may be empty), else ""."""
+    title = str(ds.get("DocumentTitle", "") or "").strip()
+    if not title and ds.get("ConceptNameCodeSequence"):
+        title = str(ds.ConceptNameCodeSequence[0].get("CodeMeaning", "") or "").strip()
+    return title
 
 
 def pdf_pages(data: bytes, width: int = PDF_PAGE_WIDTH) -> list[QImage]:
@@ -129,12 +138,14 @@ class DocumentPanel(QWidget):
     def show_documents(self, datasets: list[Any], title: str = "") -> None:
         """Text SR as HTML and each PDF page as an image, one scrolling document."""
         parts: list[str] = []
+        titles: list[str] = []  # of the PDFs: the panel's heading names the document
         self.pages = []
         doc = self.view.document()
         width = max(200, self.view.viewport().width() - 24)
         for ds in datasets:
             if "EncapsulatedDocument" in ds:
-                name = html.escape(str(ds.get("DocumentTitle", "") or "PDF document"))
+                titles.append(document_title(ds))
+                name = html.escape(titles[-1] or "PDF document")
                 try:
                     pages = pdf_pages(bytes(ds.EncapsulatedDocument))
                 except Exception as exc:  # a broken PDF is reported, not fatal
@@ -151,9 +162,21 @@ class DocumentPanel(QWidget):
                 parts.append("".join(body))
             else:
                 parts.append(sr_html(ds))
-        self.title.setText(title)
+        # The heading says which document this is (outside tester, s14: only the series
+        # description showed, and the first layout scrolled the in-text heading away).
+        heading = " · ".join(t for t in titles if t)
+        if title and title not in titles:
+            heading = f"{heading} · {title}" if heading else title
+        self.title.setText(heading)
         self.view.setHtml("<hr>".join(parts))
         self.show()
+        self.to_top()
+
+    def to_top(self) -> None:
+        """The start of the document (its title) in view: also after the splitter sizes the
+        panel, whose first layout scrolled the heading out of sight."""
+        self.view.verticalScrollBar().setValue(0)
+        QTimer.singleShot(0, lambda: self.view.verticalScrollBar().setValue(0))
 
     def close_panel(self) -> None:
         self.hide()

@@ -385,6 +385,7 @@ class MainWindow(QMainWindow):
         if was_hidden:
             total = sum(self.right_split.sizes()) or self.right_split.height()
             self.right_split.setSizes([total - total // 3, total // 3])
+            self.documents.to_top()
 
     # ------------------------------------------------------------------ GSPS, MPR
     def save_gsps(self) -> str:

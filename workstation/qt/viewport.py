@@ -27,7 +27,7 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QInputDialog, QWidget
 
 from workstation.model import browser
-from workstation.model.annotations import POINTS_NEEDED, Annotation
+from workstation.model.annotations import POINTS_NEEDED, Annotation, hit
 from workstation.model.orientation_labels import EdgeLabels, edge_labels, labels_for
 from workstation.model.pipeline import CT_PRESETS
 from workstation.model.readout import pixel_readout
@@ -90,6 +90,7 @@ def edge_label_rects(w: int, h: int) -> dict[str, QRectF]:
 REFERENCE_COLOUR = QColor(255, 220, 0)
 ANNOTATION_COLOUR = QColor(0, 255, 120)
 GSPS_COLOUR = QColor(255, 140, 0)
+SELECTED_COLOUR = QColor(0, 200, 255)  # the selected annotation: the one Del removes
 
 HELP_TEXT = """Keyboard
   Wheel / ↑ ↓ / PgUp PgDn   scroll (Home/End: first/last)
@@ -98,7 +99,7 @@ HELP_TEXT = """Keyboard
   1–8              CT presets (brain, subdural, stroke, bone, lung, soft tissue, liver, mediast.)
   I invert   R reset   H/V flip   , . rotate   O overlay planes on/off
   D distance  A angle  E ellipse  B rectangle  T text  W arrow  Esc: W/L tool
-  Del delete the last annotation drawn on this image   C cine   F1 this help
+  Click an annotation: select it   Del: delete the selected one   C cine   F1 help
   Ctrl+M MPR (axial/coronal/sagittal/oblique)   Ctrl+Shift+M thick-slab MIP
   Ctrl+3 3D volume rendering (bone, soft tissue, MIP; drag rotates, R resets)
   Ctrl+S save GSPS"""
@@ -209,7 +210,8 @@ class ViewportWidget(QWidget):
         p.setFont(QFont("DejaVu Sans", 9))
         for a in items:
             colour = GSPS_COLOUR if a.source == "gsps" else ANNOTATION_COLOUR
-            p.setPen(QPen(colour, 1.5))
+            selected = a is vp.selected
+            p.setPen(QPen(SELECTED_COLOUR if selected else colour, 2.5 if selected else 1.5))
             p.setBrush(Qt.BrushStyle.NoBrush)
             pts = [QPointF(*tr.to_widget(*pt)) for pt in a.points]  # type: ignore[attr-defined]
             if a.kind in ("rect", "ellipse") and len(pts) >= 2:
@@ -221,6 +223,11 @@ class ViewportWidget(QWidget):
                 self._arrow(p, pts[0], pts[1])
             elif len(pts) >= 2:
                 p.drawPolyline(pts)
+            if selected:  # handles on its points: what Del would remove is plain to see
+                p.setBrush(SELECTED_COLOUR)
+                for q in pts:
+                    p.drawRect(QRectF(q.x() - 3, q.y() - 3, 6, 6))
+                p.setBrush(Qt.BrushStyle.NoBrush)
             if a.kind in ("rect", "ellipse") and values is None:
                 values = vp.modality_values()
             result = a.measure(s.spacing, values, vp.series.modality_unit() if vp.series else "")
@@ -407,7 +414,21 @@ class ViewportWidget(QWidget):
                 self._finish_annotation()
             self.update()
             return
+        if e.button() == Qt.MouseButton.LeftButton and self._select_at(pos):
+            return  # a click on an annotation selects it (no window/level drag)
         self._drag = (e.button(), pos)
+
+    def _select_at(self, pos: QPointF) -> bool:
+        """Select the annotation under the mouse (True), or clear the selection (False)."""
+        tr = self.model.transform(self.width(), self.height())
+        if tr is None:
+            return False
+        found = hit(self.model.visible_annotations(), (pos.x(), pos.y()), tr.to_widget)
+        self.model.select_annotation(found)
+        if found is not None:
+            what = "GSPS " if found.source == "gsps" else ""
+            self.message.emit(f"{what}{found.kind} annotation selected: Del deletes it")
+        return found is not None
 
     def _finish_annotation(self) -> None:
         text = ""
@@ -497,6 +518,8 @@ class ViewportWidget(QWidget):
         elif k == K.Key_Comma:
             vp.rotate(-1)
         elif k in tools:
+            if k == K.Key_Escape:
+                vp.select_annotation(None)
             self.set_tool(tools[k])
         elif k in (K.Key_Delete, K.Key_Backspace):
             self.message.emit(vp.delete_annotation())
