@@ -264,18 +264,8 @@ class StoreAcceptor:
             )
         )
         sock.settimeout(d.network_timeout)
-        stored = refused = 0
         reader = transport.PduReader(sock, self.pdu_limit)
-        command = bytearray()
-        # The instance being received: file meta, then its fragments. A BytesIO hands its
-        # buffer over as bytes without a copy (getvalue), where bytearray + bytes() copied
-        # the whole instance once more into fresh pages: ~1.4 ms of 0.5 MB here, 0.05 ms.
-        data = io.BytesIO()
-        digest = hashlib.sha256()  # of ``data``, hashed between PDUs (the sender's turn)
-        pending: dict[int, bytes] | None = None
-        pending_ctx = 0
-        # the archive objects of the instance arriving, written as its PDUs come in
-        incoming: IncomingObjects | None = None
+        receiving = _Receiving(self, sock, req, accepted, received)
         try:
             while True:
                 try:
@@ -284,12 +274,12 @@ class StoreAcceptor:
                     raise Abort(str(exc)) from exc
                 if pdu_type == ul.A_RELEASE_RQ:
                     sock.sendall(ul.release_rp())
-                    (log.warning if refused else log.info)(
+                    (log.warning if receiving.refused else log.info)(
                         "%s released after %d instance(s) stored into %s, %d refused",
                         req.calling_ae,
-                        stored,
+                        receiving.stored,
                         self.pool.name,
-                        refused,
+                        receiving.refused,
                     )
                     return
                 if pdu_type == ul.A_ABORT:
@@ -298,60 +288,9 @@ class StoreAcceptor:
                 if pdu_type != ul.P_DATA_TF:
                     raise Abort(f"unexpected PDU type 0x{pdu_type:02X} during the association")
                 for ctx_id, control, fragment in ul.iter_pdvs(body):
-                    if ctx_id not in accepted:
-                        raise Abort(f"PDV on presentation context {ctx_id}, which was not accepted")
-                    if control & 1:  # command fragment
-                        command += fragment
-                        if not control & 2:
-                            continue
-                        pending = ul.parse_command(bytes(command))
-                        pending_ctx = ctx_id
-                        command.clear()
-                        field = ul.command_uint(pending, 0x00000100)
-                        has_data = ul.command_uint(pending, 0x00000800) != 0x0101
-                        if field == C_ECHO_RQ:
-                            self._echo(sock, req, pending, ctx_id)
-                            pending = None
-                        elif field != C_STORE_RQ:
-                            raise Abort(f"DIMSE command 0x{field or 0:04X} not supported here")
-                        elif not has_data:
-                            raise Abort("C-STORE-RQ without a data set")
-                        else:
-                            syntax = accepted[ctx_id][1]
-                            meta = self._file_meta(req, pending, syntax)
-                            data = io.BytesIO()
-                            data.write(meta)
-                            digest = hashlib.sha256(meta)
-                            if incoming is not None:
-                                incoming.abandon()
-                            incoming = self.ctx.incoming_objects(len(meta), syntax)
-                    else:  # data fragment
-                        if pending is None or ctx_id != pending_ctx:
-                            raise Abort("data set fragment without a C-STORE-RQ")
-                        data.write(fragment)  # copied out of the reader's buffer
-                        digest.update(fragment)
-                        if incoming is not None:
-                            incoming.feed(data, fragment)
-                        if control & 2:
-                            arrived, incoming = incoming, None  # store() adopts or drops it
-                            result = self._store(
-                                sock,
-                                req,
-                                pending,
-                                ctx_id,
-                                data.getvalue(),
-                                digest.hexdigest(),
-                                arrived,
-                            )
-                            received.add(result)
-                            if result.ok:
-                                stored += 1
-                            else:
-                                refused += 1
-                            pending, data = None, io.BytesIO()
+                    receiving.pdv(ctx_id, control, fragment)
         finally:
-            if incoming is not None:  # released, aborted or cut mid-instance
-                incoming.abandon()
+            receiving.close()
 
     def _echo(
         self, sock: socket.socket, req: ul.AssociateRequest, cmd: dict[int, bytes], ctx_id: int
@@ -406,6 +345,100 @@ class StoreAcceptor:
         )
         _send_command(sock, req, ctx_id, rsp)
         return result
+
+
+class _Receiving:
+    """One storage association's state between PDVs (PS3.8 E.2): the command being
+    assembled, and the instance arriving with its archive objects, written as it comes in."""
+
+    def __init__(
+        self,
+        acceptor: StoreAcceptor,
+        sock: socket.socket,
+        req: ul.AssociateRequest,
+        accepted: dict[int, tuple[str, str]],
+        received: audit_trail.Received,
+    ) -> None:
+        self.acceptor = acceptor
+        self.sock = sock
+        self.req = req
+        self.accepted = accepted
+        self.received = received
+        self.stored = self.refused = 0
+        self._command = bytearray()
+        # A BytesIO hands its buffer over as bytes without a copy (getvalue), where
+        # bytearray + bytes() copied the whole instance once more into fresh pages: ~1.4 ms
+        # of 0.5 MB here, 0.05 ms.
+        self._data = io.BytesIO()
+        self._digest = hashlib.sha256()  # of the data, hashed between PDUs (the sender's turn)
+        self._pending: dict[int, bytes] | None = None
+        self._pending_ctx = 0
+        self._incoming: IncomingObjects | None = None
+
+    def pdv(self, ctx_id: int, control: int, fragment: memoryview | bytes) -> None:
+        """Take one presentation data value; answers go out when a message is complete."""
+        if ctx_id not in self.accepted:
+            raise Abort(f"PDV on presentation context {ctx_id}, which was not accepted")
+        if control & 1:
+            self._command_fragment(ctx_id, control, fragment)
+        else:
+            self._data_fragment(ctx_id, control, fragment)
+
+    def close(self) -> None:
+        """Released, aborted or cut mid-instance: nothing half-received stays."""
+        if self._incoming is not None:
+            self._incoming.abandon()
+            self._incoming = None
+
+    def _command_fragment(self, ctx_id: int, control: int, fragment: memoryview | bytes) -> None:
+        self._command += fragment
+        if not control & 2:
+            return
+        cmd = ul.parse_command(bytes(self._command))
+        self._command.clear()
+        field = ul.command_uint(cmd, 0x00000100)
+        if field == C_ECHO_RQ:
+            self.acceptor._echo(self.sock, self.req, cmd, ctx_id)
+            self._pending = None
+            return
+        if field != C_STORE_RQ:
+            raise Abort(f"DIMSE command 0x{field or 0:04X} not supported here")
+        if ul.command_uint(cmd, 0x00000800) == 0x0101:
+            raise Abort("C-STORE-RQ without a data set")
+        self._pending, self._pending_ctx = cmd, ctx_id
+        syntax = self.accepted[ctx_id][1]
+        meta = self.acceptor._file_meta(self.req, cmd, syntax)
+        self._data = io.BytesIO()
+        self._data.write(meta)
+        self._digest = hashlib.sha256(meta)
+        self.close()
+        self._incoming = self.acceptor.ctx.incoming_objects(len(meta), syntax)
+
+    def _data_fragment(self, ctx_id: int, control: int, fragment: memoryview | bytes) -> None:
+        if self._pending is None or ctx_id != self._pending_ctx:
+            raise Abort("data set fragment without a C-STORE-RQ")
+        self._data.write(fragment)  # copied out of the reader's buffer
+        self._digest.update(fragment)
+        if self._incoming is not None:
+            self._incoming.feed(self._data, fragment)
+        if not control & 2:
+            return
+        arrived, self._incoming = self._incoming, None  # store() adopts or drops it
+        result = self.acceptor._store(
+            self.sock,
+            self.req,
+            self._pending,
+            ctx_id,
+            self._data.getvalue(),
+            self._digest.hexdigest(),
+            arrived,
+        )
+        self.received.add(result)
+        if result.ok:
+            self.stored += 1
+        else:
+            self.refused += 1
+        self._pending, self._data = None, io.BytesIO()
 
 
 def _send_command(
