@@ -33,11 +33,22 @@ _TUKEY = 4.685
 _ACCEPT_GAIN = 0.02
 """A moved estimate must lower the robust cost by at least this fraction below identity."""
 _LEVEL_PX_MM = (6.0, 3.0, 1.5)
+"""In-plane pixel sizes of the pyramid levels (coarse to fine); a level is skipped when the
+native pixels are already coarser."""
 UNREGISTERED_FRAMES = 3
 """This many frames (or a tenth of them) found moved but not alignable make the motion
 severe: the registration cannot undo it, so the analysis must say so."""
-"""In-plane pixel sizes of the pyramid levels (coarse to fine); a level is skipped when the
-native pixels are already coarser."""
+MIN_INFORMATION = 0.01
+"""A through-plane parameter (tilt rx, ry; z-shift tz) is estimated only when the reference
+constrains it: its Fisher information (displacement at 50 mm, other parameters free) must
+reach this fraction of the in-plane translations'. A head imaged with little change along z
+(outside probe 36: an extruded phantom; its tz information is 0, a singular system that made
+the fit give up and report a 5 mm shift as 0.0) leaves tz to the noise: it drifted 7, 18 ...
+211 mm frame by frame and 41 frames were resampled out of their slab."""
+MAX_SHIFT_MM = 20.0
+MAX_ROTATION_DEG = 15.0
+"""Physiological limits of head motion in a head holder during a perfusion scan: a larger
+estimate is a registration failure, never applied (reported as an implausible frame)."""
 
 
 @dataclass
@@ -50,7 +61,14 @@ class MotionReport:
     corrected_frames: list[int] = field(default_factory=list)
     rejected_frames: list[int] = field(default_factory=list)
     """Frames whose registration did not improve alignment measurably over "not moved"
-    (e.g. only contrast changed): reported as not moved, never resampled."""
+    (e.g. only contrast changed), or whose estimate was implausible: reported as not moved,
+    never resampled."""
+    implausible_frames: list[int] = field(default_factory=list)
+    """Rejected because the estimate lay beyond the physiological limits or moved the head
+    out of more than half the slab: the registration failed there (motion flagged severe)."""
+    estimated_parameters: list[str] = field(default_factory=list)
+    """Which rigid parameters were estimated (a through-plane one is left out, i.e. held at
+    0, when the slab cannot constrain it)."""
     severe: bool = False
     reason: str = ""
 
@@ -73,6 +91,8 @@ class MotionReport:
             "max_framewise_displacement_mm": self.max_fd_mm,
             "corrected_frames": self.corrected_frames,
             "rejected_frames": self.rejected_frames,
+            "implausible_frames": self.implausible_frames,
+            "estimated_parameters": self.estimated_parameters,
             "severe": self.severe,
             "reason": self.reason,
         }
@@ -202,21 +222,29 @@ def _levels(
 def _warp(
     moving: np.ndarray, level: _Level, a: np.ndarray, t: np.ndarray, cval: float | None = None
 ) -> np.ndarray:
-    """Moving sampled on the level grid through x -> A x + t (x, y, z mm about the centre)."""
+    """Moving sampled on the level grid through x -> A x + t (x, y, z mm about the centre).
+
+    ``cval`` None: edges replicated (smooth cost for the optimiser). Otherwise what is
+    applied to a frame and what its acceptance is judged on: edges replicated for one voxel
+    (a z-shift of a fraction of a slice keeps the end slices), ``cval`` beyond, so a frame
+    pushed out of its slab is seen to be empty rather than a copy of its end slice."""
     a_zyx = a[::-1, ::-1]
     t_zyx = t[::-1]
     sp, org = level.spacing, level.origin
     matrix = (a_zyx * sp[None, :]) / sp[:, None]
     offset = (a_zyx @ org + t_zyx - level.moving_origin) / sp
-    mode = "nearest" if cval is None else "constant"
+    if cval is None:
+        return ndimage.affine_transform(
+            moving, matrix, offset, output_shape=level.fixed.shape, order=1, mode="nearest"
+        )
     return ndimage.affine_transform(
-        moving,
+        np.pad(moving, 1, mode="edge"),
         matrix,
-        offset,
+        offset + 1.0,
         output_shape=level.fixed.shape,
         order=1,
-        mode=mode,
-        cval=0.0 if cval is None else cval,
+        mode="constant",
+        cval=cval,
     )
 
 
@@ -255,14 +283,13 @@ def _register(
             sdw = level.sd * w[:, None]
             h = level.sd.T @ sdw
             b = sdw.T @ r
-            try:
-                step = -np.linalg.solve(h.astype(np.float64), b.astype(np.float64))
-            except np.linalg.LinAlgError:
-                break
+            # least squares, not solve: a direction the data leave undetermined (a singular
+            # system) gets no step instead of ending the fit at the identity
+            step = -np.linalg.lstsq(h.astype(np.float64), b.astype(np.float64), rcond=1e-7)[0]
             full = np.zeros(6)
             full[params] = step
             size = np.linalg.norm(full[3:]) + 50.0 * np.linalg.norm(full[:3])
-            if not np.isfinite(size):  # nothing left with weight (blank frame): give up
+            if not np.isfinite(size) or not np.any(w):  # nothing left with weight: give up
                 break
             if size > 2.0 * level.delta:  # a Gauss-Newton step is trusted to ~2 pixels
                 full *= 2.0 * level.delta / size
@@ -272,6 +299,27 @@ def _register(
             if np.linalg.norm(full[3:]) + 50.0 * np.linalg.norm(full[:3]) < 0.005:
                 break
     return a, t
+
+
+def _identifiable(level: _Level, candidates: list[int]) -> list[int]:
+    """The parameters of ``candidates`` (all six, sd columns in that order) that ``level``
+    constrains: through-plane ones (rx, ry, tz) whose information, with the others free,
+    is below ``MIN_INFORMATION`` of the in-plane translations' are dropped, weakest first."""
+    h_all = level.sd.T.astype(np.float64) @ level.sd.astype(np.float64)
+    unit = np.array([50.0, 50.0, 50.0, 1.0, 1.0, 1.0])  # radians -> mm at 50 mm
+    h_all /= np.outer(unit, unit)
+    keep = list(candidates)
+    while True:
+        idx = [candidates.index(p) for p in keep]
+        h = h_all[np.ix_(idx, idx)]
+        ridge = 1e-9 * float(np.trace(h)) * np.eye(len(idx))
+        info = 1.0 / np.diag(np.linalg.inv(h + ridge))
+        in_plane = np.mean([info[keep.index(p)] for p in (3, 4)])
+        weak = [(info[k] / in_plane, p) for k, p in enumerate(keep) if p in (0, 1, 5)]
+        worst = min(weak, default=None)
+        if worst is None or worst[0] >= MIN_INFORMATION:
+            return keep
+        keep.remove(worst[1])
 
 
 def correct_motion(
@@ -286,11 +334,15 @@ def correct_motion(
 
     CT keeps air, scalp and bone (-1000..1500 HU): their edges are the rigid, high-contrast
     part of a head, and the partial-volume values along them carry its sub-voxel position.
-    The pyramid runs at ~6, 3 and 1.5 mm pixels; each frame starts from the previous
-    frame's estimate because motion is continuous. A frame is resampled only when its
-    displacement reaches ``apply_min_mm`` *and* the transform lowers the robust cost at the
-    finest level by at least ``_ACCEPT_GAIN`` relative to the identity; otherwise it is
-    reported as not moved (``rejected_frames`` when the estimate was not small).
+    The pyramid runs at ~6, 3 and 1.5 mm pixels. Every frame is registered from the
+    identity, and also from the previous frame's transform when that one was applied
+    (sustained motion); the lower robust cost wins. Starting only from the previous estimate
+    let a weakly constrained parameter drift frame by frame (outside probe 36: z 7, 18 ...
+    211 mm). A frame is resampled only when its displacement reaches ``apply_min_mm``, the
+    transform is plausible (``MAX_SHIFT_MM``, ``MAX_ROTATION_DEG``, z within half the slab)
+    *and* it lowers the robust cost at the finest level, computed with the warp that is
+    applied, by at least ``_ACCEPT_GAIN`` relative to the identity; otherwise it is reported
+    as not moved (``rejected_frames`` when the estimate was not small).
     """
     n_t, n_z, n_y, n_x = frames.shape
     if modality == "CT":
@@ -300,31 +352,60 @@ def correct_motion(
     # a thin slab of thick slices carries too little through-plane information: estimating
     # tilt and z-shift from it drifts (and then edges of the skull leak into the brain)
     in_plane_only = n_z * spacing[0] < 60.0 or n_z < 12
-    params = [2, 3, 4] if in_plane_only else [0, 1, 2, 3, 4, 5]
+    candidates = [2, 3, 4] if in_plane_only else [0, 1, 2, 3, 4, 5]
 
     def prep(vol: np.ndarray) -> np.ndarray:
         return np.clip(vol, lo, hi).astype(np.float32)
 
-    levels = _levels(prep(frames[reference]), spacing, params, lo + 0.1 * (hi - lo))
+    levels = _levels(prep(frames[reference]), spacing, candidates, lo + 0.1 * (hi - lo))
+    params = _identifiable(levels[0], candidates) if len(candidates) == 6 else candidates
+    if params != candidates:
+        columns = [candidates.index(p) for p in params]
+        for lv in levels:
+            lv.sd = np.ascontiguousarray(lv.sd[:, columns])
     finest = levels[-1]
-    report = MotionReport(reference_frame=reference)
+    names = ("rx", "ry", "rz", "tx", "ty", "tz")
+    report = MotionReport(
+        reference_frame=reference, estimated_parameters=[names[p] for p in params]
+    )
+    half_slab = 0.5 * n_z * spacing[0]
     eye, zero = np.eye(3), np.zeros(3)
     prev_a, prev_t = eye, zero
     last = (0.0,) * 6
     for t_idx in range(n_t):
         a, t = eye, zero
+        fill = float(np.percentile(frames[t_idx], 1))
         if t_idx != reference:
             moving = prep(frames[t_idx])
             moving_levels = [_bin(moving, lv.factor, lv.sigma) for lv in levels]
-            a, t = _register(levels, moving_levels, params, prev_a.copy(), prev_t.copy())
+            fine, cval = moving_levels[-1], float(np.clip(fill, lo, hi))
+            # one robust scale for every candidate and for "not moved"
+            r0 = (_warp(fine, finest, eye, zero, cval) - finest.fixed).ravel()
+            scale = _TUKEY * (_noise(r0[::5]) + finest.grad_norm * finest.delta)
+            cost0 = _cost(r0, scale)
+            best, best_cost = (eye, zero), math.inf
+            starts = [(eye, zero)]
+            if prev_a is not eye or prev_t is not zero:
+                starts.append((prev_a.copy(), prev_t.copy()))
+            for a0, t0 in starts:
+                cand = _register(levels, moving_levels, params, a0, t0)
+                c = _cost((_warp(fine, finest, *cand, cval) - finest.fixed).ravel(), scale)
+                if c < best_cost:
+                    best, best_cost = cand, c
+            a, t = best
             rx, ry, rz = _euler(a)
             if _displacement((rx, ry, rz, *t)) >= apply_min_mm:
-                # keep a transform that will be applied only if it measurably improves on
-                # "not moved" (same robust scale for both)
-                r0 = (_warp(moving_levels[-1], finest, eye, zero) - finest.fixed).ravel()
-                scale = _TUKEY * (_noise(r0[::5]) + finest.grad_norm * finest.delta)
-                r1 = (_warp(moving_levels[-1], finest, a, t) - finest.fixed).ravel()
-                if _cost(r1, scale) > _cost(r0, scale) * (1.0 - _ACCEPT_GAIN):
+                rotation = math.degrees(math.sqrt(rx * rx + ry * ry + rz * rz))
+                if (
+                    float(np.linalg.norm(t)) > MAX_SHIFT_MM
+                    or abs(float(t[2])) > half_slab
+                    or rotation > MAX_ROTATION_DEG
+                ):
+                    report.implausible_frames.append(t_idx)
+                    report.rejected_frames.append(t_idx)
+                    a, t = eye, zero
+                elif best_cost > cost0 * (1.0 - _ACCEPT_GAIN):
+                    # keep a transform only if it measurably improves on "not moved"
                     report.rejected_frames.append(t_idx)
                     a, t = eye, zero
         rx, ry, rz = _euler(a)
@@ -338,8 +419,9 @@ def correct_motion(
         )
         report.framewise_displacement_mm.append(round(fd, 3) if t_idx else 0.0)
         last = params6
-        prev_a, prev_t = a, t
+        prev_a, prev_t = eye, zero
         if t_idx != reference and disp >= apply_min_mm:
+            prev_a, prev_t = a, t
             origin = -np.array(
                 [(n_z - 1) / 2 * spacing[0], (n_y - 1) / 2 * spacing[1], (n_x - 1) / 2 * spacing[2]]
             )
@@ -354,7 +436,6 @@ def correct_motion(
                 sd=np.empty((0, 0)),
                 delta=0.0,
             )
-            fill = float(np.percentile(frames[t_idx], 1))
             frames[t_idx] = _warp(frames[t_idx].astype(np.float32), full, a, t, cval=fill)
             report.corrected_frames.append(t_idx)
     worst = report.max_displacement_mm
@@ -363,6 +444,13 @@ def correct_motion(
         reasons.append(
             f"severe motion: up to {worst:.1f} mm from the reference frame, framewise "
             f"displacement up to {report.max_fd_mm:.1f} mm; corrected, but check the maps"
+        )
+    if report.implausible_frames:
+        frames_text = ", ".join(str(t + 1) for t in report.implausible_frames[:10])
+        reasons.append(
+            f"registration failed: frame(s) {frames_text} gave an implausible transform "
+            f"(over {MAX_SHIFT_MM:.0f} mm, {MAX_ROTATION_DEG:.0f} degrees or half the slab) "
+            "and were left uncorrected; check them"
         )
     rejected = report.rejected_frames
     if len(rejected) >= max(UNREGISTERED_FRAMES, n_t // 10):
