@@ -943,14 +943,28 @@ def find_status_text(code: int) -> str:
     return "Failed"
 
 
+#: Characters after which a name word starts (PS3.5 6.2.1 component/group delimiters and the
+#: word breaks inside a component); a wildcard is none of them.
+_NAME_SEPARATORS = frozenset("^= -'.")
+
+
 def name_variants(pattern: str) -> list[str]:
-    """Spellings to query a case-sensitive PACS with: as typed, UPPER, Title, lower."""
+    """Spellings to query a case-sensitive PACS with: as typed, UPPER, Title, lower.
+
+    Title case starts a capital only at the start and after a name separator (PS3.5 6.2.1:
+    ``^`` between components, ``=`` between groups; space, hyphen, apostrophe, period inside
+    them), never after a wildcard inside a word: ``schm?dt*`` must become ``Schm?dt*``, not
+    ``Schm?Dt*``, or a case-sensitive PACS never sees the spelling "Schmidt" (probe 37).
+    """
 
     def title(text: str) -> str:
         out, up = [], True
         for ch in text:
             out.append(ch.upper() if up else ch.lower())
-            up = not ch.isalpha()
+            if ch in _NAME_SEPARATORS:
+                up = True
+            elif ch != "*":  # '*' may be empty: a leading '*schmidt' still means 'Schmidt'
+                up = False
         return "".join(out)
 
     variants: list[str] = []

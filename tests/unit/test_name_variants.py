@@ -1,0 +1,22 @@
+"""Spellings the case-insensitive search sends to a case-sensitive PACS (probe 37)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lucent.net.scu import name_variants
+
+
+@pytest.mark.parametrize(
+    ("pattern", "title"),
+    [
+        ("schm?dt*", "Schm?dt*"),
+        ("s*midt*", "S*midt*"),
+        ("SCHM?DT^ANNA", "Schm?dt^Anna"),
+        ("*schmidt", "*Schmidt"),
+        ("müller-lüdenscheidt^hans peter", "Müller-Lüdenscheidt^Hans Peter"),
+        ("o'brien^anna=yamada", "O'Brien^Anna=Yamada"),
+    ],
+)
+def test_title_case_only_after_name_separators(pattern: str, title: str) -> None:
+    assert title in name_variants(pattern)
