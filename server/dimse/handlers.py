@@ -253,7 +253,6 @@ class _SubAssociation:
         return refusal.Refused(status.QR_OUT_OF_RESOURCES_SUBOPS, comment)
 
 
-_guarded: set[int] = set()
 _guard_lock = threading.Lock()
 
 
@@ -265,8 +264,10 @@ def _guard_sub_associations(ae: Any) -> None:
     teaches to answer a ``Refused`` with its own status and comment. Only associations that
     carry a ``_SubAssociation`` handler are touched; a successful one costs one look-up.
     """
+    if getattr(ae, "_lucent_move_guard", False):
+        return
     with _guard_lock:
-        if id(ae) in _guarded:
+        if getattr(ae, "_lucent_move_guard", False):
             return
         original = ae.associate
 
@@ -290,7 +291,7 @@ def _guard_sub_associations(ae: Any) -> None:
             raise sub.failure(assoc)
 
         ae.associate = associate
-        _guarded.add(id(ae))
+        ae._lucent_move_guard = True
 
 
 #: A transfer syntax no peer can have accepted (under our own UID root): a data set that
