@@ -61,16 +61,17 @@ def _undotted(sql: str) -> str:
 
 NAME_KEY_LENGTH = 256
 """Room for a 64-character name whose fold grew: casefold turns "ß" into "ss", "ﬃ" into
-"ffi" (at most three characters for one)."""
+"ffi"; with NFC no character becomes more than three (NFKC could make 18, "ﷺ")."""
 
 
 def name_key(name: str) -> str:
     """The key names are unique by regardless of case (remote nodes, migration 0011).
 
-    Computed here, not by SQL ``lower()``: SQLite folds ASCII only, so "MÜNCHEN" and
-    "münchen" were two nodes on SQLite and one on PostgreSQL. Unicode caseless matching
-    (NFKC, casefold; İ and ı as i, as ``fold_text``): "Straße" and "STRASSE", a composed
+    Computed here, not by SQL ``lower()``: SQLite folds ASCII only (and PostgreSQL by its
+    locale), so "MÜNCHEN" and "münchen" were two nodes on SQLite, one on PostgreSQL
+    with a UTF-8 locale. Unicode caseless matching
+    (NFC, casefold; İ and ı as i, as ``fold_text``): "Straße" and "STRASSE", a composed
     and a decomposed "ü", are one name to the administrator reading the list.
     """
-    folded = unicodedata.normalize("NFKC", name.strip().translate(_UNDOTTED)).casefold()
-    return unicodedata.normalize("NFKC", folded)
+    folded = unicodedata.normalize("NFC", name.strip().translate(_UNDOTTED)).casefold()
+    return unicodedata.normalize("NFC", folded)

@@ -1,13 +1,14 @@
 """Remote node names are unique by a fold computed in Python, the same on every database.
 
 Migration 0010 made names unique on SQL ``lower(name)``; SQLite's ``lower()`` folds ASCII
-letters only, so "MÜNCHEN" and "münchen" were two nodes on SQLite and one on PostgreSQL
-(review). A ``name_key`` column now holds ``server.index.folding.name_key(name)`` (NFKC,
-casefold, Turkish İ and ı as i), set by the model whenever a name is, and carries the
-unique index; the ``lower(name)`` index goes.
+letters only, so "MÜNCHEN" and "münchen" were two nodes on SQLite and one on PostgreSQL,
+or two there too, depending on the database locale (the C locale folds ASCII only). A
+``name_key`` column now holds ``server.index.folding.name_key(name)`` (NFC, casefold,
+Turkish İ and ı as i), set by the model whenever a name is, and carries the unique index;
+the ``lower(name)`` index goes.
 
-Names an index made before this revision holds twice by the new fold (possible on SQLite
-only: "MÜNCHEN" and "münchen") are told apart first, as 0010 did: every node but the
+Names an index made before this revision holds twice by the new fold ("MÜNCHEN" and
+"münchen", "Straße" and "STRASSE") are told apart first, as 0010 did: every node but the
 oldest of such a group gets its id appended, "münchen (7)". The fold is written out here,
 not imported: a migration must not change with the code.
 
@@ -36,8 +37,8 @@ _UNDOTTED = str.maketrans("\u0130\u0131", "ii")
 
 
 def _key(name: str) -> str:
-    folded = unicodedata.normalize("NFKC", name.strip().translate(_UNDOTTED)).casefold()
-    return unicodedata.normalize("NFKC", folded)
+    folded = unicodedata.normalize("NFC", name.strip().translate(_UNDOTTED)).casefold()
+    return unicodedata.normalize("NFC", folded)
 
 
 def _fill_keys(bind: sa.engine.Connection, nodes: sa.TableClause) -> None:
