@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class LoginRequest(BaseModel):
@@ -156,19 +156,40 @@ class VolumeGeometry(BaseModel):
 
 
 class RemoteNodeIn(BaseModel):
+    """A remote node; its roles are from our side (issue 3), plus what it may do to us."""
+
     name: str
     ae_title: str = Field(min_length=1, max_length=16)
     host: str
     port: int = Field(ge=1, le=65535)
-    query_retrieve: bool = True
+    query_retrieve: bool = Field(
+        True, description="query/retrieve source: we send C-FIND and C-MOVE to this node"
+    )
+    inbound_query_retrieve: bool | None = Field(
+        None,
+        description=(
+            "this node may query and retrieve from our Q/R SCP (C-FIND, C-MOVE, C-GET into "
+            "it); left out: the same as query_retrieve, as before the two were split"
+        ),
+    )
     store_target: bool = True
     storage_commitment: bool = False
     tls: bool = False
     timeout: float = 30.0
 
+    @model_validator(mode="after")
+    def _inbound_as_before(self) -> Self:
+        """A client that predates the split (probe 37) meant both directions."""
+        if self.inbound_query_retrieve is None:
+            self.inbound_query_retrieve = self.query_retrieve
+        return self
+
 
 class RemoteNodeOut(RemoteNodeIn):
     id: int
+    inbound_query_retrieve: bool = Field(  # type: ignore[assignment]
+        description="this node may query and retrieve from our Q/R SCP"
+    )
 
 
 class ErrorOut(BaseModel):

@@ -58,6 +58,7 @@ def _node_out(n: RemoteNode) -> schemas.RemoteNodeOut:
         host=n.host,
         port=n.port,
         query_retrieve=n.query_retrieve,
+        inbound_query_retrieve=n.inbound_query_retrieve,
         store_target=n.store_target,
         storage_commitment=n.storage_commitment,
         tls=n.tls,

@@ -1,6 +1,7 @@
-"""Who may query and retrieve: Q/R is open only to configured remote nodes (issue 2, secure
-default ``dimse.restrict_query_retrieve``); storage stays open to every caller (Conformance
-4.2.3.5).
+"""Who may query and retrieve: Q/R is open only to configured remote nodes whose
+``inbound_query_retrieve`` is on (issue 2, secure default ``dimse.restrict_query_retrieve``;
+the node's ``query_retrieve`` is our outbound role and grants nothing here, probe 37);
+storage stays open to every caller (Conformance 4.2.3.5).
 
 A node matches by AE title and by address: the host configured for it must resolve to the
 caller's address (IPv4, IPv6, or IPv4 mapped into IPv6).
@@ -31,7 +32,7 @@ def query_retrieve_caller(
     with ctx.Session() as session:
         nodes = list(session.scalars(select(RemoteNode).where(RemoteNode.ae_title == ae_title)))
     for node in nodes:
-        if node.query_retrieve and same_host(node.host, address):
+        if node.inbound_query_retrieve and same_host(node.host, address):
             return node
     if not ctx.settings.dimse.restrict_query_retrieve:
         return True

@@ -184,7 +184,9 @@ class User(Base):
 
 
 class RemoteNode(Base):
-    """A configured DICOM peer: may query/retrieve from us, and is a C-MOVE destination."""
+    """A configured DICOM peer: a Q/R source, store target and/or storage commitment SCP
+    for us; may query/retrieve from us (``inbound_query_retrieve``), and is then a C-MOVE
+    destination."""
 
     __tablename__ = "remote_nodes"
     #: Names are unique regardless of case (migrations 0010, 0011): two creates of "Main
@@ -199,7 +201,11 @@ class RemoteNode(Base):
     ae_title: Mapped[str] = mapped_column(String(16), index=True)
     host: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
+    # Issue 3's roles are from our side: a Q/R source is a node we C-FIND/C-MOVE from.
+    # Whether the node may query and retrieve from *us* is its own flag (migration 0012):
+    # one flag for both let a PACS we must query pull our patients too (probe 37).
     query_retrieve: Mapped[bool] = mapped_column(Boolean, default=True)
+    inbound_query_retrieve: Mapped[bool] = mapped_column(Boolean, default=True)
     store_target: Mapped[bool] = mapped_column(Boolean, default=True)
     storage_commitment: Mapped[bool] = mapped_column(Boolean, default=False)
     tls: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -9,10 +10,10 @@ import pytest
 from pydicom.uid import CTImageStorage, generate_uid
 
 from lucent.api import schemas
-from lucent.api.client import LucentClient
+from lucent.api.client import ApiError, LucentClient
 from tests.data import samples
 from tests.support.lucent import LucentServer
-from tests.support.peers import DcmQrScp, free_port
+from tests.support.peers import DcmQrScp, dcmtk_tool, dicom_env, free_port
 
 
 @dataclass
@@ -58,3 +59,54 @@ def test_case_insensitive_search_with_inner_wildcards_finds_title_case(
     assert out.nodes[0].outcome == "success", out.nodes[0].message
     found = [s.attrs["StudyInstanceUID"] for p in out.patients for s in p.studies]
     assert found == [env.study], out.nodes[0].case_note
+
+
+def _findscu_into_lucent(env: Env, calling_ae: str) -> str:
+    done = subprocess.run(
+        [dcmtk_tool("findscu"), "-v", "-aet", calling_ae, "-aec", env.server.ae_title, "-S",
+         "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=PAT-37",
+         "127.0.0.1", str(env.server.port)],
+        capture_output=True, text=True, env=dicom_env(True), timeout=60,
+    )  # fmt: skip
+    return done.stdout + done.stderr
+
+
+def _node_in(env: Env, **roles: bool) -> schemas.RemoteNodeIn:
+    return schemas.RemoteNodeIn(
+        name="dcmqrscp", ae_title=env.qr.aet, host="127.0.0.1", port=env.qr.port, timeout=5,
+        **roles,
+    )  # fmt: skip
+
+
+def test_we_query_a_pacs_that_may_not_query_us(env: Env) -> None:
+    """One flag, query_retrieve, meant both "we C-FIND/C-MOVE from it" and "it may query
+    and retrieve from us": clinic IT could not query a hospital PACS without letting it
+    pull our patients (probe 37). The two directions are two flags now."""
+    try:
+        node = env.api.update_node(
+            env.node.id, _node_in(env, query_retrieve=True, inbound_query_retrieve=False)
+        )
+        assert node.query_retrieve is True and node.inbound_query_retrieve is False
+        out = env.api.pacs_query([env.node.id], "STUDY", PatientID="PAT-37")
+        assert out.nodes[0].outcome == "success", out.nodes[0].message
+        assert [s.attrs["StudyInstanceUID"] for p in out.patients for s in p.studies] == [env.study]
+        refused = _findscu_into_lucent(env, env.qr.aet)
+        assert "Association Rejected" in refused, refused
+
+        node = env.api.update_node(
+            env.node.id, _node_in(env, query_retrieve=False, inbound_query_retrieve=True)
+        )
+        assert node.query_retrieve is False and node.inbound_query_retrieve is True
+        out = env.api.pacs_query([env.node.id], "STUDY", PatientID="PAT-37")
+        assert out.nodes[0].outcome == "failed" and "Q/R source" in out.nodes[0].message
+        with pytest.raises(ApiError, match="query/retrieve source"):
+            env.api.retrieve(env.node.id, env.study)
+        allowed = _findscu_into_lucent(env, env.qr.aet)
+        assert "Association Rejected" not in allowed and "Association Accepted" in allowed
+
+        # a client that predates the split sends query_retrieve only: both, as before
+        node = env.api.update_node(env.node.id, _node_in(env, query_retrieve=False))
+        assert node.query_retrieve is False and node.inbound_query_retrieve is False
+        assert [n.inbound_query_retrieve for n in env.api.nodes() if n.id == env.node.id] == [False]
+    finally:
+        env.api.update_node(env.node.id, _node_in(env))
