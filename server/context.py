@@ -289,7 +289,7 @@ class ServerContext:
         (``incoming_objects``); adopted when they fit, removed otherwise.
         """
         try:
-            with self.quotas.admit(pool, owner, len(data)) as refusal:
+            with self.quotas.admit(pool, owner, len(data), expected_sop_instance) as refusal:
                 if refusal is not None:
                     return StoreResult(status.OUT_OF_RESOURCES_QUOTA, refusal)
                 result = self._store(

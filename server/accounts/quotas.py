@@ -125,21 +125,41 @@ class QuotaGuard:
             tmp.write_text(secrets.token_hex(8))
             os.replace(tmp, self._marker)  # a new inode: no mtime-resolution blind spot
 
-    def _subjects(self, db: Any, pool: str, owner: int | None) -> list[tuple[str, str, int, int]]:
-        """(kind, subject, limit, used) for every quota that applies to this store."""
+    def _subjects(
+        self, db: Any, pool: str, owner: int | None, sop_uid: str | None = None
+    ) -> list[tuple[str, str, int, int]]:
+        """(kind, subject, limit, used) for every quota that applies to this store.
+
+        ``used`` leaves out the copy a resend of ``sop_uid`` replaces (it goes when the new
+        one is indexed), so only the net change is admitted: a resend at a nearly full
+        quota was refused though it would have freed as much as it took."""
         out: list[tuple[str, str, int, int]] = []
         rows = {(q.kind, q.subject): q.limit_bytes for q in db.scalars(select(Quota))}
+        if not rows:
+            return out
         if ("pool", pool) in rows:
             used = db.scalar(select(func.sum(Instance.size)).where(Instance.pool == pool)) or 0
+            if sop_uid:
+                used -= (
+                    db.scalar(
+                        select(Instance.size).where(
+                            Instance.sop_instance_uid == sop_uid, Instance.pool == pool
+                        )
+                    )
+                    or 0
+                )
             out.append(("pool", pool, rows[("pool", pool)], int(used)))
         if owner is None:
             return out
+        # the owner row of the copy a resend replaces (record_owner rewrites it)
+        mine = db.get(InstanceOwner, sop_uid) if sop_uid else None
         user = db.get(User, owner)
         if user is not None and ("user", user.username) in rows:
             used = db.scalar(
                 select(func.sum(InstanceOwner.size)).where(InstanceOwner.user_pk == owner)
             )
-            out.append(("user", user.username, rows[("user", user.username)], int(used or 0)))
+            used = int(used or 0) - (mine.size if mine is not None and mine.user_pk == owner else 0)
+            out.append(("user", user.username, rows[("user", user.username)], used))
         groups = db.execute(
             select(UserGroup.id, UserGroup.name)
             .join(GroupMember, GroupMember.group_pk == UserGroup.id)
@@ -149,10 +169,15 @@ class QuotaGuard:
             if ("group", name) not in rows:
                 continue
             members = select(GroupMember.user_pk).where(GroupMember.group_pk == gid)
-            used = db.scalar(
-                select(func.sum(InstanceOwner.size)).where(InstanceOwner.user_pk.in_(members))
+            used = int(
+                db.scalar(
+                    select(func.sum(InstanceOwner.size)).where(InstanceOwner.user_pk.in_(members))
+                )
+                or 0
             )
-            out.append(("group", name, rows[("group", name)], int(used or 0)))
+            if mine is not None and mine.user_pk in set(db.scalars(members)):
+                used -= mine.size
+            out.append(("group", name, rows[("group", name)], used))
         return out
 
     @staticmethod
@@ -164,13 +189,17 @@ class QuotaGuard:
         )
 
     @contextmanager
-    def admit(self, pool: str, owner: int | None, size: int) -> Iterator[str | None]:
-        """Yield a refusal reason, or None with ``size`` reserved until the block ends."""
+    def admit(
+        self, pool: str, owner: int | None, size: int, sop_uid: str | None = None
+    ) -> Iterator[str | None]:
+        """Yield a refusal reason, or None with ``size`` reserved until the block ends.
+        ``sop_uid``: the instance's SOP Instance UID when the sender named it (C-STORE
+        request, STOW file meta): an archived copy it replaces is not counted."""
         if not self._quotas_exist():
             yield None
             return
         if self._ledger is None:
-            with self._admit_local(pool, owner, size) as reason:
+            with self._admit_local(pool, owner, size, sop_uid) as reason:
                 yield reason
             return
         con = self._ledger.connection()
@@ -181,7 +210,7 @@ class QuotaGuard:
             self._ledger.purge_stale(con)
             # read the index under the lock: a release (after its commit) cannot slip between
             with self._reader() as db:
-                subjects = self._subjects(db, pool, owner)
+                subjects = self._subjects(db, pool, owner, sop_uid)
             for kind, subject, limit, used in subjects:
                 (pending,) = con.execute(
                     "SELECT COALESCE(SUM(size), 0) FROM reservations WHERE kind=? AND subject=?",
@@ -206,11 +235,13 @@ class QuotaGuard:
                 con.execute("DELETE FROM reservations WHERE token = ?", (token,))
 
     @contextmanager
-    def _admit_local(self, pool: str, owner: int | None, size: int) -> Iterator[str | None]:
+    def _admit_local(
+        self, pool: str, owner: int | None, size: int, sop_uid: str | None
+    ) -> Iterator[str | None]:
         """Without a data folder (one process only): reservations in memory."""
         with self._lock:
             with self._reader() as db:
-                subjects = self._subjects(db, pool, owner)
+                subjects = self._subjects(db, pool, owner, sop_uid)
             reason = None
             for kind, subject, limit, used in subjects:
                 if used + self._pending.get((kind, subject), 0) + size > limit:
