@@ -106,7 +106,12 @@ class DevicePatch(BaseModel):
 class QuotaIn(BaseModel):
     kind: str = Field(description="user | group | pool")
     subject: str
-    limit_mb: float | None = Field(description="None removes the quota")
+    limit_mb: float | None = Field(
+        description=(
+            "whole MB of 1,048,576 bytes: 1 or more limits the space, 0 allows none, "
+            "null removes the quota; fractions are refused (422)"
+        )
+    )
 
 
 class QuotaOut(BaseModel):
