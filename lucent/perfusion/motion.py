@@ -301,6 +301,20 @@ def _register(
     return a, t
 
 
+def _applied_costs(
+    fine: np.ndarray, level: _Level, cval: float, cands: list[tuple[np.ndarray, np.ndarray]]
+) -> list[float]:
+    """Robust cost of "not moved" then of each candidate (A, t) at the finest level, with the
+    warp that is applied (``cval`` beyond the slab) and one scale, that of "not moved"."""
+    eye, zero = np.eye(3), np.zeros(3)
+    r0 = (_warp(fine, level, eye, zero, cval) - level.fixed).ravel()
+    scale = _TUKEY * (_noise(r0[::5]) + level.grad_norm * level.delta)
+    out = [_cost(r0, scale)]
+    for a, t in cands:
+        out.append(_cost((_warp(fine, level, a, t, cval) - level.fixed).ravel(), scale))
+    return out
+
+
 def _identifiable(level: _Level, candidates: list[int]) -> list[int]:
     """The parameters of ``candidates`` (all six, sd columns in that order) that ``level``
     constrains: through-plane ones (rx, ry, tz) whose information, with the others free,
@@ -374,27 +388,27 @@ def correct_motion(
     last = (0.0,) * 6
     for t_idx in range(n_t):
         a, t = eye, zero
-        fill = float(np.percentile(frames[t_idx], 1))
+        fill = 0.0
         if t_idx != reference:
             moving = prep(frames[t_idx])
             moving_levels = [_bin(moving, lv.factor, lv.sigma) for lv in levels]
-            fine, cval = moving_levels[-1], float(np.clip(fill, lo, hi))
-            # one robust scale for every candidate and for "not moved"
-            r0 = (_warp(fine, finest, eye, zero, cval) - finest.fixed).ravel()
-            scale = _TUKEY * (_noise(r0[::5]) + finest.grad_norm * finest.delta)
-            cost0 = _cost(r0, scale)
-            best, best_cost = (eye, zero), math.inf
-            starts = [(eye, zero)]
-            if prev_a is not eye or prev_t is not zero:
-                starts.append((prev_a.copy(), prev_t.copy()))
-            for a0, t0 in starts:
-                cand = _register(levels, moving_levels, params, a0, t0)
-                c = _cost((_warp(fine, finest, *cand, cval) - finest.fixed).ravel(), scale)
-                if c < best_cost:
-                    best, best_cost = cand, c
-            a, t = best
+            fine = moving_levels[-1]
+            # the fill of the applied warp (and of its cost): the air, from a 1-in-16 sample
+            fill = float(np.percentile(frames[t_idx][:, ::4, ::4], 1))
+            cval = float(np.clip(fill, lo, hi))
+            cands = [_register(levels, moving_levels, params, eye, zero)]
+            if prev_a is not eye or prev_t is not zero:  # sustained motion: try both starts
+                cands.append(_register(levels, moving_levels, params, prev_a.copy(), prev_t.copy()))
+            costs: list[float] = []
+            if len(cands) > 1:
+                costs = _applied_costs(fine, finest, cval, cands)
+            k = int(np.argmin(costs[1:])) if costs else 0
+            a, t = cands[k]
             rx, ry, rz = _euler(a)
             if _displacement((rx, ry, rz, *t)) >= apply_min_mm:
+                if not costs:
+                    costs = _applied_costs(fine, finest, cval, cands[:1])
+                cost0, best_cost = costs[0], costs[1 + k]
                 rotation = math.degrees(math.sqrt(rx * rx + ry * ry + rz * rz))
                 if (
                     float(np.linalg.norm(t)) > MAX_SHIFT_MM
