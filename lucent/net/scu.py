@@ -1293,6 +1293,7 @@ def move_with_retries(
     cancel: threading.Event | None = None,
     sleep: Callable[[float], Any] | None = None,
     final_reason: Callable[[MoveResult], str | None] | None = None,
+    on_attempt: Callable[[int], None] | None = None,
 ) -> MoveResult:
     """C-MOVE with the retries of Conformance 4.2.2.6 (A701, A702, A801, A900, Cxxx, FE00,
     B000 and connection failures), exponential backoff, at most ``retries`` extra attempts.
@@ -1303,11 +1304,15 @@ def move_with_retries(
     answer. A transient one (result 2) is retried like a connection failure.
     ``final_reason``: the caller's reason why another attempt cannot help (e.g. our own
     Store SCP refused instances as non-conformant), appended to the message; None: retry.
+    ``on_attempt``: called with the attempt number before each attempt's association, so a
+    job can say which attempt runs (the PACS's counters start from zero on each one).
     """
     wait = sleep or (lambda s: cancel.wait(s) if cancel is not None else time.sleep(s))
     attempt = 0
     while True:
         attempt += 1
+        if on_attempt is not None:
+            on_attempt(attempt)
         result = move(peer, identifier, destination, on_progress=on_progress, cancel=cancel)
         result.attempts = attempt
         if result.ok or result.cancelled or (cancel is not None and cancel.is_set()):

@@ -291,24 +291,65 @@ class PacsService:
         level = str(identifier.QueryRetrieveLevel)
 
         def run(control: JobControl) -> Outcome:
+            started = now()
+            # instances of this request archived before the running attempt began: the
+            # PACS's counters restart from zero on each attempt (166 -> 65 read as data
+            # lost, probe 37), so the progress never shows less than what is already here
+            earlier = [0]
+            known_total: list[int | None] = [None]  # the last total a PACS reported
+
+            def arrived() -> int:
+                """Instances of this request archived in the target pool by this job."""
+                f = queries.Filter(
+                    study_uid=study_uid,
+                    series_uid=series_uid,
+                    sop_instance_uid=sop_instance_uid,
+                    pools=[target.name],
+                )
+                with self.ctx.Session() as db:
+                    found = queries.instances_for(db, level, f)
+                return sum(1 for i in found if i.received_at >= started)
+
             def on_progress(p: scu.MoveProgress) -> None:
+                total = p.total
+                if total:
+                    known_total[0] = total
+                completed = max(p.completed, earlier[0])
+                fraction = p.fraction
+                if total:
+                    fraction = max(fraction, min(1.0, earlier[0] / total))
                 control.update(
-                    total=p.total,
-                    completed=p.completed,
+                    total=total,
+                    completed=completed,
                     failed=p.failed,
                     warning=p.warning,
-                    progress=round(p.fraction, 4),
+                    progress=round(fraction, 4),
                 )
 
             def on_retry(attempt: int, res: scu.MoveResult, delay: float) -> None:
+                earlier[0] = arrived()
                 control.update(
                     force=True,
                     attempts=attempt,
-                    message=f"{res.message}; retry {attempt}/{retries} in {delay:g} s",
+                    completed=earlier[0],
+                    message=(
+                        f"attempt {attempt} of {retries + 1}: {res.message}; "
+                        f"{earlier[0]} instance(s) arrived so far; retry in {delay:g} s"
+                    ),
                 )
 
-            control.update(force=True, attempts=1, message=f"C-MOVE to {target.ae_title}")
-            started = now()
+            def on_attempt(attempt: int) -> None:
+                if attempt == 1:
+                    control.update(force=True, attempts=1, message=f"C-MOVE to {target.ae_title}")
+                    return
+                control.update(
+                    force=True,
+                    attempts=attempt,
+                    message=(
+                        f"attempt {attempt} of {retries + 1}: C-MOVE to {target.ae_title}; "
+                        f"{earlier[0]} instance(s) arrived so far"
+                    ),
+                )
 
             def refused_here(res: scu.MoveResult) -> str | None:
                 """Our Store SCP refused sub-operations of this move as non-conformant
@@ -344,10 +385,15 @@ class PacsService:
                 on_retry=on_retry,
                 cancel=control.cancel,
                 final_reason=refused_here,
+                on_attempt=on_attempt,
             )
             control.update(force=True, attempts=res.attempts)
             if res.cancelled:
-                return Outcome("cancelled", _cancelled_move_message(res), res.status)
+                got = arrived()
+                control.update(force=True, completed=max(got, res.progress.completed))
+                return Outcome(
+                    "cancelled", f"{_cancelled_move_message(res)}; {_arrived(got)}", res.status
+                )
             if res.ok and (res.progress.failed or res.progress.warning):
                 # 0000 "no failures" with failed/warning counts (a non-conformant PACS; PS3.4
                 # C.4.2.1.6 wants B000): the counts say what arrived, so the state follows them
@@ -383,6 +429,19 @@ class PacsService:
             if res.status == dimse_status.QR_SUBOPS_WARNING:
                 return Outcome("partial", res.message, res.status)
             message = f"{res.message} after {res.attempts} attempt(s)"
+            got = arrived()
+            if got:
+                # cut off (a PACS that died, a lost association): what arrived is archived
+                # and usable, "failed" alone hid it (probe 37)
+                total = res.progress.total or known_total[0]
+                of = f" of {total}" if total else ""
+                control.update(force=True, completed=max(got, res.progress.completed))
+                return Outcome(
+                    "partial",
+                    f"{got}{of} instance(s) arrived and are archived; the retrieve did not "
+                    f"finish: {message}",
+                    res.status,
+                )
             if not res.progress.completed and res.status is not None and res.status >= 0xA700:
                 # An unspecific failure with nothing received (Orthanc answers C000 both
                 # for a UID it lacks and for a move destination it cannot reach): say
@@ -928,6 +987,13 @@ def _move_counts(p: scu.MoveProgress) -> str:
     if p.warning:
         text += f", {p.warning} with warnings"
     return text
+
+
+def _arrived(count: int) -> str:
+    """What a cut-off or cancelled retrieve left in the archive (probe 37)."""
+    if not count:
+        return "no instance of it arrived in this archive"
+    return f"{count} instance(s) arrived and are archived"
 
 
 def _cancelled_move_message(res: scu.MoveResult) -> str:
