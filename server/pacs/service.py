@@ -442,7 +442,20 @@ class PacsService:
                     f"finish: {message}",
                     res.status,
                 )
-            if not res.progress.completed and res.status is not None and res.status >= 0xA700:
+            refused = refused_here(res)
+            if res.status == 0xA801:
+                # the PACS said why: it holds the data but does not know where to send it
+                # (the generic hint below blamed the study first, probe 37)
+                message += (
+                    f"; the PACS does not know our AE title {target.ae_title} as a move "
+                    f"destination: register {target.ae_title} on the PACS with this "
+                    f"server's address and port {target.port}"
+                )
+            elif refused:
+                # the PACS did open an association and send: our Store SCP refused data
+                if refused not in message:
+                    message += f"; {refused}"
+            elif not res.progress.completed and res.status is not None and res.status >= 0xA700:
                 # An unspecific failure with nothing received (Orthanc answers C000 both
                 # for a UID it lacks and for a move destination it cannot reach): say
                 # where to look (outside probe).
