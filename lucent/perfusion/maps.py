@@ -137,6 +137,7 @@ def compute_maps(
         if dec.bank is not None and config.residue_shape:
             box = correct_truncation(cbf, cbv, dec, mtt_from, smooth, model="box")
             w = box_weight(conc, dec.bank, {"exponential": exp, "box": box}, cbv, smooth)
+            dec.box_weight = w
             cbf = (1 - w) * exp[0] + w * box[0]
             tmax = (1 - w) * exp[1] + w * box[1]
         else:

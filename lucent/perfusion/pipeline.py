@@ -678,7 +678,8 @@ def _run(
             # noisy, regularised maximum (config.ct_core_cbf, deconvolution.model_fit);
             # only tissue can be core or its healthy reference
             inside = tissue[idx]
-            amp, _, _ = model_fit(conc[inside], fns.aif, dt, basis=basis)
+            shape = None if _dec.box_weight is None else _dec.box_weight[inside]
+            amp, _, _ = model_fit(conc[inside], fns.aif, dt, basis=basis, box_weight=shape)
             core_cbf = np.zeros((n_z, n_y, n_x), np.float32)
             core_cbf[tuple(i[inside] for i in idx)] = np.clip(
                 amp * np.float32(hematocrit_factor(config) * 6000.0), 0, None
