@@ -32,6 +32,7 @@ log = logging.getLogger("lucent.jobs")
 FINAL_STATES = ("done", "failed", "cancelled", "interrupted", "partial")
 WAITING = "waiting"
 INTERRUPTED = "the server stopped while this job ran"
+CANCELLED_QUEUED = "cancelled before it started"
 
 
 def now() -> datetime:
@@ -98,16 +99,22 @@ class JobQueue:
                 .values(state="interrupted", message=INTERRUPTED)
             )
 
-    def write(self, job_id: int, **values: Any) -> None:
+    def write(self, job_id: int, *, only_from: str = "", **values: Any) -> bool:
+        """Set job columns; ``only_from``: only while the job is in that state (a queued job
+        is started or cancelled once, whoever comes first). False when nothing changed."""
+        stmt = update(Job).where(Job.id == job_id)
+        if only_from:
+            stmt = stmt.where(Job.state == only_from)
         for attempt in range(5):
             try:
                 with self.ctx.WriteSession() as db, db.begin():
-                    db.execute(update(Job).where(Job.id == job_id).values(**values))
-                return
+                    changed = db.execute(stmt.values(**values)).rowcount
+                return bool(changed)
             except Exception:  # noqa: BLE001 - SQLite busy under load: try again
                 if attempt == 4:
                     log.exception("could not update job %d", job_id)
                 time.sleep(0.05 * (attempt + 1))
+        return False
 
     def submit(
         self,
@@ -149,14 +156,19 @@ class JobQueue:
 
     def _run(self, control: JobControl, runner: Runner) -> None:
         job_id = control.job_id
-        if control.cancelled:
+        if control.cancelled or not self.write(
+            job_id, only_from="queued", state="running", started_at=now()
+        ):
+            # cancelled while queued (``cancel`` wrote it already) or stopping
             if self._stopping.is_set():
-                self.write(job_id, state="interrupted", message=INTERRUPTED, finished_at=now())
+                self.write(job_id, only_from="queued", state="interrupted",
+                           message=INTERRUPTED, finished_at=now())  # fmt: skip
             else:
-                self.write(job_id, state="cancelled", message="cancelled before it started",
-                           finished_at=now())  # fmt: skip
+                self.write(job_id, only_from="queued", state="cancelled",
+                           message=CANCELLED_QUEUED, finished_at=now())  # fmt: skip
+            with self._lock:
+                self._controls.pop(job_id, None)
             return
-        self.write(job_id, state="running", started_at=now())
         try:
             outcome = runner(control)
         except Exception as exc:  # noqa: BLE001 - a job must always end with a state
@@ -189,6 +201,10 @@ class JobQueue:
         if control is None:
             return False
         control.cancel.set()
+        # A queued job ends now: it waited for a worker busy with long moves and read
+        # "queued", no message, long after the 200 (probe 37). A running one stops itself.
+        self.write(job_id, only_from="queued", state="cancelled", message=CANCELLED_QUEUED,
+                   finished_at=now())  # fmt: skip
         return True
 
     def running(self) -> list[int]:
