@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
@@ -43,6 +43,7 @@ from server.api.head import HeadAsGet
 from server.api.params import RowId
 from server.context import ServerContext
 from server.index import db as index_db
+from server.index import folding
 from server.index.models import RemoteNode
 
 log = logging.getLogger("lucent.api")
@@ -214,10 +215,10 @@ def delete_node(node_id: RowId, request: Request, caller: Caller = Depends(requi
 def _name_taken(db: Session, name: str, other_than: int | None = None) -> bool:
     """Node names are unique regardless of case: "SINK" and "sink" in one list are two
     entries an administrator cannot tell apart when picking a target."""
-    # folded by the database on both sides, as its unique index on lower(name) folds
-    # (migration 0010): Python's lower() and SQLite's (ASCII only) differ on "Ä"
+    # the key the unique index holds (folded in Python: SQL lower() folds only ASCII on
+    # SQLite, so "MÜNCHEN" slipped past this check to a misleading race 409)
     clash = db.scalars(
-        select(RemoteNode).where(func.lower(RemoteNode.name) == func.lower(name.strip()))
+        select(RemoteNode).where(RemoteNode.name_key == folding.name_key(name))
     ).first()
     return clash is not None and clash.id != other_than
 
@@ -323,7 +324,7 @@ _CLASHES = {
     "devices": "the device is already registered",
 }
 #: The table of a unique index on an expression, which SQLite names instead of a column.
-_INDEX_TABLES = {"uq_remote_nodes_name_lower": "remote_nodes"}
+_INDEX_TABLES = {"uq_remote_nodes_name_key": "remote_nodes"}
 
 
 def conflict(exc: IntegrityError) -> str | None:

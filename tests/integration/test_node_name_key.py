@@ -123,7 +123,9 @@ def test_migration_0011_fills_the_key_on_postgresql(pg_url: str) -> None:
 
 
 def test_api_refuses_a_second_node_differing_by_non_ascii_case(api: LucentClient) -> None:
-    """The shared server (SQLite): the second create answers 409, not 201."""
+    """The shared server (SQLite): the second create answers 409, not 201, and says the
+    name exists (the route's own check folds as the index does; SQL lower() let it past
+    to the index, whose 409 spoke of a request "at the same time")."""
     body = {"ae_title": "S14API", "host": "127.0.0.1", "port": 104}
     first = api.add_node(schemas.RemoteNodeIn(name="ÅLESUND S14", **body))
     try:
@@ -131,5 +133,7 @@ def test_api_refuses_a_second_node_differing_by_non_ascii_case(api: LucentClient
             second = api.add_node(schemas.RemoteNodeIn(name="ålesund s14", **body))
             api.delete_node(second.id)
         assert caught.value.status == 409, caught.value
+        assert "a node named 'ålesund s14' exists" in str(caught.value), caught.value
+        assert "same time" not in str(caught.value)
     finally:
         api.delete_node(first.id)
