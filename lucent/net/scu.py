@@ -992,6 +992,7 @@ def find(
     limit: int = 1024,
     case_insensitive: bool = False,
     cancel: threading.Event | None = None,
+    known_case_sensitive: bool | None = None,
 ) -> FindResult:
     """C-FIND Study Root at STUDY, SERIES or IMAGE level (Conformance 4.2.1).
 
@@ -999,7 +1000,9 @@ def find(
     a Patient's Name containing letters, the name is also queried as UPPER, Title and lower
     case on the same association, the union is filtered locally ignoring case, and the
     result says whether the PACS matched case-sensitively (FAQ: "schmidt" vs "Schmidt") and
-    so may hide spellings we did not try (e.g. "McDonald").
+    so may hide spellings we did not try (e.g. "McDonald"). A plain search with letters in
+    the name says so too unless the PACS is known (``known_case_sensitive`` False, or its
+    answers show it) to match ignoring case.
     """
     start = time.perf_counter()
     level = level.upper()
@@ -1019,8 +1022,11 @@ def find(
     seen: dict[str, dict[str, str]] = {}
     try:
         name = str(keys.get("PatientName", "") or "")
-        if not (case_insensitive and any(ch.isalpha() for ch in name)):
+        if not any(ch.isalpha() for ch in name):
             _find_on(assoc, query, identifier, limit, cancel, result, seen, unique)
+        elif not case_insensitive:
+            _find_on(assoc, query, identifier, limit, cancel, result, seen, unique)
+            _judge_plain(name, known_case_sensitive, result)
         else:
             per_variant: dict[str, list[dict[str, str]]] = {}
             for variant in name_variants(name):
@@ -1038,6 +1044,29 @@ def find(
         result.message = f"the C-FIND on {peer.address} ended: {exc.message}"
     result.elapsed_ms = _ms(start)
     return result
+
+
+def _judge_plain(typed: str, known: bool | None, result: FindResult) -> None:
+    """A case-sensitive search with letters in the name: matches written with another
+    capitalisation may be hidden unless the PACS matches ignoring case (probe 37: on
+    dcmqrscp 'schmidt*' found 1 of 4 and said nothing)."""
+    if any(not _pn_match(typed, r.get("PatientName", ""), False) for r in result.rows):
+        known = False  # it answered other capitalisations: it ignores case
+    result.case_sensitive = known
+    if known is False:
+        result.hidden_matches_possible = False
+        result.case_note = ""
+        return
+    result.hidden_matches_possible = True
+    how = (
+        "this PACS matches names case-sensitively"
+        if known
+        else "this PACS may match names case-sensitively"
+    )
+    result.case_note = (
+        f"{how}: only '{typed}' as written was searched; names written with other "
+        "capitalisation may be hidden: use the case-insensitive search to find them"
+    )
 
 
 def _judge_case(

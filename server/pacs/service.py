@@ -121,6 +121,9 @@ class PacsService:
         if pynetdicom_log.getEffectiveLevel() < logging.WARNING:
             pynetdicom_log.setLevel(logging.WARNING)
         self.jobs = JobQueue(ctx, self.settings.job_threads)
+        # what each node's answers showed about its name matching (None: not known yet);
+        # a plain search on a node known to match case-sensitively says so (probe 37)
+        self._case_sensitive: dict[int, bool] = {}
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         if start_watcher:
@@ -254,9 +257,13 @@ class PacsService:
                 return node, scu.FindResult(
                     outcome="failed", message="this node is not configured as a Q/R source"
                 )
-            return node, scu.find(
-                self.peer(node), level, keys, limit=limit, case_insensitive=case_insensitive
-            )
+            res = scu.find(
+                self.peer(node), level, keys, limit=limit, case_insensitive=case_insensitive,
+                known_case_sensitive=self._case_sensitive.get(node.id),
+            )  # fmt: skip
+            if res.ok and res.case_sensitive is not None:
+                self._case_sensitive[node.id] = res.case_sensitive
+            return node, res
 
         with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
             results = list(pool.map(one, nodes))

@@ -110,3 +110,30 @@ def test_we_query_a_pacs_that_may_not_query_us(env: Env) -> None:
         assert [n.inbound_query_retrieve for n in env.api.nodes() if n.id == env.node.id] == [False]
     finally:
         env.api.update_node(env.node.id, _node_in(env))
+
+
+def test_plain_search_says_matches_may_be_hidden(env: Env) -> None:
+    """A plain (case-sensitive) 'schmidt*' on dcmqrscp found nothing of 'Schmidt^Anna' and
+    said hidden_matches_possible false with no note (probe 37)."""
+    fresh = env.api.add_node(  # a node not searched yet: how it matches is not known
+        schemas.RemoteNodeIn(
+            name="dcmqrscp-plain", ae_title=env.qr.aet, host="127.0.0.1", port=env.qr.port
+        )
+    )
+    out = env.api.pacs_query([fresh.id], "STUDY", PatientName="schmidt*")
+    result = out.nodes[0]
+    assert result.outcome == "success" and out.patients == []
+    assert result.hidden_matches_possible and result.case_sensitive is None
+    assert "may match names case-sensitively" in result.case_note
+    assert "case-insensitive search" in result.case_note
+
+    # once a case-insensitive search showed how this PACS matches, a plain one says so
+    env.api.pacs_query([fresh.id], "STUDY", PatientName="schmidt*", case_insensitive=True)
+    result = env.api.pacs_query([fresh.id], "STUDY", PatientName="schmidt*").nodes[0]
+    assert result.case_sensitive is True and result.hidden_matches_possible
+    assert "this PACS matches names case-sensitively" in result.case_note
+
+    # no letters, nothing to hide
+    result = env.api.pacs_query([fresh.id], "STUDY", PatientID="PAT-37").nodes[0]
+    assert not result.hidden_matches_possible and result.case_note == ""
+    env.api.delete_node(fresh.id)
