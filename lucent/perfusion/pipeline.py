@@ -199,6 +199,31 @@ def _local_pca(frames: np.ndarray, min_keep: int, block: int) -> None:
         frames[:, z] = np.where(wsum > 0, acc / np.maximum(wsum, 1e-9), img)
 
 
+def _leave_out(
+    series: PerfusionSeries, drop: list[int], config: PerfusionConfig, warnings: list[str]
+) -> np.ndarray:
+    """Leave out the frames whose registration failed (``MotionReport.implausible_frames``)
+    and let the curves be interpolated across them, as across a missing time point.
+
+    Such a frame is moved beyond what motion correction could undo; kept, its skull edge
+    lends edge voxels a one-frame 'bolus' of ~1000 HU (outside probe 36: the AIF, then CBV
+    0 and the whole brain core). Never so many that the series falls under
+    ``min_time_points``, nor the first or last frame (the grid would shrink): those stay,
+    flagged severe by the motion report."""
+    n_t = series.frames.shape[0]
+    gone = sorted(t for t in set(drop) if 0 < t < n_t - 1)
+    if not gone or n_t - len(gone) < config.min_time_points:
+        return series.frames
+    keep = np.setdiff1d(np.arange(n_t), gone)
+    series.frames = series.frames[keep]
+    series.times = series.times[keep]
+    warnings.append(
+        f"time point(s) {', '.join(str(t + 1) for t in gone)} left out: moved beyond what "
+        "motion correction could undo; their values are interpolated from the neighbours"
+    )
+    return series.frames
+
+
 def _signal_noise_sd(frames: np.ndarray) -> float:
     """Noise SD of (T, Z, Y, X) magnitude frames: median over slices of the robust
     temporal-difference estimate in the head (var(diff) = 2 sigma², robust to the bolus)."""
@@ -444,6 +469,8 @@ def _run(
                 apply_min_mm=config.motion_apply_min_mm,
                 severe_mm=config.severe_motion_mm,
             )
+            if motion.implausible_frames:
+                frames = _leave_out(series, motion.implausible_frames, config, warnings)
     native_pca: int | None = None
     local: np.ndarray | None = None
     raw: np.ndarray | None = None
