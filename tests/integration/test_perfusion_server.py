@@ -14,6 +14,7 @@ refused in part says so (message, result status, QC flag), not a plain "done".
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,9 +201,10 @@ def test_results_refused_by_the_archive_make_the_run_partial(env: Env) -> None:
     """A pool quota with room for a few small objects only: the archive refuses most
     results (A7xx). The run must not read as a plain "done"."""
     _ensure_series(env)
-    [quota] = env.api.set_quota("pool", "DEFAULT", 1.0)
-    env.api.set_quota("pool", "DEFAULT", (quota.used_bytes + 600_000) / 2**20)
+    [quota] = env.api.set_quota("pool", "DEFAULT", 1)
     try:
+        # quotas are whole MB: room for 0.6-1.6 MB of the results' tens of MB
+        env.api.set_quota("pool", "DEFAULT", math.ceil((quota.used_bytes + 600_000) / 2**20))
         run = env.api.start_perfusion(env.series_uid)
         run = env.api.wait_perfusion(run.id, timeout=240)
     finally:
