@@ -24,7 +24,14 @@ from lucent.api import schemas
 from lucent.api.client import ApiError, LucentClient
 from tests.data import samples
 from tests.support.lucent import LucentServer
-from tests.support.peers import Orthanc, dcmtk_tool, dicom_env, free_port, run_storescu
+from tests.support.peers import (
+    Orthanc,
+    dcmtk_tool,
+    dicom_env,
+    end_process,
+    free_port,
+    run_storescu,
+)
 
 
 @dataclass
@@ -356,8 +363,7 @@ def test_send_transcodes_for_a_peer_that_wants_uncompressed(env: Env, tmp_path: 
         # new UID by default, and the peer would then hold an instance we never recorded)
         assert got.SOPInstanceUID == ds.SOPInstanceUID == result.sop_instance_uid
     finally:
-        proc.terminate()
-        proc.wait(10)
+        end_process(proc)
 
 
 def test_send_to_a_down_node_fails_per_instance(env: Env) -> None:

@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from lucent.api.client import LucentClient
 from tests.support.lucent import ADMIN_PASSWORD, ADMIN_USER, REPO, LucentServer
-from tests.support.peers import free_port
+from tests.support.peers import end_process, free_port
 
 
 def _make_cert(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -168,11 +168,4 @@ def test_the_pair_works_for_dicom_tls_in_both_roles(
         anonymous = _echo(port, "+tla", "+cf", cert)  # SCU without a certificate of its own
         assert anonymous.returncode != 0
     finally:
-        # storescp can sit in a TLS handshake the refused SCUs left half open and miss
-        # SIGTERM for a while (CI, loaded machine): the checks above are the test, not this
-        scp.terminate()
-        try:
-            scp.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            scp.kill()
-            scp.wait(timeout=10)
+        end_process(scp)

@@ -97,6 +97,20 @@ def orthanc_binary() -> str:
     raise PeerError("Orthanc not found (install Debian package 'orthanc')")
 
 
+def end_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds: DCMTK storescp in the middle of an
+    association (or a TLS handshake a refused SCU left half open) can miss SIGTERM for a
+    while on a loaded CI machine, and a test's checks, not its clean-up, are the test."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def dicom_env(nodelay: bool = True) -> dict[str, str]:
     """Environment for a DCMTK process: ``TCP_NODELAY=1`` unless measuring Nagle."""
     env = dict(os.environ)
