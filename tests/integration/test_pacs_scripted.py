@@ -74,10 +74,12 @@ class ScriptedPeer:
         True when a C-CANCEL arrived meanwhile."""
         until = time.monotonic() + self.silence
         while time.monotonic() < until:
-            if event.is_cancelled:
+            # cancel_seen too: on a loaded machine the C-CANCEL can arrive before this
+            # handler runs, and pynetdicom's is_cancelled then missed it (CI)
+            if event.is_cancelled or self.cancel_seen:
                 return True
             time.sleep(0.01)
-        return bool(event.is_cancelled)
+        return bool(event.is_cancelled or self.cancel_seen)
 
     def _dimse_recv(self, event: Any) -> None:
         if type(event.message).__name__ == "C_CANCEL_RQ":
