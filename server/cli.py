@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     # SIGTERM (service stop) ends the server cleanly at any moment from here: a SIGTERM
     # during create_app, right after the banner, gave a traceback and exit 130 (probe 16)
-    signal.signal(signal.SIGTERM, _interrupt)
+    original = signal.signal(signal.SIGTERM, _interrupt)
     ctx: ServerContext | None = None
     started = False
     workers: WorkerPool | None = None
@@ -150,7 +150,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        # a second SIGTERM while stopping must not leave a traceback either: ignore it
+        # a second SIGTERM while stopping must not leave a traceback either: ignore it,
+        # until this returns (a process running the server in-process, e.g. a test, kept
+        # it ignored, and so did every program it started later: DCMTK storescp in CI)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             if started and ctx is not None:  # PS3.15 A.5.3.1: Application Stop
@@ -163,6 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 ctx.close()
         finally:
             lock.close()
+            signal.signal(signal.SIGTERM, original if original is not None else signal.SIG_DFL)
     return 0
 
 

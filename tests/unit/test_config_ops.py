@@ -312,11 +312,15 @@ def test_sigterm_while_the_app_is_created_exits_cleanly(
     previous = signal.getsignal(signal.SIGTERM)
     try:
         rc = cli.cmd_run(args)
+        # and leaves SIGTERM as it found it: left ignored, every program the process started
+        # later ignored it too (DCMTK storescp outlived its tests in CI)
+        after = signal.getsignal(signal.SIGTERM)
     except KeyboardInterrupt:
         pytest.fail("SIGTERM escaped cmd_run as KeyboardInterrupt (exit 130)")
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert rc == 0 and closed == ["workers", "ctx"]
+    assert after == previous, after
 
 
 # -- 9: private files ----------------------------------------------------------------------------
