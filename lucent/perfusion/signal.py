@@ -56,6 +56,15 @@ class Baseline:
     warnings: list[str]
 
 
+def _median3(x: np.ndarray) -> np.ndarray:
+    """3-point running median of a 1-D curve; the end points are kept."""
+    if len(x) < 3:
+        return x
+    out = x.copy()
+    out[1:-1] = np.median(np.stack([x[:-2], x[1:-1], x[2:]]), axis=0)
+    return out
+
+
 def detect_baseline(curve: np.ndarray, modality: str, skip: int = 0) -> Baseline:
     """Pre-bolus frames from the whole-brain mean curve.
 
@@ -66,7 +75,10 @@ def detect_baseline(curve: np.ndarray, modality: str, skip: int = 0) -> Baseline
     c = sign * np.asarray(curve, float)
     n = len(c)
     ref = float(np.median(c[skip : skip + 3]))
-    e = c - ref
+    # judged on a 3-frame running median: one displaced or corrupt frame (+45 HU on the
+    # brain mean when the head moved 5 mm and was not corrected) was the "peak", and every
+    # frame before it, the whole bolus, became baseline (outside probe 36)
+    e = _median3(c - ref)
     peak = int(np.argmax(e))
     top = e[peak]
     warnings: list[str] = []
