@@ -77,13 +77,13 @@ def test_a_server_that_dies_after_login_is_reported_with_its_log(
         win.resize(1200, 800)
         win.show()
         qtbot.waitExposed(win)
-        timer = ws_app.watch_server(win, bundled, every_ms=100)
+        watch = ws_app.ServerWatch(win, bundled, url, every_ms=100)
         qtbot.wait(300)
         assert win.server_box is None  # running: nothing said
         bundled.proc.kill()  # a crash: nobody stopped it
         qtbot.waitUntil(lambda: win.server_box is not None and win.server_box.isVisible(),
                         timeout=20000)  # fmt: skip
-        assert not timer.isActive()
+        assert not watch.timer.isActive()
         box = win.server_box
         assert str(log) in box.text() and "stopped" in box.text(), box.text()
         assert "stopped" in win.status_label.text()

@@ -63,6 +63,11 @@ def _open_log(folder: Path) -> tuple[Path, IO[str] | None]:
         return path, None
 
 
+def server_url(settings: QSettings) -> str:
+    """The server the workstation talks to (setting ``server``)."""
+    return str(settings.value("server", "http://127.0.0.1:8750"))
+
+
 def server_up(url: str) -> bool:
     try:
         return httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200
@@ -104,14 +109,19 @@ class BundledServer:
     ``tail`` or the log file; ``tail`` keeps the last lines for the error message."""
 
     def __init__(self, proc: subprocess.Popen[str], log: Path | None = None) -> None:
-        self.proc = proc
         self.first_admin: tuple[str, str] | None = None
+        self._lock = threading.RLock()  # the reader and the GUI thread both write the log
+        self._log_folder = log if log is not None else log_dir()
+        self._attach(proc)
+
+    def _attach(self, proc: subprocess.Popen[str]) -> None:
+        """Follow ``proc``: a fresh log file (the previous one kept as ``.1``) and a reader."""
+        self.proc = proc
         self.tail: deque[str] = deque(maxlen=20)
         self.banner_seen = threading.Event()
         self.silent_at = ""  # the URL, when the server runs but did not answer there
-        self._lock = threading.RLock()  # the reader and the GUI thread both write the log
         self._exit_noted = False
-        self.log_path, self._log = _open_log(log if log is not None else log_dir())
+        self.log_path, self._log = _open_log(self._log_folder)
         self._write_log(
             f"=== {datetime.now().astimezone():%Y-%m-%d %H:%M:%S %z} the workstation started "
             f"the server (process {proc.pid}): {' '.join(map(str, proc.args))}"
@@ -120,6 +130,14 @@ class BundledServer:
             target=self._read, args=(proc.stdout,), daemon=True, name="bundled-server-output"
         )
         self._reader.start()
+
+    def restart(self) -> None:
+        """Start the same command again (after it died, or to stop and start it); returns at
+        once, the caller waits for the API. The log of the run that ended becomes ``.1``.
+        No parent-death signal this time: the workstation has Qt threads now, and Python
+        code between fork and exec may deadlock there; ``run`` still stops it at exit."""
+        self.stop()
+        self._attach(_start(list(map(str, self.proc.args)), parent_death=False))
 
     def _read(self, stream: IO[str] | None) -> None:
         if stream is None:
@@ -210,8 +228,7 @@ class BundledServer:
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         return (
             f"The local Lucent server the workstation started has stopped ({how}): images "
-            "can no longer be loaded or received. Close the workstation and start it again "
-            "to restart the server."
+            "can no longer be loaded or received until it is restarted (Restart server)."
             + self.log_hint()
             + (f"\nIts last lines:\n{said}" if said else "")
         )
@@ -246,6 +263,20 @@ def server_command(config: str | None = None) -> list[str]:
     return cmd
 
 
+def _start(command: list[str], *, parent_death: bool = True) -> subprocess.Popen[str]:
+    """The server process, its output piped to the reader of :class:`BundledServer`."""
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        preexec_fn=_parent_death_signal() if parent_death else None,  # noqa: PLW1509
+    )
+
+
 def ensure_server(
     url: str,
     config: str | None = None,
@@ -257,16 +288,7 @@ def ensure_server(
     goes to ``log`` (default: :func:`log_dir`)."""
     if not _is_local(url) or server_up(url):
         return None
-    proc = subprocess.Popen(
-        server_command(config),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        preexec_fn=_parent_death_signal(),  # noqa: PLW1509 (before any Qt thread)
-    )
+    proc = _start(server_command(config))
     bundled = BundledServer(proc, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and bundled.running():
@@ -281,17 +303,17 @@ def ensure_server(
 
 def run(argv: list[str]) -> int:
     settings = QSettings("Lucent", "Workstation")
-    url = str(settings.value("server", "http://127.0.0.1:8750"))
+    url = server_url(settings)
     # before QApplication: no Qt thread exists yet while the server process is forked
     bundled = ensure_server(url, config=str(settings.value("server_config", "")) or None)
     try:
-        return _run(argv, settings, bundled)
+        return _run(argv, settings, bundled, url)
     finally:
         if bundled is not None:
             bundled.stop()
 
 
-def _run(argv: list[str], settings: QSettings, bundled: BundledServer | None) -> int:
+def _run(argv: list[str], settings: QSettings, bundled: BundledServer | None, url: str) -> int:
     from workstation.qt.login import LoginDialog
     from workstation.qt.main_window import MainWindow
 
@@ -307,7 +329,8 @@ def _run(argv: list[str], settings: QSettings, bundled: BundledServer | None) ->
     window.resize(1600, 1000)
     window.show()
     window.browser.refresh()  # an expired session asks for the password (MainWindow)
-    watch = watch_server(window, bundled) if bundled is not None else None
+    # the bundled server answers where it was started: ``url``, whatever the login chose
+    watch = ServerWatch(window, bundled, url) if bundled is not None else None
     try:
         return int(app.exec())
     finally:
@@ -315,16 +338,52 @@ def _run(argv: list[str], settings: QSettings, bundled: BundledServer | None) ->
             watch.stop()
 
 
-def watch_server(window: MainWindow, bundled: BundledServer, every_ms: int = 2000) -> QTimer:
-    """Tell the reader when the server the workstation started dies (with its log file):
-    without this the browser only said "not reachable" and nobody knew why."""
+class ServerWatch:
+    """Tells the reader when the server the workstation started dies (with its log file;
+    without this the browser only said "not reachable" and nobody knew why), and offers to
+    start it again: the box's "Restart server" restarts it and waits, without blocking the
+    window, until its API answers or it gives up (then the box comes back with why)."""
 
-    def check() -> None:
-        if not bundled.running():
-            timer.stop()
-            window.server_stopped(bundled.stopped_message())
+    def __init__(
+        self, window: MainWindow, bundled: BundledServer, url: str, every_ms: int = 2000
+    ) -> None:
+        self.window = window
+        self.bundled = bundled
+        self.url = url
+        self._starting_since: float | None = None
+        self.timer = QTimer(window)
+        self.timer.timeout.connect(self._check)
+        self.timer.start(every_ms)
 
-    timer = QTimer(window)
-    timer.timeout.connect(check)
-    timer.start(every_ms)
-    return timer
+    def _check(self) -> None:
+        if self._starting_since is not None:
+            self._check_start()
+        elif not self.bundled.running():
+            self.timer.stop()
+            self.window.server_stopped(self.bundled.stopped_message(), self.restart)
+
+    def _check_start(self) -> None:
+        assert self._starting_since is not None
+        if not self.bundled.running():
+            self._starting_since = None
+            self.timer.stop()
+            self.window.server_stopped(self.bundled.problem(), self.restart)
+        elif server_up(self.url):
+            self._starting_since = None
+            self.window.server_running_again()
+        elif time.monotonic() - self._starting_since > START_TIMEOUT:
+            self._starting_since = None
+            self.timer.stop()
+            self.bundled.silent_at = self.url
+            self.window.server_stopped(self.bundled.problem(), self.restart)
+
+    def restart(self) -> None:
+        """Start the server again; the timer watches its start, then the server."""
+        self.window.server_restarting()
+        self.bundled.restart()
+        self._starting_since = time.monotonic()
+        if not self.timer.isActive():
+            self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()

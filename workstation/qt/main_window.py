@@ -7,6 +7,7 @@ displayed slice first; the status bar shows progress and a Cancel button.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal
@@ -152,6 +153,7 @@ class MainWindow(QMainWindow):
         self._relogging = False
         self.server_stopped_message = ""  # set when the bundled server died (server_stopped)
         self.server_box: QMessageBox | None = None
+        self.restart_button: QPushButton | None = None  # on server_box, when offered
         self._toolbar()
         self.layout_model.changed.connect(self._sync_voi_lut_action)
 
@@ -355,18 +357,42 @@ class MainWindow(QMainWindow):
         self.status_label.setText(message or self.server_stopped_message or
                                   "Lucent server reachable again")  # fmt: skip
 
-    def server_stopped(self, message: str) -> None:
-        """The server the workstation started has died (app.watch_server): say so with the
-        path of its log file, in the status bar and in a box that does not block reading."""
+    def server_stopped(self, message: str, restart: Callable[[], None] | None = None) -> None:
+        """The server the workstation started has died (app.ServerWatch): say so with the
+        path of its log file, in the status bar and in a box that does not block reading.
+        ``restart``: offered as the box's "Restart server" button, so that a reader in the
+        middle of a list need not close the workstation to get the server back."""
         self.server_stopped_message = message
         self.status_label.setText(message.splitlines()[0])
         self.status_label.setToolTip(message)
+        if self.server_box is not None:
+            self.server_box.close()
         box = QMessageBox(QMessageBox.Icon.Critical, "Lucent server stopped", message,
-                          QMessageBox.StandardButton.Ok, self)  # fmt: skip
+                          QMessageBox.StandardButton.Close, self)  # fmt: skip
         box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         box.setModal(False)
+        self.restart_button = None
+        if restart is not None:
+            button = box.addButton("Restart server", QMessageBox.ButtonRole.AcceptRole)
+            button.clicked.connect(restart)
+            box.setDefaultButton(button)
+            self.restart_button = button
         box.show()
         self.server_box = box
+
+    def server_restarting(self) -> None:
+        """A restart is under way (app.ServerWatch): the box goes, the status bar says so."""
+        if self.server_box is not None:
+            self.server_box.close()
+            self.server_box = None
+        self.status_label.setText("restarting the Lucent server …")
+        self.status_label.setToolTip("")
+
+    def server_running_again(self) -> None:
+        """The restarted server answers: the session goes on (tokens live in its index)."""
+        self.server_stopped_message = ""
+        self.status_label.setText("the Lucent server is running again")
+        self.browser.refresh()
 
     def _session_expired(self) -> None:
         if self.handle_expired():
