@@ -10,43 +10,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pydicom.uid import CTImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
-from lucent.api import schemas
-from tests.data import samples
-from tests.support.lucent import LucentServer
-from tests.support.peers import DcmQrScp, free_port
+from tests.support.dcmqrscp import ct_files, lucent_with_dcmqrscp
 
 
 def test_cancelling_a_queued_job_ends_it_at_once(tmp_path: Path) -> None:
-    port = free_port()
-    server = LucentServer(
-        tmp_path / "lucent",
-        workers=1,
-        pools=[{"name": "DEFAULT", "ae_title": "LUCENT", "port": port}],
-        settings={"pacs": {"job_threads": 1}},
-    )
-    qr = DcmQrScp(
-        peers={"lucent": ("LUCENT", "127.0.0.1", port)}, workdir=tmp_path / "qr", nodelay=False
-    )
     study = generate_uid()
-    files = [
-        samples.write(
-            samples.make_instance(
-                CTImageStorage, patient_id="PAT-Q", study_uid=study, instance_number=i + 1
-            ),
-            tmp_path / f"i{i}.dcm",
-        )  # fmt: skip
-        for i in range(150)
-    ]
-    with server, qr:
-        qr.add_files(files)
-        api = server.client()
-        node = api.add_node(
-            schemas.RemoteNodeIn(
-                name="slow", ae_title=qr.aet, host="127.0.0.1", port=qr.port, timeout=10
-            )
-        )
+    files = ct_files(tmp_path, 150, patient_id="PAT-Q", study_uid=study)
+    with lucent_with_dcmqrscp(
+        tmp_path, files, node_name="slow", node_timeout=10, nodelay=False,
+        settings={"pacs": {"job_threads": 1}},
+    ) as up:  # fmt: skip
+        api, node = up.api, up.node
         ahead = api.retrieve(node.id, study)
         queued = api.retrieve(node.id, study)
         seen = api.job(ahead.id)
@@ -65,4 +41,3 @@ def test_cancelling_a_queued_job_ends_it_at_once(tmp_path: Path) -> None:
         assert api.wait_job(ahead.id, timeout=60).state in ("cancelled", "done")
         final = api.job(queued.id)
         assert final.state == "cancelled" and final.started_at is None, final
-        api.close()

@@ -7,46 +7,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from pydicom.uid import CTImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
 from lucent.api import schemas
-from lucent.api.client import ApiError, LucentClient
-from tests.data import samples
-from tests.support.lucent import LucentServer
-from tests.support.peers import DcmQrScp, dcmtk_tool, dicom_env, free_port
+from lucent.api.client import ApiError
+from tests.support.dcmqrscp import LucentWithQr, ct_files, lucent_with_dcmqrscp
+from tests.support.peers import dcmtk_tool, dicom_env
 
 
 @dataclass
-class Env:
-    server: LucentServer
-    api: LucentClient
-    qr: DcmQrScp
-    node: schemas.RemoteNodeOut
+class Env(LucentWithQr):
     study: str
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     work = tmp_path_factory.mktemp("probe37-dcmqrscp")
-    port = free_port()
-    server = LucentServer(
-        work / "lucent", workers=1, pools=[{"name": "DEFAULT", "ae_title": "LUCENT", "port": port}]
-    )
-    qr = DcmQrScp(peers={"lucent": ("LUCENT", "127.0.0.1", port)}, workdir=work / "qr")
     study = generate_uid()
-    ds = samples.make_instance(
-        CTImageStorage, patient_id="PAT-37", patient_name="Schmidt^Anna", study_uid=study
+    files = ct_files(
+        work, 1, "schmidt", patient_id="PAT-37", patient_name="Schmidt^Anna", study_uid=study
     )
-    with server, qr:
-        qr.add_files([samples.write(ds, work / "schmidt.dcm")])
-        api = server.client()
-        node = api.add_node(
-            schemas.RemoteNodeIn(
-                name="dcmqrscp", ae_title=qr.aet, host="127.0.0.1", port=qr.port, timeout=5
-            )
-        )
-        yield Env(server, api, qr, node, study)
-        api.close()
+    with lucent_with_dcmqrscp(work, files) as up:
+        yield Env(up.server, up.api, up.qr, up.node, study)
 
 
 @pytest.mark.parametrize("pattern", ["schm?dt*", "s*midt*", "SCHM?DT^ANNA", "*schmidt^anna"])

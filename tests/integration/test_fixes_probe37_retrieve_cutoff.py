@@ -13,49 +13,21 @@ import signal
 import time
 from pathlib import Path
 
-from pydicom.uid import CTImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
-from lucent.api import schemas
-from tests.data import samples
-from tests.support.lucent import LucentServer
-from tests.support.peers import DcmQrScp, free_port
+from tests.support.dcmqrscp import ct_files, lucent_with_dcmqrscp
 
 COUNT = 150
 
 
 def test_cut_off_retrieve_is_partial_and_says_what_arrived(tmp_path: Path) -> None:
-    port = free_port()
-    server = LucentServer(
-        tmp_path / "lucent",
-        workers=1,
-        pools=[{"name": "DEFAULT", "ae_title": "LUCENT", "port": port}],
-        settings={"pacs": {"retry_backoff_seconds": 3}},
-    )
-    qr = DcmQrScp(
-        peers={"lucent": ("LUCENT", "127.0.0.1", port)}, workdir=tmp_path / "qr", nodelay=False
-    )
     study, series = generate_uid(), generate_uid()
-    files = [
-        samples.write(
-            samples.make_instance(
-                CTImageStorage,
-                patient_id="PAT-CUT",
-                study_uid=study,
-                series_uid=series,
-                instance_number=i + 1,
-            ),
-            tmp_path / f"i{i}.dcm",
-        )  # fmt: skip
-        for i in range(COUNT)
-    ]
-    with server, qr:
-        qr.add_files(files)
-        api = server.client()
-        node = api.add_node(
-            schemas.RemoteNodeIn(
-                name="dying", ae_title=qr.aet, host="127.0.0.1", port=qr.port, timeout=5
-            )
-        )
+    files = ct_files(tmp_path, COUNT, patient_id="PAT-CUT", study_uid=study, series_uid=series)
+    with lucent_with_dcmqrscp(
+        tmp_path, files, node_name="dying", nodelay=False,
+        settings={"pacs": {"retry_backoff_seconds": 3}},
+    ) as up:  # fmt: skip
+        api, node, qr = up.api, up.node, up.qr
         api.set_node_options(node.id, retries=1)
         job = api.retrieve(node.id, study)
         seen = api.job(job.id)
@@ -79,4 +51,3 @@ def test_cut_off_retrieve_is_partial_and_says_what_arrived(tmp_path: Path) -> No
         assert f"{archived} of {COUNT} instance(s) arrived and are archived" in seen.message
         assert "after 2 attempt(s)" in seen.message
         assert seen.completed == archived
-        api.close()

@@ -15,18 +15,13 @@ import pytest
 from pydicom.uid import CTImageStorage, generate_uid
 
 from lucent.api import schemas
-from lucent.api.client import ApiError, LucentClient
+from lucent.api.client import ApiError
 from tests.data import samples
-from tests.support.lucent import LucentServer
-from tests.support.peers import DcmQrScp, free_port
+from tests.support.dcmqrscp import LucentWithQr, ct_files, lucent_with_dcmqrscp
 
 
 @dataclass
-class Env:
-    server: LucentServer
-    api: LucentClient
-    qr: DcmQrScp
-    node: schemas.RemoteNodeOut
+class Env(LucentWithQr):
     study: str
     series: str
 
@@ -34,36 +29,13 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     work = tmp_path_factory.mktemp("pacs-dcmqrscp")
-    port = free_port()
-    server = LucentServer(
-        work / "lucent", workers=1, pools=[{"name": "DEFAULT", "ae_title": "LUCENT", "port": port}]
-    )
-    qr = DcmQrScp(peers={"lucent": ("LUCENT", "127.0.0.1", port)}, workdir=work / "qr")
     study, series = generate_uid(), generate_uid()
-    files = [
-        samples.write(
-            samples.make_instance(
-                CTImageStorage,
-                patient_id="PAT-QR",
-                patient_name="Schmidt^Anna",
-                study_uid=study,
-                series_uid=series,
-                instance_number=i + 1,
-            ),
-            work / f"qr{i}.dcm",
-        )  # fmt: skip
-        for i in range(3)
-    ]
-    with server, qr:
-        qr.add_files(files)
-        api = server.client()
-        node = api.add_node(
-            schemas.RemoteNodeIn(
-                name="dcmqrscp", ae_title=qr.aet, host="127.0.0.1", port=qr.port, timeout=5
-            )
-        )
-        yield Env(server, api, qr, node, study, series)
-        api.close()
+    files = ct_files(
+        work, 3, "qr", patient_id="PAT-QR", patient_name="Schmidt^Anna", study_uid=study,
+        series_uid=series,
+    )  # fmt: skip
+    with lucent_with_dcmqrscp(work, files) as up:
+        yield Env(up.server, up.api, up.qr, up.node, study, series)
 
 
 def test_echo_rejected_for_unknown_called_ae(env: Env) -> None:
