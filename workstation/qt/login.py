@@ -17,6 +17,8 @@ from lucent.api.client import ApiError, LucentClient
 #: Where the first administrator's password is when the workstation did not start the server
 #: itself (a service, or ``lucent-server run --first-run-admin`` in a terminal): the server
 #: prints it once in its own output. The workstation cannot and must not read it from there.
+MIN_WIDTH = 420
+"""Pixels: the server address and user name fit, not cut."""
 FIRST_RUN_HINT = (
     "First log-in to a new Lucent server? A server started with\n"
     "    lucent-server run --first-run-admin\n"
@@ -39,7 +41,7 @@ class LoginDialog(QDialog):
         prints them once): shown here, once, and replaced by the user's own password."""
         super().__init__()
         self.setWindowTitle("Lucent — log in")
-        self.setMinimumWidth(420)  # the server address and user name fit, not cut
+        self.setMinimumWidth(MIN_WIDTH)
         self.settings = settings
         self.client: LucentClient | None = None
         self.server = QLineEdit(str(settings.value("server", "http://127.0.0.1:8750")))
@@ -50,7 +52,7 @@ class LoginDialog(QDialog):
         # password-change-required on every other route).
         self.new_password = QLineEdit(echoMode=QLineEdit.EchoMode.Password)
         self.repeat = QLineEdit(echoMode=QLineEdit.EchoMode.Password)
-        self.error = QLabel(message)
+        self.error = QLabel()
         self.error.setStyleSheet("color: #c00;")
         self.error.setWordWrap(True)
         self.notice = QLabel()
@@ -85,6 +87,13 @@ class LoginDialog(QDialog):
         lay.addWidget(self.error)
         lay.addWidget(self.hint)
         lay.addWidget(buttons)
+        # Wrapped labels as wide as the fields: the dialog's height is then worked out at
+        # its real width. It was worked out at the labels' own narrow width and the space
+        # left over went to the empty error line, a blank band above the hint.
+        margins = lay.contentsMargins()
+        for label in (self.notice, self.error, self.hint):
+            label.setMinimumWidth(MIN_WIDTH - margins.left() - margins.right())
+        self._say(message)
         (self.password if self.user.text() else self.user).setFocus()
         if first_admin is not None:
             self._offer_first_admin(*first_admin)
@@ -105,9 +114,17 @@ class LoginDialog(QDialog):
         self._show_new_password(True)
         self.new_password.setFocus()
 
+    def _say(self, text: str) -> None:
+        """The red line under the fields: shown only with something to say, and the dialog
+        grows or shrinks to fit it (the hint below it was cut off)."""
+        self.error.setText(text)
+        self.error.setVisible(bool(text))
+        self.adjustSize()
+
     def _show_new_password(self, shown: bool) -> None:
         for field in (self.new_password, self.repeat):
             self._form.setRowVisible(field, shown)
+        self.adjustSize()
         self.server.setEnabled(not shown)
         self.user.setEnabled(not shown)
         self.password.setEnabled(not shown)
@@ -121,11 +138,11 @@ class LoginDialog(QDialog):
             result = client.login(self.user.text().strip(), self.password.text())
         except ApiError as exc:
             # The FAQ's list: unknown user, wrong password — the server says which.
-            self.error.setText(f"Login failed: {exc.detail}")
             self.hint.setVisible(self._first_admin is None)
+            self._say(f"Login failed: {exc.detail}")
             return
         except Exception as exc:
-            self.error.setText(f"Server not reachable: {exc}")
+            self._say(f"Server not reachable: {exc}")
             return
         if self._first_admin is not None:  # the new password is typed already
             self._pending = client
@@ -135,7 +152,7 @@ class LoginDialog(QDialog):
             self._pending = client
             self._show_new_password(True)
             self.new_password.setFocus()
-            self.error.setText(
+            self._say(
                 "This password was set by an administrator and works once: choose your own "
                 "password to continue."
             )
@@ -145,15 +162,15 @@ class LoginDialog(QDialog):
     def _set_own_password(self, client: LucentClient) -> None:
         new = self.new_password.text()
         if new != self.repeat.text():
-            self.error.setText("The two new passwords differ.")
+            self._say("The two new passwords differ.")
             return
         try:
             client.change_password(self.password.text(), new)
         except ApiError as exc:  # too short, too common ... the server says why
-            self.error.setText(f"Password not changed: {exc.detail}")
+            self._say(f"Password not changed: {exc.detail}")
             return
         except Exception as exc:
-            self.error.setText(f"Server not reachable: {exc}")
+            self._say(f"Server not reachable: {exc}")
             return
         self._done(client)
 
