@@ -59,6 +59,8 @@ def test_pdf_is_shown_in_a_closable_panel(
     panel = win.documents
     qtbot.waitUntil(lambda: panel.isVisible() and not win.jobs, timeout=30000)
     assert len(panel.pages) == 1
+    # the status bar names what opened (it said "Report PDF: 0 images")
+    assert win.status_label.text() == "Report PDF: 1 PDF document, 1 page"
     qtbot.wait(100)
     # about a third of the viewer column, the images keep the larger part
     viewer_h, doc_h = win.right_split.sizes()

@@ -200,6 +200,10 @@ def apply_frame_attributes(slices: list[Slice], sop_instance_uid: str,
         s.spacing = Spacing.from_attrs(s.attrs)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 @dataclass
 class SeriesData:
     """Slices plus pixels as they arrive; ``loaded`` fires with the slice index."""
@@ -226,6 +230,19 @@ class SeriesData:
 
     def __len__(self) -> int:
         return len(self.slices)
+
+    def summary(self, pages: int = 0) -> str:
+        """What was opened, for the status bar: "12 images", "1 PDF document, 3 pages",
+        "2 reports". A PDF series said "0 images" (it has no image slices)."""
+        if self.kind == "image":
+            return _count(len(self.slices), "image")
+        pdfs = sum(1 for ds in self.documents if "EncapsulatedDocument" in ds)
+        parts = [_count(pdfs, "PDF document")] if pdfs else []
+        if pages:
+            parts.append(_count(pages, "page"))
+        if len(self.documents) > pdfs:
+            parts.append(_count(len(self.documents) - pdfs, "report"))
+        return ", ".join(parts) or "nothing that can be shown"
 
     def put(self, index: int, frame: Frame) -> None:
         with self._lock:

@@ -291,7 +291,8 @@ class MainWindow(QMainWindow):
         if not self.jobs:
             self.progress.hide()
             self.cancel_button.hide()
-        self.status_label.setText(f"{data.series.description}: {len(data)} images")
+        pages = len(self.documents.pages) if data.kind != "image" else 0
+        self.status_label.setText(f"{data.series.description}: {data.summary(pages)}")
 
     def _apply_states(self, index: int, data: SeriesData) -> None:
         vp = self.layout_model.viewports[index]
