@@ -749,6 +749,18 @@ def _read_pixels(f: FrameRef, cache: dict[Path, np.ndarray]) -> np.ndarray:
     return arr.astype(np.float32) * np.float32(f.slope) + np.float32(f.intercept)
 
 
+def _file_order(per_slice: list[list[FrameRef]]) -> list[tuple[int, int, FrameRef]]:
+    """(slice, time point, frame) in the order to read them: the frames of one file
+    together, so each multi-frame file is decoded once while only one is kept decoded
+    (Enhanced CT/MR stored one file per time point: slice by slice, every slice visited
+    every file, n_slices x n_times decodes). Single-frame files keep slice-major order."""
+    frames = [(z, t, f) for z, s in enumerate(per_slice) for t, f in enumerate(s)]
+    first_seen: dict[Path, int] = {}
+    for k, (_, _, f) in enumerate(frames):
+        first_seen.setdefault(f.path, k)
+    return sorted(frames, key=lambda item: first_seen[item[2].path])
+
+
 def _bin(img: np.ndarray, b: int) -> np.ndarray:
     if b == 1:
         return img
@@ -880,16 +892,15 @@ def assemble(
     ny, nx = f0.rows // b, f0.cols // b
     data = np.empty((n_t, n_z, ny, nx), np.float32)
     cache: dict[Path, np.ndarray] = {}
-    for z, s in enumerate(per_slice):
-        for t, f in enumerate(s):
-            try:
-                data[t, z] = _bin(_read_pixels(f, cache), b)
-            except Exception as exc:  # truncated or undecodable pixel data: name the file
-                return Refusal(
-                    RefusalCode.CORRUPT_IMAGES,
-                    f"pixel data of {f.path.name} (slice {z + 1}, time point {t + 1}) cannot "
-                    f"be read: {type(exc).__name__}: {str(exc)[:160]} - send the series again",
-                )
+    for z, t, f in _file_order(per_slice):
+        try:
+            data[t, z] = _bin(_read_pixels(f, cache), b)
+        except Exception as exc:  # truncated or undecodable pixel data: name the file
+            return Refusal(
+                RefusalCode.CORRUPT_IMAGES,
+                f"pixel data of {f.path.name} (slice {z + 1}, time point {t + 1}) cannot "
+                f"be read: {type(exc).__name__}: {str(exc)[:160]} - send the series again",
+            )
     bad = corrupt.find(data, f0.modality)
     if bad.any():
         worst = float(bad.mean(axis=0).max())
