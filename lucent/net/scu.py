@@ -17,6 +17,7 @@ import fnmatch
 import io
 import ipaddress
 import logging
+import queue
 import re
 import socket
 import ssl
@@ -605,6 +606,16 @@ def _row(ds: Dataset) -> dict[str, str]:
 #: this of the request, whether or not the PACS is sending responses.
 CANCEL_POLL_S = 0.05
 
+#: How long after our C-CANCEL-RQ we wait for the PACS's final response (PS3.7 9.3.2.3;
+#: PS3.4 C.4.2.3.1: FE00, or it finishes anyway) before we abort the association. A PACS
+#: that honours the cancel answers once the sub-operation in flight ends (Orthanc,
+#: dcmqrscp: well under a second on a LAN); a hung one never answers, and the cancelled job
+#: stayed "running" until the DIMSE timeout (the node's, 30 s by default), while the
+#: radiologist who clicked Cancel expects it to end within seconds. Five seconds leaves a
+#: slow PACS room for one more large sub-operation and keeps Cancel prompt. Not a per-node
+#: option: it bounds how long Cancel takes, not how long a PACS may work.
+CANCEL_GRACE_S = 5.0
+
 
 class _CancelWatch:
     """Sends one C-CANCEL-RQ as soon as ``cancel`` is set, from its own thread.
@@ -616,14 +627,30 @@ class _CancelWatch:
     ``DirectAssociation.c_cancel`` (it writes under a lock) are safe from another thread
     while the caller waits for responses. Start it only once the request is on the wire,
     and :meth:`stop` it before the association is released: no C-CANCEL goes out after.
+
+    ``abandon``: called ``grace`` seconds after the C-CANCEL (whoever sent it) when the
+    operation has not ended by then: it aborts the association and wakes the caller's
+    reader, so a hung PACS cannot hold a cancelled job until the DIMSE timeout. ``abandoned``
+    then tells the caller why its reader stopped (and that nothing is left to release).
     """
 
-    def __init__(self, cancel: threading.Event | None, send: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        cancel: threading.Event | None,
+        send: Callable[[], None],
+        *,
+        abandon: Callable[[], None] | None = None,
+        grace: float = CANCEL_GRACE_S,
+    ) -> None:
         self._cancel = cancel
         self._send = send
+        self._abandon = abandon
+        self.grace = grace
         self._lock = threading.Lock()
         self._done = False
+        self._timer: threading.Timer | None = None
         self.sent = False
+        self.abandoned = False
         if cancel is not None:
             threading.Thread(target=self._watch, name="c-cancel", daemon=True).start()
 
@@ -645,12 +672,105 @@ class _CancelWatch:
                 self._send()
             except Exception as exc:  # noqa: BLE001 - a broken association shows in the reader
                 log.warning("C-CANCEL not sent: %s", exc)
+            if self._abandon is not None:
+                self._timer = threading.Timer(self.grace, self._give_up)
+                self._timer.daemon = True
+                self._timer.start()
             return True
+
+    def _give_up(self) -> None:
+        """No final response within the grace after our C-CANCEL: abort (the PACS hangs)."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = self.abandoned = True
+        log.warning("no final response %.1f s after C-CANCEL: aborting the association", self.grace)
+        assert self._abandon is not None
+        try:
+            self._abandon()
+        except Exception as exc:  # noqa: BLE001 - the reader's timeout still ends it
+            log.warning("A-ABORT after an unanswered C-CANCEL failed: %s", exc)
 
     def stop(self) -> None:
         """The operation ended: the watcher sends nothing from now on and exits."""
         with self._lock:
             self._done = True
+            if self._timer is not None:
+                self._timer.cancel()
+
+
+class _CancelUnconfirmed(direct.DirectError):
+    """The PACS sent no final response within the grace after our C-CANCEL: aborted."""
+
+
+def _abandon_direct(assoc: direct.DirectAssociation) -> None:
+    """A-ABORT on our own socket from the watcher thread, then shut the socket down: that
+    wakes the caller's thread blocked in ``recv`` (closing the socket does not on Linux).
+    The caller's thread closes it when its reader has stopped."""
+    with contextlib.suppress(OSError):
+        assoc.sock.sendall(ul.abort(0, 0))
+    with contextlib.suppress(OSError):
+        assoc.sock.shutdown(socket.SHUT_RDWR)
+
+
+class _ResponsePump:
+    """pynetdicom's C-MOVE responses, read by a helper thread into a queue of our own, so
+    that the watcher can end the caller's wait (:meth:`wake`) when it aborts.
+
+    pynetdicom's generator waits in the DIMSE queue for up to the DIMSE timeout, and our
+    own A-ABORT queues nothing there (only the peer's does, fsm AA-2/3/4); a (None, None)
+    put there ourselves can be taken by the association's reactor, which the abort
+    restarts (in the server it was: the cancelled job still waited the whole DIMSE
+    timeout). After a wake the helper thread stays in pynetdicom's wait until that
+    timeout, then ends.
+    """
+
+    _END = object()
+
+    def __init__(self, responses: Iterator[tuple[Dataset | None, Dataset | None]]) -> None:
+        self._box: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._responses = responses
+        threading.Thread(target=self._read, name="c-move-responses", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for item in self._responses:
+                self._box.put(item)
+        except Exception as exc:  # noqa: BLE001 - raised again in the caller's thread
+            self._box.put(exc)
+        finally:
+            self._box.put(self._END)
+
+    def wake(self) -> None:
+        """End the caller's iteration now (its loop then sees why)."""
+        self._box.put((None, None))
+
+    def __iter__(self) -> Iterator[tuple[Dataset | None, Dataset | None]]:
+        while True:
+            item = self._box.get()
+            if item is self._END:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+
+def _abandon_pynetdicom(assoc: Association, pump: _ResponsePump) -> None:
+    """A-ABORT on a pynetdicom association from the watcher thread, and wake the caller.
+
+    Not blocking: a blocking abort waits for the peer to close the connection, up to the
+    ARTIM timeout (the node's timeout) with a hung PACS; the DUL thread closes it by then.
+    """
+    assoc.abort(block=False)
+    pump.wake()
+
+
+def _unconfirmed(grace: float) -> str:
+    """What the job says when the PACS never answered the cancel (Conformance 4.2.2)."""
+    return (
+        f"the PACS did not confirm the cancel within {grace:g} s (no final response); "
+        "the association was aborted (A-ABORT)"
+    )
 
 
 def _find_on(
@@ -670,9 +790,23 @@ def _find_on(
         query.context_id, StudyRootQueryRetrieveInformationModelFind, query.encode(identifier),
         msg_id,
     )  # fmt: skip
-    watch = _CancelWatch(cancel, lambda: assoc.c_cancel(query.context_id, msg_id))
+    watch = _CancelWatch(
+        cancel,
+        lambda: assoc.c_cancel(query.context_id, msg_id),
+        abandon=lambda: _abandon_direct(assoc),
+    )
     try:
         return _find_answers(answers, query, limit, cancel, result, seen, unique, tag, watch)
+    except direct.DirectError as exc:
+        if not watch.abandoned:
+            raise
+        # a hung PACS after our C-CANCEL (the limit, or the user's cancel): what matched so
+        # far is kept, and the query ends now instead of at the DIMSE timeout
+        if result.outcome != "truncated":
+            result.outcome = "cancelled"
+        what = f"{_unconfirmed(watch.grace)}: {len(result.rows)} match(es) received"
+        result.message = f"{result.message}; {what}" if result.message else what
+        raise _CancelUnconfirmed("aborted", result.message) from exc
     finally:
         watch.stop()
 
@@ -1038,6 +1172,8 @@ def find(
                     break
             _judge_case(name, per_variant, result)
         assoc.release()
+    except _CancelUnconfirmed:
+        assoc.abort()  # the outcome and message say what the cancel left
     except direct.DirectError as exc:
         assoc.abort()
         result.outcome = "failed"
@@ -1176,6 +1312,8 @@ class MoveResult:
     failed_sop_instances: list[str] = field(default_factory=list)
     #: no association, and another attempt cannot get one (a permanent rejection)
     permanent: bool = False
+    #: we sent C-CANCEL and the PACS gave no final response within CANCEL_GRACE_S: aborted
+    cancel_unconfirmed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -1262,13 +1400,20 @@ def move(
         responses = assoc.send_c_move(
             identifier, destination, StudyRootQueryRetrieveInformationModelMove, msg_id=msg_id
         )
+        pump = _ResponsePump(responses)
         watch = _CancelWatch(
             cancel,
             lambda: assoc.send_c_cancel(
                 msg_id, query_model=StudyRootQueryRetrieveInformationModelMove
             ),
+            abandon=lambda: _abandon_pynetdicom(assoc, pump),
         )
-        for rsp, rsp_identifier in responses:
+        for rsp, rsp_identifier in pump:
+            if watch.abandoned:  # a hung PACS: aborted after the grace, not the DIMSE timeout
+                return MoveResult(
+                    None, _unconfirmed(watch.grace), progress, cancelled=True,
+                    cancel_unconfirmed=True,
+                )  # fmt: skip
             if rsp is None or "Status" not in rsp:
                 return MoveResult(
                     None, "association aborted or C-MOVE response timed out", progress
@@ -1281,13 +1426,15 @@ def move(
                 if cancel is not None and cancel.is_set():
                     watch.fire()  # the watcher's C-CANCEL, unless it went out already
                 continue
+            watch.stop()  # the final response: nothing to abort from here on
             final = rsp
             last_identifier = rsp_identifier
             break
     finally:
         if watch is not None:
             watch.stop()
-        _release(assoc)
+        if watch is None or not watch.abandoned:  # aborted: nothing to release
+            _release(assoc)
     cancel_sent = watch is not None and watch.sent
     if final is None:
         return MoveResult(None, "the C-MOVE ended without a final status", progress)

@@ -1021,6 +1021,8 @@ def _cancelled_move_message(res: scu.MoveResult) -> str:
     finish anyway; a job that read "cancelled", status 0000, "no failures" said neither."""
     counts = _move_counts(res.progress)
     code = "" if res.status is None else f" (0x{res.status:04X})"
+    if res.cancel_unconfirmed:  # a hung PACS: aborted after scu.CANCEL_GRACE_S
+        return f"cancel requested (C-CANCEL); {res.message}: {counts}"
     if res.status == dimse_status.QR_CANCEL:
         return f"cancel requested (C-CANCEL); the PACS stopped the retrieve{code}: {counts}"
     if res.ok or res.status == dimse_status.QR_SUBOPS_WARNING:
