@@ -50,6 +50,11 @@ class Outcome:
     after: Callable[[], None] | None = None
 
 
+THROTTLE_S = 0.25
+"""Progress is written at most this often; the last update is written this long after it
+at the latest (a trailing write), so a job whose updates stop shows where it stands."""
+
+
 class JobControl:
     """Handed to a runner: report progress (throttled DB writes), see cancel requests."""
 
@@ -59,24 +64,57 @@ class JobControl:
         self.cancel = threading.Event()
         self._last_write = 0.0
         self._pending: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._trailing: threading.Timer | None = None
+        self._closed = False
 
     @property
     def cancelled(self) -> bool:
         return self.cancel.is_set()
 
     def update(self, *, force: bool = False, **fields: Any) -> None:
-        """Set job columns (progress, total, completed, failed, warning, message, attempts)."""
-        self._pending.update(fields)
-        t = time.monotonic()
-        if not force and t - self._last_write < 0.25:
-            return
-        self._last_write = t
+        """Set job columns (progress, total, completed, failed, warning, message, attempts).
+
+        Within ``THROTTLE_S`` of the last write the fields wait for a trailing write: they
+        were kept until the next update, and a retrieve whose PACS then went quiet read
+        "0 completed" for the whole DIMSE timeout with an instance archived (probe s15)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._pending.update(fields)
+            wait = THROTTLE_S - (time.monotonic() - self._last_write)
+            if not force and wait > 0:
+                if self._trailing is None:
+                    self._trailing = threading.Timer(wait, self._write_trailing)
+                    self._trailing.daemon = True
+                    self._trailing.start()
+                return
+            self._write_locked()
+
+    def _write_locked(self) -> None:
+        if self._trailing is not None:
+            self._trailing.cancel()
+            self._trailing = None
+        self._last_write = time.monotonic()
         values, self._pending = self._pending, {}
         if values:
             self.queue.write(self.job_id, **values)
 
+    def _write_trailing(self) -> None:
+        with self._lock:
+            self._trailing = None
+            if not self._closed:
+                self._write_locked()
+
     def flush(self) -> None:
         self.update(force=True)
+
+    def close(self) -> None:
+        """Write what is pending and stop: the final state is written after this, and no
+        trailing progress may land on top of it."""
+        with self._lock:
+            self._write_locked()
+            self._closed = True
 
 
 Runner = Callable[[JobControl], Outcome]
@@ -174,7 +212,7 @@ class JobQueue:
         except Exception as exc:  # noqa: BLE001 - a job must always end with a state
             log.exception("job %d failed", job_id)
             outcome = Outcome("failed", f"internal error: {exc}")
-        control.flush()
+        control.close()
         if outcome.state == "cancelled" and self._stopping.is_set():
             # the server stopping ended it, not a user: what a restart reports after kill -9
             outcome = Outcome("interrupted", f"{INTERRUPTED} ({outcome.message})", outcome.status)

@@ -189,3 +189,20 @@ def test_query_stopped_at_its_limit_by_a_hung_pacs_keeps_its_matches(
     assert node.count == 2 and len(answer.patients) == 2
     assert peer.cancels == 1
     server.wait_until(lambda: peer.aborts, 10, "the A-ABORT at the hung PACS")
+
+
+def test_progress_before_the_pacs_went_quiet_is_shown(
+    hung: tuple[LucentServer, LucentClient, HungPeer, int],
+) -> None:
+    """The job's last progress is written even when no update follows it: the updates are
+    throttled, and the pending response that counted the one instance waited for a next
+    update that never came (completed 0 for the whole DIMSE timeout, the instance archived)."""
+    server, api, peer, node_id = hung
+    job = api.retrieve(node_id, peer.study_uid)
+    assert peer.hanging.wait(30), "the scripted PACS never got the C-MOVE"
+    shown = _poll(api, job.id, lambda j: j.completed == 1, DEADLINE)
+    assert shown.state == "running" and shown.completed == 1, shown
+    assert shown.total == 3 and 0 < shown.progress < 1, shown
+    api.cancel_job(job.id)
+    ended = _poll(api, job.id, lambda j: j.state not in ("queued", "running"), DEADLINE)
+    assert ended.state == "cancelled" and ended.completed == 1, ended
