@@ -15,6 +15,7 @@ for requestors too), so ways 1 and 3 bind an EVT_N_EVENT_REPORT handler to our a
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,9 +31,22 @@ from lucent.dicom import uids
 from lucent.net import status
 from lucent.net.scu import UNCOMPRESSED, AssociationError, Peer, associate
 
+log = logging.getLogger("lucent.commitment")
+
 #: Well-known SOP Instance UID of the Storage Commitment Push Model SOP Instance (PS3.4 J.3).
 PUSH_MODEL_INSTANCE = "1.2.840.10008.1.20.1.1"
 MODES = ("same", "incoming", "reopen")
+
+#: The status we answer an N-EVENT-REPORT with when we do not apply it: a report for a
+#: transaction its sender was not asked, or one that would rewrite an answered transaction.
+#: PS3.7 10.1.1.1.8 lists for N-EVENT-REPORT no "Refused: not authorised" (0x0124 is for
+#: N-ACTION and N-CREATE); "Class-instance conflict" (0x0119) and "No such SOP Instance"
+#: (0x0112) would say the Push Model SOP Class/Instance were wrong, and they are right.
+#: "Processing failure" (0x0110) says the receiver did not process it, nothing more.
+REPORT_NOT_APPLIED = 0x0110
+
+#: Why a report was not applied ("" when it was): what ``on_report`` returns.
+OnReport = Callable[["Report"], str]
 
 #: PS3.3 C.14.1.1 Failure Reason meanings.
 FAILURE_REASONS = {
@@ -117,24 +131,42 @@ def failure_text(reason: int) -> str:
 
 
 class _Waiter:
-    """Collects N-EVENT-REPORTs of one transaction arriving on an association we requested."""
+    """Collects the N-EVENT-REPORT of one transaction arriving on an association we
+    requested (ways 1 and 3). Only the transaction requested on that association is handed
+    to ``on_report``: a node's report for another node's transaction was applied (probe 38)."""
 
-    def __init__(self, transaction_uid: str, on_report: Callable[[Report], None] | None) -> None:
+    def __init__(self, transaction_uid: str, on_report: OnReport | None) -> None:
         self.transaction_uid = transaction_uid
         self.on_report = on_report
         self.report: Report | None = None
         self.done = threading.Event()
 
     def handle(self, event: Event) -> tuple[int, Dataset | None]:
+        peer = str(event.assoc.acceptor.ae_title).strip()
         try:
             report = parse_report(event.event_information)
         except Exception:  # noqa: BLE001 - a garbled report: answer "processing failure"
             return 0x0110, None
-        if self.on_report is not None:
-            self.on_report(report)
-        if report.transaction_uid == self.transaction_uid:
-            self.report = report
-            self.done.set()
+        if report.transaction_uid != self.transaction_uid:
+            log.warning(
+                "storage commitment report from %s for transaction %s refused: only %s "
+                "was requested on this association",
+                peer,
+                report.transaction_uid,
+                self.transaction_uid,
+            )
+            return REPORT_NOT_APPLIED, None
+        refused = self.on_report(report) if self.on_report is not None else ""
+        if refused:
+            log.warning(
+                "storage commitment report from %s for transaction %s refused: %s",
+                peer,
+                report.transaction_uid,
+                refused,
+            )
+            return REPORT_NOT_APPLIED, None
+        self.report = report
+        self.done.set()
         return status.SUCCESS, None
 
 
@@ -149,12 +181,13 @@ def request(
     transaction_uid: str | None = None,
     mode: str = "same",
     wait: float = 30.0,
-    on_report: Callable[[Report], None] | None = None,
+    on_report: OnReport | None = None,
     answered: Callable[[], bool] | None = None,
 ) -> RequestResult:
     """Send the N-ACTION and, for ``same`` and ``reopen``, wait up to ``wait`` seconds.
 
-    Any report that arrives (also one for another transaction) goes to ``on_report``.
+    The report of this transaction goes to ``on_report``, which says why it did not apply
+    it ("" when it did); a report for another transaction is refused (Conformance 4.1.2.5).
     ``answered`` lets the caller stop waiting early when the report came another way (e.g.
     way 2 recorded by our listener meanwhile). Raises nothing: failures are values.
     """

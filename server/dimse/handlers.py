@@ -459,23 +459,37 @@ def _audit_retrieve(
 
 def handle_commitment_report(event: Event, ctx: ServerContext) -> tuple[int, Dataset | None]:
     """N-EVENT-REPORT of a Storage Commitment SCP on a new association (Conformance 4.1.2.5
-    way 2): record committed/failed instances in the index; no network work here."""
-    from lucent.net.commitment import parse_report
-    from server.pacs.records import record_report
+    way 2): record committed/failed instances in the index; no network work here.
 
+    Only the node the N-ACTION went to, by its AE title, may report on a transaction, and
+    an answered one is not rewritten: any AE turned a failed instance into "committed"
+    (probe 38). A report we do not apply is answered with a failure and logged."""
+    from lucent.net.commitment import REPORT_NOT_APPLIED, parse_report
+    from server.pacs.records import receive_report
+
+    calling = str(event.assoc.requestor.ae_title)
     try:
         report = parse_report(event.event_information)
-        updated = record_report(ctx, report)
+        applied = receive_report(ctx, report, calling)
     except Exception:
-        log.exception("could not record a storage commitment report")
+        log.exception("could not record a storage commitment report from %s", calling.strip())
         return 0x0110, None  # Processing failure
+    if applied.refused:
+        log.warning(
+            "storage commitment report from %s for transaction %s refused (0x%04X): %s",
+            calling.strip(),
+            report.transaction_uid,
+            REPORT_NOT_APPLIED,
+            applied.refused,
+        )
+        return REPORT_NOT_APPLIED, None
     log.info(
         "storage commitment report %s from %s: %d committed, %d failed (%d recorded)",
         report.transaction_uid,
-        event.assoc.requestor.ae_title,
+        calling.strip(),
         len(report.committed),
         len(report.failed),
-        updated,
+        applied.updated,
     )
     return status.SUCCESS, None
 

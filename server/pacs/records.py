@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, UOWTransaction, selectinload
 
 from lucent.net.commitment import Reference, Report
 from server.context import ServerContext
+from server.index.models import RemoteNode
 from server.index.pacs_models import CommitmentItem, CommitmentRequest, Job
 from server.jobs.queue import now
 
@@ -63,16 +64,89 @@ def create_request(
     return req
 
 
-def apply_report(session: Session, report: Report) -> int:
-    """Update the items of the report's transaction; returns how many were updated."""
+#: Request states a report no longer rewrites: every instance answered, or the N-ACTION
+#: refused for good. An expired request still takes a late report (``item_state``).
+FINAL_STATES = ("answered", "failed")
+
+#: What the records say when a node's pending requests end because it was deleted (its id
+#: is reused by the next node added: the retries went to that node, probe 38).
+NODE_DELETED = "the node was deleted"
+
+#: ... and when the node row of a request names another node now (renamed, or a deleted
+#: node's id reused by a node added later).
+NODE_CHANGED = "the node changed"
+
+#: The start of an expiry's note: no report came after the last attempt.
+NO_REPORT = "no commitment report after"
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What became of a report: instances updated, or why it was not applied at all."""
+
+    updated: int = 0
+    refused: str = ""
+
+
+def same_ae(a: str, b: str) -> bool:
+    """AE titles compared as DICOM does: leading and trailing spaces are not significant
+    (PS3.5 6.2, VR AE); case is."""
+    return a.strip(" ") == b.strip(" ")
+
+
+def _origin_refusal(session: Session, req: CommitmentRequest, calling_ae: str) -> str:
+    """Way 2: only the node the N-ACTION went to may report on it, by its AE title; the
+    node row must still be that node (ids of deleted nodes are reused)."""
+    node = session.get(RemoteNode, req.node_id) if req.node_id is not None else None
+    if node is None:
+        return f"it was requested from '{req.node_name}', which was deleted"
+    if node.name != req.node_name:
+        return f"it was requested from '{req.node_name}'; node {node.id} is now '{node.name}'"
+    if not same_ae(node.ae_title, calling_ae):
+        return f"it was requested from '{node.name}' (AE {node.ae_title.strip()})"
+    return ""
+
+
+def _changes(req: CommitmentRequest, report: Report) -> int:
+    """How many of the request's items the report would change."""
+    items = {i.sop_instance_uid: i for i in req.items}
+    said = [(ref, "committed", None) for ref in report.committed]
+    said += [(ref, "failed", reason) for ref, reason in report.failed]
+    return sum(
+        1
+        for ref, state, reason in said
+        if (item := items.get(ref.sop_instance_uid)) is not None
+        and (item.state, item.failure_reason) != (state, reason)
+    )
+
+
+def apply_report(session: Session, report: Report, calling_ae: str | None = None) -> Applied:
+    """Update the items of the report's transaction, if its sender may (Conformance 4.2.5).
+
+    ``calling_ae`` is the AE title that opened the association (way 2); None for a report
+    on our own association, already matched to the transaction requested there (ways 1
+    and 3). An answered transaction is not rewritten: a report from any AE turned a
+    patient's "1 failed" into committed (probe 38); the same answer again is no change.
+    """
     req = session.scalars(
         select(CommitmentRequest)
         .where(CommitmentRequest.transaction_uid == report.transaction_uid)
         .options(selectinload(CommitmentRequest.items))
     ).first()
     if req is None:
-        log.warning("N-EVENT-REPORT for unknown transaction %s", report.transaction_uid)
-        return 0
+        return Applied(refused="no such transaction was requested")
+    if calling_ae is not None:
+        refused = _origin_refusal(session, req, calling_ae)
+        if refused:
+            return Applied(refused=refused)
+    if req.state in FINAL_STATES and _changes(req, report):
+        return Applied(refused=f"the transaction is final ({req.state}: {req.message})")
+    if req.state in FINAL_STATES:
+        return Applied()
+    return Applied(_apply(session, req, report))
+
+
+def _apply(session: Session, req: CommitmentRequest, report: Report) -> int:
     t = now()
     items = {i.sop_instance_uid: i for i in req.items}
     changed = 0
@@ -96,6 +170,38 @@ def apply_report(session: Session, report: Report) -> int:
         session.flush()
         sync_job(session, req.job_pk)
     return changed
+
+
+def end_requests_of(session: Session, node_ids: Sequence[int], why: str) -> int:
+    """End the pending requests of nodes ``node_ids`` (expired, ``why``) and move their
+    jobs on: nothing will be asked of those nodes any more. Returns how many ended."""
+    reqs = list(
+        session.scalars(
+            select(CommitmentRequest)
+            .where(
+                CommitmentRequest.node_id.in_(list(node_ids)),
+                CommitmentRequest.state == "pending",
+            )
+            .options(selectinload(CommitmentRequest.items))
+        )
+    )
+    for req in reqs:
+        req.state, req.retry_at, req.message = "expired", None, why
+    for job_pk in dict.fromkeys(r.job_pk for r in reqs):
+        sync_job(session, job_pk)
+    return len(reqs)
+
+
+@event.listens_for(Session, "before_flush")
+def _end_requests_of_deleted_nodes(
+    session: Session, _context: UOWTransaction, _instances: object
+) -> None:
+    """A node deleted through the ORM (DELETE /nodes/{id}) ends its pending requests in the
+    same transaction: SQLite gives the next node added the same id, and the retry watcher
+    sent the deleted node's N-ACTIONs, with the patient's UIDs, to that node (probe 38)."""
+    gone = [o.id for o in session.deleted if isinstance(o, RemoteNode) and o.id is not None]
+    if gone:
+        end_requests_of(session, gone, f"{NODE_DELETED}: the node was removed before it reported")
 
 
 def item_state(item_state: str, request_state: str) -> str:
@@ -162,6 +268,14 @@ class CommitSummary:
         return commit_state(self.committed, self.failed + self.unconfirmed)
 
     @property
+    def ended(self) -> str:
+        """Why the newest request ended unanswered: its expiry note (no report after the
+        last attempt, the node deleted or changed)."""
+        if self.note.startswith((NO_REPORT, NODE_DELETED, NODE_CHANGED)):
+            return self.note
+        return f"{NO_REPORT} {self.attempt} request(s)"
+
+    @property
     def text(self) -> str:
         counts = f"{self.committed} committed, {self.failed} failed"
         if self.outstanding:
@@ -173,7 +287,7 @@ class CommitSummary:
         if self.unconfirmed:
             return (
                 f"{self.unconfirmed} of {self.total} instance(s) never confirmed: "
-                f"no commitment report after {self.attempt} request(s); {counts}"
+                f"{self.ended}; {counts}"
             )
         if self.refused:
             return f"{self.note}: {counts}"
@@ -261,17 +375,23 @@ def sync_job(session: Session, job_pk: int | None) -> None:
     job.message = summary.text
 
 
-def record_report(ctx: ServerContext, report: Report) -> int:
+def receive_report(ctx: ServerContext, report: Report, calling_ae: str | None) -> Applied:
     """apply_report in its own transaction, retried while SQLite is busy."""
     for attempt in range(8):
         try:
             with ctx.WriteSession() as session, session.begin():
-                return apply_report(session, report)
+                return apply_report(session, report, calling_ae)
         except OperationalError:
             if attempt == 7:
                 raise
             time.sleep(0.05 * (attempt + 1))
-    return 0
+    return Applied()
+
+
+def record_report(ctx: ServerContext, report: Report) -> int:
+    """A report that came on our own association for its transaction (ways 1 and 3):
+    how many instances it updated (0 when it was not applied)."""
+    return receive_report(ctx, report, None).updated
 
 
 def request_state(ctx: ServerContext, transaction_uid: str) -> str | None:

@@ -882,7 +882,7 @@ class PacsService:
             transaction_uid=uid,
             mode=node.commitment_mode,
             wait=node.commitment_wait,
-            on_report=lambda report: records.record_report(self.ctx, report),
+            on_report=lambda report: records.receive_report(self.ctx, report, None).refused,
             answered=lambda: records.is_answered(self.ctx, uid),
         )
         with self.ctx.WriteSession() as db, db.begin():
@@ -937,6 +937,7 @@ class PacsService:
                 (
                     r.id,
                     r.node_id,
+                    r.node_name,
                     r.job_pk,
                     r.attempt,
                     [
@@ -948,11 +949,14 @@ class PacsService:
                 for r in due
             ]
         sent = 0
-        for req_id, node_id, job_pk, attempt, refs in work:
+        for req_id, node_id, node_name, job_pk, attempt, refs in work:
             node: NodeView | None = None
             if node_id is not None:
                 with contextlib.suppress(PacsError):  # removed meanwhile
                     node = self.node(node_id)
+            if node is not None and node.name != node_name:
+                self._end_request(req_id, job_pk, _another_node(node, node_name))
+                continue
             uid = commitment.new_transaction_uid(self.ctx.settings.server.uid_root)
             # One transaction supersedes the request and records its successor, the job's
             # state checked there: a cancel in between found nothing pending to expire and
@@ -988,6 +992,17 @@ class PacsService:
                 sent += 1
         return sent
 
+    def _end_request(self, req_id: int, job_pk: int | None, why: str) -> None:
+        """Expire pending request ``req_id`` without asking anyone again (``why``)."""
+        with self.ctx.WriteSession() as db, db.begin():
+            req = db.get(CommitmentRequest, req_id)
+            if req is None or req.state != "pending":
+                return
+            req.state, req.retry_at, req.message = "expired", None, why
+            db.flush()
+            records.sync_job(db, job_pk)
+        log.warning("commitment request %s not sent again: %s", req_id, why)
+
     def _watch_commitments(self) -> None:
         interval = max(0.5, min(10.0, self.settings.commitment_retry_seconds / 4))
         while not self._stop.wait(interval):
@@ -995,6 +1010,15 @@ class PacsService:
                 self.retry_commitments()
             except Exception:  # noqa: BLE001 - keep the watcher alive
                 log.exception("commitment retry failed")
+
+
+def _another_node(node: NodeView, requested_from: str) -> str:
+    """The request's node id now names another node (SQLite reuses a deleted node's id):
+    its N-ACTION, with the patient's UIDs, would go to that node (probe 38)."""
+    return (
+        f"{records.NODE_CHANGED}: node {node.id} is now '{node.name}' (AE {node.ae_title}), "
+        f"not '{requested_from}' the request went to; not requested again"
+    )
 
 
 def _move_counts(p: scu.MoveProgress) -> str:
