@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
+from lucent.dicom import jpeg_lossless
 from lucent.dicom.transfer_syntaxes import (
     DEFLATED_LE,
     EXPLICIT_BE,
@@ -39,9 +40,16 @@ J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 #: accepts no uncompressed one (Conformance 4.2.4.2 and JPEG 2000 Lossless; issue 3:
 #: "transcode when the peer only accepts another syntax"). Deflated needs no pixel codec
 #: (the data set is deflated as a whole), RLE is pydicom's own; JPEG-LS through the
-#: ``pyjpegls`` plugin, JPEG 2000 through ``pylibjpeg-openjpeg``. Lossy syntaxes are never
-#: a target: an image stored lossless must not lose information on the way to a peer.
-LOSSLESS_TARGETS: tuple[str, ...] = (DEFLATED_LE, RLE_LOSSLESS, JPEG_LS_LOSSLESS, J2K_LOSSLESS)
+#: ``pyjpegls`` plugin, JPEG 2000 through ``pylibjpeg-openjpeg``, JPEG Lossless (SV1 and
+#: Process 14) through GDCM (``lucent.dicom.jpeg_lossless``). Lossy syntaxes are never a
+#: target: an image stored lossless must not lose information on the way to a peer.
+LOSSLESS_TARGETS: tuple[str, ...] = (
+    DEFLATED_LE,
+    RLE_LOSSLESS,
+    JPEG_LS_LOSSLESS,
+    J2K_LOSSLESS,
+    *jpeg_lossless.SYNTAXES,
+)
 _PIXEL_TARGETS = frozenset(LOSSLESS_TARGETS) - {DEFLATED_LE}
 #: pydicom encoding plugin per pixel target. Never GDCM: its RLE encoder aborts the whole
 #: process (an uncaught C++ exception, "image_len % MaxNumSegments == 0") on an odd-sized
@@ -168,7 +176,11 @@ def _to_lossless(ds: Dataset, own: str, targets: list[str]) -> Prepared:
         except Exception as exc:  # noqa: BLE001 - pixels we cannot read cannot be encoded
             return Prepared(None, "", False, f"cannot read the pixel data: {exc}")
         try:
-            ds.compress(target, encoding_plugin=_ENCODER[target], generate_instance_uid=False)
+            if target in jpeg_lossless.SYNTAXES:
+                jpeg_lossless.compress(ds, target)
+                set_syntax(ds, target)
+            else:
+                ds.compress(target, encoding_plugin=_ENCODER[target], generate_instance_uid=False)
         except Exception as exc:  # noqa: BLE001 - the codec refused (ds unchanged): next one
             problems.append(f"{UID(target).name}: {exc}")
             continue

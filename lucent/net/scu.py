@@ -1564,7 +1564,8 @@ def store_contexts(
     2. one context per (SOP class, stored syntax that is not uncompressed), so data stored
        compressed travels as is;
     3. per SOP class, one context with the lossless syntaxes we can transcode to
-       (``transcode.LOSSLESS_TARGETS``: Deflated, RLE, JPEG-LS and JPEG 2000 lossless) for
+       (``transcode.LOSSLESS_TARGETS``: Deflated, RLE, JPEG-LS, JPEG 2000 lossless and JPEG
+       Lossless SV1 / Process 14) for
        a peer that accepts none of the above. Lossy syntaxes are proposed only for data
        stored in them (never a transcoding target: an outside tester's peer that took only
        Deflated, JPEG-LS or JPEG 2000 lossless "accepted none of the proposed contexts").

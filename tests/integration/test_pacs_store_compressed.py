@@ -10,6 +10,7 @@ a lossy syntax gets nothing of lossless data (a per-instance failure that says w
 
 from __future__ import annotations
 
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -22,13 +23,15 @@ from pydicom.uid import CTImageStorage, SecondaryCaptureImageStorage
 
 from lucent.net import scu
 from tests.data import samples
-from tests.support.peers import StoreScp
+from tests.support.peers import StoreScp, dcmtk_tool
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+JPEG_LOSSLESS_P14 = "1.2.840.10008.1.2.4.57"
 #: DCMTK's symbolic names (dcmdata/dcxfer.cc) of the syntaxes a test peer accepts.
 DCMTK_NAME = {
     DEFLATED: "DeflatedLittleEndianExplicit",
@@ -36,6 +39,8 @@ DCMTK_NAME = {
     J2K_LOSSLESS: "JPEG2000LosslessOnly",
     RLE_LOSSLESS: "RLELossless",
     JPEG_BASELINE: "JPEGBaseline",
+    JPEG_LOSSLESS_SV1: "JPEGLossless:Non-hierarchical-1stOrderPrediction",
+    JPEG_LOSSLESS_P14: "JPEGLossless:Non-hierarchical:Process14",
 }
 #: pydicom test files in other stored syntaxes: 16-bit signed MR, big endian and RLE.
 OTHER_STORED = ["MR_small_bigendian.dcm", "MR_small_RLE.dcm"]
@@ -94,7 +99,10 @@ def _pixels(ds: Dataset) -> np.ndarray:
         return ds.pixel_array
 
 
-@pytest.mark.parametrize("syntax", [DEFLATED, JPEG_LS_LOSSLESS, J2K_LOSSLESS, RLE_LOSSLESS])
+@pytest.mark.parametrize(
+    "syntax",
+    [DEFLATED, JPEG_LS_LOSSLESS, J2K_LOSSLESS, RLE_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LOSSLESS_P14],
+)
 def test_peer_that_takes_one_lossless_syntax_gets_identical_pixels(
     tmp_path: Path, syntax: str
 ) -> None:
@@ -113,6 +121,17 @@ def test_peer_that_takes_one_lossless_syntax_gets_identical_pixels(
         assert got.file_meta.TransferSyntaxUID == syntax
         assert np.array_equal(_pixels(got), _pixels(source)), path.name
         assert "LossyImageCompression" not in got or got.LossyImageCompression == "00"
+        if syntax in (JPEG_LOSSLESS_SV1, JPEG_LOSSLESS_P14):
+            # the peer's own decoder reads the same pixels (the signed 16-bit MR included):
+            # JPEG Lossless was encoded by GDCM, DCMTK decodes it (probe 38: a peer taking
+            # only SV1 got nothing)
+            plain = tmp_path / f"dcmdjpeg-{path.name}"
+            done = subprocess.run(
+                [dcmtk_tool("dcmdjpeg"), str(received[str(source.SOPInstanceUID)]), str(plain)],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            assert np.array_equal(_pixels(dcmread(plain)), _pixels(source)), path.name
 
 
 def test_without_propose_compressed_such_a_peer_accepts_nothing(tmp_path: Path) -> None:

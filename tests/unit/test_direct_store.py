@@ -265,7 +265,7 @@ def test_compressed_proposal_offers_the_lossless_syntaxes_we_can_encode() -> Non
         list(scu.UNCOMPRESSED),
         [jpeg],
         ["1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80",
-         "1.2.840.10008.1.2.4.90"],
+         "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57"],
     ]  # fmt: skip
     assert [cx.transfer_syntax for cx in scu.store_contexts([_item(CT, jpeg)])] == [
         list(scu.UNCOMPRESSED)

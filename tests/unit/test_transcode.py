@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
+from pydicom.encaps import generate_frames
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from lucent.dicom import transcode
@@ -177,10 +178,14 @@ JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 J2K_LOSSLESS = "1.2.840.10008.1.2.4.90"
 DEFLATED = "1.2.840.10008.1.2.1.99"
 RLE = "1.2.840.10008.1.2.5"
+JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
+JPEG_LOSSLESS_P14 = "1.2.840.10008.1.2.4.57"
 
 
 @pytest.mark.parametrize("name", ["MR_small.dcm", "MR_small_bigendian.dcm", "MR_small_RLE.dcm"])
-@pytest.mark.parametrize("target", [DEFLATED, JPEG_LS_LOSSLESS, J2K_LOSSLESS])
+@pytest.mark.parametrize(
+    "target", [DEFLATED, JPEG_LS_LOSSLESS, J2K_LOSSLESS, JPEG_LOSSLESS_SV1, JPEG_LOSSLESS_P14]
+)
 def test_peer_without_native_syntaxes_gets_a_lossless_one(name: str, target: str) -> None:
     """Issue 3: "transcode when the peer only accepts another syntax" — to a lossless one
     we can encode, pixel-identical, SOP Instance UID kept."""
@@ -209,8 +214,11 @@ def test_a_codec_that_cannot_take_the_image_hands_it_to_the_next_syntax(
     assert done.dataset is not None and done.syntax == JPEG_LS_LOSSLESS, done.error
     assert np.array_equal(done.dataset.pixel_array, before)
     ds = dcmread(get_testdata_file("rtdose_1frame.dcm"))  # 32-bit: no JPEG-LS / JPEG 2000
-    done = transcode.prepare(ds, ExplicitVRLittleEndian, {JPEG_LS_LOSSLESS, J2K_LOSSLESS}, "")
+    done = transcode.prepare(
+        ds, ExplicitVRLittleEndian, {JPEG_LS_LOSSLESS, J2K_LOSSLESS, JPEG_LOSSLESS_SV1}, ""
+    )
     assert done.dataset is None and "JPEG-LS" in done.error and "JPEG 2000" in done.error
+    assert "2-16 bits" in done.error  # JPEG Lossless: said, not a crash
     done = transcode.prepare(ds, ExplicitVRLittleEndian, {JPEG_LS_LOSSLESS, DEFLATED}, "")
     assert done.syntax == DEFLATED  # no pixel codec needed
 
@@ -241,3 +249,30 @@ def test_decoded_lossy_data_sent_lossless_stays_marked_lossy() -> None:
     done = transcode.prepare(ds, "1.2.840.10008.1.2.4.81", {JPEG_LS_LOSSLESS}, "")
     assert done.dataset is not None and done.syntax == JPEG_LS_LOSSLESS, done.error
     assert done.dataset.LossyImageCompression == "01"
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "SC_rgb_rle_2frame.dcm", "SC_rgb_rle_16bit.dcm"])
+def test_jpeg_lossless_sv1_keeps_every_frame_and_colour(name: str) -> None:
+    """GDCM encodes JPEG Lossless SV1 from memory: one fragment per frame, RGB interleaved,
+    the very pixels back (probe 38: a peer taking only SV1 got nothing)."""
+    warnings.simplefilter("ignore")
+    raw = open(get_testdata_file(name), "rb").read()  # noqa: SIM115
+    source = dcmread(io.BytesIO(raw))
+    own = str(source.file_meta.TransferSyntaxUID)
+    data, syntax, transcoded, error = transcode.prepare_part10(raw, own, {JPEG_LOSSLESS_SV1}, "")
+    assert data is not None and syntax == JPEG_LOSSLESS_SV1 and transcoded, error
+    out = dcmread(io.BytesIO(data))
+    frames = int(getattr(source, "NumberOfFrames", 1) or 1)
+    assert out.file_meta.TransferSyntaxUID == JPEG_LOSSLESS_SV1
+    assert len(list(generate_frames(out.PixelData, number_of_frames=frames))) == frames
+    assert np.array_equal(out.pixel_array, source.pixel_array)
+    assert "LossyImageCompression" not in out
+
+
+def test_an_image_gdcm_cannot_encode_gets_a_reason_not_a_crash() -> None:
+    warnings.simplefilter("ignore")
+    ds = dcmread(get_testdata_file("SC_rgb_small_odd.dcm"))  # 3 x 3 RGB: GDCM refuses it
+    done = transcode.prepare(ds, ExplicitVRLittleEndian, {JPEG_LOSSLESS_SV1}, "")
+    assert done.dataset is None and "JPEG Lossless" in done.error, done.error
+    done = transcode.prepare(ds, ExplicitVRLittleEndian, {JPEG_LOSSLESS_SV1, RLE}, "")
+    assert done.syntax == RLE, done.error  # the next accepted syntax takes it
