@@ -45,6 +45,9 @@ MODES = ("same", "incoming", "reopen")
 #: "Processing failure" (0x0110) says the receiver did not process it, nothing more.
 REPORT_NOT_APPLIED = 0x0110
 
+#: How the message of an N-ACTION the SCP accepted begins (``RequestResult.message``).
+ACCEPTED = "N-ACTION accepted"
+
 #: Why a report was not applied ("" when it was): what ``on_report`` returns.
 OnReport = Callable[["Report"], str]
 
@@ -221,13 +224,13 @@ def request(
         try:
             second = associate(peer, _contexts(), evt_handlers=handlers)  # type: ignore[arg-type]
         except AssociationError as exc:
-            return RequestResult(True, uid, f"N-ACTION accepted; waiting failed: {exc.message}", 0)
+            return RequestResult(True, uid, f"{ACCEPTED}; waiting failed: {exc.message}", 0)
         try:
             _wait(waiter, wait, answered, lambda: second.is_established)
         finally:
             if second.is_established:
                 second.release()
-    message = "N-ACTION accepted"
+    message = ACCEPTED
     if waiter.report is not None:
         message += "; commitment report received"
     elif mode != "incoming":

@@ -76,8 +76,10 @@ NODE_DELETED = "the node was deleted"
 #: node's id reused by a node added later).
 NODE_CHANGED = "the node changed"
 
-#: The start of an expiry's note: no report came after the last attempt.
+#: The start of an expiry's note: no report came after the last attempt ...
 NO_REPORT = "no commitment report after"
+#: ... or the last N-ACTION was not accepted (refused, no presentation context, no answer).
+NOT_ACCEPTED = "the N-ACTION was not accepted"
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,7 @@ class CommitSummary:
     def ended(self) -> str:
         """Why the newest request ended unanswered: its expiry note (no report after the
         last attempt, the node deleted or changed)."""
-        if self.note.startswith((NO_REPORT, NODE_DELETED, NODE_CHANGED)):
+        if self.note.startswith((NO_REPORT, NOT_ACCEPTED, NODE_DELETED, NODE_CHANGED)):
             return self.note
         return f"{NO_REPORT} {self.attempt} request(s)"
 
@@ -350,6 +352,7 @@ def sync_job(session: Session, job_pk: int | None) -> None:
         if job.state not in ("queued", "running") and SEND_MARKER in job.message:
             head = job.message.split(SEND_MARKER, 1)[0]
             job.message = head + SEND_MARKER + summary.text
+            _count_send(job, summary)
         return
     decided = summary.committed + summary.failed + summary.unconfirmed
     before = (job.completed, job.failed)
@@ -386,6 +389,19 @@ def receive_report(ctx: ServerContext, report: Report, calling_ae: str | None) -
                 raise
             time.sleep(0.05 * (attempt + 1))
     return Applied()
+
+
+def _count_send(job: Job, summary: CommitSummary) -> None:
+    """A send job counts an instance the SCP did not commit (failed, or never confirmed) as
+    failed and ends "partial", as a commit job with that report does: it read "done" with
+    failed=0 after "4 committed, 1 failed" (probe 38). The commitment request names the
+    instances stored, so the C-STORE failures are ``job.total - summary.total``."""
+    if job.state not in ("done", "partial") or job.total is None:
+        return
+    not_committed = summary.failed + summary.unconfirmed
+    job.completed = summary.total - not_committed
+    job.failed = job.total - summary.total + not_committed
+    job.state = "partial" if job.failed else "done"  # a late report may confirm the rest
 
 
 def record_report(ctx: ServerContext, report: Report) -> int:

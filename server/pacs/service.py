@@ -530,6 +530,8 @@ class PacsService:
         if not found:
             raise PacsError(404, "nothing in the archive matches")
         _all_found(sop_instance_uids, found)
+        if commit and not node.storage_commitment:  # as POST /pacs/commit refuses it
+            raise PacsError(409, _not_a_commitment_scp(node))
         do_commit = node.storage_commitment if commit is None else commit
         items = [
             scu.Outgoing(
@@ -768,11 +770,7 @@ class PacsService:
         """A storage commitment request on its own (for instances sent earlier)."""
         node = self.node(node_id)
         if not node.storage_commitment:
-            raise PacsError(
-                409,
-                f"node '{node.name}' is not a storage commitment SCP "
-                "(enable storage_commitment for the node first)",
-            )
+            raise PacsError(409, _not_a_commitment_scp(node))
         uids = [u.strip() for u in sop_instance_uids if u.strip()]
         if not uids:  # an empty filter would select every instance of the archive
             raise PacsError(422, "name the SOP Instance UIDs to request commitment for")
@@ -975,9 +973,7 @@ class PacsService:
                 if attempt >= self.settings.commitment_max_attempts or gone:
                     req.state = "expired"
                     req.retry_at = None
-                    req.message = f"no commitment report after {attempt} request(s)" + (
-                        "; the node was removed" if gone else ""
-                    )
+                    req.message = _expiry_note(attempt, req.message, gone)
                     db.flush()
                     records.sync_job(db, job_pk)  # the job ends: never confirmed is not done
                     continue
@@ -1010,6 +1006,24 @@ class PacsService:
                 self.retry_commitments()
             except Exception:  # noqa: BLE001 - keep the watcher alive
                 log.exception("commitment retry failed")
+
+
+def _not_a_commitment_scp(node: NodeView) -> str:
+    return (
+        f"node '{node.name}' is not a storage commitment SCP "
+        "(enable storage_commitment for the node first)"
+    )
+
+
+def _expiry_note(attempt: int, last: str, gone: bool) -> str:
+    """Why a request ends after its last attempt. ``last`` is what its N-ACTION got: when
+    that was not accepted (refused 0x0110, no presentation context), say so; the job read
+    "no commitment report" as if the PACS had been asked and stayed silent (probe 38)."""
+    if last and not last.startswith(commitment.ACCEPTED):
+        note = f"{records.NOT_ACCEPTED} after {attempt} request(s): {last}"
+    else:
+        note = f"{records.NO_REPORT} {attempt} request(s)"
+    return note + ("; the node was removed" if gone else "")
 
 
 def _another_node(node: NodeView, requested_from: str) -> str:
