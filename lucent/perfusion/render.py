@@ -211,8 +211,14 @@ def render_report(
     font = _font(16)
     y = 56
     for line in lines:
-        draw.text((16, y), plain(line), fill=FOREGROUND, font=font)
-        y += 22
+        # wrapped at the page edge, continuation lines indented: a QC warning ran off the
+        # right edge and could not be read in full on the PACS (outside probe 39)
+        text = plain(line)
+        indent = draw.textlength(text[: len(text) - len(text.lstrip(" "))], font=font)
+        hang = draw.textlength("    ", font=font)
+        for k, piece in enumerate(_wrap(text.strip(), font, int(w - 32 - indent - hang))):
+            draw.text((16 + indent + (hang if k else 0), y), piece, fill=FOREGROUND, font=font)
+            y += 22
     if curves:
         x0, y0, x1, y1 = 70, max(y + 20, h // 2), w - 30, h - 50
         draw.rectangle([x0, y0, x1, y1], outline=(120, 120, 120))
