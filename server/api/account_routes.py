@@ -834,6 +834,11 @@ def delete_study(study_uid: str, request: Request, caller: Caller = Depends(get_
     )
     if removed < 0:
         raise HTTPException(404, f"study {study_uid} not found")
+    # its evaluations end now, storing and sending nothing (outside probe 39: the results
+    # brought the deleted study back and went to the PACS); the scanner catches retention
+    perfusion = getattr(request.app.state, "perfusion", None)
+    if perfusion is not None:
+        perfusion.sources_deleted()
 
 
 @router.post("/retention/run", response_model=acs.RetentionOut)

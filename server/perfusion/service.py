@@ -29,6 +29,7 @@ completes). Where things run:
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,6 +49,7 @@ import pydicom
 from sqlalchemy import func, or_, select, update
 
 from lucent.perfusion.config import PerfusionConfig
+from server.accounts.retention import delete_study
 from server.context import ServerContext
 from server.index.models import Instance, RemoteNode, Series, Study
 from server.index.pacs_models import Job
@@ -139,6 +141,14 @@ STOPPED = (
     "interrupted: the server stopped during the evaluation; it is redone at the next start "
     "when the series arrived within [perfusion] lookback_minutes"
 )
+SOURCE_DELETED = (
+    "cancelled: the source series was deleted during the evaluation; no result is stored "
+    "and nothing is sent"
+)
+RERUN_NUMBER_STEP = 100
+"""A re-run's result series get Series Numbers this much higher per earlier evaluation that
+made results (9001 -> 9101 -> 9201) and "Re-run N: " in the Series Description: a PACS that
+already holds the first set shows two sets a radiologist can tell apart (outside probe 39)."""
 
 
 class PerfusionService:
@@ -155,6 +165,7 @@ class PerfusionService:
         self._active: dict[int, tuple[int, int]] = {}  # series pk -> (run id, job id)
         self._superseded: set[int] = set()
         self._user_cancelled: set[int] = set()
+        self._source_gone: set[int] = set()  # runs whose source series was deleted
         self._in_flight: set[int] = set()  # runs whose _run has not ended
         self._stopping = threading.Event()
         self._watch: dict[int, _Watched] = {}
@@ -242,6 +253,7 @@ class PerfusionService:
         Returns the ids of the runs started.
         """
         at = at or now()
+        self.sources_deleted()  # a study deleted by retention or any other path
         # New instances by id, and every series updated since the previous scan (minus an
         # overlap): SQLite reuses the ids of deleted newest rows, so after a study was
         # deleted a new series could lie wholly below the id watermark (outside probe 31).
@@ -364,6 +376,54 @@ class PerfusionService:
                     )
                 )
         log.info("new images for the series of perfusion run %d: aborting it", run_id)
+        if job_id >= 0:
+            self.jobs.cancel(job_id)
+
+    def sources_deleted(self) -> list[int]:
+        """Cancel the queued and running evaluations whose source series is no longer in
+        the archive (a study deleted while it was evaluated: outside probe 39, the results
+        brought the deleted study back and went to the PACS). Called by the study delete
+        route at once and by every scan (retention). Returns the run ids cancelled."""
+        with self._lock:
+            active = {rid: job for rid, job in self._active.values()}
+        cancelled = [rid for rid in active if not self._source_present(rid)]
+        for run_id in cancelled:
+            self._lose_source(run_id)
+        return cancelled
+
+    def _source_present(self, run_id: int) -> bool:
+        """Whether the series the run evaluates still has instances in the archive (by UID:
+        SQLite reuses the primary keys of deleted rows)."""
+        with self.ctx.Session() as db:
+            uid = db.scalar(select(PerfusionRun.series_uid).where(PerfusionRun.id == run_id))
+            if uid is None:
+                return False
+            first = db.scalar(
+                select(Instance.id)
+                .join(Series, Series.id == Instance.series_pk)
+                .where(Series.series_uid == uid)
+                .limit(1)
+            )
+        return first is not None
+
+    def _lose_source(self, run_id: int) -> None:
+        """Abort a run whose source series was deleted: it stores and sends nothing more and
+        its end removes what it stored. Under the lock, like ``_supersede``."""
+        with self._lock:
+            mine = [pk for pk, (rid, _) in self._active.items() if rid == run_id]
+            if not mine:
+                return  # it ended meanwhile (its end checks the source before sending)
+            job_id = self._active[mine[0]][1]
+            self._source_gone.add(run_id)
+            for pk in mine:
+                self._active.pop(pk)
+            with self.ctx.WriteSession() as db, db.begin():
+                db.execute(
+                    update(PerfusionRun)
+                    .where(PerfusionRun.id == run_id)
+                    .values(state="cancelled", message=SOURCE_DELETED, finished_at=now())
+                )
+        log.warning("perfusion run %d: its source series was deleted; cancelling it", run_id)
         if job_id >= 0:
             self.jobs.cancel(job_id)
 
@@ -605,12 +665,19 @@ class PerfusionService:
             self._superseded.discard(run_id)
             by_user = run_id in self._user_cancelled
             self._user_cancelled.discard(run_id)
-            aborted = superseded or by_user or control.cancelled
+            gone = run_id in self._source_gone
+            self._source_gone.discard(run_id)
+            aborted = superseded or by_user or gone or control.cancelled
         extra = {**extra, **made.record()}  # the row always lists what it stored and sent
         if not aborted:
-            self._set_run(run_id, state=state, message=outcome.message, finished_at=now(), **extra)
-            return outcome
-        if superseded:
+            message = outcome.message
+            if state in ("done", "partial"):
+                message += self._replace_older(run_id, extra.get("result"))
+            self._set_run(run_id, state=state, message=message, finished_at=now(), **extra)
+            return replace(outcome, message=message)
+        if gone:
+            state, message = "cancelled", SOURCE_DELETED
+        elif superseded:
             state, message = (
                 "superseded",
                 "aborted: new images of the series arrived during the evaluation; a new "
@@ -621,6 +688,8 @@ class PerfusionService:
         else:
             state, message = "cancelled", "cancelled"
         message += self._withdraw(run_id, made, wait=5.0 if self._stopping.is_set() else 30.0)
+        if gone:
+            message += self._drop_emptied_study(run_id)
         extra.pop("result", None)  # an aborted run has no result
         with self.ctx.WriteSession() as db, db.begin():
             db.execute(
@@ -631,7 +700,7 @@ class PerfusionService:
         log.info("perfusion run %d %s: %s", run_id, state, message)
         return Outcome("cancelled", message)
 
-    def _withdraw(self, run_id: int, made: _Made, wait: float) -> str:
+    def _withdraw(self, run_id: int, made: _Made, wait: float, why: str = "aborted") -> str:
         """Undo what an aborted run made: cancel its send jobs, remove its results from the
         archive. Returns what was done, for the run's message ("" when it made nothing)."""
         notes: list[str] = []
@@ -668,7 +737,7 @@ class PerfusionService:
         if made.series_uids:
             try:
                 removed = remove_series(
-                    self.ctx, made.series_uids, detail=f"results of aborted perfusion run {run_id}"
+                    self.ctx, made.series_uids, detail=f"results of {why} perfusion run {run_id}"
                 )
             except Exception as exc:  # noqa: BLE001 - say so in the run, do not hide it
                 log.exception("perfusion run %d: could not remove its results", run_id)
@@ -679,6 +748,74 @@ class PerfusionService:
             else:
                 notes.append(f"{removed} result object(s) it had stored removed from the archive")
         return "".join(f"; {n}" for n in notes)
+
+    def _replace_older(self, run_id: int, result: Any) -> str:
+        """A run of a series finished with results: the earlier finished runs of the same
+        series are superseded by it. Their result series are removed from the archive
+        (audited deletion), their pending sends cancelled; what reached a PACS is named in
+        their message (it cannot be recalled). Seed FAQ (VEOcore): "at the end the correct
+        and complete results should be available" -- one current set, not two with the same
+        descriptions, one of them from a truncated bolus (outside probe 39). Returns the
+        note for this run's message ("" when it replaced nothing)."""
+        with self.ctx.Session() as db:
+            run = db.get(PerfusionRun, run_id)
+            if run is None:
+                return ""
+            older = list(
+                db.scalars(
+                    select(PerfusionRun).where(
+                        PerfusionRun.series_uid == run.series_uid,
+                        PerfusionRun.id < run_id,
+                        PerfusionRun.state.in_(("done", "partial")),
+                    )
+                )
+            )
+            count = run.instances
+        replaced: list[int] = []
+        for old in older:
+            made = _Made(
+                int(old.stored or 0),
+                list(old.result_series_uids or []),
+                list(old.send_job_ids or []),
+            )
+            notes = self._withdraw(old.id, made, wait=10.0, why=f"superseded (by {run_id})")
+            message = (
+                f"superseded: replaced by run {run_id} ({count} image(s); this run evaluated "
+                f"{old.instances}), the newer evaluation of the same series" + notes
+            )
+            if "ALREADY SENT" in notes:
+                message += "; results already sent to a PACS cannot be recalled by Lucent"
+            old_result = dict(old.result or {})
+            old_result["superseded_by"] = run_id
+            with self.ctx.WriteSession() as db, db.begin():
+                db.execute(
+                    update(PerfusionRun)
+                    .where(PerfusionRun.id == old.id)
+                    .values(state="superseded", message=message, result=old_result)
+                )
+            log.info("perfusion run %d superseded by run %d", old.id, run_id)
+            replaced.append(old.id)
+        if not replaced:
+            return ""
+        if isinstance(result, dict):
+            result["replaces_runs"] = replaced
+        names = ", ".join(map(str, replaced))
+        return f"; replaces run {names} (its results were removed from the archive)"
+
+    def _drop_emptied_study(self, run_id: int) -> str:
+        """After an abort for a deleted source: a result stored in the instant between the
+        check and the store made the deleted study anew; its results are gone again, and the
+        study row (and a patient that only it used) goes too, through the audited delete."""
+        with self.ctx.Session() as db:
+            uid = db.scalar(select(PerfusionRun.study_uid).where(PerfusionRun.id == run_id))
+            study = db.scalars(select(Study).where(Study.study_uid == uid)).first() if uid else None
+            if study is None:
+                return ""
+            left = db.scalar(select(func.count(Series.id)).where(Series.study_pk == study.id))
+        if left:
+            return ""
+        delete_study(self.ctx, str(uid), user="perfusion", address="", event="delete")
+        return "; the study its results had re-created was removed"
 
     def _evaluate(
         self,
@@ -740,9 +877,16 @@ class PerfusionService:
         failures: list[str] = []
         series_uids = made.series_uids
         sr_series = None
+        rerun = self._rerun_number(run_id)
+        if rerun > 1:
+            result.setdefault("archive", {})["rerun"] = rerun
         for k, f in enumerate(files):
             if control.cancelled:  # aborted: store nothing more (the end removes the rest)
                 return cancelled
+            if not self._source_present(run_id):  # never re-create a deleted study
+                self._lose_source(run_id)
+                return cancelled
+            data = f.read_bytes() if rerun == 1 else mark_rerun(f, rerun)
             head = pydicom.dcmread(f, stop_before_pixels=True)
             uid = str(head.SeriesInstanceUID)
             if uid not in series_uids:
@@ -750,7 +894,7 @@ class PerfusionService:
                 # finds (and removes) every result series the run began
                 series_uids.append(uid)
                 self._set_run(run_id, **made.record())
-            res = self.ctx.store(f.read_bytes(), pool=pool, source=SOURCE_AE)
+            res = self.ctx.store(data, pool=pool, source=SOURCE_AE)
             if res.ok:
                 made.stored += 1
                 if head.get("Modality") == "SR":
@@ -765,6 +909,7 @@ class PerfusionService:
         stored = made.stored
         self._set_run(run_id, **made.record())
         result["archive"] = {
+            **result.get("archive", {}),
             "stored": stored,
             "failed": len(failures),
             "series_instance_uids": series_uids,
@@ -790,6 +935,9 @@ class PerfusionService:
         )
         if control.cancelled:  # aborted while storing the last object: send nothing
             return cancelled
+        if not self._source_present(run_id):  # deleted while the last one was stored
+            self._lose_source(run_id)
+            return cancelled
         send_ids = self._send(control, run_id, made, result)
         if send_ids:
             message += f"; sent with job(s) {', '.join(map(str, send_ids))}"
@@ -810,6 +958,18 @@ class PerfusionService:
             # the run and its job say "partial": not every result reached the archive
             return Outcome("partial", message), "partial", extra
         return Outcome("done", message), "done", extra
+
+    def _rerun_number(self, run_id: int) -> int:
+        """1 + the earlier evaluations of the same series that stored results (whatever
+        became of them: some may be on a PACS already)."""
+        with self.ctx.Session() as db:
+            uid = db.scalar(select(PerfusionRun.series_uid).where(PerfusionRun.id == run_id))
+            earlier = db.scalars(
+                select(PerfusionRun.result_series_uids).where(
+                    PerfusionRun.series_uid == uid, PerfusionRun.id < run_id
+                )
+            ).all()
+        return 1 + sum(1 for uids in earlier if uids)
 
     def _analyse_in_process(
         self, control: JobControl, in_dir: Path, out_dir: Path, config_path: Path
@@ -898,6 +1058,19 @@ class PerfusionService:
                 break
             self._set_run(run_id, send_job_ids=list(made.send_ids))
         return list(made.send_ids)
+
+
+def mark_rerun(path: Path, rerun: int) -> bytes:
+    """The result object with a re-run's Series Number (+``RERUN_NUMBER_STEP`` per earlier
+    evaluation) and "Re-run N: " before its Series Description (LO: 64 characters; in front,
+    where a PACS list that cuts long descriptions still shows it)."""
+    ds = pydicom.dcmread(path)
+    step = RERUN_NUMBER_STEP * (rerun - 1)
+    ds.SeriesNumber = int(ds.get("SeriesNumber") or 0) + step
+    ds.SeriesDescription = f"Re-run {rerun}: {ds.get('SeriesDescription') or ''}"[:64]
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def not_stored_report(total: int, failures: list[str]) -> str | None:
