@@ -125,32 +125,63 @@ def _instance_media(request: Request, single: bool) -> list[tuple[bool, str]]:
     return choices
 
 
-def _retrieve(request: Request, found: list[Instance], single: bool = False) -> Response:
-    """The instances in the first media range of the Accept header we can satisfy (RFC 9110
-    12.5.1, PS3.18 8.7.3.5): a range naming a syntax we cannot transcode to is passed over
-    for the next one (``transfer-syntax=1.2.840.10008.1.2.4.50, ...; transfer-syntax=*``
-    was 406 "cannot transcode" although '*' could be served); 406 when none can."""
-    ctx = ctx_of(request)
-    choices = _instance_media(request, single)
-    stored = [ctx.instance_bytes(i) for i in found]
+def _first_producible(data: bytes, choices: list[tuple[bool, str]]) -> tuple[bool, bytes, str]:
+    """(multipart?, bytes, syntax) of one instance in the first choice we can produce for
+    it; the first refusal (406) when none fits."""
     refusal: HTTPException | None = None
     for multipart, syntax in choices:
         try:
-            parts = [_as_syntax(data, syntax) for data in stored]
+            part, ts = _as_syntax(data, syntax)
         except HTTPException as exc:
             if exc.status_code != 406:
                 raise
             refusal = refusal or exc
             continue
-        if not multipart:
-            data, ts = parts[0]
-            return Response(data, media_type=f"application/dicom; transfer-syntax={ts}")
-        return common.multipart(
-            ((data, f"application/dicom; transfer-syntax={ts}") for data, ts in parts),
-            "application/dicom",
-        )
+        return multipart, part, ts
     assert refusal is not None
     raise refusal
+
+
+def _retrieve(request: Request, found: list[Instance], single: bool = False) -> Response:
+    """Each instance in the first media range of the Accept header we can produce for it
+    (RFC 9110 12.5.1, PS3.18 8.7.3.5): the choice is made per instance, per part. One
+    syntax for the whole answer made a study of a JPEG 2000 and a 12-bit JPEG instance
+    406 although the client accepted both stored syntaxes, and sent '*' (q=0.5) for both
+    where the JPEG 2000 one could be decoded to the native syntax asked first (probe 40).
+    An instance none fits is left out: 206 with a Warning; 406 only when none fits."""
+    ctx = ctx_of(request)
+    choices = _instance_media(request, single)
+    parts: list[tuple[bytes, str]] = []
+    left_out: list[tuple[str, HTTPException]] = []
+    multipart = True
+    for inst in found:
+        try:
+            multipart, data, ts = _first_producible(ctx.instance_bytes(inst), choices)
+        except HTTPException as exc:
+            left_out.append((inst.sop_instance_uid, exc))
+            continue
+        parts.append((data, f"application/dicom; transfer-syntax={ts}"))
+    if not parts:
+        raise left_out[0][1]
+    if not multipart:  # one instance, asked for as a single part
+        return Response(parts[0][0], media_type=parts[0][1])
+    return _partial(request, common.multipart(parts, "application/dicom"), left_out)
+
+
+def _partial(
+    request: Request, answer: Response, left_out: list[tuple[str, HTTPException]]
+) -> Response:
+    """``answer`` as is when nothing was left out, else 206 Partial Content with a Warning
+    per instance left out (PS3.18 8.7.3.5 / 10.4.1.3: some but not all of the target
+    resources), each logged."""
+    for uid, exc in left_out:
+        log.warning("%s: instance %s left out: %s", request.url.path, uid, exc.detail)
+    if left_out:
+        answer.status_code = 206
+        answer.headers["Warning"] = ", ".join(
+            common.warning(f"instance {uid} left out: {exc.detail}") for uid, exc in left_out
+        )
+    return answer
 
 
 Answer = Callable[[Request, list[Instance]], Response]

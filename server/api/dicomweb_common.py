@@ -81,3 +81,10 @@ def metadata_media(request: Request) -> str:
         "search results and metadata are available as application/dicom+json or "
         'multipart/related; type="application/dicom+xml"',
     )
+
+
+def warning(text: str) -> str:
+    """A Warning header value (RFC 7234 5.5) that says ``text``: on one line and without
+    double quotes (a decoder's reason holds both), at most 300 characters."""
+    flat = " ".join(str(text).split()).replace('"', "'")
+    return f'299 lucent "{flat[:300]}"'
