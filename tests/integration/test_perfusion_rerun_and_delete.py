@@ -145,6 +145,14 @@ def test_late_images_supersede_the_finished_run_and_its_results(env: Env) -> Non
     assert not set(first.result_series_uids) & set(listed)
     for uid in final.result_series_uids:
         assert listed[uid].description.startswith("Re-run 2: "), listed[uid].description
+    # removed through the server's own delete path: audited (DICOM Study Deleted, 110105)
+    removed = env.api._get("/api/v1/audit", object_id=first.result_series_uids[0])
+    assert [
+        r
+        for r in removed
+        if r["event_id"] == "110105"
+        and f"superseded (by {final.id}) perfusion run {first.id}" in r["detail"]
+    ], removed
 
     # on the PACS both sets exist (a send cannot be recalled), but no Series Number and
     # Description names two series: a reader can tell the re-run from the first set
