@@ -12,7 +12,7 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydicom import dcmread
@@ -309,10 +309,7 @@ def wado_frames(
     """
     ds = _image(request, study, series, sop, 404)
     numbers = _frame_numbers(ds, frames)
-    multipart, part_type, syntax = _frame_media(
-        request, str(ds.file_meta.TransferSyntaxUID), len(numbers)
-    )
-    parts = _frame_bytes(ds, numbers, syntax)
+    multipart, part_type, syntax, parts = _frames_as(request, ds, numbers)
     content_type = f"{part_type}; transfer-syntax={syntax}"
     if not multipart:
         return Response(parts[0], media_type=content_type)
@@ -353,10 +350,37 @@ def _frame_bytes(ds: Dataset, numbers: list[int], syntax: str) -> list[bytes]:
         raise HTTPException(406, f"cannot decode {stored}; ask for transfer-syntax=*") from exc
 
 
-def _frame_media(request: Request, stored: str, count: int) -> tuple[bool, str, str]:
-    """(multipart?, part media type, transfer syntax) for ``count`` frames; 406 when none
-    fits. A single-part type holds one frame: several asked that way got the first one
-    alone, 200 OK (outside probe), so such a range is passed over for a multipart one."""
+def _frames_as(
+    request: Request, ds: Dataset, numbers: list[int]
+) -> tuple[bool, str, str, list[bytes]]:
+    """(multipart?, part media type, syntax, frames) in the first acceptable range we can
+    produce these frames in: a range whose syntax we cannot decode to is passed over for
+    the next (native asked first and '*' next was 406 'cannot decode' for a 12-bit JPEG,
+    probe 40); the first refusal when none can."""
+    stored = str(ds.file_meta.TransferSyntaxUID)
+    refusal: HTTPException | None = None
+    tried: set[tuple[str, str]] = set()
+    for multipart, part_type, syntax in _frame_media(request, stored, len(numbers)):
+        if (part_type, syntax) in tried:
+            continue  # already refused: decoding again would only fail again
+        tried.add((part_type, syntax))
+        try:
+            return multipart, part_type, syntax, _frame_bytes(ds, numbers, syntax)
+        except HTTPException as exc:
+            refusal = refusal or exc
+    several = " in multipart/related (several frames)" if len(numbers) > 1 else ""
+    raise refusal or HTTPException(
+        406,
+        f"frames are stored as {stored}: ask for application/octet-stream "
+        f"(native, or transfer-syntax=*){several}",
+    )
+
+
+def _frame_media(request: Request, stored: str, count: int) -> Iterator[tuple[bool, str, str]]:
+    """(multipart?, part media type, transfer syntax) for ``count`` frames of each range
+    of the Accept header that fits, best first. A single-part type holds one frame: several
+    asked that way got the first one alone, 200 OK (outside probe), so such a range is
+    passed over for a multipart one."""
     encapsulated = UID(stored).is_encapsulated
     # native frames are one thing whatever the data set's syntax: little endian pixel
     # values (big endian and deflated instances were labelled with their own syntax)
@@ -371,23 +395,17 @@ def _frame_media(request: Request, stored: str, count: int) -> tuple[bool, str, 
             if ts == media.IMPLICIT_LE:
                 continue  # PS3.18 8.6.2: Implicit VR is not used; another range may fit
             if ts == "*":
-                return not single, "application/octet-stream", as_stored
-            if ts in media.NATIVE:
-                return not single, "application/octet-stream", ts
-            if ts == stored:
-                return not single, "application/octet-stream", stored
+                yield not single, "application/octet-stream", as_stored
+            elif ts in media.NATIVE:
+                yield not single, "application/octet-stream", ts
+            elif ts == stored:
+                yield not single, "application/octet-stream", stored
         elif stored in media.PIXEL_MEDIA.get(kind, ()) and r.transfer_syntax in (
             None,
             "*",
             stored,
         ):
-            return not single, kind, stored
-    several = " in multipart/related (several frames)" if count > 1 else ""
-    raise HTTPException(
-        406,
-        f"frames are stored as {stored}: ask for application/octet-stream "
-        f"(native, or transfer-syntax=*){several}",
-    )
+            yield not single, kind, stored
 
 
 @wado.get("/studies/{study}/series/{series}/instances/{sop}/rendered")
@@ -572,17 +590,22 @@ def _bulkdata(request: Request, found: list[Instance]) -> Response:
     locations: list[str] = []
     kinds: set[str] = set()
     single = False
+    left_out: list[tuple[str, HTTPException]] = []
     for inst in _images(found):
         ds = _read(request, inst)
         if not pixels.has_pixels(ds):
             continue
-        # one part per instance here (native); the check for several parts follows below
-        stored = str(ds.file_meta.TransferSyntaxUID)
-        multipart, part_type, syntax = _frame_media(request, stored, 1)
+        numbers = list(range(1, pixels.frame_count(ds) + 1))
+        # chosen per instance, as one part (native); the check for several parts is below
+        try:
+            multipart, part_type, syntax, frames = _frames_as(request, ds, numbers[:1])
+            if len(numbers) > 1:
+                frames = _frame_bytes(ds, numbers, syntax)
+        except HTTPException as exc:
+            left_out.append((inst.sop_instance_uid, exc))
+            continue
         single = single or not multipart
         kinds.add(part_type)
-        numbers = list(range(1, pixels.frame_count(ds) + 1))
-        frames = _frame_bytes(ds, numbers, syntax)
         content_type = f"{part_type}; transfer-syntax={syntax}"
         if syntax in media.NATIVE:
             parts.append((b"".join(frames), content_type))
@@ -590,14 +613,16 @@ def _bulkdata(request: Request, found: list[Instance]) -> Response:
         else:
             parts += [(f, content_type) for f in frames]
             locations += [f"{_instance_uri(base, ds)}/frames/{n}" for n in numbers]
+    if not parts and left_out:
+        raise left_out[0][1]
     if not parts:
         raise HTTPException(404, "no bulk data here: metadata carries every value inline")
     if single:
         if len(parts) > 1:
             raise HTTPException(406, "bulk data of several parts needs multipart/related")
-        return Response(parts[0][0], media_type=parts[0][1])
+        return _partial(request, Response(parts[0][0], media_type=parts[0][1]), left_out)
     kind = kinds.pop() if len(kinds) == 1 else "application/octet-stream"
-    return common.multipart(parts, kind, locations)
+    return _partial(request, common.multipart(parts, kind, locations), left_out)
 
 
 _wado_routes("/bulkdata", "bulkdata", _bulkdata)
