@@ -843,13 +843,20 @@ class PerfusionService:
                     select(Instance).where(Instance.series_pk.in_(series_pks)).order_by(Instance.id)
                 )
             )
+            numbers = dict(
+                db.execute(select(Series.id, Series.series_number).where(Series.id.in_(series_pks)))
+                .tuples()
+                .all()
+            )
         total = len(instances)
         control.update(force=True, total=total, message=f"exporting {total} image(s)")
+        names: dict[str, str] = {}
         for k, inst in enumerate(instances):
             if control.cancelled:
                 return cancelled
             # file names are our own counters (never a UID)
             (in_dir / f"{k:06d}.dcm").write_bytes(self.ctx.instance_bytes(inst))
+            names[f"{k:06d}.dcm"] = _image_name(inst.instance_number, numbers.get(inst.series_pk))
             control.update(progress=round(_EXPORT * (k + 1) / max(total, 1), 4))
         config_path = work / "config.json"
         config_path.write_text(json.dumps(engine))
@@ -867,7 +874,8 @@ class PerfusionService:
             return Outcome("failed", f"analysis failed: {reason}"), "failed", {}
         result: dict[str, Any] = json.loads(result_path.read_text())
         if code == 2:
-            msg = f"not analysed ({result.get('code')}): {result.get('reason')}"
+            reason = _scratch_names_replaced(str(result.get("reason")), names)
+            msg = f"not analysed ({result.get('code')}): {reason}"
             return Outcome("failed", msg), "refused", {"result": result}
         if control.cancelled:
             return cancelled
@@ -1089,3 +1097,20 @@ def wait_until(predicate: Any, timeout: float, poll: float = 0.1) -> bool:
             return True
         time.sleep(poll)
     return bool(predicate())
+
+
+def _image_name(instance_number: int | None, series_number: int | None) -> str:
+    """An image as the reader finds it in the browser: "image 6 of series 3"."""
+    image = f"image {instance_number}" if instance_number is not None else "an unnumbered image"
+    return image + (f" of series {series_number}" if series_number is not None else "")
+
+
+_SCRATCH_NAME = re.compile(r"\b\d{6}\.dcm\b")
+
+
+def _scratch_names_replaced(reason: str, names: dict[str, str]) -> str:
+    """The engine names the files it read; ours are scratch counters ("000006.dcm") nobody
+    can find (outside probe 39): the refusal names the images by series and instance
+    number instead."""
+    named = _SCRATCH_NAME.sub(lambda m: names.get(m.group(0), m.group(0)), reason)
+    return re.sub(r"\bfiles (?=image |an unnumbered image)", "", named)

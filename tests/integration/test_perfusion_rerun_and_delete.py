@@ -18,6 +18,7 @@ DCMTK storescu and sends its results to a DCMTK storescp "PACS".
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections import defaultdict
@@ -191,3 +192,29 @@ def test_deleting_the_study_during_its_evaluation_cancels_it(env: Env) -> None:
     assert gone.value.status == 404
     time.sleep(2.0)  # what a late send would have delivered by now
     assert _on_pacs(env, study_uid) == []
+
+
+def test_a_refusal_names_the_images_as_the_reader_finds_them(env: Env) -> None:
+    """The engine names the files it read, and the server's are scratch counters
+    ("files 000006.dcm, 000018.dcm, ... and 14 more": probe 39): the run's message names the
+    images by instance and series number instead."""
+    ph = P.generate(SPEC, env.tmp / "grid")
+    second = float(pydicom.dcmread(ph.paths[1], stop_before_pixels=True).ImagePositionPatient[2])
+    changed = []
+    for path in ph.paths:
+        ds = pydicom.dcmread(path)
+        if abs(float(ds.ImagePositionPatient[2]) - second) < 0.01 and len(changed) < 5:
+            ds.PixelSpacing = [float(v) * 1.1 for v in ds.PixelSpacing]  # another grid
+            ds.save_as(path)
+            changed.append((int(ds.InstanceNumber), int(ds.SeriesNumber)))
+    series_uid = str(pydicom.dcmread(ph.paths[0], stop_before_pixels=True).SeriesInstanceUID)
+    _send(env, ph.paths)
+    run = env.server.wait_until(
+        lambda: [r for r in env.api.perfusion_runs(series_uid=series_uid) if r.finished],
+        240,
+        "the refusal",
+    )[-1]
+    assert run.state == "refused" and "inconsistent" in run.message, run.message
+    assert not re.search(r"\d{6}\.dcm", run.message), run.message
+    named = [f"image {n} of series {s}" for n, s in changed]
+    assert any(name in run.message for name in named), (run.message, changed)
