@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from collections.abc import Iterator
 
 import numpy as np
 from fastapi import HTTPException
 from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID
 from starlette.datastructures import QueryParams
 
 from lucent.dicom import pixels
@@ -123,13 +126,30 @@ def _encode(img: Image.Image, media_type: str, quality: int) -> bytes:
 
 
 class RenderFailed(HTTPException):
-    """The pixels of an instance could not be rendered (no decoder, damaged data): a JSON
-    500 that says why, where the exception escaped as a bare 500 or a reset connection.
-    Study and series resources skip such an instance instead (one broken image made the
-    whole study's rendered and thumbnail fail, QA probe)."""
+    """The pixels of an instance could not be rendered: a JSON 500 that says why (damaged
+    data), where the exception escaped as a bare 500 or a reset connection; 406 when no
+    decoder here reads its stored syntax (see :func:`decoded`). Study and series resources
+    skip such an instance instead (one broken image made the whole study's rendered and
+    thumbnail fail, QA probe)."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(500, reason)
+    def __init__(self, reason: str, status_code: int = 500) -> None:
+        super().__init__(status_code, reason)
+
+
+class _DecoderTracebacks(logging.Filter):
+    """pydicom logs each decoding plugin's failure with its traceback at ERROR before it
+    raises the error that names them all, which we answer with: a 12-bit JPEG that no
+    plugin reads left three tracebacks in the server log per request (probe 40). The
+    messages stay, as warnings, without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("pydicom.pixels.decoders.base").addFilter(_DecoderTracebacks())
 
 
 @contextlib.contextmanager
@@ -144,12 +164,48 @@ def rendering(what: str) -> Iterator[None]:
         raise RenderFailed(f"cannot render {what}: {type(exc).__name__}: {exc}") from exc
 
 
+def _no_decoder(syntax: UID, error: BaseException | None) -> bool:
+    """Whether a decoding ``error`` says no decoder here reads this kind of pixel data (not
+    that the data is damaged): pydicom has none for the syntax or none installed, or its
+    plugins refused the data's features; their NotImplementedError ("GDCM does not support
+    'JPEG Extended' for samples with 12-bit precision") reaches us only as text, in the
+    error that lists every plugin's failure."""
+    if not syntax.is_encapsulated:
+        return False
+    try:
+        if not get_decoder(syntax).is_available:
+            return True
+    except NotImplementedError:
+        return True
+    return "does not support" in str(error)
+
+
+def decoded(ds: Dataset, frame_index: int) -> np.ndarray:
+    """One frame's stored values. A compressed frame that no decoder here reads is 406
+    with the reason (PS3.18 8.7.4: we cannot produce the rendered media type for it), as
+    the other WADO routes answer for the same instance: it was a 500. Damaged pixel data
+    stays a 500. pydicom keeps the decoded pixels: rendering then decodes nothing again."""
+    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+    try:
+        with rendering(f"frame {frame_index + 1}"):
+            return pixels.decode_frame(ds, frame_index)
+    except RenderFailed as exc:
+        if not _no_decoder(syntax, exc.__cause__):
+            raise  # pixels a decoder should read but cannot are damaged: 500
+        cause = " ".join(str(exc.__cause__).split())
+        raise RenderFailed(
+            f"cannot render frame {frame_index + 1}: no decoder here reads its transfer "
+            f"syntax {syntax} ({cause}); retrieve it with transfer-syntax=*",
+            406,
+        ) from exc.__cause__
+
+
 def render_as(ds: Dataset, frame_index: int, query: QueryParams, media_type: str) -> bytes:
     """One frame rendered in a media type already negotiated (see ``rendered_format``)."""
     quality = _quality(query.get("quality"))
     window = query.get("window")
+    frame = decoded(ds, frame_index)
     with rendering(f"frame {frame_index + 1}"):
-        frame = pixels.decode_frame(ds, frame_index)
         colour = frame.ndim == 3 or str(ds.get("PhotometricInterpretation", "")) in (
             "RGB",
             "PALETTE COLOR",
@@ -184,6 +240,7 @@ def thumbnail(
     THUMBNAIL_SIZE. The default window is used and nothing is burnt in, so the thumbnail
     carries no patient-identifying text, as the standard requires."""
     media_type = rendered_format(accept)
+    decoded(ds, frame_index)
     with rendering(f"frame {frame_index + 1}"):
         img = Image.fromarray(pixels.render(ds, frame_index))
         if (viewport := query.get("viewport")) is not None:
