@@ -294,6 +294,11 @@ class LucentClient(AccountsApi):
                 raise TimeoutError(f"job {job_id} still {job.state} after {timeout:g} s")
             time.sleep(poll)
 
+    def retry_job(self, job_id: int) -> schemas.JobOut:
+        """A new send job for what send job ``job_id`` did not store (POST /jobs/{id}/retry)."""
+        response = self._request("POST", f"/api/v1/jobs/{job_id}/retry")
+        return schemas.JobOut.model_validate(response.json())
+
     def job_instances(self, job_id: int) -> list[schemas.SentInstanceOut]:
         return [
             schemas.SentInstanceOut.model_validate(i)

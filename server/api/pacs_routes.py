@@ -419,6 +419,35 @@ def cancel_job(
     return _get_job(svc, job_id, caller, request)
 
 
+@router.post("/jobs/{job_id}/retry", response_model=schemas.JobOut, status_code=202)
+def retry_job(
+    job_id: RowId,
+    request: Request,
+    svc: PacsService = Depends(service),
+    caller: Caller = Depends(get_caller),
+) -> schemas.JobOut:
+    """Send again what a failed, partial, cancelled or interrupted send job did not store.
+
+    A NEW send job (202, its ``params.retry_of`` names the old one) for the instances of job
+    ``job_id`` without a successful per-instance result; the old job keeps its history and
+    what was stored is not sent again. Only a caller who sees the job (its creator or an
+    administrator) may, and only from pools where the caller has the 'send' right, as for
+    POST /pacs/send; audited as a send. 409 when the job is not a finished send or nothing is
+    left to send; 404 when none of those instances is in the archive any more."""
+    old = _get_job(svc, job_id, caller, request)
+    if old.kind != "send":
+        raise HTTPException(409, f"job {job_id} is a {old.kind} job: only sends are retried")
+    try:
+        new_id = svc.retry_send(
+            job_id, created_by=caller.username, pools=pools_with(request, caller, "send")
+        )
+    except PacsError as exc:
+        raise _fail(exc) from exc
+    job = _get_job(svc, new_id)
+    _audit_job(svc, caller, "send", job, job.params)
+    return job
+
+
 @router.get("/jobs/{job_id}/instances", response_model=list[schemas.SentInstanceOut])
 def job_instances(
     job_id: RowId,

@@ -41,8 +41,9 @@ class NodeOptions(Base):
     commitment_wait: Mapped[float] = mapped_column(Float, default=10.0)
     # Seconds per DIMSE message (RemoteNode.timeout covers connect and negotiation).
     dimse_timeout: Mapped[float] = mapped_column(Float, default=30.0)
-    # Extra attempts for a C-MOVE / C-STORE after a retryable failure.
-    retries: Mapped[int] = mapped_column(Integer, default=3)
+    # Extra attempts for a C-MOVE / C-STORE after a retryable failure; NULL: not set for
+    # this node, pacs.move_retries / pacs.store_retries apply (migration 0013).
+    retries: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
 
 
 class Job(Base):

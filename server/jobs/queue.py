@@ -3,7 +3,10 @@
 Jobs run in a small thread pool of the API process, never on a DICOM listener thread (a
 C-MOVE waits on the network, not the CPU). State lives in the index (``pacs_jobs``) so the
 apps see progress through the API; cancel flags live in memory. Jobs left "queued" or
-"running" by a previous process are marked "interrupted" at start.
+"running" by a previous process are marked "interrupted" at start; the owner of a kind
+named ``resumable`` (sends: ``PacsService``) starts its ones again with :meth:`resume`.
+A stop leaves a resumable job "queued" or "running" for that (as a kill -9 does): 13 sends
+ended "interrupted" and the PACS got none of their 46 objects (probe 39).
 
 "waiting" is the one state a runner may end in that is not final: a storage commitment
 job whose N-ACTION went out and whose report is still outstanding (Conformance 4.2.5). It
@@ -22,7 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from server.context import ServerContext
 from server.index.pacs_models import Job
@@ -33,6 +37,7 @@ FINAL_STATES = ("done", "failed", "cancelled", "interrupted", "partial")
 WAITING = "waiting"
 INTERRUPTED = "the server stopped while this job ran"
 CANCELLED_QUEUED = "cancelled before it started"
+RESUMED = "resumed after a server restart"
 
 
 def now() -> datetime:
@@ -58,9 +63,10 @@ at the latest (a trailing write), so a job whose updates stop shows where it sta
 class JobControl:
     """Handed to a runner: report progress (throttled DB writes), see cancel requests."""
 
-    def __init__(self, queue: JobQueue, job_id: int) -> None:
+    def __init__(self, queue: JobQueue, job_id: int, kind: str = "") -> None:
         self.queue = queue
         self.job_id = job_id
+        self.kind = kind
         self.cancel = threading.Event()
         self._last_write = 0.0
         self._pending: dict[str, Any] = {}
@@ -71,6 +77,12 @@ class JobControl:
     @property
     def cancelled(self) -> bool:
         return self.cancel.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        """The server is stopping: no user cancelled, the job ends "not sent: the server
+        stopped" (and a resumable one carries on at the next start)."""
+        return self.queue.stopping
 
     def update(self, *, force: bool = False, **fields: Any) -> None:
         """Set job columns (progress, total, completed, failed, warning, message, attempts).
@@ -121,21 +133,38 @@ Runner = Callable[[JobControl], Outcome]
 
 
 class JobQueue:
-    def __init__(self, ctx: ServerContext, threads: int = 2) -> None:
+    def __init__(
+        self, ctx: ServerContext, threads: int = 2, resumable: tuple[str, ...] = ()
+    ) -> None:
         self.ctx = ctx
         self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="job")
         self._controls: dict[int, JobControl] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._mark_interrupted()
+        self.resumable = resumable
+        #: (id, kind) of the jobs a previous process left queued or running, oldest first
+        self.stale = self._mark_interrupted()
 
-    def _mark_interrupted(self) -> None:
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _mark_interrupted(self) -> list[tuple[int, str]]:
         with self.ctx.WriteSession() as db, db.begin():
+            stale = [
+                (job_id, kind)
+                for job_id, kind in db.execute(
+                    select(Job.id, Job.kind)
+                    .where(Job.state.in_(("queued", "running")))
+                    .order_by(Job.id)
+                )
+            ]
             db.execute(
                 update(Job)
                 .where(Job.state.in_(("queued", "running")))
                 .values(state="interrupted", message=INTERRUPTED)
             )
+        return stale
 
     def write(self, job_id: int, *, only_from: str = "", **values: Any) -> bool:
         """Set job columns; ``only_from``: only while the job is in that state (a queued job
@@ -164,8 +193,11 @@ class JobQueue:
         pool: str = "",
         params: dict[str, Any] | None = None,
         created_by: str = "",
+        prepare: Callable[[Session, int], None] | None = None,
     ) -> int:
-        """Record a queued job and run it in the pool; returns the job id at once."""
+        """Record a queued job and run it in the pool; returns the job id at once.
+        ``prepare(db, job_id)`` adds rows that belong to the job in the same transaction
+        (a send's per-instance rows: a restart right after the 202 still knows them)."""
         with self.ctx.WriteSession() as db, db.begin():
             job = Job(
                 kind=kind,
@@ -186,11 +218,28 @@ class JobQueue:
             db.add(job)
             db.flush()
             job_id = job.id
-        control = JobControl(self, job_id)
+            if prepare is not None:
+                prepare(db, job_id)
+        self._start(job_id, kind, runner)
+        return job_id
+
+    def resume(self, job_id: int, runner: Runner, note: str = RESUMED) -> bool:
+        """Queue again a job a previous process left unfinished (``stale``); it keeps its id,
+        its per-instance rows and its counts. False when it is not "interrupted" now."""
+        with self.ctx.Session() as db:
+            kind = db.scalar(select(Job.kind).where(Job.id == job_id)) or ""
+        if not self.write(
+            job_id, only_from="interrupted", state="queued", message=note, finished_at=None
+        ):
+            return False
+        self._start(job_id, kind, runner)
+        return True
+
+    def _start(self, job_id: int, kind: str, runner: Runner) -> None:
+        control = JobControl(self, job_id, kind)
         with self._lock:
             self._controls[job_id] = control
         self._pool.submit(self._run, control, runner)
-        return job_id
 
     def _run(self, control: JobControl, runner: Runner) -> None:
         job_id = control.job_id
@@ -198,7 +247,9 @@ class JobQueue:
             job_id, only_from="queued", state="running", started_at=now()
         ):
             # cancelled while queued (``cancel`` wrote it already) or stopping
-            if self._stopping.is_set():
+            if self._stopping.is_set() and control.kind in self.resumable:
+                pass  # stays "queued": the next start resumes it
+            elif self._stopping.is_set():
                 self.write(job_id, only_from="queued", state="interrupted",
                            message=INTERRUPTED, finished_at=now())  # fmt: skip
             else:
@@ -213,6 +264,17 @@ class JobQueue:
             log.exception("job %d failed", job_id)
             outcome = Outcome("failed", f"internal error: {exc}")
         control.close()
+        if (
+            outcome.state == "cancelled"
+            and self._stopping.is_set()
+            and (control.kind in self.resumable)
+        ):
+            # stays "running" with what it did so far: the next start resumes it
+            self.write(job_id, message=f"{INTERRUPTED} ({outcome.message}); it resumes at the "
+                       "next start")  # fmt: skip
+            with self._lock:
+                self._controls.pop(job_id, None)
+            return
         if outcome.state == "cancelled" and self._stopping.is_set():
             # the server stopping ended it, not a user: what a restart reports after kill -9
             outcome = Outcome("interrupted", f"{INTERRUPTED} ({outcome.message})", outcome.status)
@@ -258,7 +320,8 @@ class JobQueue:
         return False
 
     def shutdown(self) -> None:
-        """Stop: running jobs end as "interrupted" (not "cancelled": no user asked)."""
+        """Stop: running jobs end as "interrupted" (not "cancelled": no user asked); a
+        resumable one stays "running" (or "queued") for the next start to resume."""
         self._stopping.set()
         with self._lock:
             for control in self._controls.values():
