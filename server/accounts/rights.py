@@ -157,6 +157,7 @@ POLICY: dict[tuple[str, str], Rule] = {
     ("GET", f"{_A}/jobs"): USER,
     ("GET", f"{_A}/jobs/{{job_id}}"): USER,
     ("POST", f"{_A}/jobs/{{job_id}}/cancel"): USER,
+    ("POST", f"{_A}/jobs/{{job_id}}/retry"): any_pool("send"),
     ("GET", f"{_A}/jobs/{{job_id}}/instances"): USER,
     ("GET", f"{_A}/pacs/commitments"): USER,
     # ---------------------------------------------------------------- perfusion
