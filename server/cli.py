@@ -20,7 +20,7 @@ from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError
 
 from server import config as config_mod
-from server import single_instance
+from server import logs, single_instance
 from server.accounts import audit, users
 from server.archive import crypto
 from server.context import ServerContext, StartupError
@@ -61,10 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from server.dimse.listener import WorkerPool, check_ports_free
 
     settings, cfg_path = _settings(args.config)
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s [main] %(name)s: %(message)s",
-    )
+    logs.configure(settings.server.log_level, "main")
     config_mod.check_listening(settings)
     problem = _bind_address_problem(settings) or _tls_problem(settings)  # before migrating
     if problem:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -22,6 +21,7 @@ from pydicom.uid import UID
 from starlette.datastructures import QueryParams
 
 from lucent.dicom import pixels
+from server import logs
 from server.api import dicomweb_accept as media
 
 #: PS3.18 Table 8.7.4-1: image/jpeg is the default rendered media type; image/gif is
@@ -136,20 +136,7 @@ class RenderFailed(HTTPException):
         super().__init__(status_code, reason)
 
 
-class _DecoderTracebacks(logging.Filter):
-    """pydicom logs each decoding plugin's failure with its traceback at ERROR before it
-    raises the error that names them all, which we answer with: a 12-bit JPEG that no
-    plugin reads left three tracebacks in the server log per request (probe 40). The
-    messages stay, as warnings, without the traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info:
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
-logging.getLogger("pydicom.pixels.decoders.base").addFilter(_DecoderTracebacks())
+logs.quiet_decoder_tracebacks()  # also where the API is built without cmd_run (tests)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from lucent.dicom import sop_classes, transfer_syntaxes
 from lucent.net import tls, transport
 from server import config as config_mod
+from server import logs
 from server.config import PoolSection, Settings
 from server.context import ServerContext
 from server.dimse import handlers, refusal
@@ -257,10 +258,7 @@ def _receive_connections(handles: Any, acceptors: list[StoreAcceptor]) -> None:
 def worker_main(config_path: str, index: int, handles: Any = None) -> None:
     """Entry point of one DICOM worker process."""
     settings = config_mod.load(Path(config_path))
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s",
-    )
+    logs.configure(settings.server.log_level, f"worker {index}")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     ctx = ServerContext(settings)
     try:
