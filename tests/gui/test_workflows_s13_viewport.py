@@ -65,8 +65,11 @@ def test_delete_only_what_is_shown(
     qtbot.waitUntil(lambda: any(a.source == "gsps" for a in vp.annotations), timeout=20000)
     widget = win.viewer.widgets[0]
     vp.set_index(2)
-    _draw(qtbot, win, vp, "distance", ((10, 10), (50, 40)))
-    _draw(qtbot, win, vp, "distance", ((10, 50), (50, 50)))
+    # away from what other GUI tests draw here and save as GSPS on this session's server
+    # ((10, 10)-(50, 40) on slice 2): loaded with the series, that copy lay under the
+    # user's line and took the click, depending on which test files ran first
+    _draw(qtbot, win, vp, "distance", ((36, 44), (60, 58)))
+    _draw(qtbot, win, vp, "distance", ((4, 60), (30, 60)))
     on_two = [a for a in vp.annotations if a.source == "user"]
     assert len(on_two) == 2
     win.viewer.set_tool("wl")
