@@ -95,7 +95,8 @@ class PerfusionJobs(JobQueue):
     start-up removes what they stored and then sets it (see ``_after_crash``).
     """
 
-    def _mark_interrupted(self) -> None:
+    def _mark_interrupted(self) -> list[tuple[int, str]]:
+        """Nothing to resume here: an evaluation is redone by the service's start-up."""
         with self.ctx.WriteSession() as db, db.begin():
             db.execute(
                 update(Job)
@@ -107,6 +108,7 @@ class PerfusionJobs(JobQueue):
                 .where(PerfusionRun.state.in_(("queued", "running")))
                 .values(state="interrupted", message=STOPPED, finished_at=None)
             )
+        return []
 
 
 @dataclass
