@@ -17,18 +17,22 @@ import contextlib
 import sqlite3
 from typing import Any
 
+from pydicom import Dataset
 from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.engine.interfaces import Compiled
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from server.index.db import unavailable
-from server.index.models import Event, Instance, Placeholder, Series, Study
+from server.index.models import Event, Instance, Patient, Placeholder, Series, Study
 from server.index.records import (
     INSERT_INSTANCE,
     InstanceRecord,
     known_series_values,
     now,
+    patient_values,
+    series_values,
+    study_values,
 )
 
 # The replace path's statements, built once (building one per call cost more than running it).
@@ -45,6 +49,22 @@ _HAS_PLACEHOLDER = select(Placeholder.id).where(
     Placeholder.sop_instance_uid == bindparam("sop_uid")
 )
 _UPDATE = update(Instance).where(Instance.id == bindparam("row_id"))
+_SERIES_COLUMNS = tuple(series_values(Dataset()))
+_STUDY_COLUMNS = tuple(study_values(Dataset()))
+_PATIENT_COLUMNS = tuple(patient_values(Dataset()))
+#: What the parents' rows say now: a replacing copy that says otherwise (a corrected name,
+#: modality or description) goes down the full path, which takes its values.
+_PARENTS = (
+    select(
+        *(getattr(Series, c) for c in _SERIES_COLUMNS),
+        *(getattr(Study, c) for c in _STUDY_COLUMNS),
+        *(getattr(Patient, c) for c in _PATIENT_COLUMNS),
+        Patient.patient_id,
+    )
+    .join(Study, Study.id == Series.study_pk)
+    .join(Patient, Patient.id == Study.patient_pk)
+    .where(Series.id == bindparam("series"))
+)
 _EVENT = insert(Event)
 #: Is the cached series row still this series of this study? A study deleted through the
 #: API (or by retention) leaves other processes' caches stale, and SQLite reuses the freed
@@ -147,6 +167,8 @@ class KnownSeriesWriter:
                     return None
                 if conn.execute(_HAS_PLACEHOLDER, {"sop_uid": sop_uid}).first():
                     return None  # a refusal to supersede: the full path tidies its patient
+                if not self._parents_agree(conn, rec, series_pk):
+                    return None  # corrected demographics or series data: the full path
                 conn.execute(_UPDATE, {"row_id": old.id, **values})
                 conn.execute(_EVENT, {"at": now(), "kind": "duplicate-replaced", "detail": detail})
         except DBAPIError as exc:
@@ -154,6 +176,23 @@ class KnownSeriesWriter:
                 raise
             return None
         return [k for k in (old.meta_key, old.pixel_key) if k]
+
+    @staticmethod
+    def _parents_agree(conn: Any, rec: InstanceRecord, series_pk: int) -> bool:
+        row = conn.execute(_PARENTS, {"series": series_pk}).first()
+        if row is None:
+            return False
+        ds = rec.dataset
+        wanted = (
+            *series_values(ds).values(),
+            *study_values(ds).values(),
+            *patient_values(ds).values(),
+        )
+        stated = tuple(row)[: len(wanted)]
+        if not row.patient_id:  # a study's own row without an ID: its name is not refreshed
+            n = len(_PATIENT_COLUMNS)
+            return stated[:-n] == wanted[:-n]
+        return stated == wanted
 
     def prepare(self, rec: InstanceRecord, series_pk: int) -> None:
         """Compile the statements and take the connection ahead of the first store."""

@@ -259,7 +259,60 @@ def _unknown_bucket(session: Session) -> Patient:
     return patient
 
 
-def _upsert_study(session: Session, patient: Patient, ds: Dataset, pool: str) -> Study:
+def study_values(ds: Dataset) -> dict[str, str]:
+    """The study row's descriptive columns, as this instance states them."""
+    return {
+        "study_id": text(ds, "StudyID", 16),
+        "study_date": text(ds, "StudyDate", 8),
+        "study_time": text(ds, "StudyTime", 16),
+        "description": text(ds, "StudyDescription"),
+        "accession_number": text(ds, "AccessionNumber", 16),
+        "referring_physician": text(ds, "ReferringPhysicianName", 324),
+        "requesting_service": text(ds, "RequestingService"),
+    }
+
+
+def series_values(ds: Dataset) -> dict[str, Any]:
+    """The series row's descriptive columns, as this instance states them."""
+    return {
+        "modality": text(ds, "Modality", 16),
+        "series_number": _integer(ds, "SeriesNumber"),
+        "description": text(ds, "SeriesDescription"),
+        "body_part": text(ds, "BodyPartExamined", 16),
+        "frame_of_reference_uid": text(ds, "FrameOfReferenceUID", 64),
+    }
+
+
+def patient_values(ds: Dataset) -> dict[str, str]:
+    """The demographics a re-sent copy corrects (``refresh_patient``)."""
+    name = text(ds, "PatientName", 324)
+    return {
+        "name": name,
+        "name_folded": fold_name(name),
+        "birth_date": text(ds, "PatientBirthDate", 8),
+        "sex": text(ds, "PatientSex", 16),
+    }
+
+
+def _refresh(row: Any, values: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if getattr(row, key) != value:
+            setattr(row, key, value)
+
+
+def refresh_patient(patient: Patient, ds: Dataset) -> None:
+    """A replaced copy's demographics win, empty ones included (the copy is the record now);
+    never on the rows without a Patient ID that stand for a study or the UNKNOWN entry."""
+    if patient.patient_id and patient.patient_id != UNKNOWN_PATIENT_ID:
+        _refresh(patient, patient_values(ds))
+
+
+def _upsert_study(
+    session: Session, patient: Patient, ds: Dataset, pool: str, refresh: bool = False
+) -> Study:
+    """``refresh``: the instance replaces an archived copy (duplicate policy "replace"), so
+    the study row takes its values: a corrected re-send kept listing the old description
+    while the archive held the new one (outside probe 41)."""
     uid = str(ds.StudyInstanceUID)
     study = session.scalars(select(Study).where(Study.study_uid == uid)).first()
     stamp = now()
@@ -267,13 +320,7 @@ def _upsert_study(session: Session, patient: Patient, ds: Dataset, pool: str) ->
         study = Study(
             patient_pk=patient.id,
             study_uid=uid,
-            study_id=text(ds, "StudyID", 16),
-            study_date=text(ds, "StudyDate", 8),
-            study_time=text(ds, "StudyTime", 16),
-            description=text(ds, "StudyDescription"),
-            accession_number=text(ds, "AccessionNumber", 16),
-            referring_physician=text(ds, "ReferringPhysicianName", 324),
-            requesting_service=text(ds, "RequestingService"),
+            **study_values(ds),
             pool=pool,
             created_at=stamp,
             updated_at=stamp,
@@ -281,11 +328,15 @@ def _upsert_study(session: Session, patient: Patient, ds: Dataset, pool: str) ->
         session.add(study)
         session.flush()
     else:
+        if refresh:
+            _refresh(study, study_values(ds))
         study.updated_at = stamp
     return study
 
 
-def _upsert_series(session: Session, study: Study, ds: Dataset) -> Series:
+def _upsert_series(session: Session, study: Study, ds: Dataset, refresh: bool = False) -> Series:
+    """``refresh``: as for ``_upsert_study`` (a re-sent copy with a corrected Modality kept
+    its series listed under the old one, and ModalitiesInStudy with it)."""
     uid = str(ds.SeriesInstanceUID)
     series = session.scalars(select(Series).where(Series.series_uid == uid)).first()
     stamp = now()
@@ -293,17 +344,15 @@ def _upsert_series(session: Session, study: Study, ds: Dataset) -> Series:
         series = Series(
             study_pk=study.id,
             series_uid=uid,
-            modality=text(ds, "Modality", 16),
-            series_number=_integer(ds, "SeriesNumber"),
-            description=text(ds, "SeriesDescription"),
-            body_part=text(ds, "BodyPartExamined", 16),
-            frame_of_reference_uid=text(ds, "FrameOfReferenceUID", 64),
+            **series_values(ds),
             created_at=stamp,
             updated_at=stamp,
         )
         session.add(series)
         session.flush()
     else:
+        if refresh:
+            _refresh(series, series_values(ds))
         series.updated_at = stamp
     return series
 
@@ -442,8 +491,11 @@ def record_instance(
         series, study = _archived_parents(session, ds)
     else:
         patient = upsert_patient(session, ds, ids)
-        study = _upsert_study(session, patient, ds, rec.pool)
-        series = _upsert_series(session, study, ds)
+        replacing = existing is not None
+        study = _upsert_study(session, patient, ds, rec.pool, refresh=replacing)
+        series = _upsert_series(session, study, ds, refresh=replacing)
+        if replacing and study.patient_pk == patient.id:
+            refresh_patient(patient, ds)
     values = _instance_values(rec, series.id)
     if study.pool != rec.pool:
         # A study lives in one pool: an instance of it sent to another pool's AE joins it
