@@ -14,6 +14,8 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
+from lucent.dicom import video
+
 
 def read(data: bytes) -> Dataset:
     return dcmread(io.BytesIO(data))
@@ -31,6 +33,8 @@ def decode_frame(ds: Dataset, index: int) -> np.ndarray:
     n = frame_count(ds)
     if not 0 <= index < n:
         raise IndexError(f"frame {index + 1} does not exist (instance has {n})")
+    if video.is_video(ds):  # pydicom has no MPEG/H.264/HEVC decoder
+        return video.decode_frame(ds, index)
     arr = ds.pixel_array
     return ignore_bits_above_high_bit(ds, arr[index] if n > 1 else arr)
 

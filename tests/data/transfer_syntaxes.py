@@ -355,6 +355,19 @@ def build_transfer_syntax_set(directory: Path | str, *, strict: bool = True) -> 
     return samples
 
 
+def build_video_samples(directory: Path | str) -> dict[str, TsSample]:
+    """One sample per video syntax (MPEG-2, H.264, HEVC), as in build_transfer_syntax_set."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        return {
+            ts: _video(directory / f"ts_{UID(ts).keyword or ts.replace('.', '_')}.dcm", ts,
+                       Path(tmp_name))
+            for ts in ACCEPTED
+            if ts in VIDEO
+        }  # fmt: skip
+
+
 def write_transfer_syntax_set(directory: Path | str) -> dict[str, Path]:
     """One Part-10 file per accepted transfer syntax (see build_transfer_syntax_set)."""
     return {ts: s.path for ts, s in build_transfer_syntax_set(directory).items()}

@@ -12,26 +12,12 @@ from lucent.api.client import LucentClient
 from lucent.dicom import sop_classes, transfer_syntaxes
 from tests.data import samples
 from tests.data import transfer_syntaxes as ts_samples
-from tests.integration.dicom_io import dataset_bytes, storescu
+from tests.integration.dicom_io import dataset_bytes, storescu, storescu_as_stored
 from tests.support.lucent import LucentServer
 
 
-def _profile_args(tmp_path: Path, files: list[Path]) -> list[str]:
-    pairs = []
-    for f in files:
-        meta = dcmread(f, stop_before_pixels=True).file_meta
-        pairs.append((str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)))
-    return ts_samples.write_storescu_config(tmp_path / "profile.cfg", pairs)
-
-
 def _send_all(server: LucentServer, tmp_path: Path, files: list[Path]) -> None:
-    # One association per batch of ≤120 distinct contexts (a profile holds at most 128).
-    for start in range(0, len(files), 100):
-        batch = files[start : start + 100]
-        done = storescu(
-            "127.0.0.1", server.port, server.ae_title, batch, *_profile_args(tmp_path, batch)
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
+    storescu_as_stored("127.0.0.1", server.port, server.ae_title, files, tmp_path)
 
 
 def _assert_stored_identically(api: LucentClient, files: list[Path]) -> None:
