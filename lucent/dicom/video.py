@@ -31,6 +31,40 @@ def bit_stream(ds: Dataset) -> bytes:
     return b"".join(items)
 
 
+MAX_DECODED_BYTES = 2 << 30
+"""``decode_all`` refuses clips whose decoded frames would take more (a minute of 1080p is
+11 GB of RGB): the viewer shows them frame by frame through the API instead."""
+
+
+def decode_all(ds: Dataset) -> np.ndarray:
+    """Every frame as (frames, rows, cols, 3) uint8 RGB, like pydicom's ``pixel_array`` of
+    a colour multi-frame image; ValueError for a damaged stream or a clip over
+    ``MAX_DECODED_BYTES``."""
+    import av
+
+    frames = int(ds.get("NumberOfFrames") or 1)
+    size = frames * int(ds.Rows) * int(ds.Columns) * 3
+    if size > MAX_DECODED_BYTES:
+        raise ValueError(
+            f"the clip's {frames} frames would take {size / 2**30:.1f} GiB decoded; "
+            f"the limit is {MAX_DECODED_BYTES / 2**30:.0f} GiB"
+        )
+    out: list[np.ndarray] = []
+    try:
+        with av.open(io.BytesIO(bit_stream(ds)), mode="r") as container:
+            if not container.streams.video:
+                raise ValueError("the Pixel Data holds no video stream")
+            for frame in container.decode(video=0):
+                out.append(frame.to_ndarray(format="rgb24"))
+                if len(out) == frames:
+                    break
+    except av.FFmpegError as exc:
+        raise ValueError(f"the video stream cannot be decoded: {exc}") from exc
+    if not out:
+        raise ValueError("the video stream holds no frame")
+    return np.stack(out)
+
+
 def decode_frame(ds: Dataset, index: int) -> np.ndarray:
     """Frame ``index`` (0-based, decode order as displayed) as (rows, cols, 3) uint8 RGB.
 

@@ -17,7 +17,7 @@ import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -355,8 +355,11 @@ def build_transfer_syntax_set(directory: Path | str, *, strict: bool = True) -> 
     return samples
 
 
-def build_video_samples(directory: Path | str) -> dict[str, TsSample]:
-    """One sample per video syntax (MPEG-2, H.264, HEVC), as in build_transfer_syntax_set."""
+def build_video_samples(
+    directory: Path | str, only: Sequence[str] | None = None
+) -> dict[str, TsSample]:
+    """One sample per video syntax (MPEG-2, H.264, HEVC; ``only`` these), as in
+    build_transfer_syntax_set."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -364,7 +367,7 @@ def build_video_samples(directory: Path | str) -> dict[str, TsSample]:
             ts: _video(directory / f"ts_{UID(ts).keyword or ts.replace('.', '_')}.dcm", ts,
                        Path(tmp_name))
             for ts in ACCEPTED
-            if ts in VIDEO
+            if ts in VIDEO and (only is None or ts in only)
         }  # fmt: skip
 
 

@@ -173,16 +173,21 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
     """
     from pydicom.pixels import apply_color_lut
 
+    from lucent.dicom import video
     from lucent.dicom.pixels import ignore_bits_above_high_bit
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
-    # Bits above High Bit are not part of the value (PS3.5 8.1.1); JPEG-LS from dcmcjpls
-    # keeps them: unmasked, 12-bit black read as 61440 and showed as white noise.
-    arr = ignore_bits_above_high_bit(ds, ds.pixel_array)
     n = int(ds.get("NumberOfFrames") or 1)
+    if video.is_video(ds):  # MPEG-2 / H.264 / HEVC: pydicom has no decoder
+        arr = video.decode_all(ds)  # (frames, rows, cols, 3) RGB, even for one frame
+        n, photometric = len(arr), "RGB"
+    else:
+        # Bits above High Bit are not part of the value (PS3.5 8.1.1); JPEG-LS from
+        # dcmcjpls keeps them: unmasked, 12-bit black read as 61440 and showed as white noise.
+        arr = ignore_bits_above_high_bit(ds, ds.pixel_array)
+        if n == 1:
+            arr = arr[np.newaxis]
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if n == 1:
-        arr = arr[np.newaxis]
     if photometric == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)
         if arr.dtype != np.uint8:
