@@ -65,6 +65,9 @@ class PhantomSpec:
     artery_fraction: float = 0.7
     noise: float = 0.0
     """CT: Gaussian sd in HU; MR: SNR of grey matter (0 = noise free)."""
+    whole_hu: bool = False
+    """CT: store noise-free images in whole HU (RescaleSlope 1), as scanners and most phantom
+    writers do, instead of 0.01 HU steps."""
     te_ms: float = 25.0
     slice_timing: bool = False
     """Slice z acquired z*dt/n_slices after the first slice of its time point (interleaved EPI)."""
@@ -358,7 +361,7 @@ def generate(spec: PhantomSpec, out_dir: str | Path | None = None) -> Phantom:
     # Noise-free CT is stored in 0.01 HU steps (-310..345 HU: air and bone clipped): integer HU is
     # +-0.29 HU of quantisation noise, which already makes oSVD truncate (not noise-free).
     slope, intercept = 1.0, -1024.0
-    if spec.modality == "CT" and not spec.noise:
+    if spec.modality == "CT" and not spec.noise and not spec.whole_hu:
         slope, intercept = 0.01, -310.0
     if spec.modality == "CT":
         template.RescaleSlope, template.RescaleIntercept = slope, intercept
