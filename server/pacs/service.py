@@ -147,14 +147,20 @@ class _Recorder:
                 time.sleep(0.05 * (attempt + 1))
 
 
-def _count(tally: dict[str, int], outcome: scu.StoreOutcome, sign: int) -> None:
-    """Add (or take back) one outcome in a send's running counts."""
+def _count(
+    tally: dict[str, int], outcome: scu.StoreOutcome, sign: int, settled: bool = True
+) -> None:
+    """Add (or take back) one outcome in a send's running counts. A failure another attempt
+    will retry is "waiting", not "failed": a send whose peer restarted read 149 of 200
+    failed, progress 1.0, while those 149 waited for the retry that stored them (issue 3)."""
     if outcome.ok:
         tally["ok"] += sign
         if outcome.status != 0:
             tally["warning"] += sign
-    else:
+    elif settled:
         tally["failed"] += sign
+    else:
+        tally["waiting"] += sign
 
 
 def _store_retryable(outcome: scu.StoreOutcome) -> bool:
@@ -396,6 +402,7 @@ class PacsService:
             # lost, probe 37), so the progress never shows less than what is already here
             earlier = [0]
             known_total: list[int | None] = [None]  # the last total a PACS reported
+            current = [1]  # the running attempt
 
             def arrived() -> int:
                 """Instances of this request archived in the target pool by this job."""
@@ -417,12 +424,20 @@ class PacsService:
                 fraction = p.fraction
                 if total:
                     fraction = max(fraction, min(1.0, earlier[0] / total))
+                more: dict[str, Any] = {}
+                if current[0] > 1:
+                    # the attempt's message said what had arrived when it began ("67 so
+                    # far" while completed rose to 173, issue 3): it follows the count
+                    more["message"] = _move_attempt_note(
+                        current[0], retries, target.ae_title, completed
+                    )
                 control.update(
                     total=total,
                     completed=completed,
                     failed=p.failed,
                     warning=p.warning,
                     progress=round(fraction, 4),
+                    **more,
                 )
 
             def on_retry(attempt: int, res: scu.MoveResult, delay: float) -> None:
@@ -438,16 +453,14 @@ class PacsService:
                 )
 
             def on_attempt(attempt: int) -> None:
+                current[0] = attempt
                 if attempt == 1:
                     control.update(force=True, attempts=1, message=f"C-MOVE to {target.ae_title}")
                     return
                 control.update(
                     force=True,
                     attempts=attempt,
-                    message=(
-                        f"attempt {attempt} of {retries + 1}: C-MOVE to {target.ae_title}; "
-                        f"{earlier[0]} instance(s) arrived so far"
-                    ),
+                    message=_move_attempt_note(attempt, retries, target.ae_title, earlier[0]),
                 )
 
             def refused_here(res: scu.MoveResult) -> str | None:
@@ -838,7 +851,6 @@ class PacsService:
         recorder = _Recorder(self.ctx, control.job_id)
         todo = list(items)
         retries = node.store_retries  # the node's option, else pacs.store_retries
-        control.update(force=True, total=total, attempts=1)
         last_error = ""
         # A permanent association rejection (A-ASSOCIATE-RJ result 1, e.g. a wrong called AE
         # title): no retry and no further association can help, so the send ends at once.
@@ -847,34 +859,79 @@ class PacsService:
         lock = threading.Lock()
         # Running counts for the progress: recounting every outcome per instance made a
         # large send quadratic (10 000 instances: 50 million steps on the lane threads).
-        tally = {"ok": 0, "failed": 0, "warning": 0}
+        # "failed" counts failures for good (the last attempt's, a permanent one, a status
+        # no retry changes); a failure the next attempt retries is "waiting" (``retrying``).
+        tally = {"ok": 0, "failed": 0, "warning": 0, "waiting": 0}
+        retrying: set[str] = set()
         for o in previous.values():
             _count(tally, o, +1)
+
+        def settle(uid: str, o: scu.StoreOutcome, n: int) -> None:
+            """Record ``o`` (attempt ``n``) for an instance; the caller holds ``lock``."""
+            earlier = final.get(uid)
+            if earlier is not None:  # a retry replaces the earlier outcome
+                _count(tally, earlier, -1, uid not in retrying)
+            settled = o.ok or n > retries or permanent.is_set() or not _store_retryable(o)
+            _count(tally, o, +1, settled)
+            if settled:
+                retrying.discard(uid)
+            else:
+                retrying.add(uid)
+            final[uid] = o
+            attempts[uid] = n
+            recorder.add(o, n)
+
+        def counts(force: bool = False, **more: Any) -> None:
+            """The job's counts and progress, from what is settled (stored, or failed for
+            good): an instance waiting for its retry is neither, so the bar does not fill
+            (or move back) while a retry runs. The caller holds ``lock``: the writes keep
+            the order of the results they count."""
+            control.update(
+                force=force,
+                completed=tally["ok"],
+                failed=tally["failed"],
+                warning=tally["warning"],
+                progress=round((tally["ok"] + tally["failed"]) / total, 4),
+                **more,
+            )
+
+        def stored_note() -> str:
+            note = f"{tally['ok']} of {total} stored"
+            return note + (f", {tally['failed']} failed" if tally["failed"] else "")
+
+        def retry_note(n: int) -> str:
+            """What a retry attempt does, kept current as its results come."""
+            left = total - tally["ok"] - tally["failed"]
+            return (
+                f"attempt {n} of {retries + 1}: {left} instance(s) being retried, {stored_note()}"
+            )
+
+        with lock:
+            counts(force=True, total=total, attempts=1)
         for attempt in range(retries + 1):
             if attempt:
                 delay = min(60.0, self.settings.retry_backoff_seconds * 2 ** (attempt - 1))
-                note = f"{len(todo)} instance(s) to retry in {delay:g} s"
-                control.update(force=True, attempts=attempt + 1, message=note)
+                with lock:
+                    note = (
+                        f"attempt {attempt} of {retries + 1}: {len(todo)} instance(s) to "
+                        f"retry in {delay:g} s, {stored_note()}"
+                    )
+                    counts(force=True, attempts=attempt + 1, message=note)
                 if control.cancel.wait(delay):
                     break
+                with lock:
+                    counts(force=True, message=retry_note(attempt + 1))
 
             def on_result(o: scu.StoreOutcome, n: int = attempt + 1) -> None:
                 with lock:
                     previous = final.get(o.sop_instance_uid)
                     if previous is not None and previous.attempted and not o.attempted:
                         return  # not reached this time: the earlier failure says more
-                    if previous is not None:  # a retry replaces the earlier outcome
-                        _count(tally, previous, -1)
-                    _count(tally, o, +1)
-                    final[o.sop_instance_uid] = o
-                    attempts[o.sop_instance_uid] = n
-                    recorder.add(o, n)
-                    control.update(
-                        completed=tally["ok"],
-                        failed=tally["failed"],
-                        warning=tally["warning"],
-                        progress=round(len(final) / total, 4),
-                    )
+                    settle(o.sop_instance_uid, o, n)
+                    if n > 1:
+                        counts(message=retry_note(n))
+                    else:
+                        counts()
 
             def send_lane(lane: Sequence[scu.Outgoing], n: int = attempt + 1) -> str:
                 error = ""
@@ -928,15 +985,15 @@ class PacsService:
                     for it in chunk:
                         uid = it.sop_instance_uid
                         if uid not in final or not final[uid].ok:
-                            if uid in final:
-                                _count(tally, final[uid], -1)
-                            final[uid] = scu.StoreOutcome(
+                            failure = scu.StoreOutcome(
                                 uid, it.sop_class_uid, None, error, permanent=final_,
                                 attempted=False,
                             )  # fmt: skip
-                            _count(tally, final[uid], +1)
-                            attempts[uid] = n
-                            recorder.add(final[uid], n)
+                            settle(uid, failure, n)
+                    if n > 1:
+                        counts(message=retry_note(n))
+                    else:
+                        counts()
 
             # Several associations in parallel (Conformance 4.2.4.4 allows several Store SCU
             # processes): the PACS's per-instance latency is what bounds one association.
@@ -1298,6 +1355,14 @@ def _move_counts(p: scu.MoveProgress) -> str:
     return text
 
 
+def _move_attempt_note(attempt: int, retries: int, ae_title: str, arrived: int) -> str:
+    """A C-MOVE retry attempt under way (Conformance 4.2.2.6) and what has arrived."""
+    return (
+        f"attempt {attempt} of {retries + 1}: C-MOVE to {ae_title}; "
+        f"{arrived} instance(s) arrived so far"
+    )
+
+
 def _arrived(count: int) -> str:
     """What a cut-off or cancelled retrieve left in the archive (probe 37)."""
     if not count:
@@ -1344,6 +1409,24 @@ def _all_found(uids: Sequence[str], found: Sequence[Instance]) -> None:
 
 # ---------------------------------------------------------------------- merging
 
+#: Multi-valued keys whose merged value is the union of what the PACS answered: a study
+#: split over two PACS has the modalities of both (ModalitiesInStudy, PS3.4 Table C.6-5).
+_UNION_KEYS = frozenset({"ModalitiesInStudy"})
+
+
+def _merge_attrs(attrs: dict[str, Any], row: dict[str, Any]) -> None:
+    """Fill the merged answer ``attrs`` from a later node's ``row``, in node order: an
+    attribute the earlier PACS left out or empty takes this one's value (dcmqrscp returns
+    no ModalitiesInStudy or NumberOfStudyRelatedInstances, Orthanc does: the merged row
+    lacked them, issue 3); ModalitiesInStudy is the union, in order of first mention."""
+    for key, value in row.items():
+        have = attrs.get(key)
+        if have in (None, ""):
+            attrs[key] = value
+        elif key in _UNION_KEYS and isinstance(have, str) and isinstance(value, str) and value:
+            both = f"{have}\\{value}".split("\\")
+            attrs[key] = "\\".join(dict.fromkeys(v for v in both if v))
+
 
 def merge(level: str, results: Sequence[tuple[NodeView, scu.FindResult]]) -> dict[str, Any]:
     """Per-node status plus merged rows; STUDY level grouped by patient (4.2.1.4)."""
@@ -1376,9 +1459,10 @@ def merge(level: str, results: Sequence[tuple[NodeView, scu.FindResult]]) -> dic
                     seen["nodes"].append(node.name)
                     seen["node_ids"].append(node.id)
                     seen["node_attrs"].append(row)
+                    _merge_attrs(seen["attrs"], row)
                 continue
             merged = {
-                "attrs": row,
+                "attrs": dict(row),  # its own copy: node_attrs keep each answer as it came
                 "nodes": [node.name],
                 "node_ids": [node.id],
                 "node_attrs": [row],
