@@ -44,6 +44,10 @@ class PduTooLarge(OSError):
     """The peer announced a PDU longer than we accept."""
 
 
+A_ABORT_INVALID_PARAMETER = struct.pack(">BBLBBBB", 0x07, 0, 4, 0, 0, 2, 6)
+"""A-ABORT, source service provider (2), reason invalid PDU parameter value (6), PS3.8 9.3.8."""
+
+
 _pushed: dict[int, bytearray] = {}
 _pushed_lock = threading.Lock()
 
@@ -161,6 +165,12 @@ def _recv(self: transport.AssociationSocket, nr_bytes: int) -> bytearray:
             return head
         return head + _recv(self, nr_bytes - len(head))
     if nr_bytes > _state["limit"]:
+        # PS3.8 9.2 state table, Evt19 (invalid PDU) -> AA-8: the peer is sent an A-ABORT
+        # (service provider, invalid PDU parameter value) before the transport closes; it
+        # only saw the connection drop (outside probe 42)
+        if self.socket is not None:
+            with contextlib.suppress(OSError):
+                self.socket.sendall(A_ABORT_INVALID_PARAMETER)
         raise PduTooLarge(
             f"peer announced a PDU of {nr_bytes} bytes; limit is {_state['limit']} bytes"
         )

@@ -128,3 +128,20 @@ def test_echo_response_respects_the_callers_maximum_pdu_length(server: LucentSer
             break
     sock.close()
     assert ul.command_uint(ul.parse_command(received), 0x00000900) == 0
+
+
+@pytest.mark.parametrize("identity", [False, True], ids=["fast", "pynetdicom"])
+def test_a_pdu_claiming_4_gb_is_answered_with_an_a_abort(
+    server: LucentServer, identity: bool
+) -> None:
+    """PS3.8 9.2, Evt19 -> AA-8: an A-ABORT before the transport closes. The pynetdicom
+    path (Query/Retrieve, user identity) closed the connection without one (outside probe
+    42); the storage fast path answered A-ABORT already."""
+    request = _request("LUCENT", [(1, VERIFICATION, [EXPLICIT])], user_identity=identity)
+    kind, _, sock = _answer(server, request)
+    with sock:
+        assert kind == 0x02  # A-ASSOCIATE-AC
+        sock.sendall(struct.pack(">BBL", 0x04, 0, 0xFFFFFFFF) + b"\x00" * 64)
+        answer = sock.recv(10, socket.MSG_WAITALL)
+    assert answer[:1] == b"\x07", answer  # A-ABORT
+    assert answer[8] == 2  # source: service provider
