@@ -116,6 +116,7 @@ def compute_maps(
     smooth: Callable[[np.ndarray], np.ndarray] | None = None,
     correct: bool = True,
     delayed_lag_fraction: float = TMAX_LAG_FRACTION,
+    rounding_sd: float = 0.0,
 ) -> tuple[dict[str, np.ndarray], Deconvolved]:
     """Maps for (n, K) curves; returns 1D arrays (n,) keyed like ``MAP_UNITS``.
 
@@ -123,7 +124,8 @@ def compute_maps(
     ``smooth``: spatial smoothing of a per-voxel array (the caller knows the voxels'
     positions), for ``correct_truncation`` and ``box_weight``; ``correct``: apply the
     truncation correction; ``delayed_lag_fraction``: the share of the Tmax lag taken off
-    delayed tissue (``TMAX_LAG_FRACTION``, ``DSC_TMAX_LAG_FRACTION``)."""
+    delayed tissue (``TMAX_LAG_FRACTION``, ``DSC_TMAX_LAG_FRACTION``); ``rounding_sd``: see
+    ``residue_shape.box_weight``."""
     f = hematocrit_factor(config)
     dec = deconvolve(conc, aif, dt, config)
     cbf = np.clip(dec.rmax * np.float32(f * 6000.0), 0, None)
@@ -136,7 +138,14 @@ def compute_maps(
         exp = correct_truncation(cbf, cbv, dec, mtt_from, smooth)
         if dec.bank is not None and config.residue_shape:
             box = correct_truncation(cbf, cbv, dec, mtt_from, smooth, model="box")
-            w = box_weight(conc, dec.bank, {"exponential": exp, "box": box}, cbv, smooth)
+            w = box_weight(
+                conc,
+                dec.bank,
+                {"exponential": exp, "box": box},
+                cbv,
+                smooth,
+                rounding_sd=rounding_sd,
+            )
             dec.box_weight = w
             cbf = (1 - w) * exp[0] + w * box[0]
             tmax = (1 - w) * exp[1] + w * box[1]

@@ -608,6 +608,10 @@ def _run(
         # contrast-to-noise of the mean brain curve sets the oSVD regularisation (see below)
         # no curve is known better than its storage step (``storage_noise_sd``)
         floor = storage_noise_sd(series) if modality == "CT" else 0.0
+        # curves with no noise but their rounding (a noise-free phantom): denoising cannot
+        # remove it (identical in every voxel of a tissue), the residue shape test must
+        # discount it (``residue_shape.box_weight``)
+        rounding_sd = floor if modality == "CT" and noise_sd <= floor else 0.0
         cnr = float(conc[brain[idx]].mean(axis=0).max()) / max(noise_sd, floor, 1e-9)
         basis: np.ndarray | None = None
         if modality == "MR":
@@ -692,6 +696,7 @@ def _run(
             smooth=_TissueSmoother(tissue, idx, TRUNCATION_GUIDE_PX),
             correct=correct,
             delayed_lag_fraction=kept,
+            rounding_sd=rounding_sd,
         )
         # what delayed tissue keeps of the modelled lag: an uncertainty of its Tmax (late
         # for a sharp onset, early for a dispersed one; DSC: late only, nothing taken off)
