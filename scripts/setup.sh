@@ -10,7 +10,7 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 
 # python3 + python3-venv (ensurepip) + ca-certificates: the .venv step below; a minimal
 # Debian 12 has none of them, and "python3 -m venv" fails without ensurepip.
-SYSTEM_PACKAGES=(python3 python3-venv ca-certificates dcmtk orthanc postgresql ffmpeg xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 chromium libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xkb1 rsyslog rsyslog-gnutls)
+SYSTEM_PACKAGES=(python3 python3-venv ca-certificates dcmtk dicom3tools orthanc postgresql ffmpeg xvfb xauth libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-cursor0 chromium libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xkb1 rsyslog rsyslog-gnutls)
 
 missing=()
 for p in "${SYSTEM_PACKAGES[@]}"; do

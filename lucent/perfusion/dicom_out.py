@@ -522,6 +522,10 @@ def parametric_map(
         plane_positions=positions,
     )
     pm.SeriesDescription = f"Perfusion {label} (quantitative)"
+    # Content Identification Macro (PS3.3 Table 10-12): Content Creator's Name is Type 2,
+    # present and empty for a machine-made map; highdicom leaves it out without a name
+    if "ContentCreatorName" not in pm:
+        pm.ContentCreatorName = ""
     stamp_series(pm, s.slice_headers[0], now or _dt.datetime.now(), s.modality)
     if result.parameters:
         # highdicom references the source slice of each frame in a per-frame Derivation

@@ -162,3 +162,17 @@ def test_dciodvfy_finds_no_errors_in_any_output(
         errors = [line for line in (done.stderr + done.stdout).splitlines() if "Error" in line]
         assert not errors, (kind, errors)
     assert len(seen) >= 5 + 2 + 5 + 1
+
+
+def test_parametric_maps_carry_the_content_identification_macro(
+    outputs: tuple[Path, dict[str, object]],
+) -> None:
+    """PS3.3 C.8.32.2 includes Table 10-12: Content Label (1), Content Description and
+    Content Creator's Name (2, present even when empty). The name was missing from every
+    map (outside probe 44; DCMTK's rules agree)."""
+    maps = [d for _, d in _files(outputs) if d.SOPClassUID == PM]
+    assert len(maps) == 5
+    for d in maps:
+        assert d.ContentLabel
+        assert "ContentDescription" in d
+        assert "ContentCreatorName" in d, d.SeriesDescription
