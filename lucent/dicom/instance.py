@@ -13,6 +13,7 @@ import io
 import logging
 import re
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import Tag
 from pydicom.uid import UID
 
-from lucent.dicom import charsets, sop_classes, temporal, transfer_syntaxes, walk
+from lucent.dicom import charsets, codestream, sop_classes, temporal, transfer_syntaxes, walk
 from lucent.net import status
 
 log = logging.getLogger("lucent.dicom")
@@ -69,23 +70,59 @@ class Parsed:
 # real deflated DICOM shrinks 2-20x, a deflate bomb ~1000x.
 RATIO_FLOOR = 16 * 1024 * 1024
 MAX_RATIO = 200
+#: Inflations allowed more than RATIO_FLOOR that may run at once in this process: each may
+#: hold up to its cap (hundreds of MB) before a bomb shows, and 12 parallel bombs took 4.2 GB
+#: (outside probe 42). Smaller ones never wait.
+LARGE_INFLATIONS_AT_ONCE = 2
+_LARGE_INFLATIONS = threading.BoundedSemaphore(LARGE_INFLATIONS_AT_ONCE)
+_INFLATE_IN = 64 * 1024  # input fed per call: the unconsumed tail zlib copies stays small
+_INFLATE_OUT = 1024 * 1024  # output taken per call: an over-cap stream stops within a chunk
 
 
-def inflate_bounded(data: bytes, limit: int) -> bytes:
+def inflate_bounded(data: bytes | memoryview, limit: int) -> bytes:
     """Inflate a raw-deflate stream, refusing bombs: output over ``limit`` bytes, or over
     RATIO_FLOOR and MAX_RATIO times the input."""
+    return b"".join(_inflate_chunks(data, limit))
+
+
+def _inflate_chunks(data: bytes | memoryview, limit: int) -> list[bytes]:
+    """``inflate_bounded`` as the chunks it inflated (joined once, by the caller, with the
+    file meta in front): never more than the cap and one chunk held, and at most
+    LARGE_INFLATIONS_AT_ONCE inflations with a cap over RATIO_FLOOR at a time."""
     cap = min(limit, max(RATIO_FLOOR, MAX_RATIO * len(data)))
+    if cap <= RATIO_FLOOR:
+        return _inflate(data, cap, limit)
+    with _LARGE_INFLATIONS:
+        return _inflate(data, cap, limit)
+
+
+def _inflate(data: bytes | memoryview, cap: int, limit: int) -> list[bytes]:
     d = zlib.decompressobj(-zlib.MAX_WBITS)
-    out = d.decompress(data, cap + 1)
-    if len(out) > cap or d.unconsumed_tail:
-        raise ValueError(
-            f"inflates beyond {cap // (1024 * 1024)} MB from {len(data)} bytes "
-            f"(limit {limit // (1024 * 1024)} MB, ratio {MAX_RATIO}:1): deflate bomb refused"
-        )
-    out += d.flush()
-    if len(out) > cap:
+    view = memoryview(data)
+    chunks: list[bytes] = []
+    total = 0
+    for at in range(0, len(view), _INFLATE_IN):
+        pending: bytes | memoryview = view[at : at + _INFLATE_IN]
+        while pending and not d.eof:
+            chunk = d.decompress(pending, _INFLATE_OUT)
+            total += len(chunk)
+            if total > cap:
+                raise ValueError(
+                    f"inflates beyond {cap // (1024 * 1024)} MB from {len(view)} bytes "
+                    f"(limit {limit // (1024 * 1024)} MB, ratio {MAX_RATIO}:1): deflate bomb "
+                    "refused"
+                )
+            chunks.append(chunk)
+            pending = d.unconsumed_tail
+        if d.eof:
+            break
+    # All input taken: what zlib still holds is what a few buffered bits make (a few KB).
+    chunk = d.flush()
+    total += len(chunk)
+    if total > cap:
         raise ValueError(f"inflated data exceeds {cap // (1024 * 1024)} MB")
-    return out
+    chunks.append(chunk)
+    return chunks
 
 
 def read_ids(ds: DataSet) -> dict[str, str]:
@@ -176,17 +213,21 @@ def _plain_encoding(data: bytes, start: int, ts: str) -> str | None:
 
 
 def _with_syntax(
-    data: bytes, start: int, ts: str, meta: FileMetaDataset | None = None, body: bytes | None = None
+    data: bytes,
+    start: int,
+    ts: str,
+    meta: FileMetaDataset | None = None,
+    body: list[bytes] | None = None,
 ) -> tuple[bytes, int]:
     """The stream with its file meta saying ``ts`` (and where the data set now starts);
-    ``body`` replaces the data set after ``start`` (inflated), joined in one copy."""
+    ``body`` (the inflated chunks) replaces the data set after ``start``, joined in one copy."""
     meta = meta if meta is not None else _meta_dataset(data[:start])
     meta.TransferSyntaxUID = ts
     head = io.BytesIO()
     head.write(data[:128] + b"DICM")
     write_file_meta_info(head, meta, enforce_standard=False)
-    rest = body if body is not None else memoryview(data)[start:]
-    return b"".join((head.getvalue(), rest)), head.tell()
+    rest: list[bytes] | list[memoryview] = body if body is not None else [memoryview(data)[start:]]
+    return b"".join((head.getvalue(), *rest)), head.tell()
 
 
 @dataclass(frozen=True)
@@ -232,7 +273,7 @@ def frame(data: bytes, *, max_inflated: int) -> Framed | Refusal:
         # Store inflated as Explicit VR Little Endian: pixel-identical, and the metadata can
         # be kept apart from the pixels (which a deflated stream would mix).
         try:
-            body = inflate_bounded(data[start:], max_inflated)
+            body = _inflate_chunks(memoryview(data)[start:], max_inflated)
             meta = _meta_dataset(data[:start])
         except (ValueError, zlib.error) as exc:
             return Refusal(status.CANNOT_INFLATE, f"deflated data set rejected: {exc}")
@@ -305,7 +346,14 @@ def parse_framed(
         # PS3.4 B.2.3: the value cannot be understood under the negotiated syntax (C-range,
         # like an odd length), whatever the attributes say about the SOP class.
         return Refusal(status.INVALID_ENCODING, encoding, ids)
-    problem = validate(ds, ts, pixel_end - pixel_start, expected_sop_class, expected_sop_instance)
+    problem = validate(
+        ds,
+        ts,
+        pixel_end - pixel_start,
+        expected_sop_class,
+        expected_sop_instance,
+        pixels=(data, pixel_start, pixel_end),
+    )
     if problem is not None:
         return Refusal(problem[0], problem[1], ids)
     return Parsed(ds, data, ts, pixel_start, pixel_end, transcoded, ids)
@@ -439,8 +487,14 @@ def validate(
     pixel_length: int,
     expected_sop_class: str | None,
     expected_sop_instance: str | None,
+    *,
+    pixels: tuple[bytes, int, int] | None = None,
 ) -> tuple[int, str] | None:
-    """Required attributes, valid UIDs, SOP class agreement and a consistent Image Pixel module."""
+    """Required attributes, valid UIDs, SOP class agreement and a consistent Image Pixel module.
+
+    ``pixels``: the received bytes and where the Pixel Data value lies in them, for the
+    structural check of encapsulated frames (without them only the attributes are checked).
+    """
     for kw in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         value = _get(ds, kw)
         if value in (None, ""):
@@ -489,7 +543,7 @@ def validate(
     if sop_classes.requires_pixels(sop_class) and not has_pixels:
         return status.DATASET_MISMATCH, "image SOP class without Pixel Data (Image Pixel module)"
     if has_pixels:
-        return _check_pixel_module(ds, ts, pixel_length)
+        return _check_pixel_module(ds, ts, pixel_length, pixels)
     return None
 
 
@@ -556,11 +610,14 @@ PHOTOMETRIC_SAMPLES: dict[str, int] = {
 }
 
 
-def _check_pixel_module(ds: DataSet, ts: str, pixel_length: int) -> tuple[int, str] | None:
+def _check_pixel_module(
+    ds: DataSet, ts: str, pixel_length: int, pixels: tuple[bytes, int, int] | None = None
+) -> tuple[int, str] | None:
     """The Image Pixel module agrees with itself and with the pixel data's length (PS3.3
-    C.7.6.3.1). Strict only where the standard is unambiguous and real data agrees: Bits
-    Allocated 1 (segmentations) and 32 (RT Dose), signed data and YBR_FULL_422 from JPEG
-    all pass. Reasons put the numbers first: the Error Comment keeps 64 characters."""
+    C.7.6.3.1), or, encapsulated, with its frames' codestream headers (lucent.dicom.codestream).
+    Strict only where the standard is unambiguous and real data agrees: Bits Allocated 1
+    (segmentations) and 32 (RT Dose), signed data and YBR_FULL_422 from JPEG all pass.
+    Reasons put the numbers first: the Error Comment keeps 64 characters."""
     values: dict[str, int] = {}
     for kw in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel"):
         v = _get(ds, kw)
@@ -630,9 +687,17 @@ def _check_pixel_module(ds: DataSet, ts: str, pixel_length: int) -> tuple[int, s
     if frames < 1:
         return status.DATASET_INVALID_VALUE, f"NumberOfFrames {frames}, must be at least 1"
     if transfer_syntaxes.is_encapsulated(ts):
-        return None
-    pixels = rows * cols * frames * spp
-    expected = (pixels + 7) // 8 if bits == 1 else pixels * (bits // 8)
+        if pixels is None or "PixelData" not in ds:
+            return None
+        extended = _get(ds, "ExtendedOffsetTable")
+        return codestream.check(
+            *pixels,
+            ts,
+            codestream.Geometry(rows, cols, spp, bits, frames),
+            bytes(extended) if isinstance(extended, bytes | bytearray) else None,
+        )
+    count = rows * cols * frames * spp
+    expected = (count + 7) // 8 if bits == 1 else count * (bits // 8)
     subsampled = photometric.startswith("YBR_FULL_422")
     if subsampled:
         expected = expected * 2 // 3
