@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -948,13 +949,14 @@ def test_enhanced_ct_renders_with_its_functional_groups(http: httpx.Client) -> N
 
 
 def _unrenderable(**kwargs: object) -> Dataset:
-    """An MR stored RLE Lossless whose only fragment is an RLE header of no segments: it
-    stores and retrieves, but no decoder can make pixels of it."""
+    """An MR stored RLE Lossless whose only fragment is a well-formed RLE header (two
+    segments for 16 bits, PS3.5 G) over two bytes each: it stores and retrieves (ingest
+    reads headers, never decodes), but no decoder can make pixels of it."""
     from pydicom.encaps import encapsulate
 
     ds = samples.make_instance(MR, **kwargs)  # type: ignore[arg-type]
     ds.compress(RLELossless)
-    ds.PixelData = encapsulate([b"\0" * 64])
+    ds.PixelData = encapsulate([struct.pack("<16L", 2, 64, 66, *[0] * 13) + bytes(4)])
     return ds
 
 

@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from pydicom.uid import JPEGBaseline8Bit
+from pydicom.uid import RLELossless
 
 from lucent.api.client import ApiError, LucentClient
 from lucent.api.schemas import PlaceholderOut
@@ -91,22 +91,21 @@ def test_broken_pixel_encoding_is_refused_under_its_patient_and_study(
 def test_frame_that_cannot_be_decoded_answers_422_with_the_reason(
     server: LucentServer, api: LucentClient
 ) -> None:
-    """Well-formed encapsulation around bytes no JPEG decoder reads is archived (we never
-    decode on ingest); its frame answered a bare 500 with a traceback in the log."""
+    """Well-formed encapsulation and a well-formed RLE header (one segment per sample byte,
+    PS3.5 G) around segments far too short for the image: archived (we never decode on
+    ingest, only the codestream headers are checked), and its frame answered a bare 500
+    with a traceback in the log."""
     ds = bad_inputs._ct()
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
     ds.PixelData = bytes(256)
     data = bad_inputs.encode(ds)
     at = data.rfind(b"\xe0\x7f\x10\x00")
     head = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF)
-    items = (
-        bad_inputs._fragment(b"")
-        + bad_inputs._fragment(b"\xde\xad" * 50)
-        + bad_inputs.SEQUENCE_DELIMITER
-    )
+    rle = struct.pack("<16L", 1, 64, *[0] * 14) + b"\x00\x00"  # one byte, 256 needed
+    items = bad_inputs._fragment(b"") + bad_inputs._fragment(rle) + bad_inputs.SEQUENCE_DELIMITER
     case = bad_inputs.BadInput(
-        "garbage_fragment", "", "", data[:at] + head + items, bad_inputs.CT,
-        str(ds.SOPInstanceUID), JPEGBaseline8Bit,
+        "short_rle_segment", "", "", data[:at] + head + items, bad_inputs.CT,
+        str(ds.SOPInstanceUID), RLELossless,
     )  # fmt: skip
     code = bad_inputs.send_raw_c_store(case, "127.0.0.1", server.port, called_ae=server.ae_title)
     assert code == 0x0000

@@ -6,6 +6,7 @@ exact status codes and sub-operation counts the standard asks for.
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -583,8 +584,11 @@ def test_an_undecodable_instance_fails_only_its_own_sub_operation(
     the association stays up."""
     study = generate_uid()
     good = dcmread(compressed["files"][1])  # JPEG-LS, decodes
-    bad = dcmread(compressed["files"][2])  # RLE whose frames become empty RLE headers
-    bad.PixelData = encapsulate([bytes(64)] * (len(list(generate_fragments(bad.PixelData))) - 1))
+    bad = dcmread(compressed["files"][2])  # RLE whose segments become two bytes each
+    segments = int(bad.SamplesPerPixel) * ((int(bad.BitsAllocated) + 7) // 8)
+    offsets = [64 + 2 * i for i in range(segments)] + [0] * (15 - segments)
+    short = struct.pack("<16L", segments, *offsets) + bytes(2 * segments)
+    bad.PixelData = encapsulate([short] * (len(list(generate_fragments(bad.PixelData))) - 1))
     for i, ds in enumerate((good, bad)):
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, generate_uid()
         ds.SOPInstanceUID = generate_uid()

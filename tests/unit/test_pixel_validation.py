@@ -128,7 +128,6 @@ def test_image_class_beyond_table1_without_pixels_does_not_match_its_class() -> 
         "GDCMJ2K_TextGBR.dcm",  # YBR_RCT
         "rtdose.dcm",  # RT Dose, 32-bit, 15 frames
         "SC_rgb_rle_32bit_2frame.dcm",
-        "JPEG2000-embedded-sequence-delimiter.dcm",
         "MR_small_RLE.dcm",
     ],
 )
