@@ -31,6 +31,7 @@ RANGES: dict[str, tuple[float, bool, float, bool]] = {
     "dsc_tips_rank": (1, _CLOSED, math.inf, _OPEN),
     "oi_threshold": (0.0, _OPEN, math.inf, _OPEN),
     "oi_min": (0.0, _OPEN, math.inf, _OPEN),
+    "dsc_vessel_cbv_ratio": (1.0, _OPEN, math.inf, _OPEN),
     "dsc_oi_threshold": (0.0, _OPEN, math.inf, _OPEN),
     "ssvd_threshold": (0.0, _OPEN, 1.0, _OPEN),
     "tikhonov_lambda": (0.0, _OPEN, math.inf, _OPEN),
@@ -115,6 +116,11 @@ class PerfusionConfig:
     """Baseline HU at or below this is CSF: excluded from tissue (core false positives)."""
     vessel_cbv: float = 8.0
     """CBV (ml/100 g) above this is a vessel, not tissue (excluded from statistics/volumes)."""
+    dsc_vessel_cbv_ratio: float = 4.0
+    """DSC-MR: a vessel's CBV is also above this multiple of the tissue's median CBV. DSC CBV
+    has no fixed absolute scale (AIF partial volume and saturation, the relaxivity of blood):
+    an outside phantom whose AIF saturated read grey matter at 10-16 ml/100 g, the fixed
+    ``vessel_cbv`` took it for vessels, and hypoperfusion read 20.6 of 84.8 mL."""
     dsc_skip_frames: int = 2
     """DSC: first frames are not in T1 steady state; never used as baseline."""
 

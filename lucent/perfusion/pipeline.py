@@ -273,6 +273,9 @@ CORE_NOISE_MIN_ML = 5.0
 CORE_NOISE_FRACTION = 0.5
 """An rCBF core whose noise range (``segmentation.core_noise_range``) is wider than the
 larger of these (mL, fraction of the core) raises ``core_noise`` and ``core_reliable`` false."""
+VESSEL_SHARE_FLAG = 0.10
+"""Share of the tissue left out as vessels (CBV over the vessel threshold) above which QC
+warns: vessels are a few per cent of a brain."""
 TMAX_LAG_FLAG_S = 1.0
 """A Tmax uncertainty of delayed tissue (``_tmax_lag``) above this raises ``tmax_resolution``."""
 
@@ -734,10 +737,24 @@ def _run(
             core_cbf[tuple(i[inside] for i in idx)] = np.clip(
                 amp * np.float32(hematocrit_factor(config) * 6000.0), 0, None
             )
-        vessels = maps["cbv"] > config.vessel_cbv
+        vessel_cbv = config.vessel_cbv
+        if modality == "MR" and tissue.any():
+            # relative on DSC (config.dsc_vessel_cbv_ratio): its CBV scale is not absolute
+            typical = float(np.median(maps["cbv"][tissue]))
+            vessel_cbv = max(vessel_cbv, config.dsc_vessel_cbv_ratio * typical)
+        vessels = maps["cbv"] > vessel_cbv
         for v in fns.aif_voxels + fns.vof_voxels:
             vessels[v] = True
+        before = int(tissue.sum())
         tissue &= ~vessels
+        vessel_share = 1.0 - int(tissue.sum()) / max(before, 1)
+        vessel_note = None
+        if vessel_share > VESSEL_SHARE_FLAG:
+            # vessels are a few per cent of the brain: more is tissue lost from every volume
+            vessel_note = (
+                f"{vessel_share:.0%} of the tissue read CBV above {vessel_cbv:.1f} ml/100 g "
+                "and was left out as vessels: volumes may be too small"
+            )
     coreg: dict[str, Any] = {}
     not_used: list[dict[str, str]] = []
     with stage("coregistration"):
@@ -783,6 +800,8 @@ def _run(
             )
         if motion is not None and motion.severe:
             flags.append({"code": "severe_motion", "reason": motion.reason})
+        if vessel_note is not None:
+            flags.append({"code": "vessels_excluded", "reason": vessel_note})
         if not summary["volumes_reliable"]:
             flags.append({"code": "coverage", "reason": summary["reliability_reason"]})
         for flag in flags:
