@@ -23,7 +23,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from lucent.net import status
 
@@ -78,6 +78,43 @@ class _Unknown(Exception):
     """The header runs past a fragment the frame may continue after: cannot tell."""
 
 
+def frame_problem(ds: Any) -> str | None:
+    """Why a data set's encapsulated frames cannot be handed to a decoder (``check`` on its
+    Pixel Data), or None. Decoders run in-process and GDCM aborts the whole process on some
+    malformed streams (an uncaught C++ exception): instances archived before these checks
+    existed are screened here before any decode."""
+    meta = getattr(ds, "file_meta", None)
+    ts = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    if _reader(ts) is None or "PixelData" not in ds:
+        return None
+    try:
+        geometry = Geometry(
+            int(ds.Rows),
+            int(ds.Columns),
+            int(ds.get("SamplesPerPixel", 1) or 1),
+            int(ds.BitsAllocated),
+            int(ds.get("NumberOfFrames", 1) or 1),
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        return f"Image Pixel module unreadable: {exc}"
+    value = ds.PixelData
+
+    def raw(keyword: str) -> bytes | None:
+        v = ds.get(keyword)
+        return bytes(v) if isinstance(v, bytes | bytearray) else None
+
+    problem = check(
+        value,
+        0,
+        len(value),
+        ts,
+        geometry,
+        raw("ExtendedOffsetTable"),
+        raw("ExtendedOffsetTableLengths"),
+    )
+    return None if problem is None else problem[1]
+
+
 def check(
     buf: Buffer,
     start: int,
@@ -85,6 +122,7 @@ def check(
     transfer_syntax: str,
     geometry: Geometry,
     extended_offsets: bytes | None = None,
+    extended_lengths: bytes | None = None,
 ) -> Problem | None:
     """Why the encapsulated Pixel Data ``buf[start:end]`` (the items from the Basic Offset
     Table up to the sequence delimiter, already walked by ``walk.pixel_encoding_problem``)
@@ -99,7 +137,7 @@ def check(
     items = _items(buf, start, end)
     if items is None or len(items) < 2:
         return None  # not well formed: the encapsulation walk reports it
-    frames = _frames(buf, items, geometry.frames, extended_offsets)
+    frames = _frames(buf, items, geometry.frames, extended_offsets, extended_lengths)
     if not isinstance(frames, list):
         return frames
     seen: list[bytes] = []  # a header already found good (frames of one encoder repeat it)
@@ -147,9 +185,15 @@ def _frames(
     items: list[tuple[int, int]],
     number_of_frames: int,
     extended: bytes | None,
+    extended_lengths: bytes | None = None,
 ) -> list[_Frame] | Problem:
     """Each frame's first fragment, from the offset tables (PS3.5 A.4, PS3.3 C.7.6.3.1.8)
-    or, without them, where the fragment count alone tells."""
+    or, without them, where the fragment count alone tells.
+
+    An Extended Offset Table describes frames of one fragment each (PS3.3 C.7.6.3.1.8), and
+    its lengths are those fragments' lengths: decoders slice the frames by it, and a table
+    whose lengths took in item headers handed GDCM bytes that aborted the whole server
+    process (outside probe 45)."""
     (bot_at, bot_length), fragments = items[0], items[1:]
     count = len(fragments)
     if extended and len(extended) % 8 == 0:
@@ -190,6 +234,10 @@ def _frames(
                 f"{table} frame 1: offset {offsets[0]}, must be 0 (PS3.5 A.4)",
             )
         bounds = [*starts, count]
+        if table == "Extended Offset Table":
+            problem = _extended_lengths(fragments, starts, bounds, extended_lengths)
+            if problem is not None:
+                return problem
         return [
             _frame(fragments, n, bounds[n - 1], bounds[n], known=True)
             for n in range(1, len(starts) + 1)
@@ -206,6 +254,37 @@ def _frames(
         return [_frame(fragments, 1, 0, count, known=True)]
     # several frames over more fragments and no table: only the first one's start is sure
     return [_frame(fragments, 1, 0, count, known=False)]
+
+
+def _extended_lengths(
+    fragments: list[tuple[int, int]],
+    starts: list[int],
+    bounds: list[int],
+    lengths: bytes | None,
+) -> Problem | None:
+    """Extended Offset Table frames: one fragment each, of the length the table gives (an
+    odd frame's fragment carries one byte of padding)."""
+    if lengths is None or len(lengths) % 8 or len(lengths) // 8 < len(starts):
+        return (
+            status.CANNOT_UNDERSTAND,
+            "Extended Offset Table without a length per frame (PS3.3 C.7.6.3.1.8)",
+        )
+    table = struct.unpack(f"<{len(lengths) // 8}Q", lengths)
+    for n, first in enumerate(starts, start=1):
+        if bounds[n] - first != 1:
+            return (
+                status.CANNOT_UNDERSTAND,
+                f"Extended Offset Table frame {n} spans {bounds[n] - first} fragments, "
+                "must be one (PS3.3 C.7.6.3.1.8)",
+            )
+        size = fragments[first][1]
+        if table[n - 1] not in (size, size - 1):
+            return (
+                status.CANNOT_UNDERSTAND,
+                f"Extended Offset Table frame {n}: length {table[n - 1]}, "
+                f"its fragment has {size} bytes",
+            )
+    return None
 
 
 def _frame(
@@ -255,10 +334,12 @@ _FRAME_HEADER = struct.Struct(">HBHHB")  # Lf, P, Y, X, Nf
 
 
 def _jpeg(buf: Buffer, frame: _Frame, g: Geometry, seen: list[bytes]) -> Problem | None:
-    """SOI, then marker segments by their lengths up to the frame header, whose size and
-    component count must be the Image Pixel module's. A frame that starts with the very
-    bytes of a header found good before (``seen``) is good: a multi-frame's frames share
-    their tables, and one comparison costs less than the walk."""
+    """SOI, then marker segments by their lengths up to the scan header (SOS): the frame
+    header's size and component count must be the Image Pixel module's, and every byte
+    up to the scan must be a marker segment (8 stray bytes before the SOS, archived, aborted
+    the server in GDCM at the first frame request: outside probe 45). A frame that starts
+    with the very bytes of a header found good before (``seen``) is good: a multi-frame's
+    frames share their tables, and one comparison costs less than the walk."""
     at, end = frame.at, frame.at + frame.length
     if seen and buf[at : at + len(seen[0])] == seen[0]:
         return None
@@ -267,9 +348,10 @@ def _jpeg(buf: Buffer, frame: _Frame, g: Geometry, seen: list[bytes]) -> Problem
             return _short(frame, "empty, no JPEG SOI marker (FFD8)")
         return status.CANNOT_UNDERSTAND, f"frame {frame.number}: no JPEG SOI marker (FFD8)"
     pos = at + 2
+    sof: int | None = None
     while True:
         if pos >= end:
-            return _short(frame, "JPEG header ends before its SOF marker")
+            return _short(frame, "JPEG header ends before its scan (SOS)")
         if buf[pos] != 0xFF:
             return (
                 status.CANNOT_UNDERSTAND,
@@ -278,12 +360,12 @@ def _jpeg(buf: Buffer, frame: _Frame, g: Geometry, seen: list[bytes]) -> Problem
         while pos < end and buf[pos] == 0xFF:  # fill bytes (T.81 B.1.1.2)
             pos += 1
         if pos >= end:
-            return _short(frame, "JPEG header ends before its SOF marker")
+            return _short(frame, "JPEG header ends before its scan (SOS)")
         code = buf[pos]
         pos += 1
         if code in _STANDALONE:
             continue
-        if code in (0x00, 0xD8, 0xD9, 0xDA):
+        if code in (0x00, 0xD8, 0xD9) or (code == 0xDA and sof is None):
             return (
                 status.CANNOT_UNDERSTAND,
                 f"frame {frame.number}: JPEG marker FF{code:02X} before any SOF (T.81 B.2)",
@@ -296,7 +378,7 @@ def _jpeg(buf: Buffer, frame: _Frame, g: Geometry, seen: list[bytes]) -> Problem
                 status.CANNOT_UNDERSTAND,
                 f"frame {frame.number}: JPEG marker FF{code:02X} length {length} (T.81 B.1.1.4)",
             )
-        if code in _SOF:
+        if code in _SOF and sof is None:
             if length < 8:
                 return (
                     status.CANNOT_UNDERSTAND,
@@ -307,12 +389,16 @@ def _jpeg(buf: Buffer, frame: _Frame, g: Geometry, seen: list[bytes]) -> Problem
             _, _, rows, columns, components = _FRAME_HEADER.unpack_from(buf, pos)
             codec = "JPEG-LS" if code == 0xF7 else "JPEG"
             problem = _mismatch(frame, codec, (rows, columns, components), g, dnl=code != 0xF7)
-            if problem is None and not seen:
-                seen.append(bytes(buf[at : pos + 8]))
-            return problem
+            if problem is not None:
+                return problem
+            sof = code
         if pos + length > end:
             return _short(frame, f"JPEG marker FF{code:02X}: {length} bytes, {end - pos} left")
         pos += length
+        if code == 0xDA:  # the scan header: entropy-coded data follows
+            if not seen:
+                seen.append(bytes(buf[at:pos]))
+            return None
 
 
 # ---------------------------------------------------------------------------------------

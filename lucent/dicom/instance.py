@@ -690,11 +690,13 @@ def _check_pixel_module(
         if pixels is None or "PixelData" not in ds:
             return None
         extended = _get(ds, "ExtendedOffsetTable")
+        lengths = _get(ds, "ExtendedOffsetTableLengths")
         return codestream.check(
             *pixels,
             ts,
             codestream.Geometry(rows, cols, spp, bits, frames),
             bytes(extended) if isinstance(extended, bytes | bytearray) else None,
+            bytes(lengths) if isinstance(lengths, bytes | bytearray) else None,
         )
     count = rows * cols * frames * spp
     expected = (count + 7) // 8 if bits == 1 else count * (bits // 8)

@@ -14,7 +14,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
-from lucent.dicom import video
+from lucent.dicom import codestream, video
 
 
 def read(data: bytes) -> Dataset:
@@ -35,6 +35,9 @@ def decode_frame(ds: Dataset, index: int) -> np.ndarray:
         raise IndexError(f"frame {index + 1} does not exist (instance has {n})")
     if video.is_video(ds):  # pydicom has no MPEG/H.264/HEVC decoder
         return video.decode_frame(ds, index)
+    problem = codestream.frame_problem(ds)
+    if problem is not None:  # never hand a malformed stream to a decoder that may abort
+        raise ValueError(f"the encapsulated pixel data is malformed: {problem}")
     arr = ds.pixel_array
     return ignore_bits_above_high_bit(ds, arr[index] if n > 1 else arr)
 

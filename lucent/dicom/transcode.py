@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
-from lucent.dicom import jpeg_lossless
+from lucent.dicom import codestream, jpeg_lossless
 from lucent.dicom.transfer_syntaxes import (
     DEFLATED_LE,
     EXPLICIT_BE,
@@ -171,6 +171,9 @@ def _to_lossless(ds: Dataset, own: str, targets: list[str]) -> Prepared:
         if target == DEFLATED_LE or "PixelData" not in ds:
             set_syntax(ds, target)  # no pixel codec: the elements are only re-encoded
             break
+        problem = codestream.frame_problem(ds)
+        if problem is not None:  # never hand a malformed stream to a decoder (GDCM aborts)
+            return Prepared(None, "", False, f"cannot read the pixel data: {problem}")
         try:
             before = ds.pixel_array
         except Exception as exc:  # noqa: BLE001 - pixels we cannot read cannot be encoded
@@ -207,7 +210,11 @@ def decompress(ds: Dataset) -> None:
     UID: pydicom's ``Dataset.decompress``, else :func:`decompress_from_pixel_array` where
     that fails but ``pixel_array`` works (J2K_pixelrep_mismatch.dcm: "output array is
     read-only" made WADO-RS 406 and C-GET/C-MOVE to native-only peers fail, QA probe).
-    The first error is the one raised when neither works."""
+    The first error is the one raised when neither works; a malformed stream is refused
+    before any decoder sees it (``codestream.frame_problem``: GDCM can abort the process)."""
+    problem = codestream.frame_problem(ds)
+    if problem is not None:
+        raise ValueError(f"the encapsulated pixel data is malformed: {problem}")
     try:
         ds.decompress(generate_instance_uid=False)
     except Exception as exc:  # noqa: BLE001 - a decoder's failure: try the other path

@@ -21,7 +21,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from lucent.dicom import pixels
+from lucent.dicom import codestream, pixels
 
 from . import corrupt
 from .config import PerfusionConfig
@@ -749,6 +749,9 @@ def _stored_values(path: Path) -> np.ndarray:
     """The stored values of a file, bits above High Bit dropped whatever the transfer
     syntax (a 12-bit JPEG-LS from dcmcjpls decodes with its source words' top bits)."""
     ds = pydicom.dcmread(path)
+    problem = codestream.frame_problem(ds)
+    if problem is not None:  # never hand a malformed stream to a decoder (GDCM aborts)
+        raise ValueError(f"{path.name}: the encapsulated pixel data is malformed: {problem}")
     return pixels.ignore_bits_above_high_bit(ds, ds.pixel_array)
 
 

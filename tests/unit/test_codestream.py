@@ -372,13 +372,19 @@ def test_every_frame_is_checked_and_frame_counts_come_from_the_tables() -> None:
         status.DATASET_PIXEL_INCONSISTENT,
         "2 frames in the Basic Offset Table, NumberOfFrames 3",
     )
-    pixels, eot, _ = encapsulate_extended(frames)
+    pixels, eot, lengths = encapsulate_extended(frames)
     _refused(
-        codestream.check(pixels, 0, len(pixels), RLE, three, eot),
+        codestream.check(pixels, 0, len(pixels), RLE, three, eot, lengths),
         status.DATASET_PIXEL_INCONSISTENT,
         "2 frames in the Extended Offset Table, NumberOfFrames 3",
     )
-    assert codestream.check(pixels, 0, len(pixels), RLE, g, eot) is None
+    assert codestream.check(pixels, 0, len(pixels), RLE, g, eot, lengths) is None
+    # Extended Offset Table Lengths is required with the table (PS3.3 C.7.6.3.1.8)
+    _refused(
+        codestream.check(pixels, 0, len(pixels), RLE, g, eot),
+        status.CANNOT_UNDERSTAND,
+        "Extended Offset Table without a length per frame",
+    )
     pixels, start, end = _with_bot(frames, 2, offsets=(0, 10))
     _refused(
         codestream.check(pixels, start, end, RLE, g),
