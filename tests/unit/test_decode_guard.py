@@ -129,3 +129,26 @@ def test_decoding_an_archived_malformed_stream_is_an_error_not_an_abort(
     )
     assert done.returncode == 0, (done.returncode, done.stderr[-500:])
     assert done.stdout.startswith("refused:") and "malformed" in done.stdout, done.stdout
+
+
+_VIEWER = """
+import sys
+from pydicom import dcmread
+from workstation.model.pipeline import frames_from_dataset
+try:
+    frames_from_dataset(dcmread(sys.argv[1]))
+    print("decoded")
+except Exception as exc:
+    print("refused:", exc)
+"""
+
+
+def test_the_viewer_refuses_a_malformed_stream_without_aborting(tmp_path: Path) -> None:
+    """The workstation decodes what it downloads with the same decoders."""
+    path = tmp_path / "junk.dcm"
+    junk_before_scan().save_as(path, enforce_file_format=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _VIEWER, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    assert done.stdout.startswith("refused:") and "malformed" in done.stdout, done.stdout

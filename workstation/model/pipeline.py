@@ -173,7 +173,7 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
     """
     from pydicom.pixels import apply_color_lut
 
-    from lucent.dicom import video
+    from lucent.dicom import codestream, video
     from lucent.dicom.pixels import ignore_bits_above_high_bit
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
@@ -182,6 +182,9 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
         arr = video.decode_all(ds)  # (frames, rows, cols, 3) RGB, even for one frame
         n, photometric = len(arr), "RGB"
     else:
+        problem = codestream.frame_problem(ds)
+        if problem is not None:  # never hand a malformed stream to a decoder (GDCM aborts)
+            raise ValueError(f"the encapsulated pixel data is malformed: {problem}")
         # Bits above High Bit are not part of the value (PS3.5 8.1.1); JPEG-LS from
         # dcmcjpls keeps them: unmasked, 12-bit black read as 61440 and showed as white noise.
         arr = ignore_bits_above_high_bit(ds, ds.pixel_array)
