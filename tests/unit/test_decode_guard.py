@@ -109,46 +109,40 @@ _CHILD = """
 import sys
 from pydicom import dcmread
 from lucent.dicom import pixels
+from workstation.model.pipeline import frames_from_dataset
 ds = dcmread(sys.argv[1])
 try:
-    pixels.decode_frame(ds, 0)
+    if sys.argv[2] == "viewer":
+        frames_from_dataset(ds)
+    else:
+        pixels.decode_frame(ds, 0)
     print("decoded")
 except Exception as exc:
     print("refused:", exc)
 """
+
+
+def _assert_refused_in_a_child(ds: Dataset, path: Path, decoder: str) -> None:
+    """Decode ``ds`` in a child process (``decoder``: "api" or "viewer"): it must exit
+    normally, refusing the stream as malformed (an abort shows as a negative exit code)."""
+    ds.save_as(path, enforce_file_format=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(path), decoder],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    assert done.stdout.startswith("refused:") and "malformed" in done.stdout, done.stdout
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_decoding_an_archived_malformed_stream_is_an_error_not_an_abort(
     name: str, tmp_path: Path
 ) -> None:
-    path = tmp_path / f"{name}.dcm"
-    CASES[name]().save_as(path, enforce_file_format=True)
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
-    assert done.stdout.startswith("refused:") and "malformed" in done.stdout, done.stdout
-
-
-_VIEWER = """
-import sys
-from pydicom import dcmread
-from workstation.model.pipeline import frames_from_dataset
-try:
-    frames_from_dataset(dcmread(sys.argv[1]))
-    print("decoded")
-except Exception as exc:
-    print("refused:", exc)
-"""
+    _assert_refused_in_a_child(CASES[name](), tmp_path / f"{name}.dcm", "api")
 
 
 def test_the_viewer_refuses_a_malformed_stream_without_aborting(tmp_path: Path) -> None:
     """The workstation decodes what it downloads with the same decoders."""
-    path = tmp_path / "junk.dcm"
-    junk_before_scan().save_as(path, enforce_file_format=True)
-    done = subprocess.run(
-        [sys.executable, "-c", _VIEWER, str(path)], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
-    assert done.stdout.startswith("refused:") and "malformed" in done.stdout, done.stdout
+    _assert_refused_in_a_child(junk_before_scan(), tmp_path / "junk.dcm", "viewer")
