@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from lucent.dicom import codestream, video
 
@@ -134,9 +136,21 @@ def _first_number(value: object) -> float:
 
 
 def modality_lut(ds: Dataset, arr: np.ndarray, index: int = 0) -> np.ndarray:
-    """Rescale Slope/Intercept of frame ``index`` (PS3.3 C.11.1, C.7.6.16.2.9: the Pixel
-    Value Transformation functional group of an enhanced image)."""
+    """The Modality LUT stage of frame ``index`` (PS3.3 C.11.1; PS3.4 N.2.1.1 applies it
+    first): the Modality LUT Sequence (0028,3000) when the image has one, else Rescale
+    Slope/Intercept, each read from the Pixel Value Transformation functional group of an
+    enhanced image (C.7.6.16.2.9) or the top level. The sequence was ignored: a CR whose
+    LUT maps stored x to 4095 - x rendered stored 0 black instead of white (probe 47).
+
+    A LUT that cannot be read (no LUT Data, too few entries) is skipped, as an unreadable
+    overlay is: it must not hide the image."""
     source = frame_group(ds, index, "PixelValueTransformationSequence")
+    items = source.get("ModalityLUTSequence") or []
+    if items and arr.dtype.kind in "iu":
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        lut = read_lut(items[0], little_endian=_little_endian(ds), signed_input=signed)
+        if lut is not None:
+            return apply_modality_lut(lut.clip(arr), lut.dataset("ModalityLUTSequence"))
     try:
         slope = _first_number(source.get("RescaleSlope", 1) or 1)
         intercept = _first_number(source.get("RescaleIntercept", 0) or 0)
@@ -147,50 +161,401 @@ def modality_lut(ds: Dataset, arr: np.ndarray, index: int = 0) -> np.ndarray:
     return arr.astype(np.float32) * slope + intercept
 
 
+# --------------------------------------------------------------------------- LUTs
+
+
+@dataclass(frozen=True)
+class Lut:
+    """One lookup table as the standard means it, whatever its encoding: ``data`` holds
+    its entries, ``first`` the first input value mapped, ``bits`` the depth of its output
+    (0 .. 2**bits - 1). Used for the Modality LUT (PS3.3 C.11.1.1.1), the VOI LUT
+    (C.11.2.1.1) and Palette Color LUTs (C.7.6.3.1.5/6).
+
+    pydicom's helpers apply it, but only given a tidy data set (see :meth:`dataset` and
+    :meth:`clip`): left to themselves they index an 8-bit LUT of more than 256 entries
+    with an 8-bit index (stored 300 took entry 44), wrap a signed input at 16 bits (a
+    signed 65536-entry Modality LUT mapped everything to entry 0), read palette words in
+    the machine's byte order and take a descriptor's sign from the VR it was written in.
+    """
+
+    first: int
+    bits: int
+    data: np.ndarray  # uint16, one entry per mapped input value
+
+    def clip(self, arr: np.ndarray) -> np.ndarray:
+        """Input values in the mapped range (those below map to the first entry, those
+        above to the last, C.11.1.1.1), rounded and widened so no helper can wrap them."""
+        if arr.dtype.kind == "f":
+            arr = np.rint(np.nan_to_num(arr))
+        return np.clip(arr.astype(np.int64), self.first, self.first + len(self.data) - 1)
+
+    def descriptor(self) -> list[int]:
+        """LUT Descriptor for pydicom: 16 bits per entry whatever the real depth (``bits``
+        scales the output), as pydicom sizes its index by it."""
+        return [len(self.data) % 65536, self.first, 16]
+
+    def words(self) -> bytes:
+        """The entries as little endian OW."""
+        return self.data.astype("<u2").tobytes()
+
+    def dataset(self, sequence: str) -> Dataset:
+        """A data set holding only this LUT in ``sequence`` (Modality or VOI LUT
+        Sequence), LUT Data as little endian OW."""
+        item = Dataset()
+        item.LUTDescriptor = self.descriptor()
+        item.add_new(0x00283006, "OW", self.words())
+        out = Dataset()
+        out.file_meta = FileMetaDataset()
+        out.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        setattr(out, sequence, [item])
+        return out
+
+    def to_8bit(self, values: np.ndarray) -> np.ndarray:
+        """LUT output (0 .. 2**bits - 1) to 0..255, rounded to the nearest."""
+        return _to_8bit(values, self.bits)
+
+
+def _depth(declared: int, largest: int) -> int:
+    """Bits of a LUT's output: the descriptor's third value (8..16), unless entries exceed
+    it (a descriptor that understates its depth); then what the largest entry needs."""
+    needed = max(8, largest.bit_length())
+    return declared if 8 <= declared <= 16 and needed <= declared else needed
+
+
+def _to_8bit(values: np.ndarray, bits: int) -> np.ndarray:
+    """0 .. 2**bits - 1 to 0..255, rounded to the nearest (an odd maximum has no ties)."""
+    top = (1 << bits) - 1
+    v = values.astype(np.int64)
+    return ((v * 255 + top // 2) // top).clip(0, 255).astype(np.uint8)
+
+
+def _little_endian(ds: Dataset) -> bool:
+    """Byte order of the data set's OW values: its transfer syntax, else how it was read."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax:
+        try:
+            return bool(UID(str(syntax)).is_little_endian)
+        except ValueError:
+            pass
+    encoding = getattr(ds, "original_encoding", (None, None))[1]
+    return True if encoding is None else bool(encoding)
+
+
+def _ints(value: object) -> list[int]:
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]  # type: ignore[attr-defined]
+
+
+def _lut_entries(value: object, count: int, bits: int, little_endian: bool) -> np.ndarray | None:
+    """LUT Data as ``count`` entries (PS3.3 C.11.1.1.1 note): OW with one byte per entry
+    when the value is too short to hold ``count`` words (8-bit entries, 8 bits
+    allocated), else 16-bit words in the data set's byte order; US/SS values one entry
+    each, or two 8-bit entries per word (low byte first) when there are half as many."""
+    if isinstance(value, bytes | bytearray):
+        raw = bytes(value)
+        if len(raw) >= 2 * count:
+            return np.frombuffer(raw, "<u2" if little_endian else ">u2", count).astype(np.uint16)
+        if len(raw) >= count:
+            return np.frombuffer(raw, np.uint8, count).astype(np.uint16)
+        return None
+    if value is None:
+        return None
+    words = np.asarray(_ints(value), np.int64) & 0xFFFF  # an SS-encoded entry is unsigned
+    if len(words) >= count:
+        return words[:count].astype(np.uint16)
+    if bits <= 8 and 2 * len(words) >= count:
+        pairs = np.stack([words & 0xFF, words >> 8], axis=-1).ravel()
+        return pairs[:count].astype(np.uint16)
+    return None
+
+
+def read_lut(
+    item: Dataset,
+    *,
+    little_endian: bool = True,
+    signed_input: bool = False,
+    descriptor: str = "LUTDescriptor",
+    data: str = "LUTData",
+) -> Lut | None:
+    """The LUT in ``item`` (LUT Descriptor and LUT Data, or a palette's pair), None when it
+    cannot be read.
+
+    PS3.3 C.11.1.1.1 / C.11.2.1.1: the first descriptor value is the number of entries (0
+    means 65536); the second the first input value mapped, signed when the LUT's input is
+    (``signed_input``: Pixel Representation for the Modality LUT and palettes, the Modality
+    LUT output for the VOI LUT), whether the descriptor was written US (64512 for -1024)
+    or SS; the third the bits per entry. Entries above that depth (a descriptor that
+    understates it) widen it to what they need."""
+    try:
+        desc = _ints(item[descriptor].value)
+        value = item[data].value if data in item else None
+    except (KeyError, TypeError, ValueError):
+        return None
+    if len(desc) != 3:
+        return None
+    count = (desc[0] & 0xFFFF) or 65536
+    first = desc[1]
+    if signed_input and first >= 32768:
+        first -= 65536
+    declared = desc[2] & 0xFFFF
+    entries = _lut_entries(value, count, declared, little_endian)
+    if entries is None or not len(entries):
+        return None
+    return Lut(first, _depth(declared, int(entries.max())), entries)
+
+
+def _modality_output_signed(ds: Dataset, index: int) -> bool:
+    """Whether the Modality LUT stage may output negative values: what decides if the VOI
+    LUT's first mapped value is signed (PS3.3 C.11.2.1.1). A Modality LUT Sequence
+    outputs 0 .. 2**n - 1; Rescale Slope/Intercept map the stored range
+    (C.11.1.1.2)."""
+    source = frame_group(ds, index, "PixelValueTransformationSequence")
+    if source.get("ModalityLUTSequence"):
+        return False
+    try:
+        stored = int(ds.get("BitsStored") or 16)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        slope = _first_number(source.get("RescaleSlope", 1) or 1)
+        intercept = _first_number(source.get("RescaleIntercept", 0) or 0)
+    except (TypeError, ValueError, IndexError):
+        return int(ds.get("PixelRepresentation", 0) or 0) == 1
+    low, high = (
+        (-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1)
+    )
+    return min(low * slope + intercept, high * slope + intercept) < 0
+
+
+# --------------------------------------------------------------------------- VOI
+
+#: VOI LUT Function (0028,1056) Defined Terms (PS3.3 C.11.2.1.3); anything else is LINEAR.
+VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+
+
+def voi_function(source: Dataset) -> str:
+    """VOI LUT Function of a data set or Frame VOI LUT item, LINEAR when absent or unknown
+    (C.11.2: absent means the linear window of C.11.2.1.2)."""
+    value = str(source.get("VOILUTFunction", "") or "").strip().upper()
+    return value if value in VOI_FUNCTIONS else "LINEAR"
+
+
 def window_to_8bit(
-    arr: np.ndarray, center: float, width: float, invert: bool = False
+    arr: np.ndarray,
+    center: float,
+    width: float,
+    invert: bool = False,
+    function: str = "LINEAR",
 ) -> np.ndarray:
-    """Linear VOI LUT (PS3.3 C.11.2.1.2.1) to 8-bit display values."""
-    width = max(width, 1.0)
-    low = center - 0.5 - (width - 1) / 2
-    out = np.clip((arr.astype(np.float32) - low) / (width - 1) * 255.0, 0, 255)
+    """A VOI window to 8-bit display values: LINEAR (PS3.3 C.11.2.1.2.1), LINEAR_EXACT
+    (C.11.2.1.3.2) or SIGMOID (C.11.2.1.3.1). The default rendering and the explicit
+    ``window=`` of /rendered both come here.
+
+    LINEAR keeps its float32 formula (the workstation's pipeline renders the same bytes);
+    the other two are pydicom's ``apply_windowing`` onto an 8-bit output range."""
+    function = function.upper()
+    if function in ("LINEAR_EXACT", "SIGMOID") and width > 0:
+        out = _windowing(arr, center, width, function)
+    else:
+        width = max(width, 1.0)
+        if width == 1:  # C.11.2.1.2.1: a threshold at center - 0.5
+            out = np.where(arr > center - 0.5, 255.0, 0.0)
+        else:
+            low = center - 0.5 - (width - 1) / 2
+            out = np.clip((arr.astype(np.float32) - low) / (width - 1) * 255.0, 0, 255)
+    grey = out.astype(np.uint8)
     if invert:
-        out = 255 - out
-    return out.astype(np.uint8)
+        grey = 255 - grey  # after rounding down, so inversion is exact: v <-> 255 - v
+    return grey
+
+
+def _windowing(arr: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """pydicom's windowing with 0..255 as the output range (Bits Stored 8, unsigned)."""
+    voi = Dataset()
+    voi.PhotometricInterpretation = "MONOCHROME2"
+    voi.BitsStored, voi.PixelRepresentation = 8, 0
+    # FD, not DS: the centre and width keep every digit (DS holds 16 characters)
+    voi.add_new(0x00281050, "FD", float(center))
+    voi.add_new(0x00281051, "FD", float(width))
+    voi.VOILUTFunction = function
+    with np.errstate(over="ignore"):  # a sigmoid far below the centre is 0
+        out = apply_windowing(np.asarray(arr, np.float64), voi)
+    return np.clip(out, 0, 255)
+
+
+def _stored_window(source: Dataset) -> tuple[float, float] | None:
+    """The first Window Center/Width pair, None when absent or unusable (width <= 0)."""
+    wc, ww = source.get("WindowCenter"), source.get("WindowWidth")
+    if wc is None or ww is None or wc == "" or ww == "":
+        return None
+    try:
+        center, width = _first_number(wc), _first_number(ww)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if not (np.isfinite(center) and np.isfinite(width)) or width <= 0:
+        return None
+    return center, width
 
 
 def default_window(ds: Dataset, values: np.ndarray, index: int = 0) -> tuple[float, float]:
     """The first Window Center/Width of frame ``index`` (the Frame VOI LUT functional group
     of an enhanced image, PS3.3 C.7.6.16.2.10), else the value range."""
-    source = frame_group(ds, index, "FrameVOILUTSequence")
-    wc, ww = source.get("WindowCenter"), source.get("WindowWidth")
-    try:
-        if wc is not None and ww is not None:
-            return _first_number(wc), _first_number(ww)
-    except (TypeError, ValueError, IndexError):
-        pass
+    window = _stored_window(frame_group(ds, index, "FrameVOILUTSequence"))
+    if window is not None:
+        return window
     lo, hi = float(np.min(values)), float(np.max(values))
     return (lo + hi) / 2, max(hi - lo, 1.0)
 
 
+def voi_lut(ds: Dataset, index: int = 0) -> Lut | None:
+    """The first VOI LUT Sequence (0028,3010) item of frame ``index``: the frame's Frame
+    VOI LUT functional group (C.7.6.16.2.10b) or the top level; None when absent or
+    unreadable."""
+    source = frame_group(ds, index, "FrameVOILUTSequence")
+    items = source.get("VOILUTSequence") or []
+    if not items:
+        return None
+    return read_lut(
+        items[0],
+        little_endian=_little_endian(ds),
+        signed_input=_modality_output_signed(ds, index),
+    )
+
+
+def voi_to_8bit(
+    ds: Dataset, values: np.ndarray, index: int = 0, invert: bool = False
+) -> np.ndarray:
+    """The default VOI stage of frame ``index`` (PS3.4 N.2.1.1) to 8-bit, on Modality LUT
+    output ``values``:
+
+    1. the first Window Center/Width with the VOI LUT Function (C.11.2.1.3: SIGMOID and
+       LINEAR_EXACT were rendered linear);
+    2. else the first VOI LUT Sequence item, its output 0 .. 2**n - 1 (n the LUT
+       Descriptor's third value, C.11.2.1.1) scaled to 0..255 (it was ignored and the
+       image stretched min to max);
+    3. else the frame's value range, linear.
+
+    Window first where both are present: C.11.2 lets an image carry both and names no
+    default (IHE RAD TF-2 4.16.4.2.2.1 has the user choose among them); the window is
+    what most viewers and our workstation (``Display.use_voi_lut`` off) show first, and
+    the explicit ``window=`` of /rendered replaces it.
+
+    Then MONOCHROME1 inverts (``invert``), as the Presentation LUT would."""
+    source = frame_group(ds, index, "FrameVOILUTSequence")
+    window = _stored_window(source)
+    if window is not None:
+        return window_to_8bit(values, *window, invert=invert, function=voi_function(source))
+    lut = voi_lut(ds, index)
+    if lut is not None:
+        grey = lut.to_8bit(apply_voi(lut.clip(values), lut.dataset("VOILUTSequence")))
+        return 255 - grey if invert else grey
+    center, width = default_window(ds, values, index)
+    return window_to_8bit(values, center, width, invert=invert)
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def palette_to_rgb(ds: Dataset, frame: np.ndarray) -> np.ndarray:
+    """PALETTE COLOR to 8-bit RGB (PS3.3 C.7.6.3.1.5/6, segmented C.7.9.2) with
+    pydicom's ``apply_color_lut``; each entry scaled from the descriptor's depth (16-bit
+    entries by 65535; they were scaled by the image's brightest value, an entry of 30000
+    rendered 250 instead of 117, probe 47). Alpha, if any, is dropped."""
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    keywords = [f"{c}PaletteColorLookupTable" for c in ("Red", "Green", "Blue")]
+    if all(f"{k}Data" in ds for k in keywords):
+        luts = [
+            lut
+            for k in keywords
+            if (
+                lut := read_lut(
+                    ds,
+                    little_endian=_little_endian(ds),
+                    signed_input=signed,
+                    descriptor=f"{k}Descriptor",
+                    data=f"{k}Data",
+                )
+            )
+            is not None
+        ]
+        if len(luts) != len(keywords):
+            raise ValueError("the Palette Color Lookup Table Data cannot be read")
+        tidy = Dataset()
+        for k, lut in zip(keywords, luts, strict=True):
+            setattr(tidy, f"{k}Descriptor", lut.descriptor())
+            tidy.add_new(ds[f"{k}Data"].tag, "OW", lut.words())
+        rgb = apply_color_lut(luts[0].clip(frame), tidy)
+        return np.stack([lut.to_8bit(rgb[..., i]) for i, lut in enumerate(luts)], axis=-1)
+    # segmented (C.7.9.2): pydicom expands the segments, given tidy descriptors and the
+    # data set's byte order
+    desc = _ints(ds.RedPaletteColorLookupTableDescriptor)
+    count = (desc[0] & 0xFFFF) or 65536
+    start = desc[1] - 65536 if signed and desc[1] >= 32768 else desc[1]
+    declared = desc[2] & 0xFFFF
+    little = _little_endian(ds)
+    tidy = Dataset()
+    tidy.file_meta = FileMetaDataset()
+    tidy.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    # pydicom indexes an 8-bit palette with 8 bits: past 256 entries, widen its segments
+    # to 16-bit words (same numbers, same segments; output still scaled from 8 bits)
+    widen = declared == 8 and count > 256
+    for k in keywords:
+        setattr(tidy, f"{k}Descriptor", [count % 65536, start, 16 if widen else declared])
+        segmented = f"Segmented{k}Data"
+        if segmented in ds:
+            data = bytes(ds[segmented].value)
+            if widen:
+                data = _widened_segments(data, little)
+            tidy.add_new(ds[segmented].tag, "OW", data)
+    clipped = np.clip(frame.astype(np.int64), start, start + count - 1)
+    rgb = apply_color_lut(clipped, tidy)[..., :3]
+    return _to_8bit(rgb, _depth(declared, int(rgb.max()) if rgb.size else 0))
+
+
+def _widened_segments(data: bytes, little_endian: bool) -> bytes:
+    """8-bit segmented palette data (C.7.9.2) as 16-bit words of the same values. An
+    indirect segment (C.7.9.2.3) holds a 32-bit offset in four 8-bit words but two 16-bit
+    ones, so it cannot be widened word by word: refused with the reason."""
+    i = 0
+    while i + 1 < len(data):
+        opcode, length = data[i], data[i + 1]
+        if opcode == 2:
+            raise ValueError(
+                "8-bit segmented palettes of more than 256 entries with indirect segments "
+                "are not supported"
+            )
+        i += 2 + (length if opcode == 0 else 1)
+    return np.frombuffer(data, np.uint8).astype("<u2" if little_endian else ">u2").tobytes()
+
+
+def colour_to_8bit(ds: Dataset, frame: np.ndarray) -> np.ndarray:
+    """RGB with more than 8 bits per sample to 8-bit: by the range Bits Stored allows,
+    not the frame's brightest value (which made every dim image bright)."""
+    if frame.dtype == np.uint8:
+        return frame
+    try:
+        stored = int(ds.get("BitsStored") or 0)
+    except (TypeError, ValueError):
+        stored = 0
+    top = float((1 << stored) - 1) if 8 < stored <= 16 else max(float(frame.max()), 1.0)
+    return np.clip(np.rint(frame.astype(np.float64) / top * 255.0), 0, 255).astype(np.uint8)
+
+
 def render(ds: Dataset, index: int = 0) -> np.ndarray:
-    """A frame as 8-bit grey (rows, cols) or RGB (rows, cols, 3) for /rendered and thumbnails."""
+    """A frame as 8-bit grey (rows, cols) or RGB (rows, cols, 3) for /rendered and
+    thumbnails: the grey pipeline of PS3.4 N.2.1.1, Modality LUT then VOI then
+    MONOCHROME1 inversion; PALETTE COLOR through its palette."""
     frame = decode_frame(ds, index)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if frame.ndim == 3 or photometric in ("RGB", "PALETTE COLOR") or photometric.startswith("YBR"):
-        from pydicom.pixels import apply_color_lut
-
         # pydicom 3's pixel_array is already RGB for every YBR_* (its as_rgb default; the
         # JPEG 2000 decoders undo YBR_ICT/YBR_RCT themselves): converting again turned red
         # green, and YBR_ICT/RCT raised NotImplementedError (500 on /rendered, QA probe)
-        if photometric == "PALETTE COLOR":
-            frame = apply_color_lut(frame, ds)
-        if frame.dtype != np.uint8:
-            frame = (frame / max(float(frame.max()), 1.0) * 255).astype(np.uint8)
-        return frame
+        if photometric == "PALETTE COLOR" and frame.ndim == 2:
+            return palette_to_rgb(ds, frame)
+        return colour_to_8bit(ds, frame)
     values = modality_lut(ds, frame, index)
-    center, width = default_window(ds, values, index)
-    return window_to_8bit(values, center, width, invert=photometric == "MONOCHROME1")
+    return voi_to_8bit(ds, values, index, invert=photometric == "MONOCHROME1")
 
 
 def native_frame(

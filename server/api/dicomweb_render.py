@@ -59,26 +59,26 @@ def _numbers(name: str, value: str, count: tuple[int, ...]) -> list[float]:
     return out
 
 
+#: PS3.18 8.3.5.1.4 ``window`` functions to VOI LUT Function (0028,1056) Defined Terms.
+_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
+
+
 def _window(ds: Dataset, frame: np.ndarray, index: int, value: str) -> np.ndarray:
-    """``window=center,width,function`` (PS3.18 8.3.5.1.4): linear, linear-exact, sigmoid."""
+    """``window=center,width,function`` (PS3.18 8.3.5.1.4): linear, linear-exact, sigmoid,
+    after the Modality LUT stage; the same VOI code as the default rendering (where the
+    image's own VOI LUT Function is used, PS3.3 C.11.2.1.3)."""
     parts = value.split(",")
     if len(parts) != 3:
         raise HTTPException(400, "window takes center,width,function")
     center, width = _numbers("window", ",".join(parts[:2]), (2,))
     function = parts[2].strip().lower()
-    if width <= 0 or function not in ("linear", "linear-exact", "sigmoid"):
+    if width <= 0 or function not in _FUNCTIONS:
         raise HTTPException(400, "window needs a positive width and linear|linear-exact|sigmoid")
     values = pixels.modality_lut(ds, frame, index).astype(np.float64)
     invert = str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1"
-    if function == "linear":
-        return pixels.window_to_8bit(values, center, width, invert=invert)
-    if function == "linear-exact":
-        out = np.clip((values - (center - width / 2)) / width * 255.0, 0, 255)
-    else:
-        out = 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
-    if invert:
-        out = 255 - out
-    return out.astype(np.uint8)
+    return pixels.window_to_8bit(
+        values, center, width, invert=invert, function=_FUNCTIONS[function]
+    )
 
 
 def _viewport(img: Image.Image, value: str) -> Image.Image:
