@@ -69,7 +69,10 @@ def _like(pattern: str) -> str:
 def match_text(
     column: InstrumentedAttribute[str] | ColumnElement[str], value: str, *, fold: bool = False
 ) -> ColumnElement[bool] | None:
-    """Single-value or wildcard matching of a string attribute."""
+    """Single-value or wildcard matching of a string attribute. Trailing spaces are padding
+    in every text VR (PS3.5 6.2): "SP ID " is the Patient ID "SP ID" (the API found nothing,
+    outside probe 46); leading ones are kept, significant in ST, LT and UT."""
+    value = value.rstrip(" ")
     if value in ("", "*"):
         return None
     if fold:
@@ -138,38 +141,81 @@ def _successor(prefix: str) -> str | None:
 
 
 def _name_clause(f: Filter) -> ColumnElement[bool] | None:
-    if not f.patient_name or f.patient_name == "*":
+    """Patient's Name matching, the one code path of the C-FIND SCP, QIDO-RS and the API
+    list routes: they differ only in ``name_case_insensitive`` (the API's default and
+    QIDO-RS ``fuzzymatching``). The API compared the alphabetic group alone before, so
+    "Yamada^Tarou=Δημήτρης^Γ" found "Yamada^Tarou=山田^太郎=やまだ^たろう" and "*=Nomatch*"
+    every patient (outside probe 46)."""
+    return match_pn(
+        Patient.name,
+        f.patient_name,
+        fold=f.name_case_insensitive,
+        prefix=f.name_case_insensitive,
+    )
+
+
+PN_COMPONENTS = 5
+"""Components of a PN component group (PS3.5 6.2): at most four trailing delimiters."""
+
+
+def pn_normalised(value: str) -> str:
+    """A Person Name as matching compares it (PS3.5 6.2, 6.2.1): trailing spaces are
+    padding, and trailing empty components and component groups "may be omitted", so
+    "SMITH^JOHN^^^", "SMITH^JOHN=" and "SMITH^JOHN" are one name, and the pattern
+    "SMITH^J*^^" is "SMITH^J*". A query with trailing delimiters found nothing on every
+    channel before (outside probe 46)."""
+    groups = [g.rstrip("^") for g in value.rstrip(" ").split("=")]
+    while groups and not groups[-1]:
+        groups.pop()
+    return "=".join(groups)
+
+
+def _pn_stored(column: InstrumentedAttribute[str] | ColumnElement[str]) -> ColumnElement[str]:
+    """``pn_normalised`` of a stored PN, in SQL both back-ends know (``replace``,
+    ``rtrim``): a name archived as "SMITH^JOHN^^" is found by "SMITH^JOHN" as well."""
+    value: Any = column
+    for _ in range(PN_COMPONENTS - 1):  # "A^^=B" -> "A^=B" -> "A=B"
+        value = func.replace(value, "^=", "=", type_=String())
+    return func.rtrim(value, "^=", type_=String())
+
+
+def match_pn(
+    column: InstrumentedAttribute[str] | ColumnElement[str],
+    value: str,
+    *,
+    fold: bool = False,
+    prefix: bool = False,
+) -> ColumnElement[bool] | None:
+    """PN matching per component group (PS3.4 C.2.2.2.1, PS3.5 6.2.1) of pattern and stored
+    value, both normalised (``pn_normalised``).
+
+    A pattern of one group matches the alphabetic group ("Yamada^Tarou" finds the stored
+    "Yamada^Tarou=山田^太郎=やまだ^たろう"), and a non-ASCII one the ideographic or phonetic
+    group too ("山田*"), as most archives match; a pattern naming groups ("=") matches the
+    whole value ("*=山田*" the Japanese name only). ``fold`` matches regardless of case
+    (``folding``), every group alike; ``prefix`` makes a plain word a prefix ("schmidt"
+    finds "SCHMIDT^ANNA", as clinic users expect of the API)."""
+    pattern = pn_normalised(value)
+    if pattern in ("", "*"):
         return None
-    if f.name_case_insensitive:
-        pattern = f.patient_name.split("=", 1)[0]
-        if "*" not in pattern and "?" not in pattern:
-            # Prefix-friendly: 'schmidt' finds 'SCHMIDT^ANNA' as clinic users expect.
-            pattern = pattern + "*" if "^" not in pattern else pattern
-        folded = match_text(Patient.name_folded, folding.fold_text(pattern))
-        if f.patient_name.isascii() or folded is None:
-            return folded
-        # the folded name keeps the alphabetic group only: 山田* (no case to fold) is
-        # looked for in every group as well
-        return or_(folded, _pn_clause(Patient.name, f.patient_name))
-    return _pn_clause(Patient.name, f.patient_name)
-
-
-def _pn_clause(column: InstrumentedAttribute[str], pattern: str) -> ColumnElement[bool] | None:
-    """PN matching per component group (PS3.5 6.2.1): "Yamada^Tarou" finds the stored
-    "Yamada^Tarou=山田^太郎=やまだ^たろう", and a non-ASCII pattern such as "山田*" the
-    ideographic or phonetic group, as most archives match; a pattern naming groups ("=")
-    matches the whole value. Before, only the whole value was compared (outside probe)."""
-    whole = match_text(column, pattern)
-    if whole is None or "=" in pattern:
-        return whole
+    if prefix and not any(c in pattern for c in "*?^="):
+        pattern += "*"
+    stored = _pn_stored(column)
+    if fold:
+        pattern = folding.fold_text(pattern)
+        stored = folding.folded(stored)
     like = _like(pattern)
-    groups = [column.like(like + "=%", escape="\\")]  # the alphabetic group (an index prefix)
-    if not pattern.isascii():  # ideographic / phonetic groups: a scan, only when needed
+    wild = "*" in pattern or "?" in pattern
+    whole = stored.like(like, escape="\\") if wild else stored == pattern
+    if "=" in pattern:
+        return whole
+    groups = [whole, stored.like(like + "=%", escape="\\")]  # the alphabetic group
+    if not pattern.isascii():  # the ideographic and phonetic groups
         groups += [
-            column.like("%=" + like + "=%", escape="\\"),
-            column.like("%=" + like, escape="\\"),
+            stored.like("%=" + like + "=%", escape="\\"),
+            stored.like("%=" + like, escape="\\"),
         ]
-    return or_(whole, *groups)
+    return or_(*groups)
 
 
 def _modality_clause(value: str) -> ColumnElement[bool]:
@@ -194,7 +240,7 @@ def _clauses(f: Filter) -> list[ColumnElement[bool]]:
         match_range(Study.study_time, f.study_time),
         match_text(Study.accession_number, f.accession_number),
         match_text(Study.description, f.description, fold=f.text_case_insensitive),
-        match_text(Study.referring_physician, f.referring_physician, fold=True),
+        match_pn(Study.referring_physician, f.referring_physician, fold=True),
         match_uid_list(Study.study_uid, f.study_uid),
         match_text(Study.study_id, f.study_id),
         match_text(Study.pool, f.pool),
