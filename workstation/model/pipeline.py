@@ -174,7 +174,7 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
     from pydicom.pixels import apply_color_lut
 
     from lucent.dicom import codestream, video
-    from lucent.dicom.pixels import ignore_bits_above_high_bit
+    from lucent.dicom.pixels import ignore_bits_above_high_bit, modality_lut
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     n = int(ds.get("NumberOfFrames") or 1)
@@ -208,6 +208,12 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
     overlay = _overlay_mask(ds, n)
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if samples == 1 and ds.get("ModalityLUTSequence"):
+        # the Modality LUT Sequence replaces rescale (PS3.3 C.11.1): a CR whose LUT maps
+        # stored x to 4095 - x showed inverted (outside probe 47); the server's rendering
+        # and the viewer read it with one function
+        arr = np.stack([modality_lut(ds, arr[k]) for k in range(n)])
+        slope, intercept = 1.0, 0.0
     frames: list[Frame] = []
     for k in range(n):
         frames.append(
