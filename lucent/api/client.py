@@ -37,13 +37,33 @@ class PasswordChangeRequired(ApiError):
 
 @dataclass
 class Volume:
-    """A series as one array of stored values (slices, rows, cols) plus its geometry."""
+    """A series as one array (slices, rows, cols) plus its geometry.
+
+    The array holds stored values, except slices whose Modality LUT Sequence the server
+    applied (``geometry.modality_lut_applied``: their slope is 1, intercept 0). Place slices
+    on a grid along the normal only where :attr:`regular_grid`; else (``tilted``: CT gantry
+    tilt, or uneven gaps) each slice at its own ``image_position``.
+    """
 
     array: np.ndarray
     geometry: schemas.VolumeGeometry
 
+    @property
+    def tilted(self) -> bool:
+        """The slices step along ``geometry.stack_direction``, not along the normal
+        (``geometry.gantry_tilt_deg`` between them, PS3.3 C.7.6.2.1.1)."""
+        return self.geometry.tilted
+
+    @property
+    def regular_grid(self) -> bool:
+        """Slice k lies at slice 0's position + k × ``slice_spacing`` × normal: evenly spaced
+        and not tilted. False for a tilted stack, uneven gaps or unknown positions."""
+        g = self.geometry
+        return bool(g.uniform_spacing) and not g.tilted and g.slice_spacing is not None
+
     def modality_values(self) -> np.ndarray:
-        """Apply each slice's rescale (HU for CT)."""
+        """Apply each slice's rescale (HU for CT); slices whose Modality LUT Sequence the
+        server applied have slope 1 and intercept 0, so their values are taken as they are."""
         out = self.array.astype(np.float32)
         for k, s in enumerate(self.geometry.slices):
             if s.rescale_slope != 1 or s.rescale_intercept != 0:
@@ -163,9 +183,12 @@ class LucentClient(AccountsApi):
 
     def geometry(self, series_uid: str) -> schemas.VolumeGeometry:
         """The series as one volume; ApiError 409 (with the reason) when it is not one:
-        4D or repeated positions, multi-frame instances, mixed sizes, orientations, pixel
-        spacings or pixel formats. Non-uniform gaps are not refused: ``slice_spacing`` is
-        then None, ``uniform_spacing`` False and ``slice_gaps`` lists the gaps."""
+        4D or repeated positions, multi-frame instances among single-frame ones or several
+        of them, frames without positions, mixed sizes, orientations, pixel spacings or pixel
+        formats. One multi-frame instance (Enhanced CT/MR) is one volume, a slice per frame.
+        Non-uniform gaps are not refused: ``slice_spacing`` is then None, ``uniform_spacing``
+        False and ``slice_gaps`` lists the gaps; nor is a tilted stack: ``tilted`` True,
+        ``uniform_spacing`` False (see :class:`~lucent.api.schemas.VolumeGeometry`)."""
         return schemas.VolumeGeometry.model_validate(
             self._get(f"/api/v1/series/{series_uid}/geometry")
         )

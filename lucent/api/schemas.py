@@ -123,20 +123,41 @@ class Page(BaseModel, Generic[T]):
 
 
 class SliceGeometry(BaseModel):
+    """One slice of a volume: a single-frame instance, or frame ``frame_number`` (1-based)
+    of the one multi-frame instance the volume is made of (Enhanced CT/MR: its position
+    and rescale from that frame's functional groups, PS3.3 C.7.6.16).
+
+    Modality values are ``value × rescale_slope + rescale_intercept``. Where
+    ``modality_lut_applied`` the volume holds this slice's values already through its
+    Modality LUT Sequence (PS3.3 C.11.1): slope 1, intercept 0.
+    """
+
     sop_instance_uid: str
+    frame_number: int = 1
     image_position: list[float] | None
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
+    modality_lut_applied: bool = False
 
 
 class VolumeGeometry(BaseModel):
     """Geometry of a series as one volume: slices sorted along the normal of IOP.
 
-    ``slice_spacing`` is the one distance between neighbouring slices (mm), or None when
-    there is none: one slice, no positions (ordered by Instance Number), or non-uniform gaps
-    (a missing slice): then ``uniform_spacing`` is False and ``slice_gaps`` lists each gap;
-    position each slice by its ``image_position``. ``uniform_spacing`` is None when the
-    positions are unknown. Gaps are uniform within 1 % of their median or 0.01 mm.
+    ``uniform_spacing`` is True only for a regular grid along the slice normal: slice k at
+    ``image_position`` of slice 0 + k × ``slice_spacing`` × normal (IOP row × column). It is
+    False when the gaps differ (a missing slice: ``slice_spacing`` None, ``slice_gaps`` lists
+    each gap) or when the stack is ``tilted``, and None when the positions are unknown
+    (ordered by Instance Number). Gaps are uniform within 1 % of their median or 0.01 mm.
+
+    ``tilted`` (CT gantry tilt, PS3.3 C.7.6.2.1.1): the slices step along
+    ``stack_direction`` (unit vector, first to last slice), ``gantry_tilt_deg`` away from the
+    normal, not along the normal; ``slice_spacing`` and ``slice_gaps`` are measured along
+    ``stack_direction``. Position each slice by its ``image_position``, never on a grid
+    along the normal (8.55 mm off at slice 5 of a 20° tilt). Untilted: ``stack_direction``
+    is the normal and ``gantry_tilt_deg`` 0.
+
+    ``dtype`` is that of the /volume array. ``modality_lut_applied``: at least one slice's
+    values come through its Modality LUT Sequence (see :class:`SliceGeometry`).
     """
 
     series_uid: str
@@ -148,7 +169,11 @@ class VolumeGeometry(BaseModel):
     slice_spacing: float | None
     uniform_spacing: bool | None = None
     slice_gaps: list[float] = Field(default_factory=list)
+    stack_direction: list[float] | None = None
+    gantry_tilt_deg: float | None = None
+    tilted: bool = False
     dtype: str
+    modality_lut_applied: bool = False
     window_center: float | None = None
     window_width: float | None = None
     photometric: str = "MONOCHROME2"

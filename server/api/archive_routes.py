@@ -352,44 +352,53 @@ def _series_instances(ctx: ServerContext, series_uid: str) -> list[Instance]:
     return found
 
 
+def _plan(ctx: ServerContext, series_uid: str) -> series_volume.VolumePlan:
+    """The one volume plan of both routes: the same checks, order and values."""
+    return series_volume.plan(
+        _series_instances(ctx, series_uid),
+        series_volume.metadata_frame_of_reference(ctx),
+        series_volume.metadata_reader(ctx),
+    )
+
+
 @router.get("/series/{series_uid}/geometry", response_model=schemas.VolumeGeometry)
 def get_geometry(
     series_uid: str, request: Request, _: Caller = Depends(get_caller)
 ) -> schemas.VolumeGeometry:
     """Geometry of the series as one volume (see :func:`server.api.series_volume.plan`:
     the same checks and order as ``/volume``, so both answer 409 for the same series)."""
-    ctx = ctx_of(request)
-    found = _series_instances(ctx, series_uid)
-    plan = series_volume.plan(found, series_volume.metadata_frame_of_reference(ctx))
+    plan = _plan(ctx_of(request), series_uid)
     ordered = plan.slices
     first = ordered[0]
-    a: dict[str, Any] = first.attrs or {}
-    slopes = {
-        (i.attrs.get("RescaleSlope", [1.0])[0], i.attrs.get("RescaleIntercept", [0.0])[0])
-        for i in ordered
-    }
-    wc, ww = a.get("WindowCenter"), a.get("WindowWidth")
+    a: dict[str, Any] = first.instance.attrs or {}
+    slopes = {(s.rescale_slope, s.rescale_intercept) for s in ordered}
     return schemas.VolumeGeometry(
         series_uid=series_uid,
-        rows=int(first.rows or 0),
-        columns=int(first.columns or 0),
+        rows=int(first.instance.rows or 0),
+        columns=int(first.instance.columns or 0),
         slices=[
             schemas.SliceGeometry(
-                sop_instance_uid=i.sop_instance_uid,
-                image_position=i.attrs.get("ImagePositionPatient"),
-                rescale_slope=float(i.attrs.get("RescaleSlope", [1.0])[0]),
-                rescale_intercept=float(i.attrs.get("RescaleIntercept", [0.0])[0]),
+                sop_instance_uid=s.sop_instance_uid,
+                frame_number=s.frame_number,
+                image_position=s.position,
+                rescale_slope=s.rescale_slope,
+                rescale_intercept=s.rescale_intercept,
+                modality_lut_applied=s.modality_lut,
             )
-            for i in ordered
+            for s in ordered
         ],
-        image_orientation=a.get("ImageOrientationPatient"),
-        pixel_spacing=a.get("PixelSpacing"),
+        image_orientation=first.orientation,
+        pixel_spacing=first.pixel_spacing,
         slice_spacing=plan.slice_spacing,
         uniform_spacing=plan.uniform_spacing,
         slice_gaps=plan.slice_gaps,
-        dtype=series_volume.numpy_dtype(a),
-        window_center=float(wc[0]) if wc else None,
-        window_width=float(ww[0]) if ww else None,
+        stack_direction=plan.stack_direction,
+        gantry_tilt_deg=plan.gantry_tilt_deg,
+        tilted=plan.tilted,
+        dtype=plan.dtype,
+        modality_lut_applied=plan.modality_lut_applied,
+        window_center=first.window_center,
+        window_width=first.window_width,
         photometric=str(a.get("PhotometricInterpretation", "MONOCHROME2")),
         uniform_rescale=len(slopes) == 1,
     )
@@ -397,53 +406,84 @@ def get_geometry(
 
 @router.get("/series/{series_uid}/volume", response_class=Response)
 def get_volume(series_uid: str, request: Request, _: Caller = Depends(get_caller)) -> Response:
-    """All single-frame slices as one (slices, rows, cols) array of stored values, .npy.
+    """All slices as one (slices, rows, cols[, samples]) array of ``/geometry``'s dtype, .npy.
 
     Order and geometry are those of ``/geometry`` (one :func:`series_volume.plan` for both,
-    so they refuse the same series); rescale is per slice there.
+    so they refuse the same series); rescale is per slice there. Values are stored values,
+    except a slice with a Modality LUT Sequence: its values through that LUT (PS3.3 C.11.1).
     """
     ctx = ctx_of(request)
-    found = _series_instances(ctx, series_uid)
-    ordered = series_volume.plan(found, series_volume.metadata_frame_of_reference(ctx)).slices
-    read = _native_reader if all(_is_native_single(i) for i in ordered) else _decoding_reader
+    plan = _plan(ctx, series_uid)
+    first = plan.slices[0].instance
+    samples = int((first.attrs or {}).get("SamplesPerPixel", 1))
+    shape = (len(plan.slices), int(first.rows or 0), int(first.columns or 0))
+    out = np.empty(shape + ((samples,) if samples > 1 else ()), np.dtype(plan.dtype))
+    by_instance: dict[int, list[tuple[int, series_volume.Slice]]] = {}
+    for k, s in enumerate(plan.slices):
+        by_instance.setdefault(s.instance.id, []).append((k, s))
+
+    def fill(slices: list[tuple[int, series_volume.Slice]]) -> None:
+        inst = slices[0][1].instance
+        stored = series_volume.numpy_dtype(inst.attrs or {})
+        if _is_native(inst) and all(s.dtype == stored and not s.modality_lut for _, s in slices):
+            _native_frames(ctx, inst, slices, out)
+        else:
+            _decoded_frames(ctx, inst, slices, out)
+
     # Reading, decrypting and decoding release the GIL for most of their time: in parallel.
-    slices = list(_VOLUME_POOL.map(lambda inst: read(ctx, inst), ordered))
-    return npy(np.stack(slices))
+    list(_VOLUME_POOL.map(fill, by_instance.values()))
+    return npy(out)
 
 
 _VOLUME_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="volume")
 _NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
 
-def _is_native_single(inst: Instance) -> bool:
+def _is_native(inst: Instance) -> bool:
     a = inst.attrs or {}
     return (
         inst.transfer_syntax_uid in _NATIVE_SYNTAXES
-        and inst.frames == 1
         and int(a.get("SamplesPerPixel", 1)) == 1
         and int(a.get("BitsAllocated", 0)) in (8, 16, 32)
     )
 
 
-def _native_reader(ctx: ServerContext, inst: Instance) -> np.ndarray:
+def _native_frames(
+    ctx: ServerContext,
+    inst: Instance,
+    slices: list[tuple[int, series_volume.Slice]],
+    out: np.ndarray,
+) -> None:
     """From the pixel object alone: no metadata decryption, no data set parsing."""
     a = inst.attrs or {}
     bits = int(a["BitsAllocated"])
-    return pixels.native_frame(
-        ctx.pixel_bytes(inst),
-        int(inst.rows or 0),
-        int(inst.columns or 0),
-        bits,
-        int(a.get("BitsStored", bits)),
-        int(a.get("PixelRepresentation", 0)) == 1,
-        big_endian=inst.transfer_syntax_uid == "1.2.840.10008.1.2.2",
-    )
+    rows, columns = int(inst.rows or 0), int(inst.columns or 0)
+    data = ctx.pixel_bytes(inst)
+    size = rows * columns * bits // 8
+    for k, s in slices:
+        out[k] = pixels.native_frame(
+            data[s.frame * size : (s.frame + 1) * size],
+            rows,
+            columns,
+            bits,
+            int(a.get("BitsStored", bits)),
+            int(a.get("PixelRepresentation", 0)) == 1,
+            big_endian=inst.transfer_syntax_uid == "1.2.840.10008.1.2.2",
+        )
 
 
-def _decoding_reader(ctx: ServerContext, inst: Instance) -> np.ndarray:
+def _decoded_frames(
+    ctx: ServerContext,
+    inst: Instance,
+    slices: list[tuple[int, series_volume.Slice]],
+    out: np.ndarray,
+) -> None:
+    """Decoded by pydicom; a slice with a Modality LUT Sequence through it (PS3.3 C.11.1)."""
     ds = pixels.read(ctx.instance_bytes(inst))
     try:
-        return pixels.decode_frame(ds, 0)
+        for k, s in slices:
+            frame = pixels.decode_frame(ds, s.frame)
+            out[k] = pixels.modality_lut(ds, frame, s.frame) if s.modality_lut else frame
     except Exception as exc:  # noqa: BLE001 - decoders raise anything; each is a reason
         raise _undecodable(inst.sop_instance_uid, exc) from exc
 
