@@ -15,8 +15,10 @@ import hashlib
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -36,7 +38,7 @@ from server.archive.storage import RESERVED_KINDS, FileSystemStorage, new_key
 from server.config import Settings
 from server.index import db
 from server.index.known_series import KnownSeriesWriter
-from server.index.models import Instance
+from server.index.models import Instance, Series, Study
 from server.index.records import (
     InstanceRecord,
     Outcome,
@@ -57,6 +59,9 @@ class StoreResult:
     action: str = ""
     study_uid: str = ""
     patient_id: str = ""
+    #: a placeholder row records the refusal (server.index.records.record_placeholder);
+    #: refusals without one (A700 low disk, quota, duplicate rejected) left nothing
+    placeholder: bool = False
 
     @property
     def ok(self) -> bool:
@@ -81,7 +86,84 @@ class _PixelWrite:
 
 
 class ArchiveReadError(Exception):
-    """An indexed object could not be read back (missing blob or failed authentication)."""
+    """An indexed object could not be read back (missing blob or failed authentication).
+
+    Its text names the instance, the object (metadata or pixel) and the reason, and never
+    a server path: it is what API callers are told (outside probe 48: the 500 detail
+    carried "[Errno 2] No such file or directory: '/…/archive/f4/f4b1….p'"). The path is
+    in the server log line ``ServerContext`` writes for it."""
+
+    def __init__(self, sop_instance_uid: str, kind: str, reason: str, key: str = "") -> None:
+        where = f"{kind} object " if kind else ""
+        super().__init__(f"instance {sop_instance_uid}: {where}{reason}")
+        self.sop_instance_uid = sop_instance_uid
+        #: "metadata" or "pixel"; "" when no object was read (an instance without pixels)
+        self.kind = kind
+        self.reason = reason
+        #: the archive object's storage key: set when the object is damaged or missing
+        self.key = key
+
+
+def _unreadable_reason(exc: Exception) -> str:
+    """Why an object could not be read, in words without a server path."""
+    if isinstance(exc, FileNotFoundError):
+        return "is missing from the archive (deleted or lost)"
+    if isinstance(exc, OSError):
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    text = str(exc).removeprefix("archive object ")
+    if text == "failed authentication":
+        return "failed authentication (damaged or altered since it was archived)"
+    return text if text.startswith(("is ", "sealed ")) else f"is damaged ({text})"
+
+
+@dataclass
+class Requestor:
+    """Who the reads of this request or association are for, for the Security Alert an
+    unreadable archive object raises: the API's middleware sets one per request (the
+    address) and authentication fills in the user; mutable, so that a name filled in later
+    is seen by reads in copies of the context (FastAPI runs sync routes in threads)."""
+
+    user: str = ""
+    address: str = ""
+
+
+#: The requestor of the reads on this context (None: the server's own work, or unknown).
+requestor: ContextVar[Requestor | None] = ContextVar("lucent_requestor", default=None)
+
+
+class DamageReports:
+    """How often an unreadable archive object is reported (PS3.15 A.5.3.11 Security Alert
+    and one ERROR log line): once per object per ``REPEAT_S`` seconds and process, and at
+    most ``BURST`` objects per ``REPEAT_S`` in all. A C-GET, C-MOVE or viewer retrying a
+    study of 500 damaged objects must not write 500 records and lines each time, for
+    ever; the reads not reported one by one are counted and the count goes into the next
+    report. Every failed read still answers its caller with the reason."""
+
+    REPEAT_S = 600.0
+    BURST = 50
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._window_start = -1e18
+        self._in_window = 0
+        self._held = 0
+
+    def admit(self, key: str) -> tuple[bool, int, bool]:
+        """(report this read?, failed reads not reported since the last report, is this
+        the last report the burst limit allows in this window?)"""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._window_start >= self.REPEAT_S:
+                self._window_start, self._in_window = now, 0
+                self._last = {k: t for k, t in self._last.items() if now - t < self.REPEAT_S}
+            if now - self._last.get(key, -1e18) < self.REPEAT_S or self._in_window >= self.BURST:
+                self._held += 1
+                return False, 0, False
+            self._last[key] = now
+            self._in_window += 1
+            held, self._held = self._held, 0
+            return True, held, self._in_window == self.BURST
 
 
 class StartupError(Exception):
@@ -122,6 +204,7 @@ class ServerContext:
         self.quotas = QuotaGuard(self.WriteSession, self.Session, settings.data_dir)
         # the audit trail's key and head anchor, outside the database (every process)
         audit.configure(self.WriteSession, settings.data_dir)
+        self.damage_reports = DamageReports()
 
     def _check_key_location(self) -> None:
         archive = self.settings.archive_dir.resolve()
@@ -399,8 +482,9 @@ class ServerContext:
         if expected_sop_class and "SOPClassUID" not in ids:
             ids["SOPClassUID"] = expected_sop_class
         refusal = dicom_instance.Refusal(refusal.status, refusal.reason, ids)
-        self._placeholder(refusal, pool, source)
-        return StoreResult(refusal.status, refusal.reason, ids.get("SOPInstanceUID", ""))
+        written = self._placeholder(refusal, pool, source)
+        sop_uid = ids.get("SOPInstanceUID", "")
+        return StoreResult(refusal.status, refusal.reason, sop_uid, placeholder=written)
 
     def _start_pixels(self, raw: bytes, span: tuple[int, int]) -> _PixelWrite:
         """Seal and write the Pixel Data value into a prepared object (see
@@ -495,10 +579,12 @@ class ServerContext:
         sop_uid = str(ds.SOPInstanceUID)
         if outcome.action == "conflict":
             ids = dicom_instance.read_ids(ds)
-            self._placeholder(
+            written = self._placeholder(
                 dicom_instance.Refusal(status.UID_CONFLICT, outcome.reason, ids), pool, source
             )
-            return StoreResult(status.UID_CONFLICT, outcome.reason, sop_uid, outcome.action)
+            return StoreResult(
+                status.UID_CONFLICT, outcome.reason, sop_uid, outcome.action, placeholder=written
+            )
         if outcome.action == "rejected-duplicate":
             return StoreResult(
                 status.DUPLICATE_REJECTED,
@@ -550,7 +636,8 @@ class ServerContext:
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _placeholder(self, refusal: dicom_instance.Refusal, pool: str, source: str) -> None:
+    def _placeholder(self, refusal: dicom_instance.Refusal, pool: str, source: str) -> bool:
+        """Record a refused instance as a placeholder; whether one was written."""
         log.warning("refused instance from %s: %s (0x%04X)", source, refusal.reason, refusal.status)
         for attempt in range(5):
             try:
@@ -564,11 +651,12 @@ class ServerContext:
                         pool=pool,
                         source_ae=source,
                     )
-                return
+                return True
             except (IntegrityError, OperationalError):
                 if attempt == 4:
                     log.exception("could not record placeholder")
                 time.sleep(0.01 * (attempt + 1))
+        return False
 
     # ------------------------------------------------------------------ reading
     def instance_bytes(self, inst: Instance) -> bytes:
@@ -592,36 +680,116 @@ class ServerContext:
         A re-sent instance (duplicate policy "replace") removes the superseded objects just
         after its commit, while a reader may still hold the old row: WADO-RS, the volume
         route and C-GET/C-MOVE sub-operations failed with 500 or a failed sub-operation for
-        an instance that never left the archive (outside probe 31)."""
+        an instance that never left the archive (outside probe 31).
+
+        An object the current row still names that is missing or fails authentication is
+        damage (or tampering): reported here, the one place every reader (API, DICOMweb,
+        share links, C-GET/C-MOVE, sends, perfusion) goes through (``_report_unreadable``).
+        One whose instance was deleted meanwhile is not."""
         try:
             return read(inst)
         except ArchiveReadError as exc:
             if not isinstance(exc.__cause__, FileNotFoundError):
+                self._report_unreadable(inst, exc)
                 raise
             current = self.find_instance(inst.sop_instance_uid)
-            if current is None or (current.meta_key, current.pixel_key) == (
-                inst.meta_key,
-                inst.pixel_key,
-            ):
+            if current is None:
+                raise  # deleted while it was being read: no damage
+            if (current.meta_key, current.pixel_key) == (inst.meta_key, inst.pixel_key):
+                self._report_unreadable(inst, exc)
                 raise
-            return read(current)
+            try:
+                return read(current)
+            except ArchiveReadError as again:
+                self._report_unreadable(current, again)
+                raise
+
+    def _report_unreadable(self, inst: Instance, exc: ArchiveReadError) -> None:
+        """One ERROR line (instance, object, reason, where it lives) and one Security Alert
+        (PS3.15 A.5.3.11, EventID 110113, outcome 8 serious failure) naming the instance
+        and the reason. A damaged, altered or deleted archive object was audited as a
+        successful access only (the access record is written when the access is
+        authorised, before the read) and not logged at all (outside probe 48): a clinic's
+        IT could not see tampering or disk damage. How often: ``DamageReports``. Never
+        raises: the reader answers its caller with the reason either way."""
+        if not exc.key:
+            return  # nothing was damaged (an instance without pixel data)
+        report, held, last = self.damage_reports.admit(exc.key)
+        if not report:
+            return
+        try:
+            cause = exc.__cause__
+            where = self.storage.location(exc.key)
+            log.error(
+                "archive object unreadable: instance %s, %s object %s (%s): %s",
+                inst.sop_instance_uid,
+                exc.kind,
+                exc.key,
+                where,
+                f"{exc.reason}: {cause}" if cause is not None else exc.reason,
+            )
+            detail = (
+                f"archive object unreadable: instance {inst.sop_instance_uid}, {exc.kind} "
+                f"object {exc.key} {exc.reason}"
+            )
+            if held:
+                detail += (
+                    f"; {held} other failed read(s) of damaged objects since the last such "
+                    "alert were not recorded one by one"
+                )
+            if last:
+                repeat = int(DamageReports.REPEAT_S // 60)
+                detail += (
+                    f"; {DamageReports.BURST} damaged objects reported within {repeat} "
+                    "minutes: further ones are counted into the next alert"
+                )
+            objects = [{"type": "instance", "id": inst.sop_instance_uid}]
+            study = self._study_of(inst)
+            if study:
+                objects.insert(0, {"type": "study", "id": study})
+            who = requestor.get() or Requestor()
+            audit.record(
+                self.WriteSession,
+                audit.Entry(
+                    "archive-damage",
+                    audit.SERIOUS_FAILURE,
+                    who.user,
+                    who.address,
+                    objects,
+                    detail,
+                ),
+            )
+        except Exception:  # reporting must never hide the read's own error
+            log.exception("could not report the unreadable archive object %s", exc.key)
+
+    def _study_of(self, inst: Instance) -> str:
+        with self.Session() as session:
+            found = session.scalars(
+                select(Study.study_uid)
+                .join(Series, Series.study_pk == Study.id)
+                .where(Series.id == inst.series_pk)
+            ).first()
+        return found or ""
+
+    def _open(self, inst: Instance, kind: str, key: str) -> bytes:
+        """One sealed object of ``inst``, decrypted; ArchiveReadError when it is missing,
+        unreadable or fails authentication."""
+        try:
+            return crypto.open_(self.keys, self.storage.get(key))
+        except (OSError, crypto.IntegrityError) as exc:
+            reason = _unreadable_reason(exc)
+            raise ArchiveReadError(inst.sop_instance_uid, kind, reason, key) from exc
 
     def _instance_bytes(self, inst: Instance) -> bytes:
-        try:
-            meta = crypto.open_(self.keys, self.storage.get(inst.meta_key))
-            if not inst.pixel_key:
-                return meta
-            pixels = crypto.open_(self.keys, self.storage.get(inst.pixel_key))
-        except (OSError, crypto.IntegrityError) as exc:
-            raise ArchiveReadError(f"instance {inst.sop_instance_uid}: {exc}") from exc
+        meta = self._open(inst, "metadata", inst.meta_key)
+        if not inst.pixel_key:
+            return meta
+        pixels = self._open(inst, "pixel", inst.pixel_key)
         start = inst.pixel_offset
         return meta[:start] + pixels + meta[start:]
 
     def _metadata_bytes(self, inst: Instance) -> bytes:
-        try:
-            meta = crypto.open_(self.keys, self.storage.get(inst.meta_key))
-        except (OSError, crypto.IntegrityError) as exc:
-            raise ArchiveReadError(f"instance {inst.sop_instance_uid}: {exc}") from exc
+        meta = self._open(inst, "metadata", inst.meta_key)
         start = inst.pixel_offset
         if not inst.pixel_key or start < 4 or meta[start - 4 : start] == b"\xff\xff\xff\xff":
             return meta
@@ -629,11 +797,8 @@ class ServerContext:
 
     def _pixel_bytes(self, inst: Instance) -> bytes:
         if not inst.pixel_key:
-            raise ArchiveReadError(f"instance {inst.sop_instance_uid} has no pixel data")
-        try:
-            return crypto.open_(self.keys, self.storage.get(inst.pixel_key))
-        except (OSError, crypto.IntegrityError) as exc:
-            raise ArchiveReadError(f"instance {inst.sop_instance_uid}: {exc}") from exc
+            raise ArchiveReadError(inst.sop_instance_uid, "", "has no pixel data")
+        return self._open(inst, "pixel", inst.pixel_key)
 
     def find_instance(self, sop_uid: str) -> Instance | None:
         with self.Session() as session:

@@ -120,6 +120,10 @@ EVENTS: dict[str, tuple[str, str, str]] = {
     # PS3.15 A.5.3.1 Application Activity: the server process started or stopped
     "app-start": ("110100", "110120", "E"),
     "app-stop": ("110100", "110121", "E"),
+    # PS3.15 A.5.3.11: an archive object that is missing or fails authentication when it
+    # is read (damage or tampering; server.context reports it). CID 403 has no type for
+    # an integrity violation: the reason is in the record's detail.
+    "archive-damage": ("110113", "", "E"),
     # maintenance run on this machine with the server stopped (rebuild-index)
     "service-start": ("110113", "110141", "E"),
     "service-stop": ("110113", "110142", "E"),

@@ -17,9 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lucent.api import schemas
 from lucent.net import scu
+from server import context as server_context
 from server.accounts.retention import RetentionThread
 from server.api import (
     account_routes,
@@ -41,7 +43,7 @@ from server.api.auth import (
 from server.api.body_limit import BodyLimit
 from server.api.head import HeadAsGet
 from server.api.params import RowId
-from server.context import ServerContext
+from server.context import ArchiveReadError, ServerContext
 from server.index import db as index_db
 from server.index import folding
 from server.index.models import RemoteNode
@@ -377,6 +379,37 @@ def disk_full(exc: BaseException) -> str | None:
     return None
 
 
+async def archive_unreadable(request: Request, exc: Exception) -> JSONResponse:
+    """500 with the reason, for an archived instance whose object is missing or fails
+    authentication, from any route: WADO-RS Retrieve Instance and Retrieve Metadata
+    answered a bare "Internal Server Error" with a traceback in the log (outside probe 48).
+    The reason names no server path; ``ServerContext`` has logged the object's path and
+    written the Security Alert. 500 as /api/v1 answers: the damage is the server's."""
+    assert isinstance(exc, ArchiveReadError)
+    return JSONResponse({"detail": f"archive object unreadable: {exc}"}, status_code=500)
+
+
+class RequestorScope:
+    """ASGI middleware: the requestor of a request's archive reads (its address; the user
+    once authentication has named one), for the Security Alert ``ServerContext`` writes
+    when an archive object cannot be read."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        who = server_context.Requestor(address=str(client[0]) if client else "")
+        token = server_context.requestor.set(who)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            server_context.requestor.reset(token)
+
+
 def create_app(ctx: ServerContext) -> FastAPI:
     app = FastAPI(
         title="Lucent server API",
@@ -387,12 +420,14 @@ def create_app(ctx: ServerContext) -> FastAPI:
     )
     app.add_middleware(HeadAsGet)
     app.add_middleware(BodyLimit)
+    app.add_middleware(RequestorScope)
     app.state.ctx = ctx
     outage = DatabaseOutage()
     app.add_exception_handler(DBAPIError, outage)
     app.add_exception_handler(IntegrityError, integrity_conflict)
     app.add_exception_handler(PoolTimeout, outage)
     app.add_exception_handler(OSError, outage.os_error)
+    app.add_exception_handler(ArchiveReadError, archive_unreadable)
     app.state.basic_cache = BasicCache(ctx.settings.api.basic_auth_cache_seconds)
     app.include_router(account_routes.router)
     app.include_router(audit_routes.router)

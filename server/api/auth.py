@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
 from server.accounts import audit, login, rights, throttle, users
-from server.context import ServerContext
+from server.context import ServerContext, requestor
 from server.index.account_models import HiddenItem
 from server.index.models import Instance, Series, Study
 
@@ -119,6 +119,9 @@ def get_caller(
             info.password_one_time,
         )
     request.state.caller = caller
+    who = requestor.get()
+    if who is not None:  # named in a Security Alert should a read of this request fail
+        who.user = caller.username
     return caller
 
 

@@ -33,6 +33,7 @@ from server.api.archive_routes import ctx_of, load_instance
 from server.api.auth import Caller, get_caller, readable_pools
 from server.api.dicomweb_common import DICOM_JSON, DICOM_XML
 from server.api.params import single_uid
+from server.context import ArchiveReadError
 from server.index import queries
 from server.index.models import Instance
 
@@ -160,12 +161,25 @@ def _retrieve(request: Request, found: list[Instance], single: bool = False) -> 
         except HTTPException as exc:
             left_out.append((inst.sop_instance_uid, exc))
             continue
+        except ArchiveReadError as exc:
+            left_out.append((inst.sop_instance_uid, unreadable(exc)))
+            continue
         parts.append((data, f"application/dicom; transfer-syntax={ts}"))
     if not parts:
         raise left_out[0][1]
     if not multipart:  # one instance, asked for as a single part
         return Response(parts[0][0], media_type=parts[0][1])
     return _partial(request, common.multipart(parts, "application/dicom"), left_out)
+
+
+def unreadable(exc: ArchiveReadError) -> HTTPException:
+    """The answer for an instance whose archive object is missing or fails authentication:
+    500 with the reason (no server path), as /api/v1 and the app-wide handler answer.
+    Retrieve Instance and Retrieve Metadata let the error escape: a bare "Internal Server
+    Error" and a traceback (outside probe 48). Of a study or series, the instance is left
+    out (206 with a Warning) and the rest still served; ``ServerContext`` has logged and
+    audited it (Security Alert)."""
+    return HTTPException(500, f"archive object unreadable: {exc}")
 
 
 def _partial(
@@ -237,8 +251,14 @@ def _metadata(request: Request, found: list[Instance]) -> Response:
     ctx = ctx_of(request)
     base = common.base(request)
     items: list[tuple[Dataset, dict[int, tuple[str, str]]]] = []
+    left_out: list[tuple[str, HTTPException]] = []
     for inst in found:
-        ds = dcmread(io.BytesIO(ctx.metadata_bytes(inst)))  # pixels: a BulkDataURI
+        try:
+            meta = ctx.metadata_bytes(inst)
+        except ArchiveReadError as exc:
+            left_out.append((inst.sop_instance_uid, unreadable(exc)))
+            continue
+        ds = dcmread(io.BytesIO(meta))  # pixels: a BulkDataURI
         pixel_vrs = {tag: ds[tag].VR for tag in _PIXEL_TAGS if tag in ds}
         uri = _pixel_uri(base, ds) if pixel_vrs else ""
         for tag in pixel_vrs:
@@ -248,16 +268,18 @@ def _metadata(request: Request, found: list[Instance]) -> Response:
         with contextlib.suppress(ValueError):
             transcode.to_little_endian(ds)
         items.append((ds, {tag: (vr, uri) for tag, vr in pixel_vrs.items()}))
+    if not items and left_out:
+        raise left_out[0][1]
     if answer_as == DICOM_XML:
         parts = ((dicomweb_xml.to_xml(ds, bulk), DICOM_XML) for ds, bulk in items)
-        return common.multipart(parts, DICOM_XML)
+        return _partial(request, common.multipart(parts, DICOM_XML), left_out)
     out = []
     for ds, bulk in items:
         item = ds.to_json_dict()
         for tag, (vr, uri) in bulk.items():
             item[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": uri}
         out.append(dict(sorted(item.items())))
-    return Response(json.dumps(out), media_type=DICOM_JSON)
+    return _partial(request, Response(json.dumps(out), media_type=DICOM_JSON), left_out)
 
 
 def _instance_uri(base: str, ds: Dataset) -> str:
@@ -592,7 +614,11 @@ def _bulkdata(request: Request, found: list[Instance]) -> Response:
     single = False
     left_out: list[tuple[str, HTTPException]] = []
     for inst in _images(found):
-        ds = _read(request, inst)
+        try:
+            ds = _read(request, inst)
+        except ArchiveReadError as exc:
+            left_out.append((inst.sop_instance_uid, unreadable(exc)))
+            continue
         if not pixels.has_pixels(ds):
             continue
         numbers = list(range(1, pixels.frame_count(ds) + 1))

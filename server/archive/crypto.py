@@ -42,6 +42,42 @@ class IntegrityError(Exception):
     """An archive object failed authentication: it was altered or is truncated."""
 
 
+def check_key_file(path: Path) -> None:
+    """KeyError_ unless the key file is private to the server's account: mode 0600 and
+    owned by the effective user the server runs as. A 0600 file owned by another account
+    was accepted (outside probe 48): that account can read every master key, and so
+    decrypt the whole archive. Checked wherever the key ring is loaded (every server
+    process at start, rotate-key); check-config can call it on its own."""
+    if os.name != "posix":
+        return
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise KeyError_(f"key file {path} is unreadable: {exc.strerror or exc}") from exc
+    mode = info.st_mode & 0o777
+    if mode & 0o077:
+        raise KeyError_(
+            f"key file {path} has permissions {oct(mode)}; it must be 0600 (chmod 600 {path})"
+        )
+    me = os.geteuid()
+    if info.st_uid != me:
+        raise KeyError_(
+            f"key file {path} is owned by {_account(info.st_uid)}, not by {_account(me)} that "
+            f"the server runs as: that account can read every master key. Make it the "
+            f"server's (chown {_account(me)} {path}) and keep it 0600"
+        )
+
+
+def _account(uid: int) -> str:
+    """An account's name for a message (its number when it has none)."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
 @dataclass
 class KeyRing:
     """Master keys by id; ``active`` seals new objects, every key can open old ones."""
@@ -76,11 +112,7 @@ class KeyRing:
             ring = cls(path=path, keys={}, active="")
             ring.rotate()
             return ring
-        mode = path.stat().st_mode & 0o777
-        if os.name == "posix" and mode & 0o077:
-            raise KeyError_(
-                f"key file {path} has permissions {oct(mode)}; it must be 0600 (chmod 600 {path})"
-            )
+        check_key_file(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             keys = {k: base64.b64decode(v) for k, v in data["keys"].items()}

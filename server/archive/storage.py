@@ -268,6 +268,11 @@ class FileSystemStorage:
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()
 
+    def location(self, key: str) -> str:
+        """Where an object lives, for the server log (never for API callers: a path tells
+        an outsider how the server's disk is laid out)."""
+        return str(self._path(key))
+
     def open(self, key: str) -> BinaryIO:
         """Read part of an object (a header) without loading all of it."""
         return self._path(key).open("rb")

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from lucent.net import status
 from server.accounts import audit
 from server.context import ServerContext, StoreResult
 
@@ -28,6 +29,21 @@ def _record(ctx: ServerContext, *entries: audit.Entry) -> None:
         log.exception("could not write DICOM audit record(s)")
 
 
+def refusal_kind(result: StoreResult) -> str:
+    """What a refused instance left behind, for the association's audit record. Every
+    refusal was "see placeholders", also those that write none (outside probe 48): an
+    A700 for low disk space writes nothing, a duplicate rejected keeps the archived copy."""
+    if result.placeholder:
+        return "placeholder written (see placeholders)"
+    if result.status == status.OUT_OF_RESOURCES:
+        return "low disk space (A700), nothing written"
+    if result.status == status.OUT_OF_RESOURCES_QUOTA:
+        return "over quota (A701), nothing written"
+    if result.status == status.DUPLICATE_REJECTED:
+        return "duplicate rejected (A910), the archived copy kept"
+    return f"failed (0x{result.status:04X}), nothing written"
+
+
 @dataclass
 class Received:
     """Instances stored on one association, grouped per study."""
@@ -37,10 +53,14 @@ class Received:
     pool: str
     studies: dict[str, tuple[str, int]] = field(default_factory=dict)
     refused: int = 0
+    #: refusals by what became of them (``refusal_kind``), in the order first seen
+    refusals: dict[str, int] = field(default_factory=dict)
 
     def add(self, result: StoreResult) -> None:
         if not result.ok or not result.study_uid:
             self.refused += 1
+            kind = refusal_kind(result)
+            self.refusals[kind] = self.refusals.get(kind, 0) + 1
             return
         patient, count = self.studies.get(result.study_uid, (result.patient_id, 0))
         self.studies[result.study_uid] = (patient, count + 1)
@@ -66,11 +86,13 @@ class Received:
                     self.calling_ae,
                     self.address,
                     [{"type": "pool", "id": self.pool}],
-                    f"{self.refused} instance(s) refused (see placeholders)",
+                    f"{self.refused} instance(s) refused: "
+                    + "; ".join(f"{n} {kind}" for kind, n in self.refusals.items()),
                 )
             )
         self.studies.clear()
         self.refused = 0
+        self.refusals.clear()
         _record(ctx, *entries)
 
 
