@@ -95,6 +95,12 @@ class PerfusionConfig:
     edges, less averaging)."""
     dsc_tips_rank: int = 3
     """Main temporal components compared by the DSC similarity filter."""
+    ct_cbv_first_pass: bool = True
+    """CT: integrate CBV over the first pass (bolus arrival to the brain's mean curve back
+    below 10 % of its peak, plus 5 s and each voxel's Tmax; ``maps.cbv_areas``), not the
+    whole acquisition: the per-voxel baseline error enters every integrated frame, and
+    recirculation stays out. Outside phantom at 5 HU: CBV correlation with truth 0.83 ->
+    0.89 (3 HU: 0.905 -> 0.944), noise-free medians unchanged."""
     dsc_core_edge: bool = True
     """DSC rCBF core: re-read the voxels on the core's edge from their unfiltered curves
     (``segmentation.refine_core_boundary``): the filter averages a core's edge with its rim."""

@@ -138,6 +138,9 @@ class PerfusionResult:
         }
 
 
+CT_CBV_MARGIN_S = 5.0
+"""CT first-pass CBV: seconds after the brain's mean curve is back below 10 % of its peak,
+besides each voxel's own Tmax (``maps.cbv_areas``)."""
 TIPS_MAX_OFFSETS = 64
 """CT: a TIPS disc with more neighbours than this is filtered separably (row then column
 pass): the exact disc of a 5 mm sigma at 0.9 mm pixels (~600 neighbours) alone took ~70 s
@@ -684,6 +687,10 @@ def _run(
         window = None
         if modality == "MR":
             window = first_pass_window(conc[brain[idx]].mean(axis=0), baseline.end, dt)
+        elif config.ct_cbv_first_pass:
+            window = first_pass_window(
+                conc[brain[idx]].mean(axis=0), baseline.end, dt, CT_CBV_MARGIN_S
+            )
         correct = (
             config.truncation_correction if modality == "CT" else config.dsc_truncation_correction
         )
@@ -696,6 +703,7 @@ def _run(
             dt,
             replace(config, oi_threshold=oi),
             cbv_window=window,
+            cbv_delayed=modality == "CT",
             smooth=_TissueSmoother(tissue, idx, TRUNCATION_GUIDE_PX),
             correct=correct,
             delayed_lag_fraction=kept,
