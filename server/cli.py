@@ -617,6 +617,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if problem:
         print(f"lucent-server: {path}: {problem}", file=sys.stderr)
         return 2
+    if settings.key_file.exists():
+        from server.archive import crypto
+
+        try:  # the checks every start makes: 0600, owned by us (outside probe 48)
+            crypto.check_key_file(settings.key_file)
+        except crypto.KeyError_ as exc:
+            print(f"lucent-server: {path}: {exc}", file=sys.stderr)
+            return 2
     index = _check_index(settings)
     if index.startswith("error: "):
         print(f"lucent-server: {path}: {index.removeprefix('error: ')}", file=sys.stderr)

@@ -174,8 +174,13 @@ def _selected(
 def _load(ctx: ServerContext, inst: Instance) -> bytes | None:
     try:
         return ctx.instance_bytes(inst)
-    except (ArchiveReadError, Exception) as exc:
-        log.error("cannot read %s for retrieve: %s", inst.sop_instance_uid, exc)
+    except ArchiveReadError as exc:
+        # the context logged and audited the damage (rate-limited): a retried C-GET of 500
+        # damaged objects wrote 500 ERROR lines each time (outside probe 48)
+        log.debug("cannot read %s for retrieve: %s", inst.sop_instance_uid, exc)
+        return None
+    except Exception:
+        log.exception("cannot read %s for retrieve", inst.sop_instance_uid)
         return None
 
 

@@ -191,6 +191,13 @@ def test_a_retrieve_of_damaged_objects_alerts_once_per_object(tmp_path: Path) ->
         alerts = _alerts(srv, auth, bad)
         assert len(alerts) == 1, alerts
         assert alerts[0]["outcome"] == 8 and "pixel object" in alerts[0]["detail"]
+        # and one ERROR line: the retrieve's own line per sub-operation is gone
+        errors = [
+            line
+            for line in srv.log_path.read_text(errors="replace").splitlines()
+            if "ERROR" in line and bad in line
+        ]
+        assert len(errors) == 1, errors
 
 
 def test_a_key_file_owned_by_another_account_is_refused(tmp_path: Path) -> None:
@@ -220,6 +227,16 @@ def test_start_and_rotate_key_refuse_a_key_file_of_another_account(tmp_path: Pat
     rotate = srv.cli("rotate-key")
     assert rotate.returncode != 0 and "chown root" in rotate.stderr, rotate.stderr[-2000:]
     assert key_file.read_bytes() == before
+    # check-config makes the same check (it said OK)
+    check = srv.cli("check-config")
+    assert check.returncode == 2 and "chown root" in check.stderr, check.stdout + check.stderr
+    os.chown(key_file, 0, -1)
+    key_file.chmod(0o644)
+    check = srv.cli("check-config")
+    assert check.returncode == 2 and "chmod 600" in check.stderr, check.stdout + check.stderr
+    key_file.chmod(0o600)
+    assert srv.cli("check-config").returncode == 0
+    os.chown(key_file, NOBODY, -1)
     with pytest.raises(RuntimeError, match="chown root"):
         srv.start(timeout=60)
     os.chown(key_file, 0, -1)
