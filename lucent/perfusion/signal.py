@@ -37,6 +37,18 @@ def resample_to_grid(frames: np.ndarray, times: np.ndarray, grid: np.ndarray) ->
     return out
 
 
+def upsample_curves(curves: np.ndarray, step: int) -> np.ndarray:
+    """Linear interpolation of (..., K) curves onto a grid ``step`` times finer, (K - 1) *
+    step + 1 samples: sample k * step is the acquired sample k. ``step`` 1: the same array."""
+    if step <= 1:
+        return curves
+    k = curves.shape[-1]
+    frac = np.arange(step, dtype=np.float32) / np.float32(step)
+    lo, hi = curves[..., :-1, None], curves[..., 1:, None]
+    inner = (lo * (1 - frac) + hi * frac).reshape(*curves.shape[:-1], (k - 1) * step)
+    return np.concatenate([inner, curves[..., -1:]], axis=-1).astype(curves.dtype, copy=False)
+
+
 def smooth_inplane(frames: np.ndarray, sigma_px: float) -> None:
     """In-place in-plane Gaussian smoothing of every (t, z) image."""
     if sigma_px <= 0.3:
