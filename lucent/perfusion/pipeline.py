@@ -33,7 +33,7 @@ from .maps import (
     first_pass_window,
     hematocrit_factor,
 )
-from .mask import brain_mask, tissue_mask
+from .mask import find_brain, tissue_mask
 from .model import PerfusionSeries, Refusal, RefusalCode
 from .motion import MotionReport, correct_motion
 from .parameters import recorded
@@ -524,7 +524,10 @@ def _run(
     n_k, n_z, n_y, n_x = frames.shape
     with stage("mask"):
         pre = frames[skip : skip + 3].mean(axis=0)
-        brain = brain_mask(pre, modality, series.spacing[1], config.ct_brain_hu)
+        # slices whose skull ring is open (burr hole, craniectomy) are repaired or named
+        found_brain = find_brain(pre, modality, series.spacing[1], config.ct_brain_hu)
+        brain = found_brain.mask
+        warnings.extend(found_brain.warnings)
         if brain.sum() < 100:
             return Refusal(
                 RefusalCode.UNSUPPORTED,
@@ -827,6 +830,8 @@ def _run(
             flags.append({"code": "severe_motion", "reason": motion.reason})
         if vessel_note is not None:
             flags.append({"code": "vessels_excluded", "reason": vessel_note})
+        if found_brain.warnings:
+            flags.append({"code": "brain_mask", "reason": "; ".join(found_brain.warnings)})
         if not summary["volumes_reliable"]:
             flags.append({"code": "coverage", "reason": summary["reliability_reason"]})
         for flag in flags:

@@ -186,3 +186,7 @@ def test_analyse_with_an_open_skull_on_one_slice_keeps_every_slice(tmp_path: Pat
     v = r.summary
     assert v["hypoperfusion_ml"] == pytest.approx(ph.volumes_ml["hypoperfusion"], rel=0.10)
     assert v["core_ml"] == pytest.approx(ph.volumes_ml["core"], rel=0.15)
+    # the repair is said: result warnings and a QC flag naming the slice
+    flags = [f for f in r.qc["flags"] if f["code"] == "brain_mask"]
+    assert len(flags) == 1 and "slice 5 of 8" in flags[0]["reason"], r.qc["flags"]
+    assert any("slice 5 of 8" in w for w in r.warnings), r.warnings
