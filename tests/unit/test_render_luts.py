@@ -220,8 +220,9 @@ def test_window_is_preferred_to_a_voi_lut_when_both_are_present() -> None:
     exact(rendered(ds).ravel(), linear_window(RAMP.astype(np.float64), 1000, 500))
 
 
-def test_enhanced_frame_voi_lut_group_holds_a_voi_lut() -> None:
-    """Frame VOI LUT With LUT macro (C.7.6.16.2.10b): frame 2 has a LUT of its own."""
+def two_frame_ramp() -> tuple[Dataset, Dataset]:
+    """An Enhanced CT of two RAMP frames without rescale or window: (data set, its shared
+    functional groups item) for a test to give its VOI."""
     ds = samples.make_instance(ENHANCED_CT, rows=64, cols=64)
     for keyword in ("RescaleIntercept", "RescaleSlope", "RescaleType", "WindowCenter",
                     "WindowWidth"):  # fmt: skip
@@ -234,6 +235,12 @@ def test_enhanced_frame_voi_lut_group_holds_a_voi_lut() -> None:
     shared = ds.SharedFunctionalGroupsSequence[0]
     if "PixelValueTransformationSequence" in shared:
         del shared.PixelValueTransformationSequence
+    return ds, shared
+
+
+def test_enhanced_frame_voi_lut_group_holds_a_voi_lut() -> None:
+    """Frame VOI LUT With LUT macro (C.7.6.16.2.10b): frame 2 has a LUT of its own."""
+    ds, shared = two_frame_ramp()
     window = Dataset()
     window.WindowCenter, window.WindowWidth = 2048, 4096
     shared.FrameVOILUTSequence = [window]
@@ -279,18 +286,7 @@ def test_voi_lut_function_is_used_by_default(function: str, formula: object) -> 
 
 def test_per_frame_voi_lut_function_of_an_enhanced_image() -> None:
     """Frame VOI LUT functional group: shared linear window, frame 2 a sigmoid of its own."""
-    ds = samples.make_instance(ENHANCED_CT, rows=64, cols=64)
-    for keyword in ("RescaleIntercept", "RescaleSlope", "RescaleType", "WindowCenter",
-                    "WindowWidth"):  # fmt: skip
-        if keyword in ds:
-            delattr(ds, keyword)
-    ds.NumberOfFrames = 2
-    ds.PerFrameFunctionalGroupsSequence = ds.PerFrameFunctionalGroupsSequence[:2]
-    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 0
-    ds.PixelData = np.stack([RAMP, RAMP]).astype("<u2").tobytes()
-    shared = ds.SharedFunctionalGroupsSequence[0]
-    if "PixelValueTransformationSequence" in shared:
-        del shared.PixelValueTransformationSequence
+    ds, shared = two_frame_ramp()
     window = Dataset()
     window.WindowCenter, window.WindowWidth = 2000, 1000
     shared.FrameVOILUTSequence = [window]
