@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 
@@ -275,11 +274,12 @@ def _metadata(request: Request, found: list[Instance]) -> Response:
         return _partial(request, common.multipart(parts, DICOM_XML), left_out)
     out = []
     for ds, bulk in items:
-        item = ds.to_json_dict()
+        item = common.to_json(ds)  # one bad attribute does not fail the study (probe 49)
         for tag, (vr, uri) in bulk.items():
             item[f"{tag:08X}"] = {"vr": vr, "BulkDataURI": uri}
         out.append(dict(sorted(item.items())))
-    return _partial(request, Response(json.dumps(out), media_type=DICOM_JSON), left_out)
+    body = common.json_body(out)
+    return _partial(request, Response(body, media_type=DICOM_JSON), left_out)
 
 
 def _instance_uri(base: str, ds: Dataset) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -257,14 +256,22 @@ def _reader(ctx: ServerContext, m: queries.Match) -> Callable[[], Dataset | None
 def _datasets(
     items: list[Dataset], answer_as: str, headers: dict[str, str] | None = None
 ) -> Response:
-    """Data sets as one DICOM JSON array, or as multipart/related XML, a part each."""
+    """Data sets as one DICOM JSON array, or as multipart/related XML, a part each.
+
+    No result as XML is 204 No Content (PS3.18 2024d Table 10.6.3-1: "the search completed
+    successfully, but there were zero results"): a multipart/related body needs at least
+    one part (RFC 2046 5.1.1), and the empty one we sent is no valid multipart. As JSON it
+    stays 200 with an empty array, a valid DICOM JSON answer that clients and our own
+    tests read (dicomweb-client takes either); the Warning headers go with both."""
+    if answer_as == DICOM_XML and not items:
+        return Response(status_code=204, headers=headers)
     if answer_as == DICOM_XML:
         response = common.multipart(
             ((dicomweb_xml.to_xml(ds), DICOM_XML) for ds in items), DICOM_XML
         )
         response.headers.update(headers or {})
         return response
-    body = json.dumps([ds.to_json_dict() for ds in items])
+    body = common.json_body([common.to_json(ds) for ds in items])
     return Response(body, media_type=DICOM_JSON, headers=headers)
 
 

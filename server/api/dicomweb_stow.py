@@ -7,7 +7,6 @@ validated, sealed and indexed exactly like a C-STORE.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -234,7 +233,8 @@ async def _stow(request: Request, study: str | None) -> Response:
         code = 507 if space == len(failed) else 409
     if answer_as == DICOM_XML:
         return Response(dicomweb_xml.to_xml(result), status_code=code, media_type=DICOM_XML)
-    return Response(json.dumps(result.to_json_dict()), status_code=code, media_type=DICOM_JSON)
+    body = common.json_body(common.to_json(result))  # ascending tag order (PS3.18 F.2.2)
+    return Response(body, status_code=code, media_type=DICOM_JSON)
 
 
 def _audit_received(
