@@ -124,7 +124,12 @@ def _cavities(
     plain = np.stack([ndimage.binary_fill_holes(b) & ~b for b in ring])
     area = (plain & candidate).sum(axis=(1, 2))
     if not area.any():
-        return plain, []
+        # no slice has a closed ring (a craniectomy over the whole coverage): every ring is
+        # bridged, with no good neighbour to guard it. The mask took the whole head before,
+        # scalp included: outside probe 51, core 270 of 24.9 mL, status ok, no warning
+        cavity = np.stack([_bridged_cavity(b, pixel_mm) if b.any() else b for b in ring])
+        bridged = [z for z in range(n_z) if (cavity[z] & candidate[z]).any()]
+        return cavity, bridged
     big = area >= 0.25 * area.max()
 
     def nearest(z: int, mark: np.ndarray) -> list[int]:
@@ -236,6 +241,7 @@ def find_brain(
     struct3 = np.zeros((3, *struct.shape), bool)
     struct3[1] = struct
     bridged: list[int] = []
+    unenclosed = False
     if modality == "CT":
         head = baseline_image > -200
         bone = baseline_image > 150
@@ -248,6 +254,8 @@ def find_brain(
             candidate &= enclosed
         else:
             bridged = []
+            if bone.any():
+                unenclosed = True
     else:
         # Otsu on the whole head separates "dark" (air, skull: a few % of the signal) from
         # everything else; the head's typical signal is the median above it, and brain is
@@ -270,6 +278,11 @@ def find_brain(
     brain, rescued, lost = _rescue_lost(brain, tissue)
     result = BrainMask(_fill_slices(brain), bridged, rescued, lost)
     n_z = brain.shape[0]
+    if unenclosed:
+        result.warnings.append(
+            "no skull ring encloses the brain on any slice, even bridged: the brain mask is "
+            "the soft tissue inside the head and may include scalp: check it"
+        )
     for z in bridged:
         result.warnings.append(
             f"slice {z + 1} of {n_z}: the skull ring is open (burr hole, craniectomy, or a "

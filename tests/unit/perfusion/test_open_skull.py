@@ -190,3 +190,28 @@ def test_analyse_with_an_open_skull_on_one_slice_keeps_every_slice(tmp_path: Pat
     flags = [f for f in r.qc["flags"] if f["code"] == "brain_mask"]
     assert len(flags) == 1 and "slice 5 of 8" in flags[0]["reason"], r.qc["flags"]
     assert any("slice 5 of 8" in w for w in r.warnings), r.warnings
+
+
+@pytest.mark.parametrize("hu", [40.0, -1000.0], ids=["soft-tissue", "air"])
+def test_a_ring_open_on_every_slice_keeps_the_scalp_out_and_says_so(hu: float) -> None:
+    """Outside probe 51: no closed ring anywhere (a craniectomy over the whole coverage), the
+    gap filled with soft tissue: the mask took the scalp, core 270 of 24.9 mL, no warning."""
+    labels, image = _baseline()
+    slices = list(range(labels.shape[0]))
+    opened = _open(image, labels, slices, hu, 18.0)
+    truth = _intracranial(labels)
+    result = find_brain(opened, "CT", PIXEL_MM, HU_WINDOW)
+    assert not (result.mask & (labels == P.SCALP)).any()
+    per_slice, want = result.mask.sum(axis=(1, 2)), truth.sum(axis=(1, 2))
+    assert np.all(np.abs(per_slice - want) <= 0.02 * want), (per_slice, want)
+    assert result.bridged_slices == slices and len(result.warnings) == len(slices)
+
+
+def test_no_ring_even_bridged_is_said() -> None:
+    """Gaps of ~130 mm on every slice: nothing to bridge; the mask is the head's soft tissue
+    and the result says it may hold scalp (it said nothing)."""
+    labels, image = _baseline()
+    opened = _open(image, labels, list(range(labels.shape[0])), 40.0, 60.0)
+    result = find_brain(opened, "CT", PIXEL_MM, HU_WINDOW)
+    assert result.bridged_slices == []
+    assert len(result.warnings) == 1 and "may include scalp" in result.warnings[0]
