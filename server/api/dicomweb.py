@@ -470,27 +470,27 @@ def _rendered_many(request: Request, images: Iterable[tuple[Dataset, int]]) -> R
 def _rendered_instances(request: Request, found: list[Instance]) -> Response:
     """Study/series rendered: the first frame of each image instance, in series and
     instance order; 406 when none of them has pixel data (as for one instance). An
-    instance that cannot be rendered is left out and logged (one such instance failed the
-    whole study); only when none can is the answer the first one's error."""
+    instance that cannot be rendered is left out (one such instance failed the whole
+    study): 206 with a Warning naming it, as Retrieve Study/Series answers (it was 200 with
+    the image silently missing, outside probe 51); only when none can is the answer the
+    first one's error."""
     media_type = dicomweb_render.rendered_format(common.accept(request), multipart=True)
     images = _images(found)
     if not images:
         raise HTTPException(406, "no instance here has pixel data to render")
     parts: list[tuple[bytes, str]] = []
-    failed: dicomweb_render.RenderFailed | None = None
+    left_out: list[tuple[str, HTTPException]] = []
     for inst in images:
         try:
             ds = _read_to_render(request, inst)
             data = dicomweb_render.render_as(ds, 0, request.query_params, media_type)
         except dicomweb_render.RenderFailed as exc:
-            _log_skipped(request, inst, exc)
-            failed = failed or exc
+            left_out.append((inst.sop_instance_uid, exc))
             continue
         parts.append((data, media_type))
     if not parts:
-        assert failed is not None
-        raise failed
-    return common.multipart(parts, media_type)
+        raise left_out[0][1]
+    return _partial(request, common.multipart(parts, media_type), left_out)
 
 
 def _read_to_render(request: Request, inst: Instance) -> Dataset:

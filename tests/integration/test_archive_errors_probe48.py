@@ -132,6 +132,17 @@ def test_damaged_and_deleted_objects_are_security_alerts_with_a_reason(tmp_path:
         assert flipped_meta in r.headers["warning"] and deleted_meta in r.headers["warning"]
         _assert_no_path(r.headers["warning"], srv)
         assert get(f"{wado}/{good}").status_code == 200
+        # a series' rendered frames: the damaged ones left out, said (was 200, no Warning)
+        r = httpx.get(
+            f"{srv.api_url}/dicom-web/studies/{study}/series/{series}/rendered",
+            headers={**auth, "Accept": "multipart/related; type=image/png"},
+            timeout=60,
+        )
+        assert r.status_code == 206, (r.status_code, r.text[:300])
+        for uid in (flipped_pixels, flipped_meta, deleted_pixels, deleted_meta):
+            assert uid in r.headers["warning"], r.headers["warning"]
+        assert good not in r.headers["warning"]
+        _assert_no_path(r.headers["warning"], srv)
 
         # one Security Alert per damaged object, serious failure, naming it and the reason
         expected = {
