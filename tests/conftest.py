@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from dicomweb_client.api import DICOMwebClient
 
@@ -32,6 +33,19 @@ def web(server: LucentServer, api: LucentClient) -> DICOMwebClient:
     return DICOMwebClient(
         url=f"{server.api_url}/dicom-web", headers={"Authorization": f"Bearer {api.token}"}
     )
+
+
+@pytest.fixture(scope="module")
+def http(server: LucentServer, api: LucentClient) -> Iterator[httpx.Client]:
+    """A plain HTTP client on the shared server's /dicom-web, with the admin's token (for
+    the DICOMweb wire-format tests)."""
+    client = httpx.Client(
+        base_url=f"{server.api_url}/dicom-web",
+        headers={"Authorization": f"Bearer {api.token}"},
+        timeout=60,
+    )
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import io
 import re
 import struct
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,17 +31,6 @@ ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 IMPLICIT_LE = "1.2.840.10008.1.2"
-
-
-@pytest.fixture(scope="module")
-def http(server: LucentServer, api: LucentClient) -> Iterator[httpx.Client]:
-    client = httpx.Client(
-        base_url=f"{server.api_url}/dicom-web",
-        headers={"Authorization": f"Bearer {api.token}"},
-        timeout=60,
-    )
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,6 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 
-from lucent.api.client import LucentClient
 from tests.integration.dicom_io import storescu
 from tests.support.lucent import LucentServer
 
@@ -43,17 +41,6 @@ def loaded(server: LucentServer) -> dict[str, str]:
         ds = dcmread(path, stop_before_pixels=True)
         found[str(ds.SOPInstanceUID)] = str(ds.file_meta.TransferSyntaxUID)
     return found
-
-
-@pytest.fixture(scope="module")
-def http(server: LucentServer, api: LucentClient) -> Iterator[httpx.Client]:
-    client = httpx.Client(
-        base_url=f"{server.api_url}/dicom-web",
-        headers={"Authorization": f"Bearer {api.token}"},
-        timeout=60,
-    )
-    yield client
-    client.close()
 
 
 def _uids(path: Path) -> tuple[str, str, str]:

@@ -28,7 +28,6 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
-from lucent.api.client import LucentClient
 from server import config
 from server.accounts import users
 from server.api import body_limit
@@ -42,17 +41,6 @@ from tests.support.peers import free_port
 MR = "1.2.840.10008.5.1.4.1.1.4"
 XML = 'multipart/related; type="application/dicom+xml"'
 NS = {"d": "http://dicom.nema.org/PS3.19/models/NativeDICOM"}
-
-
-@pytest.fixture(scope="module")
-def http(server: LucentServer, api: LucentClient) -> Iterator[httpx.Client]:
-    client = httpx.Client(
-        base_url=f"{server.api_url}/dicom-web",
-        headers={"Authorization": f"Bearer {api.token}"},
-        timeout=60,
-    )
-    yield client
-    client.close()
 
 
 def strict_json(text: str) -> Any:
