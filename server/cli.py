@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from alembic.util import CommandError
 from sqlalchemy.exc import DBAPIError
 
 from server import config as config_mod
@@ -48,6 +47,14 @@ def _raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError) as exc:
             logging.getLogger("lucent").warning("could not raise the open-file limit: %s", exc)
+
+
+def _migration_error() -> type[Exception]:
+    """Alembic's CommandError, imported only when an exception reaches the handler: alembic
+    costs ~0.5 s to import, and most commands never migrate."""
+    from alembic.util import CommandError
+
+    return CommandError
 
 
 def _interrupt(*_: object) -> None:
@@ -770,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     except (config_mod.ConfigError, crypto.KeyError_, StartupError, OSError) as exc:
         print(f"lucent-server: {exc}", file=sys.stderr)
         return 2
-    except CommandError as exc:  # alembic: e.g. an index made by a newer version
+    except _migration_error() as exc:  # alembic: e.g. an index made by a newer version
         from server.index import db
 
         reason = db.newer_revision_message(exc) or f"index migration failed: {exc}"

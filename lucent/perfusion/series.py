@@ -26,7 +26,6 @@ from lucent.dicom import codestream, pixels
 from . import corrupt
 from .config import PerfusionConfig
 from .model import PerfusionSeries, Refusal, RefusalCode
-from .signal import detect_baseline
 
 log = logging.getLogger("lucent.perfusion")
 
@@ -871,6 +870,10 @@ def _separate_leading(
     if regular >= config.min_time_points:
         skip = config.dsc_skip_frames if modality == "MR" else 0
         curve = data[lead:].reshape(regular, -1).mean(axis=1, dtype=np.float64)
+        # here, not with the module: the server's perfusion watcher reads this module's
+        # recognition rules at start, and ``signal`` brings scipy (~0.3 s)
+        from .signal import detect_baseline
+
         found = detect_baseline(curve, modality, skip)
         baseline = max(0, found.arrival_index - found.start)
     if baseline >= MIN_REGULAR_BASELINE:

@@ -8,10 +8,8 @@ import re
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -24,6 +22,9 @@ log = logging.getLogger("lucent.index")
 
 if os.name == "posix":
     import fcntl
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -304,6 +305,10 @@ def ingest_sessions(engine: Engine) -> sessionmaker:  # type: ignore[type-arg]
 
 
 def alembic_config(url: str) -> Config:
+    # alembic loads here, not with the module: DICOM workers and most commands never
+    # migrate, and it cost ~0.5 s of every process start
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -369,6 +374,8 @@ def migrate(engine: Engine) -> None:
                     conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
                     conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
                 cfg.attributes["connection"] = conn
+                from alembic import command
+
                 command.upgrade(cfg, "head")
                 if sqlite:
                     broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
