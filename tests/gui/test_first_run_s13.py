@@ -48,7 +48,7 @@ def _own_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _gone(url: str) -> bool:
     try:
-        httpx.get(f"{url}/openapi.json", timeout=2)
+        httpx.get(f"{url}/api/v1/status", timeout=2)
     except httpx.HTTPError:
         return True
     return False

@@ -76,8 +76,8 @@ class TlsServer(LucentServer):
 
     def _api_up(self) -> bool:
         try:
-            r = httpx.get(f"{self.api_url}/openapi.json", timeout=2, verify=str(self.cert))
-            return r.status_code == 200
+            r = httpx.get(f"{self.api_url}/api/v1/status", timeout=2, verify=str(self.cert))
+            return r.status_code in (200, 401)
         except httpx.HTTPError:
             return False
 

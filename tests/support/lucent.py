@@ -136,7 +136,9 @@ class LucentServer:
 
     def _api_up(self) -> bool:
         try:
-            return httpx.get(f"{self.api_url}/openapi.json", timeout=2).status_code == 200
+            # not /openapi.json: its first call builds the whole schema (2 s of CPU)
+            answer = httpx.get(f"{self.api_url}/api/v1/status", timeout=2)
+            return answer.status_code in (200, 401)
         except httpx.HTTPError:
             return False
 
