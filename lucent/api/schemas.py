@@ -236,8 +236,9 @@ EchoKind = Literal[
 FindOutcome = Literal["success", "truncated", "failed", "cancelled", "no-association"]
 #: A job's life: queued -> running -> one final state; "interrupted" when the server
 #: stopped while it was queued or running (server.jobs.queue marks those at start).
-#: "waiting" (not final): a storage commitment job whose report is still outstanding; it
-#: ends done, partial or failed when the report arrives or the request expires (4.2.5).
+#: "waiting" (not final): a storage commitment job whose report is still outstanding (a
+#: commit job, or a send job with commitment after its C-STOREs); it ends done, partial or
+#: failed when the report arrives or the request expires (4.2.5).
 JobState = Literal[
     "queued", "running", "waiting", "done", "partial", "failed", "cancelled", "interrupted"
 ]
@@ -358,6 +359,12 @@ class JobOut(BaseModel):
     completed: int
     failed: int
     warning: int
+    remaining: int | None = Field(
+        None,
+        description="a retrieve's Number of Remaining Sub-operations (0000,1020) from the "
+        "last C-MOVE response that carried it (pending, cancel FE00, final; PS3.4 C.4.2.1.6): "
+        "what a cancelled retrieve left unsent; None while unknown and for other kinds",
+    )
     attempts: int
     status: int | None
     message: str
@@ -368,18 +375,28 @@ class JobOut(BaseModel):
 
     @property
     def finished(self) -> bool:
+        """A final state (JOB_FINAL_STATES). A send with storage commitment is "waiting",
+        not final, until its report arrived or the request expired; it then counts an
+        instance stored but not committed as failed (Conformance 4.2.5)."""
         return self.state in JOB_FINAL_STATES
 
 
 class SentInstanceOut(BaseModel):
     sop_instance_uid: str
     sop_class_uid: str
-    status: int | None
+    status: int | None = Field(description="the C-STORE status; None: no answer (not sent)")
     reason: str
     transfer_syntax_uid: str
     transcoded: bool
     attempts: int
     at: datetime
+    commitment: CommitmentItemState | None = Field(
+        None,
+        description="storage commitment of the instance when its job requested one: "
+        "pending (report outstanding), committed, failed or unconfirmed (request expired); "
+        "a stored instance not committed counts as failed in the job and is sent again "
+        "by a retry",
+    )
 
 
 class CommitmentOut(BaseModel):

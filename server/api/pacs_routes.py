@@ -36,7 +36,7 @@ from server.index.pacs_models import (
     SentInstance,
 )
 from server.pacs import records
-from server.pacs.service import NodeView, PacsError, PacsService
+from server.pacs.service import REMAINING, NodeView, PacsError, PacsService, remaining_of
 
 _services: list[PacsService] = []
 _lock = threading.Lock()
@@ -110,6 +110,12 @@ def _blank_uids(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _params_out(params: dict[str, Any], names: bool) -> dict[str, Any]:
+    """A job's params as the API shows them; the remaining count is JobOut.remaining."""
+    shown = {k: v for k, v in params.items() if k != REMAINING}
+    return shown if names else _blank_uids(shown)
+
+
 def _job_out(j: Job, names: bool = True) -> schemas.JobOut:
     return schemas.JobOut(
         id=j.id,
@@ -118,12 +124,13 @@ def _job_out(j: Job, names: bool = True) -> schemas.JobOut:
         node_id=j.node_id,
         node_name=j.node_name,
         pool=j.pool,
-        params=(j.params or {}) if names else _blank_uids(j.params or {}),
+        params=_params_out(j.params or {}, names),
         progress=j.progress,
         total=j.total,
         completed=j.completed,
         failed=j.failed,
         warning=j.warning,
+        remaining=remaining_of(j.params) if j.kind == "retrieve" else None,
         attempts=j.attempts,
         status=j.status,
         message=j.message if names else _UID_TEXT.sub("", j.message),
@@ -455,11 +462,14 @@ def job_instances(
     svc: PacsService = Depends(service),
     caller: Caller = Depends(get_caller),
 ) -> list[schemas.SentInstanceOut]:
-    """Per-instance C-STORE results of a send job (4.2.4); 404 for an unknown job; the SOP
-    Instance UIDs blanked for whoever may not see them (``_names_for``)."""
+    """Per-instance C-STORE results of a send job (4.2.4) and, where it requested one, each
+    instance's storage commitment (4.2.5: the job counts a stored instance the SCP did not
+    commit as failed, and the list said "status 0" for all, outside probe 52); 404 for an
+    unknown job; the SOP Instance UIDs blanked for whoever may not see them (``_names_for``)."""
     job = _get_job(svc, job_id, caller)
     names = _names_for(request, caller, job.created_by, job.pool)
     with svc.ctx.Session() as db:
+        committed = records.instance_states(db, job_id)
         rows = db.scalars(
             select(SentInstance).where(SentInstance.job_pk == job_id).order_by(SentInstance.id)
         )
@@ -473,6 +483,7 @@ def job_instances(
                 transcoded=r.transcoded,
                 attempts=r.attempts,
                 at=r.at,
+                commitment=committed.get(r.sop_instance_uid),
             )
             for r in rows
         ]

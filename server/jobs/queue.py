@@ -9,7 +9,8 @@ A stop leaves a resumable job "queued" or "running" for that (as a kill -9 does)
 ended "interrupted" and the PACS got none of their 46 objects (probe 39).
 
 "waiting" is the one state a runner may end in that is not final: a storage commitment
-job whose N-ACTION went out and whose report is still outstanding (Conformance 4.2.5). It
+job, or a send job with commitment after its C-STOREs, whose N-ACTION went out and whose
+report is still outstanding (Conformance 4.2.5; a send read "done" meanwhile, probe 52). It
 holds no thread; the commitment records move it to a final state when the report arrives
 or the request expires, and it survives a restart (the retry watcher carries on).
 """

@@ -296,9 +296,8 @@ class CommitSummary:
         return f"N-ACTION accepted; storage commitment report: {counts}"
 
 
-def summarize(session: Session, job_pk: int) -> CommitSummary | None:
-    """The commitment of job ``job_pk`` from its requests; None when it made none."""
-    reqs = list(
+def _requests_of(session: Session, job_pk: int) -> list[CommitmentRequest]:
+    return list(
         session.scalars(
             select(CommitmentRequest)
             .where(CommitmentRequest.job_pk == job_pk)
@@ -306,8 +305,13 @@ def summarize(session: Session, job_pk: int) -> CommitSummary | None:
             .options(selectinload(CommitmentRequest.items))
         )
     )
-    if not reqs:
-        return None
+
+
+def _instance_states(reqs: Sequence[CommitmentRequest]) -> dict[str, str]:
+    """Per SOP Instance UID the commitment state over all of a job's requests (oldest
+    first): the SCP's last word (committed / failed) from whichever request it came;
+    without one, "pending" while the newest request naming it is pending or superseded by
+    a retry on its way, "unconfirmed" once that request expired or was refused."""
     decided: dict[str, tuple[datetime, str]] = {}
     newest: dict[str, str] = {}  # uid -> state of the newest request naming it
     for req in reqs:  # oldest first: later requests overwrite
@@ -318,17 +322,39 @@ def summarize(session: Session, job_pk: int) -> CommitSummary | None:
                 seen = decided.get(uid)
                 if seen is None or item.updated_at >= seen[0]:
                     decided[uid] = (item.updated_at, item.state)
-    committed = sum(1 for _, state in decided.values() if state == "committed")
-    failed = len(decided) - committed
-    undecided = [uid for uid in newest if uid not in decided]
-    unconfirmed = sum(1 for uid in undecided if newest[uid] in ("expired", "failed"))
+    out: dict[str, str] = {}
+    for uid, request_state in newest.items():
+        if uid in decided:
+            out[uid] = decided[uid][1]
+        else:
+            out[uid] = "unconfirmed" if request_state in ("expired", "failed") else "pending"
+    return out
+
+
+def instance_states(session: Session, job_pk: int) -> dict[str, str]:
+    """What the commitment of job ``job_pk`` says per instance (``_instance_states``);
+    empty when the job requested none. GET /jobs/{id}/instances shows it beside each
+    C-STORE result, and a retry of a send takes the instances not committed."""
+    return _instance_states(_requests_of(session, job_pk))
+
+
+#: Commitment states of an instance that a retry of its send job sends again.
+NOT_COMMITTED = ("failed", "unconfirmed")
+
+
+def summarize(session: Session, job_pk: int) -> CommitSummary | None:
+    """The commitment of job ``job_pk`` from its requests; None when it made none."""
+    reqs = _requests_of(session, job_pk)
+    if not reqs:
+        return None
+    states = list(_instance_states(reqs).values())
     last = reqs[-1]
     return CommitSummary(
-        total=len(newest),
-        committed=committed,
-        failed=failed,
-        outstanding=len(undecided) - unconfirmed,
-        unconfirmed=unconfirmed,
+        total=len(states),
+        committed=states.count("committed"),
+        failed=states.count("failed"),
+        outstanding=states.count("pending"),
+        unconfirmed=states.count("unconfirmed"),
         attempt=last.attempt,
         note=last.message,
         refused=last.state == "failed",
@@ -350,9 +376,7 @@ def sync_job(session: Session, job_pk: int | None) -> None:
         return
     if job.kind == "send":
         if job.state not in ("queued", "running") and SEND_MARKER in job.message:
-            head = job.message.split(SEND_MARKER, 1)[0]
-            job.message = head + SEND_MARKER + summary.text
-            _count_send(job, summary)
+            follow_send(job, summary)
         return
     decided = summary.committed + summary.failed + summary.unconfirmed
     before = (job.completed, job.failed)
@@ -391,17 +415,62 @@ def receive_report(ctx: ServerContext, report: Report, calling_ae: str | None) -
     return Applied()
 
 
-def _count_send(job: Job, summary: CommitSummary) -> None:
-    """A send job counts an instance the SCP did not commit (failed, or never confirmed) as
-    failed and ends "partial", as a commit job with that report does: it read "done" with
-    failed=0 after "4 committed, 1 failed" (probe 38). The commitment request names the
-    instances stored, so the C-STORE failures are ``job.total - summary.total``."""
-    if job.state not in ("done", "partial") or job.total is None:
-        return
+#: The states a send job with storage commitment moves between as its records change
+#: (a late report may still confirm what an expired request left unconfirmed).
+_SEND_FOLLOWS = ("waiting", "done", "partial", "failed")
+
+
+def send_state(total: int, summary: CommitSummary) -> tuple[str, int, int]:
+    """State, completed and failed of a send job of ``total`` instances whose stored ones
+    were asked for commitment (``summary``; Conformance 4.2.5, schemas.JobState).
+
+    "waiting" while a report is outstanding: the job read "done" (final, finished_at set)
+    with "waiting for the commitment report of 10 of 10 instance(s)" in its message, was
+    missing from state=waiting, and then turned "partial" when the request expired (outside
+    probe 52): a client polling for a final state took "done" for the answer. Once nothing
+    is outstanding it is final: "done" when every instance was stored and committed, else
+    "partial" or "failed" (nothing committed) as a commit job with that report ends.
+
+    An instance counts as completed when stored and committed (while waiting: stored and
+    not reported failed); failed when its C-STORE failed or the SCP did not commit it
+    (failed in the report, or never confirmed): "10 stored, 0 failed" after a commitment
+    that confirmed none would tell clinic IT the PACS holds what it never confirmed.
+    GET /jobs/{id}/instances shows both per instance (C-STORE status and commitment), and
+    POST /jobs/{id}/retry sends the instances not committed again with a new commitment
+    request (a PACS that did not commit an instance may not hold it: IHE RAD-10)."""
     not_committed = summary.failed + summary.unconfirmed
-    job.completed = summary.total - not_committed
-    job.failed = job.total - summary.total + not_committed
-    job.state = "partial" if job.failed else "done"  # a late report may confirm the rest
+    completed = summary.total - not_committed
+    failed = total - summary.total + not_committed
+    if summary.outstanding:
+        return "waiting", completed, failed
+    return commit_state(summary.committed, failed), completed, failed
+
+
+def follow_send(job: Job, summary: CommitSummary) -> None:
+    """A send job after its C-STOREs follows its commitment records: message, counts and,
+    unless it was cancelled or interrupted, its state (``send_state``); it read "done"
+    with failed=0 after "4 committed, 1 failed" (probe 38), and "done" while waiting."""
+    head = job.message.split(SEND_MARKER, 1)[0]
+    text = summary.text
+    if job.total is None:
+        job.message = head + SEND_MARKER + text
+        return
+    state, completed, failed = send_state(job.total, summary)
+    not_committed = summary.failed + summary.unconfirmed
+    if not summary.outstanding and not_committed:
+        text += (
+            f"; {not_committed} stored instance(s) not committed: a retry of this job "
+            "sends them again and requests their commitment"
+        )
+    job.message = head + SEND_MARKER + text
+    job.completed, job.failed = completed, failed
+    if job.state not in _SEND_FOLLOWS:
+        return  # cancelled (or interrupted) stays so: only the counts follow the records
+    if state != job.state:
+        job.finished_at = None if state == "waiting" else now()
+        if state != "waiting":
+            job.progress = 1.0
+    job.state = state
 
 
 def record_report(ctx: ServerContext, report: Report) -> int:

@@ -79,6 +79,9 @@ NOT_SENT_YET = "not sent yet"
 NOT_SENT_CANCELLED = "not sent: cancelled"
 NOT_SENT_STOPPED = "not sent: the server stopped"
 NOT_IN_ARCHIVE = "not sent: no longer in the archive"
+#: Key in a retrieve job's params of the last Number of Remaining Sub-operations the PACS
+#: reported (PS3.4 C.4.2.1.6); JobOut.remaining shows it, params do not.
+REMAINING = "remaining"
 #: Send job states POST /jobs/{id}/retry takes.
 RETRYABLE_STATES = ("failed", "partial", "interrupted", "cancelled")
 
@@ -394,6 +397,12 @@ class PacsService:
         retries = node.retries
         backoff = self.settings.retry_backoff_seconds
         level = str(identifier.QueryRetrieveLevel)
+        params: dict[str, Any] = {
+            "study_uid": study_uid,
+            "series_uid": series_uid,
+            "sop_instance_uid": sop_instance_uid,
+            "level": level,
+        }
 
         def run(control: JobControl) -> Outcome:
             started = now()
@@ -431,6 +440,11 @@ class PacsService:
                     more["message"] = _move_attempt_note(
                         current[0], retries, target.ae_title, completed
                     )
+                if p.remaining is not None:
+                    # Number of Remaining Sub-operations (0000,1020) of the last response
+                    # that carried it: pending, cancel (FE00) or final (PS3.4 C.4.2.1.6);
+                    # kept in params (JobOut.remaining, ``remaining_of``): no new column
+                    more["params"] = {**params, REMAINING: p.remaining}
                 control.update(
                     total=total,
                     completed=completed,
@@ -584,12 +598,7 @@ class PacsService:
             node_id=node.id,
             node_name=node.name,
             pool=target.name,
-            params={
-                "study_uid": study_uid,
-                "series_uid": series_uid,
-                "sop_instance_uid": sop_instance_uid,
-                "level": level,
-            },
+            params=params,
             created_by=created_by,
         )
 
@@ -785,7 +794,16 @@ class PacsService:
         """A new send job for the instances of a failed, partial, cancelled or interrupted
         send that have no successful result (the old job keeps its history). ``pools``: where
         the caller may send from; instances elsewhere or deleted since are "not in the
-        archive" (404 when that is all of them)."""
+        archive" (404 when that is all of them).
+
+        A send with storage commitment counts a stored instance the SCP did not commit
+        (failed in its report, or never confirmed when the request expired) as failed
+        (records.send_state): the retry sends those again too and requests their
+        commitment anew, as a clinic's PACS admin expects of "retry" on a job that reads
+        failed. A PACS that did not commit an instance may not hold it (IHE RAD-10: the
+        sender sends it again); one that does takes the copy as a duplicate. The retry
+        answered 409 "every instance was stored: nothing to retry" for a job that read
+        "partial, 10 failed" after its commitment expired (outside probe 52)."""
         with self.ctx.Session() as db:
             job = db.get(Job, job_pk)
             if job is None or job.kind != "send":
@@ -801,10 +819,16 @@ class PacsService:
         node = self.node(node_id)
         if not node.store_target:
             raise PacsError(409, f"node '{node.name}' is not a store target")
-        unsent, _stored = self._unsent(job_pk)
-        if not unsent:
-            raise PacsError(409, f"every instance of job {job_pk} was stored: nothing to retry")
-        found = self._select("", "", [r.sop_instance_uid for r in unsent], pools)
+        unsent, stored = self._unsent(job_pk)
+        again = [r.sop_instance_uid for r in unsent]
+        if params.get("commit"):
+            with self.ctx.Session() as db:
+                states = records.instance_states(db, job_pk)
+            again += [uid for uid in stored if states.get(uid, "") in records.NOT_COMMITTED]
+        if not again:
+            what = "stored and committed" if params.get("commit") else "stored"
+            raise PacsError(409, f"every instance of job {job_pk} was {what}: nothing to retry")
+        found = self._select("", "", again, pools)
         if not found:
             raise PacsError(404, "none of the instances to retry is in the archive")
         do_commit = bool(params.get("commit")) and node.storage_commitment
@@ -816,7 +840,7 @@ class PacsService:
             "instances": len(found),
             "commit": do_commit,
             "retry_of": job_pk,
-            "not_in_archive": len(unsent) - len(found),
+            "not_in_archive": len(again) - len(found),
         }
         return self._submit_send(node, found, do_commit, retry_params, created_by)
 
@@ -1058,11 +1082,20 @@ class PacsService:
             refs = [commitment.Reference(o.sop_class_uid, o.sop_instance_uid) for o in ok]
             control.update(force=True, message=message + "; requesting storage commitment")
             res = self.request_commitment(node, refs, job_pk=control.job_id)
-            # what the records say (waiting / committed / never confirmed), rewritten by
-            # records.sync_job as reports arrive or the request expires
-            message += records.SEND_MARKER + self._commitment_text(control.job_id, res.message)
+            with self.ctx.Session() as db:
+                summary = records.summarize(db, control.job_id)
+            if summary is None:  # nothing requested (the job was cancelled meanwhile)
+                message += records.SEND_MARKER + res.message
+                return Outcome("partial" if failed else "done", message)
+            # "waiting" while the report is outstanding, not "done" (outside probe 52); the
+            # records move the job on (records.follow_send) as reports arrive on any of
+            # the three ways of 4.1.2.5 or the request expires; ``after`` catches a report
+            # that raced this end
+            state, completed, failed = records.send_state(total, summary)
+            control.update(force=True, completed=completed, failed=failed)
+            message += records.SEND_MARKER + summary.text
             after = functools.partial(self._sync_job, control.job_id)
-            return Outcome("partial" if failed else "done", message, after=after)
+            return Outcome(state, message, after=after)
         if not ok:
             return Outcome("failed", message or last_error)
         return Outcome("partial" if failed else "done", message)
@@ -1125,11 +1158,6 @@ class PacsService:
                 if attempt == 4:
                     raise
                 time.sleep(0.05 * (attempt + 1))
-
-    def _commitment_text(self, job_pk: int, fallback: str) -> str:
-        with self.ctx.Session() as db:
-            summary = records.summarize(db, job_pk)
-        return fallback if summary is None else summary.text
 
     def request_commitment(
         self,
@@ -1370,10 +1398,20 @@ def _arrived(count: int) -> str:
     return f"{count} instance(s) arrived and are archived"
 
 
+def remaining_of(params: dict[str, Any] | None) -> int | None:
+    """A retrieve job's Number of Remaining Sub-operations as the PACS last reported it
+    (None: no response carried it yet, or not a retrieve)."""
+    value = (params or {}).get(REMAINING)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _cancelled_move_message(res: scu.MoveResult) -> str:
     """What a cancelled retrieve did (Conformance 4.2.2): the PACS may stop with FE00 or
-    finish anyway; a job that read "cancelled", status 0000, "no failures" said neither."""
+    finish anyway; a job that read "cancelled", status 0000, "no failures" said neither.
+    The FE00 response's Number of Remaining Sub-operations says what it did not send."""
     counts = _move_counts(res.progress)
+    if res.progress.remaining:
+        counts += f", {res.progress.remaining} remaining (not sent)"
     code = "" if res.status is None else f" (0x{res.status:04X})"
     if res.cancel_unconfirmed:  # a hung PACS: aborted after scu.CANCEL_GRACE_S
         return f"cancel requested (C-CANCEL); {res.message}: {counts}"
