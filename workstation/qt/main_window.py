@@ -521,6 +521,10 @@ class MainWindow(QMainWindow):
                 timer.stop()
                 word = "sent to" if job.state == "done" else f"{job.state} sending to"
                 self.status_label.setText(f"presentation state {word} {node_name}")
+            elif job.state == "waiting":  # stored; the PACS's commitment report is due
+                self.status_label.setText(
+                    f"presentation state sent to {node_name}; waiting for its storage commitment"
+                )
 
         timer.timeout.connect(poll)
         timer.start()
