@@ -280,7 +280,9 @@ def test_postgres_sessions_have_timeouts_and_migrations_do_not(
             assert conn.exec_driver_sql("SHOW statement_timeout").scalar() not in ("0", None)
             assert conn.exec_driver_sql("SHOW lock_timeout").scalar() not in ("0", None)
         seen: list[tuple[str, str]] = []
-        real = db.command.upgrade
+        from alembic import command  # db.migrate imports it when it migrates
+
+        real = command.upgrade
 
         def upgrade(cfg: Any, revision: str) -> None:
             conn = cfg.attributes["connection"]
@@ -292,11 +294,11 @@ def test_postgres_sessions_have_timeouts_and_migrations_do_not(
             )
             real(cfg, revision)
 
-        db.command.upgrade = upgrade  # type: ignore[assignment]
+        command.upgrade = upgrade  # type: ignore[assignment]
         try:
             db.migrate(engine)
         finally:
-            db.command.upgrade = real  # type: ignore[assignment]
+            command.upgrade = real  # type: ignore[assignment]
         assert seen == [("0", "0")]
     finally:
         engine.dispose()
