@@ -43,4 +43,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[dev]"
   touch "$stamp"
 fi
+# Byte-compile our own packages (an editable install leaves them as source): with
+# PYTHONDONTWRITEBYTECODE set, as in many containers, every server, DICOM worker and CLI
+# process otherwise compiled ~40,000 lines again at start (0.6-0.8 s each). Quick when
+# nothing changed.
+.venv/bin/python -m compileall -q -j 0 lucent server workstation admin_console tests bench >/dev/null
 echo "setup: ready"

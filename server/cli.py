@@ -146,11 +146,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             "ssl_keyfile": settings.api.tls_key or None,
             "log_level": "warning",
         }
+        # "::": IPv4 clients too (asyncio binds it IPv6-only; outside probe 25)
         dual = _dual_stack_socket(settings.api.bind_address, settings.api.port)
-        if dual is None:
-            uvicorn.run(app, **options)
-        else:  # "::": IPv4 clients too (asyncio binds it IPv6-only; outside probe 25)
-            uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[dual])
+        api_server = uvicorn.Server(uvicorn.Config(app, **options))
+        _workers_stop_with(api_server, workers)
+        api_server.run(sockets=None if dual is None else [dual])
     except KeyboardInterrupt:
         pass
     finally:
@@ -171,6 +171,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             lock.close()
             signal.signal(signal.SIGTERM, original if original is not None else signal.SIG_DFL)
     return 0
+
+
+def _workers_stop_with(api_server: Any, workers: Any) -> None:
+    """The DICOM workers are told to stop at the signal that stops the API, not when its
+    graceful shutdown is over: a service stop signals the whole process group, and a
+    worker (or its fork server) that died of that signal was restarted meanwhile, which
+    could outlive the server."""
+    handle_exit = api_server.handle_exit
+
+    def stop_both(sig: int, frame: Any) -> None:
+        workers.begin_stop()
+        handle_exit(sig, frame)
+
+    api_server.handle_exit = stop_both
 
 
 def _ports_advice(exc: OSError, cfg_path: Path) -> str:
