@@ -8,7 +8,7 @@ in the same run on loopback; our server runs once more with ``archive.sync_write
 like for like with storescp, which never fsyncs. Every target is started fresh for every
 mode so no row pays for (or profits from) the previous one, and the sender's files are read
 into memory just before each run (``warm_page_cache``). Prints one table: instances/s,
-MB/s, ours/peer and each receiver's peak memory (RSS of the process and its children,
+MB/s, ours/peer and each receiver's peak memory (PSS of the process and its children,
 sampled every 50 ms).
 
 Usage: ``.venv/bin/python bench/ingest.py [--count N] [--quick] [--data DIR]``
@@ -112,20 +112,26 @@ def make_data(directory: Path, n: int) -> list[Path]:
 # --------------------------------------------------------------------------- memory
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of pid and all its descendants (forked workers included)."""
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of pid and all its descendants: a page shared by n processes
+    counts 1/n in each (our DICOM workers are forks of one fork server and share its code;
+    summed RSS counted those pages once per process). RSS where smaps_rollup is missing."""
     total = 0
     for p in iter_processes(pid):
         try:
-            with open(f"/proc/{p}/statm") as fh:
-                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError):
-            continue
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                total += next(int(ln.split()[1]) for ln in fh if ln.startswith("Pss:")) * 1024
+        except (OSError, ValueError, IndexError, StopIteration):
+            try:
+                with open(f"/proc/{p}/statm") as fh:
+                    total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, ValueError, IndexError):
+                continue
     return total
 
 
 class PeakMemory:
-    """Samples rss_bytes(pid) every `interval` s in a thread; `.peak` is the maximum seen."""
+    """Samples pss_bytes(pid) every `interval` s in a thread; `.peak` is the maximum seen."""
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
         self.pid, self.interval, self.peak = pid, interval, 0
@@ -134,7 +140,7 @@ class PeakMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss_bytes(self.pid))
+            self.peak = max(self.peak, pss_bytes(self.pid))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
@@ -144,7 +150,7 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss_bytes(self.pid))
+        self.peak = max(self.peak, pss_bytes(self.pid))
 
 
 # --------------------------------------------------------------------------- targets
@@ -397,7 +403,7 @@ def print_table(rows: list[Row], header: list[str]) -> None:
             ]
             extra = ("no fsync: " + ", ".join(versus)) if versus else "no fsync"
             row.note = f"{extra}; {row.note}" if row.note else extra
-    cols = ["target", "mode", "inst/s", "MB/s", "ours/peer", "peak RSS MB", "arrived", "note"]
+    cols = ["target", "mode", "inst/s", "MB/s", "ours/peer", "peak PSS MB", "arrived", "note"]
     cells = [
         [
             r.target,
@@ -431,8 +437,8 @@ def print_table(rows: list[Row], header: list[str]) -> None:
         "storescp writes without fsync, Orthanc 1.10 fsyncs each file. "
         "'Nagle on': no TCP_NODELAY for "
         "storescu, storescp and Orthanc (DCMTK defaults); our server sets it on its sockets "
-        "regardless. Peak RSS sums the process and its children (shared pages of forked "
-        "workers count once per process)."
+        "regardless. Peak PSS sums the process and its children (a page shared by n "
+        "processes counts 1/n in each)."
     )
     sys.stdout.flush()
 
