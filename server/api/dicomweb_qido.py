@@ -36,7 +36,8 @@ router = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
 # Default return attributes per level (PS3.18 Table 6.7.1-2, the parts we index).
 # PS3.18 Tables 10.6.3-3..5 (required return attributes) too: InstanceAvailability at study
 # and instance level, BitsAllocated for instances, the Performed Procedure Step start and the
-# Request Attribute Sequence for series; what the index does not keep is zero-length.
+# Request Attribute Sequence for series, Timezone Offset From UTC at every level; what the
+# index does not keep is zero-length.
 _STUDY_KEYS = (
     "StudyDate",
     "StudyTime",
@@ -53,6 +54,7 @@ _STUDY_KEYS = (
     "NumberOfStudyRelatedSeries",
     "NumberOfStudyRelatedInstances",
     "InstanceAvailability",
+    "TimezoneOffsetFromUTC",
 )
 _SERIES_KEYS = (
     "Modality",
@@ -64,6 +66,7 @@ _SERIES_KEYS = (
     "PerformedProcedureStepStartDate",
     "PerformedProcedureStepStartTime",
     "RequestAttributesSequence",
+    "TimezoneOffsetFromUTC",
 )
 _INSTANCE_KEYS = (
     "SOPClassUID",
@@ -76,6 +79,7 @@ _INSTANCE_KEYS = (
     "InstanceAvailability",
     "StudyInstanceUID",
     "SeriesInstanceUID",
+    "TimezoneOffsetFromUTC",
 )
 
 

@@ -176,6 +176,17 @@ def check_retrieve_identifier(identifier: Dataset, model_is_patient_root: bool) 
     return None
 
 
+def _timezone_offset(m: Match) -> str:
+    """Timezone Offset From UTC (0008,0201) of a match, at its own level: an instance's own
+    (its display attributes), else its series'; a series' or a study's own column; ''
+    when unknown (rows archived before migration 0014, data sets without one). PS3.18
+    Tables 10.6.3-3..5, PS3.4 C.6.1.1."""
+    if m.instance is not None and (own := (m.instance.attrs or {}).get("TimezoneOffsetFromUTC")):
+        return str(own)
+    row = m.series if m.series is not None else m.study
+    return row.timezone_offset if row is not None else ""
+
+
 def _getters() -> dict[str, Callable[[Match], Any]]:
     def st(attr: str) -> Callable[[Match], Any]:
         return lambda m: getattr(m.study, attr) if m.study else ""
@@ -201,6 +212,7 @@ def _getters() -> dict[str, Callable[[Match], Any]]:
         "ReferringPhysicianName": st("referring_physician"),
         "RequestingService": st("requesting_service"),
         "StudyID": st("study_id"),
+        "TimezoneOffsetFromUTC": _timezone_offset,
         "ModalitiesInStudy": lambda m: m.counts.get("modalities", ""),
         "NumberOfStudyRelatedSeries": lambda m: m.counts.get("series", ""),
         "NumberOfStudyRelatedInstances": lambda m: (

@@ -70,6 +70,8 @@ class Study(Base):
     accession_number: Mapped[str] = mapped_column(String(16), default="", index=True)
     referring_physician: Mapped[str] = mapped_column(String(324), default="")
     requesting_service: Mapped[str] = mapped_column(String(64 * 4), default="")
+    # Timezone Offset From UTC (0008,0201) as "+HHMM"/"-HHMM"; "" unknown (migration 0014)
+    timezone_offset: Mapped[str] = mapped_column(String(5), default="")
     pool: Mapped[str] = mapped_column(String(64), default="DEFAULT", index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
@@ -89,6 +91,7 @@ class Series(Base):
     description: Mapped[str] = mapped_column(String(64 * 4), default="")
     body_part: Mapped[str] = mapped_column(String(16), default="")
     frame_of_reference_uid: Mapped[str] = mapped_column(String(64), default="")
+    timezone_offset: Mapped[str] = mapped_column(String(5), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
 

@@ -7,6 +7,7 @@ study, series; insert or replace the instance; remove a placeholder the instance
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +44,27 @@ def text(ds: Dataset, keyword: str, limit: int = 256) -> str:
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
         return "\\".join(str(v) for v in value)[:limit]
     return str(value)[:limit]
+
+
+#: Timezone Offset From UTC as PS3.5 Table 6.2-1 (DT) writes an offset: "&ZZXX", from
+#: -1200 to +1400.
+_OFFSET = re.compile(r"[+-][0-9]{2}[0-5][0-9]")
+
+
+def _offset(value: str) -> str:
+    """``value`` when it is a valid offset ("+0100", "-0500"), else '' (unknown)."""
+    value = value.strip()
+    if not _OFFSET.fullmatch(value):
+        return ""
+    minutes = int(value[1:3]) * 60 + int(value[3:])
+    return value if minutes <= (14 * 60 if value[0] == "+" else 12 * 60) else ""
+
+
+def timezone_offset(ds: Dataset) -> str:
+    """The data set's Timezone Offset From UTC (0008,0201), kept as it is ("+0100"); ''
+    when absent or not an offset (PS3.18 Tables 10.6.3-3..5 answer it when known, so an
+    invalid one is not "known")."""
+    return _offset(text(ds, "TimezoneOffsetFromUTC", 64))
 
 
 def fold_name(name: str) -> str:
@@ -97,6 +119,7 @@ _TEXT_KEYWORDS = (
     "LossyImageCompressionMethod",
     "FrameTime",
     "FrameOfReferenceUID",  # per instance: a series may mix them (series_volume.plan)
+    "TimezoneOffsetFromUTC",  # QIDO/C-FIND at instance level (kept only when valid)
 )
 _INT_KEYWORDS = (
     "BitsAllocated",
@@ -118,6 +141,8 @@ def display_attributes(ds: Dataset) -> dict[str, Any]:
         v = text(ds, kw)
         if v:
             attrs[kw] = v
+    if offset := _offset(attrs.pop("TimezoneOffsetFromUTC", "")):  # as the index columns
+        attrs["TimezoneOffsetFromUTC"] = offset
     for kw in _INT_KEYWORDS:
         iv = _integer(ds, kw)
         if iv is not None:
@@ -269,6 +294,7 @@ def study_values(ds: Dataset) -> dict[str, str]:
         "accession_number": text(ds, "AccessionNumber", 16),
         "referring_physician": text(ds, "ReferringPhysicianName", 324),
         "requesting_service": text(ds, "RequestingService"),
+        "timezone_offset": timezone_offset(ds),
     }
 
 
@@ -280,6 +306,7 @@ def series_values(ds: Dataset) -> dict[str, Any]:
         "description": text(ds, "SeriesDescription"),
         "body_part": text(ds, "BodyPartExamined", 16),
         "frame_of_reference_uid": text(ds, "FrameOfReferenceUID", 64),
+        "timezone_offset": timezone_offset(ds),
     }
 
 
@@ -296,6 +323,8 @@ def patient_values(ds: Dataset) -> dict[str, str]:
 
 def _refresh(row: Any, values: dict[str, Any]) -> None:
     for key, value in values.items():
+        if key == "timezone_offset" and not value:
+            continue  # an instance without one says nothing about its study's or series'
         if getattr(row, key) != value:
             setattr(row, key, value)
 
@@ -305,6 +334,14 @@ def refresh_patient(patient: Patient, ds: Dataset) -> None:
     never on the rows without a Patient ID that stand for a study or the UNKNOWN entry."""
     if patient.patient_id and patient.patient_id != UNKNOWN_PATIENT_ID:
         _refresh(patient, patient_values(ds))
+
+
+def _learn_timezone(row: Study | Series, ds: Dataset) -> None:
+    """A study or series takes the first Timezone Offset From UTC one of its instances
+    states: the first instance may lack one that later ones carry. A known offset stays;
+    only a replacing copy (``refresh``) changes it, and never to unknown (``_refresh``)."""
+    if not row.timezone_offset and (offset := timezone_offset(ds)):
+        row.timezone_offset = offset
 
 
 def _upsert_study(
@@ -330,6 +367,7 @@ def _upsert_study(
     else:
         if refresh:
             _refresh(study, study_values(ds))
+        _learn_timezone(study, ds)
         study.updated_at = stamp
     return study
 
@@ -353,6 +391,7 @@ def _upsert_series(session: Session, study: Study, ds: Dataset, refresh: bool = 
     else:
         if refresh:
             _refresh(series, series_values(ds))
+        _learn_timezone(series, ds)
         series.updated_at = stamp
     return series
 
@@ -377,12 +416,16 @@ class ParentCache:
     A stale entry (series deleted meanwhile) makes the insert fail its foreign key, and the
     caller falls back to the full path, so the cache can never attach an instance wrongly;
     an instance naming another study or patient than the cached ones takes the full path
-    too (``uid_conflict``).
+    too (``uid_conflict``). So does one that states a Timezone Offset From UTC while the
+    series was remembered from an instance without one: the full path gives the series
+    and study rows their first known offset (``_learn_timezone``), the fast path writes
+    the instance row only.
     """
 
     def __init__(self, size: int = 20000) -> None:
         self.size = size
-        self.series: dict[str, tuple[int, tuple[str, str, str, str]]] = {}
+        #: series UID -> (row id, (study UID, patient ID, issuer, pool), offset known)
+        self.series: dict[str, tuple[int, tuple[str, str, str, str], bool]] = {}
 
     @staticmethod
     def parents(ds: Dataset) -> tuple[str, str, str]:
@@ -399,13 +442,17 @@ class ParentCache:
         hit = self.series.get(str(ds.SeriesInstanceUID))
         if hit is None or hit[1] != (*self.parents(ds), pool):
             return None
+        if not hit[2] and timezone_offset(ds):
+            return None  # the series' first known offset: the full path records it
         return hit[0]
 
     def remember(self, ds: Dataset, pk: int, pool: str) -> None:
-        """``pool``: the pool the series' study lives in."""
+        """``pool``: the pool the series' study lives in. ``ds`` was just recorded on the
+        full path: with an offset, its series (and study) row has one now."""
         if len(self.series) >= self.size:
             self.series.clear()
-        self.series[str(ds.SeriesInstanceUID)] = (pk, (*self.parents(ds), pool))
+        known = bool(timezone_offset(ds))
+        self.series[str(ds.SeriesInstanceUID)] = (pk, (*self.parents(ds), pool), known)
 
     def forget(self, series_uid: str) -> None:
         self.series.pop(series_uid, None)
@@ -558,8 +605,11 @@ def _archived_parents(session: Session, ds: Dataset) -> tuple[Series, Study]:
     ).first()
     if series is not None:
         series.updated_at = now()
+        _learn_timezone(series, ds)
+        _learn_timezone(series.study, ds)
         return series, series.study
     study = session.scalars(select(Study).where(Study.study_uid == str(ds.StudyInstanceUID))).one()
+    _learn_timezone(study, ds)
     return _upsert_series(session, study, ds), study
 
 
