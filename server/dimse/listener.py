@@ -16,6 +16,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from multiprocessing import reduction
 from pathlib import Path
 from typing import Any
@@ -297,6 +298,36 @@ def worker_main(config_path: str, index: int, handles: Any = None) -> None:
     ctx.close()
 
 
+def worker_alive(proc: Any) -> bool:
+    """Whether a DICOM worker process still runs.
+
+    Under a fork server, ``is_alive()`` reads the worker's exit status from a pipe to the
+    fork server: with the fork server gone (killed, or taken by the OOM killer: it is the
+    largest child) that pipe ends and every worker read "exited (255)" while it still
+    served, and all were replaced (outside probe 54). So for 255 the kernel is asked about
+    the worker itself."""
+    if proc.is_alive():
+        return True
+    if proc.exitcode != 255 or proc.pid is None:
+        return False
+    try:
+        os.kill(proc.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    with contextlib.suppress(OSError, IndexError):  # a zombie waiting for init: gone
+        stat = Path(f"/proc/{proc.pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    return True
+
+
+def _signal(proc: Any, sig: int) -> None:
+    """``sig`` to a worker ``worker_alive`` says runs (``terminate()`` does nothing once
+    an exit status, even the fork server's 255, was read)."""
+    if proc.pid is not None and worker_alive(proc):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+
+
 class WorkerPool:
     """Starts and supervises the DICOM worker processes; restarts one that dies.
 
@@ -376,7 +407,7 @@ class WorkerPool:
             i = self._next % self.count
             self._next += 1
             proc = self.processes[i]
-            if not proc.is_alive():
+            if not worker_alive(proc):
                 continue
             try:
                 with self._locks[i]:
@@ -396,8 +427,11 @@ class WorkerPool:
             for i, proc in enumerate(self.processes):
                 # a grace second first: a signal to the whole process group reaches a
                 # worker before the supervisor's handler calls begin_stop()
-                if not proc.is_alive() and not self._stop.wait(1.0):
-                    log.error("DICOM worker %d exited (%s); restarting", i, proc.exitcode)
+                if not worker_alive(proc) and not self._stop.wait(1.0):
+                    status = proc.exitcode
+                    if status == 255 and self._ctx.get_start_method() == "forkserver":
+                        status = "status unknown: its fork server had ended"
+                    log.error("DICOM worker %d exited (%s); restarting", i, status)
                     with self._locks[i]:
                         self.processes[i] = self._spawn(i)
 
@@ -407,9 +441,10 @@ class WorkerPool:
             with contextlib.suppress(OSError):
                 listener.close()
         for proc in self.processes:
-            if proc.is_alive():
-                proc.terminate()
+            _signal(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 10
         for proc in self.processes:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.kill()
+            proc.join(timeout=max(deadline - time.monotonic(), 0))
+            while worker_alive(proc) and time.monotonic() < deadline:
+                time.sleep(0.1)  # orphaned by its fork server: no exit status to wait for
+            _signal(proc, signal.SIGKILL)

@@ -86,3 +86,44 @@ def test_a_killed_worker_is_replaced_and_the_pool_keeps_storing(tmp_path: Path) 
         assert _worker_pids(srv)[-1][0] == index
         after = srv.log_path.read_text().split(f"(pid {_worker_pids(srv)[-1][1]})")[-1]
         assert f"[worker {index}] lucent.dimse: ECHOSCU released" in after
+
+
+def _fork_servers(main_pid: int) -> list[int]:
+    """The main process's fork server(s), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == main_pid and b"multiprocessing.forkserver" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_killed_fork_server_restarts_no_worker_that_still_serves(tmp_path: Path) -> None:
+    """Outside probe 54: with the fork server killed, every live worker read "exited (255)"
+    (its status pipe ended), all were replaced, and the old ones then quit."""
+    ct = samples.write_ct_series(tmp_path / "ct", n=4, rows=16, cols=16)
+    with LucentServer(tmp_path / "srv", workers=2) as srv:
+        assert srv.proc is not None
+        before = _worker_pids(srv)
+        (fork_server,) = _fork_servers(srv.proc.pid)
+        os.kill(fork_server, signal.SIGKILL)
+        time.sleep(4)  # the supervisor looks every second, after a grace second
+        assert "restarting" not in srv.log_path.read_text(), srv.log_tail()
+        assert _worker_pids(srv) == before
+        assert all(Path(f"/proc/{pid}").exists() for _, pid in before)
+        for _ in range(4):  # round robin: both old workers still take associations
+            assert dicom_echo_ok("127.0.0.1", srv.port, srv.ae_title)
+        assert storescu("127.0.0.1", srv.port, srv.ae_title, ct).returncode == 0
+        assert srv.client().status()["instances"] == len(ct)
+        # a worker that then really dies is replaced, by a new fork server
+        index, pid = before[0]
+        os.kill(pid, signal.SIGKILL)
+        srv.wait_until(lambda: len(_worker_pids(srv)) == 3, 30, "a replacement worker")
+        assert f"DICOM worker {index} exited (status unknown" in srv.log_path.read_text()
+        assert len(_fork_servers(srv.proc.pid)) == 1
+        assert dicom_echo_ok("127.0.0.1", srv.port, srv.ae_title)
+    assert _gone(srv.proc.pid) == [], srv.log_tail()
