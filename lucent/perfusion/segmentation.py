@@ -494,6 +494,50 @@ def core_limit_uncertain(seg: Segmentation, core_ml: float, limit_ml: float) -> 
     return []
 
 
+def defuse3_failures(core_ml: float, hypo_ml: float, config: PerfusionConfig) -> list[str]:
+    """The DEFUSE-3 criteria (Albers et al., NEJM 2018) a core and hypoperfusion volume
+    fail, as texts for the reader; [] when all are met."""
+    failed: list[str] = []
+    if core_ml >= config.defuse3_core_max_ml:
+        failed.append(failed_core(core_ml, config))
+    if hypo_ml <= 0:
+        failed.append(
+            f"mismatch ratio not assessable (no Tmax > {config.threshold_tmax:g} s volume)"
+        )
+    elif core_ml > 0 and hypo_ml / core_ml < config.defuse3_ratio_min:
+        failed.append(f"mismatch ratio {hypo_ml / core_ml:.2f} < {config.defuse3_ratio_min:g}")
+    mismatch = max(hypo_ml - core_ml, 0.0)
+    if mismatch < config.defuse3_mismatch_min_ml:
+        failed.append(f"mismatch volume {mismatch:.1f} mL < {config.defuse3_mismatch_min_ml:g} mL")
+    return failed
+
+
+def mismatch_uncertain(
+    core_ml: float, hypo_ml: float, lo: float, hi: float, config: PerfusionConfig
+) -> list[str]:
+    """The mismatch criteria that a core anywhere in its noise range ``lo``-``hi`` would
+    decide either way. Probe 53: a borderline patient (core 5.5 mL, mismatch 14.3 mL)
+    read core 3.5 mL at 3 HU, mismatch 16.2 mL, and DEFUSE-3 "met"."""
+    texts: list[str] = []
+    if hypo_ml <= 0:
+        return texts
+    most, least = max(hypo_ml - lo, 0.0), max(hypo_ml - hi, 0.0)
+    limit = config.defuse3_mismatch_min_ml
+    if least < limit <= most:
+        texts.append(
+            f"mismatch volume {max(hypo_ml - core_ml, 0.0):.1f} mL: the core's map noise "
+            f"allows {least:.1f}-{most:.1f} mL, on both sides of the {limit:g} mL minimum"
+        )
+    limit = config.defuse3_ratio_min
+    if hi > 0 and hypo_ml / hi < limit and core_ml > 0:
+        high = f"{hypo_ml / lo:.2f}" if lo > 0 else "infinite (no core)"
+        texts.append(
+            f"mismatch ratio {hypo_ml / core_ml:.2f}: the core's map noise allows "
+            f"{hypo_ml / hi:.2f}-{high}, on both sides of {limit:g}"
+        )
+    return texts
+
+
 def summarise(
     seg: Segmentation, voxel_ml: float, n_slices: int, coverage_mm: float, config: PerfusionConfig
 ) -> dict[str, Any]:
@@ -507,8 +551,10 @@ def summarise(
     (0/core is no ratio a reader can act on).
 
     DEFUSE-3 is "not_assessable" when the core criterion decides it and the core's noise
-    range (``core_limit_uncertain``) straddles the core limit: a plain "met" there has
-    called an ineligible patient eligible.
+    range (``core_noise_range``, ``core_limit_uncertain``) straddles the core limit, and
+    when "met" would turn "not met" with a core at the top of that range through the
+    mismatch volume or ratio (``mismatch_uncertain``): a plain "met" there has called an
+    ineligible patient eligible.
     """
     core = float(seg.core.sum() * voxel_ml)
     hypo = float(seg.hypo.sum() * voxel_ml)
@@ -517,22 +563,20 @@ def summarise(
     ratio = hypo / core if core > 0 and hypo > 0 else None
     hir = severe / hypo if hypo > 0 else None
     reliable = coverage_mm >= config.min_coverage_mm and n_slices >= config.min_slices
-    failed: list[str] = []
-    if core >= config.defuse3_core_max_ml:
-        failed.append(failed_core(core, config))
-    if hypo <= 0:
-        failed.append(
-            f"mismatch ratio not assessable (no Tmax > {config.threshold_tmax:g} s volume)"
-        )
-    elif ratio is not None and ratio < config.defuse3_ratio_min:
-        failed.append(f"mismatch ratio {ratio:.2f} < {config.defuse3_ratio_min:g}")
-    if mismatch < config.defuse3_mismatch_min_ml:
-        failed.append(f"mismatch volume {mismatch:.1f} mL < {config.defuse3_mismatch_min_ml:g} mL")
+    failed = defuse3_failures(core, hypo, config)
     verdict = "not_assessable" if not reliable else ("met" if not failed else "not_met")
     uncertain = core_limit_uncertain(seg, core, config.defuse3_core_max_ml)
     if uncertain and (verdict == "met" or failed == [failed_core(core, config)]):
         # the core criterion decides the verdict and map noise puts the core on either side
         verdict = "not_assessable"
+    span = (seg.reference.get("core_noise") or {}).get("core_ml_range")
+    if verdict == "met" and span is not None:
+        lo, hi = min(span[0], core), max(span[1], core)
+        if defuse3_failures(hi, hypo, config):
+            # "met" only if the core is not under-read: the mismatch could be too small
+            # (a plain "met" there has called an ineligible patient eligible)
+            verdict = "not_assessable"
+            uncertain += mismatch_uncertain(core, hypo, lo, hi, config)
     return {
         "core_ml": round(core, 2),
         "hypoperfusion_ml": round(hypo, 2),

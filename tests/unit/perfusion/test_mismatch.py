@@ -86,3 +86,32 @@ def test_a_core_range_on_one_side_of_70_ml_keeps_the_verdict() -> None:
     v = _noisy(core_voxels=560, hypo_voxels=700, span=[50.0, 80.0])
     d3 = v["defuse3"]  # type: ignore[index]
     assert d3["verdict"] == "not_met" and d3["uncertain_criteria"]  # type: ignore[index]
+
+
+def test_a_mismatch_whose_core_range_crosses_15_ml_does_not_read_met() -> None:
+    """Outside probe 53: a patient with core 5.5 mL and mismatch 14.3 mL (DEFUSE-3 not met)
+    read core 3.5 mL at 3 HU, mismatch 16.2 mL, and "met": the core's noise range allowed
+    a mismatch on both sides of 15 mL, so the images do not decide it."""
+    v = _noisy(core_voxels=35, hypo_voxels=197, span=[2.0, 7.0])
+    d3 = v["defuse3"]  # type: ignore[index]
+    assert v["mismatch_ml"] == 16.2 and d3["failed_criteria"] == []  # type: ignore[index]
+    assert d3["verdict"] == "not_assessable"  # type: ignore[index]
+    assert d3["uncertain_criteria"] == [  # type: ignore[index]
+        "mismatch volume 16.2 mL: the core's map noise allows 12.7-17.7 mL, on both sides "
+        "of the 15 mL minimum"
+    ]
+    # far from 15 mL either way the verdict stands
+    assert _noisy(35, 400, [2.0, 7.0])["defuse3"]["verdict"] == "met"  # type: ignore[index]
+    assert _noisy(35, 120, [2.0, 7.0])["defuse3"]["verdict"] == "not_met"  # type: ignore[index]
+
+
+def test_a_ratio_whose_core_range_crosses_1_8_does_not_read_met() -> None:
+    v = _noisy(core_voxels=300, hypo_voxels=600, span=[25.0, 40.0])
+    d3 = v["defuse3"]  # type: ignore[index]
+    assert v["mismatch_ratio"] == 2.0 and d3["failed_criteria"] == []  # type: ignore[index]
+    assert d3["verdict"] == "not_assessable"  # type: ignore[index]
+    assert d3["uncertain_criteria"] == [  # type: ignore[index]
+        "mismatch ratio 2.00: the core's map noise allows 1.50-2.40, on both sides of 1.8"
+    ]
+    # no noise range (an ADC core, or noise-free maps): the verdict is the volumes'
+    assert _summary(_seg(300, 600))["defuse3"]["verdict"] == "met"  # type: ignore[index]
