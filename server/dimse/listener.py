@@ -308,8 +308,8 @@ def worker_alive(proc: Any) -> bool:
     the worker itself."""
     if proc.is_alive():
         return True
-    if proc.exitcode != 255 or proc.pid is None:
-        return False
+    if proc.exitcode != 255 or proc.pid is None or os.name != "posix":
+        return False  # (Windows: spawn only, and os.kill(pid, 0) would terminate it)
     try:
         os.kill(proc.pid, 0)
     except (ProcessLookupError, PermissionError):
