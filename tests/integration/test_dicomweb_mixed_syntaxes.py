@@ -1,7 +1,9 @@
 """WADO-RS of a study whose instances are stored in different transfer syntaxes (probe 40).
 
-pydicom's JPEG2000.dcm (JPEG 2000, decodable) and JPEG-lossy.dcm (12-bit JPEG Extended,
-which no decoder we ship reads) share one study and series. PS3.18 8.7.3.5 / 8.7.5: the
+pydicom's JPEG2000.dcm (JPEG 2000, decodable) and JPEG-lossy.dcm (12-bit JPEG Extended)
+share one study and series. JPEG-lossy.dcm's scan reads spectral selection 0..0, which we
+repair and decode since probe 55 (``lucent.dicom.jpeg_sequential_repair``); stored here with
+0..5 instead, no decoder we ship reads it. PS3.18 8.7.3.5 / 8.7.5: the
 media type is chosen for each instance (each part) from the ranges the client accepts;
 an instance none of them fits is left out with 206 and a Warning, 406 only when none fits.
 Loaded with DCMTK storescu, as a modality would send them.
@@ -18,6 +20,7 @@ import pydicom.data
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
+from pydicom.encaps import encapsulate, generate_frames
 
 from tests.integration.dicom_io import storescu
 from tests.support.lucent import LucentServer
@@ -29,11 +32,26 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 DICOM = 'multipart/related; type="application/dicom"'
 
 
+def _undecodable(dest: Path) -> Path:
+    """JPEG12_FILE (same UIDs) with its scan's spectral selection 0..5: neither libjpeg nor
+    our 0..0 repair reads it."""
+    ds = dcmread(JPEG12_FILE)
+    frame = bytearray(next(generate_frames(ds.PixelData, number_of_frames=1)))
+    sos = frame.find(b"\xff\xda")
+    spectral = sos + 5 + 2 * frame[sos + 4]
+    assert frame[spectral : spectral + 2] == b"\x00\x00"
+    frame[spectral + 1] = 5
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds.save_as(dest)
+    return dest
+
+
 @pytest.fixture(scope="module")
-def loaded(server: LucentServer) -> dict[str, str]:
+def loaded(server: LucentServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Both files stored over DIMSE as they are (storescu proposes JPEG 2000 with -xw,
     12-bit JPEG with -xx); SOP Instance UID -> stored transfer syntax."""
-    for path, propose in ((J2K_FILE, "-xw"), (JPEG12_FILE, "-xx")):
+    jpeg12 = _undecodable(tmp_path_factory.mktemp("mixed") / "jpeg12-undecodable.dcm")
+    for path, propose in ((J2K_FILE, "-xw"), (jpeg12, "-xx")):
         done = storescu("127.0.0.1", server.port, server.ae_title, [path], propose)
         assert done.returncode == 0, done.stderr
     found = {}

@@ -16,6 +16,7 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
+from pydicom.uid import generate_uid
 
 from lucent.api import schemas
 from lucent.api.client import LucentClient
@@ -49,8 +50,14 @@ def test_the_scan_header_is_repaired_and_decodes_like_dcmtk(tmp_path: Path) -> N
 def test_the_server_renders_serves_and_decompresses_it(
     server: LucentServer, api: LucentClient, http: httpx.Client, tmp_path: Path
 ) -> None:
+    # a copy with UIDs of its own: the shared server holds the original in another
+    # module's study (test_dicomweb_mixed_syntaxes)
     ds = dcmread(SOURCE)
-    stored = storescu("127.0.0.1", server.port, server.ae_title, [SOURCE], "-xx")
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    copy = tmp_path / "jpeg-lossy-copy.dcm"
+    ds.save_as(copy)
+    stored = storescu("127.0.0.1", server.port, server.ae_title, [copy], "-xx")
     assert stored.returncode == 0 and "Success" in stored.stdout + stored.stderr, stored.stderr
     path = (
         f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
