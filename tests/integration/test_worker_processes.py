@@ -46,6 +46,17 @@ def _worker_pids(srv: LucentServer) -> list[tuple[int, int]]:
     return [(int(index), int(pid)) for index, pid in found]
 
 
+def _both_workers(srv: LucentServer) -> list[tuple[int, int]]:
+    """The two workers' (index, pid) once both announced themselves: the server counts as
+    started at its first C-ECHO answer, which one worker may give before the other is up."""
+
+    def both() -> list[tuple[int, int]] | None:
+        found = _worker_pids(srv)
+        return found if len(found) == 2 else None
+
+    return srv.wait_until(both, 30, "both workers")
+
+
 @pytest.mark.parametrize(
     "how", ["kill -9 of the main process", "SIGTERM to the main process", "SIGTERM to the group"]
 )
@@ -72,8 +83,7 @@ def test_no_process_outlives_the_server(tmp_path: Path, how: str) -> None:
 def test_a_killed_worker_is_replaced_and_the_pool_keeps_storing(tmp_path: Path) -> None:
     ct = samples.write_ct_series(tmp_path / "ct", n=4, rows=16, cols=16)
     with LucentServer(tmp_path / "srv", workers=2) as srv:
-        first = _worker_pids(srv)
-        assert len(first) == 2, srv.log_tail()
+        first = _both_workers(srv)
         index, pid = first[0]
         os.kill(pid, signal.SIGKILL)
         srv.wait_until(lambda: len(_worker_pids(srv)) == 3, 30, "a replacement worker")
@@ -108,7 +118,7 @@ def test_a_killed_fork_server_restarts_no_worker_that_still_serves(tmp_path: Pat
     ct = samples.write_ct_series(tmp_path / "ct", n=4, rows=16, cols=16)
     with LucentServer(tmp_path / "srv", workers=2) as srv:
         assert srv.proc is not None
-        before = _worker_pids(srv)
+        before = _both_workers(srv)
         (fork_server,) = _fork_servers(srv.proc.pid)
         os.kill(fork_server, signal.SIGKILL)
         time.sleep(4)  # the supervisor looks every second, after a grace second
