@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
@@ -339,16 +340,22 @@ def wado_frames(
 
 
 def _frame_numbers(ds: Dataset, frames: str) -> list[int]:
-    """The 1-based frame list of a path (PS3.18 10.4.1.1.1): 400 if malformed, 404 if a
-    frame does not exist."""
-    try:
-        numbers = [int(n) for n in frames.split(",") if n.strip()]
-    except ValueError as exc:
-        raise HTTPException(400, "frame list must be comma-separated numbers") from exc
-    if not numbers:
+    """The 1-based frame list of a path (PS3.18 10.4.1.1.1, 8.3.3.1: comma-separated
+    frame numbers, each a positive integer): 400 if malformed, 404 if a frame does not
+    exist. ``0`` and ``-1`` were 404 "does not exist" and an empty item (``1,,2``) was
+    dropped, 200 (outside probe 57): each is no frame number, so the list is malformed."""
+    items = [n.strip() for n in frames.split(",")]
+    if not any(items):
         raise HTTPException(400, "frame list must name at least one frame")
+    bad = next((n for n in items if not re.fullmatch(r"[0-9]+", n) or int(n) < 1), None)
+    if bad is not None:
+        raise HTTPException(
+            400,
+            f"frame list must be comma-separated frame numbers from 1, not {bad[:32]!r}",
+        )
+    numbers = [int(n) for n in items]
     for n in numbers:
-        if not 1 <= n <= pixels.frame_count(ds):
+        if n > pixels.frame_count(ds):
             raise HTTPException(404, f"frame {n} does not exist")
     return numbers
 
@@ -435,8 +442,12 @@ def wado_rendered(
     study: str, series: str, sop: str, request: Request, _: Caller = Depends(get_caller)
 ) -> Response:
     """PS3.18 8.3.5.1: the first frame with the window, viewport and quality asked for; a
-    structured report as text/html or text/plain (dicomweb_sr)."""
+    structured report as text/html or text/plain (dicomweb_sr); an encapsulated document
+    (PDF, CDA, STL...) as the document itself (dicomweb_render.document)."""
     ds = _instance(request, study, series, sop)
+    if dicomweb_render.is_document(ds):
+        data, media_type = dicomweb_render.document(ds, common.accept(request))
+        return Response(data, media_type=media_type)
     if not pixels.has_pixels(ds):
         if not dicomweb_sr.is_report(ds):
             raise HTTPException(406, "instance has no pixel data and is not a report")

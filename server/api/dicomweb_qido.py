@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
+from sqlalchemy import select
 
 from lucent.dicom import transcode
 from server.api import dicomweb_common as common
@@ -29,6 +30,7 @@ from server.api.params import MAX_OFFSET, single_uid, uid_list
 from server.context import ServerContext
 from server.dimse import identifiers
 from server.index import queries
+from server.index.models import Instance
 
 #: Included in dicomweb.router, ahead of the WADO-RS routes.
 router = APIRouter(prefix="/dicom-web", tags=["DICOMweb"])
@@ -142,7 +144,7 @@ def _identifier(
         elif p == "offset":
             opts["offset"] = min(_count(param, value), MAX_OFFSET)
         elif p == "fuzzymatching":
-            opts["fuzzy"] = value.lower() == "true"
+            opts["fuzzy"] = _boolean(param, value)
         elif p == "includefield":
             includes.append(value)
         elif p in ("accept", "charset"):
@@ -175,8 +177,20 @@ def _identifier(
         if kw not in ident:  # a matching key stays as it is
             with contextlib.suppress(AttributeError, ValueError, TypeError):
                 setattr(ident, kw, None)
-    opts["included"] = [k for k in included if k not in keys]
+    # a default key asked for as well is filled like any included one, but never left out
+    opts["included"] = included
+    opts["unanswerable"] = dicomweb_fields.unsupported(level, included, keys)
     return ident, opts
+
+
+def _boolean(param: str, value: str) -> bool:
+    """PS3.18 8.3.4.2: ``fuzzymatching`` is ``true`` or ``false``. Any other value was
+    taken as false (``maybe``: 200 and exact matching, outside probe 57): 400, as a bad
+    ``limit`` is."""
+    text = value.strip().lower()
+    if text not in ("true", "false"):
+        raise HTTPException(400, f"{param} must be true or false, not {value[:32]!r}")
+    return text == "true"
 
 
 def _count(param: str, value: str) -> int:
@@ -221,6 +235,11 @@ def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> 
     if opts["ignored"]:
         names = ", ".join(opts["ignored"])
         warnings.append(_warning(f"The following attributes are not supported: {names}"))
+    if opts["unanswerable"]:  # PS3.18 8.3.4.3: included attributes we leave out
+        names = ", ".join(opts["unanswerable"])
+        warnings.append(
+            _warning(f"The following includefield attributes are not supported: {names}")
+        )
     if len(matches) > opts["offset"] + opts["limit"]:  # PS3.18 8.3.4.4: tell the client
         matches = matches[: opts["offset"] + opts["limit"]]
         warnings.append(_warning("There are additional results that can be requested"))
@@ -229,7 +248,8 @@ def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> 
     for m in matches[opts["offset"] :]:
         ds = identifiers.response(ident, m, ctx.settings.pools[0].ae_title)
         del ds.QueryRetrieveLevel
-        dicomweb_fields.complete(ds, m, opts["included"], opts["all"], _reader(ctx, m))
+        read = _reader(ctx, m)
+        dicomweb_fields.complete(ds, m, opts["included"], opts["all"], read, keys)
         url = f"{base}/studies/{m.study.study_uid}" if m.study else base
         if m.series is not None:
             url += f"/series/{m.series.series_uid}"
@@ -242,12 +262,16 @@ def _qido(request: Request, level: str, keys: tuple[str, ...], **fixed: str) -> 
 
 
 def _reader(ctx: ServerContext, m: queries.Match) -> Callable[[], Dataset | None]:
-    """Reads the archived data set of an instance match (no pixels) when asked to."""
+    """Reads the archived data set (no pixels) of an instance match, or of a series
+    match's first instance (for its series-level values), when asked to."""
 
     def read() -> Dataset | None:
-        if m.instance is None:
+        inst = m.instance
+        if inst is None and m.series is not None:
+            inst = _first_instance(ctx, m.series.id)
+        if inst is None:
             return None
-        ds = dcmread(io.BytesIO(ctx.metadata_bytes(m.instance)), stop_before_pixels=True)
+        ds = dcmread(io.BytesIO(ctx.metadata_bytes(inst)), stop_before_pixels=True)
         # included OW/OF/... values go out as InlineBinary, which has no transfer syntax:
         # little endian words (PS3.18 F.2.7), as in WADO-RS metadata
         with contextlib.suppress(ValueError):
@@ -255,6 +279,19 @@ def _reader(ctx: ServerContext, m: queries.Match) -> Callable[[], Dataset | None
         return ds
 
     return read
+
+
+def _first_instance(ctx: ServerContext, series_pk: int) -> Instance | None:
+    """The instance of a series that stands for it (lowest Instance Number): the
+    patient, study and series attributes of its data set are the series' own."""
+    stmt = (
+        select(Instance)
+        .where(Instance.series_pk == series_pk)
+        .order_by(Instance.instance_number, Instance.id)
+        .limit(1)
+    )
+    with ctx.Session() as db:
+        return db.scalars(stmt).first()
 
 
 def _datasets(

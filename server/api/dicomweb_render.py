@@ -235,3 +235,62 @@ def thumbnail(
         else:
             img.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
         return _encode(img, media_type, 90), media_type
+
+
+#: Encapsulated Document (0042,0011), its MIME Type (0042,0012) and Length (0042,0015).
+_DOCUMENT, _DOCUMENT_MIME, _DOCUMENT_LENGTH = 0x00420011, 0x00420012, 0x00420015
+
+#: PS3.3 A.45.1, A.45.2, A.85.1, A.85.2, A.85.3: the media type of each encapsulated
+#: document class, for a data set that does not name it in its MIME Type.
+_DOCUMENT_MEDIA = {
+    "1.2.840.10008.5.1.4.1.1.104.1": "application/pdf",
+    "1.2.840.10008.5.1.4.1.1.104.2": "text/xml",  # CDA
+    "1.2.840.10008.5.1.4.1.1.104.3": "model/stl",
+    "1.2.840.10008.5.1.4.1.1.104.4": "model/obj",
+    "1.2.840.10008.5.1.4.1.1.104.5": "model/mtl",
+}
+
+#: Text formats, whose trailing NUL can only be the pad to an even length (PS3.5 7.1.1):
+#: for a PDF a byte after %%EOF. A binary STL keeps all its bytes.
+_PADDED = frozenset({"application/pdf", "text/xml", "model/obj", "model/mtl"})
+
+
+def is_document(ds: Dataset) -> bool:
+    """An encapsulated document (PDF, CDA, STL, OBJ, MTL): its rendered form is the
+    document itself (PS3.18 Table 8.7.4-1)."""
+    return _DOCUMENT in ds and (
+        str(ds.get("SOPClassUID", "")) in _DOCUMENT_MEDIA or bool(ds.get(_DOCUMENT_MIME))
+    )
+
+
+def _document_media(ds: Dataset) -> str:
+    stated = ds.get(_DOCUMENT_MIME)
+    value = str(stated.value or "").partition(";")[0].strip().lower() if stated else ""
+    return value or _DOCUMENT_MEDIA.get(str(ds.get("SOPClassUID", "")), "")
+
+
+def document(ds: Dataset, accept: str | None) -> tuple[bytes, str]:
+    """PS3.18 8.7.4 (Table 8.7.4-1): the rendered form of an encapsulated document is the
+    document in its own media type, application/pdf for a PDF (absent Accept and ``*/*``
+    included); any other media type is 406 naming the one offered. ``/rendered`` of a PDF
+    was 406 "no pixel data and is not a report" whatever was asked (outside probe 57).
+
+    The bytes are the Encapsulated Document (0042,0011) without the pad byte DICOM adds to
+    an odd length: cut to Encapsulated Document Length (0042,0015) when that is shorter,
+    and for text formats (PDF, XML, OBJ, MTL) a trailing NUL removed."""
+    kind = _document_media(ds)
+    if not _acceptable(kind, accept):
+        raise HTTPException(406, f"this encapsulated document is rendered as {kind} only")
+    data = bytes(ds[_DOCUMENT].value or b"")
+    length = ds.get(_DOCUMENT_LENGTH)
+    if length is not None and isinstance(length.value, int) and 0 < length.value < len(data):
+        data = data[: length.value]
+    if kind in _PADDED and data.endswith(b"\0"):
+        data = data[:-1]
+    return data, kind
+
+
+def _acceptable(kind: str, accept: str | None) -> bool:
+    """Whether an Accept header takes ``kind`` (``*/*``, ``type/*`` or the type itself)."""
+    family = kind.partition("/")[0]
+    return any(r.media in ("*/*", "*", kind, f"{family}/*") for r in media.parse(accept))
