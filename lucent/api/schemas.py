@@ -411,6 +411,18 @@ class CommitmentOut(BaseModel):
     failure_reason: int | None = None
     failure_text: str = ""
     updated_at: datetime
+    awaiting: Literal["report", "retry"] | None = Field(
+        None,
+        description="what a pending request waits for: 'report' (N-ACTION accepted or on "
+        "its way), 'retry' (the N-ACTION was not delivered or not accepted: no report can "
+        "come for it; the next attempt is due at retry_at, request_message says why)",
+    )
+    retry_at: datetime | None = Field(
+        None, description="when a pending request is asked again or ends (UTC)"
+    )
+    request_message: str = Field(
+        "", description="the request's last word: N-ACTION result, why not delivered, expiry"
+    )
 
 
 # ---------------------------------------------------------------------- perfusion (issue 6)

@@ -89,6 +89,11 @@ class RequestResult:
     message: str
     status: int | None = None
     report: Report | None = None
+    #: whether the N-ACTION reached the SCP: False when no association carried it
+    #: (connection refused, rejected, no presentation context), None when it was sent and
+    #: no response came (timeout, abort: the SCP may or may not have it), True when the
+    #: SCP answered it (accepted or refused). Conformance 4.2.5.3: the job says which.
+    delivered: bool | None = True
 
 
 def new_transaction_uid(prefix: str | None = None) -> str:
@@ -202,14 +207,16 @@ def request(
     try:
         assoc = associate(peer, _contexts(), evt_handlers=handlers)  # type: ignore[arg-type]
     except AssociationError as exc:
-        return RequestResult(False, uid, exc.message)
+        return RequestResult(False, uid, exc.message, delivered=False)
     try:
         rsp, _ = assoc.send_n_action(
             action_dataset(uid, refs), 1, StorageCommitmentPushModel, PUSH_MODEL_INSTANCE
         )
         code = int(rsp.Status) if rsp is not None and "Status" in rsp else None
         if code is None:
-            return RequestResult(False, uid, "no N-ACTION response (timeout or abort)")
+            return RequestResult(
+                False, uid, "no N-ACTION response (timeout or abort)", delivered=None
+            )
         if code != status.SUCCESS:
             comment = str(rsp.get("ErrorComment", "") or "")
             return RequestResult(

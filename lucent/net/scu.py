@@ -1171,7 +1171,13 @@ def find(
                 if not result.ok or result.outcome == "truncated":
                     break
             _judge_case(name, per_variant, result)
-        assoc.release()
+        usable = True
+        if level == "STUDY" and result.ok:
+            usable = _apply_modalities(assoc, query, keys, limit, cancel, result)
+        if usable:
+            assoc.release()
+        else:
+            assoc.abort()
     except _CancelUnconfirmed:
         assoc.abort()  # the outcome and message say what the cancel left
     except direct.DirectError as exc:
@@ -1180,6 +1186,145 @@ def find(
         result.message = f"the C-FIND on {peer.address} ended: {exc.message}"
     result.elapsed_ms = _ms(start)
     return result
+
+
+def wanted_modalities(keys: Mapping[str, str]) -> list[str]:
+    """The Modalities in Study values a query asks for; [] when it asks for none (empty, or
+    a universal ``*``)."""
+    value = str(keys.get("ModalitiesInStudy") or "")
+    wanted = [v.strip() for v in value.split("\\") if v.strip()]
+    return [] if any(v == "*" for v in wanted) else wanted
+
+
+def modalities_match(wanted: Sequence[str], modalities: Iterable[str]) -> bool:
+    """PS3.4 C.2.2.2: a multi-valued attribute matches when one of its values matches one
+    of the values asked for (single value matching, or ``*``/``?`` wildcard matching; CS
+    values match case-sensitively)."""
+    have = [m.strip() for m in modalities if m.strip()]
+    for w in wanted:
+        pattern = w.replace("[", "[[]")
+        wild = "*" in w or "?" in w
+        if any(fnmatch.fnmatchcase(m, pattern) if wild else m == w for m in have):
+            return True
+    return False
+
+
+def _study_modalities(
+    assoc: direct.DirectAssociation,
+    query: _Query,
+    study_uid: str,
+    budget: int,
+    cancel: threading.Event | None,
+) -> tuple[list[str] | None, int, str]:
+    """The modalities of one study from a SERIES level C-FIND (Modality of each series) on
+    the query's association: (modalities or None when they could not be learnt, series
+    rows received, why not)."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "SERIES"
+    identifier.StudyInstanceUID = study_uid
+    identifier.SeriesInstanceUID = ""
+    identifier.Modality = ""
+    sub = FindResult()
+    _find_on(assoc, query, identifier, budget, cancel, sub, {}, "SeriesInstanceUID")
+    if sub.outcome == "truncated":
+        return None, len(sub.rows), f"its series answers reached the limit of {budget} results"
+    if not sub.ok:
+        return None, len(sub.rows), sub.message or f"the SERIES level query ended {sub.outcome}"
+    found = [r.get("Modality", "").strip() for r in sub.rows]
+    mods = list(dict.fromkeys(m for v in found for m in v.split("\\") if m.strip()))
+    if not mods:
+        return None, len(sub.rows), "its SERIES level answers named no Modality"
+    return mods, len(sub.rows), ""
+
+
+def _apply_modalities(
+    assoc: direct.DirectAssociation,
+    query: _Query,
+    keys: Mapping[str, str],
+    limit: int,
+    cancel: threading.Event | None,
+    result: FindResult,
+) -> bool:
+    """Apply a Modalities in Study key the PACS left unapplied (Conformance 4.2.1.4).
+
+    A PACS that does not support (0008,0061) ignores it as a matching key and answers every
+    study without it (DCMTK dcmqrscp: 13 studies, CT ones included, for "MR"; probe 56).
+    For each such answer the study's modalities come from a SERIES level C-FIND on the same
+    association, fill ModalitiesInStudy, and a study that does not match is left out. The
+    follow-up reads at most ``limit`` series in all; what it cannot learn (the PACS refuses
+    the SERIES level, the limit, a timeout) stays in the result, and its message says that
+    this PACS did not apply the filter to them. An answer that carries the attribute but
+    does not match either is left out too: the PACS returned the key without matching it.
+    False when the association broke on the follow-up (abort it, do not release it).
+    """
+    wanted = wanted_modalities(keys)
+    if not wanted:
+        return True
+    usable = True
+    kept: list[dict[str, str]] = []
+    unknown = 0
+    dropped = 0
+    queried = 0
+    budget = limit
+    why = ""
+    for row in result.rows:
+        have = row.get("ModalitiesInStudy", "")
+        if have:
+            if modalities_match(wanted, have.split("\\")):
+                kept.append(row)
+            else:
+                dropped += 1
+            continue
+        mods: list[str] | None = None
+        uid = row.get("StudyInstanceUID", "")
+        if why:
+            pass  # the follow-up stopped: the rest stay as answered
+        elif cancel is not None and cancel.is_set():
+            why = "the query was cancelled"
+        elif not uid:
+            why = "an answer had no Study Instance UID"
+        elif budget <= 0:
+            why = f"the SERIES level answers reached the limit of {limit} results"
+        else:
+            queried += 1
+            try:
+                mods, got, problem = _study_modalities(assoc, query, uid, budget, cancel)
+            except direct.DirectError as exc:  # a timeout, an abort: the rest stay as is
+                usable = False
+                mods, got, problem = None, 0, f"the SERIES level C-FIND ended: {exc.message}"
+            budget -= got
+            if mods is None:
+                why = problem
+        if mods is None:
+            unknown += 1
+            kept.append(row)
+            continue
+        row["ModalitiesInStudy"] = "\\".join(mods)
+        if modalities_match(wanted, mods):
+            kept.append(row)
+        else:
+            dropped += 1
+    result.rows = kept
+    notes = []
+    if queried:
+        notes.append(
+            f"this PACS did not answer Modalities in Study (0008,0061): the modalities of "
+            f"{queried} stud{'y' if queried == 1 else 'ies'} were read from their series "
+            "(SERIES level C-FIND)"
+        )
+    if dropped:
+        asked = "\\".join(wanted)
+        notes.append(f"{dropped} of its answers left out: their modalities do not match '{asked}'")
+    if unknown:
+        notes.append(
+            f"WARNING: this PACS did not apply the Modalities in Study filter to {unknown} "
+            f"stud{'y' if unknown == 1 else 'ies'} ({why}): they are listed without "
+            "checking their modalities and may not match"
+        )
+    if notes:
+        text = "; ".join(notes)
+        result.message = f"{result.message}; {text}" if result.message else text
+    return usable
 
 
 def _judge_plain(typed: str, known: bool | None, result: FindResult) -> None:

@@ -544,6 +544,11 @@ def commitments(
                     else ""
                 ),
                 updated_at=item.updated_at,
+                # "pending" alone did not tell a request the PACS never got (nothing
+                # listened on its port) from one whose report is outstanding (probe 56)
+                awaiting=records.awaiting(req.state, req.message),
+                retry_at=req.retry_at if req.state == "pending" else None,
+                request_message=req.message,
             )
             for item, req, creator, job_pool in db.execute(stmt).all()
         ]

@@ -16,7 +16,7 @@ from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, UOWTransaction, selectinload
 
-from lucent.net.commitment import Reference, Report
+from lucent.net.commitment import ACCEPTED, Reference, Report
 from server.context import ServerContext
 from server.index.models import RemoteNode
 from server.index.pacs_models import CommitmentItem, CommitmentRequest, Job
@@ -75,6 +75,38 @@ NODE_DELETED = "the node was deleted"
 #: ... and when the node row of a request names another node now (renamed, or a deleted
 #: node's id reused by a node added later).
 NODE_CHANGED = "the node changed"
+
+#: How the message of a pending request begins whose N-ACTION never reached the PACS (no
+#: association: connection refused, rejected, no presentation context) ...
+NOT_DELIVERED = "N-ACTION not delivered"
+#: ... or was sent and got no response (timeout, abort): the PACS may not have it.
+NOT_CONFIRMED = "N-ACTION not confirmed"
+#: What follows in such a message: when the next attempt is due (or that none is left).
+NEXT_ATTEMPT = "; next attempt"
+
+
+def delivered(state: str, message: str) -> bool:
+    """Whether a request's N-ACTION is out or accepted, so a report may come: its message
+    is empty (the N-ACTION is on its way) or says the SCP accepted it. A pending request
+    whose N-ACTION got no association, no response or a transient refusal waits for its
+    next attempt, not for a report (probe 56: "waiting for the commitment report" for ten
+    minutes while nothing listened on the node's port)."""
+    return state != "pending" or not message or message.startswith(ACCEPTED)
+
+
+def awaiting(state: str, message: str) -> str | None:
+    """What a request waits for, as GET /pacs/commitments shows it: "report" (N-ACTION
+    accepted or on its way), "retry" (not delivered or not accepted: the next attempt is due
+    at its ``retry_at``); None once it is no longer pending."""
+    if state != "pending":
+        return None
+    return "report" if delivered(state, message) else "retry"
+
+
+def reason_of(message: str) -> str:
+    """A request's message without its retry schedule (what an expiry note quotes)."""
+    return message.split(NEXT_ATTEMPT, 1)[0]
+
 
 #: The start of an expiry's note: no report came after the last attempt ...
 NO_REPORT = "no commitment report after"
@@ -260,6 +292,9 @@ class CommitSummary:
     attempt: int
     note: str  # the newest request's message (N-ACTION result, expiry, refusal)
     refused: bool = False  # the SCP refused the newest N-ACTION for good
+    #: the newest request's N-ACTION reached the SCP and was accepted (or is on its way);
+    #: False while it waits for another attempt (``delivered``)
+    delivered: bool = True
 
     @property
     def state(self) -> str:
@@ -280,6 +315,13 @@ class CommitSummary:
     @property
     def text(self) -> str:
         counts = f"{self.committed} committed, {self.failed} failed"
+        if self.outstanding and not self.delivered:
+            # no report is awaited for a request the PACS never took: say why and when
+            # the next attempt is due (the note carries both, Conformance 4.2.5.3)
+            return (
+                f"{self.note}; {self.outstanding} of {self.total} instance(s) not committed "
+                f"yet ({counts} so far; request {self.attempt})"
+            )
         if self.outstanding:
             head = self.note or "N-ACTION sent"
             return (
@@ -358,6 +400,7 @@ def summarize(session: Session, job_pk: int) -> CommitSummary | None:
         attempt=last.attempt,
         note=last.message,
         refused=last.state == "failed",
+        delivered=delivered(last.state, last.message),
     )
 
 

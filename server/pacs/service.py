@@ -1229,10 +1229,40 @@ class PacsService:
                     # The SCP answered and refused (no such SOP class, not authorized,
                     # invalid argument ...): asking again gets the same answer.
                     records.refuse(req, res.status, res.message + "; not requested again")
+                elif not res.ok:
+                    self._not_taken(req, res)
             records.sync_job(db, job_pk)  # a waiting job names the new attempt or refusal
         if records.is_answered(self.ctx, uid):
             res.message = "N-ACTION accepted; commitment report received"
         return res
+
+    def _not_taken(self, req: CommitmentRequest, res: commitment.RequestResult) -> None:
+        """A pending request whose N-ACTION the PACS did not take (no association, no
+        response, a transient refusal): its message says so, why, and when the next attempt
+        is due (Conformance 4.2.5.3: a new attempt after a configurable timeout). The job
+        read "waiting for the commitment report" for the whole retry interval while nothing
+        listened on the node's port (probe 56). A request that never reached the PACS on
+        its last attempt expires now: no report can come for it."""
+        why = res.message
+        if res.delivered is False:
+            why = f"{records.NOT_DELIVERED}: {why}"
+        elif res.delivered is None:
+            why = f"{records.NOT_CONFIRMED}: {why}; the PACS may not have received it"
+        limit = self.settings.commitment_max_attempts
+        if res.delivered is False and req.attempt >= limit:
+            req.state, req.retry_at = "expired", None
+            req.message = _expiry_note(req.attempt, why, False)
+            return
+        due = req.retry_at or now()
+        when = f"{due:%Y-%m-%d %H:%M:%S} UTC, in {max(0.0, (due - now()).total_seconds()):.0f} s"
+        if req.attempt < limit:
+            schedule = f"{records.NEXT_ATTEMPT} ({req.attempt + 1} of {limit}) due at {when}"
+        else:
+            schedule = (
+                f"{records.NEXT_ATTEMPT}: none ({req.attempt} of {limit} made); the request "
+                f"ends unconfirmed at {when} unless a report comes"
+            )
+        req.message = why + schedule
 
     def stop_waiting(self, job_pk: int, who: str) -> bool:
         """Cancel a commit job that waits for its report: its pending requests expire now
@@ -1355,6 +1385,7 @@ def _expiry_note(attempt: int, last: str, gone: bool) -> str:
     """Why a request ends after its last attempt. ``last`` is what its N-ACTION got: when
     that was not accepted (refused 0x0110, no presentation context), say so; the job read
     "no commitment report" as if the PACS had been asked and stayed silent (probe 38)."""
+    last = records.reason_of(last)  # without the retry schedule it no longer has
     if last and not last.startswith(commitment.ACCEPTED):
         note = f"{records.NOT_ACCEPTED} after {attempt} request(s): {last}"
     else:
