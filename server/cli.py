@@ -673,12 +673,12 @@ def _check_index(settings: config_mod.Settings) -> str:
         if not path.is_file():
             return f"SQLite file {path} (created at the first start)"
         try:
-            revisions = _sqlite_revisions(path)
+            revisions, tables = _sqlite_revisions(path)
         except sqlite3.Error as exc:
             return f"error: the SQLite index {path} cannot be read ({exc})"
-        newer = db.unknown_revision_message(revisions)
-        if newer is not None:
-            return "error: " + newer
+        trouble = db.unknown_revision_message(revisions) or _unversioned(revisions, tables)
+        if trouble is not None:
+            return "error: " + trouble
         return f"SQLite file {path} (present, {_schema(revisions)}; opened read-only)"
     engine = db.make_engine(url)
     try:
@@ -693,6 +693,11 @@ def _check_index(settings: config_mod.Settings) -> str:
                 if tables
                 else []
             )
+            names = conn.exec_driver_sql(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = current_schema()"
+            ).scalars()
+            others = len(set(names) & _lucent_tables())
     except DBAPIError as exc:
         reason = db.unavailable(exc) or " ".join(str(exc.orig).split())
         return "error: " + db.connection_advice(url, reason)
@@ -700,26 +705,49 @@ def _check_index(settings: config_mod.Settings) -> str:
         engine.dispose()
     # the same refusal as ``run`` (``db.newer_revision_message``): an index a newer Lucent
     # made passed check-config and then stopped the start (outside probe)
-    newer = db.unknown_revision_message(revisions)
-    if newer is not None:
-        return "error: " + newer
+    trouble = db.unknown_revision_message(revisions) or _unversioned(revisions, others)
+    if trouble is not None:
+        return "error: " + trouble
     schema = _schema(revisions) if tables else "empty: the first start creates the schema"
     shown = parsed.render_as_string(hide_password=True)
     return f"{shown}: connected (PostgreSQL {version}, {schema})"
 
 
-def _sqlite_revisions(path: Path) -> list[str]:
-    """The schema revisions a SQLite index names, read without writing to it (a read-only
-    URI: opening it the usual way would create or change files); [] when it has none."""
+def _sqlite_revisions(path: Path) -> tuple[list[str], int]:
+    """The schema revisions a SQLite index names ([] when none) and how many other tables it
+    holds, read without writing to it (a read-only URI: opening it the usual way would
+    create or change files)."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
     try:
-        if not conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
-        ).fetchone():
-            return []
-        return [str(row[0]) for row in conn.execute("SELECT version_num FROM alembic_version")]
+        names = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master")}
+        ours = len(names & _lucent_tables())
+        if "alembic_version" not in names:
+            return [], ours
+        revisions = [str(row[0]) for row in conn.execute("SELECT version_num FROM alembic_version")]
+        return revisions, ours
     finally:
         conn.close()
+
+
+def _lucent_tables() -> set[str]:
+    from server.index.models import Base
+
+    return set(Base.metadata.tables)
+
+
+def _unversioned(revisions: list[str], tables: int) -> str | None:
+    """Lucent's tables but no schema revision (its alembic_version row lost, or a copy made
+    without it): ``run`` would create the schema over them and stop ("table ... already
+    exists"), where check-config said "OK, no schema yet" (s18 note). Other programs'
+    tables in a shared PostgreSQL database are not counted: the schema goes beside them."""
+    if revisions or not tables:
+        return None
+    return (
+        f"the index database holds {tables} of Lucent's tables but no schema revision (its "
+        "alembic_version row was lost, or it was copied without it): restore it from a backup, "
+        "or move it aside (an empty database) and run `lucent-server rebuild-index` to "
+        "rebuild it from the archive"
+    )
 
 
 def _schema(revisions: list[str]) -> str:
