@@ -499,3 +499,110 @@ def _rle(buf: Buffer, frame: _Frame, g: Geometry, seen: list[bytes]) -> Problem 
             )
         previous = offset
     return None
+
+
+# ---------------------------------------------------------------------------------------
+# JPEG 2000 wavelet: reversible or not (ISO/IEC 15444-1 A.6.1, A.6.2, Table A.20)
+
+_COD, _COC, _SOT, _SOD, _EOC = 0xFF52, 0xFF53, 0xFF90, 0xFF93, 0xFFD9
+
+
+def j2k_irreversible(buf: Buffer, start: int = 0, end: int | None = None) -> bool | None:
+    """Whether the JPEG 2000 codestream (or JP2 file) at ``buf[start:end]`` codes any
+    component with the irreversible 9/7 wavelet: the transformation byte of the COD (FF52)
+    and COC (FF53) segments of its main header and of the tile-part headers that lie in
+    the buffer (Table A.20: 0 = 9-7 irreversible, 1 = 5-3 reversible; a Part 2 kernel (2..)
+    is not known to be reversible, so counts as irreversible). None when the main header
+    cannot be read (no SOC/SIZ/COD).
+
+    Transfer syntax 1.2.840.10008.1.2.4.91 carries either: only the codestream tells
+    whether the image lost information (probe 59: a reversible .91 showed the "JPG"
+    badge). A reversible codestream whose code-blocks were truncated (rate control) is
+    lossy too and no header says so: Lossy Image Compression "01" covers that."""
+    end = len(buf) if end is None else min(end, len(buf))
+    at = start
+    if bytes(buf[at : at + 12]) == _JP2_SIGNATURE:
+        found = _jp2_codestream(buf, _Frame(1, at, end - at, True, None), at + 12, end)
+        if isinstance(found, tuple):
+            return None
+        at = found
+    if end - at < 42 or buf[at] != 0xFF or buf[at + 1] != 0x4F:
+        return None
+    marker, length = struct.unpack_from(">HH", buf, at + 2)
+    if marker != 0xFF51 or length < 41:
+        return None
+    components = struct.unpack_from(">H", buf, at + 40)[0]
+    component_bytes = 1 if components < 257 else 2  # Ccoc (A.6.2)
+    transforms: list[int] = []
+    main = _header_transforms(buf, at + 2, end, component_bytes, transforms)
+    if main is None or not transforms:
+        return None  # COD is required in the main header (A.6.1)
+    pos = main
+    while pos + 12 <= end and struct.unpack_from(">H", buf, pos)[0] == _SOT:
+        # SOT: Lsot (10), Isot, Psot (tile-part length from this marker), TPsot, TNsot
+        psot = struct.unpack_from(">L", buf, pos + 6)[0]
+        _header_transforms(buf, pos + 12, min(end, pos + psot) if psot else end,
+                           component_bytes, transforms)  # fmt: skip
+        if psot < 14:
+            break  # 0: the last tile-part, to the EOC
+        pos += psot
+    return any(t != 1 for t in transforms)
+
+
+def _header_transforms(
+    buf: Buffer, pos: int, end: int, component_bytes: int, transforms: list[int]
+) -> int | None:
+    """Walk marker segments from ``pos`` collecting COD/COC transformation bytes; the
+    offset of the SOT (main header) or SOD (tile-part header) that ends them, else None."""
+    while pos + 4 <= end:
+        marker, length = struct.unpack_from(">HH", buf, pos)
+        if marker in (_SOT, _SOD, _EOC):
+            return pos
+        if marker < 0xFF00 or length < 2:
+            return None
+        if marker == _COD and length >= 12 and pos + 14 <= end:
+            transforms.append(buf[pos + 13])
+        elif marker == _COC and length >= 8 + component_bytes and pos + 10 + component_bytes <= end:
+            transforms.append(buf[pos + 9 + component_bytes])
+        pos += 2 + length
+    return None
+
+
+def pixel_data_irreversible(buf: Buffer, start: int = 0, end: int | None = None) -> bool | None:
+    """``j2k_irreversible`` over encapsulated JPEG 2000 Pixel Data ``buf[start:end]`` (its
+    items, PS3.5 A.4): True when any frame's codestream is irreversible, False when every
+    readable one is reversible, None when none could be read. Every fragment that opens a
+    codestream (SOC or JP2 signature) is looked at: the offset tables are not needed."""
+    end = len(buf) if end is None else min(end, len(buf))
+    pos = start
+    verdict: bool | None = None
+    first = True
+    while pos + 8 <= end:
+        group, element, length = _ITEM.unpack_from(buf, pos)
+        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            break
+        value = pos + 8
+        if not first:  # the first item is the Basic Offset Table
+            head = bytes(buf[value : value + 2])
+            if head == b"\xff\x4f" or bytes(buf[value : value + 12]) == _JP2_SIGNATURE:
+                found = j2k_irreversible(buf, value, min(end, value + length))
+                if found:
+                    return True
+                if found is not None:
+                    verdict = False
+        first = False
+        pos = value + length
+    return verdict
+
+
+def dataset_irreversible(ds: Any) -> bool | None:
+    """``pixel_data_irreversible`` of a data set's Pixel Data when its transfer syntax is
+    a JPEG 2000 one; None otherwise or when it has no pixel data (read without it)."""
+    meta = getattr(ds, "file_meta", None)
+    ts = str(getattr(meta, "TransferSyntaxUID", "") or "")
+    if ts not in JPEG_2000 or "PixelData" not in ds:
+        return None
+    value = ds.PixelData
+    if not isinstance(value, bytes | bytearray | memoryview):
+        return None
+    return pixel_data_irreversible(value)

@@ -60,10 +60,18 @@ class Parsed:
 
     @property
     def lossy(self) -> bool:
-        """Lossy-compressed now or at any time before (Lossy Image Compression "01")."""
-        return self.transfer_syntax in transfer_syntaxes.LOSSY or (
-            str(self.dataset.get("LossyImageCompression", "")) == "01"
-        )
+        """Lossy-compressed now or at any time before (``transfer_syntaxes.is_lossy``, which
+        the workstation's badge uses too): Lossy Image Compression "01", an always-lossy
+        syntax, or a JPEG 2000 codestream with the irreversible wavelet. A JPEG 2000 one
+        whose codestream cannot be read counts as lossy unless the attribute says "00"."""
+        ts = self.transfer_syntax
+        irreversible = None
+        if ts in transfer_syntaxes.CODESTREAM_DECIDES and self.pixel_end > self.pixel_start:
+            irreversible = codestream.pixel_data_irreversible(
+                self.file_bytes, self.pixel_start, self.pixel_end
+            )
+        flag = self.dataset.get("LossyImageCompression", "")
+        return transfer_syntaxes.is_lossy(ts, flag, irreversible) is not False
 
 
 # Above this size an inflated data set must not be more than MAX_RATIO times what was sent:

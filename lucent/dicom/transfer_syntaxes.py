@@ -54,8 +54,54 @@ LOSSY_METHOD: dict[str, str] = {
     "1.2.840.10008.1.2.4.108": "ISO_23008_2",
 }
 
-# Syntaxes that lose information: the viewer shows the "JPG" badge for these (FAQ).
+#: Syntaxes that may lose information (what a lossy transcode may target; test samples
+#: made with them are lossy). Whether an instance did is ``is_lossy``: JPEG 2000 (.91) is
+#: reversible or not as its codestream says.
 LOSSY: frozenset[str] = frozenset(LOSSY_METHOD)
+
+#: Syntaxes whose codestream says whether it lost information: the JPEG 2000 family codes
+#: with the reversible 5/3 or the irreversible 9/7 wavelet (ISO/IEC 15444-1 A.6.1).
+CODESTREAM_DECIDES: frozenset[str] = frozenset(
+    {
+        "1.2.840.10008.1.2.4.91",  # JPEG 2000
+        "1.2.840.10008.1.2.4.93",  # JPEG 2000 Part 2 Multi-component
+        "1.2.840.10008.1.2.4.203",  # HTJ2K
+    }
+)
+
+#: Syntaxes that always lose information: JPEG lossy processes, JPEG-LS near-lossless,
+#: the video codecs, JPEG XL holding a recompressed (lossy) JPEG and JPEG XL (whose header
+#: does not tell; .110 is JPEG XL Lossless).
+ALWAYS_LOSSY: frozenset[str] = (LOSSY - CODESTREAM_DECIDES) | {
+    "1.2.840.10008.1.2.4.111",  # JPEG XL JPEG Recompression
+    "1.2.840.10008.1.2.4.112",  # JPEG XL
+}
+
+
+def is_lossy(
+    transfer_syntax: str, lossy_image_compression: object = None, irreversible: bool | None = None
+) -> bool | None:
+    """Whether an instance was lossy compressed: the "JPG" badge of the workstation and the
+    index's lossy flag, decided here for both (probe 59: they called every .91 lossy).
+
+    - Lossy Image Compression (0028,2110) "01": lossy, now or at any time before
+      (PS3.3 C.7.6.1.1.5);
+    - an always-lossy syntax (``ALWAYS_LOSSY``): lossy;
+    - a JPEG 2000 syntax (``CODESTREAM_DECIDES``): lossy when ``irreversible``
+      (``codestream.pixel_data_irreversible``: the 9/7 wavelet, whatever the attribute
+      claims); a reversible codestream is not; unknown (pixel data not at hand), "00"
+      means not lossy and an absent attribute None: only the codestream can tell;
+    - any other syntax: not lossy.
+    """
+    flag = str(lossy_image_compression or "").strip()
+    if flag == "01" or transfer_syntax in ALWAYS_LOSSY:
+        return True
+    if transfer_syntax in CODESTREAM_DECIDES:
+        if irreversible is not None:
+            return irreversible
+        return False if flag == "00" else None
+    return False
+
 
 VIDEO: frozenset[str] = frozenset(u for u in ACCEPTED if u.startswith("1.2.840.10008.1.2.4.1"))
 

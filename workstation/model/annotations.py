@@ -39,9 +39,19 @@ class Annotation:
             return measure.distance(p[0], p[1], spacing)
         if self.kind == "angle" and len(p) >= 3:
             return measure.angle(p[0], p[1], p[2], spacing)
-        if self.kind in ("rect", "ellipse") and len(p) >= 2 and isinstance(values, np.ndarray):
+        if self.kind == "ellipse" and isinstance(values, np.ndarray):
+            # two corners (our tool) or a GSPS ELLIPSE's axes, which may be rotated
+            e = self.ellipse()
+            return None if e is None else measure.ellipse_roi(values, e, spacing, unit)
+        if self.kind == "rect" and len(p) >= 2 and isinstance(values, np.ndarray):
             return measure.roi(values, p[0], p[1], self.kind, spacing, unit)
         return None
+
+    def ellipse(self) -> measure.Ellipse | None:
+        """An ellipse annotation as its axes (centre, semi-axes, rotation): from the two
+        corners our tool draws, or the four axis end points of a read GSPS ELLIPSE
+        (PS3.3 C.10.5.1.2). None for other kinds."""
+        return measure.Ellipse.of(self.points) if self.kind == "ellipse" else None
 
 
 def _segment_distance(p: Point, a: Point, b: Point) -> float:
@@ -55,14 +65,13 @@ def _segment_distance(p: Point, a: Point, b: Point) -> float:
 def outline(a: Annotation, to_view: Callable[[float, float], Point]) -> list[Point]:
     """The annotation's drawn line in view coordinates (rect/ellipse: their closed outline)."""
     pts = [to_view(*p) for p in a.points]
-    if a.kind in ("rect", "ellipse") and len(a.points) >= 2:
+    if a.kind == "rect" and len(a.points) >= 2:
         (x0, y0), (x1, y1) = a.points[0], a.points[1]
-        if a.kind == "rect":
-            corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
-            return [to_view(x, y) for x, y in corners]
-        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, abs(x1 - x0) / 2, abs(y1 - y0) / 2
-        steps = [2 * math.pi * k / 64 for k in range(65)]
-        return [to_view(cx + rx * math.cos(t), cy + ry * math.sin(t)) for t in steps]
+        corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
+        return [to_view(x, y) for x, y in corners]
+    e = a.ellipse()
+    if e is not None:  # rotated as its axes say
+        return [to_view(x, y) for x, y in e.outline()]
     return pts
 
 

@@ -97,9 +97,12 @@ def build(
                     )
                 )
             elif a.kind == "ellipse" and len(a.points) >= 2:
-                (x0, y0), (x1, y1) = a.points[0], a.points[1]
-                cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-                ends = [(x0, cy), (x1, cy), (cx, y0), (cx, y1)]
+                if len(a.points) >= 4:  # a read GSPS ELLIPSE: its axes as they were
+                    ends = list(a.points[:4])
+                else:
+                    (x0, y0), (x1, y1) = a.points[0], a.points[1]
+                    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+                    ends = [(x0, cy), (x1, cy), (cx, y0), (cx, y1)]
                 graphics.append(
                     pr.GraphicObject(
                         graphic_type=pr.GraphicTypeValues.ELLIPSE,
@@ -239,9 +242,7 @@ def read(ds: Dataset) -> PresentationState:
             pts = [_from_gsps(data[i], data[i + 1]) for i in range(0, len(data) - 1, 2)]
             kind = str(go.GraphicType)
             if kind == "ELLIPSE" and len(pts) == 4:
-                xs = [p[0] for p in pts]
-                ys = [p[1] for p in pts]
-                found.append(Annotation("ellipse", [(min(xs), min(ys)), (max(xs), max(ys))]))
+                found.append(Annotation("ellipse", _ellipse_points(pts)))
             elif kind == "CIRCLE" and len(pts) == 2:
                 (cx, cy), (px, py) = pts
                 r = float(np.hypot(px - cx, py - cy))
@@ -279,6 +280,23 @@ def read(ds: Dataset) -> PresentationState:
             state.window = (float(c), float(w))
             break
     return state
+
+
+def _ellipse_points(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A GSPS ELLIPSE (PS3.3 C.10.5.1.2: major axis end points, then minor axis end points)
+    as an ellipse annotation: its bounding box corners when the axes are horizontal and
+    vertical (what our tool draws and saves, so our ellipses round-trip unchanged), else
+    the four axis end points, which keep its rotation. The bounding box of a rotated
+    ellipse's axis end points drew a 45-degree ellipse as an upright one (probe 59)."""
+    (x0, y0), (x1, y1), (x2, y2), (x3, y3) = pts
+    tol = 1e-6
+    horizontal_first = abs(y0 - y1) <= tol and abs(x2 - x3) <= tol
+    vertical_first = abs(x0 - x1) <= tol and abs(y2 - y3) <= tol
+    if horizontal_first or vertical_first:
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        return [(min(xs), min(ys)), (max(xs), max(ys))]
+    return list(pts)
 
 
 def _frames(ref: Dataset) -> list[int]:

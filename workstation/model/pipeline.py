@@ -21,6 +21,9 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+#: Names the "JPG" badge gives each syntax that may lose information. Whether an
+#: instance did is ``lucent.dicom.transfer_syntaxes.is_lossy`` (the server's index flag
+#: decides with it too): JPEG 2000 only when its codestream is irreversible.
 LOSSY_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2.4.50": "JPEG Baseline",
     "1.2.840.10008.1.2.4.51": "JPEG Extended",
@@ -36,8 +39,9 @@ LOSSY_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2.4.106": "MPEG-4",
     "1.2.840.10008.1.2.4.107": "HEVC",
     "1.2.840.10008.1.2.4.108": "HEVC",
-    "1.2.840.10008.1.2.4.110": "JPEG XL",
+    "1.2.840.10008.1.2.4.111": "JPEG XL",
     "1.2.840.10008.1.2.4.112": "JPEG XL",
+    "1.2.840.10008.1.2.4.203": "HTJ2K",
 }
 
 
@@ -78,20 +82,32 @@ def lossy_of(
     transfer_syntax: str = "",
     ratio: Any = None,
     method: Any = None,
-    index_flag: bool = False,
+    index_flag: bool | None = None,
+    irreversible: bool | None = None,
 ) -> Lossy:
-    """Lossy Image Compression (0028,2110) = "01", a lossy transfer syntax, or the index flag."""
-    flag = str(lossy_flag or "").strip()
+    """``transfer_syntaxes.is_lossy`` (Lossy Image Compression (0028,2110) "01", an
+    always-lossy syntax, an irreversible JPEG 2000 codestream), or the server's index flag
+    (the same function over the stored codestream). A JPEG 2000 instance whose codestream
+    is not at hand (``irreversible`` None) takes the index flag, else counts as lossy: a
+    reversible .91 with "00" showed "JPG" (probe 59)."""
+    from lucent.dicom.transfer_syntaxes import is_lossy
+
     by_syntax = LOSSY_TRANSFER_SYNTAXES.get(str(transfer_syntax), "")
-    is_lossy = flag == "01" or bool(by_syntax) or index_flag
+    verdict = is_lossy(str(transfer_syntax), lossy_flag, irreversible)
+    if verdict is None:
+        verdict = True if index_flag is None else index_flag
+    is_lossy_now = verdict or bool(index_flag)
     ratio_s = _first(ratio)
     if ratio_s:
         with contextlib.suppress(ValueError):
             ratio_s = f"{float(ratio_s):g}"
-    return Lossy(is_lossy, _first(method) or by_syntax, ratio_s)
+    return Lossy(is_lossy_now, _first(method) or by_syntax, ratio_s)
 
 
-def lossy_of_dataset(ds: Dataset, index_flag: bool = False) -> Lossy:
+def lossy_of_dataset(ds: Dataset, index_flag: bool | None = None) -> Lossy:
+    """``lossy_of`` of a data set, its JPEG 2000 codestream read when it has pixel data."""
+    from lucent.dicom.codestream import dataset_irreversible
+
     ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     return lossy_of(
         ds.get("LossyImageCompression"),
@@ -99,6 +115,7 @@ def lossy_of_dataset(ds: Dataset, index_flag: bool = False) -> Lossy:
         ds.get("LossyImageCompressionRatio"),
         ds.get("LossyImageCompressionMethod"),
         index_flag,
+        dataset_irreversible(ds),
     )
 
 
@@ -171,10 +188,8 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
     pydicom converts YBR_* to RGB and applies Planar Configuration; PALETTE COLOR goes
     through its Palette Colour LUT here so the viewer only ever sees grey or RGB.
     """
-    from pydicom.pixels import apply_color_lut
-
     from lucent.dicom import codestream, video
-    from lucent.dicom.pixels import ignore_bits_above_high_bit, modality_lut
+    from lucent.dicom.pixels import ignore_bits_above_high_bit, modality_lut, palette_to_rgb
 
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     n = int(ds.get("NumberOfFrames") or 1)
@@ -192,9 +207,10 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
             arr = arr[np.newaxis]
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if photometric == "PALETTE COLOR":
-        arr = apply_color_lut(arr, ds)
-        if arr.dtype != np.uint8:
-            arr = (arr >> 8).astype(np.uint8) if arr.dtype == np.uint16 else arr.astype(np.uint8)
+        # the server's palette reader (PS3.3 C.7.6.3.1.5/6): 8-bit entries in 16-bit words
+        # and 8-bit palettes of more than 256 entries were read wrong by apply_color_lut
+        # here (the same mistake as the VOI LUT's, probe 59)
+        arr = palette_to_rgb(ds, arr)
         samples = 3
     elif samples == 3 and arr.dtype != np.uint8:
         top = float((1 << int(ds.get("BitsStored", 8))) - 1)
@@ -205,6 +221,9 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
     # Read even when the image also has a window: both are offered (PS3.3 C.11.2), the
     # viewport picks the default (the LUT only when there is no window, PS3.4 N.2.1.1).
     voi = _voi_lut(ds)
+    per_frame_voi = bool(ds.get("PerFrameFunctionalGroupsSequence")) and any(
+        "FrameVOILUTSequence" in group for group in ds.PerFrameFunctionalGroupsSequence
+    )
     overlay = _overlay_mask(ds, n)
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
@@ -224,7 +243,7 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
                 intercept=intercept,
                 windows=windows,
                 voi_function=str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper(),
-                voi_lut=voi,
+                voi_lut=_voi_lut(ds, k) if per_frame_voi and k else voi,
                 overlay=None if overlay is None or not overlay[k].any() else overlay[k],
                 bits_stored=int(ds.get("BitsStored", 8) or 8),
             )
@@ -232,32 +251,28 @@ def frames_from_dataset(ds: Dataset) -> list[Frame]:
     return frames
 
 
-def _voi_lut(ds: Dataset) -> VoiLut | None:
-    """The first item of the VOI LUT Sequence (0028,3010), PS3.3 C.11.2.1.1; None when the
-    image has none or it cannot be read (a broken LUT must not hide the image)."""
-    seq = ds.get("VOILUTSequence")
-    if not seq:
+def _voi_lut(ds: Dataset, index: int = 0) -> VoiLut | None:
+    """The first VOI LUT Sequence (0028,3010) item of frame ``index`` (its Frame VOI LUT
+    functional group or the top level), PS3.3 C.11.2.1.1, read by the server's
+    ``lucent.dicom.pixels.voi_lut`` so both apps read LUTs with one piece of code: 8-bit
+    entries are stored as with 8 bits allocated, one byte each (C.8.11.3.1.5); read as
+    16-bit words here they halved the table and showed stored 2048 white instead of mid
+    grey (probe 59). The first mapped value is signed when the Modality LUT output can be
+    negative. None when the image has none or it cannot be read (a broken LUT must not
+    hide the image)."""
+    from lucent.dicom.pixels import frame_group, voi_lut
+
+    items = frame_group(ds, index, "FrameVOILUTSequence").get("VOILUTSequence")
+    if not items:
         return None
-    item = seq[0]
     try:
-        desc = [int(v) for v in item.LUTDescriptor]
-        data = item.LUTData
-        if isinstance(data, bytes):
-            table = np.frombuffer(data, "<u2")
-        elif isinstance(data, int):
-            table = np.asarray([data])
-        else:
-            table = np.asarray(list(data))
-        entries = desc[0] or 65536  # 0 means 2^16 entries
-        table = table[:entries].astype(np.float32)
-        first = desc[1] - 65536 if desc[1] > 32767 and ds.get("PixelRepresentation") else desc[1]
-        bits = desc[2] if 8 <= desc[2] <= 16 else 16
+        lut = voi_lut(ds, index)
     except (AttributeError, TypeError, ValueError, IndexError, KeyError):
         return None
-    if not len(table):
+    if lut is None:
         return None
-    explanation = str(item.get("LUTExplanation", "") or "")
-    return VoiLut(first, table, bits, explanation)
+    explanation = str(items[0].get("LUTExplanation", "") or "")
+    return VoiLut(lut.first, lut.data.astype(np.float32), lut.bits, explanation)
 
 
 def _overlay_mask(ds: Dataset, frames: int) -> np.ndarray | None:

@@ -214,9 +214,10 @@ class ViewportWidget(QWidget):
             p.setPen(QPen(SELECTED_COLOUR if selected else colour, 2.5 if selected else 1.5))
             p.setBrush(Qt.BrushStyle.NoBrush)
             pts = [QPointF(*tr.to_widget(*pt)) for pt in a.points]  # type: ignore[attr-defined]
-            if a.kind in ("rect", "ellipse") and len(pts) >= 2:
-                rect = QRectF(pts[0], pts[1]).normalized()
-                (p.drawEllipse if a.kind == "ellipse" else p.drawRect)(rect)
+            if a.kind == "ellipse" and len(pts) >= 2:
+                self._ellipse(p, tr, a)
+            elif a.kind == "rect" and len(pts) >= 2:
+                p.drawRect(QRectF(pts[0], pts[1]).normalized())
             elif a.kind == "text" and pts:
                 p.drawText(pts[0], a.text)
             elif a.kind == "arrow" and len(pts) >= 2:
@@ -235,6 +236,30 @@ class ViewportWidget(QWidget):
                 anchor = pts[-1] + QPointF(6, -6)
                 for k, line in enumerate(result.text.split("\n")):
                     p.drawText(anchor + QPointF(0, 12 * k), line)
+
+    @staticmethod
+    def _ellipse(p: QPainter, tr: object, a: Annotation) -> None:
+        """An ellipse as its axes say, rotated (a GSPS ELLIPSE, PS3.3 C.10.5.1.2, may be):
+        drawn in its own frame (centre at the origin, first axis along x) through the image
+        to widget transform, with a cosmetic pen so the line keeps its width at any zoom.
+        The axis end points' bounding box drew a 45-degree ellipse upright (probe 59)."""
+        import math
+
+        e = a.ellipse()
+        if e is None:
+            return
+        m = tr.matrix()  # type: ignore[attr-defined]
+        view = QTransform(m[0, 0], m[1, 0], m[0, 1], m[1, 1], m[0, 2], m[1, 2])
+        local = QTransform()
+        local.translate(e.cx, e.cy)
+        local.rotate(math.degrees(e.angle))
+        pen = QPen(p.pen())
+        pen.setCosmetic(True)
+        p.save()
+        p.setPen(pen)
+        p.setTransform(local * view, True)
+        p.drawEllipse(QPointF(0.0, 0.0), e.rx, e.ry)
+        p.restore()
 
     @staticmethod
     def _arrow(p: QPainter, tail: QPointF, head: QPointF) -> None:
