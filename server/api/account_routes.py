@@ -19,7 +19,14 @@ from lucent.api import schemas
 from server.accounts import audit, login, quotas, rights, throttle, users
 from server.accounts import retention as retention_mod
 from server.accounts.clock import now
-from server.api.auth import Caller, audit_caller, client_address, get_caller
+from server.api.auth import (
+    Caller,
+    access,
+    audit_caller,
+    client_address,
+    get_caller,
+    require_pool,
+)
 from server.api.params import RowId
 from server.context import ServerContext
 from server.index.account_models import (
@@ -778,12 +785,35 @@ def my_quota(request: Request, caller: Caller = Depends(get_caller)) -> list[acs
 # ------------------------------------------------------------------ hidden data
 @router.get("/hidden", response_model=list[acs.HiddenOut])
 def list_hidden(request: Request, caller: Caller = Depends(get_caller)) -> list[acs.HiddenOut]:
-    """FAQ "Show hidden data": what this user has hidden, to restore."""
+    """FAQ "Show hidden data": what this user has hidden, to restore. Only objects of pools
+    the caller may read: one hidden before a grant was withdrawn (or through the leak of
+    probe 58) would otherwise stay listed while it exists and vanish once it is deleted."""
+    acc = access(request, caller)
     with ctx_of(request).Session() as db:
-        rows = db.scalars(
-            select(HiddenItem).where(HiddenItem.user_pk == caller.user_id).order_by(HiddenItem.id)
+        rows = list(
+            db.scalars(
+                select(HiddenItem)
+                .where(HiddenItem.user_pk == caller.user_id)
+                .order_by(HiddenItem.id)
+            )
         )
+        if not acc.everything:
+            pools = {(r.level, r.uid): _hidden_pool(db, r.level, r.uid) for r in rows}
+            rows = [r for r in rows if acc.allows(pools[r.level, r.uid] or "", "read")]
         return [acs.HiddenOut(level=r.level, uid=r.uid, hidden_at=r.hidden_at) for r in rows]
+
+
+def _hidden_pool(db: Any, level: str, uid: str) -> str | None:
+    """The pool of the study or series ``uid`` names (None: there is none)."""
+    if level == "study":
+        return db.scalars(select(Study.pool).where(Study.study_uid == uid)).first()
+    if level == "series":
+        return db.scalars(
+            select(Study.pool)
+            .join(Series, Series.study_pk == Study.id)
+            .where(Series.series_uid == uid)
+        ).first()
+    return None
 
 
 @router.post("/hidden", status_code=204)
@@ -792,12 +822,22 @@ def hide(body: acs.HiddenIn, request: Request, caller: Caller = Depends(get_call
         raise HTTPException(422, "level must be study or series")
     if not body.uid.strip():
         raise HTTPException(422, "uid must name a study or series")
+    ctx = ctx_of(request)
+    unknown = HTTPException(404, f"no {body.level} {body.uid} to hide")
+    with ctx.Session() as db:
+        pool = _hidden_pool(db, body.level, body.uid)
+    # an empty or unknown UID was stored and listed as hidden (probe 34); one of a pool the
+    # caller may not read answered 204 where an unknown one is 404: it told which UIDs are
+    # archived (probe 58). The same answer for both, and the refusal audited.
+    if pool is None:
+        raise unknown
+    objects = [{"type": body.level, "id": body.uid}]
+    require_pool(request, caller, pool, "read", objects, unknown)
     model = Study if body.level == "study" else Series
     column = Study.study_uid if body.level == "study" else Series.series_uid
-    with ctx_of(request).WriteSession() as db, db.begin():
-        # an empty or unknown UID was stored and listed as hidden (probe 34)
+    with ctx.WriteSession() as db, db.begin():
         if db.scalars(select(model.id).where(column == body.uid)).first() is None:
-            raise HTTPException(404, f"no {body.level} {body.uid} to hide")
+            raise unknown  # deleted meanwhile
         exists = db.scalars(
             select(HiddenItem).where(
                 HiddenItem.user_pk == caller.user_id,
