@@ -5,6 +5,10 @@ storage stays open to every caller (Conformance 4.2.3.5).
 
 A node matches by AE title and by address: the host configured for it must resolve to the
 caller's address (IPv4, IPv6, or IPv4 mapped into IPv6).
+
+While the index database is down nobody can be told apart: ``IndexUnavailable`` is raised,
+and the association is rejected as transient (PS3.8 9.3.4) or the request answered with a
+failure status, never aborted (probe 58).
 """
 
 from __future__ import annotations
@@ -12,25 +16,102 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import threading
+import time
 
 from sqlalchemy import select
 
 from lucent.net.scu import unbracketed
 from server.context import ServerContext
 from server.dimse import audit_trail
+from server.index import db
 from server.index.models import RemoteNode
 
 log = logging.getLogger("lucent.dimse")
+
+#: How often a continuing outage is mentioned again in the log (seconds).
+REMIND_S = 300.0
+
+
+class IndexUnavailable(Exception):
+    """The index database cannot say who may query and retrieve (``db.unavailable``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"index database unavailable: {reason}")
+        self.reason = reason
+
+
+class _Outage:
+    """One log line when an outage starts (and a reminder every ``REMIND_S``), one when
+    the index answers again: findscu retrying every second logged a traceback each time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._told = 0.0
+
+    def down(self, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            since = self._since
+            if since is None:
+                self._since = self._told = now
+            elif now - self._told >= REMIND_S:
+                self._told = now
+            else:
+                return
+        if since is None:
+            log.error("index database unavailable, Query/Retrieve refused meanwhile: %s", reason)
+        else:
+            log.error(
+                "index database still unavailable after %.0f s, Query/Retrieve refused: %s",
+                now - since,
+                reason,
+            )
+
+    def up(self) -> None:
+        if self._since is None:
+            return
+        with self._lock:
+            since, self._since = self._since, None
+        if since is not None:
+            log.info(
+                "index database available again after %.0f s, Query/Retrieve served",
+                time.monotonic() - since,
+            )
+
+
+_outage = _Outage()
+
+
+def index_outage(exc: BaseException) -> str | None:
+    """The reason when ``exc`` is an index database outage (logged once per outage, as
+    the caller check logs it), else None: a Q/R request that fails on it answers a failure
+    status naming the outage, not a traceback per request."""
+    if isinstance(exc, IndexUnavailable):
+        return exc.reason
+    reason = db.unavailable(exc)
+    if reason is not None:
+        _outage.down(reason)
+    return reason
 
 
 def query_retrieve_caller(
     ctx: ServerContext, ae_title: str, address: str
 ) -> RemoteNode | bool | None:
     """The configured node the caller is, True when Q/R is open to all, None when refused
-    (logged and audited)."""
+    (logged and audited). ``IndexUnavailable`` while the index database is down."""
     ae_title = ae_title.strip()
-    with ctx.Session() as session:
-        nodes = list(session.scalars(select(RemoteNode).where(RemoteNode.ae_title == ae_title)))
+    try:
+        with ctx.Session() as session:
+            nodes = list(session.scalars(select(RemoteNode).where(RemoteNode.ae_title == ae_title)))
+    except Exception as exc:
+        reason = db.unavailable(exc)
+        if reason is None:
+            raise
+        _outage.down(reason)
+        raise IndexUnavailable(reason) from exc
+    _outage.up()
     for node in nodes:
         if node.inbound_query_retrieve and same_host(node.host, address):
             return node

@@ -158,7 +158,15 @@ class StoreAcceptor:
                 sock.sendall(ul.associate_rj(*exc.rejection))
                 raise Abort(str(exc)) from exc
             if self._needs_full_stack(req):
-                if self._unknown_query_retrieve_caller(req, address):
+                try:
+                    unknown = self._unknown_query_retrieve_caller(req, address)
+                except access.IndexUnavailable:
+                    # the index cannot say who the caller is (logged once per outage):
+                    # rejected-transient, service provider (presentation), temporary
+                    # congestion (PS3.8 9.3.4) - it was an A-ABORT with a traceback
+                    sock.sendall(ul.associate_rj(2, 3, 1))
+                    return
+                if unknown:
                     # rejected-permanent, service user, calling AE title not recognised
                     sock.sendall(ul.associate_rj(1, 1, 3))
                     return
@@ -212,7 +220,8 @@ class StoreAcceptor:
         included) from a caller that may not use it is rejected outright, so the caller is
         told at once and why (findscu, getscu: "Calling AE Title Not Recognized"), not
         refused request by request. An association that also proposes storage towards us
-        stays open: storage is open to all (Conformance 4.2.3.5)."""
+        stays open: storage is open to all (Conformance 4.2.3.5). ``IndexUnavailable``
+        while the index database cannot say who the caller is (probe 58)."""
         if not self.settings.dimse.restrict_query_retrieve or not req.contexts:
             return False
         if not any(c.abstract_syntax in QUERY_RETRIEVE for c in req.contexts):

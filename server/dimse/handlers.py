@@ -11,6 +11,7 @@ import io
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pydicom import dcmread
@@ -34,6 +35,16 @@ from server.index.models import Instance, RemoteNode
 log = logging.getLogger("lucent.dimse")
 
 PATIENT_ROOT_PREFIX = "1.2.840.10008.5.1.4.1.2.1."
+
+
+#: Failed: Unable to process (PS3.4 C.4.1.1.4, C000-CFFF), for a request the index database
+#: cannot answer now; C000 stays the code of any other failure.
+INDEX_UNAVAILABLE = 0xC001
+
+
+def _unavailable(reason: str) -> Dataset:
+    """The failure status of a Q/R request during an index database outage (probe 58)."""
+    return _status(INDEX_UNAVAILABLE, f"index database unavailable: {reason}")
 
 
 def _status(code: int, comment: str) -> Dataset:
@@ -120,7 +131,12 @@ def _scoped(f: queries.Filter, ctx: ServerContext, pool: PoolSection) -> queries
 def handle_find(
     event: Event, ctx: ServerContext, pool: PoolSection
 ) -> Iterator[tuple[int, Dataset | None]]:
-    if _peer_allowed(event, ctx) is None:
+    try:
+        allowed = _peer_allowed(event, ctx)
+    except access.IndexUnavailable as exc:
+        yield _unavailable(exc.reason), None
+        return
+    if allowed is None:
         yield _status(status.NOT_AUTHORIZED, "calling AE is not a configured remote node"), None
         return
     identifier = event.identifier
@@ -145,6 +161,10 @@ def handle_find(
             return
         matches = [m for m in found if keep(m)]
     except Exception as exc:
+        reason = access.index_outage(exc)  # logged once per outage, not a traceback each
+        if reason is not None:
+            yield _unavailable(reason), None
+            return
         log.exception("C-FIND failed")
         yield _status(status.QR_UNABLE_TO_PROCESS, str(exc)), None
         return
@@ -374,6 +394,22 @@ def _sub_operations(
             )
 
 
+@contextmanager
+def _index_needed() -> Iterator[None]:
+    """A C-MOVE/C-GET step that needs the index: during an outage it is refused with the
+    outage's failure status (logged once per outage), before any sub-operation; it was
+    pynetdicom's C511 "unhandled exception" with a traceback per request (probe 58)."""
+    try:
+        yield
+    except refusal.Refused:
+        raise
+    except Exception as exc:
+        reason = access.index_outage(exc)
+        if reason is None:
+            raise
+        raise _refused(_unavailable(reason)) from exc
+
+
 def _refused(error: Dataset) -> refusal.Refused:
     return refusal.Refused(int(error.Status), str(error.get("ErrorComment", "")))
 
@@ -381,16 +417,21 @@ def _refused(error: Dataset) -> refusal.Refused:
 def handle_move(event: Event, ctx: ServerContext, pool: PoolSection) -> Iterator[Any]:
     # Refusals are raised before the first yield (server.dimse.refusal): answered with
     # their own status, no sub-operation counts, and no association to the destination.
-    caller = _peer_allowed(event, ctx)
-    if caller is None:
-        raise refusal.Refused(status.NOT_AUTHORIZED, "calling AE is not a configured remote node")
-    destination = event.move_destination
-    dest = (destination.decode() if isinstance(destination, bytes) else str(destination)).strip()
-    node = _move_destination(ctx, dest, caller)
-    if node is None:
-        log.warning("C-MOVE to %r refused: no remote node with that AE title may receive", dest)
-        raise refusal.Refused(status.QR_MOVE_DESTINATION_UNKNOWN, f"unknown destination {dest}")
-    found, error = _selected(event, ctx, pool)
+    with _index_needed():
+        caller = _peer_allowed(event, ctx)
+        if caller is None:
+            raise refusal.Refused(
+                status.NOT_AUTHORIZED, "calling AE is not a configured remote node"
+            )
+        destination = event.move_destination
+        dest = (
+            destination.decode() if isinstance(destination, bytes) else str(destination)
+        ).strip()
+        node = _move_destination(ctx, dest, caller)
+        if node is None:
+            log.warning("C-MOVE to %r refused: no remote node with that AE title may receive", dest)
+            raise refusal.Refused(status.QR_MOVE_DESTINATION_UNKNOWN, f"unknown destination {dest}")
+        found, error = _selected(event, ctx, pool)
     if error is not None or found is None:
         raise _refused(error if error is not None else _status(status.QR_UNABLE_TO_PROCESS, ""))
     host = unbracketed(node.host)  # a node stored as "[::1]" before hosts were normalised
@@ -439,9 +480,12 @@ def _move_destination(
 
 
 def handle_get(event: Event, ctx: ServerContext, pool: PoolSection) -> Iterator[Any]:
-    if _peer_allowed(event, ctx) is None:
-        raise refusal.Refused(status.NOT_AUTHORIZED, "calling AE is not a configured remote node")
-    found, error = _selected(event, ctx, pool)
+    with _index_needed():
+        if _peer_allowed(event, ctx) is None:
+            raise refusal.Refused(
+                status.NOT_AUTHORIZED, "calling AE is not a configured remote node"
+            )
+        found, error = _selected(event, ctx, pool)
     if error is not None or found is None:
         raise _refused(error if error is not None else _status(status.QR_UNABLE_TO_PROCESS, ""))
     yield len(found)
