@@ -40,7 +40,7 @@ from server import config as config_mod
 from server import logs
 from server.config import PoolSection, Settings
 from server.context import ServerContext
-from server.dimse import handlers, refusal
+from server.dimse import audit_spool, handlers, refusal
 from server.dimse.fast_store import AcceptTrouble, StoreAcceptor
 
 log = logging.getLogger("lucent.dimse")
@@ -275,6 +275,10 @@ def worker_main(config_path: str, index: int, handles: Any = None) -> None:
     logs.configure(settings.server.log_level, f"worker {index}")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     ctx = ServerContext(settings)
+    # pending association records; at its start it writes those of workers that are gone
+    # (the server was killed, or this worker is a restarted one), then retries what the
+    # database did not take (probe 58)
+    spool = audit_spool.install(ctx)
     try:
         ctx.warm_up(settings.pools[0].name)
     except Exception:  # a cold first store is slower, not wrong
@@ -295,6 +299,7 @@ def worker_main(config_path: str, index: int, handles: Any = None) -> None:
     for server in servers:
         with contextlib.suppress(ValueError, OSError):
             server.shutdown()
+    audit_spool.uninstall(spool)
     ctx.close()
 
 
