@@ -39,6 +39,7 @@ from server.config import Settings
 from server.index import db
 from server.index.known_series import KnownSeriesWriter
 from server.index.models import Instance, Series, Study
+from server.index.outage_log import OutageLog
 from server.index.records import (
     InstanceRecord,
     Outcome,
@@ -194,7 +195,8 @@ class ServerContext:
         self.storage = FileSystemStorage(settings.archive_dir, sync=settings.archive.sync_writes)
         self._parents = ParentCache()
         self._disk_full_logged = -1e9
-        self._db_down_logged = -1e9
+        # the wire status of an instance refused in an outage, named in the log as sent
+        self._outage = OutageLog(log, f"refusing instances (0x{status.PROCESSING_FAILURE:04X})")
         self.keys = crypto.KeyRing.load_or_create(
             settings.key_file,
             archive_in_use=not settings.key_file.exists() and self.storage.has_objects(),
@@ -387,16 +389,17 @@ class ServerContext:
                 )
                 if result.ok and owner is not None:
                     self.quotas.record_owner(result.sop_instance_uid, owner, len(data))
+                if result.action:  # the index answered: an outage (if any) is over
+                    self._outage.available()
                 return result
         except Exception as exc:  # never let one instance take the listener down
             reason = db.unavailable(exc)
             if reason is None:
                 log.exception("store failed")
                 return StoreResult(status.PROCESSING_FAILURE, f"internal error: {exc}")
-            if time.monotonic() - self._db_down_logged > 60:
-                # one line a minute while the database is away, not a traceback per instance
-                self._db_down_logged = time.monotonic()
-                log.error("index database unavailable, refusing instances (0110): %s", reason)
+            # one line per outage (and a reminder), not a traceback per instance: the
+            # sender gets C0FF (Conformance 4.2.3.6, PS3.4 B.2.3), the log says the same
+            self._outage.unavailable(reason)
             return StoreResult(status.PROCESSING_FAILURE, f"index database unavailable: {reason}")
         finally:
             if incoming is not None and not incoming.claimed:

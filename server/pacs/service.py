@@ -26,6 +26,7 @@ from lucent.net import status as dimse_status
 from server.context import ServerContext
 from server.index import queries
 from server.index.models import Instance, Placeholder, RemoteNode
+from server.index.outage_log import OutageLog
 from server.index.pacs_models import CommitmentRequest, Job, NodeOptions, SentInstance
 from server.jobs.queue import INTERRUPTED, RESUMED, WAITING, JobControl, JobQueue, Outcome, now
 from server.pacs import records
@@ -210,6 +211,7 @@ class PacsService:
         # a plain search on a node known to match case-sensitively says so (probe 37)
         self._case_sensitive: dict[int, bool] = {}
         self._stop = threading.Event()
+        self._outage = OutageLog(log, "storage commitment requests are not sent again")
         self._watcher: threading.Thread | None = None
         if start_watcher:
             self._watcher = threading.Thread(
@@ -1370,8 +1372,11 @@ class PacsService:
         while not self._stop.wait(interval):
             try:
                 self.retry_commitments()
-            except Exception:  # noqa: BLE001 - keep the watcher alive
-                log.exception("commitment retry failed")
+            except Exception as exc:  # noqa: BLE001 - keep the watcher alive
+                # an outage is one line (and a reminder), not a traceback each time (probe 58)
+                self._outage.failed(exc, "commitment retry failed")
+            else:
+                self._outage.available()
 
 
 def _not_a_commitment_scp(node: NodeView) -> str:

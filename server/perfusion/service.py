@@ -52,6 +52,7 @@ from lucent.perfusion.config import PerfusionConfig
 from server.accounts.retention import delete_study
 from server.context import ServerContext
 from server.index.models import Instance, RemoteNode, Series, Study
+from server.index.outage_log import OutageLog
 from server.index.pacs_models import Job
 from server.index.perfusion_models import PerfusionRun
 from server.index.records import now
@@ -176,6 +177,9 @@ class PerfusionService:
         self._watermark = self._initial_watermark()
         self._scanned_at = now() - timedelta(minutes=self.settings.lookback_minutes)
         self._stop = threading.Event()
+        self._scan_lock = threading.RLock()  # one pass at a time (scanner, catch-up)
+        self._scanned_once = False
+        self._outage = OutageLog(log, "complete series are not recognised until it is back")
         self._thread: threading.Thread | None = None
         if start_scanner:
             self._thread = threading.Thread(
@@ -244,35 +248,78 @@ class PerfusionService:
     # ------------------------------------------------------------------ scanning
     def _scan_loop(self) -> None:
         while not self._stop.wait(self.settings.scan_seconds):
+            if not self._scan_needed():
+                continue
             try:
                 self.scan_once()
-            except Exception:  # noqa: BLE001 - the scanner must survive a busy index
-                log.exception("perfusion scan failed")
+            except Exception as exc:  # noqa: BLE001 - the scanner must survive a busy index
+                # an outage is one line (and a reminder), not a traceback every scan (probe 58)
+                self._outage.failed(exc, "perfusion scan failed")
+            else:
+                self._outage.available()
+
+    def _scan_needed(self) -> bool:
+        """Whether a scan can start or abort anything. With ``auto_start`` off only runs
+        under way (new images supersede them, a deleted source cancels them), series watched
+        until they are quiet (a superseded run restarts) and the first scan (runs a stop
+        interrupted restart) need one: the scanner queried the index every ``scan_seconds``
+        for nothing (probe 58). A run submitted while it idles catches up first
+        (``_catch_up``)."""
+        if self.settings.auto_start or not self._scanned_once or self._watch:
+            return True
+        with self._lock:
+            return bool(self._active)
+
+    def _catch_up(self) -> None:
+        """Bring an idle scanner's watermark to now before it follows a run again: what it
+        did not follow while idle is not "new images" of that run (they would supersede it
+        at once). The series updated within ``RESCAN_OVERLAP``, which the next scan reads
+        again, are recorded as seen."""
+        with self._scan_lock:
+            if self._scan_needed():
+                return  # it follows the index already
+            with self.ctx.Session() as db:
+                top = db.scalar(select(func.max(Instance.id)))
+            self._watermark = max(self._watermark, int(top or 0))
+            self._scanned_at = now()
+            for series_pk, max_pk, last in self._new_rows(now()):
+                self._seen[series_pk] = (last, int(max_pk))
+
+    def _new_rows(self, at: datetime) -> list[Any]:
+        """(series pk, max instance id, newest received_at) of the series with new
+        instances by id, and of every series updated since the previous scan (minus an
+        overlap): SQLite reuses the ids of deleted newest rows, so after a study was
+        deleted a new series could lie wholly below the id watermark (outside probe 31)."""
+        horizon = min(self._scanned_at, at) - RESCAN_OVERLAP
+        self._scanned_at = max(self._scanned_at, now())
+        with self.ctx.Session() as db:
+            recent = select(Series.id).where(Series.updated_at >= horizon)
+            return list(
+                db.execute(
+                    select(
+                        Instance.series_pk,
+                        func.max(Instance.id),
+                        func.max(Instance.received_at),
+                    )
+                    .where(or_(Instance.id > self._watermark, Instance.series_pk.in_(recent)))
+                    .group_by(Instance.series_pk)
+                ).all()
+            )
 
     def scan_once(self, at: datetime | None = None) -> list[int]:
         """One pass: follow new instances, abort superseded runs, start complete series.
 
         Returns the ids of the runs started.
         """
-        at = at or now()
+        with self._scan_lock:
+            started = self._scan(at or now())
+            self._scanned_once = True
+            return started
+
+    def _scan(self, at: datetime) -> list[int]:
         self.sources_deleted()  # a study deleted by retention or any other path
-        # New instances by id, and every series updated since the previous scan (minus an
-        # overlap): SQLite reuses the ids of deleted newest rows, so after a study was
-        # deleted a new series could lie wholly below the id watermark (outside probe 31).
         horizon = min(self._scanned_at, at) - RESCAN_OVERLAP
-        self._scanned_at = max(self._scanned_at, now())
-        with self.ctx.Session() as db:
-            recent = select(Series.id).where(Series.updated_at >= horizon)
-            rows = db.execute(
-                select(
-                    Instance.series_pk,
-                    func.max(Instance.id),
-                    func.max(Instance.received_at),
-                )
-                .where(or_(Instance.id > self._watermark, Instance.series_pk.in_(recent)))
-                .group_by(Instance.series_pk)
-            ).all()
-        for series_pk, max_pk, last in rows:
+        for series_pk, max_pk, last in self._new_rows(at):
             self._watermark = max(self._watermark, int(max_pk))
             signature = (last, int(max_pk))
             if self._seen.get(series_pk) == signature:
@@ -506,6 +553,7 @@ class PerfusionService:
         return self._submit(series_pk, exam, "manual", created_by)
 
     def _submit(self, series_pk: int, exam: Examination, trigger: str, created_by: str) -> int:
+        self._catch_up()
         with self.ctx.WriteSession() as db, db.begin():
             series = db.get(Series, series_pk)
             assert series is not None
