@@ -16,8 +16,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-import threading
-import time
 
 from sqlalchemy import select
 
@@ -26,11 +24,9 @@ from server.context import ServerContext
 from server.dimse import audit_trail
 from server.index import db
 from server.index.models import RemoteNode
+from server.index.outage_log import OutageLog
 
 log = logging.getLogger("lucent.dimse")
-
-#: How often a continuing outage is mentioned again in the log (seconds).
-REMIND_S = 300.0
 
 
 class IndexUnavailable(Exception):
@@ -41,47 +37,9 @@ class IndexUnavailable(Exception):
         self.reason = reason
 
 
-class _Outage:
-    """One log line when an outage starts (and a reminder every ``REMIND_S``), one when
-    the index answers again: findscu retrying every second logged a traceback each time."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._since: float | None = None
-        self._told = 0.0
-
-    def down(self, reason: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            since = self._since
-            if since is None:
-                self._since = self._told = now
-            elif now - self._told >= REMIND_S:
-                self._told = now
-            else:
-                return
-        if since is None:
-            log.error("index database unavailable, Query/Retrieve refused meanwhile: %s", reason)
-        else:
-            log.error(
-                "index database still unavailable after %.0f s, Query/Retrieve refused: %s",
-                now - since,
-                reason,
-            )
-
-    def up(self) -> None:
-        if self._since is None:
-            return
-        with self._lock:
-            since, self._since = self._since, None
-        if since is not None:
-            log.info(
-                "index database available again after %.0f s, Query/Retrieve served",
-                time.monotonic() - since,
-            )
-
-
-_outage = _Outage()
+#: One line when an outage starts (a reminder every few minutes), one when the index answers
+#: again: findscu retrying every second logged a traceback each time.
+_outage = OutageLog(log, "Query/Retrieve refused meanwhile")
 
 
 def index_outage(exc: BaseException) -> str | None:
@@ -92,7 +50,7 @@ def index_outage(exc: BaseException) -> str | None:
         return exc.reason
     reason = db.unavailable(exc)
     if reason is not None:
-        _outage.down(reason)
+        _outage.unavailable(reason)
     return reason
 
 
@@ -109,9 +67,9 @@ def query_retrieve_caller(
         reason = db.unavailable(exc)
         if reason is None:
             raise
-        _outage.down(reason)
+        _outage.unavailable(reason)
         raise IndexUnavailable(reason) from exc
-    _outage.up()
+    _outage.available()
     for node in nodes:
         if node.inbound_query_retrieve and same_host(node.host, address):
             return node
