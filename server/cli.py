@@ -94,8 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     workers: WorkerPool | None = None
     forwarder: Any = None
     try:
+        _check_owner(settings)  # the index belongs to this archive: before anything changes
         _private_files(settings)
         ctx = ServerContext(settings, migrate=True)  # StartupError: why, and what to check
+        _own_index(ctx, settings)
         ctx.preflight()
         ctx.recover()  # re-index what a crash left unindexed, remove deleted/half-written
         try:
@@ -307,7 +309,89 @@ def _lock(settings: config_mod.Settings) -> single_instance.Locks:
     sqlite = _sqlite_file(settings)
     if sqlite is not None:
         folders.append(("index database folder", sqlite.parent))
-    return single_instance.acquire(settings.data_dir, folders)
+    # a PostgreSQL index has no folder of ours: a second server on the same database with
+    # its own folders took over the first one's instances (probe 58). Its lock comes first,
+    # so a standby sharing the archive folder is told which server holds the database.
+    from server.index import db
+
+    try:
+        index = db.lock_index(settings.database_url)
+    except DBAPIError as exc:
+        raise StartupError(_index_failure(settings.database_url, exc)) from exc
+    try:
+        locks = single_instance.acquire(settings.data_dir, folders)
+    except BaseException:
+        if index is not None:
+            index.close()
+        raise
+    if index is not None:
+        locks.add(index.close)
+    return locks
+
+
+def _index_failure(url: str, exc: DBAPIError) -> str:
+    """Why the index database could not be reached or read, in one line."""
+    from server.index import db
+
+    reason = db.unavailable(exc)
+    if reason is not None:
+        return db.connection_advice(url, reason)
+    return f"the index database cannot be used ({' '.join(str(exc.orig).split())})"
+
+
+def _index_name(settings: config_mod.Settings) -> str:
+    """The index database in words: its file, or its URL without the password."""
+    from sqlalchemy import make_url
+
+    sqlite = _sqlite_file(settings)
+    if sqlite is not None:
+        return str(sqlite)
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+def _owner_problem(settings: config_mod.Settings, recorded: str | None) -> str | None:
+    return single_instance.owner_problem(
+        recorded,
+        single_instance.archive_id(settings.key_file),
+        index=_index_name(settings),
+        archive_dir=settings.archive_dir,
+        key_file=settings.key_file,
+    )
+
+
+def _check_owner(settings: config_mod.Settings) -> None:
+    """Refuse an index that records another archive, before anything is changed: a twin
+    server with its own archive on the same database (or an index copied next to another
+    archive) listed studies whose objects it lacked, and replaced the first server's
+    instances with objects in its own archive (probe 58). An index that records none yet
+    adopts this archive (``_own_index``)."""
+    from server.index import db
+
+    try:
+        recorded = db.recorded_archive_id(settings.database_url)
+    except DBAPIError as exc:
+        raise StartupError(_index_failure(settings.database_url, exc)) from exc
+    except sqlite3.DatabaseError:
+        return  # a damaged file: opening the index reports it, with what to do
+    problem = _owner_problem(settings, recorded)
+    if problem:
+        raise StartupError(problem)
+
+
+def _own_index(ctx: ServerContext, settings: config_mod.Settings) -> None:
+    """Record this archive in the index (its first start with this version) and this
+    process as the server that opened it. The archive's id file is written first: an id in
+    the index without the file would refuse the next start. A failure is logged and keeps
+    nothing from starting, as before this record existed: every start tries again (the
+    refusal, ``_check_owner``, is what protects the data, and it reads only)."""
+    from server.index import db
+
+    key_file = settings.key_file
+    try:
+        found = single_instance.archive_id(key_file) or single_instance.make_archive_id(key_file)
+        db.own_index(ctx.engine, found, settings.data_dir)
+    except Exception:
+        log.exception("could not record this archive as the owner of the index database")
 
 
 def _sqlite_file(settings: config_mod.Settings) -> Path | None:
@@ -488,12 +572,14 @@ def cmd_rebuild_index(args: argparse.Namespace) -> int:
         print(f"error: stop the server first ({exc})", file=sys.stderr)
         return 1
     try:
+        _check_owner(settings)
         _private_files(settings)
         ctx = ServerContext(settings, migrate=True)
     except BaseException:
         lock.close()
         raise
     try:
+        _own_index(ctx, settings)
         audit.record_local(ctx.WriteSession, "service-start", [], "rebuild-index started")
         try:
             report = ctx.recover()
@@ -549,9 +635,11 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
             print(f"error: no key file at {settings.key_file} to rotate", file=sys.stderr)
             return 1
         # the index first: a key rotated without its audit record is worse than none rotated
+        _check_owner(settings)
         _private_files(settings)
         ctx = ServerContext(settings, migrate=True)
         try:
+            _own_index(ctx, settings)
             ring = crypto.KeyRing.load_or_create(settings.key_file)
             key_id = ring.rotate()
             # 110113 Security Alert / 110129 Security Configuration, as config changes
@@ -646,11 +734,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         except crypto.KeyError_ as exc:
             print(f"lucent-server: {path}: {exc}", file=sys.stderr)
             return 2
-    index = _check_index(settings)
+    index, in_use = _check_index(settings)
     if index.startswith("error: "):
         print(f"lucent-server: {path}: {index.removeprefix('error: ')}", file=sys.stderr)
         return 2
     print(f"{path}: OK ({len(settings.pools)} pool(s), index {index})")
+    if in_use:  # check-config is run while the server runs: not an error
+        print(f"note: the index database is in use by a running server ({in_use})", flush=True)
     from server.dimse.listener import busy_ports
 
     for line in busy_ports(settings):
@@ -658,10 +748,23 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_index(settings: config_mod.Settings) -> str:
-    """check-config's word on the index. A database server is contacted (with the connect
-    timeout of server.index.db): "OK" without connecting let a wrong password or host pass
-    until the next start (probe 12). A SQLite file is not opened (opening creates it)."""
+def _check_index(settings: config_mod.Settings) -> tuple[str, str | None]:
+    """check-config's word on the index, and who holds it when a server runs on it (a
+    PostgreSQL index). A database server is contacted (with the connect timeout of
+    server.index.db): "OK" without connecting let a wrong password or host pass until the
+    next start (probe 12). A SQLite file is not opened (opening creates it). An index that
+    belongs to another archive is refused as ``run`` refuses it (probe 58)."""
+    text, holder, recorded = _inspect_index(settings)
+    if not text.startswith("error: "):
+        problem = _owner_problem(settings, recorded)
+        if problem:
+            return "error: " + problem, None
+    return text, holder
+
+
+def _inspect_index(settings: config_mod.Settings) -> tuple[str, str | None, str | None]:
+    """``_check_index``'s text, the holder of a PostgreSQL index and the archive id the index
+    records (None: none yet)."""
     from sqlalchemy import make_url
 
     from server.index import db
@@ -671,15 +774,17 @@ def _check_index(settings: config_mod.Settings) -> str:
     if parsed.get_backend_name() == "sqlite":
         path = Path(parsed.database or "")
         if not path.is_file():
-            return f"SQLite file {path} (created at the first start)"
+            return f"SQLite file {path} (created at the first start)", None, None
         try:
             revisions, tables = _sqlite_revisions(path)
+            recorded = db.recorded_archive_id(url)
         except sqlite3.Error as exc:
-            return f"error: the SQLite index {path} cannot be read ({exc})"
+            return f"error: the SQLite index {path} cannot be read ({exc})", None, None
         trouble = db.unknown_revision_message(revisions) or _unversioned(revisions, tables)
         if trouble is not None:
-            return "error: " + trouble
-        return f"SQLite file {path} (present, {_schema(revisions)}; opened read-only)"
+            return "error: " + trouble, None, None
+        text = f"SQLite file {path} (present, {_schema(revisions)}; opened read-only)"
+        return text, None, recorded
     engine = db.make_engine(url)
     try:
         with engine.connect() as conn:
@@ -698,19 +803,21 @@ def _check_index(settings: config_mod.Settings) -> str:
                 " WHERE table_schema = current_schema()"
             ).scalars()
             others = len(set(names) & _lucent_tables())
+            recorded = db.recorded_archive_id_on(conn)
+            holder = db.index_in_use(conn)
     except DBAPIError as exc:
         reason = db.unavailable(exc) or " ".join(str(exc.orig).split())
-        return "error: " + db.connection_advice(url, reason)
+        return "error: " + db.connection_advice(url, reason), None, None
     finally:
         engine.dispose()
     # the same refusal as ``run`` (``db.newer_revision_message``): an index a newer Lucent
     # made passed check-config and then stopped the start (outside probe)
     trouble = db.unknown_revision_message(revisions) or _unversioned(revisions, others)
     if trouble is not None:
-        return "error: " + trouble
+        return "error: " + trouble, None, None
     schema = _schema(revisions) if tables else "empty: the first start creates the schema"
     shown = parsed.render_as_string(hide_password=True)
-    return f"{shown}: connected (PostgreSQL {version}, {schema})"
+    return f"{shown}: connected (PostgreSQL {version}, {schema})", holder, recorded
 
 
 def _sqlite_revisions(path: Path) -> tuple[list[str], int]:

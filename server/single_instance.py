@@ -11,15 +11,25 @@ is no stale lock to clean up by hand. On POSIX it is flock() on the folder itsel
 added to the archive (its folder holds objects only). The data directory also gets
 ``server.lock`` with the pid, for people; the pid of a holder is read from there or, for an
 archive folder, from /proc/locks (Linux). Windows locks ``<folder>/server.lock`` (msvcrt).
+
+A PostgreSQL index has no folder here: ``server.index.db.lock_index`` holds a session-level
+advisory lock on it instead (probe 58: a second server with its own folders on the same
+database took over the first server's instances). The index also records which archive it
+belongs to, and a start next to another archive is refused (``owner_problem``): the same
+trap, one after the other instead of side by side.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import secrets
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 PID_FILE = "server.lock"
+ARCHIVE_ID_SUFFIX = ".archive-id"
+"""Beside the key file (``master.keys.archive-id``): the archive folder holds objects only,
+and the key file is what the archive's objects belong to (they are sealed with its keys)."""
 
 
 class AlreadyRunning(Exception):
@@ -31,11 +41,21 @@ class Locks:
 
     def __init__(self, fds: list[int]) -> None:
         self.fds = fds
+        self.others: list[Callable[[], None]] = []
+
+    def add(self, close: Callable[[], None]) -> None:
+        """Hold one more lock (e.g. the index database's) until ``close()``."""
+        self.others.append(close)
 
     def close(self) -> None:
-        for fd in self.fds:
-            os.close(fd)
-        self.fds = []
+        others, self.others = self.others, []
+        try:
+            for release in reversed(others):
+                release()
+        finally:
+            for fd in self.fds:
+                os.close(fd)
+            self.fds = []
 
 
 def acquire(data_dir: Path, others: Iterable[tuple[str, Path]] = ()) -> Locks:
@@ -110,3 +130,67 @@ def _lock(fd: int) -> None:
         import fcntl
 
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+# ------------------------------------------------------------------ which archive an index is
+def archive_id_file(key_file: Path) -> Path:
+    """Where the archive's id is kept: beside its key file, named after it."""
+    key_file = key_file.expanduser()
+    return key_file.with_name(key_file.name + ARCHIVE_ID_SUFFIX)
+
+
+def archive_id(key_file: Path) -> str | None:
+    """The id of the archive whose key file is ``key_file``; None before its first start
+    with this version (or when the id file was lost)."""
+    try:
+        text = archive_id_file(key_file).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return None
+    except UnicodeError:
+        text = ""
+    return text or None
+
+
+def make_archive_id(key_file: Path) -> str:
+    """Give the archive of ``key_file`` its id (random, written atomically and durably,
+    mode 0600) and return it."""
+    path = archive_id_file(key_file)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    value = secrets.token_hex(16)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{value}\n".encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if os.name == "posix":
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    return value
+
+
+def owner_problem(
+    recorded: str | None, found: str | None, *, index: str, archive_dir: Path, key_file: Path
+) -> str | None:
+    """Why this server must not use the index ``index`` (a description: a file or a URL
+    without password): it records the archive ``recorded`` and this server's archive has the
+    id ``found``. None when they agree, or when the index records none yet (an index made
+    before this check, or a new one: it adopts this archive). Probe 58: a twin server with
+    its own archive on the same database took over the first server's instances."""
+    if recorded is None or recorded == found:
+        return None
+    id_file = archive_id_file(key_file)
+    ours = f"id {found}" if found else f"no id yet ({id_file} does not exist)"
+    return (
+        f"the index database {index} belongs to another archive (archive id {recorded}); "
+        f"this server's archive {archive_dir} (key file {key_file}) has {ours}. Point "
+        "[archive] path and key_file at the archive this index was made for, or use another "
+        "database in [index] database_url (`lucent-server rebuild-index` fills an empty one "
+        "from this archive). If this archive really is that one (restored from a backup "
+        f"without {id_file.name}), write {recorded} into {id_file}. Nothing was changed."
+    )

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+import socket
+import sqlite3
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, select
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import NullPool
 
-from server import config
+from server import config, single_instance
 from server.index import folding
+from server.index.models import IndexOwner
 
 log = logging.getLogger("lucent.index")
 
@@ -387,3 +393,181 @@ def migrate(engine: Engine) -> None:
         finally:
             if sqlite:
                 raw.execute("PRAGMA foreign_keys=ON")
+
+
+# ------------------------------------------------------------------ one server per index
+#: Key of the session-level advisory lock a server holds on a PostgreSQL index (probe 58),
+#: a constant derived from "lucent-index" (63 bits: positive as a bigint). pg_locks shows a
+#: bigint key as classid (high 32 bits) and objid (low 32 bits) with objsubid 1.
+INDEX_LOCK_KEY = int.from_bytes(hashlib.sha256(b"lucent-index").digest()[:8], "big") >> 1
+_HOLDER_SQL = (
+    "SELECT a.pid, a.application_name, host(a.client_addr), a.backend_start"
+    " FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    f" AND l.classid = {INDEX_LOCK_KEY >> 32} AND l.objid = {INDEX_LOCK_KEY & 0xFFFFFFFF}"
+)
+
+
+def holder_name(pid: int | None = None, host: str | None = None) -> str:
+    """The lock connection's ``application_name``: what a refused second server (and
+    pg_stat_activity) shows. PostgreSQL keeps 63 bytes of it."""
+    name = f"lucent-server pid {pid or os.getpid()} on {host or socket.gethostname()}"
+    return name.encode("utf-8")[:63].decode("utf-8", "ignore")
+
+
+class IndexLock:
+    """The advisory lock on a PostgreSQL index, held by its own connection (autocommit:
+    an idle session, no open transaction) for the life of the server. PostgreSQL releases
+    it when that session ends: ``close()``, the process's end (kill -9 too: the kernel
+    closes the socket) or a lost connection."""
+
+    def __init__(self, engine: Engine, conn: Connection) -> None:
+        self._engine = engine
+        self._conn: Connection | None = conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            finally:
+                self._engine.dispose()
+
+
+def lock_index(url: str) -> IndexLock | None:
+    """Take the index database for this process: a second server on the same PostgreSQL
+    database (its own folders, so the folder locks of ``server.single_instance`` did not
+    meet) started, listed the first server's studies and took over its instances (probe
+    58). ``single_instance.AlreadyRunning`` names the holder (its pid and host, address and
+    data directory, as far as PostgreSQL shows them). None for SQLite: the folder lock of
+    the index file's folder is its lock. A connection failure is a ``DBAPIError``."""
+    problem = config.database_url_problem(url)
+    if problem:
+        raise config.ConfigError(problem)
+    if make_url(url).get_backend_name() != "postgresql":
+        return None
+    args = _server_connect_args(url)
+    args["application_name"] = holder_name()
+    try:
+        engine = create_engine(
+            url, poolclass=NullPool, isolation_level="AUTOCOMMIT", connect_args=args
+        )
+    except (ArgumentError, ImportError) as exc:
+        raise config.ConfigError(
+            f"[index] database_url: cannot load its database driver ({exc}): "
+            f"{config.SUPPORTED_DATABASES}"
+        ) from exc
+    try:
+        conn = engine.connect()
+    except BaseException:
+        engine.dispose()
+        raise
+    try:
+        taken = conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({INDEX_LOCK_KEY})").scalar()
+        if not taken:
+            holder = index_holder(conn) or "a process PostgreSQL does not name to this user"
+            shown = make_url(url).render_as_string(hide_password=True)
+            raise single_instance.AlreadyRunning(
+                f"the index database {shown} is in use by another Lucent server "
+                f"({holder}); one server per index database: stop that server, or give this "
+                "one its own database in [index] database_url"
+            )
+    except BaseException:
+        conn.close()
+        engine.dispose()
+        raise
+    return IndexLock(engine, conn)
+
+
+def index_holder(conn: Connection) -> str | None:
+    """Who holds the index lock, in words ("pid 4242 on host-a, connected from 10.0.0.5
+    since ..., data_dir /srv/lucent"), or None when nobody does. The pid and host come from
+    the holder's application_name, the data directory from the ``index_owner`` row it wrote
+    at its start (shown only when that row names the same pid and host)."""
+    row = conn.exec_driver_sql(_HOLDER_SQL).first()
+    if row is None:
+        return None
+    _, application, address, since = row
+    parts = [str(application).removeprefix("lucent-server ") if application else "unknown pid"]
+    parts.append(f"connected from {address}" if address else "connected over a local socket")
+    if since is not None:
+        parts[-1] += f" since {since:%Y-%m-%d %H:%M:%S %Z}".rstrip()
+    try:
+        if conn.exec_driver_sql("SELECT to_regclass('index_owner')").scalar() is not None:
+            owner = conn.exec_driver_sql(
+                "SELECT holder_pid, holder_host, holder_data_dir FROM index_owner WHERE id = 1"
+            ).first()
+            if owner is not None and application == holder_name(owner[0], owner[1]):
+                parts.append(f"data_dir {owner[2]}")
+    except DBAPIError:  # the name is a courtesy: the refusal stands without it
+        pass
+    return ", ".join(parts)
+
+
+def index_in_use(conn: Connection) -> str | None:
+    """``index_holder`` for check-config, on a connection it has open anyway (PostgreSQL)."""
+    try:
+        return index_holder(conn) or None
+    except DBAPIError:
+        return None
+
+
+def recorded_archive_id(url: str) -> str | None:
+    """The archive id an index records, read without changing anything (a SQLite file
+    read-only, and not created when missing); None when it records none (a new index, or
+    one made before migration 0015)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            return None
+        path = Path(parsed.database).expanduser()
+        if not path.is_file():
+            return None
+        raw = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        try:
+            named = raw.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'index_owner'"
+            ).fetchone()
+            if named is None:
+                return None
+            row = raw.execute("SELECT archive_id FROM index_owner WHERE id = 1").fetchone()
+            return None if row is None else str(row[0])
+        finally:
+            raw.close()
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return recorded_archive_id_on(conn)
+    finally:
+        engine.dispose()
+
+
+def recorded_archive_id_on(conn: Connection) -> str | None:
+    """``recorded_archive_id`` on an open PostgreSQL connection."""
+    if conn.exec_driver_sql("SELECT to_regclass('index_owner')").scalar() is None:
+        return None
+    value = conn.exec_driver_sql("SELECT archive_id FROM index_owner WHERE id = 1").scalar()
+    return None if value is None else str(value)
+
+
+def own_index(engine: Engine, archive_id: str, data_dir: Path) -> None:
+    """Record ``archive_id`` as the archive of this (migrated) index unless one is recorded
+    already (the caller compared them before anything was changed), and this process as
+    the server that opened it (named in a second server's refusal)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    holder = {
+        "holder_host": socket.gethostname()[:255],
+        "holder_pid": os.getpid(),
+        "holder_data_dir": str(data_dir),
+        "holder_since": now,
+    }
+    with engine.begin() as conn:
+        exists = conn.execute(select(IndexOwner.id).where(IndexOwner.id == 1)).first()
+        table = IndexOwner.__table__
+        if exists is None:
+            conn.execute(
+                table.insert().values(id=1, archive_id=archive_id, created_at=now, **holder)
+            )
+        else:
+            conn.execute(table.update().where(table.c.id == 1).values(**holder))

@@ -140,6 +140,30 @@ class ArchiveTombstone(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class IndexOwner(Base):
+    """The archive this index belongs to (one row, ``id`` 1), and the server that opened it
+    last (probe 58).
+
+    A twin server with its own archive on the same database, or an index copied next to
+    another archive, listed studies whose objects it did not have, and a C-STORE to the twin
+    replaced the first server's instances with objects in the twin's archive (500 on WADO-RS
+    there). ``archive_id`` is the random id kept beside the archive's key file
+    (``server.single_instance.archive_id_file``); every start compares the two before it
+    changes anything. The holder columns only name a running server in the refusal of a
+    second one (``server.index.db.lock_index``).
+    """
+
+    __tablename__ = "index_owner"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    archive_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    holder_host: Mapped[str] = mapped_column(String(255), default="")
+    holder_pid: Mapped[int] = mapped_column(Integer, default=0)
+    holder_data_dir: Mapped[str] = mapped_column(Text, default="")
+    holder_since: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
 class Placeholder(Base):
     """'Non-conformant data' entry: something arrived and was refused (Conformance 4.1.3.2)."""
 
