@@ -23,7 +23,7 @@ from server.index.known_series import KnownSeriesWriter
 from server.index.models import Instance, Series
 from server.index.records import InstanceRecord, Outcome, record_instance
 from tests.data import bad_inputs, samples
-from tests.support.postgres import TemporaryPostgres, postgres_available
+from tests.support.postgres import TemporaryPostgres, running_cluster
 
 pytestmark = pytest.mark.postgres
 
@@ -32,14 +32,7 @@ SOP = "2.25.31000001"
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[TemporaryPostgres]:
-    if not postgres_available():
-        pytest.fail("PostgreSQL is not installed: run scripts/setup.sh")
-    cluster = TemporaryPostgres()
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from running_cluster()
 
 
 @pytest.fixture()

@@ -26,7 +26,7 @@ import pytest
 from tests.data import samples
 from tests.integration.dicom_io import storescu
 from tests.support.lucent import REPO, LucentServer
-from tests.support.postgres import TemporaryPostgres, postgres_available
+from tests.support.postgres import TemporaryPostgres, running_cluster
 from tests.support.postgres_races import admin_session, connect
 
 REFUSED_IN_USE = "is in use by another Lucent server"
@@ -35,14 +35,7 @@ OTHER_ARCHIVE = "belongs to another archive"
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[TemporaryPostgres]:
-    if not postgres_available():
-        pytest.fail("PostgreSQL is not installed: run scripts/setup.sh")
-    cluster = TemporaryPostgres()
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from running_cluster()
 
 
 def _on(url: str, workdir: Path, **archive: str) -> LucentServer:

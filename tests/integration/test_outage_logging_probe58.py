@@ -32,7 +32,7 @@ from server.jobs.queue import JobControl
 from server.perfusion.service import PerfusionService, wait_until
 from tests.data import bad_inputs, samples
 from tests.support.lucent import LucentServer
-from tests.support.postgres import PG_BIN, TemporaryPostgres, postgres_available
+from tests.support.postgres import PG_BIN, TemporaryPostgres, running_cluster
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 COMPONENTS = ("lucent.store", "lucent.perfusion", "lucent.pacs")
@@ -43,14 +43,7 @@ LINE = re.compile(
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[TemporaryPostgres]:
-    if not postgres_available():
-        pytest.fail("PostgreSQL is not installed: run scripts/setup.sh")
-    cluster = TemporaryPostgres()
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from running_cluster()
 
 
 def _stop(pg: TemporaryPostgres) -> None:

@@ -16,12 +16,13 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
 from tests.support.peers import LOOPBACK, PeerError, free_port
 
-__all__ = ["PG_BIN", "TemporaryPostgres", "postgres_available"]
+__all__ = ["PG_BIN", "TemporaryPostgres", "postgres_available", "running_cluster"]
 
 #: Binaries of Debian's postgresql-15 (``LUCENT_PG_BIN`` overrides).
 PG_BIN = Path(os.environ.get("LUCENT_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -268,3 +269,18 @@ class TemporaryPostgres:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def running_cluster() -> Iterator[TemporaryPostgres]:
+    """A started cluster for a module-scoped fixture (``yield from running_cluster()``);
+    fails the test, with the remedy, where PostgreSQL is not installed."""
+    if not postgres_available():
+        import pytest
+
+        pytest.fail("PostgreSQL is not installed: run scripts/setup.sh")
+    cluster = TemporaryPostgres()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
