@@ -67,6 +67,9 @@ class PerfusionSeries:
     warnings: list[str] = field(default_factory=list)
     repaired: list[tuple[int, int]] = field(default_factory=list)
     """(time point, slice) of blank or corrupt images replaced by interpolation in time."""
+    other_series: list[dict[str, Any]] = field(default_factory=list)
+    """Series of the input that are not part of the acquisition (a localizer, a plain head
+    CT, a DWI in the same folder): UID, description and image count, for result.json."""
     slice_origins: np.ndarray | None = None
     """(Z, 3) Image Position (Patient) of each slice's first voxel (binned grid), as the
     source slices lie: with gantry tilt they are offset in-plane from slice to slice, which

@@ -116,6 +116,7 @@ class PerfusionResult:
             "input": {
                 "modality": s.modality,
                 "series_instance_uids": s.series_uids,
+                "other_series_not_used": s.other_series,
                 "timing_source": s.timing_source,
                 "frames": int(s.shape[0]),
                 "slices": int(s.shape[1]),

@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -792,6 +793,29 @@ def is_localizer(ds: Dataset | None) -> bool:
     return image_type(ds)[2:3] == ("LOCALIZER",)
 
 
+def _other_series(frames: Sequence[FrameRef], members: Sequence[FrameRef]) -> list[dict[str, Any]]:
+    """The input's series that have no image in the acquisition, each once: UID, Series
+    Description, Image Type (a localizer says LOCALIZER) and how many images were left
+    out. The analysis ignored them without a word (a plain head CT or a scout in the same
+    folder), and a reader of result.json could not tell what the input held."""
+    used = {f.series_uid for f in members}
+    out: dict[str, dict[str, Any]] = {}
+    for f in frames:
+        if f.series_uid in used:
+            continue
+        entry = out.get(f.series_uid)
+        if entry is None:
+            h = f.header
+            entry = out[f.series_uid] = {
+                "series_instance_uid": f.series_uid,
+                "description": str(getattr(h, "SeriesDescription", "") or "") if h else "",
+                "image_type": "\\".join(image_type(h)),
+                "images": 0,
+            }
+        entry["images"] += 1
+    return list(out.values())
+
+
 def _localizers_left_out(localizers: Sequence[FrameRef], members: Sequence[FrameRef]) -> str | None:
     """The warning for the localizer images that belonged with the acquisition: in one of
     its series or on its geometry (examine() would have merged them). Such an image is
@@ -1088,6 +1112,7 @@ def assemble(
         slice_headers=[h for h in headers if h is not None],
         bin_factor=b,
         series_uids=sorted({f.series_uid for f in members}),
+        other_series=_other_series(frames + localizers, members),
         warnings=warnings,
         repaired=[(int(t), int(z)) for t, z in zip(*np.nonzero(bad), strict=True)],
         slice_origins=slice_origins,
