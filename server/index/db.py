@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -9,6 +10,7 @@ import re
 import socket
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -424,23 +426,98 @@ def holder_name(pid: int | None = None, host: str | None = None) -> str:
     return name.encode("utf-8")[:63].decode("utf-8", "ignore")
 
 
+#: How often a server checks that it still holds the index lock (seconds).
+INDEX_LOCK_CHECK_S = 10.0
+
+
 class IndexLock:
     """The advisory lock on a PostgreSQL index, held by its own connection (autocommit:
     an idle session, no open transaction) for the life of the server. PostgreSQL releases
     it when that session ends: ``close()``, the process's end (kill -9 too: the kernel
-    closes the socket) or a lost connection."""
+    closes the socket) or a lost connection.
+
+    A lost connection (PostgreSQL restarted, a cut network) left the server running without
+    the lock, and a second server could start beside it: a keeper thread checks the
+    session every ``INDEX_LOCK_CHECK_S`` and takes the lock again on a new connection;
+    when another server took it meanwhile, that is logged as an error (once a minute)."""
 
     def __init__(self, engine: Engine, conn: Connection) -> None:
         self._engine = engine
         self._conn: Connection | None = conn
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._keeper = threading.Thread(
+            target=self._keep, args=(INDEX_LOCK_CHECK_S,), name="lucent-index-lock", daemon=True
+        )
+        self._keeper.start()
 
     def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
+        self._stop.set()
+        held = self._guard.acquire(timeout=5)  # a check on a frozen database may hang
+        try:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    conn.close()
+                finally:
+                    self._engine.dispose()
+        finally:
+            if held:
+                self._guard.release()
+
+    def _keep(self, every: float) -> None:
+        lost_since: float | None = None
+        told = 0.0
+        while not self._stop.wait(every):
+            with self._guard:
+                if self._stop.is_set():
+                    return
+                if self._still_held():
+                    continue
+                taken, holder = self._take_again()
+            now = time.monotonic()
+            if taken:
+                log.warning("the index database lock was lost with its connection: taken again")
+                lost_since = None
+            elif holder is not None and now - told >= 60:
+                told = now
+                log.error(
+                    "another Lucent server holds the index database now (%s): this server "
+                    "lost the lock with its connection; stop one of them",
+                    holder,
+                )
+            elif holder is None and lost_since is None:
+                lost_since = now
+                log.warning("the index database lock was lost with its connection; retrying")
+
+    def _still_held(self) -> bool:
+        conn = self._conn
+        if conn is None or conn.invalidated or conn.closed:
+            return False
+        try:
+            conn.exec_driver_sql("SELECT 1")
+            return True
+        except Exception:  # the session is gone, and the lock with it
+            with contextlib.suppress(Exception):
                 conn.close()
-            finally:
-                self._engine.dispose()
+            self._conn = None
+            return False
+
+    def _take_again(self) -> tuple[bool, str | None]:
+        """(taken, who holds it instead); (False, None) while the database is away."""
+        try:
+            conn = self._engine.connect()
+        except Exception:
+            return False, None
+        try:
+            if conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({INDEX_LOCK_KEY})").scalar():
+                self._conn = conn
+                return True, None
+            holder = index_holder(conn) or "a process PostgreSQL does not name to this user"
+        except Exception:
+            holder = None
+        conn.close()
+        return False, holder
 
 
 def lock_index(url: str) -> IndexLock | None:

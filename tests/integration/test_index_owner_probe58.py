@@ -23,10 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from server import single_instance
+from server.index import db
 from tests.data import samples
 from tests.integration.dicom_io import storescu
 from tests.support.lucent import REPO, LucentServer
-from tests.support.postgres import TemporaryPostgres, running_cluster
+from tests.support.postgres import PG_BIN, TemporaryPostgres, running_cluster
 from tests.support.postgres_races import admin_session, connect
 
 REFUSED_IN_USE = "is in use by another Lucent server"
@@ -245,3 +247,35 @@ def test_an_index_without_a_recorded_archive_adopts_it_silently(tmp_path: Path) 
     assert adopted and adopted != recorded
     with sqlite3.connect(index) as conn:
         assert conn.execute("SELECT archive_id FROM index_owner").fetchall() == [(adopted,)]
+
+
+@pytest.mark.postgres
+def test_the_lock_is_taken_again_when_postgres_restarts(
+    pg: TemporaryPostgres, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL ends the lock with its session: a restart of the database left the
+    running server without it, and a second server could start beside it."""
+    url = pg.create_database("probe58_relock")
+    monkeypatch.setattr(db, "INDEX_LOCK_CHECK_S", 0.2, raising=False)
+    lock = db.lock_index(url)
+    assert lock is not None
+    try:
+        assert _lock_holders(url) == 1
+        stop = [str(PG_BIN / "pg_ctl"), "-D", str(pg.data_dir), "-m", "fast", "-w", "stop"]
+        assert pg._run(stop).returncode == 0
+        assert pg._pg_ctl_start().returncode == 0
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if _lock_holders(url) == 1:
+                    break
+            except Exception:  # PostgreSQL still starting
+                pass
+            assert time.monotonic() < deadline, "the lock was not taken again"
+            time.sleep(0.2)
+        with pytest.raises(single_instance.AlreadyRunning):
+            db.lock_index(url)  # a second server is refused again
+        assert "index database lock was lost with its connection: taken again" in caplog.text
+    finally:
+        lock.close()
+    _wait_released(url)
