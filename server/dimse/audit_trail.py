@@ -108,7 +108,7 @@ class Received:
             self.refused,
             self.refusals,
         )
-        spool.save_quietly(self._spool_path, state)
+        spool.save_quietly(self._spool_path, state, durable=False)  # kill -9 safe, no fsync
         self._spooled_at = time.monotonic()
 
     def flush(self, ctx: ServerContext) -> None:
