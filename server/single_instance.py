@@ -95,7 +95,7 @@ def _acquire_one(folder: Path, what: str) -> int:
     else:
         fd = os.open(folder, os.O_RDONLY)
     try:
-        _lock(fd)
+        lock_fd(fd)
     except OSError as exc:
         os.close(fd)
         raise AlreadyRunning(
@@ -121,7 +121,10 @@ def _holder(folder: Path) -> str:
         return "unknown"
 
 
-def _lock(fd: int) -> None:
+def lock_fd(fd: int) -> None:
+    """An exclusive lock on the open file ``fd`` without waiting (POSIX flock, Windows
+    msvcrt); OSError when another process holds it. The kernel drops it when the
+    process ends, kill -9 too."""
     if os.name == "nt":
         import msvcrt
 

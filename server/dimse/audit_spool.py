@@ -24,7 +24,6 @@ too; the record says how the count was found.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import logging
@@ -43,6 +42,7 @@ from server.accounts import audit
 from server.accounts.clock import now
 from server.context import ServerContext
 from server.index.models import Instance, Patient, Series, Study
+from server.single_instance import lock_fd
 
 log = logging.getLogger("lucent.dimse")
 
@@ -79,7 +79,7 @@ class Spool:
         self.started = now()
         self._seq = itertools.count(1)
         fd = os.open(self.folder / f"{self.owner}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock_fd(fd)
         self._lock_fd = fd
         #: own files holding finished records the database did not take
         self._failed: set[Path] = set()
@@ -222,7 +222,7 @@ class Spool:
             return True
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                lock_fd(fd)
             except OSError:
                 return True  # that worker is alive: its associations are its own
             for tmp in self.folder.glob(f"{owner}.*.tmp"):
